@@ -1,0 +1,342 @@
+"""TOML config → typed dataclasses, with one clear line for every mistake.
+
+Every section and key has a default here; `mailforge init` writes them all out with
+`render_toml()` so operators see every knob. Unknown sections or keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "mailforge.toml"
+DEFAULT_CONFIG_PATH = Path("var") / DEFAULT_CONFIG_NAME
+CONFIG_ENV = "MAILFORGE_CONFIG"
+
+
+@dataclass
+class ServerConfig:
+    hostname: str = field(default_factory=socket.getfqdn)
+    data_dir: str = "."
+    user: str = ""
+    group: str = ""
+    # Seconds that sessions in progress get to finish on SIGTERM/SIGHUP before `421` and close.
+    grace_period: float = 30.0
+    # A worker that has not proved it is alive for this long is killed and replaced.
+    worker_timeout: float = 30.0
+
+
+@dataclass
+class ServiceConfig:
+    listen: list[str] = field(default_factory=list)
+    workers: int = 2
+    max_connections: int = 1000
+    max_connections_per_ip: int = 50
+    max_threads: int = 8
+    idle_timeout: float = 300.0
+
+
+@dataclass
+class LimitsConfig:
+    # RFC 5321 4.5.3.1: 1,000 recipients must be accepted; sizes as Postfix's defaults.
+    max_message_size: int = 36_700_160
+    max_recipients: int = 1000
+    max_line_length: int = 2048
+
+
+@dataclass
+class TLSConfig:
+    cert: str = "tls/cert.pem"
+    key: str = "tls/key.pem"
+
+
+@dataclass
+class RelayConfig:
+    mode: str = "authenticated"
+    networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])
+
+
+@dataclass
+class DeliveryConfig:
+    workers: int = 2
+    retry_schedule: list[int] = field(default_factory=lambda: [60, 300, 900, 3600])
+    max_queue_time: int = 432_000
+    mx_override: dict[str, str] = field(default_factory=dict)
+    smarthost: str = ""
+
+
+@dataclass
+class MetricsConfig:
+    listen: str = "127.0.0.1:9925"
+
+
+# Service name → default listen address when run unprivileged (DESIGN.md, config contract).
+SERVICE_PORTS = {
+    "smtp": 2525,
+    "submission": 2587,
+    "smtps": 2465,
+    "pop3": 2110,
+    "pop3s": 2995,
+    "imap": 2143,
+    "imaps": 2993,
+}
+# Services whose protocol this build serves; the others are configurable but stay off.
+IMPLEMENTED_SERVICES = ("smtp",)
+RELAY_MODES = ("none", "authenticated", "networks", "open")
+
+
+def _service(port: int, enabled: bool) -> typing.Callable[[], ServiceConfig]:
+    return lambda: ServiceConfig(listen=[f"127.0.0.1:{port}"] if enabled else [])
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    smtp: ServiceConfig = field(default_factory=_service(2525, True))
+    submission: ServiceConfig = field(default_factory=_service(2587, False))
+    smtps: ServiceConfig = field(default_factory=_service(2465, False))
+    pop3: ServiceConfig = field(default_factory=_service(2110, False))
+    pop3s: ServiceConfig = field(default_factory=_service(2995, False))
+    imap: ServiceConfig = field(default_factory=_service(2143, False))
+    imaps: ServiceConfig = field(default_factory=_service(2993, False))
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # Where the config was read from; relative paths in it are relative to its directory.
+    path: Path = field(default=Path(DEFAULT_CONFIG_NAME), compare=False)
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.path.parent / self.server.data_dir).resolve()
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.data_dir / "queue"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def badmail_dir(self) -> Path:
+        return self.data_dir / "badmail"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def accounts_db(self) -> Path:
+        return self.data_dir / "accounts.sqlite3"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    @property
+    def ratekeeper_socket(self) -> Path:
+        return self.run_dir / "ratekeeper.sock"
+
+    def services(self) -> dict[str, ServiceConfig]:
+        """Enabled services (a non-empty listen list), by name."""
+        return {name: getattr(self, name) for name in SERVICE_PORTS if getattr(self, name).listen}
+
+
+def config_path(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_PATH
+
+
+def load(path: Path | str) -> Config:
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such config file (run `mailforge init` first)") from None
+    except PermissionError:
+        raise ConfigError(path, "", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    config = from_dict(raw, path)
+    config.path = path.absolute()
+    return config
+
+
+def from_dict(raw: dict, path: Path | str = "<config>") -> Config:
+    sections = {f.name: f for f in dataclasses.fields(Config) if f.name != "path"}
+    config = Config()
+    for name, value in raw.items():
+        if name not in sections:
+            raise ConfigError(path, f"[{name}]", f"unknown section (known: {', '.join(sections)})")
+        if not isinstance(value, dict):
+            raise ConfigError(path, name, "expected a [section] table")
+        setattr(config, name, _section(getattr(config, name), name, value, path))
+    _validate(config, path)
+    return config
+
+
+def _section(default: object, name: str, values: dict, path: Path | str) -> object:
+    fields = {f.name: f for f in dataclasses.fields(default)}
+    hints = typing.get_type_hints(type(default))
+    changes = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(path, f"[{name}] {key}", f"unknown key (known: {', '.join(fields)})")
+        changes[key] = _coerce(value, hints[key], path, f"[{name}] {key}")
+    return dataclasses.replace(default, **changes)
+
+
+def _coerce(value: object, hint: object, path: Path | str, key: str) -> object:
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (str, int, float):
+        if not isinstance(value, hint) or isinstance(value, bool):
+            raise ConfigError(path, key, f"expected {_type_name(hint)}, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(path, key, f"expected a list of {_type_name(item)}, got {value!r}")
+        return [_coerce(v, item, path, key) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(path, key, f"expected a table, got {value!r}")
+        return {str(k): _coerce(v, item, path, f"{key}.{k}") for k, v in value.items()}
+    raise AssertionError(f"unsupported config type {hint}")
+
+
+def _type_name(hint: object) -> str:
+    return {str: "a string", int: "an integer", float: "a number"}.get(hint, str(hint))
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """'127.0.0.1:25', '[::1]:25' → (host, port); ValueError with a reason otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port {port_text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    if host != "*":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _is_hostname(host):
+                raise ValueError(f"{host!r} is not an IP address or host name") from None
+    return host, port
+
+
+def _is_hostname(name: str) -> bool:
+    labels = name.rstrip(".").split(".")
+    return all(0 < len(label) < 64 and label.replace("-", "").isalnum() for label in labels)
+
+
+def _validate(config: Config, path: Path | str) -> None:
+    if not _is_hostname(config.server.hostname):
+        raise ConfigError(path, "[server] hostname", f"{config.server.hostname!r} is not a host name")
+    for key in ("grace_period", "worker_timeout"):
+        if getattr(config.server, key) <= 0:
+            raise ConfigError(path, f"[server] {key}", "must be greater than 0")
+    seen: dict[tuple[str, int], str] = {}
+    for name in SERVICE_PORTS:
+        service: ServiceConfig = getattr(config, name)
+        for text in service.listen:
+            try:
+                address = parse_hostport(text)
+            except ValueError as exc:
+                raise ConfigError(path, f"[{name}] listen", str(exc)) from None
+            if address in seen:
+                raise ConfigError(path, f"[{name}] listen", f"{text} is also used by [{seen[address]}]")
+            seen[address] = name
+        if service.listen and name not in IMPLEMENTED_SERVICES:
+            raise ConfigError(path, f"[{name}] listen", "this service is not implemented yet; use []")
+        for key in ("workers", "max_threads"):
+            if getattr(service, key) < 1:
+                raise ConfigError(path, f"[{name}] {key}", "must be at least 1")
+        for key in ("max_connections", "max_connections_per_ip"):
+            if getattr(service, key) < 0:
+                raise ConfigError(path, f"[{name}] {key}", "must be 0 (unlimited) or more")
+        if service.idle_timeout <= 0:
+            raise ConfigError(path, f"[{name}] idle_timeout", "must be greater than 0")
+    for key in ("max_message_size", "max_recipients", "max_line_length"):
+        if getattr(config.limits, key) < 1:
+            raise ConfigError(path, f"[limits] {key}", "must be at least 1")
+    if config.limits.max_line_length < 512:
+        raise ConfigError(path, "[limits] max_line_length", "must be at least 512 (RFC 5321 4.5.3.1.4)")
+    if config.relay.mode not in RELAY_MODES:
+        raise ConfigError(path, "[relay] mode", f"expected one of {', '.join(RELAY_MODES)}")
+    for net in config.relay.networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(path, "[relay] networks", f"{net!r} is not a network") from None
+    if config.delivery.workers < 1:
+        raise ConfigError(path, "[delivery] workers", "must be at least 1")
+    if not config.delivery.retry_schedule or min(config.delivery.retry_schedule) < 1:
+        raise ConfigError(path, "[delivery] retry_schedule", "must list delays of 1 second or more")
+    for domain, target in config.delivery.mx_override.items():
+        _check_hostport(target, path, f"[delivery] mx_override.{domain}")
+    for key, value in (("[delivery] smarthost", config.delivery.smarthost),
+                       ("[metrics] listen", config.metrics.listen)):
+        if value:
+            _check_hostport(value, path, key)
+
+
+def _check_hostport(text: str, path: Path | str, key: str) -> None:
+    try:
+        parse_hostport(text)
+    except ValueError as exc:
+        raise ConfigError(path, key, str(exc)) from None
+
+
+def render_toml(config: Config) -> str:
+    """The whole config as TOML, every section and key present."""
+    out = ["# mailforge configuration: every key is shown at its value; see README.md\n"]
+    for f in dataclasses.fields(Config):
+        if f.name == "path":
+            continue
+        out.append(f"[{f.name}]")
+        section = getattr(config, f.name)
+        for key, value in dataclasses.asdict(section).items():
+            out.append(f"{key} = {_toml_value(value)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise AssertionError(f"cannot render {value!r}")
