@@ -1,0 +1,38 @@
+# `make run` and `make test` bootstrap everything they need on a fresh Debian with Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA := var
+# Debian packages the tests drive as real clients.
+TEST_DEBS := swaks
+
+.PHONY: run test setup test-debs bench clean
+
+$(BIN)/mailforge: pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/mailforge
+
+run: setup
+	test -f $(DATA)/mailforge.toml || $(BIN)/mailforge init --dir $(DATA) --hostname localhost
+	$(BIN)/mailforge -c $(DATA)/mailforge.toml serve
+
+test-debs:
+	@missing=""; for p in $(TEST_DEBS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "installing test packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: setup test-debs
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench.load smtp --clients 50 --messages 20000 --size 1024
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,38 @@
+"""What every protocol state machine shares: replies, actions and the command table entry."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class Action(enum.Enum):
+    """What the transport must do after sending a reply."""
+
+    NONE = "none"
+    CLOSE = "close"
+    READ_DATA = "read_data"      # stream a dot-terminated body
+    READ_CHUNK = "read_chunk"    # read a length-framed body chunk (BDAT)
+
+
+@dataclass(slots=True)
+class Reply:
+    text: bytes
+    action: Action = Action.NONE
+    # For READ_CHUNK: how many octets follow, and whether they are to be kept.
+    size: int = 0
+    keep: bool = True
+
+    @property
+    def is_error(self) -> bool:
+        return self.text[:1] in (b"4", b"5")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One row of a protocol's command table (Postfix's smtpd_cmd_table, Dovecot's imap-commands)."""
+
+    handler: Callable[..., Reply]
+    # The lowest session state the command is legal in; legality is checked once, centrally.
+    requires: int = 0

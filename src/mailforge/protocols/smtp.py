@@ -1,0 +1,329 @@
+"""The SMTP server state machine (RFC 5321, with RFC 1870, 2920, 3030, 6152, 2034, 6531).
+
+Pure: it turns command lines into replies and actions; no sockets and no files. The driver
+(protocols/smtpd.py) reads input, streams bodies into the spool, and tells the machine how a
+body ended. Reply texts follow Postfix's where clients and operators know them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..addresses import AddressError, parse_address
+from ..speedups.parse import ParseError, parse_path, split_command
+from .session import Action, Command, Reply
+
+# After this many error replies the client is hung up on (Postfix's smtpd_hard_error_limit).
+MAX_ERRORS = 20
+# RFC 5321 4.5.3.1.4 is 512 octets; ESMTP parameters make lines longer, so the limit is configured.
+RFC_LINE_LENGTH = 512
+
+
+class State(enum.IntEnum):
+    CONNECTED = 0
+    GREETED = 1
+    MAIL = 2
+    RCPT = 3
+
+
+MISSING_STEP = {
+    State.GREETED: b"503 5.5.1 Error: send HELO/EHLO first\r\n",
+    State.MAIL: b"503 5.5.1 Error: need MAIL command\r\n",
+    State.RCPT: b"503 5.5.1 Error: need RCPT command\r\n",
+}
+
+
+class RecipientLookup(Protocol):
+    def lookup_recipient(self, address: str): ...  # -> auth.accounts.Lookup
+
+
+@dataclass(frozen=True)
+class SMTPSettings:
+    hostname: str
+    max_message_size: int
+    max_recipients: int
+    max_line_length: int
+
+
+@dataclass
+class Transaction:
+    sender: str
+    body_8bit: bool = False
+    smtputf8: bool = False
+    recipients: list[str] = field(default_factory=list)
+    chunked: bool = False      # BDAT was used: DATA is no longer allowed (RFC 3030 2)
+    chunk_failed: bool = False  # a BDAT chunk was refused: the rest is discarded until LAST/RSET
+    size: int = 0
+
+
+def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> Reply:
+    return Reply(f"{code} {enhanced} {text}\r\n".encode(), action)
+
+
+class SMTPMachine:
+    def __init__(self, settings: SMTPSettings, recipients: RecipientLookup, peer_ip: str) -> None:
+        self.settings = settings
+        self.recipients = recipients
+        self.peer_ip = peer_ip
+        self.state = State.CONNECTED
+        self.helo_name = ""
+        self.esmtp = False
+        self.transaction: Transaction | None = None
+        self.errors = 0
+        # The BDAT chunk being read: whether it is the last, and the refusal owed after it.
+        self._chunk_last = False
+        self._chunk_refusal: bytes | None = None
+
+    def greeting(self) -> bytes:
+        return f"220 {self.settings.hostname} ESMTP mailforge\r\n".encode()
+
+    def idle_reply(self) -> bytes:
+        return f"421 4.4.2 {self.settings.hostname} Error: timeout exceeded\r\n".encode()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.transaction is not None
+
+    def handle(self, line: bytes) -> Reply:
+        try:
+            verb, arg = split_command(line)
+        except ParseError:
+            return self._count(reply(500, "5.5.2", "Error: bad syntax"))
+        command = COMMANDS.get(verb)
+        if command is None:
+            return self._count(reply(500, "5.5.2", "Error: command not recognized"))
+        if self.state < command.requires:
+            return self._count(Reply(self._missing_step()))
+        return self._count(command.handler(self, arg))
+
+    def _missing_step(self) -> bytes:
+        return MISSING_STEP[State(self.state + 1)]
+
+    def line_too_long(self) -> Reply:
+        return self._count(reply(500, "5.5.2", "Error: line too long"))
+
+    def _count(self, result: Reply) -> Reply:
+        if result.is_error:
+            self.errors += 1
+            if self.errors >= MAX_ERRORS:
+                return reply(421, "4.7.0", f"{self.settings.hostname} Error: too many errors",
+                             Action.CLOSE)
+        return result
+
+    # commands
+
+    def helo(self, arg: bytes, extended: bool = False) -> Reply:
+        name = arg.decode("utf-8", "replace").strip()
+        if not name or " " in name:
+            return reply(501, "5.5.4", f"Syntax: {'EHLO' if extended else 'HELO'} hostname")
+        self.helo_name, self.esmtp = name, extended
+        self.transaction = None
+        self.state = State.GREETED
+        if not extended:
+            return Reply(f"250 {self.settings.hostname}\r\n".encode())
+        lines = [f"{self.settings.hostname} Hello {name} [{self.peer_ip}]", "PIPELINING",
+                 f"SIZE {self.settings.max_message_size}", "VRFY", "ENHANCEDSTATUSCODES",
+                 "8BITMIME", "SMTPUTF8", "CHUNKING"]
+        text = "".join(f"250-{item}\r\n" for item in lines[:-1]) + f"250 {lines[-1]}\r\n"
+        return Reply(text.encode())
+
+    def ehlo(self, arg: bytes) -> Reply:
+        return self.helo(arg, extended=True)
+
+    def mail(self, arg: bytes) -> Reply:
+        if self.transaction is not None:
+            return reply(503, "5.5.1", "Error: nested MAIL command")
+        try:
+            sender, params = parse_path(arg, b"FROM")
+        except ParseError as exc:
+            return reply(501, "5.5.4", str(exc))
+        transaction = Transaction(sender)
+        problem = self._mail_params(transaction, params)
+        if problem:
+            return problem
+        if sender:
+            try:
+                parse_address(sender)
+            except AddressError as exc:
+                return reply(501, "5.1.7", f"Bad sender address syntax: {exc}")
+            if not sender.isascii() and not transaction.smtputf8:
+                return reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF8 addresses")
+        self.transaction = transaction
+        self.state = State.MAIL
+        return reply(250, "2.1.0", "Ok")
+
+    def _mail_params(self, transaction: Transaction, params: dict[str, str | None]) -> Reply | None:
+        for key, value in params.items():
+            if key == "SIZE" and self.esmtp:
+                if value is None or not value.isdigit():
+                    return reply(501, "5.5.4", "Bad SIZE parameter")
+                if int(value) > self.settings.max_message_size:
+                    return reply(552, "5.3.4", "Message size exceeds fixed limit")
+            elif key == "BODY" and self.esmtp and value and value.upper() in ("7BIT", "8BITMIME"):
+                transaction.body_8bit = value.upper() == "8BITMIME"
+            elif key == "SMTPUTF8" and self.esmtp and value is None:
+                transaction.smtputf8 = True
+            else:
+                return reply(555, "5.5.4", f"Unsupported option: {key}")
+        return None
+
+    def rcpt(self, arg: bytes) -> Reply:
+        transaction = self.transaction
+        assert transaction is not None
+        try:
+            address, params = parse_path(arg, b"TO")
+        except ParseError as exc:
+            return reply(501, "5.5.4", str(exc))
+        if params:
+            return reply(555, "5.5.4", f"Unsupported option: {next(iter(params))}")
+        try:
+            parse_address(address)
+        except AddressError as exc:
+            return reply(501, "5.1.3", f"Bad recipient address syntax: {exc}")
+        if not address.isascii() and not transaction.smtputf8:
+            return reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF8 addresses")
+        if len(transaction.recipients) >= self.settings.max_recipients:
+            return reply(452, "4.5.3", "Error: too many recipients")
+        refusal = self._refuse_recipient(address)
+        if refusal:
+            return refusal
+        transaction.recipients.append(address)
+        self.state = State.RCPT
+        return reply(250, "2.1.5", "Ok")
+
+    def _refuse_recipient(self, address: str) -> Reply | None:
+        status = self.recipients.lookup_recipient(address).status
+        if status == "ok":
+            return None
+        if status == "not_local":
+            return reply(554, "5.7.1", f"<{address}>: Relay access denied")
+        if status == "disabled":
+            return reply(550, "5.2.1", f"<{address}>: Recipient address rejected: mailbox disabled")
+        return reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
+
+    def data(self, arg: bytes) -> Reply:
+        if arg:
+            return reply(501, "5.5.4", "Syntax: DATA")
+        assert self.transaction is not None
+        if self.transaction.chunked:
+            return reply(503, "5.5.1", "Error: BDAT in progress, DATA not allowed")
+        return Reply(b"354 End data with <CR><LF>.<CR><LF>\r\n", Action.READ_DATA)
+
+    def bdat(self, arg: bytes) -> Reply:
+        size_text, _, last = arg.partition(b" ")
+        if not size_text.isdigit() or last.strip().upper() not in (b"", b"LAST"):
+            # Without a valid size nobody knows where the chunk ends: hang up (as Postfix does).
+            return reply(501, "5.5.4", "Syntax: BDAT count [LAST]", Action.CLOSE)
+        size = int(size_text)
+        self._chunk_last = bool(last.strip())
+        transaction = self.transaction
+        if self.state < State.RCPT or transaction is None:
+            self._chunk_refusal = self._missing_step()
+            return Reply(b"", Action.READ_CHUNK, size, keep=False)
+        transaction.chunked = True
+        keep = not transaction.chunk_failed and transaction.size + size <= self.settings.max_message_size
+        return Reply(b"", Action.READ_CHUNK, size, keep)
+
+    def chunk_done(self, size: int, kept: bool) -> Reply | None:
+        """After a BDAT chunk: the reply, or None when LAST arrived and the message must be queued."""
+        if self._chunk_refusal is not None:
+            refusal, self._chunk_refusal = self._chunk_refusal, None
+            return self._count(Reply(refusal))
+        transaction = self.transaction
+        assert transaction is not None
+        transaction.chunk_failed |= not kept
+        transaction.size += size
+        if transaction.chunk_failed:
+            if self._chunk_last:
+                self.reset()
+            return self._count(reply(552, "5.3.4", "Message size exceeds fixed limit"))
+        if not self._chunk_last:
+            return reply(250, "2.0.0", f"Ok: {size} octets received")
+        return None
+
+    def body_done(self, size: int, bare_newline: bool) -> Reply | None:
+        """After DATA: the refusal, or None when the message must be queued."""
+        if bare_newline:
+            self.reset()
+            return self._count(reply(550, "5.5.2", "Message refused: bare CR or LF in message "
+                                     "(RFC 5321 2.3.8); send lines ending in CRLF"))
+        if size > self.settings.max_message_size:
+            self.reset()
+            return self._count(reply(552, "5.3.4", "Message size exceeds fixed limit"))
+        return None
+
+    def queued(self, queue_id: str) -> Reply:
+        self.reset()
+        return reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+
+    def queue_failed(self) -> Reply:
+        self.reset()
+        return self._count(reply(451, "4.3.0", "Error: queue file write error"))
+
+    def reset(self) -> None:
+        self.transaction = None
+        if self.state > State.GREETED:
+            self.state = State.GREETED
+
+    def rset(self, arg: bytes) -> Reply:
+        self.reset()
+        return reply(250, "2.0.0", "Ok")
+
+    def noop(self, arg: bytes) -> Reply:
+        return reply(250, "2.0.0", "Ok")
+
+    def quit(self, arg: bytes) -> Reply:
+        return reply(221, "2.0.0", "Bye", Action.CLOSE)
+
+    def help(self, arg: bytes) -> Reply:
+        return reply(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY")
+
+    def vrfy(self, arg: bytes) -> Reply:
+        if not arg:
+            return reply(501, "5.5.4", "Syntax: VRFY address")
+        # Answering truthfully would let anyone harvest addresses (RFC 5321 3.5.3 allows 252).
+        return reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
+
+    def expn(self, arg: bytes) -> Reply:
+        return reply(502, "5.5.1", "Error: EXPN not available")
+
+    def starttls(self, arg: bytes) -> Reply:
+        return reply(454, "4.7.0", "TLS not available")
+
+    def auth(self, arg: bytes) -> Reply:
+        return reply(503, "5.5.1", "Error: authentication not enabled")
+
+    # trace
+
+    def trace_header(self, queue_id: str) -> bytes:
+        """The Received: header (RFC 5321 4.4) for the transaction in progress."""
+        transaction = self.transaction
+        assert transaction is not None
+        protocol = ("UTF8SMTP" if transaction.smtputf8 else "ESMTP") if self.esmtp else "SMTP"
+        target = f"\r\n\tfor <{transaction.recipients[0]}>" if len(transaction.recipients) == 1 else ""
+        helo = "".join(c if c.isprintable() and c not in "()\\" else "?" for c in self.helo_name)
+        date = email.utils.format_datetime(email.utils.localtime())
+        return (f"Received: from {helo} ([{self.peer_ip}])\r\n\tby {self.settings.hostname} "
+                f"(mailforge) with {protocol} id {queue_id}{target};\r\n\t{date}\r\n").encode()
+
+
+COMMANDS: dict[str, Command] = {
+    "HELO": Command(SMTPMachine.helo),
+    "EHLO": Command(SMTPMachine.ehlo),
+    "MAIL": Command(SMTPMachine.mail, State.GREETED),
+    "RCPT": Command(SMTPMachine.rcpt, State.MAIL),
+    "DATA": Command(SMTPMachine.data, State.RCPT),
+    # BDAT checks its own state: its octets must be read even when the command is refused.
+    "BDAT": Command(SMTPMachine.bdat),
+    "RSET": Command(SMTPMachine.rset),
+    "NOOP": Command(SMTPMachine.noop),
+    "QUIT": Command(SMTPMachine.quit),
+    "HELP": Command(SMTPMachine.help),
+    "VRFY": Command(SMTPMachine.vrfy),
+    "EXPN": Command(SMTPMachine.expn),
+    "STARTTLS": Command(SMTPMachine.starttls),
+    "AUTH": Command(SMTPMachine.auth),
+}

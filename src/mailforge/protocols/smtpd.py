@@ -1,0 +1,178 @@
+"""Drives one SMTP session: the transport's input into the state machine, bodies into the spool.
+
+Replies to pipelined commands are collected and sent in one write once no complete command is
+waiting (RFC 2920). DATA and BDAT bodies stream into the spool file chunk by chunk, so a
+session's memory stays bounded whatever the message size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..queue.envelope import Envelope
+from ..queue.spool import Spool, SpoolError, SpoolFile
+from ..speedups.dotstuff import DotUnstuffer
+from .session import Action, Reply
+from .smtp import RecipientLookup, SMTPMachine, SMTPSettings
+from .transport import Connection, ConnectionClosed, LineTooLong
+
+log = logging.getLogger("mailforge.smtp")
+
+
+class StopSignal(Protocol):
+    stopping: bool
+
+
+@dataclass
+class SMTPContext:
+    """What every session of one worker shares."""
+
+    settings: SMTPSettings
+    spool: Spool
+    recipients: RecipientLookup
+    worker: StopSignal
+
+
+def refusal(verdict: str, hostname: str) -> bytes:
+    """The reply for a connection over a cap (verdict from the rate-keeper)."""
+    if verdict == "ip_full":
+        return f"421 4.7.0 {hostname} Error: too many connections from your IP address\r\n".encode()
+    return f"421 4.3.2 {hostname} Error: too many connections, try again later\r\n".encode()
+
+
+def shutdown_reply(hostname: str) -> bytes:
+    return f"421 4.3.2 {hostname} Service shutting down, closing connection\r\n".encode()
+
+
+class SMTPDriver:
+    def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.machine = SMTPMachine(ctx.settings, ctx.recipients, conn.peer_ip)
+        self.spool_file: SpoolFile | None = None  # the BDAT message being received
+        self.pending: list[bytes] = []
+
+    async def run(self) -> None:
+        conn, machine = self.conn, self.machine
+        conn.idle_reply = machine.idle_reply()
+        conn.write(machine.greeting())
+        try:
+            while True:
+                if self.ctx.worker.stopping and not machine.in_transaction:
+                    self._send(shutdown_reply(self.ctx.settings.hostname))
+                    return
+                result = await self._next_reply()
+                if result.text:
+                    self.pending.append(result.text)
+                if result.action is Action.CLOSE:
+                    return
+                if not conn.has_buffered_line() or result.action is not Action.NONE:
+                    self._flush()
+                if self.spool_file is not None and not machine.in_transaction:
+                    self._drop_chunks()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._flush()
+            self._drop_chunks()
+
+    async def _next_reply(self) -> Reply:
+        machine = self.machine
+        self.conn.interruptible = not machine.in_transaction
+        try:
+            line = await self.conn.readline(self.ctx.settings.max_line_length)
+        except LineTooLong:
+            return machine.line_too_long()
+        finally:
+            self.conn.interruptible = False
+        result = machine.handle(line)
+        if result.action is Action.READ_DATA:
+            self.pending.append(result.text)
+            self._flush()
+            return await self._receive_data()
+        if result.action is Action.READ_CHUNK:
+            return await self._receive_chunk(result)
+        return result
+
+    async def _receive_data(self) -> Reply:
+        spool_file = self._start_message()
+        try:
+            reader = DotUnstuffer()
+            size, limit = 0, self.ctx.settings.max_message_size
+            while not reader.done:
+                chunk = await self.conn.read_chunk()
+                data, used = reader.feed(chunk)
+                if used < len(chunk):
+                    self.conn.unread(chunk[used:])
+                size += len(data)
+                if size <= limit and not reader.bare_newline:
+                    spool_file.write(data)
+            refused = self.machine.body_done(size, reader.bare_newline)
+            if refused:
+                spool_file.abort()
+                return refused
+        except BaseException:
+            spool_file.abort()
+            raise
+        return await self._commit(spool_file)
+
+    async def _receive_chunk(self, request: Reply) -> Reply:
+        remaining = request.size
+        if request.keep and self.spool_file is None:
+            self.spool_file = self._start_message()
+        while remaining:
+            chunk = await self.conn.read_up_to(remaining)
+            remaining -= len(chunk)
+            if request.keep:
+                assert self.spool_file is not None
+                self.spool_file.write(chunk)
+        result = self.machine.chunk_done(request.size, request.keep)
+        if result is not None:
+            return result
+        spool_file, self.spool_file = self.spool_file, None
+        assert spool_file is not None
+        return await self._commit(spool_file)
+
+    def _start_message(self) -> SpoolFile:
+        spool_file = self.ctx.spool.create()
+        spool_file.write(self.machine.trace_header(spool_file.id))
+        return spool_file
+
+    async def _commit(self, spool_file: SpoolFile) -> Reply:
+        transaction = self.machine.transaction
+        assert transaction is not None
+        envelope = Envelope(
+            id=spool_file.id, sender=transaction.sender, recipients=list(transaction.recipients),
+            received_at=time.time(), client_ip=self.conn.peer_ip, helo=self.machine.helo_name,
+            smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit)
+        try:
+            await spool_file.commit(envelope)
+        except SpoolError as exc:
+            log.error("%s: queue write failed: %s", spool_file.id, exc)
+            spool_file.abort()
+            return self.machine.queue_failed()
+        log.info("%s: from=<%s> to=%s size=%d client=%s", spool_file.id, transaction.sender,
+                 ",".join(f"<{r}>" for r in transaction.recipients), envelope.size,
+                 self.conn.peer_ip)
+        return self.machine.queued(spool_file.id)
+
+    def _drop_chunks(self) -> None:
+        if self.spool_file is not None:
+            self.spool_file.abort()
+            self.spool_file = None
+
+    def _send(self, text: bytes) -> None:
+        self.pending.append(text)
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.conn.write(b"".join(self.pending))
+            self.pending.clear()
+
+
+async def serve(conn: Connection, ctx: SMTPContext) -> None:
+    await SMTPDriver(conn, ctx).run()

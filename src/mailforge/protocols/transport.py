@@ -1,0 +1,185 @@
+"""Shared connection IO for every protocol: buffered line and chunk reads with limits.
+
+An asyncio Protocol (cheaper than streams: no StreamReader/StreamWriter pair per client) that
+the protocol drivers read with `readline()` / `read_chunk()` / `read_up_to()`. Idle timeouts
+are enforced by the worker's sweeper looking at `last_activity`, not by a timer per read, so
+10,000 idle clients cost one periodic task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+# Stop reading from a client whose unread input grows past this; resume below it.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+# A chunk handed to DATA/BDAT readers: large enough to amortise per-call costs.
+MAX_CHUNK = 256 * 1024
+
+
+class ConnectionClosed(Exception):
+    """The client went away (or we closed it) while we waited for input."""
+
+
+class LineTooLong(Exception):
+    """A line exceeded its limit; the line was discarded up to its end."""
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
+                 "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
+                 "interruptible", "task")
+
+    def __init__(self, handler: Callable[[Connection], Awaitable[None]]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._handler = handler
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip = ""
+        self.peer_port = 0
+        self.local_port = 0
+        self.closed = False
+        self.last_activity = time.monotonic()
+        # What the idle sweeper writes before closing: set by the protocol driver.
+        self.idle_reply = b""
+        # True while the driver waits for a command outside any transaction: a stopping worker
+        # may then close the session at once instead of waiting out the grace period.
+        self.interruptible = False
+        self.task: asyncio.Task[None] | None = None
+
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        sock = transport.get_extra_info("sockname") or ("", 0)
+        self.peer_ip, self.peer_port = _unmap(peer[0]), peer[1]
+        self.local_port = sock[1] if len(sock) > 1 else 0
+        self.task = self._loop.create_task(self._handler(self))
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self.last_activity = time.monotonic()
+        if len(self._buffer) > HIGH_WATER and not self._paused and self.transport:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+
+    # reading
+
+    def has_buffered_line(self) -> bool:
+        """Whether a complete line is already waiting (pipelined commands)."""
+        return b"\n" in self._buffer
+
+    async def readline(self, limit: int) -> bytes:
+        """The next line without its CRLF (or bare LF); LineTooLong past `limit` octets."""
+        scanned = 0
+        while True:
+            end = self._buffer.find(b"\n", scanned)
+            if end >= 0:
+                if end + 1 > limit:
+                    self._consume(end + 1)
+                    raise LineTooLong()
+                line = bytes(self._buffer[: end + 1])
+                self._consume(end + 1)
+                return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+            scanned = len(self._buffer)
+            if scanned > limit:
+                await self._discard_line()
+                raise LineTooLong()
+            await self._wait()
+
+    async def _discard_line(self) -> None:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                self._consume(end + 1)
+                return
+            self._consume(len(self._buffer))
+            await self._wait()
+
+    async def read_chunk(self) -> bytes:
+        """Whatever input is buffered (at most MAX_CHUNK), waiting for some if there is none."""
+        while not self._buffer:
+            await self._wait()
+        size = min(len(self._buffer), MAX_CHUNK)
+        chunk = bytes(self._buffer[:size])
+        self._consume(size)
+        return chunk
+
+    async def read_up_to(self, size: int) -> bytes:
+        """At most `size` bytes of input (at least one), for length-framed data such as BDAT."""
+        while not self._buffer:
+            await self._wait()
+        size = min(len(self._buffer), size, MAX_CHUNK)
+        chunk = bytes(self._buffer[:size])
+        self._consume(size)
+        return chunk
+
+    def unread(self, data: bytes) -> None:
+        """Put back input read past the end of a message (pipelined commands after it)."""
+        if data:
+            self._buffer[:0] = data
+
+    def discard_input(self) -> None:
+        """Drop unread input: nothing sent before a TLS handshake may be acted on after it."""
+        self._consume(len(self._buffer))
+
+    def _consume(self, size: int) -> None:
+        del self._buffer[:size]
+        if self._paused and len(self._buffer) < LOW_WATER and self.transport:
+            self._paused = False
+            self.transport.resume_reading()
+
+    async def _wait(self) -> None:
+        if self.closed:
+            raise ConnectionClosed()
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        if self.closed and not self._buffer:
+            raise ConnectionClosed()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # writing
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close after the buffered replies are sent."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        self._wake()
+
+    def expire(self, reply: bytes) -> None:
+        """Say why in the protocol's words (idle, shutting down), then close."""
+        self.write(reply)
+        self.close()
+
+
+def _unmap(ip: str) -> str:
+    """'::ffff:1.2.3.4' → '1.2.3.4', so IPv4 clients on a dual-stack socket count as themselves."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip

@@ -1,0 +1,159 @@
+"""A protocol worker process: asyncio on uvloop, serving the listeners it inherited.
+
+The supervisor forks it with the listening sockets already bound. It asks the rate-keeper
+before serving each connection (caps are service-wide), expires idle sessions from one
+sweeper task, proves it is alive through the heartbeat, and on SIGTERM stops accepting,
+lets sessions in progress finish for the grace period, then tells the rest `421` and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import uvloop
+
+from .auth.accounts import Accounts
+from .config import Config, ServiceConfig
+from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
+from .heartbeat import Heartbeat
+from .protocols import smtpd
+from .protocols.smtp import SMTPSettings
+from .protocols.transport import Connection
+from .queue.spool import Spool
+from .ratekeeper.client import RateKeeperClient
+
+log = logging.getLogger("mailforge.worker")
+
+# How often the worker proves it is alive, checks its parent, and sweeps idle sessions.
+TICK = 1.0
+LISTEN_BACKLOG = 1024
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    serve: Callable[[Connection, object], Awaitable[None]]
+    refusal: Callable[[str, str], bytes]
+    shutdown_reply: Callable[[str], bytes]
+
+
+PROTOCOLS: dict[str, ProtocolSpec] = {
+    "smtp": ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply),
+}
+
+
+def run(service: str, config: Config, listeners: list[socket.socket], heartbeat: Heartbeat) -> int:
+    return uvloop.run(Worker(service, config, listeners, heartbeat).main())
+
+
+class Worker:
+    def __init__(self, service: str, config: Config, listeners: list[socket.socket],
+                 heartbeat: Heartbeat) -> None:
+        self.service = service
+        self.config = config
+        self.settings: ServiceConfig = getattr(config, service)
+        self.protocol = PROTOCOLS[service]
+        self.listeners = listeners
+        self.heartbeat = heartbeat
+        self.parent = os.getppid()
+        self.stopping = False
+        self.connections: set[Connection] = set()
+        self._stop = asyncio.Event()
+
+    async def main(self) -> int:
+        try:
+            context = self._boot()
+        except (MailforgeError, OSError) as exc:
+            log.error("%s worker cannot start: %s", self.service, exc)
+            return EXIT_WORKER_BOOT
+        self.context = context
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        servers = [await loop.create_server(self._new_connection, sock=sock, backlog=LISTEN_BACKLOG)
+                   for sock in self.listeners]
+        ticker = loop.create_task(self._tick())
+        await self._stop.wait()
+        self.stopping = True
+        for server in servers:
+            server.close()
+        await self._drain()
+        ticker.cancel()
+        await self._shutdown_resources()
+        return EXIT_OK
+
+    def _boot(self) -> smtpd.SMTPContext:
+        self.executor = ThreadPoolExecutor(self.settings.max_threads,
+                                           thread_name_prefix=f"{self.service}-io")
+        self.accounts = Accounts(self.config.accounts_db)
+        self.spool = Spool(self.config.queue_dir, self.executor)
+        self.ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
+        limits = self.config.limits
+        settings = SMTPSettings(self.config.server.hostname, limits.max_message_size,
+                                limits.max_recipients, limits.max_line_length)
+        return smtpd.SMTPContext(settings, self.spool, self.accounts, self)
+
+    def _new_connection(self) -> Connection:
+        return Connection(self._session)
+
+    async def _session(self, conn: Connection) -> None:
+        hostname = self.config.server.hostname
+        verdict = await self.ratekeeper.open_session(
+            self.service, conn.peer_ip, self.settings.max_connections,
+            self.settings.max_connections_per_ip)
+        if verdict != "ok":
+            log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
+            conn.expire(self.protocol.refusal(verdict, hostname))
+            return
+        self.connections.add(conn)
+        try:
+            await self.protocol.serve(conn, self.context)
+        except Exception:
+            # One session's bug must not take the worker (and every other session) down.
+            log.exception("%s: session from %s failed", self.service, conn.peer_ip)
+        finally:
+            self.connections.discard(conn)
+            conn.close()
+            await self.ratekeeper.close_session(self.service, conn.peer_ip)
+
+    async def _tick(self) -> None:
+        idle_timeout = self.settings.idle_timeout
+        while True:
+            self.heartbeat.notify()
+            if os.getppid() != self.parent:
+                log.warning("%s worker: supervisor is gone, stopping", self.service)
+                self._stop.set()
+            now = time.monotonic()
+            for conn in [c for c in self.connections if now - c.last_activity > idle_timeout]:
+                conn.expire(conn.idle_reply)
+            await asyncio.sleep(TICK)
+
+    async def _drain(self) -> None:
+        """Close idle sessions now, give busy ones the grace period, then close the rest."""
+        goodbye = self.protocol.shutdown_reply(self.config.server.hostname)
+        for conn in [c for c in self.connections if c.interruptible]:
+            conn.expire(goodbye)
+        deadline = time.monotonic() + self.config.server.grace_period
+        while self.connections and time.monotonic() < deadline:
+            self.heartbeat.notify()
+            for conn in [c for c in self.connections if c.interruptible]:
+                conn.expire(goodbye)
+            await asyncio.sleep(0.1)
+        for conn in list(self.connections):
+            conn.expire(goodbye)
+        tasks = [c.task for c in self.connections if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+
+    async def _shutdown_resources(self) -> None:
+        await self.ratekeeper.close()
+        await self.spool.close()
+        self.executor.shutdown(wait=True)
+        self.accounts.close()

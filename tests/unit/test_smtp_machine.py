@@ -1,0 +1,140 @@
+"""The SMTP state machine by transcript: command in, reply out, no sockets."""
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from mailforge.protocols.session import Action
+from mailforge.protocols.smtp import MAX_ERRORS, SMTPMachine, SMTPSettings
+
+SETTINGS = SMTPSettings("mx.test", max_message_size=1000, max_recipients=3, max_line_length=2048)
+
+
+@dataclass
+class Lookup:
+    status: str
+    mailboxes: list[str] = field(default_factory=list)
+
+
+class Directory:
+    def lookup_recipient(self, address):
+        local, _, domain = address.lower().rpartition("@")
+        if domain != "example.test":
+            return Lookup("not_local")
+        return {"alice": Lookup("ok", [address]), "off": Lookup("disabled")}.get(local, Lookup("unknown"))
+
+
+def session():
+    return SMTPMachine(SETTINGS, Directory(), "127.0.0.1")
+
+
+def run(machine, transcript):
+    for line, expected in transcript:
+        got = machine.handle(line)
+        assert got.text.startswith(expected), (line, got.text)
+    return got
+
+
+def test_happy_path_and_ehlo_keywords():
+    m = session()
+    ehlo = m.handle(b"EHLO client.test").text.decode()
+    for keyword in ("PIPELINING", "SIZE 1000", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING"):
+        assert keyword in ehlo
+    last = run(m, [(b"MAIL FROM:<bob@remote.test> SIZE=10 BODY=8BITMIME", b"250 2.1.0"),
+                   (b"RCPT TO:<Alice@Example.test>", b"250 2.1.5"),
+                   (b"DATA", b"354")])
+    assert last.action is Action.READ_DATA
+    assert m.body_done(10, bare_newline=False) is None
+    header = m.trace_header("ID1")
+    assert header.startswith(b"Received: from client.test ([127.0.0.1])") and b"for <Alice@Example.test>" in header
+    assert m.queued("ID1").text == b"250 2.0.0 Ok: queued as ID1\r\n"
+    assert not m.in_transaction
+
+
+@pytest.mark.parametrize("transcript", [
+    [(b"MAIL FROM:<a@b.test>", b"503 5.5.1 Error: send HELO/EHLO first")],
+    [(b"HELO x", b"250"), (b"RCPT TO:<alice@example.test>", b"503 5.5.1 Error: need MAIL")],
+    [(b"HELO x", b"250"), (b"DATA", b"503 5.5.1 Error: need MAIL")],
+    [(b"HELO x", b"250"), (b"MAIL FROM:<>", b"250"), (b"DATA", b"503 5.5.1 Error: need RCPT")],
+    [(b"HELO x", b"250"), (b"MAIL FROM:<>", b"250"), (b"MAIL FROM:<>", b"503 5.5.1 Error: nested")],
+    [(b"HELO", b"501 5.5.4")],
+    [(b"EHLO x", b"250"), (b"MAIL FROM:a@b.test", b"501 5.5.4")],
+    [(b"EHLO x", b"250"), (b"MAIL FROM:<a@b.test> FOO=1", b"555 5.5.4")],
+    [(b"EHLO x", b"250"), (b"MAIL FROM:<a@b.test> SIZE=5000", b"552 5.3.4")],
+    [(b"EHLO x", b"250"), (b"MAIL FROM:<not an address>", b"501 5.1.7")],
+    [(b"EHLO x", b"250"), (b"MAIL FROM:<j\xc3\xb6rg@b.test>", b"553 5.6.7")],
+    [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250"), (b"RCPT TO:<x@elsewhere.test>", b"554 5.7.1")],
+    [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250"), (b"RCPT TO:<nobody@example.test>", b"550 5.1.1")],
+    [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250"), (b"RCPT TO:<off@example.test>", b"550 5.2.1")],
+    [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250"), (b"RCPT TO:<alice@example.test>", b"250"),
+     (b"DATA now", b"501 5.5.4")],
+    [(b"FOO", b"500 5.5.2 Error: command not recognized")],
+    [(b"", b"500 5.5.2 Error: bad syntax")],
+    [(b"VRFY alice", b"252 2.0.0")],
+    [(b"VRFY", b"501 5.5.4")],
+    [(b"NOOP", b"250 2.0.0")],
+    [(b"HELP", b"214")],
+    [(b"RSET", b"250 2.0.0")],
+    [(b"QUIT", b"221 2.0.0")],
+])
+def test_replies(transcript):
+    run(session(), transcript)
+
+
+def test_smtputf8_addresses_need_the_parameter():
+    m = session()
+    run(m, [(b"EHLO x", b"250"), ("MAIL FROM:<jörg@b.test> SMTPUTF8".encode(), b"250 2.1.0")])
+    assert b"UTF8SMTP" in (m.handle(b"RCPT TO:<alice@example.test>") and m.trace_header("X"))
+
+
+def test_too_many_recipients():
+    m = session()
+    run(m, [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250")] +
+        [(b"RCPT TO:<alice@example.test>", b"250")] * 3 + [(b"RCPT TO:<alice@example.test>", b"452 4.5.3")])
+
+
+def test_bdat_chunks_then_last():
+    m = session()
+    run(m, [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250"), (b"RCPT TO:<alice@example.test>", b"250")])
+    first = m.handle(b"BDAT 10")
+    assert (first.action, first.size, first.keep) == (Action.READ_CHUNK, 10, True)
+    assert m.chunk_done(10, True).text.startswith(b"250 2.0.0 Ok: 10 octets")
+    assert m.handle(b"DATA").text.startswith(b"503")
+    assert m.handle(b"BDAT 5 LAST").keep
+    assert m.chunk_done(5, True) is None
+
+
+def test_bdat_out_of_order_consumes_then_refuses():
+    m = session()
+    run(m, [(b"EHLO x", b"250")])
+    request = m.handle(b"BDAT 4 LAST")
+    assert (request.action, request.size, request.keep) == (Action.READ_CHUNK, 4, False)
+    assert m.chunk_done(4, False).text.startswith(b"503 5.5.1 Error: need MAIL")
+
+
+def test_bdat_over_size_refused_at_last():
+    m = session()
+    run(m, [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250"), (b"RCPT TO:<alice@example.test>", b"250")])
+    assert not m.handle(b"BDAT 2000 LAST").keep
+    assert m.chunk_done(2000, False).text.startswith(b"552 5.3.4")
+    assert not m.in_transaction
+
+
+def test_bad_bdat_syntax_hangs_up():
+    assert session().handle(b"BDAT x").action is Action.CLOSE
+
+
+def test_bare_newline_and_size_refusals():
+    m = session()
+    run(m, [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250"), (b"RCPT TO:<alice@example.test>", b"250"), (b"DATA", b"354")])
+    assert m.body_done(10, bare_newline=True).text.startswith(b"550 5.5.2")
+    run(m, [(b"MAIL FROM:<>", b"250"), (b"RCPT TO:<alice@example.test>", b"250"), (b"DATA", b"354")])
+    assert m.body_done(1001, bare_newline=False).text.startswith(b"552 5.3.4")
+
+
+def test_too_many_errors_hangs_up():
+    m = session()
+    for _ in range(MAX_ERRORS - 1):
+        assert m.handle(b"FOO").action is Action.NONE
+    last = m.handle(b"FOO")
+    assert last.action is Action.CLOSE and last.text.startswith(b"421 4.7.0")
