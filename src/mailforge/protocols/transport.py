@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import typing
 from collections.abc import Awaitable, Callable
 
 # Stop reading from a client whose unread input grows past this; resume below it.
@@ -54,8 +55,8 @@ class Connection(asyncio.Protocol):
     # asyncio.Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = typing.cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip, self.peer_port = _unmap(peer[0]), peer[1]

@@ -1,0 +1,181 @@
+"""A real `mailforge serve` on loopback for system tests, stopped by its pid afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailforge import config as configuration
+from mailforge.store.maildir import mailbox_path
+
+MAILFORGE = [sys.executable, "-m", "mailforge"]
+DOMAIN = "example.test"
+USER = f"alice@{DOMAIN}"
+PASSWORD = "correct horse"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli(conf: Path, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(MAILFORGE + ["-c", str(conf), *args], input=input, text=True,
+                            capture_output=True, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"mailforge {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+class Server:
+    """One mailforge instance: its data dir, config, and supervisor process."""
+
+    def __init__(self, root: Path, **overrides: dict) -> None:
+        self.dir = root / "var"
+        subprocess.run(MAILFORGE + ["init", "--dir", str(self.dir), "--hostname", "mx.example.test"],
+                       check=True, capture_output=True, timeout=60)
+        self.conf = self.dir / "mailforge.toml"
+        self.port = free_port()
+        base = {"smtp": {"listen": [f"127.0.0.1:{self.port}"], "workers": 2, "idle_timeout": 30},
+                "server": {"grace_period": 5, "worker_timeout": 10},
+                "delivery": {"workers": 1},
+                "metrics": {"listen": ""}}
+        for section, values in overrides.items():
+            base.setdefault(section, {}).update(values)
+        self.reconfigure(base)
+        cli(self.conf, "domain", "add", DOMAIN)
+        cli(self.conf, "user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+
+    def reconfigure(self, changes: dict) -> None:
+        config = configuration.load(self.conf)
+        for section, values in changes.items():
+            setattr(config, section, dataclasses.replace(getattr(config, section), **values))
+        self.conf.write_text(configuration.render_toml(config))
+        self.config = configuration.load(self.conf)
+
+    def start(self, timeout: float = 20) -> None:
+        self.proc = subprocess.Popen(MAILFORGE + ["-c", str(self.conf), "serve"],
+                                     stdout=subprocess.PIPE, stderr=open(self.dir / "log" / "serve.log", "ab"),
+                                     text=True, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"mailforge serve exited: {self.log()}")
+            self.output.append(line)
+            if "ready" in line:
+                self.wait_for_port()
+                return
+        raise AssertionError("mailforge serve did not become ready")
+
+    def wait_for_port(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    if sock.recv(100).startswith(b"220"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("SMTP port never greeted")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def children(self) -> list[int]:
+        """Pids of the supervisor's child processes (workers, delivery, rate-keeper)."""
+        try:
+            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        except FileNotFoundError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def worker_pids(self, service: str = "smtp") -> list[int]:
+        status = self.status()
+        return [w["pid"] for w in status["services"][service]["workers"]]
+
+    def status(self) -> dict:
+        import json
+        return json.loads(cli(self.conf, "status", "--json").stdout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        proc, self.proc = self.proc, None
+        try:
+            proc.send_signal(sig)
+            return proc.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            return None
+        finally:
+            _kill_group(proc.pid)
+            proc.stdout.close()
+
+    def kill_tree(self) -> None:
+        """kill -9 of the supervisor and every process of its group at once."""
+        assert self.proc is not None
+        proc, self.proc = self.proc, None
+        _kill_group(proc.pid)
+        proc.wait(timeout=10)
+        proc.stdout.close()
+
+    def log(self) -> str:
+        return (self.dir / "log" / "serve.log").read_text(errors="replace")
+
+    def maildir(self, address: str = USER) -> Path:
+        return mailbox_path(self.config.store_dir, address)
+
+    def delivered(self, address: str = USER) -> list[Path]:
+        new = self.maildir(address) / "new"
+        return sorted(new.iterdir()) if new.is_dir() else []
+
+    def wait_delivered(self, count: int, address: str = USER, timeout: float = 60) -> list[Path]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            files = self.delivered(address)
+            if len(files) >= count:
+                return files
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.delivered(address))} of {count} messages delivered")
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    servers: list[Server] = []
+
+    def factory(**overrides) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", **overrides)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server) -> Server:
+    instance = make_server()
+    instance.start()
+    return instance
