@@ -1,0 +1,390 @@
+"""The accounts database: hosted domains, mailboxes with their password hashes, and aliases.
+
+SQLite in WAL mode, so the SMTP workers' lookups never wait for the CLI's writes. Every address
+and domain is stored in canonical form (`normalize_address`, `normalize_domain`), so lookups are
+exact matches on indexed columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ..addresses import is_address_literal, normalize_address, normalize_domain
+from ..errors import MailforgeError, UsageError
+from .passwords import hash_password, verify_password
+
+# Bump whenever the schema changes, and teach `_prepare` to migrate older files.
+SCHEMA_VERSION = 1
+# A writer (the CLI) holds the lock for milliseconds; wait rather than fail.
+BUSY_TIMEOUT_MS = 5000
+# Password hashes inside: no access for others. The group (which owns the store and queue, see
+# DESIGN.md) keeps read-write, which WAL needs even for readers; SQLite gives the -wal and
+# -shm files the database file's permissions.
+DB_MODE = 0o660
+# Aliases that point at aliases: deep enough for lists of lists, bounded so that neither a long
+# chain nor an alias loop (a -> b -> a) turns one RCPT into unbounded work.
+MAX_ALIAS_DEPTH = 8
+
+_SCHEMA = """
+CREATE TABLE domains (
+    name     TEXT PRIMARY KEY,
+    created  REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE mailboxes (
+    address   TEXT PRIMARY KEY,
+    domain    TEXT NOT NULL REFERENCES domains(name),
+    password  TEXT NOT NULL,
+    disabled  INTEGER NOT NULL DEFAULT 0,
+    created   REAL NOT NULL
+);
+CREATE INDEX mailboxes_domain ON mailboxes(domain);
+CREATE TABLE aliases (
+    source   TEXT NOT NULL,
+    target   TEXT NOT NULL,
+    domain   TEXT NOT NULL REFERENCES domains(name),
+    created  REAL NOT NULL,
+    PRIMARY KEY (source, target)
+) WITHOUT ROWID;
+CREATE INDEX aliases_domain ON aliases(domain);
+"""
+
+# The mailboxes an address reaches through aliases (itself included), with their disabled flag,
+# each once, nearest first. UNION (not UNION ALL) keeps the rows per depth to the distinct
+# addresses; the depth bound ends loops.
+_REACH = """
+WITH RECURSIVE reach(address, depth) AS (
+    VALUES (?, 0)
+    UNION
+    SELECT aliases.target, reach.depth + 1
+    FROM aliases JOIN reach ON aliases.source = reach.address
+    WHERE reach.depth < ?
+)
+SELECT reach.address, mailboxes.disabled
+FROM reach JOIN mailboxes ON mailboxes.address = reach.address
+GROUP BY reach.address
+ORDER BY MIN(reach.depth), reach.address
+"""
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    address: str
+    disabled: bool
+    created: float
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Where mail to one address goes.
+
+    status: "ok" (mailboxes is not empty), "unknown", "disabled" (every mailbox it reaches is
+    disabled) or "not_local" (the domain is not ours).
+    """
+
+    status: str
+    mailboxes: list[str] = field(default_factory=list)
+
+
+class Accounts:
+    def __init__(self, path: os.PathLike, *, create: bool = False) -> None:
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        if create:
+            _create_file(self.path)
+        self._db = _connect(self.path)
+        try:
+            self._prepare(create)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise MailforgeError(f"{self.path}: {exc}") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Accounts:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- domains
+
+    def domain_add(self, name: str) -> None:
+        domain = normalize_domain(name)
+        if is_address_literal(domain):
+            raise UsageError(f"{domain} is an address literal, not a domain that can be hosted")
+        with self._write() as db:
+            if _exists(db, "SELECT 1 FROM domains WHERE name = ?", domain):
+                raise UsageError(f"domain {domain} exists already")
+            db.execute("INSERT INTO domains (name, created) VALUES (?, ?)", (domain, time.time()))
+
+    def domain_remove(self, name: str) -> None:
+        domain = normalize_domain(name)
+        with self._write() as db:
+            _require_domain(db, domain)
+            mailboxes = _count(db, "SELECT COUNT(*) FROM mailboxes WHERE domain = ?", domain)
+            aliases = _count(db, "SELECT COUNT(*) FROM aliases WHERE domain = ?", domain)
+            if mailboxes or aliases:
+                raise UsageError(f"domain {domain} still has {mailboxes} mailbox(es) and "
+                                 f"{aliases} alias(es); remove them first")
+            db.execute("DELETE FROM domains WHERE name = ?", (domain,))
+
+    def domains(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT name FROM domains ORDER BY name")]
+
+    def is_local_domain(self, domain: str) -> bool:
+        try:
+            domain = normalize_domain(domain)
+        except UsageError:
+            return False
+        with self._lock:
+            return _exists(self._db, "SELECT 1 FROM domains WHERE name = ?", domain)
+
+    # -- mailboxes
+
+    def user_add(self, address: str, password: str) -> None:
+        address = normalize_address(address)
+        hashed = _hash(password)
+        domain = _domain_of(address)
+        with self._write() as db:
+            _require_domain(db, domain)
+            if _is_mailbox(db, address):
+                raise UsageError(f"mailbox {address} exists already")
+            if _exists(db, "SELECT 1 FROM aliases WHERE source = ?", address):
+                raise UsageError(f"{address} is an alias; remove the alias first")
+            db.execute("INSERT INTO mailboxes (address, domain, password, created) "
+                       "VALUES (?, ?, ?, ?)", (address, domain, hashed, time.time()))
+
+    def user_passwd(self, address: str, password: str) -> None:
+        self._update_mailbox(address, "password = ?", _hash(password))
+
+    def user_remove(self, address: str) -> None:
+        address = normalize_address(address)
+        with self._write() as db:
+            _require_mailbox(db, address)
+            db.execute("DELETE FROM mailboxes WHERE address = ?", (address,))
+
+    def user_disable(self, address: str) -> None:
+        self._update_mailbox(address, "disabled = ?", 1)
+
+    def user_enable(self, address: str) -> None:
+        self._update_mailbox(address, "disabled = ?", 0)
+
+    def users(self, domain: str | None = None) -> list[UserInfo]:
+        sql, params = "SELECT address, disabled, created FROM mailboxes", ()
+        if domain is not None:
+            sql, params = sql + " WHERE domain = ?", (self._known_domain(domain),)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY address", params).fetchall()
+        return [UserInfo(address, bool(disabled), created) for address, disabled, created in rows]
+
+    def check_password(self, address: str, password: str) -> bool:
+        """For AUTH: False for a wrong password and for an unknown, disabled or invalid address."""
+        try:
+            address = normalize_address(address)
+        except UsageError:
+            address = ""
+        with self._lock:
+            row = self._db.execute("SELECT password, disabled FROM mailboxes WHERE address = ?",
+                                   (address,)).fetchone()
+        if row is None or row[1]:
+            # Spend the same time as a real check so that timing does not tell which
+            # addresses exist.
+            hash_password(password)
+            return False
+        return verify_password(password, row[0])
+
+    # -- aliases
+
+    def alias_add(self, source: str, target: str) -> None:
+        source, target = normalize_address(source), normalize_address(target)
+        if source == target:
+            raise UsageError(f"alias {source} cannot point at itself")
+        domain = _domain_of(source)
+        with self._write() as db:
+            _require_domain(db, domain)
+            if _is_mailbox(db, source):
+                raise UsageError(f"{source} is a mailbox; an alias source must not be one")
+            if _exists(db, "SELECT 1 FROM aliases WHERE source = ? AND target = ?", source, target):
+                raise UsageError(f"alias {source} -> {target} exists already")
+            self._check_target(db, target)
+            db.execute("INSERT INTO aliases (source, target, domain, created) VALUES (?, ?, ?, ?)",
+                       (source, target, domain, time.time()))
+
+    def alias_remove(self, source: str, target: str | None = None) -> None:
+        """Remove one target of `source`, or with no target, the whole alias."""
+        source = normalize_address(source)
+        sql, params = "DELETE FROM aliases WHERE source = ?", (source,)
+        if target is not None:
+            sql, params = sql + " AND target = ?", (source, normalize_address(target))
+        with self._write() as db:
+            if db.execute(sql, params).rowcount == 0:
+                what = f"{source} -> {params[1]}" if target is not None else source
+                raise UsageError(f"no such alias: {what}")
+
+    def aliases(self, domain: str | None = None) -> list[tuple[str, str]]:
+        sql, params = "SELECT source, target FROM aliases", ()
+        if domain is not None:
+            sql, params = sql + " WHERE domain = ?", (self._known_domain(domain),)
+        with self._lock:
+            return self._db.execute(sql + " ORDER BY source, target", params).fetchall()
+
+    # -- delivery
+
+    def lookup_recipient(self, address: str) -> Lookup:
+        """Where mail to `address` goes; AddressError if it is not an address.
+
+        Two indexed queries: the domain, then the recursive alias walk joined to the mailboxes.
+        Alias targets outside our domains are left out of `mailboxes` until remote relay
+        exists; an address that reaches only such targets is "unknown", so that SMTP refuses
+        mail it could not deliver rather than accepting and dropping it.
+        """
+        address = normalize_address(address)
+        with self._lock:
+            if not _exists(self._db, "SELECT 1 FROM domains WHERE name = ?", _domain_of(address)):
+                return Lookup("not_local")
+            rows = self._db.execute(_REACH, (address, MAX_ALIAS_DEPTH)).fetchall()
+        mailboxes = [mailbox for mailbox, disabled in rows if not disabled]
+        if mailboxes:
+            return Lookup("ok", mailboxes)
+        return Lookup("disabled" if rows else "unknown")
+
+    # -- helpers
+
+    def _prepare(self, create: bool) -> None:
+        self._db.execute("PRAGMA foreign_keys = ON")
+        if create:
+            # WAL is a property of the file: set once, it holds for every later connection.
+            self._db.execute("PRAGMA journal_mode = WAL")
+            with self._write() as db:
+                # Checked inside the write transaction: two `init`s racing create it once.
+                if _user_version(db) == 0:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        version = _user_version(self._db)
+        if version == 0:
+            raise UsageError(f"{self.path} is not a mailforge accounts database")
+        if version > SCHEMA_VERSION:
+            raise UsageError(f"{self.path} has schema version {version}, newer than this "
+                             f"mailforge knows ({SCHEMA_VERSION}); upgrade mailforge")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction that takes SQLite's write lock at the start: a deferred transaction
+        that upgrades to a write later can fail with SQLITE_BUSY without waiting busy_timeout."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise MailforgeError(f"{self.path}: {exc}") from None
+            try:
+                yield self._db
+            except BaseException:
+                # SQLite ends the transaction itself after some errors (a full disk).
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _update_mailbox(self, address: str, assignment: str, value: object) -> None:
+        address = normalize_address(address)
+        with self._write() as db:
+            _require_mailbox(db, address)
+            db.execute(f"UPDATE mailboxes SET {assignment} WHERE address = ?", (value, address))
+
+    def _known_domain(self, name: str) -> str:
+        domain = normalize_domain(name)
+        with self._lock:
+            _require_domain(self._db, domain)
+        return domain
+
+    def _check_target(self, db: sqlite3.Connection, target: str) -> None:
+        """A target in one of our domains must exist, which catches typos; one elsewhere is
+        taken on trust."""
+        if not _exists(db, "SELECT 1 FROM domains WHERE name = ?", _domain_of(target)):
+            return
+        if not (_is_mailbox(db, target)
+                or _exists(db, "SELECT 1 FROM aliases WHERE source = ?", target)):
+            raise UsageError(f"alias target {target} is neither a mailbox nor an alias")
+
+
+def _create_file(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise MailforgeError(f"cannot create accounts database {path}: {exc.strerror}") from None
+    try:
+        # Past the umask: an operator's usual 022 would take away the group's write access.
+        os.fchmod(fd, DB_MODE)
+    finally:
+        os.close(fd)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # mode=rw: a missing file is an error here, where plain connect() would create it.
+    uri = "file:" + _uri_path(path) + "?mode=rw"
+    try:
+        # timeout= is SQLite's busy_timeout. isolation_level=None: transactions are explicit,
+        # see Accounts._write.
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.OperationalError as exc:
+        if not os.path.exists(path):
+            raise UsageError(f"no accounts database at {path} "
+                             "(run `mailforge init` first)") from None
+        raise MailforgeError(f"cannot open {path}: {exc}") from None
+
+
+def _uri_path(path: str) -> str:
+    # In a URI "?" and "#" end the path and "%" starts an escape.
+    return os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+def _hash(password: str) -> str:
+    if not password:
+        raise UsageError("empty password refused")
+    return hash_password(password)
+
+
+def _user_version(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2]
+
+
+def _exists(db: sqlite3.Connection, sql: str, *params: object) -> bool:
+    return db.execute(sql, params).fetchone() is not None
+
+
+def _count(db: sqlite3.Connection, sql: str, *params: object) -> int:
+    return db.execute(sql, params).fetchone()[0]
+
+
+def _is_mailbox(db: sqlite3.Connection, address: str) -> bool:
+    return _exists(db, "SELECT 1 FROM mailboxes WHERE address = ?", address)
+
+
+def _require_domain(db: sqlite3.Connection, domain: str) -> None:
+    if not _exists(db, "SELECT 1 FROM domains WHERE name = ?", domain):
+        raise UsageError(f"domain {domain} is not hosted here (see `mailforge domain add`)")
+
+
+def _require_mailbox(db: sqlite3.Connection, address: str) -> None:
+    if not _is_mailbox(db, address):
+        raise UsageError(f"no such mailbox: {address}")

@@ -1,0 +1,207 @@
+"""`mailforge domain|user|alias ...`: manage the accounts database from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from typing import Callable
+
+from ..addresses import normalize_address, normalize_domain
+from ..config import Config
+from ..errors import EXIT_OK, MailforgeError, UsageError
+from ..store.maildir import ensure_maildir, mailbox_path
+from .accounts import Accounts
+
+Handler = Callable[[argparse.Namespace, Config], int]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    domain = _group(subparsers, "domain", "hosted mail domains")
+    _leaf(domain, "add", _domain_add, "host a domain").add_argument("name", metavar="NAME")
+    _leaf(domain, "list", _domain_list, "list hosted domains")
+    _leaf(domain, "remove", _domain_remove, "stop hosting a domain with no mailboxes or aliases"
+          ).add_argument("name", metavar="NAME")
+
+    user = _group(subparsers, "user", "mailboxes")
+    _password_input(_leaf(user, "add", _user_add, "add a mailbox and create its Maildir"))
+    _password_input(_leaf(user, "passwd", _user_passwd, "set a mailbox's password"))
+    _leaf(user, "list", _user_list, "list mailboxes").add_argument(
+        "domain", metavar="DOMAIN", nargs="?", help="only this domain's")
+    _address_leaf(user, "remove", _user_remove, "remove a mailbox (its mail stays on disk)")
+    _address_leaf(user, "disable", _user_disable, "refuse mail and logins for a mailbox")
+    _address_leaf(user, "enable", _user_enable, "undo `user disable`")
+
+    alias = _group(subparsers, "alias", "aliases: addresses that forward to other addresses")
+    add = _leaf(alias, "add", _alias_add, "make mail to SOURCE go to TARGET as well")
+    add.add_argument("source", metavar="SOURCE")
+    add.add_argument("target", metavar="TARGET")
+    _leaf(alias, "list", _alias_list, "list aliases").add_argument(
+        "domain", metavar="DOMAIN", nargs="?", help="only this domain's")
+    remove = _leaf(alias, "remove", _alias_remove, "remove one target, or all of SOURCE's")
+    remove.add_argument("source", metavar="SOURCE")
+    remove.add_argument("target", metavar="TARGET", nargs="?")
+
+
+def _group(subparsers: argparse._SubParsersAction, name: str,
+           help: str) -> argparse._SubParsersAction:
+    parser = subparsers.add_parser(name, help=help, description=help)
+    return parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+
+def _leaf(actions: argparse._SubParsersAction, name: str, handler: Handler,
+          help: str) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=help, description=help)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _address_leaf(actions: argparse._SubParsersAction, name: str, handler: Handler,
+                  help: str) -> argparse.ArgumentParser:
+    parser = _leaf(actions, name, handler, help)
+    parser.add_argument("address", metavar="ADDR")
+    return parser
+
+
+def _password_input(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("address", metavar="ADDR")
+    parser.add_argument("--password-stdin", action="store_true",
+                        help="read the password as one line from stdin")
+
+
+# -- domains
+
+def _domain_add(args: argparse.Namespace, config: Config) -> int:
+    name = normalize_domain(args.name)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.domain_add(name)
+    print(f"added domain {name}")
+    return EXIT_OK
+
+
+def _domain_list(args: argparse.Namespace, config: Config) -> int:
+    with Accounts(config.accounts_db) as accounts:
+        for name in accounts.domains():
+            print(name)
+    return EXIT_OK
+
+
+def _domain_remove(args: argparse.Namespace, config: Config) -> int:
+    name = normalize_domain(args.name)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.domain_remove(name)
+    print(f"removed domain {name}")
+    return EXIT_OK
+
+
+# -- mailboxes
+
+def _user_add(args: argparse.Namespace, config: Config) -> int:
+    # Validated before asking for a password, so a typo costs no typing.
+    address = normalize_address(args.address)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.user_add(address, _read_password(args))
+    maildir = mailbox_path(config.store_dir, address)
+    try:
+        ensure_maildir(maildir)
+    except OSError as exc:
+        raise MailforgeError(f"added mailbox {address}, but could not create its Maildir "
+                             f"{maildir}: {exc.strerror}") from None
+    print(f"added mailbox {address} (Maildir {maildir})")
+    return EXIT_OK
+
+
+def _user_passwd(args: argparse.Namespace, config: Config) -> int:
+    address = normalize_address(args.address)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.user_passwd(address, _read_password(args))
+    print(f"changed the password of {address}")
+    return EXIT_OK
+
+
+def _user_list(args: argparse.Namespace, config: Config) -> int:
+    with Accounts(config.accounts_db) as accounts:
+        users = accounts.users(args.domain)
+    _print_table([(user.address, "disabled" if user.disabled else "enabled",
+                   time.strftime("%Y-%m-%d %H:%M", time.localtime(user.created)))
+                  for user in users])
+    return EXIT_OK
+
+
+def _user_remove(args: argparse.Namespace, config: Config) -> int:
+    address = normalize_address(args.address)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.user_remove(address)
+    print(f"removed mailbox {address}; its mail stays on disk in "
+          f"{mailbox_path(config.store_dir, address)} (delete it by hand if it is not wanted)")
+    return EXIT_OK
+
+
+def _user_disable(args: argparse.Namespace, config: Config) -> int:
+    address = normalize_address(args.address)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.user_disable(address)
+    print(f"disabled {address}")
+    return EXIT_OK
+
+
+def _user_enable(args: argparse.Namespace, config: Config) -> int:
+    address = normalize_address(args.address)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.user_enable(address)
+    print(f"enabled {address}")
+    return EXIT_OK
+
+
+# -- aliases
+
+def _alias_add(args: argparse.Namespace, config: Config) -> int:
+    source, target = normalize_address(args.source), normalize_address(args.target)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.alias_add(source, target)
+    print(f"added alias {source} -> {target}")
+    return EXIT_OK
+
+
+def _alias_list(args: argparse.Namespace, config: Config) -> int:
+    with Accounts(config.accounts_db) as accounts:
+        aliases = accounts.aliases(args.domain)
+    _print_table([(source, "->", target) for source, target in aliases])
+    return EXIT_OK
+
+
+def _alias_remove(args: argparse.Namespace, config: Config) -> int:
+    source = normalize_address(args.source)
+    target = normalize_address(args.target) if args.target is not None else None
+    with Accounts(config.accounts_db) as accounts:
+        accounts.alias_remove(source, target)
+    print(f"removed alias {source} -> {target}" if target else f"removed alias {source}")
+    return EXIT_OK
+
+
+# -- helpers
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().removesuffix("\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise UsageError("the passwords do not match")
+    else:
+        raise UsageError("stdin is not a terminal: "
+                         "give the password on stdin with --password-stdin")
+    if not password:
+        raise UsageError("empty password refused")
+    return password
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell, the last one left ragged."""
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        print("  ".join(cells + [row[-1]]))
