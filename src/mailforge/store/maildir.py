@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
@@ -28,3 +33,111 @@ def ensure_maildir(path: Path, mode: int = 0o700) -> Path:
     for sub in MAILDIR_SUBDIRS:
         os.makedirs(path / sub, mode=mode, exist_ok=True)
     return path
+
+
+# --- delivery: tmp/ → sync → new/, with names Dovecot and mutt understand ---------------------
+
+MESSAGE_MODE = 0o600
+_deliveries = itertools.count()
+
+
+def maildir_hostname(host: str | None = None) -> str:
+    """The host part of a Maildir name; "/" and ":" would break the name, so Dovecot escapes them."""
+    host = socket.gethostname() if host is None else host
+    return host.replace("/", "\\057").replace(":", "\\072")
+
+
+_HOSTNAME = maildir_hostname()
+
+
+def unique_base() -> str:
+    """`<sec>.M<usec>P<pid>Q<n>.<host>`: Dovecot's form, unique per host without any lock."""
+    sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
+    return f"{sec}.M{usec}P{os.getpid()}Q{next(_deliveries)}.{_HOSTNAME}"
+
+
+def crlf_to_lf(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """SMTP's CRLF line ends become LF, as in files written by Postfix's virtual(8) and Dovecot.
+
+    A CR at the end of one chunk may pair with an LF at the start of the next, so it is held
+    back until the next chunk shows. A CR not followed by LF is kept.
+    """
+    held_cr = False
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if held_cr and not chunk.startswith(b"\n"):
+            yield b"\r"
+        held_cr = chunk.endswith(b"\r")
+        if held_cr:
+            chunk = chunk[:-1]
+        yield chunk.replace(b"\r\n", b"\n")
+    if held_cr:
+        yield b"\r"
+
+
+def ensure_maildir_durable(store_dir: Path, path: Path) -> Path:
+    """`ensure_maildir`, and when that created anything, fsync every directory it touched:
+    a message renamed into a new/ whose own directory entry is not durable could vanish."""
+    if (path / "new").is_dir():
+        return path
+    ensure_maildir(path)
+    for sub in MAILDIR_SUBDIRS:
+        _fsync_dir(path / sub)
+    for parent in (path, *path.parents):
+        _fsync_dir(parent)
+        if parent == store_dir:
+            break
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class TmpMessage:
+    """A message written to tmp/ and still open, waiting for a (shared) sync before publish()."""
+
+    maildir: Path
+    base: str
+    fd: int
+    size: int
+
+    @property
+    def tmp_path(self) -> Path:
+        return self.maildir / "tmp" / self.base
+
+    @property
+    def new_path(self) -> Path:
+        return self.maildir / "new" / f"{self.base},S={self.size}"
+
+
+def write_tmp(maildir: Path, chunks: Iterable[bytes]) -> TmpMessage:
+    """Write a message into tmp/; the caller makes it durable, then calls `publish`."""
+    base = unique_base()
+    path = maildir / "tmp" / base
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, MESSAGE_MODE)
+    size = 0
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+                size += written
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    return TmpMessage(maildir, base, fd, size)
+
+
+def publish(message: TmpMessage) -> Path:
+    """Move a synced message into new/; the caller fsyncs new/ (once for many messages)."""
+    os.rename(message.tmp_path, message.new_path)
+    return message.new_path

@@ -1,0 +1,218 @@
+"""Group commit: many files made durable by one sync, then renamed into place.
+
+fsync of one small file costs 300-700 µs here, while one syncfs() flushes a whole batch for
+about the price of one fsync, so concurrent sessions of a worker share a sync (a database's
+group commit). One committer thread per Spool takes every request queued while the previous
+batch ran: under load batches grow by themselves, and a lone client waits for nothing extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import errno
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("mailforge.queue")
+
+SYNC_SYNCFS = "syncfs"  # one syncfs() per file system per batch
+SYNC_FSYNC = "fsync"  # fdatasync() of every file: the fallback, and the baseline to compare
+SYNC_MODES = (SYNC_SYNCFS, SYNC_FSYNC)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syncfs = getattr(_libc, "syncfs", None)
+
+
+def syncfs(fd: int) -> None:
+    """Flush every dirty page and inode of the file system holding `fd` (Linux ≥ 2.6.39)."""
+    if _syncfs is None:
+        raise OSError(errno.ENOSYS, "syncfs is not available")
+    if _syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+class FileSyncer:
+    """Makes the data of a set of open files durable, by syncfs or file by file."""
+
+    def __init__(self, mode: str = SYNC_SYNCFS,
+                 executor: concurrent.futures.Executor | None = None) -> None:
+        if mode not in SYNC_MODES:
+            raise ValueError(f"sync mode must be one of {SYNC_MODES}, got {mode!r}")
+        self.mode = mode
+        # Per-file fdatasyncs overlap on a few threads (measured: 2 threads ≈ 400 µs/msg vs 700).
+        self._executor = executor
+
+    def sync(self, fds: Sequence[int]) -> None:
+        if not fds:
+            return
+        if self.mode == SYNC_SYNCFS:
+            try:
+                # syncfs only covers its own file system, so one call per device touched.
+                for fd in {os.fstat(fd).st_dev: fd for fd in fds}.values():
+                    syncfs(fd)
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOSYS:
+                    raise
+                log.warning("syncfs unavailable (%s); falling back to fdatasync per file", exc)
+                self.mode = SYNC_FSYNC
+        if self._executor is not None and len(fds) > 1:
+            list(self._executor.map(os.fdatasync, fds))
+        else:
+            for fd in fds:
+                os.fdatasync(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_quietly(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@dataclass
+class CommitRequest:
+    fds: list[int]  # handed over: the committer closes them after the batch
+    renames: list[tuple[str, str]]  # done in order; the last one is the commit point
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    renamed: list[str] = field(default_factory=list)
+
+
+class GroupCommitter:
+    """Sync, rename into `target_dir`, fsync `target_dir`: once per batch of requests."""
+
+    def __init__(self, target_dir: Path, mode: str = SYNC_SYNCFS,
+                 executor: concurrent.futures.Executor | None = None) -> None:
+        self._syncer = FileSyncer(mode, executor)
+        self._dir_fd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY)
+        self._cond = threading.Condition()
+        self._pending: list[CommitRequest] = []
+        self._closing = False
+        self._closed: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        self.batches = 0  # for tests and the benchmark: how well requests were grouped
+        self._thread = threading.Thread(target=self._main, name="spool-committer", daemon=True)
+        self._thread.start()
+
+    @property
+    def mode(self) -> str:
+        return self._syncer.mode
+
+    def submit(self, fds: list[int], renames: list[tuple[str, str]]) -> asyncio.Future[None]:
+        """Queue a request from the running loop; the future resolves once it is durable."""
+        loop = asyncio.get_running_loop()
+        request = CommitRequest(fds, renames, loop, loop.create_future())
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the committer is closed")
+            self._pending.append(request)
+            self._cond.notify()
+        return request.future
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._closed = (loop, loop.create_future())
+            self._cond.notify()
+        await self._closed[1]
+        self._thread.join()
+        os.close(self._dir_fd)
+
+    def _main(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                batch, self._pending = self._pending, []
+            if batch:
+                self._run_guarded(batch)
+            elif self._closing:
+                break
+        assert self._closed is not None
+        _resolve_threadsafe(self._closed[0], self._closed[1], None)
+
+    def _run_guarded(self, batch: list[CommitRequest]) -> None:
+        try:
+            self._run(batch)
+        except Exception as exc:  # a bug here must not leave sessions waiting forever
+            log.exception("spool committer failed")
+            for request in batch:
+                _resolve_threadsafe(request.loop, request.future, exc)
+
+    def _run(self, batch: list[CommitRequest]) -> None:
+        self.batches += 1
+        failures: dict[int, OSError] = {}
+        try:
+            self._syncer.sync([fd for request in batch for fd in request.fds])
+        except OSError as exc:
+            failures = {id(request): exc for request in batch}
+        for request in batch:
+            if id(request) not in failures:
+                error = _rename_all(request)
+                if error is not None:
+                    failures[id(request)] = error
+        if len(failures) < len(batch):
+            try:
+                os.fsync(self._dir_fd)
+            except OSError as exc:
+                failures = {id(request): exc for request in batch}
+        for request in batch:
+            self._finish(request, failures.get(id(request)))
+
+    @staticmethod
+    def _finish(request: CommitRequest, error: OSError | None) -> None:
+        for fd in request.fds:
+            os.close(fd)
+        if error is not None:
+            # Never acknowledged, so it must not be delivered either: remove every copy.
+            for src, dst in request.renames:
+                unlink_quietly(src)
+                if dst in request.renamed:
+                    unlink_quietly(dst)
+        _resolve_threadsafe(request.loop, request.future, error)
+
+
+def _rename_all(request: CommitRequest) -> OSError | None:
+    try:
+        for src, dst in request.renames:
+            os.rename(src, dst)
+            request.renamed.append(dst)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _resolve_threadsafe(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None],
+                        error: BaseException | None) -> None:
+    try:
+        loop.call_soon_threadsafe(_resolve, future, error)
+    except RuntimeError:
+        pass  # the loop is closed: nobody is waiting any more
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the waiting session was cancelled (client gone)
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

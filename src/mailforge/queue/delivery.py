@@ -1,0 +1,344 @@
+"""Delivery worker: queue/active → local Maildirs, with retries; at-least-once.
+
+Each worker takes the entries whose id hashes to its slot and holds an flock on the .env
+while it works, so the two generations that overlap during a reload never deliver one entry
+twice at once, and a killed worker's locks vanish with it so its entries are retried.
+Copies are written to tmp/, synced as a batch (like the spool's group commit), renamed into
+new/, the new/ directories fsynced; only then does the entry leave the queue.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..addresses import AddressError
+from ..auth.accounts import Accounts
+from ..config import Config
+from ..store.maildir import (TmpMessage, crlf_to_lf, ensure_maildir_durable, mailbox_path,
+                             publish, write_tmp)
+from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly
+from .envelope import Envelope, EnvelopeError, decode, encode
+from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, INCOMING, MSG_SUFFIX, write_new_file
+
+log = logging.getLogger("mailforge.delivery")
+
+SCAN_INTERVAL = 0.1  # seconds between scans of an idle queue
+BATCH_ENTRIES = 50  # queue entries per sync: amortises it as the spool's group commit does
+MAX_OPEN_COPIES = 256  # sync early rather than run out of file descriptors on a big fan-out
+READ_CHUNK = 64 * 1024
+# Failures worth a retry: the disk (full, EIO) or the accounts DB (locked, busy).
+TEMPORARY_ERRORS = (OSError, sqlite3.Error)
+
+
+class Lookup(Protocol):
+    status: str
+    mailboxes: list[str]
+
+
+class RecipientResolver(Protocol):
+    def lookup_recipient(self, address: str) -> Lookup: ...
+
+
+@dataclass
+class Entry:
+    """One claimed queue entry: locked, its envelope read, its copies being written."""
+
+    id: str
+    lock_fd: int
+    envelope: Envelope
+    msg_path: Path
+    pending: dict[str, int] = field(default_factory=dict)  # rcpt → copies not yet published
+    failed: dict[str, str] = field(default_factory=dict)  # rcpt → why it must be retried
+    mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
+
+    def remaining(self) -> list[str]:
+        return [r for r in self.envelope.recipients if r in self.failed or self.pending.get(r)]
+
+
+@dataclass
+class Copy:
+    entry: Entry
+    rcpt: str
+    fd: int
+    paths: list[Path]  # files written; removed if the batch fails
+    rename: tuple[Path, Path] | None  # tmp → new for a Maildir; None for badmail
+    directory: Path  # fsynced once the copy is in place
+    log_line: tuple[str, ...] = ()
+
+
+class CopyBatch:
+    """Copies waiting for one shared sync, then renamed into place."""
+
+    def __init__(self, syncer: FileSyncer) -> None:
+        self._syncer = syncer
+        self._copies: list[Copy] = []
+
+    def add(self, copy: Copy) -> None:
+        copy.entry.pending[copy.rcpt] = copy.entry.pending.get(copy.rcpt, 0) + 1
+        self._copies.append(copy)
+        if len(self._copies) >= MAX_OPEN_COPIES:
+            self.flush()
+
+    def flush(self) -> None:
+        copies, self._copies = self._copies, []
+        try:
+            self._syncer.sync([c.fd for c in copies])
+        except OSError as exc:
+            for c in copies:
+                self._fail(c, exc)
+            return
+        finally:
+            for c in copies:
+                os.close(c.fd)
+        placed = [c for c in copies if self._place(c)]
+        for directory in {c.directory for c in placed}:
+            try:
+                fsync_dir(directory)
+            except OSError as exc:
+                for c in placed:
+                    if c.directory == directory:
+                        self._fail(c, exc)
+                placed = [c for c in placed if c.directory != directory]
+        for c in placed:
+            c.entry.pending[c.rcpt] -= 1
+            if c.log_line:
+                log.info(*c.log_line)
+
+    def _place(self, copy: Copy) -> bool:
+        if copy.rename is None:
+            return True
+        try:
+            os.rename(*copy.rename)
+        except OSError as exc:
+            self._fail(copy, exc)
+            return False
+        return True
+
+    @staticmethod
+    def _fail(copy: Copy, exc: OSError) -> None:
+        copy.entry.failed[copy.rcpt] = str(exc)
+        for path in copy.paths:
+            unlink_quietly(path)
+
+
+class DeliveryAgent:
+    """The loop body of a delivery worker, testable without forking."""
+
+    def __init__(self, config: Config, accounts: RecipientResolver, slot: int = 0,
+                 slots: int = 1, sync_mode: str = SYNC_SYNCFS,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.slot, self.slots = slot, slots
+        self.clock = clock
+        self.active = config.queue_dir / ACTIVE
+        self._syncer = FileSyncer(sync_mode)
+        self._deferred: dict[str, float] = {}  # id → next_attempt, to skip re-reading them
+        os.makedirs(config.badmail_dir, mode=0o750, exist_ok=True)
+
+    def step(self, heartbeat: Callable[[], None] = lambda: None,
+             stopping: Callable[[], bool] = lambda: False) -> int:
+        """One scan: deliver or defer every ready entry of this slot; how many were handled."""
+        ids = self._ready_ids()
+        handled = 0
+        for start in range(0, len(ids), BATCH_ENTRIES):
+            if stopping():
+                break
+            handled += self._deliver_batch(ids[start:start + BATCH_ENTRIES], heartbeat)
+        return handled
+
+    def _ready_ids(self) -> list[str]:
+        now = self.clock()
+        seen, ready = set(), []
+        with os.scandir(self.active) as entries:
+            for dirent in entries:
+                if not dirent.name.endswith(ENV_SUFFIX):
+                    continue
+                entry_id = dirent.name[:-len(ENV_SUFFIX)]
+                if zlib.crc32(entry_id.encode()) % self.slots != self.slot:
+                    continue
+                seen.add(entry_id)
+                if self._deferred.get(entry_id, 0.0) <= now:
+                    ready.append(entry_id)
+        self._deferred = {k: v for k, v in self._deferred.items() if k in seen}
+        return sorted(ready)
+
+    def _deliver_batch(self, ids: list[str], heartbeat: Callable[[], None]) -> int:
+        entries = []
+        batch = CopyBatch(self._syncer)
+        try:
+            for entry_id in ids:
+                heartbeat()
+                entry = self._claim(entry_id)
+                if entry is not None:
+                    entries.append(entry)
+                    self._write_copies(entry, batch)
+            batch.flush()
+            for entry in entries:
+                try:
+                    self._finish(entry)
+                except OSError:  # left in the queue: retried later, at-least-once
+                    log.exception("cannot update queue entry %s", entry.id)
+            if entries:
+                fsync_dir(self.active)
+        finally:
+            for entry in entries:
+                os.close(entry.lock_fd)
+        return len(entries)
+
+    def _claim(self, entry_id: str) -> Entry | None:
+        env_path = self.active / (entry_id + ENV_SUFFIX)
+        try:
+            fd = os.open(env_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None  # delivered by the other generation since the scan
+        try:
+            envelope = self._lock_and_read(fd, env_path)
+        except BaseException:
+            os.close(fd)
+            raise
+        msg_path = self.active / (entry_id + MSG_SUFFIX)
+        if envelope is not None and not msg_path.exists():
+            self._quarantine(entry_id, "its message file is missing")
+            envelope = None
+        if envelope is None or envelope.next_attempt > self.clock():
+            if envelope is not None:
+                self._deferred[entry_id] = envelope.next_attempt
+            os.close(fd)
+            return None
+        return Entry(entry_id, fd, envelope, msg_path)
+
+    def _lock_and_read(self, fd: int, env_path: Path) -> Envelope | None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None  # another worker (the other generation) has it in hand
+        # Its holder may have finished and unlinked it, or rewritten it, before we locked.
+        try:
+            if os.stat(env_path).st_ino != os.fstat(fd).st_ino:
+                return None
+        except FileNotFoundError:
+            return None
+        with open(fd, "rb", closefd=False) as fh:
+            data = fh.read()
+        try:
+            return decode(data)
+        except EnvelopeError as exc:
+            self._quarantine(env_path.name[:-len(ENV_SUFFIX)], str(exc))
+            return None
+
+    def _quarantine(self, entry_id: str, reason: str) -> None:
+        log.error("queue entry %s is corrupt (%s); moved to %s", entry_id, reason, CORRUPT)
+        for suffix in (MSG_SUFFIX, ENV_SUFFIX):
+            try:
+                os.replace(self.active / (entry_id + suffix),
+                           self.config.queue_dir / CORRUPT / (entry_id + suffix))
+            except FileNotFoundError:
+                pass
+
+    def _write_copies(self, entry: Entry, batch: CopyBatch) -> None:
+        for rcpt in entry.envelope.recipients:
+            try:
+                self._write_recipient(entry, rcpt, batch)
+            except TEMPORARY_ERRORS as exc:
+                entry.failed[rcpt] = str(exc)
+
+    def _write_recipient(self, entry: Entry, rcpt: str, batch: CopyBatch) -> None:
+        try:
+            lookup = self.accounts.lookup_recipient(rcpt)
+        except AddressError as exc:
+            batch.add(self._badmail_copy(entry, rcpt, f"invalid address: {exc}"))
+            return
+        if lookup.status != "ok" or not lookup.mailboxes:
+            batch.add(self._badmail_copy(entry, rcpt, lookup.status))
+            return
+        for mailbox in lookup.mailboxes:
+            if mailbox in entry.mailboxes:
+                continue
+            maildir = ensure_maildir_durable(self.config.store_dir,
+                                             mailbox_path(self.config.store_dir, mailbox))
+            tmp = write_tmp(maildir, self._maildir_chunks(entry, rcpt))
+            entry.mailboxes.add(mailbox)
+            batch.add(self._maildir_copy(entry, rcpt, mailbox, tmp))
+
+    def _maildir_copy(self, entry: Entry, rcpt: str, mailbox: str, tmp: TmpMessage) -> Copy:
+        log_line = ("delivered id=%s from=<%s> to=<%s> mailbox=%s size=%d", entry.id,
+                    entry.envelope.sender, rcpt, mailbox, tmp.size)
+        return Copy(entry, rcpt, tmp.fd, [tmp.tmp_path], (tmp.tmp_path, tmp.new_path),
+                    tmp.maildir / "new", log_line)
+
+    def _maildir_chunks(self, entry: Entry, rcpt: str) -> Iterator[bytes]:
+        yield f"Return-Path: <{entry.envelope.sender}>\nDelivered-To: {rcpt}\n".encode()
+        with open(entry.msg_path, "rb") as fh:
+            yield from crlf_to_lf(iter(lambda: fh.read(READ_CHUNK), b""))
+
+    def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
+        """Kept as queued (CRLF) beside a note of why. Bounces come in a later issue; until
+        then an undeliverable local recipient, or a remote one, lands here for an operator."""
+        index = entry.envelope.recipients.index(rcpt)
+        stem = f"{entry.id}.{index}"
+        reason_path = self.config.badmail_dir / (stem + ".reason")
+        msg_path = self.config.badmail_dir / (stem + MSG_SUFFIX)
+        note = (f"id: {entry.id}\nsender: <{entry.envelope.sender}>\nrecipient: {rcpt}\n"
+                f"reason: {reason}\n")
+        unlink_quietly(reason_path)  # left by an attempt that crashed before its sync
+        os.close(write_new_file(reason_path, note.encode()))
+        unlink_quietly(msg_path)
+        with open(entry.msg_path, "rb") as fh:
+            fd = write_new_file(msg_path, fh.read())
+        log.warning("badmail id=%s from=<%s> to=<%s> reason=%s", entry.id,
+                    entry.envelope.sender, rcpt, reason)
+        return Copy(entry, rcpt, fd, [reason_path, msg_path], None, self.config.badmail_dir)
+
+    def _finish(self, entry: Entry) -> None:
+        remaining = entry.remaining()
+        if not remaining:
+            os.unlink(self.active / (entry.id + ENV_SUFFIX))
+            os.unlink(entry.msg_path)
+            return
+        self._defer(entry, remaining)
+
+    def _defer(self, entry: Entry, remaining: list[str]) -> None:
+        env = entry.envelope
+        schedule = self.config.delivery.retry_schedule
+        env.recipients = remaining
+        env.last_error = "; ".join(f"<{r}>: {entry.failed.get(r, 'not placed')}" for r in remaining)
+        env.next_attempt = self.clock() + schedule[min(env.attempts, len(schedule) - 1)]
+        env.attempts += 1
+        # Written aside and renamed over the .env so a crash leaves the old or the new one.
+        tmp = self.config.queue_dir / INCOMING / f"{entry.id}.{os.getpid()}.retry"
+        unlink_quietly(tmp)
+        fd = write_new_file(tmp, encode(env))
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.active / (entry.id + ENV_SUFFIX))
+        self._deferred[entry.id] = env.next_attempt
+        log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
+                    env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
+
+
+def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
+        stopping: Callable[[], bool]) -> None:
+    """Body of a delivery worker process: returns once `stopping()` says so."""
+    with Accounts(config.accounts_db) as accounts:
+        agent = DeliveryAgent(config, accounts, slot, slots)
+        while not stopping():
+            heartbeat()
+            try:
+                handled = agent.step(heartbeat, stopping)
+            except OSError:  # the queue itself is unreadable: keep the worker, retry later
+                log.exception("delivery scan failed")
+                handled = 0
+            if not handled:
+                time.sleep(SCAN_INTERVAL)

@@ -1,0 +1,108 @@
+"""The queue envelope: who a queued message is from and for, and its retry state.
+
+On disk it is a msgpack stream of three records: a header naming the format and its version,
+the fields as a map, and an END record carrying the CRC-32 of the map's bytes. A file cut
+short by a crash, or damaged later, fails to decode instead of yielding half an envelope
+(STYLE.md 14, after Postfix's mail_stream.c end record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass
+
+import msgpack
+
+FORMAT_NAME = "mailforge-envelope"
+FORMAT_VERSION = 1
+END_MARKER = "END"
+
+
+class EnvelopeError(Exception):
+    """An envelope file that cannot be trusted: truncated, corrupt or of an unknown version."""
+
+
+@dataclass
+class Envelope:
+    id: str
+    sender: str  # "" for the null sender <>
+    recipients: list[str]
+    received_at: float
+    client_ip: str
+    helo: str
+    size: int = 0
+    smtputf8: bool = False
+    body_8bit: bool = False
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str = ""
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Envelope)}
+_REQUIRED = {name for name, f in _FIELDS.items()
+             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+# The types each field may hold once decoded; msgpack gives int where a float was whole.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "sender": (str,), "recipients": (list,), "received_at": (float, int),
+    "client_ip": (str,), "helo": (str,), "size": (int,), "smtputf8": (bool,),
+    "body_8bit": (bool,), "attempts": (int,), "next_attempt": (float, int), "last_error": (str,),
+}
+
+
+def encode(env: Envelope) -> bytes:
+    body = msgpack.packb(dataclasses.asdict(env), use_bin_type=True)
+    return b"".join((
+        msgpack.packb([FORMAT_NAME, FORMAT_VERSION]),
+        body,
+        msgpack.packb([END_MARKER, len(body), zlib.crc32(body)]),
+    ))
+
+
+def decode(data: bytes) -> Envelope:
+    records = _records(data)
+    if len(records) != 3:
+        raise EnvelopeError(f"expected 3 records, found {len(records)}")
+    (header, _), (fields, body), (end, _) = records
+    if header != [FORMAT_NAME, FORMAT_VERSION]:
+        raise EnvelopeError(f"unknown envelope format {header!r}")
+    if end != [END_MARKER, len(body), zlib.crc32(body)]:
+        raise EnvelopeError("END record missing or does not match the fields")
+    return _from_fields(fields)
+
+
+def _records(data: bytes) -> list[tuple[object, bytes]]:
+    """Each top-level object with the exact bytes it was decoded from."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    records = []
+    start = 0
+    try:
+        for obj in unpacker:
+            end = unpacker.tell()
+            records.append((obj, data[start:end]))
+            start = end
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError) as exc:
+        raise EnvelopeError(f"not msgpack: {exc}") from None
+    if start != len(data):
+        raise EnvelopeError("truncated envelope")
+    return records
+
+
+def _from_fields(fields: object) -> Envelope:
+    if not isinstance(fields, dict):
+        raise EnvelopeError("envelope fields are not a map")
+    unknown = set(fields) - set(_FIELDS)
+    missing = _REQUIRED - set(fields)
+    if unknown or missing:
+        raise EnvelopeError(f"unknown fields {sorted(unknown)}, missing {sorted(missing)}")
+    for name, value in fields.items():
+        if not isinstance(value, _TYPES[name]) or (isinstance(value, bool) and bool not in _TYPES[name]):
+            raise EnvelopeError(f"field {name} has the wrong type")
+    if not all(isinstance(r, str) for r in fields["recipients"]):
+        raise EnvelopeError("recipients must be strings")
+    env = Envelope(**fields)
+    env.received_at = float(env.received_at)
+    env.next_attempt = float(env.next_attempt)
+    return env

@@ -1,0 +1,225 @@
+import asyncio
+import concurrent.futures
+import errno
+import fcntl
+import os
+import re
+import shutil
+import time
+
+import pytest
+
+from mailforge.auth.accounts import Accounts
+from mailforge.config import Config
+from mailforge.queue import delivery
+from mailforge.queue.commit import SYNC_MODES
+from mailforge.queue.delivery import DeliveryAgent
+from mailforge.queue.envelope import Envelope, decode
+from mailforge.queue.spool import Spool, queue_length
+from mailforge.store.maildir import mailbox_path
+
+NOW = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def config(tmp_path):
+    config = Config()
+    config.path = tmp_path / "mailforge.toml"
+    return config
+
+
+@pytest.fixture(scope="module")
+def accounts_template(tmp_path_factory):
+    """Built once: password hashing is deliberately slow."""
+    path = tmp_path_factory.mktemp("accounts") / "accounts.sqlite3"
+    with Accounts(path, create=True) as accounts:
+        accounts.domain_add("example.test")
+        for user in ("bob", "carol", "dave"):
+            accounts.user_add(f"{user}@example.test", "secret")
+        accounts.user_disable("dave@example.test")
+        accounts.alias_add("team@example.test", "bob@example.test")
+        accounts.alias_add("team@example.test", "carol@example.test")
+    return path
+
+
+@pytest.fixture
+def accounts(config, accounts_template):
+    shutil.copyfile(accounts_template, config.accounts_db)
+    with Accounts(config.accounts_db) as accounts:
+        yield accounts
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def agent(config, accounts, clock):
+    return DeliveryAgent(config, accounts, clock=clock)
+
+
+def enqueue(config, message: bytes, recipients: list[str], sender="alice@example.test") -> str:
+    async def main():
+        with concurrent.futures.ThreadPoolExecutor(2) as executor:
+            spool = Spool(config.queue_dir, executor)
+            file = spool.create()
+            file.write(message)
+            await file.commit(Envelope("", sender, recipients, NOW, "192.0.2.1", "client"))
+            await spool.close()
+            return file.id
+
+    return asyncio.run(main())
+
+
+def delivered(config, address) -> list[bytes]:
+    new = mailbox_path(config.store_dir, address) / "new"
+    if not new.exists():
+        return []
+    return [(new / name).read_bytes() for name in sorted(os.listdir(new))]
+
+
+def test_crlf_message_is_delivered_with_lf_and_two_headers(config, agent, caplog):
+    entry_id = enqueue(config, b"Subject: hi\r\n\r\nline 1\r\nlone\rCR\r\n", ["bob@example.test"])
+    with caplog.at_level("INFO", logger="mailforge.delivery"):
+        assert agent.step() == 1
+    expected = (b"Return-Path: <alice@example.test>\nDelivered-To: bob@example.test\n"
+                b"Subject: hi\n\nline 1\nlone\rCR\n")
+    assert delivered(config, "bob@example.test") == [expected]
+    (name,) = os.listdir(mailbox_path(config.store_dir, "bob@example.test") / "new")
+    assert re.fullmatch(rf"\d+\.M\d+P{os.getpid()}Q\d+\.[^/:]+,S={len(expected)}", name)
+    assert os.listdir(mailbox_path(config.store_dir, "bob@example.test") / "tmp") == []
+    assert queue_length(config.queue_dir) == 0
+    assert f"id={entry_id} from=<alice@example.test> to=<bob@example.test>" in caplog.text
+
+
+def test_null_sender_and_a_cr_at_a_chunk_end(config, agent, monkeypatch):
+    monkeypatch.setattr(delivery, "READ_CHUNK", 4)
+    enqueue(config, b"abc\r\ndefgh\r\r\n\r\n", ["bob@example.test"], sender="")
+    agent.step()
+    assert delivered(config, "bob@example.test") == [
+        b"Return-Path: <>\nDelivered-To: bob@example.test\nabc\ndefgh\r\n\n"]
+
+
+def test_alias_and_direct_recipient_get_one_copy_per_mailbox(config, agent):
+    enqueue(config, b"x\r\n", ["team@example.test", "bob@example.test"])
+    agent.step()
+    assert delivered(config, "bob@example.test") == [
+        b"Return-Path: <alice@example.test>\nDelivered-To: team@example.test\nx\n"]
+    assert len(delivered(config, "carol@example.test")) == 1
+
+
+@pytest.mark.parametrize("rcpt, reason", [("nobody@example.test", "unknown"),
+                                          ("dave@example.test", "disabled"),
+                                          ("someone@elsewhere.test", "not_local")])
+def test_undeliverable_recipients_go_to_badmail(config, agent, rcpt, reason):
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", rcpt])
+    agent.step()
+    assert len(delivered(config, "bob@example.test")) == 1
+    assert (config.badmail_dir / f"{entry_id}.1.msg").read_bytes() == b"x\r\n"
+    note = (config.badmail_dir / f"{entry_id}.1.reason").read_text()
+    assert f"recipient: {rcpt}\n" in note and f"reason: {reason}\n" in note
+    assert queue_length(config.queue_dir) == 0
+
+
+def test_a_disk_error_defers_only_the_failed_recipient(config, agent, clock, monkeypatch):
+    real_write_tmp = delivery.write_tmp
+
+    def failing_for_carol(maildir, chunks):
+        if "carol" in str(maildir):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_tmp(maildir, chunks)
+
+    monkeypatch.setattr(delivery, "write_tmp", failing_for_carol)
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "carol@example.test"])
+    assert agent.step() == 1
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    assert env.recipients == ["carol@example.test"]
+    assert env.attempts == 1 and env.next_attempt == NOW + 60
+    assert "No space left" in env.last_error
+    assert len(delivered(config, "bob@example.test")) == 1
+
+    assert agent.step() == 0  # not due yet
+    clock.now += 61
+    assert agent.step() == 1  # due, fails again: the schedule moves on
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    assert env.attempts == 2 and env.next_attempt == clock.now + 300
+
+    monkeypatch.setattr(delivery, "write_tmp", real_write_tmp)
+    clock.now += 301
+    assert agent.step() == 1
+    assert len(delivered(config, "bob@example.test")) == 1
+    assert len(delivered(config, "carol@example.test")) == 1
+    assert queue_length(config.queue_dir) == 0
+
+
+def test_a_failed_sync_defers_the_whole_batch(config, agent, monkeypatch):
+    def broken(self, fds):
+        raise OSError(errno.EIO, "I/O error")
+
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test"])
+    monkeypatch.setattr(delivery.FileSyncer, "sync", broken)
+    agent.step()
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    assert env.attempts == 1 and "I/O error" in env.last_error
+    box = mailbox_path(config.store_dir, "bob@example.test")
+    assert os.listdir(box / "tmp") == [] and os.listdir(box / "new") == []
+
+
+def test_an_entry_locked_by_another_worker_waits_for_the_lock(config, agent):
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test"])
+    # Another process (the previous generation, mid-delivery) holds the entry.
+    fd = os.open(config.queue_dir / "active" / f"{entry_id}.env", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    assert agent.step() == 0
+    assert queue_length(config.queue_dir) == 1 and delivered(config, "bob@example.test") == []
+    os.close(fd)  # that worker was killed: its lock went with it
+    assert agent.step() == 1
+    assert len(delivered(config, "bob@example.test")) == 1
+
+
+def test_slots_split_the_queue(config, accounts, clock):
+    for n in range(20):
+        enqueue(config, b"%d\r\n" % n, ["bob@example.test"])
+    agents = [DeliveryAgent(config, accounts, slot, 3, clock=clock) for slot in range(3)]
+    counts = [a.step() for a in agents]
+    assert sum(counts) == 20 and all(counts)
+    assert len(delivered(config, "bob@example.test")) == 20
+
+
+def test_a_corrupt_envelope_is_moved_aside(config, agent):
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test"])
+    env_path = config.queue_dir / "active" / f"{entry_id}.env"
+    env_path.write_bytes(env_path.read_bytes()[:-3])
+    assert agent.step() == 0
+    assert sorted(os.listdir(config.queue_dir / "corrupt")) == [f"{entry_id}.env",
+                                                               f"{entry_id}.msg"]
+
+
+@pytest.mark.parametrize("mode", SYNC_MODES)
+def test_a_batch_larger_than_the_copy_limit(config, accounts, clock, monkeypatch, mode):
+    monkeypatch.setattr(delivery, "MAX_OPEN_COPIES", 3)
+    monkeypatch.setattr(delivery, "BATCH_ENTRIES", 4)
+    for n in range(10):
+        enqueue(config, b"%d\r\n" % n, ["team@example.test"])
+    DeliveryAgent(config, accounts, sync_mode=mode, clock=clock).step()
+    assert len(delivered(config, "bob@example.test")) == 10
+    assert len(delivered(config, "carol@example.test")) == 10
+    assert queue_length(config.queue_dir) == 0
+
+
+def test_run_heartbeats_and_stops(config, accounts):
+    enqueue(config, b"x\r\n", ["bob@example.test"])
+    beats = []
+    started = time.monotonic()
+    delivery.run(config, 0, 1, lambda: beats.append(time.monotonic()), lambda: len(beats) >= 3)
+    assert time.monotonic() - started < 1
+    assert len(delivered(config, "bob@example.test")) == 1

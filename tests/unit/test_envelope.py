@@ -1,0 +1,80 @@
+import dataclasses
+import zlib
+
+import msgpack
+import pytest
+
+from mailforge.queue.envelope import Envelope, EnvelopeError, decode, encode
+
+
+def make(**changes) -> Envelope:
+    env = Envelope(id="0001-42-0", sender="alice@example.test",
+                   recipients=["bob@example.test", "jörg@exämple.test"], received_at=1700000000.5,
+                   client_ip="192.0.2.1", helo="client.example.test", size=1234, smtputf8=True)
+    return dataclasses.replace(env, **changes)
+
+
+@pytest.mark.parametrize("env", [make(), make(sender=""), make(attempts=3, next_attempt=17.0,
+                                                                last_error="disk full")])
+def test_round_trip(env):
+    assert decode(encode(env)) == env
+
+
+def test_whole_numbers_come_back_as_floats():
+    env = decode(encode(make(received_at=5, next_attempt=0)))
+    assert isinstance(env.received_at, float) and isinstance(env.next_attempt, float)
+
+
+def test_every_truncation_is_rejected():
+    data = encode(make())
+    for cut in range(len(data)):
+        with pytest.raises(EnvelopeError):
+            decode(data[:cut])
+
+
+def test_a_flipped_byte_in_the_fields_is_rejected():
+    data = bytearray(encode(make()))
+    where = data.index(b"alice")
+    data[where] ^= 0x01
+    with pytest.raises(EnvelopeError):
+        decode(bytes(data))
+
+
+def test_trailing_bytes_are_rejected():
+    with pytest.raises(EnvelopeError):
+        decode(encode(make()) + b"\x00")
+
+
+def test_unknown_version_is_rejected():
+    data = encode(make())
+    header = msgpack.packb(["mailforge-envelope", 1])
+    with pytest.raises(EnvelopeError, match="format"):
+        decode(msgpack.packb(["mailforge-envelope", 2]) + data[len(header):])
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc1", b"garbage that is not msgpack",
+                                  msgpack.packb({"id": "x"})])
+def test_garbage_is_rejected(data):
+    with pytest.raises(EnvelopeError):
+        decode(data)
+
+
+def _with_fields(fields: dict) -> bytes:
+    body = msgpack.packb(fields, use_bin_type=True)
+    return (msgpack.packb(["mailforge-envelope", 1]) + body
+            + msgpack.packb(["END", len(body), zlib.crc32(body)]))
+
+
+@pytest.mark.parametrize("change", [{"size": "12"}, {"recipients": ["a@b", 3]},
+                                    {"smtputf8": 1}, {"attempts": True}, {"extra": 1}])
+def test_wrong_fields_are_rejected_even_with_a_valid_end_record(change):
+    fields = dataclasses.asdict(make()) | change
+    with pytest.raises(EnvelopeError):
+        decode(_with_fields(fields))
+
+
+def test_missing_field_is_rejected():
+    fields = dataclasses.asdict(make())
+    del fields["recipients"]
+    with pytest.raises(EnvelopeError, match="missing"):
+        decode(_with_fields(fields))

@@ -1,0 +1,86 @@
+import os
+import re
+
+import pytest
+
+from mailforge.store import maildir
+from mailforge.store.maildir import (crlf_to_lf, ensure_maildir, ensure_maildir_durable,
+                                     mailbox_path, maildir_hostname, publish, unique_base,
+                                     write_tmp)
+
+SAMPLES = [
+    b"Subject: hi\r\n\r\nline 1\r\nline 2\r\n",
+    b"lone\rCR kept\r\n\r\r\nends with CR\r",
+    b"\r\n\r\n",
+    b"no line end at all",
+    b"\n bare LF stays \n",
+]
+
+
+def expected(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")
+
+
+@pytest.mark.parametrize("data", SAMPLES)
+def test_crlf_to_lf_whole(data):
+    assert b"".join(crlf_to_lf([data])) == expected(data)
+
+
+@pytest.mark.parametrize("data", SAMPLES)
+def test_crlf_to_lf_split_at_every_position(data):
+    for cut in range(len(data) + 1):
+        assert b"".join(crlf_to_lf([data[:cut], data[cut:]])) == expected(data), cut
+
+
+@pytest.mark.parametrize("data", SAMPLES)
+def test_crlf_to_lf_byte_by_byte(data):
+    chunks = [data[i:i + 1] for i in range(len(data))]
+    assert b"".join(crlf_to_lf(chunks)) == expected(data)
+
+
+def test_hostname_escapes_slash_and_colon():
+    assert maildir_hostname("a/b:c.example") == "a\\057b\\072c.example"
+
+
+def test_unique_names_follow_dovecots_form():
+    names = {unique_base() for _ in range(100)}
+    assert len(names) == 100
+    pattern = rf"\d+\.M\d+P{os.getpid()}Q\d+\.{re.escape(maildir_hostname())}"
+    assert all(re.fullmatch(pattern, name) for name in names)
+
+
+def test_write_tmp_then_publish(tmp_path):
+    box = ensure_maildir(mailbox_path(tmp_path, "bob@example.test"))
+    message = write_tmp(box, [b"Return-Path: <>\n", b"body\n"])
+    os.close(message.fd)
+    assert os.listdir(box / "tmp") == [message.base]
+    path = publish(message)
+    assert path.parent == box / "new" and path.name == f"{message.base},S=21"
+    assert path.read_bytes() == b"Return-Path: <>\nbody\n"
+    assert os.listdir(box / "tmp") == []
+
+
+def test_write_tmp_removes_a_half_written_file(tmp_path):
+    box = ensure_maildir(tmp_path / "Maildir")
+
+    def chunks():
+        yield b"start"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_tmp(box, chunks())
+    assert os.listdir(box / "tmp") == []
+
+
+def test_ensure_maildir_durable_creates_and_fsyncs_parents(tmp_path, monkeypatch):
+    synced = []
+    real = maildir._fsync_dir
+    monkeypatch.setattr(maildir, "_fsync_dir", lambda p: (synced.append(p), real(p)))
+    store = tmp_path / "store"
+    box = mailbox_path(store, "bob@example.test")
+    ensure_maildir_durable(store, box)
+    assert all((box / sub).is_dir() for sub in ("tmp", "new", "cur"))
+    assert store in synced and box.parent in synced
+    synced.clear()
+    ensure_maildir_durable(store, box)
+    assert synced == []
