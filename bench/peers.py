@@ -1,0 +1,347 @@
+"""Start and stop the servers the bench tools measure: loopback only, each stopped by pid.
+
+Every peer is a context manager yielding a `Target`; leaving it stops the server (SIGTERM, a
+grace period, then SIGKILL to the server and every descendant it had), whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+BENCH_DOMAIN = "bench.test"
+# How long a server gets to come up, and to exit on SIGTERM before SIGKILL.
+START_TIMEOUT = 60.0
+STOP_GRACE = 10.0
+# A server that answers its greeting but never logs "ready" is taken as ready after this long.
+GREETING_SETTLE = 1.0
+
+# The anchor Postfix instance lives at fixed paths chosen by setup_postfix.sh.
+POSTFIX = Path("/usr/sbin/postfix")
+POSTFIX_CONF = Path("/tmp/anchor/postfix")
+POSTFIX_PORT = 2525
+POSTFIX_RCPT = "user@bench.test"
+POSTFIX_MAILDIR_NEW = Path("/tmp/anchor/vmail/bench.test/user/new")
+MAILFORGE_RCPT = "bench1@bench.test"
+# The password only has to exist; the bench never logs in.
+MAILFORGE_PASSWORD = "bench-password"
+SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+
+
+class PeerUnavailable(Exception):
+    """The peer cannot run on this machine (not installed, port taken): skip it with this note."""
+
+
+@dataclass
+class Target:
+    name: str
+    host: str
+    port: int
+    rcpt: str
+    pid: int
+    # Where accepted messages end up once delivered; None when the peer has no Maildir.
+    maildir_new: Path | None
+    config: Path | None = None
+
+
+def anchors_dir(explicit: str | None = None) -> Path:
+    """`--anchors`, else $MAILFORGE_ANCHORS, else `<repo>/../shared/anchors`."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("MAILFORGE_ANCHORS"):
+        return Path(os.environ["MAILFORGE_ANCHORS"])
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "anchors"
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's open-file limit towards `wanted` (children inherit it); the result."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        # Root may raise the hard limit too; others get as far as the hard limit allows.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        wanted = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return wanted
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def mailforge_command() -> list[str]:
+    """The `mailforge` script installed beside this interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / "mailforge"
+    found = str(beside) if beside.exists() else shutil.which("mailforge")
+    if not found:
+        raise PeerUnavailable("no `mailforge` command beside the interpreter or on PATH")
+    return [found]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of pid, from /proc (children of all its threads)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in _listdir(f"/proc/{parent}/task"):
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in Path(f"/proc/{parent}/task/{task}/children").read_text().split()]
+                found.extend(kids)
+                pending.extend(kids)
+    return found
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def stop_process(proc: subprocess.Popen, grace: float = STOP_GRACE) -> None:
+    """SIGTERM, wait `grace`, then SIGKILL the process and the descendants it had, by pid."""
+    family = descendants(proc.pid)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=grace)
+    # Workers normally exit with their parent; any that did not are killed by their own pid.
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def spawn(argv: list[str], log: Path, **kwargs) -> subprocess.Popen:
+    """Start a server with its output in `log`: a pipe nobody reads would block it once full."""
+    with open(log, "ab") as out:
+        # Its own session, so a Ctrl-C aimed at the bench reaches the server only through us.
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, **kwargs)
+
+
+def run_checked(argv: list[str], log: Path, stdin: bytes | None = None, timeout: float = 60) -> None:
+    result = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout)
+    with open(log, "ab") as out:
+        out.write(b"$ " + " ".join(argv).encode() + b"\n" + result.stdout + result.stderr)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"`{' '.join(argv[-3:])}` exited {result.returncode}: "
+                           f"{detail[-1] if detail else 'no output'}")
+
+
+def log_tail(log: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout: float = START_TIMEOUT) -> None:
+    """Until the log says `ready`, or a 220 greeting has been answered for GREETING_SETTLE s.
+
+    A prefork server's port accepts as soon as the supervisor binds it, before any worker
+    serves, so a TCP connect alone proves nothing; a greeting does.
+    """
+    deadline = time.monotonic() + timeout
+    greeted_at: float | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited {proc.returncode} while starting:\n{log_tail(log)}")
+        if _logged_ready(log):
+            return
+        if greeted_at is None and _greets(port):
+            greeted_at = time.monotonic()
+        if greeted_at is not None and time.monotonic() - greeted_at >= GREETING_SETTLE:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"server not ready after {timeout:.0f}s:\n{log_tail(log)}")
+
+
+def _logged_ready(log: Path) -> bool:
+    try:
+        return any(word == "ready" for word in log.read_text(errors="replace").lower().split())
+    except OSError:
+        return False
+
+
+def _greets(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=1.0) as sock:
+            return sock.recv(512).startswith(b"220")
+    except OSError:
+        return False
+
+
+def count_files(directory: Path | None) -> int:
+    if directory is None:
+        return 0
+    try:
+        with os.scandir(directory) as entries:
+            return sum(1 for _ in entries)
+    except FileNotFoundError:
+        return 0
+
+
+# --- mailforge --------------------------------------------------------------------------------
+
+def set_toml_keys(path: Path, changes: dict[str, dict[str, object]]) -> None:
+    """Rewrite single-line `key = value` entries inside the named sections of a TOML file.
+
+    No TOML writer is a dependency, and rewriting lines keeps every comment `mailforge init`
+    wrote. Keys missing from a present section are added after its header; the result is
+    parsed back to prove the edit landed.
+    """
+    lines = path.read_text().splitlines()
+    pending = {section: dict(keys) for section, keys in changes.items()}
+    section = ""
+    out: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            section = stripped.strip("[]").strip()
+            out.append(line)
+            out.extend(f"{k} = {json.dumps(v)}" for k, v in pending.get(section, {}).items()
+                       if not _section_has(lines, section, k))
+            continue
+        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
+        if key and key in pending.get(section, {}):
+            out.append(f"{key} = {json.dumps(pending[section][key])}")
+        else:
+            out.append(line)
+    path.write_text("\n".join(out) + "\n")
+    parsed = tomllib.loads(path.read_text())
+    for name, keys in changes.items():
+        for key, value in keys.items():
+            if name in parsed and parsed[name].get(key) != value:
+                raise RuntimeError(f"could not set [{name}] {key} in {path}")
+
+
+def _section_has(lines: list[str], section: str, key: str) -> bool:
+    current = ""
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            current = stripped.strip("[]").strip()
+        elif current == section and stripped.split("=", 1)[0].strip() == key:
+            return True
+    return False
+
+
+def mailforge_settings(port: int, workers: int, max_connections: int,
+                       idle_timeout: float | None = None) -> dict[str, dict[str, object]]:
+    """SMTP alone on `port`; every other listener off so no default port can collide."""
+    smtp: dict[str, object] = {"listen": [f"{LOOPBACK}:{port}"], "workers": workers,
+                               "max_connections": max_connections,
+                               "max_connections_per_ip": max_connections}
+    if idle_timeout is not None:
+        smtp["idle_timeout"] = idle_timeout
+    changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in SERVICES if s != "smtp"}
+    changes["smtp"] = smtp
+    changes["metrics"] = {"listen": ""}
+    return changes
+
+
+@contextlib.contextmanager
+def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: float | None = None,
+                  port: int | None = None) -> Iterator[Target]:
+    cmd = mailforge_command()
+    with tempfile.TemporaryDirectory(prefix="mailforge-bench-") as tmp:
+        root = Path(tmp)
+        log = root / "setup.log"
+        conf = root / "mailforge.toml"
+        port = port or free_port()
+        run_checked(cmd + ["init", "--dir", str(root)], log)
+        present = set(tomllib.loads(conf.read_text()))
+        settings = mailforge_settings(port, workers, max_connections, idle_timeout)
+        set_toml_keys(conf, {k: v for k, v in settings.items() if k in present})
+        run_checked(cmd + ["-c", str(conf), "domain", "add", BENCH_DOMAIN], log)
+        run_checked(cmd + ["-c", str(conf), "user", "add", MAILFORGE_RCPT, "--password-stdin"], log,
+                    stdin=MAILFORGE_PASSWORD.encode() + b"\n")
+        # Its own log: only the server's own words may say "ready".
+        serve_log = root / "serve.log"
+        proc = spawn(cmd + ["-c", str(conf), "serve"], serve_log, cwd=root)
+        try:
+            wait_ready(proc, port, serve_log)
+            maildir = root / "store" / BENCH_DOMAIN / MAILFORGE_RCPT.split("@")[0] / "Maildir" / "new"
+            yield Target("mailforge", LOOPBACK, port, MAILFORGE_RCPT, proc.pid, maildir, conf)
+        finally:
+            stop_process(proc)
+
+
+# --- aiosmtpd (anchor) -------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def run_aiosmtpd(anchors: Path) -> Iterator[Target]:
+    script = anchors / "aiosmtpd_maildir.py"
+    if not script.exists():
+        raise PeerUnavailable(f"no anchor script at {script} (set --anchors or $MAILFORGE_ANCHORS)")
+    with tempfile.TemporaryDirectory(prefix="aiosmtpd-bench-") as tmp:
+        root = Path(tmp)
+        log = root / "bench.log"
+        port = free_port()
+        maildir = root / "Maildir"
+        proc = spawn([sys.executable, str(script), "--port", str(port), "--maildir", str(maildir),
+                      "--mode", "thread"], log)
+        try:
+            wait_ready(proc, port, log)
+            yield Target("aiosmtpd", LOOPBACK, port, "user@bench.test", proc.pid, maildir / "new")
+        finally:
+            stop_process(proc)
+
+
+# --- Postfix (anchor) --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def run_postfix(anchors: Path) -> Iterator[Target]:
+    if not POSTFIX.exists():
+        raise PeerUnavailable(f"{POSTFIX} is not installed (apt-get install postfix, "
+                              "debconf 'No configuration')")
+    if os.geteuid() != 0:
+        raise PeerUnavailable("the anchor Postfix set-up needs root")
+    if port_in_use(POSTFIX_PORT):
+        raise PeerUnavailable(f"port {POSTFIX_PORT} is taken; the anchor Postfix needs it")
+    with tempfile.TemporaryDirectory(prefix="postfix-bench-") as tmp:
+        log = Path(tmp) / "bench.log"
+        run_checked(["bash", str(anchors / "setup_postfix.sh")], log)
+        # start-fg keeps master our child, so it can be stopped by its pid like the others.
+        proc = spawn([str(POSTFIX), "-c", str(POSTFIX_CONF), "start-fg"], log)
+        try:
+            wait_ready(proc, POSTFIX_PORT, log)
+            yield Target("postfix", LOOPBACK, POSTFIX_PORT, POSTFIX_RCPT, proc.pid, POSTFIX_MAILDIR_NEW)
+        finally:
+            # `postfix stop` lets master end its own children; stop_process covers a stuck one.
+            with contextlib.suppress(Exception):
+                subprocess.run([str(POSTFIX), "-c", str(POSTFIX_CONF), "stop"],
+                               capture_output=True, timeout=STOP_GRACE)
+            stop_process(proc)
+
