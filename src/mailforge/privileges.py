@@ -1,0 +1,59 @@
+"""Dropping root in a child after fork: the supervisor keeps root only to bind low ports."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+
+from .errors import UsageError
+
+
+def resolve(user: str, group: str = "") -> tuple[int, int]:
+    """`[server] user`/`group` (names or numbers) → (uid, gid); the user's own group by default."""
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(f"[server] user: no such user {user!r}") from None
+    if not group:
+        return entry.pw_uid, entry.pw_gid
+    try:
+        gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise UsageError(f"[server] group: no such group {group!r}") from None
+    return entry.pw_uid, gid
+
+
+def prepare(user: str, group: str = "") -> tuple[int, int]:
+    """Resolve and check that the switch is possible, so the supervisor fails at start
+    with one line instead of every child failing to boot."""
+    uid, gid = resolve(user, group)
+    if os.geteuid() != 0 and (os.getuid(), os.geteuid()) != (uid, uid):
+        raise UsageError(f"[server] user: switching to {user!r} needs root")
+    return uid, gid
+
+
+def drop(user: str, group: str = "") -> None:
+    """Become `user`/`group` for good: no supplementary groups, no way back to root."""
+    uid, gid = prepare(user, group)
+    if os.geteuid() != 0:
+        return  # already that account (prepare checked): nothing to drop
+    # Order matters: groups and gid can only be changed while we still are root.
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    _verify(uid, gid)
+
+
+def _verify(uid: int, gid: int) -> None:
+    """Refuse to go on if anything of root is left (a saved set-user-ID, a group)."""
+    ids = (os.getresuid(), os.getresgid())
+    if ids != ((uid,) * 3, (gid,) * 3) or os.getgroups() not in ([], [gid]):
+        raise PermissionError(f"privilege drop incomplete: uids/gids {ids}, groups {os.getgroups()}")
+    if uid == 0:
+        return
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise PermissionError("privilege drop failed: the process could become root again")

@@ -1,0 +1,716 @@
+"""The prefork supervisor ("arbiter", after gunicorn's): binds, forks, watches, replaces.
+
+It never touches client traffic. Signal handlers only record (STYLE.md 1); one loop wakes on
+the wake-up fd, the control socket or a tick, then: handle signals, reap, kill the silent or
+overdue, spawn what is missing, answer `mailforge status`.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, NoReturn
+
+from . import config as config_module
+from . import control, privileges
+from .config import Config, parse_hostport
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_WORKER_BOOT, MailforgeError, UsageError
+from .heartbeat import Heartbeat
+
+log = logging.getLogger("mailforge.supervisor")
+
+# somaxconn caps it anyway; a big queue absorbs bursts while workers are being replaced.
+LISTEN_BACKLOG = 2048
+# 10,000 idle connections must fit in one worker, plus its files, pool threads and sockets.
+WANTED_OPEN_FILES = 10_000 + 1024
+# Used when the hard limit is "unlimited", which setrlimit refuses as a soft value on Linux.
+MAX_OPEN_FILES = 1 << 20
+# The loop wakes at least this often to check heartbeats and due restarts.
+TICK = 0.5
+# On top of the grace period: time for a worker to send 421s and close after it ran out.
+STOP_MARGIN = 5.0
+# Between SIGABRT (dump a traceback if you can) and SIGKILL for a silent child.
+ABORT_GRACE = 2.0
+RATEKEEPER_START_TIMEOUT = 5.0
+RATEKEEPER_STOP_TIMEOUT = 2.0
+# A child that lived this long before dying was healthy: its failure count starts over.
+STABLE_UPTIME = 10.0
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 30.0
+# The status answer waits this long at most for the rate-keeper, inside the arbiter's loop.
+STATS_TIMEOUT = 0.5
+
+# <sys/prctl.h>
+PR_SET_PDEATHSIG = 1
+
+WORKER, DELIVERY, RATEKEEPER = "worker", "delivery", "ratekeeper"
+ChildKey = tuple[str, str, int]
+
+
+def _default_worker(service: str, config: Config, listeners: list[socket.socket], heartbeat: Heartbeat) -> int:
+    from . import worker
+
+    return worker.run(service, config, listeners, heartbeat)
+
+
+def _default_delivery(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
+                      stopping: Callable[[], bool]) -> None:
+    from .queue import delivery
+
+    delivery.run(config, slot, slots, heartbeat, stopping)
+
+
+def _default_ratekeeper(socket_path: str) -> None:
+    from .ratekeeper import server
+
+    server.serve(socket_path)
+
+
+def _default_recover(queue_dir: Path) -> None:
+    from .queue import spool
+
+    spool.recover(queue_dir)
+
+
+def _default_queue_length(queue_dir: Path) -> int:
+    from .queue import spool
+
+    return spool.queue_length(queue_dir)
+
+
+def _default_stats(socket_path: Path, timeout: float) -> dict | None:
+    from .ratekeeper import client
+
+    return client.query_stats(socket_path, timeout=timeout)
+
+
+@dataclass
+class Targets:
+    """What the children run and what the supervisor asks others; tests swap them."""
+
+    worker_target: Callable[..., int] = _default_worker
+    delivery_target: Callable[..., None] = _default_delivery
+    ratekeeper_target: Callable[[str], None] = _default_ratekeeper
+    recover: Callable[[Path], None] = _default_recover
+    queue_length: Callable[[Path], int] = _default_queue_length
+    ratekeeper_stats: Callable[[Path, float], dict | None] = _default_stats
+    load_config: Callable[[Path], Config] = config_module.load
+
+
+@dataclass
+class Child:
+    pid: int
+    kind: str
+    service: str
+    slot: int
+    generation: int
+    started: float
+    heartbeat: Heartbeat | None
+    retiring: bool = False
+    aborted: bool = False
+    # SIGKILL when the monotonic clock passes this.
+    deadline: float | None = None
+
+    @property
+    def key(self) -> ChildKey:
+        return (self.kind, self.service, self.slot)
+
+    @property
+    def name(self) -> str:
+        if self.kind == RATEKEEPER:
+            return "rate-keeper"
+        prefix = self.service if self.kind == WORKER else "delivery"
+        return f"{prefix} worker #{self.slot} (pid {self.pid})"
+
+
+@dataclass
+class Listener:
+    service: str
+    address: str
+    sock: socket.socket = field(repr=False)
+
+
+def serve(config: Config) -> int:
+    """`mailforge serve`: run the supervisor in the foreground until SIGTERM/SIGINT."""
+    return Supervisor(config).run()
+
+
+class Supervisor:
+    def __init__(self, config: Config, **targets: Callable[..., Any]) -> None:
+        self.config = config
+        self.targets = Targets(**targets)
+        self.pid = os.getpid()
+        self.started = time.monotonic()
+        self.generation = 1
+        self.listeners: dict[tuple[str, int], Listener] = {}
+        self.children: dict[int, Child] = {}
+        self.failures: dict[ChildKey, int] = {}
+        self.not_before: dict[ChildKey, float] = {}
+        self.control: control.ControlServer | None = None
+        self.selector: selectors.BaseSelector | None = None
+        self._wake: tuple[int, int] | None = None
+        self._signals: collections.deque[int] = collections.deque()
+        self._stopping = False
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self._start()
+        except (MailforgeError, OSError) as exc:
+            code = exc.exit_code if isinstance(exc, MailforgeError) else EXIT_FAILURE
+            print(f"mailforge: {exc}", file=sys.stderr, flush=True)
+            self._cleanup()
+            return code
+        try:
+            self._loop()
+            log.info("supervisor %d stopped", self.pid)
+            return EXIT_OK
+        except Exception:
+            log.exception("supervisor failed; killing every child")
+            return EXIT_FAILURE
+        finally:
+            self._cleanup()
+
+    def _start(self) -> None:
+        self._refuse_if_running()
+        server = self.config.server
+        ids = privileges.prepare(server.user, server.group) if server.user else None
+        self._prepare_run_dir(ids)
+        raise_open_files_limit()
+        self.listeners = self._rebind(self.config)
+        self._open_loop()
+        self.targets.recover(self.config.queue_dir)
+        self._start_ratekeeper()
+        self._spawn_generation()
+        self._announce()
+
+    def _refuse_if_running(self) -> None:
+        path = self.config.control_socket
+        try:
+            answer = control.request(path, "ping", timeout=1.0)
+        except (OSError, ValueError):
+            return  # nobody answers: a leftover socket file is replaced when we bind ours
+        raise MailforgeError(f"another supervisor (pid {answer.get('pid')}) is already running ({path})")
+
+    def _prepare_run_dir(self, ids: tuple[int, int] | None) -> None:
+        run_dir = self.config.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        if ids:
+            # The rate-keeper creates its socket here after it has dropped root.
+            os.chown(run_dir, *ids)
+
+    def _open_loop(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        self._wake = (read_end, write_end)
+        self.selector.register(read_end, selectors.EVENT_READ, self._drain_wake_pipe)
+        # The C-level handler writes the signal number here, so select() returns at once.
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, self._record_signal)
+        self.config.control_socket.unlink(missing_ok=True)
+        self.control = control.ControlServer(
+            self.config.control_socket, self.selector, {"ping": self._ping, "status": self._status})
+
+    def _announce(self) -> None:
+        for listener in self.listeners.values():
+            workers = getattr(self.config, listener.service).workers
+            plural = "worker" if workers == 1 else "workers"
+            print(f"mailforge: {listener.service} listening on {listener.address} ({workers} {plural})")
+        print(f"mailforge: ready (pid {self.pid})", flush=True)
+
+    def _cleanup(self) -> None:
+        """Leave nothing behind: no child, no socket, no handler pointing at a closed pipe."""
+        for child in self.children.values():
+            _signal(child.pid, signal.SIGKILL)
+        for child in self.children.values():
+            try:
+                os.waitpid(child.pid, 0)
+            except ChildProcessError:
+                pass
+            if child.heartbeat:
+                child.heartbeat.close()
+        self.children.clear()
+        _close_listeners(self.listeners.values())
+        self.listeners = {}
+        if self.control:
+            self.control.close()
+            self.control = None
+        if self._wake:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            self.selector.close()
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
+
+    # ---- the main loop ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            for key, _ in self.selector.select(self._timeout()):
+                key.data()
+            self._handle_signals()
+            now = time.monotonic()
+            self._reap(now)
+            self._murder(now)
+            if self._stopping and self._stop_done(now):
+                return
+            self._manage(now)
+            self.control.expire(now)
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        due = [t - now for t in self.not_before.values() if t > now]
+        return max(0.0, min([TICK, *due]))
+
+    def _record_signal(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake[0], 4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _handle_signals(self) -> None:
+        handlers = {signal.SIGTERM: self._handle_term, signal.SIGINT: self._handle_term,
+                    signal.SIGHUP: self._handle_hup}
+        while self._signals:
+            signum = self._signals.popleft()
+            if signum in handlers:  # SIGCHLD only woke us: the reap step follows
+                log.info("received %s", signal.Signals(signum).name)
+                handlers[signum]()
+
+    # ---- children: reap, watch, spawn -------------------------------------------------
+
+    def _reap(self, now: float) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            if child.heartbeat:
+                child.heartbeat.close()
+            self._on_exit(child, os.waitstatus_to_exitcode(status), now)
+
+    def _on_exit(self, child: Child, code: int, now: float) -> None:
+        how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
+        uptime = now - child.started
+        if child.retiring or self._stopping:
+            log.info("%s %s", child.name, how)
+            return
+        delay = self._backoff(child.key, code, uptime)
+        self.not_before[child.key] = now + delay
+        if code == EXIT_WORKER_BOOT:
+            log.error("%s could not boot (status %d); next try in %.1f s", child.name, code, delay)
+        else:
+            log.warning("%s %s after %.1f s; restarting in %.1f s", child.name, how, uptime, delay)
+
+    def _backoff(self, key: ChildKey, code: int, uptime: float) -> float:
+        """Seconds before the replacement starts: none after a healthy run, doubling while
+        the slot keeps failing, so a broken build does not fork in a tight loop."""
+        if code != EXIT_WORKER_BOOT and uptime >= STABLE_UPTIME:
+            self.failures.pop(key, None)
+            return 0.0
+        failures = self.failures[key] = self.failures.get(key, 0) + 1
+        if code != EXIT_WORKER_BOOT:
+            failures -= 1  # the first unexplained death is replaced at once
+        return 0.0 if failures == 0 else min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+
+    def _murder(self, now: float) -> None:
+        timeout = self.config.server.worker_timeout
+        for child in list(self.children.values()):
+            if child.deadline is not None and now >= child.deadline:
+                log.warning("%s did not stop in time: SIGKILL", child.name)
+                child.deadline = None
+                _signal(child.pid, signal.SIGKILL)
+            elif child.heartbeat and not child.retiring and not child.aborted:
+                silent = child.heartbeat.silent_for(now)
+                if silent > timeout:
+                    log.error("%s silent for %.1f s: SIGABRT, then SIGKILL", child.name, silent)
+                    child.aborted = True
+                    child.deadline = now + ABORT_GRACE
+                    _signal(child.pid, signal.SIGABRT)
+
+    def _wanted(self) -> list[ChildKey]:
+        keys: list[ChildKey] = [(RATEKEEPER, "", 0)]
+        for name, service in self.config.services().items():
+            keys.extend((WORKER, name, slot) for slot in range(service.workers))
+        keys.extend((DELIVERY, "", slot) for slot in range(self.config.delivery.workers))
+        return keys
+
+    def _manage(self, now: float) -> None:
+        if self._stopping:
+            # Draining workers still report to the rate-keeper: keep one while they run.
+            draining = any(c.kind != RATEKEEPER for c in self.children.values())
+            if draining and not any(c.kind == RATEKEEPER for c in self.children.values()):
+                self._spawn(RATEKEEPER, "", 0)
+            return
+        filled = {c.key for c in self.children.values() if not c.retiring}
+        for key in self._wanted():
+            if key not in filled and now >= self.not_before.get(key, 0.0):
+                self._spawn(*key)
+
+    def _spawn_generation(self) -> None:
+        for key in self._wanted():
+            if key[0] != RATEKEEPER:
+                self._spawn(*key)
+
+    def _start_ratekeeper(self) -> None:
+        """Start it first and wait briefly for its socket, so workers find it at boot."""
+        path = self.config.ratekeeper_socket
+        path.unlink(missing_ok=True)
+        child = self._spawn(RATEKEEPER, "", 0)
+        deadline = time.monotonic() + RATEKEEPER_START_TIMEOUT
+        while child and not path.exists():
+            if _exited(child.pid):
+                return  # the reap loop restarts it, with backoff
+            if time.monotonic() > deadline:
+                log.warning("rate-keeper has not created %s after %.0f s", path, RATEKEEPER_START_TIMEOUT)
+                return
+            time.sleep(0.02)
+
+    def _spawn(self, kind: str, service: str, slot: int) -> Child | None:
+        heartbeat = None if kind == RATEKEEPER else Heartbeat()
+        _flush_stdio()  # or buffered output would be written twice, once by the child
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            log.error("cannot fork a %s %s: %s", service, kind, exc)
+            self.not_before[(kind, service, slot)] = time.monotonic() + BACKOFF_MAX
+            if heartbeat:
+                heartbeat.close()
+            return None
+        if pid == 0:
+            self._child_main(kind, service, slot, heartbeat)
+        child = Child(pid, kind, service, slot, self.generation, time.monotonic(), heartbeat)
+        self.children[pid] = child
+        log.info("started %s", child.name)
+        return child
+
+    def _terminate(self, child: Child, deadline: float) -> None:
+        child.retiring = True
+        child.deadline = deadline
+        _signal(child.pid, signal.SIGTERM)
+
+    # ---- in the child -----------------------------------------------------------------
+
+    def _child_main(self, kind: str, service: str, slot: int, heartbeat: Heartbeat | None) -> NoReturn:
+        code = EXIT_FAILURE
+        try:
+            code = self._child_body(kind, service, slot, heartbeat)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+        except BaseException:
+            log.exception("%s %s #%d crashed", service or "", kind, slot)
+        finally:
+            _flush_stdio()
+            os._exit(code)
+
+    def _child_body(self, kind: str, service: str, slot: int, heartbeat: Heartbeat | None) -> int:
+        listeners = []
+        if kind == WORKER:
+            listeners = [held.sock for held in self.listeners.values() if held.service == service]
+        self._detach(listeners, heartbeat)
+        user, group = self.config.server.user, self.config.server.group
+        if user:
+            try:
+                privileges.drop(user, group)
+            except (MailforgeError, OSError) as exc:
+                log.error("%s %s #%d cannot drop privileges: %s", service, kind, slot, exc)
+                return EXIT_WORKER_BOOT
+        if not _die_with_parent(self.pid):
+            return EXIT_OK
+        if kind == WORKER:
+            return self.targets.worker_target(service, self.config, listeners, heartbeat)
+        if kind == DELIVERY:
+            return self._run_delivery(slot, heartbeat)
+        self.targets.ratekeeper_target(str(self.config.ratekeeper_socket))
+        return EXIT_OK
+
+    def _detach(self, keep: list[socket.socket], heartbeat: Heartbeat | None) -> None:
+        """Drop what belongs to the arbiter: its handlers, loop, control socket, the other
+        services' listeners (or a removed address would stay bound by a long-lived child)."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        # Ctrl-C reaches the whole process group; the supervisor alone decides how to stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.control.close_in_child()
+        self.selector.close()  # closes our epoll fd only; the parent's registrations stay
+        for fd in self._wake:
+            os.close(fd)
+        for listener in self.listeners.values():
+            if listener.sock not in keep:
+                listener.sock.close()
+        for other in self.children.values():
+            if other.heartbeat and other.heartbeat is not heartbeat:
+                other.heartbeat.close()
+
+    def _run_delivery(self, slot: int, heartbeat: Heartbeat) -> int:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        self.targets.delivery_target(self.config, slot, self.config.delivery.workers, heartbeat.notify,
+                                     lambda: stop.is_set() or os.getppid() != self.pid)
+        return EXIT_OK
+
+    # ---- signals: stop and reload -----------------------------------------------------
+
+    def _handle_term(self) -> None:
+        now = time.monotonic()
+        if self._stopping:
+            log.warning("asked again to stop: killing every child now")
+            for child in self.children.values():
+                child.deadline = now
+            return
+        grace = self.config.server.grace_period
+        log.info("stopping: listeners closed, sessions get %.0f s to finish", grace)
+        self._stopping = True
+        _close_listeners(self.listeners.values())
+        self.listeners = {}
+        for child in self.children.values():
+            if child.kind != RATEKEEPER:
+                self._terminate(child, now + grace + STOP_MARGIN)
+
+    def _stop_done(self, now: float) -> bool:
+        """Once the workers are gone, stop the rate-keeper; True when nothing is left."""
+        if any(c.kind != RATEKEEPER for c in self.children.values()):
+            return False
+        for child in self.children.values():
+            if not child.retiring:
+                self._terminate(child, now + RATEKEEPER_STOP_TIMEOUT)
+        return not self.children
+
+    def _handle_hup(self) -> None:
+        if self._stopping:
+            return
+        try:
+            new = self.targets.load_config(self.config.path)
+            _check_reloadable(self.config, new)
+            listeners = self._rebind(new)
+        except (MailforgeError, OSError) as exc:
+            log.error("reload failed, still running the previous config: %s", exc)
+            return
+        old_children = [c for c in self.children.values() if c.kind != RATEKEEPER and not c.retiring]
+        gone = [held for key, held in self.listeners.items() if key not in listeners]
+        self.config, self.listeners = new, listeners
+        self.generation += 1
+        self.failures.clear()  # the operator changed something: give every slot a fresh start
+        self.not_before.clear()
+        self._spawn_generation()
+        deadline = time.monotonic() + new.server.grace_period + STOP_MARGIN
+        for child in old_children:
+            self._terminate(child, deadline)
+        # The old generation holds its own copies until it exits; ours go now.
+        _close_listeners(gone)
+        log.info("reloaded %s: generation %d started, %d old processes retiring",
+                 new.path, self.generation, len(old_children))
+
+    def _rebind(self, config: Config) -> dict[tuple[str, int], Listener]:
+        """Listeners for `config`, reusing the socket of every address we already hold, so
+        a reload never refuses a connection on an address that stays."""
+        result: dict[tuple[str, int], Listener] = {}
+        try:
+            for service, settings in config.services().items():
+                for text in settings.listen:
+                    key = parse_hostport(text)
+                    held = self.listeners.get(key)
+                    sock = held.sock if held else bind_listener(service, text)
+                    result[key] = Listener(service, text, sock)
+        except BaseException:
+            for key, listener in result.items():
+                if key not in self.listeners:
+                    listener.sock.close()
+            raise
+        return result
+
+    # ---- control socket ---------------------------------------------------------------
+
+    def _ping(self) -> dict[str, Any]:
+        return {"pid": self.pid}
+
+    def _status(self) -> dict[str, Any]:
+        from .speedups import IMPLEMENTATION
+
+        now = time.monotonic()
+        rk = [c for c in self.children.values() if c.kind == RATEKEEPER]
+        return {
+            "pid": self.pid,
+            "uptime": round(now - self.started, 1),
+            "generation": self.generation,
+            "stopping": self._stopping,
+            "implementation": IMPLEMENTATION,
+            "queue_length": self._queue_length(),
+            "ratekeeper": {"pid": rk[0].pid, "uptime": round(now - rk[0].started, 1)} if rk else None,
+            "services": self._service_status(now),
+            "delivery": [_process(c, now) for c in self._children_of(DELIVERY, "")],
+        }
+
+    def _service_status(self, now: float) -> dict[str, Any]:
+        stats = self._ratekeeper_stats()
+        names = [*self.config.services(), *(c.service for c in self.children.values() if c.kind == WORKER)]
+        services = {}
+        for name in dict.fromkeys(names):
+            counters = stats.get(name, {}) if stats is not None else {}
+            services[name] = {
+                "listen": [{"address": l.address, "fd": l.sock.fileno()}
+                           for l in self.listeners.values() if l.service == name],
+                "workers": [_process(c, now) for c in self._children_of(WORKER, name)],
+                "connections": counters.get("connections", 0 if stats is not None else None),
+                "ips": counters.get("ips", 0 if stats is not None else None),
+                "refused": counters.get("refused", {}),
+            }
+        return services
+
+    def _children_of(self, kind: str, service: str) -> list[Child]:
+        found = [c for c in self.children.values() if c.kind == kind and c.service == service]
+        return sorted(found, key=lambda c: (c.generation, c.slot))
+
+    def _ratekeeper_stats(self) -> dict | None:
+        try:
+            return self.targets.ratekeeper_stats(self.config.ratekeeper_socket, STATS_TIMEOUT)
+        except Exception as exc:  # status must answer even when the rate-keeper cannot
+            log.debug("rate-keeper stats unavailable: %s", exc)
+            return None
+
+    def _queue_length(self) -> int | None:
+        try:
+            return self.targets.queue_length(self.config.queue_dir)
+        except Exception as exc:
+            log.debug("queue length unavailable: %s", exc)
+            return None
+
+
+def _process(child: Child, now: float) -> dict[str, Any]:
+    return {"pid": child.pid, "slot": child.slot, "generation": child.generation,
+            "uptime": round(now - child.started, 1), "retiring": child.retiring}
+
+
+def _check_reloadable(old: Config, new: Config) -> None:
+    if new.data_dir != old.data_dir:
+        raise UsageError("[server] data_dir changed: that needs a restart")
+    if (new.server.user, new.server.group) != (old.server.user, old.server.group):
+        raise UsageError("[server] user/group changed: that needs a restart")
+
+
+def bind_listener(service: str, text: str) -> socket.socket:
+    """A listening socket for `text` (host:port from the config); one clear line on failure."""
+    host, port = parse_hostport(text)
+    try:
+        family, address, dual_stack = _socket_address(host, port)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # Explicit IPv6 addresses must not also grab the IPv4 port ("0.0.0.0:25" may
+                # be configured beside "[::]:25"); only "*" means both.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            # Several workers accept on it: a blocking accept could hang after losing the race.
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise UsageError(f"cannot listen for {service} on {text}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _socket_address(host: str, port: int) -> tuple[int, tuple, bool]:
+    if host == "*":
+        if socket.has_ipv6:
+            return socket.AF_INET6, ("::", port), True
+        return socket.AF_INET, ("0.0.0.0", port), False
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return family, address, False
+
+
+def raise_open_files_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return soft
+    target = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open files limit to %d: %s", target, exc)
+    if soft < WANTED_OPEN_FILES:
+        log.warning("open files limit is %d; a worker with 10,000 connections needs %d "
+                    "(raise the hard limit: ulimit -Hn, LimitNOFILE=)", soft, WANTED_OPEN_FILES)
+    return soft
+
+
+def _close_listeners(listeners: Iterable[Listener]) -> None:
+    for listener in listeners:
+        listener.sock.close()
+        log.info("%s stopped listening on %s", listener.service, listener.address)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _exited(pid: int) -> bool:
+    """Has child `pid` exited? Peeks (WNOWAIT) so the reap loop still sees it; False where
+    waitid is missing (macOS before Python 3.13), which only means waiting longer."""
+    if not hasattr(os, "waitid"):
+        return False
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _die_with_parent(parent: int) -> bool:
+    """Ask Linux for SIGTERM when the supervisor dies, then check it is still there; False if
+    it is gone already. A child that reads os.getppid() only once it runs could otherwise
+    miss a supervisor that died right after fork, and the rate-keeper has no check at all.
+    Called after the privilege drop, which clears the setting."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: children still notice their new parent through os.getppid()
+    return os.getppid() == parent
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass  # already gone; the reap loop will hear of it
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass

@@ -1,0 +1,292 @@
+"""The supervisor, run for real in a subprocess with stand-in children (supervisor_helpers)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailforge import control
+from mailforge.config import load
+from mailforge.supervisor import raise_open_files_limit
+from tests.unit.supervisor_helpers import DRIVER, EVENTS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(path: Path, ports: list[int], workers: int = 2, worker_timeout: float = 30.0) -> None:
+    listen = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
+    path.write_text(f"""
+[server]
+hostname = "mail.example.test"
+data_dir = "data"
+grace_period = 2.0
+worker_timeout = {worker_timeout}
+
+[smtp]
+listen = [{listen}]
+workers = {workers}
+
+[delivery]
+workers = 1
+
+[metrics]
+listen = ""
+""")
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    return predicate()
+
+
+class Running:
+    """One supervisor subprocess; stdout/stderr go to files so no pipe can fill up."""
+
+    def __init__(self, tmp_path: Path, worker: str, name: str = "supervisor") -> None:
+        self.tmp_path = tmp_path
+        self.config_path = tmp_path / "mailforge.toml"
+        self.out = tmp_path / f"{name}.out"
+        self.err = tmp_path / f"{name}.err"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            # cwd is the temp dir: a stray core file must not land in the repository.
+            self.proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(self.config_path), worker],
+                                         cwd=tmp_path, env=env, stdout=out, stderr=err)
+
+    @functools.cached_property
+    def config(self):
+        # Read once: the tests rewrite the file (even break it) to exercise reloads.
+        return load(self.config_path)
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        if not wait_for(lambda: "mailforge: ready" in self.stdout() or self.proc.poll() is not None, timeout):
+            raise AssertionError(f"supervisor not ready:\n{self.stderr()}")
+        assert "mailforge: ready" in self.stdout(), self.stderr()
+
+    def status(self) -> dict:
+        return control.request(self.config.control_socket, "status")
+
+    def worker_pids(self) -> set[int]:
+        return {w["pid"] for w in self.status()["services"]["smtp"]["workers"] if not w["retiring"]}
+
+    def events(self, kind: str | None = None) -> list[int]:
+        """Pids that recorded `kind` (all of them by default), in order."""
+        path = self.config.data_dir / EVENTS
+        records = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+        return [int(pid) for what, pid in records if kind in (None, what)]
+
+    def kill_all(self) -> None:
+        """Kill the supervisor and every stand-in it started, by pid; only our own processes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pid in self.events():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"supervisor_helpers" in cmdline:
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def start(tmp_path):
+    started: list[Running] = []
+
+    def _start(worker: str = "echo", name: str = "supervisor") -> Running:
+        running = Running(tmp_path, worker, name)
+        started.append(running)
+        return running
+
+    try:
+        yield _start
+    finally:
+        for running in started:
+            running.kill_all()
+
+
+def read_line(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
+        return sock.makefile().readline()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_serves_status_refuses_a_second_copy_and_stops_on_sigterm(tmp_path, start, capsys):
+    port = free_port()
+    write_config(tmp_path / "mailforge.toml", [port])
+    sup = start()
+    sup.wait_ready()
+    assert f"mailforge: smtp listening on 127.0.0.1:{port} (2 workers)\n" in sup.stdout()
+    assert f"mailforge: ready (pid {sup.proc.pid})\n" in sup.stdout()
+    assert read_line(port).startswith("smtp ")
+    assert stat.S_IMODE(os.stat(sup.config.control_socket).st_mode) == 0o600
+
+    status = wait_for(lambda: len(sup.status()["delivery"]) == 1 and sup.status(), 2.0)
+    assert status["ok"] and status["pid"] == sup.proc.pid and status["generation"] == 1
+    assert status["queue_length"] == 7 and status["implementation"] in ("python", "cython")
+    assert status["ratekeeper"]["pid"] in sup.events("ratekeeper")
+    smtp = status["services"]["smtp"]
+    assert [entry["address"] for entry in smtp["listen"]] == [f"127.0.0.1:{port}"]
+    assert (smtp["connections"], smtp["ips"], smtp["refused"]) == (3, 2, {"per_ip": 1})
+    assert sorted(w["slot"] for w in smtp["workers"]) == [0, 1]
+    assert all(w["uptime"] >= 0 and w["pid"] in sup.events("worker") for w in smtp["workers"])
+    assert sup.events("recover") == [sup.proc.pid]
+
+    assert control.status(argparse.Namespace(json=False), sup.config) == 0
+    table = capsys.readouterr().out
+    assert f"127.0.0.1:{port}" in table and str(smtp["workers"][0]["pid"]) in table
+
+    second = start(name="second")
+    assert second.proc.wait(timeout=10) == 1
+    assert "already running" in second.stderr()
+
+    children = [w["pid"] for w in smtp["workers"]] + [status["ratekeeper"]["pid"]]
+    sup.proc.send_signal(signal.SIGTERM)
+    assert sup.proc.wait(timeout=10) == 0
+    assert not any(alive(pid) for pid in children)
+    assert not sup.config.control_socket.exists()
+    assert control.status(argparse.Namespace(json=False), sup.config) == 1
+
+
+def test_killed_worker_is_replaced_within_a_second(tmp_path, start):
+    write_config(tmp_path / "mailforge.toml", [free_port()])
+    sup = start()
+    sup.wait_ready()
+    before = wait_for(lambda: len(sup.worker_pids()) == 2 and sup.worker_pids(), 2.0)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    after = wait_for(lambda: (pids := sup.worker_pids()) and len(pids) == 2 and victim not in pids and pids, 2.0)
+    assert after and time.monotonic() - killed < 1.0
+    assert after - before and before - after == {victim}
+
+
+def test_worker_that_cannot_boot_is_retried_with_backoff(tmp_path, start):
+    write_config(tmp_path / "mailforge.toml", [free_port()], workers=1)
+    sup = start("boot_fail")
+    sup.wait_ready()
+    time.sleep(2.5)
+    # Backoff 0.5, 1, 2 s: starts at about 0, 0.5 and 1.5 s; a tight loop would make hundreds.
+    assert 2 <= len(sup.events("worker")) <= 4
+    assert "could not boot (status 3); next try in 1.0 s" in sup.stderr()
+    assert sup.proc.poll() is None
+
+
+def test_silent_worker_is_aborted_and_replaced(tmp_path, start):
+    write_config(tmp_path / "mailforge.toml", [free_port()], workers=1, worker_timeout=1.0)
+    sup = start("silent")
+    sup.wait_ready()
+    first = wait_for(lambda: sup.events("worker"), 2.0)[0]
+    assert wait_for(lambda: len(sup.events("worker")) >= 2, 4.0)
+    assert not alive(first)
+    err = sup.stderr()
+    assert f"(pid {first}) silent for" in err and f"(pid {first}) was killed by SIGABRT" in err
+
+
+def test_sighup_replaces_workers_and_keeps_listening(tmp_path, start):
+    port, new_port = free_port(), free_port()
+    write_config(tmp_path / "mailforge.toml", [port])
+    sup = start()
+    sup.wait_ready()
+    old_pids = wait_for(lambda: len(sup.worker_pids()) == 2 and sup.worker_pids(), 2.0)
+    old_fd = sup.status()["services"]["smtp"]["listen"][0]["fd"]
+
+    write_config(tmp_path / "mailforge.toml", [port, new_port])
+    sup.proc.send_signal(signal.SIGHUP)
+    answers = [read_line(port) for _ in range(40) if not time.sleep(0.02)]
+    assert all(answer.startswith("smtp ") for answer in answers)
+
+    status = wait_for(lambda: (s := sup.status())["generation"] == 2 and
+                      len(s["services"]["smtp"]["workers"]) == 2 and s, 5.0)
+    assert status, sup.stderr()
+    new_pids = {w["pid"] for w in status["services"]["smtp"]["workers"]}
+    assert not new_pids & old_pids and not any(alive(pid) for pid in old_pids)
+    listen = {entry["address"]: entry["fd"] for entry in status["services"]["smtp"]["listen"]}
+    assert listen[f"127.0.0.1:{port}"] == old_fd
+    assert read_line(new_port).startswith("smtp ")
+
+    (tmp_path / "mailforge.toml").write_text("[smtp\nbroken")
+    sup.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload failed, still running the previous config" in sup.stderr(), 2.0)
+    assert sup.status()["generation"] == 2 and read_line(port).startswith("smtp ")
+
+
+def test_port_already_taken_exits_2_naming_service_and_address(tmp_path, start):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        write_config(tmp_path / "mailforge.toml", [port])
+        sup = start()
+        assert sup.proc.wait(timeout=10) == 2
+    lines = sup.stderr().strip().splitlines()
+    assert lines == [f"mailforge: cannot listen for smtp on 127.0.0.1:{port}: Address already in use"]
+    assert sup.events("recover") == [] and sup.events("worker") == []
+
+
+def test_open_files_soft_limit_is_raised_to_hard():
+    import resource
+
+    soft = raise_open_files_limit()
+    assert (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]) == (soft, soft)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert soft == hard or hard == resource.RLIM_INFINITY
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_drop_privileges_cannot_regain_root():
+    script = (
+        "import os, json; from mailforge import privileges\n"
+        "privileges.drop('nobody')\n"
+        "try:\n    os.setuid(0); regained = True\nexcept PermissionError:\n    regained = False\n"
+        "print(json.dumps([os.getresuid(), os.getresgid(), os.getgroups(), regained]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=10)
+    uids, gids, groups, regained = json.loads(out.stdout)
+    assert 0 not in uids and 0 not in gids and groups in ([], [gids[0]]) and not regained
+
+
+def test_children_exit_when_the_supervisor_is_killed(tmp_path, start):
+    write_config(tmp_path / "mailforge.toml", [free_port()])
+    sup = start()
+    sup.wait_ready()
+    assert wait_for(lambda: len(sup.events()) >= 5, 2.0)  # recover, rate-keeper, 2 workers, delivery
+    children = [pid for pid in sup.events() if pid != sup.proc.pid]
+    sup.proc.kill()
+    sup.proc.wait()
+    assert wait_for(lambda: not any(alive(pid) for pid in children), 2.0)
