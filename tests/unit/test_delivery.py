@@ -223,3 +223,23 @@ def test_run_heartbeats_and_stops(config, accounts):
     delivery.run(config, 0, 1, lambda: beats.append(time.monotonic()), lambda: len(beats) >= 3)
     assert time.monotonic() - started < 1
     assert len(delivered(config, "bob@example.test")) == 1
+
+
+def test_an_abandoned_batch_leaves_no_temp_files_and_keeps_the_entry(config, agent, monkeypatch):
+    enqueue(config, b"x\r\n", ["bob@example.test"])
+    enqueue(config, b"y\r\n", ["bob@example.test"])
+    real_claim = agent._claim
+    calls = []
+
+    def claim_then_break(entry_id):
+        calls.append(entry_id)
+        if len(calls) == 2:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_claim(entry_id)
+
+    monkeypatch.setattr(agent, "_claim", claim_then_break)
+    with pytest.raises(PermissionError):
+        agent.step()
+    box = mailbox_path(config.store_dir, "bob@example.test")
+    assert os.listdir(box / "tmp") == [] and os.listdir(box / "new") == []
+    assert queue_length(config.queue_dir) == 2

@@ -82,12 +82,14 @@ def test_abort_removes_the_temp_file_and_is_idempotent(tmp_path, executor):
     spool = Spool(tmp_path / "queue", executor)
     file = spool.create()
     file.write(b"partial")
+    assert f"{file.id}.msg" in listing(spool.incoming)
     file.abort()
     file.abort()
-    assert listing(spool.incoming) == [] and listing(spool.active) == []
+    assert f"{file.id}.msg" not in listing(spool.incoming) and listing(spool.active) == []
     with pytest.raises(SpoolError):
         file.write(b"more")
     run(spool.close())
+    assert listing(spool.incoming) == []  # close() removes the files made ahead
 
 
 def test_abort_after_commit_keeps_the_message(tmp_path, executor):

@@ -15,7 +15,7 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +70,28 @@ class FileSyncer:
                 os.fdatasync(fd)
 
 
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+FILE_MODE = 0o600
+
+
+def write_new_file(path: str | Path, data: bytes) -> int:
+    """Create `path` (it must not exist), write `data`; the open fd is returned unsynced."""
+    fd = os.open(path, NEW_FILE_FLAGS, FILE_MODE)
+    try:
+        write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(path)
+        raise
+    return fd
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -88,6 +110,7 @@ def unlink_quietly(path: str | Path) -> None:
 @dataclass
 class CommitRequest:
     fds: list[int]  # handed over: the committer closes them after the batch
+    writes: list[tuple[str, bytes]]  # small files the committer creates before the sync
     renames: list[tuple[str, str]]  # done in order; the last one is the commit point
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
@@ -95,11 +118,18 @@ class CommitRequest:
 
 
 class GroupCommitter:
-    """Sync, rename into `target_dir`, fsync `target_dir`: once per batch of requests."""
+    """Write, sync, rename into `target_dir`, fsync `target_dir`: once per batch of requests.
+
+    Creating a file blocks while the file system commits its journal, i.e. during every
+    sync, so files are created here rather than on the event loop: the requests' small
+    files before each sync, and whatever `between_batches(last_batch_size)` makes after it.
+    """
 
     def __init__(self, target_dir: Path, mode: str = SYNC_SYNCFS,
-                 executor: concurrent.futures.Executor | None = None) -> None:
+                 executor: concurrent.futures.Executor | None = None,
+                 between_batches: Callable[[int], None] | None = None) -> None:
         self._syncer = FileSyncer(mode, executor)
+        self._between_batches = between_batches
         self._dir_fd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY)
         self._cond = threading.Condition()
         self._pending: list[CommitRequest] = []
@@ -113,10 +143,11 @@ class GroupCommitter:
     def mode(self) -> str:
         return self._syncer.mode
 
-    def submit(self, fds: list[int], renames: list[tuple[str, str]]) -> asyncio.Future[None]:
+    def submit(self, fds: list[int], writes: list[tuple[str, bytes]],
+               renames: list[tuple[str, str]]) -> asyncio.Future[None]:
         """Queue a request from the running loop; the future resolves once it is durable."""
         loop = asyncio.get_running_loop()
-        request = CommitRequest(fds, renames, loop, loop.create_future())
+        request = CommitRequest(fds, writes, renames, loop, loop.create_future())
         with self._cond:
             if self._closing:
                 raise RuntimeError("the committer is closed")
@@ -138,6 +169,7 @@ class GroupCommitter:
         os.close(self._dir_fd)
 
     def _main(self) -> None:
+        self._prepare(0)
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
@@ -145,6 +177,7 @@ class GroupCommitter:
                 batch, self._pending = self._pending, []
             if batch:
                 self._run_guarded(batch)
+                self._prepare(len(batch))
             elif self._closing:
                 break
         assert self._closed is not None
@@ -158,11 +191,22 @@ class GroupCommitter:
             for request in batch:
                 _resolve_threadsafe(request.loop, request.future, exc)
 
+    def _prepare(self, last_batch: int) -> None:
+        if self._between_batches is not None:
+            try:
+                self._between_batches(last_batch)
+            except Exception:
+                log.exception("spool committer: preparing the next batch failed")
+
     def _run(self, batch: list[CommitRequest]) -> None:
         self.batches += 1
         failures: dict[int, OSError] = {}
+        for request in batch:
+            error = _write_all_files(request)
+            if error is not None:
+                failures[id(request)] = error
         try:
-            self._syncer.sync([fd for request in batch for fd in request.fds])
+            self._syncer.sync([fd for r in batch if id(r) not in failures for fd in r.fds])
         except OSError as exc:
             failures = {id(request): exc for request in batch}
         for request in batch:
@@ -189,6 +233,15 @@ class GroupCommitter:
                 if dst in request.renamed:
                     unlink_quietly(dst)
         _resolve_threadsafe(request.loop, request.future, error)
+
+
+def _write_all_files(request: CommitRequest) -> OSError | None:
+    try:
+        for path, data in request.writes:
+            request.fds.append(write_new_file(path, data))
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _rename_all(request: CommitRequest) -> OSError | None:

@@ -25,9 +25,9 @@ from ..auth.accounts import Accounts
 from ..config import Config
 from ..store.maildir import (TmpMessage, crlf_to_lf, ensure_maildir_durable, mailbox_path,
                              publish, write_tmp)
-from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly
+from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly, write_new_file
 from .envelope import Envelope, EnvelopeError, decode, encode
-from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, INCOMING, MSG_SUFFIX, write_new_file
+from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, INCOMING, MSG_SUFFIX
 
 log = logging.getLogger("mailforge.delivery")
 
@@ -70,7 +70,7 @@ class Copy:
     rcpt: str
     fd: int
     paths: list[Path]  # files written; removed if the batch fails
-    rename: tuple[Path, Path] | None  # tmp → new for a Maildir; None for badmail
+    maildir_tmp: TmpMessage | None  # published into new/ after the sync; None for badmail
     directory: Path  # fsynced once the copy is in place
     log_line: tuple[str, ...] = ()
 
@@ -113,11 +113,19 @@ class CopyBatch:
             if c.log_line:
                 log.info(*c.log_line)
 
+    def discard(self) -> None:
+        """Drop unsynced copies when the batch is abandoned; their entries stay queued."""
+        copies, self._copies = self._copies, []
+        for c in copies:
+            os.close(c.fd)
+            for path in c.paths:
+                unlink_quietly(path)
+
     def _place(self, copy: Copy) -> bool:
-        if copy.rename is None:
+        if copy.maildir_tmp is None:
             return True
         try:
-            os.rename(*copy.rename)
+            publish(copy.maildir_tmp)
         except OSError as exc:
             self._fail(copy, exc)
             return False
@@ -191,6 +199,7 @@ class DeliveryAgent:
             if entries:
                 fsync_dir(self.active)
         finally:
+            batch.discard()
             for entry in entries:
                 os.close(entry.lock_fd)
         return len(entries)
@@ -273,8 +282,7 @@ class DeliveryAgent:
     def _maildir_copy(self, entry: Entry, rcpt: str, mailbox: str, tmp: TmpMessage) -> Copy:
         log_line = ("delivered id=%s from=<%s> to=<%s> mailbox=%s size=%d", entry.id,
                     entry.envelope.sender, rcpt, mailbox, tmp.size)
-        return Copy(entry, rcpt, tmp.fd, [tmp.tmp_path], (tmp.tmp_path, tmp.new_path),
-                    tmp.maildir / "new", log_line)
+        return Copy(entry, rcpt, tmp.fd, [tmp.tmp_path], tmp, tmp.maildir / "new", log_line)
 
     def _maildir_chunks(self, entry: Entry, rcpt: str) -> Iterator[bytes]:
         yield f"Return-Path: <{entry.envelope.sender}>\nDelivered-To: {rcpt}\n".encode()

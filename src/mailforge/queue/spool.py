@@ -9,6 +9,7 @@ incoming/ after a crash was never acknowledged and is dropped by `recover()`.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import itertools
 import logging
@@ -17,15 +18,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .commit import SYNC_SYNCFS, GroupCommitter, fsync_dir, unlink_quietly
+from .commit import (FILE_MODE, NEW_FILE_FLAGS, SYNC_SYNCFS, GroupCommitter, fsync_dir,
+                     unlink_quietly, write_all)
 from .envelope import Envelope, EnvelopeError, decode, encode
 
 log = logging.getLogger("mailforge.queue")
 
 INCOMING, ACTIVE, CORRUPT = "incoming", "active", "corrupt"
 MSG_SUFFIX, ENV_SUFFIX = ".msg", ".env"
-FILE_MODE = 0o600
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+# Temp files made ahead by the committer thread, so that create() on the event loop need
+# not wait on a journal commit: about two batches' worth, within these bounds.
+POOL_MIN, POOL_MAX = 16, 512
 _ids = itertools.count()
 
 
@@ -41,24 +44,6 @@ def new_id() -> str:
     return f"{time.time_ns() // 1000:014x}-{os.getpid()}-{next(_ids)}"
 
 
-def write_new_file(path: str | Path, data: bytes) -> int:
-    """Create `path` (it must not exist), write `data`; the open fd is returned unsynced."""
-    fd = os.open(path, _NEW_FILE_FLAGS, FILE_MODE)
-    try:
-        _write_all(fd, data)
-    except BaseException:
-        os.close(fd)
-        unlink_quietly(path)
-        raise
-    return fd
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 class Spool:
     def __init__(self, queue_dir: Path, executor: concurrent.futures.Executor,
                  sync_mode: str = SYNC_SYNCFS) -> None:
@@ -67,23 +52,43 @@ class Spool:
         self.active = self.queue_dir / ACTIVE
         for sub in (INCOMING, ACTIVE, CORRUPT):
             os.makedirs(self.queue_dir / sub, mode=0o750, exist_ok=True)
-        self.committer = GroupCommitter(self.active, sync_mode, executor)
+        self._pool: collections.deque[tuple[str, int]] = collections.deque()
+        self._closing = False
+        self.committer = GroupCommitter(self.active, sync_mode, executor, self._refill)
 
     def create(self) -> SpoolFile:
         """A new temp file in incoming/: cheap enough to call on the event loop."""
-        while True:
-            spool_id = new_id()
-            path = self.incoming / (spool_id + MSG_SUFFIX)
+        try:
+            spool_id, fd = self._pool.popleft()
+        except IndexError:  # a burst outran the pool: make one here, at the price of a wait
             try:
-                fd = os.open(path, _NEW_FILE_FLAGS, FILE_MODE)
-            except FileExistsError:
-                continue  # only if the clock stepped back onto a reused pid
+                spool_id, fd = self._new_temp()
             except OSError as exc:
                 raise SpoolError(f"cannot create a queue file: {exc}") from exc
-            return SpoolFile(self, spool_id, fd)
+        return SpoolFile(self, spool_id, fd)
+
+    def _new_temp(self) -> tuple[str, int]:
+        while True:
+            spool_id = new_id()
+            try:
+                return spool_id, os.open(self.incoming / (spool_id + MSG_SUFFIX),
+                                         NEW_FILE_FLAGS, FILE_MODE)
+            except FileExistsError:
+                continue  # only if the clock stepped back onto a reused pid
+
+    def _refill(self, last_batch: int) -> None:
+        """Runs on the committer thread after each batch."""
+        target = min(POOL_MAX, max(POOL_MIN, 2 * last_batch))
+        while len(self._pool) < target and not self._closing:
+            self._pool.append(self._new_temp())
 
     async def close(self) -> None:
+        self._closing = True
         await self.committer.close()
+        while self._pool:
+            spool_id, fd = self._pool.popleft()
+            os.close(fd)
+            unlink_quietly(self.incoming / (spool_id + MSG_SUFFIX))
 
 
 class SpoolFile:
@@ -101,7 +106,7 @@ class SpoolFile:
         if self._fd is None:
             raise SpoolError("queue file is already closed")
         try:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
         except OSError as exc:
             raise SpoolError(f"cannot write queue file {self.id}: {exc}") from exc
         self.size += len(data)
@@ -111,19 +116,14 @@ class SpoolFile:
             raise SpoolError("queue file is already closed")
         envelope.id, envelope.size = self.id, self.size
         incoming, active = self._spool.incoming, self._spool.active
-        try:
-            env_fd = write_new_file(self._path(incoming, ENV_SUFFIX), encode(envelope))
-        except OSError as exc:
-            self.abort()
-            raise SpoolError(f"cannot write envelope {self.id}: {exc}") from exc
+        writes = [(self._path(incoming, ENV_SUFFIX), encode(envelope))]
         renames = [(self._path(incoming, suffix), self._path(active, suffix))
                    for suffix in (MSG_SUFFIX, ENV_SUFFIX)]
-        fds, self._fd, self._open = [self._fd, env_fd], None, False
+        fd, self._fd, self._open = self._fd, None, False
         try:
-            future = self._spool.committer.submit(fds, renames)
+            future = self._spool.committer.submit([fd], writes, renames)
         except RuntimeError as exc:
-            for fd in fds:
-                os.close(fd)
+            os.close(fd)
             self._unlink_temps()
             raise SpoolError(f"cannot commit {self.id}: spool is closing") from exc
         try:
