@@ -183,7 +183,7 @@ def format_status(answer: dict[str, Any]) -> str:
     lines = [
         f"supervisor   pid {answer['pid']}  up {_duration(answer['uptime'])}  "
         f"generation {answer['generation']}  implementation {answer['implementation']}",
-        f"queue        {_count(answer['queue_length'], 'message')}",
+        f"queue        {_count(answer['queue']['length'], 'message')}",
     ]
     rk = answer.get("ratekeeper")
     lines.append(f"rate-keeper  pid {rk['pid']}  up {_duration(rk['uptime'])}" if rk else "rate-keeper  not running")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import importlib
 import logging
 import os
 import resource
@@ -95,6 +96,17 @@ def _default_stats(socket_path: Path, timeout: float) -> dict | None:
     return client.query_stats(socket_path, timeout=timeout)
 
 
+# The module each default target imports, so that _preload() can import it before fork.
+_DEFAULT_MODULES = {
+    _default_worker: "mailforge.worker",
+    _default_delivery: "mailforge.queue.delivery",
+    _default_ratekeeper: "mailforge.ratekeeper.server",
+    _default_recover: "mailforge.queue.spool",
+    _default_queue_length: "mailforge.queue.spool",
+    _default_stats: "mailforge.ratekeeper.client",
+}
+
+
 @dataclass
 class Targets:
     """What the children run and what the supervisor asks others; tests swap them."""
@@ -128,10 +140,13 @@ class Child:
 
     @property
     def name(self) -> str:
-        if self.kind == RATEKEEPER:
-            return "rate-keeper"
-        prefix = self.service if self.kind == WORKER else "delivery"
-        return f"{prefix} worker #{self.slot} (pid {self.pid})"
+        return f"{_describe(*self.key)} (pid {self.pid})"
+
+
+def _describe(kind: str, service: str, slot: int) -> str:
+    if kind == RATEKEEPER:
+        return "rate-keeper"
+    return f"{service if kind == WORKER else 'delivery'} worker #{slot}"
 
 
 @dataclass
@@ -189,6 +204,7 @@ class Supervisor:
         ids = privileges.prepare(server.user, server.group) if server.user else None
         self._prepare_run_dir(ids)
         raise_open_files_limit()
+        self._preload()
         self.listeners = self._rebind(self.config)
         self._open_loop()
         self.targets.recover(self.config.queue_dir)
@@ -203,6 +219,18 @@ class Supervisor:
         except (OSError, ValueError):
             return  # nobody answers: a leftover socket file is replaced when we bind ours
         raise MailforgeError(f"another supervisor (pid {answer.get('pid')}) is already running ({path})")
+
+    def _preload(self) -> None:
+        """Import the children's code now, still as root and once for all children: after the
+        privilege drop the interpreter's own library may be unreadable (a Python under /root),
+        and a broken install should stop the start with one line, not crash every child."""
+        for target in vars(self.targets).values():
+            module = _DEFAULT_MODULES.get(target)
+            if module:
+                try:
+                    importlib.import_module(module)
+                except ImportError as exc:
+                    raise MailforgeError(f"cannot load {module}: {exc}") from exc
 
     def _prepare_run_dir(self, ids: tuple[int, int] | None) -> None:
         run_dir = self.config.run_dir
@@ -423,8 +451,13 @@ class Supervisor:
             code = self._child_body(kind, service, slot, heartbeat)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+        except MailforgeError as exc:
+            # Our own errors are environment or config problems (a missing database, a
+            # bad certificate): one line, and the supervisor backs off as for a boot failure.
+            log.error("%s cannot run: %s", _describe(kind, service, slot), exc)
+            code = EXIT_WORKER_BOOT
         except BaseException:
-            log.exception("%s %s #%d crashed", service or "", kind, slot)
+            log.exception("%s crashed", _describe(kind, service, slot))
         finally:
             _flush_stdio()
             os._exit(code)
@@ -438,8 +471,8 @@ class Supervisor:
         if user:
             try:
                 privileges.drop(user, group)
-            except (MailforgeError, OSError) as exc:
-                log.error("%s %s #%d cannot drop privileges: %s", service, kind, slot, exc)
+            except OSError as exc:
+                log.error("%s cannot drop privileges: %s", _describe(kind, service, slot), exc)
                 return EXIT_WORKER_BOOT
         if not _die_with_parent(self.pid):
             return EXIT_OK
@@ -562,7 +595,7 @@ class Supervisor:
             "generation": self.generation,
             "stopping": self._stopping,
             "implementation": IMPLEMENTATION,
-            "queue_length": self._queue_length(),
+            "queue": {"length": self._queue_length()},
             "ratekeeper": {"pid": rk[0].pid, "uptime": round(now - rk[0].started, 1)} if rk else None,
             "services": self._service_status(now),
             "delivery": [_process(c, now) for c in self._children_of(DELIVERY, "")],

@@ -18,7 +18,7 @@ from mailforge import control
 
 STATUS = {
     "pid": 100, "uptime": 3725.0, "generation": 2, "stopping": False, "implementation": "python",
-    "queue_length": 1,
+    "queue": {"length": 1},
     "ratekeeper": {"pid": 101, "uptime": 3725.0},
     "services": {"smtp": {
         "listen": [{"address": "127.0.0.1:2525", "fd": 5}],
@@ -108,7 +108,7 @@ def test_status_when_not_running_is_one_line_and_exit_1(tmp_path, capsys):
 
 
 def test_format_status_without_rate_keeper_counters():
-    answer = {**STATUS, "ratekeeper": None, "queue_length": None,
+    answer = {**STATUS, "ratekeeper": None, "queue": {"length": None},
               "services": {"smtp": {**STATUS["services"]["smtp"], "connections": None, "ips": None}}}
     text = control.format_status(answer)
     assert "rate-keeper  not running" in text and "connections unknown" in text and "? messages" in text
