@@ -113,14 +113,21 @@ async def warm_up(port: int) -> None:
 
 
 def holders(before: Snapshot, after: Snapshot, connections: int) -> list[int]:
-    """The processes whose descriptor count grew with the connections: the SMTP workers."""
+    """The processes whose descriptor count grew with the connections.
+
+    `mailforge status` names the SMTP workers too, but this is what proves which process
+    actually holds the connections whose cost is being measured.
+    """
     floor = max(1, int(connections * HOLDER_SHARE))
     return [pid for pid in after.fds if after.fds[pid] - before.fds.get(pid, 0) >= floor]
 
 
 def report(before: Snapshot, after: Snapshot, held: int, failures: Counter,
-           supervisor: int, target_mb: float) -> bool:
+           target: peers.Target, target_mb: float) -> bool:
     workers = holders(before, after, held)
+    supervisor = target.pid
+    if target.info:
+        print(f"mailforge: {target.info}")
     print(f"idle connections held: {held:,}" + (f"; failed: {dict(failures.most_common(5))}" if failures else ""))
     for pid in sorted(after.rss_kb):
         role = ("supervisor" if pid == supervisor else "SMTP worker (holds the connections)"
@@ -153,7 +160,7 @@ def measure(opts: argparse.Namespace) -> bool:
         held, failures, after = run_async(asyncio.wait_for(
             hold(target.port, opts.connections, lambda: snapshot(pids)),
             max(1.0, deadline - time.monotonic())))
-        return report(before, after, held, failures, target.pid, opts.target_mb)
+        return report(before, after, held, failures, target, opts.target_mb)
 
 
 def main(argv: list[str] | None = None) -> int:

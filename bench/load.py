@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench import peers
 
@@ -47,6 +46,9 @@ PLAIN_PROGRESS_EVERY = 5.0
 DELIVERY_POLL = 0.1
 PENDING_SUBCOMMANDS = ("pop3", "imap", "relay")
 DEFAULT_PEERS = "mailforge,aiosmtpd,postfix"
+
+# Starts a peer on entry, stops it on exit.
+Runner = Callable[[], contextlib.AbstractContextManager[peers.Target]]
 
 
 class SmtpError(Exception):
@@ -81,6 +83,7 @@ class PeerResult:
     delivered: int | None = None
     delivered_wall: float | None = None
     note: str = ""
+    info: str = ""
 
     @property
     def rate(self) -> float | None:
@@ -281,14 +284,14 @@ def wait_delivered(target: peers.Target, baseline: int, accepted: int, started: 
     return delivered, seen_at - started
 
 
-def measure(name: str, runner: Callable[[], contextlib.AbstractContextManager[peers.Target]],
-            opts: argparse.Namespace, deadline: float) -> PeerResult:
+def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float) -> PeerResult:
     result = PeerResult(name)
     if time.monotonic() >= deadline:
         result.note = "skipped: the run's --timeout was reached before it"
         return result
     try:
         with runner() as target:
+            result.info = target.info
             baseline = peers.count_files(target.maildir_new)
             result.stats = run_async(load(target, opts, deadline))
             if opts.count_delivered and target.maildir_new is not None:
@@ -302,7 +305,7 @@ def measure(name: str, runner: Callable[[], contextlib.AbstractContextManager[pe
     return result
 
 
-def runners(opts: argparse.Namespace) -> dict[str, Callable[[], contextlib.AbstractContextManager[peers.Target]]]:
+def runners(opts: argparse.Namespace) -> dict[str, Runner]:
     anchors = peers.anchors_dir(opts.anchors)
     # Every client connects from 127.0.0.1, so the per-IP cap must hold them all.
     max_conn = max(1000, 2 * opts.clients)
@@ -344,6 +347,8 @@ def table_rows(results: list[PeerResult]) -> list[tuple[str, ...]]:
 
 def notes(results: list[PeerResult]) -> Iterator[str]:
     for r in results:
+        if r.info:
+            yield f"{r.name}: {r.info}"
         if r.note:
             yield f"{r.name}: {r.note}"
         if r.stats and r.stats.error_kinds:

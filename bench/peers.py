@@ -56,6 +56,8 @@ class Target:
     # Where accepted messages end up once delivered; None when the peer has no Maildir.
     maildir_new: Path | None
     config: Path | None = None
+    # What the report should say about how the server ran (e.g. mailforge's implementation).
+    info: str = ""
 
 
 def anchors_dir(explicit: str | None = None) -> Path:
@@ -271,6 +273,21 @@ def mailforge_settings(port: int, workers: int, max_connections: int,
     return changes
 
 
+def mailforge_status(conf: Path) -> dict:
+    """`mailforge status --json`, or {} when it fails: the figures do not depend on it."""
+    try:
+        result = subprocess.run(mailforge_command() + ["-c", str(conf), "status", "--json"],
+                                capture_output=True, timeout=10)
+        return json.loads(result.stdout) if result.returncode == 0 else {}
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
+
+
+def smtp_worker_pids(status: dict) -> list[int]:
+    workers = status.get("services", {}).get("smtp", {}).get("workers", [])
+    return [w["pid"] for w in workers if isinstance(w, dict) and "pid" in w]
+
+
 @contextlib.contextmanager
 def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: float | None = None,
                   port: int | None = None) -> Iterator[Target]:
@@ -293,7 +310,10 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
         try:
             wait_ready(proc, port, serve_log)
             maildir = root / "store" / BENCH_DOMAIN / MAILFORGE_RCPT.split("@")[0] / "Maildir" / "new"
-            yield Target("mailforge", LOOPBACK, port, MAILFORGE_RCPT, proc.pid, maildir, conf)
+            status = mailforge_status(conf)
+            info = (f"implementation {status.get('implementation', '?')}, "
+                    f"SMTP workers: {len(smtp_worker_pids(status))}") if status else ""
+            yield Target("mailforge", LOOPBACK, port, MAILFORGE_RCPT, proc.pid, maildir, conf, info)
         finally:
             stop_process(proc)
 
