@@ -148,6 +148,59 @@ def test_a_failed_envelope_rename_removes_the_renamed_message(tmp_path, executor
     assert listing(spool.incoming) == [] and listing(spool.active) == []
 
 
+def test_a_failed_envelope_write_fails_only_that_commit(tmp_path, executor, monkeypatch):
+    real_write_all = commit.write_all
+
+    def write_all(fd, data):
+        if b"doomed@example.test" in bytes(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(commit, "write_all", write_all)
+
+    async def one(spool, rcpt):
+        file = spool.create()
+        file.write(b"x\r\n")
+        await file.commit(envelope(rcpt))
+
+    async def main():
+        spool = Spool(tmp_path / "queue", executor)
+        results = await asyncio.gather(one(spool, "doomed@example.test"),
+                                       one(spool, "fine@example.test"), return_exceptions=True)
+        await spool.close()
+        return spool, results
+
+    spool, results = run(main())
+    assert isinstance(results[0], SpoolError) and results[1] is None
+    assert queue_length(tmp_path / "queue") == 1 and listing(spool.incoming) == []
+
+
+def test_a_cancelled_commit_still_completes(tmp_path, executor):
+    async def main():
+        spool = Spool(tmp_path / "queue", executor)
+        file = spool.create()
+        file.write(b"x\r\n")
+        task = asyncio.create_task(file.commit(envelope()))
+        await asyncio.sleep(0)
+        task.cancel()  # the client went away after the final dot
+        file.abort()  # too late to take it back: harmless
+        await receive(spool, 1)
+        await spool.close()
+
+    run(main())
+    assert queue_length(tmp_path / "queue") == 2
+
+
+def test_create_works_when_the_pool_is_empty(tmp_path, executor):
+    spool = Spool(tmp_path / "queue", executor)
+    files = [spool.create() for _ in range(100)]  # more than the pool holds at first
+    assert len({f.id for f in files}) == 100
+    for f in files:
+        f.abort()
+    run(spool.close())
+    assert listing(spool.incoming) == []
+
+
 def test_without_syncfs_it_falls_back_to_fdatasync(tmp_path, executor, monkeypatch):
     def no_syncfs(fd):
         raise OSError(errno.ENOSYS, "Function not implemented")

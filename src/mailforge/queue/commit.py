@@ -110,7 +110,7 @@ def unlink_quietly(path: str | Path) -> None:
 @dataclass
 class CommitRequest:
     fds: list[int]  # handed over: the committer closes them after the batch
-    writes: list[tuple[str, bytes]]  # small files the committer creates before the sync
+    writes: list[tuple[int, bytes]]  # small writes (the envelope) to make before the sync
     renames: list[tuple[str, str]]  # done in order; the last one is the commit point
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
@@ -120,9 +120,7 @@ class CommitRequest:
 class GroupCommitter:
     """Write, sync, rename into `target_dir`, fsync `target_dir`: once per batch of requests.
 
-    Creating a file blocks while the file system commits its journal, i.e. during every
-    sync, so files are created here rather than on the event loop: the requests' small
-    files before each sync, and whatever `between_batches(last_batch_size)` makes after it.
+    `between_batches(last_batch_size)` lets the owner adapt to the load it sees.
     """
 
     def __init__(self, target_dir: Path, mode: str = SYNC_SYNCFS,
@@ -143,7 +141,7 @@ class GroupCommitter:
     def mode(self) -> str:
         return self._syncer.mode
 
-    def submit(self, fds: list[int], writes: list[tuple[str, bytes]],
+    def submit(self, fds: list[int], writes: list[tuple[int, bytes]],
                renames: list[tuple[str, str]]) -> asyncio.Future[None]:
         """Queue a request from the running loop; the future resolves once it is durable."""
         loop = asyncio.get_running_loop()
@@ -169,7 +167,6 @@ class GroupCommitter:
         os.close(self._dir_fd)
 
     def _main(self) -> None:
-        self._prepare(0)
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
@@ -177,7 +174,8 @@ class GroupCommitter:
                 batch, self._pending = self._pending, []
             if batch:
                 self._run_guarded(batch)
-                self._prepare(len(batch))
+                if self._between_batches is not None:
+                    self._between_batches(len(batch))
             elif self._closing:
                 break
         assert self._closed is not None
@@ -190,13 +188,6 @@ class GroupCommitter:
             log.exception("spool committer failed")
             for request in batch:
                 _resolve_threadsafe(request.loop, request.future, exc)
-
-    def _prepare(self, last_batch: int) -> None:
-        if self._between_batches is not None:
-            try:
-                self._between_batches(last_batch)
-            except Exception:
-                log.exception("spool committer: preparing the next batch failed")
 
     def _run(self, batch: list[CommitRequest]) -> None:
         self.batches += 1
@@ -237,8 +228,8 @@ class GroupCommitter:
 
 def _write_all_files(request: CommitRequest) -> OSError | None:
     try:
-        for path, data in request.writes:
-            request.fds.append(write_new_file(path, data))
+        for fd, data in request.writes:
+            write_all(fd, data)
     except OSError as exc:
         return exc
     return None
