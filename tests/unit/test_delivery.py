@@ -124,8 +124,8 @@ def test_undeliverable_recipients_go_to_badmail(config, agent, rcpt, reason):
     entry_id = enqueue(config, b"x\r\n", ["bob@example.test", rcpt])
     agent.step()
     assert len(delivered(config, "bob@example.test")) == 1
-    assert (config.badmail_dir / f"{entry_id}.1.msg").read_bytes() == b"x\r\n"
-    note = (config.badmail_dir / f"{entry_id}.1.reason").read_text()
+    assert (config.badmail_dir / f"{entry_id}.0.1.msg").read_bytes() == b"x\r\n"
+    note = (config.badmail_dir / f"{entry_id}.0.1.reason").read_text()
     assert f"recipient: {rcpt}\n" in note and f"reason: {reason}\n" in note
     assert queue_length(config.queue_dir) == 0
 

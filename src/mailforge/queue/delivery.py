@@ -68,7 +68,7 @@ class Entry:
 class Copy:
     entry: Entry
     rcpt: str
-    fd: int
+    fds: list[int]
     paths: list[Path]  # files written; removed if the batch fails
     maildir_tmp: TmpMessage | None  # published into new/ after the sync; None for badmail
     directory: Path  # fsynced once the copy is in place
@@ -91,14 +91,15 @@ class CopyBatch:
     def flush(self) -> None:
         copies, self._copies = self._copies, []
         try:
-            self._syncer.sync([c.fd for c in copies])
+            self._syncer.sync([fd for c in copies for fd in c.fds])
         except OSError as exc:
             for c in copies:
                 self._fail(c, exc)
             return
         finally:
             for c in copies:
-                os.close(c.fd)
+                for fd in c.fds:
+                    os.close(fd)
         placed = [c for c in copies if self._place(c)]
         for directory in {c.directory for c in placed}:
             try:
@@ -117,7 +118,8 @@ class CopyBatch:
         """Drop unsynced copies when the batch is abandoned; their entries stay queued."""
         copies, self._copies = self._copies, []
         for c in copies:
-            os.close(c.fd)
+            for fd in c.fds:
+                os.close(fd)
             for path in c.paths:
                 unlink_quietly(path)
 
@@ -282,7 +284,7 @@ class DeliveryAgent:
     def _maildir_copy(self, entry: Entry, rcpt: str, mailbox: str, tmp: TmpMessage) -> Copy:
         log_line = ("delivered id=%s from=<%s> to=<%s> mailbox=%s size=%d", entry.id,
                     entry.envelope.sender, rcpt, mailbox, tmp.size)
-        return Copy(entry, rcpt, tmp.fd, [tmp.tmp_path], tmp, tmp.maildir / "new", log_line)
+        return Copy(entry, rcpt, [tmp.fd], [tmp.tmp_path], tmp, tmp.maildir / "new", log_line)
 
     def _maildir_chunks(self, entry: Entry, rcpt: str) -> Iterator[bytes]:
         yield f"Return-Path: <{entry.envelope.sender}>\nDelivered-To: {rcpt}\n".encode()
@@ -292,20 +294,26 @@ class DeliveryAgent:
     def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
         """Kept as queued (CRLF) beside a note of why. Bounces come in a later issue; until
         then an undeliverable local recipient, or a remote one, lands here for an operator."""
-        index = entry.envelope.recipients.index(rcpt)
-        stem = f"{entry.id}.{index}"
+        # Named by attempt too: a deferral shortens the recipient list, and so the indexes.
+        env = entry.envelope
+        stem = f"{entry.id}.{env.attempts}.{env.recipients.index(rcpt)}"
         reason_path = self.config.badmail_dir / (stem + ".reason")
         msg_path = self.config.badmail_dir / (stem + MSG_SUFFIX)
         note = (f"id: {entry.id}\nsender: <{entry.envelope.sender}>\nrecipient: {rcpt}\n"
                 f"reason: {reason}\n")
         unlink_quietly(reason_path)  # left by an attempt that crashed before its sync
-        os.close(write_new_file(reason_path, note.encode()))
         unlink_quietly(msg_path)
-        with open(entry.msg_path, "rb") as fh:
-            fd = write_new_file(msg_path, fh.read())
+        fds = [write_new_file(reason_path, note.encode())]
+        try:
+            with open(entry.msg_path, "rb") as fh:
+                fds.append(write_new_file(msg_path, fh.read()))
+        except BaseException:
+            os.close(fds[0])
+            unlink_quietly(reason_path)
+            raise
         log.warning("badmail id=%s from=<%s> to=<%s> reason=%s", entry.id,
                     entry.envelope.sender, rcpt, reason)
-        return Copy(entry, rcpt, fd, [reason_path, msg_path], None, self.config.badmail_dir)
+        return Copy(entry, rcpt, fds, [reason_path, msg_path], None, self.config.badmail_dir)
 
     def _finish(self, entry: Entry) -> None:
         remaining = entry.remaining()
