@@ -92,7 +92,8 @@ async def hold(port: int, count: int,
     outcomes = await asyncio.gather(*(open_idle(port, i, gate) for i in range(count)),
                                     return_exceptions=True)
     idle = [o for o in outcomes if isinstance(o, Idle)]
-    failures = Counter(f"{type(o).__name__} {o}".strip() for o in outcomes if isinstance(o, BaseException))
+    failures = Counter(f"{type(o).__name__} {o}".strip()
+                       for o in outcomes if isinstance(o, BaseException))
     await asyncio.sleep(SETTLE)
     measured = measure_after()
     # One the server closed meanwhile was not held when RSS was read.
@@ -128,7 +129,8 @@ def report(before: Snapshot, after: Snapshot, held: int, failures: Counter,
     supervisor = target.pid
     if target.info:
         print(f"mailforge: {target.info}")
-    print(f"idle connections held: {held:,}" + (f"; failed: {dict(failures.most_common(5))}" if failures else ""))
+    failed = f"; failed: {dict(failures.most_common(5))}" if failures else ""
+    print(f"idle connections held: {held:,}{failed}")
     for pid in sorted(after.rss_kb):
         role = ("supervisor" if pid == supervisor else "SMTP worker (holds the connections)"
                 if pid in workers else "other child")

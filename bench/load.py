@@ -84,6 +84,7 @@ class PeerResult:
     delivered_wall: float | None = None
     note: str = ""
     info: str = ""
+    server_cpu: float | None = None
 
     @property
     def rate(self) -> float | None:
@@ -293,11 +294,13 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
         with runner() as target:
             result.info = target.info
             baseline = peers.count_files(target.maildir_new)
+            cpu0 = peers.tree_cpu_seconds(target.pid)
             result.stats = run_async(load(target, opts, deadline))
             if opts.count_delivered and target.maildir_new is not None:
                 result.delivered, result.delivered_wall = wait_delivered(
                     target, baseline, result.stats.accepted, result.stats.started,
                     min(deadline, time.monotonic() + opts.deliver_timeout))
+            result.server_cpu = peers.tree_cpu_seconds(target.pid) - cpu0
     except peers.PeerUnavailable as exc:
         result.note = f"skipped: {exc}"
     except Exception as exc:  # one broken peer must not cost the others' figures
@@ -322,7 +325,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 HEADERS = ("peer", "accepted", "errors", "msg/s", "p50 ms", "p99 ms", "× mailforge",
-           "delivered", "deliv msg/s", "client CPU")
+           "delivered", "deliv msg/s", "server CPU ms/msg", "client CPU")
 
 
 def table_rows(results: list[PeerResult]) -> list[tuple[str, ...]]:
@@ -337,11 +340,13 @@ def table_rows(results: list[PeerResult]) -> list[tuple[str, ...]]:
         ratio = f"{r.rate / base:.2f}" if base and r.rate is not None else "-"
         deliv_rate = (f"{r.delivered / r.delivered_wall:,.0f}"
                       if r.delivered and r.delivered_wall else "-")
+        cpu_per_msg = (f"{r.server_cpu * 1000 / s.accepted:.2f}"
+                       if r.server_cpu is not None and s.accepted else "-")
         rows.append((r.name, f"{s.accepted:,}", f"{s.errors:,}", f"{r.rate:,.0f}",
                      f"{percentile(lat, 0.5) * 1000:.1f}" if lat else "-",
                      f"{percentile(lat, 0.99) * 1000:.1f}" if lat else "-",
                      ratio, "-" if r.delivered is None else f"{r.delivered:,}", deliv_rate,
-                     f"{s.cpu / s.wall:.0%}" if s.wall else "-"))
+                     cpu_per_msg, f"{s.cpu / s.wall:.0%}" if s.wall else "-"))
     return rows
 
 
@@ -356,8 +361,9 @@ def notes(results: list[PeerResult]) -> Iterator[str]:
             yield f"{r.name}: errors: {kinds}"
         if r.stats and r.stats.timed_out:
             yield f"{r.name}: stopped by --timeout before every message was sent"
-    yield ("× mailforge: the peer's msg/s over mailforge's in this run. client CPU: the load "
-           "generator's share of one core; near 100% means it, not the server, set the pace.")
+    yield ("× mailforge: the peer's msg/s over mailforge's in this run. server CPU: its whole "
+           "process tree's CPU time per accepted message (delivery wait included). client CPU: "
+           "the load generator's share of one core; near 100% means it, not the server, set the pace.")
 
 
 def print_report(results: list[PeerResult], opts: argparse.Namespace) -> None:

@@ -33,6 +33,8 @@ GREETING_SETTLE = 1.0
 # The anchor Postfix instance lives at fixed paths chosen by setup_postfix.sh.
 POSTFIX = Path("/usr/sbin/postfix")
 POSTFIX_CONF = Path("/tmp/anchor/postfix")
+POSTFIX_QUEUE = Path("/tmp/anchor/postfix-queue")
+POSTFIX_QUEUE_DIRS = ("maildrop", "incoming", "active", "deferred", "defer", "hold", "corrupt")
 POSTFIX_PORT = 2525
 POSTFIX_RCPT = "user@bench.test"
 POSTFIX_MAILDIR_NEW = Path("/tmp/anchor/vmail/bench.test/user/new")
@@ -116,6 +118,21 @@ def descendants(pid: int) -> list[int]:
                 found.extend(kids)
                 pending.extend(kids)
     return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by pid and its descendants, the reaped ones included.
+
+    A child reaped between two readings moves from its own entry into its parent's
+    cutime/cstime, so the difference of two readings stays right (Postfix's smtpd come and go).
+    """
+    ticks = 0
+    for member in (pid, *descendants(pid)):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after the name.
+            ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _listdir(path: str) -> list[str]:
@@ -341,6 +358,19 @@ def run_aiosmtpd(anchors: Path) -> Iterator[Target]:
 
 # --- Postfix (anchor) --------------------------------------------------------------------------
 
+def drop_postfix_queue() -> None:
+    """Empty the stopped anchor instance's queue: mail an earlier run left undelivered would
+    otherwise be delivered during this one and count as this run's.
+
+    `postsuper -d ALL` would be the tool, but with Postfix stopped it cannot open the anchor's
+    maillog_file; the files are only this bench instance's.
+    """
+    for sub in POSTFIX_QUEUE_DIRS:
+        for path in (POSTFIX_QUEUE / sub).rglob("*"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def run_postfix(anchors: Path) -> Iterator[Target]:
     if not POSTFIX.exists():
@@ -353,6 +383,7 @@ def run_postfix(anchors: Path) -> Iterator[Target]:
     with tempfile.TemporaryDirectory(prefix="postfix-bench-") as tmp:
         log = Path(tmp) / "bench.log"
         run_checked(["bash", str(anchors / "setup_postfix.sh")], log)
+        drop_postfix_queue()
         # start-fg keeps master our child, so it can be stopped by its pid like the others.
         proc = spawn([str(POSTFIX), "-c", str(POSTFIX_CONF), "start-fg"], log)
         try:
