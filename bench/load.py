@@ -371,10 +371,14 @@ def print_report(results: list[PeerResult], opts: argparse.Namespace) -> None:
              f"{opts.reuse} msg/connection, mailforge workers {opts.workers}")
     rows = table_rows(results)
     if Console is not None:
-        table = Table(*HEADERS, title=title)
+        table = Table(title=title)
+        for i, header in enumerate(HEADERS):
+            table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
         for row in rows:
             table.add_row(*row)
-        Console().print(table)
+        console = Console()
+        # Piped into a file, rich would squeeze the table into 80 columns and cut the cells.
+        Console(width=max(console.width, 160)).print(table)
     else:
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(HEADERS)]
         print(title)
