@@ -95,7 +95,7 @@ def test_crlf_message_is_delivered_with_lf_and_two_headers(config, agent, caplog
                 b"Subject: hi\n\nline 1\nlone\rCR\n")
     assert delivered(config, "bob@example.test") == [expected]
     (name,) = os.listdir(mailbox_path(config.store_dir, "bob@example.test") / "new")
-    assert re.fullmatch(rf"\d+\.M\d+P{os.getpid()}Q\d+\.[^/:]+,S={len(expected)}", name)
+    assert re.fullmatch(rf"\d+\.Q{entry_id}M[0-9a-f]{{8}}\.[^/:]+,S={len(expected)}", name)
     assert os.listdir(mailbox_path(config.store_dir, "bob@example.test") / "tmp") == []
     assert queue_length(config.queue_dir) == 0
     assert f"id={entry_id} from=<alice@example.test> to=<bob@example.test>" in caplog.text
@@ -133,10 +133,10 @@ def test_undeliverable_recipients_go_to_badmail(config, agent, rcpt, reason):
 def test_a_disk_error_defers_only_the_failed_recipient(config, agent, clock, monkeypatch):
     real_write_tmp = delivery.write_tmp
 
-    def failing_for_carol(maildir, chunks):
+    def failing_for_carol(maildir, base, chunks):
         if "carol" in str(maildir):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write_tmp(maildir, chunks)
+        return real_write_tmp(maildir, base, chunks)
 
     monkeypatch.setattr(delivery, "write_tmp", failing_for_carol)
     entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "carol@example.test"])
@@ -243,3 +243,16 @@ def test_an_abandoned_batch_leaves_no_temp_files_and_keeps_the_entry(config, age
     box = mailbox_path(config.store_dir, "bob@example.test")
     assert os.listdir(box / "tmp") == [] and os.listdir(box / "new") == []
     assert queue_length(config.queue_dir) == 2
+
+
+def test_a_copy_placed_by_a_killed_predecessor_is_not_delivered_again(config, accounts, clock):
+    entry_id = enqueue(config, b"Subject: once\r\n\r\nx\r\n", ["bob@example.test"])
+    first = DeliveryAgent(config, accounts, clock=clock)
+    # The predecessor placed the copy, then died before removing the queue entry.
+    first._finish = lambda entry: None
+    assert first.step() == 1
+    assert len(delivered(config, "bob@example.test")) == 1
+    successor = DeliveryAgent(config, accounts, clock=clock)
+    assert successor.step() == 1
+    assert len(delivered(config, "bob@example.test")) == 1
+    assert queue_length(config.queue_dir) == 0

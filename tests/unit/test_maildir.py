@@ -5,7 +5,7 @@ import pytest
 
 from mailforge.store import maildir
 from mailforge.store.maildir import (crlf_to_lf, ensure_maildir, ensure_maildir_durable,
-                                     mailbox_path, maildir_hostname, publish, unique_base,
+                                     mailbox_path, maildir_hostname, publish, message_base, delivered_bases,
                                      write_tmp)
 
 SAMPLES = [
@@ -42,16 +42,23 @@ def test_hostname_escapes_slash_and_colon():
     assert maildir_hostname("a/b:c.example") == "a\\057b\\072c.example"
 
 
-def test_unique_names_follow_dovecots_form():
-    names = {unique_base() for _ in range(100)}
-    assert len(names) == 100
-    pattern = rf"\d+\.M\d+P{os.getpid()}Q\d+\.{re.escape(maildir_hostname())}"
-    assert all(re.fullmatch(pattern, name) for name in names)
+def test_names_follow_dovecots_form_and_are_stable_per_message_and_mailbox():
+    name = message_base(1700000000.5, "abc-1-2", "bob@example.test")
+    assert re.fullmatch(rf"1700000000\.Qabc-1-2M[0-9a-f]{{8}}\.{re.escape(maildir_hostname())}", name)
+    assert name == message_base(1700000000.5, "abc-1-2", "bob@example.test")
+    assert name != message_base(1700000000.5, "abc-1-2", "carol@example.test")
+
+
+def test_delivered_bases_sees_new_and_cur(tmp_path):
+    box = ensure_maildir(tmp_path / "Maildir")
+    (box / "new" / "1.Qa.h,S=3").write_bytes(b"abc")
+    (box / "cur" / "2.Qb.h,S=3:2,S").write_bytes(b"abc")
+    assert delivered_bases(box) == {"1.Qa.h", "2.Qb.h"}
 
 
 def test_write_tmp_then_publish(tmp_path):
     box = ensure_maildir(mailbox_path(tmp_path, "bob@example.test"))
-    message = write_tmp(box, [b"Return-Path: <>\n", b"body\n"])
+    message = write_tmp(box, "1.Qx.h", [b"Return-Path: <>\n", b"body\n"])
     os.close(message.fd)
     assert os.listdir(box / "tmp") == [message.base]
     path = publish(message)
@@ -68,7 +75,7 @@ def test_write_tmp_removes_a_half_written_file(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        write_tmp(box, chunks())
+        write_tmp(box, "1.Qx.h", chunks())
     assert os.listdir(box / "tmp") == []
 
 

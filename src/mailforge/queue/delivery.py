@@ -23,8 +23,8 @@ from typing import Protocol
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..config import Config
-from ..store.maildir import (TmpMessage, crlf_to_lf, ensure_maildir_durable, mailbox_path,
-                             publish, write_tmp)
+from ..store.maildir import (TmpMessage, crlf_to_lf, delivered_bases, ensure_maildir_durable,
+                             mailbox_path, message_base, publish, write_tmp)
 from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly, write_new_file
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, INCOMING, MSG_SUFFIX
@@ -154,6 +154,17 @@ class DeliveryAgent:
         self._syncer = FileSyncer(sync_mode)
         self._deferred: dict[str, float] = {}  # id → next_attempt, to skip re-reading them
         os.makedirs(config.badmail_dir, mode=0o750, exist_ok=True)
+        # Entries queued before this worker started may have been cut short by a predecessor
+        # killed between placing copies and removing the entry: for those only, look first.
+        self._inherited = self._queued_ids()
+        self._placed: dict[Path, set[str]] = {}
+
+    def _queued_ids(self) -> set[str]:
+        try:
+            names = os.listdir(self.active)
+        except FileNotFoundError:
+            return set()
+        return {name[:-len(ENV_SUFFIX)] for name in names if name.endswith(ENV_SUFFIX)}
 
     def step(self, heartbeat: Callable[[], None] = lambda: None,
              stopping: Callable[[], bool] = lambda: False) -> int:
@@ -277,9 +288,20 @@ class DeliveryAgent:
                 continue
             maildir = ensure_maildir_durable(self.config.store_dir,
                                              mailbox_path(self.config.store_dir, mailbox))
-            tmp = write_tmp(maildir, self._maildir_chunks(entry, rcpt))
             entry.mailboxes.add(mailbox)
+            base = message_base(entry.envelope.received_at, entry.id, mailbox)
+            if self._already_placed(entry.id, maildir, base):
+                log.info("already delivered id=%s mailbox=%s", entry.id, mailbox)
+                continue
+            tmp = write_tmp(maildir, base, self._maildir_chunks(entry, rcpt))
             batch.add(self._maildir_copy(entry, rcpt, mailbox, tmp))
+
+    def _already_placed(self, entry_id: str, maildir: Path, base: str) -> bool:
+        if entry_id not in self._inherited:
+            return False
+        if maildir not in self._placed:
+            self._placed[maildir] = delivered_bases(maildir)
+        return base in self._placed[maildir]
 
     def _maildir_copy(self, entry: Entry, rcpt: str, mailbox: str, tmp: TmpMessage) -> Copy:
         log_line = ("delivered id=%s from=<%s> to=<%s> mailbox=%s size=%d", entry.id,
@@ -320,6 +342,9 @@ class DeliveryAgent:
         if not remaining:
             os.unlink(self.active / (entry.id + ENV_SUFFIX))
             os.unlink(entry.msg_path)
+            self._inherited.discard(entry.id)
+            if not self._inherited:
+                self._placed.clear()
             return
         self._defer(entry, remaining)
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
-import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ def ensure_maildir(path: Path, mode: int = 0o700) -> Path:
 # --- delivery: tmp/ → sync → new/, with names Dovecot and mutt understand ---------------------
 
 MESSAGE_MODE = 0o600
-_deliveries = itertools.count()
 
 
 def maildir_hostname(host: str | None = None) -> str:
@@ -50,10 +48,24 @@ def maildir_hostname(host: str | None = None) -> str:
 _HOSTNAME = maildir_hostname()
 
 
-def unique_base() -> str:
-    """`<sec>.M<usec>P<pid>Q<n>.<host>`: Dovecot's form, unique per host without any lock."""
-    sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
-    return f"{sec}.M{usec}P{os.getpid()}Q{next(_deliveries)}.{_HOSTNAME}"
+def message_base(received_at: float, queue_id: str, mailbox: str) -> str:
+    """`<sec>.Q<queue id>M<mailbox hash>.<host>`: Dovecot's `<sec>.<unique>.<host>` form, unique
+    because a queue id is, and the same on every attempt, so a delivery that was cut short after
+    the rename into new/ can tell that the message is already there (see `delivered_bases`)."""
+    mailbox_hash = zlib.crc32(mailbox.encode())
+    return f"{int(received_at)}.Q{queue_id}M{mailbox_hash:08x}.{_HOSTNAME}"
+
+
+def delivered_bases(maildir: Path) -> set[str]:
+    """The base names of the messages in new/ and cur/ (without ,S=size and :2,flags)."""
+    bases = set()
+    for sub in ("new", "cur"):
+        try:
+            with os.scandir(maildir / sub) as entries:
+                bases.update(entry.name.split(",", 1)[0].split(":", 1)[0] for entry in entries)
+        except FileNotFoundError:
+            pass
+    return bases
 
 
 def crlf_to_lf(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -117,10 +129,13 @@ class TmpMessage:
         return self.maildir / "new" / f"{self.base},S={self.size}"
 
 
-def write_tmp(maildir: Path, chunks: Iterable[bytes]) -> TmpMessage:
+def write_tmp(maildir: Path, base: str, chunks: Iterable[bytes]) -> TmpMessage:
     """Write a message into tmp/; the caller makes it durable, then calls `publish`."""
-    base = unique_base()
     path = maildir / "tmp" / base
+    try:
+        os.unlink(path)  # left by an attempt that died before its rename
+    except FileNotFoundError:
+        pass
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, MESSAGE_MODE)
     size = 0
     try:
