@@ -1,0 +1,103 @@
+"""Connection counts per service and per client IP: the rate-keeper's bookkeeping, with no IO.
+
+Like Postfix's anvil, every count is remembered against the `owner` that asked for it (one
+worker's connection to the rate-keeper), so that when a worker dies, `drop_owner` gives back
+everything it held and no count leaks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+Clock = Callable[[], float]
+
+OK = "ok"
+SERVICE_FULL = "service_full"
+IP_FULL = "ip_full"
+# A limit of 0 means "no limit", as in the config contract.
+UNLIMITED = 0
+
+
+@dataclass
+class _ServiceCounts:
+    connections: int = 0
+    per_ip: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=lambda: {SERVICE_FULL: 0, IP_FULL: 0})
+
+
+class ConnectionCounters:
+    """Open sessions per service and per (service, IP), capped on `open`."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        # Connection counts are not time-based; the rate windows that join this process later
+        # (auth failures, harvesting, outbound limits) read the same injected clock.
+        self.clock = clock
+        self._services: dict[str, _ServiceCounts] = {}
+        # owner → {(service, ip): sessions it opened there}
+        self._held: dict[Hashable, dict[tuple[str, str], int]] = {}
+
+    def open(self, owner: Hashable, service: str, ip: str, max_total: int, max_per_ip: int) -> str:
+        """Count one session if both caps allow it: "ok", else "service_full" or "ip_full"."""
+        if max_total < 0 or max_per_ip < 0:
+            raise ValueError("limits must be 0 (unlimited) or more")
+        counts = self._services.get(service)
+        if counts is None:
+            counts = self._services[service] = _ServiceCounts()
+        verdict = _verdict(counts, ip, max_total, max_per_ip)
+        if verdict != OK:
+            counts.refused[verdict] += 1
+            return verdict
+        counts.connections += 1
+        counts.per_ip[ip] = counts.per_ip.get(ip, 0) + 1
+        held = self._held.get(owner)
+        if held is None:
+            held = self._held[owner] = {}
+        held[service, ip] = held.get((service, ip), 0) + 1
+        return OK
+
+    def close(self, owner: Hashable, service: str, ip: str) -> None:
+        held = self._held.get(owner)
+        key = (service, ip)
+        # A close for a session this owner never had counted (opened while the rate-keeper
+        # was down, or closed twice) must not take a count that belongs to someone else.
+        if held is None or key not in held:
+            return
+        if held[key] > 1:
+            held[key] -= 1
+        else:
+            del held[key]
+            if not held:
+                del self._held[owner]
+        self._release(service, ip, 1)
+
+    def drop_owner(self, owner: Hashable) -> None:
+        """The owner went away (a worker died): release every session it held."""
+        for (service, ip), count in self._held.pop(owner, {}).items():
+            self._release(service, ip, count)
+
+    def snapshot(self) -> dict[str, dict]:
+        return {
+            name: {"connections": c.connections, "ips": len(c.per_ip), "refused": dict(c.refused)}
+            for name, c in self._services.items()
+        }
+
+    def _release(self, service: str, ip: str, count: int) -> None:
+        counts = self._services[service]
+        counts.connections -= count
+        left = counts.per_ip[ip] - count
+        # Forget idle IPs, or a scan from many addresses would grow the table for ever.
+        if left:
+            counts.per_ip[ip] = left
+        else:
+            del counts.per_ip[ip]
+
+
+def _verdict(counts: _ServiceCounts, ip: str, max_total: int, max_per_ip: int) -> str:
+    # The service-wide cap is checked first: when both are full, it is the wider cause.
+    if max_total != UNLIMITED and counts.connections >= max_total:
+        return SERVICE_FULL
+    if max_per_ip != UNLIMITED and counts.per_ip.get(ip, 0) >= max_per_ip:
+        return IP_FULL
+    return OK

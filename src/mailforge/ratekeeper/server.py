@@ -1,0 +1,225 @@
+"""The rate-keeper process: shared counters for every worker, over one Unix socket.
+
+Modelled on Postfix's anvil: counts that must hold across all worker processes (a service's
+connection cap, a client IP's cap) cannot live in any one worker, so one small process keeps
+them in memory, with no disk and no network besides its socket. Each accepted connection is one
+`owner` (one worker); when it closes, for any reason, everything it held is released.
+
+Wire format: a msgpack stream. Request `[req_id, op, *args]`, reply `[req_id, result]`; a
+request whose req_id is None is fire-and-forget and gets no reply. A bad request is answered
+with `{"error": "..."}`; bytes that are not msgpack close that one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import uvloop
+
+from .counters import Clock, ConnectionCounters
+
+log = logging.getLogger(__name__)
+
+# Bounds what one client can make us buffer. It must exceed one read (uvloop reads up to
+# 256 KiB), since a pipelining worker's read may hold thousands of small requests.
+MAX_REQUEST_BUFFER = 1024 * 1024
+# How often to check that the supervisor is still our parent (STYLE.md 3): if it died, we are
+# an orphan nobody will stop.
+PARENT_POLL_INTERVAL = 1.0
+# Only the worker account may talk to the rate-keeper; a full counter table would refuse mail.
+SOCKET_MODE = 0o600
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One request the rate-keeper answers: `run(owner, *args)` with args of `params` types."""
+
+    run: Callable[..., object]
+    params: tuple[type, ...]
+
+    def check(self, args: list) -> str | None:
+        # Exact types: msgpack gives bool for true/false, and bool is not a count.
+        if tuple(map(type, args)) == self.params:
+            return None
+        if len(args) != len(self.params):
+            return f"expected {len(self.params)} arguments, got {len(args)}"
+        index, arg, param = next(
+            (i, arg, param) for i, (arg, param) in enumerate(zip(args, self.params))
+            if type(arg) is not param)
+        return f"argument {index + 1} must be {param.__name__}, got {type(arg).__name__}"
+
+
+class RateKeeper:
+    """Every counter set the process holds, and the operation table that reaches them.
+
+    A new kind of counter (auth failures, outbound limits) is one more attribute here, a few
+    entries in `ops`, and a line in `drop_owner` if it holds per-owner state.
+    """
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.connections = ConnectionCounters(clock)
+        self.ops: dict[str, Operation] = {
+            "open": Operation(self.connections.open, (str, str, int, int)),
+            "close": Operation(self.connections.close, (str, str)),
+            "stats": Operation(lambda _owner: self.stats(), ()),
+        }
+
+    def stats(self) -> dict:
+        return {"connections": self.connections.snapshot()}
+
+    def handle(self, owner: object, request: object) -> tuple[object, object]:
+        """One decoded request → (req_id, result); never raises for a bad request."""
+        if not isinstance(request, list) or len(request) < 2:
+            return None, _error("a request is [req_id, op, *args]")
+        req_id, name, *args = request
+        op = self.ops.get(name) if isinstance(name, str) else None
+        if op is None:
+            return req_id, _error(f"unknown operation {name!r}")
+        problem = op.check(args)
+        if problem:
+            return req_id, _error(f"{name}: {problem}")
+        try:
+            return req_id, op.run(owner, *args)
+        except ValueError as exc:
+            return req_id, _error(f"{name}: {exc}")
+
+    def drop_owner(self, owner: object) -> None:
+        self.connections.drop_owner(owner)
+
+
+def _error(message: str) -> dict[str, str]:
+    return {"error": message}
+
+
+class _WorkerConnection(asyncio.Protocol):
+    """One worker's connection: it is the `owner` of every count it asks for."""
+
+    def __init__(self, keeper: RateKeeper, live: set[_WorkerConnection]) -> None:
+        self._keeper = keeper
+        self._live = live
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_REQUEST_BUFFER)
+        self._packer = msgpack.Packer()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._live.add(self)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        replies: list[bytes] = []
+        garbage = None
+        try:
+            self._unpacker.feed(data)
+            for request in self._unpacker:
+                reply = self._handle(request)
+                if reply is not None:
+                    replies.append(reply)
+        except (ValueError, msgpack.UnpackException) as exc:
+            garbage = exc
+        # One write per read: a pipelining client gets all its replies in one segment.
+        if replies:
+            self._transport.write(b"".join(replies))
+        if garbage is not None:
+            # The stream cannot be resynchronised; closing it releases what it held, after
+            # answering the requests that came before the garbage.
+            log.warning("rate-keeper: closing a client that sent bad msgpack: %s", garbage)
+            self._transport.close()
+
+    def _handle(self, request: object) -> bytes | None:
+        req_id, result = self._keeper.handle(self, request)
+        if req_id is not None:
+            return self._packer.pack([req_id, result])
+        if isinstance(result, dict) and "error" in result:
+            log.warning("rate-keeper: bad request without a req_id: %s", result["error"])
+        return None
+
+    def pause_writing(self) -> None:
+        # A client that does not read its replies must not grow our buffers: stop reading it.
+        self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._live.discard(self)
+        self._keeper.drop_owner(self)
+
+
+def serve(socket_path: str | Path) -> None:
+    """Run the rate-keeper until SIGTERM/SIGINT or until our parent process changes."""
+    uvloop.run(_serve(Path(socket_path)))
+
+
+async def _serve(path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    keeper = RateKeeper()
+    live: set[_WorkerConnection] = set()
+    server = await _listen(loop, path, lambda: _WorkerConnection(keeper, live))
+    inode = path.stat().st_ino
+    watcher = asyncio.create_task(_watch_parent(os.getppid(), stop))
+    log.info("rate-keeper: listening on %s", path)
+    try:
+        await stop.wait()
+    finally:
+        watcher.cancel()
+        server.close()
+        _unlink_if_ours(path, inode)
+        # asyncio.Server.close leaves accepted connections open (before 3.12).
+        for client in list(live):
+            client.close()
+        await asyncio.sleep(0)  # let their connection_lost run before the loop closes
+    log.info("rate-keeper: stopped")
+
+
+async def _listen(
+    loop: asyncio.AbstractEventLoop, path: Path, protocol: Callable[[], asyncio.Protocol]
+) -> asyncio.Server:
+    _unlink_stale(path)
+    # Create the socket with its final mode, so there is no moment where others could connect.
+    old_umask = os.umask(0o777 & ~SOCKET_MODE)
+    try:
+        return await loop.create_unix_server(protocol, str(path))
+    finally:
+        os.umask(old_umask)
+
+
+def _unlink_stale(path: Path) -> None:
+    """A socket left by a rate-keeper that died; anything else there is not ours to delete."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    path.unlink()
+
+
+def _unlink_if_ours(path: Path, inode: int) -> None:
+    # A replacement rate-keeper may already have bound a fresh socket at the same path.
+    try:
+        if path.stat().st_ino == inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_POLL_INTERVAL)
+    log.warning("rate-keeper: parent process %d is gone; exiting", parent)
+    stop.set()
