@@ -91,9 +91,11 @@ def _default_queue_length(queue_dir: Path) -> int:
 
 
 def _default_stats(socket_path: Path, timeout: float) -> dict | None:
+    """Connection counters by service; the rate-keeper's other counter families are not shown."""
     from .ratekeeper import client
 
-    return client.query_stats(socket_path, timeout=timeout)
+    stats = client.query_stats(socket_path, timeout=timeout)
+    return None if stats is None else stats.get("connections", {})
 
 
 # The module each default target imports, so that _preload() can import it before fork.
