@@ -71,7 +71,7 @@ def enqueue(config, message: bytes, recipients: list[str], sender="alice@example
     async def main():
         with concurrent.futures.ThreadPoolExecutor(2) as executor:
             spool = Spool(config.queue_dir, executor)
-            file = spool.create()
+            file = spool.create(sender, recipients)
             file.write(message)
             await file.commit(Envelope("", sender, recipients, NOW, "192.0.2.1", "client"))
             await spool.close()
@@ -124,7 +124,7 @@ def test_undeliverable_recipients_go_to_badmail(config, agent, rcpt, reason):
     entry_id = enqueue(config, b"x\r\n", ["bob@example.test", rcpt])
     agent.step()
     assert len(delivered(config, "bob@example.test")) == 1
-    assert (config.badmail_dir / f"{entry_id}.0.1.msg").read_bytes() == b"x\r\n"
+    assert (config.badmail_dir / f"{entry_id}.0.1.msg").read_bytes() == b"Return-Path: <alice@example.test>\nx\n"
     note = (config.badmail_dir / f"{entry_id}.0.1.reason").read_text()
     assert f"recipient: {rcpt}\n" in note and f"reason: {reason}\n" in note
     assert queue_length(config.queue_dir) == 0
@@ -246,13 +246,29 @@ def test_an_abandoned_batch_leaves_no_temp_files_and_keeps_the_entry(config, age
 
 
 def test_a_copy_placed_by_a_killed_predecessor_is_not_delivered_again(config, accounts, clock):
-    entry_id = enqueue(config, b"Subject: once\r\n\r\nx\r\n", ["bob@example.test"])
+    enqueue(config, b"Subject: once\r\n\r\nx\r\n", ["bob@example.test", "carol@example.test"])
     first = DeliveryAgent(config, accounts, clock=clock)
-    # The predecessor placed the copy, then died before removing the queue entry.
+    # The predecessor placed the copies, then died before removing the queue entry.
     first._finish = lambda entry: None
     assert first.step() == 1
-    assert len(delivered(config, "bob@example.test")) == 1
     successor = DeliveryAgent(config, accounts, clock=clock)
     assert successor.step() == 1
     assert len(delivered(config, "bob@example.test")) == 1
+    assert len(delivered(config, "carol@example.test")) == 1
     assert queue_length(config.queue_dir) == 0
+
+
+def test_one_mailbox_message_is_moved_from_the_queue_not_copied(config, accounts, clock):
+    entry_id = enqueue(config, b"Subject: moved\r\n\r\nx\r\n", ["bob@example.test"])
+    queued = config.queue_dir / "active" / f"{entry_id}.msg"
+    inode = queued.stat().st_ino
+    first = DeliveryAgent(config, accounts, clock=clock)
+    first._finish = lambda entry: None  # stopped between the move and the entry's removal
+    assert first.step() == 1
+    (path,) = (mailbox_path(config.store_dir, "bob@example.test") / "new").iterdir()
+    assert path.stat().st_ino == inode and not queued.exists()
+    assert path.read_bytes() == (b"Return-Path: <alice@example.test>\nDelivered-To: bob@example.test\n"
+                                 b"Subject: moved\n\nx\n")
+    DeliveryAgent(config, accounts, clock=clock).step()
+    assert queue_length(config.queue_dir) == 0
+    assert len(delivered(config, "bob@example.test")) == 1

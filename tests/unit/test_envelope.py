@@ -4,7 +4,7 @@ import zlib
 import msgpack
 import pytest
 
-from mailforge.queue.envelope import Envelope, EnvelopeError, decode, encode
+from mailforge.queue.envelope import FORMAT_VERSION, Envelope, EnvelopeError, decode, encode
 
 
 def make(**changes) -> Envelope:
@@ -47,9 +47,9 @@ def test_trailing_bytes_are_rejected():
 
 def test_unknown_version_is_rejected():
     data = encode(make())
-    header = msgpack.packb(["mailforge-envelope", 1])
+    header = msgpack.packb(["mailforge-envelope", FORMAT_VERSION])
     with pytest.raises(EnvelopeError, match="format"):
-        decode(msgpack.packb(["mailforge-envelope", 2]) + data[len(header):])
+        decode(msgpack.packb(["mailforge-envelope", FORMAT_VERSION + 1]) + data[len(header):])
 
 
 @pytest.mark.parametrize("data", [b"", b"\xc1", b"garbage that is not msgpack",
@@ -61,7 +61,7 @@ def test_garbage_is_rejected(data):
 
 def _with_fields(fields: dict) -> bytes:
     body = msgpack.packb(fields, use_bin_type=True)
-    return (msgpack.packb(["mailforge-envelope", 1]) + body
+    return (msgpack.packb(["mailforge-envelope", FORMAT_VERSION]) + body
             + msgpack.packb(["END", len(body), zlib.crc32(body)]))
 
 

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from mailforge.store import maildir
-from mailforge.store.maildir import (crlf_to_lf, ensure_maildir, ensure_maildir_durable,
+from mailforge.store.maildir import (CrlfToLf, ensure_maildir, ensure_maildir_durable,
                                      mailbox_path, maildir_hostname, publish, message_base, delivered_bases,
                                      write_tmp)
 
@@ -19,6 +19,11 @@ SAMPLES = [
 
 def expected(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
+
+
+def crlf_to_lf(chunks) -> list[bytes]:
+    converter = CrlfToLf()
+    return [converter.feed(chunk) for chunk in chunks] + [converter.flush()]
 
 
 @pytest.mark.parametrize("data", SAMPLES)

@@ -12,6 +12,7 @@ from mailforge.queue import commit
 from mailforge.queue.envelope import Envelope, decode, encode
 from mailforge.queue.spool import Spool, SpoolError, queue_length, recover
 
+SENDER, RECIPIENTS = "alice@example.test", ["bob@example.test"]
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
@@ -36,7 +37,7 @@ def listing(path):
 
 
 async def receive(spool: Spool, n: int) -> str:
-    file = spool.create()
+    file = spool.create(SENDER, [f"u{n}@example.test"])
     for part in range(3):
         file.write(f"Subject: {n}\r\n".encode())
         await asyncio.sleep(0)  # interleave the sessions as a real loop would
@@ -62,14 +63,18 @@ def test_concurrent_commits_are_all_durable_and_renamed(tmp_path, executor, loop
         env = decode((spool.active / f"{spool_id}.env").read_bytes())
         message = (spool.active / f"{spool_id}.msg").read_bytes()
         assert env.id == spool_id and env.recipients == [f"u{n}@example.test"]
-        assert env.size == len(message) and message.startswith(f"Subject: {n}\r\n".encode())
+        prefix = f"Return-Path: <alice@example.test>\nDelivered-To: u{n}@example.test\n".encode()
+        assert env.size == len(message) and env.prefix_size == len(prefix)
+        assert env.delivered_to == f"u{n}@example.test"
+        assert message == prefix + f"Subject: {n}\nbody line 0\n".encode() + b"".join(
+            f"Subject: {n}\nbody line {part}\n".encode() for part in (1, 2))
     # Requests that arrive while a batch runs share the next one.
     assert spool.committer.batches < 50
 
 
 def test_ids_are_filename_safe_and_sortable(tmp_path, executor):
     spool = Spool(tmp_path / "queue", executor)
-    files = [spool.create() for _ in range(50)]
+    files = [spool.create(SENDER, RECIPIENTS) for _ in range(50)]
     ids = [f.id for f in files]
     assert all(re.fullmatch(r"[0-9a-f]{14}-\d+-\d+", i) for i in ids)
     assert len(set(ids)) == 50
@@ -80,7 +85,7 @@ def test_ids_are_filename_safe_and_sortable(tmp_path, executor):
 
 def test_abort_removes_the_temp_file_and_is_idempotent(tmp_path, executor):
     spool = Spool(tmp_path / "queue", executor)
-    file = spool.create()
+    file = spool.create(SENDER, RECIPIENTS)
     file.write(b"partial")
     assert f"{file.id}.msg" in listing(spool.incoming)
     file.abort()
@@ -95,7 +100,7 @@ def test_abort_removes_the_temp_file_and_is_idempotent(tmp_path, executor):
 def test_abort_after_commit_keeps_the_message(tmp_path, executor):
     async def main():
         spool = Spool(tmp_path / "queue", executor)
-        file = spool.create()
+        file = spool.create(SENDER, RECIPIENTS)
         file.write(b"x\r\n")
         await file.commit(envelope())
         file.abort()
@@ -113,7 +118,7 @@ def test_a_failed_sync_leaves_nothing_behind(tmp_path, executor, monkeypatch):
 
     async def main():
         spool = Spool(tmp_path / "queue", executor)
-        file = spool.create()
+        file = spool.create(SENDER, RECIPIENTS)
         file.write(b"x\r\n")
         with pytest.raises(SpoolError, match="I/O error"):
             await file.commit(envelope())
@@ -137,7 +142,7 @@ def test_a_failed_envelope_rename_removes_the_renamed_message(tmp_path, executor
 
     async def main():
         spool = Spool(tmp_path / "queue", executor)
-        file = spool.create()
+        file = spool.create(SENDER, RECIPIENTS)
         file.write(b"x\r\n")
         with pytest.raises(SpoolError, match="No space"):
             await file.commit(envelope())
@@ -159,7 +164,7 @@ def test_a_failed_envelope_write_fails_only_that_commit(tmp_path, executor, monk
     monkeypatch.setattr(commit, "write_all", write_all)
 
     async def one(spool, rcpt):
-        file = spool.create()
+        file = spool.create(SENDER, RECIPIENTS)
         file.write(b"x\r\n")
         await file.commit(envelope(rcpt))
 
@@ -178,7 +183,7 @@ def test_a_failed_envelope_write_fails_only_that_commit(tmp_path, executor, monk
 def test_a_cancelled_commit_still_completes(tmp_path, executor):
     async def main():
         spool = Spool(tmp_path / "queue", executor)
-        file = spool.create()
+        file = spool.create(SENDER, RECIPIENTS)
         file.write(b"x\r\n")
         task = asyncio.create_task(file.commit(envelope()))
         await asyncio.sleep(0)
@@ -193,7 +198,7 @@ def test_a_cancelled_commit_still_completes(tmp_path, executor):
 
 def test_create_works_when_the_pool_is_empty(tmp_path, executor):
     spool = Spool(tmp_path / "queue", executor)
-    files = [spool.create() for _ in range(100)]  # more than the pool holds at first
+    files = [spool.create(SENDER, RECIPIENTS) for _ in range(100)]  # more than the pool holds at first
     assert len({f.id for f in files}) == 100
     for f in files:
         f.abort()
@@ -223,7 +228,7 @@ def test_commit_after_close_is_refused(tmp_path, executor):
         spool = Spool(tmp_path / "queue", executor)
         await spool.close()
         await spool.close()
-        file = spool.create()
+        file = spool.create(SENDER, RECIPIENTS)
         file.write(b"x")
         with pytest.raises(SpoolError, match="closing"):
             await file.commit(envelope())
@@ -279,3 +284,20 @@ def test_recover_handles_each_broken_case(tmp_path, executor, caplog):
 def test_recover_creates_a_missing_queue(tmp_path):
     report = recover(tmp_path / "queue")
     assert report.kept == 0 and queue_length(tmp_path / "queue") == 0
+
+
+def test_several_recipients_get_no_delivered_to_and_a_cr_at_a_write_end_pairs(tmp_path, executor):
+    async def main():
+        spool = Spool(tmp_path / "queue", executor)
+        file = spool.create("", ["a@example.test", "b@example.test"])
+        for chunk in (b"Subject: x\r", b"\n\r\nline\r", b"lone\r"):
+            file.write(chunk)
+        await file.commit(envelope())
+        await spool.close()
+        return spool, file.id
+
+    spool, spool_id = run(main())
+    env = decode((spool.active / f"{spool_id}.env").read_bytes())
+    assert (spool.active / f"{spool_id}.msg").read_bytes() == (
+        b"Return-Path: <>\nSubject: x\n\nline\rlone\r")
+    assert env.delivered_to == "" and env.prefix_size == len(b"Return-Path: <>\n")

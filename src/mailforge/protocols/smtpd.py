@@ -137,7 +137,9 @@ class SMTPDriver:
         return await self._commit(spool_file)
 
     def _start_message(self) -> SpoolFile:
-        spool_file = self.ctx.spool.create()
+        transaction = self.machine.transaction
+        assert transaction is not None
+        spool_file = self.ctx.spool.create(transaction.sender, transaction.recipients)
         spool_file.write(self.machine.trace_header(spool_file.id))
         return spool_file
 

@@ -4,7 +4,9 @@ Each worker takes the entries whose id hashes to its slot and holds an flock on 
 while it works, so the two generations that overlap during a reload never deliver one entry
 twice at once, and a killed worker's locks vanish with it so its entries are retried.
 Copies are written to tmp/, synced as a batch (like the spool's group commit), renamed into
-new/, the new/ directories fsynced; only then does the entry leave the queue.
+new/, the new/ directories fsynced; only then does the entry leave the queue. A message for
+one mailbox needs no copy: the queue keeps it in Maildir form, already durable, so it is
+renamed from the queue into new/ (one atomic step, so never delivered twice).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Protocol
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..config import Config
-from ..store.maildir import (TmpMessage, crlf_to_lf, delivered_bases, ensure_maildir_durable,
-                             mailbox_path, message_base, publish, write_tmp)
+from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
+                             message_base, publish, write_tmp)
 from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly, write_new_file
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, INCOMING, MSG_SUFFIX
@@ -60,6 +62,10 @@ class Entry:
     failed: dict[str, str] = field(default_factory=dict)  # rcpt → why it must be retried
     mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
 
+    def movable(self, rcpt: str) -> bool:
+        """Is the queue file itself this recipient's copy (its only one, headers in place)?"""
+        return self.envelope.recipients == [rcpt] and self.envelope.delivered_to == rcpt
+
     def remaining(self) -> list[str]:
         return [r for r in self.envelope.recipients if r in self.failed or self.pending.get(r)]
 
@@ -73,6 +79,7 @@ class Copy:
     maildir_tmp: TmpMessage | None  # published into new/ after the sync; None for badmail
     directory: Path  # fsynced once the copy is in place
     log_line: tuple[str, ...] = ()
+    move: tuple[Path, Path] | None = None  # the queue file itself, renamed into new/
 
 
 class CopyBatch:
@@ -124,10 +131,11 @@ class CopyBatch:
                 unlink_quietly(path)
 
     def _place(self, copy: Copy) -> bool:
-        if copy.maildir_tmp is None:
-            return True
         try:
-            publish(copy.maildir_tmp)
+            if copy.move is not None:
+                os.rename(*copy.move)
+            elif copy.maildir_tmp is not None:
+                publish(copy.maildir_tmp)
         except OSError as exc:
             self._fail(copy, exc)
             return False
@@ -153,11 +161,13 @@ class DeliveryAgent:
         self.active = config.queue_dir / ACTIVE
         self._syncer = FileSyncer(sync_mode)
         self._deferred: dict[str, float] = {}  # id → next_attempt, to skip re-reading them
-        os.makedirs(config.badmail_dir, mode=0o750, exist_ok=True)
+        for directory in (config.badmail_dir, config.store_dir):
+            os.makedirs(directory, mode=0o750, exist_ok=True)
         # Entries queued before this worker started may have been cut short by a predecessor
         # killed between placing copies and removing the entry: for those only, look first.
         self._inherited = self._queued_ids()
         self._placed: dict[Path, set[str]] = {}
+        self._can_move: bool | None = None  # known once the queue exists
 
     def _queued_ids(self) -> set[str]:
         try:
@@ -230,7 +240,10 @@ class DeliveryAgent:
             raise
         msg_path = self.active / (entry_id + MSG_SUFFIX)
         if envelope is not None and not msg_path.exists():
-            self._quarantine(entry_id, "its message file is missing")
+            # Only a move into a mailbox takes the message away: its holder was stopped
+            # before it could remove the envelope.
+            log.info("already delivered id=%s (moved)", entry_id)
+            unlink_quietly(env_path)
             envelope = None
         if envelope is None or envelope.next_attempt > self.clock():
             if envelope is not None:
@@ -283,6 +296,7 @@ class DeliveryAgent:
         if lookup.status != "ok" or not lookup.mailboxes:
             batch.add(self._badmail_copy(entry, rcpt, lookup.status))
             return
+        movable = self._moves_possible() and len(lookup.mailboxes) == 1 and entry.movable(rcpt)
         for mailbox in lookup.mailboxes:
             if mailbox in entry.mailboxes:
                 continue
@@ -293,8 +307,17 @@ class DeliveryAgent:
             if self._already_placed(entry.id, maildir, base):
                 log.info("already delivered id=%s mailbox=%s", entry.id, mailbox)
                 continue
+            if movable:
+                batch.add(self._maildir_move(entry, rcpt, mailbox, maildir, base))
+                continue
             tmp = write_tmp(maildir, base, self._maildir_chunks(entry, rcpt))
             batch.add(self._maildir_copy(entry, rcpt, mailbox, tmp))
+
+    def _moves_possible(self) -> bool:
+        """A rename cannot cross file systems: then every delivery is a copy."""
+        if self._can_move is None:
+            self._can_move = os.stat(self.active).st_dev == os.stat(self.config.store_dir).st_dev
+        return self._can_move
 
     def _already_placed(self, entry_id: str, maildir: Path, base: str) -> bool:
         if entry_id not in self._inherited:
@@ -308,13 +331,23 @@ class DeliveryAgent:
                     entry.envelope.sender, rcpt, mailbox, tmp.size)
         return Copy(entry, rcpt, [tmp.fd], [tmp.tmp_path], tmp, tmp.maildir / "new", log_line)
 
+    def _maildir_move(self, entry: Entry, rcpt: str, mailbox: str, maildir: Path,
+                      base: str) -> Copy:
+        size = entry.envelope.size
+        log_line = ("delivered id=%s from=<%s> to=<%s> mailbox=%s size=%d", entry.id,
+                    entry.envelope.sender, rcpt, mailbox, size)
+        target = maildir / "new" / f"{base},S={size}"
+        return Copy(entry, rcpt, [], [], None, maildir / "new", log_line, (entry.msg_path, target))
+
     def _maildir_chunks(self, entry: Entry, rcpt: str) -> Iterator[bytes]:
+        """The queued message with this recipient's delivery headers in place of its own."""
         yield f"Return-Path: <{entry.envelope.sender}>\nDelivered-To: {rcpt}\n".encode()
         with open(entry.msg_path, "rb") as fh:
-            yield from crlf_to_lf(iter(lambda: fh.read(READ_CHUNK), b""))
+            fh.seek(entry.envelope.prefix_size)
+            yield from iter(lambda: fh.read(READ_CHUNK), b"")
 
     def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
-        """Kept as queued (CRLF) beside a note of why. Bounces come in a later issue; until
+        """Kept as queued (Maildir form) beside a note of why. Bounces come in a later issue; until
         then an undeliverable local recipient, or a remote one, lands here for an operator."""
         # Named by attempt too: a deferral shortens the recipient list, and so the indexes.
         env = entry.envelope
@@ -341,7 +374,7 @@ class DeliveryAgent:
         remaining = entry.remaining()
         if not remaining:
             os.unlink(self.active / (entry.id + ENV_SUFFIX))
-            os.unlink(entry.msg_path)
+            unlink_quietly(entry.msg_path)  # gone already when it was moved into a mailbox
             self._inherited.discard(entry.id)
             if not self._inherited:
                 self._placed.clear()

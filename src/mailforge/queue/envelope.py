@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import msgpack
 
 FORMAT_NAME = "mailforge-envelope"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 END_MARKER = "END"
 
 
@@ -32,6 +32,10 @@ class Envelope:
     client_ip: str
     helo: str
     size: int = 0
+    # The message file starts with `Return-Path:` (and `Delivered-To:` naming `delivered_to`,
+    # when there is one recipient) in this many bytes; see spool.py.
+    prefix_size: int = 0
+    delivered_to: str = ""
     smtputf8: bool = False
     body_8bit: bool = False
     attempts: int = 0
@@ -45,7 +49,8 @@ _REQUIRED = {name for name, f in _FIELDS.items()
 # The types each field may hold once decoded; msgpack gives int where a float was whole.
 _TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "sender": (str,), "recipients": (list,), "received_at": (float, int),
-    "client_ip": (str,), "helo": (str,), "size": (int,), "smtputf8": (bool,),
+    "client_ip": (str,), "helo": (str,), "size": (int,), "prefix_size": (int,),
+    "delivered_to": (str,), "smtputf8": (bool,),
     "body_8bit": (bool,), "attempts": (int,), "next_attempt": (float, int), "last_error": (str,),
 }
 

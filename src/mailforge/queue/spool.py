@@ -1,5 +1,9 @@
 """The durable queue: queue/{incoming,active,corrupt}, one `<id>.msg` + `<id>.env` per message.
 
+The message file is kept in Maildir form: LF line ends, and first a `Return-Path:` line and,
+for a message with one recipient, a `Delivered-To:` line. Local delivery of such a message
+is then a rename into the mailbox's new/ (same file system), not a copy.
+
 A message is written to incoming/ while SMTP DATA streams in, then committed: both files
 are synced (grouped with other sessions' commits, see commit.py), the message and then the
 envelope are renamed into active/, and active/ is fsynced. The envelope's rename is the
@@ -20,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..store.maildir import CrlfToLf
 from .commit import (FILE_MODE, NEW_FILE_FLAGS, SYNC_SYNCFS, GroupCommitter, fsync_dir,
                      unlink_quietly, write_all)
 from .envelope import Envelope, EnvelopeError, decode, encode
@@ -136,12 +141,15 @@ class Spool:
         self._pool = TempPool(self.incoming)
         self.committer = GroupCommitter(self.active, sync_mode, executor, self._pool.set_target)
 
-    def create(self) -> SpoolFile:
-        """A new temp file in incoming/: cheap enough to call on the event loop."""
+    def create(self, sender: str, recipients: list[str]) -> SpoolFile:
+        """A new temp file in incoming/, its delivery headers written: cheap enough to call on
+        the event loop."""
         try:
-            return SpoolFile(self, self._pool.take())
+            spool_file = SpoolFile(self, self._pool.take())
         except OSError as exc:
             raise SpoolError(f"cannot create a queue file: {exc}") from exc
+        spool_file.start(sender, recipients)
+        return spool_file
 
     async def close(self) -> None:
         await self.committer.close()
@@ -156,11 +164,26 @@ class SpoolFile:
         self._pair = pair
         self._fd: int | None = pair.msg_fd  # None once handed to the committer or closed
         self._open = True  # False once committed, failed or aborted
+        self._line_ends = CrlfToLf()
+        self._prefix_size = 0
+        self._delivered_to = ""
 
     def _path(self, sub: Path, suffix: str) -> str:
         return str(sub / (self.id + suffix))
 
+    def start(self, sender: str, recipients: list[str]) -> None:
+        self._delivered_to = recipients[0] if len(recipients) == 1 else ""
+        prefix = f"Return-Path: <{sender}>\n"
+        if self._delivered_to:
+            prefix += f"Delivered-To: {self._delivered_to}\n"
+        self._append(prefix.encode())
+        self._prefix_size = self.size
+
     def write(self, data: bytes | memoryview) -> None:
+        """Append message bytes as received (CRLF line ends); stored with LF."""
+        self._append(self._line_ends.feed(data))
+
+    def _append(self, data: bytes) -> None:
         if self._fd is None:
             raise SpoolError("queue file is already closed")
         try:
@@ -170,9 +193,9 @@ class SpoolFile:
         self.size += len(data)
 
     async def commit(self, envelope: Envelope) -> None:
-        if self._fd is None:
-            raise SpoolError("queue file is already closed")
+        self._append(self._line_ends.flush())
         envelope.id, envelope.size = self.id, self.size
+        envelope.prefix_size, envelope.delivered_to = self._prefix_size, self._delivered_to
         incoming, active = self._spool.incoming, self._spool.active
         renames = [(self._path(incoming, suffix), self._path(active, suffix))
                    for suffix in (MSG_SUFFIX, ENV_SUFFIX)]

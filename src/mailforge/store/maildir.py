@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,24 +68,32 @@ def delivered_bases(maildir: Path) -> set[str]:
     return bases
 
 
-def crlf_to_lf(chunks: Iterable[bytes]) -> Iterator[bytes]:
+class CrlfToLf:
     """SMTP's CRLF line ends become LF, as in files written by Postfix's virtual(8) and Dovecot.
 
-    A CR at the end of one chunk may pair with an LF at the start of the next, so it is held
-    back until the next chunk shows. A CR not followed by LF is kept.
+    Fed chunk by chunk: a CR at the end of one chunk may pair with an LF at the start of the
+    next, so it is held back until the next chunk (or `flush`) shows. A lone CR is kept.
     """
-    held_cr = False
-    for chunk in chunks:
+
+    __slots__ = ("_held_cr",)
+
+    def __init__(self) -> None:
+        self._held_cr = False
+
+    def feed(self, chunk: bytes | memoryview) -> bytes:
+        chunk = bytes(chunk)
         if not chunk:
-            continue
-        if held_cr and not chunk.startswith(b"\n"):
-            yield b"\r"
-        held_cr = chunk.endswith(b"\r")
-        if held_cr:
+            return chunk
+        if self._held_cr and not chunk.startswith(b"\n"):
+            chunk = b"\r" + chunk
+        self._held_cr = chunk.endswith(b"\r")
+        if self._held_cr:
             chunk = chunk[:-1]
-        yield chunk.replace(b"\r\n", b"\n")
-    if held_cr:
-        yield b"\r"
+        return chunk.replace(b"\r\n", b"\n")
+
+    def flush(self) -> bytes:
+        held, self._held_cr = self._held_cr, False
+        return b"\r" if held else b""
 
 
 def ensure_maildir_durable(store_dir: Path, path: Path) -> Path:
