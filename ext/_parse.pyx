@@ -41,6 +41,38 @@ for _c in range(256):
     BRACKET[_c] = _c in BRACKET_CHARS
     PARAM_SPACE[_c] = _c in b" \t\n\r\x0b\x0c"
 
+# Words the tokenizers return over and over, made once: a lookup of the packed upper-case
+# bytes costs less than building a new str for every command.
+cdef tuple KNOWN_WORDS = (
+    "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "AUTH",
+    "STARTTLS", "SIZE", "BODY", "SMTPUTF8", "NOTIFY", "ORCPT", "ENVID", "RET",
+    "USER", "PASS", "STAT", "LIST", "RETR", "DELE", "UIDL", "TOP", "CAPA", "STLS",
+    "LOGIN", "SELECT", "FETCH", "STORE", "SEARCH", "APPEND", "IDLE", "CLOSE", "EXAMINE",
+    "UID", "COPY", "MOVE", "EXPUNGE", "LOGOUT", "NIL", "FLAGS")
+cdef enum:
+    MAX_KNOWN = 64
+cdef Py_ssize_t N_KNOWN = len(KNOWN_WORDS)
+assert N_KNOWN <= MAX_KNOWN and all(len(word) <= 8 for word in KNOWN_WORDS)
+cdef unsigned long long KNOWN_KEYS[MAX_KNOWN]
+for _i, _known in enumerate(KNOWN_WORDS):
+    KNOWN_KEYS[_i] = 0
+    for _c in _known.encode():
+        KNOWN_KEYS[_i] = (KNOWN_KEYS[_i] << 8) | _c
+
+
+cdef object _word(const unsigned char *p, Py_ssize_t n):
+    """p[:n], ASCII, upper-cased as a str: a shared one for the usual words."""
+    cdef unsigned long long key = 0
+    cdef Py_ssize_t i
+    if n <= 8:
+        for i in range(n):
+            key = (key << 8) | ascii_upper(p[i])
+        for i in range(N_KNOWN):
+            if KNOWN_KEYS[i] == key:
+                return KNOWN_WORDS[i]
+    return upper_ascii_str(p, n)
+
+
 # --- SMTP -------------------------------------------------------------------------------------
 
 
@@ -61,7 +93,7 @@ def split_command(bytes line):
     arg = verb_end + 1 if verb_end < end else end
     while arg < end and (p[arg] == SP or p[arg] == TAB):
         arg += 1
-    return upper_ascii_str(p + start, verb_end - start), line[arg:end]
+    return _word(p + start, verb_end - start), line[arg:end]
 
 
 def parse_path(bytes arg, bytes keyword):
@@ -145,10 +177,10 @@ cdef dict _parse_params(const unsigned char *p, Py_ssize_t pos, Py_ssize_t n):
         if not alnum:
             raise ParseError("bad parameter syntax")
         if eq < 0:
-            params[upper_ascii_str(p + start, pos - start)] = None
+            params[_word(p + start, pos - start)] = None
             continue
         try:
-            params[upper_ascii_str(p + start, eq - start)] = p[eq + 1:pos].decode("utf-8")
+            params[_word(p + start, eq - start)] = p[eq + 1:pos].decode("utf-8")
         except UnicodeDecodeError:
             raise ParseError("parameter value is not valid UTF-8") from None
 
@@ -180,7 +212,7 @@ def parse_pop3(bytes line):
             i += 1
         if i > start:
             args.append(p[start:i])
-    return upper_ascii_str(p, verb_end), args
+    return _word(p, verb_end), args
 
 
 # --- IMAP -------------------------------------------------------------------------------------
@@ -409,7 +441,7 @@ cdef tuple _name_after_space(const unsigned char *body, Py_ssize_t n, Py_ssize_t
     cdef Py_ssize_t end = _scan(body, pos + 1, n, ATOM)
     if end == pos + 1:
         raise ParseError("missing command")
-    return upper_ascii_str(body + pos + 1, end - pos - 1), end
+    return _word(body + pos + 1, end - pos - 1), end
 
 
 cdef bytes _unescape(const unsigned char *p, Py_ssize_t n, Py_ssize_t size):
