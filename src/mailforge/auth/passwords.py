@@ -74,3 +74,25 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+# --- CRAM-MD5 ---------------------------------------------------------------------------------
+# CRAM-MD5 needs HMAC-MD5 keyed by the password, so a salted hash cannot serve it. What is kept
+# instead is the MD5 state after the key's inner and outer pad blocks (DESIGN.md), as hex:
+#     $cram-md5$<64 hex digits>
+# the payload of Dovecot's {CRAM-MD5} scheme, so either can import the other's value.
+CRAM_SCHEME = "cram-md5"
+
+
+def hash_cram_md5(password: str) -> str:
+    from ..speedups import cram_state  # the speedups import a compiled module or log a warning
+
+    return f"${CRAM_SCHEME}${cram_state(password.encode('utf-8')).hex()}"
+
+
+def cram_md5_state(stored: str) -> bytes:
+    """The 32-byte state in a `hash_cram_md5` value; ValueError if it is not one."""
+    empty, scheme, payload = stored.split("$")
+    if empty or scheme != CRAM_SCHEME or len(payload) != 64:
+        raise ValueError("not a CRAM-MD5 state")
+    return bytes.fromhex(payload)

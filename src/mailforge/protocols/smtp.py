@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..addresses import AddressError, parse_address
-from ..speedups.parse import ParseError, parse_path, split_command
+from ..speedups import ParseError, parse_path, split_command
 from .session import Action, Command, Reply
 
 # After this many error replies the client is hung up on (Postfix's smtpd_hard_error_limit).

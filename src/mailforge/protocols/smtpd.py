@@ -14,7 +14,7 @@ from typing import Protocol
 
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
-from ..speedups.dotstuff import DotUnstuffer
+from ..speedups import DotUnstuffer
 from .session import Action, Reply
 from .smtp import RecipientLookup, SMTPMachine, SMTPSettings
 from .transport import Connection, ConnectionClosed, LineTooLong

@@ -1,0 +1,43 @@
+"""The `impl` fixture: one suite run against the Cython extensions and their twins (STYLE 12),
+and the `fuzz` marker, whose million-input runs only go when asked for (-m fuzz)."""
+
+import importlib
+import types
+
+import pytest
+
+NAMES = ("parse", "crammd5", "spool")
+
+
+def load(kind: str) -> types.SimpleNamespace:
+    prefix = "_" if kind == "cython" else ""
+    return types.SimpleNamespace(
+        kind=kind, **{name: importlib.import_module(f"mailforge.speedups.{prefix}{name}")
+                      for name in NAMES})
+
+
+def compiled() -> types.SimpleNamespace | None:
+    try:
+        return load("cython")
+    except ImportError:
+        return None
+
+
+@pytest.fixture(params=["python", "cython"])
+def impl(request) -> types.SimpleNamespace:
+    if request.param == "cython" and compiled() is None:
+        pytest.skip("the Cython extensions are not built")
+    return load(request.param)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fuzz: a million random inputs per extension (-m fuzz)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="fuzz runs only with -m fuzz")
+    for item in items:
+        if "fuzz" in item.keywords:
+            item.add_marker(skip)
