@@ -6,6 +6,8 @@ import re
 import time
 
 import pytest
+
+from mailforge.queue import spool as spool_module
 import uvloop
 
 from mailforge.queue import commit
@@ -13,6 +15,12 @@ from mailforge.queue.envelope import Envelope, decode, encode
 from mailforge.queue.spool import Spool, SpoolError, queue_length, recover
 
 SENDER, RECIPIENTS = "alice@example.test", ["bob@example.test"]
+@pytest.fixture(autouse=True)
+def messages_in_files_of_their_own(monkeypatch):
+    """These tests are about per-message queue files; test_segment.py covers the rest."""
+    monkeypatch.setattr(spool_module, "SPILL_SIZE", 0)
+
+
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 

@@ -18,6 +18,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .segment import SegmentWriter
+
+# How long an open segment may wait for more records in a quiet spell (see segment.py).
+SEAL_AGE = 0.1
 
 log = logging.getLogger("mailforge.queue")
 
@@ -115,19 +122,20 @@ class CommitRequest:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
     renamed: list[str] = field(default_factory=list)
+    record: bytes = b""  # a whole message for the worker's open segment, instead of files
 
 
 class GroupCommitter:
     """Write, sync, rename into `target_dir`, fsync `target_dir`: once per batch of requests.
 
-    `between_batches(last_batch_size)` lets the owner adapt to the load it sees.
+    Records for the open segment (segment.py) are appended and synced in the same batch.
     """
 
     def __init__(self, target_dir: Path, mode: str = SYNC_SYNCFS,
                  executor: concurrent.futures.Executor | None = None,
-                 between_batches: Callable[[int], None] | None = None) -> None:
+                 segments: SegmentWriter | None = None) -> None:
         self._syncer = FileSyncer(mode, executor)
-        self._between_batches = between_batches
+        self._segments = segments
         self._dir_fd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY)
         self._cond = threading.Condition()
         self._pending: list[CommitRequest] = []
@@ -145,7 +153,15 @@ class GroupCommitter:
                renames: list[tuple[str, str]]) -> asyncio.Future[None]:
         """Queue a request from the running loop; the future resolves once it is durable."""
         loop = asyncio.get_running_loop()
-        request = CommitRequest(fds, writes, renames, loop, loop.create_future())
+        return self._queue(CommitRequest(fds, writes, renames, loop, loop.create_future()))
+
+    def submit_record(self, record: bytes) -> asyncio.Future[None]:
+        """Queue a segment record; the future resolves once it is durable."""
+        assert self._segments is not None
+        loop = asyncio.get_running_loop()
+        return self._queue(CommitRequest([], [], [], loop, loop.create_future(), record=record))
+
+    def _queue(self, request: CommitRequest) -> asyncio.Future[None]:
         with self._cond:
             if self._closing:
                 raise RuntimeError("the committer is closed")
@@ -169,17 +185,27 @@ class GroupCommitter:
     def _main(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
+                if not self._pending and not self._closing:
+                    # Wake up to seal a segment left open by a quiet spell.
+                    self._cond.wait(SEAL_AGE if self._segments is not None else None)
                 batch, self._pending = self._pending, []
             if batch:
                 self._run_guarded(batch)
-                if self._between_batches is not None:
-                    self._between_batches(len(batch))
             elif self._closing:
                 break
+            elif self._segments is not None:
+                self._guarded(self._segments.seal_if_idle)
+        if self._segments is not None:
+            self._guarded(self._segments.seal)
         assert self._closed is not None
         _resolve_threadsafe(self._closed[0], self._closed[1], None)
+
+    @staticmethod
+    def _guarded(action: Callable[[], None]) -> None:
+        try:
+            action()
+        except OSError as exc:  # sealing is retried; the segment's records are durable already
+            log.error("cannot seal queue segment: %s", exc)
 
     def _run_guarded(self, batch: list[CommitRequest]) -> None:
         try:
@@ -196,8 +222,12 @@ class GroupCommitter:
             error = _write_all_files(request)
             if error is not None:
                 failures[id(request)] = error
+        fds = [fd for r in batch if id(r) not in failures for fd in r.fds]
+        fds += self._append_records([r for r in batch if r.record], failures)
         try:
-            self._syncer.sync([fd for r in batch if id(r) not in failures for fd in r.fds])
+            self._syncer.sync(fds)
+            if self._segments is not None:
+                self._segments.synced()
         except OSError as exc:
             failures = {id(request): exc for request in batch}
         for request in batch:
@@ -205,13 +235,25 @@ class GroupCommitter:
                 error = _rename_all(request)
                 if error is not None:
                     failures[id(request)] = error
-        if len(failures) < len(batch):
+        if any(r.renames and id(r) not in failures for r in batch):
             try:
                 os.fsync(self._dir_fd)
             except OSError as exc:
                 failures = {id(request): exc for request in batch}
         for request in batch:
             self._finish(request, failures.get(id(request)))
+
+    def _append_records(self, requests: list[CommitRequest], failures: dict[int, OSError]) -> list[int]:
+        """Append the batch's records to the open segment; its fd to sync, if any."""
+        if not requests:
+            return []
+        assert self._segments is not None
+        try:
+            return [self._segments.append([r.record for r in requests])]
+        except OSError as exc:
+            for request in requests:
+                failures[id(request)] = exc
+            return []
 
     @staticmethod
     def _finish(request: CommitRequest, error: OSError | None) -> None:

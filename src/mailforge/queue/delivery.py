@@ -29,6 +29,7 @@ from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable
                              message_base, publish, write_tmp)
 from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly, write_new_file
 from .envelope import Envelope, EnvelopeError, decode, encode
+from .segment import SEALED_SUFFIX, SegmentError, read_records, seal_orphans
 from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, INCOMING, MSG_SUFFIX
 
 log = logging.getLogger("mailforge.delivery")
@@ -55,16 +56,27 @@ class Entry:
     """One claimed queue entry: locked, its envelope read, its copies being written."""
 
     id: str
-    lock_fd: int
+    lock_fd: int | None  # the .env's lock; None for a segment record (its segment is locked)
     envelope: Envelope
-    msg_path: Path
+    msg_path: Path | None  # None for a segment record, whose message is `body`
+    body: bytes = b""
     pending: dict[str, int] = field(default_factory=dict)  # rcpt → copies not yet published
     failed: dict[str, str] = field(default_factory=dict)  # rcpt → why it must be retried
     mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
 
     def movable(self, rcpt: str) -> bool:
         """Is the queue file itself this recipient's copy (its only one, headers in place)?"""
-        return self.envelope.recipients == [rcpt] and self.envelope.delivered_to == rcpt
+        return (self.msg_path is not None and self.envelope.recipients == [rcpt]
+                and self.envelope.delivered_to == rcpt)
+
+    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+        """The queued message from `offset` on."""
+        if self.msg_path is None:
+            yield self.body[offset:]
+            return
+        with open(self.msg_path, "rb") as fh:
+            fh.seek(offset)
+            yield from iter(lambda: fh.read(READ_CHUNK), b"")
 
     def remaining(self) -> list[str]:
         return [r for r in self.envelope.recipients if r in self.failed or self.pending.get(r)]
@@ -170,28 +182,40 @@ class DeliveryAgent:
         self._can_move: bool | None = None  # known once the queue exists
 
     def _queued_ids(self) -> set[str]:
+        """Entry ids and segment names in the queue now."""
         try:
             names = os.listdir(self.active)
         except FileNotFoundError:
             return set()
-        return {name[:-len(ENV_SUFFIX)] for name in names if name.endswith(ENV_SUFFIX)}
+        return {name[:-len(ENV_SUFFIX)] if name.endswith(ENV_SUFFIX) else name
+                for name in names if name.endswith((ENV_SUFFIX, SEALED_SUFFIX))}
 
     def step(self, heartbeat: Callable[[], None] = lambda: None,
              stopping: Callable[[], bool] = lambda: False) -> int:
         """One scan: deliver or defer every ready entry of this slot; how many were handled."""
-        ids = self._ready_ids()
+        seal_orphans(self.config.queue_dir)
+        ids, segments = self._ready_ids()
         handled = 0
+        for name in segments:
+            if stopping():
+                return handled
+            handled += self._deliver_segment(name, heartbeat)
         for start in range(0, len(ids), BATCH_ENTRIES):
             if stopping():
                 break
             handled += self._deliver_batch(ids[start:start + BATCH_ENTRIES], heartbeat)
         return handled
 
-    def _ready_ids(self) -> list[str]:
+    def _ready_ids(self) -> tuple[list[str], list[str]]:
+        """This slot's entries due now, and its sealed segments."""
         now = self.clock()
-        seen, ready = set(), []
+        seen, ready, segments = set(), [], []
         with os.scandir(self.active) as entries:
             for dirent in entries:
+                if dirent.name.endswith(SEALED_SUFFIX):
+                    if zlib.crc32(dirent.name.encode()) % self.slots == self.slot:
+                        segments.append(dirent.name)
+                    continue
                 if not dirent.name.endswith(ENV_SUFFIX):
                     continue
                 entry_id = dirent.name[:-len(ENV_SUFFIX)]
@@ -201,19 +225,17 @@ class DeliveryAgent:
                 if self._deferred.get(entry_id, 0.0) <= now:
                     ready.append(entry_id)
         self._deferred = {k: v for k, v in self._deferred.items() if k in seen}
-        return sorted(ready)
+        return sorted(ready), sorted(segments)
 
     def _deliver_batch(self, ids: list[str], heartbeat: Callable[[], None]) -> int:
         entries = []
-        batch = CopyBatch(self._syncer)
         try:
             for entry_id in ids:
                 heartbeat()
                 entry = self._claim(entry_id)
                 if entry is not None:
                     entries.append(entry)
-                    self._write_copies(entry, batch)
-            batch.flush()
+            self._place_copies(entries)
             for entry in entries:
                 try:
                     self._finish(entry)
@@ -222,10 +244,65 @@ class DeliveryAgent:
             if entries:
                 fsync_dir(self.active)
         finally:
-            batch.discard()
             for entry in entries:
-                os.close(entry.lock_fd)
+                if entry.lock_fd is not None:
+                    os.close(entry.lock_fd)
         return len(entries)
+
+    def _deliver_segment(self, name: str, heartbeat: Callable[[], None]) -> int:
+        """Deliver every record of a sealed segment, requeue what must wait, drop the segment."""
+        path = self.active / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            entries = self._segment_entries(fd, path)
+            if entries is None:
+                return 0
+            for start in range(0, len(entries), BATCH_ENTRIES):
+                heartbeat()
+                self._place_copies(entries[start:start + BATCH_ENTRIES])
+            for entry in entries:
+                self._finish(entry)
+            os.unlink(path)
+            fsync_dir(self.active)
+            self._inherited.difference_update({name, *(e.id for e in entries)})
+            return len(entries)
+        except TEMPORARY_ERRORS:
+            # Retried whole; the copies placed this time must then be recognised.
+            log.exception("cannot deliver queue segment %s; will retry", name)
+            self._inherited.add(name)
+            return 0
+        finally:
+            os.close(fd)
+
+    def _segment_entries(self, fd: int, path: Path) -> list[Entry] | None:
+        """Lock the segment and read its records; None when it is not ours to deliver now."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                return None
+        except (BlockingIOError, FileNotFoundError):
+            return None
+        try:
+            entries = [Entry(env.id, None, env, None, body) for env, body in read_records(path)]
+        except SegmentError as exc:
+            log.error("queue segment %s is corrupt (%s); moved to %s", path.name, exc, CORRUPT)
+            os.replace(path, self.config.queue_dir / CORRUPT / path.name)
+            return None
+        if path.name in self._inherited:
+            self._inherited.update(e.id for e in entries)
+        return entries
+
+    def _place_copies(self, entries: list[Entry]) -> None:
+        batch = CopyBatch(self._syncer)
+        try:
+            for entry in entries:
+                self._write_copies(entry, batch)
+            batch.flush()
+        finally:
+            batch.discard()
 
     def _claim(self, entry_id: str) -> Entry | None:
         env_path = self.active / (entry_id + ENV_SUFFIX)
@@ -342,9 +419,7 @@ class DeliveryAgent:
     def _maildir_chunks(self, entry: Entry, rcpt: str) -> Iterator[bytes]:
         """The queued message with this recipient's delivery headers in place of its own."""
         yield f"Return-Path: <{entry.envelope.sender}>\nDelivered-To: {rcpt}\n".encode()
-        with open(entry.msg_path, "rb") as fh:
-            fh.seek(entry.envelope.prefix_size)
-            yield from iter(lambda: fh.read(READ_CHUNK), b"")
+        yield from entry.chunks(entry.envelope.prefix_size)
 
     def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
         """Kept as queued (Maildir form) beside a note of why. Bounces come in a later issue; until
@@ -360,8 +435,7 @@ class DeliveryAgent:
         unlink_quietly(msg_path)
         fds = [write_new_file(reason_path, note.encode())]
         try:
-            with open(entry.msg_path, "rb") as fh:
-                fds.append(write_new_file(msg_path, fh.read()))
+            fds.append(write_new_file(msg_path, b"".join(entry.chunks())))
         except BaseException:
             os.close(fds[0])
             unlink_quietly(reason_path)
@@ -372,6 +446,10 @@ class DeliveryAgent:
 
     def _finish(self, entry: Entry) -> None:
         remaining = entry.remaining()
+        if entry.msg_path is None:  # a segment record: its segment goes once all are done
+            if remaining:
+                self._requeue(entry, remaining)
+            return
         if not remaining:
             os.unlink(self.active / (entry.id + ENV_SUFFIX))
             unlink_quietly(entry.msg_path)  # gone already when it was moved into a mailbox
@@ -381,23 +459,41 @@ class DeliveryAgent:
             return
         self._defer(entry, remaining)
 
-    def _defer(self, entry: Entry, remaining: list[str]) -> None:
+    def _schedule_retry(self, entry: Entry, remaining: list[str]) -> Envelope:
         env = entry.envelope
         schedule = self.config.delivery.retry_schedule
         env.recipients = remaining
         env.last_error = "; ".join(f"<{r}>: {entry.failed.get(r, 'not placed')}" for r in remaining)
         env.next_attempt = self.clock() + schedule[min(env.attempts, len(schedule) - 1)]
         env.attempts += 1
-        # Written aside and renamed over the .env so a crash leaves the old or the new one.
-        tmp = self.config.queue_dir / INCOMING / f"{entry.id}.{os.getpid()}.retry"
+        self._deferred[entry.id] = env.next_attempt
+        return env
+
+    def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> None:
+        """Written to incoming/ and renamed into active/: a crash leaves the old file or the new."""
+        tmp = self.config.queue_dir / INCOMING / f"{entry_id}.{os.getpid()}{suffix}.retry"
         unlink_quietly(tmp)
-        fd = write_new_file(tmp, encode(env))
+        fd = write_new_file(tmp, data)
         try:
             os.fdatasync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, self.active / (entry.id + ENV_SUFFIX))
-        self._deferred[entry.id] = env.next_attempt
+        os.rename(tmp, self.active / (entry_id + suffix))
+
+    def _requeue(self, entry: Entry, remaining: list[str]) -> None:
+        """A segment record with recipients left becomes an entry of its own, named by its id
+        so that a retry of the whole segment finds it made already."""
+        if (self.active / (entry.id + ENV_SUFFIX)).exists():
+            return
+        env = self._schedule_retry(entry, remaining)
+        self._write_aside(entry.id, MSG_SUFFIX, entry.body)
+        self._write_aside(entry.id, ENV_SUFFIX, encode(env))
+        log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
+                    env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
+
+    def _defer(self, entry: Entry, remaining: list[str]) -> None:
+        env = self._schedule_retry(entry, remaining)
+        self._write_aside(entry.id, ENV_SUFFIX, encode(env))
         log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
                     env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
 

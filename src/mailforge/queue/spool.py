@@ -14,27 +14,29 @@ incoming/ after a crash was never acknowledged and is dropped by `recover()`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import itertools
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..store.maildir import CrlfToLf
+from ..speedups import CrlfToLf
 from .commit import (FILE_MODE, NEW_FILE_FLAGS, SYNC_SYNCFS, GroupCommitter, fsync_dir,
                      unlink_quietly, write_all)
 from .envelope import Envelope, EnvelopeError, decode, encode
+from .segment import (SEALED_SUFFIX, SEGMENTS, SegmentWriter, encode_record, record_count,
+                      seal_orphans)
 
 log = logging.getLogger("mailforge.queue")
 
 INCOMING, ACTIVE, CORRUPT = "incoming", "active", "corrupt"
 MSG_SUFFIX, ENV_SUFFIX = ".msg", ".env"
-# Temp file pairs made ahead: about two commit batches' worth, within these bounds.
-POOL_MIN, POOL_MAX = 16, 512
+SUBDIRS = (INCOMING, ACTIVE, CORRUPT, SEGMENTS)
+# A message up to this size is kept in memory and queued as a segment record (no files of
+# its own); a bigger one streams into files of its own. Bounds a session's memory.
+SPILL_SIZE = 256 * 1024
 _ids = itertools.count()
 
 
@@ -57,77 +59,16 @@ class TempPair:
     env_fd: int
 
 
-class TempPool:
-    """Empty .msg/.env pairs in incoming/, made ahead on a thread of their own.
-
-    Creating a file waits on the file system's journal (measured 0.1-2 ms here while syncs
-    run), which must not stall the event loop nor delay the committer's next sync.
-    """
-
-    def __init__(self, incoming: Path) -> None:
-        self.incoming = incoming
-        self._pairs: collections.deque[TempPair] = collections.deque()
-        self._cond = threading.Condition()
-        self._target = POOL_MIN
-        self._closing = False
-        self._thread = threading.Thread(target=self._main, name="spool-pool", daemon=True)
-        self._thread.start()
-
-    def take(self) -> TempPair:
-        try:
-            pair = self._pairs.popleft()
-        except IndexError:  # a burst outran the pool: make one here, at the price of a wait
-            pair = self.make()
-        with self._cond:
-            self._cond.notify()
-        return pair
-
-    def set_target(self, last_batch: int) -> None:
-        with self._cond:
-            self._target = min(POOL_MAX, max(POOL_MIN, 2 * last_batch))
-            self._cond.notify()
-
-    def make(self) -> TempPair:
-        while True:
-            spool_id = new_id()
-            try:
-                msg_fd = os.open(self.incoming / (spool_id + MSG_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
-                break
-            except FileExistsError:
-                continue  # only if the clock stepped back onto a reused pid
-        try:
-            env_fd = os.open(self.incoming / (spool_id + ENV_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
-        except BaseException:
-            os.close(msg_fd)
-            unlink_quietly(self.incoming / (spool_id + MSG_SUFFIX))
-            raise
-        return TempPair(spool_id, msg_fd, env_fd)
-
-    def _main(self) -> None:
-        while True:
-            with self._cond:
-                while len(self._pairs) >= self._target and not self._closing:
-                    self._cond.wait()
-                if self._closing:
-                    return
-            try:
-                self._pairs.append(self.make())
-            except OSError as exc:  # disk full: take() reports it to the sessions
-                log.warning("cannot make queue files ahead: %s", exc)
-                with self._cond:
-                    self._cond.wait(1.0)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        self._thread.join()
-        while self._pairs:
-            pair = self._pairs.popleft()
-            for fd in (pair.msg_fd, pair.env_fd):
-                os.close(fd)
-            for suffix in (MSG_SUFFIX, ENV_SUFFIX):
-                unlink_quietly(self.incoming / (pair.id + suffix))
+def make_pair(incoming: Path, spool_id: str) -> TempPair:
+    """The .msg/.env temp files of a message too big to keep in memory."""
+    msg_fd = os.open(incoming / (spool_id + MSG_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
+    try:
+        env_fd = os.open(incoming / (spool_id + ENV_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
+    except BaseException:
+        os.close(msg_fd)
+        unlink_quietly(incoming / (spool_id + MSG_SUFFIX))
+        raise
+    return TempPair(spool_id, msg_fd, env_fd)
 
 
 class Spool:
@@ -136,33 +77,33 @@ class Spool:
         self.queue_dir = Path(queue_dir)
         self.incoming = self.queue_dir / INCOMING
         self.active = self.queue_dir / ACTIVE
-        for sub in (INCOMING, ACTIVE, CORRUPT):
+        for sub in SUBDIRS:
             os.makedirs(self.queue_dir / sub, mode=0o750, exist_ok=True)
-        self._pool = TempPool(self.incoming)
-        self.committer = GroupCommitter(self.active, sync_mode, executor, self._pool.set_target)
+        self.committer = GroupCommitter(self.active, sync_mode, executor,
+                                        SegmentWriter(self.queue_dir, new_id))
 
     def create(self, sender: str, recipients: list[str]) -> SpoolFile:
-        """A new temp file in incoming/, its delivery headers written: cheap enough to call on
-        the event loop."""
-        try:
-            spool_file = SpoolFile(self, self._pool.take())
-        except OSError as exc:
-            raise SpoolError(f"cannot create a queue file: {exc}") from exc
+        """A new message, its delivery headers written: cheap enough to call on the event loop."""
+        spool_file = SpoolFile(self, new_id())
         spool_file.start(sender, recipients)
         return spool_file
 
     async def close(self) -> None:
         await self.committer.close()
-        await asyncio.to_thread(self._pool.close)
 
 
 class SpoolFile:
-    def __init__(self, spool: Spool, pair: TempPair) -> None:
-        self.id = pair.id
+    """One message being received: held in memory while small, else in files of its own.
+
+    Memory per session stays under SPILL_SIZE whatever the message size.
+    """
+
+    def __init__(self, spool: Spool, spool_id: str) -> None:
+        self.id = spool_id
         self.size = 0
         self._spool = spool
-        self._pair = pair
-        self._fd: int | None = pair.msg_fd  # None once handed to the committer or closed
+        self._buffer: bytearray | None = bytearray()  # None once spilled to files
+        self._pair: TempPair | None = None
         self._open = True  # False once committed, failed or aborted
         self._line_ends = CrlfToLf()
         self._prefix_size = 0
@@ -181,29 +122,43 @@ class SpoolFile:
 
     def write(self, data: bytes | memoryview) -> None:
         """Append message bytes as received (CRLF line ends); stored with LF."""
-        self._append(self._line_ends.feed(data))
+        self._append(self._line_ends.feed(bytes(data)))
 
     def _append(self, data: bytes) -> None:
-        if self._fd is None:
+        if not self._open:
             raise SpoolError("queue file is already closed")
+        self.size += len(data)
+        if self._buffer is not None:
+            self._buffer += data
+            if len(self._buffer) <= SPILL_SIZE:
+                return
+            data, self._buffer = bytes(self._buffer), None
+            self._spill()
+        assert self._pair is not None
         try:
-            write_all(self._fd, data)
+            write_all(self._pair.msg_fd, data)
         except OSError as exc:
             raise SpoolError(f"cannot write queue file {self.id}: {exc}") from exc
-        self.size += len(data)
+
+    def _spill(self) -> None:
+        try:
+            self._pair = make_pair(self._spool.incoming, self.id)
+        except OSError as exc:
+            self._open = False
+            raise SpoolError(f"cannot create a queue file: {exc}") from exc
 
     async def commit(self, envelope: Envelope) -> None:
         self._append(self._line_ends.flush())
         envelope.id, envelope.size = self.id, self.size
         envelope.prefix_size, envelope.delivered_to = self._prefix_size, self._delivered_to
-        incoming, active = self._spool.incoming, self._spool.active
-        renames = [(self._path(incoming, suffix), self._path(active, suffix))
-                   for suffix in (MSG_SUFFIX, ENV_SUFFIX)]
-        fds = [self._pair.msg_fd, self._pair.env_fd]
-        self._fd, self._open = None, False
+        self._open = False
+        committer = self._spool.committer
         try:
-            future = self._spool.committer.submit(fds, [(self._pair.env_fd, encode(envelope))],
-                                                  renames)
+            if self._buffer is not None:
+                future = committer.submit_record(encode_record(envelope, bytes(self._buffer)))
+                self._buffer = None
+            else:
+                future = self._submit_files(envelope)
         except RuntimeError as exc:
             self._close_and_unlink()
             raise SpoolError(f"cannot commit {self.id}: spool is closing") from exc
@@ -212,23 +167,43 @@ class SpoolFile:
         except OSError as exc:  # the committer has removed the files already
             raise SpoolError(f"cannot commit {self.id}: {exc}") from exc
 
+    def _submit_files(self, envelope: Envelope) -> asyncio.Future[None]:
+        assert self._pair is not None
+        incoming, active = self._spool.incoming, self._spool.active
+        renames = [(self._path(incoming, suffix), self._path(active, suffix))
+                   for suffix in (MSG_SUFFIX, ENV_SUFFIX)]
+        fds = [self._pair.msg_fd, self._pair.env_fd]
+        return self._spool.committer.submit(fds, [(self._pair.env_fd, encode(envelope))], renames)
+
     def abort(self) -> None:
         """Drop an uncommitted message. Once commit() began the committer owns the files:
         a commit cancelled mid-way may still complete, which is at-least-once, not loss."""
         if self._open:
-            self._open, self._fd = False, None
+            self._open = False
             self._close_and_unlink()
 
     def _close_and_unlink(self) -> None:
+        self._buffer = None
+        if self._pair is None:
+            return
         for fd in (self._pair.msg_fd, self._pair.env_fd):
             os.close(fd)
         for suffix in (MSG_SUFFIX, ENV_SUFFIX):
             unlink_quietly(self._path(self._spool.incoming, suffix))
+        self._pair = None
 
 
 def queue_length(queue_dir: Path) -> int:
+    """Messages in active/ (single entries and sealed segments); open segments, sealed
+    within SEAL_AGE, are not counted."""
+    count = 0
     with os.scandir(Path(queue_dir) / ACTIVE) as entries:
-        return sum(1 for entry in entries if entry.name.endswith(ENV_SUFFIX))
+        for entry in entries:
+            if entry.name.endswith(ENV_SUFFIX):
+                count += 1
+            elif entry.name.endswith(SEALED_SUFFIX):
+                count += record_count(entry.name)
+    return count
 
 
 @dataclass
@@ -236,24 +211,27 @@ class RecoveryReport:
     kept: int = 0
     dropped_incoming: int = 0  # never acknowledged to a client
     orphans: int = 0  # an .env without .msg or the reverse
+    segments_sealed: int = 0  # open segments whose writer had stopped
     corrupt: int = 0  # moved to corrupt/ for an operator to look at
 
 
 def recover(queue_dir: Path) -> RecoveryReport:
     """Bring the queue to a consistent state; run before any worker starts."""
     queue_dir = Path(queue_dir)
-    for sub in (INCOMING, ACTIVE, CORRUPT):
+    for sub in SUBDIRS:
         os.makedirs(queue_dir / sub, mode=0o750, exist_ok=True)
     report = RecoveryReport()
+    report.segments_sealed = seal_orphans(queue_dir)
     with os.scandir(queue_dir / INCOMING) as entries:
         for entry in entries:
             unlink_quietly(entry.path)
             report.dropped_incoming += 1
     _recover_active(queue_dir, report)
-    for sub in (INCOMING, ACTIVE, CORRUPT):
+    for sub in SUBDIRS:
         fsync_dir(queue_dir / sub)
-    log.info("queue recovered: %d queued, %d unacknowledged dropped, %d orphans removed, "
-             "%d corrupt moved to %s", report.kept, report.dropped_incoming, report.orphans,
+    log.info("queue recovered: %d queued, %d segments of stopped writers sealed, "
+             "%d unacknowledged dropped, %d orphans removed, %d corrupt moved to %s",
+             report.kept, report.segments_sealed, report.dropped_incoming, report.orphans,
              report.corrupt, queue_dir / CORRUPT)
     return report
 
@@ -263,7 +241,9 @@ def _recover_active(queue_dir: Path, report: RecoveryReport) -> None:
     names = set(os.listdir(active))
     for name in sorted(names):
         stem, suffix = os.path.splitext(name)
-        if suffix not in (MSG_SUFFIX, ENV_SUFFIX):
+        if suffix == SEALED_SUFFIX:
+            report.kept += record_count(name)
+        elif suffix not in (MSG_SUFFIX, ENV_SUFFIX):
             _move_corrupt(queue_dir, [name])
             report.corrupt += 1
         elif (stem + MSG_SUFFIX) not in names or (stem + ENV_SUFFIX) not in names:
