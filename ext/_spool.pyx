@@ -2,31 +2,19 @@
 """Queue and store IO hot path: the compiled twin of mailforge.speedups.spool.
 
 DATA decoding and CRLF→LF run in one pass over each chunk and return the chunk itself
-(no copy) when nothing in it changes. File writes, syncs and renames run without the GIL.
+(no copy) when nothing in it changes. File writes run without the GIL.
 """
 
 import os
 
 from libc.errno cimport errno, EINTR
 from libc.string cimport memchr, memcpy
-from posix.fcntl cimport open as c_open, O_WRONLY, O_CREAT, O_TRUNC, O_EXCL, O_RDONLY
-from posix.unistd cimport write as c_write, read as c_read, fsync, close, unlink
-from posix.stat cimport struct_stat, fstat
+from posix.unistd cimport write as c_write
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from _bytes cimport CR, LF, PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
-cdef extern from "<fcntl.h>":
-    enum: O_CLOEXEC
-    enum: O_DIRECTORY
-
-cdef extern from "<stdio.h>" nogil:
-    int rename(const char *old, const char *new)
-
-__all__ = ["DotUnstuffer", "CrlfToLf", "write_all", "write_durable", "read_file",
-           "deliver_maildir", "FILE_MODE"]
-
-FILE_MODE = 0o600
+__all__ = ["DotUnstuffer", "CrlfToLf", "write_all"]
 
 cdef enum State:
     MID          # inside a line
@@ -207,119 +195,3 @@ def write_all(int fd, bytes data):
         err = _write_all(fd, p, n)
     if err:
         _raise(err, None)
-
-
-cdef int _write_synced(const char *path, const char *data, Py_ssize_t n, int flags,
-                       int mode) noexcept nogil:
-    """Create `path`, write and fsync it; 0 or an errno (the file is removed on error)."""
-    cdef int fd = c_open(path, O_WRONLY | O_CREAT | O_CLOEXEC | flags, mode)
-    cdef int err
-    if fd < 0:
-        return errno
-    err = _write_all(fd, data, n)
-    if not err and fsync(fd) != 0:
-        err = errno
-    close(fd)
-    if err:
-        unlink(path)
-    return err
-
-
-cdef int _fsync_dir(const char *path) noexcept nogil:
-    cdef int fd = c_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    cdef int err = 0
-    if fd < 0:
-        return errno
-    if fsync(fd) != 0:
-        err = errno
-    close(fd)
-    return err
-
-
-def write_durable(path, bytes data, int mode=FILE_MODE):
-    cdef bytes target = os.fsencode(path)
-    cdef bytes tmp = target + f".{os.getpid()}.tmp".encode()
-    cdef bytes directory = os.path.dirname(target) or b"."
-    cdef const char *c_target = target
-    cdef const char *c_tmp = tmp
-    cdef const char *c_dir = directory
-    cdef const char *p = data
-    cdef Py_ssize_t n = len(data)
-    cdef int err, stage = 0
-    with nogil:
-        err = _write_synced(c_tmp, p, n, O_TRUNC, mode)
-        if not err:
-            stage = 1
-            if rename(c_tmp, c_target) != 0:
-                err = errno
-            else:
-                stage = 2
-                err = _fsync_dir(c_dir)
-    if err:
-        _raise(err, os.fsdecode((tmp, tmp, directory)[stage]))
-
-
-def read_file(path):
-    cdef bytes name = os.fsencode(path)
-    cdef const char *c_name = name
-    cdef int fd, err = 0
-    cdef struct_stat st
-    with nogil:
-        fd = c_open(c_name, O_RDONLY | O_CLOEXEC)
-        if fd < 0:
-            err = errno
-        elif fstat(fd, &st) != 0:
-            err = errno
-            close(fd)
-    if err:
-        _raise(err, path)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, st.st_size)
-    cdef char *dst = PyBytes_AS_STRING(out)
-    cdef Py_ssize_t size = st.st_size, got = 0, step
-    cdef char probe
-    with nogil:
-        while got < size:
-            step = c_read(fd, dst + got, size - got)
-            if step < 0 and errno == EINTR:
-                continue
-            if step <= 0:
-                break
-            got += step
-        if step < 0:
-            err = errno
-        elif got == size and c_read(fd, &probe, 1) != 0:
-            err = -1  # the file changed size since fstat: read it the plain way
-        close(fd)
-    if err > 0:
-        _raise(err, path)
-    if err < 0 or got < size:
-        with open(path, "rb", buffering=0) as fh:
-            return fh.readall()
-    return out
-
-
-def deliver_maildir(maildir, str base, bytes data):
-    cdef bytes body = _crlf_to_lf(data, len(data), False, data)
-    cdef bytes root = os.fsencode(maildir)
-    cdef bytes tmp = os.path.join(root, b"tmp", os.fsencode(base))
-    cdef bytes new = os.path.join(root, b"new", os.fsencode(f"{base},S={len(body)}"))
-    cdef bytes new_dir = os.path.join(root, b"new")
-    cdef const char *c_tmp = tmp
-    cdef const char *c_new = new
-    cdef const char *c_new_dir = new_dir
-    cdef const char *p = body
-    cdef Py_ssize_t n = len(body)
-    cdef int err, stage = 0, mode = FILE_MODE
-    with nogil:
-        unlink(c_tmp)  # left by an attempt that died before its rename
-        err = _write_synced(c_tmp, p, n, O_EXCL, mode)
-        if not err:
-            stage = 1
-            if rename(c_tmp, c_new) != 0:
-                err = errno
-            else:
-                stage = 2
-                err = _fsync_dir(c_new_dir)
-    if err:
-        _raise(err, os.fsdecode((tmp, tmp, new_dir)[stage]))
-    return os.fsdecode(new)

@@ -4,44 +4,9 @@ import re
 import pytest
 
 from mailforge.store import maildir
-from mailforge.store.maildir import (CrlfToLf, ensure_maildir, ensure_maildir_durable,
+from mailforge.store.maildir import (ensure_maildir, ensure_maildir_durable,
                                      mailbox_path, maildir_hostname, publish, message_base, delivered_bases,
                                      write_tmp)
-
-SAMPLES = [
-    b"Subject: hi\r\n\r\nline 1\r\nline 2\r\n",
-    b"lone\rCR kept\r\n\r\r\nends with CR\r",
-    b"\r\n\r\n",
-    b"no line end at all",
-    b"\n bare LF stays \n",
-]
-
-
-def expected(data: bytes) -> bytes:
-    return data.replace(b"\r\n", b"\n")
-
-
-def crlf_to_lf(chunks) -> list[bytes]:
-    converter = CrlfToLf()
-    return [converter.feed(chunk) for chunk in chunks] + [converter.flush()]
-
-
-@pytest.mark.parametrize("data", SAMPLES)
-def test_crlf_to_lf_whole(data):
-    assert b"".join(crlf_to_lf([data])) == expected(data)
-
-
-@pytest.mark.parametrize("data", SAMPLES)
-def test_crlf_to_lf_split_at_every_position(data):
-    for cut in range(len(data) + 1):
-        assert b"".join(crlf_to_lf([data[:cut], data[cut:]])) == expected(data), cut
-
-
-@pytest.mark.parametrize("data", SAMPLES)
-def test_crlf_to_lf_byte_by_byte(data):
-    chunks = [data[i:i + 1] for i in range(len(data))]
-    assert b"".join(crlf_to_lf(chunks)) == expected(data)
-
 
 def test_hostname_escapes_slash_and_colon():
     assert maildir_hostname("a/b:c.example") == "a\\057b\\072c.example"

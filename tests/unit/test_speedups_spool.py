@@ -56,17 +56,39 @@ def test_crlf_to_lf(impl, chunks, expected):
     assert b"".join(converter.feed(c) for c in chunks) + converter.flush() == expected
 
 
-def test_write_durable_and_read_back(impl, tmp_path):
-    path = str(tmp_path / "x.env")
-    impl.spool.write_durable(path, b"one")
-    impl.spool.write_durable(path, b"two" * 50000)
-    assert impl.spool.read_file(path) == b"two" * 50000
-    assert os.listdir(tmp_path) == ["x.env"]
-    assert os.stat(path).st_mode & 0o777 == 0o600
-    with pytest.raises(FileNotFoundError):
-        impl.spool.read_file(str(tmp_path / "missing"))
-    with pytest.raises(FileNotFoundError):
-        impl.spool.write_durable(str(tmp_path / "no" / "dir"), b"x")
+CRLF_SAMPLES = [
+    b"Subject: hi\r\n\r\nline 1\r\nline 2\r\n",
+    b"lone\rCR kept\r\n\r\r\nends with CR\r",
+    b"\r\n\r\n",
+    b"no line end at all",
+    b"\n bare LF stays \n",
+]
+
+
+def expected(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")
+
+
+def crlf_to_lf(impl, chunks) -> list[bytes]:
+    converter = impl.spool.CrlfToLf()
+    return [converter.feed(chunk) for chunk in chunks] + [converter.flush()]
+
+
+@pytest.mark.parametrize("data", CRLF_SAMPLES)
+def test_crlf_to_lf_whole(impl, data):
+    assert b"".join(crlf_to_lf(impl, [data])) == expected(data)
+
+
+@pytest.mark.parametrize("data", CRLF_SAMPLES)
+def test_crlf_to_lf_split_at_every_position(impl, data):
+    for cut in range(len(data) + 1):
+        assert b"".join(crlf_to_lf(impl, [data[:cut], data[cut:]])) == expected(data), cut
+
+
+@pytest.mark.parametrize("data", CRLF_SAMPLES)
+def test_crlf_to_lf_byte_by_byte(impl, data):
+    chunks = [data[i:i + 1] for i in range(len(data))]
+    assert b"".join(crlf_to_lf(impl, chunks)) == expected(data)
 
 
 def test_write_all(impl, tmp_path):
@@ -78,13 +100,3 @@ def test_write_all(impl, tmp_path):
     assert (tmp_path / "f").read_bytes() == b"abc" * 100000
     with pytest.raises(OSError):
         impl.spool.write_all(fd, b"x")
-
-
-def test_deliver_maildir(impl, tmp_path):
-    for sub in ("tmp", "new", "cur"):
-        (tmp_path / sub).mkdir()
-    (tmp_path / "tmp" / "123.Qx.host").write_bytes(b"left by a crash")
-    path = impl.spool.deliver_maildir(str(tmp_path), "123.Qx.host", b"A: b\r\n\r\nhi\r\n")
-    assert path == str(tmp_path / "new" / "123.Qx.host,S=9")
-    assert (tmp_path / "new" / "123.Qx.host,S=9").read_bytes() == b"A: b\n\nhi\n"
-    assert os.listdir(tmp_path / "tmp") == []

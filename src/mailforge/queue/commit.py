@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..speedups import write_all
+
 if TYPE_CHECKING:
     from .segment import SegmentWriter
 
@@ -91,12 +93,6 @@ def write_new_file(path: str | Path, data: bytes) -> int:
         unlink_quietly(path)
         raise
     return fd
-
-
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def fsync_dir(path: Path) -> None:

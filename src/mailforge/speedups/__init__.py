@@ -47,12 +47,8 @@ cram_challenge = _crammd5.cram_challenge
 DotUnstuffer = _spool.DotUnstuffer
 CrlfToLf = _spool.CrlfToLf
 write_all = _spool.write_all
-write_durable = _spool.write_durable
-read_file = _spool.read_file
-deliver_maildir = _spool.deliver_maildir
 
 __all__ = ["IMPLEMENTATION", "FORCED_PURE", "ParseError", "Command", "FetchAttribute",
            "split_command", "parse_path", "parse_pop3", "CommandParser", "parse_sequence_set",
            "parse_fetch_attributes", "STAR", "cram_state", "cram_verify", "cram_challenge",
-           "DotUnstuffer", "CrlfToLf", "write_all", "write_durable", "read_file",
-           "deliver_maildir"]
+           "DotUnstuffer", "CrlfToLf", "write_all"]

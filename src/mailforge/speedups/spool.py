@@ -1,8 +1,7 @@
 """Queue and store IO hot path: the pure-Python twin of the `_spool` extension.
 
-Durable writes follow STYLE 14: temp name → fsync → rename → fsync the directory. os.write,
-os.fsync and os.rename release the GIL here as the extension does, so a worker's IO threads
-run in parallel either way; the extension saves the interpreter's work around them.
+os.write releases the GIL here as the extension does, so a worker's IO threads run in
+parallel either way; the extension saves the interpreter's work around it.
 """
 
 from __future__ import annotations
@@ -11,10 +10,7 @@ import os
 
 from .dotstuff import DotUnstuffer
 
-__all__ = ["DotUnstuffer", "CrlfToLf", "write_all", "write_durable", "read_file",
-           "deliver_maildir", "FILE_MODE"]
-
-FILE_MODE = 0o600
+__all__ = ["DotUnstuffer", "CrlfToLf", "write_all"]
 
 
 class CrlfToLf:
@@ -47,60 +43,3 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def write_durable(path: str, data: bytes, mode: int = FILE_MODE) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new file, whole."""
-    directory = os.path.dirname(path) or "."
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        write_all(fd, data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
-    _fsync_dir(directory)
-
-
-def read_file(path: str) -> bytes:
-    with open(path, "rb", buffering=0) as fh:
-        return fh.readall()
-
-
-def deliver_maildir(maildir: str, base: str, data: bytes) -> str:
-    """Deliver a queued (CRLF) message into a Maildir: tmp/ → fsync → new/ → fsync new/.
-
-    Returns the path in new/, named `<base>,S=<size>` with the size on disk (Dovecot's).
-    """
-    converter = CrlfToLf()
-    body = converter.feed(data) + converter.flush()
-    tmp = os.path.join(maildir, "tmp", base)
-    try:
-        os.unlink(tmp)  # left by an attempt that died before its rename
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-    try:
-        write_all(fd, body)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    new = os.path.join(maildir, "new", f"{base},S={len(body)}")
-    os.rename(tmp, new)
-    _fsync_dir(os.path.join(maildir, "new"))
-    return new
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

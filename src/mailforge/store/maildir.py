@@ -68,34 +68,6 @@ def delivered_bases(maildir: Path) -> set[str]:
     return bases
 
 
-class CrlfToLf:
-    """SMTP's CRLF line ends become LF, as in files written by Postfix's virtual(8) and Dovecot.
-
-    Fed chunk by chunk: a CR at the end of one chunk may pair with an LF at the start of the
-    next, so it is held back until the next chunk (or `flush`) shows. A lone CR is kept.
-    """
-
-    __slots__ = ("_held_cr",)
-
-    def __init__(self) -> None:
-        self._held_cr = False
-
-    def feed(self, chunk: bytes | memoryview) -> bytes:
-        chunk = bytes(chunk)
-        if not chunk:
-            return chunk
-        if self._held_cr and not chunk.startswith(b"\n"):
-            chunk = b"\r" + chunk
-        self._held_cr = chunk.endswith(b"\r")
-        if self._held_cr:
-            chunk = chunk[:-1]
-        return chunk.replace(b"\r\n", b"\n")
-
-    def flush(self) -> bytes:
-        held, self._held_cr = self._held_cr, False
-        return b"\r" if held else b""
-
-
 def ensure_maildir_durable(store_dir: Path, path: Path) -> Path:
     """`ensure_maildir`, and when that created anything, fsync every directory it touched:
     a message renamed into a new/ whose own directory entry is not durable could vanish."""
