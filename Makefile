@@ -28,8 +28,10 @@ test-debs:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The whole suite with the Cython core, then the protocol tests again on the pure-Python twins.
 test: setup test-debs
 	$(BIN)/python -m pytest -q
+	MAILFORGE_PUREPYTHON=1 $(BIN)/python -m pytest -q -p no:randomly tests/system/test_smtp_delivery.py tests/system/test_limits.py
 
 bench: setup
 	$(BIN)/python -m bench.load smtp --clients 50 --messages 20000 --size 1024

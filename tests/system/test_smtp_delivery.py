@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from .conftest import USER
+from .conftest import USER, cli
 
 BODY = (b"From: Bob <bob@remote.test>\r\nTo: Alice <alice@example.test>\r\nSubject: hello\r\n"
         b"Message-ID: <m1@remote.test>\r\n\r\nfirst line\r\n.leading dot\r\n..two dots\r\nlast line\r\n")
@@ -97,3 +97,28 @@ def test_message_too_big(make_server):
         assert code == 552 and text.startswith(b"5.3.4")
         assert client.noop()[0] == 250
     assert server.delivered() == []
+
+
+def test_big_message_streams_into_files_of_its_own(server):
+    """Past the in-memory bound a message spills into queue files; it arrives exactly."""
+    line = b"0123456789" * 7 + b"\r\n"
+    body = b"Subject: big\r\n\r\n" + line * 20000  # about 1.4 MB, well past SPILL_SIZE
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("client.test")
+        assert client.sendmail("bob@remote.test", [USER], body) == {}
+    (path,) = server.wait_delivered(1)
+    _, rest = headers_and_rest(path.read_bytes())
+    assert rest == body.replace(b"\r\n", b"\n")
+
+
+def test_many_recipients_each_get_their_own_delivered_to(make_server):
+    server = make_server()
+    server.start()
+    cli(server.conf, "user", "add", "carol@example.test", "--password-stdin", input="pw\n")
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("client.test")
+        assert client.sendmail("bob@remote.test", [USER, "carol@example.test"], BODY) == {}
+    for rcpt in (USER, "carol@example.test"):
+        (path,) = server.wait_delivered(1, rcpt)
+        added, rest = headers_and_rest(path.read_bytes())
+        assert added[1] == f"Delivered-To: {rcpt}".encode() and rest == BODY.replace(b"\r\n", b"\n")
