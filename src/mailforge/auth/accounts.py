@@ -17,10 +17,11 @@ from typing import Iterator
 
 from ..addresses import is_address_literal, normalize_address, normalize_domain
 from ..errors import MailforgeError, UsageError
-from .passwords import hash_password, verify_password
+from .passwords import cram_md5_state as parse_cram_md5
+from .passwords import hash_cram_md5, hash_password, verify_password
 
-# Bump whenever the schema changes, and teach `_prepare` to migrate older files.
-SCHEMA_VERSION = 1
+# Bump whenever the schema changes, and add the step from the old version to _MIGRATIONS.
+SCHEMA_VERSION = 2
 # A writer (the CLI) holds the lock for milliseconds; wait rather than fail.
 BUSY_TIMEOUT_MS = 5000
 # Password hashes inside: no access for others. The group (which owns the store and queue, see
@@ -40,6 +41,7 @@ CREATE TABLE mailboxes (
     address   TEXT PRIMARY KEY,
     domain    TEXT NOT NULL REFERENCES domains(name),
     password  TEXT NOT NULL,
+    cram_md5  TEXT,
     disabled  INTEGER NOT NULL DEFAULT 0,
     created   REAL NOT NULL
 );
@@ -53,6 +55,14 @@ CREATE TABLE aliases (
 ) WITHOUT ROWID;
 CREATE INDEX aliases_domain ON aliases(domain);
 """
+
+# The statements that take a file from schema version N (the key) to N + 1.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: the CRAM-MD5 state beside the scrypt hash. Existing mailboxes get NULL, since the state
+    # can only be made from the clear password: they cannot use CRAM-MD5 until `user passwd`
+    # sets their password again.
+    1: ("ALTER TABLE mailboxes ADD COLUMN cram_md5 TEXT",),
+}
 
 # The mailboxes an address reaches through aliases (itself included), with their disabled flag,
 # each once, nearest first. UNION (not UNION ALL) keeps the rows per depth to the distinct
@@ -155,7 +165,7 @@ class Accounts:
 
     def user_add(self, address: str, password: str) -> None:
         address = normalize_address(address)
-        hashed = _hash(password)
+        hashed, cram = _password_columns(password)
         domain = _domain_of(address)
         with self._write() as db:
             _require_domain(db, domain)
@@ -163,11 +173,11 @@ class Accounts:
                 raise UsageError(f"mailbox {address} exists already")
             if _exists(db, "SELECT 1 FROM aliases WHERE source = ?", address):
                 raise UsageError(f"{address} is an alias; remove the alias first")
-            db.execute("INSERT INTO mailboxes (address, domain, password, created) "
-                       "VALUES (?, ?, ?, ?)", (address, domain, hashed, time.time()))
+            db.execute("INSERT INTO mailboxes (address, domain, password, cram_md5, created) "
+                       "VALUES (?, ?, ?, ?, ?)", (address, domain, hashed, cram, time.time()))
 
     def user_passwd(self, address: str, password: str) -> None:
-        self._update_mailbox(address, "password = ?", _hash(password))
+        self._update_mailbox(address, "password = ?, cram_md5 = ?", *_password_columns(password))
 
     def user_remove(self, address: str) -> None:
         address = normalize_address(address)
@@ -191,19 +201,45 @@ class Accounts:
 
     def check_password(self, address: str, password: str) -> bool:
         """For AUTH: False for a wrong password and for an unknown, disabled or invalid address."""
-        try:
-            address = normalize_address(address)
-        except UsageError:
-            address = ""
         with self._lock:
             row = self._db.execute("SELECT password, disabled FROM mailboxes WHERE address = ?",
-                                   (address,)).fetchone()
+                                   (_login_address(address),)).fetchone()
         if row is None or row[1]:
             # Spend the same time as a real check so that timing does not tell which
             # addresses exist.
             hash_password(password)
             return False
         return verify_password(password, row[0])
+
+    def cram_md5_state(self, address: str) -> bytes | None:
+        """For AUTH CRAM-MD5: the stored HMAC-MD5 state; None for an unknown, disabled or invalid
+        address and for a mailbox without a (valid) state, see _MIGRATIONS."""
+        with self._lock:
+            row = self._db.execute("SELECT cram_md5, disabled FROM mailboxes WHERE address = ?",
+                                   (_login_address(address),)).fetchone()
+        if row is None or row[1] or row[0] is None:
+            return None
+        try:
+            return parse_cram_md5(row[0])
+        except ValueError:
+            return None
+
+    def verify_cram_md5(self, address: str, challenge: bytes, response_digest: str) -> bool:
+        """For AUTH CRAM-MD5: whether `response_digest`, the client's hex HMAC-MD5 of
+        `challenge`, is right; False whenever `cram_md5_state` is None."""
+        # Imported here, as in passwords.hash_cram_md5: importing speedups may log a warning.
+        from ..speedups import cram_verify
+        from ..speedups.crammd5 import STATE_BYTES
+
+        # Non-ASCII becomes "?", which is not hex, so the check fails rather than raises.
+        response = response_digest.encode("ascii", "replace")
+        state = self.cram_md5_state(address)
+        if state is None:
+            # Spend the same time as a real check so that timing does not tell which addresses
+            # exist. The decoy state is public, so its result must not count.
+            cram_verify(bytes(STATE_BYTES), challenge, response)
+            return False
+        return cram_verify(state, challenge, response)
 
     # -- aliases
 
@@ -279,6 +315,17 @@ class Accounts:
         if version > SCHEMA_VERSION:
             raise UsageError(f"{self.path} has schema version {version}, newer than this "
                              f"mailforge knows ({SCHEMA_VERSION}); upgrade mailforge")
+        if version < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older file up to SCHEMA_VERSION in one transaction: all steps or none."""
+        with self._write() as db:
+            # Read again under the write lock: another process may have migrated meanwhile.
+            for version in range(_user_version(db), SCHEMA_VERSION):
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -298,11 +345,11 @@ class Accounts:
                 raise
             self._db.execute("COMMIT")
 
-    def _update_mailbox(self, address: str, assignment: str, value: object) -> None:
+    def _update_mailbox(self, address: str, assignments: str, *values: object) -> None:
         address = normalize_address(address)
         with self._write() as db:
             _require_mailbox(db, address)
-            db.execute(f"UPDATE mailboxes SET {assignment} WHERE address = ?", (value, address))
+            db.execute(f"UPDATE mailboxes SET {assignments} WHERE address = ?", (*values, address))
 
     def _known_domain(self, name: str) -> str:
         domain = normalize_domain(name)
@@ -354,10 +401,20 @@ def _uri_path(path: str) -> str:
     return os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
-def _hash(password: str) -> str:
+def _password_columns(password: str) -> tuple[str, str]:
+    """The scrypt hash and the CRAM-MD5 state. The state is password-equivalent for CRAM-MD5
+    and, being unsalted MD5, far cheaper to attack than the hash: DB_MODE guards both."""
     if not password:
         raise UsageError("empty password refused")
-    return hash_password(password)
+    return hash_password(password), hash_cram_md5(password)
+
+
+def _login_address(address: str) -> str:
+    """The canonical form, or "" (which matches no mailbox) for what is not an address."""
+    try:
+        return normalize_address(address)
+    except UsageError:
+        return ""
 
 
 def _user_version(db: sqlite3.Connection) -> int:
