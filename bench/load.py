@@ -1,7 +1,7 @@
 """Load generator: mailforge against the peer servers, one after another, in one run.
 
     python -m bench.load smtp --clients 50 --messages 20000 --size 1024 [--reuse N]
-                              [--peers mailforge,aiosmtpd,postfix] [--workers 2]
+                              [--peers mailforge,mailforge-pure,aiosmtpd,postfix] [--workers 2]
                               [--count-delivered] [--timeout S] [--anchors DIR]
 
 The client is raw asyncio streams on uvloop (not smtplib) so that it stays cheaper than the
@@ -314,6 +314,9 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
     max_conn = max(1000, 2 * opts.clients)
     return {
         "mailforge": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn),
+        # The same server on the pure-Python twins: what the Cython core buys (issue 3).
+        "mailforge-pure": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn,
+                                                      pure_python=True),
         "aiosmtpd": lambda: peers.run_aiosmtpd(anchors),
         "postfix": lambda: peers.run_postfix(anchors),
     }
@@ -412,7 +415,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             if getattr(opts, flag) < 1:
                 ap.error(f"--{flag} must be at least 1")
         opts.peer_names = [p.strip() for p in opts.peers.split(",") if p.strip()]
-        unknown = set(opts.peer_names) - {"mailforge", "aiosmtpd", "postfix"}
+        unknown = set(opts.peer_names) - {"mailforge", "mailforge-pure", "aiosmtpd", "postfix"}
         if unknown:
             ap.error(f"unknown peer(s): {', '.join(sorted(unknown))}")
     return opts

@@ -307,7 +307,7 @@ def smtp_worker_pids(status: dict) -> list[int]:
 
 @contextlib.contextmanager
 def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: float | None = None,
-                  port: int | None = None) -> Iterator[Target]:
+                  port: int | None = None, pure_python: bool = False) -> Iterator[Target]:
     cmd = mailforge_command()
     with tempfile.TemporaryDirectory(prefix="mailforge-bench-") as tmp:
         root = Path(tmp)
@@ -323,14 +323,16 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
                     stdin=MAILFORGE_PASSWORD.encode() + b"\n")
         # Its own log: only the server's own words may say "ready".
         serve_log = root / "serve.log"
-        proc = spawn(cmd + ["-c", str(conf), "serve"], serve_log, cwd=root)
+        env = dict(os.environ, MAILFORGE_PUREPYTHON="1") if pure_python else None
+        proc = spawn(cmd + ["-c", str(conf), "serve"], serve_log, cwd=root, env=env)
         try:
             wait_ready(proc, port, serve_log)
             maildir = root / "store" / BENCH_DOMAIN / MAILFORGE_RCPT.split("@")[0] / "Maildir" / "new"
             status = mailforge_status(conf)
             info = (f"implementation {status.get('implementation', '?')}, "
                     f"SMTP workers: {len(smtp_worker_pids(status))}") if status else ""
-            yield Target("mailforge", LOOPBACK, port, MAILFORGE_RCPT, proc.pid, maildir, conf, info)
+            name = "mailforge-pure" if pure_python else "mailforge"
+            yield Target(name, LOOPBACK, port, MAILFORGE_RCPT, proc.pid, maildir, conf, info)
         finally:
             stop_process(proc)
 
