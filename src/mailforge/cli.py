@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, config as configuration, control, speedups
+from . import __version__, config as configuration, control, speedups, tls
 from .auth import cli as accounts_cli
 from .auth.accounts import Accounts
 from .errors import EXIT_OK, MailforgeError, UsageError
@@ -69,6 +69,10 @@ def cmd_init(args: argparse.Namespace, _: None) -> int:
     for sub in DATA_SUBDIRS:
         os.makedirs(data_dir / sub, mode=0o750, exist_ok=True)
     Accounts(data_dir / "accounts.sqlite3", create=True).close()
+    config.path = config_file.absolute()  # cert paths are relative to the new data dir
+    if tls.ensure_self_signed(config):
+        print(f"mailforge: made a self-signed certificate for {config.server.hostname} "
+              f"({config.data_dir / config.tls.cert})")
     config_file.write_text(configuration.render_toml(config))
     os.chmod(config_file, 0o640)
     print(f"mailforge: initialised {data_dir.resolve()} (config {config_file})")
@@ -87,6 +91,8 @@ def cmd_check_config(args: argparse.Namespace, config: configuration.Config) -> 
     if not config.data_dir.is_dir():
         raise UsageError(f"{config.path}: [server] data_dir: {config.data_dir} is not a directory")
     Accounts(config.accounts_db).close()
+    for warning in tls.check(config):
+        print(f"mailforge: warning: {warning}", file=sys.stderr)
     services = ", ".join(f"{name} {' '.join(svc.listen)}" for name, svc in config.services().items())
     print(f"mailforge: {config.path} is valid ({services or 'no services enabled'})")
     return EXIT_OK

@@ -54,8 +54,14 @@ class LimitsConfig:
 
 @dataclass
 class TLSConfig:
+    # Relative paths are under the data dir. The cert file may hold the leaf then intermediates.
     cert: str = "tls/cert.pem"
     key: str = "tls/key.pem"
+    # Extra names (or IP addresses) that `mailforge init` puts in the certificate beside hostname.
+    san: list[str] = field(default_factory=list)
+    # Per-domain certificates chosen by SNI: {"example.org" = {cert = "...", key = "..."}};
+    # a "*.example.org" entry serves any one label under example.org.
+    domains: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -295,6 +301,7 @@ def _validate(config: Config, path: Path | str) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise ConfigError(path, "[relay] networks", f"{net!r} is not a network") from None
+    _validate_tls(config.tls, path)
     if config.delivery.workers < 1:
         raise ConfigError(path, "[delivery] workers", "must be at least 1")
     if not config.delivery.retry_schedule or min(config.delivery.retry_schedule) < 1:
@@ -305,6 +312,33 @@ def _validate(config: Config, path: Path | str) -> None:
                        ("[metrics] listen", config.metrics.listen)):
         if value:
             _check_hostport(value, path, key)
+
+
+def _validate_tls(tls: TLSConfig, path: Path | str) -> None:
+    for key in ("cert", "key"):
+        if not getattr(tls, key):
+            raise ConfigError(path, f"[tls] {key}", "must name a file")
+    for name in tls.san:
+        if not _is_certificate_name(name):
+            raise ConfigError(path, "[tls] san", f"{name!r} is not a host name, *.wildcard or IP address")
+    for domain, files in tls.domains.items():
+        key = f"[tls] domains.{domain}"
+        if not (_is_certificate_name(domain) and not _is_ip(domain)):
+            raise ConfigError(path, key, f"{domain!r} is not a host name or *.wildcard")
+        if set(files) != {"cert", "key"} or not all(files.values()):
+            raise ConfigError(path, key, 'expected {cert = "file", key = "file"}')
+
+
+def _is_certificate_name(name: str) -> bool:
+    return _is_ip(name) or _is_hostname(name.removeprefix("*."))
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_hostport(text: str, path: Path | str, key: str) -> None:

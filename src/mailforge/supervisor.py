@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
 from . import config as config_module
-from . import control, privileges
+from . import control, privileges, tls
 from .config import Config, parse_hostport
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_WORKER_BOOT, MailforgeError, UsageError
 from .heartbeat import Heartbeat
@@ -160,6 +160,9 @@ class Listener:
 
 def serve(config: Config) -> int:
     """`mailforge serve`: run the supervisor in the foreground until SIGTERM/SIGINT."""
+    # Certificate faults stop the start (ConfigError: one line, exit 2) before anything binds.
+    for warning in tls.check(config):
+        print(f"mailforge: warning: {warning}", file=sys.stderr, flush=True)
     return Supervisor(config).run()
 
 
