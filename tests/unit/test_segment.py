@@ -150,3 +150,16 @@ def test_a_segment_cut_short_by_a_killed_worker_is_not_delivered_twice(config, a
     DeliveryAgent(config, accounts, clock=Clock()).step()
     assert len(delivered(config, "bob@example.test")) == 5
     assert queue_length(config.queue_dir) == 0
+
+
+def test_a_batch_of_more_records_than_iov_max_is_written_whole(config):
+    writer = segment.SegmentWriter(config.queue_dir, iter(range(10**6)).__next__)
+    os.makedirs(config.queue_dir / "segments")
+    os.makedirs(config.queue_dir / "active")
+    records = [encode_record(envelope(["bob@example.test"]), b"m%d\n" % n) for n in range(3000)]
+    writer.append(records)
+    writer.synced()
+    writer.seal()
+    (name,) = sealed(config)
+    assert record_count(name) == 3000
+    assert len(list(read_records(config.queue_dir / "active" / name))) == 3000

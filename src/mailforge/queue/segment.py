@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..speedups import write_all
 from .commit import FILE_MODE, SEAL_AGE, fsync_dir
 from .envelope import Envelope, EnvelopeError, decode, encode
 
@@ -104,9 +105,8 @@ class SegmentWriter:
         assert self._fd is not None
         size = sum(len(r) for r in records)
         try:
-            written = os.writev(self._fd, records)
-            if written != size:
-                raise OSError(f"short write to queue segment ({written} of {size} bytes)")
+            # One write per batch (writev would refuse more than IOV_MAX records).
+            write_all(self._fd, b"".join(records))
         except OSError:
             self._cut_back()
             raise
