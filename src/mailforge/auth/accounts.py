@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -18,10 +19,11 @@ from typing import Iterator
 from ..addresses import is_address_literal, normalize_address, normalize_domain
 from ..errors import MailforgeError, UsageError
 from .passwords import cram_md5_state as parse_cram_md5
-from .passwords import hash_cram_md5, hash_password, verify_password
+from .passwords import ScramRecord, hash_cram_md5, hash_password, hash_scram_sha256
+from .passwords import parse_scram_sha256, scram_decoy, verify_password
 
 # Bump whenever the schema changes, and add the step from the old version to _MIGRATIONS.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # A writer (the CLI) holds the lock for milliseconds; wait rather than fail.
 BUSY_TIMEOUT_MS = 5000
 # Password hashes inside: no access for others. The group (which owns the store and queue, see
@@ -42,6 +44,7 @@ CREATE TABLE mailboxes (
     domain    TEXT NOT NULL REFERENCES domains(name),
     password  TEXT NOT NULL,
     cram_md5  TEXT,
+    scram_sha256 TEXT,
     disabled  INTEGER NOT NULL DEFAULT 0,
     created   REAL NOT NULL
 );
@@ -54,6 +57,10 @@ CREATE TABLE aliases (
     PRIMARY KEY (source, target)
 ) WITHOUT ROWID;
 CREATE INDEX aliases_domain ON aliases(domain);
+CREATE TABLE settings (
+    name   TEXT PRIMARY KEY,
+    value  BLOB NOT NULL
+) WITHOUT ROWID;
 """
 
 # The statements that take a file from schema version N (the key) to N + 1.
@@ -62,7 +69,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # can only be made from the clear password: they cannot use CRAM-MD5 until `user passwd`
     # sets their password again.
     1: ("ALTER TABLE mailboxes ADD COLUMN cram_md5 TEXT",),
+    # 3: the SCRAM-SHA-256 record, NULL for existing mailboxes for the same reason; and the
+    # settings table for the key behind SCRAM's decoy salts (_ensure_decoy_key fills it).
+    2: ("ALTER TABLE mailboxes ADD COLUMN scram_sha256 TEXT",
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"),
 }
+# The settings row holding the key that makes SCRAM decoy salts (passwords.scram_decoy).
+DECOY_KEY = "scram_decoy_key"
+DECOY_KEY_BYTES = 32
 
 # The mailboxes an address reaches through aliases (itself included), with their disabled flag,
 # each once, nearest first. UNION (not UNION ALL) keeps the rows per depth to the distinct
@@ -165,7 +179,7 @@ class Accounts:
 
     def user_add(self, address: str, password: str) -> None:
         address = normalize_address(address)
-        hashed, cram = _password_columns(password)
+        hashed, cram, scram = _password_columns(password)
         domain = _domain_of(address)
         with self._write() as db:
             _require_domain(db, domain)
@@ -173,11 +187,13 @@ class Accounts:
                 raise UsageError(f"mailbox {address} exists already")
             if _exists(db, "SELECT 1 FROM aliases WHERE source = ?", address):
                 raise UsageError(f"{address} is an alias; remove the alias first")
-            db.execute("INSERT INTO mailboxes (address, domain, password, cram_md5, created) "
-                       "VALUES (?, ?, ?, ?, ?)", (address, domain, hashed, cram, time.time()))
+            db.execute("INSERT INTO mailboxes (address, domain, password, cram_md5, "
+                       "scram_sha256, created) VALUES (?, ?, ?, ?, ?, ?)",
+                       (address, domain, hashed, cram, scram, time.time()))
 
     def user_passwd(self, address: str, password: str) -> None:
-        self._update_mailbox(address, "password = ?, cram_md5 = ?", *_password_columns(password))
+        self._update_mailbox(address, "password = ?, cram_md5 = ?, scram_sha256 = ?",
+                             *_password_columns(password))
 
     def user_remove(self, address: str) -> None:
         address = normalize_address(address)
@@ -240,6 +256,27 @@ class Accounts:
             cram_verify(bytes(STATE_BYTES), challenge, response)
             return False
         return cram_verify(state, challenge, response)
+
+    def scram_sha256(self, address: str) -> ScramRecord | None:
+        """For AUTH SCRAM-SHA-256: the stored record; None for an unknown, disabled or invalid
+        address and for a mailbox without a (valid) record, see _MIGRATIONS."""
+        with self._lock:
+            row = self._db.execute("SELECT scram_sha256, disabled FROM mailboxes "
+                                   "WHERE address = ?", (_login_address(address),)).fetchone()
+        if row is None or row[1] or row[0] is None:
+            return None
+        try:
+            return parse_scram_sha256(row[0])
+        except ValueError:
+            return None
+
+    def scram_decoy(self, username: str) -> ScramRecord:
+        """What SCRAM-SHA-256 shows a client whose `username` has no record: the same salt on
+        every attempt and in every worker, so a changing salt does not give away unknown users."""
+        with self._lock:
+            key = self._db.execute("SELECT value FROM settings WHERE name = ?",
+                                   (DECOY_KEY,)).fetchone()[0]
+        return scram_decoy(key, _login_address(username) or username)
 
     # -- aliases
 
@@ -308,6 +345,7 @@ class Accounts:
                 if _user_version(db) == 0:
                     for statement in filter(str.strip, _SCHEMA.split(";")):
                         db.execute(statement)
+                    _ensure_decoy_key(db)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         version = _user_version(self._db)
         if version == 0:
@@ -325,6 +363,7 @@ class Accounts:
             for version in range(_user_version(db), SCHEMA_VERSION):
                 for statement in _MIGRATIONS[version]:
                     db.execute(statement)
+            _ensure_decoy_key(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextlib.contextmanager
@@ -401,12 +440,24 @@ def _uri_path(path: str) -> str:
     return os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
-def _password_columns(password: str) -> tuple[str, str]:
-    """The scrypt hash and the CRAM-MD5 state. The state is password-equivalent for CRAM-MD5
-    and, being unsalted MD5, far cheaper to attack than the hash: DB_MODE guards both."""
+def _password_columns(password: str) -> tuple[str, str, str | None]:
+    """The scrypt hash, the CRAM-MD5 state and the SCRAM-SHA-256 record. The state is
+    password-equivalent for CRAM-MD5 and, being unsalted MD5, far cheaper to attack than the
+    hash: DB_MODE guards them all."""
     if not password:
         raise UsageError("empty password refused")
-    return hash_password(password), hash_cram_md5(password)
+    try:
+        scram = hash_scram_sha256(password)
+    except ValueError:
+        # SASLprep refuses it (a control character, say): SCRAM clients would refuse it too,
+        # so this mailbox logs in with the other mechanisms only.
+        scram = None
+    return hash_password(password), hash_cram_md5(password), scram
+
+
+def _ensure_decoy_key(db: sqlite3.Connection) -> None:
+    db.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)",
+               (DECOY_KEY, secrets.token_bytes(DECOY_KEY_BYTES)))
 
 
 def _login_address(address: str) -> str:

@@ -1,0 +1,309 @@
+"""SASL for SMTP AUTH, POP3 AUTH and IMAP AUTHENTICATE: PLAIN (RFC 4616), LOGIN (the
+draft-murchison-sasl-login exchange), CRAM-MD5 (RFC 2195) and SCRAM-SHA-256 (RFC 7677).
+
+Sans-IO: a protocol session makes a `SASLSession`, passes it the client's base64 lines and sends
+back each `Step`'s challenge ("334 ..." in SMTP, "+ ..." in POP3 and IMAP) until the step is a
+success or a failure. Base64, length limits and cancelling live here, so every protocol gets
+them alike. Whatever the client sends, the result is a failure with a reason, never an
+exception. Reasons are fit for logs and never say whether a user exists: wrong passwords,
+unknown and disabled users all give AUTH_FAILED, with the same work done (see Accounts).
+
+NTLM is deliberately absent (broken crypto); SCRAM-SHA-256 is what replaces it. SCRAM channel
+binding (the -PLUS variants) is not offered, so a client asking for it is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Generator, Literal
+
+from ..addresses import normalize_address
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .accounts import Accounts
+
+MECHANISMS = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN")
+# They put the password itself on the wire: only inside TLS, unless the operator allows it.
+PLAINTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
+# Longest client line, in base64 characters. Every honest message here is well under 1 KiB
+# (a 254-octet address, a password, a nonce); the bound keeps a hostile client from making us
+# decode and hash megabytes.
+MAX_LINE = 8192
+# RFC 4954 section 4 (and RFC 3501 6.2.2, RFC 5034 4): a lone "*" cancels the exchange.
+CANCEL = "*"
+# RFC 4954 section 4: "=" as the initial response stands for an empty one.
+EMPTY_INITIAL_RESPONSE = "="
+AUTH_FAILED = "authentication failed"
+# 18 random bytes, 24 base64url characters: the RFC 5802 server nonce, unguessable per login.
+SCRAM_NONCE_BYTES = 18
+
+# RFC 5802 section 7: a nonce is printable ASCII without ",".
+_NONCE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
+# In a saslname "=" only starts "=2C" (",") or "=3D" ("=").
+_BAD_SASLNAME_ESCAPE = re.compile(r"=(?!2C|3D)")
+
+
+@dataclass(frozen=True)
+class Step:
+    """What to tell the client: a base64 `challenge` to send, or the end of the exchange with
+    the canonical address of the `user` (success) or a `reason` (failure)."""
+
+    kind: Literal["challenge", "success", "failure"]
+    challenge: str = ""
+    user: str = ""
+    reason: str = ""
+
+
+class SASLError(Exception):
+    """A mistake of the calling protocol code (an unknown mechanism), not of the client."""
+
+
+class _Refused(Exception):
+    """Ends an exchange with a failure; the message is the reason."""
+
+
+# A mechanism is a generator: it gets the initial response (None when absent), yields each
+# challenge, receives each decoded client response, and returns the authenticated user or
+# raises _Refused.
+Exchange = Generator[bytes, bytes, str]
+Mechanism = Callable[["Accounts", str, "bytes | None"], Exchange]
+
+
+def mechanisms(tls_active: bool, allow_plaintext: bool) -> list[str]:
+    """The mechanisms to advertise (and to accept: protocol code refuses any other name)."""
+    if tls_active or allow_plaintext:
+        return list(MECHANISMS)
+    return [name for name in MECHANISMS if name not in PLAINTEXT_MECHANISMS]
+
+
+class SASLSession:
+    def __init__(self, mechanism: str, accounts: Accounts, hostname: str) -> None:
+        self.mechanism = mechanism.upper()
+        run = _MECHANISMS.get(self.mechanism)
+        if run is None:
+            raise SASLError("unsupported mechanism")
+        self._run, self._accounts, self._hostname = run, accounts, hostname
+        self._exchange: Exchange | None = None
+        self._finished = False
+
+    def start(self, initial_response: str | None) -> Step:
+        """Begin, with the initial response as sent on the AUTH line (None if there was none)."""
+        if self._exchange is not None:
+            return self._finish(Step("failure", reason="exchange already started"))
+        try:
+            initial = _initial_bytes(initial_response)
+        except _Refused as exc:
+            return self._finish(Step("failure", reason=str(exc)))
+        exchange = self._exchange = self._run(self._accounts, self._hostname, initial)
+        return self._advance(lambda: exchange.send(None))
+
+    def step(self, client_line: str) -> Step:
+        """Go on with the client's answer to the last challenge."""
+        exchange = self._exchange
+        if exchange is None or self._finished:
+            return self._finish(Step("failure", reason="no exchange in progress"))
+        if client_line.strip() == CANCEL:
+            return self._finish(Step("failure", reason="exchange cancelled by the client"))
+        return self._advance(lambda: exchange.send(_decode(client_line)))
+
+    def _advance(self, send: Callable[[], bytes]) -> Step:
+        try:
+            challenge = send()
+        except StopIteration as done:
+            return self._finish(Step("success", user=done.value))
+        except _Refused as exc:
+            return self._finish(Step("failure", reason=str(exc)))
+        return Step("challenge", challenge=base64.b64encode(challenge).decode("ascii"))
+
+    def _finish(self, step: Step) -> Step:
+        self._finished = True
+        if self._exchange is not None:
+            self._exchange.close()
+        return step
+
+
+# -- the mechanisms
+
+def _plain(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange:
+    """RFC 4616: authzid NUL authcid NUL password, in one message."""
+    message = initial if initial is not None else (yield b"")
+    fields = message.split(b"\0")
+    if len(fields) != 3:
+        raise _Refused("PLAIN takes authzid, user and password separated by NUL")
+    authzid, user, password = map(_text, fields)
+    _check_authzid(authzid, user)
+    if not accounts.check_password(user, password):
+        raise _Refused(AUTH_FAILED)
+    return normalize_address(user)
+
+
+def _login(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange:
+    """The LOGIN draft: user and password in two answers; some clients send the user on the
+    AUTH line."""
+    user = _text(initial if initial is not None else (yield b"Username:"))
+    password = _text((yield b"Password:"))
+    if not accounts.check_password(user, password):
+        raise _Refused(AUTH_FAILED)
+    return normalize_address(user)
+
+
+def _cram_md5(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange:
+    """RFC 2195: the client answers "user hexdigest", HMAC-MD5 of our challenge."""
+    # Imported here, as in accounts: importing speedups may log a warning.
+    from ..speedups import cram_challenge
+
+    if initial is not None:
+        raise _Refused("CRAM-MD5 takes no initial response: the server speaks first")
+    challenge = cram_challenge(hostname)
+    # The digest has no spaces; a user name may.
+    user, space, digest = _text((yield challenge)).rpartition(" ")
+    if not space:
+        raise _Refused("CRAM-MD5 takes a user and a digest separated by a space")
+    if not accounts.verify_cram_md5(user, challenge, digest):
+        raise _Refused(AUTH_FAILED)
+    return normalize_address(user)
+
+
+def _scram_sha256(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange:
+    """RFC 5802 with SHA-256 (RFC 7677), no channel binding."""
+    client_first = _text(initial if initial is not None else (yield b""))
+    gs2_header, authzid, client_first_bare = _split_gs2(client_first)
+    user, client_nonce = _parse_client_first_bare(client_first_bare)
+    _check_authzid(authzid, user)
+    # Both looked up whatever the answer, so that a known user costs what an unknown one does.
+    decoy = accounts.scram_decoy(user)
+    record = accounts.scram_sha256(user)
+    keys = record or decoy
+    nonce = client_nonce + secrets.token_urlsafe(SCRAM_NONCE_BYTES)
+    server_first = f"r={nonce},s={_b64(keys.salt)},i={keys.iterations}"
+    client_final = _text((yield server_first.encode("ascii")))
+    client_final_bare, proof = _parse_client_final(client_final, gs2_header, nonce)
+    auth_message = ",".join((client_first_bare, server_first, client_final_bare)).encode()
+    client_signature = hmac.digest(keys.stored_key, auth_message, "sha256")
+    client_key = bytes(a ^ b for a, b in zip(proof, client_signature))
+    proven = hmac.compare_digest(hashlib.sha256(client_key).digest(), keys.stored_key)
+    if not proven or record is None:
+        raise _Refused(AUTH_FAILED)
+    server_signature = hmac.digest(keys.server_key, auth_message, "sha256")
+    # RFC 4954 (and 3501, 5034): data with the outcome goes as one more challenge, answered
+    # with an empty line.
+    if (yield b"v=" + base64.b64encode(server_signature)) != b"":
+        raise _Refused("SCRAM-SHA-256: expected an empty answer to the server signature")
+    return normalize_address(user)
+
+
+_MECHANISMS: dict[str, Mechanism] = {
+    "SCRAM-SHA-256": _scram_sha256, "CRAM-MD5": _cram_md5, "PLAIN": _plain, "LOGIN": _login,
+}
+
+
+# -- SCRAM messages
+
+def _split_gs2(client_first: str) -> tuple[str, str, str]:
+    """The GS2 header (kept whole: the client echoes it in c=), the authzid and the rest."""
+    flag, _, rest = client_first.partition(",")
+    authzid_field, comma, bare = rest.partition(",")
+    if flag.startswith("p="):
+        raise _Refused("SCRAM-SHA-256: channel binding is not supported; use n,,")
+    # "y": the client could bind but believes we cannot, which is right.
+    if flag not in ("n", "y") or not comma:
+        raise _Refused("SCRAM-SHA-256: malformed GS2 header")
+    authzid = ""
+    if authzid_field:
+        if not authzid_field.startswith("a="):
+            raise _Refused("SCRAM-SHA-256: malformed authzid")
+        authzid = _saslname(authzid_field[2:])
+    return client_first[:len(client_first) - len(bare)], authzid, bare
+
+
+def _parse_client_first_bare(bare: str) -> tuple[str, str]:
+    if bare.startswith("m="):
+        raise _Refused("SCRAM-SHA-256: mandatory extension not supported")
+    fields = bare.split(",")
+    if len(fields) < 2 or not fields[0].startswith("n=") or not fields[1].startswith("r="):
+        raise _Refused("SCRAM-SHA-256: client-first message needs n= and r=")
+    nonce = fields[1][2:]
+    if not _NONCE.fullmatch(nonce):
+        raise _Refused("SCRAM-SHA-256: malformed client nonce")
+    return _saslname(fields[0][2:]), nonce
+
+
+def _parse_client_final(message: str, gs2_header: str, nonce: str) -> tuple[str, bytes]:
+    """The message without its proof (part of AuthMessage) and the decoded proof."""
+    bare, sep, proof = message.rpartition(",p=")
+    fields = bare.split(",")
+    if not sep or len(fields) < 2:
+        raise _Refused("SCRAM-SHA-256: client-final message needs c=, r= and p=")
+    # Without channel binding, c= carries just the GS2 header: a mismatch means someone in
+    # the middle changed what the client asked for.
+    if fields[0] != "c=" + _b64(gs2_header.encode("utf-8")):
+        raise _Refused("SCRAM-SHA-256: channel binding data does not match the GS2 header")
+    if fields[1] != "r=" + nonce:
+        raise _Refused("SCRAM-SHA-256: nonce mismatch")
+    try:
+        proof_bytes = base64.b64decode(proof, validate=True)
+    except binascii.Error:
+        raise _Refused("SCRAM-SHA-256: malformed proof") from None
+    if len(proof_bytes) != hashlib.sha256().digest_size:
+        raise _Refused("SCRAM-SHA-256: proof of the wrong length")
+    return bare, proof_bytes
+
+
+def _saslname(text: str) -> str:
+    """RFC 5802 section 5.1: "," and "=" in names travel as "=2C" and "=3D"."""
+    if not text or _BAD_SASLNAME_ESCAPE.search(text):
+        raise _Refused("SCRAM-SHA-256: malformed user name")
+    return text.replace("=2C", ",").replace("=3D", "=")
+
+
+# -- shared helpers
+
+def _initial_bytes(initial_response: str | None) -> bytes | None:
+    if initial_response is None or initial_response == "":
+        return None
+    if initial_response == EMPTY_INITIAL_RESPONSE:
+        return b""
+    return _decode(initial_response)
+
+
+def _decode(line: str) -> bytes:
+    line = line.strip()
+    if len(line) > MAX_LINE:
+        raise _Refused(f"client line longer than {MAX_LINE} characters")
+    try:
+        return base64.b64decode(line.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise _Refused("malformed base64") from None
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Refused("not UTF-8") from None
+
+
+def _check_authzid(authzid: str, user: str) -> None:
+    """Acting as someone else (proxy authorization) is not supported: an authzid, when given,
+    must name the user who logs in."""
+    if authzid and _canonical(authzid) != _canonical(user):
+        raise _Refused("authorization identity differs from the user: "
+                       "proxy authentication is not supported")
+
+
+def _canonical(name: str) -> str:
+    try:
+        return normalize_address(name)
+    except UsageError:
+        return name
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
