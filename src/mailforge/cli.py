@@ -64,6 +64,9 @@ def cmd_init(args: argparse.Namespace, _: None) -> int:
     config = configuration.Config()
     if args.hostname:
         config.server.hostname = args.hostname
+    for name in configuration.INIT_SERVICES:
+        service = getattr(config, name)
+        service.listen = service.listen or [f"127.0.0.1:{configuration.SERVICE_PORTS[name]}"]
     # Check what we are about to write with the same rules `load` applies.
     configuration.from_dict({"server": {"hostname": config.server.hostname}}, "--hostname")
     for sub in DATA_SUBDIRS:
@@ -84,7 +87,15 @@ def cmd_serve(args: argparse.Namespace, config: configuration.Config) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    warn_open_relay(config)
     return serve(config)
+
+
+def warn_open_relay(config: configuration.Config) -> None:
+    if config.relay.mode == "open":
+        print("mailforge: WARNING: [relay] mode = \"open\": anyone on the internet can send mail "
+              "through this server to any domain. Spammers find open relays within hours.",
+              file=sys.stderr, flush=True)
 
 
 def cmd_check_config(args: argparse.Namespace, config: configuration.Config) -> int:
@@ -93,6 +104,7 @@ def cmd_check_config(args: argparse.Namespace, config: configuration.Config) -> 
     Accounts(config.accounts_db).close()
     for warning in tls.check(config):
         print(f"mailforge: warning: {warning}", file=sys.stderr)
+    warn_open_relay(config)
     services = ", ".join(f"{name} {' '.join(svc.listen)}" for name, svc in config.services().items())
     print(f"mailforge: {config.path} is valid ({services or 'no services enabled'})")
     return EXIT_OK

@@ -32,6 +32,8 @@ class ServerConfig:
     grace_period: float = 30.0
     # A worker that has not proved it is alive for this long is killed and replaced.
     worker_timeout: float = 30.0
+    # SASL PLAIN and LOGIN send the password itself: only inside TLS unless this is true.
+    allow_plaintext_auth: bool = False
 
 
 @dataclass
@@ -68,6 +70,8 @@ class TLSConfig:
 class RelayConfig:
     mode: str = "authenticated"
     networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])
+    # On submission, the envelope sender must be the logged-in user or one of its aliases.
+    sender_login_match: bool = True
 
 
 @dataclass
@@ -95,7 +99,10 @@ SERVICE_PORTS = {
     "imaps": 2993,
 }
 # Services whose protocol this build serves; the others are configurable but stay off.
-IMPLEMENTED_SERVICES = ("smtp",)
+IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps")
+# What `mailforge init` turns on (it makes the certificate they need); a config that does not
+# mention a service leaves it off.
+INIT_SERVICES = IMPLEMENTED_SERVICES
 RELAY_MODES = ("none", "authenticated", "networks", "open")
 
 
@@ -214,6 +221,10 @@ def _coerce(value: object, hint: object, path: Path | str, key: str) -> object:
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, key, f"expected true or false, got {value!r}")
+        return value
     if hint in (str, int, float):
         if not isinstance(value, hint) or isinstance(value, bool):
             raise ConfigError(path, key, f"expected {_type_name(hint)}, got {value!r}")

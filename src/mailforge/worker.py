@@ -9,6 +9,7 @@ lets sessions in progress finish for the grace period, then tells the rest `421`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -20,13 +21,15 @@ from dataclasses import dataclass
 
 import uvloop
 
+from . import tls
 from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
 from .protocols import smtpd
 from .protocols.smtp import SMTPSettings
-from .protocols.transport import Connection
+from .policy.relay import RelayPolicy
+from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient
 
@@ -42,10 +45,15 @@ class ProtocolSpec:
     serve: Callable[[Connection, object], Awaitable[None]]
     refusal: Callable[[str, str], bytes]
     shutdown_reply: Callable[[str], bytes]
+    implicit_tls: bool = False  # the TLS handshake comes before the greeting
+    require_auth: bool = False  # submission
 
 
+_SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply)
 PROTOCOLS: dict[str, ProtocolSpec] = {
-    "smtp": ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply),
+    "smtp": _SMTP,
+    "submission": dataclasses.replace(_SMTP, require_auth=True),
+    "smtps": dataclasses.replace(_SMTP, implicit_tls=True),
 }
 
 
@@ -77,8 +85,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        servers = [await loop.create_server(self._new_connection, sock=sock, backlog=LISTEN_BACKLOG)
-                   for sock in self.listeners]
+        servers = [await self._listen(loop, sock) for sock in self.listeners]
         ticker = loop.create_task(self._tick())
         await self._stop.wait()
         self.stopping = True
@@ -95,10 +102,24 @@ class Worker:
         self.accounts = Accounts(self.config.accounts_db)
         self.spool = Spool(self.config.queue_dir, self.executor)
         self.ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
-        limits = self.config.limits
-        settings = SMTPSettings(self.config.server.hostname, limits.max_message_size,
-                                limits.max_recipients, limits.max_line_length)
-        return smtpd.SMTPContext(settings, self.spool, self.accounts, self)
+        tls_context = tls.load_server_context(self.config) if tls.certificate_present(self.config) else None
+        if self.protocol.implicit_tls and tls_context is None:
+            raise MailforgeError(f"[{self.service}] needs a TLS certificate ([tls] cert)")
+        limits, config = self.config.limits, self.config
+        settings = SMTPSettings(
+            config.server.hostname, limits.max_message_size, limits.max_recipients,
+            limits.max_line_length, relay=RelayPolicy.from_config(config.relay),
+            tls_available=tls_context is not None, require_auth=self.protocol.require_auth,
+            allow_plaintext_auth=config.server.allow_plaintext_auth,
+            sender_login_match=config.relay.sender_login_match)
+        return smtpd.SMTPContext(settings, self.spool, self.accounts, self, tls_context)
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> asyncio.Server:
+        if not self.protocol.implicit_tls:
+            return await loop.create_server(self._new_connection, sock=sock, backlog=LISTEN_BACKLOG)
+        return await loop.create_server(self._new_connection, sock=sock, backlog=LISTEN_BACKLOG,
+                                        ssl=self.context.tls_context,
+                                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
 
     def _new_connection(self) -> Connection:
         return Connection(self._session)

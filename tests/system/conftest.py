@@ -39,13 +39,18 @@ def cli(conf: Path, *args: str, input: str | None = None, check: bool = True) ->
 class Server:
     """One mailforge instance: its data dir, config, and supervisor process."""
 
-    def __init__(self, root: Path, **overrides: dict) -> None:
+    def __init__(self, root: Path, tls_services: bool = False, **overrides: dict) -> None:
         self.dir = root / "var"
         subprocess.run(MAILFORGE + ["init", "--dir", str(self.dir), "--hostname", "mx.example.test"],
                        check=True, capture_output=True, timeout=60)
         self.conf = self.dir / "mailforge.toml"
-        self.port = free_port()
-        base = {"smtp": {"listen": [f"127.0.0.1:{self.port}"], "workers": 2, "idle_timeout": 30},
+        self.port, self.submission_port, self.smtps_port = free_port(), free_port(), free_port()
+        # Submission and SMTPS only where a test asks: every worker costs start-up time.
+        tls_listen = {name: {"listen": [f"127.0.0.1:{port}"] if tls_services else [], "workers": 1}
+                      for name, port in (("submission", self.submission_port),
+                                         ("smtps", self.smtps_port))}
+        base = {**tls_listen,
+                "smtp": {"listen": [f"127.0.0.1:{self.port}"], "workers": 2, "idle_timeout": 30},
                 "server": {"grace_period": 5, "worker_timeout": 10},
                 "delivery": {"workers": 1},
                 "metrics": {"listen": ""}}
@@ -90,6 +95,11 @@ class Server:
                 pass
             time.sleep(0.05)
         raise AssertionError("SMTP port never greeted")
+
+    @property
+    def ca_file(self) -> str:
+        """The self-signed certificate `init` made: what a client trusts to check the server."""
+        return str(self.config.data_dir / self.config.tls.cert)
 
     @property
     def pid(self) -> int:
@@ -164,8 +174,8 @@ def _kill_group(pgid: int) -> None:
 def make_server(tmp_path):
     servers: list[Server] = []
 
-    def factory(**overrides) -> Server:
-        server = Server(tmp_path / f"s{len(servers)}", **overrides)
+    def factory(tls_services: bool = False, **overrides) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", tls_services, **overrides)
         servers.append(server)
         return server
 

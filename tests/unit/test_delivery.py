@@ -126,8 +126,7 @@ def test_alias_and_direct_recipient_get_one_copy_per_mailbox(config, agent):
 
 
 @pytest.mark.parametrize("rcpt, reason", [("nobody@example.test", "unknown"),
-                                          ("dave@example.test", "disabled"),
-                                          ("someone@elsewhere.test", "not_local")])
+                                          ("dave@example.test", "disabled")])
 def test_undeliverable_recipients_go_to_badmail(config, agent, rcpt, reason):
     entry_id = enqueue(config, b"x\r\n", ["bob@example.test", rcpt])
     agent.step()
@@ -280,3 +279,12 @@ def test_one_mailbox_message_is_moved_from_the_queue_not_copied(config, accounts
     DeliveryAgent(config, accounts, clock=clock).step()
     assert queue_length(config.queue_dir) == 0
     assert len(delivered(config, "bob@example.test")) == 1
+
+
+def test_a_remote_recipient_stays_queued_for_outbound_delivery(config, agent):
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "someone@elsewhere.test"])
+    assert agent.step() == 1
+    assert len(delivered(config, "bob@example.test")) == 1
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    assert env.recipients == ["someone@elsewhere.test"] and "outbound" in env.last_error
+    assert not os.listdir(config.badmail_dir)

@@ -14,6 +14,7 @@ class Action(enum.Enum):
     CLOSE = "close"
     READ_DATA = "read_data"      # stream a dot-terminated body
     READ_CHUNK = "read_chunk"    # read a length-framed body chunk (BDAT)
+    STARTTLS = "starttls"        # switch the connection to TLS, then tell the machine
 
 
 @dataclass(slots=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..addresses import AddressError, parse_address
+from ..auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, Step, mechanisms
+from ..policy.relay import RelayPolicy
 from ..speedups import ParseError, parse_path, split_command
 from .session import Action, Command, Reply
 
@@ -36,7 +38,9 @@ MISSING_STEP = {
 }
 
 
-class RecipientLookup(Protocol):
+class AccountLookup(Protocol):
+    """What the session asks of auth.accounts.Accounts (and SASL asks of it in turn)."""
+
     def lookup_recipient(self, address: str): ...  # -> auth.accounts.Lookup
 
 
@@ -46,6 +50,11 @@ class SMTPSettings:
     max_message_size: int
     max_recipients: int
     max_line_length: int
+    relay: RelayPolicy = RelayPolicy("none", ())
+    tls_available: bool = False  # STARTTLS is offered (a certificate is there, TLS not yet on)
+    require_auth: bool = False  # submission: no MAIL before AUTH (RFC 6409 4.3)
+    allow_plaintext_auth: bool = False
+    sender_login_match: bool = False
 
 
 @dataclass
@@ -64,10 +73,14 @@ def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> 
 
 
 class SMTPMachine:
-    def __init__(self, settings: SMTPSettings, recipients: RecipientLookup, peer_ip: str) -> None:
+    def __init__(self, settings: SMTPSettings, accounts: AccountLookup, peer_ip: str,
+                 tls_active: bool = False) -> None:
         self.settings = settings
-        self.recipients = recipients
+        self.accounts = accounts
         self.peer_ip = peer_ip
+        self.tls_active = tls_active
+        self.user = ""  # the authenticated user, once AUTH succeeded
+        self._sasl: SASLSession | None = None
         self.state = State.CONNECTED
         self.helo_name = ""
         self.esmtp = False
@@ -88,6 +101,8 @@ class SMTPMachine:
         return self.transaction is not None
 
     def handle(self, line: bytes) -> Reply:
+        if self._sasl is not None:
+            return self._count(self._sasl_step(line))
         try:
             verb, arg = split_command(line)
         except ParseError:
@@ -127,6 +142,11 @@ class SMTPMachine:
         lines = [f"{self.settings.hostname} Hello {name} [{self.peer_ip}]", "PIPELINING",
                  f"SIZE {self.settings.max_message_size}", "VRFY", "ENHANCEDSTATUSCODES",
                  "8BITMIME", "SMTPUTF8", "CHUNKING"]
+        if self.settings.tls_available and not self.tls_active:
+            lines.insert(1, "STARTTLS")
+        offered = self._mechanisms()
+        if offered and not self.user:
+            lines.insert(1, "AUTH " + " ".join(offered))
         text = "".join(f"250-{item}\r\n" for item in lines[:-1]) + f"250 {lines[-1]}\r\n"
         return Reply(text.encode())
 
@@ -136,6 +156,8 @@ class SMTPMachine:
     def mail(self, arg: bytes) -> Reply:
         if self.transaction is not None:
             return reply(503, "5.5.1", "Error: nested MAIL command")
+        if self.settings.require_auth and not self.user:
+            return reply(530, "5.7.0", "Authentication required")
         try:
             sender, params = parse_path(arg, b"FROM")
         except ParseError as exc:
@@ -151,6 +173,9 @@ class SMTPMachine:
                 return reply(501, "5.1.7", f"Bad sender address syntax: {exc}")
             if not sender.isascii() and not transaction.smtputf8:
                 return reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF8 addresses")
+            if not self._may_send_as(sender):
+                return reply(553, "5.7.1", f"<{sender}>: Sender address rejected: not owned by "
+                             f"user {self.user}")
         self.transaction = transaction
         self.state = State.MAIL
         return reply(250, "2.1.0", "Ok")
@@ -194,11 +219,21 @@ class SMTPMachine:
         self.state = State.RCPT
         return reply(250, "2.1.5", "Ok")
 
+    def _may_send_as(self, sender: str) -> bool:
+        """On submission, a sender must be the user's own address or an alias of it."""
+        if not (self.settings.require_auth and self.settings.sender_login_match):
+            return True
+        if sender.lower() == self.user:
+            return True
+        return self.user in self.accounts.lookup_recipient(sender).mailboxes
+
     def _refuse_recipient(self, address: str) -> Reply | None:
-        status = self.recipients.lookup_recipient(address).status
+        status = self.accounts.lookup_recipient(address).status
         if status == "ok":
             return None
         if status == "not_local":
+            if self.settings.relay.may_relay(self.peer_ip, bool(self.user)):
+                return None
             return reply(554, "5.7.1", f"<{address}>: Relay access denied")
         if status == "disabled":
             return reply(550, "5.2.1", f"<{address}>: Recipient address rejected: mailbox disabled")
@@ -291,10 +326,58 @@ class SMTPMachine:
         return reply(502, "5.5.1", "Error: EXPN not available")
 
     def starttls(self, arg: bytes) -> Reply:
-        return reply(454, "4.7.0", "TLS not available")
+        if arg:
+            return reply(501, "5.5.4", "Syntax: STARTTLS")
+        if self.tls_active:
+            return reply(554, "5.5.1", "Error: TLS already active")
+        if not self.settings.tls_available:
+            return reply(454, "4.7.0", "TLS not available")
+        return Reply(b"220 2.0.0 Ready to start TLS\r\n", Action.STARTTLS)
+
+    def tls_started(self) -> None:
+        """RFC 3207 4.2: after the handshake the client starts afresh with EHLO."""
+        self.tls_active = True
+        self.transaction = None
+        self.helo_name, self.esmtp = "", False
+        self.state = State.CONNECTED
+
+    def _mechanisms(self) -> list[str]:
+        return mechanisms(self.tls_active, self.settings.allow_plaintext_auth)
 
     def auth(self, arg: bytes) -> Reply:
-        return reply(503, "5.5.1", "Error: authentication not enabled")
+        if self.user:
+            return reply(503, "5.5.1", "Error: already authenticated")
+        if self.transaction is not None:
+            return reply(503, "5.5.1", "Error: MAIL transaction in progress")
+        name, _, initial = arg.decode("ascii", "replace").partition(" ")
+        name = name.upper()
+        if name not in self._mechanisms():
+            if name in PLAINTEXT_MECHANISMS:
+                return reply(538, "5.7.11", "Encryption required for requested authentication "
+                             "mechanism")
+            return reply(504, "5.5.4", "Unsupported authentication mechanism")
+        try:
+            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)
+        except SASLError:
+            return reply(504, "5.5.4", "Unsupported authentication mechanism")
+        return self._sasl_result(self._sasl.start(initial.strip() or None))
+
+    def _sasl_step(self, line: bytes) -> Reply:
+        assert self._sasl is not None
+        if line.strip() == CANCEL.encode():
+            self._sasl = None
+            return reply(501, "5.7.0", "Authentication cancelled")
+        return self._sasl_result(self._sasl.step(line.decode("ascii", "replace")))
+
+    def _sasl_result(self, step: Step) -> Reply:
+        if step.kind == "challenge":
+            return Reply(f"334 {step.challenge}\r\n".encode())
+        self._sasl = None
+        if step.kind == "success":
+            self.user = step.user
+            return reply(235, "2.7.0", "Authentication successful")
+        # One reply for every failure: unknown user and wrong password look the same.
+        return reply(535, "5.7.8", "Error: authentication failed")
 
     # trace
 
@@ -303,6 +386,8 @@ class SMTPMachine:
         transaction = self.transaction
         assert transaction is not None
         protocol = ("UTF8SMTP" if transaction.smtputf8 else "ESMTP") if self.esmtp else "SMTP"
+        if self.esmtp:  # RFC 3848: S for TLS, A for an authenticated client
+            protocol += ("S" if self.tls_active else "") + ("A" if self.user else "")
         target = f"\r\n\tfor <{transaction.recipients[0]}>" if len(transaction.recipients) == 1 else ""
         helo = "".join(c if c.isprintable() and c not in "()\\" else "?" for c in self.helo_name)
         date = email.utils.format_datetime(email.utils.localtime())
@@ -325,5 +410,5 @@ COMMANDS: dict[str, Command] = {
     "VRFY": Command(SMTPMachine.vrfy),
     "EXPN": Command(SMTPMachine.expn),
     "STARTTLS": Command(SMTPMachine.starttls),
-    "AUTH": Command(SMTPMachine.auth),
+    "AUTH": Command(SMTPMachine.auth, State.GREETED),
 }

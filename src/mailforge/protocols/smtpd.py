@@ -8,6 +8,7 @@ session's memory stays bounded whatever the message size.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,7 +17,7 @@ from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
 from .session import Action, Reply
-from .smtp import RecipientLookup, SMTPMachine, SMTPSettings
+from .smtp import AccountLookup, SMTPMachine, SMTPSettings
 from .transport import Connection, ConnectionClosed, LineTooLong
 
 log = logging.getLogger("mailforge.smtp")
@@ -32,8 +33,9 @@ class SMTPContext:
 
     settings: SMTPSettings
     spool: Spool
-    recipients: RecipientLookup
+    accounts: AccountLookup
     worker: StopSignal
+    tls_context: ssl.SSLContext | None = None
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
@@ -51,7 +53,7 @@ class SMTPDriver:
     def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
         self.conn = conn
         self.ctx = ctx
-        self.machine = SMTPMachine(ctx.settings, ctx.recipients, conn.peer_ip)
+        self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
         self.pending: list[bytes] = []
 
@@ -69,6 +71,12 @@ class SMTPDriver:
                     self.pending.append(result.text)
                 if result.action is Action.CLOSE:
                     return
+                if result.action is Action.STARTTLS:
+                    self._flush()
+                    assert self.ctx.tls_context is not None
+                    await self.conn.start_tls(self.ctx.tls_context)
+                    machine.tls_started()
+                    continue
                 if not conn.has_buffered_line() or result.action is not Action.NONE:
                     self._flush()
                 if self.spool_file is not None and not machine.in_transaction:

@@ -9,6 +9,7 @@ are enforced by the worker's sweeper looking at `last_activity`, not by a timer 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import typing
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,8 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 # A chunk handed to DATA/BDAT readers: large enough to amortise per-call costs.
 MAX_CHUNK = 256 * 1024
+# A client that does not finish its TLS handshake in this long is dropped.
+TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 class ConnectionClosed(Exception):
@@ -31,7 +34,7 @@ class LineTooLong(Exception):
 class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
-                 "interruptible", "task")
+                 "interruptible", "tls", "task")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -50,6 +53,7 @@ class Connection(asyncio.Protocol):
         # True while the driver waits for a command outside any transaction: a stopping worker
         # may then close the session at once instead of waiting out the grace period.
         self.interruptible = False
+        self.tls = False  # implicit TLS, or STARTTLS done
         self.task: asyncio.Task[None] | None = None
 
     # asyncio.Protocol callbacks
@@ -61,6 +65,7 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip, self.peer_port = _unmap(peer[0]), peer[1]
         self.local_port = sock[1] if len(sock) > 1 else 0
+        self.tls = transport.get_extra_info("ssl_object") is not None
         self.task = self._loop.create_task(self._handler(self))
 
     def data_received(self, data: bytes) -> None:
@@ -139,6 +144,22 @@ class Connection(asyncio.Protocol):
     def discard_input(self) -> None:
         """Drop unread input: nothing sent before a TLS handshake may be acted on after it."""
         self._consume(len(self._buffer))
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """STARTTLS: whatever the client sent before the handshake is thrown away unread, so
+        commands pipelined behind STARTTLS cannot ride into the encrypted session
+        (CVE-2011-0411)."""
+        assert self.transport is not None
+        self.discard_input()
+        try:
+            self.transport = await self._loop.start_tls(
+                self.transport, self, context, server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            self.close()
+            raise ConnectionClosed() from exc
+        self.tls = True
+        self.last_activity = time.monotonic()
 
     def _consume(self, size: int) -> None:
         del self._buffer[:size]

@@ -370,6 +370,10 @@ class DeliveryAgent:
         except AddressError as exc:
             batch.add(self._badmail_copy(entry, rcpt, f"invalid address: {exc}"))
             return
+        if lookup.status == "not_local":
+            # Accepted for relay: it waits in the queue for outbound delivery (a later issue).
+            entry.failed[rcpt] = "remote domain: outbound delivery is not available yet"
+            return
         if lookup.status != "ok" or not lookup.mailboxes:
             batch.add(self._badmail_copy(entry, rcpt, lookup.status))
             return
