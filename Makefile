@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := var
 # Debian packages the tests drive as real clients.
-TEST_DEBS := swaks
+TEST_DEBS := swaks openssl
 
 .PHONY: run test setup test-debs bench clean
 

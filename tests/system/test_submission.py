@@ -153,23 +153,41 @@ def test_commands_pipelined_behind_starttls_are_discarded(tls_server):
             assert tls.recv(1000).startswith(b"250 2.0.0 Ok")
 
 
-@pytest.mark.parametrize("mode, authenticated, accepted", [
-    ("none", True, False), ("authenticated", False, False), ("authenticated", True, True),
-    ("networks", False, True), ("open", False, True)])
-def test_relay_modes(make_server, mode, authenticated, accepted):
-    server = make_server(relay={"mode": mode, "networks": ["127.0.0.0/8"]})
-    server.start()
-    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+# Who may relay, per mode: (unauthenticated from a listed network, from an unlisted one,
+# authenticated from an unlisted one). Local mail is accepted in every case.
+RELAY_MATRIX = {
+    "none": (False, False, False),
+    "authenticated": (False, False, True),
+    "networks": (True, False, True),
+    "open": (True, True, True),
+}
+LISTED, UNLISTED = "127.0.0.2", "127.0.0.1"
+
+
+def rcpt_replies(server, source: str, authenticated: bool) -> tuple[int, int]:
+    """(reply code for a remote recipient, for a local one)."""
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=(source, 0)) as client:
         client.starttls(context=client_context(server))
         client.ehlo("client.test")
         if authenticated:
             client.login(USER, PASSWORD)
         client.mail(USER)
-        code, text = client.rcpt("someone@remote.test")
-        assert (code == 250) is accepted, (code, text)
-        if not accepted:
-            assert (code, text[:5]) == (554, b"5.7.1")
-        assert client.rcpt(USER)[0] == 250  # local mail never asks the relay rule
+        remote = client.rcpt("someone@remote.test")
+        local = client.rcpt(USER)
+    if remote[0] != 250:
+        assert remote[1][:5] == b"5.7.1"
+    return remote[0], local[0]
+
+
+@pytest.mark.parametrize("mode", RELAY_MATRIX)
+def test_relay_matrix(make_server, mode):
+    server = make_server(relay={"mode": mode, "networks": [f"{LISTED}/32"]})
+    server.start()
+    cases = ((LISTED, False), (UNLISTED, False), (UNLISTED, True))
+    for (source, authenticated), allowed in zip(cases, RELAY_MATRIX[mode]):
+        remote, local = rcpt_replies(server, source, authenticated)
+        assert remote == (250 if allowed else 554), (mode, source, authenticated)
+        assert local == 250, (mode, source, authenticated)
 
 
 def test_open_relay_warns_loudly(make_server):
@@ -188,3 +206,15 @@ def test_swaks_with_tls_and_auth(tls_server):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "235 2.7.0" in result.stdout
     tls_server.wait_delivered(1)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is installed by `make test`")
+def test_openssl_s_client_starttls(tls_server):
+    result = subprocess.run(
+        ["openssl", "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{tls_server.port}",
+         "-CAfile", tls_server.ca_file, "-verify_hostname", HOSTNAME, "-verify_return_error",
+         "-crlf", "-quiet"],
+        input="EHLO openssl.test\nQUIT\n", capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "250-mx.example.test Hello openssl.test" in result.stdout
+    assert "221 2.0.0" in result.stdout
