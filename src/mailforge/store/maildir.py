@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..queue.commit import fsync_dir as _fsync_dir
+
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
 
 
@@ -81,14 +83,6 @@ def ensure_maildir_durable(store_dir: Path, path: Path) -> Path:
         if parent == store_dir:
             break
     return path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
