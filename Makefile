@@ -31,7 +31,7 @@ test-debs:
 # The whole suite with the Cython core, then the protocol tests again on the pure-Python twins.
 test: setup test-debs
 	$(BIN)/python -m pytest -q
-	MAILFORGE_PUREPYTHON=1 $(BIN)/python -m pytest -q -p no:randomly tests/system/test_smtp_delivery.py tests/system/test_limits.py
+	MAILFORGE_PUREPYTHON=1 $(BIN)/python -m pytest -q tests/system/test_smtp_delivery.py tests/system/test_limits.py
 
 bench: setup
 	$(BIN)/python -m bench.load smtp --clients 50 --messages 20000 --size 1024

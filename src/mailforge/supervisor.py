@@ -547,6 +547,9 @@ class Supervisor:
         try:
             new = self.targets.load_config(self.config.path)
             _check_reloadable(self.config, new)
+            # A certificate broken since start must not retire workers that still serve.
+            for warning in tls.check(new):
+                log.warning("%s", warning)
             listeners = self._rebind(new)
         except (MailforgeError, OSError) as exc:
             log.error("reload failed, still running the previous config: %s", exc)

@@ -150,3 +150,16 @@ def test_port_in_use_is_one_clear_line(make_server):
                             text=True, timeout=30)
     assert result.returncode == 2
     assert f"127.0.0.1:{first.port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reload_with_a_broken_certificate_keeps_the_running_workers(make_server):
+    server = make_server(tls_services=True)
+    server.start()
+    before = set(server.worker_pids("submission"))
+    (server.config.data_dir / server.config.tls.key).write_text("not a key\n")
+    os.kill(server.pid, signal.SIGHUP)
+    time.sleep(1.5)
+    assert set(server.worker_pids("submission")) == before
+    assert "reload failed" in server.log() and "[tls] key" in server.log()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+        assert client.noop()[0] == 250
