@@ -1,7 +1,6 @@
 """TLS (STARTTLS and implicit), SMTP AUTH, submission rules and relay control, over real sockets."""
 
 import base64
-import hmac
 import shutil
 import smtplib
 import socket

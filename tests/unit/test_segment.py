@@ -13,7 +13,6 @@ from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import Envelope, decode
 from mailforge.queue.segment import SegmentError, encode_record, read_records, record_count, seal_orphans
 from mailforge.queue.spool import SPILL_SIZE, Spool, queue_length, recover
-from mailforge.store.maildir import mailbox_path
 
 from .test_delivery import NOW, Clock, accounts, accounts_template, config, delivered  # noqa: F401
 

@@ -8,7 +8,7 @@ import random
 import resource
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from mailforge.speedups import crammd5, parse, spool
 
