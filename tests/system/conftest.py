@@ -39,7 +39,7 @@ def cli(conf: Path, *args: str, input: str | None = None, check: bool = True) ->
 class Server:
     """One mailforge instance: its data dir, config, and supervisor process."""
 
-    def __init__(self, root: Path, tls_services: bool = False, pop3: bool = False,
+    def __init__(self, root: Path, tls_services: bool = False, pop3_services: bool = False,
                  **overrides: dict) -> None:
         self.dir = root / "var"
         subprocess.run(MAILFORGE + ["init", "--dir", str(self.dir), "--hostname", "mx.example.test"],
@@ -50,7 +50,7 @@ class Server:
         # Submission, SMTPS, POP3 and POP3S only where a test asks: every worker costs start-up time.
         optional = [("submission", self.submission_port, tls_services),
                     ("smtps", self.smtps_port, tls_services),
-                    ("pop3", self.pop3_port, pop3), ("pop3s", self.pop3s_port, pop3)]
+                    ("pop3", self.pop3_port, pop3_services), ("pop3s", self.pop3s_port, pop3_services)]
         listen = {name: {"listen": [f"127.0.0.1:{port}"] if wanted else [], "workers": 1}
                       for name, port, wanted in optional}
         base = {**listen,
@@ -178,8 +178,8 @@ def _kill_group(pgid: int) -> None:
 def make_server(tmp_path):
     servers: list[Server] = []
 
-    def factory(tls_services: bool = False, pop3: bool = False, **overrides) -> Server:
-        server = Server(tmp_path / f"s{len(servers)}", tls_services, pop3, **overrides)
+    def factory(tls_services: bool = False, pop3_services: bool = False, **overrides) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", tls_services, pop3_services, **overrides)
         servers.append(server)
         return server
 
