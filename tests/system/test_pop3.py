@@ -9,6 +9,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -270,3 +271,69 @@ def test_kill_9_of_the_worker_leaves_no_in_use(plain_server):
     client = _login_when_free(plain_server)
     assert client.stat()[0] == 1  # the DELE died with the session
     client.quit()
+
+
+@pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail not installed")
+def test_fetchmail_downloads_1000_messages_with_exact_bytes(tls_server, tmp_path):
+    messages = [b"Subject: m%d\r\n\r\n" % i + b".dot\r\n" * (i % 3) + b"body %d\r\n" % i * (i % 50)
+                for i in range(1000)]
+    deliver(tls_server, messages)
+    expected = sorted(data.replace(b"\r\n", b"\n") for data in stored(tls_server).values())
+    out = tmp_path / "fetched"
+    out.mkdir()
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(
+        f'set no syslog\nset invisible\n'
+        f'poll 127.0.0.1 port {tls_server.pop3s_port} proto pop3 auth password\n'
+        f'  user "{USER}" there with password "{PASSWORD}" is "fetcher" here\n'
+        f'  ssl sslcertck sslcertfile "{tls_server.ca_file}" sslcommonname "{HOSTNAME}"\n'
+        # The MDA gets each message as fetchmail delivers it: local LF line ends.
+        f'  fetchall norewrite mda "cat > {out}/m.$$"\n')
+    rc.chmod(0o600)
+    env = {**os.environ, "HOME": str(tmp_path)}
+    result = subprocess.run(["fetchmail", "-f", str(rc), "--nodetach", "--idfile",
+                             str(tmp_path / "ids"), "--pidfile", str(tmp_path / "pid")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(path.read_bytes() for path in out.iterdir()) == expected
+    assert not stored(tls_server)  # fetchmail deleted what it fetched, at QUIT
+
+
+def test_delivery_during_sessions_loses_and_duplicates_nothing(plain_server):
+    """Two fetchers take turns on the maildrop (the loser of a race gets [IN-USE]) while SMTP
+    keeps delivering: every message is fetched exactly once."""
+    total = 150
+    fetched: list[bytes] = []
+    delivering = threading.Thread(target=deliver_one_by_one, args=(plain_server, total))
+    fetchers = [threading.Thread(target=fetch_until, args=(plain_server, total, fetched))
+                for _ in range(2)]
+    for thread in (delivering, *fetchers):
+        thread.start()
+    for thread in (delivering, *fetchers):
+        thread.join(timeout=120)
+    subjects = sorted(fetched)
+    assert subjects == sorted(b"Subject: c%d" % i for i in range(total))
+    assert not stored(plain_server)
+
+
+def deliver_one_by_one(server, total):
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+        for i in range(total):
+            client.sendmail("bob@remote.test", [USER], b"Subject: c%d\r\n\r\nbody\r\n" % i)
+
+
+def fetch_until(server, total, fetched, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while len(fetched) < total and time.monotonic() < deadline:
+        try:
+            client = login(server)
+        except poplib.error_proto as exc:
+            assert b"[IN-USE]" in exc.args[0]
+            continue
+        mine = []
+        for number in range(1, client.stat()[0] + 1):
+            lines = client.retr(number)[1]
+            mine += [line for line in lines if line.startswith(b"Subject: ")]
+            client.dele(number)
+        client.quit()
+        fetched += mine  # only once QUIT said the deletes are done
