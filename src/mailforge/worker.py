@@ -27,10 +27,10 @@ from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
+from .policy.relay import RelayPolicy
 from .protocols import pop3d, smtpd
 from .protocols.pop3 import POP3Settings
 from .protocols.smtp import SMTPSettings
-from .policy.relay import RelayPolicy
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient

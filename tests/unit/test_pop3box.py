@@ -68,7 +68,7 @@ def test_cur_message_without_size_and_odd_names(maildir):
     sizes = {m.uid: m.size for m in box.messages}
     box.close()
     assert sizes["1.x"] == 6
-    assert [uid for uid in sizes if uid != "1.x"][0] != long  # too long for a UIDL: a digest
+    assert next(uid for uid in sizes if uid != "1.x") != long  # too long for a UIDL: a digest
 
 
 def test_lock_refuses_a_second_session_and_dies_with_the_process(maildir):
@@ -78,11 +78,9 @@ def test_lock_refuses_a_second_session_and_dies_with_the_process(maildir):
     box.close()
     Maildrop.open(maildir).close()
     # A process killed while holding the lock leaves nothing behind that keeps users out.
-    child = subprocess.Popen([sys.executable, "-c",
-                              "import fcntl, os, sys, time; "
-                              f"fd = os.open({str(maildir / LOCK_NAME)!r}, os.O_RDWR); "
-                              "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); "
-                              "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = (f"import fcntl, os, time; fd = os.open({str(maildir / LOCK_NAME)!r}, os.O_RDWR); "
+              "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "locked"
     with pytest.raises(MaildropBusy):
         Maildrop.open(maildir)

@@ -18,7 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, Step, mechanisms
+from ..auth.sasl import (
+    CANCEL,
+    PLAINTEXT_MECHANISMS,
+    SASLError,
+    SASLSession,
+    Step,
+    mechanisms,
+)
 from ..speedups import ParseError, parse_pop3
 from .session import Action, Command, Reply
 
@@ -34,7 +41,7 @@ class State(enum.IntEnum):
     TRANSACTION = 1
 
 
-class Accounts(Protocol):
+class PasswordCheck(Protocol):
     """What USER/PASS ask of auth.accounts.Accounts (SASL asks more of it, see auth.sasl)."""
 
     def check_password(self, address: str, password: str) -> bool: ...
@@ -61,7 +68,8 @@ def multiline(first: str, lines: list[str]) -> Reply:
 
 
 class POP3Machine:
-    def __init__(self, settings: POP3Settings, accounts: Accounts, tls_active: bool = False) -> None:
+    def __init__(self, settings: POP3Settings, accounts: PasswordCheck,
+                 tls_active: bool = False) -> None:
         self.settings = settings
         self.accounts = accounts
         self.tls_active = tls_active

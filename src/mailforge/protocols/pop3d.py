@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from ..auth.accounts import Accounts
 from ..store.maildir import mailbox_path
 from ..store.pop3box import Maildrop, MaildropBusy
 from .pop3 import POP3Machine, POP3Settings
@@ -24,6 +26,7 @@ from .session import Action, Reply
 from .transport import Connection, ConnectionClosed, LineTooLong
 
 log = logging.getLogger("mailforge.pop3")
+T = TypeVar("T")
 
 # The longest line read: RFC 2449 4 allows commands of 255 octets, but AUTH answers (base64
 # SCRAM or PLAIN messages) are longer; auth.sasl refuses them past its own limit.
@@ -39,7 +42,7 @@ class POP3Context:
     """What every session of one worker shares."""
 
     settings: POP3Settings
-    accounts: object  # auth.accounts.Accounts
+    accounts: Accounts
     store_dir: Path
     executor: Executor
     worker: StopSignal
@@ -92,7 +95,7 @@ class POP3Driver:
     def __init__(self, conn: Connection, ctx: POP3Context) -> None:
         self.conn = conn
         self.ctx = ctx
-        self.machine = POP3Machine(ctx.settings, ctx.accounts, tls_active=conn.tls)  # type: ignore[arg-type]
+        self.machine = POP3Machine(ctx.settings, ctx.accounts, tls_active=conn.tls)
         self.maildrop: Maildrop | None = None
         self.pending: list[bytes] = []
 
@@ -178,7 +181,7 @@ class POP3Driver:
                       len(deleted))
         return self.machine.updated(failed)
 
-    async def _in_thread(self, function, *args):  # type: ignore[no-untyped-def]
+    async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, function, *args)
 
     def _send(self, text: bytes) -> None:
