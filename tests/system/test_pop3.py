@@ -131,7 +131,7 @@ def _login_when_free(server, timeout=10.0) -> poplib.POP3:
 def test_second_session_is_in_use_until_the_first_quits(plain_server):
     first = login(plain_server)
     second = poplib.POP3("127.0.0.1", plain_server.pop3_port, timeout=10)
-    second.user(USER)
+    second.user(USER.upper())  # the same mailbox, however it is spelt
     with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
         second.pass_(PASSWORD)
     first.quit()

@@ -78,9 +78,9 @@ def test_wrong_password_then_right():
             (b"PASS wrong", b"-ERR [AUTH] Authentication failed"),
             # The failed PASS forgot the USER (RFC 1939 7).
             (b"PASS " + PASSWORD.encode(), b"-ERR Send USER first"),
-            (b"USER alice@example.test", b"+OK")])
+            (b"USER Alice@Example.TEST", b"+OK")])
     assert m.handle(b"PASS pass word").action is Action.OPEN_MAILDROP
-    assert m.user == USER
+    assert m.user == USER  # canonical: the maildrop and its lock are found by it
 
 
 def test_auth_plain_with_initial_response_and_cancel():

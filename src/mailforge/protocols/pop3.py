@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..addresses import normalize_address
 from ..auth.sasl import (
     CANCEL,
     PLAINTEXT_MECHANISMS,
@@ -147,7 +148,8 @@ class POP3Machine:
         if not self.accounts.check_password(user, rest.decode("utf-8", "replace")):
             # One reply for every failure: unknown user and wrong password look the same.
             return err("[AUTH] Authentication failed")
-        return self._logged_in(user)
+        # The canonical form, as SASL gives: the maildrop (and its lock) is found by it.
+        return self._logged_in(normalize_address(user))
 
     def apop(self, args: list[bytes], rest: bytes) -> Reply:
         return err("APOP is not supported (passwords are stored hashed); use AUTH CRAM-MD5")
