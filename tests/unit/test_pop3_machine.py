@@ -91,6 +91,9 @@ def test_auth_plain_with_initial_response_and_cancel():
             (b"AUTH LOGIN", b"+ " + base64.b64encode(b"Username:")),
             (base64.b64encode(USER.encode()), b"+ "),
             (base64.b64encode(b"bad"), b"-ERR [AUTH] Authentication failed")])
+    run(m, [(b"AUTH PLAIN", b"+ ")])
+    assert m.line_too_long().text == b"-ERR Line too long\r\n"
+    assert m.handle(b"NOOP").text.startswith(b"-ERR NOOP is only valid after login")  # not SASL
     token = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
     assert m.handle(b"AUTH PLAIN " + token).action is Action.OPEN_MAILDROP
 

@@ -90,9 +90,9 @@ def test_lock_refuses_a_second_session_and_dies_with_the_process(maildir):
     Maildrop.open(maildir).close()
 
 
-def test_missing_maildir_is_an_empty_maildrop(tmp_path):
-    box = Maildrop.open(tmp_path / "new-user" / "Maildir")
-    assert box.messages == []
+def test_a_user_without_a_maildir_yet_has_an_empty_maildrop(tmp_path):
+    box = Maildrop.for_user(tmp_path, "new@example.test")
+    assert box.messages == [] and box.maildir == tmp_path / "example.test" / "new" / "Maildir"
     box.close()
 
 

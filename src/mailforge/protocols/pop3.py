@@ -107,6 +107,7 @@ class POP3Machine:
         return self._count(command.handler(self, args, line.partition(b" ")[2]))
 
     def line_too_long(self) -> Reply:
+        self._sasl = None  # an AUTH answer that long is no answer: the exchange is over
         return self._count(err("Line too long"))
 
     def _count(self, result: Reply) -> Reply:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from ..auth.accounts import Accounts
-from ..store.maildir import mailbox_path
 from ..store.pop3box import Maildrop, MaildropBusy
 from .pop3 import POP3Machine, POP3Settings
 from .session import Action, Reply
@@ -149,14 +148,13 @@ class POP3Driver:
 
     async def _open_maildrop(self) -> Reply:
         user = self.machine.user
-        path = mailbox_path(self.ctx.store_dir, user)
         try:
-            self.maildrop = await self._in_thread(Maildrop.open, path)
+            self.maildrop = await self._in_thread(Maildrop.for_user, self.ctx.store_dir, user)
         except MaildropBusy:
             log.info("%s: maildrop in use, refused login from %s", user, self.conn.peer_ip)
             return self.machine.maildrop_busy()
         except OSError as exc:
-            log.error("%s: cannot open maildrop %s: %s", user, path, exc)
+            log.error("%s: cannot open maildrop: %s", user, exc)
             return self.machine.maildrop_failed()
         log.info("%s: POP3 login from %s, %d messages", user, self.conn.peer_ip,
                  len(self.maildrop.messages))

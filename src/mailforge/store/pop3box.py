@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .maildir import ensure_maildir
+from .maildir import ensure_maildir, mailbox_path
 
 # Beside new/ cur/ tmp/; Maildir readers ignore other files at the top.
 LOCK_NAME = "mailforge-pop3.lock"
@@ -52,6 +52,11 @@ class Maildrop:
         self.maildir = maildir
         self.messages = messages
         self._lock_fd = lock_fd
+
+    @classmethod
+    def for_user(cls, store_dir: Path, address: str) -> Maildrop:
+        """The maildrop of a canonical `local@domain` address (see `open`)."""
+        return cls.open(mailbox_path(store_dir, address))
 
     @classmethod
     def open(cls, maildir: Path) -> Maildrop:
