@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := var
 # Debian packages the tests drive as real clients.
-TEST_DEBS := swaks openssl
+TEST_DEBS := swaks openssl curl fetchmail
 
 .PHONY: run test setup test-debs bench clean
 
@@ -31,7 +31,7 @@ test-debs:
 # The whole suite with the Cython core, then the protocol tests again on the pure-Python twins.
 test: setup test-debs
 	$(BIN)/python -m pytest -q
-	MAILFORGE_PUREPYTHON=1 $(BIN)/python -m pytest -q tests/system/test_smtp_delivery.py tests/system/test_limits.py
+	MAILFORGE_PUREPYTHON=1 $(BIN)/python -m pytest -q tests/system/test_smtp_delivery.py tests/system/test_limits.py tests/system/test_pop3.py
 
 bench: setup
 	$(BIN)/python -m bench.load smtp --clients 50 --messages 20000 --size 1024

@@ -99,7 +99,7 @@ SERVICE_PORTS = {
     "imaps": 2993,
 }
 # Services whose protocol this build serves; the others are configurable but stay off.
-IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps")
+IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
 # What `mailforge init` turns on (it makes the certificate they need); a config that does not
 # mention a service leaves it off.
 INIT_SERVICES = IMPLEMENTED_SERVICES

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +27,10 @@ from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
-from .protocols import smtpd
-from .protocols.smtp import SMTPSettings
 from .policy.relay import RelayPolicy
+from .protocols import pop3d, smtpd
+from .protocols.pop3 import POP3Settings
+from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient
@@ -40,20 +42,48 @@ TICK = 1.0
 LISTEN_BACKLOG = 1024
 
 
+SessionContext = smtpd.SMTPContext | pop3d.POP3Context
+
+
 @dataclass(frozen=True)
 class ProtocolSpec:
     serve: Callable[[Connection, object], Awaitable[None]]
     refusal: Callable[[str, str], bytes]
     shutdown_reply: Callable[[str], bytes]
+    # What the worker's sessions share, made once the common resources are up.
+    context: Callable[[Worker, ssl.SSLContext | None], SessionContext]
     implicit_tls: bool = False  # the TLS handshake comes before the greeting
     require_auth: bool = False  # submission
 
 
-_SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply)
+def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.SMTPContext:
+    config = worker.config
+    worker.spool = Spool(config.queue_dir, worker.executor)
+    settings = SMTPSettings(
+        config.server.hostname, config.limits.max_message_size, config.limits.max_recipients,
+        config.limits.max_line_length, relay=RelayPolicy.from_config(config.relay),
+        tls_available=tls_context is not None, require_auth=worker.protocol.require_auth,
+        allow_plaintext_auth=config.server.allow_plaintext_auth,
+        sender_login_match=config.relay.sender_login_match)
+    return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, tls_context)
+
+
+def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:
+    config = worker.config
+    settings = POP3Settings(config.server.hostname, tls_available=tls_context is not None,
+                            allow_plaintext_auth=config.server.allow_plaintext_auth)
+    return pop3d.POP3Context(settings, worker.accounts, config.store_dir, worker.executor,
+                             worker, tls_context)
+
+
+_SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply, _smtp_context)
+_POP3 = ProtocolSpec(pop3d.serve, pop3d.refusal, pop3d.shutdown_reply, _pop3_context)
 PROTOCOLS: dict[str, ProtocolSpec] = {
     "smtp": _SMTP,
     "submission": dataclasses.replace(_SMTP, require_auth=True),
     "smtps": dataclasses.replace(_SMTP, implicit_tls=True),
+    "pop3": _POP3,
+    "pop3s": dataclasses.replace(_POP3, implicit_tls=True),
 }
 
 
@@ -73,6 +103,7 @@ class Worker:
         self.parent = os.getppid()
         self.stopping = False
         self.connections: set[Connection] = set()
+        self.spool: Spool | None = None  # SMTP services only
         self._stop = asyncio.Event()
 
     async def main(self) -> int:
@@ -96,23 +127,15 @@ class Worker:
         await self._shutdown_resources()
         return EXIT_OK
 
-    def _boot(self) -> smtpd.SMTPContext:
+    def _boot(self) -> SessionContext:
         self.executor = ThreadPoolExecutor(self.settings.max_threads,
                                            thread_name_prefix=f"{self.service}-io")
         self.accounts = Accounts(self.config.accounts_db)
-        self.spool = Spool(self.config.queue_dir, self.executor)
         self.ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
         tls_context = tls.load_server_context(self.config) if tls.certificate_present(self.config) else None
         if self.protocol.implicit_tls and tls_context is None:
             raise MailforgeError(f"[{self.service}] needs a TLS certificate ([tls] cert)")
-        limits, config = self.config.limits, self.config
-        settings = SMTPSettings(
-            config.server.hostname, limits.max_message_size, limits.max_recipients,
-            limits.max_line_length, relay=RelayPolicy.from_config(config.relay),
-            tls_available=tls_context is not None, require_auth=self.protocol.require_auth,
-            allow_plaintext_auth=config.server.allow_plaintext_auth,
-            sender_login_match=config.relay.sender_login_match)
-        return smtpd.SMTPContext(settings, self.spool, self.accounts, self, tls_context)
+        return self.protocol.context(self, tls_context)
 
     async def _listen(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> asyncio.Server:
         if not self.protocol.implicit_tls:
@@ -175,6 +198,7 @@ class Worker:
 
     async def _shutdown_resources(self) -> None:
         await self.ratekeeper.close()
-        await self.spool.close()
+        if self.spool is not None:
+            await self.spool.close()
         self.executor.shutdown(wait=True)
         self.accounts.close()

@@ -39,17 +39,21 @@ def cli(conf: Path, *args: str, input: str | None = None, check: bool = True) ->
 class Server:
     """One mailforge instance: its data dir, config, and supervisor process."""
 
-    def __init__(self, root: Path, tls_services: bool = False, **overrides: dict) -> None:
+    def __init__(self, root: Path, tls_services: bool = False, pop3_services: bool = False,
+                 **overrides: dict) -> None:
         self.dir = root / "var"
         subprocess.run(MAILFORGE + ["init", "--dir", str(self.dir), "--hostname", "mx.example.test"],
                        check=True, capture_output=True, timeout=60)
         self.conf = self.dir / "mailforge.toml"
         self.port, self.submission_port, self.smtps_port = free_port(), free_port(), free_port()
-        # Submission and SMTPS only where a test asks: every worker costs start-up time.
-        tls_listen = {name: {"listen": [f"127.0.0.1:{port}"] if tls_services else [], "workers": 1}
-                      for name, port in (("submission", self.submission_port),
-                                         ("smtps", self.smtps_port))}
-        base = {**tls_listen,
+        self.pop3_port, self.pop3s_port = free_port(), free_port()
+        # Submission, SMTPS, POP3 and POP3S only where a test asks: every worker costs start-up time.
+        optional = [("submission", self.submission_port, tls_services),
+                    ("smtps", self.smtps_port, tls_services),
+                    ("pop3", self.pop3_port, pop3_services), ("pop3s", self.pop3s_port, pop3_services)]
+        listen = {name: {"listen": [f"127.0.0.1:{port}"] if wanted else [], "workers": 1}
+                      for name, port, wanted in optional}
+        base = {**listen,
                 "smtp": {"listen": [f"127.0.0.1:{self.port}"], "workers": 2, "idle_timeout": 30},
                 "server": {"grace_period": 5, "worker_timeout": 10},
                 "delivery": {"workers": 1},
@@ -174,8 +178,8 @@ def _kill_group(pgid: int) -> None:
 def make_server(tmp_path):
     servers: list[Server] = []
 
-    def factory(tls_services: bool = False, **overrides) -> Server:
-        server = Server(tmp_path / f"s{len(servers)}", tls_services, **overrides)
+    def factory(tls_services: bool = False, pop3_services: bool = False, **overrides) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", tls_services, pop3_services, **overrides)
         servers.append(server)
         return server
 

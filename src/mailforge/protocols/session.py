@@ -15,6 +15,9 @@ class Action(enum.Enum):
     READ_DATA = "read_data"      # stream a dot-terminated body
     READ_CHUNK = "read_chunk"    # read a length-framed body chunk (BDAT)
     STARTTLS = "starttls"        # switch the connection to TLS, then tell the machine
+    OPEN_MAILDROP = "open_maildrop"  # POP3: lock the logged-in user's maildrop, then tell the machine
+    SEND_MESSAGE = "send_message"    # POP3 RETR/TOP: send a message of the maildrop after the reply
+    UPDATE = "update"                # POP3 QUIT: remove the deleted messages, then tell the machine
 
 
 @dataclass(slots=True)
@@ -24,10 +27,14 @@ class Reply:
     # For READ_CHUNK: how many octets follow, and whether they are to be kept.
     size: int = 0
     keep: bool = True
+    # For SEND_MESSAGE: which message of the maildrop (0-based), and how many body lines
+    # (TOP), None for the whole message (RETR).
+    message: int = 0
+    lines: int | None = None
 
     @property
     def is_error(self) -> bool:
-        return self.text[:1] in (b"4", b"5")
+        return self.text[:1] in (b"4", b"5", b"-")  # SMTP 4xx/5xx, POP3 -ERR
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +44,5 @@ class Command:
     handler: Callable[..., Reply]
     # The lowest session state the command is legal in; legality is checked once, centrally.
     requires: int = 0
+    # The highest state it is legal in (POP3's USER, PASS, AUTH, STLS: AUTHORIZATION only).
+    until: int | None = None

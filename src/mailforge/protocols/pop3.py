@@ -1,0 +1,336 @@
+"""The POP3 server state machine (RFC 1939, with RFC 2449 CAPA, 2595 STLS, 3206 response codes
+and 5034 AUTH).
+
+Pure: it turns command lines into replies and actions; no sockets and no files. The driver
+(protocols/pop3d.py) opens the maildrop after a login, sends messages and removes the deleted
+ones at QUIT, telling the machine how that went. The machine only holds the snapshot's
+listing: unique-ids and sizes.
+
+APOP (RFC 1939 7) is not offered: it needs the plaintext password on the server, and passwords
+are stored hashed. So the greeting carries no APOP timestamp and APOP answers -ERR; CRAM-MD5
+and SCRAM-SHA-256 through AUTH give the same protection without it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..addresses import normalize_address
+from ..auth.sasl import (
+    CANCEL,
+    PLAINTEXT_MECHANISMS,
+    SASLError,
+    SASLSession,
+    Step,
+    mechanisms,
+)
+from ..speedups import ParseError, parse_pop3
+from .session import Action, Command, Reply
+
+# After this many error replies the client is hung up on, as SMTP does.
+MAX_ERRORS = 20
+# A message number or line count longer than this is no number we could hold (and int() of
+# thousands of digits is slow, or refused).
+MAX_NUMBER_DIGITS = 10
+
+
+class State(enum.IntEnum):
+    AUTHORIZATION = 0
+    TRANSACTION = 1
+
+
+class PasswordCheck(Protocol):
+    """What USER/PASS ask of auth.accounts.Accounts (SASL asks more of it, see auth.sasl)."""
+
+    def check_password(self, address: str, password: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class POP3Settings:
+    hostname: str
+    tls_available: bool = False  # STLS is offered (a certificate is there, TLS not yet on)
+    allow_plaintext_auth: bool = False
+
+
+def ok(text: str, action: Action = Action.NONE) -> Reply:
+    return Reply(f"+OK {text}\r\n".encode(), action)
+
+
+def err(text: str, action: Action = Action.NONE) -> Reply:
+    return Reply(f"-ERR {text}\r\n".encode(), action)
+
+
+def multiline(first: str, lines: list[str]) -> Reply:
+    """A multi-line reply of our own lines (none starts with "."), ended by "." (RFC 1939 3)."""
+    return Reply("".join(f"{line}\r\n" for line in [f"+OK {first}", *lines, "."]).encode())
+
+
+class POP3Machine:
+    def __init__(self, settings: POP3Settings, accounts: PasswordCheck,
+                 tls_active: bool = False) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.tls_active = tls_active
+        self.state = State.AUTHORIZATION
+        self.user = ""        # the authenticated user, once the login succeeded
+        self._user_arg = ""   # the name given by USER, waiting for PASS
+        self._sasl: SASLSession | None = None
+        # The snapshot: (unique-id, size) per message, and the indexes marked by DELE.
+        self.listing: list[tuple[str, int]] = []
+        self.deleted: set[int] = set()
+        self.errors = 0
+
+    def greeting(self) -> bytes:
+        return f"+OK {self.settings.hostname} POP3 mailforge ready\r\n".encode()
+
+    @staticmethod
+    def idle_reply() -> bytes:
+        return b"-ERR Disconnected for inactivity\r\n"
+
+    def handle(self, line: bytes) -> Reply:
+        if self._sasl is not None:
+            return self._count(self._sasl_step(line))
+        try:
+            verb, args = parse_pop3(line)
+        except ParseError as exc:
+            return self._count(err(f"Bad command: {exc}"))
+        command = COMMANDS.get(verb)
+        if command is None:
+            return self._count(err("Unknown command"))
+        if self.state < command.requires:
+            return self._count(err(f"{verb} is only valid after login"))
+        if command.until is not None and self.state > command.until:
+            return self._count(err(f"{verb} is only valid before login"))
+        return self._count(command.handler(self, args, line.partition(b" ")[2]))
+
+    def line_too_long(self) -> Reply:
+        self._sasl = None  # an AUTH answer that long is no answer: the exchange is over
+        return self._count(err("Line too long"))
+
+    def _count(self, result: Reply) -> Reply:
+        if result.is_error:
+            self.errors += 1
+            if self.errors >= MAX_ERRORS:
+                return err("Too many errors, closing connection", Action.CLOSE)
+        return result
+
+    # AUTHORIZATION
+
+    def capa(self, args: list[bytes], rest: bytes) -> Reply:
+        lines = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        if self.state is State.AUTHORIZATION:
+            if self._plaintext_allowed():
+                lines.append("USER")
+            lines.append("SASL " + " ".join(self._mechanisms()))
+            if self.settings.tls_available and not self.tls_active:
+                lines.append("STLS")
+        lines.append("IMPLEMENTATION mailforge")
+        return multiline("Capability list follows", lines)
+
+    def user_command(self, args: list[bytes], rest: bytes) -> Reply:
+        if not self._plaintext_allowed():
+            return err("[AUTH] Plaintext authentication disallowed on non-secure connections; "
+                       "use STLS first")
+        if len(args) != 1:
+            return err("Syntax: USER name")
+        self._user_arg = args[0].decode("utf-8", "replace")
+        return ok("Send your password")
+
+    def pass_command(self, args: list[bytes], rest: bytes) -> Reply:
+        # The password is the rest of the line: it may hold spaces (RFC 1939 7).
+        user, self._user_arg = self._user_arg, ""
+        if not user:
+            return err("Send USER first")
+        if not rest:
+            return err("Syntax: PASS password")
+        if not self.accounts.check_password(user, rest.decode("utf-8", "replace")):
+            # One reply for every failure: unknown user and wrong password look the same.
+            return err("[AUTH] Authentication failed")
+        # The canonical form, as SASL gives: the maildrop (and its lock) is found by it.
+        return self._logged_in(normalize_address(user))
+
+    def apop(self, args: list[bytes], rest: bytes) -> Reply:
+        return err("APOP is not supported (passwords are stored hashed); use AUTH CRAM-MD5")
+
+    def auth(self, args: list[bytes], rest: bytes) -> Reply:
+        self._user_arg = ""
+        if not args:  # the RFC 1734 listing, which some clients still ask for
+            return multiline("Supported mechanisms follow", self._mechanisms())
+        if len(args) > 2:
+            return err("Syntax: AUTH mechanism [initial-response]")
+        name = args[0].decode("ascii", "replace").upper()
+        if name not in self._mechanisms():
+            if name in PLAINTEXT_MECHANISMS:
+                return err("[AUTH] Plaintext authentication disallowed on non-secure connections; "
+                           "use STLS first")
+            return err("Unsupported authentication mechanism")
+        try:
+            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)  # type: ignore[arg-type]
+        except SASLError:
+            return err("Unsupported authentication mechanism")
+        initial = args[1].decode("ascii", "replace") if len(args) == 2 else None
+        return self._sasl_result(self._sasl.start(initial))
+
+    def _sasl_step(self, line: bytes) -> Reply:
+        assert self._sasl is not None
+        if line.strip() == CANCEL.encode():
+            self._sasl = None
+            return err("Authentication cancelled")
+        return self._sasl_result(self._sasl.step(line.decode("ascii", "replace")))
+
+    def _sasl_result(self, step: Step) -> Reply:
+        if step.kind == "challenge":
+            return Reply(f"+ {step.challenge}\r\n".encode())
+        self._sasl = None
+        if step.kind == "success":
+            return self._logged_in(step.user)
+        return err("[AUTH] Authentication failed")
+
+    def _logged_in(self, user: str) -> Reply:
+        """The credentials are good: the driver now locks the maildrop (maildrop_opened)."""
+        self.user = user
+        return Reply(b"", Action.OPEN_MAILDROP)
+
+    def maildrop_opened(self, listing: list[tuple[str, int]]) -> Reply:
+        self.listing, self.deleted = listing, set()
+        self.state = State.TRANSACTION
+        return ok(f"Logged in, {len(listing)} messages ({self._octets()} octets)")
+
+    def maildrop_busy(self) -> Reply:
+        self.user = ""
+        return self._count(err("[IN-USE] Mailbox is locked by another POP3 session"))
+
+    def maildrop_failed(self) -> Reply:
+        self.user = ""
+        return self._count(err("[SYS/TEMP] Cannot open the mailbox, try again later"))
+
+    def stls(self, args: list[bytes], rest: bytes) -> Reply:
+        if args:
+            return err("Syntax: STLS")
+        if self.tls_active:
+            return err("TLS already active")
+        if not self.settings.tls_available:
+            return err("TLS not available")
+        return ok("Begin TLS negotiation", Action.STARTTLS)
+
+    def tls_started(self) -> None:
+        """RFC 2595 4: still AUTHORIZATION; nothing said before the handshake counts."""
+        self.tls_active = True
+        self._user_arg = ""
+
+    def _plaintext_allowed(self) -> bool:
+        return self.tls_active or self.settings.allow_plaintext_auth
+
+    def _mechanisms(self) -> list[str]:
+        return mechanisms(self.tls_active, self.settings.allow_plaintext_auth)
+
+    # TRANSACTION
+
+    def stat(self, args: list[bytes], rest: bytes) -> Reply:
+        if args:
+            return err("Syntax: STAT")
+        return ok(f"{len(self.listing) - len(self.deleted)} {self._octets()}")
+
+    def list_command(self, args: list[bytes], rest: bytes) -> Reply:
+        return self._scan(args, "LIST", lambda number, uid, size: f"{number} {size}")
+
+    def uidl(self, args: list[bytes], rest: bytes) -> Reply:
+        return self._scan(args, "UIDL", lambda number, uid, size: f"{number} {uid}")
+
+    def _scan(self, args: list[bytes], verb: str, line: Callable[[int, str, int], str]) -> Reply:
+        if len(args) > 1:
+            return err(f"Syntax: {verb} [message]")
+        if args:
+            index = self._message(args[0])
+            if isinstance(index, Reply):
+                return index
+            return ok(line(index + 1, *self.listing[index]))
+        lines = [line(i + 1, uid, size) for i, (uid, size) in enumerate(self.listing)
+                 if i not in self.deleted]
+        return multiline(f"{len(lines)} messages ({self._octets()} octets)", lines)
+
+    def retr(self, args: list[bytes], rest: bytes) -> Reply:
+        if len(args) != 1:
+            return err("Syntax: RETR message")
+        index = self._message(args[0])
+        if isinstance(index, Reply):
+            return index
+        return Reply(f"+OK {self.listing[index][1]} octets\r\n".encode(), Action.SEND_MESSAGE,
+                     message=index)
+
+    def top(self, args: list[bytes], rest: bytes) -> Reply:
+        if len(args) != 2 or not _is_number(args[1]):
+            return err("Syntax: TOP message lines")
+        index = self._message(args[0])
+        if isinstance(index, Reply):
+            return index
+        return Reply(b"+OK\r\n", Action.SEND_MESSAGE, message=index, lines=int(args[1]))
+
+    def dele(self, args: list[bytes], rest: bytes) -> Reply:
+        if len(args) != 1:
+            return err("Syntax: DELE message")
+        index = self._message(args[0])
+        if isinstance(index, Reply):
+            return index
+        self.deleted.add(index)
+        return ok(f"Message {index + 1} deleted")
+
+    def rset(self, args: list[bytes], rest: bytes) -> Reply:
+        if args:
+            return err("Syntax: RSET")
+        self.deleted.clear()
+        return ok(f"{len(self.listing)} messages ({self._octets()} octets)")
+
+    def noop(self, args: list[bytes], rest: bytes) -> Reply:
+        return err("Syntax: NOOP") if args else Reply(b"+OK\r\n")
+
+    def quit(self, args: list[bytes], rest: bytes) -> Reply:
+        if self.state is State.TRANSACTION and self.deleted:
+            return Reply(b"", Action.UPDATE)
+        return ok("Logging out", Action.CLOSE)
+
+    def updated(self, failed: int) -> Reply:
+        """After the UPDATE state removed the deleted messages (`failed` of them could not be)."""
+        if failed:
+            return err(f"[SYS/TEMP] {failed} deleted messages not removed", Action.CLOSE)
+        return ok(f"Logging out, {len(self.deleted)} messages deleted", Action.CLOSE)
+
+    def _message(self, arg: bytes) -> int | Reply:
+        """The 0-based index of a message number that names a message not marked deleted."""
+        if not _is_number(arg):
+            return err("Invalid message number")
+        number = int(arg)
+        if not 1 <= number <= len(self.listing):
+            return err("There is no such message")
+        if number - 1 in self.deleted:
+            return err("Message is deleted")
+        return number - 1
+
+    def _octets(self) -> int:
+        return sum(size for i, (_, size) in enumerate(self.listing) if i not in self.deleted)
+
+
+def _is_number(arg: bytes) -> bool:
+    return arg.isdigit() and len(arg) <= MAX_NUMBER_DIGITS
+
+
+COMMANDS: dict[str, Command] = {
+    "CAPA": Command(POP3Machine.capa),
+    "QUIT": Command(POP3Machine.quit),
+    "USER": Command(POP3Machine.user_command, until=State.AUTHORIZATION),
+    "PASS": Command(POP3Machine.pass_command, until=State.AUTHORIZATION),
+    "APOP": Command(POP3Machine.apop, until=State.AUTHORIZATION),
+    "AUTH": Command(POP3Machine.auth, until=State.AUTHORIZATION),
+    "STLS": Command(POP3Machine.stls, until=State.AUTHORIZATION),
+    "STAT": Command(POP3Machine.stat, State.TRANSACTION),
+    "LIST": Command(POP3Machine.list_command, State.TRANSACTION),
+    "UIDL": Command(POP3Machine.uidl, State.TRANSACTION),
+    "RETR": Command(POP3Machine.retr, State.TRANSACTION),
+    "TOP": Command(POP3Machine.top, State.TRANSACTION),
+    "DELE": Command(POP3Machine.dele, State.TRANSACTION),
+    "RSET": Command(POP3Machine.rset, State.TRANSACTION),
+    "NOOP": Command(POP3Machine.noop, State.TRANSACTION),
+}

@@ -1,0 +1,167 @@
+"""A POP3 maildrop: a locked snapshot of one Maildir, taken at login, changed only at QUIT.
+
+The snapshot is what RFC 1939 asks for: messages delivered while a session is open stay in
+new/ and are neither shown to it nor touched by its QUIT. Taking it moves new/ into cur/ (as
+Dovecot does), so the message keeps one name, and one identity, for every later reader.
+
+Sizes are of the CRLF form that POP3 sends, while the files hold LF line ends. That size is
+computed once, when a message moves into cur/, and kept in the name as Dovecot's `,W=<size>`
+(its "virtual size", the same CRLF count), so a login does not read every message again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .maildir import ensure_maildir, mailbox_path
+
+# Beside new/ cur/ tmp/; Maildir readers ignore other files at the top.
+LOCK_NAME = "mailforge-pop3.lock"
+# Maildir's info suffix for a message that was seen by a reader and has no flags (yet).
+NO_FLAGS = ":2,"
+# RFC 1939 7: a unique-id is 1 to 70 characters in 0x21..0x7E.
+MAX_UIDL = 70
+
+
+class MaildropBusy(Exception):
+    """Another POP3 session holds the maildrop."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    uid: str   # the UIDL: the Maildir base name, the identity every reader sees
+    name: str  # the file name in cur/
+    size: int  # octets of the CRLF form
+
+
+def crlf_form(data: bytes) -> bytes:
+    """The message as POP3 sends it: every line end CRLF, whatever the file holds."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+class Maildrop:
+    """Open with `Maildrop.open`; the lock is an flock on an open file, so it dies with the
+    process, even on kill -9, and no stale lock file can keep a user out."""
+
+    def __init__(self, maildir: Path, lock_fd: int, messages: list[Message]) -> None:
+        self.maildir = maildir
+        self.messages = messages
+        self._lock_fd = lock_fd
+
+    @classmethod
+    def for_user(cls, store_dir: Path, address: str) -> Maildrop:
+        """The maildrop of a canonical `local@domain` address (see `open`)."""
+        return cls.open(mailbox_path(store_dir, address))
+
+    @classmethod
+    def open(cls, maildir: Path) -> Maildrop:
+        """Lock and take the snapshot; MaildropBusy when another session has it."""
+        ensure_maildir(maildir)
+        fd = os.open(maildir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MaildropBusy() from None
+        try:
+            _claim_new(maildir)
+            messages = _list_cur(maildir)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(maildir, fd, messages)
+
+    def read(self, index: int) -> bytes:
+        """The CRLF form of a message of the snapshot."""
+        message = self.messages[index]
+        path = self.maildir / "cur" / message.name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # Another reader renamed it since (flags changed): same base, new suffix.
+            data = (self.maildir / "cur" / _find(self.maildir, message.uid)).read_bytes()
+        return crlf_form(data)
+
+    def delete(self, indexes: Iterable[int]) -> int:
+        """Remove messages of the snapshot (the UPDATE state); how many could not be removed."""
+        failed = 0
+        for index in indexes:
+            message = self.messages[index]
+            try:
+                _unlink_message(self.maildir, message)
+            except OSError:
+                failed += 1
+        return failed
+
+    def close(self) -> None:
+        """Release the lock (closing the file does it)."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def _claim_new(maildir: Path) -> None:
+    """Move new/ into cur/, recording the CRLF size in the name."""
+    with os.scandir(maildir / "new") as entries:
+        names = [entry.name for entry in entries if not entry.name.startswith(".")]
+    for name in names:
+        source = maildir / "new" / name
+        try:
+            size = len(crlf_form(source.read_bytes()))
+            plain = name.split(":", 1)[0]
+            os.rename(source, maildir / "cur" / f"{plain},W={size}{NO_FLAGS}")
+        except FileNotFoundError:
+            pass  # another reader moved it to cur/ first: the listing of cur/ finds it
+
+
+def _list_cur(maildir: Path) -> list[Message]:
+    messages = []
+    with os.scandir(maildir / "cur") as entries:
+        names = [entry.name for entry in entries if not entry.name.startswith(".")]
+    for name in names:
+        fields = name.split(":", 1)[0].split(",")
+        size = next((int(f[2:]) for f in fields[1:] if f.startswith("W=") and f[2:].isdigit()), None)
+        if size is None:  # put there by another reader: count it now
+            try:
+                size = len(crlf_form((maildir / "cur" / name).read_bytes()))
+            except FileNotFoundError:
+                continue
+        messages.append(Message(_uidl(fields[0]), name, size))
+    # Base names start with the arrival second: oldest first, the same order in every session.
+    messages.sort(key=lambda m: (_arrival(m.name), m.name))
+    return messages
+
+
+def _arrival(name: str) -> int:
+    head = name.split(".", 1)[0]
+    return int(head) if head.isdigit() and len(head) < 12 else 0
+
+
+def _uidl(base: str) -> str:
+    """The base name when it is a valid unique-id (ours always are); else a stable digest of it."""
+    if 0 < len(base) <= MAX_UIDL and all(0x21 <= ord(c) <= 0x7E for c in base):
+        return base
+    return hashlib.sha1(base.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _find(maildir: Path, uid: str) -> str:
+    with os.scandir(maildir / "cur") as entries:
+        for entry in entries:
+            if _uidl(entry.name.split(":", 1)[0].split(",", 1)[0]) == uid:
+                return entry.name
+    raise FileNotFoundError(uid)
+
+
+def _unlink_message(maildir: Path, message: Message) -> None:
+    try:
+        os.unlink(maildir / "cur" / message.name)
+    except FileNotFoundError:
+        try:
+            os.unlink(maildir / "cur" / _find(maildir, message.uid))
+        except FileNotFoundError:
+            pass  # already removed by another reader: what QUIT asked for

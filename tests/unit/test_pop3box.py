@@ -1,0 +1,100 @@
+"""The POP3 maildrop: snapshot, sizes of the CRLF form, stable UIDLs, the lock, deletes."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mailforge.store.maildir import ensure_maildir
+from mailforge.store.pop3box import LOCK_NAME, Maildrop, MaildropBusy, crlf_form
+
+
+def deliver(maildir, base, body):
+    path = maildir / "new" / f"{base},S={len(body)}"
+    path.write_bytes(body)
+    return path
+
+
+@pytest.fixture
+def maildir(tmp_path):
+    return ensure_maildir(tmp_path / "Maildir")
+
+
+def test_snapshot_moves_new_to_cur_with_crlf_sizes(maildir):
+    deliver(maildir, "1700000002.Qb.host", b"Subject: b\n\nline\n")
+    deliver(maildir, "1700000001.Qa.host", b"Subject: a\n\n")
+    box = Maildrop.open(maildir)
+    try:
+        assert [(m.uid, m.size) for m in box.messages] == [
+            ("1700000001.Qa.host", 14), ("1700000002.Qb.host", 20)]
+        assert not os.listdir(maildir / "new")
+        assert sorted(os.listdir(maildir / "cur")) == [
+            "1700000001.Qa.host,S=12,W=14:2,", "1700000002.Qb.host,S=17,W=20:2,"]
+        assert box.read(1) == b"Subject: b\r\n\r\nline\r\n"
+        assert len(box.read(1)) == box.messages[1].size
+    finally:
+        box.close()
+
+
+def test_uidls_are_stable_and_new_mail_waits_for_the_next_session(maildir):
+    deliver(maildir, "1700000001.Qa.host", b"a\n")
+    box = Maildrop.open(maildir)
+    deliver(maildir, "1700000003.Qc.host", b"c\n")
+    assert [m.uid for m in box.messages] == ["1700000001.Qa.host"]
+    assert box.delete([0]) == 0
+    box.close()
+    assert os.listdir(maildir / "new") == ["1700000003.Qc.host,S=2"]
+    box = Maildrop.open(maildir)
+    assert [m.uid for m in box.messages] == ["1700000003.Qc.host"]
+    box.close()
+
+
+def test_message_renamed_by_another_reader_is_still_read_and_deleted(maildir):
+    deliver(maildir, "1700000001.Qa.host", b"a\n")
+    box = Maildrop.open(maildir)
+    (name,) = os.listdir(maildir / "cur")
+    os.rename(maildir / "cur" / name, maildir / "cur" / (name + "S"))  # mutt marked it seen
+    assert box.read(0) == b"a\r\n"
+    assert box.delete([0]) == 0 and not os.listdir(maildir / "cur")
+    box.close()
+
+
+def test_cur_message_without_size_and_odd_names(maildir):
+    (maildir / "cur" / "1.x:2,S").write_bytes(b"x\r\ny\n")
+    long = "9" * 80
+    (maildir / "cur" / f"{long}:2,").write_bytes(b"z\n")
+    box = Maildrop.open(maildir)
+    sizes = {m.uid: m.size for m in box.messages}
+    box.close()
+    assert sizes["1.x"] == 6
+    assert next(uid for uid in sizes if uid != "1.x") != long  # too long for a UIDL: a digest
+
+
+def test_lock_refuses_a_second_session_and_dies_with_the_process(maildir):
+    box = Maildrop.open(maildir)
+    with pytest.raises(MaildropBusy):
+        Maildrop.open(maildir)
+    box.close()
+    Maildrop.open(maildir).close()
+    # A process killed while holding the lock leaves nothing behind that keeps users out.
+    holder = (f"import fcntl, os, time; fd = os.open({str(maildir / LOCK_NAME)!r}, os.O_RDWR); "
+              "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    with pytest.raises(MaildropBusy):
+        Maildrop.open(maildir)
+    child.kill()
+    child.wait()
+    child.stdout.close()
+    Maildrop.open(maildir).close()
+
+
+def test_a_user_without_a_maildir_yet_has_an_empty_maildrop(tmp_path):
+    box = Maildrop.for_user(tmp_path, "new@example.test")
+    assert box.messages == [] and box.maildir == tmp_path / "example.test" / "new" / "Maildir"
+    box.close()
+
+
+def test_crlf_form_keeps_existing_crlf():
+    assert crlf_form(b"a\r\nb\nc") == b"a\r\nb\r\nc"
