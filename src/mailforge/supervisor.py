@@ -443,10 +443,12 @@ class Supervisor:
         log.info("started %s", child.name)
         return child
 
-    def _terminate(self, child: Child, deadline: float) -> None:
+    def _terminate(self, child: Child, deadline: float, retire: bool = False) -> None:
+        """SIGTERM stops; SIGHUP retires a protocol worker after a reload: its sessions go on
+        (up to the grace period) instead of being told the service is shutting down."""
         child.retiring = True
         child.deadline = deadline
-        _signal(child.pid, signal.SIGTERM)
+        _signal(child.pid, signal.SIGHUP if retire and child.kind == WORKER else signal.SIGTERM)
 
     # ---- in the child -----------------------------------------------------------------
 
@@ -563,7 +565,7 @@ class Supervisor:
         self._spawn_generation()
         deadline = time.monotonic() + new.server.grace_period + STOP_MARGIN
         for child in old_children:
-            self._terminate(child, deadline)
+            self._terminate(child, deadline, retire=True)
         # The old generation holds its own copies until it exits; ours go now.
         _close_listeners(gone)
         log.info("reloaded %s: generation %d started, %d old processes retiring",

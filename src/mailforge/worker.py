@@ -101,7 +101,8 @@ class Worker:
         self.listeners = listeners
         self.heartbeat = heartbeat
         self.parent = os.getppid()
-        self.stopping = False
+        self.stopping = False  # sessions are told 421 at their next command boundary
+        self.retiring = False  # replaced after a reload: sessions end in their own time
         self.connections: set[Connection] = set()
         self.spool: Spool | None = None  # SMTP services only
         self._stop = asyncio.Event()
@@ -115,11 +116,12 @@ class Worker:
         self.context = context
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
+            loop.add_signal_handler(signum, self._request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._retire)
         servers = [await self._listen(loop, sock) for sock in self.listeners]
         ticker = loop.create_task(self._tick())
         await self._stop.wait()
-        self.stopping = True
+        self.stopping = not self.retiring
         for server in servers:
             server.close()
         await self._drain()
@@ -179,17 +181,29 @@ class Worker:
                 conn.expire(conn.idle_reply)
             await asyncio.sleep(TICK)
 
+    def _retire(self) -> None:
+        self.retiring = True
+        self._stop.set()
+
+    def _request_stop(self) -> None:
+        """SIGTERM wins over a retirement already under way."""
+        self.retiring = False
+        if self._stop.is_set():
+            self.stopping = True
+        self._stop.set()
+
     async def _drain(self) -> None:
-        """Close idle sessions now, give busy ones the grace period, then close the rest."""
+        """Stopping: close idle sessions now, give busy ones the grace period. Retiring: give
+        every session the grace period. Then close the rest with the protocol's goodbye."""
         goodbye = self.protocol.shutdown_reply(self.config.server.hostname)
-        for conn in [c for c in self.connections if c.interruptible]:
-            conn.expire(goodbye)
         deadline = time.monotonic() + self.config.server.grace_period
         while self.connections and time.monotonic() < deadline:
             self.heartbeat.notify()
-            for conn in [c for c in self.connections if c.interruptible]:
-                conn.expire(goodbye)
+            if self.stopping:
+                for conn in [c for c in self.connections if c.interruptible]:
+                    conn.expire(goodbye)
             await asyncio.sleep(0.1)
+        self.stopping = True
         for conn in list(self.connections):
             conn.expire(goodbye)
         tasks = [c.task for c in self.connections if c.task is not None]

@@ -163,3 +163,16 @@ def test_reload_with_a_broken_certificate_keeps_the_running_workers(make_server)
     assert "reload failed" in server.log() and "[tls] key" in server.log()
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
         assert client.noop()[0] == 250
+
+
+def test_a_session_open_across_a_reload_goes_on(make_server):
+    server = make_server(server={"grace_period": 5})
+    server.start()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+        client.ehlo("client.test")
+        os.kill(server.pid, signal.SIGHUP)
+        time.sleep(1.0)
+        # Its worker is retiring: the session is not told the service is shutting down.
+        assert client.noop()[0] == 250
+        assert client.sendmail("b@remote.test", [USER], b"Subject: across\r\n\r\nok\r\n") == {}
+    server.wait_delivered(1)
