@@ -3,11 +3,14 @@
     python -m bench.load smtp --clients 50 --messages 20000 --size 1024 [--reuse N]
                               [--peers mailforge,mailforge-pure,aiosmtpd,postfix] [--workers 2]
                               [--count-delivered] [--timeout S] [--anchors DIR]
+    python -m bench.load pop3 --clients 20 --sessions 2000 --messages 20 --size 1024
+                              [--peers mailforge,mailforge-pure,dovecot] [--workers 2]
+                              [--timeout S] [--anchors DIR]
 
-The client is raw asyncio streams on uvloop (not smtplib) so that it stays cheaper than the
-servers it drives; it pipelines MAIL/RCPT/DATA when the server offers PIPELINING. Each peer is
-started in a temp dir, loaded, and stopped by pid before the next one starts. Compare ratios
-from one run, never absolute figures from different runs: these machines are noisy.
+The client is raw asyncio streams on uvloop (not smtplib or poplib) so that it stays cheaper
+than the servers it drives; it pipelines MAIL/RCPT/DATA when the server offers PIPELINING. Each
+peer is started in a temp dir, loaded, and stopped by pid before the next one starts. Compare
+ratios from one run, never absolute figures from different runs: these machines are noisy.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 
 from bench import peers
@@ -38,25 +41,30 @@ except ImportError:  # rich is optional: plain progress lines and a plain table 
 
 SENDER = "load@client.bench.test"
 CLIENT_NAME = b"client.bench.test"
-# One SMTP transaction (connect to 250) that takes longer than this counts as an error.
+# One SMTP transaction (connect to 250), or one POP3 session, that takes longer counts as an error.
 OP_TIMEOUT = 30.0
 PROGRESS_INTERVAL = 0.25
 # Without a terminal, a progress line this often is enough for a log.
 PLAIN_PROGRESS_EVERY = 5.0
 DELIVERY_POLL = 0.1
-PENDING_SUBCOMMANDS = ("pop3", "imap", "relay")
-DEFAULT_PEERS = "mailforge,aiosmtpd,postfix"
+PENDING_SUBCOMMANDS = ("imap", "relay")
+DEFAULT_PEERS = {"smtp": "mailforge,aiosmtpd,postfix", "pop3": "mailforge,dovecot"}
+KNOWN_PEERS = {"smtp": {"mailforge", "mailforge-pure", "aiosmtpd", "postfix"},
+               "pop3": {"mailforge", "mailforge-pure", "dovecot"}}
+# A multi-line POP3 answer ends with a line holding one dot (RFC 1939 3).
+POP3_END = b"\r\n.\r\n"
 
 # Starts a peer on entry, stops it on exit.
 Runner = Callable[[], contextlib.AbstractContextManager[peers.Target]]
 
 
-class SmtpError(Exception):
-    """The server answered something other than what the transaction needs."""
+class ProtocolError(Exception):
+    """The server answered something other than what the transaction or session needs."""
 
 
 @dataclass
 class Stats:
+    # Messages the server took (smtp), or sessions that ran to QUIT's +OK (pop3).
     accepted: int = 0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -72,7 +80,7 @@ class Stats:
 
     def fail(self, exc: BaseException) -> None:
         self.errors += 1
-        kind = str(exc) if isinstance(exc, SmtpError) else type(exc).__name__
+        kind = str(exc) if isinstance(exc, ProtocolError) else type(exc).__name__
         self.error_kinds[kind] += 1
 
 
@@ -135,13 +143,13 @@ async def read_reply(reader: asyncio.StreamReader) -> tuple[int, list[bytes]]:
             try:
                 return int(line[:3]), lines
             except ValueError:
-                raise SmtpError("garbled reply") from None
+                raise ProtocolError("garbled reply") from None
 
 
 async def expect(reader: asyncio.StreamReader, code: int, step: str) -> list[bytes]:
     got, lines = await read_reply(reader)
     if got != code:
-        raise SmtpError(f"{step} {got}")
+        raise ProtocolError(f"{step} {got}")
     return lines
 
 
@@ -188,7 +196,7 @@ async def connection(target: peers.Target, body: Body, tickets: Tickets, stats: 
             stats.accept(time.perf_counter() - start)
             start = time.perf_counter()
         await quit_politely(reader, writer)
-    except (OSError, SmtpError, TimeoutError, ValueError) as exc:
+    except (OSError, ProtocolError, TimeoutError, ValueError) as exc:
         stats.fail(exc)
     finally:
         if writer is not None:
@@ -197,7 +205,7 @@ async def connection(target: peers.Target, body: Body, tickets: Tickets, stats: 
 
 async def quit_politely(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     # The messages are already accepted; a server that drops the line at QUIT costs nothing.
-    with contextlib.suppress(OSError, SmtpError, TimeoutError, ValueError):
+    with contextlib.suppress(OSError, ProtocolError, TimeoutError, ValueError):
         async with asyncio.timeout(OP_TIMEOUT):
             writer.write(b"QUIT\r\n")
             await read_reply(reader)
@@ -210,14 +218,20 @@ async def client(target: peers.Target, body: Body, tickets: Tickets, stats: Stat
 
 
 async def load(target: peers.Target, opts: argparse.Namespace, deadline: float) -> Stats:
-    stats = Stats()
-    tickets = Tickets(opts.messages, deadline)
+    """SMTP: `opts.messages` messages over `opts.clients` connections at a time."""
     body = Body(opts.size, target.rcpt)
+    tickets, stats = Tickets(opts.messages, deadline), Stats()
+    clients = [client(target, body, tickets, stats, opts.reuse) for _ in range(opts.clients)]
+    return await drive(target.name, clients, stats, opts.messages, deadline)
+
+
+async def drive(name: str, clients: list[Coroutine[None, None, None]], stats: Stats, total: int,
+                deadline: float) -> Stats:
+    """Run the clients, which take Tickets and count into `stats`, to the end or the deadline."""
     stop = asyncio.Event()
-    reporter = asyncio.create_task(progress(target.name, stats, opts.messages, stop))
+    reporter = asyncio.create_task(progress(name, stats, total, stop))
     cpu0 = time.process_time()
     stats.started = time.perf_counter()
-    clients = [client(target, body, tickets, stats, opts.reuse) for _ in range(opts.clients)]
     try:
         # Tickets stop at the deadline; this also ends transactions still in flight past it.
         async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + OP_TIMEOUT):
@@ -228,7 +242,7 @@ async def load(target: peers.Target, opts: argparse.Namespace, deadline: float) 
     stats.cpu = time.process_time() - cpu0
     stop.set()
     await reporter
-    stats.timed_out = stats.timed_out or stats.accepted + stats.errors < opts.messages
+    stats.timed_out = stats.timed_out or stats.accepted + stats.errors < total
     return stats
 
 
@@ -263,6 +277,98 @@ async def _plain_progress(name: str, stats: Stats, total: int, stop: asyncio.Eve
         print(file=sys.stderr)
 
 
+# --- POP3 ---------------------------------------------------------------------------------------
+
+def maildir_message(serial: int, size: int) -> bytes:
+    """A message of exactly `size` bytes with LF line ends, as a Maildir file holds it."""
+    head = (f"From: <{SENDER}>\nTo: <bench@bench.test>\nSubject: bench pop3 {serial}\n"
+            f"Message-ID: <{serial}.{os.getpid()}@client.bench.test>\n"
+            "Date: Wed, 25 Nov 2026 12:00:00 +0000\n\n").encode()
+    # 76 letters per line: no line starts with a dot, so the server has nothing to dot-stuff.
+    line = b"x" * 76 + b"\n"
+    fill = max(0, size - len(head))
+    rest = fill % len(line)
+    return head + line * (fill // len(line)) + (b"y" * (rest - 1) + b"\n" if rest else b"")
+
+
+def mailbox(count: int, size: int) -> list[bytes]:
+    return [maildir_message(serial, size) for serial in range(count)]
+
+
+async def pop3_ok(reader: asyncio.StreamReader, step: str) -> bytes:
+    line = await reader.readline()
+    if not line.endswith(b"\n"):
+        raise ConnectionResetError("connection closed")
+    if not line.startswith(b"+OK"):
+        raise ProtocolError(f"{step} {line[:4].decode(errors='replace').strip()}")
+    return line
+
+
+async def pop3_retr(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> int:
+    """RETR one message; the octets it had (its CRLF form, as STAT counts them)."""
+    writer.write(b"RETR %d\r\n" % number)
+    await pop3_ok(reader, "RETR")
+    # One read to the terminator instead of a readline per line. Every bench message has
+    # several lines, so the CRLF before the final dot is the last body line's own.
+    body = await reader.readuntil(POP3_END)
+    return len(body) - 3
+
+
+async def pop3_session(target: peers.Target, user: str, messages: int, stats: Stats,
+                       limit: int) -> None:
+    """Log in, STAT, RETR every message, QUIT; counted once QUIT answered +OK.
+
+    Commands go one at a time, as poplib and most mail clients send them. The latency runs
+    from the connect to QUIT's +OK.
+    """
+    writer = None
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(OP_TIMEOUT):
+            reader, writer = await asyncio.open_connection(target.host, target.port, limit=limit)
+            await pop3_ok(reader, "greeting")
+            writer.write(b"USER %s\r\n" % user.encode())
+            await pop3_ok(reader, "USER")
+            writer.write(b"PASS %s\r\n" % target.password.encode())
+            await pop3_ok(reader, "PASS")
+            writer.write(b"STAT\r\n")
+            _, count, octets = (await pop3_ok(reader, "STAT")).split()[:3]
+            if int(count) != messages:
+                raise ProtocolError(f"STAT {int(count)} messages, not {messages}")
+            received = 0
+            for number in range(1, messages + 1):
+                received += await pop3_retr(reader, writer, number)
+            if received != int(octets):
+                raise ProtocolError("RETR octets differ from STAT")
+            writer.write(b"QUIT\r\n")
+            await pop3_ok(reader, "QUIT")
+        stats.accept(time.perf_counter() - start)
+    except (OSError, ProtocolError, TimeoutError, ValueError, asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError) as exc:
+        stats.fail(exc)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def pop3_client(target: peers.Target, user: str, tickets: Tickets, stats: Stats,
+                      opts: argparse.Namespace) -> None:
+    # A whole message must fit the reader's buffer for readuntil; its CRLF form is at most
+    # twice the LF one.
+    limit = max(2 ** 16, 2 * opts.size + 1024)
+    while tickets.take():
+        await pop3_session(target, user, opts.messages, stats, limit)
+
+
+async def load_pop3(target: peers.Target, opts: argparse.Namespace, deadline: float) -> Stats:
+    """`opts.sessions` sessions over `opts.clients` clients, each client always as its own user:
+    a POP3 server locks a maildrop per session, and one user per client keeps that lock out
+    of the measure."""
+    tickets, stats = Tickets(opts.sessions, deadline), Stats()
+    clients = [pop3_client(target, user, tickets, stats, opts) for user in target.users[:opts.clients]]
+    return await drive(target.name, clients, stats, opts.sessions, deadline)
+
+
 def run_async(coro):
     factory = uvloop.new_event_loop if uvloop is not None else None
     with asyncio.Runner(loop_factory=factory) as runner:
@@ -290,13 +396,14 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
     if time.monotonic() >= deadline:
         result.note = "skipped: the run's --timeout was reached before it"
         return result
+    drive_load = load_pop3 if opts.command == "pop3" else load
     try:
         with runner() as target:
             result.info = target.info
             baseline = peers.count_files(target.maildir_new)
             cpu0 = peers.tree_cpu_seconds(target.pid)
-            result.stats = run_async(load(target, opts, deadline))
-            if opts.count_delivered and target.maildir_new is not None:
+            result.stats = run_async(drive_load(target, opts, deadline))
+            if opts.command == "smtp" and opts.count_delivered and target.maildir_new is not None:
                 result.delivered, result.delivered_wall = wait_delivered(
                     target, baseline, result.stats.accepted, result.stats.started,
                     min(deadline, time.monotonic() + opts.deliver_timeout))
@@ -312,6 +419,17 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
     anchors = peers.anchors_dir(opts.anchors)
     # Every client connects from 127.0.0.1, so the per-IP cap must hold them all.
     max_conn = max(1000, 2 * opts.clients)
+    if opts.command == "pop3":
+        # One user per client (see load_pop3), every one with the same mailbox.
+        users = [f"bench{n}@{peers.BENCH_DOMAIN}" for n in range(1, opts.clients + 1)]
+        box = mailbox(opts.messages, opts.size)
+        return {
+            "mailforge": lambda: peers.run_mailforge(opts.workers, max_conn, service="pop3",
+                                                     users=users, mailbox=box),
+            "mailforge-pure": lambda: peers.run_mailforge(opts.workers, max_conn, pure_python=True,
+                                                          service="pop3", users=users, mailbox=box),
+            "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box),
+        }
     return {
         "mailforge": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn),
         # The same server on the pure-Python twins: what the Cython core buys (issue 3).
@@ -327,33 +445,42 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-HEADERS = ("peer", "accepted", "errors", "msg/s", "p50 ms", "p99 ms", "× mailforge",
-           "delivered", "deliv msg/s", "server CPU ms/msg", "client CPU")
+def headers(unit: str, delivery: bool) -> tuple[str, ...]:
+    """The table's columns: `unit` is what the peers are rated in (msg, session)."""
+    done, rate = ("accepted", "msg/s") if unit == "msg" else ("sessions", "sessions/s")
+    return (("peer", done, "errors", rate, "p50 ms", "p99 ms", "× mailforge")
+            + (("delivered", "deliv msg/s") if delivery else ())
+            + (f"server CPU ms/{unit}", "client CPU"))
 
 
-def table_rows(results: list[PeerResult]) -> list[tuple[str, ...]]:
+def table_rows(results: list[PeerResult], delivery: bool = True) -> list[tuple[str, ...]]:
+    """One row per peer; the delivery columns only for SMTP."""
+    width = len(headers("msg", delivery))
     base = next((r.rate for r in results if r.name == "mailforge"), None)
     rows = []
     for r in results:
         if r.stats is None:
-            rows.append((r.name,) + ("-",) * (len(HEADERS) - 1))
+            rows.append((r.name,) + ("-",) * (width - 1))
             continue
         s = r.stats
         lat = s.latencies
         ratio = f"{r.rate / base:.2f}" if base and r.rate is not None else "-"
-        deliv_rate = (f"{r.delivered / r.delivered_wall:,.0f}"
-                      if r.delivered and r.delivered_wall else "-")
-        cpu_per_msg = (f"{r.server_cpu * 1000 / s.accepted:.2f}"
-                       if r.server_cpu is not None and s.accepted else "-")
+        cpu_per_unit = (f"{r.server_cpu * 1000 / s.accepted:.2f}"
+                        if r.server_cpu is not None and s.accepted else "-")
+        delivered: tuple[str, ...] = ()
+        if delivery:
+            deliv_rate = (f"{r.delivered / r.delivered_wall:,.0f}"
+                          if r.delivered and r.delivered_wall else "-")
+            delivered = ("-" if r.delivered is None else f"{r.delivered:,}", deliv_rate)
         rows.append((r.name, f"{s.accepted:,}", f"{s.errors:,}", f"{r.rate:,.0f}",
                      f"{percentile(lat, 0.5) * 1000:.1f}" if lat else "-",
                      f"{percentile(lat, 0.99) * 1000:.1f}" if lat else "-",
-                     ratio, "-" if r.delivered is None else f"{r.delivered:,}", deliv_rate,
-                     cpu_per_msg, f"{s.cpu / s.wall:.0%}" if s.wall else "-"))
+                     ratio, *delivered, cpu_per_unit, f"{s.cpu / s.wall:.0%}" if s.wall else "-"))
     return rows
 
 
-def notes(results: list[PeerResult]) -> Iterator[str]:
+def notes(results: list[PeerResult], unit: str = "msg") -> Iterator[str]:
+    what = "accepted message" if unit == "msg" else "session"
     for r in results:
         if r.info:
             yield f"{r.name}: {r.info}"
@@ -363,19 +490,28 @@ def notes(results: list[PeerResult]) -> Iterator[str]:
             kinds = ", ".join(f"{k} ×{n}" for k, n in r.stats.error_kinds.most_common(5))
             yield f"{r.name}: errors: {kinds}"
         if r.stats and r.stats.timed_out:
-            yield f"{r.name}: stopped by --timeout before every message was sent"
-    yield ("× mailforge: the peer's msg/s over mailforge's in this run. server CPU: its whole "
-           "process tree's CPU time per accepted message (delivery wait included). client CPU: "
-           "the load generator's share of one core; near 100% means it, not the server, set the pace.")
+            yield f"{r.name}: stopped by --timeout before every {what} was done"
+    waits = " (delivery wait included)" if unit == "msg" else ""
+    rate = "msg/s" if unit == "msg" else "sessions/s"
+    yield (f"× mailforge: the peer's {rate} over mailforge's in this run. server CPU: its whole "
+           f"process tree's CPU time per {what}{waits}. client CPU: the load generator's share "
+           "of one core; near 100% means it, not the server, set the pace.")
 
 
 def print_report(results: list[PeerResult], opts: argparse.Namespace) -> None:
-    title = (f"SMTP: {opts.messages:,} × {opts.size} B, {opts.clients} clients, "
-             f"{opts.reuse} msg/connection, mailforge workers {opts.workers}")
-    rows = table_rows(results)
+    if opts.command == "pop3":
+        unit, delivery = "session", False
+        title = (f"POP3: {opts.sessions:,} sessions (login, STAT, RETR {opts.messages} × "
+                 f"{opts.size} B, QUIT), {opts.clients} clients, mailforge workers {opts.workers}")
+    else:
+        unit, delivery = "msg", True
+        title = (f"SMTP: {opts.messages:,} × {opts.size} B, {opts.clients} clients, "
+                 f"{opts.reuse} msg/connection, mailforge workers {opts.workers}")
+    columns = headers(unit, delivery)
+    rows = table_rows(results, delivery)
     if Console is not None:
         table = Table(title=title)
-        for i, header in enumerate(HEADERS):
+        for i, header in enumerate(columns):
             table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
         for row in rows:
             table.add_row(*row)
@@ -383,11 +519,11 @@ def print_report(results: list[PeerResult], opts: argparse.Namespace) -> None:
         # Piped into a file, rich would squeeze the table into 80 columns and cut the cells.
         Console(width=max(console.width, 160)).print(table)
     else:
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(HEADERS)]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(columns)]
         print(title)
-        for row in (HEADERS, *rows):
+        for row in (columns, *rows):
             print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
-    for line in notes(results):
+    for line in notes(results, unit):
         print(line)
 
 
@@ -399,23 +535,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     smtp.add_argument("--messages", type=int, default=20000)
     smtp.add_argument("--size", type=int, default=1024, help="message size in bytes")
     smtp.add_argument("--reuse", type=int, default=1, help="messages per connection")
-    smtp.add_argument("--peers", default=DEFAULT_PEERS, help=f"comma list (default {DEFAULT_PEERS})")
-    smtp.add_argument("--workers", type=int, default=2, help="mailforge SMTP workers")
     smtp.add_argument("--count-delivered", action="store_true",
                       help="after the run, wait for the Maildir to hold every accepted message")
     smtp.add_argument("--deliver-timeout", type=float, default=120.0,
                       help="seconds to wait for delivery after the load (with --count-delivered)")
-    smtp.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
-    smtp.add_argument("--anchors", help="peer scripts (default $MAILFORGE_ANCHORS or ../shared/anchors)")
+    pop3 = sub.add_parser("pop3", help="POP3 sessions: login, STAT, RETR every message, QUIT")
+    pop3.add_argument("--clients", type=int, default=20,
+                      help=f"concurrent sessions, each as its own user (at most {peers.DOVECOT_USERS})")
+    pop3.add_argument("--sessions", type=int, default=2000)
+    pop3.add_argument("--messages", type=int, default=20, help="messages in every mailbox")
+    pop3.add_argument("--size", type=int, default=1024, help="bytes of every message (LF form)")
+    for command, parser in (("smtp", smtp), ("pop3", pop3)):
+        parser.add_argument("--peers", default=DEFAULT_PEERS[command],
+                            help=f"comma list (default {DEFAULT_PEERS[command]})")
+        parser.add_argument("--workers", type=int, default=2,
+                            help=f"mailforge {command.upper()} workers")
+        parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
+        parser.add_argument("--anchors",
+                            help="peer scripts (default $MAILFORGE_ANCHORS or ../shared/anchors)")
     for name in PENDING_SUBCOMMANDS:
         sub.add_parser(name, help="not implemented yet").add_argument("rest", nargs="*")
     opts = ap.parse_args(argv)
-    if opts.command == "smtp":
-        for flag in ("clients", "messages", "size", "reuse", "workers"):
+    if opts.command in KNOWN_PEERS:
+        counts = ("clients", "messages", "size", "workers",
+                  *(("reuse",) if opts.command == "smtp" else ("sessions",)))
+        for flag in counts:
             if getattr(opts, flag) < 1:
                 ap.error(f"--{flag} must be at least 1")
+        if opts.command == "pop3" and opts.clients > peers.DOVECOT_USERS:
+            # The Dovecot anchor has that many users, and every client needs its own.
+            ap.error(f"--clients must be at most {peers.DOVECOT_USERS}")
         opts.peer_names = [p.strip() for p in opts.peers.split(",") if p.strip()]
-        unknown = set(opts.peer_names) - {"mailforge", "mailforge-pure", "aiosmtpd", "postfix"}
+        unknown = set(opts.peer_names) - KNOWN_PEERS[opts.command]
         if unknown:
             ap.error(f"unknown peer(s): {', '.join(sorted(unknown))}")
     return opts

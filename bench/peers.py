@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +39,21 @@ POSTFIX_PORT = 2525
 POSTFIX_RCPT = "user@bench.test"
 POSTFIX_MAILDIR_NEW = Path("/tmp/anchor/vmail/bench.test/user/new")
 MAILFORGE_RCPT = "bench1@bench.test"
-# The password only has to exist; the bench never logs in.
+# What the POP3 load logs in with (the SMTP load never logs in).
 MAILFORGE_PASSWORD = "bench-password"
 SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+# What a server says first on each protocol the bench drives: proof that it serves.
+GREETINGS = {"smtp": b"220", "pop3": b"+OK"}
+
+# The anchor Dovecot instance, at the fixed paths and ports chosen by setup_dovecot.sh.
+DOVECOT = Path("/usr/sbin/dovecot")
+DOVECOT_CONF = Path("/tmp/anchor/dovecot/dovecot.conf")
+DOVECOT_HOMES = Path("/tmp/anchor/dmail")
+DOVECOT_POP3_PORT = 2110
+DOVECOT_IMAP_PORT = 2143
+DOVECOT_USERS = 50  # bench1..bench50@bench.test
+DOVECOT_PASSWORD = "pass"
+VMAIL_UID = VMAIL_GID = 5000
 
 
 class PeerUnavailable(Exception):
@@ -60,6 +72,9 @@ class Target:
     config: Path | None = None
     # What the report should say about how the server ran (e.g. mailforge's implementation).
     info: str = ""
+    # Accounts a reading client (POP3) logs in as, all with `password`; each has the same mailbox.
+    users: tuple[str, ...] = ()
+    password: str = ""
 
 
 def anchors_dir(explicit: str | None = None) -> Path:
@@ -185,8 +200,9 @@ def log_tail(log: Path, lines: int = 5) -> str:
         return ""
 
 
-def wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout: float = START_TIMEOUT) -> None:
-    """Until the log says `ready`, or a 220 greeting has been answered for GREETING_SETTLE s.
+def wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout: float = START_TIMEOUT,
+               greeting: bytes = GREETINGS["smtp"]) -> None:
+    """Until the log says `ready`, or a `greeting` has been answered for GREETING_SETTLE s.
 
     A prefork server's port accepts as soon as the supervisor binds it, before any worker
     serves, so a TCP connect alone proves nothing; a greeting does.
@@ -198,7 +214,7 @@ def wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout: float = ST
             raise RuntimeError(f"server exited {proc.returncode} while starting:\n{log_tail(log)}")
         if _logged_ready(log):
             return
-        if greeted_at is None and _greets(port):
+        if greeted_at is None and _greets(port, greeting):
             greeted_at = time.monotonic()
         if greeted_at is not None and time.monotonic() - greeted_at >= GREETING_SETTLE:
             return
@@ -213,12 +229,28 @@ def _logged_ready(log: Path) -> bool:
         return False
 
 
-def _greets(port: int) -> bool:
+def _greets(port: int, greeting: bytes) -> bool:
     try:
         with socket.create_connection((LOOPBACK, port), timeout=1.0) as sock:
-            return sock.recv(512).startswith(b"220")
+            return sock.recv(512).startswith(greeting)
     except OSError:
         return False
+
+
+def fill_maildir(maildir: Path, messages: Sequence[bytes], owner: tuple[int, int] | None = None) -> None:
+    """A Maildir holding exactly `messages` in new/, as a delivery agent leaves them.
+
+    Written before the server starts, so no tmp/ step is needed; `owner` (uid, gid) for a
+    server that reads the mail as another user (Dovecot's vmail).
+    """
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    stamp = int(time.time())
+    for serial, message in enumerate(messages):
+        (maildir / "new" / f"{stamp}.M{serial}P{os.getpid()}.bench").write_bytes(message)
+    if owner is not None:
+        for path in (maildir.parent, maildir, *maildir.rglob("*")):
+            os.chown(path, *owner)
 
 
 def count_files(directory: Path | None) -> int:
@@ -277,16 +309,21 @@ def _section_has(lines: list[str], section: str, key: str) -> bool:
 
 
 def mailforge_settings(port: int, workers: int, max_connections: int,
-                       idle_timeout: float | None = None) -> dict[str, dict[str, object]]:
-    """SMTP alone on `port`; every other listener off so no default port can collide."""
-    smtp: dict[str, object] = {"listen": [f"{LOOPBACK}:{port}"], "workers": workers,
-                               "max_connections": max_connections,
-                               "max_connections_per_ip": max_connections}
+                       idle_timeout: float | None = None,
+                       service: str = "smtp") -> dict[str, dict[str, object]]:
+    """`service` alone on `port`; every other listener off so no default port can collide."""
+    served: dict[str, object] = {"listen": [f"{LOOPBACK}:{port}"], "workers": workers,
+                                 "max_connections": max_connections,
+                                 "max_connections_per_ip": max_connections}
     if idle_timeout is not None:
-        smtp["idle_timeout"] = idle_timeout
-    changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in SERVICES if s != "smtp"}
-    changes["smtp"] = smtp
+        served["idle_timeout"] = idle_timeout
+    changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in SERVICES if s != service}
+    changes[service] = served
     changes["metrics"] = {"listen": ""}
+    if service == "pop3":
+        # USER/PASS without TLS on loopback, as the Dovecot anchor allows (disable_plaintext_auth
+        # = no): the bench measures POP3, not a TLS handshake.
+        changes["server"] = {"allow_plaintext_auth": True}
     return changes
 
 
@@ -300,14 +337,17 @@ def mailforge_status(conf: Path) -> dict:
         return {}
 
 
-def smtp_worker_pids(status: dict) -> list[int]:
-    workers = status.get("services", {}).get("smtp", {}).get("workers", [])
+def worker_pids(status: dict, service: str = "smtp") -> list[int]:
+    workers = status.get("services", {}).get(service, {}).get("workers", [])
     return [w["pid"] for w in workers if isinstance(w, dict) and "pid" in w]
 
 
 @contextlib.contextmanager
 def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: float | None = None,
-                  port: int | None = None, pure_python: bool = False) -> Iterator[Target]:
+                  port: int | None = None, pure_python: bool = False, service: str = "smtp",
+                  users: Sequence[str] = (MAILFORGE_RCPT,),
+                  mailbox: Sequence[bytes] = ()) -> Iterator[Target]:
+    """mailforge serving `service` alone; every one of `users` has `mailbox` in its Maildir."""
     cmd = mailforge_command()
     with tempfile.TemporaryDirectory(prefix="mailforge-bench-") as tmp:
         root = Path(tmp)
@@ -316,25 +356,35 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
         port = port or free_port()
         run_checked(cmd + ["init", "--dir", str(root)], log)
         present = set(tomllib.loads(conf.read_text()))
-        settings = mailforge_settings(port, workers, max_connections, idle_timeout)
+        settings = mailforge_settings(port, workers, max_connections, idle_timeout, service)
         set_toml_keys(conf, {k: v for k, v in settings.items() if k in present})
         run_checked(cmd + ["-c", str(conf), "domain", "add", BENCH_DOMAIN], log)
-        run_checked(cmd + ["-c", str(conf), "user", "add", MAILFORGE_RCPT, "--password-stdin"], log,
-                    stdin=MAILFORGE_PASSWORD.encode() + b"\n")
+        for user in users:
+            run_checked(cmd + ["-c", str(conf), "user", "add", user, "--password-stdin"], log,
+                        stdin=MAILFORGE_PASSWORD.encode() + b"\n")
+            if mailbox:
+                fill_maildir(mailforge_maildir(root, user), mailbox)
         # Its own log: only the server's own words may say "ready".
         serve_log = root / "serve.log"
         env = dict(os.environ, MAILFORGE_PUREPYTHON="1") if pure_python else None
         proc = spawn(cmd + ["-c", str(conf), "serve"], serve_log, cwd=root, env=env)
         try:
-            wait_ready(proc, port, serve_log)
-            maildir = root / "store" / BENCH_DOMAIN / MAILFORGE_RCPT.split("@")[0] / "Maildir" / "new"
+            wait_ready(proc, port, serve_log, greeting=GREETINGS[service])
             status = mailforge_status(conf)
             info = (f"implementation {status.get('implementation', '?')}, "
-                    f"SMTP workers: {len(smtp_worker_pids(status))}") if status else ""
+                    f"{service.upper()} workers: {len(worker_pids(status, service))}") if status else ""
             name = "mailforge-pure" if pure_python else "mailforge"
-            yield Target(name, LOOPBACK, port, MAILFORGE_RCPT, proc.pid, maildir, conf, info)
+            yield Target(name, LOOPBACK, port, MAILFORGE_RCPT, proc.pid,
+                         mailforge_maildir(root, MAILFORGE_RCPT) / "new", conf, info,
+                         tuple(users), MAILFORGE_PASSWORD)
         finally:
             stop_process(proc)
+
+
+def mailforge_maildir(root: Path, address: str) -> Path:
+    """Where `mailforge init --dir root` keeps a user's Maildir (store/<domain>/<local>)."""
+    local, _, domain = address.rpartition("@")
+    return root / "store" / domain / local / "Maildir"
 
 
 # --- aiosmtpd (anchor) -------------------------------------------------------------------------
@@ -398,3 +448,41 @@ def run_postfix(anchors: Path) -> Iterator[Target]:
                                capture_output=True, timeout=STOP_GRACE)
             stop_process(proc)
 
+
+
+# --- Dovecot (anchor) --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def run_dovecot(anchors: Path, users: int, mailbox: Sequence[bytes]) -> Iterator[Target]:
+    """The anchor Dovecot, POP3 on 127.0.0.1:2110; bench1..bench<users> each hold `mailbox`."""
+    if not DOVECOT.exists():
+        raise PeerUnavailable(f"{DOVECOT} is not installed "
+                              "(apt-get install dovecot-pop3d dovecot-imapd)")
+    if os.geteuid() != 0:
+        raise PeerUnavailable("the anchor Dovecot set-up needs root")
+    if users > DOVECOT_USERS:
+        raise PeerUnavailable(f"the anchor has {DOVECOT_USERS} users; --clients needs one each")
+    for port in (DOVECOT_POP3_PORT, DOVECOT_IMAP_PORT):
+        if port_in_use(port):
+            raise PeerUnavailable(f"port {port} is taken; the anchor Dovecot needs it")
+    script = anchors / "setup_dovecot.sh"
+    if not script.exists():
+        raise PeerUnavailable(f"no anchor script at {script} (set --anchors or $MAILFORGE_ANCHORS)")
+    addresses = tuple(f"bench{n}@{BENCH_DOMAIN}" for n in range(1, users + 1))
+    with tempfile.TemporaryDirectory(prefix="dovecot-bench-") as tmp:
+        log = Path(tmp) / "bench.log"
+        run_checked(["bash", str(script)], log)
+        for address in addresses:
+            # Dovecot keeps its index and uidlist in the Maildir: an earlier run's would be
+            # this run's warm cache, and its messages would change the mailbox.
+            home = DOVECOT_HOMES / address.split("@")[0]
+            shutil.rmtree(home, ignore_errors=True)
+            fill_maildir(home / "Maildir", mailbox, owner=(VMAIL_UID, VMAIL_GID))
+        # -F keeps the master our child, so it is stopped by its pid like the others.
+        proc = spawn([str(DOVECOT), "-F", "-c", str(DOVECOT_CONF)], log)
+        try:
+            wait_ready(proc, DOVECOT_POP3_PORT, log, greeting=GREETINGS["pop3"])
+            yield Target("dovecot", LOOPBACK, DOVECOT_POP3_PORT, addresses[0], proc.pid,
+                         None, DOVECOT_CONF, users=addresses, password=DOVECOT_PASSWORD)
+        finally:
+            stop_process(proc)

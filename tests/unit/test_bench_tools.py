@@ -1,7 +1,10 @@
-"""Smoke tests for the bench tools: the pieces that need no real server."""
+"""Smoke tests for the bench tools: mostly the pieces that need no real server, and one tiny
+POP3 load against a real mailforge (a few seconds)."""
 
 import asyncio
 import time
+
+import pytest
 
 from bench import load, peers
 
@@ -16,7 +19,7 @@ def test_body_has_the_asked_size_and_ends_the_data():
 
 
 def test_pending_subcommands_exit_2(capsys):
-    assert load.main(["pop3"]) == 2
+    assert load.main(["imap"]) == 2
     assert "not implemented yet" in capsys.readouterr().err
 
 
@@ -50,16 +53,100 @@ async def _fake_smtp(reader, writer):
     writer.close()
 
 
+def _against(handler, driver, opts, users=()):
+    async def run():
+        server = await asyncio.start_server(handler, peers.LOOPBACK, 0)
+        port = server.sockets[0].getsockname()[1]
+        target = peers.Target("fake", peers.LOOPBACK, port, "u@bench.test", 0, None,
+                              users=users, password="pw")
+        async with server:
+            return await driver(target, opts, time.monotonic() + 30)
+
+    return asyncio.run(run())
+
+
 def test_load_against_a_fake_server():
     opts = load.parse_args(["smtp", "--clients", "4", "--messages", "40", "--reuse", "3"])
-
-    async def run():
-        server = await asyncio.start_server(_fake_smtp, peers.LOOPBACK, 0)
-        port = server.sockets[0].getsockname()[1]
-        target = peers.Target("fake", peers.LOOPBACK, port, "u@bench.test", 0, None)
-        async with server:
-            return await load.load(target, opts, time.monotonic() + 30)
-
-    stats = asyncio.run(run())
+    stats = _against(_fake_smtp, load.load, opts)
     assert (stats.accepted, stats.errors, stats.timed_out) == (40, 0, False)
     assert len(stats.latencies) == 40
+
+
+def test_maildir_messages_have_the_exact_size_and_lf_ends():
+    for size in (1, 200, 1024, 1025, 4096):
+        message = load.maildir_message(7, size)
+        assert len(message) == max(size, len(load.maildir_message(7, 1)))
+        assert b"\r" not in message and message.endswith(b"\n")
+        assert b"\n." not in message  # the server has nothing to dot-stuff
+    assert load.mailbox(3, 512)[0] != load.mailbox(3, 512)[1]
+
+
+def _fake_pop3(box, stat_count=None):
+    """A POP3 server holding `box` (LF messages); `stat_count` makes STAT lie about the count."""
+    crlf = [m.replace(b"\n", b"\r\n") for m in box]
+
+    async def serve(reader, writer):
+        writer.write(b"+OK fake\r\n")
+        while line := await reader.readline():
+            verb, _, arg = line.strip().partition(b" ")
+            if verb == b"STAT":
+                count = len(crlf) if stat_count is None else stat_count
+                writer.write(b"+OK %d %d\r\n" % (count, sum(map(len, crlf))))
+            elif verb == b"RETR":
+                writer.write(b"+OK\r\n" + crlf[int(arg) - 1] + b".\r\n")
+            else:
+                writer.write(b"+OK\r\n")
+                if verb == b"QUIT":
+                    break
+        writer.close()
+
+    return serve
+
+
+def test_pop3_load_against_a_fake_server():
+    opts = load.parse_args(["pop3", "--clients", "3", "--sessions", "12", "--messages", "5",
+                            "--size", "700"])
+    users = ("a@bench.test", "b@bench.test", "c@bench.test")
+    stats = _against(_fake_pop3(load.mailbox(5, 700)), load.load_pop3, opts, users)
+    assert (stats.accepted, stats.errors, stats.timed_out) == (12, 0, False)
+
+
+def test_pop3_load_counts_a_wrong_mailbox_as_an_error():
+    opts = load.parse_args(["pop3", "--clients", "1", "--sessions", "2", "--messages", "5"])
+    stats = _against(_fake_pop3(load.mailbox(5, 300), stat_count=4), load.load_pop3, opts,
+                     ("a@bench.test",))
+    assert (stats.accepted, stats.errors) == (0, 2)
+    assert stats.error_kinds == {"STAT 4 messages, not 5": 2}
+
+
+def test_pop3_clients_are_capped_by_the_dovecot_users():
+    with pytest.raises(SystemExit):
+        load.parse_args(["pop3", "--clients", str(peers.DOVECOT_USERS + 1)])
+
+
+def test_pop3_table_has_no_delivery_columns():
+    stats = load.Stats(accepted=4, latencies=[0.1, 0.2, 0.3, 0.4], wall=2.0, cpu=0.1)
+    results = [load.PeerResult("mailforge", stats, server_cpu=0.2), load.PeerResult("dovecot")]
+    rows = load.table_rows(results, delivery=False)
+    assert [len(row) for row in rows] == [len(load.headers("session", False))] * 2
+    assert rows[0][3] == "2" and rows[0][-2] == "50.00"
+
+
+def test_fill_maildir_puts_every_message_in_new(tmp_path):
+    box = load.mailbox(4, 256)
+    peers.fill_maildir(tmp_path / "Maildir", box)
+    files = sorted((tmp_path / "Maildir" / "new").iterdir())
+    assert sorted(f.read_bytes() for f in files) == sorted(box)
+    assert (tmp_path / "Maildir" / "cur").is_dir() and (tmp_path / "Maildir" / "tmp").is_dir()
+
+
+def test_pop3_load_against_mailforge():
+    """Two sessions against a real mailforge: config, users, Maildir fill and plaintext login."""
+    opts = load.parse_args(["pop3", "--clients", "2", "--sessions", "2", "--messages", "3",
+                            "--peers", "mailforge", "--timeout", "60"])
+    result = load.measure("mailforge", load.runners(opts)["mailforge"], opts,
+                          time.monotonic() + opts.timeout)
+    if result.note.startswith("skipped"):
+        pytest.skip(result.note)
+    assert result.stats is not None, result.note
+    assert (result.stats.accepted, result.stats.errors) == (2, 0)
