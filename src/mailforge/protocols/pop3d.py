@@ -96,7 +96,6 @@ class POP3Driver:
         self.ctx = ctx
         self.machine = POP3Machine(ctx.settings, ctx.accounts, tls_active=conn.tls)
         self.maildrop: Maildrop | None = None
-        self.pending: list[bytes] = []
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
@@ -105,26 +104,26 @@ class POP3Driver:
         try:
             while True:
                 if self.ctx.worker.stopping:
-                    self._send(shutdown_reply(self.ctx.settings.hostname))
+                    self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
                 if result.text:
-                    self.pending.append(result.text)
+                    self.conn.queue_reply(result.text)
                 if result.action is Action.CLOSE:
                     return
                 if result.action is Action.STARTTLS:
-                    self._flush()
+                    self.conn.flush()
                     assert self.ctx.tls_context is not None
                     await conn.start_tls(self.ctx.tls_context)
                     machine.tls_started()
                     continue
                 # Replies to pipelined commands (RFC 2449 6.6) go out together.
                 if not conn.has_buffered_line():
-                    self._flush()
+                    self.conn.flush()
         except ConnectionClosed:
             pass
         finally:
-            self._flush()
+            self.conn.flush()
             if self.maildrop is not None:
                 self.maildrop.close()
 
@@ -167,7 +166,7 @@ class POP3Driver:
         except OSError as exc:
             log.error("%s: cannot read message %d: %s", self.machine.user, request.message + 1, exc)
             return Reply(b"-ERR [SYS/TEMP] Cannot read the message\r\n")
-        self.pending.append(request.text)
+        self.conn.queue_reply(request.text)
         return Reply(message_lines(crlf, request.lines))
 
     async def _update(self) -> Reply:
@@ -182,14 +181,6 @@ class POP3Driver:
     async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, function, *args)
 
-    def _send(self, text: bytes) -> None:
-        self.pending.append(text)
-        self._flush()
-
-    def _flush(self) -> None:
-        if self.pending:
-            self.conn.write(b"".join(self.pending))
-            self.pending.clear()
 
 
 async def serve(conn: Connection, ctx: POP3Context) -> None:

@@ -55,7 +55,6 @@ class SMTPDriver:
         self.ctx = ctx
         self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
-        self.pending: list[bytes] = []
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
@@ -64,27 +63,27 @@ class SMTPDriver:
         try:
             while True:
                 if self.ctx.worker.stopping and not machine.in_transaction:
-                    self._send(shutdown_reply(self.ctx.settings.hostname))
+                    self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
                 if result.text:
-                    self.pending.append(result.text)
+                    self.conn.queue_reply(result.text)
                 if result.action is Action.CLOSE:
                     return
                 if result.action is Action.STARTTLS:
-                    self._flush()
+                    self.conn.flush()
                     assert self.ctx.tls_context is not None
                     await self.conn.start_tls(self.ctx.tls_context)
                     machine.tls_started()
                     continue
                 if not conn.has_buffered_line() or result.action is not Action.NONE:
-                    self._flush()
+                    self.conn.flush()
                 if self.spool_file is not None and not machine.in_transaction:
                     self._drop_chunks()
         except ConnectionClosed:
             pass
         finally:
-            self._flush()
+            self.conn.flush()
             self._drop_chunks()
 
     async def _next_reply(self) -> Reply:
@@ -98,8 +97,8 @@ class SMTPDriver:
             self.conn.interruptible = False
         result = machine.handle(line)
         if result.action is Action.READ_DATA:
-            self.pending.append(result.text)
-            self._flush()
+            self.conn.queue_reply(result.text)
+            self.conn.flush()
             return await self._receive_data()
         if result.action is Action.READ_CHUNK:
             return await self._receive_chunk(result)
@@ -174,14 +173,6 @@ class SMTPDriver:
             self.spool_file.abort()
             self.spool_file = None
 
-    def _send(self, text: bytes) -> None:
-        self.pending.append(text)
-        self._flush()
-
-    def _flush(self) -> None:
-        if self.pending:
-            self.conn.write(b"".join(self.pending))
-            self.pending.clear()
 
 
 async def serve(conn: Connection, ctx: SMTPContext) -> None:

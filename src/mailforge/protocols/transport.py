@@ -34,7 +34,7 @@ class LineTooLong(Exception):
 class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
-                 "interruptible", "tls", "task")
+                 "interruptible", "tls", "task", "_replies")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -54,6 +54,8 @@ class Connection(asyncio.Protocol):
         # may then close the session at once instead of waiting out the grace period.
         self.interruptible = False
         self.tls = False  # implicit TLS, or STARTTLS done
+        # Replies to pipelined commands, sent in one write (RFC 2920, RFC 2449 PIPELINING).
+        self._replies: list[bytes] = []
         self.task: asyncio.Task[None] | None = None
 
     # asyncio.Protocol callbacks
@@ -188,6 +190,15 @@ class Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def queue_reply(self, data: bytes) -> None:
+        """Hold a reply until `flush`: one write for a whole pipelined group."""
+        self._replies.append(data)
+
+    def flush(self) -> None:
+        if self._replies:
+            self.write(b"".join(self._replies))
+            self._replies.clear()
 
     def close(self) -> None:
         """Close after the buffered replies are sent."""
