@@ -16,12 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from ..auth.accounts import Accounts
 from ..store.pop3box import Maildrop, MaildropBusy
 from .pop3 import POP3Machine, POP3Settings
-from .session import Action, Reply
+from .session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed, LineTooLong
 
 log = logging.getLogger("mailforge.pop3")
@@ -30,10 +30,6 @@ T = TypeVar("T")
 # The longest line read: RFC 2449 4 allows commands of 255 octets, but AUTH answers (base64
 # SCRAM or PLAIN messages) are longer; auth.sasl refuses them past its own limit.
 MAX_LINE = 8192 + 2
-
-
-class StopSignal(Protocol):
-    stopping: bool
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class Action(enum.Enum):
@@ -46,3 +47,9 @@ class Command:
     requires: int = 0
     # The highest state it is legal in (POP3's USER, PASS, AUTH, STLS: AUTHORIZATION only).
     until: int | None = None
+
+
+class StopSignal(Protocol):
+    """The worker as its sessions see it: told to stop, they end at the next command boundary."""
+
+    stopping: bool

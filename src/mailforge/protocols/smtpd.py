@@ -11,20 +11,15 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
-from .session import Action, Reply
+from .session import Action, Reply, StopSignal
 from .smtp import AccountLookup, SMTPMachine, SMTPSettings
 from .transport import Connection, ConnectionClosed, LineTooLong
 
 log = logging.getLogger("mailforge.smtp")
-
-
-class StopSignal(Protocol):
-    stopping: bool
 
 
 @dataclass
