@@ -1,0 +1,199 @@
+"""What protocol code may ask of a mailbox store (STYLE 8: protocol code never builds a path).
+
+IMAP (and later anything else that reads folders) talks to a `Mailbox` and the `Folder`s it
+opens. Every method may block on disk: drivers call them in the worker's thread pool.
+Folder names here are Unicode strings with "/" as the hierarchy separator and "INBOX" for the
+inbox, whatever the disk layout (Maildir++ `.Sent.2024`); the IMAP layer converts them to and
+from modified UTF-7 on the wire. Names under `PUBLIC_PREFIX` are the domain's public folders.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+SEPARATOR = "/"
+INBOX = "INBOX"
+PUBLIC_PREFIX = "#public/"
+
+# IMAP's system flags (RFC 3501 2.3.2); \Recent is session state, kept in MessageInfo.recent.
+SEEN, ANSWERED, FLAGGED, DELETED, DRAFT = "\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"
+SYSTEM_FLAGS = frozenset((SEEN, ANSWERED, FLAGGED, DELETED, DRAFT))
+
+
+class StoreError(Exception):
+    """A store operation failed; the message is safe to show to the client."""
+
+
+class FolderNotFound(StoreError):
+    """No such folder (IMAP answers NO [NONEXISTENT], or [TRYCREATE] for APPEND/COPY/MOVE)."""
+
+
+class FolderExists(StoreError):
+    """CREATE or RENAME onto a name in use (NO [ALREADYEXISTS])."""
+
+
+class InvalidName(StoreError):
+    """A name the store cannot hold, or an operation a folder does not allow (NO [CANNOT])."""
+
+
+class NotPermitted(StoreError):
+    """Writing to a public folder, or another action the account may not take (NO [NOPERM])."""
+
+
+class OverQuota(StoreError):
+    """The write would take the mailbox over its quota (NO [OVERQUOTA]; SMTP 552 5.2.2)."""
+
+
+class FlagMode(enum.Enum):
+    REPLACE = "replace"  # STORE FLAGS
+    ADD = "add"          # STORE +FLAGS
+    REMOVE = "remove"    # STORE -FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    uid: int
+    flags: frozenset[str]   # system flags and keywords, never \Recent
+    internal_date: float    # seconds since the epoch (INTERNALDATE)
+    size: int               # octets of the CRLF form (RFC822.SIZE)
+    recent: bool = False    # \Recent for the session that holds this Folder
+
+
+@dataclass(frozen=True, slots=True)
+class FolderInfo:
+    name: str
+    # \HasChildren \HasNoChildren \Noselect \NonExistent, and the special-use attribute
+    # (\Sent \Drafts \Trash \Junk \Archive, RFC 6154) when the folder has one.
+    attributes: frozenset[str]
+    subscribed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FolderStatus:
+    messages: int
+    recent: int
+    unseen: int
+    uidnext: int
+    uidvalidity: int
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What `Folder.refresh` found changed by other sessions, POP3 or delivery since last time.
+
+    The IMAP layer turns these into untagged EXPUNGE (highest sequence number first, computed
+    against its own view before applying), EXISTS/RECENT and FETCH FLAGS responses.
+    """
+
+    expunged: tuple[int, ...] = ()           # UIDs gone
+    added: tuple[MessageInfo, ...] = ()      # new messages, UID order
+    flags: tuple[MessageInfo, ...] = ()      # messages whose flags changed
+
+    def __bool__(self) -> bool:
+        return bool(self.expunged or self.added or self.flags)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Storage in use and its limits (RFC 9208 STORAGE in octets, MESSAGE in count); None = no limit."""
+
+    used_bytes: int
+    used_messages: int
+    limit_bytes: int | None = None
+    limit_messages: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    uidvalidity: int
+    uids: tuple[int, ...] = field(default=())
+
+
+class Folder(Protocol):
+    """One selected folder, as one session sees it.
+
+    `messages()` is the session's view: it changes only when the session calls `refresh()`
+    (so sequence numbers stay stable between commands, as IMAP requires) and when the session
+    itself expunges.
+    """
+
+    name: str
+    read_only: bool
+    uidvalidity: int
+
+    @property
+    def uidnext(self) -> int: ...
+
+    def messages(self) -> Sequence[MessageInfo]:
+        """The session's view, in UID order (sequence number n is index n - 1)."""
+        ...
+
+    def refresh(self) -> Changes:
+        """Take in what others changed since the last refresh and update `messages()`."""
+        ...
+
+    def read(self, uid: int) -> bytes:
+        """The whole message in CRLF form; FolderNotFound-free, StoreError if it vanished."""
+        ...
+
+    def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode) -> list[MessageInfo]:
+        """Change flags (no-op on a read-only folder); returns the messages as they are now."""
+        ...
+
+    def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
+        """Remove messages flagged \\Deleted (only those among `uids` when given, UID EXPUNGE);
+        returns the UIDs removed, and drops them from `messages()`."""
+        ...
+
+    def copy(self, uids: Iterable[int], target: str) -> tuple[int, list[tuple[int, int]]]:
+        """Copy to another folder of the same mailbox, flags kept; returns the target's
+        UIDVALIDITY and (source uid, new uid) pairs (UIDPLUS COPYUID)."""
+        ...
+
+    def move(self, uids: Iterable[int], target: str) -> tuple[int, list[tuple[int, int]]]:
+        """COPY then expunge of the sources, as one step for other sessions (RFC 6851)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class Mailbox(Protocol):
+    """One account's folders (and its domain's public folders)."""
+
+    address: str
+
+    def folders(self) -> list[FolderInfo]:
+        """Every folder, INBOX first; public folders when the domain shares them."""
+        ...
+
+    def create(self, name: str) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def rename(self, old: str, new: str) -> None:
+        """RENAME INBOX moves its messages into the new folder and leaves INBOX empty (RFC 3501)."""
+        ...
+
+    def subscribe(self, name: str, subscribed: bool = True) -> None: ...
+
+    def subscriptions(self) -> list[str]: ...
+
+    def select(self, name: str, read_only: bool = False) -> Folder:
+        """Open a folder for one session; a read-write select claims \\Recent for that session."""
+        ...
+
+    def status(self, name: str) -> FolderStatus: ...
+
+    def append(self, name: str, data: bytes, flags: Iterable[str] = (),
+               internal_date: float | None = None) -> Appended:
+        """Store a message (any line ends; kept as the store keeps them) durably."""
+        ...
+
+    def quota(self) -> Quota: ...
+
+    def close(self) -> None: ...
