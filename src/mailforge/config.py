@@ -15,7 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from .addresses import normalize_address
+from .errors import ConfigError, UsageError
 
 DEFAULT_CONFIG_NAME = "mailforge.toml"
 DEFAULT_CONFIG_PATH = Path("var") / DEFAULT_CONFIG_NAME
@@ -86,6 +87,9 @@ class AbuseConfig:
     block_after: int = 10      # failures in the window that block the address (0 = never)
     block_time: float = 900.0  # seconds a blocked address is refused
     exempt_networks: list[str] = field(default_factory=list)  # never counted (webmail, monitoring)
+    # Who hears of an account reaching its outbound message limit (`mailforge limits`);
+    # "" = a log line only.
+    notify: str = ""
 
 
 @dataclass
@@ -353,6 +357,11 @@ def _validate_abuse(abuse: AbuseConfig, path: Path | str) -> None:
         if getattr(abuse, key) < 0:
             raise ConfigError(path, f"[abuse] {key}", "must be 0 or more")
     _check_networks(abuse.exempt_networks, path, "[abuse] exempt_networks")
+    if abuse.notify:
+        try:
+            normalize_address(abuse.notify)
+        except UsageError as exc:
+            raise ConfigError(path, "[abuse] notify", str(exc)) from None
 
 
 def _validate_tls(tls: TLSConfig, path: Path | str) -> None:

@@ -28,6 +28,7 @@ from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
 from .policy.abuse import AbuseGuard
+from .policy.limits import SendLimiter
 from .policy.relay import RelayPolicy
 from .protocols import pop3d, smtpd
 from .protocols.pop3 import POP3Settings
@@ -66,8 +67,11 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
         tls_available=tls_context is not None, require_auth=worker.protocol.require_auth,
         allow_plaintext_auth=config.server.allow_plaintext_auth,
         sender_login_match=config.relay.sender_login_match)
+    limiter = SendLimiter(worker.accounts, worker.ratekeeper, worker.executor,
+                          config.server.hostname, config.abuse.notify,
+                          lambda recipient, message: worker.spool.submit("", [recipient], message))
     return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, worker.guard,
-                             tls_context)
+                             limiter, tls_context)
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:

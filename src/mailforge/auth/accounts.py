@@ -23,7 +23,7 @@ from .passwords import ScramRecord, hash_cram_md5, hash_password, hash_scram_sha
 from .passwords import parse_scram_sha256, scram_decoy, verify_password
 
 # Bump whenever the schema changes, and add the step from the old version to _MIGRATIONS.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # A writer (the CLI) holds the lock for milliseconds; wait rather than fail.
 BUSY_TIMEOUT_MS = 5000
 # Password hashes inside: no access for others. The group (which owns the store and queue, see
@@ -46,7 +46,8 @@ CREATE TABLE mailboxes (
     cram_md5  TEXT,
     scram_sha256 TEXT,
     disabled  INTEGER NOT NULL DEFAULT 0,
-    created   REAL NOT NULL
+    created   REAL NOT NULL,
+    send_disabled INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX mailboxes_domain ON mailboxes(domain);
 CREATE TABLE aliases (
@@ -61,6 +62,14 @@ CREATE TABLE settings (
     name   TEXT PRIMARY KEY,
     value  BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE send_limits (
+    scope     TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    messages  INTEGER NOT NULL,
+    interval  REAL NOT NULL,
+    action    TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
 """
 
 # The statements that take a file from schema version N (the key) to N + 1.
@@ -73,6 +82,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # settings table for the key behind SCRAM's decoy salts (_ensure_decoy_key fills it).
     2: ("ALTER TABLE mailboxes ADD COLUMN scram_sha256 TEXT",
         "CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"),
+    # 4: outbound message limits (system, domain and user rows) and the flag that the
+    # "disable" action sets on a mailbox that reached its limit.
+    3: ("CREATE TABLE send_limits (scope TEXT NOT NULL, name TEXT NOT NULL, messages INTEGER "
+        "NOT NULL, interval REAL NOT NULL, action TEXT NOT NULL, PRIMARY KEY (scope, name)) "
+        "WITHOUT ROWID",
+        "ALTER TABLE mailboxes ADD COLUMN send_disabled INTEGER NOT NULL DEFAULT 0"),
 }
 # The settings row holding the key that makes SCRAM decoy salts (passwords.scram_decoy).
 DECOY_KEY = "scram_decoy_key"
@@ -101,6 +116,26 @@ class UserInfo:
     address: str
     disabled: bool
     created: float
+
+
+@dataclass(frozen=True)
+class SendLimit:
+    """An outbound message limit: at most `messages` per `interval` seconds per sender.
+
+    scope is "system" (name ""), "domain" (name a domain) or "user" (name an address); the
+    narrowest one that exists applies. action: "throttle" (451 until the window allows) or
+    "disable" (the mailbox may not send until `user enable`).
+    """
+
+    scope: str
+    name: str
+    messages: int
+    interval: float
+    action: str
+
+
+SEND_LIMIT_SCOPES = ("user", "domain", "system")  # narrowest first: the first found applies
+SEND_LIMIT_ACTIONS = ("throttle", "disable")
 
 
 @dataclass(frozen=True)
@@ -205,7 +240,63 @@ class Accounts:
         self._update_mailbox(address, "disabled = ?", 1)
 
     def user_enable(self, address: str) -> None:
-        self._update_mailbox(address, "disabled = ?", 0)
+        """Undo `user_disable`, and a limit's "disable" action."""
+        self._update_mailbox(address, "disabled = ?, send_disabled = ?", 0, 0)
+
+    # -- outbound message limits
+
+    def limit_set(self, limit: SendLimit) -> None:
+        if limit.scope not in SEND_LIMIT_SCOPES or limit.action not in SEND_LIMIT_ACTIONS:
+            raise UsageError(f"bad limit {limit}")
+        if limit.messages < 1 or limit.interval <= 0:
+            raise UsageError("a limit needs at least 1 message and an interval above 0 seconds")
+        with self._write() as db:
+            if limit.scope == "domain":
+                _require_domain(db, limit.name)
+            elif limit.scope == "user":
+                _require_mailbox(db, limit.name)
+            db.execute("INSERT OR REPLACE INTO send_limits VALUES (?, ?, ?, ?, ?)",
+                       (limit.scope, limit.name, limit.messages, limit.interval, limit.action))
+
+    def limit_reset(self, scope: str, name: str = "") -> int:
+        """Clear the settings below a level (system: every domain's and user's; domain: its
+        users'), and a user's own setting for scope "user"; returns how many were removed."""
+        with self._write() as db:
+            if scope == "system":
+                cursor = db.execute("DELETE FROM send_limits WHERE scope != 'system'")
+            elif scope == "domain":
+                _require_domain(db, name)
+                cursor = db.execute("DELETE FROM send_limits WHERE scope = 'user' AND "
+                                    "name IN (SELECT address FROM mailboxes WHERE domain = ?)",
+                                    (name,))
+            else:
+                cursor = db.execute("DELETE FROM send_limits WHERE scope = 'user' AND name = ?",
+                                    (name,))
+            return cursor.rowcount
+
+    def limits(self) -> list[SendLimit]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM send_limits ORDER BY scope DESC, name").fetchall()
+        return [SendLimit(*row) for row in rows]
+
+    def send_limit(self, address: str) -> SendLimit | None:
+        """The limit that applies to a sender: its own, else its domain's, else the system's."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM send_limits WHERE (scope = 'user' AND name = ?) OR "
+                "(scope = 'domain' AND name = ?) OR (scope = 'system' AND name = '')",
+                (address, _domain_of(address))).fetchall()
+        found = {row[0]: SendLimit(*row) for row in rows}
+        return next((found[scope] for scope in SEND_LIMIT_SCOPES if scope in found), None)
+
+    def send_disabled(self, address: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT send_disabled FROM mailboxes WHERE address = ?",
+                                   (address,)).fetchone()
+        return bool(row and row[0])
+
+    def send_disable(self, address: str) -> None:
+        self._update_mailbox(address, "send_disabled = ?", 1)
 
     def users(self, domain: str | None = None) -> list[UserInfo]:
         sql, params = "SELECT address, disabled, created FROM mailboxes", ()

@@ -19,6 +19,7 @@ class Action(enum.Enum):
     OPEN_MAILDROP = "open_maildrop"  # POP3: lock the logged-in user's maildrop, then tell the machine
     SEND_MESSAGE = "send_message"    # POP3 RETR/TOP: send a message of the maildrop after the reply
     UPDATE = "update"                # POP3 QUIT: remove the deleted messages, then tell the machine
+    CHECK_SENDER = "check_sender"    # SMTP MAIL of a logged-in user: ask the outbound limit
 
 
 class Failure(enum.Enum):

@@ -178,7 +178,13 @@ class SMTPMachine:
                              f"user {self.user}")
         self.transaction = transaction
         self.state = State.MAIL
-        return reply(250, "2.1.0", "Ok")
+        # A logged-in user's messages count against its outbound limit (policy/limits.py).
+        return reply(250, "2.1.0", "Ok", Action.CHECK_SENDER if self.user else Action.NONE)
+
+    def sender_limited(self, code: int, enhanced: str, text: str) -> Reply:
+        """The outbound limit refused the logged-in user's message (at MAIL or at queueing)."""
+        self.reset()
+        return self._count(reply(code, enhanced, f"<{self.user}>: {text}"))
 
     def _mail_params(self, transaction: Transaction, params: dict[str, str | None]) -> Reply | None:
         for key, value in params.items():

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from ..policy.abuse import AbuseGuard
+from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
@@ -32,6 +33,7 @@ class SMTPContext:
     accounts: AccountLookup
     worker: StopSignal
     guard: AbuseGuard
+    limiter: SendLimiter
     tls_context: ssl.SSLContext | None = None
 
 
@@ -112,7 +114,19 @@ class SMTPDriver:
             return await self._receive_data()
         if result.action is Action.READ_CHUNK:
             return await self._receive_chunk(result)
+        if result.action is Action.CHECK_SENDER:
+            refusal = await self._limit(commit=False)
+            return self._limited(refusal) if refusal else Reply(result.text)
         return result
+
+    async def _limit(self, commit: bool) -> Refusal | None:
+        user = self.machine.user
+        if not user:
+            return None
+        return await self.ctx.limiter.check(user, self.conn.peer_ip, commit)
+
+    def _limited(self, refusal: Refusal) -> Reply:
+        return self.machine.sender_limited(refusal.code, refusal.enhanced, refusal.text)
 
     async def _receive_data(self) -> Reply:
         spool_file = self._start_message()
@@ -167,6 +181,10 @@ class SMTPDriver:
             id=spool_file.id, sender=transaction.sender, recipients=list(transaction.recipients),
             received_at=time.time(), client_ip=self.conn.peer_ip, helo=self.machine.helo_name,
             smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit)
+        refusal = await self._limit(commit=True)
+        if refusal:
+            spool_file.abort()
+            return self._limited(refusal)
         try:
             await spool_file.commit(envelope)
         except SpoolError as exc:

@@ -140,6 +140,21 @@ class RateKeeperClient:
             raise RateKeeperError(f"report_failure({ip!r}): {result!r}")
         return float(result[0]), float(result[1])
 
+    async def take_send(self, sender: str, messages: int, interval: float,
+                        commit: bool) -> tuple[bool, bool]:
+        """May `sender` send one more message (counted when `commit`)? (allowed, new_event),
+        see ratekeeper/outbound.py. (True, False) while the rate-keeper is unreachable."""
+        conn = self._conn or await self._connection()
+        if conn is None:
+            return True, False
+        try:
+            result = await conn.call("send", sender, int(messages), float(interval), bool(commit))
+        except _Unavailable:
+            return True, False
+        if not (isinstance(result, list) and len(result) == 2):
+            raise RateKeeperError(f"take_send({sender!r}): {result!r}")
+        return bool(result[0]), bool(result[1])
+
     async def close_session(self, service: str, ip: str) -> None:
         """Uncount a session that open_session let in. Sent without waiting for a reply."""
         if self._conn is not None:

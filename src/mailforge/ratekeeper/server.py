@@ -27,6 +27,7 @@ import uvloop
 
 from .abuse import FailureCounters, Thresholds
 from .counters import Clock, ConnectionCounters
+from .outbound import SendCounters
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,15 @@ class RateKeeper:
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self.connections = ConnectionCounters(clock)
         self.failures = FailureCounters(clock)
+        self.sends = SendCounters(clock)
         self.ops: dict[str, Operation] = {
             "open": Operation(self.open, (str, str, int, int)),
             "close": Operation(self.connections.close, (str, str)),
             # ip, then Thresholds' fields in order → [delay, seconds blocked]
             "fail": Operation(self.fail, (str, float, int, float, float, int, float)),
+            # sender, messages, interval, commit → [allowed, new_event]
+            "send": Operation(lambda _owner, *args: list(self.sends.take(*args)),
+                              (str, int, float, bool)),
             "stats": Operation(lambda _owner: self.stats(), ()),
         }
 
@@ -85,7 +90,8 @@ class RateKeeper:
         return list(self.failures.record(ip, Thresholds(*thresholds)))
 
     def stats(self) -> dict:
-        return {"connections": self.connections.snapshot(), "abuse": self.failures.snapshot()}
+        return {"connections": self.connections.snapshot(), "abuse": self.failures.snapshot(),
+                "outbound": self.sends.snapshot()}
 
     def handle(self, owner: object, request: object) -> tuple[object, object]:
         """One decoded request → (req_id, result); never raises for a bad request."""
