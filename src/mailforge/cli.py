@@ -12,6 +12,7 @@ from . import __version__, config as configuration, control, speedups, tls
 from .auth import cli as accounts_cli
 from .auth.accounts import Accounts
 from .errors import EXIT_OK, MailforgeError, UsageError
+from .store import cli as store_cli
 
 # Directories `init` lays out under the data dir (DESIGN.md, data on disk).
 DATA_SUBDIRS = ("queue", "store", "badmail", "log", "run", "tls", "backup")
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     control.register(sub)
     accounts_cli.register(sub)
+    store_cli.register(sub)
     return parser
 
 

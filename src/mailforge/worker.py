@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient
+from .store import quota
 
 log = logging.getLogger("mailforge.worker")
 
@@ -65,7 +67,9 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
         tls_available=tls_context is not None, require_auth=worker.protocol.require_auth,
         allow_plaintext_auth=config.server.allow_plaintext_auth,
         sender_login_match=config.relay.sender_login_match)
-    return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, tls_context)
+    mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
+    return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, tls_context,
+                             mailbox_full)
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:

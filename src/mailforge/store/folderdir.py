@@ -228,9 +228,12 @@ class FolderDir:
         with locked(self.path):
             self._index = None
             data = read(self.path)
+            found = self._list()
             survivor, problems = salvage(data) if data is not None else (None, ["missing"])
             index = self._rebuilt(survivor, problems) if survivor is None or problems else survivor
-            if self._reconcile(index, self._list()):
+            if data is None and not found:
+                problems = []  # a folder nobody selected yet: nothing was lost
+            if self._reconcile(index, found):
                 self._save(index)
         return index.uidvalidity, problems
 

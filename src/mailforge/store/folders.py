@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..queue.commit import fsync_dir
 from .api import (
@@ -38,11 +39,14 @@ from .api import (
 )
 from .flags import field_of, letters_of
 from .folderdir import FolderDir
-from .maildir import mailbox_path
+from .maildir import mailbox_path, public_path
 from .names import SPECIAL_USE, from_dir, is_public, normalize, parents, to_dir
 from .quota import NO_LIMITS, Limits, MaildirSize
 from .selected import SelectedFolder, canonical_flags
 from .uidindex import write_atomically
+
+if TYPE_CHECKING:
+    from ..auth.accounts import Accounts
 
 SUBSCRIPTIONS = "subscriptions"
 SUBSCRIPTIONS_HEADER = "V\t2\n\n"
@@ -64,6 +68,17 @@ class _Place:
     name: str
     folder: FolderDir
     public: bool
+
+
+def open_mailbox(store_dir: Path, accounts: Accounts, address: str) -> MaildirMailbox:
+    """The Mailbox of a canonical address, with its quota and its domain's public folders."""
+    settings = accounts.store_settings(address)
+    public = None
+    if settings.public_folders:
+        public = PublicAccess(public_path(store_dir, address.rpartition("@")[2]),
+                              settings.public_writer)
+    return MaildirMailbox(store_dir, address,
+                          Limits(settings.quota_bytes, settings.quota_messages), public)
 
 
 class MaildirMailbox:

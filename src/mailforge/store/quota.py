@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..queue.commit import unlink_quietly
 from .api import Quota
@@ -140,6 +141,15 @@ def count_messages(maildir: Path) -> tuple[int, int]:
     return used_bytes, used_messages
 
 
+class QuotaSource(Protocol):
+    def quota_limits(self, address: str) -> tuple[int | None, int | None]: ...
+
+
+def mailbox_full(store_dir: Path, accounts: QuotaSource, address: str, size: int = 1) -> bool:
+    """For SMTP's RCPT: is the mailbox of ADDR over quota (with `size` more octets)?"""
+    return would_exceed(store_dir, address, Limits(*accounts.quota_limits(address)), size)
+
+
 def would_exceed(store_dir: Path, address: str, limits: Limits, size: int) -> bool:
     """For SMTP and delivery: would a message of `size` octets take ADDR over its quota?
     Cheap: a stat and a read of a small file, unless the file needs counting again."""
@@ -151,9 +161,10 @@ def would_exceed(store_dir: Path, address: str, limits: Limits, size: int) -> bo
     return MaildirSize(maildir, limits).would_exceed(size)
 
 
-def admit(store_dir: Path, address: str, limits: Limits, size: int) -> bool:
+def admit(store_dir: Path, accounts: QuotaSource, address: str, size: int) -> bool:
     """For local delivery: False when the message would go over quota; else True, and its
     size is counted (an estimate if the delivery then fails: the file heals, see above)."""
+    limits = Limits(*accounts.quota_limits(address))
     if would_exceed(store_dir, address, limits, size):
         return False
     if limits.bytes is not None or limits.messages is not None:
