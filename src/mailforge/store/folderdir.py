@@ -42,10 +42,11 @@ from .uidindex import (
 log = logging.getLogger("mailforge.store")
 
 FOLDER_MARKER = "maildirfolder"  # Maildir++: this directory is a folder, not a whole Maildir
-# A directory's mtime moves on in ticks of the kernel's coarse clock: a change made in the same
-# tick as a listing leaves the mtime as it was. So a listing taken less than this long after
-# the last change is not trusted to be final (Dovecot does the same).
-MTIME_SLACK_NS = 2_000_000_000
+# A directory's mtime moves on in ticks (the kernel's coarse clock; whole seconds on some file
+# systems): a change made in the same tick as a listing leaves the mtime as it was. So a
+# listing taken less than this long after the last change is not trusted to be final, and the
+# next refresh lists again (Dovecot waits out the same second).
+MTIME_SLACK_NS = 1_100_000_000
 _HOSTNAME = maildir_hostname()
 
 # Told (bytes, messages) whenever messages are added or removed: the quota's maildirsize.
