@@ -75,6 +75,20 @@ class RelayConfig:
 
 
 @dataclass
+class AbuseConfig:
+    """Harvesting and brute-force defence: failed logins and RCPTs to unknown local users,
+    counted per client address (IPv6: per /64) across every service and worker."""
+
+    window: float = 600.0      # seconds over which failures are counted
+    tarpit_after: int = 3      # failures answered at once; later ones are delayed
+    tarpit_delay: float = 1.0  # seconds added per failure past tarpit_after
+    tarpit_max: float = 10.0   # the longest delay
+    block_after: int = 10      # failures in the window that block the address (0 = never)
+    block_time: float = 900.0  # seconds a blocked address is refused
+    exempt_networks: list[str] = field(default_factory=list)  # never counted (webmail, monitoring)
+
+
+@dataclass
 class DeliveryConfig:
     workers: int = 2
     retry_schedule: list[int] = field(default_factory=lambda: [60, 300, 900, 3600])
@@ -123,6 +137,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    abuse: AbuseConfig = field(default_factory=AbuseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Where the config was read from; relative paths in it are relative to its directory.
@@ -307,11 +322,8 @@ def _validate(config: Config, path: Path | str) -> None:
         raise ConfigError(path, "[limits] max_line_length", "must be at least 512 (RFC 5321 4.5.3.1.4)")
     if config.relay.mode not in RELAY_MODES:
         raise ConfigError(path, "[relay] mode", f"expected one of {', '.join(RELAY_MODES)}")
-    for net in config.relay.networks:
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise ConfigError(path, "[relay] networks", f"{net!r} is not a network") from None
+    _check_networks(config.relay.networks, path, "[relay] networks")
+    _validate_abuse(config.abuse, path)
     _validate_tls(config.tls, path)
     if config.delivery.workers < 1:
         raise ConfigError(path, "[delivery] workers", "must be at least 1")
@@ -323,6 +335,24 @@ def _validate(config: Config, path: Path | str) -> None:
                        ("[metrics] listen", config.metrics.listen)):
         if value:
             _check_hostport(value, path, key)
+
+
+def _check_networks(networks: list[str], path: Path | str, key: str) -> None:
+    for net in networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(path, key, f"{net!r} is not a network") from None
+
+
+def _validate_abuse(abuse: AbuseConfig, path: Path | str) -> None:
+    for key in ("window", "block_time"):
+        if getattr(abuse, key) <= 0:
+            raise ConfigError(path, f"[abuse] {key}", "must be greater than 0")
+    for key in ("tarpit_after", "tarpit_delay", "tarpit_max", "block_after"):
+        if getattr(abuse, key) < 0:
+            raise ConfigError(path, f"[abuse] {key}", "must be 0 or more")
+    _check_networks(abuse.exempt_networks, path, "[abuse] exempt_networks")
 
 
 def _validate_tls(tls: TLSConfig, path: Path | str) -> None:

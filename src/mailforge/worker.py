@@ -28,6 +28,7 @@ from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
+from .policy.abuse import AbuseGuard
 from .policy.relay import RelayPolicy
 from .protocols import pop3d, smtpd
 from .protocols.pop3 import POP3Settings
@@ -68,8 +69,8 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
         allow_plaintext_auth=config.server.allow_plaintext_auth,
         sender_login_match=config.relay.sender_login_match)
     mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
-    return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, tls_context,
-                             mailbox_full)
+    return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, worker.guard,
+                             tls_context, mailbox_full=mailbox_full)
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:
@@ -77,7 +78,7 @@ def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.P
     settings = POP3Settings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth)
     return pop3d.POP3Context(settings, worker.accounts, config.store_dir, worker.executor,
-                             worker, tls_context)
+                             worker, worker.guard, tls_context)
 
 
 _SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply, _smtp_context)
@@ -138,6 +139,7 @@ class Worker:
                                            thread_name_prefix=f"{self.service}-io")
         self.accounts = Accounts(self.config.accounts_db)
         self.ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
+        self.guard = AbuseGuard.from_config(self.config.abuse, self.ratekeeper)
         tls_context = tls.load_server_context(self.config) if tls.certificate_present(self.config) else None
         if self.protocol.implicit_tls and tls_context is None:
             raise MailforgeError(f"[{self.service}] needs a TLS certificate ([tls] cert)")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..auth.accounts import Accounts
+from ..policy.abuse import AbuseGuard
 from ..store.pop3box import Maildrop, MaildropBusy
 from .pop3 import POP3Machine, POP3Settings
 from .session import Action, Reply, StopSignal
@@ -41,11 +42,14 @@ class POP3Context:
     store_dir: Path
     executor: Executor
     worker: StopSignal
+    guard: AbuseGuard
     tls_context: ssl.SSLContext | None = None
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
-    """The reply for a connection over a cap (verdict from the rate-keeper)."""
+    """The reply for a connection over a cap or from a blocked address (rate-keeper verdict)."""
+    if verdict == "blocked":
+        return b"-ERR [SYS/TEMP] Too many failed attempts from your address, try again later\r\n"
     if verdict == "ip_full":
         return b"-ERR [SYS/TEMP] Too many connections from your IP address\r\n"
     return b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
@@ -103,6 +107,8 @@ class POP3Driver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                if result.failure is not None and await self._penalise(result):
+                    return
                 if result.text:
                     self.conn.queue_reply(result.text)
                 if result.action is Action.CLOSE:
@@ -122,6 +128,15 @@ class POP3Driver:
             self.conn.flush()
             if self.maildrop is not None:
                 self.maildrop.close()
+
+    async def _penalise(self, result: Reply) -> bool:
+        """Count a failed login; True when the session must end (address blocked)."""
+        assert result.failure is not None
+        self.conn.flush()
+        if not await self.ctx.guard.failed("pop3", self.conn.peer_ip, result.failure.value):
+            return False
+        self.conn.queue_reply(result.text + refusal("blocked", self.ctx.settings.hostname))
+        return True
 
     async def _next_reply(self) -> Reply:
         # Waiting for a command, the session may always be cut: nothing is changed before QUIT.

@@ -21,6 +21,13 @@ class Action(enum.Enum):
     UPDATE = "update"                # POP3 QUIT: remove the deleted messages, then tell the machine
 
 
+class Failure(enum.Enum):
+    """A reply that the harvesting and brute-force defence counts (policy/abuse.py)."""
+
+    AUTH = "failed login"                 # wrong password, unknown or disabled user
+    RECIPIENT = "unknown local recipient"  # an address probe
+
+
 @dataclass(slots=True)
 class Reply:
     text: bytes
@@ -32,6 +39,7 @@ class Reply:
     # (TOP), None for the whole message (RETR).
     message: int = 0
     lines: int | None = None
+    failure: Failure | None = None
 
     @property
     def is_error(self) -> bool:

@@ -17,7 +17,7 @@ from ..addresses import AddressError, parse_address
 from ..auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, Step, mechanisms
 from ..policy.relay import RelayPolicy
 from ..speedups import ParseError, parse_path, split_command
-from .session import Action, Command, Reply
+from .session import Action, Command, Failure, Reply
 
 # After this many error replies the client is hung up on (Postfix's smtpd_hard_error_limit).
 MAX_ERRORS = 20
@@ -243,7 +243,9 @@ class SMTPMachine:
             return reply(554, "5.7.1", f"<{address}>: Relay access denied")
         if status == "disabled":
             return reply(550, "5.2.1", f"<{address}>: Recipient address rejected: mailbox disabled")
-        return reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
+        unknown = reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
+        unknown.failure = Failure.RECIPIENT
+        return unknown
 
     def data(self, arg: bytes) -> Reply:
         if arg:
@@ -383,7 +385,9 @@ class SMTPMachine:
             self.user = step.user
             return reply(235, "2.7.0", "Authentication successful")
         # One reply for every failure: unknown user and wrong password look the same.
-        return reply(535, "5.7.8", "Error: authentication failed")
+        failed = reply(535, "5.7.8", "Error: authentication failed")
+        failed.failure = Failure.AUTH
+        return failed
 
     # trace
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..policy.abuse import AbuseGuard
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
@@ -31,12 +32,15 @@ class SMTPContext:
     spool: Spool
     accounts: AccountLookup
     worker: StopSignal
+    guard: AbuseGuard
     tls_context: ssl.SSLContext | None = None
     mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
-    """The reply for a connection over a cap (verdict from the rate-keeper)."""
+    """The reply for a connection over a cap or from a blocked address (rate-keeper verdict)."""
+    if verdict == "blocked":
+        return f"421 4.7.0 {hostname} Error: too many failed attempts from your address, try again later\r\n".encode()
     if verdict == "ip_full":
         return f"421 4.7.0 {hostname} Error: too many connections from your IP address\r\n".encode()
     return f"421 4.3.2 {hostname} Error: too many connections, try again later\r\n".encode()
@@ -64,6 +68,8 @@ class SMTPDriver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                if result.failure is not None and await self._penalise(result):
+                    return
                 if result.text:
                     self.conn.queue_reply(result.text)
                 if result.action is Action.CLOSE:
@@ -83,6 +89,15 @@ class SMTPDriver:
         finally:
             self.conn.flush()
             self._drop_chunks()
+
+    async def _penalise(self, result: Reply) -> bool:
+        """Count a failed login or probe; True when the session must end (address blocked)."""
+        assert result.failure is not None
+        self.conn.flush()  # replies already due go out before the tarpit holds this one back
+        if not await self.ctx.guard.failed("smtp", self.conn.peer_ip, result.failure.value):
+            return False
+        self.conn.queue_reply(result.text + refusal("blocked", self.ctx.settings.hostname))
+        return True
 
     async def _next_reply(self) -> Reply:
         machine = self.machine
