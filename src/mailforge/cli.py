@@ -13,6 +13,7 @@ from .auth import cli as accounts_cli
 from .auth.accounts import Accounts
 from .policy import cli as limits_cli
 from .errors import EXIT_OK, MailforgeError, UsageError
+from .store import cli as store_cli
 
 # Directories `init` lays out under the data dir (DESIGN.md, data on disk).
 DATA_SUBDIRS = ("queue", "store", "badmail", "log", "run", "tls", "backup")
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     control.register(sub)
     accounts_cli.register(sub)
     limits_cli.register(sub)
+    store_cli.register(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -36,6 +37,7 @@ from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient
+from .store import quota
 
 log = logging.getLogger("mailforge.worker")
 
@@ -70,8 +72,9 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
     limiter = SendLimiter(worker.accounts, worker.ratekeeper, worker.executor,
                           config.server.hostname, config.abuse.notify,
                           lambda recipient, message: worker.spool.submit("", [recipient], message))
+    mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
     return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, worker.guard,
-                             limiter, tls_context)
+                             limiter, tls_context, mailbox_full=mailbox_full)
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:

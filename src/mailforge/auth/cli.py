@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _password_input(leaf(user, "passwd", _user_passwd, "set a mailbox's password"))
     leaf(user, "list", _user_list, "list mailboxes").add_argument(
         "domain", metavar="DOMAIN", nargs="?", help="only this domain's")
-    _address_leaf(user, "remove", _user_remove, "remove a mailbox (its mail stays on disk)")
-    _address_leaf(user, "disable", _user_disable, "refuse mail and logins for a mailbox")
-    _address_leaf(user, "enable", _user_enable, "undo `user disable`, and an outbound limit's disable action")
+    address_leaf(user, "remove", _user_remove, "remove a mailbox (its mail stays on disk)")
+    address_leaf(user, "disable", _user_disable, "refuse mail and logins for a mailbox")
+    address_leaf(user, "enable", _user_enable, "undo `user disable`, and an outbound limit's disable action")
 
     alias = group(subparsers, "alias", "aliases: addresses that forward to other addresses")
     add = leaf(alias, "add", _alias_add, "make mail to SOURCE go to TARGET as well")
@@ -57,7 +57,7 @@ def leaf(actions: argparse._SubParsersAction, name: str, handler: Handler,
     return parser
 
 
-def _address_leaf(actions: argparse._SubParsersAction, name: str, handler: Handler,
+def address_leaf(actions: argparse._SubParsersAction, name: str, handler: Handler,
                   help: str) -> argparse.ArgumentParser:
     parser = leaf(actions, name, handler, help)
     parser.add_argument("address", metavar="ADDR")

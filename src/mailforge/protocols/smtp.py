@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -74,9 +75,11 @@ def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> 
 
 class SMTPMachine:
     def __init__(self, settings: SMTPSettings, accounts: AccountLookup, peer_ip: str,
-                 tls_active: bool = False) -> None:
+                 tls_active: bool = False, mailbox_full: Callable[[str], bool] | None = None
+                 ) -> None:
         self.settings = settings
         self.accounts = accounts
+        self.mailbox_full = mailbox_full  # store.quota.mailbox_full, bound to the store
         self.peer_ip = peer_ip
         self.tls_active = tls_active
         self.user = ""  # the authenticated user, once AUTH succeeded
@@ -234,8 +237,11 @@ class SMTPMachine:
         return self.user in self.accounts.lookup_recipient(sender).mailboxes
 
     def _refuse_recipient(self, address: str) -> Reply | None:
-        status = self.accounts.lookup_recipient(address).status
+        lookup = self.accounts.lookup_recipient(address)
+        status = lookup.status
         if status == "ok":
+            if self.mailbox_full is not None and any(map(self.mailbox_full, lookup.mailboxes)):
+                return reply(552, "5.2.2", f"<{address}>: Mailbox full")
             return None
         if status == "not_local":
             if self.settings.relay.may_relay(self.peer_ip, bool(self.user)):

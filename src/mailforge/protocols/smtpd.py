@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..policy.abuse import AbuseGuard
@@ -35,6 +36,7 @@ class SMTPContext:
     guard: AbuseGuard
     limiter: SendLimiter
     tls_context: ssl.SSLContext | None = None
+    mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
@@ -54,7 +56,8 @@ class SMTPDriver:
     def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
         self.conn = conn
         self.ctx = ctx
-        self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls)
+        self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls,
+                                   mailbox_full=ctx.mailbox_full)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
 
     async def run(self) -> None:

@@ -25,6 +25,7 @@ from typing import Protocol
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..config import Config
+from ..store import quota
 from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
                              message_base, publish, write_tmp)
 from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly, write_new_file
@@ -49,6 +50,8 @@ class Lookup(Protocol):
 
 class RecipientResolver(Protocol):
     def lookup_recipient(self, address: str) -> Lookup: ...
+
+    def quota_limits(self, address: str) -> tuple[int | None, int | None]: ...
 
 
 @dataclass
@@ -380,6 +383,9 @@ class DeliveryAgent:
         movable = self._moves_possible() and len(lookup.mailboxes) == 1 and entry.movable(rcpt)
         for mailbox in lookup.mailboxes:
             if mailbox in entry.mailboxes:
+                continue
+            if not quota.admit(self.config.store_dir, self.accounts, mailbox, entry.envelope.size):
+                entry.failed[rcpt] = "mailbox full (over quota)"  # deferred: it may free up
                 continue
             maildir = ensure_maildir_durable(self.config.store_dir,
                                              mailbox_path(self.config.store_dir, mailbox))
