@@ -198,6 +198,8 @@ def test_envelope_groups_and_malformed():
     ("<>", [Address(None, None, "", "")]),
     ("a@[127.0.0.1], , b@c", [Address(None, None, "a", "[127.0.0.1]"),
                               Address(None, None, "b", "c")]),
+    ("a\x01b@c\x00d, \\x", [Address(None, None, "a\x01b", "c\x00d"),
+                              Address(None, None, "\\x", "MISSING_DOMAIN")]),
     ("Joe Q. Public <john.q.public@example.com>",
      [Address("Joe Q. Public", None, "john.q.public", "example.com")]),
 ])

@@ -62,6 +62,13 @@ def test_mixed_with_attachments():
     assert find_part(root, [4]) is None
 
 
+def test_shallow_parse_reads_only_the_message_header():
+    top = parse_message(MIXED, shallow=True)
+    assert (top.media_type, top.children, top.message) == ("multipart", [], None)
+    assert top.header.get("subject") == "Quarterly report"
+    assert top.body() == parse_message(MIXED).body()
+
+
 def test_nested_message_rfc822():
     root = parse_message(NESTED)
     assert shape(root) == ("multipart/mixed", [
@@ -173,6 +180,8 @@ def test_header_fields_selection_keeps_the_sent_bytes():
     ("text/plain; broken; =x; charset=utf-8; name=\"unterminated",
      ("text", "plain", [("charset", "utf-8"), ("name", "unterminated")])),
     ("/plain", ("TEXT", "PLAIN", [("CHARSET", "US-ASCII")])),
+    ("text/plain;\x01\x00 charset=\x7f\x02 ; a=\"\\", ("text", "plain", [("a", "")])),
+    ('text/plain; a="x\\"y\r\n z"; b=(c)d', ("text", "plain", [("a", 'x"y z'), ("b", "d")])),
     ("(only a comment", ("TEXT", "PLAIN", [("CHARSET", "US-ASCII")])),
 ])
 def test_media_type_parsing(value, expected):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .mime import Header, tokenize
+from .mime import Header, token_pattern, tokenize
 from .wire import NIL, nstring, plist
 
-_ADDRESS_SPECIALS = frozenset('()<>[]:;@\\,"')
+_ADDRESS_TOKENS = token_pattern('()<>[]:;@\\,"')
 # What RFC 3501 has no way to say otherwise: an address without a domain would read as a group.
 MISSING_DOMAIN = "MISSING_DOMAIN"
 
@@ -64,7 +64,7 @@ def _address_list(addresses: list[Address]) -> bytes:
 
 def parse_addresses(value: str) -> list[Address]:
     """An address-list header value → Addresses, groups framed as RFC 3501 wants. Never raises."""
-    tokens = tokenize(value, _ADDRESS_SPECIALS, comments=True)
+    tokens = tokenize(value, _ADDRESS_TOKENS, comments=True)
     result: list[Address] = []
     pending: list[tuple[str, str]] = []  # tokens since the last separator
     in_group = False

@@ -37,18 +37,28 @@ def sets_seen(items: Sequence[FetchAttribute]) -> bool:
 class _Message:
     """The message's bytes and, parsed once and only when an item needs it, its structure."""
 
-    __slots__ = ("_root", "data", "info")
+    __slots__ = ("_root", "_top", "data", "info")
 
     def __init__(self, info: MessageInfo, data: bytes | None) -> None:
         self.info = info
         self.data = data if data is not None else b""
         self._root: Part | None = None
+        self._top: Part | None = None
 
     @property
     def root(self) -> Part:
         if self._root is None:
             self._root = parse_message(self.data)
         return self._root
+
+    @property
+    def top(self) -> Part:
+        """The message's own header and body, its parts left unscanned unless already known."""
+        if self._root is not None:
+            return self._root
+        if self._top is None:
+            self._top = parse_message(self.data, shallow=True)
+        return self._top
 
 
 def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttribute],
@@ -82,10 +92,10 @@ _SIMPLE: dict[str, Callable[[_Message], bytes]] = {
     "UID": _uid,
     "INTERNALDATE": lambda m: b"INTERNALDATE " + format_date_time(m.info.internal_date),
     "RFC822.SIZE": lambda m: b"RFC822.SIZE %d" % m.info.size,
-    "ENVELOPE": lambda m: b"ENVELOPE " + envelope(m.root.header),
+    "ENVELOPE": lambda m: b"ENVELOPE " + envelope(m.top.header),
     "RFC822": lambda m: b"RFC822 " + literal(m.data),
-    "RFC822.HEADER": lambda m: b"RFC822.HEADER " + literal(m.data[:m.root.body_start]),
-    "RFC822.TEXT": lambda m: b"RFC822.TEXT " + literal(m.data[m.root.body_start:]),
+    "RFC822.HEADER": lambda m: b"RFC822.HEADER " + literal(m.top.mime_header()),
+    "RFC822.TEXT": lambda m: b"RFC822.TEXT " + literal(m.top.body()),
     "BODYSTRUCTURE": lambda m: b"BODYSTRUCTURE " + body_structure(m.root, extended=True),
 }
 
@@ -100,12 +110,14 @@ def _body(item: FetchAttribute, message: _Message) -> bytes:
     label = item.section
     if item.fields:
         label += " (" + " ".join(astring(name).decode("ascii") for name in item.fields) + ")"
-    content = section_content(message.root, item.section, item.fields)
+    whole_message = not item.section[:1].isdigit()
+    root = message.top if whole_message else message.root
+    content = section_content(root, item.section, item.fields)
     return _sectioned(b"BODY", label, content, item.partial)
 
 
 def _binary(item: FetchAttribute, message: _Message) -> bytes:
-    content = _binary_content(message.root, item.section or "")
+    content = _binary_content(message.top if not item.section else message.root, item.section)
     if item.name == "BINARY.SIZE":
         return b"BINARY.SIZE[%s] %s" % (item.section.encode(), NIL if content is None
                                           else b"%d" % len(content))
@@ -148,7 +160,7 @@ def section_content(root: Part, section: str, fields: Sequence[str] = ()) -> byt
     return embedded.header.select(fields, exclude=text == "HEADER.FIELDS.NOT")
 
 
-def _binary_content(root: Part, section: str) -> bytes | None:
+def _binary_content(root: Part, section: str | None) -> bytes | None:
     if not section:
         return root.data
     part = find_part(root, split_section(section)[0])

@@ -28,7 +28,12 @@ MAX_HEADER = 256 * 1024
 MAX_CONTINUATION_DIGITS = 2
 
 CRLF = b"\r\n"
-TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
+# One header line and its folds: a field (RFC 5322 2.2: name of printable ASCII but the colon,
+# the colon, the rest of the line) or a line that is no field; bare CR and LF stay inside it.
+_REST = rb"[^\r]*(?:\r(?!\n)[^\r]*)*"
+_FIELD = re.compile(rb"(?:([\x21-\x39\x3b-\x7e]+)[ \t]*(:))?" + _REST
+                    + rb"(?:\r\n[ \t]" + _REST + rb")*(?:\r\n|\Z)")
+TSPECIALS = '()<>@,;:\\"/[]?='
 _PLAIN_ENCODINGS = frozenset(("7bit", "8bit", "binary"))
 _NOT_BASE64 = bytes(sorted(set(range(256)) - set(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")))
@@ -43,36 +48,15 @@ class Header:
 
     __slots__ = ("data", "end", "fields", "start")
 
-    def __init__(self, data: bytes, start: int, end: int) -> None:
+    def __init__(self, data: bytes, start: int, end: int, fields_end: int) -> None:
         self.data = data
         self.start = start
         self.end = end  # just past the blank line that ends the block, when it has one
         self.fields: list[tuple[str, int, int, int]] = []
-        self._scan(min(end, start + MAX_HEADER))
-
-    def _scan(self, limit: int) -> None:
-        data, pos = self.data, self.start
-        pending: tuple[str, int, int] | None = None  # the field being read: name, start, value
-        pending_end = pos
-        while pos < limit:
-            eol = data.find(CRLF, pos, self.end)
-            line_end = self.end if eol < 0 else eol + 2
-            if eol == pos:  # the blank line
-                break
-            if data[pos] in (0x20, 0x09):  # a folded continuation of the previous field
-                pending_end = line_end
-            else:
-                if pending is not None:
-                    self.fields.append((*pending, pending_end))
-                colon = data.find(b":", pos, line_end)
-                name = data[pos:colon].rstrip(b" \t") if colon > pos else b""
-                # A line that is not a field is skipped, with its folds.
-                pending = ((name.decode("ascii").lower(), pos, colon + 1)
-                           if name and all(0x21 <= c <= 0x7E for c in name) else None)
-                pending_end = line_end
-            pos = line_end
-        if pending is not None:
-            self.fields.append((*pending, pending_end))
+        for line in _FIELD.finditer(data, start, min(fields_end, start + MAX_HEADER)):
+            if line.group(1) is not None:  # lines that are no field are skipped, with their folds
+                self.fields.append((line.group(1).decode("ascii").lower(), line.start(),
+                                    line.end(2), line.end()))
 
     def values(self, name: str) -> list[bytes]:
         """Every value of a field, unfolded and trimmed, in header order."""
@@ -160,9 +144,21 @@ class Part:
             yield from self.message.walk()
 
 
-def parse_message(data: bytes) -> Part:
-    """The structure of a whole message (never raises; see the module's bounds)."""
-    return _Scanner(data).part(0, len(data), 0, digest=False)
+def parse_message(data: bytes, shallow: bool = False) -> Part:
+    """The structure of a whole message (never raises; see the module's bounds). `shallow`
+    reads only the message's own header: enough for ENVELOPE, HEADER and TEXT, and what
+    header-only FETCHes of a whole mailbox need, without scanning any body."""
+    return _Scanner(data, expand=not shallow).part(0, len(data), 0, digest=False)
+
+
+def read_header(data: bytes, start: int, end: int) -> Header:
+    """The header block at `start`: up to and including the first blank line, else to `end`."""
+    if data.startswith(CRLF, start, end):
+        return Header(data, start, start + 2, start)
+    blank = data.find(b"\r\n\r\n", start, end)
+    if blank < 0:
+        return Header(data, start, end, end)
+    return Header(data, start, blank + 4, blank + 2)
 
 
 def find_part(root: Part, numbers: Iterable[int]) -> Part | None:
@@ -249,7 +245,19 @@ def decode_words(value: bytes) -> str:
 # --- structured header values (RFC 2045 5.1, RFC 822 3.3 with comments) -----------------------
 
 
-def tokenize(value: str, specials: frozenset[str] = TSPECIALS,
+def token_pattern(specials: str) -> re.Pattern[str]:
+    """A grammar for `tokenize`: folding white space, a quoted string (closed or not), the start
+    of a comment, one special, or an atom of anything else; every character matches one."""
+    escaped = re.escape(specials)
+    return re.compile(rf'[ \t\r\n]+|"((?:[^"\\]|\\.)*)"?|(\()|([{escaped}])'
+                      rf'|([^{escaped} \t\r\n"(]+)', re.DOTALL)
+
+
+MIME_TOKENS = token_pattern(TSPECIALS)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
+def tokenize(value: str, grammar: re.Pattern[str] = MIME_TOKENS,
              comments: bool = False) -> list[tuple[str, str]]:
     """('atom'|'quoted'|'special'|'comment', text) tokens of a structured header value, folding
     white space dropped and comments too unless asked for. Never raises: an unterminated quoted
@@ -257,25 +265,24 @@ def tokenize(value: str, specials: frozenset[str] = TSPECIALS,
     tokens: list[tuple[str, str]] = []
     pos, end = 0, len(value)
     while pos < end:
-        char = value[pos]
-        if char in " \t\r\n":
-            pos += 1
-        elif char == "(":
+        match = grammar.match(value, pos)
+        if match is None:  # not with token_pattern's grammars, which match any character
+            break
+        quoted, comment, special, atom = match.groups()
+        if comment:
             start, pos = pos, _skip_comment(value, pos)
             if comments:
                 tokens.append(("comment", value[start + 1:pos].removesuffix(")")))
-        elif char == '"':
-            text, pos = _quoted_string(value, pos)
-            tokens.append(("quoted", text))
-        elif char in specials:
-            tokens.append(("special", char))
-            pos += 1
-        else:
-            start = pos
-            while pos < end and value[pos] not in specials and value[pos] > " " \
-                    and value[pos] not in '("':
-                pos += 1
-            tokens.append(("atom", value[start:pos]))
+            continue
+        pos = match.end()
+        if atom is not None:
+            tokens.append(("atom", atom))
+        elif special is not None:
+            tokens.append(("special", special))
+        elif quoted is not None:
+            if "\\" in quoted:
+                quoted = _QUOTED_PAIR.sub(r"\1", quoted)
+            tokens.append(("quoted", quoted.replace("\r", "").replace("\n", "")))
     return tokens
 
 
@@ -293,22 +300,6 @@ def _skip_comment(value: str, pos: int) -> int:
                 return pos + 1
         pos += 1
     return pos
-
-
-def _quoted_string(value: str, pos: int) -> tuple[str, int]:
-    out = []
-    pos += 1
-    while pos < len(value):
-        char = value[pos]
-        if char == '"':
-            return "".join(out), pos + 1
-        if char == "\\" and pos + 1 < len(value):
-            pos += 1
-            char = value[pos]
-        if char not in "\r\n":
-            out.append(char)
-        pos += 1
-    return "".join(out), pos
 
 
 def parse_parameters(tokens: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -370,18 +361,22 @@ def parse_media_type(value: str | None, default: tuple[str, str]) -> tuple[str, 
 class _Scanner:
     """One parse: the message's bytes and how many parts are left to hand out."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, expand: bool) -> None:
         self.data = data
+        self.expand = expand
         self.parts_left = MAX_PARTS
 
     def part(self, start: int, end: int, depth: int, digest: bool) -> Part:
         self.parts_left -= 1
-        header, body_start = self._header(start, end)
+        header = read_header(self.data, start, end)
+        body_start = header.end
         default = ("MESSAGE", "RFC822") if digest else ("TEXT", "PLAIN")
         media_type, subtype, params = parse_media_type(header.get("content-type"), default)
         part = Part(header, start, body_start, end, media_type, subtype, params)
         kind = media_type.lower()
         expandable = depth < MAX_DEPTH and self.parts_left > 0
+        if not self.expand:
+            return part
         if kind == "multipart":
             if expandable:
                 part.children = self._children(part, depth, subtype.lower() == "digest")
@@ -393,14 +388,6 @@ class _Scanner:
             else:
                 _make_opaque(part)
         return part
-
-    def _header(self, start: int, end: int) -> tuple[Header, int]:
-        data = self.data
-        if data.startswith(CRLF, start, end):
-            return Header(data, start, start + 2), start + 2
-        blank = data.find(b"\r\n\r\n", start, end)
-        body_start = end if blank < 0 else blank + 4
-        return Header(data, start, body_start), body_start
 
     def _children(self, parent: Part, depth: int, digest: bool) -> list[Part]:
         boundary = parent.param("boundary")
@@ -415,7 +402,7 @@ class _Scanner:
         for start, end in spans:
             if self.parts_left <= 0:
                 # Out of parts: the rest of this body, delimiters and all, is one opaque leaf.
-                leaf = Part(Header(self.data, start, start), start, start, parent.end)
+                leaf = Part(Header(self.data, start, start, start), start, start, parent.end)
                 _make_opaque(leaf)
                 children.append(leaf)
                 break

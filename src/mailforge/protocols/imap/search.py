@@ -18,6 +18,7 @@ from mailforge.speedups import STAR, ParseError, parse_sequence_set
 from mailforge.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, MessageInfo
 
 from .mime import (
+    Header,
     Part,
     UnknownEncoding,
     decode_text,
@@ -41,28 +42,45 @@ class BadCharset(ValueError):
 class _Message:
     """One candidate: what the store already knows, and its bytes only if a key asks."""
 
-    __slots__ = ("_body", "_load", "_root", "count", "info", "max_uid", "sequence")
+    __slots__ = ("_body", "_data", "_load", "_root", "_top", "count", "info", "max_uid",
+                 "sequence")
 
     def __init__(self, sequence: int, info: MessageInfo, count: int, max_uid: int,
                  load: Callable[[], bytes] | None) -> None:
         self.sequence, self.info, self.count, self.max_uid = sequence, info, count, max_uid
         self._load = load
+        self._data: bytes | None = None
         self._root: Part | None = None
+        self._top: Part | None = None
         self._body: str | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            if self._load is None:
+                raise ValueError("this search needs the message")
+            self._data = self._load()
+        return self._data
 
     @property
     def root(self) -> Part:
         if self._root is None:
-            if self._load is None:
-                raise ValueError("this search needs the message")
-            self._root = parse_message(self._load())
+            self._root = parse_message(self.data)
         return self._root
 
+    @property
+    def header(self) -> Header:
+        """The message's own header, read without scanning its body."""
+        if self._top is None:
+            self._top = parse_message(self.data, shallow=True)
+        return self._top.header
+
     def header_values(self, name: str) -> list[str]:
-        return [decode_words(value).casefold() for value in self.root.header.values(name)]
+        return [decode_words(value).casefold() for value in self.header.values(name)]
 
     def header_text(self) -> str:
-        return decode_words(self.root.mime_header()).casefold()
+        header = self.header
+        return decode_words(self.data[header.start:header.end]).casefold()
 
     def body_text(self) -> str:
         """Every text part's decoded text, casefolded, computed once."""
@@ -265,7 +283,7 @@ def _utc_date(timestamp: float) -> datetime.date:
 
 def _header_date(m: _Message) -> datetime.date | None:
     """The date of the Date: field as its sender wrote it (RFC 3501: time and zone ignored)."""
-    value = m.root.header.get("date")
+    value = m.header.get("date")
     if value is None:
         return None
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import calendar
 import datetime
+import re
 import time
 from collections.abc import Iterable
 
@@ -25,7 +26,7 @@ _MONTH_NUMBER = {name.upper(): number for number, name in enumerate(MONTHS, 1)}
 # RFC 3501 9 ATOM-CHAR: any CHAR except atom-specials ( ) { SP CTL % * " \ ].
 _ATOM_CHARS = frozenset(range(0x21, 0x7F)) - frozenset(b'(){%*"\\]')
 # Octets a quoted string cannot hold (CR, LF, NUL and 8-bit need a literal).
-_UNQUOTABLE = frozenset(range(0x80, 0x100)) | {0x00, 0x0A, 0x0D}
+_UNQUOTABLE = re.compile(rb"[\x00\r\n\x80-\xff]")
 
 
 class ImapSyntaxError(ValueError):
@@ -45,7 +46,7 @@ def quoted(data: bytes) -> bytes:
 def string(data: bytes | str) -> bytes:
     """An IMAP string: quoted when it can be, else a literal."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    if len(raw) > MAX_QUOTED or not _UNQUOTABLE.isdisjoint(raw):
+    if len(raw) > MAX_QUOTED or _UNQUOTABLE.search(raw):
         return literal(raw)
     return quoted(raw)
 
