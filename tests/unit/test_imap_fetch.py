@@ -244,3 +244,12 @@ noise = st.lists(st.sampled_from([
 def test_any_message_gives_a_well_framed_response(data):
     response = fetch.fetch_response(1, info(data), EVERY_ITEM, data)
     assert response.startswith(b"* 1 FETCH (") and response.endswith(b")\r\n")
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from(list('()<>[]:;@\\,". \t\r\nab') + ["\x00", "\x01", "é"]),
+               max_size=60))
+def test_any_address_list_parses(value):
+    for address in parse_addresses(value):
+        assert isinstance(address, Address)
+        assert b"\r\n" not in address.format() or b"{" in address.format()

@@ -268,3 +268,24 @@ def test_any_bytes_parse_without_error_and_offsets_stay_inside(data):
             mime.decoded_body(part)
         except mime.UnknownEncoding:
             pass
+
+
+structured = st.text(alphabet=st.sampled_from(
+    list('()<>@,;:\\"/[]?=*\' \t\r\n') + ["\x00", "\x01", "\x7f", "é", "a", "Z", "0", "%"]),
+    max_size=60) | st.text(max_size=60)
+
+
+@settings(max_examples=500)
+@given(structured)
+def test_structured_values_always_tokenize(value):
+    tokens = mime.tokenize(value, comments=True)
+    assert all(kind in ("atom", "quoted", "special", "comment") for kind, _ in tokens)
+    media_type, subtype, params = mime.parse_media_type(value, ("TEXT", "PLAIN"))
+    assert media_type and subtype and all(isinstance(v, str) for _, v in params)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120))
+def test_encoded_words_always_decode(value):
+    assert isinstance(mime.decode_words(value), str)
+    assert isinstance(mime.decode_words(b"=?utf-8?b?" + value + b"?= =?x?q?" + value + b"?="), str)

@@ -373,10 +373,10 @@ class _Scanner:
         default = ("MESSAGE", "RFC822") if digest else ("TEXT", "PLAIN")
         media_type, subtype, params = parse_media_type(header.get("content-type"), default)
         part = Part(header, start, body_start, end, media_type, subtype, params)
-        kind = media_type.lower()
-        expandable = depth < MAX_DEPTH and self.parts_left > 0
         if not self.expand:
             return part
+        kind = media_type.lower()
+        expandable = depth < MAX_DEPTH and self.parts_left > 0
         if kind == "multipart":
             if expandable:
                 part.children = self._children(part, depth, subtype.lower() == "digest")
