@@ -11,7 +11,7 @@ from mailforge.protocols.imap import search
 from mailforge.protocols.imap.search import BadCharset, parse_search
 from mailforge.protocols.imap.wire import ImapSyntaxError
 from mailforge.speedups import CommandParser
-from mailforge.store.api import MessageInfo
+from mailforge.store.api import MessageInfo, StoreError
 
 from .imap_messages import ALTERNATIVE, MALFORMED, MIXED, NESTED, PLAIN, crlf
 
@@ -127,6 +127,14 @@ def test_each_message_is_read_and_parsed_once():
     reads = []
     run(b"FROM a SUBJECT b BODY c TEXT d HEADER To e SENTON 1-Mar-2026", reads)
     assert sorted(reads) == [10, 20, 30, 40, 55, 99]
+
+
+def test_a_message_expunged_during_the_search_is_left_out():
+    def load(uid):
+        if uid == 20:
+            raise StoreError("gone")
+        return BY_UID[uid]
+    assert parse_search(args(b"NOT BODY nothing-like-this")).run(INFOS, load) == [1, 3, 4, 5, 6]
 
 
 def test_an_empty_mailbox():

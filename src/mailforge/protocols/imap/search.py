@@ -15,7 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from mailforge.speedups import STAR, ParseError, parse_sequence_set
-from mailforge.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, MessageInfo
+from mailforge.store.api import (
+    ANSWERED,
+    DELETED,
+    DRAFT,
+    FLAGGED,
+    SEEN,
+    MessageInfo,
+    StoreError,
+)
 
 from .mime import (
     Header,
@@ -117,13 +125,17 @@ class Query:
 
     def run(self, messages: Sequence[MessageInfo],
             load: Callable[[int], bytes] | None = None) -> list[int]:
-        """The sequence numbers (1-based) of the messages that match; `load(uid)` reads one."""
+        """The sequence numbers (1-based) of the messages that match; `load(uid)` reads one.
+        A message another session expunged under us (StoreError from `load`) is left out."""
         max_uid = messages[-1].uid if messages else 0
         hits = []
         for sequence, info in enumerate(messages, 1):
             reader = None if load is None else (lambda uid=info.uid: load(uid))
-            if self.root.match(_Message(sequence, info, len(messages), max_uid, reader)):
-                hits.append(sequence)
+            try:
+                if self.root.match(_Message(sequence, info, len(messages), max_uid, reader)):
+                    hits.append(sequence)
+            except StoreError:
+                continue
         return hits
 
 
