@@ -133,6 +133,24 @@ def test_missing_sections_are_nil(section):
     assert respond(f"BODY[{section}]", NESTED) == f"* 12 FETCH (BODY[{section}] NIL)\r\n".encode()
 
 
+def test_rfc3501_multipart_body_example():
+    # RFC 3501 7.4.2's BODY example, rebuilt: a 1152-octet 23-line text and a 4554-octet
+    # 73-line BASE64 diff.
+    text = b"".join(b"%-48s\r\n" % b"line" for _ in range(22)) + b"x" * 50 + b"\r\n"
+    diff = b"".join(b"A" * 60 + b"\r\n" for _ in range(72)) + b"A" * 88 + b"\r\n"
+    message = (b"Content-Type: MULTIPART/MIXED; BOUNDARY=\"sep\"\r\n\r\n--sep\r\n"
+               b"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\n\r\n" + text + b"\r\n--sep\r\n"
+               b"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII; NAME=cc.diff\r\n"
+               b"Content-ID: <960723163407.20117h@cac.washington.edu>\r\n"
+               b"Content-Description: Compiler diff\r\nContent-Transfer-Encoding: BASE64\r\n\r\n"
+               + diff + b"\r\n--sep--\r\n")
+    assert respond("BODY", message) == (
+        b'* 12 FETCH (BODY (("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 1152 23)'
+        b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII" "NAME" "cc.diff") '
+        b'"<960723163407.20117h@cac.washington.edu>" "Compiler diff" "BASE64" 4554 73) '
+        b'"MIXED"))\r\n')
+
+
 def test_bodystructure_of_mixed_message():
     assert respond("BODYSTRUCTURE", MIXED) == (
         b'* 12 FETCH (BODYSTRUCTURE ('
