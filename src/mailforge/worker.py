@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import uvloop
 
-from . import tls
+from . import sandbox, tls
 from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
@@ -88,6 +88,13 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
 
 
 def run(service: str, config: Config, listeners: list[socket.socket], heartbeat: Heartbeat) -> int:
+    # Before any client byte is read, while the process has one thread.
+    try:
+        state = sandbox.confine(config.data_dir)
+    except OSError as exc:
+        log.error("%s worker cannot enter its sandbox: %s", service, exc)
+        return EXIT_WORKER_BOOT
+    log.info("%s worker sandbox: %s", service, state.describe())
     return uvloop.run(Worker(service, config, listeners, heartbeat).main())
 
 
