@@ -177,14 +177,14 @@ class Worker:
             await self.ratekeeper.close_session(self.service, conn.peer_ip)
 
     async def _tick(self) -> None:
-        idle_timeout = self.settings.idle_timeout
+        idle_timeout, min_rate = self.settings.idle_timeout, self.config.limits.min_transfer_rate
         while True:
             self.heartbeat.notify()
             if os.getppid() != self.parent:
                 log.warning("%s worker: supervisor is gone, stopping", self.service)
                 self._stop.set()
             now = time.monotonic()
-            for conn in [c for c in self.connections if now - c.last_activity > idle_timeout]:
+            for conn in [c for c in self.connections if c.overdue(now, idle_timeout, min_rate)]:
                 conn.expire(conn.idle_reply)
             await asyncio.sleep(TICK)
 
