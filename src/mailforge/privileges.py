@@ -1,4 +1,5 @@
-"""Dropping root in a child after fork: the supervisor keeps root only to bind low ports."""
+"""The service account: made by `init --system`, and become for good in a child after fork
+(the supervisor keeps root only to bind low ports)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import MailforgeError, UsageError
@@ -84,7 +86,7 @@ def ensure_account(user: str, group: str, home: Path) -> tuple[int, int]:
     return resolve(user, group)
 
 
-def _exists(lookup, name: str) -> bool:
+def _exists(lookup: Callable[[str], object], name: str) -> bool:
     try:
         lookup(name)
     except KeyError:
