@@ -53,6 +53,8 @@ class LimitsConfig:
     max_message_size: int = 36_700_160
     max_recipients: int = 1000
     max_line_length: int = 2048
+    # Octets per second a message body must average after a grace (transport.py); 0 = off.
+    min_transfer_rate: int = 500
 
 
 @dataclass
@@ -322,6 +324,8 @@ def _validate(config: Config, path: Path | str) -> None:
     for key in ("max_message_size", "max_recipients", "max_line_length"):
         if getattr(config.limits, key) < 1:
             raise ConfigError(path, f"[limits] {key}", "must be at least 1")
+    if config.limits.min_transfer_rate < 0:
+        raise ConfigError(path, "[limits] min_transfer_rate", "must be 0 (no minimum) or more")
     if config.limits.max_line_length < 512:
         raise ConfigError(path, "[limits] max_line_length", "must be at least 512 (RFC 5321 4.5.3.1.4)")
     if config.relay.mode not in RELAY_MODES:

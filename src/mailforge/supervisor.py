@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
 from . import config as config_module
-from . import control, privileges, tls
+from . import control, permissions, privileges, sandbox, tls
 from .config import Config, parse_hostport
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_WORKER_BOOT, MailforgeError, UsageError
 from .heartbeat import Heartbeat
@@ -212,6 +212,8 @@ class Supervisor:
         self.listeners = self._rebind(self.config)
         self._open_loop()
         self.targets.recover(self.config.queue_dir)
+        # Recovery ran as root and may have made the queue's directories: the workers write there.
+        permissions.hand_to_service(self.config, self.config.data_dir, self.config.queue_dir)
         self._start_ratekeeper()
         self._spawn_generation()
         self._announce()
@@ -609,6 +611,7 @@ class Supervisor:
             "generation": self.generation,
             "stopping": self._stopping,
             "implementation": IMPLEMENTATION,
+            "sandbox": sandbox.support().describe(),
             "queue": {"length": self._queue_length()},
             "ratekeeper": ratekeeper,
             "services": self._service_status(now, None if stats is None else stats.get("connections", {})),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import uvloop
 
-from . import tls
+from . import sandbox, tls
 from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
@@ -97,6 +97,13 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
 
 
 def run(service: str, config: Config, listeners: list[socket.socket], heartbeat: Heartbeat) -> int:
+    # Before any client byte is read, while the process has one thread.
+    try:
+        state = sandbox.confine(config.data_dir)
+    except OSError as exc:
+        log.error("%s worker cannot enter its sandbox: %s", service, exc)
+        return EXIT_WORKER_BOOT
+    log.info("%s worker sandbox: %s", service, state.describe())
     return uvloop.run(Worker(service, config, listeners, heartbeat).main())
 
 
@@ -180,14 +187,14 @@ class Worker:
             await self.ratekeeper.close_session(self.service, conn.peer_ip)
 
     async def _tick(self) -> None:
-        idle_timeout = self.settings.idle_timeout
+        idle_timeout, min_rate = self.settings.idle_timeout, self.config.limits.min_transfer_rate
         while True:
             self.heartbeat.notify()
             if os.getppid() != self.parent:
                 log.warning("%s worker: supervisor is gone, stopping", self.service)
                 self._stop.set()
             now = time.monotonic()
-            for conn in [c for c in self.connections if now - c.last_activity > idle_timeout]:
+            for conn in [c for c in self.connections if c.overdue(now, idle_timeout, min_rate)]:
                 conn.expire(conn.idle_reply)
             await asyncio.sleep(TICK)
 

@@ -9,6 +9,7 @@ import time
 from typing import Callable
 
 from ..addresses import normalize_address, normalize_domain
+from .. import permissions
 from ..config import Config
 from ..errors import EXIT_OK, MailforgeError, UsageError
 from ..store.maildir import ensure_maildir, mailbox_path
@@ -105,6 +106,7 @@ def _user_add(args: argparse.Namespace, config: Config) -> int:
     maildir = mailbox_path(config.store_dir, address)
     try:
         ensure_maildir(maildir)
+        permissions.hand_to_service(config, config.store_dir, maildir)
     except OSError as exc:
         raise MailforgeError(f"added mailbox {address}, but could not create its Maildir "
                              f"{maildir}: {exc.strerror}") from None

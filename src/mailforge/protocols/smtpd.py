@@ -136,14 +136,15 @@ class SMTPDriver:
         try:
             reader = DotUnstuffer()
             size, limit = 0, self.ctx.settings.max_message_size
-            while not reader.done:
-                chunk = await self.conn.read_chunk()
-                data, used = reader.feed(chunk)
-                if used < len(chunk):
-                    self.conn.unread(chunk[used:])
-                size += len(data)
-                if size <= limit and not reader.bare_newline:
-                    spool_file.write(data)
+            with self.conn.transfer():
+                while not reader.done:
+                    chunk = await self.conn.read_chunk()
+                    data, used = reader.feed(chunk)
+                    if used < len(chunk):
+                        self.conn.unread(chunk[used:])
+                    size += len(data)
+                    if size <= limit and not reader.bare_newline:
+                        spool_file.write(data)
             refused = self.machine.body_done(size, reader.bare_newline)
             if refused:
                 spool_file.abort()
@@ -157,12 +158,13 @@ class SMTPDriver:
         remaining = request.size
         if request.keep and self.spool_file is None:
             self.spool_file = self._start_message()
-        while remaining:
-            chunk = await self.conn.read_up_to(remaining)
-            remaining -= len(chunk)
-            if request.keep:
-                assert self.spool_file is not None
-                self.spool_file.write(chunk)
+        with self.conn.transfer():
+            while remaining:
+                chunk = await self.conn.read_up_to(remaining)
+                remaining -= len(chunk)
+                if request.keep:
+                    assert self.spool_file is not None
+                    self.spool_file.write(chunk)
         result = self.machine.chunk_done(request.size, request.keep)
         if result is not None:
             return result
