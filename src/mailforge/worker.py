@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import uvloop
 
-from . import sandbox, tls
+from . import metrics, sandbox, tls
 from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
@@ -33,6 +33,7 @@ from .policy.limits import SendLimiter
 from .policy.relay import RelayPolicy
 from .protocols import pop3d, smtpd
 from .protocols.pop3 import POP3Settings
+from .protocols.record import ServiceMeters
 from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
@@ -74,7 +75,7 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
                           lambda recipient, message: worker.spool.submit("", [recipient], message))
     mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
     return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, worker.guard,
-                             limiter, tls_context, mailbox_full=mailbox_full)
+                             limiter, tls_context, mailbox_full=mailbox_full, meters=worker.meters)
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:
@@ -82,7 +83,7 @@ def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.P
     settings = POP3Settings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth)
     return pop3d.POP3Context(settings, worker.accounts, config.store_dir, worker.executor,
-                             worker, worker.guard, tls_context)
+                             worker, worker.guard, tls_context, meters=worker.meters)
 
 
 _SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply, _smtp_context)
@@ -122,6 +123,8 @@ class Worker:
         self.connections: set[Connection] = set()
         self.spool: Spool | None = None  # SMTP services only
         self._stop = asyncio.Event()
+        self.meters = ServiceMeters(service)
+        self._accepted = metrics.child("connections_total", service=service)
 
     async def main(self) -> int:
         try:
@@ -171,7 +174,9 @@ class Worker:
         verdict = await self.ratekeeper.open_session(
             self.service, conn.peer_ip, self.settings.max_connections,
             self.settings.max_connections_per_ip)
+        self._accepted.inc()
         if verdict != "ok":
+            metrics.inc("connections_refused_total", service=self.service, reason=verdict)
             log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
             conn.expire(self.protocol.refusal(verdict, hostname))
             return
@@ -193,10 +198,21 @@ class Worker:
             if os.getppid() != self.parent:
                 log.warning("%s worker: supervisor is gone, stopping", self.service)
                 self._stop.set()
+            self._sample_pool()
             now = time.monotonic()
             for conn in [c for c in self.connections if c.overdue(now, idle_timeout, min_rate)]:
                 conn.expire(conn.idle_reply)
             await asyncio.sleep(TICK)
+
+    def _sample_pool(self) -> None:
+        """Thread-pool saturation, sampled once a tick rather than measured per task: the
+        executor's own queue and thread list say it without a lock on the IO path."""
+        queued = self.executor._work_queue.qsize()
+        metrics.set_value("threadpool_threads", len(self.executor._threads), service=self.service)
+        metrics.set_value("threadpool_max_threads", self.settings.max_threads, service=self.service)
+        metrics.set_value("threadpool_queued", queued, service=self.service)
+        if queued:
+            metrics.inc("threadpool_saturated_total", service=self.service)
 
     def _retire(self) -> None:
         self.retiring = True

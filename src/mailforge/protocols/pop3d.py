@@ -14,7 +14,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,7 +22,8 @@ from ..auth.accounts import Accounts
 from ..policy.abuse import AbuseGuard
 from ..store.pop3box import Maildrop, MaildropBusy
 from .pop3 import POP3Machine, POP3Settings
-from .session import Action, Reply, StopSignal
+from .record import ServiceMeters, SessionRecord, reply_code
+from .session import Action, Failure, Reply, StopSignal
 from .transport import Connection, ConnectionClosed, LineTooLong
 
 log = logging.getLogger("mailforge.pop3")
@@ -44,6 +45,7 @@ class POP3Context:
     worker: StopSignal
     guard: AbuseGuard
     tls_context: ssl.SSLContext | None = None
+    meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("pop3"))
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
@@ -96,10 +98,12 @@ class POP3Driver:
         self.ctx = ctx
         self.machine = POP3Machine(ctx.settings, ctx.accounts, tls_active=conn.tls)
         self.maildrop: Maildrop | None = None
+        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
         conn.idle_reply = machine.idle_reply()
+        self.record.opened(conn.tls)
         conn.write(machine.greeting())
         try:
             while True:
@@ -107,6 +111,7 @@ class POP3Driver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                self._note(result)
                 if result.failure is not None and await self._penalise(result):
                     return
                 if result.text:
@@ -128,6 +133,15 @@ class POP3Driver:
             self.conn.flush()
             if self.maildrop is not None:
                 self.maildrop.close()
+            self.record.closed()
+
+    def _note(self, result: Reply) -> None:
+        record = self.record
+        record.command(reply_code(result.text) if result.is_error else None)
+        if result.failure is Failure.AUTH:
+            record.login_failed()
+        elif self.machine.user != record.user and self.machine.user:
+            record.logged_in(self.machine.user)
 
     async def _penalise(self, result: Reply) -> bool:
         """Count a failed login; True when the session must end (address blocked)."""

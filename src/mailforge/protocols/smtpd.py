@@ -11,14 +11,15 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..policy.abuse import AbuseGuard
 from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
-from .session import Action, Reply, StopSignal
+from .record import ServiceMeters, SessionRecord, reply_code
+from .session import Action, Failure, Reply, StopSignal
 from .smtp import AccountLookup, SMTPMachine, SMTPSettings
 from .transport import Connection, ConnectionClosed, LineTooLong
 
@@ -37,6 +38,7 @@ class SMTPContext:
     limiter: SendLimiter
     tls_context: ssl.SSLContext | None = None
     mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
+    meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("smtp"))
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
@@ -59,10 +61,12 @@ class SMTPDriver:
         self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls,
                                    mailbox_full=ctx.mailbox_full)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
+        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
         conn.idle_reply = machine.idle_reply()
+        self.record.opened(conn.tls)
         conn.write(machine.greeting())
         try:
             while True:
@@ -70,6 +74,7 @@ class SMTPDriver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                self._note(result)
                 if result.failure is not None and await self._penalise(result):
                     return
                 if result.text:
@@ -91,6 +96,15 @@ class SMTPDriver:
         finally:
             self.conn.flush()
             self._drop_chunks()
+            self.record.closed()
+
+    def _note(self, result: Reply) -> None:
+        record = self.record
+        record.command(reply_code(result.text) if result.is_error else None)
+        if result.failure is Failure.AUTH:
+            record.login_failed()
+        elif self.machine.user != record.user and self.machine.user:
+            record.logged_in(self.machine.user)
 
     async def _penalise(self, result: Reply) -> bool:
         """Count a failed login or probe; True when the session must end (address blocked)."""
@@ -196,9 +210,8 @@ class SMTPDriver:
             log.error("%s: queue write failed: %s", spool_file.id, exc)
             spool_file.abort()
             return self.machine.queue_failed()
-        log.info("%s: from=<%s> to=%s size=%d client=%s", spool_file.id, transaction.sender,
-                 ",".join(f"<{r}>" for r in transaction.recipients), envelope.size,
-                 self.conn.peer_ip)
+        self.record.message_received(id=spool_file.id, sender=transaction.sender,
+                                     recipients=",".join(transaction.recipients), size=envelope.size)
         return self.machine.queued(spool_file.id)
 
     def _drop_chunks(self) -> None:

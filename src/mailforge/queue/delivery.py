@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .. import metrics
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..config import Config
@@ -131,8 +132,10 @@ class CopyBatch:
                     if c.directory == directory:
                         self._fail(c, exc)
                 placed = [c for c in placed if c.directory != directory]
+        now = time.time()
         for c in placed:
             c.entry.pending[c.rcpt] -= 1
+            _count_placed(c, now)
             if c.log_line:
                 log.info(*c.log_line)
 
@@ -161,6 +164,16 @@ class CopyBatch:
         copy.entry.failed[copy.rcpt] = str(exc)
         for path in copy.paths:
             unlink_quietly(path)
+
+
+def _count_placed(copy: Copy, now: float) -> None:
+    """A copy in a mailbox is delivered; one in badmail failed for good (bounces come later)."""
+    if copy.maildir_tmp is None and copy.move is None:
+        metrics.inc("messages_bounced_total", via="local")
+        return
+    metrics.inc("messages_delivered_total", via="local")
+    metrics.observe("delivery_latency_seconds", max(0.0, now - copy.entry.envelope.received_at),
+                    via="local")
 
 
 class DeliveryAgent:
@@ -477,6 +490,7 @@ class DeliveryAgent:
         env.next_attempt = self.clock() + schedule[min(env.attempts, len(schedule) - 1)]
         env.attempts += 1
         self._deferred[entry.id] = env.next_attempt
+        metrics.inc("messages_deferred_total", via="local")
         return env
 
     def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> None:
