@@ -53,8 +53,8 @@ DEFINITIONS: dict[str, Definition] = {
         "histogram", "Seconds from queueing to delivery, per recipient copy", ("via",)),
     "worker_restarts_total": Definition(
         "counter", "Children that died unasked and were replaced", ("kind", "service")),
-    "threadpool_threads": Definition("gauge", "IO pool threads started", ("service",)),
-    "threadpool_max_threads": Definition("gauge", "IO pool size ([service] max_threads)", ("service",)),
+    "threadpool_threads": Definition("gauge", "IO pool threads started, summed over the workers", ("service",)),
+    "threadpool_max_threads": Definition("gauge", "IO pool threads allowed, summed over the workers ([service] max_threads)", ("service",)),
     "threadpool_queued": Definition(
         "gauge", "IO tasks waiting for a free pool thread (saturation)", ("service",)),
     "threadpool_saturated_total": Definition(
