@@ -598,6 +598,8 @@ class Supervisor:
         except (MailforgeError, OSError) as exc:
             log.error("reload failed, still running the previous config: %s", exc)
             return
+        if new.metrics.listen != self.config.metrics.listen:
+            log.warning("[metrics] listen changed: it takes effect at the next restart")
         old_children = [c for c in self.children.values() if c.kind != RATEKEEPER and not c.retiring]
         gone = [held for key, held in self.listeners.items() if key not in listeners]
         self.config, self.listeners = new, listeners
