@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +69,52 @@ def test_every_definition_names_a_known_kind():
     for name, definition in metrics.DEFINITIONS.items():
         assert definition.kind in ("counter", "gauge", "histogram"), name
         assert name.endswith("_total") == (definition.kind == "counter"), name
+
+
+AGGREGATION = r'''
+import os, sys
+from pathlib import Path
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from mailforge import metrics
+
+directory = Path(sys.argv[1])
+metrics.enable(directory)
+metrics.inc("worker_restarts_total", kind="worker", service="smtp")  # the parent's own share
+pids = []
+for n in (3, 4):
+    pid = os.fork()
+    if pid == 0:
+        received = metrics.child("messages_received_total", service="smtp")
+        for _ in range(n):
+            received.inc()
+        metrics.inc("connections_current", service="smtp")
+        metrics.observe("delivery_latency_seconds", 0.2, via="local")
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+
+def sample(name, **labels):
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(directory))
+    return registry.get_sample_value(name, labels) or 0.0
+
+assert sample("mailforge_messages_received_total", service="smtp") == 7
+assert sample("mailforge_worker_restarts_total", kind="worker", service="smtp") == 1
+assert sample("mailforge_delivery_latency_seconds_count", via="local") == 2
+assert sample("mailforge_connections_current", service="smtp") == 2
+metrics.mark_dead(pids[0])
+assert sample("mailforge_connections_current", service="smtp") == 1
+assert sample("mailforge_messages_received_total", service="smtp") == 7  # counters stay
+metrics.enable(directory)  # a new start empties the directory
+assert sample("mailforge_messages_received_total", service="smtp") == 0
+print("ok")
+'''
+
+
+def test_values_of_forked_processes_are_summed(tmp_path):
+    """In a fresh interpreter: enable() changes process-wide prometheus-client state."""
+    result = subprocess.run([sys.executable, "-c", AGGREGATION, str(tmp_path / "metrics")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
