@@ -16,7 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 PREFIX = "mailforge_"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -60,10 +60,6 @@ DEFINITIONS: dict[str, Definition] = {
     "threadpool_saturated_total": Definition(
         "counter", "Worker ticks that found IO tasks waiting for a pool thread", ("service",)),
 }
-
-
-class Child(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
 
 
 class _Off:
