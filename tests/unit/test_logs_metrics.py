@@ -13,7 +13,7 @@ from mailforge import config as configuration
 from mailforge import metrics
 from mailforge.errors import ConfigError
 from mailforge.logging import JSONFormatter, TextFormatter
-from mailforge.protocols.record import reply_code
+from mailforge.protocols.record import COMMAND_BATCH, ServiceMeters, SessionRecord, reply_code
 
 
 @pytest.mark.parametrize("reply, code", [
@@ -118,3 +118,28 @@ def test_values_of_forked_processes_are_summed(tmp_path):
     result = subprocess.run([sys.executable, "-c", AGGREGATION, str(tmp_path / "metrics")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+class _Value:
+    def __init__(self) -> None:
+        self.total = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.total += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.total -= amount
+
+
+def test_commands_reach_the_counters_in_batches_and_at_the_end():
+    meters = ServiceMeters("smtp")
+    meters.ok, meters.error, meters.sessions, meters.current = _Value(), _Value(), _Value(), _Value()
+    record = SessionRecord(meters, "192.0.2.1")
+    record.opened(tls=False)
+    for n in range(COMMAND_BATCH + 5):
+        record.command("500 5.5.2" if n % 10 == 0 else None)
+    assert (meters.ok.total, meters.error.total) == (COMMAND_BATCH - 4, 4)
+    assert meters.current.total == 1
+    record.closed()
+    assert (meters.ok.total, meters.error.total) == (COMMAND_BATCH + 1, 4)
+    assert (record.commands, record.errors, meters.current.total) == (COMMAND_BATCH + 5, 4, 0)

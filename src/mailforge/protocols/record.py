@@ -20,6 +20,10 @@ log = logging.getLogger("mailforge.session")
 # Session ids: the worker's pid and a counter, so they are unique across the server without
 # a syscall or a random draw per connection.
 _serial = itertools.count(1)
+# Commands are added to the shared counters in batches of this many (and at the end of the
+# session): a metric update costs a lock and a getpid() in prometheus-client, a command here
+# costs two integer additions, and a long IMAP session still shows up within a few commands.
+COMMAND_BATCH = 32
 
 
 class ServiceMeters:
@@ -44,6 +48,8 @@ class SessionRecord:
         self.user = ""
         self.commands = 0
         self.errors = 0
+        self._unpublished = 0  # commands not yet in the shared counters
+        self._unpublished_errors = 0
         self.started = time.monotonic()
 
     def event(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -60,12 +66,20 @@ class SessionRecord:
     def command(self, error_code: str | None) -> None:
         """One command done; `error_code` is its reply code when it failed, else None."""
         self.commands += 1
-        if error_code is None:
-            self.meters.ok.inc()
-            return
-        self.errors += 1
-        self.meters.error.inc()
-        self.event("command failed", reply=error_code)
+        self._unpublished += 1
+        if error_code is not None:
+            self.errors += 1
+            self._unpublished_errors += 1
+            self.event("command failed", reply=error_code)
+        if self._unpublished >= COMMAND_BATCH:
+            self._publish()
+
+    def _publish(self) -> None:
+        if self._unpublished > self._unpublished_errors:
+            self.meters.ok.inc(self._unpublished - self._unpublished_errors)
+        if self._unpublished_errors:
+            self.meters.error.inc(self._unpublished_errors)
+        self._unpublished = self._unpublished_errors = 0
 
     def logged_in(self, user: str, mechanism: str = "") -> None:
         self.user = user
@@ -81,6 +95,7 @@ class SessionRecord:
         self.event("message queued", **fields)
 
     def closed(self) -> None:
+        self._publish()
         self.meters.current.dec()
         self.event("disconnect", commands=self.commands, errors=self.errors,
                    duration=round(time.monotonic() - self.started, 3))
