@@ -81,10 +81,10 @@ class SessionRecord:
             self.meters.error.inc(self._unpublished_errors)
         self._unpublished = self._unpublished_errors = 0
 
-    def logged_in(self, user: str, mechanism: str = "") -> None:
+    def logged_in(self, user: str) -> None:
         self.user = user
         self.meters.auth_success.inc()
-        self.event("login", mechanism=mechanism or None)
+        self.event("login")
 
     def login_failed(self) -> None:
         self.meters.auth_failure.inc()
