@@ -124,7 +124,10 @@ class Worker:
         self.spool: Spool | None = None  # SMTP services only
         self._stop = asyncio.Event()
         self.meters = ServiceMeters(service)
-        self._accepted = metrics.child("connections_total", service=service)
+        # Connections and sessions are counted here and published once a tick: per connection
+        # that is an integer addition, not two prometheus-client updates.
+        self.accepted = self.served = 0
+        self._published = (0, 0)
 
     async def main(self) -> int:
         try:
@@ -145,6 +148,7 @@ class Worker:
             server.close()
         await self._drain()
         ticker.cancel()
+        self._publish_counts()
         await self._shutdown_resources()
         return EXIT_OK
 
@@ -174,12 +178,13 @@ class Worker:
         verdict = await self.ratekeeper.open_session(
             self.service, conn.peer_ip, self.settings.max_connections,
             self.settings.max_connections_per_ip)
-        self._accepted.inc()
+        self.accepted += 1
         if verdict != "ok":
             metrics.inc("connections_refused_total", service=self.service, reason=verdict)
             log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
             conn.expire(self.protocol.refusal(verdict, hostname))
             return
+        self.served += 1
         self.connections.add(conn)
         try:
             await self.protocol.serve(conn, self.context)
@@ -198,15 +203,21 @@ class Worker:
             if os.getppid() != self.parent:
                 log.warning("%s worker: supervisor is gone, stopping", self.service)
                 self._stop.set()
-            self._sample_pool()
+            self._publish_counts()
             now = time.monotonic()
             for conn in [c for c in self.connections if c.overdue(now, idle_timeout, min_rate)]:
                 conn.expire(conn.idle_reply)
             await asyncio.sleep(TICK)
 
-    def _sample_pool(self) -> None:
-        """Thread-pool saturation, sampled once a tick rather than measured per task: the
-        executor's own queue and thread list say it without a lock on the IO path."""
+    def _publish_counts(self) -> None:
+        """Connection counts since the last tick; the pool's saturation, sampled rather than
+        measured per task: the executor's own queue and thread list say it without a lock on
+        the IO path."""
+        accepted, served = self._published
+        metrics.inc("connections_total", self.accepted - accepted, service=self.service)
+        metrics.inc("sessions_total", self.served - served, service=self.service)
+        self._published = (self.accepted, self.served)
+        metrics.set_value("connections_current", len(self.connections), service=self.service)
         queued = self.executor._work_queue.qsize()
         metrics.set_value("threadpool_threads", len(self.executor._threads), service=self.service)
         metrics.set_value("threadpool_max_threads", self.settings.max_threads, service=self.service)

@@ -55,7 +55,9 @@ def metrics_server(make_server):
 
 def test_exact_counts_after_a_known_workload(metrics_server):
     server = metrics_server
-    # The start-up probe (Server.wait_for_port) made one session already: counted from here.
+    # The start-up probe (Server.wait_for_port) made one session already: counted from here,
+    # once its worker has published it (connection figures go out once a second).
+    wait_for(lambda: value(scrape(server.metrics_port), "mailforge_connections_total", service="smtp") == 1)
     before = scrape(server.metrics_port)
     for count in WORKLOAD:
         with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
@@ -70,11 +72,15 @@ def test_exact_counts_after_a_known_workload(metrics_server):
     for client in held:
         client.quit()
 
-    def delivered() -> bool:
-        return value(scrape(server.metrics_port), "mailforge_messages_delivered_total", via="local") == 7
+    def settled() -> bool:
+        """Delivered, and the workers' once-a-second connection figures published."""
+        now = scrape(server.metrics_port)
+        accepted = value(now, "mailforge_connections_total", service="smtp") - \
+            value(before, "mailforge_connections_total", service="smtp")
+        return (value(now, "mailforge_messages_delivered_total", via="local") == 7 and accepted == 7
+                and value(now, "mailforge_connections_current", service="smtp") == 0)
 
-    wait_for(delivered)
-    wait_for(lambda: value(scrape(server.metrics_port), "mailforge_connections_current", service="smtp") == 0)
+    wait_for(settled)
     after = scrape(server.metrics_port)
     samples = {key: after[key] - before.get(key, 0.0) for key in after}
     smtp = {"service": "smtp"}

@@ -31,8 +31,6 @@ class ServiceMeters:
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self.sessions = metrics.child("sessions_total", service=service)
-        self.current = metrics.child("connections_current", service=service)
         self.ok = metrics.child("commands_total", service=service, outcome="ok")
         self.error = metrics.child("commands_total", service=service, outcome="error")
         self.auth_success = metrics.child("auth_total", service=service, result="success")
@@ -59,8 +57,6 @@ class SessionRecord:
                 "user": self.user or None, "event": name, **fields}})
 
     def opened(self, tls: bool) -> None:
-        self.meters.sessions.inc()
-        self.meters.current.inc()
         self.event("connect", tls=tls)
 
     def command(self, error_code: str | None) -> None:
@@ -96,7 +92,6 @@ class SessionRecord:
 
     def closed(self) -> None:
         self._publish()
-        self.meters.current.dec()
         self.event("disconnect", commands=self.commands, errors=self.errors,
                    duration=round(time.monotonic() - self.started, 3))
 
