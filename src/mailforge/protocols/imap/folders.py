@@ -216,8 +216,8 @@ def append(session: IMAPMachine, tag: str, args: list) -> Tagged:
         flags = flag_list(options.pop(0))
     if options:
         try:
-            date = wire.parse_datetime(astring(options.pop(0)).decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
+            date = wire.parse_date_time(astring(options.pop(0)))
+        except ValueError:
             raise Bad("Invalid date-time") from None
     if options:
         raise Bad("Syntax: APPEND mailbox [(flags)] [date-time] message")
@@ -234,7 +234,7 @@ def namespace(session: IMAPMachine, tag: str, args: list) -> Tagged:
     """RFC 2342: personal folders at the root, the domain's public folders under #public/."""
     count(args, 0, syntax="NAMESPACE")
     session.untagged(b'* NAMESPACE (("" "/")) NIL ((%s "/"))\r\n'
-                     % wire.astring(PUBLIC_PREFIX))
+                     % wire.string(PUBLIC_PREFIX))
     return ok("NAMESPACE completed")
 
 

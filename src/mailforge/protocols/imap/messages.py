@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
 from ...store.api import SEEN, FlagMode, MessageInfo, StoreError
 from . import fetch as fetch_items
-from . import search as search_keys
+from .mime import UnknownEncoding
 from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
 from .selected import Selected
 
@@ -82,6 +82,7 @@ def uid_search(session: IMAPMachine, tag: str, args: list) -> Tagged:
 
 
 def _search(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
+    from . import search as search_keys  # TODO(imap-mime): lands with search.py
     selected = _selected(session)
     try:
         criteria = search_keys.parse(args)
@@ -116,26 +117,21 @@ def _fetch(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
         items = parse_fetch_attributes(args[1])
     except ParseError as exc:
         raise Bad(f"Invalid FETCH items: {exc}") from None
-    if by_uid and not any(item.name == "UID" for item in items):
-        items.append(FetchAttribute("UID"))  # RFC 3501 6.4.8: UID FETCH always says the UID
     seen = _mark_seen(selected, targets, items)
-    with_flags = items + [FetchAttribute("FLAGS")]
+    needs_message = fetch_items.needs_message(items)
     vanished = 0
     for seq, info in targets:
         try:
-            data = selected.folder.read(info.uid) if fetch_items.needs_body(items) else b""
+            data = selected.folder.read(info.uid) if needs_message else None
+            session.untagged(fetch_items.fetch_response(seq, info, items, data, uid=by_uid,
+                                                        flags=info.uid in seen))
+        except UnknownEncoding:
+            return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
         except StoreError:
             vanished += 1  # expunged by another session; reported at the next chance
-            continue
-        wanted = with_flags if info.uid in seen and not _has_flags(items) else items
-        session.untagged(fetch_items.fetch_response(seq, info, data, wanted))
     if vanished:
         return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return ok("FETCH completed")
-
-
-def _has_flags(items: list[FetchAttribute]) -> bool:
-    return any(item.name == "FLAGS" for item in items)
 
 
 def _mark_seen(selected: Selected, targets: list[tuple[int, MessageInfo]],

@@ -12,9 +12,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 
-from ...speedups import STAR, ParseError, parse_sequence_set
+from ...speedups import STAR, FetchAttribute, ParseError, parse_sequence_set
 from ...store.api import Changes, Folder, MessageInfo
-from . import wire
+from .fetch import fetch_response
 from .responses import Bad
 
 # RFC 3501 2.3.1.1: UIDs are 32-bit; "n:*" past the highest names the highest.
@@ -107,12 +107,7 @@ class Selected:
 
     @staticmethod
     def flags_response(seq: int, info: MessageInfo, with_uid: bool = True) -> bytes:
-        uid = b" UID %d" % info.uid if with_uid else b""
-        return b"* %d FETCH (FLAGS %s%s)\r\n" % (seq, message_flags(info), uid)
+        return fetch_response(seq, info, FLAGS_ONLY, uid=with_uid)
 
 
-def message_flags(info: MessageInfo) -> bytes:
-    flags = sorted(info.flags)
-    if info.recent:
-        flags.append("\\Recent")
-    return wire.flag_list(flags)
+FLAGS_ONLY = (FetchAttribute("FLAGS"),)
