@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import binascii
 import quopri
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -198,13 +199,51 @@ def decoded_body(part: Part) -> bytes:
     if encoding in _PLAIN_ENCODINGS:
         return body
     if encoding == "base64":
-        # Lenient, as mail readers are: stray octets are dropped and a broken tail is cut.
-        chars = body.translate(None, _NOT_BASE64)
-        chars = chars[:len(chars) - (len(chars) % 4 == 1)]
-        return binascii.a2b_base64(chars + b"=" * (-len(chars) % 4))
+        return binascii.a2b_base64(_base64_chars(body))
     if encoding == "quoted-printable":
         return quopri.decodestring(body)
     raise UnknownEncoding(f"unknown Content-Transfer-Encoding {encoding!r}")
+
+
+def _base64_chars(data: bytes) -> bytes:
+    """Base64 as mail readers take it: stray octets dropped, a broken tail cut, padding fixed."""
+    chars = data.translate(None, _NOT_BASE64)
+    chars = chars[:len(chars) - (len(chars) % 4 == 1)]
+    return chars + b"=" * (-len(chars) % 4)
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Octets in a declared charset as text; an unknown charset or bad octets never raise (UTF-8,
+    what undeclared 8-bit mail nearly always is, stands in for an unknown charset)."""
+    try:
+        return data.decode(charset or "utf-8", "replace")
+    except (LookupError, ValueError):  # no such codec, a bytes-to-bytes one, or IDNA's errors
+        return data.decode("utf-8", "replace")
+
+
+# RFC 2047 2: =?charset?encoding?text?= (with RFC 2231 5's optional *language after the charset).
+_ENCODED_WORD = re.compile(rb"=\?([^?*\s]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(rb"[ \t\r\n]*")
+
+
+def decode_words(value: bytes) -> str:
+    """An unstructured header value with its RFC 2047 encoded words decoded (white space between
+    two encoded words dropped, 6.2); raw 8-bit read as UTF-8. Never raises."""
+    out: list[str] = []
+    pos = 0
+    for word in _ENCODED_WORD.finditer(value):
+        gap = value[pos:word.start()]
+        if not (pos and _BETWEEN_WORDS.fullmatch(gap)):
+            out.append(gap.decode("utf-8", "replace"))
+        charset, encoding, text = word.groups()
+        if encoding in b"bB":
+            raw = binascii.a2b_base64(_base64_chars(text))
+        else:
+            raw = binascii.a2b_qp(text, header=True)
+        out.append(decode_text(raw, charset.decode("ascii", "replace")))
+        pos = word.end()
+    out.append(value[pos:].decode("utf-8", "replace"))
+    return "".join(out)
 
 
 # --- structured header values (RFC 2045 5.1, RFC 822 3.3 with comments) -----------------------
