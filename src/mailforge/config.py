@@ -52,6 +52,9 @@ class LimitsConfig:
     max_message_size: int = 36_700_160
     max_recipients: int = 1000
     max_line_length: int = 2048
+    # IMAP sessions one user may hold at once, over all workers (Dovecot's
+    # mail_max_userip_connections is 10 per user and IP; phones, laptops and IDLE add up).
+    max_sessions_per_user: int = 20
 
 
 @dataclass
@@ -99,7 +102,7 @@ SERVICE_PORTS = {
     "imaps": 2993,
 }
 # Services whose protocol this build serves; the others are configurable but stay off.
-IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
+IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 # What `mailforge init` turns on (it makes the certificate they need); a config that does not
 # mention a service leaves it off.
 INIT_SERVICES = IMPLEMENTED_SERVICES
@@ -300,7 +303,7 @@ def _validate(config: Config, path: Path | str) -> None:
                 raise ConfigError(path, f"[{name}] {key}", "must be 0 (unlimited) or more")
         if service.idle_timeout <= 0:
             raise ConfigError(path, f"[{name}] idle_timeout", "must be greater than 0")
-    for key in ("max_message_size", "max_recipients", "max_line_length"):
+    for key in ("max_message_size", "max_recipients", "max_line_length", "max_sessions_per_user"):
         if getattr(config.limits, key) < 1:
             raise ConfigError(path, f"[limits] {key}", "must be at least 1")
     if config.limits.max_line_length < 512:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -28,12 +29,14 @@ from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
 from .policy.relay import RelayPolicy
-from .protocols import pop3d, smtpd
+from .protocols import imapd, pop3d, smtpd
+from .protocols.imap.state import IMAPSettings
 from .protocols.pop3 import POP3Settings
 from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient
+from .store.folders import MaildirMailbox
 
 log = logging.getLogger("mailforge.worker")
 
@@ -42,7 +45,7 @@ TICK = 1.0
 LISTEN_BACKLOG = 1024
 
 
-SessionContext = smtpd.SMTPContext | pop3d.POP3Context
+SessionContext = smtpd.SMTPContext | pop3d.POP3Context | imapd.IMAPContext
 
 
 @dataclass(frozen=True)
@@ -76,14 +79,27 @@ def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.P
                              worker, tls_context)
 
 
+def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.IMAPContext:
+    config = worker.config
+    settings = IMAPSettings(config.server.hostname, tls_available=tls_context is not None,
+                            allow_plaintext_auth=config.server.allow_plaintext_auth,
+                            max_append=config.limits.max_message_size)
+    open_mailbox = functools.partial(MaildirMailbox, config.store_dir)
+    return imapd.IMAPContext(settings, worker.accounts, open_mailbox, worker.executor, worker,
+                             worker.ratekeeper, config.limits.max_sessions_per_user, tls_context)
+
+
 _SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply, _smtp_context)
 _POP3 = ProtocolSpec(pop3d.serve, pop3d.refusal, pop3d.shutdown_reply, _pop3_context)
+_IMAP = ProtocolSpec(imapd.serve, imapd.refusal, imapd.shutdown_reply, _imap_context)
 PROTOCOLS: dict[str, ProtocolSpec] = {
     "smtp": _SMTP,
     "submission": dataclasses.replace(_SMTP, require_auth=True),
     "smtps": dataclasses.replace(_SMTP, implicit_tls=True),
     "pop3": _POP3,
     "pop3s": dataclasses.replace(_POP3, implicit_tls=True),
+    "imap": _IMAP,
+    "imaps": dataclasses.replace(_IMAP, implicit_tls=True),
 }
 
 

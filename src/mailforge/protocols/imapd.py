@@ -146,8 +146,10 @@ class IMAPDriver:
                 conn.unread(chunk[used:])
                 if command is not None:
                     return command
+                # Waiting for more of this command: what was answered so far goes out first
+                # (a BAD for the command whose literal is being skipped, too).
+                conn.flush()
                 if self.parser.wants_continuation:
-                    conn.flush()
                     conn.write(b"+ Ready for literal data\r\n")
         finally:
             conn.interruptible = False

@@ -13,6 +13,7 @@ from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
 from ...store.api import SEEN, FlagMode, MessageInfo, StoreError
 from . import fetch as fetch_items
 from .mime import UnknownEncoding
+from .search import BadCharset, parse_search
 from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
 from .selected import Selected
 
@@ -82,20 +83,20 @@ def uid_search(session: IMAPMachine, tag: str, args: list) -> Tagged:
 
 
 def _search(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
-    from . import search as search_keys  # TODO(imap-mime): lands with search.py
     selected = _selected(session)
     try:
-        criteria = search_keys.parse(args)
-    except search_keys.BadCharset as exc:
+        query = parse_search(args)
+    except BadCharset as exc:
         return no(str(exc), "BADCHARSET (US-ASCII UTF-8)")
     except (ParseError, ValueError) as exc:
         raise Bad(f"Invalid search: {exc}") from None
-    found = []
-    folder = selected.folder
-    for seq, info in enumerate(selected.messages(), 1):
-        if criteria.matches(seq, info, lambda uid=info.uid: folder.read(uid)):
-            found.append(info.uid if by_uid else seq)
-    session.untagged(b"* SEARCH%s\r\n" % b"".join(b" %d" % n for n in found))
+    view = selected.messages()
+    try:
+        found = query.run(view, selected.folder.read if query.needs_message else None)
+    except UnknownEncoding:
+        return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
+    numbers = [view[seq - 1].uid for seq in found] if by_uid else found
+    session.untagged(b"* SEARCH%s\r\n" % b"".join(b" %d" % n for n in numbers))
     return ok("SEARCH completed")
 
 
