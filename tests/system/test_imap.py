@@ -122,9 +122,9 @@ def test_copy_move_uid_expunge_and_trycreate(plain_server):
     client.logout()
 
 
-def test_id_enable_unknown_and_out_of_state(plain_server):
+def test_id_enable_and_unknown_commands(plain_server):
     client = imaplib.IMAP4("127.0.0.1", plain_server.imap_port, timeout=20)
-    status, data = client.xatom("ID", '("name" "test")')
+    status, _ = client.xatom("ID", '("name" "test")')
     assert status == "OK" and b'"mailforge"' in client.untagged_responses.pop("ID")[0]
     client.login(USER, PASSWORD)
     ok(client.enable("CONDSTORE"))

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from mailforge.store.api import (
     INBOX,
+    SEEN,
     Appended,
     Changes,
     FlagMode,
@@ -17,7 +18,6 @@ from mailforge.store.api import (
     FolderStatus,
     MessageInfo,
     Quota,
-    SEEN,
 )
 
 UIDVALIDITY = 1700000000

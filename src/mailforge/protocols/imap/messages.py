@@ -13,8 +13,8 @@ from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
 from ...store.api import SEEN, FlagMode, MessageInfo, StoreError
 from . import fetch as fetch_items
 from .mime import UnknownEncoding
-from .search import BadCharset, parse_search
 from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
+from .search import BadCharset, parse_search
 from .selected import Selected
 
 if TYPE_CHECKING:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from ...store.api import (
     INBOX,
+    SYSTEM_FLAGS,
     FolderExists,
     FolderNotFound,
     InvalidName,
     NotPermitted,
     OverQuota,
     StoreError,
-    SYSTEM_FLAGS,
 )
 from ..session import Action
 from . import wire

@@ -19,7 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...addresses import normalize_address
-from ...auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, Step, mechanisms
+from ...auth.sasl import (
+    CANCEL,
+    PLAINTEXT_MECHANISMS,
+    SASLError,
+    SASLSession,
+    Step,
+    mechanisms,
+)
 from ...speedups import Command as ParsedCommand
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Reply
