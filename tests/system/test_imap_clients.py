@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import PASSWORD, USER
-from .imap_helpers import HOSTNAME, fill, message
+from .imap_helpers import HOSTNAME, fill, message, tls_context
 
 
 @pytest.fixture
@@ -43,10 +43,7 @@ def test_curl_lists_and_fetches_over_starttls(tls_server):
     assert search == b"* SEARCH 1\r\n"
 
 
-def login_tls(server):
-    import imaplib
-
-    from .imap_helpers import tls_context
+def login_tls(server) -> imaplib.IMAP4_SSL:
     client = imaplib.IMAP4_SSL("127.0.0.1", server.imaps_port, timeout=20,
                                ssl_context=tls_context(server))
     client.login(USER, PASSWORD)
