@@ -40,7 +40,8 @@ class LineTooLong(Exception):
 class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
-                 "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes")
+                 "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
+                 "_writable")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -66,6 +67,9 @@ class Connection(asyncio.Protocol):
         # While a body is read: when it started, and how many octets came since.
         self._transfer_start: float | None = None
         self._transfer_bytes = 0
+        # Cleared while the transport's write buffer is over its high-water mark (drain).
+        self._writable = asyncio.Event()
+        self._writable.set()
 
     # asyncio.Protocol callbacks
 
@@ -96,6 +100,20 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._wake()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def drain(self) -> None:
+        """Wait while the client is slower than what we send it (the transport's high-water
+        mark), so a big reply streams instead of piling up in memory."""
+        await self._writable.wait()
+        if self.closed:
+            raise ConnectionClosed()
 
     # timeouts, checked by the worker's sweeper
 
