@@ -1,4 +1,4 @@
-"""Delivery worker: queue/active → local Maildirs, with retries; at-least-once.
+"""Delivery worker: queue/active → local Maildirs or remote MTAs, with retries; at-least-once.
 
 Each worker takes the entries whose id hashes to its slot and holds an flock on the .env
 while it works, so the two generations that overlap during a reload never deliver one entry
@@ -7,6 +7,11 @@ Copies are written to tmp/, synced as a batch (like the spool's group commit), r
 new/, the new/ directories fsynced; only then does the entry leave the queue. A message for
 one mailbox needs no copy: the queue keeps it in Maildir form, already durable, so it is
 renamed from the queue into new/ (one atomic step, so never delivered twice).
+
+Recipients of other domains are relayed (outbound.py) while the local copies are written.
+A permanent failure, or a temporary one past max_queue_time, is reported to the sender in
+one DSN per message (notices.py), queued beside the message before it leaves the queue; a
+message from the null sender is never reported on: it goes to badmail/ instead.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from ..auth.accounts import Accounts
 from ..config import Config
 from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
                              message_base, publish, write_tmp)
+from . import dsn, retry
 from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly, write_new_file
 from .envelope import Envelope, EnvelopeError, decode, encode
+from .notices import Outcomes, notices_for
+from .outbound import OutboundRunner, Result
+from .relay import Message
 from .segment import SEALED_SUFFIX, SegmentError, read_records, seal_orphans
 from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, INCOMING, MSG_SUFFIX
 
@@ -63,6 +72,8 @@ class Entry:
     pending: dict[str, int] = field(default_factory=dict)  # rcpt → copies not yet published
     failed: dict[str, str] = field(default_factory=dict)  # rcpt → why it must be retried
     mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
+    remote: list[str] = field(default_factory=list)  # recipients to relay
+    outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
 
     def movable(self, rcpt: str) -> bool:
         """Is the queue file itself this recipient's copy (its only one, headers in place)?"""
@@ -77,6 +88,17 @@ class Entry:
         with open(self.msg_path, "rb") as fh:
             fh.seek(offset)
             yield from iter(lambda: fh.read(READ_CHUNK), b"")
+
+    def outgoing(self) -> Message:
+        """The message as relayed: without our delivery headers, CRLF line ends."""
+        env = self.envelope
+        data = b"".join(self.chunks(env.prefix_size)).replace(b"\n", b"\r\n")
+        return Message(self.id, env.sender, list(self.remote), data, env.smtputf8, env.body_8bit,
+                       env.envid, env.ret, env.notify, env.orcpt)
+
+    def returned(self) -> bytes:
+        """The message as a DSN returns it: without our delivery headers."""
+        return b"".join(self.chunks(self.envelope.prefix_size))
 
     def remaining(self) -> list[str]:
         return [r for r in self.envelope.recipients if r in self.failed or self.pending.get(r)]
@@ -165,14 +187,19 @@ class DeliveryAgent:
 
     def __init__(self, config: Config, accounts: RecipientResolver, slot: int = 0,
                  slots: int = 1, sync_mode: str = SYNC_SYNCFS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 outbound: OutboundRunner | None = None) -> None:
         self.config = config
         self.accounts = accounts
         self.slot, self.slots = slot, slots
         self.clock = clock
         self.active = config.queue_dir / ACTIVE
         self._syncer = FileSyncer(sync_mode)
-        self._deferred: dict[str, float] = {}  # id → next_attempt, to skip re-reading them
+        # id → (next_attempt, inode of its .env): skips re-reading an entry not yet due,
+        # unless the .env was replaced (`queue flush` or `queue retry`).
+        self._deferred: dict[str, tuple[float, int]] = {}
+        self._outbound = outbound or OutboundRunner(config)
+        self._heartbeat: Callable[[], None] = lambda: None
         for directory in (config.badmail_dir, config.store_dir):
             os.makedirs(directory, mode=0o750, exist_ok=True)
         # Entries queued before this worker started may have been cut short by a predecessor
@@ -193,6 +220,7 @@ class DeliveryAgent:
     def step(self, heartbeat: Callable[[], None] = lambda: None,
              stopping: Callable[[], bool] = lambda: False) -> int:
         """One scan: deliver or defer every ready entry of this slot; how many were handled."""
+        self._heartbeat = heartbeat
         seal_orphans(self.config.queue_dir)
         ids, segments = self._ready_ids()
         handled = 0
@@ -222,7 +250,8 @@ class DeliveryAgent:
                 if zlib.crc32(entry_id.encode()) % self.slots != self.slot:
                     continue
                 seen.add(entry_id)
-                if self._deferred.get(entry_id, 0.0) <= now:
+                due, inode = self._deferred.get(entry_id, (0.0, 0))
+                if due <= now or inode != dirent.inode():
                     ready.append(entry_id)
         self._deferred = {k: v for k, v in self._deferred.items() if k in seen}
         return sorted(ready), sorted(segments)
@@ -300,6 +329,9 @@ class DeliveryAgent:
         try:
             for entry in entries:
                 self._write_copies(entry, batch)
+            self._relay([e for e in entries if e.remote])
+            for entry in entries:
+                self._expire_or_report(entry, batch)
             batch.flush()
         finally:
             batch.discard()
@@ -324,7 +356,7 @@ class DeliveryAgent:
             envelope = None
         if envelope is None or envelope.next_attempt > self.clock():
             if envelope is not None:
-                self._deferred[entry_id] = envelope.next_attempt
+                self._deferred[entry_id] = (envelope.next_attempt, os.fstat(fd).st_ino)
             os.close(fd)
             return None
         return Entry(entry_id, fd, envelope, msg_path)
@@ -368,14 +400,14 @@ class DeliveryAgent:
         try:
             lookup = self.accounts.lookup_recipient(rcpt)
         except AddressError as exc:
-            batch.add(self._badmail_copy(entry, rcpt, f"invalid address: {exc}"))
+            self._refuse(entry, rcpt, batch, "5.1.3", f"invalid address: {exc}")
             return
         if lookup.status == "not_local":
-            # Accepted for relay: it waits in the queue for outbound delivery (a later issue).
-            entry.failed[rcpt] = "remote domain: outbound delivery is not available yet"
+            entry.remote.append(rcpt)
             return
         if lookup.status != "ok" or not lookup.mailboxes:
-            batch.add(self._badmail_copy(entry, rcpt, lookup.status))
+            status = "5.2.1" if lookup.status == "disabled" else "5.1.1"
+            self._refuse(entry, rcpt, batch, status, f"mailbox {lookup.status}")
             return
         movable = self._moves_possible() and len(lookup.mailboxes) == 1 and entry.movable(rcpt)
         for mailbox in lookup.mailboxes:
@@ -425,9 +457,61 @@ class DeliveryAgent:
         yield f"Return-Path: <{entry.envelope.sender}>\nDelivered-To: {rcpt}\n".encode()
         yield from entry.chunks(entry.envelope.prefix_size)
 
+    def _refuse(self, entry: Entry, rcpt: str, batch: CopyBatch, status: str, reason: str,
+                remote_mta: str = "") -> None:
+        """A permanent failure: reported to the sender, or kept in badmail/ when there is none
+        to report to (a bounce that cannot be delivered)."""
+        if not entry.envelope.sender:
+            batch.add(self._badmail_copy(entry, rcpt, f"{status} {reason}"))
+            return
+        log.warning("bounced id=%s from=<%s> to=<%s> status=%s reason=%s", entry.id,
+                    entry.envelope.sender, rcpt, status, reason)
+        entry.outcomes.failed[rcpt] = dsn.RecipientStatus(rcpt, dsn.FAILED, status, reason,
+                                                          remote_mta)
+
+    def _relay(self, entries: list[Entry]) -> None:
+        """Relay the remote recipients; temporary failures are left for a retry."""
+        if not entries:
+            return
+        try:
+            messages = [entry.outgoing() for entry in entries]
+        except OSError as exc:  # the queue file is unreadable now: all wait for a retry
+            for entry in entries:
+                entry.failed.update(dict.fromkeys(entry.remote, str(exc)))
+            return
+        results = self._outbound.deliver(messages, self._heartbeat)
+        for entry in entries:
+            for rcpt in entry.remote:
+                self._record(entry, rcpt, results[entry.id][rcpt])
+
+    def _record(self, entry: Entry, rcpt: str, result: Result) -> None:
+        if result.accepted:
+            if not result.dsn_passed:  # a DSN-aware next hop reports success itself
+                entry.outcomes.succeeded[rcpt] = dsn.RecipientStatus(
+                    rcpt, dsn.RELAYED, result.status, result.text, result.remote_mta)
+        elif result.permanent:
+            entry.outcomes.failed[rcpt] = dsn.RecipientStatus(
+                rcpt, dsn.FAILED, result.status, result.text, result.remote_mta)
+        else:
+            entry.failed[rcpt] = result.describe()
+
+    def _expire_or_report(self, entry: Entry, batch: CopyBatch) -> None:
+        """Temporary failures of a message past max_queue_time become permanent; a permanent
+        remote failure of a message from <> is kept in badmail/."""
+        env = entry.envelope
+        if retry.expired(self.clock(), env.received_at, self.config.delivery.max_queue_time):
+            for rcpt, why in list(entry.failed.items()):
+                del entry.failed[rcpt]
+                self._refuse(entry, rcpt, batch, "4.4.7",
+                             f"message expired after {self.clock() - env.received_at:.0f} s "
+                             f"in the queue; last error: {why}")
+        if not env.sender:
+            for rcpt, status in list(entry.outcomes.failed.items()):
+                del entry.outcomes.failed[rcpt]
+                self._refuse(entry, rcpt, batch, status.status, status.diagnostic)
+
     def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
-        """Kept as queued (Maildir form) beside a note of why. Bounces come in a later issue; until
-        then an undeliverable local recipient, or a remote one, lands here for an operator."""
+        """Kept as queued (Maildir form) beside a note of why, for an operator."""
         # Named by attempt too: a deferral shortens the recipient list, and so the indexes.
         env = entry.envelope
         stem = f"{entry.id}.{env.attempts}.{env.recipients.index(rcpt)}"
@@ -450,6 +534,7 @@ class DeliveryAgent:
 
     def _finish(self, entry: Entry) -> None:
         remaining = entry.remaining()
+        self._send_notices(entry, remaining)
         if entry.msg_path is None:  # a segment record: its segment goes once all are done
             if remaining:
                 self._requeue(entry, remaining)
@@ -463,26 +548,59 @@ class DeliveryAgent:
             return
         self._defer(entry, remaining)
 
+    def _send_notices(self, entry: Entry, remaining: list[str]) -> None:
+        """Queue the DSNs this attempt owes, durably, before the entry changes."""
+        env, config = entry.envelope, self.config.delivery
+        now = self.clock()
+        local_done = [r for r in env.recipients
+                      if r not in remaining and r not in entry.remote and r not in entry.outcomes.failed]
+        for rcpt in local_done:
+            entry.outcomes.succeeded[rcpt] = dsn.RecipientStatus(rcpt, dsn.DELIVERED, "2.0.0",
+                                                                 "delivered to mailbox")
+        delay_due = (config.delay_notice > 0 and not env.delay_notified
+                     and now - env.received_at >= config.delay_notice)
+        delayed = {r: entry.failed[r] for r in remaining if r in entry.failed} if delay_due else {}
+        if not (entry.outcomes.failed or delayed or self._wants_success(entry)):
+            return
+        notices = notices_for(env, entry.returned(), entry.outcomes, delayed,
+                              self.config.server.hostname, now,
+                              env.received_at + config.max_queue_time)
+        for notice in notices:
+            self._write_aside(notice.envelope.id, MSG_SUFFIX, notice.message)
+            self._write_aside(notice.envelope.id, ENV_SUFFIX, encode(notice.envelope))
+            log.info("notice id=%s about=%s to=<%s>", notice.envelope.id, entry.id, env.sender)
+        if notices:
+            fsync_dir(self.active)
+        env.delay_notified |= bool(delayed)
+
+    @staticmethod
+    def _wants_success(entry: Entry) -> bool:
+        notify = entry.envelope.notify
+        return any(dsn.wants(notify.get(r, ""), "SUCCESS") for r in entry.outcomes.succeeded)
+
     def _schedule_retry(self, entry: Entry, remaining: list[str]) -> Envelope:
         env = entry.envelope
-        schedule = self.config.delivery.retry_schedule
+        config = self.config.delivery
         env.recipients = remaining
-        env.last_error = "; ".join(f"<{r}>: {entry.failed.get(r, 'not placed')}" for r in remaining)
-        env.next_attempt = self.clock() + schedule[min(env.attempts, len(schedule) - 1)]
+        env.errors = {r: entry.failed.get(r, "not placed") for r in remaining}
+        env.last_error = "; ".join(f"<{r}>: {why}" for r, why in env.errors.items())
+        env.next_attempt = retry.next_attempt(self.clock(), env.received_at, config.retry_schedule,
+                                              env.attempts, config.max_queue_time)
         env.attempts += 1
-        self._deferred[entry.id] = env.next_attempt
         return env
 
-    def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> None:
+    def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> int:
         """Written to incoming/ and renamed into active/: a crash leaves the old file or the new."""
         tmp = self.config.queue_dir / INCOMING / f"{entry_id}.{os.getpid()}{suffix}.retry"
         unlink_quietly(tmp)
         fd = write_new_file(tmp, data)
         try:
             os.fdatasync(fd)
+            inode = os.fstat(fd).st_ino
         finally:
             os.close(fd)
         os.rename(tmp, self.active / (entry_id + suffix))
+        return inode
 
     def _requeue(self, entry: Entry, remaining: list[str]) -> None:
         """A segment record with recipients left becomes an entry of its own, named by its id
@@ -491,13 +609,13 @@ class DeliveryAgent:
             return
         env = self._schedule_retry(entry, remaining)
         self._write_aside(entry.id, MSG_SUFFIX, entry.body)
-        self._write_aside(entry.id, ENV_SUFFIX, encode(env))
+        self._deferred[entry.id] = (env.next_attempt, self._write_aside(entry.id, ENV_SUFFIX, encode(env)))
         log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
                     env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
 
     def _defer(self, entry: Entry, remaining: list[str]) -> None:
         env = self._schedule_retry(entry, remaining)
-        self._write_aside(entry.id, ENV_SUFFIX, encode(env))
+        self._deferred[entry.id] = (env.next_attempt, self._write_aside(entry.id, ENV_SUFFIX, encode(env)))
         log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
                     env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
 

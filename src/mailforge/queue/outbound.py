@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..config import Config
@@ -189,3 +189,39 @@ def _for_recipients(message: Message, rcpts: list[str]) -> Message:
 def _settle(job: Job, outcome: Result) -> None:
     for rcpt in job.message.recipients:
         job.results[rcpt] = outcome
+
+
+class OutboundRunner:
+    """Runs outbound deliveries for the synchronous delivery agent, on one event loop kept
+    for the worker's life (the resolver and TLS context are reused)."""
+
+    # The agent's heartbeat is called at least this often while the network is waited on.
+    HEARTBEAT_INTERVAL = 1.0
+
+    def __init__(self, config: Config, outbound: Outbound | None = None) -> None:
+        self._outbound = outbound or Outbound(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def deliver(self, messages: list[Message],
+                heartbeat: Callable[[], None]) -> dict[str, dict[str, Result]]:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self._deliver(messages, heartbeat))
+
+    async def _deliver(self, messages: list[Message],
+                       heartbeat: Callable[[], None]) -> dict[str, dict[str, Result]]:
+        beating = asyncio.ensure_future(self._beat(heartbeat))
+        try:
+            return await self._outbound.deliver(messages)
+        finally:
+            beating.cancel()
+
+    async def _beat(self, heartbeat: Callable[[], None]) -> None:
+        while True:
+            heartbeat()
+            await asyncio.sleep(self.HEARTBEAT_INTERVAL)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
