@@ -409,7 +409,9 @@ class DeliveryAgent:
             status = "5.2.1" if lookup.status == "disabled" else "5.1.1"
             self._refuse(entry, rcpt, batch, status, f"mailbox {lookup.status}")
             return
-        movable = self._moves_possible() and len(lookup.mailboxes) == 1 and entry.movable(rcpt)
+        # A success notice quotes the message, so it must stay in the queue until then.
+        movable = (self._moves_possible() and len(lookup.mailboxes) == 1 and entry.movable(rcpt)
+                   and not dsn.wants(entry.envelope.notify.get(rcpt, ""), "SUCCESS"))
         for mailbox in lookup.mailboxes:
             if mailbox in entry.mailboxes:
                 continue

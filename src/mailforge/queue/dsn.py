@@ -146,9 +146,8 @@ def build_report(original: Original, statuses: list[RecipientStatus], reporting_
     ]
     returned = _returned_part(original, utf8, action)
     text = "\n".join(headers) + "\n\nThis is a MIME-encapsulated message.\n\n"
-    text += "".join(f"--{boundary}\n{part}\n" for part in parts)
-    body = text.encode() + returned + f"\n--{boundary}--\n".encode()
-    return body
+    text += "".join(f"--{boundary}\n{part}\n" for part in parts) + f"--{boundary}\n"
+    return text.encode() + returned + f"\n--{boundary}--\n".encode()
 
 
 def _human_text(original: Original, statuses: list[RecipientStatus], reporting_mta: str,
@@ -178,8 +177,8 @@ def _machine_text(original: Original, statuses: list[RecipientStatus], reporting
             block.append(f"Original-Recipient: {kind}; {address}")
         block += [f"Final-Recipient: {addr_type}; {s.recipient}", f"Action: {s.action}",
                   f"Status: {s.status}"]
-        if s.remote_mta:
-            block.append(f"Remote-MTA: dns; {s.remote_mta}")
+        if s.remote_mta:  # its host name: the address and port are for our logs
+            block.append(f"Remote-MTA: dns; {s.remote_mta.split('[')[0]}")
         if s.diagnostic and s.remote_mta:
             block.append(f"Diagnostic-Code: smtp; {_one_line(s.diagnostic)}")
         elif s.diagnostic:
