@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__, config as configuration, control, speedups, tls
 from .auth import cli as accounts_cli
 from .auth.accounts import Accounts
+from .queue import cli as queue_cli
 from .errors import EXIT_OK, MailforgeError, UsageError
 
 # Directories `init` lays out under the data dir (DESIGN.md, data on disk).
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     control.register(sub)
     accounts_cli.register(sub)
+    queue_cli.register(sub)
     return parser
 
 

@@ -33,7 +33,8 @@ from ..config import Config
 from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
                              message_base, publish, write_tmp)
 from . import dsn, retry
-from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly, write_new_file
+from .commit import (SYNC_SYNCFS, FileSyncer, fsync_dir, replace_durably, unlink_quietly,
+                     write_new_file)
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .notices import Outcomes, notices_for
 from .outbound import OutboundRunner, Result
@@ -464,7 +465,8 @@ class DeliveryAgent:
         """A permanent failure: reported to the sender, or kept in badmail/ when there is none
         to report to (a bounce that cannot be delivered)."""
         if not entry.envelope.sender:
-            batch.add(self._badmail_copy(entry, rcpt, f"{status} {reason}"))
+            why = f"{remote_mta} said: {reason}" if remote_mta else f"{status} {reason}"
+            batch.add(self._badmail_copy(entry, rcpt, why))
             return
         log.warning("bounced id=%s from=<%s> to=<%s> status=%s reason=%s", entry.id,
                     entry.envelope.sender, rcpt, status, reason)
@@ -510,7 +512,8 @@ class DeliveryAgent:
         if not env.sender:
             for rcpt, status in list(entry.outcomes.failed.items()):
                 del entry.outcomes.failed[rcpt]
-                self._refuse(entry, rcpt, batch, status.status, status.diagnostic)
+                self._refuse(entry, rcpt, batch, status.status, status.diagnostic,
+                             status.remote_mta)
 
     def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
         """Kept as queued (Maildir form) beside a note of why, for an operator."""
@@ -592,17 +595,9 @@ class DeliveryAgent:
         return env
 
     def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> int:
-        """Written to incoming/ and renamed into active/: a crash leaves the old file or the new."""
-        tmp = self.config.queue_dir / INCOMING / f"{entry_id}.{os.getpid()}{suffix}.retry"
-        unlink_quietly(tmp)
-        fd = write_new_file(tmp, data)
-        try:
-            os.fdatasync(fd)
-            inode = os.fstat(fd).st_ino
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.active / (entry_id + suffix))
-        return inode
+        """Written in incoming/, renamed into active/; the new file's inode."""
+        return replace_durably(self.config.queue_dir / INCOMING, self.active / (entry_id + suffix),
+                               data)
 
     def _requeue(self, entry: Entry, remaining: list[str]) -> None:
         """A segment record with recipients left becomes an entry of its own, named by its id
