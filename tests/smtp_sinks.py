@@ -62,9 +62,9 @@ class Behaviour:
             self.rcpt_seen[address] += 1
             seen = self.rcpt_seen[address]
         if local.startswith("bad"):
-            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if local.startswith("later") or (local.startswith("flaky") and seen <= self.flaky):
-            return "451 4.2.0 <%s>: mailbox busy, try again later" % address
+            return f"451 4.2.0 <{address}>: mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 

@@ -139,7 +139,7 @@ def test_dsn_parameters_pass_to_a_dsn_server_and_pipelining_is_used():
                       orcpt={"ok@there.test": "rfc822;Öri@there.test"})
         result = relay(config, msg)["m1"]["ok@there.test"]
         assert result.accepted and result.dsn_passed
-        assert "MAIL FROM:<a@here.test> SIZE=%d RET=HDRS ENVID=env+201+2B" % len(BODY) in server.lines
+        assert f"MAIL FROM:<a@here.test> SIZE={len(BODY)} RET=HDRS ENVID=env+201+2B" in server.lines
         assert "RCPT TO:<ok@there.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;+C3+96ri@there.test" in server.lines
         assert server.messages == [dot_stuff(BODY)]
     finally:

@@ -15,7 +15,7 @@ class HopCounter:
     """Fed the message (CRLF lines, dot-unstuffed) in chunks; counts Received: headers until
     the empty line that ends the header section."""
 
-    __slots__ = ("hops", "_partial", "_in_header")
+    __slots__ = ("_in_header", "_partial", "hops")
 
     def __init__(self) -> None:
         self.hops = 0

@@ -109,7 +109,7 @@ class SMTPClient:
             self._reader, self._writer = await asyncio.wait_for(
                 asyncio.open_connection(host.address, host.port, limit=MAX_LINE * 4),
                 connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             raise SMTPClientError(f"cannot connect to {self.label}: {_reason(exc)}") from None
         greeting = await self._read("greeting")
         if greeting.code != 220:
@@ -136,7 +136,7 @@ class SMTPClient:
         try:
             await asyncio.wait_for(self._writer.start_tls(
                 self.tls_context, server_hostname=self.host.name), self.timeout)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
             raise TLSFailed(f"TLS handshake with {self.label} failed: {_reason(exc)}") from None
         self.tls = True
         await self._hello()  # RFC 3207 4.2: forget what was learnt before TLS
@@ -253,7 +253,7 @@ class SMTPClient:
         try:
             await asyncio.wait_for(self._writer.drain(), self.timeout)
             return await asyncio.wait_for(self._read_reply(), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.broken = True
             raise SMTPClientError(f"timeout waiting for {self.label} after {step}") from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
@@ -305,7 +305,7 @@ def _extensions(lines: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, asyncio.IncompleteReadError):
         return "connection closed"
