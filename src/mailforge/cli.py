@@ -8,14 +8,21 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, config as configuration, control, speedups, tls
+from . import __version__, config as configuration, control, permissions, privileges, sandbox
+from . import speedups, tls
 from .auth import cli as accounts_cli
 from .auth.accounts import Accounts
+from .errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
+from .policy import cli as limits_cli
 from .queue import cli as queue_cli
-from .errors import EXIT_OK, MailforgeError, UsageError
+from .store import cli as store_cli
 
 # Directories `init` lays out under the data dir (DESIGN.md, data on disk).
 DATA_SUBDIRS = ("queue", "store", "badmail", "log", "run", "tls", "backup")
+# `init --system`: where a packaged server keeps its data, and the ports clients expect.
+SYSTEM_DATA_DIR = Path("/var/lib/mailforge")
+SYSTEM_PORTS = {"smtp": 25, "submission": 587, "smtps": 465, "pop3": 110, "pop3s": 995,
+                "imap": 143, "imaps": 993}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     init = sub.add_parser("init", help="create a config, data directories and accounts DB")
-    init.add_argument("--dir", default="var", help="data directory (default: ./var)")
+    init.add_argument("--dir", help=f"data directory (default: ./var; {SYSTEM_DATA_DIR} with --system)")
     init.add_argument("--hostname", help="this server's host name (default: the FQDN)")
+    init.add_argument("--system", action="store_true",
+                      help="as root: create the service account and store group and hand them the "
+                           "data dir (also on an existing one); a new config listens on the standard ports")
+    init.add_argument("--user", default=privileges.DEFAULT_USER,
+                      help=f"service account for --system (default: {privileges.DEFAULT_USER})")
+    init.add_argument("--group", default=privileges.DEFAULT_GROUP,
+                      help=f"store group for --system (default: {privileges.DEFAULT_GROUP})")
     init.set_defaults(handler=cmd_init, needs_config=False)
 
     serve = sub.add_parser("serve", help="run the supervisor in the foreground")
@@ -39,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     control.register(sub)
     accounts_cli.register(sub)
+    limits_cli.register(sub)
     queue_cli.register(sub)
+    store_cli.register(sub)
     return parser
 
 
@@ -59,16 +75,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_init(args: argparse.Namespace, _: None) -> int:
-    data_dir = Path(args.dir)
+    data_dir = Path(args.dir or (SYSTEM_DATA_DIR if args.system else "var"))
     config_file = data_dir / configuration.DEFAULT_CONFIG_NAME
-    if config_file.exists():
+    if config_file.exists() and not args.system:
         raise UsageError(f"{config_file} already exists; not overwriting it")
+    # First, so that without root nothing is written.
+    ids = privileges.ensure_account(args.user, args.group, data_dir.absolute()) if args.system else None
+    if not config_file.exists():
+        _create(data_dir, config_file, args)
+    if ids:
+        _hand_over(config_file, args.user, args.group, ids)
+    return EXIT_OK
+
+
+def _create(data_dir: Path, config_file: Path, args: argparse.Namespace) -> None:
     config = configuration.Config()
     if args.hostname:
         config.server.hostname = args.hostname
     for name in configuration.INIT_SERVICES:
         service = getattr(config, name)
-        service.listen = service.listen or [f"127.0.0.1:{configuration.SERVICE_PORTS[name]}"]
+        if args.system:
+            service.listen = [f"*:{SYSTEM_PORTS[name]}"]
+        else:
+            service.listen = service.listen or [f"127.0.0.1:{configuration.SERVICE_PORTS[name]}"]
     # Check what we are about to write with the same rules `load` applies.
     configuration.from_dict({"server": {"hostname": config.server.hostname}}, "--hostname")
     for sub in DATA_SUBDIRS:
@@ -81,7 +110,15 @@ def cmd_init(args: argparse.Namespace, _: None) -> int:
     config_file.write_text(configuration.render_toml(config))
     os.chmod(config_file, 0o640)
     print(f"mailforge: initialised {data_dir.resolve()} (config {config_file})")
-    return EXIT_OK
+
+
+def _hand_over(config_file: Path, user: str, group: str, ids: tuple[int, int]) -> None:
+    """`init --system`: workers run as `user`; what they write belongs to it and `group`."""
+    config = configuration.load(config_file)
+    config.server.user, config.server.group = user, group
+    config_file.write_text(configuration.render_toml(config))
+    permissions.apply(config, *ids)
+    print(f"mailforge: workers run as {user}:{group}; {config.data_dir} is owned accordingly")
 
 
 def cmd_serve(args: argparse.Namespace, config: configuration.Config) -> int:
@@ -90,6 +127,7 @@ def cmd_serve(args: argparse.Namespace, config: configuration.Config) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     warn_open_relay(config)
+    warn_sandbox()
     return serve(config)
 
 
@@ -100,6 +138,12 @@ def warn_open_relay(config: configuration.Config) -> None:
               file=sys.stderr, flush=True)
 
 
+def warn_sandbox() -> None:
+    state = sandbox.support()
+    if not state.complete:
+        print(f"mailforge: WARNING: {sandbox.warning(state)}", file=sys.stderr, flush=True)
+
+
 def cmd_check_config(args: argparse.Namespace, config: configuration.Config) -> int:
     if not config.data_dir.is_dir():
         raise UsageError(f"{config.path}: [server] data_dir: {config.data_dir} is not a directory")
@@ -107,7 +151,15 @@ def cmd_check_config(args: argparse.Namespace, config: configuration.Config) -> 
     for warning in tls.check(config):
         print(f"mailforge: warning: {warning}", file=sys.stderr)
     warn_open_relay(config)
+    warn_sandbox()
+    problems = permissions.check(config)
+    for problem in problems:
+        print(f"mailforge: permission problem: {problem}", file=sys.stderr)
     services = ", ".join(f"{name} {' '.join(svc.listen)}" for name, svc in config.services().items())
+    if problems:
+        print(f"mailforge: {config.path} is valid but the data dir has {len(problems)} permission "
+              "problem(s)", file=sys.stderr)
+        return EXIT_USAGE
     print(f"mailforge: {config.path} is valid ({services or 'no services enabled'})")
     return EXIT_OK
 

@@ -15,7 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from .addresses import normalize_address
+from .errors import ConfigError, UsageError
 
 DEFAULT_CONFIG_NAME = "mailforge.toml"
 DEFAULT_CONFIG_PATH = Path("var") / DEFAULT_CONFIG_NAME
@@ -52,6 +53,11 @@ class LimitsConfig:
     max_message_size: int = 36_700_160
     max_recipients: int = 1000
     max_line_length: int = 2048
+    # Octets per second a message body must average after a grace (transport.py); 0 = off.
+    min_transfer_rate: int = 500
+    # IMAP sessions one user may hold at once, over all workers (Dovecot's
+    # mail_max_userip_connections is 10 per user and IP; phones, laptops and IDLE add up).
+    max_sessions_per_user: int = 20
 
 
 @dataclass
@@ -72,6 +78,23 @@ class RelayConfig:
     networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])
     # On submission, the envelope sender must be the logged-in user or one of its aliases.
     sender_login_match: bool = True
+
+
+@dataclass
+class AbuseConfig:
+    """Harvesting and brute-force defence: failed logins and RCPTs to unknown local users,
+    counted per client address (IPv6: per /64) across every service and worker."""
+
+    window: float = 600.0      # seconds over which failures are counted
+    tarpit_after: int = 3      # failures answered at once; later ones are delayed
+    tarpit_delay: float = 1.0  # seconds added per failure past tarpit_after
+    tarpit_max: float = 10.0   # the longest delay
+    block_after: int = 10      # failures in the window that block the address (0 = never)
+    block_time: float = 900.0  # seconds a blocked address is refused
+    exempt_networks: list[str] = field(default_factory=list)  # never counted (webmail, monitoring)
+    # Who hears of an account reaching its outbound message limit (`mailforge limits`);
+    # "" = a log line only.
+    notify: str = ""
 
 
 @dataclass
@@ -114,7 +137,7 @@ SERVICE_PORTS = {
     "imaps": 2993,
 }
 # Services whose protocol this build serves; the others are configurable but stay off.
-IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
+IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 # What `mailforge init` turns on (it makes the certificate they need); a config that does not
 # mention a service leaves it off.
 INIT_SERVICES = IMPLEMENTED_SERVICES
@@ -138,6 +161,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    abuse: AbuseConfig = field(default_factory=AbuseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Where the config was read from; relative paths in it are relative to its directory.
@@ -315,18 +339,17 @@ def _validate(config: Config, path: Path | str) -> None:
                 raise ConfigError(path, f"[{name}] {key}", "must be 0 (unlimited) or more")
         if service.idle_timeout <= 0:
             raise ConfigError(path, f"[{name}] idle_timeout", "must be greater than 0")
-    for key in ("max_message_size", "max_recipients", "max_line_length"):
+    for key in ("max_message_size", "max_recipients", "max_line_length", "max_sessions_per_user"):
         if getattr(config.limits, key) < 1:
             raise ConfigError(path, f"[limits] {key}", "must be at least 1")
+    if config.limits.min_transfer_rate < 0:
+        raise ConfigError(path, "[limits] min_transfer_rate", "must be 0 (no minimum) or more")
     if config.limits.max_line_length < 512:
         raise ConfigError(path, "[limits] max_line_length", "must be at least 512 (RFC 5321 4.5.3.1.4)")
     if config.relay.mode not in RELAY_MODES:
         raise ConfigError(path, "[relay] mode", f"expected one of {', '.join(RELAY_MODES)}")
-    for net in config.relay.networks:
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise ConfigError(path, "[relay] networks", f"{net!r} is not a network") from None
+    _check_networks(config.relay.networks, path, "[relay] networks")
+    _validate_abuse(config.abuse, path)
     _validate_tls(config.tls, path)
     if config.delivery.workers < 1:
         raise ConfigError(path, "[delivery] workers", "must be at least 1")
@@ -352,6 +375,29 @@ def _validate_delivery(delivery: DeliveryConfig, path: Path | str) -> None:
             raise ConfigError(path, f"[delivery] {key}", "must be at least 1")
     if delivery.smarthost_user and not delivery.smarthost:
         raise ConfigError(path, "[delivery] smarthost_user", "needs a smarthost")
+
+
+def _check_networks(networks: list[str], path: Path | str, key: str) -> None:
+    for net in networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(path, key, f"{net!r} is not a network") from None
+
+
+def _validate_abuse(abuse: AbuseConfig, path: Path | str) -> None:
+    for key in ("window", "block_time"):
+        if getattr(abuse, key) <= 0:
+            raise ConfigError(path, f"[abuse] {key}", "must be greater than 0")
+    for key in ("tarpit_after", "tarpit_delay", "tarpit_max", "block_after"):
+        if getattr(abuse, key) < 0:
+            raise ConfigError(path, f"[abuse] {key}", "must be 0 or more")
+    _check_networks(abuse.exempt_networks, path, "[abuse] exempt_networks")
+    if abuse.notify:
+        try:
+            normalize_address(abuse.notify)
+        except UsageError as exc:
+            raise ConfigError(path, "[abuse] notify", str(exc)) from None
 
 
 def _validate_tls(tls: TLSConfig, path: Path | str) -> None:

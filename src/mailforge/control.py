@@ -183,6 +183,7 @@ def format_status(answer: dict[str, Any]) -> str:
     lines = [
         f"supervisor   pid {answer['pid']}  up {_duration(answer['uptime'])}  "
         f"generation {answer['generation']}  implementation {answer['implementation']}",
+        f"sandbox      {answer.get('sandbox', 'unknown')}",
         f"queue        {_count(answer['queue']['length'], 'message')}",
     ]
     rk = answer.get("ratekeeper")

@@ -1,12 +1,24 @@
-"""Dropping root in a child after fork: the supervisor keeps root only to bind low ports."""
+"""The service account: made by `init --system`, and become for good in a child after fork
+(the supervisor keeps root only to bind low ports)."""
 
 from __future__ import annotations
 
 import grp
 import os
 import pwd
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
-from .errors import UsageError
+from .errors import MailforgeError, UsageError
+
+# What `mailforge init --system` creates when not told otherwise.
+DEFAULT_USER = "mailforge"
+DEFAULT_GROUP = "mailforge-store"
+# Files a dropped process creates (messages, queue entries, logs) are for the store group,
+# never for every local user.
+SERVICE_UMASK = 0o007
 
 
 def resolve(user: str, group: str = "") -> tuple[int, int]:
@@ -36,6 +48,7 @@ def prepare(user: str, group: str = "") -> tuple[int, int]:
 def drop(user: str, group: str = "") -> None:
     """Become `user`/`group` for good: no supplementary groups, no way back to root."""
     uid, gid = prepare(user, group)
+    os.umask(SERVICE_UMASK)
     if os.geteuid() != 0:
         return  # already that account (prepare checked): nothing to drop
     # Order matters: groups and gid can only be changed while we still are root.
@@ -57,3 +70,35 @@ def _verify(uid: int, gid: int) -> None:
     except PermissionError:
         return
     raise PermissionError("privilege drop failed: the process could become root again")
+
+
+def ensure_account(user: str, group: str, home: Path) -> tuple[int, int]:
+    """Create the store group and the service account (a system user with no login shell,
+    the group as its primary group) unless they exist; their (uid, gid)."""
+    if os.geteuid() != 0:
+        raise UsageError("init --system needs root (it creates a user and a group)")
+    if not _exists(grp.getgrnam, group):
+        _run(["groupadd", "--system", group])
+    if not _exists(pwd.getpwnam, user):
+        shell = shutil.which("nologin") or "/bin/false"
+        _run(["useradd", "--system", "--gid", group, "--no-create-home", "--home-dir", str(home),
+              "--shell", shell, "--comment", "mailforge mail server", user])
+    return resolve(user, group)
+
+
+def _exists(lookup: Callable[[str], object], name: str) -> bool:
+    try:
+        lookup(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _run(command: list[str]) -> None:
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise MailforgeError(f"{command[0]} not found (install the passwd package)") from None
+    except subprocess.CalledProcessError as exc:
+        reason = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else f"status {exc.returncode}"
+        raise MailforgeError(f"{' '.join(command)} failed: {reason}") from None

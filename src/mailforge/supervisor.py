@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
 from . import config as config_module
-from . import control, privileges, tls
+from . import control, permissions, privileges, sandbox, tls
 from .config import Config, parse_hostport
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_WORKER_BOOT, MailforgeError, UsageError
 from .heartbeat import Heartbeat
@@ -91,11 +91,10 @@ def _default_queue_length(queue_dir: Path) -> int:
 
 
 def _default_stats(socket_path: Path, timeout: float) -> dict | None:
-    """Connection counters by service; the rate-keeper's other counter families are not shown."""
+    """The rate-keeper's counters: "connections" by service, "abuse" (failures and blocks)."""
     from .ratekeeper import client
 
-    stats = client.query_stats(socket_path, timeout=timeout)
-    return None if stats is None else stats.get("connections", {})
+    return client.query_stats(socket_path, timeout=timeout)
 
 
 # The module each default target imports, so that _preload() can import it before fork.
@@ -213,6 +212,8 @@ class Supervisor:
         self.listeners = self._rebind(self.config)
         self._open_loop()
         self.targets.recover(self.config.queue_dir)
+        # Recovery ran as root and may have made the queue's directories: the workers write there.
+        permissions.hand_to_service(self.config, self.config.data_dir, self.config.queue_dir)
         self._start_ratekeeper()
         self._spawn_generation()
         self._announce()
@@ -599,20 +600,25 @@ class Supervisor:
 
         now = time.monotonic()
         rk = [c for c in self.children.values() if c.kind == RATEKEEPER]
+        stats = self._ratekeeper_stats()
+        ratekeeper = None
+        if rk:
+            ratekeeper = {"pid": rk[0].pid, "uptime": round(now - rk[0].started, 1),
+                          "abuse": stats.get("abuse") if stats is not None else None}
         return {
             "pid": self.pid,
             "uptime": round(now - self.started, 1),
             "generation": self.generation,
             "stopping": self._stopping,
             "implementation": IMPLEMENTATION,
+            "sandbox": sandbox.support().describe(),
             "queue": {"length": self._queue_length()},
-            "ratekeeper": {"pid": rk[0].pid, "uptime": round(now - rk[0].started, 1)} if rk else None,
-            "services": self._service_status(now),
+            "ratekeeper": ratekeeper,
+            "services": self._service_status(now, None if stats is None else stats.get("connections", {})),
             "delivery": [_process(c, now) for c in self._children_of(DELIVERY, "")],
         }
 
-    def _service_status(self, now: float) -> dict[str, Any]:
-        stats = self._ratekeeper_stats()
+    def _service_status(self, now: float, stats: dict | None) -> dict[str, Any]:
         names = [*self.config.services(), *(c.service for c in self.children.values() if c.kind == WORKER)]
         services = {}
         for name in dict.fromkeys(names):

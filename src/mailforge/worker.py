@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -22,18 +23,23 @@ from dataclasses import dataclass
 
 import uvloop
 
-from . import tls
+from . import sandbox, tls
 from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
+from .policy.abuse import AbuseGuard
+from .policy.limits import SendLimiter
 from .policy.relay import RelayPolicy
-from .protocols import pop3d, smtpd
+from .protocols import imapd, pop3d, smtpd
+from .protocols.imap.state import IMAPSettings
 from .protocols.pop3 import POP3Settings
 from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient
+from .store import quota
+from .store.folders import open_mailbox
 
 log = logging.getLogger("mailforge.worker")
 
@@ -42,7 +48,7 @@ TICK = 1.0
 LISTEN_BACKLOG = 1024
 
 
-SessionContext = smtpd.SMTPContext | pop3d.POP3Context
+SessionContext = smtpd.SMTPContext | pop3d.POP3Context | imapd.IMAPContext
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,12 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
         tls_available=tls_context is not None, require_auth=worker.protocol.require_auth,
         allow_plaintext_auth=config.server.allow_plaintext_auth,
         sender_login_match=config.relay.sender_login_match)
-    return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, tls_context)
+    limiter = SendLimiter(worker.accounts, worker.ratekeeper, worker.executor,
+                          config.server.hostname, config.abuse.notify,
+                          lambda recipient, message: worker.spool.submit("", [recipient], message))
+    mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
+    return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, worker.guard,
+                             limiter, tls_context, mailbox_full=mailbox_full)
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:
@@ -73,21 +84,42 @@ def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.P
     settings = POP3Settings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth)
     return pop3d.POP3Context(settings, worker.accounts, config.store_dir, worker.executor,
-                             worker, tls_context)
+                             worker, worker.guard, tls_context)
+
+
+def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.IMAPContext:
+    config = worker.config
+    settings = IMAPSettings(config.server.hostname, tls_available=tls_context is not None,
+                            allow_plaintext_auth=config.server.allow_plaintext_auth,
+                            max_append=config.limits.max_message_size)
+    mailbox = functools.partial(open_mailbox, config.store_dir, worker.accounts)
+    return imapd.IMAPContext(settings, worker.accounts, mailbox, worker.executor, worker,
+                             worker.ratekeeper, config.limits.max_sessions_per_user, worker.guard,
+                             tls_context)
 
 
 _SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply, _smtp_context)
 _POP3 = ProtocolSpec(pop3d.serve, pop3d.refusal, pop3d.shutdown_reply, _pop3_context)
+_IMAP = ProtocolSpec(imapd.serve, imapd.refusal, imapd.shutdown_reply, _imap_context)
 PROTOCOLS: dict[str, ProtocolSpec] = {
     "smtp": _SMTP,
     "submission": dataclasses.replace(_SMTP, require_auth=True),
     "smtps": dataclasses.replace(_SMTP, implicit_tls=True),
     "pop3": _POP3,
     "pop3s": dataclasses.replace(_POP3, implicit_tls=True),
+    "imap": _IMAP,
+    "imaps": dataclasses.replace(_IMAP, implicit_tls=True),
 }
 
 
 def run(service: str, config: Config, listeners: list[socket.socket], heartbeat: Heartbeat) -> int:
+    # Before any client byte is read, while the process has one thread.
+    try:
+        state = sandbox.confine(config.data_dir)
+    except OSError as exc:
+        log.error("%s worker cannot enter its sandbox: %s", service, exc)
+        return EXIT_WORKER_BOOT
+    log.info("%s worker sandbox: %s", service, state.describe())
     return uvloop.run(Worker(service, config, listeners, heartbeat).main())
 
 
@@ -134,6 +166,7 @@ class Worker:
                                            thread_name_prefix=f"{self.service}-io")
         self.accounts = Accounts(self.config.accounts_db)
         self.ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
+        self.guard = AbuseGuard.from_config(self.config.abuse, self.ratekeeper)
         tls_context = tls.load_server_context(self.config) if tls.certificate_present(self.config) else None
         if self.protocol.implicit_tls and tls_context is None:
             raise MailforgeError(f"[{self.service}] needs a TLS certificate ([tls] cert)")
@@ -170,14 +203,14 @@ class Worker:
             await self.ratekeeper.close_session(self.service, conn.peer_ip)
 
     async def _tick(self) -> None:
-        idle_timeout = self.settings.idle_timeout
+        idle_timeout, min_rate = self.settings.idle_timeout, self.config.limits.min_transfer_rate
         while True:
             self.heartbeat.notify()
             if os.getppid() != self.parent:
                 log.warning("%s worker: supervisor is gone, stopping", self.service)
                 self._stop.set()
             now = time.monotonic()
-            for conn in [c for c in self.connections if now - c.last_activity > idle_timeout]:
+            for conn in [c for c in self.connections if c.overdue(now, idle_timeout, min_rate)]:
                 conn.expire(conn.idle_reply)
             await asyncio.sleep(TICK)
 

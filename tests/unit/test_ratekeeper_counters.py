@@ -39,7 +39,7 @@ def test_zero_means_unlimited(counters):
     for _ in range(500):
         assert counters.open("w1", "smtp", "10.0.0.1", 0, 0) == OK
     assert counters.snapshot()["smtp"] == {
-        "connections": 500, "ips": 1, "refused": {"service_full": 0, "ip_full": 0}}
+        "connections": 500, "ips": 1, "refused": {"service_full": 0, "ip_full": 0, "blocked": 0}}
 
 
 def test_service_full_wins_when_both_caps_are_reached(counters):
@@ -53,7 +53,7 @@ def test_refusals_are_counted_but_not_the_sessions(counters):
     counters.open("w1", "smtp", "10.0.0.2", 2, 1)
     counters.open("w1", "smtp", "10.0.0.3", 2, 1)
     assert counters.snapshot() == {"smtp": {
-        "connections": 2, "ips": 2, "refused": {"service_full": 1, "ip_full": 1}}}
+        "connections": 2, "ips": 2, "refused": {"service_full": 1, "ip_full": 1, "blocked": 0}}}
 
 
 def test_close_frees_a_slot_and_forgets_idle_ips(counters):
@@ -101,3 +101,9 @@ def test_negative_limits_are_rejected(counters):
     with pytest.raises(ValueError):
         counters.open("w1", "smtp", "10.0.0.1", -1, 0)
     assert counters.snapshot() == {}
+
+
+def test_a_blocked_address_is_refused_and_counted(counters):
+    assert counters.open("w1", "smtp", "10.0.0.1", 0, 0, blocked=True) == "blocked"
+    assert counters.snapshot()["smtp"]["refused"]["blocked"] == 1
+    assert counters.snapshot()["smtp"]["connections"] == 0

@@ -13,6 +13,7 @@ import msgpack
 import pytest
 
 from mailforge.ratekeeper import client as client_module
+from mailforge.ratekeeper.abuse import Thresholds
 from mailforge.ratekeeper import server
 from mailforge.ratekeeper.client import RateKeeperClient, query_stats
 from mailforge.ratekeeper.server import RateKeeper
@@ -152,7 +153,7 @@ def test_two_workers_share_one_cap(keeper, path):
 
     asyncio.run(scenario())
     wait_until(lambda: smtp_stats(path)["connections"] == 0)
-    assert smtp_stats(path)["refused"] == {"service_full": 1, "ip_full": 1}
+    assert smtp_stats(path)["refused"] == {"service_full": 1, "ip_full": 1, "blocked": 0}
 
 
 def test_many_requests_in_flight_on_one_connection(keeper, path):
@@ -264,3 +265,31 @@ def test_garbage_closes_only_the_sender(keeper, path):
 
 def test_query_stats_is_none_when_nobody_listens(path):
     assert query_stats(path, timeout=0.2) is None
+
+
+def test_failures_reported_by_two_workers_add_up_to_one_block(keeper, path):
+    thresholds = Thresholds(window=60.0, tarpit_after=1, tarpit_delay=0.5, tarpit_max=2.0,
+                            block_after=4, block_time=30.0)
+
+    async def scenario():
+        w1, w2 = RateKeeperClient(path), RateKeeperClient(path)
+        verdicts = [await (w1 if i % 2 else w2).report_failure("10.0.0.9", thresholds)
+                    for i in range(4)]
+        assert verdicts[:3] == [(0.0, 0.0), (0.5, 0.0), (1.0, 0.0)]
+        assert verdicts[3][1] == 30.0
+        assert await w1.open_session("pop3", "10.0.0.9", 0, 0) == "blocked"
+        assert await w2.open_session("pop3", "10.0.0.10", 0, 0) == "ok"
+        await w1.close()
+        await w2.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failure_reported_while_the_rate_keeper_is_down_costs_nothing(tmp_path):
+    async def scenario():
+        client = RateKeeperClient(tmp_path / "absent.sock")
+        thresholds = Thresholds(60.0, 0, 1.0, 1.0, 1, 30.0)
+        assert await client.report_failure("10.0.0.1", thresholds) == (0.0, 0.0)
+        await client.close()
+
+    asyncio.run(scenario())

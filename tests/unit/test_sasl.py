@@ -10,6 +10,7 @@ import sqlite3
 
 import pytest
 
+from mailforge.auth import accounts as accounts_module
 from mailforge.auth import passwords
 from mailforge.auth import sasl
 from mailforge.auth.accounts import Accounts
@@ -433,7 +434,7 @@ def test_migration_from_schema_2(tmp_path):
     raw.commit()
     raw.close()
     with Accounts(path) as db:
-        assert db._db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db._db.execute("PRAGMA user_version").fetchone()[0] == accounts_module.SCHEMA_VERSION
         assert db.check_password(USER, "pw") and db.cram_md5_state(USER) is not None
         # No clear password to make the keys from: no SCRAM until it is set again.
         assert db.scram_sha256(USER) is None

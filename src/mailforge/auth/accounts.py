@@ -23,7 +23,7 @@ from .passwords import ScramRecord, hash_cram_md5, hash_password, hash_scram_sha
 from .passwords import parse_scram_sha256, scram_decoy, verify_password
 
 # Bump whenever the schema changes, and add the step from the old version to _MIGRATIONS.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 # A writer (the CLI) holds the lock for milliseconds; wait rather than fail.
 BUSY_TIMEOUT_MS = 5000
 # Password hashes inside: no access for others. The group (which owns the store and queue, see
@@ -37,7 +37,9 @@ MAX_ALIAS_DEPTH = 8
 _SCHEMA = """
 CREATE TABLE domains (
     name     TEXT PRIMARY KEY,
-    created  REAL NOT NULL
+    created  REAL NOT NULL,
+    public_folders  INTEGER NOT NULL DEFAULT 0,
+    public_writers  TEXT NOT NULL DEFAULT '*'
 ) WITHOUT ROWID;
 CREATE TABLE mailboxes (
     address   TEXT PRIMARY KEY,
@@ -46,7 +48,10 @@ CREATE TABLE mailboxes (
     cram_md5  TEXT,
     scram_sha256 TEXT,
     disabled  INTEGER NOT NULL DEFAULT 0,
-    created   REAL NOT NULL
+    created   REAL NOT NULL,
+    quota_bytes     INTEGER,
+    quota_messages  INTEGER,
+    send_disabled INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX mailboxes_domain ON mailboxes(domain);
 CREATE TABLE aliases (
@@ -61,6 +66,14 @@ CREATE TABLE settings (
     name   TEXT PRIMARY KEY,
     value  BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE send_limits (
+    scope     TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    messages  INTEGER NOT NULL,
+    interval  REAL NOT NULL,
+    action    TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
 """
 
 # The statements that take a file from schema version N (the key) to N + 1.
@@ -73,7 +86,23 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # settings table for the key behind SCRAM's decoy salts (_ensure_decoy_key fills it).
     2: ("ALTER TABLE mailboxes ADD COLUMN scram_sha256 TEXT",
         "CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"),
+    # 4: the store's settings. Quota limits per mailbox (NULL: none), and per domain whether
+    # its public folders are shared and who may change them (PUBLIC_EVERYONE, PUBLIC_NOBODY
+    # or a comma-separated list of addresses). Existing rows: no quota, no public folders.
+    3: ("ALTER TABLE mailboxes ADD COLUMN quota_bytes INTEGER",
+        "ALTER TABLE mailboxes ADD COLUMN quota_messages INTEGER",
+        "ALTER TABLE domains ADD COLUMN public_folders INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE domains ADD COLUMN public_writers TEXT NOT NULL DEFAULT '*'"),
+    # 5: outbound message limits (system, domain and user rows) and the flag that the
+    # "disable" action sets on a mailbox that reached its limit.
+    4: ("CREATE TABLE send_limits (scope TEXT NOT NULL, name TEXT NOT NULL, messages INTEGER "
+        "NOT NULL, interval REAL NOT NULL, action TEXT NOT NULL, PRIMARY KEY (scope, name)) "
+        "WITHOUT ROWID",
+        "ALTER TABLE mailboxes ADD COLUMN send_disabled INTEGER NOT NULL DEFAULT 0"),
 }
+# public_writers values besides a list of addresses.
+PUBLIC_EVERYONE = "*"
+PUBLIC_NOBODY = ""
 # The settings row holding the key that makes SCRAM decoy salts (passwords.scram_decoy).
 DECOY_KEY = "scram_decoy_key"
 DECOY_KEY_BYTES = 32
@@ -101,6 +130,36 @@ class UserInfo:
     address: str
     disabled: bool
     created: float
+
+
+@dataclass(frozen=True)
+class SendLimit:
+    """An outbound message limit: at most `messages` per `interval` seconds per sender.
+
+    scope is "system" (name ""), "domain" (name a domain) or "user" (name an address); the
+    narrowest one that exists applies. action: "throttle" (451 until the window allows) or
+    "disable" (the mailbox may not send until `user enable`).
+    """
+
+    scope: str
+    name: str
+    messages: int
+    interval: float
+    action: str
+
+
+SEND_LIMIT_SCOPES = ("user", "domain", "system")  # narrowest first: the first found applies
+SEND_LIMIT_ACTIONS = ("throttle", "disable")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What the mailbox store needs to know of an account (schema 4)."""
+
+    quota_bytes: int | None = None
+    quota_messages: int | None = None
+    public_folders: bool = False   # the domain shares public folders
+    public_writer: bool = False    # this account may change them
 
 
 @dataclass(frozen=True)
@@ -205,7 +264,63 @@ class Accounts:
         self._update_mailbox(address, "disabled = ?", 1)
 
     def user_enable(self, address: str) -> None:
-        self._update_mailbox(address, "disabled = ?", 0)
+        """Undo `user_disable`, and a limit's "disable" action."""
+        self._update_mailbox(address, "disabled = ?, send_disabled = ?", 0, 0)
+
+    # -- outbound message limits
+
+    def limit_set(self, limit: SendLimit) -> None:
+        if limit.scope not in SEND_LIMIT_SCOPES or limit.action not in SEND_LIMIT_ACTIONS:
+            raise UsageError(f"bad limit {limit}")
+        if limit.messages < 1 or limit.interval <= 0:
+            raise UsageError("a limit needs at least 1 message and an interval above 0 seconds")
+        with self._write() as db:
+            if limit.scope == "domain":
+                _require_domain(db, limit.name)
+            elif limit.scope == "user":
+                _require_mailbox(db, limit.name)
+            db.execute("INSERT OR REPLACE INTO send_limits VALUES (?, ?, ?, ?, ?)",
+                       (limit.scope, limit.name, limit.messages, limit.interval, limit.action))
+
+    def limit_reset(self, scope: str, name: str = "") -> int:
+        """Clear the settings below a level (system: every domain's and user's; domain: its
+        users'), and a user's own setting for scope "user"; returns how many were removed."""
+        with self._write() as db:
+            if scope == "system":
+                cursor = db.execute("DELETE FROM send_limits WHERE scope != 'system'")
+            elif scope == "domain":
+                _require_domain(db, name)
+                cursor = db.execute("DELETE FROM send_limits WHERE scope = 'user' AND "
+                                    "name IN (SELECT address FROM mailboxes WHERE domain = ?)",
+                                    (name,))
+            else:
+                cursor = db.execute("DELETE FROM send_limits WHERE scope = 'user' AND name = ?",
+                                    (name,))
+            return cursor.rowcount
+
+    def limits(self) -> list[SendLimit]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM send_limits ORDER BY scope DESC, name").fetchall()
+        return [SendLimit(*row) for row in rows]
+
+    def send_limit(self, address: str) -> SendLimit | None:
+        """The limit that applies to a sender: its own, else its domain's, else the system's."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM send_limits WHERE (scope = 'user' AND name = ?) OR "
+                "(scope = 'domain' AND name = ?) OR (scope = 'system' AND name = '')",
+                (address, _domain_of(address))).fetchall()
+        found = {row[0]: SendLimit(*row) for row in rows}
+        return next((found[scope] for scope in SEND_LIMIT_SCOPES if scope in found), None)
+
+    def send_disabled(self, address: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT send_disabled FROM mailboxes WHERE address = ?",
+                                   (address,)).fetchone()
+        return bool(row and row[0])
+
+    def send_disable(self, address: str) -> None:
+        self._update_mailbox(address, "send_disabled = ?", 1)
 
     def users(self, domain: str | None = None) -> list[UserInfo]:
         sql, params = "SELECT address, disabled, created FROM mailboxes", ()
@@ -333,6 +448,58 @@ class Accounts:
             return Lookup("ok", mailboxes)
         return Lookup("disabled" if rows else "unknown")
 
+    # -- store settings
+
+    def set_quota(self, address: str, limit_bytes: int | None,
+                  limit_messages: int | None = None) -> None:
+        for limit in (limit_bytes, limit_messages):
+            if limit is not None and limit < 0:
+                raise UsageError("a quota cannot be negative")
+        self._update_mailbox(address, "quota_bytes = ?, quota_messages = ?",
+                             limit_bytes, limit_messages)
+
+    def quota_limits(self, address: str) -> tuple[int | None, int | None]:
+        """(bytes, messages) limits of a canonical address; (None, None) when unknown."""
+        with self._lock:
+            row = self._db.execute("SELECT quota_bytes, quota_messages FROM mailboxes "
+                                   "WHERE address = ?", (address,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def set_public_folders(self, domain: str, enabled: bool, writers: str | None = None) -> None:
+        """Share (or stop sharing) a domain's public folders; `writers` is PUBLIC_EVERYONE,
+        PUBLIC_NOBODY or comma-separated addresses of the domain (None: leave as it is)."""
+        domain = normalize_domain(domain)
+        with self._write() as db:
+            _require_domain(db, domain)
+            if writers is not None:
+                writers = _public_writers(writers, domain)
+                db.execute("UPDATE domains SET public_writers = ? WHERE name = ?",
+                           (writers, domain))
+            db.execute("UPDATE domains SET public_folders = ? WHERE name = ?",
+                       (int(enabled), domain))
+
+    def public_folders(self, domain: str) -> tuple[bool, str]:
+        """(enabled, writers) of a hosted domain."""
+        domain = self._known_domain(domain)
+        with self._lock:
+            enabled, writers = self._db.execute(
+                "SELECT public_folders, public_writers FROM domains WHERE name = ?",
+                (domain,)).fetchone()
+        return bool(enabled), writers
+
+    def store_settings(self, address: str) -> StoreSettings:
+        """Quota and public-folder rights of a canonical mailbox address, in one query."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT quota_bytes, quota_messages, public_folders, public_writers "
+                "FROM mailboxes JOIN domains ON domains.name = mailboxes.domain "
+                "WHERE address = ?", (address,)).fetchone()
+        if row is None:
+            return StoreSettings()
+        quota_bytes, quota_messages, public, writers = row
+        writer = writers == PUBLIC_EVERYONE or address in writers.split(",")
+        return StoreSettings(quota_bytes, quota_messages, bool(public), bool(public) and writer)
+
     # -- helpers
 
     def _prepare(self, create: bool) -> None:
@@ -404,6 +571,17 @@ class Accounts:
         if not (_is_mailbox(db, target)
                 or _exists(db, "SELECT 1 FROM aliases WHERE source = ?", target)):
             raise UsageError(f"alias target {target} is neither a mailbox nor an alias")
+
+
+def _public_writers(writers: str, domain: str) -> str:
+    if writers in (PUBLIC_EVERYONE, PUBLIC_NOBODY):
+        return writers
+    addresses = [normalize_address(a) for a in writers.split(",") if a.strip()]
+    for address in addresses:
+        if _domain_of(address) != domain:
+            raise UsageError(f"{address} is not in {domain}: only its own mailboxes can write "
+                             "to a domain's public folders")
+    return ",".join(addresses)
 
 
 def _create_file(path: str) -> None:

@@ -9,6 +9,7 @@ import time
 from typing import Callable
 
 from ..addresses import normalize_address, normalize_domain
+from .. import permissions
 from ..config import Config
 from ..errors import EXIT_OK, MailforgeError, UsageError
 from ..store.maildir import ensure_maildir, mailbox_path
@@ -18,48 +19,48 @@ Handler = Callable[[argparse.Namespace, Config], int]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    domain = _group(subparsers, "domain", "hosted mail domains")
-    _leaf(domain, "add", _domain_add, "host a domain").add_argument("name", metavar="NAME")
-    _leaf(domain, "list", _domain_list, "list hosted domains")
-    _leaf(domain, "remove", _domain_remove, "stop hosting a domain with no mailboxes or aliases"
+    domain = group(subparsers, "domain", "hosted mail domains")
+    leaf(domain, "add", _domain_add, "host a domain").add_argument("name", metavar="NAME")
+    leaf(domain, "list", _domain_list, "list hosted domains")
+    leaf(domain, "remove", _domain_remove, "stop hosting a domain with no mailboxes or aliases"
           ).add_argument("name", metavar="NAME")
 
-    user = _group(subparsers, "user", "mailboxes")
-    _password_input(_leaf(user, "add", _user_add, "add a mailbox and create its Maildir"))
-    _password_input(_leaf(user, "passwd", _user_passwd, "set a mailbox's password"))
-    _leaf(user, "list", _user_list, "list mailboxes").add_argument(
+    user = group(subparsers, "user", "mailboxes")
+    _password_input(leaf(user, "add", _user_add, "add a mailbox and create its Maildir"))
+    _password_input(leaf(user, "passwd", _user_passwd, "set a mailbox's password"))
+    leaf(user, "list", _user_list, "list mailboxes").add_argument(
         "domain", metavar="DOMAIN", nargs="?", help="only this domain's")
-    _address_leaf(user, "remove", _user_remove, "remove a mailbox (its mail stays on disk)")
-    _address_leaf(user, "disable", _user_disable, "refuse mail and logins for a mailbox")
-    _address_leaf(user, "enable", _user_enable, "undo `user disable`")
+    address_leaf(user, "remove", _user_remove, "remove a mailbox (its mail stays on disk)")
+    address_leaf(user, "disable", _user_disable, "refuse mail and logins for a mailbox")
+    address_leaf(user, "enable", _user_enable, "undo `user disable`, and an outbound limit's disable action")
 
-    alias = _group(subparsers, "alias", "aliases: addresses that forward to other addresses")
-    add = _leaf(alias, "add", _alias_add, "make mail to SOURCE go to TARGET as well")
+    alias = group(subparsers, "alias", "aliases: addresses that forward to other addresses")
+    add = leaf(alias, "add", _alias_add, "make mail to SOURCE go to TARGET as well")
     add.add_argument("source", metavar="SOURCE")
     add.add_argument("target", metavar="TARGET")
-    _leaf(alias, "list", _alias_list, "list aliases").add_argument(
+    leaf(alias, "list", _alias_list, "list aliases").add_argument(
         "domain", metavar="DOMAIN", nargs="?", help="only this domain's")
-    remove = _leaf(alias, "remove", _alias_remove, "remove one target, or all of SOURCE's")
+    remove = leaf(alias, "remove", _alias_remove, "remove one target, or all of SOURCE's")
     remove.add_argument("source", metavar="SOURCE")
     remove.add_argument("target", metavar="TARGET", nargs="?")
 
 
-def _group(subparsers: argparse._SubParsersAction, name: str,
+def group(subparsers: argparse._SubParsersAction, name: str,
            help: str) -> argparse._SubParsersAction:
     parser = subparsers.add_parser(name, help=help, description=help)
     return parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
 
-def _leaf(actions: argparse._SubParsersAction, name: str, handler: Handler,
+def leaf(actions: argparse._SubParsersAction, name: str, handler: Handler,
           help: str) -> argparse.ArgumentParser:
     parser = actions.add_parser(name, help=help, description=help)
     parser.set_defaults(handler=handler)
     return parser
 
 
-def _address_leaf(actions: argparse._SubParsersAction, name: str, handler: Handler,
+def address_leaf(actions: argparse._SubParsersAction, name: str, handler: Handler,
                   help: str) -> argparse.ArgumentParser:
-    parser = _leaf(actions, name, handler, help)
+    parser = leaf(actions, name, handler, help)
     parser.add_argument("address", metavar="ADDR")
     return parser
 
@@ -105,6 +106,7 @@ def _user_add(args: argparse.Namespace, config: Config) -> int:
     maildir = mailbox_path(config.store_dir, address)
     try:
         ensure_maildir(maildir)
+        permissions.hand_to_service(config, config.store_dir, maildir)
     except OSError as exc:
         raise MailforgeError(f"added mailbox {address}, but could not create its Maildir "
                              f"{maildir}: {exc.strerror}") from None
@@ -123,7 +125,7 @@ def _user_passwd(args: argparse.Namespace, config: Config) -> int:
 def _user_list(args: argparse.Namespace, config: Config) -> int:
     with Accounts(config.accounts_db) as accounts:
         users = accounts.users(args.domain)
-    _print_table([(user.address, "disabled" if user.disabled else "enabled",
+    print_table([(user.address, "disabled" if user.disabled else "enabled",
                    time.strftime("%Y-%m-%d %H:%M", time.localtime(user.created)))
                   for user in users])
     return EXIT_OK
@@ -167,7 +169,7 @@ def _alias_add(args: argparse.Namespace, config: Config) -> int:
 def _alias_list(args: argparse.Namespace, config: Config) -> int:
     with Accounts(config.accounts_db) as accounts:
         aliases = accounts.aliases(args.domain)
-    _print_table([(source, "->", target) for source, target in aliases])
+    print_table([(source, "->", target) for source, target in aliases])
     return EXIT_OK
 
 
@@ -197,7 +199,7 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: list[tuple[str, ...]]) -> None:
     """Columns padded to their widest cell, the last one left ragged."""
     if not rows:
         return

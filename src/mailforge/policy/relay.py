@@ -7,20 +7,20 @@ Mail for local domains never asks this: it is accepted when the mailbox exists.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from ..config import RelayConfig
+from .networks import Network, listed, parse_networks
 
 
 @dataclass(frozen=True)
 class RelayPolicy:
     mode: str
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    networks: tuple[Network, ...]
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> RelayPolicy:
-        return cls(config.mode, tuple(ipaddress.ip_network(n, strict=False) for n in config.networks))
+        return cls(config.mode, parse_networks(config.networks))
 
     def may_relay(self, client_ip: str, authenticated: bool) -> bool:
         if self.mode == "open":
@@ -29,11 +29,4 @@ class RelayPolicy:
             return False
         if authenticated:
             return True
-        return self.mode == "networks" and self._listed(client_ip)
-
-    def _listed(self, client_ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(client_ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self.networks)
+        return self.mode == "networks" and listed(client_ip, self.networks)

@@ -28,7 +28,7 @@ from ..auth.sasl import (
     mechanisms,
 )
 from ..speedups import ParseError, parse_pop3
-from .session import Action, Command, Reply
+from .session import Action, Command, Failure, Reply
 
 # After this many error replies the client is hung up on, as SMTP does.
 MAX_ERRORS = 20
@@ -61,6 +61,13 @@ def ok(text: str, action: Action = Action.NONE) -> Reply:
 
 def err(text: str, action: Action = Action.NONE) -> Reply:
     return Reply(f"-ERR {text}\r\n".encode(), action)
+
+
+def auth_failed() -> Reply:
+    # One reply for every failure: unknown user and wrong password look the same.
+    failed = err("[AUTH] Authentication failed")
+    failed.failure = Failure.AUTH
+    return failed
 
 
 def multiline(first: str, lines: list[str]) -> Reply:
@@ -147,8 +154,7 @@ class POP3Machine:
         if not rest:
             return err("Syntax: PASS password")
         if not self.accounts.check_password(user, rest.decode("utf-8", "replace")):
-            # One reply for every failure: unknown user and wrong password look the same.
-            return err("[AUTH] Authentication failed")
+            return auth_failed()
         # The canonical form, as SASL gives: the maildrop (and its lock) is found by it.
         return self._logged_in(normalize_address(user))
 
@@ -187,7 +193,7 @@ class POP3Machine:
         self._sasl = None
         if step.kind == "success":
             return self._logged_in(step.user)
-        return err("[AUTH] Authentication failed")
+        return auth_failed()
 
     def _logged_in(self, user: str) -> Reply:
         """The credentials are good: the driver now locks the maildrop (maildrop_opened)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..auth.accounts import Accounts
+from ..policy.abuse import AbuseGuard
 from ..store.pop3box import Maildrop, MaildropBusy
 from .pop3 import POP3Machine, POP3Settings
 from .session import Action, Reply, StopSignal
@@ -41,11 +42,14 @@ class POP3Context:
     store_dir: Path
     executor: Executor
     worker: StopSignal
+    guard: AbuseGuard
     tls_context: ssl.SSLContext | None = None
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
-    """The reply for a connection over a cap (verdict from the rate-keeper)."""
+    """The reply for a connection over a cap or from a blocked address (rate-keeper verdict)."""
+    if verdict == "blocked":
+        return b"-ERR [SYS/TEMP] Too many failed attempts from your address, try again later\r\n"
     if verdict == "ip_full":
         return b"-ERR [SYS/TEMP] Too many connections from your IP address\r\n"
     return b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
@@ -103,6 +107,9 @@ class POP3Driver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                if result.failure is not None and await self.ctx.guard.answer_failure(
+                        conn, "pop3", result, refusal("blocked", self.ctx.settings.hostname)):
+                    return
                 if result.text:
                     self.conn.queue_reply(result.text)
                 if result.action is Action.CLOSE:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,7 +18,7 @@ from ..auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, St
 from ..policy.relay import RelayPolicy
 from ..queue.dsn import DSNParamError, parse_envid, parse_notify, parse_orcpt, parse_ret
 from ..speedups import ParseError, parse_path, split_command
-from .session import Action, Command, Reply
+from .session import Action, Command, Failure, Reply
 
 # After this many error replies the client is hung up on (Postfix's smtpd_hard_error_limit).
 MAX_ERRORS = 20
@@ -80,9 +81,11 @@ def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> 
 
 class SMTPMachine:
     def __init__(self, settings: SMTPSettings, accounts: AccountLookup, peer_ip: str,
-                 tls_active: bool = False) -> None:
+                 tls_active: bool = False, mailbox_full: Callable[[str], bool] | None = None
+                 ) -> None:
         self.settings = settings
         self.accounts = accounts
+        self.mailbox_full = mailbox_full  # store.quota.mailbox_full, bound to the store
         self.peer_ip = peer_ip
         self.tls_active = tls_active
         self.user = ""  # the authenticated user, once AUTH succeeded
@@ -184,7 +187,13 @@ class SMTPMachine:
                              f"user {self.user}")
         self.transaction = transaction
         self.state = State.MAIL
-        return reply(250, "2.1.0", "Ok")
+        # A logged-in user's messages count against its outbound limit (policy/limits.py).
+        return reply(250, "2.1.0", "Ok", Action.CHECK_SENDER if self.user else Action.NONE)
+
+    def sender_limited(self, code: int, enhanced: str, text: str) -> Reply:
+        """The outbound limit refused the logged-in user's message (at MAIL or at queueing)."""
+        self.reset()
+        return self._count(reply(code, enhanced, f"<{self.user}>: {text}"))
 
     def _mail_params(self, transaction: Transaction, params: dict[str, str | None]) -> Reply | None:
         for key, value in params.items():
@@ -263,8 +272,11 @@ class SMTPMachine:
         return self.user in self.accounts.lookup_recipient(sender).mailboxes
 
     def _refuse_recipient(self, address: str) -> Reply | None:
-        status = self.accounts.lookup_recipient(address).status
+        lookup = self.accounts.lookup_recipient(address)
+        status = lookup.status
         if status == "ok":
+            if self.mailbox_full is not None and any(map(self.mailbox_full, lookup.mailboxes)):
+                return reply(552, "5.2.2", f"<{address}>: Mailbox full")
             return None
         if status == "not_local":
             if self.settings.relay.may_relay(self.peer_ip, bool(self.user)):
@@ -272,7 +284,9 @@ class SMTPMachine:
             return reply(554, "5.7.1", f"<{address}>: Relay access denied")
         if status == "disabled":
             return reply(550, "5.2.1", f"<{address}>: Recipient address rejected: mailbox disabled")
-        return reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
+        unknown = reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
+        unknown.failure = Failure.RECIPIENT
+        return unknown
 
     def data(self, arg: bytes) -> Reply:
         if arg:
@@ -417,7 +431,9 @@ class SMTPMachine:
             self.user = step.user
             return reply(235, "2.7.0", "Authentication successful")
         # One reply for every failure: unknown user and wrong password look the same.
-        return reply(535, "5.7.8", "Error: authentication failed")
+        failed = reply(535, "5.7.8", "Error: authentication failed")
+        failed.failure = Failure.AUTH
+        return failed
 
     # trace
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..policy.abuse import AbuseGuard
+from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
@@ -31,11 +34,16 @@ class SMTPContext:
     spool: Spool
     accounts: AccountLookup
     worker: StopSignal
+    guard: AbuseGuard
+    limiter: SendLimiter
     tls_context: ssl.SSLContext | None = None
+    mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
-    """The reply for a connection over a cap (verdict from the rate-keeper)."""
+    """The reply for a connection over a cap or from a blocked address (rate-keeper verdict)."""
+    if verdict == "blocked":
+        return f"421 4.7.0 {hostname} Error: too many failed attempts from your address, try again later\r\n".encode()
     if verdict == "ip_full":
         return f"421 4.7.0 {hostname} Error: too many connections from your IP address\r\n".encode()
     return f"421 4.3.2 {hostname} Error: too many connections, try again later\r\n".encode()
@@ -49,7 +57,8 @@ class SMTPDriver:
     def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
         self.conn = conn
         self.ctx = ctx
-        self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls)
+        self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls,
+                                   mailbox_full=ctx.mailbox_full)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
         self.hops = HopCounter()  # of the BDAT message being received
 
@@ -63,6 +72,9 @@ class SMTPDriver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                if result.failure is not None and await self.ctx.guard.answer_failure(
+                        conn, "smtp", result, refusal("blocked", self.ctx.settings.hostname)):
+                    return
                 if result.text:
                     self.conn.queue_reply(result.text)
                 if result.action is Action.CLOSE:
@@ -99,7 +111,19 @@ class SMTPDriver:
             return await self._receive_data()
         if result.action is Action.READ_CHUNK:
             return await self._receive_chunk(result)
+        if result.action is Action.CHECK_SENDER:
+            refusal = await self._limit(commit=False)
+            return self._limited(refusal) if refusal else Reply(result.text)
         return result
+
+    async def _limit(self, commit: bool) -> Refusal | None:
+        user = self.machine.user
+        if not user:
+            return None
+        return await self.ctx.limiter.check(user, self.conn.peer_ip, commit)
+
+    def _limited(self, refusal: Refusal) -> Reply:
+        return self.machine.sender_limited(refusal.code, refusal.enhanced, refusal.text)
 
     async def _receive_data(self) -> Reply:
         spool_file = self._start_message()
@@ -107,15 +131,16 @@ class SMTPDriver:
             reader = DotUnstuffer()
             hops = HopCounter()
             size, limit = 0, self.ctx.settings.max_message_size
-            while not reader.done:
-                chunk = await self.conn.read_chunk()
-                data, used = reader.feed(chunk)
-                if used < len(chunk):
-                    self.conn.unread(chunk[used:])
-                size += len(data)
-                if size <= limit and not reader.bare_newline:
-                    spool_file.write(data)
-                    hops.feed(data)
+            with self.conn.transfer():
+                while not reader.done:
+                    chunk = await self.conn.read_chunk()
+                    data, used = reader.feed(chunk)
+                    if used < len(chunk):
+                        self.conn.unread(chunk[used:])
+                    size += len(data)
+                    if size <= limit and not reader.bare_newline:
+                        spool_file.write(data)
+                        hops.feed(data)
             refused = self.machine.body_done(size, reader.bare_newline)
             if refused is None and hops.exceeded:
                 refused = self.machine.too_many_hops()
@@ -132,13 +157,14 @@ class SMTPDriver:
         if request.keep and self.spool_file is None:
             self.spool_file = self._start_message()
             self.hops = HopCounter()
-        while remaining:
-            chunk = await self.conn.read_up_to(remaining)
-            remaining -= len(chunk)
-            if request.keep:
-                assert self.spool_file is not None
-                self.spool_file.write(chunk)
-                self.hops.feed(chunk)
+        with self.conn.transfer():
+            while remaining:
+                chunk = await self.conn.read_up_to(remaining)
+                remaining -= len(chunk)
+                if request.keep:
+                    assert self.spool_file is not None
+                    self.spool_file.write(chunk)
+                    self.hops.feed(chunk)
         result = self.machine.chunk_done(request.size, request.keep)
         if result is not None:
             return result
@@ -165,6 +191,10 @@ class SMTPDriver:
             smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit,
             envid=transaction.envid, ret=transaction.ret, notify=dict(transaction.notify),
             orcpt=dict(transaction.orcpt))
+        refusal = await self._limit(commit=True)
+        if refusal:
+            spool_file.abort()
+            return self._limited(refusal)
         try:
             await spool_file.commit(envelope)
         except SpoolError as exc:

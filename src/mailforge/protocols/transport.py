@@ -9,10 +9,11 @@ are enforced by the worker's sweeper looking at `last_activity`, not by a timer 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 # Stop reading from a client whose unread input grows past this; resume below it.
 HIGH_WATER = 256 * 1024
@@ -21,6 +22,11 @@ LOW_WATER = 64 * 1024
 MAX_CHUNK = 256 * 1024
 # A client that does not finish its TLS handshake in this long is dropped.
 TLS_HANDSHAKE_TIMEOUT = 30.0
+# A body (DATA, a BDAT chunk, an IMAP literal) must arrive at [limits] min_transfer_rate
+# octets per second on average once this grace for a slow start is over, or the session ends
+# as if idle: each trickled byte resets the idle timer, so without a minimum a client holds its
+# connection (and a slot of its per-IP cap) as long as it likes. Postfix: smtpd_min_data_rate.
+TRANSFER_GRACE = 30.0
 
 
 class ConnectionClosed(Exception):
@@ -34,7 +40,7 @@ class LineTooLong(Exception):
 class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
-                 "interruptible", "tls", "task", "_replies")
+                 "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -57,6 +63,9 @@ class Connection(asyncio.Protocol):
         # Replies to pipelined commands, sent in one write (RFC 2920, RFC 2449 PIPELINING).
         self._replies: list[bytes] = []
         self.task: asyncio.Task[None] | None = None
+        # While a body is read: when it started, and how many octets came since.
+        self._transfer_start: float | None = None
+        self._transfer_bytes = 0
 
     # asyncio.Protocol callbacks
 
@@ -73,6 +82,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         self.last_activity = time.monotonic()
+        self._transfer_bytes += len(data)
         if len(self._buffer) > HIGH_WATER and not self._paused and self.transport:
             self._paused = True
             self.transport.pause_reading()
@@ -86,6 +96,27 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._wake()
+
+    # timeouts, checked by the worker's sweeper
+
+    @contextlib.contextmanager
+    def transfer(self) -> Iterator[None]:
+        """Around the reading of a body: it is held to the minimum transfer rate."""
+        self._transfer_start, self._transfer_bytes = time.monotonic(), len(self._buffer)
+        try:
+            yield
+        finally:
+            self._transfer_start = None
+
+    def overdue(self, now: float, idle_timeout: float, min_rate: int) -> bool:
+        """Silent for `idle_timeout`, or in a body arriving slower than `min_rate` octets/s
+        (0: no minimum) once its grace (TRANSFER_GRACE, at most the idle timeout) is over."""
+        if now - self.last_activity > idle_timeout:
+            return True
+        if self._transfer_start is None or min_rate <= 0:
+            return False
+        allowed = min(TRANSFER_GRACE, idle_timeout) + self._transfer_bytes / min_rate
+        return now - self._transfer_start > allowed
 
     # reading
 

@@ -30,6 +30,7 @@ from typing import Protocol
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..config import Config
+from ..store import quota
 from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
                              message_base, publish, write_tmp)
 from . import dsn, retry
@@ -60,6 +61,8 @@ class Lookup(Protocol):
 
 class RecipientResolver(Protocol):
     def lookup_recipient(self, address: str) -> Lookup: ...
+
+    def quota_limits(self, address: str) -> tuple[int | None, int | None]: ...
 
 
 @dataclass
@@ -416,6 +419,9 @@ class DeliveryAgent(Settlement):
                    and not dsn.wants(entry.envelope.notify.get(rcpt, ""), "SUCCESS"))
         for mailbox in lookup.mailboxes:
             if mailbox in entry.mailboxes:
+                continue
+            if not quota.admit(self.config.store_dir, self.accounts, mailbox, entry.envelope.size):
+                entry.failed[rcpt] = "mailbox full (over quota)"  # deferred: it may free up
                 continue
             maildir = ensure_maildir_durable(self.config.store_dir,
                                              mailbox_path(self.config.store_dir, mailbox))

@@ -88,6 +88,20 @@ class Spool:
         spool_file.start(sender, recipients)
         return spool_file
 
+    async def submit(self, sender: str, recipients: list[str], message: bytes) -> str:
+        """Queue a message the server writes itself (a notice to an administrator), as durably
+        as one received by SMTP; `message` has CRLF line ends. Returns its queue id."""
+        spool_file = self.create(sender, recipients)
+        spool_file.write(message)
+        envelope = Envelope(id=spool_file.id, sender=sender, recipients=list(recipients),
+                            received_at=time.time(), client_ip="", helo="")
+        try:
+            await spool_file.commit(envelope)
+        except BaseException:
+            spool_file.abort()
+            raise
+        return spool_file.id
+
     async def close(self) -> None:
         await self.committer.close()
 

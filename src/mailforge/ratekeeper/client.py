@@ -16,7 +16,8 @@ from pathlib import Path
 
 import msgpack
 
-from .counters import IP_FULL, OK, SERVICE_FULL
+from .abuse import Thresholds
+from .counters import BLOCKED, IP_FULL, OK, SERVICE_FULL
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ CONNECT_TIMEOUT = 1.0
 # second), doubling to a ceiling so a long outage costs one attempt every few seconds.
 RECONNECT_DELAY_MIN = 0.05
 RECONNECT_DELAY_MAX = 5.0
-OPEN_RESULTS = frozenset({OK, SERVICE_FULL, IP_FULL})
+OPEN_RESULTS = frozenset({OK, SERVICE_FULL, IP_FULL, BLOCKED})
 
 
 class RateKeeperError(Exception):
@@ -122,6 +123,37 @@ class RateKeeperClient:
         if result not in OPEN_RESULTS:
             raise RateKeeperError(f"open_session({service!r}, {ip!r}): {result!r}")
         return result
+
+    async def report_failure(self, ip: str, thresholds: Thresholds) -> tuple[float, float]:
+        """Count a failed login or probe from `ip`: (delay before answering it, seconds the
+        address is blocked for, 0.0 if not). (0.0, 0.0) while the rate-keeper is unreachable."""
+        conn = self._conn or await self._connection()
+        if conn is None:
+            return 0.0, 0.0
+        try:
+            result = await conn.call("fail", ip, float(thresholds.window), int(thresholds.tarpit_after),
+                                     float(thresholds.tarpit_delay), float(thresholds.tarpit_max),
+                                     int(thresholds.block_after), float(thresholds.block_time))
+        except _Unavailable:
+            return 0.0, 0.0
+        if not (isinstance(result, list) and len(result) == 2):
+            raise RateKeeperError(f"report_failure({ip!r}): {result!r}")
+        return float(result[0]), float(result[1])
+
+    async def take_send(self, sender: str, messages: int, interval: float,
+                        commit: bool) -> tuple[bool, bool]:
+        """May `sender` send one more message (counted when `commit`)? (allowed, new_event),
+        see ratekeeper/outbound.py. (True, False) while the rate-keeper is unreachable."""
+        conn = self._conn or await self._connection()
+        if conn is None:
+            return True, False
+        try:
+            result = await conn.call("send", sender, int(messages), float(interval), bool(commit))
+        except _Unavailable:
+            return True, False
+        if not (isinstance(result, list) and len(result) == 2):
+            raise RateKeeperError(f"take_send({sender!r}): {result!r}")
+        return bool(result[0]), bool(result[1])
 
     async def close_session(self, service: str, ip: str) -> None:
         """Uncount a session that open_session let in. Sent without waiting for a reply."""

@@ -16,6 +16,7 @@ Clock = Callable[[], float]
 OK = "ok"
 SERVICE_FULL = "service_full"
 IP_FULL = "ip_full"
+BLOCKED = "blocked"  # the client's address is blocked for failed logins or probes (abuse.py)
 # A limit of 0 means "no limit", as in the config contract.
 UNLIMITED = 0
 
@@ -24,7 +25,7 @@ UNLIMITED = 0
 class _ServiceCounts:
     connections: int = 0
     per_ip: dict[str, int] = field(default_factory=dict)
-    refused: dict[str, int] = field(default_factory=lambda: {SERVICE_FULL: 0, IP_FULL: 0})
+    refused: dict[str, int] = field(default_factory=lambda: {SERVICE_FULL: 0, IP_FULL: 0, BLOCKED: 0})
 
 
 class ConnectionCounters:
@@ -38,14 +39,16 @@ class ConnectionCounters:
         # owner → {(service, ip): sessions it opened there}
         self._held: dict[Hashable, dict[tuple[str, str], int]] = {}
 
-    def open(self, owner: Hashable, service: str, ip: str, max_total: int, max_per_ip: int) -> str:
-        """Count one session if both caps allow it: "ok", else "service_full" or "ip_full"."""
+    def open(self, owner: Hashable, service: str, ip: str, max_total: int, max_per_ip: int,
+             blocked: bool = False) -> str:
+        """Count one session if both caps allow it: "ok", else "service_full" or "ip_full";
+        "blocked" when the caller says the address is blocked (counted as refused)."""
         if max_total < 0 or max_per_ip < 0:
             raise ValueError("limits must be 0 (unlimited) or more")
         counts = self._services.get(service)
         if counts is None:
             counts = self._services[service] = _ServiceCounts()
-        verdict = _verdict(counts, ip, max_total, max_per_ip)
+        verdict = BLOCKED if blocked else _verdict(counts, ip, max_total, max_per_ip)
         if verdict != OK:
             counts.refused[verdict] += 1
             return verdict

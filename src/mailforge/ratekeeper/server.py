@@ -25,7 +25,9 @@ from pathlib import Path
 import msgpack
 import uvloop
 
+from .abuse import FailureCounters, Thresholds
 from .counters import Clock, ConnectionCounters
+from .outbound import SendCounters
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +63,35 @@ class Operation:
 class RateKeeper:
     """Every counter set the process holds, and the operation table that reaches them.
 
-    A new kind of counter (auth failures, outbound limits) is one more attribute here, a few
-    entries in `ops`, and a line in `drop_owner` if it holds per-owner state.
+    A new kind of counter is one more attribute here, a few entries in `ops`, and a line in
+    `drop_owner` if it holds per-owner state.
     """
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self.connections = ConnectionCounters(clock)
+        self.failures = FailureCounters(clock)
+        self.sends = SendCounters(clock)
         self.ops: dict[str, Operation] = {
-            "open": Operation(self.connections.open, (str, str, int, int)),
+            "open": Operation(self.open, (str, str, int, int)),
             "close": Operation(self.connections.close, (str, str)),
+            # ip, then Thresholds' fields in order → [delay, seconds blocked]
+            "fail": Operation(self.fail, (str, float, int, float, float, int, float)),
+            # sender, messages, interval, commit → [allowed, new_event]
+            "send": Operation(lambda _owner, *args: list(self.sends.take(*args)),
+                              (str, int, float, bool)),
             "stats": Operation(lambda _owner: self.stats(), ()),
         }
 
+    def open(self, owner: object, service: str, ip: str, max_total: int, max_per_ip: int) -> str:
+        blocked = self.failures.blocked_for(ip) > 0
+        return self.connections.open(owner, service, ip, max_total, max_per_ip, blocked)
+
+    def fail(self, _owner: object, ip: str, *thresholds: float) -> list[float]:
+        return list(self.failures.record(ip, Thresholds(*thresholds)))
+
     def stats(self) -> dict:
-        return {"connections": self.connections.snapshot()}
+        return {"connections": self.connections.snapshot(), "abuse": self.failures.snapshot(),
+                "outbound": self.sends.snapshot()}
 
     def handle(self, owner: object, request: object) -> tuple[object, object]:
         """One decoded request → (req_id, result); never raises for a bad request."""

@@ -24,6 +24,11 @@ def mailbox_path(store_dir: Path, address: str) -> Path:
     return store_dir / _safe_name(domain) / _safe_name(local) / "Maildir"
 
 
+def public_path(store_dir: Path, domain: str) -> Path:
+    """The root of a domain's public folders (a Maildir++ tree without messages of its own)."""
+    return store_dir / _safe_name(domain) / "public"
+
+
 def _safe_name(part: str) -> str:
     if part in ("", ".", ".."):
         part = "%" + part.encode().hex()

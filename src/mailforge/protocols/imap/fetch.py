@@ -1,0 +1,184 @@
+"""One FETCH response (RFC 3501 6.4.5 and 7.4.2, BINARY from RFC 3516) for one message.
+
+The machine asks `needs_message` whether the store must read the message at all (FLAGS, UID,
+INTERNALDATE and RFC822.SIZE come from MessageInfo alone) and `sets_seen` whether to set \\Seen
+before answering; it then passes the message's CRLF bytes to `fetch_response`. A BINARY of a
+part in an encoding we cannot undo raises `mime.UnknownEncoding` (NO [UNKNOWN-CTE]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from mailforge.speedups import FetchAttribute
+from mailforge.store.api import MessageInfo
+
+from .bodystructure import body_structure
+from .envelope import envelope
+from .mime import Part, decoded_body, find_part, parse_message
+from .wire import NIL, astring, flag_list, format_date_time, literal
+
+# Items answered from MessageInfo; everything else needs the message's bytes.
+_INFO_ONLY = frozenset(("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"))
+
+
+def needs_message(items: Sequence[FetchAttribute]) -> bool:
+    return any(item.name not in _INFO_ONLY for item in items)
+
+
+def sets_seen(items: Sequence[FetchAttribute]) -> bool:
+    """RFC 3501 6.4.5: BODY[...] (not BODY.PEEK), RFC822 and RFC822.TEXT set \\Seen; so does
+    BINARY[...] (RFC 3516 4.2), but not BINARY.SIZE."""
+    return any(item.name in ("RFC822", "RFC822.TEXT")
+               or (item.name in ("BODY", "BINARY") and item.section is not None and not item.peek)
+               for item in items)
+
+
+class _Message:
+    """The message's bytes and, parsed once and only when an item needs it, its structure."""
+
+    __slots__ = ("_root", "_top", "data", "info")
+
+    def __init__(self, info: MessageInfo, data: bytes | None) -> None:
+        self.info = info
+        self.data = data if data is not None else b""
+        self._root: Part | None = None
+        self._top: Part | None = None
+
+    @property
+    def root(self) -> Part:
+        if self._root is None:
+            self._root = parse_message(self.data)
+        return self._root
+
+    @property
+    def top(self) -> Part:
+        """The message's own header and body, its parts left unscanned unless already known."""
+        if self._root is not None:
+            return self._root
+        if self._top is None:
+            self._top = parse_message(self.data, shallow=True)
+        return self._top
+
+
+def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttribute],
+                   message: bytes | None = None, *, uid: bool = False,
+                   flags: bool = False) -> bytes:
+    """`* n FETCH (...)` CRLF. `uid`: add UID when not asked for (UID FETCH); `flags`: add FLAGS
+    when not asked for (the FETCH just set \\Seen, RFC 3501 6.4.5)."""
+    if message is None and needs_message(items):
+        raise ValueError("these FETCH items need the message")
+    context = _Message(info, message)
+    names = {item.name for item in items}
+    out = []
+    if uid and "UID" not in names:
+        out.append(_uid(context))
+    out.extend(_ITEMS[item.name](item, context) for item in items)
+    if flags and "FLAGS" not in names:
+        out.append(_flags(context))
+    return b"* %d FETCH (%s)\r\n" % (sequence, b" ".join(out))
+
+
+def _flags(message: _Message) -> bytes:
+    return b"FLAGS " + flag_list(message.info.flags, message.info.recent)
+
+
+def _uid(message: _Message) -> bytes:
+    return b"UID %d" % message.info.uid
+
+
+_SIMPLE: dict[str, Callable[[_Message], bytes]] = {
+    "FLAGS": _flags,
+    "UID": _uid,
+    "INTERNALDATE": lambda m: b"INTERNALDATE " + format_date_time(m.info.internal_date),
+    "RFC822.SIZE": lambda m: b"RFC822.SIZE %d" % m.info.size,
+    "ENVELOPE": lambda m: b"ENVELOPE " + envelope(m.top.header),
+    "RFC822": lambda m: b"RFC822 " + literal(m.data),
+    "RFC822.HEADER": lambda m: b"RFC822.HEADER " + literal(m.top.mime_header()),
+    "RFC822.TEXT": lambda m: b"RFC822.TEXT " + literal(m.top.body()),
+    "BODYSTRUCTURE": lambda m: b"BODYSTRUCTURE " + body_structure(m.root, extended=True),
+}
+
+
+def _simple(item: FetchAttribute, message: _Message) -> bytes:
+    return _SIMPLE[item.name](message)
+
+
+def _body(item: FetchAttribute, message: _Message) -> bytes:
+    if item.section is None:
+        return b"BODY " + body_structure(message.root, extended=False)
+    label = item.section
+    if item.fields:
+        label += " (" + " ".join(astring(name).decode("ascii") for name in item.fields) + ")"
+    whole_message = not item.section[:1].isdigit()
+    root = message.top if whole_message else message.root
+    content = section_content(root, item.section, item.fields)
+    return _sectioned(b"BODY", label, content, item.partial)
+
+
+def _binary(item: FetchAttribute, message: _Message) -> bytes:
+    content = _binary_content(message.top if not item.section else message.root, item.section)
+    if item.name == "BINARY.SIZE":
+        return b"BINARY.SIZE[%s] %s" % (item.section.encode(), NIL if content is None
+                                          else b"%d" % len(content))
+    return _sectioned(b"BINARY", item.section or "", content, item.partial)
+
+
+def _sectioned(name: bytes, label: str, content: bytes | None,
+               partial: tuple[int, int] | None) -> bytes:
+    head = name + b"[" + label.encode("ascii") + b"]"
+    if partial is not None:
+        start, count = partial
+        head += b"<%d>" % start
+        if content is not None:
+            content = content[start:start + count]
+    if content is None:
+        return head + b" " + NIL
+    if name == b"BINARY" and b"\x00" in content:
+        return head + b" ~" + literal(content)  # RFC 3516 literal8
+    return head + b" " + literal(content)
+
+
+def section_content(root: Part, section: str, fields: Sequence[str] = ()) -> bytes | None:
+    """The octets a BODY[section] names, or None (NIL) when the message has no such part."""
+    numbers, text = split_section(section)
+    data = root.data
+    part = find_part(root, numbers)
+    if part is None:
+        return None
+    if not text:
+        return part.body() if numbers else data
+    if text == "MIME":
+        return part.mime_header()
+    embedded = part.message if numbers else root
+    if embedded is None:
+        return None
+    if text == "HEADER":
+        return embedded.mime_header()
+    if text == "TEXT":
+        return embedded.body()
+    return embedded.header.select(fields, exclude=text == "HEADER.FIELDS.NOT")
+
+
+def _binary_content(root: Part, section: str | None) -> bytes | None:
+    if not section:
+        return root.data
+    part = find_part(root, split_section(section)[0])
+    return None if part is None else decoded_body(part)
+
+
+def split_section(section: str) -> tuple[list[int], str]:
+    """'1.2.HEADER.FIELDS' → ([1, 2], 'HEADER.FIELDS') (the parser has checked the syntax)."""
+    pieces = section.split(".")
+    count = 0
+    while count < len(pieces) and pieces[count].isdigit():
+        count += 1
+    return [int(piece) for piece in pieces[:count]], ".".join(pieces[count:]).upper()
+
+
+_ITEMS: dict[str, Callable[[FetchAttribute, _Message], bytes]] = {
+    **{name: _simple for name in _SIMPLE},
+    "BODY": _body,
+    "BINARY": _binary,
+    "BINARY.SIZE": _binary,
+}

@@ -1,0 +1,375 @@
+"""One Maildir++ folder on disk: listing with UIDs, adding, re-flagging and removing messages.
+
+Every change of the UID index happens under its lock (uidindex.locked); so do our own renames
+and unlinks, so that two sessions changing flags of one message both land (each applies its
+change to the name it finds on disk, not to what it saw earlier). Other Maildir writers (POP3,
+delivery, mutt) do not take the lock; a file they renamed is found again by its base name.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..queue.commit import fsync_dir, unlink_quietly
+from .api import StoreError
+from .flags import (
+    Keywords,
+    base_of,
+    crlf_size,
+    field_of,
+    letters_of,
+    with_letters,
+    with_size,
+)
+from .maildir import MAILDIR_SUBDIRS, MESSAGE_MODE, maildir_hostname
+from .uidindex import (
+    INDEX_NAME,
+    UidIndex,
+    locked,
+    next_uidvalidity,
+    read,
+    salvage,
+    save,
+)
+
+log = logging.getLogger("mailforge.store")
+
+FOLDER_MARKER = "maildirfolder"  # Maildir++: this directory is a folder, not a whole Maildir
+# A directory's mtime moves on in ticks (the kernel's coarse clock; whole seconds on some file
+# systems): a change made in the same tick as a listing leaves the mtime as it was. So a
+# listing taken less than this long after the last change is not trusted to be final, and the
+# next refresh lists again (Dovecot waits out the same second).
+MTIME_SLACK_NS = 1_100_000_000
+_HOSTNAME = maildir_hostname()
+
+# Told (bytes, messages) whenever messages are added or removed: the quota's maildirsize.
+UsageHook = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    uid: int
+    sub: str   # "new" or "cur"
+    name: str
+
+    @property
+    def base(self) -> str:
+        return base_of(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    uidvalidity: int
+    uidnext: int
+    entries: list[Entry]         # UID order
+    recent: frozenset[int]       # UIDs this listing claimed as \Recent
+    unclaimed: int = 0           # messages no read-write session has claimed (STATUS RECENT)
+
+
+class FolderDir:
+    def __init__(self, path: Path, root: Path, usage: UsageHook | None = None) -> None:
+        self.path = path
+        self.root = root  # the tree's root, where UIDVALIDITY values are handed out
+        self.keywords = Keywords(path)
+        self.usage = usage
+        self._index: UidIndex | None = None
+        self._index_stamp: tuple[int, int, int] | None = None
+
+    # -- the folder itself
+
+    def exists(self) -> bool:
+        return (self.path / "cur").is_dir()
+
+    def create(self, marker: bool = True) -> None:
+        for sub in MAILDIR_SUBDIRS:
+            os.makedirs(self.path / sub, mode=0o700, exist_ok=True)
+        if marker:
+            (self.path / FOLDER_MARKER).touch(0o600)
+        with locked(self.path):
+            if read(self.path) is None:
+                save(self.path, UidIndex(next_uidvalidity(self.root)))
+        for sub in MAILDIR_SUBDIRS:
+            fsync_dir(self.path / sub)
+        fsync_dir(self.path)
+        fsync_dir(self.path.parent)
+
+    def stamp(self) -> tuple[int, ...]:
+        """Changes whenever a message comes, goes or changes flags (see MTIME_SLACK_NS)."""
+        values = []
+        for name in ("new", "cur", INDEX_NAME):
+            try:
+                st = os.stat(self.path / name)
+            except FileNotFoundError:
+                values += [0, 0]
+                continue
+            values += [st.st_ino, st.st_mtime_ns]
+        return tuple(values)
+
+    # -- listing
+
+    def sync(self, claim: bool = False) -> Listing:
+        """The folder's messages with their UIDs, handing out UIDs to new ones. With `claim`
+        (a read-write session), new/ moves into cur/ and the caller gets the \\Recent ones."""
+        with locked(self.path):
+            index = self._load()
+            found = self._list()
+            if claim:
+                self._claim_new(found)
+            changed = self._reconcile(index, found)
+            recent: frozenset[int] = frozenset()
+            if claim and index.first_recent < index.uidnext:
+                recent = frozenset(u for u in index.uids.values() if u >= index.first_recent)
+                index.first_recent = index.uidnext
+                changed = True
+            if changed:
+                self._save(index)
+            self.keywords.load()
+        entries = sorted((Entry(uid, *found[base]) for base, uid in index.uids.items()),
+                         key=lambda e: e.uid)
+        unclaimed = sum(1 for entry in entries if entry.uid >= index.first_recent)
+        return Listing(index.uidvalidity, index.uidnext, entries, recent, unclaimed)
+
+    def _list(self) -> dict[str, tuple[str, str]]:
+        # new/ before cur/: a message moving from one to the other meanwhile is still seen.
+        found = {}
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as entries:
+                for entry in entries:
+                    if not entry.name.startswith("."):
+                        found[base_of(entry.name)] = (sub, entry.name)
+        return found
+
+    def _claim_new(self, found: dict[str, tuple[str, str]]) -> None:
+        for base, (sub, name) in list(found.items()):
+            if sub != "new":
+                continue
+            source = self.path / "new" / name
+            try:
+                target = with_size(name, crlf_size(source.read_bytes()))
+                if ":" not in target:
+                    target += ":2,"
+                os.rename(source, self.path / "cur" / target)
+                found[base] = ("cur", target)
+            except FileNotFoundError:  # POP3 or another reader took it to cur/ first
+                found.pop(base)
+                again = self.find(base)
+                if again is not None:
+                    found[base] = again
+
+    def _reconcile(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> bool:
+        """Drop UIDs of files that are gone, give UIDs to new files; whether anything changed."""
+        missing = [base for base in index.uids if base not in found]
+        if missing:
+            # readdir may miss a file renamed while it ran (mutt setting a flag): look again.
+            for base, where in self._list().items():
+                found.setdefault(base, where)
+            missing = [base for base in missing if base not in found]
+            for base in missing:
+                del index.uids[base]
+        new = [base for base in found if base not in index.uids]
+        for base in sorted(new, key=_arrival_order):
+            index.assign(base)
+        return bool(missing or new)
+
+    def find(self, base: str) -> tuple[str, str] | None:
+        """Where the message with this base name is now (another reader may have renamed it)."""
+        for sub in ("cur", "new"):
+            with os.scandir(self.path / sub) as entries:
+                for entry in entries:
+                    if base_of(entry.name) == base:
+                        return sub, entry.name
+        return None
+
+    # -- the index
+
+    def _load(self) -> UidIndex:
+        try:
+            st = os.stat(self.path / INDEX_NAME)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if self._index is not None and stamp == self._index_stamp:
+            return self._index
+        data = read(self.path)
+        index, problems = salvage(data) if data is not None else (None, ["missing"])
+        if index is None or problems:
+            index = self._rebuilt(index, problems)
+        self._index, self._index_stamp = index, stamp
+        return index
+
+    def _rebuilt(self, survivor: UidIndex | None, problems: list[str]) -> UidIndex:
+        """An index for a folder whose index is lost or damaged: what survives of it, or a new
+        one under a new UIDVALIDITY (clients then fetch the folder again)."""
+        if survivor is not None:
+            log.warning("UID index of %s was damaged (%s); repaired keeping UIDVALIDITY",
+                        self.path, "; ".join(problems))
+            self._save(survivor)
+            return survivor
+        index = UidIndex(next_uidvalidity(self.root))
+        if any(self._list()) or problems != ["missing"]:
+            log.warning("UID index of %s was %s; rebuilt with new UIDVALIDITY %d",
+                        self.path, "; ".join(problems), index.uidvalidity)
+        self._save(index)
+        return index
+
+    def _save(self, index: UidIndex) -> None:
+        save(self.path, index)
+        st = os.stat(self.path / INDEX_NAME)
+        self._index, self._index_stamp = index, (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def rebuild(self) -> tuple[int, list[str]]:
+        """`store repair`: the index made whole again under its lock; (UIDVALIDITY, problems)."""
+        with locked(self.path):
+            self._index = None
+            data = read(self.path)
+            found = self._list()
+            survivor, problems = salvage(data) if data is not None else (None, ["missing"])
+            index = self._rebuilt(survivor, problems) if survivor is None or problems else survivor
+            if data is None and not found:
+                problems = []  # a folder nobody selected yet: nothing was lost
+            if self._reconcile(index, found):
+                self._save(index)
+        return index.uidvalidity, problems
+
+    # -- changes
+
+    def add(self, messages: Iterable[tuple[bytes | Path, frozenset[str], float | None]]
+            ) -> tuple[int, list[int]]:
+        """Store messages (data, or a file to hard-link; flags; internal date) durably in cur/,
+        in order; the folder's UIDVALIDITY and their UIDs."""
+        staged = [(self._stage(source, date), flags) for source, flags, date in messages]
+        added_bytes = sum(field_of(name, "S") or 0 for (_, name), _ in staged)
+        try:
+            with locked(self.path):
+                index = self._load()
+                self._reconcile(index, self._list())
+                self.keywords.load()
+                uids = []
+                for (tmp, name), flags in staged:
+                    os.rename(tmp, self.path / "cur" / with_letters(name, self.keywords.letters(flags, "")))
+                    uids.append(index.assign(base_of(name)))
+                self._save(index)
+                fsync_dir(self.path / "cur")
+        except BaseException:
+            for (tmp, _), _ in staged:
+                unlink_quietly(tmp)
+            raise
+        if self.usage is not None:
+            self.usage(added_bytes, len(staged))
+        return index.uidvalidity, uids
+
+    def _stage(self, source: bytes | Path, date: float | None) -> tuple[Path, str]:
+        """The message written (or linked) into tmp/, synced; its tmp path and its name without
+        flags."""
+        base = f"{int(time.time())}.M{secrets.token_hex(6)}P{os.getpid()}.{_HOSTNAME}"
+        tmp = self.path / "tmp" / base
+        if isinstance(source, Path) and _link(source, tmp):
+            name = f"{base},S={os.stat(tmp).st_size},W={field_of(source.name, 'W')}"
+        else:
+            data = source.read_bytes() if isinstance(source, Path) else source
+            _write_synced(tmp, data)
+            name = f"{base},S={len(data)},W={crlf_size(data)}"
+        if date is not None:
+            os.utime(tmp, (date, date))
+        return tmp, name
+
+    def rename_flags(self, entries: Iterable[Entry], change: Callable[[str], str]) -> dict[int, str]:
+        """Apply `change` (old letters → new letters) to each message's name as it is on disk
+        now; the names they have afterwards, by UID (messages that are gone are left out)."""
+        names = {}
+        with locked(self.path):
+            for entry in entries:
+                sub, name = entry.sub, entry.name
+                if not (self.path / sub / name).exists():
+                    where = self.find(entry.base)
+                    if where is None:
+                        continue
+                    sub, name = where
+                new = with_letters(name, change(letters_of(name)))
+                if new != name or sub != "cur":
+                    os.rename(self.path / sub / name, self.path / "cur" / new)
+                names[entry.uid] = new
+        return names
+
+    def remove(self, entries: Iterable[Entry], only_deleted: bool = False) -> list[int]:
+        """Unlink messages and forget their UIDs; the UIDs removed (or already gone). With
+        `only_deleted`, a message whose name no longer says \\Deleted (another session took
+        the flag away meanwhile) stays."""
+        removed, freed_bytes = [], 0
+        with locked(self.path):
+            index = self._load()
+            for entry in entries:
+                path = self.path / entry.sub / entry.name
+                if not path.exists():
+                    where = self.find(entry.base)
+                    path = self.path / where[0] / where[1] if where else path
+                if only_deleted and path.exists() and "T" not in letters_of(path.name):
+                    continue
+                try:
+                    freed_bytes += field_of(path.name, "S") or os.stat(path).st_size
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass  # expunged by another session, or POP3, meanwhile
+                index.uids.pop(entry.base, None)
+                removed.append(entry.uid)
+            self._save(index)
+        if self.usage is not None and removed:
+            self.usage(-freed_bytes, -len(removed))
+        return removed
+
+    def read(self, entry: Entry) -> bytes:
+        try:
+            return (self.path / entry.sub / entry.name).read_bytes()
+        except FileNotFoundError:
+            where = self.find(entry.base)
+            if where is None:
+                raise StoreError("message expunged by another session") from None
+            return (self.path / where[0] / where[1]).read_bytes()
+
+    def path_of(self, entry: Entry) -> Path:
+        path = self.path / entry.sub / entry.name
+        if path.exists():
+            return path
+        where = self.find(entry.base)
+        if where is None:
+            raise StoreError("message expunged by another session")
+        return self.path / where[0] / where[1]
+
+
+def _arrival_order(base: str) -> tuple[int, str]:
+    head = base.split(".", 1)[0]
+    return (int(head) if head.isdigit() and len(head) < 12 else 0, base)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, MESSAGE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(path)
+        raise
+    os.close(fd)
+
+
+def _link(source: Path, target: Path) -> bool:
+    """Hard-link a message for COPY; False when the file system cannot (then it is copied)."""
+    if field_of(source.name, "W") is None:
+        return False
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            return False
+        raise
+    return True

@@ -1,0 +1,179 @@
+"""A selected folder: one session's view of a Maildir++ folder (api.Folder).
+
+The view changes only in `refresh()` and in the session's own expunges, so sequence numbers
+hold still between commands. `refresh()` first compares the folder's stamp (directory and index
+mtimes): when nothing moved it costs three stat calls.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from .api import DELETED, SYSTEM_FLAGS, Changes, FlagMode, MessageInfo, StoreError
+from .flags import crlf_size, field_of, letters_of
+from .folderdir import MTIME_SLACK_NS, Entry, FolderDir, Listing
+from .pop3box import crlf_form
+
+if TYPE_CHECKING:
+    from .folders import MaildirMailbox
+
+
+class SelectedFolder:
+    def __init__(self, mailbox: MaildirMailbox, name: str, folder: FolderDir,
+                 read_only: bool) -> None:
+        self.name = name
+        self.read_only = read_only
+        self._mailbox = mailbox
+        self._dir = folder
+        self._entries: dict[int, Entry] = {}
+        self._infos: list[MessageInfo] = []
+        self._dates: dict[int, float] = {}
+        self._sizes: dict[int, int] = {}
+        self._recent: set[int] = set()
+        listing = self._scan()
+        self.uidvalidity = listing.uidvalidity
+        self._take(listing)
+
+    @property
+    def uidnext(self) -> int:
+        return self._uidnext
+
+    def messages(self) -> Sequence[MessageInfo]:
+        return self._infos
+
+    # -- taking in changes
+
+    def refresh(self) -> Changes:
+        if self._dir.stamp() == self._stamp and self._settled:
+            return Changes()
+        listing = self._scan()
+        if listing.uidvalidity != self.uidvalidity:
+            raise StoreError("the folder was rebuilt with a new UIDVALIDITY; select it again")
+        before = {info.uid: info for info in self._infos}
+        self._take(listing)
+        after = {info.uid: info for info in self._infos}
+        return Changes(
+            expunged=tuple(uid for uid in before if uid not in after),
+            added=tuple(info for uid, info in after.items() if uid not in before),
+            flags=tuple(info for uid, info in after.items()
+                        if uid in before and before[uid].flags != info.flags))
+
+    def _scan(self) -> Listing:
+        self._stamp = self._dir.stamp()
+        listing = self._dir.sync(claim=not self.read_only)
+        newest = max(self._stamp[1::2])
+        self._settled = time.time_ns() - newest > MTIME_SLACK_NS
+        return listing
+
+    def _take(self, listing: Listing) -> None:
+        self._uidnext = listing.uidnext
+        self._recent |= listing.recent
+        self._entries = {entry.uid: entry for entry in listing.entries}
+        self._infos = [self._info(entry) for entry in listing.entries]
+        for cache in (self._dates, self._sizes):
+            for uid in [uid for uid in cache if uid not in self._entries]:
+                del cache[uid]
+
+    def _info(self, entry: Entry) -> MessageInfo:
+        uid = entry.uid
+        if uid not in self._dates or uid not in self._sizes:
+            try:
+                path = self._dir.path_of(entry)
+                self._dates[uid] = os.stat(path).st_mtime
+                size = field_of(path.name, "W")
+                self._sizes[uid] = size if size is not None else crlf_size(path.read_bytes())
+            except (StoreError, FileNotFoundError):  # gone since the listing: next refresh says so
+                self._dates.setdefault(uid, 0.0)
+                self._sizes.setdefault(uid, 0)
+        return MessageInfo(uid, self._dir.keywords.flags(letters_of(entry.name)),
+                           self._dates[uid], self._sizes[uid], uid in self._recent)
+
+    # -- reading and changing
+
+    def read(self, uid: int) -> bytes:
+        return crlf_form(self._dir.read(self._entry(uid)))
+
+    def set_flags(self, uids: Iterable[int], flags: Iterable[str],
+                  mode: FlagMode) -> list[MessageInfo]:
+        entries = [self._entries[uid] for uid in sorted(set(uids)) if uid in self._entries]
+        if self.read_only or not entries:
+            return [self._info(entry) for entry in entries]
+        self._mailbox.check_writable(self.name)
+        wanted = canonical_flags(flags)
+        keywords = self._dir.keywords
+
+        def change(letters: str) -> str:
+            current = keywords.flags(letters)
+            if mode is FlagMode.ADD:
+                new = current | wanted
+            elif mode is FlagMode.REMOVE:
+                new = current - wanted
+            else:
+                new = wanted
+            return keywords.letters(new, letters)
+
+        names = self._dir.rename_flags(entries, change)
+        return self._renamed(names)
+
+    def _renamed(self, names: dict[int, str]) -> list[MessageInfo]:
+        changed = []
+        for uid, name in names.items():
+            entry = self._entries[uid] = Entry(uid, "cur", name)
+            changed.append(self._info(entry))
+        by_uid = {info.uid: info for info in changed}
+        self._infos = [by_uid.get(info.uid, info) for info in self._infos]
+        return changed
+
+    def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
+        if self.read_only:
+            return []
+        self._mailbox.check_writable(self.name)
+        chosen = None if uids is None else set(uids)
+        doomed = [self._entries[info.uid] for info in self._infos
+                  if DELETED in info.flags and (chosen is None or info.uid in chosen)]
+        if not doomed:
+            return []
+        removed = self._dir.remove(doomed, only_deleted=True)
+        self._drop(removed)
+        return removed
+
+    def copy(self, uids: Iterable[int], target: str) -> tuple[int, list[tuple[int, int]]]:
+        entries = [self._entries[uid] for uid in sorted(set(uids)) if uid in self._entries]
+        sources = [(self._dir.path_of(entry), self._info(entry)) for entry in entries]
+        uidvalidity, new_uids = self._mailbox.add_copies(target, sources)
+        return uidvalidity, [(entry.uid, new) for entry, new in zip(entries, new_uids)]
+
+    def move(self, uids: Iterable[int], target: str) -> tuple[int, list[tuple[int, int]]]:
+        if self.read_only:
+            raise StoreError("the folder is selected read-only")
+        self._mailbox.check_writable(self.name)
+        uidvalidity, pairs = self.copy(uids, target)
+        moved = {source for source, _ in pairs}
+        self._drop(self._dir.remove([self._entries[uid] for uid in sorted(moved)]))
+        return uidvalidity, pairs
+
+    def _drop(self, removed: list[int]) -> None:
+        gone = set(removed)
+        self._infos = [info for info in self._infos if info.uid not in gone]
+        for uid in gone:
+            self._entries.pop(uid, None)
+
+    def _entry(self, uid: int) -> Entry:
+        try:
+            return self._entries[uid]
+        except KeyError:
+            raise StoreError(f"no message with UID {uid}") from None
+
+    def close(self) -> None:
+        self._entries, self._infos = {}, []
+
+
+def canonical_flags(flags: Iterable[str]) -> frozenset[str]:
+    """System flags in their canonical spelling (they are case-insensitive, RFC 3501 2.3.2);
+    \\Recent, which no one can set, and unknown backslash flags left out."""
+    canonical = {flag.lower(): flag for flag in SYSTEM_FLAGS}
+    return frozenset(canonical.get(flag.lower(), flag) for flag in flags
+                     if not flag.startswith("\\") or flag.lower() in canonical)
