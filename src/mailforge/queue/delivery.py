@@ -213,6 +213,10 @@ class DeliveryAgent(Settlement):
         self._placed: dict[Path, set[str]] = {}
         self._can_move: bool | None = None  # known once the queue exists
 
+    def close(self) -> None:
+        """Let go of the outbound event loop (its connections are closed after each batch)."""
+        self._outbound.close()
+
     def _queued_ids(self) -> set[str]:
         """Entry ids and segment names in the queue now."""
         try:
@@ -544,12 +548,20 @@ def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
     """Body of a delivery worker process: returns once `stopping()` says so."""
     with Accounts(config.accounts_db) as accounts:
         agent = DeliveryAgent(config, accounts, slot, slots)
-        while not stopping():
-            heartbeat()
-            try:
-                handled = agent.step(heartbeat, stopping)
-            except OSError:  # the queue itself is unreadable: keep the worker, retry later
-                log.exception("delivery scan failed")
-                handled = 0
-            if not handled:
-                time.sleep(SCAN_INTERVAL)
+        try:
+            _loop(agent, heartbeat, stopping)
+        finally:
+            agent.close()
+
+
+def _loop(agent: DeliveryAgent, heartbeat: Callable[[], None],
+          stopping: Callable[[], bool]) -> None:
+    while not stopping():
+        heartbeat()
+        try:
+            handled = agent.step(heartbeat, stopping)
+        except OSError:  # the queue itself is unreadable: keep the worker, retry later
+            log.exception("delivery scan failed")
+            handled = 0
+        if not handled:
+            time.sleep(SCAN_INTERVAL)
