@@ -100,10 +100,25 @@ class AbuseConfig:
 @dataclass
 class DeliveryConfig:
     workers: int = 2
-    retry_schedule: list[int] = field(default_factory=lambda: [60, 300, 900, 3600])
-    max_queue_time: int = 432_000
+    # Seconds before each retry of a temporary failure; the last repeats (each gets jitter).
+    retry_schedule: list[float] = field(default_factory=lambda: [60.0, 300.0, 900.0, 3600.0])
+    # Past this age (seconds) a message still failing temporarily is bounced (5 days, as Postfix).
+    max_queue_time: float = 432_000.0
+    # Seconds a message may wait before its sender gets one delay notice; 0 = never.
+    delay_notice: float = 14_400.0
     mx_override: dict[str, str] = field(default_factory=dict)
     smarthost: str = ""
+    # AUTH to the smarthost (PLAIN or LOGIN, inside TLS unless smarthost_require_tls is false).
+    smarthost_user: str = ""
+    smarthost_password: str = ""
+    smarthost_require_tls: bool = True
+    # Per delivery worker: connections open at once to one destination, and messages sent over
+    # one connection before it is closed.
+    max_per_destination: int = 10
+    messages_per_connection: int = 100
+    # Seconds to connect, and to wait for any one reply (RFC 5321 4.5.3.2 allows minutes).
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0
 
 
 @dataclass
@@ -338,14 +353,28 @@ def _validate(config: Config, path: Path | str) -> None:
     _validate_tls(config.tls, path)
     if config.delivery.workers < 1:
         raise ConfigError(path, "[delivery] workers", "must be at least 1")
-    if not config.delivery.retry_schedule or min(config.delivery.retry_schedule) < 1:
-        raise ConfigError(path, "[delivery] retry_schedule", "must list delays of 1 second or more")
+    _validate_delivery(config.delivery, path)
     for domain, target in config.delivery.mx_override.items():
         _check_hostport(target, path, f"[delivery] mx_override.{domain}")
     for key, value in (("[delivery] smarthost", config.delivery.smarthost),
                        ("[metrics] listen", config.metrics.listen)):
         if value:
             _check_hostport(value, path, key)
+
+
+def _validate_delivery(delivery: DeliveryConfig, path: Path | str) -> None:
+    if not delivery.retry_schedule or min(delivery.retry_schedule) <= 0:
+        raise ConfigError(path, "[delivery] retry_schedule", "must list delays greater than 0")
+    for key in ("max_queue_time", "connect_timeout", "command_timeout"):
+        if getattr(delivery, key) <= 0:
+            raise ConfigError(path, f"[delivery] {key}", "must be greater than 0")
+    if delivery.delay_notice < 0:
+        raise ConfigError(path, "[delivery] delay_notice", "must be 0 (never) or more")
+    for key in ("max_per_destination", "messages_per_connection"):
+        if getattr(delivery, key) < 1:
+            raise ConfigError(path, f"[delivery] {key}", "must be at least 1")
+    if delivery.smarthost_user and not delivery.smarthost:
+        raise ConfigError(path, "[delivery] smarthost_user", "needs a smarthost")
 
 
 def _check_networks(networks: list[str], path: Path | str, key: str) -> None:
