@@ -13,6 +13,7 @@ import smtplib
 import socket
 import ssl
 import struct
+import typing
 
 import pytest
 
@@ -60,7 +61,7 @@ class ProxiedSMTP(smtplib.SMTP):
 
 
 class ProxiedPOP3(poplib.POP3):
-    def __enter__(self) -> ProxiedPOP3:
+    def __enter__(self) -> typing.Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -95,7 +96,7 @@ def test_relay_is_allowed_for_a_listed_network_only_through_the_header(proxied, 
         client.mail("someone@example.test")
         assert client.rcpt("far@remote.test")[0] == 250
     with ProxiedSMTP(make_header(OUTSIDER), proxied.port) as client:
-        code, text = client.ehlo("outsider.test")
+        _code, text = client.ehlo("outsider.test")
         assert f"[{OUTSIDER}]".encode() in text  # "Hello name [client]"
         client.mail("someone@example.test")
         assert client.rcpt("far@remote.test")[0] in (550, 554)
@@ -159,15 +160,14 @@ def test_implicit_tls_reads_the_header_before_the_handshake(proxied):
     context = ssl.create_default_context(cafile=proxied.ca_file)
     context.check_hostname = False
     # Header, ClientHello and all in as few segments as the client likes: nothing is lost.
-    with balancer(proxied.pop3s_port, v2("198.51.100.77")) as raw:
-        with context.wrap_socket(raw) as tls:
-            lines = tls.makefile("rb")
-            assert lines.readline().startswith(b"+OK")
-            tls.sendall(f"USER {USER}\r\nPASS {PASSWORD}\r\n".encode())
-            assert lines.readline().startswith(b"+OK")
-            assert lines.readline().startswith(b"+OK")
-            tls.sendall(b"QUIT\r\n")
-            assert lines.readline().startswith(b"+OK")
+    with balancer(proxied.pop3s_port, v2("198.51.100.77")) as raw, context.wrap_socket(raw) as tls:
+        lines = tls.makefile("rb")
+        assert lines.readline().startswith(b"+OK")
+        tls.sendall(f"USER {USER}\r\nPASS {PASSWORD}\r\n".encode())
+        assert lines.readline().startswith(b"+OK")
+        assert lines.readline().startswith(b"+OK")
+        tls.sendall(b"QUIT\r\n")
+        assert lines.readline().startswith(b"+OK")
     assert "POP3 login from 198.51.100.77" in proxied.log()
 
 

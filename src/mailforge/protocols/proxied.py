@@ -71,7 +71,7 @@ class ProxiedServer:
                 return
             client.setblocking(False)
             header = await asyncio.wait_for(read_header(self._loop, client), HEADER_TIMEOUT)
-        except (proxy.ProxyError, OSError, asyncio.TimeoutError, EOFError) as exc:
+        except (proxy.ProxyError, OSError, TimeoutError, EOFError) as exc:
             log.warning("PROXY header from %s refused: %s", peer_ip, exc or type(exc).__name__)
             client.close()
             return
@@ -83,7 +83,7 @@ class ProxiedServer:
             await self._loop.connect_accepted_socket(
                 lambda: self._factory(header.source), client, ssl=self._tls,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self._tls else None)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.info("TLS handshake with %s (via %s) failed: %s",
                      header.source[0] if header.source else peer_ip, peer_ip, exc)
 
