@@ -95,6 +95,8 @@ def create(config: configuration.Config, compression: str = "gz") -> Path:
             info = tarfile.TarInfo(MANIFEST)
             info.size, info.mtime, info.mode = len(data), int(manifest.created), 0o640
             archive.addfile(info, io.BytesIO(data))
+        # It holds the TLS key and the password hashes.
+        os.chmod(partial, 0o600)
         with open(partial, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(partial, target)

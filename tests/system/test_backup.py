@@ -92,6 +92,7 @@ def test_restore_gives_back_every_message_flag_and_account(busy, tmp_path):
     traffic.join()
     archive = Path(made.split()[0])
     assert archive.parent == busy.dir / "backup" and archive.name.endswith(".tar.gz")
+    assert archive.stat().st_mode & 0o077 == 0  # the TLS key and password hashes are inside
     assert str(archive) in cli(busy.conf, "backup", "list").stdout
     with tarfile.open(archive) as tar:
         manifest = json.load(tar.extractfile("MANIFEST.json"))
