@@ -197,3 +197,11 @@ def test_malformed_headers_are_refused_without_a_greeting(proxied, garbage):
         assert closed_unanswered(sock)
     with ProxiedSMTP(v1(OUTSIDER), proxied.port) as client:  # the worker is fine
         assert client.noop()[0] == 250
+
+
+def test_the_server_stops_cleanly_with_proxied_listeners(proxied):
+    """Last in this module: SIGTERM closes the PROXY listeners and every worker exits 0."""
+    with ProxiedSMTP(v1(OUTSIDER), proxied.port) as client:
+        assert client.noop()[0] == 250
+    assert proxied.stop() == 0
+    assert "Traceback" not in proxied.log()

@@ -66,7 +66,8 @@ class ProxiedServer:
         """Untrusted peer, bad or late header: the connection is closed without a word."""
         try:
             if not listed(peer_ip, self._trusted):
-                log.warning("PROXY header refused: %s is not in [server] proxy_trusted", peer_ip)
+                # info, not warning: anyone who can reach the port can make these lines.
+                log.info("PROXY header refused: %s is not in [server] proxy_trusted", peer_ip)
                 client.close()
                 return
             client.setblocking(False)
