@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, config as configuration, control, permissions, privileges, sandbox
-from . import speedups, tls
+from . import backup_cli, speedups, tls
 from .auth import cli as accounts_cli
 from .auth.accounts import Accounts
 from .errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits_cli.register(sub)
     queue_cli.register(sub)
     store_cli.register(sub)
+    backup_cli.register(sub)
     return parser
 
 

@@ -35,6 +35,9 @@ class ServerConfig:
     worker_timeout: float = 30.0
     # SASL PLAIN and LOGIN send the password itself: only inside TLS unless this is true.
     allow_plaintext_auth: bool = False
+    # Load balancers whose PROXY protocol headers are believed (services with proxy_protocol);
+    # a connection from anywhere else to such a service is closed unanswered.
+    proxy_trusted: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -45,6 +48,8 @@ class ServiceConfig:
     max_connections_per_ip: int = 50
     max_threads: int = 8
     idle_timeout: float = 300.0
+    # Every connection starts with a PROXY v1/v2 header from a [server] proxy_trusted address.
+    proxy_protocol: bool = False
 
 
 @dataclass
@@ -339,6 +344,9 @@ def _validate(config: Config, path: Path | str) -> None:
                 raise ConfigError(path, f"[{name}] {key}", "must be 0 (unlimited) or more")
         if service.idle_timeout <= 0:
             raise ConfigError(path, f"[{name}] idle_timeout", "must be greater than 0")
+        if service.proxy_protocol and not config.server.proxy_trusted:
+            raise ConfigError(path, f"[{name}] proxy_protocol",
+                              "needs the load balancers' addresses in [server] proxy_trusted")
     for key in ("max_message_size", "max_recipients", "max_line_length", "max_sessions_per_user"):
         if getattr(config.limits, key) < 1:
             raise ConfigError(path, f"[limits] {key}", "must be at least 1")
@@ -349,6 +357,7 @@ def _validate(config: Config, path: Path | str) -> None:
     if config.relay.mode not in RELAY_MODES:
         raise ConfigError(path, "[relay] mode", f"expected one of {', '.join(RELAY_MODES)}")
     _check_networks(config.relay.networks, path, "[relay] networks")
+    _check_networks(config.server.proxy_trusted, path, "[server] proxy_trusted")
     _validate_abuse(config.abuse, path)
     _validate_tls(config.tls, path)
     if config.delivery.workers < 1:

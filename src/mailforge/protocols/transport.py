@@ -41,9 +41,10 @@ class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
                  "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
-                 "_writable")
+                 "_writable", "_source")
 
-    def __init__(self, handler: Callable[[Connection], Awaitable[None]]) -> None:
+    def __init__(self, handler: Callable[[Connection], Awaitable[None]],
+                 source: tuple[str, int] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._handler = handler
         self._buffer = bytearray()
@@ -70,13 +71,16 @@ class Connection(asyncio.Protocol):
         # Cleared while the transport's write buffer is over its high-water mark (drain).
         self._writable = asyncio.Event()
         self._writable.set()
+        # The client named by a PROXY header (protocols/proxied.py): policy sees it, not the
+        # load balancer's address.
+        self._source = source
 
     # asyncio.Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = typing.cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername") or ("", 0)
+        peer = self._source or transport.get_extra_info("peername") or ("", 0)
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip, self.peer_port = _unmap(peer[0]), peer[1]
         self.local_port = sock[1] if len(sock) > 1 else 0
