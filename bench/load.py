@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 
 from bench import peers
+from bench.latency import summary
 
 try:
     import uvloop
@@ -440,15 +441,10 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
     }
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def headers(unit: str, delivery: bool) -> tuple[str, ...]:
     """The table's columns: `unit` is what the peers are rated in (msg, session)."""
     done, rate = ("accepted", "msg/s") if unit == "msg" else ("sessions", "sessions/s")
-    return (("peer", done, "errors", rate, "p50 ms", "p99 ms", "× mailforge")
+    return (("peer", done, "errors", rate, "p50 ms", "p90 ms", "p99 ms", "max ms", "× mailforge")
             + (("delivered", "deliv msg/s") if delivery else ())
             + (f"server CPU ms/{unit}", "client CPU"))
 
@@ -463,7 +459,7 @@ def table_rows(results: list[PeerResult], delivery: bool = True) -> list[tuple[s
             rows.append((r.name,) + ("-",) * (width - 1))
             continue
         s = r.stats
-        lat = s.latencies
+        lat = summary(s.latencies)
         ratio = f"{r.rate / base:.2f}" if base and r.rate is not None else "-"
         cpu_per_unit = (f"{r.server_cpu * 1000 / s.accepted:.2f}"
                         if r.server_cpu is not None and s.accepted else "-")
@@ -473,8 +469,7 @@ def table_rows(results: list[PeerResult], delivery: bool = True) -> list[tuple[s
                           if r.delivered and r.delivered_wall else "-")
             delivered = ("-" if r.delivered is None else f"{r.delivered:,}", deliv_rate)
         rows.append((r.name, f"{s.accepted:,}", f"{s.errors:,}", f"{r.rate:,.0f}",
-                     f"{percentile(lat, 0.5) * 1000:.1f}" if lat else "-",
-                     f"{percentile(lat, 0.99) * 1000:.1f}" if lat else "-",
+                     *(f"{lat[k] * 1000:.1f}" if lat else "-" for k in ("p50", "p90", "p99", "max")),
                      ratio, *delivered, cpu_per_unit, f"{s.cpu / s.wall:.0%}" if s.wall else "-"))
     return rows
 

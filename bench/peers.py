@@ -309,14 +309,16 @@ def _section_has(lines: list[str], section: str, key: str) -> bool:
 
 
 def mailforge_settings(port: int, workers: int, max_connections: int,
-                       idle_timeout: float | None = None,
-                       service: str = "smtp") -> dict[str, dict[str, object]]:
+                       idle_timeout: float | None = None, service: str = "smtp",
+                       max_threads: int | None = None) -> dict[str, dict[str, object]]:
     """`service` alone on `port`; every other listener off so no default port can collide."""
     served: dict[str, object] = {"listen": [f"{LOOPBACK}:{port}"], "workers": workers,
                                  "max_connections": max_connections,
                                  "max_connections_per_ip": max_connections}
     if idle_timeout is not None:
         served["idle_timeout"] = idle_timeout
+    if max_threads is not None:
+        served["max_threads"] = max_threads
     changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in SERVICES if s != service}
     changes[service] = served
     changes["metrics"] = {"listen": ""}
@@ -346,7 +348,7 @@ def worker_pids(status: dict, service: str = "smtp") -> list[int]:
 def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: float | None = None,
                   port: int | None = None, pure_python: bool = False, service: str = "smtp",
                   users: Sequence[str] = (MAILFORGE_RCPT,),
-                  mailbox: Sequence[bytes] = ()) -> Iterator[Target]:
+                  mailbox: Sequence[bytes] = (), max_threads: int | None = None) -> Iterator[Target]:
     """mailforge serving `service` alone; every one of `users` has `mailbox` in its Maildir."""
     cmd = mailforge_command()
     with tempfile.TemporaryDirectory(prefix="mailforge-bench-") as tmp:
@@ -356,7 +358,8 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
         port = port or free_port()
         run_checked(cmd + ["init", "--dir", str(root)], log)
         present = set(tomllib.loads(conf.read_text()))
-        settings = mailforge_settings(port, workers, max_connections, idle_timeout, service)
+        settings = mailforge_settings(port, workers, max_connections, idle_timeout, service,
+                                      max_threads)
         set_toml_keys(conf, {k: v for k, v in settings.items() if k in present})
         run_checked(cmd + ["-c", str(conf), "domain", "add", BENCH_DOMAIN], log)
         for user in users:
