@@ -6,6 +6,9 @@
     python -m bench.load pop3 --clients 20 --sessions 2000 --messages 20 --size 1024
                               [--peers mailforge,mailforge-pure,dovecot] [--workers 2]
                               [--timeout S] [--anchors DIR]
+    python -m bench.load imap --clients 20 --ops 20000 --messages 200 --size 2048
+                              [--peers mailforge,mailforge-pure,dovecot] [--workers 2]
+                              [--timeout S] [--anchors DIR]
 
 The client is raw asyncio streams on uvloop (not smtplib or poplib) so that it stays cheaper
 than the servers it drives; it pipelines MAIL/RCPT/DATA when the server offers PIPELINING. Each
@@ -26,7 +29,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 
-from bench import peers
+from bench import imap_load, peers
 from bench.latency import summary
 
 try:
@@ -48,10 +51,16 @@ PROGRESS_INTERVAL = 0.25
 # Without a terminal, a progress line this often is enough for a log.
 PLAIN_PROGRESS_EVERY = 5.0
 DELIVERY_POLL = 0.1
-PENDING_SUBCOMMANDS = ("imap", "relay")
-DEFAULT_PEERS = {"smtp": "mailforge,aiosmtpd,postfix", "pop3": "mailforge,dovecot"}
+PENDING_SUBCOMMANDS = ("relay",)
+DEFAULT_PEERS = {"smtp": "mailforge,aiosmtpd,postfix", "pop3": "mailforge,dovecot",
+                 "imap": "mailforge,dovecot"}
 KNOWN_PEERS = {"smtp": {"mailforge", "mailforge-pure", "aiosmtpd", "postfix"},
-               "pop3": {"mailforge", "mailforge-pure", "dovecot"}}
+               "pop3": {"mailforge", "mailforge-pure", "dovecot"},
+               "imap": {"mailforge", "mailforge-pure", "dovecot"}}
+# What each command counts, and its rate: (column, rate, one of them in words).
+UNITS = {"msg": ("accepted", "msg/s", "accepted message"),
+         "session": ("sessions", "sessions/s", "session"),
+         "op": ("ops", "ops/s", "IMAP command")}
 # A multi-line POP3 answer ends with a line holding one dot (RFC 1939 3).
 POP3_END = b"\r\n.\r\n"
 
@@ -81,7 +90,8 @@ class Stats:
 
     def fail(self, exc: BaseException) -> None:
         self.errors += 1
-        kind = str(exc) if isinstance(exc, ProtocolError) else type(exc).__name__
+        kind = (str(exc) if isinstance(exc, (ProtocolError, imap_load.IMAPError))
+                else type(exc).__name__)
         self.error_kinds[kind] += 1
 
 
@@ -370,6 +380,16 @@ async def load_pop3(target: peers.Target, opts: argparse.Namespace, deadline: fl
     return await drive(target.name, clients, stats, opts.sessions, deadline)
 
 
+async def load_imap(target: peers.Target, opts: argparse.Namespace, deadline: float) -> Stats:
+    """`opts.ops` IMAP commands over `opts.clients` logged-in clients, each as its own user
+    (so that every client's EXPUNGEs and sequence numbers are its own)."""
+    tickets, stats = Tickets(opts.ops, deadline), Stats()
+    message = maildir_message(10**6, opts.size).replace(b"\n", b"\r\n")
+    clients = [imap_load.imap_client(target, user, tickets, stats, message, seed)
+               for seed, user in enumerate(target.users[:opts.clients])]
+    return await drive(target.name, clients, stats, opts.ops, deadline)
+
+
 def run_async(coro):
     factory = uvloop.new_event_loop if uvloop is not None else None
     with asyncio.Runner(loop_factory=factory) as runner:
@@ -397,7 +417,7 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
     if time.monotonic() >= deadline:
         result.note = "skipped: the run's --timeout was reached before it"
         return result
-    drive_load = load_pop3 if opts.command == "pop3" else load
+    drive_load = {"pop3": load_pop3, "imap": load_imap}.get(opts.command, load)
     try:
         with runner() as target:
             result.info = target.info
@@ -420,16 +440,17 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
     anchors = peers.anchors_dir(opts.anchors)
     # Every client connects from 127.0.0.1, so the per-IP cap must hold them all.
     max_conn = max(1000, 2 * opts.clients)
-    if opts.command == "pop3":
+    if opts.command in ("pop3", "imap"):
         # One user per client (see load_pop3), every one with the same mailbox.
         users = [f"bench{n}@{peers.BENCH_DOMAIN}" for n in range(1, opts.clients + 1)]
         box = mailbox(opts.messages, opts.size)
+        service = opts.command
         return {
-            "mailforge": lambda: peers.run_mailforge(opts.workers, max_conn, service="pop3",
+            "mailforge": lambda: peers.run_mailforge(opts.workers, max_conn, service=service,
                                                      users=users, mailbox=box),
             "mailforge-pure": lambda: peers.run_mailforge(opts.workers, max_conn, pure_python=True,
-                                                          service="pop3", users=users, mailbox=box),
-            "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box),
+                                                          service=service, users=users, mailbox=box),
+            "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box, service),
         }
     return {
         "mailforge": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn),
@@ -443,7 +464,7 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
 
 def headers(unit: str, delivery: bool) -> tuple[str, ...]:
     """The table's columns: `unit` is what the peers are rated in (msg, session)."""
-    done, rate = ("accepted", "msg/s") if unit == "msg" else ("sessions", "sessions/s")
+    done, rate, _ = UNITS[unit]
     return (("peer", done, "errors", rate, "p50 ms", "p90 ms", "p99 ms", "max ms", "× mailforge")
             + (("delivered", "deliv msg/s") if delivery else ())
             + (f"server CPU ms/{unit}", "client CPU"))
@@ -475,7 +496,7 @@ def table_rows(results: list[PeerResult], delivery: bool = True) -> list[tuple[s
 
 
 def notes(results: list[PeerResult], unit: str = "msg") -> Iterator[str]:
-    what = "accepted message" if unit == "msg" else "session"
+    _, rate, what = UNITS[unit]
     for r in results:
         if r.info:
             yield f"{r.name}: {r.info}"
@@ -487,14 +508,18 @@ def notes(results: list[PeerResult], unit: str = "msg") -> Iterator[str]:
         if r.stats and r.stats.timed_out:
             yield f"{r.name}: stopped by --timeout before every {what} was done"
     waits = " (delivery wait included)" if unit == "msg" else ""
-    rate = "msg/s" if unit == "msg" else "sessions/s"
     yield (f"× mailforge: the peer's {rate} over mailforge's in this run. server CPU: its whole "
            f"process tree's CPU time per {what}{waits}. client CPU: the load generator's share "
            "of one core; near 100% means it, not the server, set the pace.")
 
 
 def print_report(results: list[PeerResult], opts: argparse.Namespace) -> None:
-    if opts.command == "pop3":
+    if opts.command == "imap":
+        unit, delivery = "op", False
+        title = (f"IMAP: {opts.ops:,} commands (SELECT, FETCH 1:* FLAGS, FETCH BODY.PEEK[], STORE, "
+                 f"SEARCH, APPEND, EXPUNGE), {opts.clients} logged-in clients, {opts.messages} × "
+                 f"{opts.size} B each, mailforge workers {opts.workers}")
+    elif opts.command == "pop3":
         unit, delivery = "session", False
         title = (f"POP3: {opts.sessions:,} sessions (login, STAT, RETR {opts.messages} × "
                  f"{opts.size} B, QUIT), {opts.clients} clients, mailforge workers {opts.workers}")
@@ -540,7 +565,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pop3.add_argument("--sessions", type=int, default=2000)
     pop3.add_argument("--messages", type=int, default=20, help="messages in every mailbox")
     pop3.add_argument("--size", type=int, default=1024, help="bytes of every message (LF form)")
-    for command, parser in (("smtp", smtp), ("pop3", pop3)):
+    imap = sub.add_parser("imap", help="IMAP: logged-in clients running a mixed command cycle")
+    imap.add_argument("--clients", type=int, default=20,
+                      help=f"concurrent clients, each as its own user (at most {peers.DOVECOT_USERS})")
+    imap.add_argument("--ops", type=int, default=20000, help="IMAP commands in all")
+    imap.add_argument("--messages", type=int, default=200, help="messages in every mailbox")
+    imap.add_argument("--size", type=int, default=2048, help="bytes of every message (LF form)")
+    for command, parser in (("smtp", smtp), ("pop3", pop3), ("imap", imap)):
         parser.add_argument("--peers", default=DEFAULT_PEERS[command],
                             help=f"comma list (default {DEFAULT_PEERS[command]})")
         parser.add_argument("--workers", type=int, default=2,
@@ -553,11 +584,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     opts = ap.parse_args(argv)
     if opts.command in KNOWN_PEERS:
         counts = ("clients", "messages", "size", "workers",
-                  *(("reuse",) if opts.command == "smtp" else ("sessions",)))
+                  *{"smtp": ("reuse",), "pop3": ("sessions",), "imap": ("ops",)}[opts.command])
         for flag in counts:
             if getattr(opts, flag) < 1:
                 ap.error(f"--{flag} must be at least 1")
-        if opts.command == "pop3" and opts.clients > peers.DOVECOT_USERS:
+        if opts.command in ("pop3", "imap") and opts.clients > peers.DOVECOT_USERS:
             # The Dovecot anchor has that many users, and every client needs its own.
             ap.error(f"--clients must be at most {peers.DOVECOT_USERS}")
         opts.peer_names = [p.strip() for p in opts.peers.split(",") if p.strip()]

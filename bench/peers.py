@@ -43,7 +43,7 @@ MAILFORGE_RCPT = "bench1@bench.test"
 MAILFORGE_PASSWORD = "bench-password"
 SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 # What a server says first on each protocol the bench drives: proof that it serves.
-GREETINGS = {"smtp": b"220", "pop3": b"+OK"}
+GREETINGS = {"smtp": b"220", "pop3": b"+OK", "imap": b"* OK"}
 
 # The anchor Dovecot instance, at the fixed paths and ports chosen by setup_dovecot.sh.
 DOVECOT = Path("/usr/sbin/dovecot")
@@ -322,8 +322,8 @@ def mailforge_settings(port: int, workers: int, max_connections: int,
     changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in SERVICES if s != service}
     changes[service] = served
     changes["metrics"] = {"listen": ""}
-    if service == "pop3":
-        # USER/PASS without TLS on loopback, as the Dovecot anchor allows (disable_plaintext_auth
+    if service in ("pop3", "imap"):
+        # USER/PASS and LOGIN without TLS on loopback, as the Dovecot anchor allows (disable_plaintext_auth
         # = no): the bench measures POP3, not a TLS handshake.
         changes["server"] = {"allow_plaintext_auth": True}
     return changes
@@ -456,8 +456,10 @@ def run_postfix(anchors: Path) -> Iterator[Target]:
 # --- Dovecot (anchor) --------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def run_dovecot(anchors: Path, users: int, mailbox: Sequence[bytes]) -> Iterator[Target]:
-    """The anchor Dovecot, POP3 on 127.0.0.1:2110; bench1..bench<users> each hold `mailbox`."""
+def run_dovecot(anchors: Path, users: int, mailbox: Sequence[bytes],
+                service: str = "pop3") -> Iterator[Target]:
+    """The anchor Dovecot, POP3 on 127.0.0.1:2110 and IMAP on 127.0.0.1:2143 (the Target is
+    the `service` one); bench1..bench<users> each hold `mailbox`."""
     if not DOVECOT.exists():
         raise PeerUnavailable(f"{DOVECOT} is not installed "
                               "(apt-get install dovecot-pop3d dovecot-imapd)")
@@ -484,8 +486,9 @@ def run_dovecot(anchors: Path, users: int, mailbox: Sequence[bytes]) -> Iterator
         # -F keeps the master our child, so it is stopped by its pid like the others.
         proc = spawn([str(DOVECOT), "-F", "-c", str(DOVECOT_CONF)], log)
         try:
-            wait_ready(proc, DOVECOT_POP3_PORT, log, greeting=GREETINGS["pop3"])
-            yield Target("dovecot", LOOPBACK, DOVECOT_POP3_PORT, addresses[0], proc.pid,
+            port = DOVECOT_IMAP_PORT if service == "imap" else DOVECOT_POP3_PORT
+            wait_ready(proc, port, log, greeting=GREETINGS[service])
+            yield Target("dovecot", LOOPBACK, port, addresses[0], proc.pid,
                          None, DOVECOT_CONF, users=addresses, password=DOVECOT_PASSWORD)
         finally:
             stop_process(proc)

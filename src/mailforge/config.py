@@ -55,6 +55,9 @@ class LimitsConfig:
     max_line_length: int = 2048
     # Octets per second a message body must average after a grace (transport.py); 0 = off.
     min_transfer_rate: int = 500
+    # IMAP sessions one user may hold at once, over all workers (Dovecot's
+    # mail_max_userip_connections is 10 per user and IP; phones, laptops and IDLE add up).
+    max_sessions_per_user: int = 20
 
 
 @dataclass
@@ -119,7 +122,7 @@ SERVICE_PORTS = {
     "imaps": 2993,
 }
 # Services whose protocol this build serves; the others are configurable but stay off.
-IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
+IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 # What `mailforge init` turns on (it makes the certificate they need); a config that does not
 # mention a service leaves it off.
 INIT_SERVICES = IMPLEMENTED_SERVICES
@@ -321,7 +324,7 @@ def _validate(config: Config, path: Path | str) -> None:
                 raise ConfigError(path, f"[{name}] {key}", "must be 0 (unlimited) or more")
         if service.idle_timeout <= 0:
             raise ConfigError(path, f"[{name}] idle_timeout", "must be greater than 0")
-    for key in ("max_message_size", "max_recipients", "max_line_length"):
+    for key in ("max_message_size", "max_recipients", "max_line_length", "max_sessions_per_user"):
         if getattr(config.limits, key) < 1:
             raise ConfigError(path, f"[limits] {key}", "must be at least 1")
     if config.limits.min_transfer_rate < 0:

@@ -40,17 +40,20 @@ class Server:
     """One mailforge instance: its data dir, config, and supervisor process."""
 
     def __init__(self, root: Path, tls_services: bool = False, pop3_services: bool = False,
-                 **overrides: dict) -> None:
+                 imap_services: bool = False, **overrides: dict) -> None:
         self.dir = root / "var"
         subprocess.run(MAILFORGE + ["init", "--dir", str(self.dir), "--hostname", "mx.example.test"],
                        check=True, capture_output=True, timeout=60)
         self.conf = self.dir / "mailforge.toml"
         self.port, self.submission_port, self.smtps_port = free_port(), free_port(), free_port()
         self.pop3_port, self.pop3s_port = free_port(), free_port()
-        # Submission, SMTPS, POP3 and POP3S only where a test asks: every worker costs start-up time.
+        self.imap_port, self.imaps_port = free_port(), free_port()
+        # Submission, SMTPS, POP3(S) and IMAP(S) only where a test asks: every worker costs
+        # start-up time.
         optional = [("submission", self.submission_port, tls_services),
                     ("smtps", self.smtps_port, tls_services),
-                    ("pop3", self.pop3_port, pop3_services), ("pop3s", self.pop3s_port, pop3_services)]
+                    ("pop3", self.pop3_port, pop3_services), ("pop3s", self.pop3s_port, pop3_services),
+                    ("imap", self.imap_port, imap_services), ("imaps", self.imaps_port, imap_services)]
         listen = {name: {"listen": [f"127.0.0.1:{port}"] if wanted else [], "workers": 1}
                       for name, port, wanted in optional}
         base = {**listen,
@@ -178,8 +181,10 @@ def _kill_group(pgid: int) -> None:
 def make_server(tmp_path):
     servers: list[Server] = []
 
-    def factory(tls_services: bool = False, pop3_services: bool = False, **overrides) -> Server:
-        server = Server(tmp_path / f"s{len(servers)}", tls_services, pop3_services, **overrides)
+    def factory(tls_services: bool = False, pop3_services: bool = False,
+                imap_services: bool = False, **overrides) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", tls_services, pop3_services, imap_services,
+                        **overrides)
         servers.append(server)
         return server
 

@@ -19,7 +19,7 @@ def test_body_has_the_asked_size_and_ends_the_data():
 
 
 def test_pending_subcommands_exit_2(capsys):
-    assert load.main(["imap"]) == 2
+    assert load.main(["relay"]) == 2
     assert "not implemented yet" in capsys.readouterr().err
 
 

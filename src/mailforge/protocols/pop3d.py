@@ -107,7 +107,8 @@ class POP3Driver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
-                if result.failure is not None and await self._penalise(result):
+                if result.failure is not None and await self.ctx.guard.answer_failure(
+                        conn, "pop3", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
                 if result.text:
                     self.conn.queue_reply(result.text)
@@ -128,15 +129,6 @@ class POP3Driver:
             self.conn.flush()
             if self.maildrop is not None:
                 self.maildrop.close()
-
-    async def _penalise(self, result: Reply) -> bool:
-        """Count a failed login; True when the session must end (address blocked)."""
-        assert result.failure is not None
-        self.conn.flush()
-        if not await self.ctx.guard.failed("pop3", self.conn.peer_ip, result.failure.value):
-            return False
-        self.conn.queue_reply(result.text + refusal("blocked", self.ctx.settings.hostname))
-        return True
 
     async def _next_reply(self) -> Reply:
         # Waiting for a command, the session may always be cut: nothing is changed before QUIT.

@@ -70,7 +70,8 @@ class SMTPDriver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
-                if result.failure is not None and await self._penalise(result):
+                if result.failure is not None and await self.ctx.guard.answer_failure(
+                        conn, "smtp", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
                 if result.text:
                     self.conn.queue_reply(result.text)
@@ -91,15 +92,6 @@ class SMTPDriver:
         finally:
             self.conn.flush()
             self._drop_chunks()
-
-    async def _penalise(self, result: Reply) -> bool:
-        """Count a failed login or probe; True when the session must end (address blocked)."""
-        assert result.failure is not None
-        self.conn.flush()  # replies already due go out before the tarpit holds this one back
-        if not await self.ctx.guard.failed("smtp", self.conn.peer_ip, result.failure.value):
-            return False
-        self.conn.queue_reply(result.text + refusal("blocked", self.ctx.settings.hostname))
-        return True
 
     async def _next_reply(self) -> Reply:
         machine = self.machine
