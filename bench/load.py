@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 
-from bench import imap_load, peers
+from bench import imap_load, peers, remote
+from bench.wire import ProtocolError, expect, pop3_ok, read_reply
 from bench.latency import summary
 
 try:
@@ -66,10 +67,6 @@ POP3_END = b"\r\n.\r\n"
 
 # Starts a peer on entry, stops it on exit.
 Runner = Callable[[], contextlib.AbstractContextManager[peers.Target]]
-
-
-class ProtocolError(Exception):
-    """The server answered something other than what the transaction or session needs."""
 
 
 @dataclass
@@ -143,31 +140,10 @@ class Body:
         return b"Message-ID: <%d.%d@client.bench.test>\r\n" % (next(self.serial), self.pid) + self.tail
 
 
-async def read_reply(reader: asyncio.StreamReader) -> tuple[int, list[bytes]]:
-    lines = []
-    while True:
-        line = await reader.readline()
-        if not line.endswith(b"\n"):
-            raise ConnectionResetError("connection closed")
-        lines.append(line)
-        if line[3:4] != b"-":
-            try:
-                return int(line[:3]), lines
-            except ValueError:
-                raise ProtocolError("garbled reply") from None
-
-
-async def expect(reader: asyncio.StreamReader, code: int, step: str) -> list[bytes]:
-    got, lines = await read_reply(reader)
-    if got != code:
-        raise ProtocolError(f"{step} {got}")
-    return lines
-
-
 async def transaction(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rcpt: bytes,
-                      data: bytes, pipelining: bool) -> None:
+                      data: bytes, pipelining: bool, sender: bytes = SENDER.encode()) -> None:
     """MAIL, RCPT, DATA and the message; returns once the server answered 250 for it."""
-    steps = ((b"MAIL FROM:<%s>\r\n" % SENDER.encode(), 250, "MAIL"),
+    steps = ((b"MAIL FROM:<%s>\r\n" % sender, 250, "MAIL"),
              (b"RCPT TO:<%s>\r\n" % rcpt, 250, "RCPT"),
              (b"DATA\r\n", 354, "DATA"))
     if pipelining:
@@ -194,16 +170,18 @@ async def connection(target: peers.Target, body: Body, tickets: Tickets, stats: 
     start = time.perf_counter()
     try:
         async with asyncio.timeout(OP_TIMEOUT):
-            reader, writer = await asyncio.open_connection(target.host, target.port)
+            reader, writer = await remote.open_stream(target)
             await expect(reader, 220, "greeting")
             writer.write(b"EHLO %s\r\n" % CLIENT_NAME)
-            ehlo = await expect(reader, 250, "EHLO")
+            ehlo = await remote.smtp_prepare(reader, writer, target,
+                                             await expect(reader, 250, "EHLO"), CLIENT_NAME)
         pipelining = any(line[4:].upper().startswith(b"PIPELINING") for line in ehlo)
         for sent in range(reuse):
             if sent and not tickets.take():
                 break
             async with asyncio.timeout(OP_TIMEOUT):
-                await transaction(reader, writer, rcpt, body.message(), pipelining)
+                await transaction(reader, writer, rcpt, body.message(), pipelining,
+                                  remote.sender(target, SENDER))
             stats.accept(time.perf_counter() - start)
             start = time.perf_counter()
         await quit_politely(reader, writer)
@@ -306,15 +284,6 @@ def mailbox(count: int, size: int) -> list[bytes]:
     return [maildir_message(serial, size) for serial in range(count)]
 
 
-async def pop3_ok(reader: asyncio.StreamReader, step: str) -> bytes:
-    line = await reader.readline()
-    if not line.endswith(b"\n"):
-        raise ConnectionResetError("connection closed")
-    if not line.startswith(b"+OK"):
-        raise ProtocolError(f"{step} {line[:4].decode(errors='replace').strip()}")
-    return line
-
-
 async def pop3_retr(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> int:
     """RETR one message; the octets it had (its CRLF form, as STAT counts them)."""
     writer.write(b"RETR %d\r\n" % number)
@@ -336,8 +305,9 @@ async def pop3_session(target: peers.Target, user: str, messages: int, stats: St
     start = time.perf_counter()
     try:
         async with asyncio.timeout(OP_TIMEOUT):
-            reader, writer = await asyncio.open_connection(target.host, target.port, limit=limit)
+            reader, writer = await remote.open_stream(target, limit)
             await pop3_ok(reader, "greeting")
+            await remote.pop3_prepare(reader, writer, target)
             writer.write(b"USER %s\r\n" % user.encode())
             await pop3_ok(reader, "USER")
             writer.write(b"PASS %s\r\n" % target.password.encode())
@@ -428,7 +398,8 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
                 result.delivered, result.delivered_wall = wait_delivered(
                     target, baseline, result.stats.accepted, result.stats.started,
                     min(deadline, time.monotonic() + opts.deliver_timeout))
-            result.server_cpu = peers.tree_cpu_seconds(target.pid) - cpu0
+            if target.pid:  # a server we did not start has no process tree here to read
+                result.server_cpu = peers.tree_cpu_seconds(target.pid) - cpu0
     except peers.PeerUnavailable as exc:
         result.note = f"skipped: {exc}"
     except Exception as exc:  # one broken peer must not cost the others' figures
@@ -579,10 +550,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
         parser.add_argument("--anchors",
                             help="peer scripts (default $MAILFORGE_ANCHORS or ../shared/anchors)")
+        remote.add_options(parser)
     for name in PENDING_SUBCOMMANDS:
         sub.add_parser(name, help="not implemented yet").add_argument("rest", nargs="*")
     opts = ap.parse_args(argv)
     if opts.command in KNOWN_PEERS:
+        remote.check(opts, ap)
         counts = ("clients", "messages", "size", "workers",
                   *{"smtp": ("reuse",), "pop3": ("sessions",), "imap": ("ops",)}[opts.command])
         for flag in counts:
@@ -605,8 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     deadline = time.monotonic() + opts.timeout
     peers.raise_nofile(4 * opts.clients + 256)
-    available = runners(opts)
-    results = [measure(name, available[name], opts, deadline) for name in opts.peer_names]
+    available = {opts.host: remote.runner(opts)} if opts.host else runners(opts)
+    names = [opts.host] if opts.host else opts.peer_names
+    results = [measure(name, available[name], opts, deadline) for name in names]
     print_report(results, opts)
     return 0 if any(r.stats and r.stats.accepted for r in results) else 1
 

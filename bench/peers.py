@@ -13,6 +13,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,12 @@ class Target:
     # Accounts a reading client (POP3) logs in as, all with `password`; each has the same mailbox.
     users: tuple[str, ...] = ()
     password: str = ""
+    # How clients secure the line: "plain", "tls" (implicit, from the connect) or "starttls";
+    # the started peers are plain, another server may want either (bench/remote.py).
+    tls_mode: str = "plain"
+    ssl_context: ssl.SSLContext | None = None
+    # SMTP clients AUTH PLAIN as users[0] before sending (submission servers require it).
+    auth: bool = False
 
 
 def anchors_dir(explicit: str | None = None) -> Path:

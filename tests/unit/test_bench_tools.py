@@ -2,11 +2,12 @@
 POP3 load against a real mailforge (a few seconds)."""
 
 import asyncio
+import ssl
 import time
 
 import pytest
 
-from bench import latency, load, peers, tune
+from bench import latency, load, peers, remote, tune
 
 
 def test_body_has_the_asked_size_and_ends_the_data():
@@ -205,3 +206,29 @@ def test_tune_plot_writes_a_png(tmp_path):
               for t in (2, 8) for w in (1, 2, 4)]
     tune.plot(points, tmp_path / "plot.png", "test")
     assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_host_options_make_a_remote_target():
+    opts = load.parse_args(["pop3", "--host", "mail.example.test", "--tls", "--user",
+                            "load{n}@example.test", "--password", "pw", "--clients", "3"])
+    target = remote.target(opts)
+    assert (target.host, target.port, target.tls_mode, target.pid) == (
+        "mail.example.test", 995, "tls", 0)
+    assert target.users == ("load1@example.test", "load2@example.test", "load3@example.test")
+    assert target.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    smtp = remote.target(load.parse_args(["smtp", "--host", "h", "--starttls", "--insecure",
+                                          "--rcpt", "x@h"]))
+    assert (smtp.port, smtp.rcpt, smtp.auth, smtp.ssl_context.check_hostname) == (25, "x@h", False, False)
+    assert load.parse_args(["smtp"]).host is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["smtp", "--host", "h", "--tls", "--starttls", "--rcpt", "x@h"],  # one way to secure
+    ["smtp", "--host", "h", "--auth", "--rcpt", "x@h"],                # AUTH needs a login
+    ["smtp", "--host", "h"],                                           # nobody to send to
+    ["pop3", "--host", "h", "--user", "u"],                            # no password
+    ["smtp", "--tls"],                                                 # TLS to a started peer
+])
+def test_host_option_mistakes_are_refused(argv):
+    with pytest.raises(SystemExit):
+        load.parse_args(argv)
