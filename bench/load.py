@@ -3,6 +3,9 @@
     python -m bench.load smtp --clients 50 --messages 20000 --size 1024 [--reuse N]
                               [--peers mailforge,mailforge-pure,aiosmtpd,postfix] [--workers 2]
                               [--count-delivered] [--timeout S] [--anchors DIR]
+    python -m bench.load relay --clients 50 --messages 20000 --size 1024 [--reuse N]
+                               [--peers mailforge,mailforge-pure,postfix] [--workers 2]
+                               [--deliver-timeout S] [--timeout S] [--anchors DIR]
     python -m bench.load pop3 --clients 20 --sessions 2000 --messages 20 --size 1024
                               [--peers mailforge,mailforge-pure,dovecot] [--workers 2]
                               [--timeout S] [--anchors DIR]
@@ -14,6 +17,10 @@ The client is raw asyncio streams on uvloop (not smtplib or poplib) so that it s
 than the servers it drives; it pipelines MAIL/RCPT/DATA when the server offers PIPELINING. Each
 peer is started in a temp dir, loaded, and stopped by pid before the next one starts. Compare
 ratios from one run, never absolute figures from different runs: these machines are noisy.
+
+`relay` sends to a domain no peer hosts; each peer relays it to a counting sink (bench/sink.py,
+started afresh for each peer) and the figure that matters is end to end: messages at the sink
+per second from the start of the load.
 """
 
 from __future__ import annotations
@@ -52,12 +59,12 @@ PROGRESS_INTERVAL = 0.25
 # Without a terminal, a progress line this often is enough for a log.
 PLAIN_PROGRESS_EVERY = 5.0
 DELIVERY_POLL = 0.1
-PENDING_SUBCOMMANDS = ("relay",)
 DEFAULT_PEERS = {"smtp": "mailforge,aiosmtpd,postfix", "pop3": "mailforge,dovecot",
-                 "imap": "mailforge,dovecot"}
+                 "imap": "mailforge,dovecot", "relay": "mailforge,postfix"}
 KNOWN_PEERS = {"smtp": {"mailforge", "mailforge-pure", "aiosmtpd", "postfix"},
                "pop3": {"mailforge", "mailforge-pure", "dovecot"},
-               "imap": {"mailforge", "mailforge-pure", "dovecot"}}
+               "imap": {"mailforge", "mailforge-pure", "dovecot"},
+               "relay": {"mailforge", "mailforge-pure", "postfix"}}
 # What each command counts, and its rate: (column, rate, one of them in words).
 UNITS = {"msg": ("accepted", "msg/s", "accepted message"),
          "session": ("sessions", "sessions/s", "session"),
@@ -366,17 +373,24 @@ def run_async(coro):
         return runner.run(coro)
 
 
+def delivered_count(target: peers.Target) -> int:
+    """Messages the peer has delivered: into its Maildir, or (relay) to the sink."""
+    if target.relayed is not None:
+        return target.relayed()
+    return peers.count_files(target.maildir_new)
+
+
 def wait_delivered(target: peers.Target, baseline: int, accepted: int, started: float,
                    deadline: float) -> tuple[int, float]:
-    """Poll the peer's Maildir new/ until it holds `accepted` more messages, or the deadline.
+    """Poll until `accepted` more messages are delivered, or the deadline.
 
     Returns how many arrived and the seconds from the load's start to the last one seen.
     """
     seen_at = time.perf_counter()
-    delivered = peers.count_files(target.maildir_new) - baseline
+    delivered = delivered_count(target) - baseline
     while delivered < accepted and time.monotonic() < deadline:
         time.sleep(DELIVERY_POLL)
-        now = peers.count_files(target.maildir_new) - baseline
+        now = delivered_count(target) - baseline
         if now != delivered:
             delivered, seen_at = now, time.perf_counter()
     return delivered, seen_at - started
@@ -391,10 +405,12 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
     try:
         with runner() as target:
             result.info = target.info
-            baseline = peers.count_files(target.maildir_new)
+            baseline = delivered_count(target)
             cpu0 = peers.tree_cpu_seconds(target.pid)
             result.stats = run_async(drive_load(target, opts, deadline))
-            if opts.command == "smtp" and opts.count_delivered and target.maildir_new is not None:
+            counted = opts.command == "relay" or (opts.command == "smtp" and opts.count_delivered
+                                                  and target.maildir_new is not None)
+            if counted:
                 result.delivered, result.delivered_wall = wait_delivered(
                     target, baseline, result.stats.accepted, result.stats.started,
                     min(deadline, time.monotonic() + opts.deliver_timeout))
@@ -407,10 +423,28 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
     return result
 
 
+def with_sink(start: Callable[[tuple[int, Callable[[], int]]], contextlib.AbstractContextManager[peers.Target]]
+              ) -> Runner:
+    """A runner that starts a fresh counting sink, then the peer relaying to it."""
+    @contextlib.contextmanager
+    def runner() -> Iterator[peers.Target]:
+        with peers.run_sink() as sink, start(sink) as target:
+            yield target
+    return runner
+
+
 def runners(opts: argparse.Namespace) -> dict[str, Runner]:
     anchors = peers.anchors_dir(opts.anchors)
     # Every client connects from 127.0.0.1, so the per-IP cap must hold them all.
     max_conn = max(1000, 2 * opts.clients)
+    if opts.command == "relay":
+        return {
+            "mailforge": with_sink(lambda sink: peers.run_mailforge(opts.workers, max_conn,
+                                                                    relay_to=sink)),
+            "mailforge-pure": with_sink(lambda sink: peers.run_mailforge(
+                opts.workers, max_conn, pure_python=True, relay_to=sink)),
+            "postfix": with_sink(lambda sink: peers.run_postfix(anchors, relay_to=sink)),
+        }
     if opts.command in ("pop3", "imap"):
         # One user per client (see load_pop3), every one with the same mailbox.
         users = [f"bench{n}@{peers.BENCH_DOMAIN}" for n in range(1, opts.clients + 1)]
@@ -496,7 +530,8 @@ def print_report(results: list[PeerResult], opts: argparse.Namespace) -> None:
                  f"{opts.size} B, QUIT), {opts.clients} clients, mailforge workers {opts.workers}")
     else:
         unit, delivery = "msg", True
-        title = (f"SMTP: {opts.messages:,} × {opts.size} B, {opts.clients} clients, "
+        kind = "relay, SMTP in → loopback sink out" if opts.command == "relay" else "SMTP"
+        title = (f"{kind}: {opts.messages:,} × {opts.size} B, {opts.clients} clients, "
                  f"{opts.reuse} msg/connection, mailforge workers {opts.workers}")
     columns = headers(unit, delivery)
     rows = table_rows(results, delivery)
@@ -530,6 +565,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="after the run, wait for the Maildir to hold every accepted message")
     smtp.add_argument("--deliver-timeout", type=float, default=120.0,
                       help="seconds to wait for delivery after the load (with --count-delivered)")
+    relay = sub.add_parser("relay", help="SMTP in for a remote domain, relayed to a loopback sink")
+    relay.add_argument("--clients", type=int, default=50, help="concurrent connections")
+    relay.add_argument("--messages", type=int, default=20000)
+    relay.add_argument("--size", type=int, default=1024, help="message size in bytes")
+    relay.add_argument("--reuse", type=int, default=1, help="messages per connection")
+    relay.add_argument("--deliver-timeout", type=float, default=300.0,
+                       help="seconds to wait, after the load, for the sink to get every message")
+    relay.set_defaults(count_delivered=True)
     pop3 = sub.add_parser("pop3", help="POP3 sessions: login, STAT, RETR every message, QUIT")
     pop3.add_argument("--clients", type=int, default=20,
                       help=f"concurrent sessions, each as its own user (at most {peers.DOVECOT_USERS})")
@@ -542,7 +585,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     imap.add_argument("--ops", type=int, default=20000, help="IMAP commands in all")
     imap.add_argument("--messages", type=int, default=200, help="messages in every mailbox")
     imap.add_argument("--size", type=int, default=2048, help="bytes of every message (LF form)")
-    for command, parser in (("smtp", smtp), ("pop3", pop3), ("imap", imap)):
+    for command, parser in (("smtp", smtp), ("relay", relay), ("pop3", pop3), ("imap", imap)):
         parser.add_argument("--peers", default=DEFAULT_PEERS[command],
                             help=f"comma list (default {DEFAULT_PEERS[command]})")
         parser.add_argument("--workers", type=int, default=2,
@@ -551,13 +594,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.add_argument("--anchors",
                             help="peer scripts (default $MAILFORGE_ANCHORS or ../shared/anchors)")
         remote.add_options(parser)
-    for name in PENDING_SUBCOMMANDS:
-        sub.add_parser(name, help="not implemented yet").add_argument("rest", nargs="*")
     opts = ap.parse_args(argv)
     if opts.command in KNOWN_PEERS:
         remote.check(opts, ap)
         counts = ("clients", "messages", "size", "workers",
-                  *{"smtp": ("reuse",), "pop3": ("sessions",), "imap": ("ops",)}[opts.command])
+                  *{"smtp": ("reuse",), "relay": ("reuse",), "pop3": ("sessions",),
+                     "imap": ("ops",)}[opts.command])
         for flag in counts:
             if getattr(opts, flag) < 1:
                 ap.error(f"--{flag} must be at least 1")
@@ -573,9 +615,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    if opts.command in PENDING_SUBCOMMANDS:
-        print(f"bench.load {opts.command}: not implemented yet (a later issue adds it)", file=sys.stderr)
-        return 2
     deadline = time.monotonic() + opts.timeout
     peers.raise_nofile(4 * opts.clients + 256)
     available = {opts.host: remote.runner(opts)} if opts.host else runners(opts)

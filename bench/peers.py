@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,9 @@ POSTFIX_QUEUE_DIRS = ("maildrop", "incoming", "active", "deferred", "defer", "ho
 POSTFIX_PORT = 2525
 POSTFIX_RCPT = "user@bench.test"
 POSTFIX_MAILDIR_NEW = Path("/tmp/anchor/vmail/bench.test/user/new")
+POSTCONF = Path("/usr/sbin/postconf")
+# `bench.load relay` sends to this domain: local to no peer, so each relays it to the sink.
+RELAY_RCPT = "user@relay.bench.test"
 MAILFORGE_RCPT = "bench1@bench.test"
 # What the POP3 load logs in with (the SMTP load never logs in).
 MAILFORGE_PASSWORD = "bench-password"
@@ -82,6 +85,8 @@ class Target:
     ssl_context: ssl.SSLContext | None = None
     # SMTP clients AUTH PLAIN as users[0] before sending (submission servers require it).
     auth: bool = False
+    # For a relaying peer: how many messages the sink it relays to has taken so far.
+    relayed: Callable[[], int] | None = None
 
 
 def anchors_dir(explicit: str | None = None) -> Path:
@@ -336,6 +341,33 @@ def mailforge_settings(port: int, workers: int, max_connections: int,
     return changes
 
 
+def relay_settings(sink_port: int) -> dict[str, dict[str, object]]:
+    """Relay for loopback clients, everything remote through the sink (as a smarthost)."""
+    return {"relay": {"mode": "networks"},
+            "delivery": {"smarthost": f"{LOOPBACK}:{sink_port}"}}
+
+
+@contextlib.contextmanager
+def run_sink() -> Iterator[tuple[int, Callable[[], int]]]:
+    """bench/sink.py on a free port: (port, how many messages it has taken)."""
+    with tempfile.TemporaryDirectory(prefix="sink-bench-") as tmp:
+        root = Path(tmp)
+        port, count_file, log = free_port(), root / "count", root / "sink.log"
+        proc = spawn([sys.executable, str(Path(__file__).with_name("sink.py")), "--port", str(port),
+                      "--count-file", str(count_file)], log)
+
+        def taken() -> int:
+            try:
+                return int(count_file.read_text() or 0)
+            except (OSError, ValueError):
+                return 0
+        try:
+            wait_ready(proc, port, log)
+            yield port, taken
+        finally:
+            stop_process(proc)
+
+
 def mailforge_status(conf: Path) -> dict:
     """`mailforge status --json`, or {} when it fails: the figures do not depend on it."""
     try:
@@ -355,8 +387,10 @@ def worker_pids(status: dict, service: str = "smtp") -> list[int]:
 def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: float | None = None,
                   port: int | None = None, pure_python: bool = False, service: str = "smtp",
                   users: Sequence[str] = (MAILFORGE_RCPT,),
-                  mailbox: Sequence[bytes] = (), max_threads: int | None = None) -> Iterator[Target]:
-    """mailforge serving `service` alone; every one of `users` has `mailbox` in its Maildir."""
+                  mailbox: Sequence[bytes] = (), max_threads: int | None = None,
+                  relay_to: tuple[int, Callable[[], int]] | None = None) -> Iterator[Target]:
+    """mailforge serving `service` alone; every one of `users` has `mailbox` in its Maildir.
+    With `relay_to` (a sink's port and counter) it relays RELAY_RCPT's mail to that sink."""
     cmd = mailforge_command()
     with tempfile.TemporaryDirectory(prefix="mailforge-bench-") as tmp:
         root = Path(tmp)
@@ -367,6 +401,8 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
         present = set(tomllib.loads(conf.read_text()))
         settings = mailforge_settings(port, workers, max_connections, idle_timeout, service,
                                       max_threads)
+        if relay_to is not None:
+            settings.update(relay_settings(relay_to[0]))
         set_toml_keys(conf, {k: v for k, v in settings.items() if k in present})
         run_checked(cmd + ["-c", str(conf), "domain", "add", BENCH_DOMAIN], log)
         for user in users:
@@ -384,6 +420,11 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
             info = (f"implementation {status.get('implementation', '?')}, "
                     f"{service.upper()} workers: {len(worker_pids(status, service))}") if status else ""
             name = "mailforge-pure" if pure_python else "mailforge"
+            if relay_to is not None:
+                delivery = len(status.get("delivery", [])) if status else "?"
+                yield Target(name, LOOPBACK, port, RELAY_RCPT, proc.pid, None, conf,
+                             f"{info}, delivery workers: {delivery}", relayed=relay_to[1])
+                return
             yield Target(name, LOOPBACK, port, MAILFORGE_RCPT, proc.pid,
                          mailforge_maildir(root, MAILFORGE_RCPT) / "new", conf, info,
                          tuple(users), MAILFORGE_PASSWORD)
@@ -434,7 +475,10 @@ def drop_postfix_queue() -> None:
 
 
 @contextlib.contextmanager
-def run_postfix(anchors: Path) -> Iterator[Target]:
+def run_postfix(anchors: Path,
+                relay_to: tuple[int, Callable[[], int]] | None = None) -> Iterator[Target]:
+    """The anchor Postfix; with `relay_to` its outbound transport is turned on, every remote
+    domain relayed to that sink (relayhost), the rest of its set-up left at its defaults."""
     if not POSTFIX.exists():
         raise PeerUnavailable(f"{POSTFIX} is not installed (apt-get install postfix, "
                               "debconf 'No configuration')")
@@ -445,12 +489,20 @@ def run_postfix(anchors: Path) -> Iterator[Target]:
     with tempfile.TemporaryDirectory(prefix="postfix-bench-") as tmp:
         log = Path(tmp) / "bench.log"
         run_checked(["bash", str(anchors / "setup_postfix.sh")], log)
+        if relay_to is not None:
+            run_checked([str(POSTCONF), "-c", str(POSTFIX_CONF), "-e", "default_transport = smtp",
+                         "relay_transport = smtp", f"relayhost = [{LOOPBACK}]:{relay_to[0]}"], log)
         drop_postfix_queue()
         # start-fg keeps master our child, so it can be stopped by its pid like the others.
         proc = spawn([str(POSTFIX), "-c", str(POSTFIX_CONF), "start-fg"], log)
         try:
             wait_ready(proc, POSTFIX_PORT, log)
-            yield Target("postfix", LOOPBACK, POSTFIX_PORT, POSTFIX_RCPT, proc.pid, POSTFIX_MAILDIR_NEW)
+            if relay_to is not None:
+                yield Target("postfix", LOOPBACK, POSTFIX_PORT, RELAY_RCPT, proc.pid, None,
+                             relayed=relay_to[1])
+            else:
+                yield Target("postfix", LOOPBACK, POSTFIX_PORT, POSTFIX_RCPT, proc.pid,
+                             POSTFIX_MAILDIR_NEW)
         finally:
             # `postfix stop` lets master end its own children; stop_process covers a stuck one.
             with contextlib.suppress(Exception):

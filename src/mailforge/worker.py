@@ -30,10 +30,12 @@ from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
 from .policy.abuse import AbuseGuard
 from .policy.limits import SendLimiter
+from .policy.networks import parse_networks
 from .policy.relay import RelayPolicy
 from .protocols import imapd, pop3d, smtpd
 from .protocols.imap.state import IMAPSettings
 from .protocols.pop3 import POP3Settings
+from .protocols.proxied import ProxiedServer
 from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
@@ -172,7 +174,12 @@ class Worker:
             raise MailforgeError(f"[{self.service}] needs a TLS certificate ([tls] cert)")
         return self.protocol.context(self, tls_context)
 
-    async def _listen(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> asyncio.Server:
+    async def _listen(self, loop: asyncio.AbstractEventLoop,
+                      sock: socket.socket) -> asyncio.Server | ProxiedServer:
+        if self.settings.proxy_protocol:
+            return ProxiedServer(sock, functools.partial(Connection, self._session),
+                                 parse_networks(self.config.server.proxy_trusted),
+                                 self.context.tls_context if self.protocol.implicit_tls else None)
         if not self.protocol.implicit_tls:
             return await loop.create_server(self._new_connection, sock=sock, backlog=LISTEN_BACKLOG)
         return await loop.create_server(self._new_connection, sock=sock, backlog=LISTEN_BACKLOG,

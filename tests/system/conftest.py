@@ -69,6 +69,19 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
 
+    @classmethod
+    def existing(cls, data_dir: Path) -> Server:
+        """A server on a data dir made some other way (`backup restore`), on its config's ports."""
+        server = cls.__new__(cls)
+        server.dir, server.conf = data_dir, data_dir / "mailforge.toml"
+        server.config = configuration.load(server.conf)
+        for name, attribute in (("smtp", "port"), ("submission", "submission_port"),
+                                ("smtps", "smtps_port"), ("pop3", "pop3_port"), ("pop3s", "pop3s_port")):
+            listen = getattr(server.config, name).listen
+            setattr(server, attribute, configuration.parse_hostport(listen[0])[1] if listen else 0)
+        server.proc, server.output = None, []
+        return server
+
     def reconfigure(self, changes: dict) -> None:
         config = configuration.load(self.conf)
         for section, values in changes.items():
@@ -96,6 +109,8 @@ class Server:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    if self.config.smtp.proxy_protocol:
+                        sock.sendall(b"PROXY UNKNOWN\r\n")  # a load balancer's health check
                     if sock.recv(100).startswith(b"220"):
                         return
             except OSError:

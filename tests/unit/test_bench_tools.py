@@ -19,11 +19,6 @@ def test_body_has_the_asked_size_and_ends_the_data():
     assert body.message() != message
 
 
-def test_pending_subcommands_exit_2(capsys):
-    assert load.main(["relay"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
-
-
 def test_set_toml_keys_keeps_comments_and_adds_missing_keys(tmp_path):
     conf = tmp_path / "mailforge.toml"
     conf.write_text('# top\n[smtp]\nlisten = ["127.0.0.1:2525"]  # old\nworkers = 2\n[metrics]\n')
@@ -151,6 +146,19 @@ def test_pop3_load_against_mailforge():
         pytest.skip(result.note)
     assert result.stats is not None, result.note
     assert (result.stats.accepted, result.stats.errors) == (2, 0)
+
+
+def test_relay_load_against_mailforge():
+    """Twenty messages through a real mailforge to the counting sink, all counted there."""
+    opts = load.parse_args(["relay", "--clients", "4", "--messages", "20", "--peers", "mailforge",
+                            "--timeout", "90", "--deliver-timeout", "60"])
+    result = load.measure("mailforge", load.runners(opts)["mailforge"], opts,
+                          time.monotonic() + opts.timeout)
+    if result.note.startswith("skipped"):
+        pytest.skip(result.note)
+    assert result.stats is not None, result.note
+    assert (result.stats.accepted, result.stats.errors) == (20, 0)
+    assert result.delivered == 20 and "delivery workers: 2" in result.info
 
 
 def test_percentiles_are_nearest_rank():

@@ -5,7 +5,7 @@ import base64
 import pytest
 
 from mailforge.protocols.pop3 import MAX_ERRORS, POP3Machine, POP3Settings, State
-from mailforge.protocols.pop3d import message_lines
+from mailforge.protocols.pop3d import MessageLines
 from mailforge.protocols.session import Action
 
 USER, PASSWORD = "alice@example.test", "pass word"
@@ -179,4 +179,5 @@ def test_too_many_errors_close_the_session():
     (b"\r\nbody\r\nmore\r\n", 1, b"\r\nbody\r\n.\r\n"),
 ])
 def test_message_lines(message, lines, expected):
-    assert message_lines(message, lines) == expected
+    stream = MessageLines(lines)
+    assert stream.feed(message) + stream.finish() == expected

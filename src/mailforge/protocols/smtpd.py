@@ -18,6 +18,7 @@ from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
+from .hops import HopCounter
 from .session import Action, Reply, StopSignal
 from .smtp import AccountLookup, SMTPMachine, SMTPSettings
 from .transport import Connection, ConnectionClosed, LineTooLong
@@ -59,6 +60,7 @@ class SMTPDriver:
         self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls,
                                    mailbox_full=ctx.mailbox_full)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
+        self.hops = HopCounter()  # of the BDAT message being received
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
@@ -127,6 +129,7 @@ class SMTPDriver:
         spool_file = self._start_message()
         try:
             reader = DotUnstuffer()
+            hops = HopCounter()
             size, limit = 0, self.ctx.settings.max_message_size
             with self.conn.transfer():
                 while not reader.done:
@@ -137,7 +140,10 @@ class SMTPDriver:
                     size += len(data)
                     if size <= limit and not reader.bare_newline:
                         spool_file.write(data)
+                        hops.feed(data)
             refused = self.machine.body_done(size, reader.bare_newline)
+            if refused is None and hops.exceeded:
+                refused = self.machine.too_many_hops()
             if refused:
                 spool_file.abort()
                 return refused
@@ -150,6 +156,7 @@ class SMTPDriver:
         remaining = request.size
         if request.keep and self.spool_file is None:
             self.spool_file = self._start_message()
+            self.hops = HopCounter()
         with self.conn.transfer():
             while remaining:
                 chunk = await self.conn.read_up_to(remaining)
@@ -157,11 +164,15 @@ class SMTPDriver:
                 if request.keep:
                     assert self.spool_file is not None
                     self.spool_file.write(chunk)
+                    self.hops.feed(chunk)
         result = self.machine.chunk_done(request.size, request.keep)
         if result is not None:
             return result
         spool_file, self.spool_file = self.spool_file, None
         assert spool_file is not None
+        if self.hops.exceeded:
+            spool_file.abort()
+            return self.machine.too_many_hops()
         return await self._commit(spool_file)
 
     def _start_message(self) -> SpoolFile:
@@ -177,7 +188,9 @@ class SMTPDriver:
         envelope = Envelope(
             id=spool_file.id, sender=transaction.sender, recipients=list(transaction.recipients),
             received_at=time.time(), client_ip=self.conn.peer_ip, helo=self.machine.helo_name,
-            smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit)
+            smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit,
+            envid=transaction.envid, ret=transaction.ret, notify=dict(transaction.notify),
+            orcpt=dict(transaction.orcpt))
         refusal = await self._limit(commit=True)
         if refusal:
             spool_file.abort()
