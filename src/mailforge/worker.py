@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import uvloop
 
-from . import sandbox, tls
+from . import allocator, sandbox, tls
 from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
@@ -116,6 +116,7 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
 
 def run(service: str, config: Config, listeners: list[socket.socket], heartbeat: Heartbeat) -> int:
     # Before any client byte is read, while the process has one thread.
+    allocator.return_large_buffers()
     try:
         state = sandbox.confine(config.data_dir)
     except OSError as exc:

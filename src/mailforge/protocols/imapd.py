@@ -11,6 +11,7 @@ message delivered to an idling client is pushed within a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -141,8 +142,14 @@ class IMAPDriver:
         conn = self.conn
         # Waiting for a new command, the session may be cut by a stopping worker at once.
         conn.interruptible = not conn.has_buffered_line()
+        # From a literal's first octet to the end of its command, input is held to the minimum
+        # transfer rate (each trickled byte would reset the idle timer); command lines are not.
+        timed, timed_literal = contextlib.ExitStack(), False
         try:
             while True:
+                if self.parser.in_literal and not timed_literal:
+                    timed.enter_context(conn.transfer())
+                    timed_literal = True
                 chunk = await conn.read_chunk()
                 conn.interruptible = False
                 try:
@@ -160,6 +167,7 @@ class IMAPDriver:
                     conn.write(b"+ Ready for literal data\r\n")
         finally:
             conn.interruptible = False
+            timed.close()
 
     async def _open_mailbox(self, pending: Reply) -> Reply:
         """After good credentials: count the user's sessions, then open the mailbox."""

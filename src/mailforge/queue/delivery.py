@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .. import allocator, sandbox
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..config import Config
+from ..errors import EXIT_WORKER_BOOT
 from ..store import quota
 from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
                              message_base, publish, write_tmp)
@@ -541,6 +543,21 @@ class DeliveryAgent(Settlement):
         self._deferred[entry.id] = (env.next_attempt, self._write_aside(entry.id, ENV_SUFFIX, encode(env)))
         log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
                     env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
+
+
+def serve(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
+          stopping: Callable[[], bool]) -> None:
+    """A delivery worker process: locked in like the protocol workers (no program, writes only
+    in the data dir), then `run`. Its outbound SMTP connects stay free: the sandbox's Landlock
+    ruleset handles file access only, never ABI 4's TCP connect/bind rights."""
+    allocator.return_large_buffers()
+    try:
+        state = sandbox.confine(config.data_dir)
+    except OSError as exc:
+        log.error("delivery worker cannot enter its sandbox: %s", exc)
+        raise SystemExit(EXIT_WORKER_BOOT) from None
+    log.info("delivery worker sandbox: %s", state.describe())
+    run(config, slot, slots, heartbeat, stopping)
 
 
 def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
