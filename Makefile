@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA := var
-# Debian packages the tests drive as real clients.
-TEST_DEBS := swaks openssl curl fetchmail
+# Debian packages the tests drive as real clients, as package or package:command when the
+# command is named otherwise (isync's is mbsync).
+TEST_DEBS := swaks openssl curl fetchmail isync:mbsync
 
 .PHONY: run test setup test-debs bench clean
 
@@ -21,7 +22,8 @@ run: setup
 	$(BIN)/mailforge -c $(DATA)/mailforge.toml serve
 
 test-debs:
-	@missing=""; for p in $(TEST_DEBS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(TEST_DEBS); do \
+	  command -v $${p##*:} >/dev/null || missing="$$missing $${p%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "installing test packages:$$missing"; \
@@ -31,7 +33,7 @@ test-debs:
 # The whole suite with the Cython core, then the protocol tests again on the pure-Python twins.
 test: setup test-debs
 	$(BIN)/python -m pytest -q
-	MAILFORGE_PUREPYTHON=1 $(BIN)/python -m pytest -q tests/system/test_smtp_delivery.py tests/system/test_limits.py tests/system/test_pop3.py
+	MAILFORGE_PUREPYTHON=1 $(BIN)/python -m pytest -q tests/system/test_smtp_delivery.py tests/system/test_limits.py tests/system/test_pop3.py tests/system/test_imap.py
 
 bench: setup
 	$(BIN)/python -m bench.load smtp --clients 50 --messages 20000 --size 1024

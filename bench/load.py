@@ -3,7 +3,13 @@
     python -m bench.load smtp --clients 50 --messages 20000 --size 1024 [--reuse N]
                               [--peers mailforge,mailforge-pure,aiosmtpd,postfix] [--workers 2]
                               [--count-delivered] [--timeout S] [--anchors DIR]
+    python -m bench.load relay --clients 50 --messages 20000 --size 1024 [--reuse N]
+                               [--peers mailforge,mailforge-pure,postfix] [--workers 2]
+                               [--deliver-timeout S] [--timeout S] [--anchors DIR]
     python -m bench.load pop3 --clients 20 --sessions 2000 --messages 20 --size 1024
+                              [--peers mailforge,mailforge-pure,dovecot] [--workers 2]
+                              [--timeout S] [--anchors DIR]
+    python -m bench.load imap --clients 20 --ops 20000 --messages 200 --size 2048
                               [--peers mailforge,mailforge-pure,dovecot] [--workers 2]
                               [--timeout S] [--anchors DIR]
 
@@ -11,6 +17,10 @@ The client is raw asyncio streams on uvloop (not smtplib or poplib) so that it s
 than the servers it drives; it pipelines MAIL/RCPT/DATA when the server offers PIPELINING. Each
 peer is started in a temp dir, loaded, and stopped by pid before the next one starts. Compare
 ratios from one run, never absolute figures from different runs: these machines are noisy.
+
+`relay` sends to a domain no peer hosts; each peer relays it to a counting sink (bench/sink.py,
+started afresh for each peer) and the figure that matters is end to end: messages at the sink
+per second from the start of the load.
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 
-from bench import peers
+from bench import imap_load, peers, remote
+from bench.wire import ProtocolError, expect, pop3_ok, read_reply
+from bench.latency import summary
 
 try:
     import uvloop
@@ -47,19 +59,21 @@ PROGRESS_INTERVAL = 0.25
 # Without a terminal, a progress line this often is enough for a log.
 PLAIN_PROGRESS_EVERY = 5.0
 DELIVERY_POLL = 0.1
-PENDING_SUBCOMMANDS = ("imap", "relay")
-DEFAULT_PEERS = {"smtp": "mailforge,aiosmtpd,postfix", "pop3": "mailforge,dovecot"}
+DEFAULT_PEERS = {"smtp": "mailforge,aiosmtpd,postfix", "pop3": "mailforge,dovecot",
+                 "imap": "mailforge,dovecot", "relay": "mailforge,postfix"}
 KNOWN_PEERS = {"smtp": {"mailforge", "mailforge-pure", "aiosmtpd", "postfix"},
-               "pop3": {"mailforge", "mailforge-pure", "dovecot"}}
+               "pop3": {"mailforge", "mailforge-pure", "dovecot"},
+               "imap": {"mailforge", "mailforge-pure", "dovecot"},
+               "relay": {"mailforge", "mailforge-pure", "postfix"}}
+# What each command counts, and its rate: (column, rate, one of them in words).
+UNITS = {"msg": ("accepted", "msg/s", "accepted message"),
+         "session": ("sessions", "sessions/s", "session"),
+         "op": ("ops", "ops/s", "IMAP command")}
 # A multi-line POP3 answer ends with a line holding one dot (RFC 1939 3).
 POP3_END = b"\r\n.\r\n"
 
 # Starts a peer on entry, stops it on exit.
 Runner = Callable[[], contextlib.AbstractContextManager[peers.Target]]
-
-
-class ProtocolError(Exception):
-    """The server answered something other than what the transaction or session needs."""
 
 
 @dataclass
@@ -80,7 +94,8 @@ class Stats:
 
     def fail(self, exc: BaseException) -> None:
         self.errors += 1
-        kind = str(exc) if isinstance(exc, ProtocolError) else type(exc).__name__
+        kind = (str(exc) if isinstance(exc, (ProtocolError, imap_load.IMAPError))
+                else type(exc).__name__)
         self.error_kinds[kind] += 1
 
 
@@ -132,31 +147,10 @@ class Body:
         return b"Message-ID: <%d.%d@client.bench.test>\r\n" % (next(self.serial), self.pid) + self.tail
 
 
-async def read_reply(reader: asyncio.StreamReader) -> tuple[int, list[bytes]]:
-    lines = []
-    while True:
-        line = await reader.readline()
-        if not line.endswith(b"\n"):
-            raise ConnectionResetError("connection closed")
-        lines.append(line)
-        if line[3:4] != b"-":
-            try:
-                return int(line[:3]), lines
-            except ValueError:
-                raise ProtocolError("garbled reply") from None
-
-
-async def expect(reader: asyncio.StreamReader, code: int, step: str) -> list[bytes]:
-    got, lines = await read_reply(reader)
-    if got != code:
-        raise ProtocolError(f"{step} {got}")
-    return lines
-
-
 async def transaction(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rcpt: bytes,
-                      data: bytes, pipelining: bool) -> None:
+                      data: bytes, pipelining: bool, sender: bytes = SENDER.encode()) -> None:
     """MAIL, RCPT, DATA and the message; returns once the server answered 250 for it."""
-    steps = ((b"MAIL FROM:<%s>\r\n" % SENDER.encode(), 250, "MAIL"),
+    steps = ((b"MAIL FROM:<%s>\r\n" % sender, 250, "MAIL"),
              (b"RCPT TO:<%s>\r\n" % rcpt, 250, "RCPT"),
              (b"DATA\r\n", 354, "DATA"))
     if pipelining:
@@ -183,16 +177,18 @@ async def connection(target: peers.Target, body: Body, tickets: Tickets, stats: 
     start = time.perf_counter()
     try:
         async with asyncio.timeout(OP_TIMEOUT):
-            reader, writer = await asyncio.open_connection(target.host, target.port)
+            reader, writer = await remote.open_stream(target)
             await expect(reader, 220, "greeting")
             writer.write(b"EHLO %s\r\n" % CLIENT_NAME)
-            ehlo = await expect(reader, 250, "EHLO")
+            ehlo = await remote.smtp_prepare(reader, writer, target,
+                                             await expect(reader, 250, "EHLO"), CLIENT_NAME)
         pipelining = any(line[4:].upper().startswith(b"PIPELINING") for line in ehlo)
         for sent in range(reuse):
             if sent and not tickets.take():
                 break
             async with asyncio.timeout(OP_TIMEOUT):
-                await transaction(reader, writer, rcpt, body.message(), pipelining)
+                await transaction(reader, writer, rcpt, body.message(), pipelining,
+                                  remote.sender(target, SENDER))
             stats.accept(time.perf_counter() - start)
             start = time.perf_counter()
         await quit_politely(reader, writer)
@@ -295,15 +291,6 @@ def mailbox(count: int, size: int) -> list[bytes]:
     return [maildir_message(serial, size) for serial in range(count)]
 
 
-async def pop3_ok(reader: asyncio.StreamReader, step: str) -> bytes:
-    line = await reader.readline()
-    if not line.endswith(b"\n"):
-        raise ConnectionResetError("connection closed")
-    if not line.startswith(b"+OK"):
-        raise ProtocolError(f"{step} {line[:4].decode(errors='replace').strip()}")
-    return line
-
-
 async def pop3_retr(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> int:
     """RETR one message; the octets it had (its CRLF form, as STAT counts them)."""
     writer.write(b"RETR %d\r\n" % number)
@@ -325,8 +312,9 @@ async def pop3_session(target: peers.Target, user: str, messages: int, stats: St
     start = time.perf_counter()
     try:
         async with asyncio.timeout(OP_TIMEOUT):
-            reader, writer = await asyncio.open_connection(target.host, target.port, limit=limit)
+            reader, writer = await remote.open_stream(target, limit)
             await pop3_ok(reader, "greeting")
+            await remote.pop3_prepare(reader, writer, target)
             writer.write(b"USER %s\r\n" % user.encode())
             await pop3_ok(reader, "USER")
             writer.write(b"PASS %s\r\n" % target.password.encode())
@@ -369,23 +357,40 @@ async def load_pop3(target: peers.Target, opts: argparse.Namespace, deadline: fl
     return await drive(target.name, clients, stats, opts.sessions, deadline)
 
 
+async def load_imap(target: peers.Target, opts: argparse.Namespace, deadline: float) -> Stats:
+    """`opts.ops` IMAP commands over `opts.clients` logged-in clients, each as its own user
+    (so that every client's EXPUNGEs and sequence numbers are its own)."""
+    tickets, stats = Tickets(opts.ops, deadline), Stats()
+    message = maildir_message(10**6, opts.size).replace(b"\n", b"\r\n")
+    clients = [imap_load.imap_client(target, user, tickets, stats, message, seed)
+               for seed, user in enumerate(target.users[:opts.clients])]
+    return await drive(target.name, clients, stats, opts.ops, deadline)
+
+
 def run_async(coro):
     factory = uvloop.new_event_loop if uvloop is not None else None
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
 
 
+def delivered_count(target: peers.Target) -> int:
+    """Messages the peer has delivered: into its Maildir, or (relay) to the sink."""
+    if target.relayed is not None:
+        return target.relayed()
+    return peers.count_files(target.maildir_new)
+
+
 def wait_delivered(target: peers.Target, baseline: int, accepted: int, started: float,
                    deadline: float) -> tuple[int, float]:
-    """Poll the peer's Maildir new/ until it holds `accepted` more messages, or the deadline.
+    """Poll until `accepted` more messages are delivered, or the deadline.
 
     Returns how many arrived and the seconds from the load's start to the last one seen.
     """
     seen_at = time.perf_counter()
-    delivered = peers.count_files(target.maildir_new) - baseline
+    delivered = delivered_count(target) - baseline
     while delivered < accepted and time.monotonic() < deadline:
         time.sleep(DELIVERY_POLL)
-        now = peers.count_files(target.maildir_new) - baseline
+        now = delivered_count(target) - baseline
         if now != delivered:
             delivered, seen_at = now, time.perf_counter()
     return delivered, seen_at - started
@@ -396,18 +401,21 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
     if time.monotonic() >= deadline:
         result.note = "skipped: the run's --timeout was reached before it"
         return result
-    drive_load = load_pop3 if opts.command == "pop3" else load
+    drive_load = {"pop3": load_pop3, "imap": load_imap}.get(opts.command, load)
     try:
         with runner() as target:
             result.info = target.info
-            baseline = peers.count_files(target.maildir_new)
+            baseline = delivered_count(target)
             cpu0 = peers.tree_cpu_seconds(target.pid)
             result.stats = run_async(drive_load(target, opts, deadline))
-            if opts.command == "smtp" and opts.count_delivered and target.maildir_new is not None:
+            counted = opts.command == "relay" or (opts.command == "smtp" and opts.count_delivered
+                                                  and target.maildir_new is not None)
+            if counted:
                 result.delivered, result.delivered_wall = wait_delivered(
                     target, baseline, result.stats.accepted, result.stats.started,
                     min(deadline, time.monotonic() + opts.deliver_timeout))
-            result.server_cpu = peers.tree_cpu_seconds(target.pid) - cpu0
+            if target.pid:  # a server we did not start has no process tree here to read
+                result.server_cpu = peers.tree_cpu_seconds(target.pid) - cpu0
     except peers.PeerUnavailable as exc:
         result.note = f"skipped: {exc}"
     except Exception as exc:  # one broken peer must not cost the others' figures
@@ -415,20 +423,39 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
     return result
 
 
+def with_sink(start: Callable[[tuple[int, Callable[[], int]]], contextlib.AbstractContextManager[peers.Target]]
+              ) -> Runner:
+    """A runner that starts a fresh counting sink, then the peer relaying to it."""
+    @contextlib.contextmanager
+    def runner() -> Iterator[peers.Target]:
+        with peers.run_sink() as sink, start(sink) as target:
+            yield target
+    return runner
+
+
 def runners(opts: argparse.Namespace) -> dict[str, Runner]:
     anchors = peers.anchors_dir(opts.anchors)
     # Every client connects from 127.0.0.1, so the per-IP cap must hold them all.
     max_conn = max(1000, 2 * opts.clients)
-    if opts.command == "pop3":
+    if opts.command == "relay":
+        return {
+            "mailforge": with_sink(lambda sink: peers.run_mailforge(opts.workers, max_conn,
+                                                                    relay_to=sink)),
+            "mailforge-pure": with_sink(lambda sink: peers.run_mailforge(
+                opts.workers, max_conn, pure_python=True, relay_to=sink)),
+            "postfix": with_sink(lambda sink: peers.run_postfix(anchors, relay_to=sink)),
+        }
+    if opts.command in ("pop3", "imap"):
         # One user per client (see load_pop3), every one with the same mailbox.
         users = [f"bench{n}@{peers.BENCH_DOMAIN}" for n in range(1, opts.clients + 1)]
         box = mailbox(opts.messages, opts.size)
+        service = opts.command
         return {
-            "mailforge": lambda: peers.run_mailforge(opts.workers, max_conn, service="pop3",
+            "mailforge": lambda: peers.run_mailforge(opts.workers, max_conn, service=service,
                                                      users=users, mailbox=box),
             "mailforge-pure": lambda: peers.run_mailforge(opts.workers, max_conn, pure_python=True,
-                                                          service="pop3", users=users, mailbox=box),
-            "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box),
+                                                          service=service, users=users, mailbox=box),
+            "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box, service),
         }
     return {
         "mailforge": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn),
@@ -440,15 +467,10 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
     }
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def headers(unit: str, delivery: bool) -> tuple[str, ...]:
     """The table's columns: `unit` is what the peers are rated in (msg, session)."""
-    done, rate = ("accepted", "msg/s") if unit == "msg" else ("sessions", "sessions/s")
-    return (("peer", done, "errors", rate, "p50 ms", "p99 ms", "× mailforge")
+    done, rate, _ = UNITS[unit]
+    return (("peer", done, "errors", rate, "p50 ms", "p90 ms", "p99 ms", "max ms", "× mailforge")
             + (("delivered", "deliv msg/s") if delivery else ())
             + (f"server CPU ms/{unit}", "client CPU"))
 
@@ -463,7 +485,7 @@ def table_rows(results: list[PeerResult], delivery: bool = True) -> list[tuple[s
             rows.append((r.name,) + ("-",) * (width - 1))
             continue
         s = r.stats
-        lat = s.latencies
+        lat = summary(s.latencies)
         ratio = f"{r.rate / base:.2f}" if base and r.rate is not None else "-"
         cpu_per_unit = (f"{r.server_cpu * 1000 / s.accepted:.2f}"
                         if r.server_cpu is not None and s.accepted else "-")
@@ -473,14 +495,13 @@ def table_rows(results: list[PeerResult], delivery: bool = True) -> list[tuple[s
                           if r.delivered and r.delivered_wall else "-")
             delivered = ("-" if r.delivered is None else f"{r.delivered:,}", deliv_rate)
         rows.append((r.name, f"{s.accepted:,}", f"{s.errors:,}", f"{r.rate:,.0f}",
-                     f"{percentile(lat, 0.5) * 1000:.1f}" if lat else "-",
-                     f"{percentile(lat, 0.99) * 1000:.1f}" if lat else "-",
+                     *(f"{lat[k] * 1000:.1f}" if lat else "-" for k in ("p50", "p90", "p99", "max")),
                      ratio, *delivered, cpu_per_unit, f"{s.cpu / s.wall:.0%}" if s.wall else "-"))
     return rows
 
 
 def notes(results: list[PeerResult], unit: str = "msg") -> Iterator[str]:
-    what = "accepted message" if unit == "msg" else "session"
+    _, rate, what = UNITS[unit]
     for r in results:
         if r.info:
             yield f"{r.name}: {r.info}"
@@ -492,20 +513,25 @@ def notes(results: list[PeerResult], unit: str = "msg") -> Iterator[str]:
         if r.stats and r.stats.timed_out:
             yield f"{r.name}: stopped by --timeout before every {what} was done"
     waits = " (delivery wait included)" if unit == "msg" else ""
-    rate = "msg/s" if unit == "msg" else "sessions/s"
     yield (f"× mailforge: the peer's {rate} over mailforge's in this run. server CPU: its whole "
            f"process tree's CPU time per {what}{waits}. client CPU: the load generator's share "
            "of one core; near 100% means it, not the server, set the pace.")
 
 
 def print_report(results: list[PeerResult], opts: argparse.Namespace) -> None:
-    if opts.command == "pop3":
+    if opts.command == "imap":
+        unit, delivery = "op", False
+        title = (f"IMAP: {opts.ops:,} commands (SELECT, FETCH 1:* FLAGS, FETCH BODY.PEEK[], STORE, "
+                 f"SEARCH, APPEND, EXPUNGE), {opts.clients} logged-in clients, {opts.messages} × "
+                 f"{opts.size} B each, mailforge workers {opts.workers}")
+    elif opts.command == "pop3":
         unit, delivery = "session", False
         title = (f"POP3: {opts.sessions:,} sessions (login, STAT, RETR {opts.messages} × "
                  f"{opts.size} B, QUIT), {opts.clients} clients, mailforge workers {opts.workers}")
     else:
         unit, delivery = "msg", True
-        title = (f"SMTP: {opts.messages:,} × {opts.size} B, {opts.clients} clients, "
+        kind = "relay, SMTP in → loopback sink out" if opts.command == "relay" else "SMTP"
+        title = (f"{kind}: {opts.messages:,} × {opts.size} B, {opts.clients} clients, "
                  f"{opts.reuse} msg/connection, mailforge workers {opts.workers}")
     columns = headers(unit, delivery)
     rows = table_rows(results, delivery)
@@ -539,13 +565,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="after the run, wait for the Maildir to hold every accepted message")
     smtp.add_argument("--deliver-timeout", type=float, default=120.0,
                       help="seconds to wait for delivery after the load (with --count-delivered)")
+    relay = sub.add_parser("relay", help="SMTP in for a remote domain, relayed to a loopback sink")
+    relay.add_argument("--clients", type=int, default=50, help="concurrent connections")
+    relay.add_argument("--messages", type=int, default=20000)
+    relay.add_argument("--size", type=int, default=1024, help="message size in bytes")
+    relay.add_argument("--reuse", type=int, default=1, help="messages per connection")
+    relay.add_argument("--deliver-timeout", type=float, default=300.0,
+                       help="seconds to wait, after the load, for the sink to get every message")
+    relay.set_defaults(count_delivered=True)
     pop3 = sub.add_parser("pop3", help="POP3 sessions: login, STAT, RETR every message, QUIT")
     pop3.add_argument("--clients", type=int, default=20,
                       help=f"concurrent sessions, each as its own user (at most {peers.DOVECOT_USERS})")
     pop3.add_argument("--sessions", type=int, default=2000)
     pop3.add_argument("--messages", type=int, default=20, help="messages in every mailbox")
     pop3.add_argument("--size", type=int, default=1024, help="bytes of every message (LF form)")
-    for command, parser in (("smtp", smtp), ("pop3", pop3)):
+    imap = sub.add_parser("imap", help="IMAP: logged-in clients running a mixed command cycle")
+    imap.add_argument("--clients", type=int, default=20,
+                      help=f"concurrent clients, each as its own user (at most {peers.DOVECOT_USERS})")
+    imap.add_argument("--ops", type=int, default=20000, help="IMAP commands in all")
+    imap.add_argument("--messages", type=int, default=200, help="messages in every mailbox")
+    imap.add_argument("--size", type=int, default=2048, help="bytes of every message (LF form)")
+    for command, parser in (("smtp", smtp), ("relay", relay), ("pop3", pop3), ("imap", imap)):
         parser.add_argument("--peers", default=DEFAULT_PEERS[command],
                             help=f"comma list (default {DEFAULT_PEERS[command]})")
         parser.add_argument("--workers", type=int, default=2,
@@ -553,16 +593,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
         parser.add_argument("--anchors",
                             help="peer scripts (default $MAILFORGE_ANCHORS or ../shared/anchors)")
-    for name in PENDING_SUBCOMMANDS:
-        sub.add_parser(name, help="not implemented yet").add_argument("rest", nargs="*")
+        remote.add_options(parser)
     opts = ap.parse_args(argv)
     if opts.command in KNOWN_PEERS:
+        remote.check(opts, ap)
         counts = ("clients", "messages", "size", "workers",
-                  *(("reuse",) if opts.command == "smtp" else ("sessions",)))
+                  *{"smtp": ("reuse",), "relay": ("reuse",), "pop3": ("sessions",),
+                     "imap": ("ops",)}[opts.command])
         for flag in counts:
             if getattr(opts, flag) < 1:
                 ap.error(f"--{flag} must be at least 1")
-        if opts.command == "pop3" and opts.clients > peers.DOVECOT_USERS:
+        if opts.command in ("pop3", "imap") and opts.clients > peers.DOVECOT_USERS:
             # The Dovecot anchor has that many users, and every client needs its own.
             ap.error(f"--clients must be at most {peers.DOVECOT_USERS}")
         opts.peer_names = [p.strip() for p in opts.peers.split(",") if p.strip()]
@@ -574,13 +615,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    if opts.command in PENDING_SUBCOMMANDS:
-        print(f"bench.load {opts.command}: not implemented yet (a later issue adds it)", file=sys.stderr)
-        return 2
     deadline = time.monotonic() + opts.timeout
     peers.raise_nofile(4 * opts.clients + 256)
-    available = runners(opts)
-    results = [measure(name, available[name], opts, deadline) for name in opts.peer_names]
+    available = {opts.host: remote.runner(opts)} if opts.host else runners(opts)
+    names = [opts.host] if opts.host else opts.peer_names
+    results = [measure(name, available[name], opts, deadline) for name in names]
     print_report(results, opts)
     return 0 if any(r.stats and r.stats.accepted for r in results) else 1
 

@@ -13,12 +13,13 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +39,15 @@ POSTFIX_QUEUE_DIRS = ("maildrop", "incoming", "active", "deferred", "defer", "ho
 POSTFIX_PORT = 2525
 POSTFIX_RCPT = "user@bench.test"
 POSTFIX_MAILDIR_NEW = Path("/tmp/anchor/vmail/bench.test/user/new")
+POSTCONF = Path("/usr/sbin/postconf")
+# `bench.load relay` sends to this domain: local to no peer, so each relays it to the sink.
+RELAY_RCPT = "user@relay.bench.test"
 MAILFORGE_RCPT = "bench1@bench.test"
 # What the POP3 load logs in with (the SMTP load never logs in).
 MAILFORGE_PASSWORD = "bench-password"
 SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 # What a server says first on each protocol the bench drives: proof that it serves.
-GREETINGS = {"smtp": b"220", "pop3": b"+OK"}
+GREETINGS = {"smtp": b"220", "pop3": b"+OK", "imap": b"* OK"}
 
 # The anchor Dovecot instance, at the fixed paths and ports chosen by setup_dovecot.sh.
 DOVECOT = Path("/usr/sbin/dovecot")
@@ -75,6 +79,14 @@ class Target:
     # Accounts a reading client (POP3) logs in as, all with `password`; each has the same mailbox.
     users: tuple[str, ...] = ()
     password: str = ""
+    # How clients secure the line: "plain", "tls" (implicit, from the connect) or "starttls";
+    # the started peers are plain, another server may want either (bench/remote.py).
+    tls_mode: str = "plain"
+    ssl_context: ssl.SSLContext | None = None
+    # SMTP clients AUTH PLAIN as users[0] before sending (submission servers require it).
+    auth: bool = False
+    # For a relaying peer: how many messages the sink it relays to has taken so far.
+    relayed: Callable[[], int] | None = None
 
 
 def anchors_dir(explicit: str | None = None) -> Path:
@@ -309,22 +321,51 @@ def _section_has(lines: list[str], section: str, key: str) -> bool:
 
 
 def mailforge_settings(port: int, workers: int, max_connections: int,
-                       idle_timeout: float | None = None,
-                       service: str = "smtp") -> dict[str, dict[str, object]]:
+                       idle_timeout: float | None = None, service: str = "smtp",
+                       max_threads: int | None = None) -> dict[str, dict[str, object]]:
     """`service` alone on `port`; every other listener off so no default port can collide."""
     served: dict[str, object] = {"listen": [f"{LOOPBACK}:{port}"], "workers": workers,
                                  "max_connections": max_connections,
                                  "max_connections_per_ip": max_connections}
     if idle_timeout is not None:
         served["idle_timeout"] = idle_timeout
+    if max_threads is not None:
+        served["max_threads"] = max_threads
     changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in SERVICES if s != service}
     changes[service] = served
     changes["metrics"] = {"listen": ""}
-    if service == "pop3":
-        # USER/PASS without TLS on loopback, as the Dovecot anchor allows (disable_plaintext_auth
+    if service in ("pop3", "imap"):
+        # USER/PASS and LOGIN without TLS on loopback, as the Dovecot anchor allows (disable_plaintext_auth
         # = no): the bench measures POP3, not a TLS handshake.
         changes["server"] = {"allow_plaintext_auth": True}
     return changes
+
+
+def relay_settings(sink_port: int) -> dict[str, dict[str, object]]:
+    """Relay for loopback clients, everything remote through the sink (as a smarthost)."""
+    return {"relay": {"mode": "networks"},
+            "delivery": {"smarthost": f"{LOOPBACK}:{sink_port}"}}
+
+
+@contextlib.contextmanager
+def run_sink() -> Iterator[tuple[int, Callable[[], int]]]:
+    """bench/sink.py on a free port: (port, how many messages it has taken)."""
+    with tempfile.TemporaryDirectory(prefix="sink-bench-") as tmp:
+        root = Path(tmp)
+        port, count_file, log = free_port(), root / "count", root / "sink.log"
+        proc = spawn([sys.executable, str(Path(__file__).with_name("sink.py")), "--port", str(port),
+                      "--count-file", str(count_file)], log)
+
+        def taken() -> int:
+            try:
+                return int(count_file.read_text() or 0)
+            except (OSError, ValueError):
+                return 0
+        try:
+            wait_ready(proc, port, log)
+            yield port, taken
+        finally:
+            stop_process(proc)
 
 
 def mailforge_status(conf: Path) -> dict:
@@ -346,8 +387,10 @@ def worker_pids(status: dict, service: str = "smtp") -> list[int]:
 def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: float | None = None,
                   port: int | None = None, pure_python: bool = False, service: str = "smtp",
                   users: Sequence[str] = (MAILFORGE_RCPT,),
-                  mailbox: Sequence[bytes] = ()) -> Iterator[Target]:
-    """mailforge serving `service` alone; every one of `users` has `mailbox` in its Maildir."""
+                  mailbox: Sequence[bytes] = (), max_threads: int | None = None,
+                  relay_to: tuple[int, Callable[[], int]] | None = None) -> Iterator[Target]:
+    """mailforge serving `service` alone; every one of `users` has `mailbox` in its Maildir.
+    With `relay_to` (a sink's port and counter) it relays RELAY_RCPT's mail to that sink."""
     cmd = mailforge_command()
     with tempfile.TemporaryDirectory(prefix="mailforge-bench-") as tmp:
         root = Path(tmp)
@@ -356,7 +399,10 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
         port = port or free_port()
         run_checked(cmd + ["init", "--dir", str(root)], log)
         present = set(tomllib.loads(conf.read_text()))
-        settings = mailforge_settings(port, workers, max_connections, idle_timeout, service)
+        settings = mailforge_settings(port, workers, max_connections, idle_timeout, service,
+                                      max_threads)
+        if relay_to is not None:
+            settings.update(relay_settings(relay_to[0]))
         set_toml_keys(conf, {k: v for k, v in settings.items() if k in present})
         run_checked(cmd + ["-c", str(conf), "domain", "add", BENCH_DOMAIN], log)
         for user in users:
@@ -374,6 +420,11 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
             info = (f"implementation {status.get('implementation', '?')}, "
                     f"{service.upper()} workers: {len(worker_pids(status, service))}") if status else ""
             name = "mailforge-pure" if pure_python else "mailforge"
+            if relay_to is not None:
+                delivery = len(status.get("delivery", [])) if status else "?"
+                yield Target(name, LOOPBACK, port, RELAY_RCPT, proc.pid, None, conf,
+                             f"{info}, delivery workers: {delivery}", relayed=relay_to[1])
+                return
             yield Target(name, LOOPBACK, port, MAILFORGE_RCPT, proc.pid,
                          mailforge_maildir(root, MAILFORGE_RCPT) / "new", conf, info,
                          tuple(users), MAILFORGE_PASSWORD)
@@ -424,7 +475,10 @@ def drop_postfix_queue() -> None:
 
 
 @contextlib.contextmanager
-def run_postfix(anchors: Path) -> Iterator[Target]:
+def run_postfix(anchors: Path,
+                relay_to: tuple[int, Callable[[], int]] | None = None) -> Iterator[Target]:
+    """The anchor Postfix; with `relay_to` its outbound transport is turned on, every remote
+    domain relayed to that sink (relayhost), the rest of its set-up left at its defaults."""
     if not POSTFIX.exists():
         raise PeerUnavailable(f"{POSTFIX} is not installed (apt-get install postfix, "
                               "debconf 'No configuration')")
@@ -435,12 +489,20 @@ def run_postfix(anchors: Path) -> Iterator[Target]:
     with tempfile.TemporaryDirectory(prefix="postfix-bench-") as tmp:
         log = Path(tmp) / "bench.log"
         run_checked(["bash", str(anchors / "setup_postfix.sh")], log)
+        if relay_to is not None:
+            run_checked([str(POSTCONF), "-c", str(POSTFIX_CONF), "-e", "default_transport = smtp",
+                         "relay_transport = smtp", f"relayhost = [{LOOPBACK}]:{relay_to[0]}"], log)
         drop_postfix_queue()
         # start-fg keeps master our child, so it can be stopped by its pid like the others.
         proc = spawn([str(POSTFIX), "-c", str(POSTFIX_CONF), "start-fg"], log)
         try:
             wait_ready(proc, POSTFIX_PORT, log)
-            yield Target("postfix", LOOPBACK, POSTFIX_PORT, POSTFIX_RCPT, proc.pid, POSTFIX_MAILDIR_NEW)
+            if relay_to is not None:
+                yield Target("postfix", LOOPBACK, POSTFIX_PORT, RELAY_RCPT, proc.pid, None,
+                             relayed=relay_to[1])
+            else:
+                yield Target("postfix", LOOPBACK, POSTFIX_PORT, POSTFIX_RCPT, proc.pid,
+                             POSTFIX_MAILDIR_NEW)
         finally:
             # `postfix stop` lets master end its own children; stop_process covers a stuck one.
             with contextlib.suppress(Exception):
@@ -453,8 +515,10 @@ def run_postfix(anchors: Path) -> Iterator[Target]:
 # --- Dovecot (anchor) --------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def run_dovecot(anchors: Path, users: int, mailbox: Sequence[bytes]) -> Iterator[Target]:
-    """The anchor Dovecot, POP3 on 127.0.0.1:2110; bench1..bench<users> each hold `mailbox`."""
+def run_dovecot(anchors: Path, users: int, mailbox: Sequence[bytes],
+                service: str = "pop3") -> Iterator[Target]:
+    """The anchor Dovecot, POP3 on 127.0.0.1:2110 and IMAP on 127.0.0.1:2143 (the Target is
+    the `service` one); bench1..bench<users> each hold `mailbox`."""
     if not DOVECOT.exists():
         raise PeerUnavailable(f"{DOVECOT} is not installed "
                               "(apt-get install dovecot-pop3d dovecot-imapd)")
@@ -481,8 +545,9 @@ def run_dovecot(anchors: Path, users: int, mailbox: Sequence[bytes]) -> Iterator
         # -F keeps the master our child, so it is stopped by its pid like the others.
         proc = spawn([str(DOVECOT), "-F", "-c", str(DOVECOT_CONF)], log)
         try:
-            wait_ready(proc, DOVECOT_POP3_PORT, log, greeting=GREETINGS["pop3"])
-            yield Target("dovecot", LOOPBACK, DOVECOT_POP3_PORT, addresses[0], proc.pid,
+            port = DOVECOT_IMAP_PORT if service == "imap" else DOVECOT_POP3_PORT
+            wait_ready(proc, port, log, greeting=GREETINGS[service])
+            yield Target("dovecot", LOOPBACK, port, addresses[0], proc.pid,
                          None, DOVECOT_CONF, users=addresses, password=DOVECOT_PASSWORD)
         finally:
             stop_process(proc)

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 from . import __version__, config as configuration, control, permissions, privileges, sandbox
-from . import speedups, tls
+from . import backup_cli, speedups, tls
 from .auth import cli as accounts_cli
 from .auth.accounts import Accounts
 from .errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
 from .policy import cli as limits_cli
+from .queue import cli as queue_cli
 from .store import cli as store_cli
 
 # Directories `init` lays out under the data dir (DESIGN.md, data on disk).
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     control.register(sub)
     accounts_cli.register(sub)
     limits_cli.register(sub)
+    queue_cli.register(sub)
     store_cli.register(sub)
+    backup_cli.register(sub)
     return parser
 
 

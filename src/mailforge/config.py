@@ -35,6 +35,9 @@ class ServerConfig:
     worker_timeout: float = 30.0
     # SASL PLAIN and LOGIN send the password itself: only inside TLS unless this is true.
     allow_plaintext_auth: bool = False
+    # Load balancers whose PROXY protocol headers are believed (services with proxy_protocol);
+    # a connection from anywhere else to such a service is closed unanswered.
+    proxy_trusted: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -45,6 +48,8 @@ class ServiceConfig:
     max_connections_per_ip: int = 50
     max_threads: int = 8
     idle_timeout: float = 300.0
+    # Every connection starts with a PROXY v1/v2 header from a [server] proxy_trusted address.
+    proxy_protocol: bool = False
 
 
 @dataclass
@@ -55,6 +60,9 @@ class LimitsConfig:
     max_line_length: int = 2048
     # Octets per second a message body must average after a grace (transport.py); 0 = off.
     min_transfer_rate: int = 500
+    # IMAP sessions one user may hold at once, over all workers (Dovecot's
+    # mail_max_userip_connections is 10 per user and IP; phones, laptops and IDLE add up).
+    max_sessions_per_user: int = 20
 
 
 @dataclass
@@ -97,10 +105,25 @@ class AbuseConfig:
 @dataclass
 class DeliveryConfig:
     workers: int = 2
-    retry_schedule: list[int] = field(default_factory=lambda: [60, 300, 900, 3600])
-    max_queue_time: int = 432_000
+    # Seconds before each retry of a temporary failure; the last repeats (each gets jitter).
+    retry_schedule: list[float] = field(default_factory=lambda: [60.0, 300.0, 900.0, 3600.0])
+    # Past this age (seconds) a message still failing temporarily is bounced (5 days, as Postfix).
+    max_queue_time: float = 432_000.0
+    # Seconds a message may wait before its sender gets one delay notice; 0 = never.
+    delay_notice: float = 14_400.0
     mx_override: dict[str, str] = field(default_factory=dict)
     smarthost: str = ""
+    # AUTH to the smarthost (PLAIN or LOGIN, inside TLS unless smarthost_require_tls is false).
+    smarthost_user: str = ""
+    smarthost_password: str = ""
+    smarthost_require_tls: bool = True
+    # Per delivery worker: connections open at once to one destination, and messages sent over
+    # one connection before it is closed.
+    max_per_destination: int = 10
+    messages_per_connection: int = 100
+    # Seconds to connect, and to wait for any one reply (RFC 5321 4.5.3.2 allows minutes).
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0
 
 
 @dataclass
@@ -126,7 +149,7 @@ SERVICE_PORTS = {
     "imaps": 2993,
 }
 # Services whose protocol this build serves; the others are configurable but stay off.
-IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
+IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 # What `mailforge init` turns on (it makes the certificate they need); a config that does not
 # mention a service leaves it off.
 INIT_SERVICES = IMPLEMENTED_SERVICES
@@ -329,7 +352,10 @@ def _validate(config: Config, path: Path | str) -> None:
                 raise ConfigError(path, f"[{name}] {key}", "must be 0 (unlimited) or more")
         if service.idle_timeout <= 0:
             raise ConfigError(path, f"[{name}] idle_timeout", "must be greater than 0")
-    for key in ("max_message_size", "max_recipients", "max_line_length"):
+        if service.proxy_protocol and not config.server.proxy_trusted:
+            raise ConfigError(path, f"[{name}] proxy_protocol",
+                              "needs the load balancers' addresses in [server] proxy_trusted")
+    for key in ("max_message_size", "max_recipients", "max_line_length", "max_sessions_per_user"):
         if getattr(config.limits, key) < 1:
             raise ConfigError(path, f"[limits] {key}", "must be at least 1")
     if config.limits.min_transfer_rate < 0:
@@ -339,12 +365,12 @@ def _validate(config: Config, path: Path | str) -> None:
     if config.relay.mode not in RELAY_MODES:
         raise ConfigError(path, "[relay] mode", f"expected one of {', '.join(RELAY_MODES)}")
     _check_networks(config.relay.networks, path, "[relay] networks")
+    _check_networks(config.server.proxy_trusted, path, "[server] proxy_trusted")
     _validate_abuse(config.abuse, path)
     _validate_tls(config.tls, path)
     if config.delivery.workers < 1:
         raise ConfigError(path, "[delivery] workers", "must be at least 1")
-    if not config.delivery.retry_schedule or min(config.delivery.retry_schedule) < 1:
-        raise ConfigError(path, "[delivery] retry_schedule", "must list delays of 1 second or more")
+    _validate_delivery(config.delivery, path)
     for domain, target in config.delivery.mx_override.items():
         _check_hostport(target, path, f"[delivery] mx_override.{domain}")
     for key, value in (("[delivery] smarthost", config.delivery.smarthost),
@@ -360,6 +386,21 @@ def _validate_log(log: LogConfig, path: Path | str) -> None:
     for key, allowed in (("format", FORMATS), ("target", TARGETS), ("level", LEVELS)):
         if getattr(log, key) not in allowed:
             raise ConfigError(path, f"[log] {key}", f"expected one of {', '.join(allowed)}")
+
+
+def _validate_delivery(delivery: DeliveryConfig, path: Path | str) -> None:
+    if not delivery.retry_schedule or min(delivery.retry_schedule) <= 0:
+        raise ConfigError(path, "[delivery] retry_schedule", "must list delays greater than 0")
+    for key in ("max_queue_time", "connect_timeout", "command_timeout"):
+        if getattr(delivery, key) <= 0:
+            raise ConfigError(path, f"[delivery] {key}", "must be greater than 0")
+    if delivery.delay_notice < 0:
+        raise ConfigError(path, "[delivery] delay_notice", "must be 0 (never) or more")
+    for key in ("max_per_destination", "messages_per_connection"):
+        if getattr(delivery, key) < 1:
+            raise ConfigError(path, f"[delivery] {key}", "must be at least 1")
+    if delivery.smarthost_user and not delivery.smarthost:
+        raise ConfigError(path, "[delivery] smarthost_user", "needs a smarthost")
 
 
 def _check_networks(networks: list[str], path: Path | str, key: str) -> None:

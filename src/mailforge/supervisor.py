@@ -69,7 +69,7 @@ def _default_delivery(config: Config, slot: int, slots: int, heartbeat: Callable
                       stopping: Callable[[], bool]) -> None:
     from .queue import delivery
 
-    delivery.run(config, slot, slots, heartbeat, stopping)
+    delivery.serve(config, slot, slots, heartbeat, stopping)
 
 
 def _default_ratekeeper(socket_path: str) -> None:

@@ -23,22 +23,26 @@ from dataclasses import dataclass
 
 import uvloop
 
-from . import metrics, sandbox, tls
+from . import allocator, metrics, sandbox, tls
 from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
 from .policy.abuse import AbuseGuard
 from .policy.limits import SendLimiter
+from .policy.networks import parse_networks
 from .policy.relay import RelayPolicy
-from .protocols import pop3d, smtpd
+from .protocols import imapd, pop3d, smtpd
+from .protocols.imap.state import IMAPSettings
 from .protocols.pop3 import POP3Settings
+from .protocols.proxied import ProxiedServer
 from .protocols.record import ServiceMeters
 from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient
 from .store import quota
+from .store.folders import open_mailbox
 
 log = logging.getLogger("mailforge.worker")
 
@@ -47,7 +51,7 @@ TICK = 1.0
 LISTEN_BACKLOG = 1024
 
 
-SessionContext = smtpd.SMTPContext | pop3d.POP3Context
+SessionContext = smtpd.SMTPContext | pop3d.POP3Context | imapd.IMAPContext
 
 
 @dataclass(frozen=True)
@@ -86,19 +90,34 @@ def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.P
                              worker, worker.guard, tls_context, meters=worker.meters)
 
 
+def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.IMAPContext:
+    config = worker.config
+    settings = IMAPSettings(config.server.hostname, tls_available=tls_context is not None,
+                            allow_plaintext_auth=config.server.allow_plaintext_auth,
+                            max_append=config.limits.max_message_size)
+    mailbox = functools.partial(open_mailbox, config.store_dir, worker.accounts)
+    return imapd.IMAPContext(settings, worker.accounts, mailbox, worker.executor, worker,
+                             worker.ratekeeper, config.limits.max_sessions_per_user, worker.guard,
+                             tls_context)
+
+
 _SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply, _smtp_context)
 _POP3 = ProtocolSpec(pop3d.serve, pop3d.refusal, pop3d.shutdown_reply, _pop3_context)
+_IMAP = ProtocolSpec(imapd.serve, imapd.refusal, imapd.shutdown_reply, _imap_context)
 PROTOCOLS: dict[str, ProtocolSpec] = {
     "smtp": _SMTP,
     "submission": dataclasses.replace(_SMTP, require_auth=True),
     "smtps": dataclasses.replace(_SMTP, implicit_tls=True),
     "pop3": _POP3,
     "pop3s": dataclasses.replace(_POP3, implicit_tls=True),
+    "imap": _IMAP,
+    "imaps": dataclasses.replace(_IMAP, implicit_tls=True),
 }
 
 
 def run(service: str, config: Config, listeners: list[socket.socket], heartbeat: Heartbeat) -> int:
     # Before any client byte is read, while the process has one thread.
+    allocator.return_large_buffers()
     try:
         state = sandbox.confine(config.data_dir)
     except OSError as exc:
@@ -163,7 +182,12 @@ class Worker:
             raise MailforgeError(f"[{self.service}] needs a TLS certificate ([tls] cert)")
         return self.protocol.context(self, tls_context)
 
-    async def _listen(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> asyncio.Server:
+    async def _listen(self, loop: asyncio.AbstractEventLoop,
+                      sock: socket.socket) -> asyncio.Server | ProxiedServer:
+        if self.settings.proxy_protocol:
+            return ProxiedServer(sock, functools.partial(Connection, self._session),
+                                 parse_networks(self.config.server.proxy_trusted),
+                                 self.context.tls_context if self.protocol.implicit_tls else None)
         if not self.protocol.implicit_tls:
             return await loop.create_server(self._new_connection, sock=sock, backlog=LISTEN_BACKLOG)
         return await loop.create_server(self._new_connection, sock=sock, backlog=LISTEN_BACKLOG,

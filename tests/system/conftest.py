@@ -40,17 +40,20 @@ class Server:
     """One mailforge instance: its data dir, config, and supervisor process."""
 
     def __init__(self, root: Path, tls_services: bool = False, pop3_services: bool = False,
-                 **overrides: dict) -> None:
+                 imap_services: bool = False, **overrides: dict) -> None:
         self.dir = root / "var"
         subprocess.run(MAILFORGE + ["init", "--dir", str(self.dir), "--hostname", "mx.example.test"],
                        check=True, capture_output=True, timeout=60)
         self.conf = self.dir / "mailforge.toml"
         self.port, self.submission_port, self.smtps_port = free_port(), free_port(), free_port()
         self.pop3_port, self.pop3s_port = free_port(), free_port()
-        # Submission, SMTPS, POP3 and POP3S only where a test asks: every worker costs start-up time.
+        self.imap_port, self.imaps_port = free_port(), free_port()
+        # Submission, SMTPS, POP3(S) and IMAP(S) only where a test asks: every worker costs
+        # start-up time.
         optional = [("submission", self.submission_port, tls_services),
                     ("smtps", self.smtps_port, tls_services),
-                    ("pop3", self.pop3_port, pop3_services), ("pop3s", self.pop3s_port, pop3_services)]
+                    ("pop3", self.pop3_port, pop3_services), ("pop3s", self.pop3s_port, pop3_services),
+                    ("imap", self.imap_port, imap_services), ("imaps", self.imaps_port, imap_services)]
         listen = {name: {"listen": [f"127.0.0.1:{port}"] if wanted else [], "workers": 1}
                       for name, port, wanted in optional}
         base = {**listen,
@@ -65,6 +68,19 @@ class Server:
         cli(self.conf, "user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
+
+    @classmethod
+    def existing(cls, data_dir: Path) -> Server:
+        """A server on a data dir made some other way (`backup restore`), on its config's ports."""
+        server = cls.__new__(cls)
+        server.dir, server.conf = data_dir, data_dir / "mailforge.toml"
+        server.config = configuration.load(server.conf)
+        for name, attribute in (("smtp", "port"), ("submission", "submission_port"),
+                                ("smtps", "smtps_port"), ("pop3", "pop3_port"), ("pop3s", "pop3s_port")):
+            listen = getattr(server.config, name).listen
+            setattr(server, attribute, configuration.parse_hostport(listen[0])[1] if listen else 0)
+        server.proc, server.output = None, []
+        return server
 
     def reconfigure(self, changes: dict) -> None:
         config = configuration.load(self.conf)
@@ -93,6 +109,8 @@ class Server:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    if self.config.smtp.proxy_protocol:
+                        sock.sendall(b"PROXY UNKNOWN\r\n")  # a load balancer's health check
                     if sock.recv(100).startswith(b"220"):
                         return
             except OSError:
@@ -178,8 +196,10 @@ def _kill_group(pgid: int) -> None:
 def make_server(tmp_path):
     servers: list[Server] = []
 
-    def factory(tls_services: bool = False, pop3_services: bool = False, **overrides) -> Server:
-        server = Server(tmp_path / f"s{len(servers)}", tls_services, pop3_services, **overrides)
+    def factory(tls_services: bool = False, pop3_services: bool = False,
+                imap_services: bool = False, **overrides) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", tls_services, pop3_services, imap_services,
+                        **overrides)
         servers.append(server)
         return server
 

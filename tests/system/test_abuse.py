@@ -1,4 +1,4 @@
-"""Harvesting and brute-force defence across workers and services (issue 8).
+"""Harvesting and brute-force defence across workers and services: SMTP, POP3, IMAP (issue 8).
 
 Four workers per service, a new connection per attempt so that one attacker's attempts land on
 every worker: the block still comes at exactly `block_after` failures, because the failures
@@ -26,8 +26,9 @@ FAST_TARPIT = {"window": 600.0, "tarpit_after": 2, "tarpit_delay": 0.05, "tarpit
 
 @pytest.fixture
 def guarded(make_server):
-    server = make_server(pop3_services=True, server={"allow_plaintext_auth": True},
-                         smtp={"workers": 4}, pop3={"workers": 4}, abuse=FAST_TARPIT)
+    server = make_server(pop3_services=True, imap_services=True,
+                         server={"allow_plaintext_auth": True}, smtp={"workers": 4},
+                         pop3={"workers": 4}, imap={"workers": 4}, abuse=FAST_TARPIT)
     server.start()
     return server
 
@@ -64,13 +65,33 @@ def pop3_login(server, password: str, user: str = USER, source: str = ATTACKER) 
         return answer
 
 
-def test_smtp_and_pop3_failures_add_up_to_one_block_at_the_threshold(guarded):
+def imap_login(server, password: str, user: str = USER, source: str = ATTACKER) -> bytes:
+    """LOGIN on a new connection: the tagged answer (or the greeting when refused)."""
+    with socket.create_connection(("127.0.0.1", server.imap_port), timeout=20,
+                                  source_address=(source, 0)) as sock:
+        lines = sock.makefile("rb")
+        greeting = lines.readline()
+        if not greeting.startswith(b"* OK"):
+            return greeting
+        sock.sendall(f'a LOGIN "{user}" "{password}"\r\n'.encode())
+        while True:
+            line = lines.readline()
+            if not line or line.startswith(b"a "):
+                break
+        sock.sendall(b"b LOGOUT\r\n")
+        return line
+
+
+def test_failures_in_every_service_add_up_to_one_block_at_the_threshold(guarded):
     outcomes = []
     for attempt in range(MAX_ATTEMPTS):
-        # Alternate services: the count is per address, whatever the service.
-        if attempt % 2:
+        # Rotate services: the count is per address, whatever the service.
+        if attempt % 3 == 1:
             answer = pop3_login(guarded, "wrong")
             outcomes.append("fail" if answer.startswith(b"-ERR [AUTH]") else "blocked")
+        elif attempt % 3 == 2:
+            answer = imap_login(guarded, "wrong")
+            outcomes.append("fail" if b"NO [AUTHENTICATIONFAILED]" in answer else "blocked")
         else:
             code = smtp_auth(guarded, "wrong")
             outcomes.append("fail" if code == 535 else "blocked")
@@ -80,9 +101,11 @@ def test_smtp_and_pop3_failures_add_up_to_one_block_at_the_threshold(guarded):
     assert outcomes == ["fail"] * BLOCK_AFTER + ["blocked"]
     assert smtp_auth(guarded, PASSWORD) == 421  # the right password does not help now
     assert pop3_login(guarded, PASSWORD).startswith(b"-ERR [SYS/TEMP]")
+    assert imap_login(guarded, PASSWORD).startswith(b"* BYE")
     # Everyone else is served as before.
     assert smtp_auth(guarded, PASSWORD, source=BYSTANDER) == 235
     assert pop3_login(guarded, PASSWORD, source=BYSTANDER).startswith(b"+OK")
+    assert imap_login(guarded, PASSWORD, source=BYSTANDER).startswith(b"a OK")
     assert "address blocked" in guarded.log()
     assert guarded.status()["ratekeeper"]["abuse"]["blocks"] == 1
 

@@ -13,7 +13,7 @@ from mailforge.queue import spool as spool_module
 
 from mailforge.auth.accounts import Accounts
 from mailforge.config import Config
-from mailforge.queue import delivery
+from mailforge.queue import delivery, retry
 from mailforge.queue.commit import SYNC_MODES
 from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import Envelope, decode
@@ -27,6 +27,12 @@ def messages_in_files_of_their_own(monkeypatch):
 
 
 NOW = 1_700_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def no_jitter(monkeypatch):
+    """Exact retry times: these tests are about the schedule, not its spread."""
+    monkeypatch.setattr(retry, "JITTER", 0.0)
 
 
 class Clock:
@@ -125,15 +131,34 @@ def test_alias_and_direct_recipient_get_one_copy_per_mailbox(config, agent):
     assert len(delivered(config, "carol@example.test")) == 1
 
 
-@pytest.mark.parametrize("rcpt, reason", [("nobody@example.test", "unknown"),
-                                          ("dave@example.test", "disabled")])
-def test_undeliverable_recipients_go_to_badmail(config, agent, rcpt, reason):
-    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", rcpt])
+@pytest.mark.parametrize("rcpt, status", [("nobody@example.test", "5.1.1"),
+                                          ("dave@example.test", "5.2.1")])
+def test_undeliverable_recipients_bounce_and_an_undeliverable_bounce_goes_to_badmail(
+        config, agent, rcpt, status):
+    entry_id = enqueue(config, b"Subject: x\r\n\r\nx\r\n", ["bob@example.test", rcpt])
     agent.step()
     assert len(delivered(config, "bob@example.test")) == 1
-    assert (config.badmail_dir / f"{entry_id}.0.1.msg").read_bytes() == b"Return-Path: <alice@example.test>\nx\n"
+    active = config.queue_dir / "active"
+    assert sorted(os.listdir(active)) == [f"{entry_id}-B0.env", f"{entry_id}-B0.msg"]
+    bounce = decode((active / f"{entry_id}-B0.env").read_bytes())
+    assert bounce.sender == "" and bounce.recipients == ["alice@example.test"]
+    report = (active / f"{entry_id}-B0.msg").read_text()
+    assert f"Final-Recipient: rfc822; {rcpt}\nAction: failed\nStatus: {status}\n" in report
+    assert "bob@example.test" not in report.split("Content-Type: message/rfc822")[0]
+    # The bounce's recipient is unknown too, and a bounce is never bounced: badmail/ keeps it.
+    agent.step()
+    assert queue_length(config.queue_dir) == 0
+    note = (config.badmail_dir / f"{entry_id}-B0.0.0.reason").read_text()
+    assert "recipient: alice@example.test\n" in note and "reason: 5.1.1 mailbox unknown" in note
+    assert (config.badmail_dir / f"{entry_id}-B0.0.0.msg").read_bytes().startswith(b"Return-Path: <>\n")
+
+
+def test_undeliverable_recipient_of_the_null_sender_goes_to_badmail(config, agent):
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "nobody@example.test"], sender="")
+    agent.step()
+    assert (config.badmail_dir / f"{entry_id}.0.1.msg").read_bytes() == b"Return-Path: <>\nx\n"
     note = (config.badmail_dir / f"{entry_id}.0.1.reason").read_text()
-    assert f"recipient: {rcpt}\n" in note and f"reason: {reason}\n" in note
+    assert "recipient: nobody@example.test\n" in note and "reason: 5.1.1 mailbox unknown\n" in note
     assert queue_length(config.queue_dir) == 0
 
 
@@ -281,10 +306,15 @@ def test_one_mailbox_message_is_moved_from_the_queue_not_copied(config, accounts
     assert len(delivered(config, "bob@example.test")) == 1
 
 
-def test_a_remote_recipient_stays_queued_for_outbound_delivery(config, agent):
+def test_a_remote_recipient_that_cannot_be_reached_stays_queued(config, accounts, clock):
+    from tests.smtp_sinks import free_port
+
+    config.delivery.mx_override = {"elsewhere.test": f"127.0.0.1:{free_port()}"}
+    agent = DeliveryAgent(config, accounts, clock=clock)
     entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "someone@elsewhere.test"])
     assert agent.step() == 1
     assert len(delivered(config, "bob@example.test")) == 1
     env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
-    assert env.recipients == ["someone@elsewhere.test"] and "outbound" in env.last_error
+    assert env.recipients == ["someone@elsewhere.test"] and "cannot connect" in env.last_error
+    assert "cannot connect" in env.errors["someone@elsewhere.test"]
     assert not os.listdir(config.badmail_dir)

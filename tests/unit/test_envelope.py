@@ -78,3 +78,43 @@ def test_missing_field_is_rejected():
     del fields["recipients"]
     with pytest.raises(EnvelopeError, match="missing"):
         decode(_with_fields(fields))
+
+
+def test_dsn_fields_round_trip():
+    env = make(envid="abc+2B", ret="HDRS", notify={"bob@example.test": "SUCCESS,FAILURE"},
+               orcpt={"bob@example.test": "rfc822;bob@example.test"},
+               errors={"bob@example.test": "451 4.3.0 try later"}, delay_notified=True)
+    assert decode(encode(env)) == env
+
+
+def test_version_2_envelopes_still_decode():
+    fields = {"id": "0001-42-0", "sender": "a@example.test", "recipients": ["b@example.test"],
+              "received_at": 1.0, "client_ip": "192.0.2.1", "helo": "h", "size": 3,
+              "attempts": 1, "next_attempt": 2.0, "last_error": "x"}
+    body = msgpack.packb(fields, use_bin_type=True)
+    data = (msgpack.packb(["mailforge-envelope", 2]) + body
+            + msgpack.packb(["END", len(body), zlib.crc32(body)]))
+    env = decode(data)
+    assert env.recipients == ["b@example.test"] and env.notify == {} and env.envid == ""
+    assert not env.delay_notified
+    # Written back, it is a version 3 envelope.
+    assert msgpack.unpackb(encode(env)[:len(msgpack.packb(["mailforge-envelope", 3]))]) == [
+        "mailforge-envelope", 3]
+
+
+def test_version_2_with_later_fields_is_rejected():
+    body = msgpack.packb({"id": "x", "sender": "", "recipients": [], "received_at": 1.0,
+                          "client_ip": "", "helo": "", "envid": "e"}, use_bin_type=True)
+    data = (msgpack.packb(["mailforge-envelope", 2]) + body
+            + msgpack.packb(["END", len(body), zlib.crc32(body)]))
+    with pytest.raises(EnvelopeError, match="version 2"):
+        decode(data)
+
+
+def test_string_maps_must_hold_strings():
+    body = msgpack.packb({**dataclasses.asdict(make()), "notify": {"bob@example.test": 3}},
+                         use_bin_type=True)
+    data = (msgpack.packb(["mailforge-envelope", FORMAT_VERSION]) + body
+            + msgpack.packb(["END", len(body), zlib.crc32(body)]))
+    with pytest.raises(EnvelopeError, match="notify"):
+        decode(data)

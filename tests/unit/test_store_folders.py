@@ -16,7 +16,7 @@ from mailforge.store.api import (
 )
 from mailforge.store.folders import MaildirMailbox
 from mailforge.store.maildir import ensure_maildir, mailbox_path
-from mailforge.store.pop3box import Maildrop
+from mailforge.store.pop3box import Maildrop, crlf_form
 
 ADDRESS = "user@example.test"
 
@@ -189,7 +189,11 @@ def test_pop3_and_imap_share_one_identity(tmp_path, mailbox):
     drop = Maildrop.for_user(tmp_path, ADDRESS)
     folder = mailbox.select("INBOX")
     assert len(folder.messages()) == len(drop.messages) == 2
-    assert [folder.read(i.uid) for i in folder.messages()] == [drop.read(0), drop.read(1)]
+    pop3_view = []
+    for index in (0, 1):
+        with drop.open_message(index) as message:
+            pop3_view.append(crlf_form(message.read()))
+    assert [folder.read(i.uid) for i in folder.messages()] == pop3_view
     drop.delete([0])
     drop.close()
     assert folder.refresh().expunged == (1,)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from ..config import AbuseConfig
 from ..ratekeeper.abuse import Thresholds
+from ..protocols.session import Reply
+from ..protocols.transport import Connection
 from ..ratekeeper.client import RateKeeperClient
 from .networks import Network, listed, parse_networks
 
@@ -44,3 +46,15 @@ class AbuseGuard:
         if delay:
             await asyncio.sleep(delay)
         return blocked > 0
+
+    async def answer_failure(self, conn: Connection, service: str, result: Reply,
+                             refusal: bytes) -> bool:
+        """For a driver whose machine marked `result` as a failure: count it, hold it back for
+        the tarpit, and when the client is now blocked queue the reply and then `refusal` (the
+        protocol's goodbye): True means the session must end."""
+        assert result.failure is not None
+        conn.flush()  # replies already due go out before the tarpit holds this one back
+        if not await self.failed(service, conn.peer_ip, result.failure.value):
+            return False
+        conn.queue_reply(result.text + refusal)
+        return True

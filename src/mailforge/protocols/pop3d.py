@@ -29,6 +29,8 @@ from .transport import Connection, ConnectionClosed, LineTooLong
 log = logging.getLogger("mailforge.pop3")
 T = TypeVar("T")
 
+# How much of a message RETR reads at a time: sessions' memory stays bounded by it.
+READ_CHUNK = 64 * 1024
 # The longest line read: RFC 2449 4 allows commands of 255 octets, but AUTH answers (base64
 # SCRAM or PLAIN messages) are longer; auth.sasl refuses them past its own limit.
 MAX_LINE = 8192 + 2
@@ -61,35 +63,63 @@ def shutdown_reply(hostname: str) -> bytes:
     return b"-ERR [SYS/TEMP] Server shutting down\r\n"
 
 
-def message_lines(crlf: bytes, lines: int | None) -> bytes:
-    """The multi-line body of RETR (lines None) or TOP: byte-stuffed, ended by "." (RFC 1939 3).
+class MessageLines:
+    """The multi-line body of RETR (lines None) or TOP, made as the file is read: line ends
+    made CRLF, lines byte-stuffed, ended by "." (RFC 1939 3). TOP sends the header, the blank
+    line and the first `lines` lines of the body.
 
-    TOP sends the header, the blank line and the first `lines` lines of the body.
+    `feed` takes the file's bytes in chunks of any size and returns what can be sent; `finish`
+    returns the rest. Only a partial line is held between chunks, so a message of any size is
+    sent with one chunk in memory.
     """
-    if lines is not None:
-        crlf = _top(crlf, lines)
-    stuffed = crlf.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    # A file without a final line end (not one of ours) still needs the "." on a line of its own.
-    if stuffed and not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    return stuffed + b".\r\n"
 
+    def __init__(self, lines: int | None = None) -> None:
+        self._body_lines = lines
+        self._in_header = lines is not None
+        self._tail = b""
+        self.done = False  # TOP has sent all it must: the rest of the file is not needed
 
-def _top(crlf: bytes, lines: int) -> bytes:
-    # Prefixed with CRLF so that a message starting with the blank line (no header) is found.
-    blank = (b"\r\n" + crlf).find(b"\r\n\r\n")
-    if blank < 0:
-        return crlf  # all header
-    head_end = blank + 2
-    end = head_end
-    for _ in range(lines):
-        next_end = crlf.find(b"\r\n", end)
-        if next_end < 0:
-            return crlf
-        end = next_end + 2
-    return crlf[:end]
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return b""
+        data = self._tail + data
+        cut = data.rfind(b"\n") + 1
+        self._tail = data[cut:]
+        return self._lines(data[:cut])
+
+    def finish(self) -> bytes:
+        # A file without a final line end (not one of ours) still needs the "." on a line of its own.
+        last = b"" if self.done or not self._tail else self._lines(self._tail + b"\n")
+        self.done = True
+        return last + b".\r\n"
+
+    def _lines(self, block: bytes) -> bytes:
+        """Whole lines (ending in LF or CRLF), from the start of a line."""
+        if not block:
+            return b""
+        if self._body_lines is not None:
+            block = self._top_part(block)
+        crlf = block.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        # Every block starts a line, so its first line is stuffed as the others are.
+        return (b"\r\n" + crlf).replace(b"\r\n.", b"\r\n..")[2:]
+
+    def _top_part(self, block: bytes) -> bytes:
+        assert self._body_lines is not None
+        end = 0
+        while end < len(block):
+            if not self._in_header and self._body_lines == 0:
+                self.done = True
+                break
+            line_end = block.index(b"\n", end) + 1
+            line = block[end:line_end]
+            if self._in_header:
+                self._in_header = line not in (b"\n", b"\r\n")
+            else:
+                self._body_lines -= 1
+            end = line_end
+        if not self._in_header and self._body_lines == 0:
+            self.done = True
+        return block[:end]
 
 
 class POP3Driver:
@@ -112,7 +142,8 @@ class POP3Driver:
                     return
                 result = await self._next_reply()
                 self._note(result)
-                if result.failure is not None and await self._penalise(result):
+                if result.failure is not None and await self.ctx.guard.answer_failure(
+                        conn, "pop3", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
                 if result.text:
                     self.conn.queue_reply(result.text)
@@ -142,15 +173,6 @@ class POP3Driver:
             record.login_failed()
         elif self.machine.user != record.user and self.machine.user:
             record.logged_in(self.machine.user)
-
-    async def _penalise(self, result: Reply) -> bool:
-        """Count a failed login; True when the session must end (address blocked)."""
-        assert result.failure is not None
-        self.conn.flush()
-        if not await self.ctx.guard.failed("pop3", self.conn.peer_ip, result.failure.value):
-            return False
-        self.conn.queue_reply(result.text + refusal("blocked", self.ctx.settings.hostname))
-        return True
 
     async def _next_reply(self) -> Reply:
         # Waiting for a command, the session may always be cut: nothing is changed before QUIT.
@@ -185,14 +207,25 @@ class POP3Driver:
         return self.machine.maildrop_opened([(m.uid, m.size) for m in self.maildrop.messages])
 
     async def _send_message(self, request: Reply) -> Reply:
+        """RETR/TOP: the reply, then the message streamed from its file, one chunk at a time."""
         assert self.maildrop is not None
         try:
-            crlf = await self._in_thread(self.maildrop.read, request.message)
+            message = await self._in_thread(self.maildrop.open_message, request.message)
         except OSError as exc:
             log.error("%s: cannot read message %d: %s", self.machine.user, request.message + 1, exc)
             return Reply(b"-ERR [SYS/TEMP] Cannot read the message\r\n")
-        self.conn.queue_reply(request.text)
-        return Reply(message_lines(crlf, request.lines))
+        try:
+            self.conn.queue_reply(request.text)
+            self.conn.flush()
+            lines = MessageLines(request.lines)
+            while True:
+                chunk = await self._in_thread(message.read, READ_CHUNK)
+                self.conn.write(lines.feed(chunk))
+                if not chunk or lines.done:  # the end of the file, or all that TOP wants
+                    return Reply(lines.finish())
+                await self.conn.drain()
+        finally:
+            message.close()
 
     async def _update(self) -> Reply:
         assert self.maildrop is not None

@@ -16,10 +16,11 @@ class Action(enum.Enum):
     READ_DATA = "read_data"      # stream a dot-terminated body
     READ_CHUNK = "read_chunk"    # read a length-framed body chunk (BDAT)
     STARTTLS = "starttls"        # switch the connection to TLS, then tell the machine
-    OPEN_MAILDROP = "open_maildrop"  # POP3: lock the logged-in user's maildrop, then tell the machine
+    OPEN_MAILDROP = "open_maildrop"  # POP3, IMAP: open the logged-in user's mailbox, then tell the machine
     SEND_MESSAGE = "send_message"    # POP3 RETR/TOP: send a message of the maildrop after the reply
     UPDATE = "update"                # POP3 QUIT: remove the deleted messages, then tell the machine
     CHECK_SENDER = "check_sender"    # SMTP MAIL of a logged-in user: ask the outbound limit
+    IDLE = "idle"                    # IMAP IDLE: push updates until the client says DONE
 
 
 class Failure(enum.Enum):
@@ -56,6 +57,9 @@ class Command:
     requires: int = 0
     # The highest state it is legal in (POP3's USER, PASS, AUTH, STLS: AUTHORIZATION only).
     until: int | None = None
+    # What else the dispatcher must know about it (IMAP: "store" runs in the thread pool,
+    # "sequence" uses message sequence numbers, "trycreate" answers a missing target so).
+    flags: frozenset[str] = frozenset()
 
 
 class StopSignal(Protocol):

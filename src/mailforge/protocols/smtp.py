@@ -1,4 +1,4 @@
-"""The SMTP server state machine (RFC 5321, with RFC 1870, 2920, 3030, 6152, 2034, 6531).
+"""The SMTP server state machine (RFC 5321, with RFC 1870, 2920, 3030, 6152, 2034, 6531, 3461).
 
 Pure: it turns command lines into replies and actions; no sockets and no files. The driver
 (protocols/smtpd.py) reads input, streams bodies into the spool, and tells the machine how a
@@ -16,6 +16,7 @@ from typing import Protocol
 from ..addresses import AddressError, parse_address
 from ..auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, Step, mechanisms
 from ..policy.relay import RelayPolicy
+from ..queue.dsn import DSNParamError, parse_envid, parse_notify, parse_orcpt, parse_ret
 from ..speedups import ParseError, parse_path, split_command
 from .session import Action, Command, Failure, Reply
 
@@ -67,6 +68,11 @@ class Transaction:
     chunked: bool = False      # BDAT was used: DATA is no longer allowed (RFC 3030 2)
     chunk_failed: bool = False  # a BDAT chunk was refused: the rest is discarded until LAST/RSET
     size: int = 0
+    # RFC 3461 DSN requests: for the message, and per recipient.
+    envid: str = ""
+    ret: str = ""
+    notify: dict[str, str] = field(default_factory=dict)
+    orcpt: dict[str, str] = field(default_factory=dict)
 
 
 def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> Reply:
@@ -144,7 +150,7 @@ class SMTPMachine:
             return Reply(f"250 {self.settings.hostname}\r\n".encode())
         lines = [f"{self.settings.hostname} Hello {name} [{self.peer_ip}]", "PIPELINING",
                  f"SIZE {self.settings.max_message_size}", "VRFY", "ENHANCEDSTATUSCODES",
-                 "8BITMIME", "SMTPUTF8", "CHUNKING"]
+                 "8BITMIME", "SMTPUTF8", "DSN", "CHUNKING"]
         if self.settings.tls_available and not self.tls_active:
             lines.insert(1, "STARTTLS")
         offered = self._mechanisms()
@@ -200,6 +206,14 @@ class SMTPMachine:
                 transaction.body_8bit = value.upper() == "8BITMIME"
             elif key == "SMTPUTF8" and self.esmtp and value is None:
                 transaction.smtputf8 = True
+            elif key in ("RET", "ENVID") and self.esmtp and value:
+                try:
+                    if key == "RET":
+                        transaction.ret = parse_ret(value)
+                    else:
+                        transaction.envid = parse_envid(value)
+                except DSNParamError as exc:
+                    return reply(501, "5.5.4", f"Bad {key} parameter: {exc}")
             else:
                 return reply(555, "5.5.4", f"Unsupported option: {key}")
         return None
@@ -211,8 +225,9 @@ class SMTPMachine:
             address, params = parse_path(arg, b"TO")
         except ParseError as exc:
             return reply(501, "5.5.4", str(exc))
-        if params:
-            return reply(555, "5.5.4", f"Unsupported option: {next(iter(params))}")
+        dsn = self._rcpt_params(params)
+        if isinstance(dsn, Reply):
+            return dsn
         try:
             parse_address(address)
         except AddressError as exc:
@@ -225,8 +240,28 @@ class SMTPMachine:
         if refusal:
             return refusal
         transaction.recipients.append(address)
+        notify, orcpt = dsn
+        if notify:
+            transaction.notify[address] = notify
+        if orcpt:
+            transaction.orcpt[address] = orcpt
         self.state = State.RCPT
         return reply(250, "2.1.5", "Ok")
+
+    def _rcpt_params(self, params: dict[str, str | None]) -> tuple[str, str] | Reply:
+        """RFC 3461 NOTIFY and ORCPT, the only RCPT parameters we know."""
+        notify = orcpt = ""
+        for key, value in params.items():
+            if key not in ("NOTIFY", "ORCPT") or not self.esmtp or not value:
+                return reply(555, "5.5.4", f"Unsupported option: {key}")
+            try:
+                if key == "NOTIFY":
+                    notify = parse_notify(value)
+                else:
+                    orcpt = parse_orcpt(value)
+            except DSNParamError as exc:
+                return reply(501, "5.5.4", f"Bad {key} parameter: {exc}")
+        return notify, orcpt
 
     def _may_send_as(self, sender: str) -> bool:
         """On submission, a sender must be the user's own address or an alias of it."""
@@ -303,6 +338,11 @@ class SMTPMachine:
             self.reset()
             return self._count(reply(552, "5.3.4", "Message size exceeds fixed limit"))
         return None
+
+    def too_many_hops(self) -> Reply:
+        """The message has been through more MTAs than any real path has: a mail loop."""
+        self.reset()
+        return self._count(reply(554, "5.4.6", "Too many hops: mail loop detected"))
 
     def queued(self, queue_id: str) -> Reply:
         self.reset()

@@ -18,6 +18,7 @@ from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
+from .hops import HopCounter
 from .record import ServiceMeters, SessionRecord, reply_code
 from .session import Action, Failure, Reply, StopSignal
 from .smtp import AccountLookup, SMTPMachine, SMTPSettings
@@ -61,6 +62,7 @@ class SMTPDriver:
         self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls,
                                    mailbox_full=ctx.mailbox_full)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
+        self.hops = HopCounter()  # of the BDAT message being received
         self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     async def run(self) -> None:
@@ -75,7 +77,8 @@ class SMTPDriver:
                     return
                 result = await self._next_reply()
                 self._note(result)
-                if result.failure is not None and await self._penalise(result):
+                if result.failure is not None and await self.ctx.guard.answer_failure(
+                        conn, "smtp", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
                 if result.text:
                     self.conn.queue_reply(result.text)
@@ -105,15 +108,6 @@ class SMTPDriver:
             record.login_failed()
         elif self.machine.user != record.user and self.machine.user:
             record.logged_in(self.machine.user)
-
-    async def _penalise(self, result: Reply) -> bool:
-        """Count a failed login or probe; True when the session must end (address blocked)."""
-        assert result.failure is not None
-        self.conn.flush()  # replies already due go out before the tarpit holds this one back
-        if not await self.ctx.guard.failed("smtp", self.conn.peer_ip, result.failure.value):
-            return False
-        self.conn.queue_reply(result.text + refusal("blocked", self.ctx.settings.hostname))
-        return True
 
     async def _next_reply(self) -> Reply:
         machine = self.machine
@@ -149,6 +143,7 @@ class SMTPDriver:
         spool_file = self._start_message()
         try:
             reader = DotUnstuffer()
+            hops = HopCounter()
             size, limit = 0, self.ctx.settings.max_message_size
             with self.conn.transfer():
                 while not reader.done:
@@ -159,7 +154,10 @@ class SMTPDriver:
                     size += len(data)
                     if size <= limit and not reader.bare_newline:
                         spool_file.write(data)
+                        hops.feed(data)
             refused = self.machine.body_done(size, reader.bare_newline)
+            if refused is None and hops.exceeded:
+                refused = self.machine.too_many_hops()
             if refused:
                 spool_file.abort()
                 return refused
@@ -172,6 +170,7 @@ class SMTPDriver:
         remaining = request.size
         if request.keep and self.spool_file is None:
             self.spool_file = self._start_message()
+            self.hops = HopCounter()
         with self.conn.transfer():
             while remaining:
                 chunk = await self.conn.read_up_to(remaining)
@@ -179,11 +178,15 @@ class SMTPDriver:
                 if request.keep:
                     assert self.spool_file is not None
                     self.spool_file.write(chunk)
+                    self.hops.feed(chunk)
         result = self.machine.chunk_done(request.size, request.keep)
         if result is not None:
             return result
         spool_file, self.spool_file = self.spool_file, None
         assert spool_file is not None
+        if self.hops.exceeded:
+            spool_file.abort()
+            return self.machine.too_many_hops()
         return await self._commit(spool_file)
 
     def _start_message(self) -> SpoolFile:
@@ -199,7 +202,9 @@ class SMTPDriver:
         envelope = Envelope(
             id=spool_file.id, sender=transaction.sender, recipients=list(transaction.recipients),
             received_at=time.time(), client_ip=self.conn.peer_ip, helo=self.machine.helo_name,
-            smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit)
+            smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit,
+            envid=transaction.envid, ret=transaction.ret, notify=dict(transaction.notify),
+            orcpt=dict(transaction.orcpt))
         refusal = await self._limit(commit=True)
         if refusal:
             spool_file.abort()

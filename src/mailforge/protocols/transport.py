@@ -40,9 +40,11 @@ class LineTooLong(Exception):
 class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
-                 "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes")
+                 "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
+                 "_writable", "_source")
 
-    def __init__(self, handler: Callable[[Connection], Awaitable[None]]) -> None:
+    def __init__(self, handler: Callable[[Connection], Awaitable[None]],
+                 source: tuple[str, int] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._handler = handler
         self._buffer = bytearray()
@@ -66,13 +68,19 @@ class Connection(asyncio.Protocol):
         # While a body is read: when it started, and how many octets came since.
         self._transfer_start: float | None = None
         self._transfer_bytes = 0
+        # Cleared while the transport's write buffer is over its high-water mark (drain).
+        self._writable = asyncio.Event()
+        self._writable.set()
+        # The client named by a PROXY header (protocols/proxied.py): policy sees it, not the
+        # load balancer's address.
+        self._source = source
 
     # asyncio.Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = typing.cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername") or ("", 0)
+        peer = self._source or transport.get_extra_info("peername") or ("", 0)
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip, self.peer_port = _unmap(peer[0]), peer[1]
         self.local_port = sock[1] if len(sock) > 1 else 0
@@ -96,6 +104,20 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._wake()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def drain(self) -> None:
+        """Wait while the client is slower than what we send it (the transport's high-water
+        mark), so a big reply streams instead of piling up in memory."""
+        await self._writable.wait()
+        if self.closed:
+            raise ConnectionClosed()
 
     # timeouts, checked by the worker's sweeper
 

@@ -95,6 +95,22 @@ def write_new_file(path: str | Path, data: bytes) -> int:
     return fd
 
 
+def replace_durably(tmp_dir: Path, target: Path, data: bytes) -> int:
+    """Write `data` to a temp file in `tmp_dir` (same file system), sync it, rename it over
+    `target`: a crash leaves the old file or the new one. The new file's inode is returned
+    (readers use it to notice the change). The caller fsyncs target's directory."""
+    tmp = tmp_dir / f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    unlink_quietly(tmp)
+    fd = write_new_file(tmp, data)
+    try:
+        os.fdatasync(fd)
+        inode = os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+    os.rename(tmp, target)
+    return inode
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

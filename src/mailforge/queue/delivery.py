@@ -1,4 +1,4 @@
-"""Delivery worker: queue/active → local Maildirs, with retries; at-least-once.
+"""Delivery worker: queue/active → local Maildirs or remote MTAs, with retries; at-least-once.
 
 Each worker takes the entries whose id hashes to its slot and holds an flock on the .env
 while it works, so the two generations that overlap during a reload never deliver one entry
@@ -7,6 +7,11 @@ Copies are written to tmp/, synced as a batch (like the spool's group commit), r
 new/, the new/ directories fsynced; only then does the entry leave the queue. A message for
 one mailbox needs no copy: the queue keeps it in Maildir form, already durable, so it is
 renamed from the queue into new/ (one atomic step, so never delivered twice).
+
+Recipients of other domains are relayed (outbound.py) while the local copies are written.
+A permanent failure, or a temporary one past max_queue_time, is reported to the sender in
+one DSN per message (notices.py), queued beside the message before it leaves the queue; a
+message from the null sender is never reported on: it goes to badmail/ instead.
 """
 
 from __future__ import annotations
@@ -22,16 +27,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .. import metrics
+from .. import allocator, metrics, sandbox
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..config import Config
+from ..errors import EXIT_WORKER_BOOT
 from ..store import quota
 from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
                              message_base, publish, write_tmp)
-from .commit import SYNC_SYNCFS, FileSyncer, fsync_dir, unlink_quietly, write_new_file
+from . import dsn, retry
+from .commit import (SYNC_SYNCFS, FileSyncer, fsync_dir, replace_durably, unlink_quietly,
+                     write_new_file)
 from .envelope import Envelope, EnvelopeError, decode, encode
+from .notices import Outcomes
+from .outbound import OutboundRunner
+from .relay import Message
 from .segment import SEALED_SUFFIX, SegmentError, read_records, seal_orphans
+from .settle import Settlement
 from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, INCOMING, MSG_SUFFIX
 
 log = logging.getLogger("mailforge.delivery")
@@ -67,6 +79,8 @@ class Entry:
     pending: dict[str, int] = field(default_factory=dict)  # rcpt → copies not yet published
     failed: dict[str, str] = field(default_factory=dict)  # rcpt → why it must be retried
     mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
+    remote: list[str] = field(default_factory=list)  # recipients to relay
+    outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
 
     def movable(self, rcpt: str) -> bool:
         """Is the queue file itself this recipient's copy (its only one, headers in place)?"""
@@ -81,6 +95,17 @@ class Entry:
         with open(self.msg_path, "rb") as fh:
             fh.seek(offset)
             yield from iter(lambda: fh.read(READ_CHUNK), b"")
+
+    def outgoing(self) -> Message:
+        """The message as relayed: without our delivery headers, CRLF line ends."""
+        env = self.envelope
+        data = b"".join(self.chunks(env.prefix_size)).replace(b"\n", b"\r\n")
+        return Message(self.id, env.sender, list(self.remote), data, env.smtputf8, env.body_8bit,
+                       env.envid, env.ret, env.notify, env.orcpt)
+
+    def returned(self) -> bytes:
+        """The message as a DSN returns it: without our delivery headers."""
+        return b"".join(self.chunks(self.envelope.prefix_size))
 
     def remaining(self) -> list[str]:
         return [r for r in self.envelope.recipients if r in self.failed or self.pending.get(r)]
@@ -176,19 +201,24 @@ def _count_placed(copy: Copy, now: float) -> None:
                     via="local")
 
 
-class DeliveryAgent:
+class DeliveryAgent(Settlement):
     """The loop body of a delivery worker, testable without forking."""
 
     def __init__(self, config: Config, accounts: RecipientResolver, slot: int = 0,
                  slots: int = 1, sync_mode: str = SYNC_SYNCFS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 outbound: OutboundRunner | None = None) -> None:
         self.config = config
         self.accounts = accounts
         self.slot, self.slots = slot, slots
         self.clock = clock
         self.active = config.queue_dir / ACTIVE
         self._syncer = FileSyncer(sync_mode)
-        self._deferred: dict[str, float] = {}  # id → next_attempt, to skip re-reading them
+        # id → (next_attempt, inode of its .env): skips re-reading an entry not yet due,
+        # unless the .env was replaced (`queue flush` or `queue retry`).
+        self._deferred: dict[str, tuple[float, int]] = {}
+        self._outbound = outbound or OutboundRunner(config)
+        self._heartbeat: Callable[[], None] = lambda: None
         for directory in (config.badmail_dir, config.store_dir):
             os.makedirs(directory, mode=0o750, exist_ok=True)
         # Entries queued before this worker started may have been cut short by a predecessor
@@ -196,6 +226,10 @@ class DeliveryAgent:
         self._inherited = self._queued_ids()
         self._placed: dict[Path, set[str]] = {}
         self._can_move: bool | None = None  # known once the queue exists
+
+    def close(self) -> None:
+        """Let go of the outbound event loop (its connections are closed after each batch)."""
+        self._outbound.close()
 
     def _queued_ids(self) -> set[str]:
         """Entry ids and segment names in the queue now."""
@@ -209,6 +243,7 @@ class DeliveryAgent:
     def step(self, heartbeat: Callable[[], None] = lambda: None,
              stopping: Callable[[], bool] = lambda: False) -> int:
         """One scan: deliver or defer every ready entry of this slot; how many were handled."""
+        self._heartbeat = heartbeat
         seal_orphans(self.config.queue_dir)
         ids, segments = self._ready_ids()
         handled = 0
@@ -238,7 +273,8 @@ class DeliveryAgent:
                 if zlib.crc32(entry_id.encode()) % self.slots != self.slot:
                     continue
                 seen.add(entry_id)
-                if self._deferred.get(entry_id, 0.0) <= now:
+                due, inode = self._deferred.get(entry_id, (0.0, 0))
+                if due <= now or inode != dirent.inode():
                     ready.append(entry_id)
         self._deferred = {k: v for k, v in self._deferred.items() if k in seen}
         return sorted(ready), sorted(segments)
@@ -316,6 +352,9 @@ class DeliveryAgent:
         try:
             for entry in entries:
                 self._write_copies(entry, batch)
+            self._relay([e for e in entries if e.remote])
+            for entry in entries:
+                self._expire_or_report(entry, batch)
             batch.flush()
         finally:
             batch.discard()
@@ -340,7 +379,7 @@ class DeliveryAgent:
             envelope = None
         if envelope is None or envelope.next_attempt > self.clock():
             if envelope is not None:
-                self._deferred[entry_id] = envelope.next_attempt
+                self._deferred[entry_id] = (envelope.next_attempt, os.fstat(fd).st_ino)
             os.close(fd)
             return None
         return Entry(entry_id, fd, envelope, msg_path)
@@ -384,16 +423,18 @@ class DeliveryAgent:
         try:
             lookup = self.accounts.lookup_recipient(rcpt)
         except AddressError as exc:
-            batch.add(self._badmail_copy(entry, rcpt, f"invalid address: {exc}"))
+            self._refuse(entry, rcpt, batch, "5.1.3", f"invalid address: {exc}")
             return
         if lookup.status == "not_local":
-            # Accepted for relay: it waits in the queue for outbound delivery (a later issue).
-            entry.failed[rcpt] = "remote domain: outbound delivery is not available yet"
+            entry.remote.append(rcpt)
             return
         if lookup.status != "ok" or not lookup.mailboxes:
-            batch.add(self._badmail_copy(entry, rcpt, lookup.status))
+            status = "5.2.1" if lookup.status == "disabled" else "5.1.1"
+            self._refuse(entry, rcpt, batch, status, f"mailbox {lookup.status}")
             return
-        movable = self._moves_possible() and len(lookup.mailboxes) == 1 and entry.movable(rcpt)
+        # A success notice quotes the message, so it must stay in the queue until then.
+        movable = (self._moves_possible() and len(lookup.mailboxes) == 1 and entry.movable(rcpt)
+                   and not dsn.wants(entry.envelope.notify.get(rcpt, ""), "SUCCESS"))
         for mailbox in lookup.mailboxes:
             if mailbox in entry.mailboxes:
                 continue
@@ -445,8 +486,7 @@ class DeliveryAgent:
         yield from entry.chunks(entry.envelope.prefix_size)
 
     def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
-        """Kept as queued (Maildir form) beside a note of why. Bounces come in a later issue; until
-        then an undeliverable local recipient, or a remote one, lands here for an operator."""
+        """Kept as queued (Maildir form) beside a note of why, for an operator."""
         # Named by attempt too: a deferral shortens the recipient list, and so the indexes.
         env = entry.envelope
         stem = f"{entry.id}.{env.attempts}.{env.recipients.index(rcpt)}"
@@ -469,6 +509,7 @@ class DeliveryAgent:
 
     def _finish(self, entry: Entry) -> None:
         remaining = entry.remaining()
+        self._send_notices(entry, remaining)
         if entry.msg_path is None:  # a segment record: its segment goes once all are done
             if remaining:
                 self._requeue(entry, remaining)
@@ -484,25 +525,20 @@ class DeliveryAgent:
 
     def _schedule_retry(self, entry: Entry, remaining: list[str]) -> Envelope:
         env = entry.envelope
-        schedule = self.config.delivery.retry_schedule
+        config = self.config.delivery
         env.recipients = remaining
-        env.last_error = "; ".join(f"<{r}>: {entry.failed.get(r, 'not placed')}" for r in remaining)
-        env.next_attempt = self.clock() + schedule[min(env.attempts, len(schedule) - 1)]
+        env.errors = {r: entry.failed.get(r, "not placed") for r in remaining}
+        env.last_error = "; ".join(f"<{r}>: {why}" for r, why in env.errors.items())
+        env.next_attempt = retry.next_attempt(self.clock(), env.received_at, config.retry_schedule,
+                                              env.attempts, config.max_queue_time)
         env.attempts += 1
-        self._deferred[entry.id] = env.next_attempt
         metrics.inc("messages_deferred_total", via="local")
         return env
 
-    def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> None:
-        """Written to incoming/ and renamed into active/: a crash leaves the old file or the new."""
-        tmp = self.config.queue_dir / INCOMING / f"{entry_id}.{os.getpid()}{suffix}.retry"
-        unlink_quietly(tmp)
-        fd = write_new_file(tmp, data)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.active / (entry_id + suffix))
+    def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> int:
+        """Written in incoming/, renamed into active/; the new file's inode."""
+        return replace_durably(self.config.queue_dir / INCOMING, self.active / (entry_id + suffix),
+                               data)
 
     def _requeue(self, entry: Entry, remaining: list[str]) -> None:
         """A segment record with recipients left becomes an entry of its own, named by its id
@@ -511,15 +547,30 @@ class DeliveryAgent:
             return
         env = self._schedule_retry(entry, remaining)
         self._write_aside(entry.id, MSG_SUFFIX, entry.body)
-        self._write_aside(entry.id, ENV_SUFFIX, encode(env))
+        self._deferred[entry.id] = (env.next_attempt, self._write_aside(entry.id, ENV_SUFFIX, encode(env)))
         log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
                     env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
 
     def _defer(self, entry: Entry, remaining: list[str]) -> None:
         env = self._schedule_retry(entry, remaining)
-        self._write_aside(entry.id, ENV_SUFFIX, encode(env))
+        self._deferred[entry.id] = (env.next_attempt, self._write_aside(entry.id, ENV_SUFFIX, encode(env)))
         log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
                     env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
+
+
+def serve(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
+          stopping: Callable[[], bool]) -> None:
+    """A delivery worker process: locked in like the protocol workers (no program, writes only
+    in the data dir), then `run`. Its outbound SMTP connects stay free: the sandbox's Landlock
+    ruleset handles file access only, never ABI 4's TCP connect/bind rights."""
+    allocator.return_large_buffers()
+    try:
+        state = sandbox.confine(config.data_dir)
+    except OSError as exc:
+        log.error("delivery worker cannot enter its sandbox: %s", exc)
+        raise SystemExit(EXIT_WORKER_BOOT) from None
+    log.info("delivery worker sandbox: %s", state.describe())
+    run(config, slot, slots, heartbeat, stopping)
 
 
 def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
@@ -527,12 +578,20 @@ def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
     """Body of a delivery worker process: returns once `stopping()` says so."""
     with Accounts(config.accounts_db) as accounts:
         agent = DeliveryAgent(config, accounts, slot, slots)
-        while not stopping():
-            heartbeat()
-            try:
-                handled = agent.step(heartbeat, stopping)
-            except OSError:  # the queue itself is unreadable: keep the worker, retry later
-                log.exception("delivery scan failed")
-                handled = 0
-            if not handled:
-                time.sleep(SCAN_INTERVAL)
+        try:
+            _loop(agent, heartbeat, stopping)
+        finally:
+            agent.close()
+
+
+def _loop(agent: DeliveryAgent, heartbeat: Callable[[], None],
+          stopping: Callable[[], bool]) -> None:
+    while not stopping():
+        heartbeat()
+        try:
+            handled = agent.step(heartbeat, stopping)
+        except OSError:  # the queue itself is unreadable: keep the worker, retry later
+            log.exception("delivery scan failed")
+            handled = 0
+        if not handled:
+            time.sleep(SCAN_INTERVAL)

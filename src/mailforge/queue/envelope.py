@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import msgpack
 
 FORMAT_NAME = "mailforge-envelope"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Version 2 (before outbound delivery) lacks the DSN and per-recipient fields; it still decodes.
+READABLE_VERSIONS = (2, 3)
 END_MARKER = "END"
 
 
@@ -41,8 +43,21 @@ class Envelope:
     attempts: int = 0
     next_attempt: float = 0.0
     last_error: str = ""
+    # RFC 3461 DSN request made at receipt: ENVID and RET for the message, NOTIFY and ORCPT
+    # per recipient (absent: the defaults, FAILURE and DELAY notices, no original recipient).
+    envid: str = ""
+    ret: str = ""  # "FULL", "HDRS" or "" (unspecified: the whole message is returned)
+    notify: dict[str, str] = dataclasses.field(default_factory=dict)
+    orcpt: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The last temporary failure of each recipient still queued (for `queue show` and DSNs).
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    delay_notified: bool = False  # a delay notice went out; one per message is enough
 
 
+# Fields a version-2 envelope may hold: everything before the DSN fields.
+_V2_FIELDS = frozenset(("id", "sender", "recipients", "received_at", "client_ip", "helo", "size",
+                        "prefix_size", "delivered_to", "smtputf8", "body_8bit", "attempts",
+                        "next_attempt", "last_error"))
 _FIELDS = {f.name: f for f in dataclasses.fields(Envelope)}
 _REQUIRED = {name for name, f in _FIELDS.items()
              if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
@@ -52,7 +67,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "client_ip": (str,), "helo": (str,), "size": (int,), "prefix_size": (int,),
     "delivered_to": (str,), "smtputf8": (bool,),
     "body_8bit": (bool,), "attempts": (int,), "next_attempt": (float, int), "last_error": (str,),
+    "envid": (str,), "ret": (str,), "notify": (dict,), "orcpt": (dict,), "errors": (dict,),
+    "delay_notified": (bool,),
 }
+_STRING_MAPS = ("notify", "orcpt", "errors")
 
 
 def encode(env: Envelope) -> bytes:
@@ -69,10 +87,13 @@ def decode(data: bytes) -> Envelope:
     if len(records) != 3:
         raise EnvelopeError(f"expected 3 records, found {len(records)}")
     (header, _), (fields, body), (end, _) = records
-    if header != [FORMAT_NAME, FORMAT_VERSION]:
+    if (not isinstance(header, list) or len(header) != 2 or header[0] != FORMAT_NAME
+            or header[1] not in READABLE_VERSIONS):
         raise EnvelopeError(f"unknown envelope format {header!r}")
     if end != [END_MARKER, len(body), zlib.crc32(body)]:
         raise EnvelopeError("END record missing or does not match the fields")
+    if header[1] == 2 and isinstance(fields, dict) and not set(fields) <= _V2_FIELDS:
+        raise EnvelopeError("a version 2 envelope with fields of a later version")
     return _from_fields(fields)
 
 
@@ -107,6 +128,9 @@ def _from_fields(fields: object) -> Envelope:
             raise EnvelopeError(f"field {name} has the wrong type")
     if not all(isinstance(r, str) for r in fields["recipients"]):
         raise EnvelopeError("recipients must be strings")
+    for name in _STRING_MAPS:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in fields.get(name, {}).items()):
+            raise EnvelopeError(f"field {name} must map strings to strings")
     env = Envelope(**fields)
     env.received_at = float(env.received_at)
     env.next_attempt = float(env.next_attempt)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .maildir import ensure_maildir, mailbox_path
 
@@ -76,16 +77,14 @@ class Maildrop:
             raise
         return cls(maildir, fd, messages)
 
-    def read(self, index: int) -> bytes:
-        """The CRLF form of a message of the snapshot."""
+    def open_message(self, index: int) -> BinaryIO:
+        """A message of the snapshot as stored (LF line ends), open for reading."""
         message = self.messages[index]
-        path = self.maildir / "cur" / message.name
         try:
-            data = path.read_bytes()
+            return open(self.maildir / "cur" / message.name, "rb")
         except FileNotFoundError:
             # Another reader renamed it since (flags changed): same base, new suffix.
-            data = (self.maildir / "cur" / _find(self.maildir, message.uid)).read_bytes()
-        return crlf_form(data)
+            return open(self.maildir / "cur" / _find(self.maildir, message.uid), "rb")
 
     def delete(self, indexes: Iterable[int]) -> int:
         """Remove messages of the snapshot (the UPDATE state); how many could not be removed."""

@@ -1,0 +1,274 @@
+"""IMAP commands on folders as a whole (RFC 3501 6.3, RFC 2342 NAMESPACE, RFC 6154
+SPECIAL-USE and XLIST, RFC 9208 QUOTA, RFC 4315 APPENDUID).
+
+Each handler takes the session, the command's tag and its parsed arguments, adds untagged
+responses to the session and returns the completion; it runs in the thread pool.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, FolderInfo, Mailbox
+from . import wire
+from .responses import Bad, Tagged, astring, atom, count, flag_list, folder_name, no, ok
+from .selected import Selected
+
+if TYPE_CHECKING:
+    from .state import IMAPMachine
+
+# RFC 6154 attributes, and the names the older XLIST (Gmail's) gave some of them.
+XLIST_NAMES = {"\\Junk": "\\Spam", "\\Archive": "\\AllMail"}
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE")
+# RFC 9208 5.1: STORAGE is counted in units of 1024 octets.
+KIB = 1024
+QUOTA_ROOT = ""
+
+
+def _mailbox(session: IMAPMachine) -> Mailbox:
+    assert session.mailbox is not None
+    return session.mailbox
+
+
+# --- SELECT, EXAMINE ---------------------------------------------------------------------------
+
+def select(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _open(session, args, read_only=False)
+
+
+def examine(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _open(session, args, read_only=True)
+
+
+def _open(session: IMAPMachine, args: list, read_only: bool) -> Tagged:
+    count(args, 1, syntax="SELECT mailbox")
+    name = folder_name(args[0])
+    # RFC 3501 6.3.1: a failed SELECT leaves no folder selected.
+    session.select_folder(None)
+    selected = Selected(_mailbox(session).select(name, read_only))
+    session.select_folder(selected)
+    view = selected.messages()
+    keywords = sorted({flag for info in view for flag in info.flags if not flag.startswith("\\")})
+    system = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
+    session.untagged(b"* FLAGS %s\r\n" % wire.flag_list(system + keywords))
+    permanent = [] if selected.read_only else system + keywords + ["\\*"]
+    session.untagged(b"* OK [PERMANENTFLAGS %s] Flags permitted\r\n" % wire.flag_list(permanent))
+    for line in selected.counts():
+        session.untagged(line)
+    unseen = next((seq for seq, info in enumerate(view, 1) if "\\Seen" not in info.flags), 0)
+    if unseen:
+        session.untagged(b"* OK [UNSEEN %d] First unseen message\r\n" % unseen)
+    folder = selected.folder
+    session.untagged(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
+    session.untagged(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
+    mode = "READ-ONLY" if selected.read_only else "READ-WRITE"
+    return ok(f"{'EXAMINE' if read_only else 'SELECT'} completed", mode)
+
+
+# --- CREATE, DELETE, RENAME, SUBSCRIBE ---------------------------------------------------------
+
+def create(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 1, syntax="CREATE mailbox")
+    name = folder_name(args[0]).rstrip(SEPARATOR)
+    if name == INBOX:
+        return no("INBOX always exists", "ALREADYEXISTS")
+    _mailbox(session).create(name)
+    return ok("CREATE completed")
+
+
+def delete(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 1, syntax="DELETE mailbox")
+    name = folder_name(args[0])
+    if name == INBOX:
+        return no("INBOX cannot be deleted", "CANNOT")
+    if session.selected is not None and session.selected.folder.name == name:
+        session.select_folder(None)
+    _mailbox(session).delete(name)
+    return ok("DELETE completed")
+
+
+def rename(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 2, syntax="RENAME mailbox new-name")
+    old, new = folder_name(args[0]), folder_name(args[1]).rstrip(SEPARATOR)
+    _mailbox(session).rename(old, new)
+    return ok("RENAME completed")
+
+
+def subscribe(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 1, syntax="SUBSCRIBE mailbox")
+    _mailbox(session).subscribe(folder_name(args[0]), True)
+    return ok("SUBSCRIBE completed")
+
+
+def unsubscribe(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 1, syntax="UNSUBSCRIBE mailbox")
+    _mailbox(session).subscribe(folder_name(args[0]), False)
+    return ok("UNSUBSCRIBE completed")
+
+
+# --- LIST, LSUB, XLIST -------------------------------------------------------------------------
+
+def list_command(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _list(session, args, "LIST")
+
+
+def xlist(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _list(session, args, "XLIST")
+
+
+def lsub(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _list(session, args, "LSUB")
+
+
+def _list(session: IMAPMachine, args: list, verb: str) -> Tagged:
+    count(args, 2, syntax=f"{verb} reference mailbox")
+    reference, pattern = _wire_name(args[0]), _wire_name(args[1])
+    if not pattern:
+        # RFC 3501 6.3.8: the hierarchy separator and the root of the reference.
+        root = reference.split(SEPARATOR)[0] + SEPARATOR if SEPARATOR in reference else ""
+        session.untagged(b'* %s (\\Noselect) "/" %s\r\n' % (verb.encode(), wire.astring(root)))
+        return ok(f"{verb} completed")
+    matches = _matcher(reference + pattern)
+    folders = _mailbox(session).folders()
+    if verb == "LSUB":
+        subscribed = set(_mailbox(session).subscriptions())
+        folders = [f for f in folders if f.name in subscribed]
+    listed = {wire.encode_mailbox(f.name): f for f in folders}
+    for name, attributes in _matching(listed, matches):
+        attributes = _attributes(verb, name, attributes)
+        session.untagged(b'* %s %s "/" %s\r\n' % (verb.encode(), wire.flag_list(attributes),
+                                                  wire.astring(name)))
+    return ok(f"{verb} completed")
+
+
+def _wire_name(arg: object) -> str:
+    try:
+        return astring(arg).decode("ascii")
+    except UnicodeDecodeError:
+        raise Bad("Mailbox names are 7-bit (modified UTF-7)") from None
+
+
+def _matching(listed: dict[str, FolderInfo], matches: re.Pattern[str]) -> list[tuple[str, list[str]]]:
+    """The folders whose wire name matches, in order; and where "%" stops at a level that is
+    no folder of its own (a parent only implied by a child), that level as \\Noselect."""
+    found: dict[str, list[str]] = {}
+    for name, info in listed.items():
+        if matches.fullmatch(name):
+            found[name] = sorted(info.attributes)
+        parts = name.split(SEPARATOR)
+        for depth in range(1, len(parts)):
+            parent = SEPARATOR.join(parts[:depth])
+            if parent not in listed and parent not in found and matches.fullmatch(parent):
+                found[parent] = ["\\HasChildren", "\\Noselect"]
+    return list(found.items())
+
+
+def _attributes(verb: str, name: str, attributes: list[str]) -> list[str]:
+    if verb == "LSUB":
+        # LSUB tells only \Noselect (RFC 3501 7.2.3); the rest is LIST's business.
+        return [a for a in attributes if a == "\\Noselect"]
+    if verb == "XLIST":
+        attributes = [XLIST_NAMES.get(a, a) for a in attributes]
+        if name == INBOX:
+            attributes.append("\\Inbox")
+    return attributes
+
+
+@lru_cache(maxsize=256)
+def _matcher(pattern: str) -> re.Pattern[str]:
+    """RFC 3501 6.3.8: "*" matches anything, "%" anything but the separator; an INBOX
+    prefix is matched in any case."""
+    if pattern.upper().startswith(INBOX):
+        pattern = INBOX + pattern[len(INBOX):]
+    parts = (re.escape(c) if c not in "*%" else (".*" if c == "*" else "[^/]*") for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+# --- STATUS, APPEND ----------------------------------------------------------------------------
+
+def status(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 2, syntax="STATUS mailbox (items)")
+    name = folder_name(args[0])
+    items = args[1] if isinstance(args[1], list) else [args[1]]
+    wanted = [atom(item).upper() for item in items]
+    if not wanted or any(item not in STATUS_ITEMS for item in wanted):
+        raise Bad(f"STATUS items are {' '.join(STATUS_ITEMS)}")
+    current = _mailbox(session).status(name)
+    values = {"MESSAGES": current.messages, "RECENT": current.recent, "UIDNEXT": current.uidnext,
+              "UIDVALIDITY": current.uidvalidity, "UNSEEN": current.unseen, "SIZE": current.size}
+    listing = " ".join(f"{item} {values[item]}" for item in wanted)
+    session.untagged(b"* STATUS %s (%s)\r\n" % (wire.astring(wire.encode_mailbox(name)),
+                                                listing.encode()))
+    return ok("STATUS completed")
+
+
+def append(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    """APPEND mailbox [(flags)] [date-time] literal (RFC 3501 6.3.11)."""
+    count(args, 2, 4, syntax="APPEND mailbox [(flags)] [date-time] message")
+    name, message, options = folder_name(args[0]), args[-1], args[1:-1]
+    if not isinstance(message, bytes):
+        raise Bad("The message must be a literal")
+    flags: list[str] = []
+    date: float | None = None
+    if options and isinstance(options[0], list):
+        flags = flag_list(options.pop(0))
+    if options:
+        try:
+            date = wire.parse_date_time(astring(options.pop(0)))
+        except ValueError:
+            raise Bad("Invalid date-time") from None
+    if options:
+        raise Bad("Syntax: APPEND mailbox [(flags)] [date-time] message")
+    if not message:
+        return no("Cannot append an empty message", "CANNOT")
+    appended = _mailbox(session).append(name, message, flags, date)
+    uids = ",".join(str(uid) for uid in appended.uids)
+    return ok("APPEND completed", f"APPENDUID {appended.uidvalidity} {uids}" if uids else "")
+
+
+# --- NAMESPACE, QUOTA --------------------------------------------------------------------------
+
+def namespace(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    """RFC 2342: personal folders at the root, the domain's public folders under #public/."""
+    count(args, 0, syntax="NAMESPACE")
+    session.untagged(b'* NAMESPACE (("" "/")) NIL ((%s "/"))\r\n'
+                     % wire.string(PUBLIC_PREFIX))
+    return ok("NAMESPACE completed")
+
+
+def getquotaroot(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 1, syntax="GETQUOTAROOT mailbox")
+    name = folder_name(args[0])
+    _mailbox(session).status(name)  # NO [NONEXISTENT] for a folder that is not there
+    session.untagged(b"* QUOTAROOT %s %s\r\n" % (wire.astring(wire.encode_mailbox(name)),
+                                                  wire.astring(QUOTA_ROOT)))
+    _quota_response(session)
+    return ok("GETQUOTAROOT completed")
+
+
+def getquota(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 1, syntax="GETQUOTA root")
+    if astring(args[0]) != QUOTA_ROOT.encode():
+        return no("No such quota root", "NONEXISTENT")
+    _quota_response(session)
+    return ok("GETQUOTA completed")
+
+
+def setquota(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return no("Quotas are set by the administrator", "NOPERM")
+
+
+def _quota_response(session: IMAPMachine) -> None:
+    """One mailbox-wide root; only the resources that have a limit are listed (RFC 9208 5.1)."""
+    quota = _mailbox(session).quota()
+    resources = []
+    if quota.limit_bytes is not None:
+        used = (quota.used_bytes + KIB - 1) // KIB
+        resources.append(f"STORAGE {used} {quota.limit_bytes // KIB}")
+    if quota.limit_messages is not None:
+        resources.append(f"MESSAGE {quota.used_messages} {quota.limit_messages}")
+    session.untagged(b"* QUOTA %s (%s)\r\n" % (wire.astring(QUOTA_ROOT),
+                                               " ".join(resources).encode()))
+

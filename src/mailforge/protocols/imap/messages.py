@@ -1,0 +1,233 @@
+"""IMAP commands on the messages of the selected folder (RFC 3501 6.4, RFC 4315 UIDPLUS,
+RFC 6851 MOVE, RFC 3691 UNSELECT), sequence-number and UID forms alike.
+
+FETCH and SEARCH build on protocols/imap/fetch.py and search.py; the folder is reached only
+through the store's Folder interface. Handlers run in the thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
+from ...store.api import SEEN, FlagMode, MessageInfo, StoreError
+from . import fetch as fetch_items
+from .mime import UnknownEncoding
+from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
+from .search import BadCharset, parse_search
+from .selected import Selected
+
+if TYPE_CHECKING:
+    from .state import IMAPMachine
+
+STORE_MODES = {"FLAGS": FlagMode.REPLACE, "+FLAGS": FlagMode.ADD, "-FLAGS": FlagMode.REMOVE}
+
+
+def _selected(session: IMAPMachine) -> Selected:
+    assert session.selected is not None
+    return session.selected
+
+
+def check(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 0, syntax="CHECK")
+    return ok("CHECK completed")
+
+
+def close(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    """Expunge silently (RFC 3501 6.4.2), unless the folder was opened read-only."""
+    count(args, 0, syntax="CLOSE")
+    selected = _selected(session)
+    if not selected.read_only:
+        selected.folder.expunge()
+    session.select_folder(None)
+    return ok("CLOSE completed")
+
+
+def unselect(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 0, syntax="UNSELECT")
+    session.select_folder(None)
+    return ok("UNSELECT completed")
+
+
+def expunge(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 0, syntax="EXPUNGE")
+    return _expunge(session, None)
+
+
+def uid_expunge(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    count(args, 1, syntax="UID EXPUNGE uid-set")
+    targets = _selected(session).resolve(atom(args[0]), by_uid=True)
+    return _expunge(session, [info.uid for _, info in targets])
+
+
+def _expunge(session: IMAPMachine, uids: list[int] | None) -> Tagged:
+    selected = _selected(session)
+    if selected.read_only:
+        return no("The mailbox is read-only", "READ-ONLY")
+    if uids == []:
+        return ok("EXPUNGE completed")
+    removed = selected.folder.expunge(uids)
+    for line in selected.expunged(removed):
+        session.untagged(line)
+    return ok("EXPUNGE completed")
+
+
+# --- SEARCH ------------------------------------------------------------------------------------
+
+def search(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _search(session, args, by_uid=False)
+
+
+def uid_search(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _search(session, args, by_uid=True)
+
+
+def _search(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
+    selected = _selected(session)
+    try:
+        query = parse_search(args)
+    except BadCharset as exc:
+        return no(str(exc), "BADCHARSET (US-ASCII UTF-8)")
+    except (ParseError, ValueError) as exc:
+        raise Bad(f"Invalid search: {exc}") from None
+    view = selected.messages()
+    try:
+        found = query.run(view, selected.folder.read if query.needs_message else None)
+    except UnknownEncoding:
+        return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
+    numbers = [view[seq - 1].uid for seq in found] if by_uid else found
+    session.untagged(b"* SEARCH%s\r\n" % b"".join(b" %d" % n for n in numbers))
+    return ok("SEARCH completed")
+
+
+# --- FETCH -------------------------------------------------------------------------------------
+
+def fetch(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _fetch(session, args, by_uid=False)
+
+
+def uid_fetch(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _fetch(session, args, by_uid=True)
+
+
+def _fetch(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
+    count(args, 2, syntax="FETCH sequence-set items")
+    selected = _selected(session)
+    targets = selected.resolve(atom(args[0]), by_uid)
+    try:
+        items = parse_fetch_attributes(args[1])
+    except ParseError as exc:
+        raise Bad(f"Invalid FETCH items: {exc}") from None
+    seen = _mark_seen(selected, targets, items)
+    needs_message = fetch_items.needs_message(items)
+    vanished = 0
+    for seq, info in targets:
+        try:
+            data = selected.folder.read(info.uid) if needs_message else None
+            session.untagged(fetch_items.fetch_response(seq, info, items, data, uid=by_uid,
+                                                        flags=info.uid in seen))
+        except UnknownEncoding:
+            return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
+        except StoreError:
+            vanished += 1  # expunged by another session; reported at the next chance
+    if vanished:
+        return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    return ok("FETCH completed")
+
+
+def _mark_seen(selected: Selected, targets: list[tuple[int, MessageInfo]],
+               items: list[FetchAttribute]) -> set[int]:
+    """BODY[...] without PEEK, RFC822 and RFC822.TEXT set \\Seen (RFC 3501 6.4.5); the
+    messages it was set on, whose FETCH response then carries the new FLAGS."""
+    if selected.read_only or not fetch_items.sets_seen(items):
+        return set()
+    unseen = [info.uid for _, info in targets if SEEN not in info.flags]
+    if not unseen:
+        return set()
+    updated = {info.uid: info for info in selected.folder.set_flags(unseen, [SEEN], FlagMode.ADD)}
+    targets[:] = [(seq, updated.get(info.uid, info)) for seq, info in targets]
+    return set(updated)
+
+
+# --- STORE -------------------------------------------------------------------------------------
+
+def store(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _store(session, args, by_uid=False)
+
+
+def uid_store(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _store(session, args, by_uid=True)
+
+
+def _store(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
+    count(args, 3, 100, syntax="STORE sequence-set [+|-]FLAGS[.SILENT] (flags)")
+    selected = _selected(session)
+    item = atom(args[1]).upper()
+    silent = item.endswith(".SILENT")
+    mode = STORE_MODES.get(item.removesuffix(".SILENT"))
+    if mode is None:
+        raise Bad("STORE takes FLAGS, +FLAGS or -FLAGS, with .SILENT or not")
+    flags = flag_list(args[2] if len(args) == 3 else args[2:])
+    targets = selected.resolve(atom(args[0]), by_uid)
+    if selected.read_only:
+        return no("The mailbox is read-only", "READ-ONLY")
+    updated = selected.folder.set_flags([info.uid for _, info in targets], flags, mode)
+    if not silent:
+        for info in updated:
+            seq = selected.seq_of(info.uid)
+            if seq:
+                session.untagged(selected.flags_response(seq, info, with_uid=by_uid))
+    return ok("STORE completed")
+
+
+# --- COPY, MOVE --------------------------------------------------------------------------------
+
+def copy(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _copy(session, args, by_uid=False, move=False)
+
+
+def uid_copy(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _copy(session, args, by_uid=True, move=False)
+
+
+def move(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _copy(session, args, by_uid=False, move=True)
+
+
+def uid_move(session: IMAPMachine, tag: str, args: list) -> Tagged:
+    return _copy(session, args, by_uid=True, move=True)
+
+
+def _copy(session: IMAPMachine, args: list, by_uid: bool, move: bool) -> Tagged:
+    verb = "MOVE" if move else "COPY"
+    count(args, 2, syntax=f"{verb} sequence-set mailbox")
+    selected = _selected(session)
+    targets = selected.resolve(atom(args[0]), by_uid)
+    target = folder_name(args[1])
+    if move and selected.read_only:
+        return no("The mailbox is read-only", "READ-ONLY")
+    uids = [info.uid for _, info in targets]
+    if not uids:
+        return ok(f"{verb} completed")
+    if move:
+        uidvalidity, pairs = selected.folder.move(uids, target)
+    else:
+        uidvalidity, pairs = selected.folder.copy(uids, target)
+    code = _copyuid(uidvalidity, pairs)
+    if not move:
+        return ok("COPY completed", code)
+    # RFC 6851 4.3: COPYUID comes untagged, before the EXPUNGEs.
+    if code:
+        session.untagged(f"* OK [{code}] Moved\r\n".encode())
+    for line in selected.expunged(uid for uid in uids if not selected.seq_of(uid)):
+        session.untagged(line)
+    return ok("MOVE completed")
+
+
+def _copyuid(uidvalidity: int, pairs: list[tuple[int, int]]) -> str:
+    if not pairs:
+        return ""
+    sources = ",".join(str(source) for source, _ in pairs)
+    copies = ",".join(str(copy) for _, copy in pairs)
+    return f"COPYUID {uidvalidity} {sources} {copies}"
+

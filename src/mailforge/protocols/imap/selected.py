@@ -1,0 +1,113 @@
+"""The selected folder as one session sees it: sequence numbers, sets, and what changed.
+
+`Folder.messages()` is the session's view in UID order, so sequence number n is index n - 1
+and a UID's sequence number is a bisection. Changes from other sessions become untagged
+responses here (RFC 3501 7.4.1, 5.2): EXPUNGEs highest number first, so that each one is
+right against the view the client holds after the ones before it, then EXISTS and RECENT for
+new messages, then FETCH FLAGS.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+
+from ...speedups import STAR, FetchAttribute, ParseError, parse_sequence_set
+from ...store.api import Changes, Folder, MessageInfo
+from .fetch import fetch_response
+from .responses import Bad
+
+# RFC 3501 2.3.1.1: UIDs are 32-bit; "n:*" past the highest names the highest.
+MAX_UID = 0xFFFFFFFF
+
+
+def _uid_of(info: MessageInfo) -> int:
+    return info.uid
+
+
+class Selected:
+    def __init__(self, folder: Folder) -> None:
+        self.folder = folder
+
+    @property
+    def read_only(self) -> bool:
+        return self.folder.read_only
+
+    def messages(self) -> Sequence[MessageInfo]:
+        return self.folder.messages()
+
+    def seq_of(self, uid: int) -> int:
+        """The sequence number of a UID in the view (0 when it is not there)."""
+        view = self.folder.messages()
+        index = bisect.bisect_left(view, uid, key=_uid_of)
+        return index + 1 if index < len(view) and view[index].uid == uid else 0
+
+    def resolve(self, text: str, by_uid: bool) -> list[tuple[int, MessageInfo]]:
+        """(sequence number, message) for every message a sequence or UID set names, once
+        each, in order. A sequence number past the view is the client's mistake (BAD); a UID
+        set may name UIDs that are gone, which are left out (RFC 3501 6.4.8)."""
+        try:
+            ranges = parse_sequence_set(text)
+        except ParseError:
+            raise Bad("Invalid sequence set") from None
+        view = self.folder.messages()
+        indexes: set[int] = set()
+        for first, last in ranges:
+            if by_uid:
+                indexes.update(self._uid_range(view, first, last))
+            else:
+                indexes.update(self._seq_range(len(view), first, last))
+        return [(index + 1, view[index]) for index in sorted(indexes)]
+
+    @staticmethod
+    def _seq_range(size: int, first: int, last: int) -> range:
+        low, high = (size if first == STAR else first), (size if last == STAR else last)
+        low, high = min(low, high), max(low, high)
+        if not size or high > size:
+            raise Bad("Invalid sequence number" if size else "No messages")
+        return range(low - 1, high)
+
+    @staticmethod
+    def _uid_range(view: Sequence[MessageInfo], first: int, last: int) -> range:
+        highest = view[-1].uid if view else 0
+        low, high = (highest if first == STAR else first), (highest if last == STAR else last)
+        low, high = min(low, high), max(low, high)
+        return range(bisect.bisect_left(view, low, key=_uid_of),
+                     bisect.bisect_right(view, high, key=_uid_of))
+
+    # --- untagged responses -----------------------------------------------------------------
+
+    def expunged(self, uids: Iterable[int]) -> list[bytes]:
+        """`* n EXPUNGE` for UIDs just dropped from the view, highest sequence number first.
+
+        Each one's number in the view before it went: the messages still there below it (a
+        bisection of the view as it is now) plus the dropped ones below it. New messages
+        cannot be below it: their UIDs are higher than any the view held.
+        """
+        view = self.folder.messages()
+        gone = sorted(set(uids))
+        numbers = [bisect.bisect_left(view, uid, key=_uid_of) + rank + 1
+                   for rank, uid in enumerate(gone)]
+        return [b"* %d EXPUNGE\r\n" % number for number in reversed(numbers)]
+
+    def changes(self, changes: Changes, by_uid: bool = False) -> list[bytes]:
+        lines = self.expunged(changes.expunged)
+        if changes.added:
+            lines += self.counts()
+        for info in changes.flags:
+            seq = self.seq_of(info.uid)
+            if seq:
+                lines.append(self.flags_response(seq, info, by_uid))
+        return lines
+
+    def counts(self) -> list[bytes]:
+        view = self.folder.messages()
+        recent = sum(1 for info in view if info.recent)
+        return [b"* %d EXISTS\r\n" % len(view), b"* %d RECENT\r\n" % recent]
+
+    @staticmethod
+    def flags_response(seq: int, info: MessageInfo, with_uid: bool = True) -> bytes:
+        return fetch_response(seq, info, FLAGS_ONLY, uid=with_uid)
+
+
+FLAGS_ONLY = (FetchAttribute("FLAGS"),)

@@ -1,0 +1,367 @@
+"""The IMAP4rev1 session state machine (RFC 3501 3): NOT_AUTHENTICATED, AUTHENTICATED,
+SELECTED, LOGOUT, and the command table every command is dispatched through.
+
+Pure: no sockets, no paths. It takes parsed commands (speedups.CommandParser) and gives back
+the reply octets with an action for the driver (protocols/imapd.py): start TLS, open the
+user's mailbox after a login, idle, close. It reaches mail only through the store's
+`Mailbox`/`Folder` interface (store/api.py), whose calls may block: commands flagged "store"
+are run by the driver in the worker's thread pool, one at a time per session.
+
+Before the tagged reply of a command in SELECTED state, the folder is refreshed and what other
+sessions changed is reported (RFC 3501 5.2) — except after FETCH, STORE and SEARCH, which use
+sequence numbers and must not see EXPUNGEs (RFC 3501 7.4.1); their UID forms may.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ...addresses import normalize_address
+from ...auth.sasl import (
+    CANCEL,
+    PLAINTEXT_MECHANISMS,
+    SASLError,
+    SASLSession,
+    Step,
+    mechanisms,
+)
+from ...speedups import Command as ParsedCommand
+from ...store.api import Mailbox, StoreError
+from ..session import Action, Command, Failure, Reply
+from . import folders, messages
+from .responses import Bad, Tagged, bad, continuation, count, no, ok, store_error, text
+from .selected import Selected
+
+# After this many BAD or NO replies in a row of mistakes the client is hung up on, as SMTP
+# and POP3 do.
+MAX_ERRORS = 30
+# One answer for every failed login, which the brute-force defence counts (policy/abuse.py).
+AUTHENTICATION_FAILED = "AUTHENTICATIONFAILED"
+
+
+class State(enum.IntEnum):
+    NOT_AUTHENTICATED = 0
+    AUTHENTICATED = 1
+    SELECTED = 2
+    LOGOUT = 3
+
+
+@dataclass(frozen=True)
+class IMAPSettings:
+    hostname: str
+    tls_available: bool = False  # STARTTLS is offered (a certificate is there, TLS not yet on)
+    allow_plaintext_auth: bool = False
+    max_append: int = 36_700_160  # APPENDLIMIT (RFC 7889): the literal limit of the parser
+
+
+# Always offered, whatever the state (RFC 3501 7.2.1 and the extensions' RFCs).
+BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
+                     "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
+                     "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE")
+
+
+class IMAPMachine:
+    def __init__(self, settings: IMAPSettings, accounts: object,
+                 open_mailbox: Callable[[str], Mailbox], tls_active: bool = False) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.open_mailbox = open_mailbox
+        self.tls_active = tls_active
+        self.state = State.NOT_AUTHENTICATED
+        self.user = ""
+        self.mailbox: Mailbox | None = None
+        self.selected: Selected | None = None
+        self.errors = 0
+        self._untagged: list[bytes] = []
+        self._sasl: SASLSession | None = None
+        self._pending_tag = ""   # AUTHENTICATE, login and IDLE finish later with this tag
+
+    # --- what the driver calls ---------------------------------------------------------------
+
+    def greeting(self) -> bytes:
+        return (f"* OK [CAPABILITY {self.capabilities()}] {self.settings.hostname} "
+                "IMAP4rev1 mailforge ready\r\n").encode()
+
+    @staticmethod
+    def idle_reply() -> bytes:
+        return b"* BYE Autologout; idle for too long\r\n"
+
+    @property
+    def in_sasl(self) -> bool:
+        """An AUTHENTICATE exchange waits for the client's next line (not a command)."""
+        return self._sasl is not None
+
+    def runs_in_thread(self, command: ParsedCommand) -> bool:
+        entry = COMMANDS.get(command.name)
+        return entry is not None and "store" in entry.flags
+
+    def handle(self, command: ParsedCommand) -> Reply:
+        tag = command.tag
+        entry = COMMANDS.get(command.name)
+        if entry is None:
+            return self._finish(tag, bad(f"Unknown command {command.name[:40]}"))
+        if self.state < entry.requires or (entry.until is not None and self.state > entry.until):
+            return self._finish(tag, bad(f"{command.name} is not valid in this state"))
+        try:
+            result = entry.handler(self, tag, command.args)
+        except Bad as exc:
+            result = bad(str(exc))
+        except StoreError as exc:
+            result = store_error(exc, "trycreate" in entry.flags)
+        if self.state is State.SELECTED and "sequence" not in entry.flags:
+            self.report_changes(by_uid=command.name.startswith("UID "))
+        return self._finish(tag, result)
+
+    def parse_error(self, tag: str | None, message: str) -> Reply:
+        """What the parser refused: BAD, and the session goes on with the next command."""
+        if message == "literal too big":
+            return self._finish(tag or "*", bad(
+                f"Literal too big (the limit is {self.settings.max_append} octets)", "TOOBIG"))
+        return self._finish(tag or "*", bad(f"Syntax error: {message}"))
+
+    def _finish(self, tag: str, result: Tagged) -> Reply:
+        if result.status == "OK":
+            self.errors = 0
+        elif result.status != "+":
+            self.errors += 1
+        lines, self._untagged = self._untagged, []
+        if self.errors >= MAX_ERRORS:
+            lines.append(b"* BYE Too many errors\r\n")
+            return Reply(b"".join(lines) + result.render(tag), Action.CLOSE)
+        if result.action in (Action.IDLE, Action.OPEN_MAILDROP):
+            # Not finished yet: the driver idles, or opens the mailbox, and the tagged reply
+            # comes from idle_done() or mailbox_opened().
+            self._pending_tag = tag
+            return Reply(b"".join(lines), result.action)
+        failure = Failure.AUTH if result.code == AUTHENTICATION_FAILED else None
+        return Reply(b"".join(lines) + result.render(tag), result.action, failure=failure)
+
+    def untagged(self, line: bytes) -> None:
+        self._untagged.append(line)
+
+    def report_changes(self, by_uid: bool = False) -> None:
+        assert self.selected is not None
+        changes = self.selected.folder.refresh()
+        if changes:
+            self._untagged += self.selected.changes(changes, by_uid)
+
+    # --- any state ---------------------------------------------------------------------------
+
+    def capabilities(self) -> str:
+        caps = list(BASE_CAPABILITIES)
+        caps.append(f"APPENDLIMIT={self.settings.max_append}")
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.settings.tls_available and not self.tls_active:
+                caps.append("STARTTLS")
+            if not self._plaintext_allowed():
+                caps.append("LOGINDISABLED")
+            caps += [f"AUTH={name}" for name in self._mechanisms()]
+        return " ".join(caps)
+
+    def capability(self, tag: str, args: list) -> Tagged:
+        count(args, 0, syntax="CAPABILITY")
+        self.untagged(f"* CAPABILITY {self.capabilities()}\r\n".encode())
+        return ok("CAPABILITY completed")
+
+    def noop(self, tag: str, args: list) -> Tagged:
+        count(args, 0, syntax="NOOP")
+        return ok("NOOP completed")
+
+    def logout(self, tag: str, args: list) -> Tagged:
+        count(args, 0, syntax="LOGOUT")
+        self.close_folder()
+        self.state = State.LOGOUT
+        self.untagged(b"* BYE Logging out\r\n")
+        return ok("LOGOUT completed", action=Action.CLOSE)
+
+    def id_command(self, tag: str, args: list) -> Tagged:
+        """RFC 2971: the client's list is accepted whatever it holds; ours names the server."""
+        count(args, 1, syntax="ID (field value ...) | NIL")
+        if not (args[0] == "NIL" or (isinstance(args[0], list) and len(args[0]) % 2 == 0
+                                     and len(args[0]) <= 60)):
+            raise Bad("Syntax: ID (field value ...) | NIL")
+        self.untagged(b'* ID ("name" "mailforge" "vendor" "mailforge")\r\n')
+        return ok("ID completed")
+
+    def enable(self, tag: str, args: list) -> Tagged:
+        """RFC 5161: none of the extensions that need enabling (CONDSTORE, QRESYNC,
+        UTF8=ACCEPT) is served, so nothing gets enabled."""
+        count(args, 1, 100, syntax="ENABLE capability ...")
+        self.untagged(b"* ENABLED\r\n")
+        return ok("ENABLE completed")
+
+    # --- NOT_AUTHENTICATED -------------------------------------------------------------------
+
+    def starttls(self, tag: str, args: list) -> Tagged:
+        count(args, 0, syntax="STARTTLS")
+        if self.tls_active:
+            return bad("TLS is already active")
+        if not self.settings.tls_available:
+            return no("TLS is not available")
+        return ok("Begin TLS negotiation now", action=Action.STARTTLS)
+
+    def tls_started(self) -> None:
+        """RFC 3501 6.2.1: still NOT_AUTHENTICATED, and the client asks CAPABILITY again."""
+        self.tls_active = True
+
+    def login(self, tag: str, args: list) -> Tagged:
+        count(args, 2, syntax="LOGIN user password")
+        if not self._plaintext_allowed():
+            return no("Plaintext authentication disallowed on non-secure connections; "
+                      "use STARTTLS first", "PRIVACYREQUIRED")
+        user, password = text(args[0]), text(args[1])
+        if not self.accounts.check_password(user, password):  # type: ignore[attr-defined]
+            return no("Authentication failed", AUTHENTICATION_FAILED)
+        return self._logged_in(normalize_address(user))
+
+    def authenticate(self, tag: str, args: list) -> Tagged:
+        count(args, 1, 2, syntax="AUTHENTICATE mechanism [initial-response]")
+        name = args[0].upper() if isinstance(args[0], str) else ""
+        if name not in self._mechanisms():
+            if name in PLAINTEXT_MECHANISMS:
+                return no("Plaintext authentication disallowed on non-secure connections; "
+                          "use STARTTLS first", "PRIVACYREQUIRED")
+            return no("Unsupported authentication mechanism", "CANNOT")
+        try:
+            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)  # type: ignore[arg-type]
+        except SASLError:
+            return no("Unsupported authentication mechanism", "CANNOT")
+        self._pending_tag = tag
+        initial = text(args[1]) if len(args) == 2 else None
+        return self._sasl_result(self._sasl.start(initial))
+
+    def sasl_line(self, line: bytes) -> Reply:
+        """The client's answer to an AUTHENTICATE challenge (runs in the thread pool: the
+        password checks are deliberately slow)."""
+        assert self._sasl is not None
+        if line.strip() == CANCEL.encode():
+            self._sasl = None
+            return self._finish(self._pending_tag, bad("Authentication cancelled"))
+        return self._finish(self._pending_tag,
+                            self._sasl_result(self._sasl.step(line.decode("ascii", "replace"))))
+
+    def sasl_too_long(self) -> Reply:
+        self._sasl = None
+        return self._finish(self._pending_tag, bad("Authentication line too long"))
+
+    def _sasl_result(self, step: Step) -> Tagged:
+        if step.kind == "challenge":
+            return continuation(step.challenge)
+        self._sasl = None
+        if step.kind == "success":
+            return self._logged_in(step.user)
+        return no("Authentication failed", AUTHENTICATION_FAILED)
+
+    def _logged_in(self, user: str) -> Tagged:
+        """The credentials are good: the driver checks the user's session count and opens the
+        mailbox (`mailbox_opened`)."""
+        self.user = user
+        return ok("", action=Action.OPEN_MAILDROP)
+
+    def mailbox_opened(self) -> Reply:
+        """Runs in the thread pool: opening a mailbox may create it on disk."""
+        try:
+            self.mailbox = self.open_mailbox(self.user)
+        except (StoreError, OSError):
+            return self.login_refused("Cannot open the mailbox, try again later", "UNAVAILABLE")
+        self.state = State.AUTHENTICATED
+        return self._finish(self._pending_tag, ok("Logged in", f"CAPABILITY {self.capabilities()}"))
+
+    def login_refused(self, reason: str, code: str) -> Reply:
+        self.user = ""
+        return self._finish(self._pending_tag, no(reason, code))
+
+    def _plaintext_allowed(self) -> bool:
+        return self.tls_active or self.settings.allow_plaintext_auth
+
+    def _mechanisms(self) -> list[str]:
+        return mechanisms(self.tls_active, self.settings.allow_plaintext_auth)
+
+    # --- AUTHENTICATED and SELECTED ----------------------------------------------------------
+
+    def select_folder(self, selected: Selected | None) -> None:
+        self.close_folder()
+        self.selected = selected
+        self.state = State.AUTHENTICATED if selected is None else State.SELECTED
+
+    def close_folder(self) -> None:
+        if self.selected is not None:
+            self.selected.folder.close()
+            self.selected = None
+            self.state = State.AUTHENTICATED
+
+    def close(self) -> None:
+        """The session ended, however it did: release the folder and the mailbox."""
+        self.close_folder()
+        if self.mailbox is not None:
+            self.mailbox.close()
+            self.mailbox = None
+
+    def idle(self, tag: str, args: list) -> Tagged:
+        count(args, 0, syntax="IDLE")
+        if self.state is State.SELECTED:
+            self.report_changes()
+        return ok("", action=Action.IDLE)
+
+    def idle_poll(self) -> bytes:
+        """During IDLE (thread pool): what changed since the last look, as untagged responses."""
+        if self.state is State.SELECTED:
+            self.report_changes()
+        lines, self._untagged = self._untagged, []
+        return b"".join(lines)
+
+    def idle_done(self, line: bytes) -> Reply:
+        if line.strip().upper() != b"DONE":
+            return self._finish(self._pending_tag, bad("Expected DONE"))
+        return self._finish(self._pending_tag, ok("IDLE terminated"))
+
+
+N, A, S = State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED
+STORE = frozenset({"store"})
+SEQUENCE = frozenset({"store", "sequence"})
+TRYCREATE = frozenset({"store", "trycreate"})
+
+COMMANDS: dict[str, Command] = {
+    "CAPABILITY": Command(IMAPMachine.capability),
+    "NOOP": Command(IMAPMachine.noop, flags=STORE),
+    "LOGOUT": Command(IMAPMachine.logout, flags=STORE),
+    "ID": Command(IMAPMachine.id_command),
+    "ENABLE": Command(IMAPMachine.enable, A),
+    "STARTTLS": Command(IMAPMachine.starttls, until=N),
+    "LOGIN": Command(IMAPMachine.login, until=N, flags=STORE),
+    "AUTHENTICATE": Command(IMAPMachine.authenticate, until=N, flags=STORE),
+    "IDLE": Command(IMAPMachine.idle, A, flags=STORE),
+    "SELECT": Command(folders.select, A, flags=STORE),
+    "EXAMINE": Command(folders.examine, A, flags=STORE),
+    "CREATE": Command(folders.create, A, flags=STORE),
+    "DELETE": Command(folders.delete, A, flags=STORE),
+    "RENAME": Command(folders.rename, A, flags=STORE),
+    "SUBSCRIBE": Command(folders.subscribe, A, flags=STORE),
+    "UNSUBSCRIBE": Command(folders.unsubscribe, A, flags=STORE),
+    "LIST": Command(folders.list_command, A, flags=STORE),
+    "XLIST": Command(folders.xlist, A, flags=STORE),
+    "LSUB": Command(folders.lsub, A, flags=STORE),
+    "STATUS": Command(folders.status, A, flags=STORE),
+    "APPEND": Command(folders.append, A, flags=TRYCREATE),
+    "NAMESPACE": Command(folders.namespace, A),
+    "GETQUOTA": Command(folders.getquota, A, flags=STORE),
+    "GETQUOTAROOT": Command(folders.getquotaroot, A, flags=STORE),
+    "SETQUOTA": Command(folders.setquota, A),
+    "CHECK": Command(messages.check, S, flags=STORE),
+    "CLOSE": Command(messages.close, S, flags=STORE),
+    "UNSELECT": Command(messages.unselect, S, flags=STORE),
+    "EXPUNGE": Command(messages.expunge, S, flags=STORE),
+    "SEARCH": Command(messages.search, S, flags=SEQUENCE),
+    "FETCH": Command(messages.fetch, S, flags=SEQUENCE),
+    "STORE": Command(messages.store, S, flags=SEQUENCE),
+    "COPY": Command(messages.copy, S, flags=TRYCREATE),
+    "MOVE": Command(messages.move, S, flags=TRYCREATE),
+    "UID SEARCH": Command(messages.uid_search, S, flags=STORE),
+    "UID FETCH": Command(messages.uid_fetch, S, flags=STORE),
+    "UID STORE": Command(messages.uid_store, S, flags=STORE),
+    "UID COPY": Command(messages.uid_copy, S, flags=TRYCREATE),
+    "UID MOVE": Command(messages.uid_move, S, flags=TRYCREATE),
+    "UID EXPUNGE": Command(messages.uid_expunge, S, flags=STORE),
+}

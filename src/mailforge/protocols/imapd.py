@@ -1,0 +1,231 @@
+"""Drives one IMAP session: the transport's input through the incremental command parser into
+the state machine (protocols/imap/state.py), its replies back out.
+
+Commands that touch the store run in the worker's thread pool, one at a time per session, so
+one large folder does not stall every other session. Literals: a synchronizing `{n}` gets its
+"+" continuation once the parser asks for it; `{n+}` (LITERAL+) does not. IDLE polls the
+folder for changes every IDLE_POLL seconds (cheap in the store when nothing changed), so a
+message delivered to an idling client is pushed within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..auth.accounts import Accounts
+from ..policy.abuse import AbuseGuard
+from ..ratekeeper.client import RateKeeperClient
+from ..speedups import Command as ParsedCommand
+from ..speedups import CommandParser, ParseError
+from ..store.api import Mailbox
+from .imap.state import IMAPMachine, IMAPSettings, State
+from .session import Action, Reply, StopSignal
+from .transport import Connection, ConnectionClosed, LineTooLong
+
+log = logging.getLogger("mailforge.imap")
+T = TypeVar("T")
+
+# How often an idling session looks for changes: a new message is pushed within a second.
+IDLE_POLL = 0.5
+# RFC 2177 3: clients re-IDLE every 29 minutes; a periodic "still here" finds dead peers
+# without cutting live ones.
+IDLE_KEEPALIVE = 120.0
+# An AUTHENTICATE answer line (base64): auth.sasl refuses longer ones itself.
+MAX_SASL_LINE = 8192 + 2
+# The rate-keeper counts sessions per user as a "service" of its own, keyed by the address.
+USER_SESSIONS = "imap-users"
+
+
+@dataclass
+class IMAPContext:
+    """What every session of one worker shares."""
+
+    settings: IMAPSettings
+    accounts: Accounts
+    open_mailbox: Callable[[str], Mailbox]
+    executor: Executor
+    worker: StopSignal
+    ratekeeper: RateKeeperClient
+    max_sessions_per_user: int
+    guard: AbuseGuard
+    tls_context: ssl.SSLContext | None = None
+
+
+def refusal(verdict: str, hostname: str) -> bytes:
+    """The untagged BYE for a connection over a cap or from a blocked address (rate-keeper verdict)."""
+    if verdict == "blocked":
+        return b"* BYE [UNAVAILABLE] Too many failed attempts from your address, try again later\r\n"
+    if verdict == "ip_full":
+        return b"* BYE [UNAVAILABLE] Too many connections from your IP address\r\n"
+    return b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+
+
+def shutdown_reply(hostname: str) -> bytes:
+    return b"* BYE [UNAVAILABLE] Server shutting down\r\n"
+
+
+class IMAPDriver:
+    def __init__(self, conn: Connection, ctx: IMAPContext) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.machine = IMAPMachine(ctx.settings, ctx.accounts, ctx.open_mailbox, tls_active=conn.tls)
+        self.parser = CommandParser(max_literal=ctx.settings.max_append)
+        self.counted_user = ""  # the user this session is counted against in the rate-keeper
+
+    async def run(self) -> None:
+        conn, machine = self.conn, self.machine
+        conn.idle_reply = machine.idle_reply()
+        conn.write(machine.greeting())
+        try:
+            while True:
+                if self.ctx.worker.stopping:
+                    conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
+                    return
+                result = await self._next_reply()
+                if result.failure is not None and await self.ctx.guard.answer_failure(
+                        conn, "imap", result, refusal("blocked", self.ctx.settings.hostname)):
+                    return
+                if result.text:
+                    conn.queue_reply(result.text)
+                if result.action is Action.CLOSE:
+                    return
+                if result.action is Action.STARTTLS:
+                    conn.flush()
+                    assert self.ctx.tls_context is not None
+                    await conn.start_tls(self.ctx.tls_context)
+                    machine.tls_started()
+                    # Whatever the parser held from before the handshake is not to be trusted.
+                    self.parser = CommandParser(max_literal=self.ctx.settings.max_append)
+                elif result.action is Action.IDLE:
+                    await self._idle()
+                if not conn.has_buffered_line():
+                    conn.flush()
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.flush()
+            await self._in_thread(machine.close)
+            if self.counted_user:
+                await self.ctx.ratekeeper.close_session(USER_SESSIONS, self.counted_user)
+
+    async def _next_reply(self) -> Reply:
+        machine = self.machine
+        if machine.in_sasl:
+            self.conn.flush()
+            try:
+                line = await self.conn.readline(MAX_SASL_LINE)
+            except LineTooLong:
+                return machine.sasl_too_long()
+            result = await self._in_thread(machine.sasl_line, line)
+        else:
+            command = await self._read_command()
+            if isinstance(command, Reply):
+                return command
+            if machine.runs_in_thread(command):
+                result = await self._in_thread(machine.handle, command)
+            else:
+                result = machine.handle(command)
+        if result.action is Action.OPEN_MAILDROP:
+            return await self._open_mailbox(result)
+        return result
+
+    async def _read_command(self) -> ParsedCommand | Reply:
+        """The next whole command, literals included; or the BAD for one the parser refused."""
+        conn = self.conn
+        # Waiting for a new command, the session may be cut by a stopping worker at once.
+        conn.interruptible = not conn.has_buffered_line()
+        # From a literal's first octet to the end of its command, input is held to the minimum
+        # transfer rate (each trickled byte would reset the idle timer); command lines are not.
+        timed, timed_literal = contextlib.ExitStack(), False
+        try:
+            while True:
+                if self.parser.in_literal and not timed_literal:
+                    timed.enter_context(conn.transfer())
+                    timed_literal = True
+                chunk = await conn.read_chunk()
+                conn.interruptible = False
+                try:
+                    command, used = self.parser.feed(chunk)
+                except ParseError as exc:
+                    conn.unread(chunk[exc.consumed:])
+                    return self.machine.parse_error(exc.tag, str(exc))
+                conn.unread(chunk[used:])
+                if command is not None:
+                    return command
+                # Waiting for more of this command: what was answered so far goes out first
+                # (a BAD for the command whose literal is being skipped, too).
+                conn.flush()
+                if self.parser.wants_continuation:
+                    conn.write(b"+ Ready for literal data\r\n")
+        finally:
+            conn.interruptible = False
+            timed.close()
+
+    async def _open_mailbox(self, pending: Reply) -> Reply:
+        """After good credentials: count the user's sessions, then open the mailbox."""
+        machine = self.machine
+        verdict = await self.ctx.ratekeeper.open_session(
+            USER_SESSIONS, machine.user, 0, self.ctx.max_sessions_per_user)
+        if verdict != "ok":
+            log.warning("%s: too many IMAP sessions, refused login from %s", machine.user,
+                        self.conn.peer_ip)
+            return Reply(pending.text + machine.login_refused(
+                "Too many sessions for this user", "LIMIT").text)
+        self.counted_user = machine.user
+        result = await self._in_thread(machine.mailbox_opened)
+        if machine.state is State.NOT_AUTHENTICATED:
+            await self.ctx.ratekeeper.close_session(USER_SESSIONS, self.counted_user)
+            self.counted_user = ""
+            log.error("%s: cannot open the mailbox", machine.user)
+        else:
+            log.info("%s: IMAP login from %s", machine.user, self.conn.peer_ip)
+        return Reply(pending.text + result.text, result.action)
+
+    async def _idle(self) -> None:
+        """RFC 2177: push changes until the client's DONE (which ends the wait for a line)."""
+        conn, machine = self.conn, self.machine
+        conn.queue_reply(b"+ idling\r\n")
+        conn.flush()
+        keepalive = time.monotonic() + IDLE_KEEPALIVE
+        line_reader = asyncio.ensure_future(conn.readline(MAX_SASL_LINE))
+        try:
+            while True:
+                conn.interruptible = True
+                done, _ = await asyncio.wait({line_reader}, timeout=IDLE_POLL)
+                conn.interruptible = False
+                if done:
+                    break
+                if self.ctx.worker.stopping:
+                    return
+                updates = await self._in_thread(machine.idle_poll)
+                now = time.monotonic()
+                # An idling client is not idle; a dead one is found by the keepalive's write.
+                conn.last_activity = now
+                if not updates and now >= keepalive:
+                    updates = b"* OK Still here\r\n"
+                if updates:
+                    keepalive = now + IDLE_KEEPALIVE
+                    conn.write(updates)
+        finally:
+            if not line_reader.done():
+                line_reader.cancel()
+        try:
+            line = line_reader.result()
+        except LineTooLong:
+            line = b""
+        conn.queue_reply(machine.idle_done(line).text)
+
+    async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, function, *args)
+
+
+async def serve(conn: Connection, ctx: IMAPContext) -> None:
+    await IMAPDriver(conn, ctx).run()

@@ -1,0 +1,211 @@
+"""Delivery status notifications: RFC 3464 multipart/report messages, RFC 3461 rules.
+
+A report is built in the queue's own form (LF line ends, see spool.py) so that it is queued
+and delivered like any message. Reports about non-ASCII addresses use RFC 6533's
+message/global-delivery-status and message/global.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import secrets
+from dataclasses import dataclass
+
+# RFC 3461 4.1: the NOTIFY keywords; NEVER stands alone.
+NOTIFY_KEYWORDS = ("SUCCESS", "FAILURE", "DELAY")
+NEVER = "NEVER"
+RET_VALUES = ("FULL", "HDRS")
+# RFC 3461 4.4: ENVID is at most 100 characters; ORCPT's address part at most 500.
+MAX_ENVID = 100
+MAX_ORCPT = 500
+# A returned message bigger than this comes back as its headers only (Postfix's
+# bounce_size_limit): a bounce must not double the load a big message put on the sender.
+RETURN_LIMIT = 50_000
+
+FAILED, DELAYED, DELIVERED, RELAYED = "failed", "delayed", "delivered", "relayed"
+SUBJECTS = {
+    FAILED: "Undelivered Mail Returned to Sender",
+    DELAYED: "Delayed Mail (still being retried)",
+    DELIVERED: "Successful Mail Delivery Report",
+    RELAYED: "Successful Mail Delivery Report",
+}
+EXPLANATIONS = {
+    FAILED: "I'm sorry to have to inform you that your message could not\n"
+            "be delivered to one or more recipients. It's attached below.",
+    DELAYED: "Your message could not be delivered yet to one or more recipients.\n"
+             "Delivery will be retried until the time given below; you need not\n"
+             "resend it.",
+    DELIVERED: "Your message was delivered to the destination mailbox(es) below.",
+    RELAYED: "Your message was relayed to a mail server that does not send\n"
+             "delivery reports; this is the last notice you will get about it.",
+}
+_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+
+
+class DSNParamError(ValueError):
+    """A DSN parameter we refuse at receipt (the session answers 501)."""
+
+
+def xtext_encode(text: str) -> str:
+    """RFC 3461 4: '+' and '=' and bytes outside '!'..'~' become +XX."""
+    return "".join(chr(b) if 33 <= b <= 126 and b not in (43, 61) else f"+{b:02X}"
+                   for b in text.encode())
+
+
+def xtext_decode(text: str) -> str:
+    if any(not 33 <= ord(c) <= 126 or c == "=" for c in text) or "+" in _XTEXT_HEX.sub("", text):
+        raise DSNParamError(f"bad xtext {text[:40]!r}")
+    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), text).encode("latin-1").decode(
+        "utf-8", "replace")
+
+
+def parse_notify(value: str) -> str:
+    keywords = [k.upper() for k in value.split(",")]
+    if keywords == [NEVER]:
+        return NEVER
+    if not keywords or len(set(keywords)) != len(keywords) or not set(keywords) <= set(NOTIFY_KEYWORDS):
+        raise DSNParamError("NOTIFY takes NEVER, or SUCCESS, FAILURE and DELAY joined by commas")
+    return ",".join(k for k in NOTIFY_KEYWORDS if k in keywords)
+
+
+def parse_orcpt(value: str) -> str:
+    """`addr-type;xtext` → `addr-type;address` (decoded), as the envelope keeps it."""
+    addr_type, sep, address = value.partition(";")
+    if not sep or not addr_type or not address or len(address) > MAX_ORCPT:
+        raise DSNParamError("ORCPT takes addr-type;address")
+    return f"{addr_type.lower()};{xtext_decode(address)}"
+
+
+def parse_envid(value: str) -> str:
+    envid = xtext_decode(value)
+    if len(envid) > MAX_ENVID:
+        raise DSNParamError(f"ENVID is longer than {MAX_ENVID} characters")
+    return envid
+
+
+def parse_ret(value: str) -> str:
+    if value.upper() not in RET_VALUES:
+        raise DSNParamError("RET takes FULL or HDRS")
+    return value.upper()
+
+
+def wants(notify: str, event: str) -> bool:
+    """Does a recipient's NOTIFY ask for a report of `event` (FAILURE, DELAY, SUCCESS)?
+    Without NOTIFY, failures and delays are reported (RFC 3461 4.1)."""
+    if not notify:
+        return event in ("FAILURE", "DELAY")
+    return event in notify.split(",")
+
+
+@dataclass
+class RecipientStatus:
+    recipient: str
+    action: str  # FAILED, DELAYED, DELIVERED or RELAYED
+    status: str  # RFC 3463, e.g. "5.1.1"
+    diagnostic: str = ""  # the remote reply ("550 5.1.1 ...") or our own reason
+    remote_mta: str = ""
+    orcpt: str = ""  # addr-type;address, when the client gave ORCPT
+
+
+@dataclass
+class Original:
+    """What a report says about the message it reports on."""
+
+    queue_id: str
+    sender: str
+    received_at: float
+    message: bytes  # queue form, delivery headers stripped
+    envid: str = ""
+    ret: str = ""
+
+
+def build_report(original: Original, statuses: list[RecipientStatus], reporting_mta: str,
+                 now: float, retry_until: float | None = None) -> bytes:
+    """An RFC 3464 report in queue form (LF line ends), headers and all."""
+    action = statuses[0].action
+    utf8 = not all(s.recipient.isascii() and s.orcpt.isascii() for s in statuses)
+    boundary = f"{original.queue_id}/{secrets.token_hex(8)}"
+    date = email.utils.formatdate(now, localtime=True)
+    headers = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
+        f"To: <{original.sender}>",
+        f"Subject: {SUBJECTS[action]}",
+        f"Date: {date}",
+        f"Message-ID: <{original.queue_id}.{action}.{secrets.token_hex(4)}@{reporting_mta}>",
+        "Auto-Submitted: auto-replied",  # RFC 3834: no vacation replies to this
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status;\n\tboundary="{boundary}"',
+    ]
+    parts = [
+        "Content-Description: Notification\nContent-Type: text/plain; charset=utf-8\n\n"
+        + _human_text(original, statuses, reporting_mta, retry_until),
+        "Content-Description: Delivery report\nContent-Type: "
+        + ("message/global-delivery-status" if utf8 else "message/delivery-status")
+        + "\n\n" + _machine_text(original, statuses, reporting_mta, now, retry_until),
+    ]
+    returned = _returned_part(original, utf8, action)
+    text = "\n".join(headers) + "\n\nThis is a MIME-encapsulated message.\n\n"
+    text += "".join(f"--{boundary}\n{part}\n" for part in parts) + f"--{boundary}\n"
+    return text.encode() + returned + f"\n--{boundary}--\n".encode()
+
+
+def _human_text(original: Original, statuses: list[RecipientStatus], reporting_mta: str,
+                retry_until: float | None) -> str:
+    action = statuses[0].action
+    lines = [f"This is the mail system at host {reporting_mta}.", "",
+             EXPLANATIONS[action], ""]
+    if retry_until is not None:
+        lines += [f"Delivery will be retried until {email.utils.formatdate(retry_until, localtime=True)}.", ""]
+    for s in statuses:
+        lines.append(f"<{s.recipient}>: {s.diagnostic or s.status}")
+    return "\n".join(lines) + "\n"
+
+
+def _machine_text(original: Original, statuses: list[RecipientStatus], reporting_mta: str,
+                  now: float, retry_until: float | None) -> str:
+    fields = [f"Reporting-MTA: dns; {reporting_mta}", f"X-Mailforge-Queue-ID: {original.queue_id}"]
+    if original.envid:
+        fields.append(f"Original-Envelope-Id: {original.envid}")
+    fields.append(f"Arrival-Date: {email.utils.formatdate(original.received_at, localtime=True)}")
+    blocks = ["\n".join(fields)]
+    addr_type = "utf-8" if not all(s.recipient.isascii() for s in statuses) else "rfc822"
+    for s in statuses:
+        block = []
+        if s.orcpt:
+            kind, _, address = s.orcpt.partition(";")
+            block.append(f"Original-Recipient: {kind}; {address}")
+        block += [f"Final-Recipient: {addr_type}; {s.recipient}", f"Action: {s.action}",
+                  f"Status: {s.status}"]
+        if s.remote_mta:  # its host name: the address and port are for our logs
+            block.append(f"Remote-MTA: dns; {s.remote_mta.split('[')[0]}")
+        if s.diagnostic and s.remote_mta:
+            block.append(f"Diagnostic-Code: smtp; {_one_line(s.diagnostic)}")
+        elif s.diagnostic:
+            block.append(f"X-Mailforge-Reason: {_one_line(s.diagnostic)}")
+        block.append(f"Last-Attempt-Date: {email.utils.formatdate(now, localtime=True)}")
+        if retry_until is not None and s.action == DELAYED:
+            block.append(f"Will-Retry-Until: {email.utils.formatdate(retry_until, localtime=True)}")
+        blocks.append("\n".join(block))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _returned_part(original: Original, utf8: bool, action: str) -> bytes:
+    """The original message (RET=FULL, the default for failures) or its headers."""
+    message = original.message
+    full = (original.ret == "FULL" or (not original.ret and action == FAILED))
+    if full and len(message) <= RETURN_LIMIT:
+        kind = "message/global" if utf8 else "message/rfc822"
+        description = "Undelivered Message" if action == FAILED else "Message"
+        content = message
+    else:
+        kind, description = "text/rfc822-headers", "Message Headers"
+        end = message.find(b"\n\n")
+        content = message if end < 0 else message[:end + 1]
+    encoding = "" if content.isascii() else "Content-Transfer-Encoding: 8bit\n"
+    head = f"Content-Description: {description}\nContent-Type: {kind}\n{encoding}\n"
+    return head.encode() + content.rstrip(b"\n") + b"\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,79 @@
+"""Turn what happened to a queued message's recipients into DSN messages to queue.
+
+One notice per message per event (a failure, a delay, successes), to the envelope sender,
+never to the null sender, only for recipients whose NOTIFY asks for it (RFC 3461 4.1).
+Its queue id is derived from the message's id and attempt, so an attempt repeated after a
+crash rewrites the same notice instead of sending a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import dsn
+from .envelope import Envelope
+
+KIND_LETTER = {dsn.FAILED: "B", dsn.DELAYED: "D", dsn.DELIVERED: "S", dsn.RELAYED: "S"}
+EVENT = {dsn.FAILED: "FAILURE", dsn.DELAYED: "DELAY", dsn.DELIVERED: "SUCCESS",
+         dsn.RELAYED: "SUCCESS"}
+
+
+@dataclass
+class Outcomes:
+    """Per recipient, what one delivery attempt settled (beside those left to retry)."""
+
+    failed: dict[str, dsn.RecipientStatus] = field(default_factory=dict)
+    succeeded: dict[str, dsn.RecipientStatus] = field(default_factory=dict)
+
+
+@dataclass
+class Notice:
+    envelope: Envelope
+    message: bytes  # queue form: delivery headers, then the report
+
+
+def notices_for(env: Envelope, message: bytes, outcomes: Outcomes, delayed: dict[str, str],
+                reporting_mta: str, now: float, retry_until: float) -> list[Notice]:
+    """The notices an attempt owes; `delayed` is rcpt → last error, for a delay notice."""
+    if not env.sender:
+        return []
+    original = dsn.Original(env.id, env.sender, env.received_at, message, env.envid, env.ret)
+    groups = [
+        [s for s in outcomes.failed.values() if _wants(env, s)],
+        [s for s in outcomes.succeeded.values() if _wants(env, s)],
+        [dsn.RecipientStatus(r, dsn.DELAYED, _status_of(why), why, orcpt=env.orcpt.get(r, ""))
+         for r, why in delayed.items() if dsn.wants(env.notify.get(r, ""), "DELAY")],
+    ]
+    notices = []
+    for statuses in groups:
+        if not statuses:
+            continue
+        for s in statuses:
+            s.orcpt = s.orcpt or env.orcpt.get(s.recipient, "")
+        until = retry_until if statuses[0].action == dsn.DELAYED else None
+        report = dsn.build_report(original, statuses, reporting_mta, now, until)
+        notices.append(_queued(env, statuses[0].action, report, now))
+    return notices
+
+
+def _wants(env: Envelope, status: dsn.RecipientStatus) -> bool:
+    return dsn.wants(env.notify.get(status.recipient, ""), EVENT[status.action])
+
+
+def _status_of(why: str) -> str:
+    """The enhanced code at the start of an error text we keep, else a generic one."""
+    for word in why.replace(":", " ").split():
+        if word[:2] == "4." and word.count(".") == 2:
+            return word
+    return "4.0.0"
+
+
+def _queued(env: Envelope, action: str, report: bytes, now: float) -> Notice:
+    notice_id = f"{env.id}-{KIND_LETTER[action]}{env.attempts}"
+    prefix = f"Return-Path: <>\nDelivered-To: {env.sender}\n".encode()
+    message = prefix + report
+    notice = Envelope(id=notice_id, sender="", recipients=[env.sender], received_at=now,
+                      client_ip="", helo="", size=len(message), prefix_size=len(prefix),
+                      delivered_to=env.sender, smtputf8=not message.isascii(),
+                      body_8bit=not report.isascii())
+    return Notice(notice, message)

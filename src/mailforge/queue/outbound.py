@@ -1,0 +1,227 @@
+"""Relay a batch of queued messages: route each domain, then deliver per destination.
+
+Recipients routed to one destination (an MX domain, an override host, the smarthost) share
+connections: at most `max_per_destination` at once, each carrying up to
+`messages_per_connection` messages before it is closed. Every recipient comes back with a
+`Result`; nothing here touches the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..config import Config
+from .relay import Message, Reply, SMTPClient, SMTPClientError, TLSFailed
+from .routing import Destination, RouteError, Router, domain_of
+
+log = logging.getLogger("mailforge.delivery")
+
+# RFC 5321 4.5.3.1.8: a server must take 100 recipients per message; more go in another one.
+MAX_RCPTS_PER_TRANSACTION = 100
+
+
+@dataclass(frozen=True)
+class Result:
+    """One recipient's outcome: accepted (2xx), temporary (4xx) or permanent (5xx)."""
+
+    code: int
+    status: str
+    text: str
+    remote_mta: str = ""  # host[address]:port that gave the answer, "" when none did
+    dsn_passed: bool = False  # the next hop took our DSN parameters and reports from now on
+
+    @property
+    def accepted(self) -> bool:
+        return self.code < 400
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    def describe(self) -> str:
+        return self.text if not self.remote_mta else f"{self.remote_mta} said: {self.text}"
+
+
+def failure(permanent: bool, status: str, text: str, remote_mta: str = "") -> Result:
+    return Result(550 if permanent else 451, status, text, remote_mta)
+
+
+def from_reply(reply: Reply, client: SMTPClient) -> Result:
+    return Result(reply.code, reply.status, reply.describe(), client.label,
+                  reply.code < 400 and "DSN" in client.extensions)
+
+
+@dataclass
+class Job:
+    message: Message  # its recipients are those of one destination, at most 100
+    results: dict[str, Result]  # where this job's outcomes go
+
+
+def client_tls_context() -> ssl.SSLContext:
+    """Opportunistic TLS: encrypt when offered, without checking the certificate (RFC 7435)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Outbound:
+    def __init__(self, config: Config, router: Router | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        self.config = config
+        self.delivery = config.delivery
+        self.router = router or Router(config.delivery)
+        self.tls_context = tls_context if tls_context is not None else client_tls_context()
+
+    async def deliver(self, messages: Iterable[Message]) -> dict[str, dict[str, Result]]:
+        """message id → recipient → Result, for every recipient of every message."""
+        messages = list(messages)
+        results: dict[str, dict[str, Result]] = {m.id: {} for m in messages}
+        domains = sorted({domain_of(r) for m in messages for r in m.recipients})
+        routes = dict(zip(domains, await asyncio.gather(*(self._route(d) for d in domains))))
+        jobs: dict[str, list[Job]] = collections.defaultdict(list)
+        destinations: dict[str, Destination] = {}
+        for message in messages:
+            by_key: dict[str, list[str]] = collections.defaultdict(list)
+            for rcpt in message.recipients:
+                route = routes[domain_of(rcpt)]
+                if isinstance(route, RouteError):
+                    results[message.id][rcpt] = failure(route.permanent, route.status, route.text)
+                    continue
+                destinations[route.key] = route
+                by_key[route.key].append(rcpt)
+            for key, rcpts in by_key.items():
+                for start in range(0, len(rcpts), MAX_RCPTS_PER_TRANSACTION):
+                    part = _for_recipients(message, rcpts[start:start + MAX_RCPTS_PER_TRANSACTION])
+                    jobs[key].append(Job(part, results[message.id]))
+        await asyncio.gather(*(self._destination(destinations[k], js) for k, js in jobs.items()))
+        return results
+
+    async def _route(self, domain: str) -> Destination | RouteError:
+        try:
+            return await self.router.route(domain)
+        except RouteError as exc:
+            log.warning("no route to %s: %s", domain, exc)
+            return exc
+
+    async def _destination(self, destination: Destination, jobs: list[Job]) -> None:
+        queue = collections.deque(jobs)
+        connections = min(self.delivery.max_per_destination, len(jobs))
+        await asyncio.gather(*(self._connection(destination, queue) for _ in range(connections)))
+
+    async def _connection(self, destination: Destination, queue: collections.deque[Job]) -> None:
+        """Connect, send up to messages_per_connection jobs, repeat while jobs are left."""
+        while queue:
+            try:
+                client = await self._connect(destination)
+            except SMTPClientError as exc:
+                # Every host refused: the jobs still waiting would meet the same refusal.
+                outcome = failure(exc.permanent, exc.reply.status if exc.reply else "4.4.1", str(exc))
+                while queue:
+                    _settle(queue.popleft(), outcome)
+                return
+            try:
+                await self._send_some(client, queue)
+            finally:
+                await client.quit()
+
+    async def _send_some(self, client: SMTPClient, queue: collections.deque[Job]) -> None:
+        for _ in range(self.delivery.messages_per_connection):
+            if not queue:
+                return
+            job = queue.popleft()
+            if client.needs_utf8_refused(job.message):
+                _settle(job, failure(True, "5.6.7", f"{client.label} does not support SMTPUTF8, "
+                                     "needed for a non-ASCII address", client.label))
+                continue
+            try:
+                replies = await client.send(job.message)
+            except SMTPClientError as exc:
+                _settle(job, failure(False, "4.4.2", str(exc), client.label))
+                return  # the connection is unusable; the next job gets a new one
+            for rcpt, reply in replies.items():
+                job.results[rcpt] = from_reply(reply, client)
+                log.info("%s id=%s to=<%s> relay=%s reply=%s",
+                         "relayed" if reply.code < 400 else "refused", job.message.id, rcpt,
+                         client.label, reply.describe())
+
+    async def _connect(self, destination: Destination) -> SMTPClient:
+        """A greeted (and, for the smarthost, authenticated) client to the first host that works."""
+        errors: list[SMTPClientError] = []
+        for host in destination.hosts:
+            client = SMTPClient(self.config.server.hostname, self.delivery.command_timeout,
+                                self.tls_context)
+            try:
+                try:
+                    await client.connect(host, self.delivery.connect_timeout)
+                except TLSFailed as exc:
+                    log.warning("%s; trying again without TLS", exc)
+                    client.close()
+                    await client.connect(host, self.delivery.connect_timeout, use_tls=False)
+                if destination.smarthost and self.delivery.smarthost_user:
+                    await client.authenticate(self.delivery.smarthost_user,
+                                              self.delivery.smarthost_password,
+                                              self.delivery.smarthost_require_tls)
+                return client
+            except SMTPClientError as exc:
+                client.close()
+                log.warning("%s", exc)
+                errors.append(exc)
+        if not errors:
+            raise SMTPClientError(f"no host to deliver to for {destination.key}")
+        # Permanent only when every host refused us outright (a 5xx greeting).
+        last = errors[-1]
+        if all(e.permanent for e in errors):
+            raise last
+        raise SMTPClientError(str(last))
+
+
+def _for_recipients(message: Message, rcpts: list[str]) -> Message:
+    return Message(message.id, message.sender, rcpts, message.data, message.smtputf8,
+                   message.body_8bit, message.envid, message.ret, message.notify, message.orcpt)
+
+
+def _settle(job: Job, outcome: Result) -> None:
+    for rcpt in job.message.recipients:
+        job.results[rcpt] = outcome
+
+
+class OutboundRunner:
+    """Runs outbound deliveries for the synchronous delivery agent, on one event loop kept
+    for the worker's life (the resolver and TLS context are reused)."""
+
+    # The agent's heartbeat is called at least this often while the network is waited on.
+    HEARTBEAT_INTERVAL = 1.0
+
+    def __init__(self, config: Config, outbound: Outbound | None = None) -> None:
+        self._outbound = outbound or Outbound(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def deliver(self, messages: list[Message],
+                heartbeat: Callable[[], None]) -> dict[str, dict[str, Result]]:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self._deliver(messages, heartbeat))
+
+    async def _deliver(self, messages: list[Message],
+                       heartbeat: Callable[[], None]) -> dict[str, dict[str, Result]]:
+        beating = asyncio.ensure_future(self._beat(heartbeat))
+        try:
+            return await self._outbound.deliver(messages)
+        finally:
+            beating.cancel()
+
+    async def _beat(self, heartbeat: Callable[[], None]) -> None:
+        while True:
+            heartbeat()
+            await asyncio.sleep(self.HEARTBEAT_INTERVAL)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None

@@ -1,0 +1,161 @@
+"""Where mail for a domain goes: smarthost, mx_override, or MX then A/AAAA (RFC 5321 5.1).
+
+MX hosts are tried in preference order, hosts of equal preference in random order; a domain
+without MX records is its own implicit MX. A null MX (RFC 7505: one MX of preference 0 for
+".") says the domain takes no mail. NXDOMAIN is permanent; SERVFAIL and timeouts are not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass, field
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.resolver
+
+from ..config import DeliveryConfig, parse_hostport
+
+SMTP_PORT = 25
+# Bounds a lookup of one name so a dead resolver delays a delivery, not the whole worker.
+DNS_LIFETIME = 10.0
+# RFC 5321 5.1: a sender should give up past some number of MX hosts; Postfix tries 5.
+MAX_MX_HOSTS = 5
+
+
+class RouteError(Exception):
+    """No host to deliver to: `permanent` says whether a retry could help."""
+
+    def __init__(self, status: str, text: str, permanent: bool) -> None:
+        super().__init__(f"{status} {text}")
+        self.status, self.text, self.permanent = status, text, permanent
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str  # what the host is called: for logs, DSNs and the TLS server name
+    address: str
+    port: int
+
+
+@dataclass
+class Destination:
+    """Hosts to try in order. `key` groups recipients that may share a connection."""
+
+    key: str
+    hosts: list[Host] = field(default_factory=list)
+    smarthost: bool = False
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def make_resolver(nameserver: str = "", port: int = 53) -> dns.asyncresolver.Resolver:
+    """The system's resolver, or (tests) one asking only `nameserver`:`port`."""
+    if not nameserver:
+        resolver = dns.asyncresolver.Resolver()
+    else:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [nameserver]
+        resolver.port = port
+    resolver.lifetime = DNS_LIFETIME
+    return resolver
+
+
+class Router:
+    def __init__(self, config: DeliveryConfig,
+                 resolver: dns.asyncresolver.Resolver | None = None) -> None:
+        self.config = config
+        self._resolver = resolver
+        self._overrides = {d.lower().rstrip("."): parse_hostport(t)
+                           for d, t in config.mx_override.items()}
+
+    @property
+    def resolver(self) -> dns.asyncresolver.Resolver:
+        if self._resolver is None:  # made on first use: routes by override need no resolver
+            self._resolver = make_resolver()
+        return self._resolver
+
+    async def route(self, domain: str) -> Destination:
+        domain = domain.lower().rstrip(".")
+        if self.config.smarthost:
+            host, port = parse_hostport(self.config.smarthost)
+            return Destination("smarthost", await self._addresses(host, port), smarthost=True)
+        if domain in self._overrides:
+            host, port = self._overrides[domain]
+            return Destination(f"{host}:{port}", await self._addresses(host, port))
+        if domain.startswith("[") and domain.endswith("]"):
+            literal = domain[1:-1].removeprefix("ipv6:")
+            return Destination(domain, [Host(literal, literal, SMTP_PORT)])
+        return Destination(domain, await self._mx_hosts(domain))
+
+    async def _mx_hosts(self, domain: str) -> list[Host]:
+        try:
+            answer = await self.resolver.resolve(domain, "MX")
+            records = [(r.preference, r.exchange) for r in answer]
+        except dns.resolver.NoAnswer:
+            records = []  # RFC 5321 5.1: no MX, so the domain itself is the host
+        except dns.resolver.NXDOMAIN:
+            raise RouteError("5.1.2", f"domain {domain} does not exist (NXDOMAIN)", True) from None
+        except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+            raise RouteError("4.4.3", f"cannot look up MX of {domain}: {_dns_reason(exc)}",
+                             False) from None
+        if any(name == dns.name.root for _, name in records):
+            # RFC 7505 3: a null MX, whatever else is there, means "no mail".
+            raise RouteError("5.1.10", f"domain {domain} accepts no mail (null MX)", True)
+        if not records:
+            return await self._addresses(domain, SMTP_PORT, implicit=True)
+        hosts: list[Host] = []
+        failures: list[RouteError] = []
+        for name in _mx_order(records)[:MAX_MX_HOSTS]:
+            try:
+                hosts += await self._addresses(name.to_text(omit_final_dot=True), SMTP_PORT)
+            except RouteError as exc:
+                failures.append(exc)
+        if hosts:
+            return hosts
+        permanent = all(f.permanent for f in failures)
+        raise RouteError("5.4.4" if permanent else "4.4.3",
+                         f"no MX host of {domain} has an address: {failures[-1].text}", permanent)
+
+    async def _addresses(self, host: str, port: int, implicit: bool = False) -> list[Host]:
+        """The host's IPv6 then IPv4 addresses (each family as the resolver ordered it)."""
+        try:
+            ipaddress.ip_address(host)
+            return [Host(host, host, port)]
+        except ValueError:
+            pass
+        found: list[Host] = []
+        errors: list[Exception] = []
+        for rdtype in ("AAAA", "A"):
+            try:
+                answer = await self.resolver.resolve(host, rdtype)
+                found += [Host(host, r.address, port) for r in answer]
+            except dns.resolver.NoAnswer:
+                pass
+            except dns.resolver.NXDOMAIN as exc:
+                errors.append(exc)
+                break  # the name does not exist: no other type will
+            except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+                errors.append(exc)
+        if found:
+            return found
+        if any(not isinstance(e, dns.resolver.NXDOMAIN) for e in errors):
+            raise RouteError("4.4.3", f"cannot look up {host}: {_dns_reason(errors[-1])}", False)
+        status = "5.1.2" if implicit else "5.4.4"
+        raise RouteError(status, f"host {host} not found", True)
+
+
+def _mx_order(records: list[tuple[int, dns.name.Name]]) -> list[dns.name.Name]:
+    """By preference; equal preferences shuffled to spread load (RFC 5321 5.1)."""
+    shuffled = random.sample(records, len(records))
+    return [name for _, name in sorted(shuffled, key=lambda r: r[0])]
+
+
+def _dns_reason(exc: Exception) -> str:
+    if isinstance(exc, dns.exception.Timeout):
+        return "DNS timeout"
+    return "DNS server failure (SERVFAIL)"

@@ -1,0 +1,132 @@
+"""What a delivery attempt settles beyond local copies: relaying, permanent failures, expiry
+and the DSNs they owe (a part of DeliveryAgent, kept apart to keep each module to one job).
+
+A permanent failure, or a temporary one past max_queue_time, is reported to the sender in
+one DSN per message (notices.py), queued and synced before the message's entry changes; a
+message from the null sender is never reported on: it goes to badmail/ instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import metrics
+from . import dsn, retry
+from .commit import fsync_dir
+from .envelope import encode
+from .notices import notices_for
+from .outbound import OutboundRunner, Result
+from .spool import ENV_SUFFIX, MSG_SUFFIX
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from .delivery import Copy, CopyBatch, Entry
+
+log = logging.getLogger("mailforge.delivery")
+
+
+class Settlement:
+    config: Config
+    clock: Callable[[], float]
+    active: Path
+    _outbound: OutboundRunner
+    _heartbeat: Callable[[], None]
+
+    def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
+        raise NotImplementedError
+
+    def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> int:
+        raise NotImplementedError
+
+    def _refuse(self, entry: Entry, rcpt: str, batch: CopyBatch, status: str, reason: str,
+                remote_mta: str = "") -> None:
+        """A permanent failure: reported to the sender, or kept in badmail/ when there is none
+        to report to (a bounce that cannot be delivered)."""
+        if not entry.envelope.sender:
+            why = f"{remote_mta} said: {reason}" if remote_mta else f"{status} {reason}"
+            batch.add(self._badmail_copy(entry, rcpt, why))
+            return
+        log.warning("bounced id=%s from=<%s> to=<%s> status=%s reason=%s", entry.id,
+                    entry.envelope.sender, rcpt, status, reason)
+        entry.outcomes.failed[rcpt] = dsn.RecipientStatus(rcpt, dsn.FAILED, status, reason,
+                                                          remote_mta)
+
+    def _relay(self, entries: list[Entry]) -> None:
+        """Relay the remote recipients; temporary failures are left for a retry."""
+        if not entries:
+            return
+        try:
+            messages = [entry.outgoing() for entry in entries]
+        except OSError as exc:  # the queue file is unreadable now: all wait for a retry
+            for entry in entries:
+                entry.failed.update(dict.fromkeys(entry.remote, str(exc)))
+            return
+        results = self._outbound.deliver(messages, self._heartbeat)
+        for entry in entries:
+            for rcpt in entry.remote:
+                self._record(entry, rcpt, results[entry.id][rcpt])
+
+    def _record(self, entry: Entry, rcpt: str, result: Result) -> None:
+        if result.accepted:
+            metrics.inc("messages_delivered_total", via="relay")
+            metrics.observe("delivery_latency_seconds",
+                            max(0.0, time.time() - entry.envelope.received_at), via="relay")
+            if not result.dsn_passed:  # a DSN-aware next hop reports success itself
+                entry.outcomes.succeeded[rcpt] = dsn.RecipientStatus(
+                    rcpt, dsn.RELAYED, result.status, result.text, result.remote_mta)
+        elif result.permanent:
+            metrics.inc("messages_bounced_total", via="relay")
+            entry.outcomes.failed[rcpt] = dsn.RecipientStatus(
+                rcpt, dsn.FAILED, result.status, result.text, result.remote_mta)
+        else:
+            entry.failed[rcpt] = result.describe()
+
+    def _expire_or_report(self, entry: Entry, batch: CopyBatch) -> None:
+        """Temporary failures of a message past max_queue_time become permanent; a permanent
+        remote failure of a message from <> is kept in badmail/."""
+        env = entry.envelope
+        if retry.expired(self.clock(), env.received_at, self.config.delivery.max_queue_time):
+            for rcpt, why in list(entry.failed.items()):
+                del entry.failed[rcpt]
+                self._refuse(entry, rcpt, batch, "4.4.7",
+                             f"message expired after {self.clock() - env.received_at:.0f} s "
+                             f"in the queue; last error: {why}")
+        if not env.sender:
+            for rcpt, status in list(entry.outcomes.failed.items()):
+                del entry.outcomes.failed[rcpt]
+                self._refuse(entry, rcpt, batch, status.status, status.diagnostic,
+                             status.remote_mta)
+
+    def _send_notices(self, entry: Entry, remaining: list[str]) -> None:
+        """Queue the DSNs this attempt owes, durably, before the entry changes."""
+        env, config = entry.envelope, self.config.delivery
+        now = self.clock()
+        local_done = [r for r in env.recipients
+                      if r not in remaining and r not in entry.remote and r not in entry.outcomes.failed]
+        for rcpt in local_done:
+            entry.outcomes.succeeded[rcpt] = dsn.RecipientStatus(rcpt, dsn.DELIVERED, "2.0.0",
+                                                                 "delivered to mailbox")
+        delay_due = (config.delay_notice > 0 and not env.delay_notified
+                     and now - env.received_at >= config.delay_notice)
+        delayed = {r: entry.failed[r] for r in remaining if r in entry.failed} if delay_due else {}
+        if not (entry.outcomes.failed or delayed or self._wants_success(entry)):
+            return
+        notices = notices_for(env, entry.returned(), entry.outcomes, delayed,
+                              self.config.server.hostname, now,
+                              env.received_at + config.max_queue_time)
+        for notice in notices:
+            self._write_aside(notice.envelope.id, MSG_SUFFIX, notice.message)
+            self._write_aside(notice.envelope.id, ENV_SUFFIX, encode(notice.envelope))
+            log.info("notice id=%s about=%s to=<%s>", notice.envelope.id, entry.id, env.sender)
+        if notices:
+            fsync_dir(self.active)
+        env.delay_notified |= bool(delayed)
+
+    @staticmethod
+    def _wants_success(entry: Entry) -> bool:
+        notify = entry.envelope.notify
+        return any(dsn.wants(notify.get(r, ""), "SUCCESS") for r in entry.outcomes.succeeded)

@@ -1,0 +1,218 @@
+"""The delivery agent relaying to aiosmtpd sinks on loopback, with a fake clock: results per
+recipient, retries, expiry, DSNs and what NOTIFY/RET/ENVID/ORCPT change in them."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import shutil
+
+import pytest
+
+from mailforge.auth.accounts import Accounts
+from mailforge.config import Config, DeliveryConfig
+from mailforge.queue import retry
+from mailforge.queue import spool as spool_module
+from mailforge.queue.delivery import DeliveryAgent
+from mailforge.queue.envelope import decode, encode
+from mailforge.queue.spool import queue_length
+from tests.smtp_sinks import Behaviour, Sink
+from tests.unit.test_delivery import NOW, Clock, delivered, enqueue
+
+REMOTE = "remote.test"
+
+
+@pytest.fixture(autouse=True)
+def setup(monkeypatch):
+    monkeypatch.setattr(spool_module, "SPILL_SIZE", 0)  # entries in files, to rewrite envelopes
+    monkeypatch.setattr(retry, "JITTER", 0.0)
+
+
+@pytest.fixture
+def sink():
+    instance = Sink(Behaviour(flaky=1))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def config(tmp_path, sink):
+    config = Config()
+    config.server.hostname = "mx.example.test"
+    config.path = tmp_path / "mailforge.toml"
+    config.delivery = DeliveryConfig(retry_schedule=[10, 20], max_queue_time=100, delay_notice=0,
+                                     mx_override={REMOTE: sink.address}, connect_timeout=2,
+                                     command_timeout=2)
+    return config
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def agent(config, clock, tmp_path_factory):
+    template = tmp_path_factory.getbasetemp() / "outbound-accounts.sqlite3"
+    if not template.exists():
+        with Accounts(template, create=True) as accounts:
+            accounts.domain_add("example.test")
+            accounts.user_add("bob@example.test", "secret")
+    shutil.copyfile(template, config.accounts_db)
+    with Accounts(config.accounts_db) as accounts:
+        yield DeliveryAgent(config, accounts, clock=clock)
+
+
+def set_dsn(config, entry_id, **fields):
+    """What the SMTP session records when the client asks for DSNs."""
+    path = config.queue_dir / "active" / f"{entry_id}.env"
+    env = decode(path.read_bytes())
+    for key, value in fields.items():
+        setattr(env, key, value)
+    path.write_bytes(encode(env))
+
+
+def queued_notices(config) -> dict[str, email.message.EmailMessage]:
+    active = config.queue_dir / "active"
+    found = {}
+    for name in sorted(os.listdir(active)):
+        if name.endswith(".env") and decode((active / name).read_bytes()).sender == "":
+            raw = (active / name.replace(".env", ".msg")).read_bytes()
+            found[name[:-4]] = email.message_from_bytes(raw, policy=email.policy.default)
+    return found
+
+
+def status_blocks(report: email.message.EmailMessage) -> list[dict[str, str]]:
+    """The per-message block, then one per recipient, of the report's delivery-status part."""
+    part = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+    return [{key: " ".join(str(value).split()) for key, value in block.items()}
+            for block in part.get_payload()]
+
+
+BODY = b"Subject: outbound\r\n\r\n.dot line\r\nbody\r\n"
+
+
+def test_relays_the_exact_message_and_delivers_locally_beside(config, agent, sink):
+    entry_id = enqueue(config, BODY, ["bob@example.test", f"carol@{REMOTE}"])
+    assert agent.step() == 1
+    (got,) = sink.received
+    assert got.sender == "alice@example.test" and got.recipients == [f"carol@{REMOTE}"]
+    assert got.data == BODY  # no Return-Path or Delivered-To: those belong to final delivery
+    assert len(delivered(config, "bob@example.test")) == 1
+    assert queue_length(config.queue_dir) == 0 and not queued_notices(config)
+    assert entry_id
+
+
+def test_mixed_results_bounce_retry_and_deliver(config, agent, sink, clock):
+    rcpts = [f"ok@{REMOTE}", f"bad@{REMOTE}", f"later@{REMOTE}", f"flaky@{REMOTE}"]
+    entry_id = enqueue(config, BODY, rcpts)
+    agent.step()
+    assert [r.recipients for r in sink.received] == [[f"ok@{REMOTE}"]]
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    assert env.recipients == [f"later@{REMOTE}", f"flaky@{REMOTE}"]
+    assert env.next_attempt == NOW + 10 and "451 4.2.0" in env.errors[f"later@{REMOTE}"]
+    (bounce_id, bounce), = queued_notices(config).items()
+    assert bounce_id == f"{entry_id}-B0"
+    assert bounce["To"] == "alice@example.test" and "Undelivered" in bounce["Subject"]
+    assert bounce.get_content_type() == "multipart/report"
+    assert bounce.get_param("report-type") == "delivery-status"
+    per_message, per_rcpt = status_blocks(bounce)
+    assert per_message["Reporting-MTA"] == "dns; mx.example.test"
+    assert per_rcpt["Final-Recipient"] == f"rfc822; bad@{REMOTE}"
+    assert per_rcpt["Action"] == "failed" and per_rcpt["Status"] == "5.1.1"
+    assert per_rcpt["Remote-MTA"] == "dns; 127.0.0.1"
+    assert per_rcpt["Diagnostic-Code"].startswith("smtp; 550 5.1.1")
+    returned = [p for p in bounce.walk() if p.get_content_type() == "message/rfc822"]
+    assert returned and "Subject: outbound" in str(returned[0])
+
+    clock.now += 11
+    agent.step()  # the bounce goes to alice (unknown here: badmail); flaky now succeeds
+    assert sorted(r.recipients[0] for r in sink.received) == [f"flaky@{REMOTE}", f"ok@{REMOTE}"]
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    assert env.recipients == [f"later@{REMOTE}"] and env.next_attempt == clock.now + 20
+
+
+def test_expiry_bounces_with_the_last_error(config, agent, clock):
+    entry_id = enqueue(config, BODY, [f"later@{REMOTE}"])
+    agent.step()
+    clock.now += 10
+    agent.step()
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    # The schedule says 20 s, but the message expires at 100 s: it is tried then, not later.
+    clock.now = env.next_attempt
+    for _ in range(10):
+        env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+        assert env.next_attempt <= NOW + 100
+        clock.now = env.next_attempt
+        agent.step()
+        if not (config.queue_dir / "active" / f"{entry_id}.env").exists():
+            break
+    notices = queued_notices(config)
+    bounce = notices[next(k for k in notices if k.startswith(f"{entry_id}-B"))]
+    _, per_rcpt = status_blocks(bounce)
+    assert per_rcpt["Action"] == "failed" and per_rcpt["Status"] == "4.4.7"
+    assert "expired" in per_rcpt["X-Mailforge-Reason"] and "451 4.2.0" in per_rcpt["X-Mailforge-Reason"]
+
+
+def test_notify_ret_envid_orcpt_shape_the_reports(config, agent, sink):
+    ok, bad, quiet = f"ok@{REMOTE}", f"bad@{REMOTE}", f"badquiet@{REMOTE}"
+    entry_id = enqueue(config, BODY, [ok, bad, quiet])
+    set_dsn(config, entry_id, envid="ENV-42", ret="HDRS",
+            notify={ok: "SUCCESS", bad: "FAILURE", quiet: "NEVER"},
+            orcpt={bad: "rfc822;Original@example.test"})
+    agent.step()
+    notices = queued_notices(config)
+    assert set(notices) == {f"{entry_id}-B0", f"{entry_id}-S0"}
+    bounce, success = notices[f"{entry_id}-B0"], notices[f"{entry_id}-S0"]
+    per_message, per_rcpt = status_blocks(bounce)
+    assert per_message["Original-Envelope-Id"] == "ENV-42"
+    assert per_rcpt["Original-Recipient"] == "rfc822; Original@example.test"
+    assert per_rcpt["Final-Recipient"] == f"rfc822; {bad}"  # not the NEVER one
+    assert [p.get_content_type() for p in bounce.walk()][-1] == "text/rfc822-headers"
+    _, relayed = status_blocks(success)
+    assert relayed["Action"] == "relayed" and relayed["Final-Recipient"] == f"rfc822; {ok}"
+
+
+def test_success_notice_for_local_delivery(config, agent):
+    entry_id = enqueue(config, BODY, ["bob@example.test"])
+    set_dsn(config, entry_id, notify={"bob@example.test": "SUCCESS,FAILURE"})
+    agent.step()
+    (notice,) = queued_notices(config).values()
+    _, block = status_blocks(notice)
+    assert block["Action"] == "delivered" and block["Status"] == "2.0.0"
+
+
+def test_one_delay_notice(config, agent, clock):
+    config.delivery.delay_notice = 15
+    entry_id = enqueue(config, BODY, [f"later@{REMOTE}"])
+    agent.step()
+    assert not queued_notices(config)
+    clock.now += 20
+    agent.step()
+    (notice_id, notice), = queued_notices(config).items()
+    assert notice_id == f"{entry_id}-D1" and "Delayed" in notice["Subject"]
+    _, block = status_blocks(notice)
+    assert block["Action"] == "delayed" and block["Status"] == "4.2.0" and "Will-Retry-Until" in block
+    clock.now += 30
+    agent.step()  # still failing; the notice itself is delivered (to badmail/: alice is unknown)
+    names = os.listdir(config.queue_dir / "active") + os.listdir(config.badmail_dir)
+    assert {n.split(".")[0] for n in names if "-D" in n} == {f"{entry_id}-D1"}  # once per message
+
+
+def test_null_sender_refused_remotely_goes_to_badmail(config, agent, sink):
+    entry_id = enqueue(config, BODY, [f"reject@{REMOTE}"], sender="")
+    agent.step()
+    assert queue_length(config.queue_dir) == 0 and not queued_notices(config)
+    note = (config.badmail_dir / f"{entry_id}.0.0.reason").read_text()
+    assert "554 5.7.1" in note
+
+
+def test_a_bounce_to_a_remote_sender_is_relayed(config, agent, sink):
+    enqueue(config, BODY, [f"bad@{REMOTE}"], sender=f"sender@{REMOTE}")
+    agent.step()
+    agent.step()
+    (bounce,) = sink.received
+    assert bounce.sender == "<>" and bounce.recipients == [f"sender@{REMOTE}"]
+    assert b"multipart/report" in bounce.data and b"\r\n" in bounce.data
+    assert queue_length(config.queue_dir) == 0
