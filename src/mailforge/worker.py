@@ -98,7 +98,7 @@ def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.I
     mailbox = functools.partial(open_mailbox, config.store_dir, worker.accounts)
     return imapd.IMAPContext(settings, worker.accounts, mailbox, worker.executor, worker,
                              worker.ratekeeper, config.limits.max_sessions_per_user, worker.guard,
-                             tls_context)
+                             tls_context, meters=worker.meters)
 
 
 _SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply, _smtp_context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import imaplib
 import json
 import os
 import poplib
@@ -115,6 +116,28 @@ def test_counts_survive_a_worker_restart(metrics_server):
     # The dead worker's counters still count; its live gauge share is gone.
     assert value(samples, "mailforge_messages_received_total", service="smtp") == 2
     assert value(samples, "mailforge_connections_current", service="smtp") == 0
+
+
+def test_imap_logins_and_failed_commands_are_counted(make_server):
+    port = free_port()
+    server = make_server(imap_services=True, server={"allow_plaintext_auth": True},
+                         metrics={"listen": f"127.0.0.1:{port}"})
+    server.start()
+    for password in ("wrong", PASSWORD, PASSWORD):
+        client = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
+        try:
+            client.login(USER, password)
+            assert client.select("No/Such")[0] == "NO"
+            client.logout()
+        except imaplib.IMAP4.error:
+            client.shutdown()
+    imap = {"service": "imap"}
+    wait_for(lambda: value(scrape(port), "mailforge_sessions_total", **imap) == 3)
+    samples = scrape(port)
+    assert value(samples, "mailforge_auth_total", result="success", **imap) == 2
+    assert value(samples, "mailforge_auth_total", result="failure", **imap) == 1
+    log = server.log()
+    assert "NO [AUTHENTICATIONFAILED]" in log and "NO [NONEXISTENT]" in log
 
 
 def test_metrics_off_binds_nothing(make_server):

@@ -139,3 +139,13 @@ def test_commands_reach_the_counters_in_batches_and_at_the_end():
     record.closed()
     assert (meters.ok.total, meters.error.total) == (COMMAND_BATCH + 1, 4)
     assert (record.commands, record.errors) == (COMMAND_BATCH + 5, 4)
+
+
+def test_imap_error_codes_are_the_tagged_status_only():
+    from mailforge.protocols.record import imap_error_code
+    assert imap_error_code(b"a1 OK LOGIN completed\r\n") is None
+    assert imap_error_code(b"* 3 EXISTS\r\na2 NO [AUTHENTICATIONFAILED] Authentication failed\r\n") == (
+        "NO [AUTHENTICATIONFAILED]")
+    assert imap_error_code(b"a3 BAD Unknown command\r\n") == "BAD"
+    assert imap_error_code(b"+ Ready for literal data\r\n") is None
+    assert imap_error_code(b"") is None

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..auth.accounts import Accounts
@@ -27,6 +27,7 @@ from ..speedups import Command as ParsedCommand
 from ..speedups import CommandParser, ParseError
 from ..store.api import Mailbox
 from .imap.state import IMAPMachine, IMAPSettings, State
+from .record import ServiceMeters, SessionRecord, imap_error_code
 from .session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed, LineTooLong
 
@@ -57,6 +58,7 @@ class IMAPContext:
     max_sessions_per_user: int
     guard: AbuseGuard
     tls_context: ssl.SSLContext | None = None
+    meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("imap"))
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
@@ -79,10 +81,12 @@ class IMAPDriver:
         self.machine = IMAPMachine(ctx.settings, ctx.accounts, ctx.open_mailbox, tls_active=conn.tls)
         self.parser = CommandParser(max_literal=ctx.settings.max_append)
         self.counted_user = ""  # the user this session is counted against in the rate-keeper
+        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
         conn.idle_reply = machine.idle_reply()
+        self.record.opened(conn.tls)
         conn.write(machine.greeting())
         try:
             while True:
@@ -90,6 +94,7 @@ class IMAPDriver:
                     conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                self.record.reply(result.failure, imap_error_code(result.text), machine.user)
                 if result.failure is not None and await self.ctx.guard.answer_failure(
                         conn, "imap", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
@@ -115,6 +120,7 @@ class IMAPDriver:
             await self._in_thread(machine.close)
             if self.counted_user:
                 await self.ctx.ratekeeper.close_session(USER_SESSIONS, self.counted_user)
+            self.record.closed()
 
     async def _next_reply(self) -> Reply:
         machine = self.machine

@@ -23,7 +23,7 @@ from ..policy.abuse import AbuseGuard
 from ..store.pop3box import Maildrop, MaildropBusy
 from .pop3 import POP3Machine, POP3Settings
 from .record import ServiceMeters, SessionRecord, reply_code
-from .session import Action, Failure, Reply, StopSignal
+from .session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed, LineTooLong
 
 log = logging.getLogger("mailforge.pop3")
@@ -141,7 +141,9 @@ class POP3Driver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
-                self._note(result)
+                self.record.reply(result.failure,
+                                  reply_code(result.text) if result.is_error else None,
+                                  machine.user)
                 if result.failure is not None and await self.ctx.guard.answer_failure(
                         conn, "pop3", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
@@ -165,14 +167,6 @@ class POP3Driver:
             if self.maildrop is not None:
                 self.maildrop.close()
             self.record.closed()
-
-    def _note(self, result: Reply) -> None:
-        record = self.record
-        record.command(reply_code(result.text) if result.is_error else None)
-        if result.failure is Failure.AUTH:
-            record.login_failed()
-        elif self.machine.user != record.user and self.machine.user:
-            record.logged_in(self.machine.user)
 
     async def _next_reply(self) -> Reply:
         # Waiting for a command, the session may always be cut: nothing is changed before QUIT.

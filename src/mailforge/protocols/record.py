@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from .. import metrics
+from .session import Failure
 
 log = logging.getLogger("mailforge.session")
 
@@ -86,6 +87,15 @@ class SessionRecord:
         self.meters.auth_failure.inc()
         self.event("login failed", level=logging.WARNING)
 
+    def reply(self, failure: Failure | None, error_code: str | None, user: str) -> None:
+        """One command's outcome, as every driver reports it: its error code (None when it
+        succeeded), whether it was a failed login, and the machine's user once logged in."""
+        self.command(error_code)
+        if failure is Failure.AUTH:
+            self.login_failed()
+        elif user and user != self.user:
+            self.logged_in(user)
+
     def message_received(self, **fields: Any) -> None:
         self.meters.received.inc()
         self.event("message queued", **fields)
@@ -106,3 +116,14 @@ def reply_code(text: bytes) -> str:
     if len(words) > 1 and words[1][:1].isdigit() and words[1].count(b".") == 2:
         code += " " + words[1].decode("ascii", "replace")
     return code
+
+
+def imap_error_code(text: bytes) -> str | None:
+    """The status of an IMAP reply's tagged line when it is not OK, safe to log:
+    "NO [AUTHENTICATIONFAILED]", "BAD"; None for OK (or no tagged line yet)."""
+    last = text.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+    words = last.split(b" ", 3)
+    if len(words) < 2 or words[0] in (b"*", b"+") or words[1] not in (b"NO", b"BAD"):
+        return None
+    code = words[2].split(b"]", 1)[0] + b"]" if len(words) > 2 and words[2][:1] == b"[" else b""
+    return (words[1] + b" " + code).decode("ascii", "replace").rstrip()

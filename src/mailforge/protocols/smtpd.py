@@ -20,7 +20,7 @@ from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
 from .hops import HopCounter
 from .record import ServiceMeters, SessionRecord, reply_code
-from .session import Action, Failure, Reply, StopSignal
+from .session import Action, Reply, StopSignal
 from .smtp import AccountLookup, SMTPMachine, SMTPSettings
 from .transport import Connection, ConnectionClosed, LineTooLong
 
@@ -76,7 +76,9 @@ class SMTPDriver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
-                self._note(result)
+                self.record.reply(result.failure,
+                                  reply_code(result.text) if result.is_error else None,
+                                  machine.user)
                 if result.failure is not None and await self.ctx.guard.answer_failure(
                         conn, "smtp", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
@@ -100,14 +102,6 @@ class SMTPDriver:
             self.conn.flush()
             self._drop_chunks()
             self.record.closed()
-
-    def _note(self, result: Reply) -> None:
-        record = self.record
-        record.command(reply_code(result.text) if result.is_error else None)
-        if result.failure is Failure.AUTH:
-            record.login_failed()
-        elif self.machine.user != record.user and self.machine.user:
-            record.logged_in(self.machine.user)
 
     async def _next_reply(self) -> Reply:
         machine = self.machine
