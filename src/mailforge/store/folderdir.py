@@ -81,6 +81,9 @@ class FolderDir:
         self.usage = usage
         self._index: UidIndex | None = None
         self._index_stamp: tuple[int, int, int] | None = None
+        # Base name -> (internal date, CRLF size): neither changes while the message exists,
+        # so a session selecting the folder again needs no stat or read for the ones it knows.
+        self._facts: dict[str, tuple[float, int]] = {}
 
     # -- the folder itself
 
@@ -133,6 +136,9 @@ class FolderDir:
             self.keywords.load()
         entries = sorted((Entry(uid, *found[base]) for base, uid in index.uids.items()),
                          key=lambda e: e.uid)
+        if len(self._facts) > len(entries):
+            self._facts = {base: facts for base, facts in self._facts.items()
+                           if base in index.uids}
         unclaimed = sum(1 for entry in entries if entry.uid >= index.first_recent)
         return Listing(index.uidvalidity, index.uidnext, entries, recent, unclaimed)
 
@@ -332,6 +338,24 @@ class FolderDir:
             if where is None:
                 raise StoreError("message expunged by another session") from None
             return (self.path / where[0] / where[1]).read_bytes()
+
+    def facts(self, entry: Entry) -> tuple[float, int]:
+        """The message's internal date (its file's mtime) and the size of its CRLF form;
+        (0, 0) when it is gone since the listing (the next refresh says so)."""
+        base = entry.base
+        known = self._facts.get(base)
+        if known is not None:
+            return known
+        try:
+            path = self.path_of(entry)
+            date = os.stat(path).st_mtime
+            size = field_of(path.name, "W")
+            if size is None:
+                size = crlf_size(path.read_bytes())
+        except (StoreError, FileNotFoundError):
+            return 0.0, 0
+        known = self._facts[base] = (date, size)
+        return known
 
     def path_of(self, entry: Entry) -> Path:
         path = self.path / entry.sub / entry.name
