@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import operator
 import os
 import secrets
 import time
@@ -84,6 +85,9 @@ class FolderDir:
         # Base name -> (internal date, CRLF size): neither changes while the message exists,
         # so a session selecting the folder again needs no stat or read for the ones it knows.
         self._facts: dict[str, tuple[float, int]] = {}
+        # What the last listing saw, reused by the next: file name -> base name, and -> Entry.
+        self._bases: dict[str, str] = {}
+        self._listed: dict[str, Entry] = {}
 
     # -- the folder itself
 
@@ -125,17 +129,18 @@ class FolderDir:
             found = self._list()
             if claim:
                 self._claim_new(found)
-            changed = self._reconcile(index, found)
+            dropped, assigned = self._reconcile(index, found)
+            claimed = claim and index.first_recent < index.uidnext
             recent: frozenset[int] = frozenset()
-            if claim and index.first_recent < index.uidnext:
+            if claimed:
                 recent = frozenset(u for u in index.uids.values() if u >= index.first_recent)
                 index.first_recent = index.uidnext
-                changed = True
-            if changed:
+            if assigned:  # UIDs handed out must survive a crash: never handed out twice
                 self._save(index)
+            elif dropped or claimed:
+                self._save(index, durable=False)
             self.keywords.load()
-        entries = sorted((Entry(uid, *found[base]) for base, uid in index.uids.items()),
-                         key=lambda e: e.uid)
+        entries = self._entries(index, found)
         if len(self._facts) > len(entries):
             self._facts = {base: facts for base, facts in self._facts.items()
                            if base in index.uids}
@@ -145,12 +150,29 @@ class FolderDir:
     def _list(self) -> dict[str, tuple[str, str]]:
         # new/ before cur/: a message moving from one to the other meanwhile is still seen.
         found = {}
+        known, self._bases = self._bases, {}
         for sub in ("new", "cur"):
-            with os.scandir(self.path / sub) as entries:
-                for entry in entries:
-                    if not entry.name.startswith("."):
-                        found[base_of(entry.name)] = (sub, entry.name)
+            for name in os.listdir(self.path / sub):
+                if not name.startswith("."):
+                    base = known.get(name) or base_of(name)
+                    self._bases[name] = base
+                    found[base] = (sub, name)
         return found
+
+    def _entries(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> list[Entry]:
+        """The listing's entries in UID order; those unchanged since the last listing are the
+        same objects."""
+        known, self._listed = self._listed, {}
+        entries = []
+        for base, uid in index.uids.items():
+            sub, name = found[base]
+            entry = known.get(name)
+            if entry is None or entry.uid != uid or entry.sub != sub:
+                entry = Entry(uid, sub, name)
+            self._listed[name] = entry
+            entries.append(entry)
+        entries.sort(key=_uid_of)
+        return entries
 
     def _claim_new(self, found: dict[str, tuple[str, str]]) -> None:
         for base, (sub, name) in list(found.items()):
@@ -169,8 +191,9 @@ class FolderDir:
                 if again is not None:
                     found[base] = again
 
-    def _reconcile(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> bool:
-        """Drop UIDs of files that are gone, give UIDs to new files; whether anything changed."""
+    def _reconcile(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> tuple[bool, bool]:
+        """Drop UIDs of files that are gone, give UIDs to new files; whether any were dropped,
+        whether any were given."""
         missing = [base for base in index.uids if base not in found]
         if missing:
             # readdir may miss a file renamed while it ran (mutt setting a flag): look again.
@@ -182,7 +205,7 @@ class FolderDir:
         new = [base for base in found if base not in index.uids]
         for base in sorted(new, key=_arrival_order):
             index.assign(base)
-        return bool(missing or new)
+        return bool(missing), bool(new)
 
     def find(self, base: str) -> tuple[str, str] | None:
         """Where the message with this base name is now (another reader may have renamed it)."""
@@ -225,8 +248,8 @@ class FolderDir:
         self._save(index)
         return index
 
-    def _save(self, index: UidIndex) -> None:
-        save(self.path, index)
+    def _save(self, index: UidIndex, durable: bool = True) -> None:
+        save(self.path, index, durable)
         st = os.stat(self.path / INDEX_NAME)
         self._index, self._index_stamp = index, (st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -240,7 +263,7 @@ class FolderDir:
             index = self._rebuilt(survivor, problems) if survivor is None or problems else survivor
             if data is None and not found:
                 problems = []  # a folder nobody selected yet: nothing was lost
-            if self._reconcile(index, found):
+            if any(self._reconcile(index, found)):
                 self._save(index)
         return index.uidvalidity, problems
 
@@ -325,7 +348,7 @@ class FolderDir:
                     pass  # expunged by another session, or POP3, meanwhile
                 index.uids.pop(entry.base, None)
                 removed.append(entry.uid)
-            self._save(index)
+            self._save(index, durable=False)
         if self.usage is not None and removed:
             self.usage(-freed_bytes, -len(removed))
         return removed
@@ -365,6 +388,9 @@ class FolderDir:
         if where is None:
             raise StoreError("message expunged by another session")
         return self.path / where[0] / where[1]
+
+
+_uid_of = operator.attrgetter("uid")
 
 
 def _arrival_order(base: str) -> tuple[int, str]:
