@@ -71,13 +71,17 @@ class Keywords:
         self._stamp: tuple[int, int] | None = None
         # Letters -> flags: a folder's messages share a handful of flag combinations.
         self._flags_of: dict[str, frozenset[str]] = {}
+        # Moves on whenever a letter may have changed meaning (caches of decoded flags expire).
+        self.generation = 0
 
     def load(self) -> None:
         """Read the file again when it changed since the last read."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._names, self._stamp, self._flags_of = [], None, {}
+            if self._stamp is not None:
+                self._names, self._stamp, self._flags_of = [], None, {}
+                self.generation += 1
             return
         stamp = (st.st_ino, st.st_mtime_ns)
         if stamp == self._stamp:
@@ -90,6 +94,7 @@ class Keywords:
         while names and names[-1] is None:
             names.pop()
         self._names, self._stamp, self._flags_of = names, stamp, {}
+        self.generation += 1
 
     def flags(self, letters: str) -> frozenset[str]:
         known = self._flags_of.get(letters)
@@ -134,6 +139,7 @@ class Keywords:
             raise InvalidName(f"too many keywords in this folder (at most {MAX_KEYWORDS})")
         self._names[index] = keyword
         self._flags_of = {}
+        self.generation += 1
         self._save()
         return chr(ord("a") + index)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..queue.commit import fsync_dir, unlink_quietly
-from .api import StoreError
+from .api import MessageInfo, StoreError
 from .flags import (
     Keywords,
     base_of,
@@ -85,6 +85,10 @@ class FolderDir:
         # Base name -> (internal date, CRLF size): neither changes while the message exists,
         # so a session selecting the folder again needs no stat or read for the ones it knows.
         self._facts: dict[str, tuple[float, int]] = {}
+        # File name -> its MessageInfo without \\Recent: flags live in the name, date and size
+        # never change, so a message whose name is unchanged costs one lookup.
+        self._infos: dict[str, MessageInfo] = {}
+        self._infos_generation = self.keywords.generation
         # What the last listing saw, reused by the next: file name -> base name, and -> Entry.
         self._bases: dict[str, str] = {}
         self._listed: dict[str, Entry] = {}
@@ -144,6 +148,9 @@ class FolderDir:
         if len(self._facts) > len(entries):
             self._facts = {base: facts for base, facts in self._facts.items()
                            if base in index.uids}
+        if len(self._infos) > 2 * len(entries):
+            self._infos = {entry.name: self._infos[entry.name] for entry in entries
+                           if entry.name in self._infos}
         unclaimed = sum(1 for entry in entries if entry.uid >= index.first_recent)
         return Listing(index.uidvalidity, index.uidnext, entries, recent, unclaimed)
 
@@ -194,15 +201,15 @@ class FolderDir:
     def _reconcile(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> tuple[bool, bool]:
         """Drop UIDs of files that are gone, give UIDs to new files; whether any were dropped,
         whether any were given."""
-        missing = [base for base in index.uids if base not in found]
+        missing = index.uids.keys() - found.keys()
         if missing:
             # readdir may miss a file renamed while it ran (mutt setting a flag): look again.
             for base, where in self._list().items():
                 found.setdefault(base, where)
-            missing = [base for base in missing if base not in found]
+            missing -= found.keys()
             for base in missing:
                 del index.uids[base]
-        new = [base for base in found if base not in index.uids]
+        new = found.keys() - index.uids.keys()
         for base in sorted(new, key=_arrival_order):
             index.assign(base)
         return bool(missing), bool(new)
@@ -362,7 +369,17 @@ class FolderDir:
                 raise StoreError("message expunged by another session") from None
             return (self.path / where[0] / where[1]).read_bytes()
 
-    def facts(self, entry: Entry) -> tuple[float, int]:
+    def info(self, entry: Entry, recent: bool) -> MessageInfo:
+        if self._infos_generation != self.keywords.generation:
+            self._infos, self._infos_generation = {}, self.keywords.generation
+        info = self._infos.get(entry.name)
+        if info is None or info.uid != entry.uid:
+            date, size = self._facts_of(entry)
+            info = MessageInfo(entry.uid, self.keywords.flags(letters_of(entry.name)), date, size)
+            self._infos[entry.name] = info
+        return MessageInfo(info.uid, info.flags, info.internal_date, info.size, True) if recent else info
+
+    def _facts_of(self, entry: Entry) -> tuple[float, int]:
         """The message's internal date (its file's mtime) and the size of its CRLF form;
         (0, 0) when it is gone since the listing (the next refresh says so)."""
         base = entry.base

@@ -85,9 +85,7 @@ class SelectedFolder:
                        added=tuple(added), flags=tuple(flagged))
 
     def _info(self, entry: Entry) -> MessageInfo:
-        date, size = self._dir.facts(entry)
-        return MessageInfo(entry.uid, self._dir.keywords.flags(letters_of(entry.name)),
-                           date, size, entry.uid in self._recent)
+        return self._dir.info(entry, entry.uid in self._recent)
 
     # -- reading and changing
 

@@ -110,7 +110,7 @@ class IMAPMachine:
             result = bad(str(exc))
         except StoreError as exc:
             result = store_error(exc, "trycreate" in entry.flags)
-        if self.state is State.SELECTED and "sequence" not in entry.flags:
+        if self.state is State.SELECTED and not entry.flags & UNREFRESHED:
             self.report_changes(by_uid=command.name.startswith("UID "))
         return self._finish(tag, result)
 
@@ -322,6 +322,10 @@ N, A, S = State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED
 STORE = frozenset({"store"})
 SEQUENCE = frozenset({"store", "sequence"})
 TRYCREATE = frozenset({"store", "trycreate"})
+# SELECT and EXAMINE answer with the folder as they just listed it: nothing to refresh.
+OPENS = frozenset({"store", "opens"})
+# Commands after which the folder is not refreshed (see the module's docstring).
+UNREFRESHED = frozenset({"sequence", "opens"})
 
 COMMANDS: dict[str, Command] = {
     "CAPABILITY": Command(IMAPMachine.capability),
@@ -333,8 +337,8 @@ COMMANDS: dict[str, Command] = {
     "LOGIN": Command(IMAPMachine.login, until=N, flags=STORE),
     "AUTHENTICATE": Command(IMAPMachine.authenticate, until=N, flags=STORE),
     "IDLE": Command(IMAPMachine.idle, A, flags=STORE),
-    "SELECT": Command(folders.select, A, flags=STORE),
-    "EXAMINE": Command(folders.examine, A, flags=STORE),
+    "SELECT": Command(folders.select, A, flags=OPENS),
+    "EXAMINE": Command(folders.examine, A, flags=OPENS),
     "CREATE": Command(folders.create, A, flags=STORE),
     "DELETE": Command(folders.delete, A, flags=STORE),
     "RENAME": Command(folders.rename, A, flags=STORE),
