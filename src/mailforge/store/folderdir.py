@@ -370,18 +370,23 @@ class FolderDir:
             return (self.path / where[0] / where[1]).read_bytes()
 
     def info(self, entry: Entry, recent: bool) -> MessageInfo:
+        """The message's MessageInfo: flags from its name, internal date and size from its file."""
         if self._infos_generation != self.keywords.generation:
             self._infos, self._infos_generation = {}, self.keywords.generation
         info = self._infos.get(entry.name)
         if info is None or info.uid != entry.uid:
-            date, size = self._facts_of(entry)
-            info = MessageInfo(entry.uid, self.keywords.flags(letters_of(entry.name)), date, size)
-            self._infos[entry.name] = info
-        return MessageInfo(info.uid, info.flags, info.internal_date, info.size, True) if recent else info
+            facts = self._facts_of(entry)
+            flags = self.keywords.flags(letters_of(entry.name))
+            if facts is None:  # gone since the listing: the next refresh says so
+                return MessageInfo(entry.uid, flags, 0.0, 0, recent)
+            info = self._infos[entry.name] = MessageInfo(entry.uid, flags, *facts)
+        if recent:
+            return MessageInfo(info.uid, info.flags, info.internal_date, info.size, True)
+        return info
 
-    def _facts_of(self, entry: Entry) -> tuple[float, int]:
-        """The message's internal date (its file's mtime) and the size of its CRLF form;
-        (0, 0) when it is gone since the listing (the next refresh says so)."""
+    def _facts_of(self, entry: Entry) -> tuple[float, int] | None:
+        """The message's internal date (its file's mtime) and the size of its CRLF form; None
+        when it is gone."""
         base = entry.base
         known = self._facts.get(base)
         if known is not None:
@@ -393,7 +398,7 @@ class FolderDir:
             if size is None:
                 size = crlf_size(path.read_bytes())
         except (StoreError, FileNotFoundError):
-            return 0.0, 0
+            return None
         known = self._facts[base] = (date, size)
         return known
 

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .api import DELETED, SYSTEM_FLAGS, Changes, FlagMode, MessageInfo, StoreError
-from .flags import letters_of
 from .folderdir import MTIME_SLACK_NS, Entry, FolderDir, Listing
 from .pop3box import crlf_form
 
