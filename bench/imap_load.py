@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 
-from bench import peers
+from bench import peers, remote
 
 # An op (one command to its tagged reply) that takes longer counts as an error.
 OP_TIMEOUT = 30.0
@@ -107,11 +107,13 @@ async def imap_client(target: peers.Target, user: str, tickets, stats, message: 
     rng = random.Random(seed)
     try:
         async with asyncio.timeout(OP_TIMEOUT):
-            reader, writer = await asyncio.open_connection(target.host, target.port,
-                                                           limit=2 ** 20)
+            reader, writer = await remote.open_stream(target, limit=2 ** 20)
             client = Client(reader, writer)
             if not (await reader.readline()).startswith(b"* OK"):
                 raise IMAPError("greeting")
+            if target.tls_mode == "starttls":
+                await client.command(b"STARTTLS")
+                await remote.upgrade(writer, target)
             await client.command(b'LOGIN %s "%s"' % (user.encode(), target.password.encode()))
         steps = cycle(client, message, rng)
         position = 0

@@ -36,7 +36,9 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 
-from bench import imap_load, peers
+from bench import imap_load, peers, remote
+from bench.wire import ProtocolError, expect, pop3_ok, read_reply
+from bench.latency import summary
 
 try:
     import uvloop
@@ -72,10 +74,6 @@ POP3_END = b"\r\n.\r\n"
 
 # Starts a peer on entry, stops it on exit.
 Runner = Callable[[], contextlib.AbstractContextManager[peers.Target]]
-
-
-class ProtocolError(Exception):
-    """The server answered something other than what the transaction or session needs."""
 
 
 @dataclass
@@ -149,31 +147,10 @@ class Body:
         return b"Message-ID: <%d.%d@client.bench.test>\r\n" % (next(self.serial), self.pid) + self.tail
 
 
-async def read_reply(reader: asyncio.StreamReader) -> tuple[int, list[bytes]]:
-    lines = []
-    while True:
-        line = await reader.readline()
-        if not line.endswith(b"\n"):
-            raise ConnectionResetError("connection closed")
-        lines.append(line)
-        if line[3:4] != b"-":
-            try:
-                return int(line[:3]), lines
-            except ValueError:
-                raise ProtocolError("garbled reply") from None
-
-
-async def expect(reader: asyncio.StreamReader, code: int, step: str) -> list[bytes]:
-    got, lines = await read_reply(reader)
-    if got != code:
-        raise ProtocolError(f"{step} {got}")
-    return lines
-
-
 async def transaction(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rcpt: bytes,
-                      data: bytes, pipelining: bool) -> None:
+                      data: bytes, pipelining: bool, sender: bytes = SENDER.encode()) -> None:
     """MAIL, RCPT, DATA and the message; returns once the server answered 250 for it."""
-    steps = ((b"MAIL FROM:<%s>\r\n" % SENDER.encode(), 250, "MAIL"),
+    steps = ((b"MAIL FROM:<%s>\r\n" % sender, 250, "MAIL"),
              (b"RCPT TO:<%s>\r\n" % rcpt, 250, "RCPT"),
              (b"DATA\r\n", 354, "DATA"))
     if pipelining:
@@ -200,16 +177,18 @@ async def connection(target: peers.Target, body: Body, tickets: Tickets, stats: 
     start = time.perf_counter()
     try:
         async with asyncio.timeout(OP_TIMEOUT):
-            reader, writer = await asyncio.open_connection(target.host, target.port)
+            reader, writer = await remote.open_stream(target)
             await expect(reader, 220, "greeting")
             writer.write(b"EHLO %s\r\n" % CLIENT_NAME)
-            ehlo = await expect(reader, 250, "EHLO")
+            ehlo = await remote.smtp_prepare(reader, writer, target,
+                                             await expect(reader, 250, "EHLO"), CLIENT_NAME)
         pipelining = any(line[4:].upper().startswith(b"PIPELINING") for line in ehlo)
         for sent in range(reuse):
             if sent and not tickets.take():
                 break
             async with asyncio.timeout(OP_TIMEOUT):
-                await transaction(reader, writer, rcpt, body.message(), pipelining)
+                await transaction(reader, writer, rcpt, body.message(), pipelining,
+                                  remote.sender(target, SENDER))
             stats.accept(time.perf_counter() - start)
             start = time.perf_counter()
         await quit_politely(reader, writer)
@@ -312,15 +291,6 @@ def mailbox(count: int, size: int) -> list[bytes]:
     return [maildir_message(serial, size) for serial in range(count)]
 
 
-async def pop3_ok(reader: asyncio.StreamReader, step: str) -> bytes:
-    line = await reader.readline()
-    if not line.endswith(b"\n"):
-        raise ConnectionResetError("connection closed")
-    if not line.startswith(b"+OK"):
-        raise ProtocolError(f"{step} {line[:4].decode(errors='replace').strip()}")
-    return line
-
-
 async def pop3_retr(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> int:
     """RETR one message; the octets it had (its CRLF form, as STAT counts them)."""
     writer.write(b"RETR %d\r\n" % number)
@@ -342,8 +312,9 @@ async def pop3_session(target: peers.Target, user: str, messages: int, stats: St
     start = time.perf_counter()
     try:
         async with asyncio.timeout(OP_TIMEOUT):
-            reader, writer = await asyncio.open_connection(target.host, target.port, limit=limit)
+            reader, writer = await remote.open_stream(target, limit)
             await pop3_ok(reader, "greeting")
+            await remote.pop3_prepare(reader, writer, target)
             writer.write(b"USER %s\r\n" % user.encode())
             await pop3_ok(reader, "USER")
             writer.write(b"PASS %s\r\n" % target.password.encode())
@@ -443,7 +414,8 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
                 result.delivered, result.delivered_wall = wait_delivered(
                     target, baseline, result.stats.accepted, result.stats.started,
                     min(deadline, time.monotonic() + opts.deliver_timeout))
-            result.server_cpu = peers.tree_cpu_seconds(target.pid) - cpu0
+            if target.pid:  # a server we did not start has no process tree here to read
+                result.server_cpu = peers.tree_cpu_seconds(target.pid) - cpu0
     except peers.PeerUnavailable as exc:
         result.note = f"skipped: {exc}"
     except Exception as exc:  # one broken peer must not cost the others' figures
@@ -496,15 +468,10 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
     }
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def headers(unit: str, delivery: bool) -> tuple[str, ...]:
     """The table's columns: `unit` is what the peers are rated in (msg, session)."""
     done, rate, _ = UNITS[unit]
-    return (("peer", done, "errors", rate, "p50 ms", "p99 ms", "× mailforge")
+    return (("peer", done, "errors", rate, "p50 ms", "p90 ms", "p99 ms", "max ms", "× mailforge")
             + (("delivered", "deliv msg/s") if delivery else ())
             + (f"server CPU ms/{unit}", "client CPU"))
 
@@ -519,7 +486,7 @@ def table_rows(results: list[PeerResult], delivery: bool = True) -> list[tuple[s
             rows.append((r.name,) + ("-",) * (width - 1))
             continue
         s = r.stats
-        lat = s.latencies
+        lat = summary(s.latencies)
         ratio = f"{r.rate / base:.2f}" if base and r.rate is not None else "-"
         cpu_per_unit = (f"{r.server_cpu * 1000 / s.accepted:.2f}"
                         if r.server_cpu is not None and s.accepted else "-")
@@ -529,8 +496,7 @@ def table_rows(results: list[PeerResult], delivery: bool = True) -> list[tuple[s
                           if r.delivered and r.delivered_wall else "-")
             delivered = ("-" if r.delivered is None else f"{r.delivered:,}", deliv_rate)
         rows.append((r.name, f"{s.accepted:,}", f"{s.errors:,}", f"{r.rate:,.0f}",
-                     f"{percentile(lat, 0.5) * 1000:.1f}" if lat else "-",
-                     f"{percentile(lat, 0.99) * 1000:.1f}" if lat else "-",
+                     *(f"{lat[k] * 1000:.1f}" if lat else "-" for k in ("p50", "p90", "p99", "max")),
                      ratio, *delivered, cpu_per_unit, f"{s.cpu / s.wall:.0%}" if s.wall else "-"))
     return rows
 
@@ -633,8 +599,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
         parser.add_argument("--anchors",
                             help="peer scripts (default $MAILFORGE_ANCHORS or ../shared/anchors)")
+        remote.add_options(parser)
     opts = ap.parse_args(argv)
     if opts.command in KNOWN_PEERS:
+        remote.check(opts, ap)
         counts = ("clients", "messages", "size", "workers",
                   *{"smtp": ("reuse",), "relay": ("reuse",), "pop3": ("sessions",),
                      "imap": ("ops",)}[opts.command])
@@ -655,8 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     deadline = time.monotonic() + opts.timeout
     peers.raise_nofile(4 * opts.clients + 256)
-    available = runners(opts)
-    results = [measure(name, available[name], opts, deadline) for name in opts.peer_names]
+    available = {opts.host: remote.runner(opts)} if opts.host else runners(opts)
+    names = [opts.host] if opts.host else opts.peer_names
+    results = [measure(name, available[name], opts, deadline) for name in names]
     print_report(results, opts)
     return 0 if any(r.stats and r.stats.accepted for r in results) else 1
 

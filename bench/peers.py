@@ -13,6 +13,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,12 @@ class Target:
     # Accounts a reading client (POP3) logs in as, all with `password`; each has the same mailbox.
     users: tuple[str, ...] = ()
     password: str = ""
+    # How clients secure the line: "plain", "tls" (implicit, from the connect) or "starttls";
+    # the started peers are plain, another server may want either (bench/remote.py).
+    tls_mode: str = "plain"
+    ssl_context: ssl.SSLContext | None = None
+    # SMTP clients AUTH PLAIN as users[0] before sending (submission servers require it).
+    auth: bool = False
     # For a relaying peer: how many messages the sink it relays to has taken so far.
     relayed: Callable[[], int] | None = None
 
@@ -320,14 +327,16 @@ def _section_has(lines: list[str], section: str, key: str) -> bool:
 
 
 def mailforge_settings(port: int, workers: int, max_connections: int,
-                       idle_timeout: float | None = None,
-                       service: str = "smtp") -> dict[str, dict[str, object]]:
+                       idle_timeout: float | None = None, service: str = "smtp",
+                       max_threads: int | None = None) -> dict[str, dict[str, object]]:
     """`service` alone on `port`; every other listener off so no default port can collide."""
     served: dict[str, object] = {"listen": [f"{LOOPBACK}:{port}"], "workers": workers,
                                  "max_connections": max_connections,
                                  "max_connections_per_ip": max_connections}
     if idle_timeout is not None:
         served["idle_timeout"] = idle_timeout
+    if max_threads is not None:
+        served["max_threads"] = max_threads
     changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in SERVICES if s != service}
     changes[service] = served
     changes["metrics"] = {"listen": ""}
@@ -384,7 +393,7 @@ def worker_pids(status: dict, service: str = "smtp") -> list[int]:
 def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: float | None = None,
                   port: int | None = None, pure_python: bool = False, service: str = "smtp",
                   users: Sequence[str] = (MAILFORGE_RCPT,),
-                  mailbox: Sequence[bytes] = (),
+                  mailbox: Sequence[bytes] = (), max_threads: int | None = None,
                   relay_to: tuple[int, Callable[[], int]] | None = None) -> Iterator[Target]:
     """mailforge serving `service` alone; every one of `users` has `mailbox` in its Maildir.
     With `relay_to` (a sink's port and counter) it relays RELAY_RCPT's mail to that sink."""
@@ -396,7 +405,8 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
         port = port or free_port()
         run_checked(cmd + ["init", "--dir", str(root)], log)
         present = set(tomllib.loads(conf.read_text()))
-        settings = mailforge_settings(port, workers, max_connections, idle_timeout, service)
+        settings = mailforge_settings(port, workers, max_connections, idle_timeout, service,
+                                      max_threads)
         if relay_to is not None:
             settings.update(relay_settings(relay_to[0]))
         set_toml_keys(conf, {k: v for k, v in settings.items() if k in present})

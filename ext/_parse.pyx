@@ -233,6 +233,10 @@ cdef class CommandParser:
         self._discarding = False
         self._reset()
 
+    @property
+    def in_literal(self):
+        return self._literal is not None
+
     cdef void _reset(self):
         self._tag = None
         self._name = ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -125,8 +124,10 @@ def _hand_over(config_file: Path, user: str, group: str, ids: tuple[int, int]) -
 def cmd_serve(args: argparse.Namespace, config: configuration.Config) -> int:
     from .supervisor import serve
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    from . import logging as logs
+
+    owner = privileges.resolve(config.server.user, config.server.group) if config.server.user else None
+    logs.configure(config.log.format, config.log.target, config.log.level, config.log_dir, owner)
     warn_open_relay(config)
     warn_sandbox()
     return serve(config)

@@ -131,6 +131,13 @@ class MetricsConfig:
     listen: str = "127.0.0.1:9925"
 
 
+@dataclass
+class LogConfig:
+    format: str = "text"    # text | json
+    target: str = "stderr"  # stderr | file (log/mailforge.log, for logrotate) | syslog (/dev/log)
+    level: str = "info"     # debug | info | warning | error
+
+
 # Service name → default listen address when run unprivileged (DESIGN.md, config contract).
 SERVICE_PORTS = {
     "smtp": 2525,
@@ -169,6 +176,7 @@ class Config:
     abuse: AbuseConfig = field(default_factory=AbuseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     # Where the config was read from; relative paths in it are relative to its directory.
     path: Path = field(default=Path(DEFAULT_CONFIG_NAME), compare=False)
 
@@ -369,6 +377,15 @@ def _validate(config: Config, path: Path | str) -> None:
                        ("[metrics] listen", config.metrics.listen)):
         if value:
             _check_hostport(value, path, key)
+    _validate_log(config.log, path)
+
+
+def _validate_log(log: LogConfig, path: Path | str) -> None:
+    from .logging import FORMATS, LEVELS, TARGETS
+
+    for key, allowed in (("format", FORMATS), ("target", TARGETS), ("level", LEVELS)):
+        if getattr(log, key) not in allowed:
+            raise ConfigError(path, f"[log] {key}", f"expected one of {', '.join(allowed)}")
 
 
 def _validate_delivery(delivery: DeliveryConfig, path: Path | str) -> None:

@@ -184,7 +184,8 @@ def format_status(answer: dict[str, Any]) -> str:
         f"supervisor   pid {answer['pid']}  up {_duration(answer['uptime'])}  "
         f"generation {answer['generation']}  implementation {answer['implementation']}",
         f"sandbox      {answer.get('sandbox', 'unknown')}",
-        f"queue        {_count(answer['queue']['length'], 'message')}",
+        f"queue        {_queue_summary(answer['queue'])}",
+        f"metrics      {'http://' + answer['metrics'] + '/metrics' if answer.get('metrics') else 'off'}",
     ]
     rk = answer.get("ratekeeper")
     lines.append(f"rate-keeper  pid {rk['pid']}  up {_duration(rk['uptime'])}" if rk else "rate-keeper  not running")
@@ -196,6 +197,13 @@ def format_status(answer: dict[str, Any]) -> str:
     lines.append(f"delivery     {_count(len(answer['delivery']), 'worker')}")
     lines.extend(_process_row(w) for w in answer["delivery"])
     return "\n".join(lines)
+
+
+def _queue_summary(queue: dict[str, Any]) -> str:
+    summary = _count(queue["length"], "message")
+    if queue.get("oldest_age") is not None:
+        summary += f", oldest {_duration(queue['oldest_age'])}"
+    return summary
 
 
 def _service_header(name: str, service: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Lock a protocol worker in before it serves: it runs no program and writes only in the data dir.
+"""Lock a protocol or delivery worker in before it serves: it runs no program and writes only in the data dir.
 
 Two kernel features, each applied when present (fail-open, said once by `serve`, `status`
 and `check-config`), never removable afterwards by the process itself:
@@ -7,6 +7,8 @@ and `check-config`), never removable afterwards by the process itself:
 - Landlock: creating, writing, truncating, renaming or removing files is refused outside the
   data directory (EACCES), and executing any file is refused as a second wall against exec.
 Reads are left alone: the worker loads certificates, the interpreter's modules, the store.
+Network access is left alone too: the ruleset handles no ABI 4 network rights, so a delivery
+worker (confined the same way) still connects to any remote MTA's port.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
 from . import config as config_module
-from . import control, permissions, privileges, sandbox, tls
+from . import control, metrics, permissions, privileges, sandbox, tls
 from .config import Config, parse_hostport
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_WORKER_BOOT, MailforgeError, UsageError
 from .heartbeat import Heartbeat
@@ -69,7 +69,7 @@ def _default_delivery(config: Config, slot: int, slots: int, heartbeat: Callable
                       stopping: Callable[[], bool]) -> None:
     from .queue import delivery
 
-    delivery.run(config, slot, slots, heartbeat, stopping)
+    delivery.serve(config, slot, slots, heartbeat, stopping)
 
 
 def _default_ratekeeper(socket_path: str) -> None:
@@ -90,6 +90,12 @@ def _default_queue_length(queue_dir: Path) -> int:
     return spool.queue_length(queue_dir)
 
 
+def _default_queue_oldest_age(queue_dir: Path) -> float | None:
+    from .queue import spool
+
+    return spool.oldest_age(queue_dir)
+
+
 def _default_stats(socket_path: Path, timeout: float) -> dict | None:
     """The rate-keeper's counters: "connections" by service, "abuse" (failures and blocks)."""
     from .ratekeeper import client
@@ -104,6 +110,7 @@ _DEFAULT_MODULES = {
     _default_ratekeeper: "mailforge.ratekeeper.server",
     _default_recover: "mailforge.queue.spool",
     _default_queue_length: "mailforge.queue.spool",
+    _default_queue_oldest_age: "mailforge.queue.spool",
     _default_stats: "mailforge.ratekeeper.client",
 }
 
@@ -117,6 +124,7 @@ class Targets:
     ratekeeper_target: Callable[[str], None] = _default_ratekeeper
     recover: Callable[[Path], None] = _default_recover
     queue_length: Callable[[Path], int] = _default_queue_length
+    queue_oldest_age: Callable[[Path], float | None] = _default_queue_oldest_age
     ratekeeper_stats: Callable[[Path, float], dict | None] = _default_stats
     load_config: Callable[[Path], Config] = config_module.load
 
@@ -181,6 +189,7 @@ class Supervisor:
         self._wake: tuple[int, int] | None = None
         self._signals: collections.deque[int] = collections.deque()
         self._stopping = False
+        self.metrics_server: Any = None  # the /metrics HTTP server, when [metrics] listen is set
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -207,6 +216,7 @@ class Supervisor:
         server = self.config.server
         ids = privileges.prepare(server.user, server.group) if server.user else None
         self._prepare_run_dir(ids)
+        self._start_metrics(ids)
         raise_open_files_limit()
         self._preload()
         self.listeners = self._rebind(self.config)
@@ -245,6 +255,29 @@ class Supervisor:
             # The rate-keeper creates its socket here after it has dropped root.
             os.chown(run_dir, *ids)
 
+    def _start_metrics(self, ids: tuple[int, int] | None) -> None:
+        """Multiprocess metrics under run/ (inside the workers' sandbox), served from here."""
+        if not self.config.metrics.listen:
+            return
+        directory = self.config.run_dir / "metrics"
+        metrics.enable(directory)
+        if ids:
+            os.chown(directory, *ids)  # each worker writes its own files after the drop
+        from . import metrics_endpoint
+
+        self.metrics_server = metrics_endpoint.start(self.config.metrics.listen, self._metrics_snapshot)
+
+    def _metrics_snapshot(self) -> Any:
+        """Called from the endpoint's thread: reads only, and copies before iterating."""
+        from .metrics_endpoint import Snapshot
+
+        children: dict[tuple[str, str], int] = {}
+        for child in list(self.children.values()):
+            key = (child.kind, child.service)
+            children[key] = children.get(key, 0) + 1
+        return Snapshot(self._queue_length(), self._queue_oldest_age(), self._ratekeeper_stats(),
+                        children)
+
     def _open_loop(self) -> None:
         self.selector = selectors.DefaultSelector()
         read_end, write_end = os.pipe()
@@ -279,6 +312,10 @@ class Supervisor:
             if child.heartbeat:
                 child.heartbeat.close()
         self.children.clear()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+            self.metrics_server = None
         _close_listeners(self.listeners.values())
         self.listeners = {}
         if self.control:
@@ -342,6 +379,7 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            metrics.mark_dead(pid)
             child = self.children.pop(pid, None)
             if child is None:
                 continue
@@ -355,6 +393,7 @@ class Supervisor:
         if child.retiring or self._stopping:
             log.info("%s %s", child.name, how)
             return
+        metrics.inc("worker_restarts_total", kind=child.kind, service=child.service or child.kind)
         delay = self._backoff(child.key, code, uptime)
         self.not_before[child.key] = now + delay
         if code == EXIT_WORKER_BOOT:
@@ -501,6 +540,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.control.close_in_child()
         self.selector.close()  # closes our epoll fd only; the parent's registrations stay
+        if self.metrics_server is not None:
+            self.metrics_server.socket.close()  # our copy only: the thread lives in the parent
         for fd in self._wake:
             os.close(fd)
         for listener in self.listeners.values():
@@ -557,6 +598,8 @@ class Supervisor:
         except (MailforgeError, OSError) as exc:
             log.error("reload failed, still running the previous config: %s", exc)
             return
+        if new.metrics.listen != self.config.metrics.listen:
+            log.warning("[metrics] listen changed: it takes effect at the next restart")
         old_children = [c for c in self.children.values() if c.kind != RATEKEEPER and not c.retiring]
         gone = [held for key, held in self.listeners.items() if key not in listeners]
         self.config, self.listeners = new, listeners
@@ -612,7 +655,8 @@ class Supervisor:
             "stopping": self._stopping,
             "implementation": IMPLEMENTATION,
             "sandbox": sandbox.support().describe(),
-            "queue": {"length": self._queue_length()},
+            "queue": {"length": self._queue_length(), "oldest_age": self._queue_oldest_age()},
+            "metrics": self.config.metrics.listen or None,
             "ratekeeper": ratekeeper,
             "services": self._service_status(now, None if stats is None else stats.get("connections", {})),
             "delivery": [_process(c, now) for c in self._children_of(DELIVERY, "")],
@@ -643,6 +687,14 @@ class Supervisor:
         except Exception as exc:  # status must answer even when the rate-keeper cannot
             log.debug("rate-keeper stats unavailable: %s", exc)
             return None
+
+    def _queue_oldest_age(self) -> float | None:
+        try:
+            age = self.targets.queue_oldest_age(self.config.queue_dir)
+        except Exception as exc:
+            log.debug("queue age unavailable: %s", exc)
+            return None
+        return None if age is None else round(age, 1)
 
     def _queue_length(self) -> int | None:
         try:

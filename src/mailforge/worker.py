@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import uvloop
 
-from . import sandbox, tls
+from . import allocator, metrics, sandbox, tls
 from .auth.accounts import Accounts
 from .config import Config, ServiceConfig
 from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
@@ -36,6 +36,7 @@ from .protocols import imapd, pop3d, smtpd
 from .protocols.imap.state import IMAPSettings
 from .protocols.pop3 import POP3Settings
 from .protocols.proxied import ProxiedServer
+from .protocols.record import ServiceMeters
 from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
@@ -78,7 +79,7 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
                           lambda recipient, message: worker.spool.submit("", [recipient], message))
     mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
     return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, worker.guard,
-                             limiter, tls_context, mailbox_full=mailbox_full)
+                             limiter, tls_context, mailbox_full=mailbox_full, meters=worker.meters)
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:
@@ -86,7 +87,7 @@ def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.P
     settings = POP3Settings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth)
     return pop3d.POP3Context(settings, worker.accounts, config.store_dir, worker.executor,
-                             worker, worker.guard, tls_context)
+                             worker, worker.guard, tls_context, meters=worker.meters)
 
 
 def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.IMAPContext:
@@ -97,7 +98,7 @@ def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.I
     mailbox = functools.partial(open_mailbox, config.store_dir, worker.accounts)
     return imapd.IMAPContext(settings, worker.accounts, mailbox, worker.executor, worker,
                              worker.ratekeeper, config.limits.max_sessions_per_user, worker.guard,
-                             tls_context)
+                             tls_context, meters=worker.meters)
 
 
 _SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply, _smtp_context)
@@ -116,6 +117,7 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
 
 def run(service: str, config: Config, listeners: list[socket.socket], heartbeat: Heartbeat) -> int:
     # Before any client byte is read, while the process has one thread.
+    allocator.return_large_buffers()
     try:
         state = sandbox.confine(config.data_dir)
     except OSError as exc:
@@ -140,6 +142,11 @@ class Worker:
         self.connections: set[Connection] = set()
         self.spool: Spool | None = None  # SMTP services only
         self._stop = asyncio.Event()
+        self.meters = ServiceMeters(service)
+        # Connections and sessions are counted here and published once a tick: per connection
+        # that is an integer addition, not two prometheus-client updates.
+        self.accepted = self.served = 0
+        self._published = (0, 0)
 
     async def main(self) -> int:
         try:
@@ -160,6 +167,7 @@ class Worker:
             server.close()
         await self._drain()
         ticker.cancel()
+        self._publish_counts()
         await self._shutdown_resources()
         return EXIT_OK
 
@@ -194,10 +202,13 @@ class Worker:
         verdict = await self.ratekeeper.open_session(
             self.service, conn.peer_ip, self.settings.max_connections,
             self.settings.max_connections_per_ip)
+        self.accepted += 1
         if verdict != "ok":
+            metrics.inc("connections_refused_total", service=self.service, reason=verdict)
             log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
             conn.expire(self.protocol.refusal(verdict, hostname))
             return
+        self.served += 1
         self.connections.add(conn)
         try:
             await self.protocol.serve(conn, self.context)
@@ -216,10 +227,27 @@ class Worker:
             if os.getppid() != self.parent:
                 log.warning("%s worker: supervisor is gone, stopping", self.service)
                 self._stop.set()
+            self._publish_counts()
             now = time.monotonic()
             for conn in [c for c in self.connections if c.overdue(now, idle_timeout, min_rate)]:
                 conn.expire(conn.idle_reply)
             await asyncio.sleep(TICK)
+
+    def _publish_counts(self) -> None:
+        """Connection counts since the last tick; the pool's saturation, sampled rather than
+        measured per task: the executor's own queue and thread list say it without a lock on
+        the IO path."""
+        accepted, served = self._published
+        metrics.inc("connections_total", self.accepted - accepted, service=self.service)
+        metrics.inc("sessions_total", self.served - served, service=self.service)
+        self._published = (self.accepted, self.served)
+        metrics.set_value("connections_current", len(self.connections), service=self.service)
+        queued = self.executor._work_queue.qsize()
+        metrics.set_value("threadpool_threads", len(self.executor._threads), service=self.service)
+        metrics.set_value("threadpool_max_threads", self.settings.max_threads, service=self.service)
+        metrics.set_value("threadpool_queued", queued, service=self.service)
+        if queued:
+            metrics.inc("threadpool_saturated_total", service=self.service)
 
     def _retire(self) -> None:
         self.retiring = True

@@ -31,6 +31,7 @@ def fuzz_server(tmp_path_factory):
     """Every service this build serves, one worker each (so a crash cannot hide behind a
     sibling that keeps answering)."""
     server = Server(tmp_path_factory.mktemp("fuzz"), tls_services=True, pop3_services=True,
+                    imap_services=True,
                     smtp={"workers": 1, "idle_timeout": 10},
                     server={"grace_period": 2})
     server.start()

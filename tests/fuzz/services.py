@@ -1,9 +1,9 @@
-"""The services the network fuzz suite attacks: one entry each. Adding IMAP is one entry: its
-verbs, a recording of real clients (sessions/imap.txt), its port, and a normal session with
-imaplib (implicit TLS for IMAPS)."""
+"""The services the network fuzz suite attacks: one entry each: its verbs, a recording of real
+clients (sessions/<name>.txt), its port, and a normal session with a real client."""
 
 from __future__ import annotations
 
+import imaplib
 import poplib
 import smtplib
 import ssl
@@ -65,6 +65,28 @@ def _pop3s(server: Server) -> None:
                                 context=tls_context(server)))
 
 
+def _imap_session(client: imaplib.IMAP4) -> None:
+    try:
+        client.login(USER, PASSWORD)
+        assert client.append("INBOX", None, None, b"Subject: after the fuzz\r\n\r\nhi\r\n")[0] == "OK"
+        assert client.select("INBOX")[0] == "OK"
+        assert client.fetch("1:*", "(FLAGS ENVELOPE BODYSTRUCTURE)")[0] == "OK"
+        assert client.search(None, "ALL")[0] == "OK"
+    finally:
+        client.logout()
+
+
+def _imap(server: Server) -> None:
+    client = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
+    client.starttls(tls_context(server))
+    _imap_session(client)
+
+
+def _imaps(server: Server) -> None:
+    _imap_session(imaplib.IMAP4_SSL("127.0.0.1", server.imaps_port, timeout=10,
+                                    ssl_context=tls_context(server)))
+
+
 @dataclass(frozen=True)
 class ServiceFuzz:
     verbs: list[bytes]
@@ -80,6 +102,16 @@ SMTP_VERBS = [b"HELO", b"EHLO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"BDAT", b"
 POP3_VERBS = [b"USER", b"PASS", b"APOP", b"AUTH", b"AUTH CRAM-MD5", b"AUTH PLAIN",
               b"AUTH SCRAM-SHA-256", b"CAPA", b"STLS", b"STAT", b"LIST", b"RETR", b"DELE", b"NOOP",
               b"RSET", b"TOP", b"UIDL", b"QUIT", b"LAST", b"UTF8"]
+# Verbs of every state (IDLE and AUTHENTICATE start exchanges of their own), UID forms, and
+# the extensions the server announces.
+IMAP_VERBS = [b"a CAPABILITY", b"a NOOP", b"a LOGOUT", b"a STARTTLS", b"a AUTHENTICATE PLAIN",
+              b"a AUTHENTICATE CRAM-MD5", b"a AUTHENTICATE SCRAM-SHA-256", b"a LOGIN", b"a SELECT",
+              b"a EXAMINE", b"a CREATE", b"a DELETE", b"a RENAME", b"a SUBSCRIBE",
+              b"a UNSUBSCRIBE", b"a LIST", b"a LSUB", b"a STATUS", b"a APPEND", b"a CHECK",
+              b"a CLOSE", b"a UNSELECT", b"a EXPUNGE", b"a SEARCH", b"a FETCH", b"a STORE",
+              b"a COPY", b"a MOVE", b"a UID FETCH", b"a UID SEARCH", b"a UID STORE",
+              b"a UID COPY", b"a UID MOVE", b"a UID EXPUNGE", b"a IDLE", b"DONE", b"a NAMESPACE",
+              b"a GETQUOTA", b"a GETQUOTAROOT", b"a ENABLE", b"a ID", b"*", b"+"]
 
 SERVICES: dict[str, ServiceFuzz] = {
     "smtp": ServiceFuzz(SMTP_VERBS, "smtp", lambda s: s.port, False, _smtp),
@@ -87,4 +119,6 @@ SERVICES: dict[str, ServiceFuzz] = {
     "smtps": ServiceFuzz(SMTP_VERBS, "smtp", lambda s: s.smtps_port, True, _smtps),
     "pop3": ServiceFuzz(POP3_VERBS, "pop3", lambda s: s.pop3_port, False, _pop3),
     "pop3s": ServiceFuzz(POP3_VERBS, "pop3", lambda s: s.pop3s_port, True, _pop3s),
+    "imap": ServiceFuzz(IMAP_VERBS, "imap", lambda s: s.imap_port, False, _imap),
+    "imaps": ServiceFuzz(IMAP_VERBS, "imap", lambda s: s.imaps_port, True, _imaps),
 }

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from .conftest import PASSWORD, USER
+from .conftest import PASSWORD, USER, cli
 
 HOSTNAME = "mx.example.test"
 MESSAGES = [
@@ -218,7 +218,7 @@ def raw_session(port):
     (b"STAT", b"-ERR STAT is only valid after login"),
     (b"RETR 1", b"-ERR RETR is only valid after login"),
     (b"PASS x", b"-ERR Send USER first"),
-    (b"APOP alice 00", b"-ERR APOP is not supported"),
+    (b"APOP alice 00", b"-ERR [AUTH] Authentication failed"),
     (b"HELLO", b"-ERR Bad command"),
     (b"XYZ", b"-ERR Unknown command"),
     (b"\xff\xfe", b"-ERR Bad command"),
@@ -337,3 +337,21 @@ def fetch_until(server, total, fetched, timeout=90.0):
             client.dele(number)
         client.quit()
         fetched += mine  # only once QUIT said the deletes are done
+
+
+def test_apop_with_a_secret_set_by_the_administrator(plain_server):
+    deliver(plain_server, MESSAGES[:1])
+    client = poplib.POP3("127.0.0.1", plain_server.pop3_port, timeout=10)
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        client.apop(USER, PASSWORD)  # no APOP secret yet: the login password is not one
+    client.close()
+    cli(plain_server.conf, "user", "apop", USER, "--password-stdin", input="apop secret\n")
+    client = poplib.POP3("127.0.0.1", plain_server.pop3_port, timeout=10)
+    assert client.apop(USER, "apop secret").startswith(b"+OK")
+    assert client.stat()[0] == 1
+    client.quit()
+    cli(plain_server.conf, "user", "apop", USER, "--off")
+    client = poplib.POP3("127.0.0.1", plain_server.pop3_port, timeout=10)
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        client.apop(USER, "apop secret")
+    client.close()

@@ -1,7 +1,7 @@
 """Least privilege: `init --system` makes the service account and owns the data dir for it;
 `serve` as root binds privileged ports, then every child runs as that account with no
-supplementary groups, no capabilities, no way back to root; protocol workers run no program
-and write nowhere but the data dir. `check-config` names permission mistakes."""
+supplementary groups, no capabilities, no way back to root; protocol and delivery workers run
+no program and write nowhere but the data dir (delivery still relays out to any port). `check-config` names permission mistakes."""
 
 from __future__ import annotations
 
@@ -18,15 +18,19 @@ import ssl
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from mailforge import config as configuration, privileges, sandbox
 
+from tests.smtp_sinks import Behaviour, Sink
+
 from .conftest import MAILFORGE, PASSWORD, USER, Server, cli
 
 LATER = "carol@example.test"
+OUTBOUND = "ok@remote.test"
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates users, binds ports < 1024")
 
 
@@ -144,7 +148,10 @@ def test_init_system_creates_the_account_and_owns_a_new_data_dir(account, open_r
 def test_serve_as_root_drops_every_child_to_the_service_account(account, open_root):
     user, group = account
     smtp_port, pop3_port = free_privileged_ports(2)
-    server = Server(open_root, pop3_services=True)
+    sink = Sink(Behaviour())  # a remote MTA on a high port: the sandbox must let delivery reach it
+    server = Server(open_root, pop3_services=True,
+                    relay={"mode": "networks", "networks": ["127.0.0.0/8"]},
+                    delivery={"mx_override": {"remote.test": sink.address}})
     try:
         cli(server.conf, "init", "--system", "--dir", str(server.dir), "--user", user, "--group", group)
         # A mailbox root adds afterwards is handed to the service account too.
@@ -164,30 +171,38 @@ def test_serve_as_root_drops_every_child_to_the_service_account(account, open_ro
             assert fields["Gid"].split() == [str(gid)] * 4, (pid, fields["Gid"])
             assert fields["Groups"] == "", (pid, fields["Groups"])
             assert fields["CapEff"] == fields["CapPrm"] == "0000000000000000", pid
-        for pid in workers:
+        delivery = [w["pid"] for w in status["delivery"]]
+        for pid in workers + delivery:
             fields = proc_status(pid)
             assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2"), pid
         assert "sandbox" in status and "seccomp: no exec" in status["sandbox"]
         # The real workers took the steps the jail below repeats, and said so.
-        assert server.log().count("worker sandbox: seccomp: no exec; landlock") >= 3
+        assert server.log().count("worker sandbox: seccomp: no exec; landlock") >= 3 + len(delivery)
+        assert "delivery worker sandbox: seccomp: no exec; landlock" in server.log()
 
-        _mail_flows_under_the_service_account(server, uid, gid)
+        _mail_flows_under_the_service_account(server, sink, uid, gid)
         probes = in_worker_jail(server.config.data_dir, user, group)
         assert probes == {"exec_sh": errno.EPERM, "write_tmp": errno.EACCES,
                           "write_beside_data": errno.EACCES, "write_store": 0,
                           "setuid_root": errno.EPERM}
     finally:
         server.stop()
+        sink.stop()
 
 
-def _mail_flows_under_the_service_account(server: Server, uid: int, gid: int) -> None:
+def _mail_flows_under_the_service_account(server: Server, sink: Sink, uid: int, gid: int) -> None:
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
         client.sendmail("bob@remote.test", [USER, LATER], b"Subject: low port\r\n\r\nhello\r\n")
+        client.sendmail(USER, [OUTBOUND], b"Subject: relayed\r\n\r\nout\r\n")
     for address in (USER, LATER):
         (delivered,) = server.wait_delivered(1, address)
         info = delivered.stat()
         assert (info.st_uid, info.st_gid) == (uid, gid)
         assert stat.S_IMODE(info.st_mode) & 0o007 == 0  # the service umask: nothing for others
+    deadline = time.monotonic() + 30
+    while not any(OUTBOUND in m.recipients for m in sink.received):
+        assert time.monotonic() < deadline, "the sandboxed delivery worker relayed nothing"
+        time.sleep(0.1)
     pop = poplib.POP3("127.0.0.1", server.pop3_port, timeout=10)
     try:
         # STLS: the worker loaded the key that only root and the store group may read.

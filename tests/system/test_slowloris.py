@@ -1,16 +1,18 @@
 """Slow clients cannot starve the service: a slowloris of trickling connections from one
 address and from many meets the per-IP and service caps while a normal client is served at
-once; a message body trickled below the minimum transfer rate ends the session."""
+once; a message body (SMTP DATA, an IMAP APPEND literal) trickled below the minimum transfer
+rate ends the session."""
 
 from __future__ import annotations
 
+import imaplib
 import resource
 import smtplib
 import socket
 import threading
 import time
 
-from .conftest import USER
+from .conftest import PASSWORD, USER
 
 # 1,000 connections from one address, 200 from 200 others (loopback aliases need no setup).
 FROM_ONE_IP = 1000
@@ -140,3 +142,46 @@ def test_a_body_trickled_below_the_minimum_rate_ends_the_session(make_server):
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
         client.sendmail("bob@remote.test", [USER], b"Subject: big\r\n\r\n" + b"y" * 1000 + b"\r\n" * 500)
     server.wait_delivered(1)
+
+
+def trickle_until_answered(sock: socket.socket, limit: float = 10) -> tuple[bytes, float]:
+    """Send a byte every 0.25 s until the server says something; its words and the time taken."""
+    started = time.monotonic()
+    sock.settimeout(0.25)
+    answer = b""
+    while not answer and time.monotonic() - started < limit:
+        try:
+            sock.sendall(b"x")  # 4 octets a second: active, but far below 1,000/s
+            answer = sock.recv(4096)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    return answer, time.monotonic() - started
+
+
+def test_an_imap_literal_trickled_below_the_minimum_rate_ends_the_session(make_server):
+    server = make_server(imap_services=True, imap={"idle_timeout": 2},
+                         limits={"min_transfer_rate": 1000}, server={"allow_plaintext_auth": True})
+    server.start()
+    workers = server.worker_pids("imap")
+    with socket.create_connection(("127.0.0.1", server.imap_port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"* OK")
+        sock.sendall(f'a LOGIN {USER} "{PASSWORD}"\r\n'.encode())
+        while not (line := reader.readline()).startswith(b"a "):
+            pass
+        assert line.startswith(b"a OK"), line
+        # Waiting for a command is not a transfer: only the idle timeout applies (not hit here).
+        time.sleep(1.5)
+        sock.sendall(b"b APPEND INBOX {100000}\r\n")
+        assert reader.readline().startswith(b"+")
+        answer, elapsed = trickle_until_answered(sock)
+    assert answer.startswith(b"* BYE"), answer
+    assert 2 <= elapsed < 5, elapsed
+    assert server.worker_pids("imap") == workers
+    # A client at a normal rate is served by the same worker under the same limits.
+    client = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
+    client.login(USER, PASSWORD)
+    assert client.append("INBOX", None, None, b"Subject: big\r\n\r\n" + b"y" * 50_000 + b"\r\n")[0] == "OK"
+    client.logout()

@@ -1,5 +1,6 @@
 """The `impl` fixture: one suite run against the Cython extensions and their twins (STYLE 12),
-and the `fuzz` marker, whose million-input runs only go when asked for (-m fuzz)."""
+the `fuzz` marker, whose million-input runs only go when asked for (-m fuzz), and the fake
+`clock` that the rate-keeper's counters take, so that their tests never sleep."""
 
 import importlib
 import types
@@ -22,6 +23,19 @@ def compiled() -> types.SimpleNamespace | None:
         return load("cython")
     except ImportError:
         return None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture(params=["python", "cython"])

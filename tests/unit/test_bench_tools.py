@@ -2,11 +2,12 @@
 POP3 load against a real mailforge (a few seconds)."""
 
 import asyncio
+import ssl
 import time
 
 import pytest
 
-from bench import load, peers
+from bench import latency, load, peers, remote, tune
 
 
 def test_body_has_the_asked_size_and_ends_the_data():
@@ -171,3 +172,84 @@ def test_dovecot_anchor_passwords_are_hashed_with_their_own_salts(tmp_path, monk
     assert all(h.startswith("{SHA512-CRYPT}$6$rounds=6000$") for h in hashes)
     assert hashes[0] != hashes[1]
     assert all(line.endswith("::::::") for line in lines)
+
+
+def test_percentiles_are_nearest_rank():
+    values = [i / 1000 for i in range(100, 0, -1)]  # 0.001 .. 0.100, unsorted
+    assert latency.percentile(values, 0.50) == 0.050
+    assert latency.percentile(values, 0.99) == 0.099  # the 99th of 100, not the largest
+    assert latency.percentile(values, 1.0) == 0.100
+    assert latency.percentile([7.0], 0.9) == 7.0
+    assert latency.summary(values) == {"p50": 0.050, "p90": 0.090, "p99": 0.099, "max": 0.100}
+    assert latency.summary([]) == {}
+    with pytest.raises(ValueError):
+        latency.percentile([], 0.5)
+
+
+def test_smtp_table_has_every_percentile_and_max():
+    stats = load.Stats(accepted=100, latencies=[i / 1000 for i in range(1, 101)], wall=1.0)
+    row = load.table_rows([load.PeerResult("mailforge", stats)])[0]
+    columns = load.headers("msg", True)
+    cells = dict(zip(columns, row))
+    assert (cells["p50 ms"], cells["p90 ms"], cells["p99 ms"], cells["max ms"]) == (
+        "50.0", "90.0", "99.0", "100.0")
+
+
+def test_tune_options_parse_lists_and_quick_bounds():
+    opts = tune.parse_args(["--workers", "1,2,4,8", "--threads", "2,16"])
+    assert (opts.worker_counts, opts.thread_counts) == ([1, 2, 4, 8], [2, 16])
+    quick = tune.parse_args(["--quick"])
+    assert quick.worker_counts == [1, 2] and quick.timeout <= 60
+    for bad in (["--workers", "1,x"], ["--threads", "0"], ["--workers", ""], ["--clients", "0"]):
+        with pytest.raises(SystemExit):
+            tune.parse_args(bad)
+
+
+def test_tune_load_options_are_what_bench_load_parses():
+    opts = tune.parse_args(["--clients", "3", "--messages", "9"])
+    smtp = tune.load_options("smtp", opts, workers=4)
+    assert (smtp.command, smtp.clients, smtp.messages, smtp.workers, smtp.peer_names) == (
+        "smtp", 3, 9, 4, ["mailforge"])
+
+
+def test_tune_table_rows():
+    points = [tune.Point("smtp", 1, 8, done=40, errors=0, rate=312.4, p50=0.0099, p99=0.0276),
+              tune.Point("smtp", 8, 8, note="skipped: the run's --timeout was reached before it")]
+    rows = tune.table_rows(points)
+    assert rows[0] == ("smtp", "1", "8", "40", "0", "312", "9.9", "27.6", "")
+    assert rows[1][5:8] == ("-", "-", "-") and rows[1][-1].startswith("skipped")
+    assert all(len(row) == len(tune.HEADERS) for row in rows)
+
+
+def test_tune_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    points = [tune.Point("smtp", w, t, done=10, rate=100.0 * w, p50=0.01, p99=0.02 * w)
+              for t in (2, 8) for w in (1, 2, 4)]
+    tune.plot(points, tmp_path / "plot.png", "test")
+    assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_host_options_make_a_remote_target():
+    opts = load.parse_args(["pop3", "--host", "mail.example.test", "--tls", "--user",
+                            "load{n}@example.test", "--password", "pw", "--clients", "3"])
+    target = remote.target(opts)
+    assert (target.host, target.port, target.tls_mode, target.pid) == (
+        "mail.example.test", 995, "tls", 0)
+    assert target.users == ("load1@example.test", "load2@example.test", "load3@example.test")
+    assert target.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    smtp = remote.target(load.parse_args(["smtp", "--host", "h", "--starttls", "--insecure",
+                                          "--rcpt", "x@h"]))
+    assert (smtp.port, smtp.rcpt, smtp.auth, smtp.ssl_context.check_hostname) == (25, "x@h", False, False)
+    assert load.parse_args(["smtp"]).host is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["smtp", "--host", "h", "--tls", "--starttls", "--rcpt", "x@h"],  # one way to secure
+    ["smtp", "--host", "h", "--auth", "--rcpt", "x@h"],                # AUTH needs a login
+    ["smtp", "--host", "h"],                                           # nobody to send to
+    ["pop3", "--host", "h", "--user", "u"],                            # no password
+    ["smtp", "--tls"],                                                 # TLS to a started peer
+])
+def test_host_option_mistakes_are_refused(argv):
+    with pytest.raises(SystemExit):
+        load.parse_args(argv)

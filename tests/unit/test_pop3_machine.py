@@ -2,6 +2,8 @@
 
 import base64
 
+import hashlib
+
 import pytest
 
 from mailforge.protocols.pop3 import MAX_ERRORS, POP3Machine, POP3Settings, State
@@ -15,6 +17,10 @@ LISTING = [("1.Qa.host", 100), ("2.Qb.host", 20), ("3.Qc.host", 3)]
 class Accounts:
     def check_password(self, address, password):
         return address.lower() == USER and password == PASSWORD
+
+    def verify_apop(self, address, timestamp, digest):
+        expected = hashlib.md5((timestamp + APOP_SECRET).encode()).hexdigest()
+        return address.lower() == USER and digest == expected
 
 
 def machine(tls=False, plaintext=False, tls_available=True):
@@ -36,10 +42,28 @@ def logged_in(listing=LISTING):
     return m
 
 
-def test_greeting_has_no_apop_timestamp_and_apop_is_refused():
+APOP_SECRET = "tanstaaf"
+
+
+def test_apop_with_the_greeting_timestamp():
+    """RFC 1939 7's example digest, with its timestamp put in our greeting."""
     m = machine()
-    assert m.greeting().startswith(b"+OK ") and b"<" not in m.greeting()
-    assert m.handle(b"APOP alice 0123456789abcdef").text.startswith(b"-ERR APOP is not supported")
+    m.timestamp = "<1896.697170952@dbc.mtview.ca.us>"
+    assert m.timestamp.encode() in m.greeting()
+    reply = m.handle(b"APOP alice@example.test c4c9334bac560ecc979e58001b3e22fb")
+    assert reply.action is Action.OPEN_MAILDROP and m.user == USER
+
+
+def test_apop_wrong_digest_unknown_user_and_syntax():
+    m = machine()
+    assert m.handle(b"APOP alice@example.test c4c9334bac560ecc979e58001b3e22fb").text == (
+        b"-ERR [AUTH] Authentication failed\r\n")  # another session's timestamp
+    assert m.handle(b"APOP alice@example.test").text.startswith(b"-ERR Syntax")
+
+
+def test_greeting_timestamps_differ_per_session():
+    first, second = machine().timestamp, machine().timestamp
+    assert first != second and first.startswith("<") and first.endswith("@mx.test>")
 
 
 def test_capa_before_tls_offers_stls_and_no_plaintext():

@@ -9,19 +9,6 @@ POLICY = Thresholds(window=60.0, tarpit_after=3, tarpit_delay=1.0, tarpit_max=4.
                     block_after=10, block_time=300.0)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @pytest.fixture
 def counters(clock) -> FailureCounters:
     return FailureCounters(clock)

@@ -3,17 +3,9 @@ import pytest
 from mailforge.ratekeeper.counters import IP_FULL, OK, SERVICE_FULL, ConnectionCounters
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def counters() -> ConnectionCounters:
-    return ConnectionCounters(clock=FakeClock())
+def counters(clock) -> ConnectionCounters:
+    return ConnectionCounters(clock=clock)
 
 
 def test_service_cap_holds_across_owners(counters):
@@ -89,9 +81,7 @@ def test_drop_owner_releases_everything_it_held(counters):
     assert counters.open("alive", "smtp", "10.0.0.1", 3, 2) == OK
 
 
-def test_counts_do_not_depend_on_time():
-    clock = FakeClock()
-    counters = ConnectionCounters(clock=clock)
+def test_counts_do_not_depend_on_time(counters, clock):
     counters.open("w1", "smtp", "10.0.0.1", 1, 1)
     clock.now += 86_400
     assert counters.open("w1", "smtp", "10.0.0.1", 1, 1) == SERVICE_FULL

@@ -7,19 +7,6 @@ from mailforge.errors import UsageError
 from mailforge.ratekeeper.outbound import SendCounters
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 def test_a_sender_gets_exactly_its_count_then_one_event(clock):
     counters = SendCounters(clock)
     results = [counters.take("a@x.test", 3, 60.0, commit=True) for _ in range(6)]

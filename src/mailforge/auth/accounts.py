@@ -8,6 +8,8 @@ exact matches on indexed columns.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import sqlite3
@@ -23,7 +25,7 @@ from .passwords import ScramRecord, hash_cram_md5, hash_password, hash_scram_sha
 from .passwords import parse_scram_sha256, scram_decoy, verify_password
 
 # Bump whenever the schema changes, and add the step from the old version to _MIGRATIONS.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # A writer (the CLI) holds the lock for milliseconds; wait rather than fail.
 BUSY_TIMEOUT_MS = 5000
 # Password hashes inside: no access for others. The group (which owns the store and queue, see
@@ -51,7 +53,8 @@ CREATE TABLE mailboxes (
     created   REAL NOT NULL,
     quota_bytes     INTEGER,
     quota_messages  INTEGER,
-    send_disabled INTEGER NOT NULL DEFAULT 0
+    send_disabled INTEGER NOT NULL DEFAULT 0,
+    apop_secret TEXT
 );
 CREATE INDEX mailboxes_domain ON mailboxes(domain);
 CREATE TABLE aliases (
@@ -99,6 +102,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "NOT NULL, interval REAL NOT NULL, action TEXT NOT NULL, PRIMARY KEY (scope, name)) "
         "WITHOUT ROWID",
         "ALTER TABLE mailboxes ADD COLUMN send_disabled INTEGER NOT NULL DEFAULT 0"),
+    # 6: the APOP secret of mailboxes whose owner asked for one (NULL: no APOP).
+    5: ("ALTER TABLE mailboxes ADD COLUMN apop_secret TEXT",),
 }
 # public_writers values besides a list of addresses.
 PUBLIC_EVERYONE = "*"
@@ -266,6 +271,27 @@ class Accounts:
     def user_enable(self, address: str) -> None:
         """Undo `user_disable`, and a limit's "disable" action."""
         self._update_mailbox(address, "disabled = ?, send_disabled = ?", 0, 0)
+
+    # -- APOP (RFC 1939 7)
+
+    def set_apop_secret(self, address: str, secret: str | None) -> None:
+        """APOP needs the secret itself on the server, so it is a secret of its own, set only
+        for mailboxes whose clients need APOP, never the login password (None: no APOP)."""
+        if secret is not None and not secret:
+            raise UsageError("empty APOP secret refused")
+        self._update_mailbox(address, "apop_secret = ?", secret)
+
+    def verify_apop(self, address: str, timestamp: str, digest: str) -> bool:
+        """Whether `digest` is MD5(timestamp + secret) in hex; False for an unknown, disabled or
+        invalid address and for a mailbox without an APOP secret."""
+        with self._lock:
+            row = self._db.execute("SELECT apop_secret, disabled FROM mailboxes WHERE address = ?",
+                                   (_login_address(address),)).fetchone()
+        usable = row is not None and not row[1] and row[0] is not None
+        # The same work whether or not the account exists: timing tells nothing.
+        secret = row[0] if usable else secrets.token_hex(16)
+        expected = hashlib.md5((timestamp + secret).encode()).hexdigest()
+        return hmac.compare_digest(expected, digest.lower()) and usable
 
     # -- outbound message limits
 

@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "domain", metavar="DOMAIN", nargs="?", help="only this domain's")
     address_leaf(user, "remove", _user_remove, "remove a mailbox (its mail stays on disk)")
     address_leaf(user, "disable", _user_disable, "refuse mail and logins for a mailbox")
+    apop = leaf(user, "apop", _user_apop,
+                "set (or with --off remove) a mailbox's APOP secret, for POP3 clients that "
+                "need APOP; not the login password")
+    _password_input(apop)
+    apop.add_argument("--off", action="store_true", help="remove the secret: no APOP")
     address_leaf(user, "enable", _user_enable, "undo `user disable`, and an outbound limit's disable action")
 
     alias = group(subparsers, "alias", "aliases: addresses that forward to other addresses")
@@ -153,6 +158,15 @@ def _user_enable(args: argparse.Namespace, config: Config) -> int:
     with Accounts(config.accounts_db) as accounts:
         accounts.user_enable(address)
     print(f"enabled {address}")
+    return EXIT_OK
+
+
+def _user_apop(args: argparse.Namespace, config: Config) -> int:
+    address = normalize_address(args.address)
+    secret = None if args.off else _read_password(args)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.set_apop_secret(address, secret)
+    print(f"removed the APOP secret of {address}" if args.off else f"set the APOP secret of {address}")
     return EXIT_OK
 
 

@@ -11,12 +11,13 @@ message delivered to an idling client is pushed within a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..auth.accounts import Accounts
@@ -26,6 +27,7 @@ from ..speedups import Command as ParsedCommand
 from ..speedups import CommandParser, ParseError
 from ..store.api import Mailbox
 from .imap.state import IMAPMachine, IMAPSettings, State
+from .record import ServiceMeters, SessionRecord, imap_error_code
 from .session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed, LineTooLong
 
@@ -56,6 +58,7 @@ class IMAPContext:
     max_sessions_per_user: int
     guard: AbuseGuard
     tls_context: ssl.SSLContext | None = None
+    meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("imap"))
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
@@ -78,10 +81,12 @@ class IMAPDriver:
         self.machine = IMAPMachine(ctx.settings, ctx.accounts, ctx.open_mailbox, tls_active=conn.tls)
         self.parser = CommandParser(max_literal=ctx.settings.max_append)
         self.counted_user = ""  # the user this session is counted against in the rate-keeper
+        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
         conn.idle_reply = machine.idle_reply()
+        self.record.opened(conn.tls)
         conn.write(machine.greeting())
         try:
             while True:
@@ -89,6 +94,7 @@ class IMAPDriver:
                     conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                self.record.reply(result.failure, imap_error_code(result.text), machine.user)
                 if result.failure is not None and await self.ctx.guard.answer_failure(
                         conn, "imap", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
@@ -114,6 +120,7 @@ class IMAPDriver:
             await self._in_thread(machine.close)
             if self.counted_user:
                 await self.ctx.ratekeeper.close_session(USER_SESSIONS, self.counted_user)
+            self.record.closed()
 
     async def _next_reply(self) -> Reply:
         machine = self.machine
@@ -141,8 +148,14 @@ class IMAPDriver:
         conn = self.conn
         # Waiting for a new command, the session may be cut by a stopping worker at once.
         conn.interruptible = not conn.has_buffered_line()
+        # From a literal's first octet to the end of its command, input is held to the minimum
+        # transfer rate (each trickled byte would reset the idle timer); command lines are not.
+        timed, timed_literal = contextlib.ExitStack(), False
         try:
             while True:
+                if self.parser.in_literal and not timed_literal:
+                    timed.enter_context(conn.transfer())
+                    timed_literal = True
                 chunk = await conn.read_chunk()
                 conn.interruptible = False
                 try:
@@ -160,6 +173,7 @@ class IMAPDriver:
                     conn.write(b"+ Ready for literal data\r\n")
         finally:
             conn.interruptible = False
+            timed.close()
 
     async def _open_mailbox(self, pending: Reply) -> Reply:
         """After good credentials: count the user's sessions, then open the mailbox."""

@@ -6,14 +6,18 @@ Pure: it turns command lines into replies and actions; no sockets and no files. 
 ones at QUIT, telling the machine how that went. The machine only holds the snapshot's
 listing: unique-ids and sizes.
 
-APOP (RFC 1939 7) is not offered: it needs the plaintext password on the server, and passwords
-are stored hashed. So the greeting carries no APOP timestamp and APOP answers -ERR; CRAM-MD5
-and SCRAM-SHA-256 through AUTH give the same protection without it.
+APOP (RFC 1939 7) needs the shared secret itself on the server, while passwords are stored
+hashed; so APOP checks a separate secret that an administrator sets for the mailboxes whose
+clients still need it (`mailforge user apop ADDR`), as qpopper's popauth did. The greeting's
+timestamp is unique per session, as the digest's freshness depends on it. CRAM-MD5 and
+SCRAM-SHA-256 through AUTH give the same protection without a stored secret.
 """
 
 from __future__ import annotations
 
 import enum
+import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,9 +47,11 @@ class State(enum.IntEnum):
 
 
 class PasswordCheck(Protocol):
-    """What USER/PASS ask of auth.accounts.Accounts (SASL asks more of it, see auth.sasl)."""
+    """What USER/PASS and APOP ask of auth.accounts.Accounts (SASL asks more, see auth.sasl)."""
 
     def check_password(self, address: str, password: str) -> bool: ...
+
+    def verify_apop(self, address: str, timestamp: str, digest: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -89,9 +95,12 @@ class POP3Machine:
         self.listing: list[tuple[str, int]] = []
         self.deleted: set[int] = set()
         self.errors = 0
+        # RFC 1939 7: "<process-ID.clock@hostname>"; random rather than a clock, so no two
+        # sessions (in any worker) share one and a recorded APOP digest cannot be replayed.
+        self.timestamp = f"<{os.getpid()}.{secrets.token_hex(8)}@{settings.hostname}>"
 
     def greeting(self) -> bytes:
-        return f"+OK {self.settings.hostname} POP3 mailforge ready\r\n".encode()
+        return f"+OK {self.settings.hostname} POP3 mailforge ready {self.timestamp}\r\n".encode()
 
     @staticmethod
     def idle_reply() -> bytes:
@@ -159,7 +168,13 @@ class POP3Machine:
         return self._logged_in(normalize_address(user))
 
     def apop(self, args: list[bytes], rest: bytes) -> Reply:
-        return err("APOP is not supported (passwords are stored hashed); use AUTH CRAM-MD5")
+        self._user_arg = ""
+        if len(args) != 2:
+            return err("Syntax: APOP name digest")
+        user, digest = (arg.decode("utf-8", "replace") for arg in args)
+        if not self.accounts.verify_apop(user, self.timestamp, digest):
+            return auth_failed()
+        return self._logged_in(normalize_address(user))
 
     def auth(self, args: list[bytes], rest: bytes) -> Reply:
         self._user_arg = ""

@@ -14,7 +14,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +22,7 @@ from ..auth.accounts import Accounts
 from ..policy.abuse import AbuseGuard
 from ..store.pop3box import Maildrop, MaildropBusy
 from .pop3 import POP3Machine, POP3Settings
+from .record import ServiceMeters, SessionRecord, reply_code
 from .session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed, LineTooLong
 
@@ -46,6 +47,7 @@ class POP3Context:
     worker: StopSignal
     guard: AbuseGuard
     tls_context: ssl.SSLContext | None = None
+    meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("pop3"))
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
@@ -126,10 +128,12 @@ class POP3Driver:
         self.ctx = ctx
         self.machine = POP3Machine(ctx.settings, ctx.accounts, tls_active=conn.tls)
         self.maildrop: Maildrop | None = None
+        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
         conn.idle_reply = machine.idle_reply()
+        self.record.opened(conn.tls)
         conn.write(machine.greeting())
         try:
             while True:
@@ -137,6 +141,9 @@ class POP3Driver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                self.record.reply(result.failure,
+                                  reply_code(result.text) if result.is_error else None,
+                                  machine.user)
                 if result.failure is not None and await self.ctx.guard.answer_failure(
                         conn, "pop3", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
@@ -159,6 +166,7 @@ class POP3Driver:
             self.conn.flush()
             if self.maildrop is not None:
                 self.maildrop.close()
+            self.record.closed()
 
     async def _next_reply(self) -> Reply:
         # Waiting for a command, the session may always be cut: nothing is changed before QUIT.

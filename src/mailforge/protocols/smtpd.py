@@ -11,7 +11,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..policy.abuse import AbuseGuard
 from ..policy.limits import Refusal, SendLimiter
@@ -19,6 +19,7 @@ from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
 from .hops import HopCounter
+from .record import ServiceMeters, SessionRecord, reply_code
 from .session import Action, Reply, StopSignal
 from .smtp import AccountLookup, SMTPMachine, SMTPSettings
 from .transport import Connection, ConnectionClosed, LineTooLong
@@ -38,6 +39,7 @@ class SMTPContext:
     limiter: SendLimiter
     tls_context: ssl.SSLContext | None = None
     mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
+    meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("smtp"))
 
 
 def refusal(verdict: str, hostname: str) -> bytes:
@@ -61,10 +63,12 @@ class SMTPDriver:
                                    mailbox_full=ctx.mailbox_full)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
         self.hops = HopCounter()  # of the BDAT message being received
+        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
         conn.idle_reply = machine.idle_reply()
+        self.record.opened(conn.tls)
         conn.write(machine.greeting())
         try:
             while True:
@@ -72,6 +76,9 @@ class SMTPDriver:
                     self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
                     return
                 result = await self._next_reply()
+                self.record.reply(result.failure,
+                                  reply_code(result.text) if result.is_error else None,
+                                  machine.user)
                 if result.failure is not None and await self.ctx.guard.answer_failure(
                         conn, "smtp", result, refusal("blocked", self.ctx.settings.hostname)):
                     return
@@ -94,6 +101,7 @@ class SMTPDriver:
         finally:
             self.conn.flush()
             self._drop_chunks()
+            self.record.closed()
 
     async def _next_reply(self) -> Reply:
         machine = self.machine
@@ -201,9 +209,8 @@ class SMTPDriver:
             log.error("%s: queue write failed: %s", spool_file.id, exc)
             spool_file.abort()
             return self.machine.queue_failed()
-        log.info("%s: from=<%s> to=%s size=%d client=%s", spool_file.id, transaction.sender,
-                 ",".join(f"<{r}>" for r in transaction.recipients), envelope.size,
-                 self.conn.peer_ip)
+        self.record.message_received(id=spool_file.id, sender=transaction.sender,
+                                     recipients=",".join(transaction.recipients), size=envelope.size)
         return self.machine.queued(spool_file.id)
 
     def _drop_chunks(self) -> None:

@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .. import allocator, metrics, sandbox
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..config import Config
+from ..errors import EXIT_WORKER_BOOT
 from ..store import quota
 from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
                              message_base, publish, write_tmp)
@@ -155,8 +157,10 @@ class CopyBatch:
                     if c.directory == directory:
                         self._fail(c, exc)
                 placed = [c for c in placed if c.directory != directory]
+        now = time.time()
         for c in placed:
             c.entry.pending[c.rcpt] -= 1
+            _count_placed(c, now)
             if c.log_line:
                 log.info(*c.log_line)
 
@@ -185,6 +189,16 @@ class CopyBatch:
         copy.entry.failed[copy.rcpt] = str(exc)
         for path in copy.paths:
             unlink_quietly(path)
+
+
+def _count_placed(copy: Copy, now: float) -> None:
+    """A copy in a mailbox is delivered; one in badmail failed for good (bounces come later)."""
+    if copy.maildir_tmp is None and copy.move is None:
+        metrics.inc("messages_bounced_total", via="local")
+        return
+    metrics.inc("messages_delivered_total", via="local")
+    metrics.observe("delivery_latency_seconds", max(0.0, now - copy.entry.envelope.received_at),
+                    via="local")
 
 
 class DeliveryAgent(Settlement):
@@ -518,6 +532,7 @@ class DeliveryAgent(Settlement):
         env.next_attempt = retry.next_attempt(self.clock(), env.received_at, config.retry_schedule,
                                               env.attempts, config.max_queue_time)
         env.attempts += 1
+        metrics.inc("messages_deferred_total", via="local")
         return env
 
     def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> int:
@@ -541,6 +556,21 @@ class DeliveryAgent(Settlement):
         self._deferred[entry.id] = (env.next_attempt, self._write_aside(entry.id, ENV_SUFFIX, encode(env)))
         log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
                     env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
+
+
+def serve(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
+          stopping: Callable[[], bool]) -> None:
+    """A delivery worker process: locked in like the protocol workers (no program, writes only
+    in the data dir), then `run`. Its outbound SMTP connects stay free: the sandbox's Landlock
+    ruleset handles file access only, never ABI 4's TCP connect/bind rights."""
+    allocator.return_large_buffers()
+    try:
+        state = sandbox.confine(config.data_dir)
+    except OSError as exc:
+        log.error("delivery worker cannot enter its sandbox: %s", exc)
+        raise SystemExit(EXIT_WORKER_BOOT) from None
+    log.info("delivery worker sandbox: %s", state.describe())
+    run(config, slot, slots, heartbeat, stopping)
 
 
 def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],

@@ -9,10 +9,12 @@ message from the null sender is never reported on: it goes to badmail/ instead.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import metrics
 from . import dsn, retry
 from .commit import fsync_dir
 from .envelope import encode
@@ -70,10 +72,14 @@ class Settlement:
 
     def _record(self, entry: Entry, rcpt: str, result: Result) -> None:
         if result.accepted:
+            metrics.inc("messages_delivered_total", via="relay")
+            metrics.observe("delivery_latency_seconds",
+                            max(0.0, time.time() - entry.envelope.received_at), via="relay")
             if not result.dsn_passed:  # a DSN-aware next hop reports success itself
                 entry.outcomes.succeeded[rcpt] = dsn.RecipientStatus(
                     rcpt, dsn.RELAYED, result.status, result.text, result.remote_mta)
         elif result.permanent:
+            metrics.inc("messages_bounced_total", via="relay")
             entry.outcomes.failed[rcpt] = dsn.RecipientStatus(
                 rcpt, dsn.FAILED, result.status, result.text, result.remote_mta)
         else:

@@ -220,6 +220,21 @@ def queue_length(queue_dir: Path) -> int:
     return count
 
 
+def oldest_age(queue_dir: Path, now: float | None = None) -> float | None:
+    """Seconds since the oldest message in active/ was queued (its file's mtime), None if empty.
+    A deferral rewrites an envelope, so a retried message counts from its last attempt."""
+    oldest = None
+    with os.scandir(Path(queue_dir) / ACTIVE) as entries:
+        for entry in entries:
+            if entry.name.endswith((ENV_SUFFIX, SEALED_SUFFIX)):
+                try:
+                    mtime = entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # delivered while we looked
+                oldest = mtime if oldest is None else min(oldest, mtime)
+    return None if oldest is None else max(0.0, (time.time() if now is None else now) - oldest)
+
+
 @dataclass
 class RecoveryReport:
     kept: int = 0

@@ -128,6 +128,8 @@ class CommandParser:
     and then `consumed` says where it ended in `data` (the caller keeps the rest for the next
     feed). After a synchronizing literal's `{n}` line, `feed` stops with
     `wants_continuation` set: the server sends "+ ..." before the client sends the literal.
+    `in_literal` says whether the parser is inside a literal's octets (the driver holds
+    those, not a command line, to a minimum transfer rate).
     A bad command raises ParseError(consumed=, tag=); the parser then skips what is left
     of that command (its non-synchronizing literals too) on later feeds.
     """
@@ -144,6 +146,10 @@ class CommandParser:
         self._skipping = False  # in the rest of a bad command
         self._discarding = False  # in a line that was too long, until its LF
         self._reset()
+
+    @property
+    def in_literal(self) -> bool:
+        return self._literal is not None
 
     def _reset(self) -> None:
         self._tag: str | None = None

@@ -1,0 +1,208 @@
+"""Tuning report: mailforge under the `bench.load` workloads at several worker counts and
+thread-pool sizes, as a table and a PNG plot of throughput and p99 latency against workers.
+
+    python -m bench.tune [--workers 1,2,4,8] [--threads 2,8,32] [--clients 50]
+                         [--messages 3000] [--ops 3000] [--out bench/tuning.png]
+                         [--timeout 1800] [--quick]
+
+SMTP always; IMAP when `bench.load` has an imap mode (it says so and skips it otherwise).
+Every point starts its own mailforge (`[smtp]`/`[imap]` `workers` and `max_threads` set),
+loads it, and stops it by pid before the next one. The run as a whole is bounded by --timeout;
+points it has no time left for are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import load, peers
+from bench.latency import summary
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "tuning.png"
+# Small enough for a test to run end to end in well under a minute on a busy 2-core machine.
+QUICK = {"workers": "1,2", "threads": "4", "clients": 4, "messages": 40, "ops": 40, "timeout": 50.0}
+# As bench.load imap's defaults (a mailbox of 50 made mailforge's IMAP stall with 2+ workers).
+IMAP_MESSAGES, IMAP_SIZE = 200, 2048
+HEADERS = ("protocol", "workers", "max_threads", "done", "errors", "per s", "p50 ms", "p99 ms",
+           "note")
+
+
+@dataclass
+class Point:
+    protocol: str
+    workers: int
+    max_threads: int
+    done: int = 0
+    errors: int = 0
+    rate: float | None = None
+    p50: float | None = None
+    p99: float | None = None
+    note: str = ""
+
+
+def protocols() -> tuple[list[str], list[str]]:
+    """The workloads to run, and notes on the ones this `bench.load` cannot run."""
+    if "imap" in getattr(load, "KNOWN_PEERS", {}):
+        return ["smtp", "imap"], []
+    return ["smtp"], ["imap: skipped, this bench.load has no imap mode yet"]
+
+
+def load_options(protocol: str, opts: argparse.Namespace, workers: int) -> argparse.Namespace:
+    """What `bench.load` would parse for this point, mailforge alone."""
+    common = ["--clients", str(opts.clients), "--peers", "mailforge", "--workers", str(workers),
+              "--timeout", str(opts.timeout)]
+    if protocol == "imap":
+        return load.parse_args(["imap", "--ops", str(opts.ops), "--messages", str(IMAP_MESSAGES),
+                                "--size", str(IMAP_SIZE), *common])
+    return load.parse_args(["smtp", "--messages", str(opts.messages), *common])
+
+
+def runner(protocol: str, load_opts: argparse.Namespace, max_threads: int) -> load.Runner:
+    max_conn = max(1000, 2 * load_opts.clients)
+    if protocol == "smtp":
+        return lambda: peers.run_mailforge(load_opts.workers, max_conn, max_threads=max_threads)
+    # As bench.load's own runners: one user per client, every one with the same mailbox.
+    users = [f"bench{n}@{peers.BENCH_DOMAIN}" for n in range(1, load_opts.clients + 1)]
+    box = load.mailbox(load_opts.messages, load_opts.size)
+    return lambda: peers.run_mailforge(load_opts.workers, max_conn, service=protocol, users=users,
+                                       mailbox=box, max_threads=max_threads)
+
+
+def measure(protocol: str, workers: int, max_threads: int, opts: argparse.Namespace,
+            deadline: float) -> Point:
+    point = Point(protocol, workers, max_threads)
+    load_opts = load_options(protocol, opts, workers)
+    result = load.measure("mailforge", runner(protocol, load_opts, max_threads), load_opts, deadline)
+    point.note = result.note
+    if result.stats is not None:
+        figures = summary(result.stats.latencies)
+        point.done, point.errors, point.rate = result.stats.accepted, result.stats.errors, result.rate
+        point.p50, point.p99 = figures.get("p50"), figures.get("p99")
+        if result.stats.timed_out:
+            point.note = point.note or "stopped by --timeout"
+    return point
+
+
+def sweep(opts: argparse.Namespace, chosen: list[str]) -> Iterator[Point]:
+    deadline = time.monotonic() + opts.timeout
+    for protocol in chosen:
+        for max_threads in opts.thread_counts:
+            for workers in opts.worker_counts:
+                yield measure(protocol, workers, max_threads, opts, deadline)
+
+
+def table_rows(points: list[Point]) -> list[tuple[str, ...]]:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.1f}"
+
+    return [(p.protocol, str(p.workers), str(p.max_threads), f"{p.done:,}", f"{p.errors:,}",
+             "-" if p.rate is None else f"{p.rate:,.0f}", ms(p.p50), ms(p.p99), p.note)
+            for p in points]
+
+
+def print_table(points: list[Point], notes: list[str]) -> None:
+    rows = table_rows(points)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    for row in (HEADERS, *rows):
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip())
+    for line in notes:
+        print(line)
+    print("per s: SMTP messages accepted (fsynced) or IMAP commands answered per second; "
+          "p99: nearest-rank latency of one message or command.")
+
+
+def plot(points: list[Point], out: Path, title: str) -> None:
+    """Two panels against worker count, one line per protocol and max_threads."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on a server
+    from matplotlib import pyplot
+
+    figure, (rate_ax, p99_ax) = pyplot.subplots(1, 2, figsize=(11, 4.2))
+    for protocol, max_threads in dict.fromkeys((p.protocol, p.max_threads) for p in points):
+        line = sorted((p for p in points if (p.protocol, p.max_threads) == (protocol, max_threads)
+                       and p.rate is not None), key=lambda p: p.workers)
+        if not line:
+            continue
+        label = f"{protocol.upper()}, max_threads {max_threads}"
+        style = "-o" if protocol == "smtp" else "--s"
+        rate_ax.plot([p.workers for p in line], [p.rate for p in line], style, label=label)
+        p99_ax.plot([p.workers for p in line], [(p.p99 or 0) * 1000 for p in line], style, label=label)
+    for ax, ylabel in ((rate_ax, "throughput (msg/s or cmd/s)"), (p99_ax, "p99 latency (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({p.workers for p in points}), labels=None)
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("workers")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    rate_ax.legend(fontsize="small")
+    figure.suptitle(title, fontsize="medium")
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    pyplot.close(figure)
+
+
+def counts(text: str, flag: str, ap: argparse.ArgumentParser) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        ap.error(f"{flag} takes a comma list of whole numbers, not {text!r}")
+    if not values or min(values) < 1:
+        ap.error(f"{flag} needs at least one value, every one at least 1")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__.split("\n")[0])
+    ap.add_argument("--workers", default="1,2,4,8", help="worker counts (comma list)")
+    ap.add_argument("--threads", default="2,8,32", help="max_threads values (comma list)")
+    ap.add_argument("--clients", type=int, default=50, help="concurrent clients per point")
+    ap.add_argument("--messages", type=int, default=3000, help="SMTP messages per point")
+    ap.add_argument("--ops", type=int, default=3000, help="IMAP commands per point")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the PNG plot")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds for the whole run")
+    ap.add_argument("--quick", action="store_true",
+                    help="a few seconds per point, workers 1 and 2 only (for tests)")
+    opts = ap.parse_args(argv)
+    if opts.quick:
+        for key, value in QUICK.items():
+            setattr(opts, key, value)
+    for flag in ("clients", "messages", "ops"):
+        if getattr(opts, flag) < 1:
+            ap.error(f"--{flag} must be at least 1")
+    if opts.clients > peers.DOVECOT_USERS:
+        # bench.load caps IMAP clients (one user each) at the Dovecot anchor's users.
+        ap.error(f"--clients must be at most {peers.DOVECOT_USERS}")
+    opts.worker_counts = counts(opts.workers, "--workers", ap)
+    opts.thread_counts = counts(opts.threads, "--threads", ap)
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    chosen, notes = protocols()
+    peers.raise_nofile(4 * opts.clients + 256)
+    points = []
+    for point in sweep(opts, chosen):
+        print(f"{point.protocol} workers {point.workers} max_threads {point.max_threads}: "
+              f"{table_rows([point])[0][5]}/s {point.note}".rstrip(), file=sys.stderr, flush=True)
+        points.append(point)
+    print_table(points, notes)
+    title = (f"mailforge, {opts.clients} clients, SMTP {opts.messages} × 1 KiB"
+             + (f", IMAP {opts.ops} commands" if "imap" in chosen else ""))
+    try:
+        plot(points, opts.out, title)
+    except ImportError:
+        print("no plot: matplotlib is not installed (pip install '.[dev]')", file=sys.stderr)
+    else:
+        print(f"plot: {opts.out}")
+    return 0 if any(p.done for p in points) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

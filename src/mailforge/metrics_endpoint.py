@@ -1,0 +1,87 @@
+"""The supervisor's /metrics endpoint: every process's values summed, plus what only the
+supervisor knows (queue, rate-keeper counters, children), read at scrape time.
+
+A daemon thread of the supervisor serves it; the supervisor handles no client traffic, and
+a scrape never runs in a worker, so a slow scraper costs a session nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .config import parse_hostport
+from .errors import UsageError
+from .metrics import PREFIX, MULTIPROC_ENV
+
+log = logging.getLogger("mailforge.supervisor")
+
+
+@dataclass
+class Snapshot:
+    """The supervisor's own view at scrape time."""
+
+    queue_length: int | None
+    queue_oldest_age: float | None
+    ratekeeper: dict | None  # rate-keeper stats: "abuse", "outbound", "connections"
+    children: dict[tuple[str, str], int]  # (kind, service) → processes running
+
+
+class SupervisorCollector:
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        if snap.queue_length is not None:
+            yield _gauge("queue_length", "Messages waiting in the queue", snap.queue_length)
+        if snap.queue_oldest_age is not None:
+            yield _gauge("queue_oldest_age_seconds", "Age of the oldest queued message",
+                         snap.queue_oldest_age)
+        processes = GaugeMetricFamily(PREFIX + "processes", "Child processes running",
+                                      labels=["kind", "service"])
+        for (kind, service), count in sorted(snap.children.items()):
+            processes.add_metric([kind, service], count)
+        yield processes
+        yield from _ratekeeper_metrics(snap.ratekeeper or {})
+
+
+def _gauge(name: str, help: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, help, value=value)
+
+
+def _ratekeeper_metrics(stats: dict[str, Any]) -> Iterator[Metric]:
+    """Rate-limit blocks as the rate-keeper counts them across all workers and services."""
+    abuse, outbound = stats.get("abuse"), stats.get("outbound")
+    if abuse:
+        yield CounterMetricFamily(PREFIX + "abuse_blocks", "Addresses blocked for failed logins "
+                                  "or recipient probes", value=abuse.get("blocks", 0))
+        yield CounterMetricFamily(PREFIX + "abuse_tarpitted", "Replies delayed by the tarpit",
+                                  value=abuse.get("tarpitted", 0))
+        yield _gauge("abuse_blocked_addresses", "Addresses blocked now", abuse.get("blocked_now", 0))
+    if outbound:
+        yield CounterMetricFamily(PREFIX + "outbound_limit_refusals", "Messages refused by an "
+                                  "outbound message limit", value=outbound.get("refused", 0))
+        yield _gauge("outbound_limited_senders", "Senders over their outbound limit now",
+                     outbound.get("limited_now", 0))
+
+
+def start(listen: str, snapshot: Callable[[], Snapshot]) -> Any:
+    """Serve /metrics on `listen` (host:port) from a daemon thread; the server, to close."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, os.environ[MULTIPROC_ENV])
+    registry.register(SupervisorCollector(snapshot))
+    host, port = parse_hostport(listen)
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise UsageError(f"cannot listen for metrics on {listen}: {exc.strerror or exc}") from None
+    log.info("metrics on http://%s/metrics", listen)
+    return server
