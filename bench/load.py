@@ -455,7 +455,8 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
                                                      users=users, mailbox=box),
             "mailforge-pure": lambda: peers.run_mailforge(opts.workers, max_conn, pure_python=True,
                                                           service=service, users=users, mailbox=box),
-            "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box, service),
+            "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box, service,
+                                                 opts.dovecot_passwords),
         }
     return {
         "mailforge": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn),
@@ -585,6 +586,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     imap.add_argument("--ops", type=int, default=20000, help="IMAP commands in all")
     imap.add_argument("--messages", type=int, default=200, help="messages in every mailbox")
     imap.add_argument("--size", type=int, default=2048, help="bytes of every message (LF form)")
+    for parser in (pop3, imap):
+        parser.add_argument("--dovecot-passwords", choices=sorted(peers.DOVECOT_SCHEMES),
+                            default="sha512-crypt",
+                            help="how the Dovecot anchor stores passwords (default sha512-crypt, "
+                                 "a check about as costly as mailforge's scrypt)")
     for command, parser in (("smtp", smtp), ("relay", relay), ("pop3", pop3), ("imap", imap)):
         parser.add_argument("--peers", default=DEFAULT_PEERS[command],
                             help=f"comma list (default {DEFAULT_PEERS[command]})")

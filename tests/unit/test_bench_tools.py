@@ -161,6 +161,19 @@ def test_relay_load_against_mailforge():
     assert result.delivered == 20 and "delivery workers: 2" in result.info
 
 
+@pytest.mark.skipif(not peers.DOVEADM.exists(), reason="doveadm (dovecot-core) is not installed")
+def test_dovecot_anchor_passwords_are_hashed_with_their_own_salts(tmp_path, monkeypatch):
+    users = tmp_path / "users"
+    users.write_text("bench1@bench.test:{PLAIN}pass::::::\nbench2@bench.test:{PLAIN}pass::::::\n")
+    monkeypatch.setattr(peers, "DOVECOT_USERS_FILE", users)
+    peers.hash_dovecot_passwords(["-s", "SHA512-CRYPT", "-r", "6000"])
+    lines = users.read_text().splitlines()
+    hashes = [line.split(":")[1] for line in lines]
+    assert all(h.startswith("{SHA512-CRYPT}$6$rounds=6000$") for h in hashes)
+    assert hashes[0] != hashes[1]
+    assert all(line.endswith("::::::") for line in lines)
+
+
 def test_percentiles_are_nearest_rank():
     values = [i / 1000 for i in range(100, 0, -1)]  # 0.001 .. 0.100, unsorted
     assert latency.percentile(values, 0.50) == 0.050

@@ -7,6 +7,7 @@ import base64
 
 import pytest
 
+from mailforge.protocols.imap import messages
 from mailforge.protocols.imap.state import IMAPMachine, IMAPSettings, State
 from mailforge.protocols.session import Action
 from mailforge.speedups import CommandParser, ParseError
@@ -195,3 +196,30 @@ def test_too_many_errors_hang_up(mailbox):
     session = Session(mailbox)
     replies = [session.machine.handle(session.parser.feed(b"a XYZZY\r\n")[0]) for _ in range(30)]
     assert replies[-1].action is Action.CLOSE and b"* BYE Too many errors" in replies[-1].text
+
+
+@pytest.mark.parametrize("line, in_thread", [
+    (b"a FETCH 1:* (FLAGS UID RFC822.SIZE)", False),
+    (b"a FETCH 1:* FAST", False),
+    (b"a FETCH 1 (BODY.PEEK[])", True),      # reads the message
+    (b"a FETCH 1 (BODY[TEXT])", True),       # sets \Seen
+    (b"a FETCH 1", True),                    # malformed: the handler answers BAD
+    (b"a SEARCH UNSEEN", False),
+    (b"a SEARCH TEXT hello", True),          # reads the messages
+    (b"a SEARCH CHARSET KOI8-R ALL", True),  # the handler answers NO [BADCHARSET]
+    (b"a UID FETCH 1:* (FLAGS)", True),      # UID forms refresh the folder first
+    (b"a NOOP", True),
+])
+def test_commands_the_view_answers_skip_the_thread_pool(mailbox, line, in_thread):
+    session = logged_in(mailbox)
+    session.send(b"s SELECT INBOX\r\n")
+    command, _ = session.parser.feed(line + b"\r\n")
+    assert session.machine.runs_in_thread(command) is in_thread
+
+
+def test_a_big_folder_is_never_answered_on_the_event_loop(mailbox, monkeypatch):
+    monkeypatch.setattr(messages, "INLINE_VIEW_LIMIT", 2)
+    session = logged_in(mailbox)
+    session.send(b"s SELECT INBOX\r\n")
+    command, _ = session.parser.feed(b"a FETCH 1:* (FLAGS)\r\n")
+    assert session.machine.runs_in_thread(command)

@@ -198,3 +198,22 @@ def test_pop3_and_imap_share_one_identity(tmp_path, mailbox):
     drop.close()
     assert folder.refresh().expunged == (1,)
     assert uids(folder) == [2]
+
+
+def test_a_second_select_sees_what_other_sessions_changed_meanwhile(tmp_path):
+    """A session keeps what it learnt of a folder between SELECTs (dates, sizes, flags by file
+    name); what another session changed in between must still show, keywords included."""
+    mine, other = MaildirMailbox(tmp_path, ADDRESS), MaildirMailbox(tmp_path, ADDRESS)
+    first = mine.append("INBOX", b"Subject: a\r\n\r\none\r\n", internal_date=1_000_000).uids[0]
+    second = mine.append("INBOX", b"Subject: b\r\n\r\ntwo\r\n").uids[0]
+    before = {info.uid: info for info in mine.select("INBOX").messages()}
+    theirs = other.select("INBOX")
+    theirs.set_flags([first], ["$Label", SEEN], FlagMode.ADD)
+    theirs.set_flags([second], [DELETED], FlagMode.ADD)
+    theirs.expunge()
+    third = other.append("INBOX", b"Subject: c\r\n\r\nthree\r\n").uids[0]
+    after = {info.uid: info for info in mine.select("INBOX").messages()}
+    assert sorted(after) == [first, third]
+    assert after[first].flags == {"$Label", SEEN}
+    assert after[first].internal_date == before[first].internal_date == 1_000_000
+    assert after[first].size == before[first].size == len(b"Subject: a\r\n\r\none\r\n")

@@ -69,13 +69,19 @@ class Keywords:
         self.path = folder_path / KEYWORDS_FILE
         self._names: list[str | None] = []
         self._stamp: tuple[int, int] | None = None
+        # Letters -> flags: a folder's messages share a handful of flag combinations.
+        self._flags_of: dict[str, frozenset[str]] = {}
+        # Moves on whenever a letter may have changed meaning (caches of decoded flags expire).
+        self.generation = 0
 
     def load(self) -> None:
         """Read the file again when it changed since the last read."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._names, self._stamp = [], None
+            if self._stamp is not None:
+                self._names, self._stamp, self._flags_of = [], None, {}
+                self.generation += 1
             return
         stamp = (st.st_ino, st.st_mtime_ns)
         if stamp == self._stamp:
@@ -87,9 +93,16 @@ class Keywords:
                 names[int(number)] = keyword
         while names and names[-1] is None:
             names.pop()
-        self._names, self._stamp = names, stamp
+        self._names, self._stamp, self._flags_of = names, stamp, {}
+        self.generation += 1
 
     def flags(self, letters: str) -> frozenset[str]:
+        known = self._flags_of.get(letters)
+        if known is None:
+            known = self._flags_of[letters] = self._decode(letters)
+        return known
+
+    def _decode(self, letters: str) -> frozenset[str]:
         flags = set()
         for letter in letters:
             if letter in LETTER_TO_FLAG:
@@ -125,6 +138,8 @@ class Keywords:
         else:
             raise InvalidName(f"too many keywords in this folder (at most {MAX_KEYWORDS})")
         self._names[index] = keyword
+        self._flags_of = {}
+        self.generation += 1
         self._save()
         return chr(ord("a") + index)
 

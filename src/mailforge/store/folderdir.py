@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import operator
 import os
 import secrets
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..queue.commit import fsync_dir, unlink_quietly
-from .api import StoreError
+from .api import MessageInfo, StoreError
 from .flags import (
     Keywords,
     base_of,
@@ -81,6 +82,16 @@ class FolderDir:
         self.usage = usage
         self._index: UidIndex | None = None
         self._index_stamp: tuple[int, int, int] | None = None
+        # Base name -> (internal date, CRLF size): neither changes while the message exists,
+        # so a session selecting the folder again needs no stat or read for the ones it knows.
+        self._facts: dict[str, tuple[float, int]] = {}
+        # File name -> its MessageInfo without \\Recent: flags live in the name, date and size
+        # never change, so a message whose name is unchanged costs one lookup.
+        self._infos: dict[str, MessageInfo] = {}
+        self._infos_generation = self.keywords.generation
+        # What the last listing saw, reused by the next: file name -> base name, and -> Entry.
+        self._bases: dict[str, str] = {}
+        self._listed: dict[str, Entry] = {}
 
     # -- the folder itself
 
@@ -122,29 +133,53 @@ class FolderDir:
             found = self._list()
             if claim:
                 self._claim_new(found)
-            changed = self._reconcile(index, found)
+            dropped, assigned = self._reconcile(index, found)
+            claimed = claim and index.first_recent < index.uidnext
             recent: frozenset[int] = frozenset()
-            if claim and index.first_recent < index.uidnext:
+            if claimed:
                 recent = frozenset(u for u in index.uids.values() if u >= index.first_recent)
                 index.first_recent = index.uidnext
-                changed = True
-            if changed:
+            if assigned:  # UIDs handed out must survive a crash: never handed out twice
                 self._save(index)
+            elif dropped or claimed:
+                self._save(index, durable=False)
             self.keywords.load()
-        entries = sorted((Entry(uid, *found[base]) for base, uid in index.uids.items()),
-                         key=lambda e: e.uid)
+        entries = self._entries(index, found)
+        if len(self._facts) > len(entries):
+            self._facts = {base: facts for base, facts in self._facts.items()
+                           if base in index.uids}
+        if len(self._infos) > 2 * len(entries):
+            self._infos = {entry.name: self._infos[entry.name] for entry in entries
+                           if entry.name in self._infos}
         unclaimed = sum(1 for entry in entries if entry.uid >= index.first_recent)
         return Listing(index.uidvalidity, index.uidnext, entries, recent, unclaimed)
 
     def _list(self) -> dict[str, tuple[str, str]]:
         # new/ before cur/: a message moving from one to the other meanwhile is still seen.
         found = {}
+        known, self._bases = self._bases, {}
         for sub in ("new", "cur"):
-            with os.scandir(self.path / sub) as entries:
-                for entry in entries:
-                    if not entry.name.startswith("."):
-                        found[base_of(entry.name)] = (sub, entry.name)
+            for name in os.listdir(self.path / sub):
+                if not name.startswith("."):
+                    base = known.get(name) or base_of(name)
+                    self._bases[name] = base
+                    found[base] = (sub, name)
         return found
+
+    def _entries(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> list[Entry]:
+        """The listing's entries in UID order; those unchanged since the last listing are the
+        same objects."""
+        known, self._listed = self._listed, {}
+        entries = []
+        for base, uid in index.uids.items():
+            sub, name = found[base]
+            entry = known.get(name)
+            if entry is None or entry.uid != uid or entry.sub != sub:
+                entry = Entry(uid, sub, name)
+            self._listed[name] = entry
+            entries.append(entry)
+        entries.sort(key=_uid_of)
+        return entries
 
     def _claim_new(self, found: dict[str, tuple[str, str]]) -> None:
         for base, (sub, name) in list(found.items()):
@@ -163,20 +198,21 @@ class FolderDir:
                 if again is not None:
                     found[base] = again
 
-    def _reconcile(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> bool:
-        """Drop UIDs of files that are gone, give UIDs to new files; whether anything changed."""
-        missing = [base for base in index.uids if base not in found]
+    def _reconcile(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> tuple[bool, bool]:
+        """Drop UIDs of files that are gone, give UIDs to new files; whether any were dropped,
+        whether any were given."""
+        missing = index.uids.keys() - found.keys()
         if missing:
             # readdir may miss a file renamed while it ran (mutt setting a flag): look again.
             for base, where in self._list().items():
                 found.setdefault(base, where)
-            missing = [base for base in missing if base not in found]
+            missing -= found.keys()
             for base in missing:
                 del index.uids[base]
-        new = [base for base in found if base not in index.uids]
+        new = found.keys() - index.uids.keys()
         for base in sorted(new, key=_arrival_order):
             index.assign(base)
-        return bool(missing or new)
+        return bool(missing), bool(new)
 
     def find(self, base: str) -> tuple[str, str] | None:
         """Where the message with this base name is now (another reader may have renamed it)."""
@@ -219,8 +255,8 @@ class FolderDir:
         self._save(index)
         return index
 
-    def _save(self, index: UidIndex) -> None:
-        save(self.path, index)
+    def _save(self, index: UidIndex, durable: bool = True) -> None:
+        save(self.path, index, durable)
         st = os.stat(self.path / INDEX_NAME)
         self._index, self._index_stamp = index, (st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -234,7 +270,7 @@ class FolderDir:
             index = self._rebuilt(survivor, problems) if survivor is None or problems else survivor
             if data is None and not found:
                 problems = []  # a folder nobody selected yet: nothing was lost
-            if self._reconcile(index, found):
+            if any(self._reconcile(index, found)):
                 self._save(index)
         return index.uidvalidity, problems
 
@@ -319,7 +355,7 @@ class FolderDir:
                     pass  # expunged by another session, or POP3, meanwhile
                 index.uids.pop(entry.base, None)
                 removed.append(entry.uid)
-            self._save(index)
+            self._save(index, durable=False)
         if self.usage is not None and removed:
             self.usage(-freed_bytes, -len(removed))
         return removed
@@ -333,6 +369,39 @@ class FolderDir:
                 raise StoreError("message expunged by another session") from None
             return (self.path / where[0] / where[1]).read_bytes()
 
+    def info(self, entry: Entry, recent: bool) -> MessageInfo:
+        """The message's MessageInfo: flags from its name, internal date and size from its file."""
+        if self._infos_generation != self.keywords.generation:
+            self._infos, self._infos_generation = {}, self.keywords.generation
+        info = self._infos.get(entry.name)
+        if info is None or info.uid != entry.uid:
+            facts = self._facts_of(entry)
+            flags = self.keywords.flags(letters_of(entry.name))
+            if facts is None:  # gone since the listing: the next refresh says so
+                return MessageInfo(entry.uid, flags, 0.0, 0, recent)
+            info = self._infos[entry.name] = MessageInfo(entry.uid, flags, *facts)
+        if recent:
+            return MessageInfo(info.uid, info.flags, info.internal_date, info.size, True)
+        return info
+
+    def _facts_of(self, entry: Entry) -> tuple[float, int] | None:
+        """The message's internal date (its file's mtime) and the size of its CRLF form; None
+        when it is gone."""
+        base = entry.base
+        known = self._facts.get(base)
+        if known is not None:
+            return known
+        try:
+            path = self.path_of(entry)
+            date = os.stat(path).st_mtime
+            size = field_of(path.name, "W")
+            if size is None:
+                size = crlf_size(path.read_bytes())
+        except (StoreError, FileNotFoundError):
+            return None
+        known = self._facts[base] = (date, size)
+        return known
+
     def path_of(self, entry: Entry) -> Path:
         path = self.path / entry.sub / entry.name
         if path.exists():
@@ -341,6 +410,9 @@ class FolderDir:
         if where is None:
             raise StoreError("message expunged by another session")
         return self.path / where[0] / where[1]
+
+
+_uid_of = operator.attrgetter("uid")
 
 
 def _arrival_order(base: str) -> tuple[int, str]:

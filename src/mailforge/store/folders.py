@@ -88,6 +88,9 @@ class MaildirMailbox:
         self.root = mailbox_path(store_dir, address)
         self.public = public
         self.usage = MaildirSize(self.root, limits)
+        # One FolderDir per directory for the session's life, so that what it learnt of the
+        # folder (index, keywords, message dates and sizes) serves the next SELECT too.
+        self._dirs: dict[Path, FolderDir] = {}
         inbox = self._folder_dir(self.root)
         if not inbox.exists():
             inbox.create(marker=False)
@@ -251,12 +254,19 @@ class MaildirMailbox:
             if self.public is None:
                 raise FolderNotFound(f"no folder {name}")
             inner = name[len(PUBLIC_PREFIX):]
-            folder = FolderDir(self.public.root / to_dir(inner), self.public.root)
-            return _Place(name, folder, True)
+            return _Place(name, self._folder_dir(self.public.root / to_dir(inner),
+                                                 public_root=self.public.root), True)
         return _Place(name, self._folder_dir(self.root / to_dir(name)), False)
 
-    def _folder_dir(self, path: Path) -> FolderDir:
-        return FolderDir(path, self.root, self.usage.record)
+    def _folder_dir(self, path: Path, public_root: Path | None = None) -> FolderDir:
+        """The FolderDir of a directory of the account's tree, or of the public one (whose
+        messages do not count against the account's quota)."""
+        folder = self._dirs.get(path)
+        if folder is None:
+            folder = (FolderDir(path, public_root) if public_root is not None
+                      else FolderDir(path, self.root, self.usage.record))
+            self._dirs[path] = folder
+        return folder
 
     def _existing(self, name: str, trycreate: bool = False) -> _Place:
         place = self._locate(name)

@@ -7,13 +7,11 @@ mtimes): when nothing moved it costs three stat calls.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .api import DELETED, SYSTEM_FLAGS, Changes, FlagMode, MessageInfo, StoreError
-from .flags import crlf_size, field_of, letters_of
 from .folderdir import MTIME_SLACK_NS, Entry, FolderDir, Listing
 from .pop3box import crlf_form
 
@@ -30,8 +28,6 @@ class SelectedFolder:
         self._dir = folder
         self._entries: dict[int, Entry] = {}
         self._infos: list[MessageInfo] = []
-        self._dates: dict[int, float] = {}
-        self._sizes: dict[int, int] = {}
         self._recent: set[int] = set()
         listing = self._scan()
         self.uidvalidity = listing.uidvalidity
@@ -52,14 +48,7 @@ class SelectedFolder:
         listing = self._scan()
         if listing.uidvalidity != self.uidvalidity:
             raise StoreError("the folder was rebuilt with a new UIDVALIDITY; select it again")
-        before = {info.uid: info for info in self._infos}
-        self._take(listing)
-        after = {info.uid: info for info in self._infos}
-        return Changes(
-            expunged=tuple(uid for uid in before if uid not in after),
-            added=tuple(info for uid, info in after.items() if uid not in before),
-            flags=tuple(info for uid, info in after.items()
-                        if uid in before and before[uid].flags != info.flags))
+        return self._take(listing)
 
     def _scan(self) -> Listing:
         self._stamp = self._dir.stamp()
@@ -68,28 +57,34 @@ class SelectedFolder:
         self._settled = time.time_ns() - newest > MTIME_SLACK_NS
         return listing
 
-    def _take(self, listing: Listing) -> None:
+    def _take(self, listing: Listing) -> Changes:
+        """The listing becomes the view; what changed against the view before it. A message
+        whose file name is as it was keeps its MessageInfo (its flags live in the name)."""
         self._uidnext = listing.uidnext
         self._recent |= listing.recent
-        self._entries = {entry.uid: entry for entry in listing.entries}
-        self._infos = [self._info(entry) for entry in listing.entries]
-        for cache in (self._dates, self._sizes):
-            for uid in [uid for uid in cache if uid not in self._entries]:
-                del cache[uid]
+        before_entries = self._entries
+        before = {info.uid: info for info in self._infos}
+        entries: dict[int, Entry] = {}
+        infos, added, flagged = [], [], []
+        for entry in listing.entries:
+            uid = entry.uid
+            entries[uid] = entry
+            info = before.get(uid)
+            if info is None:
+                info = self._info(entry)
+                added.append(info)
+            elif before_entries[uid].name != entry.name or info.recent != (uid in self._recent):
+                old_flags = info.flags
+                info = self._info(entry)
+                if info.flags != old_flags:
+                    flagged.append(info)
+            infos.append(info)
+        self._entries, self._infos = entries, infos
+        return Changes(expunged=tuple(uid for uid in before if uid not in entries),
+                       added=tuple(added), flags=tuple(flagged))
 
     def _info(self, entry: Entry) -> MessageInfo:
-        uid = entry.uid
-        if uid not in self._dates or uid not in self._sizes:
-            try:
-                path = self._dir.path_of(entry)
-                self._dates[uid] = os.stat(path).st_mtime
-                size = field_of(path.name, "W")
-                self._sizes[uid] = size if size is not None else crlf_size(path.read_bytes())
-            except (StoreError, FileNotFoundError):  # gone since the listing: next refresh says so
-                self._dates.setdefault(uid, 0.0)
-                self._sizes.setdefault(uid, 0)
-        return MessageInfo(uid, self._dir.keywords.flags(letters_of(entry.name)),
-                           self._dates[uid], self._sizes[uid], uid in self._recent)
+        return self._dir.info(entry, entry.uid in self._recent)
 
     # -- reading and changing
 

@@ -126,12 +126,15 @@ def read(folder: Path) -> bytes | None:
         return None
 
 
-def save(folder: Path, index: UidIndex) -> None:
-    write_atomically(folder / INDEX_NAME, encode(index))
+def save(folder: Path, index: UidIndex, durable: bool = True) -> None:
+    """`durable=False` for a change a crash may undo: the old index coming back is right too
+    (only UIDs of removed messages dropped, or \\Recent claimed; UIDNEXT did not move)."""
+    write_atomically(folder / INDEX_NAME, encode(index), durable)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves the old content or the new."""
+def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace `path` with `data` so that a crash leaves the old content or the new; with
+    `durable`, the new one once this returns (the directory is synced too)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -145,7 +148,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
     os.close(fd)
     os.rename(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

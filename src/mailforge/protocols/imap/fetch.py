@@ -8,6 +8,7 @@ part in an encoding we cannot undo raises `mime.UnknownEncoding` (NO [UNKNOWN-CT
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from mailforge.speedups import FetchAttribute
@@ -69,18 +70,24 @@ def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttrib
     if message is None and needs_message(items):
         raise ValueError("these FETCH items need the message")
     context = _Message(info, message)
-    names = {item.name for item in items}
-    out = []
-    if uid and "UID" not in names:
-        out.append(_uid(context))
-    out.extend(_ITEMS[item.name](item, context) for item in items)
-    if flags and "FLAGS" not in names:
-        out.append(_flags(context))
+    out = [_ITEMS[item.name](item, context) for item in items]
+    if uid or flags:
+        names = {item.name for item in items}
+        if uid and "UID" not in names:
+            out.insert(0, _uid(context))
+        if flags and "FLAGS" not in names:
+            out.append(_flags(context))
     return b"* %d FETCH (%s)\r\n" % (sequence, b" ".join(out))
 
 
 def _flags(message: _Message) -> bytes:
-    return b"FLAGS " + flag_list(message.info.flags, message.info.recent)
+    return _flags_item(message.info.flags, message.info.recent)
+
+
+@functools.lru_cache(maxsize=1024)
+def _flags_item(flags: frozenset[str], recent: bool) -> bytes:
+    """A folder's messages share a few flag sets: each is rendered once."""
+    return b"FLAGS " + flag_list(flags, recent)
 
 
 def _uid(message: _Message) -> bytes:

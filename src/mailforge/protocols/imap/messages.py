@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from .state import IMAPMachine
 
 STORE_MODES = {"FLAGS": FlagMode.REPLACE, "+FLAGS": FlagMode.ADD, "-FLAGS": FlagMode.REMOVE}
+# A FETCH or SEARCH answered from the session's view alone (no message read, no flag set) runs
+# on the event loop: the thread-pool hop costs more than the command itself. Only up to this
+# many messages, so that FETCH 1:* FLAGS on a huge folder still does not stall other sessions.
+INLINE_VIEW_LIMIT = 2000
 
 
 def _selected(session: IMAPMachine) -> Selected:
@@ -70,6 +74,23 @@ def _expunge(session: IMAPMachine, uids: list[int] | None) -> Tagged:
     for line in selected.expunged(removed):
         session.untagged(line)
     return ok("EXPUNGE completed")
+
+
+def answered_from_view(session: IMAPMachine, name: str, args: list) -> bool:
+    """Whether this FETCH or SEARCH needs nothing but the view (MessageInfo) of a small folder.
+    Arguments it cannot make sense of: False, and the handler gives the error."""
+    selected = session.selected
+    if selected is None or len(selected.messages()) > INLINE_VIEW_LIMIT:
+        return False
+    try:
+        if name == "FETCH":
+            if len(args) != 2:
+                return False
+            items = parse_fetch_attributes(args[1])
+            return not (fetch_items.needs_message(items) or fetch_items.sets_seen(items))
+        return not parse_search(args).needs_message
+    except (ParseError, ValueError, Bad):  # BadCharset is a ValueError
+        return False
 
 
 # --- SEARCH ------------------------------------------------------------------------------------

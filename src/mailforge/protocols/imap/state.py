@@ -5,7 +5,8 @@ Pure: no sockets, no paths. It takes parsed commands (speedups.CommandParser) an
 the reply octets with an action for the driver (protocols/imapd.py): start TLS, open the
 user's mailbox after a login, idle, close. It reaches mail only through the store's
 `Mailbox`/`Folder` interface (store/api.py), whose calls may block: commands flagged "store"
-are run by the driver in the worker's thread pool, one at a time per session.
+are run by the driver in the worker's thread pool, one at a time per session — except a FETCH
+or SEARCH that the session's view of a small folder answers alone (messages.answered_from_view).
 
 Before the tagged reply of a command in SELECTED state, the folder is refreshed and what other
 sessions changed is reported (RFC 3501 5.2) — except after FETCH, STORE and SEARCH, which use
@@ -95,7 +96,10 @@ class IMAPMachine:
 
     def runs_in_thread(self, command: ParsedCommand) -> bool:
         entry = COMMANDS.get(command.name)
-        return entry is not None and "store" in entry.flags
+        if entry is None or "store" not in entry.flags:
+            return False
+        return not ("view" in entry.flags and self.state is State.SELECTED
+                    and messages.answered_from_view(self, command.name, command.args))
 
     def handle(self, command: ParsedCommand) -> Reply:
         tag = command.tag
@@ -110,7 +114,7 @@ class IMAPMachine:
             result = bad(str(exc))
         except StoreError as exc:
             result = store_error(exc, "trycreate" in entry.flags)
-        if self.state is State.SELECTED and "sequence" not in entry.flags:
+        if self.state is State.SELECTED and not entry.flags & UNREFRESHED:
             self.report_changes(by_uid=command.name.startswith("UID "))
         return self._finish(tag, result)
 
@@ -321,7 +325,13 @@ class IMAPMachine:
 N, A, S = State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED
 STORE = frozenset({"store"})
 SEQUENCE = frozenset({"store", "sequence"})
+# Sequence commands that may run on the event loop when the view alone answers them.
+FROM_VIEW = SEQUENCE | {"view"}
 TRYCREATE = frozenset({"store", "trycreate"})
+# SELECT and EXAMINE answer with the folder as they just listed it: nothing to refresh.
+OPENS = frozenset({"store", "opens"})
+# Commands after which the folder is not refreshed (see the module's docstring).
+UNREFRESHED = frozenset({"sequence", "opens"})
 
 COMMANDS: dict[str, Command] = {
     "CAPABILITY": Command(IMAPMachine.capability),
@@ -333,8 +343,8 @@ COMMANDS: dict[str, Command] = {
     "LOGIN": Command(IMAPMachine.login, until=N, flags=STORE),
     "AUTHENTICATE": Command(IMAPMachine.authenticate, until=N, flags=STORE),
     "IDLE": Command(IMAPMachine.idle, A, flags=STORE),
-    "SELECT": Command(folders.select, A, flags=STORE),
-    "EXAMINE": Command(folders.examine, A, flags=STORE),
+    "SELECT": Command(folders.select, A, flags=OPENS),
+    "EXAMINE": Command(folders.examine, A, flags=OPENS),
     "CREATE": Command(folders.create, A, flags=STORE),
     "DELETE": Command(folders.delete, A, flags=STORE),
     "RENAME": Command(folders.rename, A, flags=STORE),
@@ -353,8 +363,8 @@ COMMANDS: dict[str, Command] = {
     "CLOSE": Command(messages.close, S, flags=STORE),
     "UNSELECT": Command(messages.unselect, S, flags=STORE),
     "EXPUNGE": Command(messages.expunge, S, flags=STORE),
-    "SEARCH": Command(messages.search, S, flags=SEQUENCE),
-    "FETCH": Command(messages.fetch, S, flags=SEQUENCE),
+    "SEARCH": Command(messages.search, S, flags=FROM_VIEW),
+    "FETCH": Command(messages.fetch, S, flags=FROM_VIEW),
     "STORE": Command(messages.store, S, flags=SEQUENCE),
     "COPY": Command(messages.copy, S, flags=TRYCREATE),
     "MOVE": Command(messages.move, S, flags=TRYCREATE),
