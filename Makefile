@@ -31,9 +31,12 @@ test-debs:
 	fi
 
 # The whole suite with the Cython core, then the protocol tests again on the pure-Python twins.
+# Two pytest processes (a test module stays in one): most system tests wait on servers and
+# sockets, so two of them share CI's two cores well and the suite stays under ten minutes.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
 test: setup test-debs
-	$(BIN)/python -m pytest -q
-	MAILFORGE_PUREPYTHON=1 $(BIN)/python -m pytest -q tests/system/test_smtp_delivery.py tests/system/test_limits.py tests/system/test_pop3.py tests/system/test_imap.py
+	$(PYTEST)
+	MAILFORGE_PUREPYTHON=1 $(PYTEST) tests/system/test_smtp_delivery.py tests/system/test_limits.py tests/system/test_pop3.py tests/system/test_imap.py
 
 bench: setup
 	$(BIN)/python -m bench.load smtp --clients 50 --messages 20000 --size 1024
