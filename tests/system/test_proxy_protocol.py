@@ -77,10 +77,11 @@ class ProxiedPOP3(poplib.POP3):
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("proxy"), pop3_services=True,
+    server = Server(tmp_path_factory.mktemp("proxy"), pop3_services=True, imap_services=True,
                     server={"proxy_trusted": ["127.0.0.1/32", "::1/128"], "allow_plaintext_auth": True},
                     smtp={"proxy_protocol": True, "max_connections_per_ip": 2},
                     pop3={"proxy_protocol": True}, pop3s={"proxy_protocol": True},
+                    imap={"proxy_protocol": True}, imaps={"proxy_protocol": True},
                     relay={"mode": "networks", "networks": ["192.0.2.0/24"]},
                     abuse={"tarpit_after": BLOCK_AFTER, "block_after": BLOCK_AFTER,
                            "block_time": 600.0})
@@ -169,6 +170,25 @@ def test_implicit_tls_reads_the_header_before_the_handshake(proxied):
         tls.sendall(b"QUIT\r\n")
         assert lines.readline().startswith(b"+OK")
     assert "POP3 login from 198.51.100.77" in proxied.log()
+
+
+def imap_login(sock: socket.socket) -> None:
+    lines = sock.makefile("rb")
+    assert lines.readline().startswith(b"* OK")
+    sock.sendall(f'a LOGIN "{USER}" "{PASSWORD}"\r\nb LOGOUT\r\n'.encode())
+    answers = [lines.readline() for _ in range(4)]
+    assert any(line.startswith(b"a OK") for line in answers), answers
+
+
+def test_imap_and_imaps_see_the_proxied_address(proxied):
+    with balancer(proxied.imap_port, v1("198.51.100.91")) as sock:
+        imap_login(sock)
+    context = ssl.create_default_context(cafile=proxied.ca_file)
+    context.check_hostname = False
+    with balancer(proxied.imaps_port, v2("2001:db8::91")) as raw, context.wrap_socket(raw) as tls:
+        imap_login(tls)
+    log = proxied.log()
+    assert "IMAP login from 198.51.100.91" in log and "IMAP login from 2001:db8::91" in log
 
 
 def closed_unanswered(sock: socket.socket) -> bool:
