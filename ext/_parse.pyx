@@ -611,10 +611,18 @@ cdef int _section_number(str text) except -1:
 cdef tuple _header_list(str text):
     if not (text.startswith("(") and text.endswith(")")):
         raise ParseError("bad section")
-    fields = tuple(text[1:-1].split(" "))
-    if not all(fields) or any(c in "()" for f in fields for c in f):
+    fields = tuple([_field_name(name) for name in text[1:-1].split(" ")])
+    if not all(fields) or any(c in '()"\\' for f in fields for c in f):
         raise ParseError("bad section")
     return fields
+
+
+cdef str _field_name(str token):
+    if token.startswith('"'):
+        if len(token) < 2 or not token.endswith('"'):
+            raise ParseError("bad section")
+        return token[1:-1]
+    return token
 
 
 cdef tuple _partial(str text):

@@ -192,3 +192,18 @@ def test_idle_timeout_says_autologout(make_server):
     time.sleep(3)
     with pytest.raises(imaplib.IMAP4.abort, match="Autologout"):
         client.noop()
+
+
+def test_header_fields_may_be_quoted(make_server):
+    """RFC 3501 9: header-fld-name is an astring, so clients may quote header names."""
+    server = make_server(imap_services=True, server={"allow_plaintext_auth": True})
+    server.start()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+        smtp.sendmail("a@remote.test", [USER], b"From: a@remote.test\r\nSubject: quoted\r\n\r\nbody\r\n")
+    server.wait_delivered(1)
+    client = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
+    client.login(USER, PASSWORD)
+    client.select("INBOX", readonly=True)
+    typ, data = client.fetch("1", '(BODY.PEEK[HEADER.FIELDS ("Subject")])')
+    assert typ == "OK" and data[0][1] == b"Subject: quoted\r\n\r\n"
+    client.logout()

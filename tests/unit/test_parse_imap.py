@@ -38,6 +38,8 @@ CASES = [
      [Command("A3", "SELECT", ["INBOX"]), Command("A4", "CLOSE", [])]),
     (b"t uid fetch 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From To)]<0.100>)\r\n",
      [Command("t", "UID FETCH", ["1:*", ["FLAGS", "BODY.PEEK[HEADER.FIELDS (From To)]<0.100>"]])]),
+    (b't fetch 2 BODY[HEADER.FIELDS ("From" "Subject")]\r\n',
+     [Command("t", "FETCH", ["2", 'BODY[HEADER.FIELDS ("From" "Subject")]'])]),
     (b"A5 APPEND box (\\Seen) {5}\r\nhello\r\n",
      ["+", Command("A5", "APPEND", ["box", ["\\Seen"], b"hello"])]),
     (b"A6 APPEND box {4+}\r\nx\r\ny {0}\r\n\r\n",
@@ -136,6 +138,8 @@ def test_bad_sequence_sets(impl, text):
     ("BODY.PEEK[HEADER.FIELDS (From To)]<0.100>",
      [FetchAttribute("BODY", True, "HEADER.FIELDS", ("From", "To"), (0, 100))]),
     ("BODY[1.2.mime]", [FetchAttribute("BODY", False, "1.2.MIME")]),
+    ('BODY.PEEK[HEADER.FIELDS ("From" To "X-Spam")]',
+     [FetchAttribute("BODY", True, "HEADER.FIELDS", ("From", "To", "X-Spam"))]),
     ("BODY[2.HEADER.FIELDS.NOT (X)]",
      [FetchAttribute("BODY", False, "2.HEADER.FIELDS.NOT", ("X",))]),
     ("BINARY.PEEK[1.2]<5.10>", [FetchAttribute("BINARY", True, "1.2", (), (5, 10))]),
@@ -148,7 +152,9 @@ def test_fetch_attributes(impl, arg, expected):
 @pytest.mark.parametrize("arg", ["ENVELOPEX", "BODY.PEEK", "BODY[MIME]", "BODY[HEADER.FIELDS]",
                                  "BODY[TEXT (a)]", "BODY[HEADER.FIELDS ()]", "BODY[1]<1.0>",
                                  "BODY[1]<1>", "BINARY[TEXT]", "BINARY.SIZE[1]<0.1>", "BODY[0]",
-                                 ["ALL"], [], [b"FLAGS"], b"FLAGS", "RFC822[1]", "BODY[1"])
+                                 ["ALL"], [], [b"FLAGS"], b"FLAGS", "RFC822[1]", "BODY[1",
+                                 'BODY[HEADER.FIELDS ("")]', 'BODY[HEADER.FIELDS ("From)]',
+                                 'BODY[HEADER.FIELDS ("a"b")]', 'BODY[HEADER.FIELDS ("a\\b")]'])
 def test_bad_fetch_attributes(impl, arg):
     with pytest.raises(impl.parse.ParseError):
         impl.parse.parse_fetch_attributes(arg)

@@ -118,7 +118,8 @@ SP, LF, CR = 0x20, 0x0A, 0x0D
 ATOM_CHARS = frozenset(c for c in range(0x21, 0x7F) if c not in b'(){"[')
 # Tag: ASTRING-CHAR except "+" (RFC 3501 9).
 TAG_CHARS = frozenset(c for c in range(0x21, 0x7F) if c not in b'(){%*"\\+')
-BRACKET_CHARS = frozenset(c for c in range(0x20, 0x7F) if c not in b'["{]')
+# Inside [ ]: a section, whose header names may be quoted strings (header-fld-name is an astring).
+BRACKET_CHARS = frozenset(c for c in range(0x20, 0x7F) if c not in b'[{]')
 
 
 class CommandParser:
@@ -457,12 +458,22 @@ def _section_number(text: str) -> None:
 
 
 def _header_list(text: str) -> tuple[str, ...]:
+    """'(From "To")' → ('From', 'To'): header names as atoms or quoted strings (RFC 3501 9
+    header-fld-name is an astring); a quoted one may not hold a quote or backslash."""
     if not (text.startswith("(") and text.endswith(")")):
         raise ParseError("bad section")
-    fields = tuple(text[1:-1].split(" "))
-    if not all(fields) or any(c in "()" for f in fields for c in f):
+    fields = tuple(_field_name(name) for name in text[1:-1].split(" "))
+    if not all(fields) or any(c in '()"\\' for f in fields for c in f):
         raise ParseError("bad section")
     return fields
+
+
+def _field_name(token: str) -> str:
+    if token.startswith('"'):
+        if len(token) < 2 or not token.endswith('"'):
+            raise ParseError("bad section")
+        return token[1:-1]
+    return token
 
 
 def _partial(text: str) -> tuple[int, int]:
