@@ -79,7 +79,8 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
                           lambda recipient, message: worker.spool.submit("", [recipient], message))
     mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
     return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, worker.guard,
-                             limiter, tls_context, mailbox_full=mailbox_full, meters=worker.meters)
+                             limiter, tls_context, mailbox_full=mailbox_full, meters=worker.meters,
+                             executor=worker.executor)
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:

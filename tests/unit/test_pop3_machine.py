@@ -205,3 +205,9 @@ def test_too_many_errors_close_the_session():
 def test_message_lines(message, lines, expected):
     stream = MessageLines(lines)
     assert stream.feed(message) + stream.finish() == expected
+
+
+def test_only_password_checks_go_to_the_thread_pool():
+    m = machine()
+    assert all(m.checks_password(line) for line in (b"PASS x", b"apop a b", b"AUTH PLAIN"))
+    assert not any(m.checks_password(line) for line in (b"USER a", b"STAT", b"CAPA"))

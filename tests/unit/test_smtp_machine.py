@@ -138,3 +138,10 @@ def test_too_many_errors_hangs_up():
         assert m.handle(b"FOO").action is Action.NONE
     last = m.handle(b"FOO")
     assert last.action is Action.CLOSE and last.text.startswith(b"421 4.7.0")
+
+
+
+def test_only_password_checks_go_to_the_thread_pool():
+    m = session()
+    assert m.checks_password(b"AUTH PLAIN AGFAYg==") and m.checks_password(b"auth login")
+    assert not m.checks_password(b"EHLO client.test") and not m.checks_password(b"AUTHX")

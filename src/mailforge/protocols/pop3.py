@@ -106,6 +106,11 @@ class POP3Machine:
     def idle_reply() -> bytes:
         return b"-ERR Disconnected for inactivity\r\n"
 
+    def checks_password(self, line: bytes) -> bool:
+        """Whether handling `line` may run a password check: deliberately slow (scrypt), so the
+        driver runs it off the event loop, where it would stall every other session."""
+        return self._sasl is not None or line[:4].upper() in (b"PASS", b"APOP", b"AUTH")
+
     def handle(self, line: bytes) -> Reply:
         if self._sasl is not None:
             return self._count(self._sasl_step(line))

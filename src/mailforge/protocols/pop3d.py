@@ -177,7 +177,10 @@ class POP3Driver:
             return self.machine.line_too_long()
         finally:
             self.conn.interruptible = False
-        result = self.machine.handle(line)
+        if self.machine.checks_password(line):
+            result = await self._in_thread(self.machine.handle, line)
+        else:
+            result = self.machine.handle(line)
         if result.action is Action.OPEN_MAILDROP:
             return await self._open_maildrop()
         if result.action is Action.SEND_MESSAGE:

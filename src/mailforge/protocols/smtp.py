@@ -109,6 +109,11 @@ class SMTPMachine:
     def in_transaction(self) -> bool:
         return self.transaction is not None
 
+    def checks_password(self, line: bytes) -> bool:
+        """Whether handling `line` may run a password check: deliberately slow (scrypt), so the
+        driver runs it off the event loop, where it would stall every other session."""
+        return self._sasl is not None or line[:5].upper() == b"AUTH "
+
     def handle(self, line: bytes) -> Reply:
         if self._sasl is not None:
             return self._count(self._sasl_step(line))

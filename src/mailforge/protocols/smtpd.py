@@ -7,10 +7,12 @@ session's memory stays bounded whatever the message size.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from ..policy.abuse import AbuseGuard
@@ -39,6 +41,7 @@ class SMTPContext:
     limiter: SendLimiter
     tls_context: ssl.SSLContext | None = None
     mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
+    executor: Executor | None = None  # the worker's pool, for password checks
     meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("smtp"))
 
 
@@ -112,7 +115,11 @@ class SMTPDriver:
             return machine.line_too_long()
         finally:
             self.conn.interruptible = False
-        result = machine.handle(line)
+        if machine.checks_password(line) and self.ctx.executor is not None:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self.ctx.executor, machine.handle, line)
+        else:
+            result = machine.handle(line)
         if result.action is Action.READ_DATA:
             self.conn.queue_reply(result.text)
             self.conn.flush()
