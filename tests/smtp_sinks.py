@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 import threading
 import time
 from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ports import free_port
 
 
 @dataclass

@@ -15,17 +15,12 @@ import pytest
 
 from mailforge import config as configuration
 from mailforge.store.maildir import mailbox_path
+from tests.ports import free_port
 
 MAILFORGE = [sys.executable, "-m", "mailforge"]
 DOMAIN = "example.test"
 USER = f"alice@{DOMAIN}"
 PASSWORD = "correct horse"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cli(conf: Path, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:

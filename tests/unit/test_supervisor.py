@@ -19,15 +19,10 @@ import pytest
 from mailforge import control
 from mailforge.config import load
 from mailforge.supervisor import raise_open_files_limit
+from tests.ports import free_port
 from tests.unit.supervisor_helpers import DRIVER, EVENTS
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(path: Path, ports: list[int], workers: int = 2, worker_timeout: float = 30.0) -> None:
