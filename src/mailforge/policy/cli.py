@@ -6,9 +6,9 @@ import argparse
 
 from ..addresses import normalize_address, normalize_domain
 from ..auth.accounts import SEND_LIMIT_ACTIONS, Accounts, SendLimit
-from ..auth.cli import leaf, group, print_table
+from ..auth.cli import group, leaf, print_table
 from ..config import Config
-from ..errors import EXIT_OK, UsageError
+from ..errors import EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..queue.commit import fsync_dir, unlink_quietly
+from ..queue.commit import fsync_dir, unlink_quietly, write_new_file
 from .api import MessageInfo, StoreError
 from .flags import (
     Keywords,
@@ -29,7 +29,7 @@ from .flags import (
     with_letters,
     with_size,
 )
-from .maildir import MAILDIR_SUBDIRS, MESSAGE_MODE, maildir_hostname
+from .maildir import MAILDIR_SUBDIRS, maildir_hostname
 from .uidindex import (
     INDEX_NAME,
     UidIndex,
@@ -421,17 +421,14 @@ def _arrival_order(base: str) -> tuple[int, str]:
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, MESSAGE_MODE)
+    fd = write_new_file(path, data)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
         os.fsync(fd)
     except BaseException:
-        os.close(fd)
         unlink_quietly(path)
         raise
-    os.close(fd)
+    finally:
+        os.close(fd)
 
 
 def _link(source: Path, target: Path) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgpack
 
-from ..queue.commit import fsync_dir, unlink_quietly
+from ..queue.commit import fsync_dir, replace_durably
 
 INDEX_NAME = "mailforge-uidlist"
 LOCK_NAME = "mailforge-uidlist.lock"
@@ -135,19 +135,7 @@ def save(folder: Path, index: UidIndex, durable: bool = True) -> None:
 def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
     """Replace `path` with `data` so that a crash leaves the old content or the new; with
     `durable`, the new one once this returns (the directory is synced too)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        unlink_quietly(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
+    replace_durably(path.parent, path, data)
     if durable:
         fsync_dir(path.parent)
 
