@@ -96,11 +96,9 @@ class FailureCounters:
         failures = record.failures
         while failures and failures[0] <= now - thresholds.window:
             failures.popleft()
-        if len(failures) < thresholds.saturation:
-            failures.append(now)
-        else:  # the newest failure keeps the address in the window
-            failures.popleft()
-            failures.append(now)
+        failures.append(now)
+        if len(failures) > thresholds.saturation:
+            failures.popleft()  # older failures change nothing any more
         delay = thresholds.delay(len(failures))
         if delay:
             self.tarpitted += 1

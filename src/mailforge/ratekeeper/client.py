@@ -113,13 +113,7 @@ class RateKeeperClient:
 
     async def open_session(self, service: str, ip: str, max_total: int, max_per_ip: int) -> str:
         """Count a new session: "ok", or "service_full"/"ip_full" when a cap refuses it."""
-        conn = self._conn or await self._connection()
-        if conn is None:
-            return OK
-        try:
-            result = await conn.call("open", service, ip, max_total, max_per_ip)
-        except _Unavailable:
-            return OK
+        result = await self._ask(OK, "open", service, ip, max_total, max_per_ip)
         if result not in OPEN_RESULTS:
             raise RateKeeperError(f"open_session({service!r}, {ip!r}): {result!r}")
         return result
@@ -127,33 +121,32 @@ class RateKeeperClient:
     async def report_failure(self, ip: str, thresholds: Thresholds) -> tuple[float, float]:
         """Count a failed login or probe from `ip`: (delay before answering it, seconds the
         address is blocked for, 0.0 if not). (0.0, 0.0) while the rate-keeper is unreachable."""
-        conn = self._conn or await self._connection()
-        if conn is None:
-            return 0.0, 0.0
-        try:
-            result = await conn.call("fail", ip, float(thresholds.window), int(thresholds.tarpit_after),
-                                     float(thresholds.tarpit_delay), float(thresholds.tarpit_max),
-                                     int(thresholds.block_after), float(thresholds.block_time))
-        except _Unavailable:
-            return 0.0, 0.0
-        if not (isinstance(result, list) and len(result) == 2):
-            raise RateKeeperError(f"report_failure({ip!r}): {result!r}")
-        return float(result[0]), float(result[1])
+        result = await self._ask(
+            [0.0, 0.0], "fail", ip, float(thresholds.window), int(thresholds.tarpit_after),
+            float(thresholds.tarpit_delay), float(thresholds.tarpit_max),
+            int(thresholds.block_after), float(thresholds.block_time))
+        delay, blocked = _pair(result, f"report_failure({ip!r})")
+        return float(delay), float(blocked)
 
     async def take_send(self, sender: str, messages: int, interval: float,
                         commit: bool) -> tuple[bool, bool]:
         """May `sender` send one more message (counted when `commit`)? (allowed, new_event),
         see ratekeeper/outbound.py. (True, False) while the rate-keeper is unreachable."""
+        result = await self._ask([True, False], "send", sender, int(messages), float(interval),
+                                 bool(commit))
+        allowed, new_event = _pair(result, f"take_send({sender!r})")
+        return bool(allowed), bool(new_event)
+
+    async def _ask(self, unavailable: object, op: str, *args: object) -> object:
+        """The rate-keeper's answer to one request, or `unavailable` (fail open) when it cannot
+        answer."""
         conn = self._conn or await self._connection()
         if conn is None:
-            return True, False
+            return unavailable
         try:
-            result = await conn.call("send", sender, int(messages), float(interval), bool(commit))
+            return await conn.call(op, *args)
         except _Unavailable:
-            return True, False
-        if not (isinstance(result, list) and len(result) == 2):
-            raise RateKeeperError(f"take_send({sender!r}): {result!r}")
-        return bool(result[0]), bool(result[1])
+            return unavailable
 
     async def close_session(self, service: str, ip: str) -> None:
         """Uncount a session that open_session let in. Sent without waiting for a reply."""
@@ -221,6 +214,12 @@ class RateKeeperClient:
         if self._down:
             self._down = False
             log.warning("rate-keeper at %s is back; its counts restart from zero", self._path)
+
+
+def _pair(result: object, request: str) -> list:
+    if not (isinstance(result, list) and len(result) == 2):
+        raise RateKeeperError(f"{request}: {result!r}")
+    return result
 
 
 def query_stats(socket_path: str | Path, timeout: float = 1.0) -> dict | None:
