@@ -16,7 +16,7 @@ from mailforge.store.api import MessageInfo
 
 from .bodystructure import body_structure
 from .envelope import envelope
-from .mime import Part, decoded_body, find_part, parse_message
+from .mime import ParsedOnDemand, Part, decoded_body, find_part
 from .wire import NIL, astring, flag_list, format_date_time, literal
 
 # Items answered from MessageInfo; everything else needs the message's bytes.
@@ -35,31 +35,15 @@ def sets_seen(items: Sequence[FetchAttribute]) -> bool:
                for item in items)
 
 
-class _Message:
+class _Message(ParsedOnDemand):
     """The message's bytes and, parsed once and only when an item needs it, its structure."""
 
-    __slots__ = ("_root", "_top", "data", "info")
+    __slots__ = ("data", "info")
 
     def __init__(self, info: MessageInfo, data: bytes | None) -> None:
+        super().__init__()
         self.info = info
         self.data = data if data is not None else b""
-        self._root: Part | None = None
-        self._top: Part | None = None
-
-    @property
-    def root(self) -> Part:
-        if self._root is None:
-            self._root = parse_message(self.data)
-        return self._root
-
-    @property
-    def top(self) -> Part:
-        """The message's own header and body, its parts left unscanned unless already known."""
-        if self._root is not None:
-            return self._root
-        if self._top is None:
-            self._top = parse_message(self.data, shallow=True)
-        return self._top
 
 
 def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttribute],

@@ -151,6 +151,33 @@ def parse_message(data: bytes, shallow: bool = False) -> Part:
     return _Scanner(data, expand=not shallow).part(0, len(data), 0, digest=False)
 
 
+class ParsedOnDemand:
+    """A message whose structure is parsed once, and only when something asks: `root` is the
+    whole tree, `top` the message's own header and body (the tree when already known, else a
+    shallow parse that scans no body). Subclasses provide `data`."""
+
+    __slots__ = ("_root", "_top")
+    data: bytes
+
+    def __init__(self) -> None:
+        self._root: Part | None = None
+        self._top: Part | None = None
+
+    @property
+    def root(self) -> Part:
+        if self._root is None:
+            self._root = parse_message(self.data)
+        return self._root
+
+    @property
+    def top(self) -> Part:
+        if self._root is not None:
+            return self._root
+        if self._top is None:
+            self._top = parse_message(self.data, shallow=True)
+        return self._top
+
+
 def read_header(data: bytes, start: int, end: int) -> Header:
     """The header block at `start`: up to and including the first blank line, else to `end`."""
     if data.startswith(CRLF, start, end):

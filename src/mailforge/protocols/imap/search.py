@@ -27,12 +27,11 @@ from mailforge.store.api import (
 
 from .mime import (
     Header,
-    Part,
+    ParsedOnDemand,
     UnknownEncoding,
     decode_text,
     decode_words,
     decoded_body,
-    parse_message,
 )
 from .wire import ImapSyntaxError, parse_date
 
@@ -47,19 +46,17 @@ class BadCharset(ValueError):
     """A CHARSET we do not search in: NO [BADCHARSET (US-ASCII UTF-8)]."""
 
 
-class _Message:
+class _Message(ParsedOnDemand):
     """One candidate: what the store already knows, and its bytes only if a key asks."""
 
-    __slots__ = ("_body", "_data", "_load", "_root", "_top", "count", "info", "max_uid",
-                 "sequence")
+    __slots__ = ("_body", "_data", "_load", "count", "info", "max_uid", "sequence")
 
     def __init__(self, sequence: int, info: MessageInfo, count: int, max_uid: int,
                  load: Callable[[], bytes] | None) -> None:
+        super().__init__()
         self.sequence, self.info, self.count, self.max_uid = sequence, info, count, max_uid
         self._load = load
         self._data: bytes | None = None
-        self._root: Part | None = None
-        self._top: Part | None = None
         self._body: str | None = None
 
     @property
@@ -71,17 +68,9 @@ class _Message:
         return self._data
 
     @property
-    def root(self) -> Part:
-        if self._root is None:
-            self._root = parse_message(self.data)
-        return self._root
-
-    @property
     def header(self) -> Header:
         """The message's own header, read without scanning its body."""
-        if self._top is None:
-            self._top = parse_message(self.data, shallow=True)
-        return self._top.header
+        return self.top.header
 
     def header_values(self, name: str) -> list[str]:
         return [decode_words(value).casefold() for value in self.header.values(name)]
