@@ -177,7 +177,8 @@ class Server:
             if len(files) >= count:
                 return files
             time.sleep(0.05)
-        raise AssertionError(f"{len(self.delivered(address))} of {count} messages delivered")
+        raise AssertionError(f"{len(self.delivered(address))} of {count} messages delivered; "
+                             f"server log ends:\n{self.log()[-4000:]}")
 
 
 def _kill_group(pgid: int) -> None:

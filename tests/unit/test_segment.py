@@ -90,6 +90,40 @@ def test_a_segment_whose_writer_lives_is_left_alone(config):
     assert recover(config.queue_dir).segments_sealed == 1
 
 
+def test_a_sweep_while_a_writer_opens_its_segment_loses_nothing(config, monkeypatch):
+    """The sweep of orphans runs in delivery workers at any moment, also between a writer's
+    creating its segment and locking it; the records acknowledged after must still be sealed."""
+    real_flock = fcntl.flock
+    swept = []
+
+    class SweepFirst:
+        def __getattr__(self, name):
+            return getattr(fcntl, name)
+
+        @staticmethod
+        def flock(fd, operation):
+            if not swept:  # the writer's lock of its new segment: a sweep gets in first
+                swept.append(None)
+                swept[0] = seal_orphans(config.queue_dir)
+            return real_flock(fd, operation)
+
+    monkeypatch.setattr(segment, "fcntl", SweepFirst())
+    ids = receive(config, [(b"Subject: raced\r\n\r\nbody\r\n", ["bob@example.test"])])
+    assert swept == [0]
+    (name,) = sealed(config)
+    assert [env.id for env, _ in read_records(config.queue_dir / "active" / name)] == ids
+
+
+def test_an_abandoned_new_segment_is_removed_once_old(config):
+    os.makedirs(config.queue_dir / "segments", exist_ok=True)
+    path = config.queue_dir / "segments" / "0000000000abcd-1-1.new"
+    path.write_bytes(b"")
+    assert seal_orphans(config.queue_dir) == 0 and path.exists()
+    old = path.stat().st_mtime - segment.ABANDONED_AGE - 1
+    os.utime(path, (old, old))
+    assert seal_orphans(config.queue_dir) == 0 and not path.exists()
+
+
 def test_a_damaged_record_is_refused():
     record = bytearray(encode_record(envelope(["bob@example.test"]), b"body\n"))
     record[-6] ^= 0xFF

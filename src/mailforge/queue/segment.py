@@ -6,7 +6,9 @@ worker appends it, as one record, to its open segment under queue/segments/, and
 commit syncs the segment once for the whole batch. A segment is sealed (renamed into
 active/ as `<id>.<records>.seg`) once it is big or old enough, and delivery takes it from
 there like any queue entry. The writer holds an flock on its open segment, so a segment
-whose lock can be taken belongs to a dead writer and is sealed by whoever finds it.
+whose lock can be taken belongs to a dead writer and is sealed by whoever finds it. For that
+to hold, a segment takes its `.open` name only once locked: it is created as `.new`, which
+the sweep of orphans leaves alone while it is young.
 
 Record: MAGIC, then big-endian lengths of the envelope and the body, the envelope (its own
 versioned, checksummed encoding), the body (Maildir form, see spool.py), and a CRC-32 of
@@ -32,6 +34,10 @@ log = logging.getLogger("mailforge.queue")
 
 SEGMENTS = "segments"
 OPEN_SUFFIX = ".open"
+NEW_SUFFIX = ".new"  # created, not yet locked: no writer's record can be in it
+# A writer locks its new segment microseconds after creating it; one still unlocked after
+# this long was left by a writer killed in between, and is empty.
+ABANDONED_AGE = 60.0
 SEALED_SUFFIX = ".seg"
 MAGIC = b"MFQ1"
 HEADER = struct.Struct(">4sII")
@@ -148,10 +154,20 @@ class SegmentWriter:
         self._size = self._records = 0
 
     def _open(self) -> None:
-        path = self._open_dir / f"{self._new_id()}{OPEN_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
+        stem = self._new_id()
+        new = self._open_dir / f"{stem}{NEW_SUFFIX}"
+        path = self._open_dir / f"{stem}{OPEN_SUFFIX}"
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
                      FILE_MODE)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            # Locked before it is named .open: an unlocked .open segment would look orphaned,
+            # and a sweep that found it empty would unlink it under the records we append.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(new, path)
+        except BaseException:
+            os.close(fd)
+            os.unlink(new)
+            raise
         self._fd, self._path, self.created = fd, path, True
         self._opened_at = time.monotonic()
 
@@ -166,6 +182,8 @@ def seal_orphans(queue_dir: Path) -> int:
     for name in names:
         if name.endswith(OPEN_SUFFIX) and _seal_orphan(queue_dir, queue_dir / SEGMENTS / name):
             sealed += 1
+        elif name.endswith(NEW_SUFFIX):
+            _remove_abandoned(queue_dir / SEGMENTS / name)
     if sealed:
         fsync_dir(queue_dir / "active")
     return sealed
@@ -200,6 +218,15 @@ def _seal_orphan(queue_dir: Path, path: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _remove_abandoned(path: Path) -> None:
+    try:
+        status = path.stat()
+        if status.st_size == 0 and time.time() - status.st_mtime >= ABANDONED_AGE:
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _whole_records(data: bytes, path: Path) -> tuple[int, int, bool]:
