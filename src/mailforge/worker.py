@@ -33,6 +33,7 @@ from .policy.limits import SendLimiter
 from .policy.networks import parse_networks
 from .policy.relay import RelayPolicy
 from .protocols import imapd, pop3d, smtpd
+from .protocols.driver import Refusals
 from .protocols.imap.state import IMAPSettings
 from .protocols.pop3 import POP3Settings
 from .protocols.proxied import ProxiedServer
@@ -57,8 +58,7 @@ SessionContext = smtpd.SMTPContext | pop3d.POP3Context | imapd.IMAPContext
 @dataclass(frozen=True)
 class ProtocolSpec:
     serve: Callable[[Connection, object], Awaitable[None]]
-    refusal: Callable[[str, str], bytes]
-    shutdown_reply: Callable[[str], bytes]
+    refusals: Refusals
     # What the worker's sessions share, made once the common resources are up.
     context: Callable[[Worker, ssl.SSLContext | None], SessionContext]
     implicit_tls: bool = False  # the TLS handshake comes before the greeting
@@ -79,8 +79,8 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
                           lambda recipient, message: worker.spool.submit("", [recipient], message))
     mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
     return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, worker.guard,
-                             limiter, tls_context, mailbox_full=mailbox_full, meters=worker.meters,
-                             executor=worker.executor)
+                             limiter, worker.executor, tls_context, mailbox_full=mailbox_full,
+                             meters=worker.meters)
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:
@@ -102,9 +102,9 @@ def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.I
                              tls_context, meters=worker.meters)
 
 
-_SMTP = ProtocolSpec(smtpd.serve, smtpd.refusal, smtpd.shutdown_reply, _smtp_context)
-_POP3 = ProtocolSpec(pop3d.serve, pop3d.refusal, pop3d.shutdown_reply, _pop3_context)
-_IMAP = ProtocolSpec(imapd.serve, imapd.refusal, imapd.shutdown_reply, _imap_context)
+_SMTP = ProtocolSpec(smtpd.serve, smtpd.REFUSALS, _smtp_context)
+_POP3 = ProtocolSpec(pop3d.serve, pop3d.REFUSALS, _pop3_context)
+_IMAP = ProtocolSpec(imapd.serve, imapd.REFUSALS, _imap_context)
 PROTOCOLS: dict[str, ProtocolSpec] = {
     "smtp": _SMTP,
     "submission": dataclasses.replace(_SMTP, require_auth=True),
@@ -207,7 +207,7 @@ class Worker:
         if verdict != "ok":
             metrics.inc("connections_refused_total", service=self.service, reason=verdict)
             log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
-            conn.expire(self.protocol.refusal(verdict, hostname))
+            conn.expire(self.protocol.refusals.refusal(verdict, hostname))
             return
         self.served += 1
         self.connections.add(conn)
@@ -264,7 +264,7 @@ class Worker:
     async def _drain(self) -> None:
         """Stopping: close idle sessions now, give busy ones the grace period. Retiring: give
         every session the grace period. Then close the rest with the protocol's goodbye."""
-        goodbye = self.protocol.shutdown_reply(self.config.server.hostname)
+        goodbye = self.protocol.refusals.shutdown_reply(self.config.server.hostname)
         deadline = time.monotonic() + self.config.server.grace_period
         while self.connections and time.monotonic() < deadline:
             self.heartbeat.notify()

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from ..auth.accounts import Accounts
 from ..policy.abuse import AbuseGuard
@@ -27,12 +26,12 @@ from ..speedups import Command as ParsedCommand
 from ..speedups import CommandParser, ParseError
 from ..store.api import Mailbox
 from .imap.state import IMAPMachine, IMAPSettings, State
+from .driver import Refusals, SessionDriver
 from .record import ServiceMeters, SessionRecord, imap_error_code
 from .session import Action, Reply, StopSignal
-from .transport import Connection, ConnectionClosed, LineTooLong
+from .transport import Connection, LineTooLong
 
 log = logging.getLogger("mailforge.imap")
-T = TypeVar("T")
 
 # How often an idling session looks for changes: a new message is pushed within a second.
 IDLE_POLL = 0.5
@@ -61,20 +60,17 @@ class IMAPContext:
     meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("imap"))
 
 
-def refusal(verdict: str, hostname: str) -> bytes:
-    """The untagged BYE for a connection over a cap or from a blocked address (rate-keeper verdict)."""
-    if verdict == "blocked":
-        return b"* BYE [UNAVAILABLE] Too many failed attempts from your address, try again later\r\n"
-    if verdict == "ip_full":
-        return b"* BYE [UNAVAILABLE] Too many connections from your IP address\r\n"
-    return b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+REFUSALS = Refusals(
+    blocked="* BYE [UNAVAILABLE] Too many failed attempts from your address, try again later",
+    ip_full="* BYE [UNAVAILABLE] Too many connections from your IP address",
+    full="* BYE [UNAVAILABLE] Too many connections, try again later",
+    shutdown="* BYE [UNAVAILABLE] Server shutting down")
 
 
-def shutdown_reply(hostname: str) -> bytes:
-    return b"* BYE [UNAVAILABLE] Server shutting down\r\n"
+class IMAPDriver(SessionDriver):
+    service = "imap"
+    refusals = REFUSALS
 
-
-class IMAPDriver:
     def __init__(self, conn: Connection, ctx: IMAPContext) -> None:
         self.conn = conn
         self.ctx = ctx
@@ -83,46 +79,23 @@ class IMAPDriver:
         self.counted_user = ""  # the user this session is counted against in the rate-keeper
         self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
-    async def run(self) -> None:
-        conn, machine = self.conn, self.machine
-        conn.idle_reply = machine.idle_reply()
-        self.record.opened(conn.tls)
-        conn.write(machine.greeting())
-        try:
-            while True:
-                if self.ctx.worker.stopping:
-                    conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
-                    return
-                result = await self._next_reply()
-                self.record.reply(result.failure, imap_error_code(result.text), machine.user)
-                if result.failure is not None and await self.ctx.guard.answer_failure(
-                        conn, "imap", result, refusal("blocked", self.ctx.settings.hostname)):
-                    return
-                if result.text:
-                    conn.queue_reply(result.text)
-                if result.action is Action.CLOSE:
-                    return
-                if result.action is Action.STARTTLS:
-                    conn.flush()
-                    assert self.ctx.tls_context is not None
-                    await conn.start_tls(self.ctx.tls_context)
-                    machine.tls_started()
-                    # Whatever the parser held from before the handshake is not to be trusted.
-                    self.parser = CommandParser(max_literal=self.ctx.settings.max_append)
-                elif result.action is Action.IDLE:
-                    await self._idle()
-                if not conn.has_buffered_line():
-                    conn.flush()
-        except ConnectionClosed:
-            pass
-        finally:
-            conn.flush()
-            await self._in_thread(machine.close)
-            if self.counted_user:
-                await self.ctx.ratekeeper.close_session(USER_SESSIONS, self.counted_user)
-            self.record.closed()
+    def error_code(self, result: Reply) -> str | None:
+        return imap_error_code(result.text)
 
-    async def _next_reply(self) -> Reply:
+    def tls_started(self) -> None:
+        # Whatever the parser held from before the handshake is not to be trusted.
+        self.parser = CommandParser(max_literal=self.ctx.settings.max_append)
+
+    async def replied(self, result: Reply) -> None:
+        if result.action is Action.IDLE:
+            await self._idle()
+
+    async def closing(self) -> None:
+        await self.in_thread(self.machine.close)
+        if self.counted_user:
+            await self.ctx.ratekeeper.close_session(USER_SESSIONS, self.counted_user)
+
+    async def next_reply(self) -> Reply:
         machine = self.machine
         if machine.in_sasl:
             self.conn.flush()
@@ -130,13 +103,13 @@ class IMAPDriver:
                 line = await self.conn.readline(MAX_SASL_LINE)
             except LineTooLong:
                 return machine.sasl_too_long()
-            result = await self._in_thread(machine.sasl_line, line)
+            result = await self.in_thread(machine.sasl_line, line)
         else:
             command = await self._read_command()
             if isinstance(command, Reply):
                 return command
             if machine.runs_in_thread(command):
-                result = await self._in_thread(machine.handle, command)
+                result = await self.in_thread(machine.handle, command)
             else:
                 result = machine.handle(command)
         if result.action is Action.OPEN_MAILDROP:
@@ -186,7 +159,7 @@ class IMAPDriver:
             return Reply(pending.text + machine.login_refused(
                 "Too many sessions for this user", "LIMIT").text)
         self.counted_user = machine.user
-        result = await self._in_thread(machine.mailbox_opened)
+        result = await self.in_thread(machine.mailbox_opened)
         if machine.state is State.NOT_AUTHENTICATED:
             await self.ctx.ratekeeper.close_session(USER_SESSIONS, self.counted_user)
             self.counted_user = ""
@@ -211,7 +184,7 @@ class IMAPDriver:
                     break
                 if self.ctx.worker.stopping:
                     return
-                updates = await self._in_thread(machine.idle_poll)
+                updates = await self.in_thread(machine.idle_poll)
                 now = time.monotonic()
                 # An idling client is not idle; a dead one is found by the keepalive's write.
                 conn.last_activity = now
@@ -228,9 +201,6 @@ class IMAPDriver:
         except LineTooLong:
             line = b""
         conn.queue_reply(machine.idle_done(line).text)
-
-    async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, function, *args)
 
 
 async def serve(conn: Connection, ctx: IMAPContext) -> None:

@@ -9,25 +9,22 @@ maildrop lock is released however the session ends; a session that ends without 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from ..auth.accounts import Accounts
 from ..policy.abuse import AbuseGuard
 from ..store.pop3box import Maildrop, MaildropBusy
 from .pop3 import POP3Machine, POP3Settings
-from .record import ServiceMeters, SessionRecord, reply_code
+from .driver import Refusals, SessionDriver
+from .record import ServiceMeters, SessionRecord
 from .session import Action, Reply, StopSignal
-from .transport import Connection, ConnectionClosed, LineTooLong
+from .transport import Connection, LineTooLong
 
 log = logging.getLogger("mailforge.pop3")
-T = TypeVar("T")
 
 # How much of a message RETR reads at a time: sessions' memory stays bounded by it.
 READ_CHUNK = 64 * 1024
@@ -50,17 +47,11 @@ class POP3Context:
     meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("pop3"))
 
 
-def refusal(verdict: str, hostname: str) -> bytes:
-    """The reply for a connection over a cap or from a blocked address (rate-keeper verdict)."""
-    if verdict == "blocked":
-        return b"-ERR [SYS/TEMP] Too many failed attempts from your address, try again later\r\n"
-    if verdict == "ip_full":
-        return b"-ERR [SYS/TEMP] Too many connections from your IP address\r\n"
-    return b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
-
-
-def shutdown_reply(hostname: str) -> bytes:
-    return b"-ERR [SYS/TEMP] Server shutting down\r\n"
+REFUSALS = Refusals(
+    blocked="-ERR [SYS/TEMP] Too many failed attempts from your address, try again later",
+    ip_full="-ERR [SYS/TEMP] Too many connections from your IP address",
+    full="-ERR [SYS/TEMP] Too many connections, try again later",
+    shutdown="-ERR [SYS/TEMP] Server shutting down")
 
 
 class MessageLines:
@@ -122,7 +113,10 @@ class MessageLines:
         return block[:end]
 
 
-class POP3Driver:
+class POP3Driver(SessionDriver):
+    service = "pop3"
+    refusals = REFUSALS
+
     def __init__(self, conn: Connection, ctx: POP3Context) -> None:
         self.conn = conn
         self.ctx = ctx
@@ -130,45 +124,11 @@ class POP3Driver:
         self.maildrop: Maildrop | None = None
         self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
-    async def run(self) -> None:
-        conn, machine = self.conn, self.machine
-        conn.idle_reply = machine.idle_reply()
-        self.record.opened(conn.tls)
-        conn.write(machine.greeting())
-        try:
-            while True:
-                if self.ctx.worker.stopping:
-                    self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
-                    return
-                result = await self._next_reply()
-                self.record.reply(result.failure,
-                                  reply_code(result.text) if result.is_error else None,
-                                  machine.user)
-                if result.failure is not None and await self.ctx.guard.answer_failure(
-                        conn, "pop3", result, refusal("blocked", self.ctx.settings.hostname)):
-                    return
-                if result.text:
-                    self.conn.queue_reply(result.text)
-                if result.action is Action.CLOSE:
-                    return
-                if result.action is Action.STARTTLS:
-                    self.conn.flush()
-                    assert self.ctx.tls_context is not None
-                    await conn.start_tls(self.ctx.tls_context)
-                    machine.tls_started()
-                    continue
-                # Replies to pipelined commands (RFC 2449 6.6) go out together.
-                if not conn.has_buffered_line():
-                    self.conn.flush()
-        except ConnectionClosed:
-            pass
-        finally:
-            self.conn.flush()
-            if self.maildrop is not None:
-                self.maildrop.close()
-            self.record.closed()
+    async def closing(self) -> None:
+        if self.maildrop is not None:
+            self.maildrop.close()
 
-    async def _next_reply(self) -> Reply:
+    async def next_reply(self) -> Reply:
         # Waiting for a command, the session may always be cut: nothing is changed before QUIT.
         self.conn.interruptible = True
         try:
@@ -178,7 +138,7 @@ class POP3Driver:
         finally:
             self.conn.interruptible = False
         if self.machine.checks_password(line):
-            result = await self._in_thread(self.machine.handle, line)
+            result = await self.in_thread(self.machine.handle, line)
         else:
             result = self.machine.handle(line)
         if result.action is Action.OPEN_MAILDROP:
@@ -192,7 +152,7 @@ class POP3Driver:
     async def _open_maildrop(self) -> Reply:
         user = self.machine.user
         try:
-            self.maildrop = await self._in_thread(Maildrop.for_user, self.ctx.store_dir, user)
+            self.maildrop = await self.in_thread(Maildrop.for_user, self.ctx.store_dir, user)
         except MaildropBusy:
             log.info("%s: maildrop in use, refused login from %s", user, self.conn.peer_ip)
             return self.machine.maildrop_busy()
@@ -207,7 +167,7 @@ class POP3Driver:
         """RETR/TOP: the reply, then the message streamed from its file, one chunk at a time."""
         assert self.maildrop is not None
         try:
-            message = await self._in_thread(self.maildrop.open_message, request.message)
+            message = await self.in_thread(self.maildrop.open_message, request.message)
         except OSError as exc:
             log.error("%s: cannot read message %d: %s", self.machine.user, request.message + 1, exc)
             return Reply(b"-ERR [SYS/TEMP] Cannot read the message\r\n")
@@ -216,7 +176,7 @@ class POP3Driver:
             self.conn.flush()
             lines = MessageLines(request.lines)
             while True:
-                chunk = await self._in_thread(message.read, READ_CHUNK)
+                chunk = await self.in_thread(message.read, READ_CHUNK)
                 self.conn.write(lines.feed(chunk))
                 if not chunk or lines.done:  # the end of the file, or all that TOP wants
                     return Reply(lines.finish())
@@ -227,15 +187,11 @@ class POP3Driver:
     async def _update(self) -> Reply:
         assert self.maildrop is not None
         deleted = sorted(self.machine.deleted)
-        failed = await self._in_thread(self.maildrop.delete, deleted)
+        failed = await self.in_thread(self.maildrop.delete, deleted)
         if failed:
             log.error("%s: %d of %d deleted messages not removed", self.machine.user, failed,
                       len(deleted))
         return self.machine.updated(failed)
-
-    async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, function, *args)
-
 
 
 async def serve(conn: Connection, ctx: POP3Context) -> None:

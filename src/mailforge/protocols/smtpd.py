@@ -7,7 +7,6 @@ session's memory stays bounded whatever the message size.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -20,11 +19,12 @@ from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
+from .driver import Refusals, SessionDriver
 from .hops import HopCounter
-from .record import ServiceMeters, SessionRecord, reply_code
+from .record import ServiceMeters, SessionRecord
 from .session import Action, Reply, StopSignal
 from .smtp import AccountLookup, SMTPMachine, SMTPSettings
-from .transport import Connection, ConnectionClosed, LineTooLong
+from .transport import Connection, LineTooLong
 
 log = logging.getLogger("mailforge.smtp")
 
@@ -39,26 +39,23 @@ class SMTPContext:
     worker: StopSignal
     guard: AbuseGuard
     limiter: SendLimiter
+    executor: Executor  # the worker's pool, for password checks
     tls_context: ssl.SSLContext | None = None
     mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
-    executor: Executor | None = None  # the worker's pool, for password checks
     meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("smtp"))
 
 
-def refusal(verdict: str, hostname: str) -> bytes:
-    """The reply for a connection over a cap or from a blocked address (rate-keeper verdict)."""
-    if verdict == "blocked":
-        return f"421 4.7.0 {hostname} Error: too many failed attempts from your address, try again later\r\n".encode()
-    if verdict == "ip_full":
-        return f"421 4.7.0 {hostname} Error: too many connections from your IP address\r\n".encode()
-    return f"421 4.3.2 {hostname} Error: too many connections, try again later\r\n".encode()
+REFUSALS = Refusals(
+    blocked="421 4.7.0 {hostname} Error: too many failed attempts from your address, try again later",
+    ip_full="421 4.7.0 {hostname} Error: too many connections from your IP address",
+    full="421 4.3.2 {hostname} Error: too many connections, try again later",
+    shutdown="421 4.3.2 {hostname} Service shutting down, closing connection")
 
 
-def shutdown_reply(hostname: str) -> bytes:
-    return f"421 4.3.2 {hostname} Service shutting down, closing connection\r\n".encode()
+class SMTPDriver(SessionDriver):
+    service = "smtp"
+    refusals = REFUSALS
 
-
-class SMTPDriver:
     def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
         self.conn = conn
         self.ctx = ctx
@@ -68,45 +65,20 @@ class SMTPDriver:
         self.hops = HopCounter()  # of the BDAT message being received
         self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
-    async def run(self) -> None:
-        conn, machine = self.conn, self.machine
-        conn.idle_reply = machine.idle_reply()
-        self.record.opened(conn.tls)
-        conn.write(machine.greeting())
-        try:
-            while True:
-                if self.ctx.worker.stopping and not machine.in_transaction:
-                    self.conn.queue_reply(shutdown_reply(self.ctx.settings.hostname))
-                    return
-                result = await self._next_reply()
-                self.record.reply(result.failure,
-                                  reply_code(result.text) if result.is_error else None,
-                                  machine.user)
-                if result.failure is not None and await self.ctx.guard.answer_failure(
-                        conn, "smtp", result, refusal("blocked", self.ctx.settings.hostname)):
-                    return
-                if result.text:
-                    self.conn.queue_reply(result.text)
-                if result.action is Action.CLOSE:
-                    return
-                if result.action is Action.STARTTLS:
-                    self.conn.flush()
-                    assert self.ctx.tls_context is not None
-                    await self.conn.start_tls(self.ctx.tls_context)
-                    machine.tls_started()
-                    continue
-                if not conn.has_buffered_line() or result.action is not Action.NONE:
-                    self.conn.flush()
-                if self.spool_file is not None and not machine.in_transaction:
-                    self._drop_chunks()
-        except ConnectionClosed:
-            pass
-        finally:
-            self.conn.flush()
-            self._drop_chunks()
-            self.record.closed()
+    def may_stop(self) -> bool:
+        return not self.machine.in_transaction
 
-    async def _next_reply(self) -> Reply:
+    def flush_after(self, result: Reply) -> bool:
+        return result.action is not Action.NONE
+
+    async def replied(self, result: Reply) -> None:
+        if not self.machine.in_transaction:
+            self._drop_chunks()
+
+    async def closing(self) -> None:
+        self._drop_chunks()
+
+    async def next_reply(self) -> Reply:
         machine = self.machine
         self.conn.interruptible = not machine.in_transaction
         try:
@@ -115,9 +87,8 @@ class SMTPDriver:
             return machine.line_too_long()
         finally:
             self.conn.interruptible = False
-        if machine.checks_password(line) and self.ctx.executor is not None:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.ctx.executor, machine.handle, line)
+        if machine.checks_password(line):
+            result = await self.in_thread(machine.handle, line)
         else:
             result = machine.handle(line)
         if result.action is Action.READ_DATA:
@@ -224,7 +195,6 @@ class SMTPDriver:
         if self.spool_file is not None:
             self.spool_file.abort()
             self.spool_file = None
-
 
 
 async def serve(conn: Connection, ctx: SMTPContext) -> None:

@@ -1,0 +1,144 @@
+"""What the SMTP, POP3 and IMAP drivers share: the loop that feeds a session's input to its
+state machine and sends the replies, and each protocol's words for refusing a connection.
+
+A driver subclass reads the next command and turns it into a Reply (`next_reply`, with the
+protocol's own transfers: DATA, RETR, literals, IDLE); the loop here does the rest the same
+way for every protocol: the worker stopping, the session record, failed logins and RCPTs to
+the abuse guard, STARTTLS, pipelined replies going out together, and the close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from ..policy.abuse import AbuseGuard
+from .record import SessionRecord, reply_code
+from .session import Action, Reply, StopSignal
+from .transport import Connection, ConnectionClosed
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusals:
+    """A protocol's replies, each a format with {hostname}, for ending a session unserved."""
+
+    blocked: str  # the address is blocked for failed logins or unknown recipients
+    ip_full: str  # the address has its most connections
+    full: str     # the worker has its most connections
+    shutdown: str  # the worker is stopping
+
+    def refusal(self, verdict: str, hostname: str) -> bytes:
+        """For a rate-keeper verdict other than "ok"."""
+        words = {"blocked": self.blocked, "ip_full": self.ip_full}.get(verdict, self.full)
+        return _line(words, hostname)
+
+    def shutdown_reply(self, hostname: str) -> bytes:
+        return _line(self.shutdown, hostname)
+
+
+def _line(words: str, hostname: str) -> bytes:
+    return (words.format(hostname=hostname) + "\r\n").encode()
+
+
+class Machine(Protocol):
+    user: str
+
+    def greeting(self) -> bytes: ...
+    def idle_reply(self) -> bytes: ...
+    def tls_started(self) -> None: ...
+
+
+class Settings(Protocol):
+    hostname: str
+
+
+class Context(Protocol):
+    settings: Settings
+    executor: Executor
+    worker: StopSignal
+    guard: AbuseGuard
+    tls_context: ssl.SSLContext | None
+
+
+class SessionDriver:
+    """Subclasses set `service` (as the abuse guard counts it) and `refusals`, make `machine`,
+    `conn`, `ctx` and `record`, and write `next_reply`; the hooks below default to nothing."""
+
+    service: str
+    refusals: Refusals
+    conn: Connection
+    ctx: Context
+    machine: Machine
+    record: SessionRecord
+
+    async def run(self) -> None:
+        conn, machine = self.conn, self.machine
+        conn.idle_reply = machine.idle_reply()
+        self.record.opened(conn.tls)
+        conn.write(machine.greeting())
+        try:
+            while True:
+                if self.ctx.worker.stopping and self.may_stop():
+                    conn.queue_reply(self.refusals.shutdown_reply(self.ctx.settings.hostname))
+                    return
+                result = await self.next_reply()
+                self.record.reply(result.failure, self.error_code(result), machine.user)
+                if result.failure is not None and await self.ctx.guard.answer_failure(
+                        conn, self.service, result,
+                        self.refusals.refusal("blocked", self.ctx.settings.hostname)):
+                    return
+                if result.text:
+                    conn.queue_reply(result.text)
+                if result.action is Action.CLOSE:
+                    return
+                if result.action is Action.STARTTLS:
+                    conn.flush()
+                    assert self.ctx.tls_context is not None
+                    await conn.start_tls(self.ctx.tls_context)
+                    machine.tls_started()
+                    self.tls_started()
+                    continue
+                await self.replied(result)
+                # Replies to pipelined commands go out together, once no whole command waits.
+                if not conn.has_buffered_line() or self.flush_after(result):
+                    conn.flush()
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.flush()
+            await self.closing()
+            self.record.closed()
+
+    async def next_reply(self) -> Reply:
+        raise NotImplementedError
+
+    def error_code(self, result: Reply) -> str | None:
+        """The code the session record keeps for a failed command (None for a success)."""
+        return reply_code(result.text) if result.is_error else None
+
+    def may_stop(self) -> bool:
+        """Whether a stopping worker may end the session now (not in the middle of a message)."""
+        return True
+
+    def tls_started(self) -> None:
+        """After the handshake: forget what was read before it."""
+
+    async def replied(self, result: Reply) -> None:
+        """The reply is queued: whatever the protocol does after it (IDLE, say)."""
+
+    def flush_after(self, result: Reply) -> bool:
+        """Whether the reply must go out even while more commands wait."""
+        return False
+
+    async def closing(self) -> None:
+        """The session is over, however it ended: release what it holds."""
+
+    async def in_thread(self, function: Callable[..., T], *args: object) -> T:
+        """Run blocking work (disk, password hashing) in the worker's bounded pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, function, *args)
