@@ -6,6 +6,7 @@ A recipient's local part picks what the sink does with it:
   defer*  message deferred at end of DATA, 452 4.3.1
   drop*   connection closed at end of DATA    stall*  no answer at end of DATA
   flaky*  deferred (451) the first `flaky` times the sink sees it, then accepted
+  slow*   accepted after `slow` seconds in DATA (`peak_in_data`: most messages at once)
 anything else is accepted. Every accepted message is kept in `received`.
 """
 
@@ -30,12 +31,14 @@ class Received:
 
 
 class Behaviour:
-    def __init__(self, flaky: int = 1, stall: float = 30.0) -> None:
+    def __init__(self, flaky: int = 1, stall: float = 30.0, slow: float = 0.2) -> None:
         self.received: list[Received] = []
         self.rcpt_seen: collections.Counter = collections.Counter()
         self.connections = 0
         self.flaky = flaky
         self.stall = stall
+        self.slow = slow
+        self.in_data = self.peak_in_data = 0
         self.lock = threading.Lock()
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -66,6 +69,13 @@ class Behaviour:
         locals_ = [r.split("@")[0].lower() for r in envelope.rcpt_tos]
         if any(l.startswith("stall") for l in locals_):
             await asyncio.sleep(self.stall)
+        if any(l.startswith("slow") for l in locals_):
+            with self.lock:
+                self.in_data += 1
+                self.peak_in_data = max(self.peak_in_data, self.in_data)
+            await asyncio.sleep(self.slow)
+            with self.lock:
+                self.in_data -= 1
         if any(l.startswith("drop") for l in locals_):
             server.transport.close()
             return "421 4.3.0 gone"

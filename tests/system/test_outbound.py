@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from mailforge.queue.spool import SPILL_SIZE
 from tests.smtp_sinks import Behaviour, Sink
 
 from .conftest import Server, cli
@@ -198,3 +199,24 @@ def test_kill_9_of_a_delivery_worker_loses_nothing(make_server, sink):
     pids = [w["pid"] for w in server.status()["delivery"]]
     assert victim not in pids and len(pids) == 2, "the killed delivery worker was not replaced"
     wait_until(lambda: "queue is empty" in cli(server.conf, "queue", "list").stdout, what="empty queue")
+
+
+def test_the_limit_per_destination_holds_across_delivery_workers(make_server, sink):
+    """Two delivery workers, at most 2 connections to the sink: the rate-keeper counts both
+    workers' connections, so the sink never sees 3 or 4 at once (each worker alone would open
+    2), and every message still arrives."""
+    server = relaying_server(make_server, sink, workers=2, max_per_destination=2,
+                             messages_per_connection=1)
+    total = 24
+    # Past the spool's segment size, each message is a queue entry of its own, and entries
+    # are shared out between the delivery workers by id (a segment goes to one worker whole).
+    padding = b"x" * 998 + b"\r\n"
+    body = b"Subject: slow\r\n\r\n" + padding * (SPILL_SIZE // len(padding) + 1)
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+        client.ehlo("client.test")
+        for i in range(total):
+            client.sendmail(SENDER, [f"slow{i}@{REMOTE}"], body)
+    got = sink.wait_for(total, timeout=60)
+    assert sorted(m.recipients[0] for m in got) == sorted(f"slow{i}@{REMOTE}" for i in range(total))
+    assert sink.behaviour.peak_in_data == 2
+

@@ -293,3 +293,28 @@ def test_a_failure_reported_while_the_rate_keeper_is_down_costs_nothing(tmp_path
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_destination_slots_are_shared_and_wait_for_one_to_free(keeper, path, monkeypatch):
+    """Two delivery workers' slots to one destination: the second waits while the first holds
+    the last one, gets it once given back, and gives up (to defer) after its wait."""
+    from mailforge.queue import outbound
+    from mailforge.queue.outbound import DestinationSlots
+
+    monkeypatch.setattr(outbound, "SLOT_POLL", (0.01, 0.05))
+
+    async def main():
+        first = DestinationSlots(RateKeeperClient(path), limit=1)
+        second = DestinationSlots(RateKeeperClient(path), limit=1)
+        assert await first.take("mx.remote.test", wait=0.0)
+        assert not await second.take("mx.remote.test", wait=0.2)
+        assert await second.take("other.test", wait=0.0)  # per destination
+        waiting = asyncio.ensure_future(second.take("mx.remote.test", wait=5.0))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        await first.give_back("mx.remote.test")
+        assert await asyncio.wait_for(waiting, 2.0)
+        await first.close()
+        await second.close()
+
+    asyncio.run(main())

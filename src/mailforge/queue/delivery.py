@@ -40,7 +40,7 @@ from .commit import (SYNC_SYNCFS, FileSyncer, fsync_dir, replace_durably, unlink
                      write_new_file)
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .notices import Outcomes
-from .outbound import OutboundRunner
+from .outbound import OutboundRunner, shared_runner
 from .relay import Message
 from .segment import SEALED_SUFFIX, SegmentError, read_records, seal_orphans
 from .settle import Settlement
@@ -577,7 +577,7 @@ def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
         stopping: Callable[[], bool]) -> None:
     """Body of a delivery worker process: returns once `stopping()` says so."""
     with Accounts(config.accounts_db) as accounts:
-        agent = DeliveryAgent(config, accounts, slot, slots)
+        agent = DeliveryAgent(config, accounts, slot, slots, outbound=shared_runner(config))
         try:
             _loop(agent, heartbeat, stopping)
         finally:

@@ -2,8 +2,11 @@
 
 Recipients routed to one destination (an MX domain, an override host, the smarthost) share
 connections: at most `max_per_destination` at once, each carrying up to
-`messages_per_connection` messages before it is closed. Every recipient comes back with a
-`Result`; nothing here touches the queue.
+`messages_per_connection` messages before it is closed. In a delivery worker that limit holds
+for the whole server: the rate-keeper counts every worker's connections to a destination, as
+it counts client sessions (Postfix's per-destination concurrency is likewise one figure for
+the queue manager, not per delivery agent). Every recipient comes back with a `Result`;
+nothing here touches the queue.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..config import Config
+from ..ratekeeper.client import RateKeeperClient
+from ..ratekeeper.counters import OK
 from .relay import Message, Reply, SMTPClient, SMTPClientError, TLSFailed
 from .routing import Destination, RouteError, Router, domain_of
 
@@ -23,6 +28,12 @@ log = logging.getLogger("mailforge.delivery")
 
 # RFC 5321 4.5.3.1.8: a server must take 100 recipients per message; more go in another one.
 MAX_RCPTS_PER_TRANSACTION = 100
+# The rate-keeper's name for connections to destinations, counted per destination key.
+DESTINATION_SERVICE = "relay-destinations"
+# How long a destination's first connection waits for other workers to free a slot before
+# its messages are deferred, and how often it asks meanwhile (doubling from the first).
+SLOT_WAIT = 60.0
+SLOT_POLL = (0.05, 1.0)
 
 
 @dataclass(frozen=True)
@@ -70,13 +81,52 @@ def client_tls_context() -> ssl.SSLContext:
     return context
 
 
+class DestinationSlots:
+    """Connections to each destination over all delivery workers, counted by the rate-keeper.
+    Fails open, as every use of it does: while it is unreachable each worker keeps to the
+    limit on its own."""
+
+    def __init__(self, ratekeeper: RateKeeperClient, limit: int) -> None:
+        self._ratekeeper = ratekeeper
+        self._limit = limit
+
+    async def take(self, key: str, wait: float) -> bool:
+        """A slot for one connection to `key`, waiting up to `wait` seconds for one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        delay, most = SLOT_POLL
+        while True:
+            verdict = await self._ratekeeper.open_session(DESTINATION_SERVICE, _counted(key), 0,
+                                                          self._limit)
+            if verdict == OK:
+                return True
+            if loop.time() + delay > deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, most)
+
+    async def give_back(self, key: str) -> None:
+        await self._ratekeeper.close_session(DESTINATION_SERVICE, _counted(key))
+
+    async def close(self) -> None:
+        await self._ratekeeper.close()
+        await asyncio.sleep(0)  # the cancelled reconnect task ends before the loop closes
+
+
+def _counted(key: str) -> str:
+    # Not an address literal: the rate-keeper would apply a client block on that address.
+    return f"to {key}"
+
+
 class Outbound:
     def __init__(self, config: Config, router: Router | None = None,
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None,
+                 slots: DestinationSlots | None = None) -> None:
         self.config = config
         self.delivery = config.delivery
         self.router = router or Router(config.delivery)
         self.tls_context = tls_context if tls_context is not None else client_tls_context()
+        self.slots = slots  # None: the limit holds per Outbound only (tests, tools)
 
     async def deliver(self, messages: Iterable[Message]) -> dict[str, dict[str, Result]]:
         """message id → recipient → Result, for every recipient of every message."""
@@ -112,9 +162,28 @@ class Outbound:
     async def _destination(self, destination: Destination, jobs: list[Job]) -> None:
         queue = collections.deque(jobs)
         connections = min(self.delivery.max_per_destination, len(jobs))
-        await asyncio.gather(*(self._connection(destination, queue) for _ in range(connections)))
+        # The first connection waits for a slot other workers hold; more are opened only
+        # where a slot is free now.
+        await asyncio.gather(*(self._connection(destination, queue, SLOT_WAIT if n == 0 else 0.0)
+                               for n in range(connections)))
+        busy = failure(False, "4.4.5", f"{destination.key}: the most connections "
+                       f"({self.delivery.max_per_destination}) are open to it already")
+        while queue:
+            _settle(queue.popleft(), busy)
 
-    async def _connection(self, destination: Destination, queue: collections.deque[Job]) -> None:
+    async def _connection(self, destination: Destination, queue: collections.deque[Job],
+                          slot_wait: float) -> None:
+        if self.slots is None:
+            await self._send_all(destination, queue)
+            return
+        if not await self.slots.take(destination.key, slot_wait):
+            return
+        try:
+            await self._send_all(destination, queue)
+        finally:
+            await self.slots.give_back(destination.key)
+
+    async def _send_all(self, destination: Destination, queue: collections.deque[Job]) -> None:
         """Connect, send up to messages_per_connection jobs, repeat while jobs are left."""
         while queue:
             try:
@@ -223,5 +292,14 @@ class OutboundRunner:
 
     def close(self) -> None:
         if self._loop is not None:
+            if self._outbound.slots is not None:
+                self._loop.run_until_complete(self._outbound.slots.close())
             self._loop.close()
             self._loop = None
+
+
+def shared_runner(config: Config) -> OutboundRunner:
+    """A delivery worker's runner: its limit per destination is shared with the other workers."""
+    slots = DestinationSlots(RateKeeperClient(config.ratekeeper_socket),
+                             config.delivery.max_per_destination)
+    return OutboundRunner(config, Outbound(config, slots=slots))
