@@ -189,6 +189,7 @@ class Supervisor:
         self._wake: tuple[int, int] | None = None
         self._signals: collections.deque[int] = collections.deque()
         self._stopping = False
+        self._killing = False  # a second stop signal: every child is being killed
         self.metrics_server: Any = None  # the /metrics HTTP server, when [metrics] listen is set
 
     # ---- life cycle -------------------------------------------------------------------
@@ -438,7 +439,8 @@ class Supervisor:
         if self._stopping:
             # Draining workers still report to the rate-keeper: keep one while they run.
             draining = any(c.kind != RATEKEEPER for c in self.children.values())
-            if draining and not any(c.kind == RATEKEEPER for c in self.children.values()):
+            if (draining and not self._killing
+                    and not any(c.kind == RATEKEEPER for c in self.children.values())):
                 self._spawn(RATEKEEPER, "", 0)
             return
         filled = {c.key for c in self.children.values() if not c.retiring}
@@ -564,6 +566,7 @@ class Supervisor:
         now = time.monotonic()
         if self._stopping:
             log.warning("asked again to stop: killing every child now")
+            self._killing = True
             for child in self.children.values():
                 child.deadline = now
             return

@@ -50,6 +50,21 @@ def test_sigterm_after_grace_period_closes_busy_sessions(make_server):
     server.proc = None
 
 
+def test_a_second_sigterm_kills_every_child_at_once(make_server):
+    server = make_server(server={"grace_period": 30})
+    server.start()
+    busy = Client(server.port)
+    busy.command(b"EHLO busy.test")
+    busy.command(b"MAIL FROM:<b@remote.test>")
+    os.kill(server.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.proc.wait(timeout=10) == 0  # not the 30 s grace
+    server.proc = None
+    stop = server.log().split("asked again to stop", 1)[1]
+    assert "started rate-keeper" not in stop  # nothing left for it to serve
+
+
 def test_sighup_replaces_workers_without_refusing_connections(make_server):
     server = make_server(smtp={"workers": 2})
     server.start()
