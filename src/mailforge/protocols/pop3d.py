@@ -167,20 +167,24 @@ class POP3Driver(SessionDriver):
         """RETR/TOP: the reply, then the message streamed from its file, one chunk at a time."""
         assert self.maildrop is not None
         try:
-            message = await self.in_thread(self.maildrop.open_message, request.message)
+            chunk, message = await self.in_thread(self.maildrop.read_start, request.message,
+                                                  READ_CHUNK)
         except OSError as exc:
             log.error("%s: cannot read message %d: %s", self.machine.user, request.message + 1, exc)
             return Reply(b"-ERR [SYS/TEMP] Cannot read the message\r\n")
+        lines = MessageLines(request.lines)
+        self.conn.queue_reply(request.text + lines.feed(chunk))
+        if message is None:  # all of it read already
+            return Reply(lines.finish())
         try:
-            self.conn.queue_reply(request.text)
             self.conn.flush()
-            lines = MessageLines(request.lines)
-            while True:
-                chunk = await self.in_thread(message.read, READ_CHUNK)
-                self.conn.write(lines.feed(chunk))
-                if not chunk or lines.done:  # the end of the file, or all that TOP wants
-                    return Reply(lines.finish())
+            while not lines.done:  # TOP may want no more of the file
                 await self.conn.drain()
+                chunk = await self.in_thread(message.read, READ_CHUNK)
+                if not chunk:
+                    break
+                self.conn.write(lines.feed(chunk))
+            return Reply(lines.finish())
         finally:
             message.close()
 
