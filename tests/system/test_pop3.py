@@ -104,6 +104,20 @@ def test_fetch_exact_bytes_and_delete_only_at_quit(plain_server):
     client.quit()
 
 
+def test_a_message_bigger_than_one_read_streams_whole(plain_server):
+    big = b"Subject: big\r\n\r\n" + b"".join(b".%06d dotted, read in several chunks\r\n" % n
+                                          for n in range(5000))
+    deliver(plain_server, [big])
+    expected = stored(plain_server)
+    client = login(plain_server)
+    assert retrieve_all(client) == expected and len(big) > 3 * 64 * 1024
+    _, lines, _ = client.top(1, 3)
+    assert lines[-3:] == [b".000000 dotted, read in several chunks",
+                          b".000001 dotted, read in several chunks",
+                          b".000002 dotted, read in several chunks"]
+    client.quit()
+
+
 def test_dropped_connection_deletes_nothing_and_releases_the_lock(plain_server):
     deliver(plain_server, MESSAGES[:2])
     client = login(plain_server)

@@ -103,3 +103,17 @@ def test_a_user_without_a_maildir_yet_has_an_empty_maildrop(tmp_path):
 
 def test_crlf_form_keeps_existing_crlf():
     assert crlf_form(b"a\r\nb\nc") == b"a\r\nb\r\nc"
+
+
+def test_read_start_hands_back_the_file_only_when_more_is_left(maildir):
+    deliver(maildir, "1700000001.Qa.host", b"Subject: a\n\n" + b"x" * 20 + b"\n")
+    box = Maildrop.open(maildir)
+    try:
+        data, rest = box.read_start(0, 64)
+        assert data == b"Subject: a\n\n" + b"x" * 20 + b"\n" and rest is None
+        data, rest = box.read_start(0, 10)
+        assert data == b"Subject: a"
+        with rest:
+            assert data + rest.read() == b"Subject: a\n\n" + b"x" * 20 + b"\n"
+    finally:
+        box.close()
