@@ -72,10 +72,10 @@ def _default_delivery(config: Config, slot: int, slots: int, heartbeat: Callable
     delivery.serve(config, slot, slots, heartbeat, stopping)
 
 
-def _default_ratekeeper(socket_path: str) -> None:
+def _default_ratekeeper(config: Config) -> None:
     from .ratekeeper import server
 
-    server.serve(socket_path)
+    server.serve(config.ratekeeper_socket, sandbox_dir=config.data_dir)
 
 
 def _default_recover(queue_dir: Path) -> None:
@@ -121,7 +121,7 @@ class Targets:
 
     worker_target: Callable[..., int] = _default_worker
     delivery_target: Callable[..., None] = _default_delivery
-    ratekeeper_target: Callable[[str], None] = _default_ratekeeper
+    ratekeeper_target: Callable[[Config], None] = _default_ratekeeper
     recover: Callable[[Path], None] = _default_recover
     queue_length: Callable[[Path], int] = _default_queue_length
     queue_oldest_age: Callable[[Path], float | None] = _default_queue_oldest_age
@@ -529,7 +529,7 @@ class Supervisor:
             return self.targets.worker_target(service, self.config, listeners, heartbeat)
         if kind == DELIVERY:
             return self._run_delivery(slot, heartbeat)
-        self.targets.ratekeeper_target(str(self.config.ratekeeper_socket))
+        self.targets.ratekeeper_target(self.config)
         return EXIT_OK
 
     def _detach(self, keep: list[socket.socket], heartbeat: Heartbeat | None) -> None:

@@ -172,13 +172,14 @@ def test_serve_as_root_drops_every_child_to_the_service_account(account, open_ro
             assert fields["Groups"] == "", (pid, fields["Groups"])
             assert fields["CapEff"] == fields["CapPrm"] == "0000000000000000", pid
         delivery = [w["pid"] for w in status["delivery"]]
-        for pid in workers + delivery:
+        for pid in workers + others:
             fields = proc_status(pid)
             assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2"), pid
         assert "sandbox" in status and "seccomp: no exec" in status["sandbox"]
         # The real workers took the steps the jail below repeats, and said so.
         assert server.log().count("worker sandbox: seccomp: no exec; landlock") >= 3 + len(delivery)
         assert "delivery worker sandbox: seccomp: no exec; landlock" in server.log()
+        assert "rate-keeper sandbox: seccomp: no exec; landlock" in server.log()
 
         _mail_flows_under_the_service_account(server, sink, uid, gid)
         probes = in_worker_jail(server.config.data_dir, user, group)

@@ -77,7 +77,8 @@ def delivery(config, slot, slots, heartbeat, stopping) -> None:
         time.sleep(0.05)
 
 
-def ratekeeper(socket_path: str) -> None:
+def ratekeeper(config) -> None:
+    socket_path = str(config.ratekeeper_socket)
     record_path = Path(socket_path).parent.parent / EVENTS
     with open(record_path, "a") as fh:
         fh.write(f"ratekeeper {os.getpid()}\n")

@@ -25,6 +25,7 @@ from pathlib import Path
 import msgpack
 import uvloop
 
+from .. import sandbox
 from .abuse import FailureCounters, Thresholds
 from .counters import Clock, ConnectionCounters
 from .outbound import SendCounters
@@ -174,8 +175,15 @@ class _WorkerConnection(asyncio.Protocol):
         self._keeper.drop_owner(self)
 
 
-def serve(socket_path: str | Path) -> None:
-    """Run the rate-keeper until SIGTERM/SIGINT or until our parent process changes."""
+def serve(socket_path: str | Path, sandbox_dir: Path | None = None) -> None:
+    """Run the rate-keeper until SIGTERM/SIGINT or until our parent process changes; locked in
+    like the workers (no program, writes only under `sandbox_dir`) when that is given."""
+    if sandbox_dir is not None:
+        try:
+            log.info("rate-keeper sandbox: %s", sandbox.confine(sandbox_dir).describe())
+        except OSError as exc:
+            # Serving unconfined beats not serving: without it every limit fails open.
+            log.error("rate-keeper cannot enter its sandbox: %s", exc)
     uvloop.run(_serve(Path(socket_path)))
 
 
