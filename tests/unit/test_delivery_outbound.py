@@ -216,3 +216,32 @@ def test_a_bounce_to_a_remote_sender_is_relayed(config, agent, sink):
     assert bounce.sender == "<>" and bounce.recipients == [f"sender@{REMOTE}"]
     assert b"multipart/report" in bounce.data and b"\r\n" in bounce.data
     assert queue_length(config.queue_dir) == 0
+
+
+class NoSlotFree:
+    """Every connection to every destination in use by other delivery workers."""
+
+    async def take(self, key: str, wait: float) -> bool:
+        return False
+
+    async def give_back(self, key: str) -> None:
+        raise AssertionError("nothing was taken")
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_destination_with_no_connection_to_spare_is_no_attempt(config, clock):
+    from mailforge.queue.delivery import BUSY_RETRY
+    from mailforge.queue.outbound import Outbound, OutboundRunner
+
+    runner = OutboundRunner(config, Outbound(config, slots=NoSlotFree()))
+    with Accounts(config.accounts_db, create=True) as accounts:
+        agent = DeliveryAgent(config, accounts, clock=clock, outbound=runner)
+        entry_id = enqueue(config, BODY, [f"carol@{REMOTE}"])
+        agent.step()
+        env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+        assert env.attempts == 0 and env.next_attempt == NOW + BUSY_RETRY
+        assert "the most connections (10)" in env.errors[f"carol@{REMOTE}"]
+        assert not queued_notices(config)
+        agent.close()

@@ -52,6 +52,9 @@ SCAN_INTERVAL = 0.1  # seconds between scans of an idle queue
 BATCH_ENTRIES = 50  # queue entries per sync: amortises it as the spool's group commit does
 MAX_OPEN_COPIES = 256  # sync early rather than run out of file descriptors on a big fan-out
 READ_CHUNK = 64 * 1024
+# When every connection a destination may have is in use by other workers: try again after
+# this long, without counting an attempt.
+BUSY_RETRY = 5.0
 # Failures worth a retry: the disk (full, EIO) or the accounts DB (locked, busy).
 TEMPORARY_ERRORS = (OSError, sqlite3.Error)
 
@@ -81,6 +84,8 @@ class Entry:
     mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
     remote: list[str] = field(default_factory=list)  # recipients to relay
     outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
+    # Failed recipients that were never tried: their destination had no connection to spare.
+    waiting: set[str] = field(default_factory=set)
 
     def movable(self, rcpt: str) -> bool:
         """Is the queue file itself this recipient's copy (its only one, headers in place)?"""
@@ -529,9 +534,15 @@ class DeliveryAgent(Settlement):
         env.recipients = remaining
         env.errors = {r: entry.failed.get(r, "not placed") for r in remaining}
         env.last_error = "; ".join(f"<{r}>: {why}" for r, why in env.errors.items())
-        env.next_attempt = retry.next_attempt(self.clock(), env.received_at, config.retry_schedule,
-                                              env.attempts, config.max_queue_time)
-        env.attempts += 1
+        if all(r in entry.waiting for r in remaining):
+            # Not an attempt: soon again, and the retry schedule does not move on.
+            env.next_attempt = retry.next_attempt(self.clock(), env.received_at, [BUSY_RETRY], 0,
+                                                  config.max_queue_time)
+        else:
+            env.next_attempt = retry.next_attempt(self.clock(), env.received_at,
+                                                  config.retry_schedule, env.attempts,
+                                                  config.max_queue_time)
+            env.attempts += 1
         metrics.inc("messages_deferred_total", via="local")
         return env
 

@@ -31,8 +31,9 @@ MAX_RCPTS_PER_TRANSACTION = 100
 # The rate-keeper's name for connections to destinations, counted per destination key.
 DESTINATION_SERVICE = "relay-destinations"
 # How long a destination's first connection waits for other workers to free a slot before
-# its messages are deferred, and how often it asks meanwhile (doubling from the first).
-SLOT_WAIT = 60.0
+# its messages are put back for a little while (not long: the worker's local deliveries wait
+# for the batch), and how often it asks meanwhile (doubling from the first).
+SLOT_WAIT = 2.0
 SLOT_POLL = (0.05, 1.0)
 
 
@@ -45,6 +46,7 @@ class Result:
     text: str
     remote_mta: str = ""  # host[address]:port that gave the answer, "" when none did
     dsn_passed: bool = False  # the next hop took our DSN parameters and reports from now on
+    untried: bool = False  # no connection to spare for its destination: not an attempt
 
     @property
     def accepted(self) -> bool:
@@ -166,8 +168,9 @@ class Outbound:
         # where a slot is free now.
         await asyncio.gather(*(self._connection(destination, queue, SLOT_WAIT if n == 0 else 0.0)
                                for n in range(connections)))
-        busy = failure(False, "4.4.5", f"{destination.key}: the most connections "
-                       f"({self.delivery.max_per_destination}) are open to it already")
+        busy = Result(451, "4.4.5", f"{destination.key}: the most connections "
+                      f"({self.delivery.max_per_destination}) are open to it already",
+                      untried=True)
         while queue:
             _settle(queue.popleft(), busy)
 

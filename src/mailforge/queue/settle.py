@@ -84,6 +84,8 @@ class Settlement:
                 rcpt, dsn.FAILED, result.status, result.text, result.remote_mta)
         else:
             entry.failed[rcpt] = result.describe()
+            if result.untried:
+                entry.waiting.add(rcpt)
 
     def _expire_or_report(self, entry: Entry, batch: CopyBatch) -> None:
         """Temporary failures of a message past max_queue_time become permanent; a permanent
