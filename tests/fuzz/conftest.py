@@ -20,10 +20,16 @@ SEED = int(os.environ.get("MAILFORGE_FUZZ_SEED", "20261125"))
 EXAMPLES = max(200, COUNT // 10)
 
 
+# The suite's per-test timeout (pyproject) fits the CI sample; a long run gets time by its
+# size (a service takes about 250 lines/s here, hypothesis examples are quicker).
+TIMEOUT = max(300, COUNT // 50)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.is_relative_to(os.path.dirname(__file__)):
             item.add_marker(pytest.mark.fuzz)
+            item.add_marker(pytest.mark.timeout(TIMEOUT))
 
 
 @pytest.fixture(scope="module")
