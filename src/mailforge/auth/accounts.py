@@ -290,8 +290,10 @@ class Accounts:
         usable = row is not None and not row[1] and row[0] is not None
         # The same work whether or not the account exists: timing tells nothing.
         secret = row[0] if usable else secrets.token_hex(16)
-        expected = hashlib.md5((timestamp + secret).encode()).hexdigest()
-        return hmac.compare_digest(expected, digest.lower()) and usable
+        expected = hashlib.md5((timestamp + secret).encode()).hexdigest().encode()
+        # As bytes: compare_digest refuses str with non-ASCII, which a client may send.
+        claimed = digest.lower().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(expected, claimed) and usable
 
     # -- outbound message limits
 
