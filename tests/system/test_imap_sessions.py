@@ -66,6 +66,41 @@ def test_fetch_does_not_report_expunges_but_uid_fetch_does(plain_server):
     watcher.close()
 
 
+def test_a_selected_folder_deleted_by_another_session_ends_this_one_with_bye(plain_server):
+    """Found by the long fuzz run: the next command crashed the session (a traceback in the
+    log). Now it is answered, then BYE, as Dovecot does; at NOOP and while idling alike."""
+    client = login(plain_server)
+    watchers = []
+    for folder in (b"Work", b"Play", b"Read"):
+        client.create(folder.decode())
+        fill(client, 2, folder.decode())
+        watcher = RawSession(plain_server.imap_port)
+        watcher.login()
+        assert watcher.command(b"S", b"SELECT " + folder)[-1].startswith(b"S OK [READ-WRITE]")
+        watchers.append(watcher)
+    noop_watcher, idle_watcher, fetch_watcher = watchers
+    idle_watcher.send(b"I IDLE\r\n")
+    assert idle_watcher.readline() == b"+ idling\r\n"
+    for folder in ("Work", "Play", "Read"):
+        assert client.delete(folder)[0] == "OK"
+    # Reading a message of the deleted folder fails with NO; the next NOOP ends the session.
+    lines = fetch_watcher.command(b"F", b"FETCH 1 BODY[]")
+    assert lines[-1].startswith(b"F NO [UNAVAILABLE]")
+    assert fetch_watcher.command(b"N", b"NOOP")[-1] == b"N OK NOOP completed\r\n"
+    assert fetch_watcher.readline().startswith(b"* BYE The selected folder was deleted")
+    lines = noop_watcher.command(b"N", b"NOOP")
+    assert noop_watcher.readline() == b"* BYE The selected folder was deleted, have to disconnect\r\n"
+    assert noop_watcher.readline() == b""  # closed
+    started = time.monotonic()
+    assert idle_watcher.readline() == b"* BYE The selected folder was deleted, have to disconnect\r\n"
+    assert idle_watcher.readline() == b"" and time.monotonic() - started < 5
+    assert lines[-1] == b"N OK NOOP completed\r\n"
+    for watcher in watchers:
+        watcher.close()
+    client.logout()
+    assert "Traceback" not in plain_server.log()
+
+
 def test_idle_pushes_a_delivered_message_within_a_second(plain_server):
     watcher = selected(plain_server, 0)
     watcher.send(b"I IDLE\r\n")

@@ -104,7 +104,8 @@ class SessionDriver:
                     machine.tls_started()
                     self.tls_started()
                     continue
-                await self.replied(result)
+                if not await self.replied(result):
+                    return
                 # Replies to pipelined commands go out together, once no whole command waits.
                 if not conn.has_buffered_line() or self.flush_after(result):
                     conn.flush()
@@ -129,8 +130,10 @@ class SessionDriver:
     def tls_started(self) -> None:
         """After the handshake: forget what was read before it."""
 
-    async def replied(self, result: Reply) -> None:
-        """The reply is queued: whatever the protocol does after it (IDLE, say)."""
+    async def replied(self, result: Reply) -> bool:
+        """The reply is queued: whatever the protocol does after it (IDLE, say); whether the
+        session goes on."""
+        return True
 
     def flush_after(self, result: Reply) -> bool:
         """Whether the reply must go out even while more commands wait."""

@@ -86,9 +86,10 @@ class IMAPDriver(SessionDriver):
         # Whatever the parser held from before the handshake is not to be trusted.
         self.parser = CommandParser(max_literal=self.ctx.settings.max_append)
 
-    async def replied(self, result: Reply) -> None:
+    async def replied(self, result: Reply) -> bool:
         if result.action is Action.IDLE:
-            await self._idle()
+            return await self._idle()
+        return True
 
     async def closing(self) -> None:
         await self.in_thread(self.machine.close)
@@ -168,8 +169,9 @@ class IMAPDriver(SessionDriver):
             log.info("%s: IMAP login from %s", machine.user, self.conn.peer_ip)
         return Reply(pending.text + result.text, result.action)
 
-    async def _idle(self) -> None:
-        """RFC 2177: push changes until the client's DONE (which ends the wait for a line)."""
+    async def _idle(self) -> bool:
+        """RFC 2177: push changes until the client's DONE (which ends the wait for a line);
+        whether the session goes on."""
         conn, machine = self.conn, self.machine
         conn.queue_reply(b"+ idling\r\n")
         conn.flush()
@@ -183,7 +185,7 @@ class IMAPDriver(SessionDriver):
                 if done:
                     break
                 if self.ctx.worker.stopping:
-                    return
+                    return True  # the loop says goodbye
                 updates = await self.in_thread(machine.idle_poll)
                 now = time.monotonic()
                 # An idling client is not idle; a dead one is found by the keepalive's write.
@@ -193,6 +195,8 @@ class IMAPDriver(SessionDriver):
                 if updates:
                     keepalive = now + IDLE_KEEPALIVE
                     conn.write(updates)
+                if machine.farewell:
+                    return False
         finally:
             if not line_reader.done():
                 line_reader.cancel()
@@ -200,7 +204,9 @@ class IMAPDriver(SessionDriver):
             line = line_reader.result()
         except LineTooLong:
             line = b""
-        conn.queue_reply(machine.idle_done(line).text)
+        done_reply = machine.idle_done(line)
+        conn.queue_reply(done_reply.text)
+        return done_reply.action is not Action.CLOSE
 
 
 async def serve(conn: Connection, ctx: IMAPContext) -> None:

@@ -71,9 +71,10 @@ class SMTPDriver(SessionDriver):
     def flush_after(self, result: Reply) -> bool:
         return result.action is not Action.NONE
 
-    async def replied(self, result: Reply) -> None:
+    async def replied(self, result: Reply) -> bool:
         if not self.machine.in_transaction:
             self._drop_chunks()
+        return True
 
     async def closing(self) -> None:
         self._drop_chunks()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .api import DELETED, SYSTEM_FLAGS, Changes, FlagMode, MessageInfo, StoreError
+from .api import DELETED, SYSTEM_FLAGS, Changes, FlagMode, FolderNotFound, MessageInfo, StoreError
 from .folderdir import MTIME_SLACK_NS, Entry, FolderDir, Listing
 from .pop3box import crlf_form
 
@@ -52,7 +52,12 @@ class SelectedFolder:
 
     def _scan(self) -> Listing:
         self._stamp = self._dir.stamp()
-        listing = self._dir.sync(claim=not self.read_only)
+        try:
+            listing = self._dir.sync(claim=not self.read_only)
+        except FileNotFoundError:
+            if self._dir.exists():
+                raise
+            raise FolderNotFound("the selected folder was deleted") from None
         newest = max(self._stamp[1::2])
         self._settled = time.time_ns() - newest > MTIME_SLACK_NS
         return listing

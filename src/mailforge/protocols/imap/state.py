@@ -16,6 +16,7 @@ sequence numbers and must not see EXPUNGEs (RFC 3501 7.4.1); their UID forms may
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ from ..session import Action, Command, Failure, Reply
 from . import folders, messages
 from .responses import Bad, Tagged, bad, continuation, count, no, ok, store_error, text
 from .selected import Selected
+
+log = logging.getLogger("mailforge.imap")
 
 # After this many BAD or NO replies in a row of mistakes the client is hung up on, as SMTP
 # and POP3 do.
@@ -78,6 +81,9 @@ class IMAPMachine:
         self._untagged: list[bytes] = []
         self._sasl: SASLSession | None = None
         self._pending_tag = ""   # AUTHENTICATE, login and IDLE finish later with this tag
+        # Set when the selected folder cannot be followed any more (deleted, or rebuilt under
+        # a new UIDVALIDITY, by another session): the BYE that ends the session.
+        self.farewell = b""
 
     # --- what the driver calls ---------------------------------------------------------------
 
@@ -114,6 +120,11 @@ class IMAPMachine:
             result = bad(str(exc))
         except StoreError as exc:
             result = store_error(exc, "trycreate" in entry.flags)
+        except OSError as exc:
+            # The disk failed, or the folder went away under the command (deleted by another
+            # session): a NO for it, and the refresh below tells which.
+            log.error("%s: %s failed: %s", self.user, command.name, exc)
+            result = no("The store cannot be read now, try again", "UNAVAILABLE")
         if self.state is State.SELECTED and not entry.flags & UNREFRESHED:
             self.report_changes(by_uid=command.name.startswith("UID "))
         return self._finish(tag, result)
@@ -131,6 +142,8 @@ class IMAPMachine:
         elif result.status != "+":
             self.errors += 1
         lines, self._untagged = self._untagged, []
+        if self.farewell:
+            return Reply(b"".join(lines) + result.render(tag) + self.farewell, Action.CLOSE)
         if self.errors >= MAX_ERRORS:
             lines.append(b"* BYE Too many errors\r\n")
             return Reply(b"".join(lines) + result.render(tag), Action.CLOSE)
@@ -147,7 +160,14 @@ class IMAPMachine:
 
     def report_changes(self, by_uid: bool = False) -> None:
         assert self.selected is not None
-        changes = self.selected.folder.refresh()
+        try:
+            changes = self.selected.folder.refresh()
+        except StoreError as exc:
+            # Its messages' sequence numbers cannot be kept: as Dovecot does, disconnect.
+            self.close_folder()
+            reason = str(exc)
+            self.farewell = f"* BYE {reason[:1].upper()}{reason[1:]}, have to disconnect\r\n".encode()
+            return
         if changes:
             self._untagged += self.selected.changes(changes, by_uid)
 
@@ -314,7 +334,7 @@ class IMAPMachine:
         if self.state is State.SELECTED:
             self.report_changes()
         lines, self._untagged = self._untagged, []
-        return b"".join(lines)
+        return b"".join(lines) + self.farewell
 
     def idle_done(self, line: bytes) -> Reply:
         if line.strip().upper() != b"DONE":
