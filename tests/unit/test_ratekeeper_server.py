@@ -147,6 +147,12 @@ def test_two_workers_share_one_cap(keeper, path):
         assert await w2.open_session("smtp", "10.0.0.2", 3, 2) == "ok"
         assert await w1.open_session("smtp", "10.0.0.3", 3, 2) == "service_full"
         await w2.close_session("smtp", "10.0.0.1")
+        # A close is sent without waiting for an answer, on w2's connection: w1's next request
+        # may be read first. Wait until the rate-keeper has it.
+        deadline = time.monotonic() + 3
+        while smtp_stats(path)["connections"] != 2:
+            assert time.monotonic() < deadline, "the close never arrived"
+            await asyncio.sleep(0.01)
         assert await w1.open_session("smtp", "10.0.0.1", 3, 2) == "ok"
         await w1.close()
         await w2.close()
