@@ -65,6 +65,12 @@ class ProtocolSpec:
     require_auth: bool = False  # submission
 
 
+def _shared(worker: Worker, tls_context: ssl.SSLContext | None) -> dict[str, object]:
+    """The SessionContext fields, the same for every protocol."""
+    return {"executor": worker.executor, "worker": worker, "guard": worker.guard,
+            "meters": worker.meters, "tls_context": tls_context}
+
+
 def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.SMTPContext:
     config = worker.config
     worker.spool = Spool(config.queue_dir, worker.executor)
@@ -78,17 +84,16 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
                           config.server.hostname, config.abuse.notify,
                           lambda recipient, message: worker.spool.submit("", [recipient], message))
     mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
-    return smtpd.SMTPContext(settings, worker.spool, worker.accounts, worker, worker.guard,
-                             limiter, worker.executor, tls_context, mailbox_full=mailbox_full,
-                             meters=worker.meters)
+    return smtpd.SMTPContext(settings=settings, spool=worker.spool, accounts=worker.accounts,
+                             limiter=limiter, mailbox_full=mailbox_full, **_shared(worker, tls_context))
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:
     config = worker.config
     settings = POP3Settings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth)
-    return pop3d.POP3Context(settings, worker.accounts, config.store_dir, worker.executor,
-                             worker, worker.guard, tls_context, meters=worker.meters)
+    return pop3d.POP3Context(settings=settings, accounts=worker.accounts,
+                             store_dir=config.store_dir, **_shared(worker, tls_context))
 
 
 def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.IMAPContext:
@@ -97,9 +102,10 @@ def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.I
                             allow_plaintext_auth=config.server.allow_plaintext_auth,
                             max_append=config.limits.max_message_size)
     mailbox = functools.partial(open_mailbox, config.store_dir, worker.accounts)
-    return imapd.IMAPContext(settings, worker.accounts, mailbox, worker.executor, worker,
-                             worker.ratekeeper, config.limits.max_sessions_per_user, worker.guard,
-                             tls_context, meters=worker.meters)
+    return imapd.IMAPContext(settings=settings, accounts=worker.accounts, open_mailbox=mailbox,
+                             ratekeeper=worker.ratekeeper,
+                             max_sessions_per_user=config.limits.max_sessions_per_user,
+                             **_shared(worker, tls_context))
 
 
 _SMTP = ProtocolSpec(smtpd.serve, smtpd.REFUSALS, _smtp_context)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..policy.abuse import AbuseGuard
-from .record import SessionRecord, reply_code
+from .record import ServiceMeters, SessionRecord, reply_code
 from .session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed
 
@@ -58,12 +58,17 @@ class Settings(Protocol):
     hostname: str
 
 
-class Context(Protocol):
+@dataclass(kw_only=True)
+class SessionContext:
+    """What every session of one worker shares, whatever its protocol; each protocol's
+    context adds its own."""
+
     settings: Settings
-    executor: Executor
+    executor: Executor  # the worker's bounded pool for disk work and password checks
     worker: StopSignal
     guard: AbuseGuard
-    tls_context: ssl.SSLContext | None
+    meters: ServiceMeters
+    tls_context: ssl.SSLContext | None = None
 
 
 class SessionDriver:
@@ -73,7 +78,7 @@ class SessionDriver:
     service: str
     refusals: Refusals
     conn: Connection
-    ctx: Context
+    ctx: SessionContext
     machine: Machine
     record: SessionRecord
 

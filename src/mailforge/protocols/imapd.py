@@ -13,22 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..auth.accounts import Accounts
-from ..policy.abuse import AbuseGuard
 from ..ratekeeper.client import RateKeeperClient
 from ..speedups import Command as ParsedCommand
 from ..speedups import CommandParser, ParseError
 from ..store.api import Mailbox
+from .driver import Refusals, SessionContext, SessionDriver
 from .imap.state import IMAPMachine, IMAPSettings, State
-from .driver import Refusals, SessionDriver
-from .record import ServiceMeters, SessionRecord, imap_error_code
-from .session import Action, Reply, StopSignal
+from .record import SessionRecord, imap_error_code
+from .session import Action, Reply
 from .transport import Connection, LineTooLong
 
 log = logging.getLogger("mailforge.imap")
@@ -44,20 +41,13 @@ MAX_SASL_LINE = 8192 + 2
 USER_SESSIONS = "imap-users"
 
 
-@dataclass
-class IMAPContext:
-    """What every session of one worker shares."""
-
+@dataclass(kw_only=True)
+class IMAPContext(SessionContext):
     settings: IMAPSettings
     accounts: Accounts
     open_mailbox: Callable[[str], Mailbox]
-    executor: Executor
-    worker: StopSignal
     ratekeeper: RateKeeperClient
     max_sessions_per_user: int
-    guard: AbuseGuard
-    tls_context: ssl.SSLContext | None = None
-    meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("imap"))
 
 
 REFUSALS = Refusals(

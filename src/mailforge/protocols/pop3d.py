@@ -10,18 +10,15 @@ maildrop lock is released however the session ends; a session that ends without 
 from __future__ import annotations
 
 import logging
-import ssl
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..auth.accounts import Accounts
-from ..policy.abuse import AbuseGuard
 from ..store.pop3box import Maildrop, MaildropBusy
+from .driver import Refusals, SessionContext, SessionDriver
 from .pop3 import POP3Machine, POP3Settings
-from .driver import Refusals, SessionDriver
-from .record import ServiceMeters, SessionRecord
-from .session import Action, Reply, StopSignal
+from .record import SessionRecord
+from .session import Action, Reply
 from .transport import Connection, LineTooLong
 
 log = logging.getLogger("mailforge.pop3")
@@ -33,18 +30,11 @@ READ_CHUNK = 64 * 1024
 MAX_LINE = 8192 + 2
 
 
-@dataclass
-class POP3Context:
-    """What every session of one worker shares."""
-
+@dataclass(kw_only=True)
+class POP3Context(SessionContext):
     settings: POP3Settings
     accounts: Accounts
     store_dir: Path
-    executor: Executor
-    worker: StopSignal
-    guard: AbuseGuard
-    tls_context: ssl.SSLContext | None = None
-    meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("pop3"))
 
 
 REFUSALS = Refusals(

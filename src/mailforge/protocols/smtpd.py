@@ -8,41 +8,31 @@ session's memory stays bounded whatever the message size.
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..policy.abuse import AbuseGuard
 from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
-from .driver import Refusals, SessionDriver
+from .driver import Refusals, SessionContext, SessionDriver
 from .hops import HopCounter
-from .record import ServiceMeters, SessionRecord
-from .session import Action, Reply, StopSignal
+from .record import SessionRecord
+from .session import Action, Reply
 from .smtp import AccountLookup, SMTPMachine, SMTPSettings
 from .transport import Connection, LineTooLong
 
 log = logging.getLogger("mailforge.smtp")
 
 
-@dataclass
-class SMTPContext:
-    """What every session of one worker shares."""
-
+@dataclass(kw_only=True)
+class SMTPContext(SessionContext):
     settings: SMTPSettings
     spool: Spool
     accounts: AccountLookup
-    worker: StopSignal
-    guard: AbuseGuard
     limiter: SendLimiter
-    executor: Executor  # the worker's pool, for password checks
-    tls_context: ssl.SSLContext | None = None
     mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
-    meters: ServiceMeters = field(default_factory=lambda: ServiceMeters("smtp"))
 
 
 REFUSALS = Refusals(
