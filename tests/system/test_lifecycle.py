@@ -65,6 +65,16 @@ def test_a_second_sigterm_kills_every_child_at_once(make_server):
     assert "started rate-keeper" not in stop  # nothing left for it to serve
 
 
+def test_ctrl_c_to_the_process_group_stops_once_without_a_rate_keeper_restart(make_server):
+    server = make_server()
+    server.start()
+    os.killpg(server.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert server.proc.wait(timeout=15) == 0
+    server.proc = None
+    stop = server.log().split("stopping: listeners closed", 1)[1]
+    assert "started rate-keeper" not in stop and "rate-keeper: stopped" in stop
+
+
 def test_sighup_replaces_workers_without_refusing_connections(make_server):
     server = make_server(smtp={"workers": 2})
     server.start()

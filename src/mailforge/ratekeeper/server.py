@@ -176,7 +176,7 @@ class _WorkerConnection(asyncio.Protocol):
 
 
 def serve(socket_path: str | Path, sandbox_dir: Path | None = None) -> None:
-    """Run the rate-keeper until SIGTERM/SIGINT or until our parent process changes; locked in
+    """Run the rate-keeper until SIGTERM or until our parent process changes; locked in
     like the workers (no program, writes only under `sandbox_dir`) when that is given."""
     if sandbox_dir is not None:
         try:
@@ -190,8 +190,9 @@ def serve(socket_path: str | Path, sandbox_dir: Path | None = None) -> None:
 async def _serve(path: Path) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    # Not SIGINT: Ctrl-C reaches the whole process group, and the supervisor, which ignores
+    # it in its children, decides when the rate-keeper stops (after the draining workers).
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     keeper = RateKeeper()
     live: set[_WorkerConnection] = set()
     server = await _listen(loop, path, lambda: _WorkerConnection(keeper, live))
