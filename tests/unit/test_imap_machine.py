@@ -223,3 +223,22 @@ def test_a_big_folder_is_never_answered_on_the_event_loop(mailbox, monkeypatch):
     session.send(b"s SELECT INBOX\r\n")
     command, _ = session.parser.feed(b"a FETCH 1:* (FLAGS)\r\n")
     assert session.machine.runs_in_thread(command)
+
+
+@pytest.mark.parametrize("command, ending", [
+    (b"n NOOP\r\n", b"n OK NOOP completed\r\n"),
+    (b"i IDLE\r\n", b""),  # the IDLE never starts: no "+", no completion
+])
+def test_a_folder_that_cannot_be_followed_ends_the_session_with_bye(mailbox, command, ending):
+    from mailforge.store.api import FolderNotFound
+
+    session = logged_in(mailbox)
+    session.send(b"s SELECT INBOX\r\n")
+
+    def gone():
+        raise FolderNotFound("the selected folder was deleted")
+
+    session.machine.selected.folder.refresh = gone
+    reply = session.machine.handle(session.parser.feed(command)[0])
+    assert reply.action is Action.CLOSE and session.machine.state is State.AUTHENTICATED
+    assert reply.text == ending + b"* BYE The selected folder was deleted, have to disconnect\r\n"

@@ -143,7 +143,9 @@ class IMAPMachine:
             self.errors += 1
         lines, self._untagged = self._untagged, []
         if self.farewell:
-            return Reply(b"".join(lines) + result.render(tag) + self.farewell, Action.CLOSE)
+            # An IDLE about to start has no completion yet: the BYE alone ends it.
+            done = b"" if result.action is Action.IDLE else result.render(tag)
+            return Reply(b"".join(lines) + done + self.farewell, Action.CLOSE)
         if self.errors >= MAX_ERRORS:
             lines.append(b"* BYE Too many errors\r\n")
             return Reply(b"".join(lines) + result.render(tag), Action.CLOSE)
