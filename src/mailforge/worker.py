@@ -17,7 +17,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -33,7 +33,7 @@ from .policy.limits import SendLimiter
 from .policy.networks import parse_networks
 from .policy.relay import RelayPolicy
 from .protocols import imapd, pop3d, smtpd
-from .protocols.driver import Refusals
+from .protocols.driver import SessionContext, SessionDriver
 from .protocols.imap.state import IMAPSettings
 from .protocols.pop3 import POP3Settings
 from .protocols.proxied import ProxiedServer
@@ -52,13 +52,9 @@ TICK = 1.0
 LISTEN_BACKLOG = 1024
 
 
-SessionContext = smtpd.SMTPContext | pop3d.POP3Context | imapd.IMAPContext
-
-
 @dataclass(frozen=True)
 class ProtocolSpec:
-    serve: Callable[[Connection, object], Awaitable[None]]
-    refusals: Refusals
+    driver: type[SessionDriver]  # one per session; its refusals answer connections over a cap
     # What the worker's sessions share, made once the common resources are up.
     context: Callable[[Worker, ssl.SSLContext | None], SessionContext]
     implicit_tls: bool = False  # the TLS handshake comes before the greeting
@@ -108,9 +104,9 @@ def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.I
                              **_shared(worker, tls_context))
 
 
-_SMTP = ProtocolSpec(smtpd.serve, smtpd.REFUSALS, _smtp_context)
-_POP3 = ProtocolSpec(pop3d.serve, pop3d.REFUSALS, _pop3_context)
-_IMAP = ProtocolSpec(imapd.serve, imapd.REFUSALS, _imap_context)
+_SMTP = ProtocolSpec(smtpd.SMTPDriver, _smtp_context)
+_POP3 = ProtocolSpec(pop3d.POP3Driver, _pop3_context)
+_IMAP = ProtocolSpec(imapd.IMAPDriver, _imap_context)
 PROTOCOLS: dict[str, ProtocolSpec] = {
     "smtp": _SMTP,
     "submission": dataclasses.replace(_SMTP, require_auth=True),
@@ -213,12 +209,12 @@ class Worker:
         if verdict != "ok":
             metrics.inc("connections_refused_total", service=self.service, reason=verdict)
             log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
-            conn.expire(self.protocol.refusals.refusal(verdict, hostname))
+            conn.expire(self.protocol.driver.refusals.refusal(verdict, hostname))
             return
         self.served += 1
         self.connections.add(conn)
         try:
-            await self.protocol.serve(conn, self.context)
+            await self.protocol.driver(conn, self.context).run()
         except Exception:
             # One session's bug must not take the worker (and every other session) down.
             log.exception("%s: session from %s failed", self.service, conn.peer_ip)
@@ -270,7 +266,7 @@ class Worker:
     async def _drain(self) -> None:
         """Stopping: close idle sessions now, give busy ones the grace period. Retiring: give
         every session the grace period. Then close the rest with the protocol's goodbye."""
-        goodbye = self.protocol.refusals.shutdown_reply(self.config.server.hostname)
+        goodbye = self.protocol.driver.refusals.shutdown_reply(self.config.server.hostname)
         deadline = time.monotonic() + self.config.server.grace_period
         while self.connections and time.monotonic() < deadline:
             self.heartbeat.notify()

@@ -72,15 +72,17 @@ class SessionContext:
 
 
 class SessionDriver:
-    """Subclasses set `service` (as the abuse guard counts it) and `refusals`, make `machine`,
-    `conn`, `ctx` and `record`, and write `next_reply`; the hooks below default to nothing."""
+    """Subclasses set `service` (as the abuse guard counts it) and `refusals`, make `machine`
+    after calling this `__init__`, and write `next_reply`; the hooks below default to nothing."""
 
     service: str
     refusals: Refusals
-    conn: Connection
-    ctx: SessionContext
     machine: Machine
-    record: SessionRecord
+
+    def __init__(self, conn: Connection, ctx: SessionContext) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine

@@ -24,7 +24,7 @@ from ..speedups import CommandParser, ParseError
 from ..store.api import Mailbox
 from .driver import Refusals, SessionContext, SessionDriver
 from .imap.state import IMAPMachine, IMAPSettings, State
-from .record import SessionRecord, imap_error_code
+from .record import imap_error_code
 from .session import Action, Reply
 from .transport import Connection, LineTooLong
 
@@ -61,13 +61,13 @@ class IMAPDriver(SessionDriver):
     service = "imap"
     refusals = REFUSALS
 
+    ctx: IMAPContext
+
     def __init__(self, conn: Connection, ctx: IMAPContext) -> None:
-        self.conn = conn
-        self.ctx = ctx
+        super().__init__(conn, ctx)
         self.machine = IMAPMachine(ctx.settings, ctx.accounts, ctx.open_mailbox, tls_active=conn.tls)
         self.parser = CommandParser(max_literal=ctx.settings.max_append)
         self.counted_user = ""  # the user this session is counted against in the rate-keeper
-        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     def error_code(self, result: Reply) -> str | None:
         return imap_error_code(result.text)
@@ -198,6 +198,3 @@ class IMAPDriver(SessionDriver):
         conn.queue_reply(done_reply.text)
         return done_reply.action is not Action.CLOSE
 
-
-async def serve(conn: Connection, ctx: IMAPContext) -> None:
-    await IMAPDriver(conn, ctx).run()

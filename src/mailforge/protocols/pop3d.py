@@ -17,7 +17,6 @@ from ..auth.accounts import Accounts
 from ..store.pop3box import Maildrop, MaildropBusy
 from .driver import Refusals, SessionContext, SessionDriver
 from .pop3 import POP3Machine, POP3Settings
-from .record import SessionRecord
 from .session import Action, Reply
 from .transport import Connection, LineTooLong
 
@@ -107,12 +106,12 @@ class POP3Driver(SessionDriver):
     service = "pop3"
     refusals = REFUSALS
 
+    ctx: POP3Context
+
     def __init__(self, conn: Connection, ctx: POP3Context) -> None:
-        self.conn = conn
-        self.ctx = ctx
+        super().__init__(conn, ctx)
         self.machine = POP3Machine(ctx.settings, ctx.accounts, tls_active=conn.tls)
         self.maildrop: Maildrop | None = None
-        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     async def closing(self) -> None:
         if self.maildrop is not None:
@@ -187,6 +186,3 @@ class POP3Driver(SessionDriver):
                       len(deleted))
         return self.machine.updated(failed)
 
-
-async def serve(conn: Connection, ctx: POP3Context) -> None:
-    await POP3Driver(conn, ctx).run()

@@ -18,7 +18,6 @@ from ..queue.spool import Spool, SpoolError, SpoolFile
 from ..speedups import DotUnstuffer
 from .driver import Refusals, SessionContext, SessionDriver
 from .hops import HopCounter
-from .record import SessionRecord
 from .session import Action, Reply
 from .smtp import AccountLookup, SMTPMachine, SMTPSettings
 from .transport import Connection, LineTooLong
@@ -46,14 +45,14 @@ class SMTPDriver(SessionDriver):
     service = "smtp"
     refusals = REFUSALS
 
+    ctx: SMTPContext
+
     def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
-        self.conn = conn
-        self.ctx = ctx
+        super().__init__(conn, ctx)
         self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls,
                                    mailbox_full=ctx.mailbox_full)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
         self.hops = HopCounter()  # of the BDAT message being received
-        self.record = SessionRecord(ctx.meters, conn.peer_ip)
 
     def may_stop(self) -> bool:
         return not self.machine.in_transaction
@@ -187,6 +186,3 @@ class SMTPDriver(SessionDriver):
             self.spool_file.abort()
             self.spool_file = None
 
-
-async def serve(conn: Connection, ctx: SMTPContext) -> None:
-    await SMTPDriver(conn, ctx).run()

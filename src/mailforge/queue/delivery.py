@@ -85,7 +85,7 @@ class Entry:
     remote: list[str] = field(default_factory=list)  # recipients to relay
     outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
     # Failed recipients that were never tried: their destination had no connection to spare.
-    waiting: set[str] = field(default_factory=set)
+    untried: set[str] = field(default_factory=set)
 
     def movable(self, rcpt: str) -> bool:
         """Is the queue file itself this recipient's copy (its only one, headers in place)?"""
@@ -534,14 +534,12 @@ class DeliveryAgent(Settlement):
         env.recipients = remaining
         env.errors = {r: entry.failed.get(r, "not placed") for r in remaining}
         env.last_error = "; ".join(f"<{r}>: {why}" for r, why in env.errors.items())
-        if all(r in entry.waiting for r in remaining):
-            # Not an attempt: soon again, and the retry schedule does not move on.
-            env.next_attempt = retry.next_attempt(self.clock(), env.received_at, [BUSY_RETRY], 0,
-                                                  config.max_queue_time)
-        else:
-            env.next_attempt = retry.next_attempt(self.clock(), env.received_at,
-                                                  config.retry_schedule, env.attempts,
-                                                  config.max_queue_time)
+        # Never tried at all is no attempt: soon again, and the retry schedule stays where it is.
+        attempted = not entry.untried.issuperset(remaining)
+        schedule, step = (config.retry_schedule, env.attempts) if attempted else ([BUSY_RETRY], 0)
+        env.next_attempt = retry.next_attempt(self.clock(), env.received_at, schedule, step,
+                                              config.max_queue_time)
+        if attempted:
             env.attempts += 1
         metrics.inc("messages_deferred_total", via="local")
         return env

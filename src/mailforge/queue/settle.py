@@ -85,7 +85,7 @@ class Settlement:
         else:
             entry.failed[rcpt] = result.describe()
             if result.untried:
-                entry.waiting.add(rcpt)
+                entry.untried.add(rcpt)
 
     def _expire_or_report(self, entry: Entry, batch: CopyBatch) -> None:
         """Temporary failures of a message past max_queue_time become permanent; a permanent
