@@ -16,6 +16,7 @@ import pytest
 from mailforge import config as configuration
 from mailforge.store.maildir import mailbox_path
 from tests.ports import free_port
+from tests.system.fullfs import small_disk_factory  # noqa: F401  (a fixture for the tests)
 
 MAILFORGE = [sys.executable, "-m", "mailforge"]
 DOMAIN = "example.test"
@@ -193,9 +194,10 @@ def make_server(tmp_path):
     servers: list[Server] = []
 
     def factory(tls_services: bool = False, pop3_services: bool = False,
-                imap_services: bool = False, **overrides) -> Server:
-        server = Server(tmp_path / f"s{len(servers)}", tls_services, pop3_services, imap_services,
-                        **overrides)
+                imap_services: bool = False, root: Path | None = None, **overrides) -> Server:
+        """`root`: where the data dir goes (a file system of the test's own); else tmp_path."""
+        server = Server(root or tmp_path / f"s{len(servers)}", tls_services, pop3_services,
+                        imap_services, **overrides)
         servers.append(server)
         return server
 
