@@ -129,6 +129,9 @@ class DeliveryConfig:
 @dataclass
 class MetricsConfig:
     listen: str = "127.0.0.1:9925"
+    # Where each process keeps its values (memory-mapped files). "" = a private directory on
+    # /dev/shm (memory), so a full data disk cannot touch them; else <data_dir>/run/metrics.
+    directory: str = ""
 
 
 @dataclass

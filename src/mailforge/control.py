@@ -187,8 +187,9 @@ def format_status(answer: dict[str, Any]) -> str:
         f"queue        {_queue_summary(answer['queue'])}",
         f"metrics      {'http://' + answer['metrics'] + '/metrics' if answer.get('metrics') else 'off'}",
     ]
-    rk = answer.get("ratekeeper")
-    lines.append(f"rate-keeper  pid {rk['pid']}  up {_duration(rk['uptime'])}" if rk else "rate-keeper  not running")
+    rk = answer["ratekeeper"]
+    lines.append(f"rate-keeper  {rk['state']}  pid {rk['pid']}  up {_duration(rk['uptime'])}"
+                 if rk["pid"] else f"rate-keeper  {rk['state']}")
     for name, service in answer["services"].items():
         lines.append("")
         lines.append(_service_header(name, service))

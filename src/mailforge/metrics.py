@@ -1,8 +1,14 @@
 """Prometheus metrics for every process, aggregated by prometheus-client's multiprocess mode.
 
-Each process (protocol worker, delivery worker, supervisor) writes its values into mmap'd
-files of its own under PROMETHEUS_MULTIPROC_DIR; the supervisor's /metrics endpoint sums them.
-An update is a dict lookup and a write into the mmap: no syscall, no socket, no shared lock.
+Each child process (protocol worker, delivery worker) writes its values into mmap'd files of
+its own under PROMETHEUS_MULTIPROC_DIR; the supervisor's /metrics endpoint sums them. An update
+is a dict lookup and a write into the mmap: no syscall, no socket, no shared lock.
+
+A write into a mapped file whose page has no block behind it is SIGBUS when the file system is
+full: no exception, the process dies. So the files live on a memory file system of their own
+(not the spool's disk), each child reserves its files' blocks before its first update
+(`claim_process_files`), and the supervisor writes none: what it counts itself it serves from
+memory (metrics_endpoint.Snapshot).
 
 Adding a metric: one row in DEFINITIONS; using it: `metrics.inc("name", service=...)`, or for a
 hot path `counter = metrics.child("name", service=...)` once, then `counter.inc()`.
@@ -12,14 +18,24 @@ a no-op, so instrumented code never checks whether metrics are on.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("mailforge.metrics")
+
 PREFIX = "mailforge_"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Memory, not disk: where the per-process files go unless [metrics] directory says otherwise.
+MEMORY_FS = Path("/dev/shm")
+# The size prometheus-client gives a new per-process file (mmap_dict._INITIAL_MMAP_SIZE): a
+# process's few hundred values fit, so the files never grow past what was reserved.
+PROCESS_FILE_SIZE = 1 << 16
 # Seconds from queueing to placement: local delivery is milliseconds, remote ones are seconds
 # to days (retries), so the buckets span both.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900,
@@ -36,6 +52,8 @@ class Definition:
     mode: str = "livesum"
 
 
+# Every metric has labels: a family without any makes its value, and writes it, in the
+# supervisor at enable().
 DEFINITIONS: dict[str, Definition] = {
     "connections_total": Definition("counter", "TCP connections accepted", ("service",)),
     "connections_current": Definition("gauge", "Sessions open now", ("service",)),
@@ -51,8 +69,6 @@ DEFINITIONS: dict[str, Definition] = {
         "counter", "Recipient copies that failed for good (badmail or bounce)", ("via",)),
     "delivery_latency_seconds": Definition(
         "histogram", "Seconds from queueing to delivery, per recipient copy", ("via",)),
-    "worker_restarts_total": Definition(
-        "counter", "Children that died unasked and were replaced", ("kind", "service")),
     "threadpool_threads": Definition("gauge", "IO pool threads started, summed over the workers", ("service",)),
     "threadpool_max_threads": Definition("gauge", "IO pool threads allowed, summed over the workers ([service] max_threads)", ("service",)),
     "threadpool_queued": Definition(
@@ -83,12 +99,30 @@ _families: dict[str, Any] = {}
 _children: dict[tuple, Any] = {}
 
 
+def make_directory(configured: str, data_dir: Path) -> Path:
+    """A new private directory for this run's files, inside `configured` (relative to the data
+    dir), else on MEMORY_FS, else under <data_dir>/run. Directories an earlier run of the same
+    data dir left behind (a supervisor killed with -9) are removed: their values would not be
+    summed in, but they would pile up in memory."""
+    if configured:
+        parent = data_dir / configured
+    elif MEMORY_FS.is_dir() and os.access(MEMORY_FS, os.W_OK | os.X_OK):
+        parent = MEMORY_FS
+    else:
+        parent = data_dir / "run"
+    prefix = f"mailforge-metrics-{hashlib.sha256(bytes(data_dir.resolve())).hexdigest()[:12]}-"
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(prefix + "*"):
+        if stale.is_dir() and not stale.is_symlink() and stale.stat().st_uid == os.geteuid():
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    directory.chmod(0o750)
+    return directory
+
+
 def enable(directory: Path) -> None:
-    """Multiprocess mode in `directory`, emptied: called by the supervisor before any fork, so
-    that every child inherits the setting. Values of an earlier run would be summed in."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(mode=0o750, parents=True)
+    """Multiprocess mode in `directory` (new and empty): called by the supervisor before any
+    fork, so that every child inherits the setting."""
     os.environ[MULTIPROC_ENV] = str(directory)
     import prometheus_client
     from prometheus_client import values
@@ -115,6 +149,45 @@ def _make(client: Any, name: str, definition: Definition) -> Any:
 
 def enabled() -> bool:
     return bool(_families)
+
+
+def directory() -> Path | None:
+    """Where this run's files are, while metrics are on: a child's sandbox lets it write there."""
+    return Path(os.environ[MULTIPROC_ENV]) if _families else None
+
+
+def disable() -> None:
+    _families.clear()
+    _children.clear()
+
+
+def claim_process_files() -> None:
+    """In a child, before its first update: give its files (<kind>_<pid>.db, prometheus-client's
+    names) all their blocks now, so that no later write into their mapping can meet a full file
+    system. Without them the process runs with its metrics off, which it logs: counting is not
+    worth a mail process."""
+    if not _families:
+        return
+    pid = os.getpid()
+    for kind in sorted(_file_kinds()):
+        path = os.path.join(os.environ[MULTIPROC_ENV], f"{kind}_{pid}.db")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            os.posix_fallocate(fd, 0, max(PROCESS_FILE_SIZE, os.fstat(fd).st_size))
+        except OSError as exc:
+            if os.fstat(fd).st_size == 0:
+                os.unlink(path)  # an empty file is one the endpoint cannot read
+            log.warning("metrics off in process %d: no room for its values in %s: %s",
+                        pid, os.path.dirname(path), exc.strerror or exc)
+            disable()
+            return
+        finally:
+            os.close(fd)
+
+
+def _file_kinds() -> set[str]:
+    """prometheus-client keeps one file per value type, and per mode for gauges."""
+    return {f"gauge_{d.mode}" if d.kind == "gauge" else d.kind for d in DEFINITIONS.values()}
 
 
 def child(name: str, **labels: str) -> Any:

@@ -32,6 +32,7 @@ class Snapshot:
     queue_oldest_age: float | None
     ratekeeper: dict | None  # rate-keeper stats: "abuse", "outbound", "connections"
     children: dict[tuple[str, str], int]  # (kind, service) → processes running
+    restarts: dict[tuple[str, str], int]  # (kind, service) → children replaced after dying
 
 
 class SupervisorCollector:
@@ -50,6 +51,11 @@ class SupervisorCollector:
         for (kind, service), count in sorted(snap.children.items()):
             processes.add_metric([kind, service], count)
         yield processes
+        restarts = CounterMetricFamily(PREFIX + "worker_restarts", "Children that died unasked "
+                                       "and were replaced", labels=["kind", "service"])
+        for (kind, service), count in sorted(snap.restarts.items()):
+            restarts.add_metric([kind, service], count)
+        yield restarts
         yield from _ratekeeper_metrics(snap.ratekeeper or {})
 
 

@@ -89,13 +89,14 @@ def warning(state: Support) -> str:
             "(install libseccomp2 and pyseccomp, use Linux 5.13+ with Landlock enabled)")
 
 
-def confine(data_dir: Path) -> Support:
+def confine(data_dir: Path, *also_writable: Path | None) -> Support:
     """Apply what the kernel supports to this process (and the threads it starts later);
-    returns what is in force. Call once, single-threaded, after dropping privileges."""
+    returns what is in force. Writes stay inside `data_dir` and the `also_writable` given
+    (None: skipped). Call once, single-threaded, after dropping privileges."""
     state = support()
     _no_new_privileges()
     if not state.landlock:
-        _restrict_writes(data_dir, state.landlock_abi)
+        _restrict_writes([data_dir, *(path for path in also_writable if path)], state.landlock_abi)
     if not state.seccomp:
         _deny_exec()
     return state
@@ -125,20 +126,21 @@ def _landlock_abi() -> int:
     return int(version) if version >= 0 else -ctypes.get_errno()
 
 
-def _restrict_writes(data_dir: Path, abi: int) -> None:
+def _restrict_writes(directories: list[Path], abi: int) -> None:
     change = sum(bits for version, bits in ACCESS_CHANGE.items() if version <= abi)
     attr = _RulesetAttr(change | ACCESS_EXECUTE)
     ruleset = _checked(_libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
                                      ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)),
                        "landlock_create_ruleset")
     try:
-        parent = os.open(data_dir, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
-        try:
-            rule = _PathBeneathAttr(change, parent)
-            _checked(_libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
-                                   ctypes.byref(rule), ctypes.c_uint32(0)), "landlock_add_rule")
-        finally:
-            os.close(parent)
+        for directory in directories:
+            parent = os.open(directory, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
+            try:
+                rule = _PathBeneathAttr(change, parent)
+                _checked(_libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
+                                       ctypes.byref(rule), ctypes.c_uint32(0)), "landlock_add_rule")
+            finally:
+                os.close(parent)
         _checked(_libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)),
                  "landlock_restrict_self")
     finally:

@@ -14,6 +14,7 @@ import logging
 import os
 import resource
 import selectors
+import shutil
 import signal
 import socket
 import sys
@@ -45,10 +46,12 @@ STOP_MARGIN = 5.0
 ABORT_GRACE = 2.0
 RATEKEEPER_START_TIMEOUT = 5.0
 RATEKEEPER_STOP_TIMEOUT = 2.0
-# A child that lived this long before dying was healthy: its failure count starts over.
-STABLE_UPTIME = 10.0
+# A child without a heartbeat (the rate-keeper) counts as serving once it lived this long.
+READY_UPTIME = 1.0
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
+# A service with no worker left retries at least this often, unless its workers cannot boot.
+LAST_WORKER_RETRY = 1.0
 # The status answer waits this long at most for the rate-keeper, inside the arbiter's loop.
 STATS_TIMEOUT = 0.5
 
@@ -151,6 +154,13 @@ class Child:
     def name(self) -> str:
         return f"{_describe(*self.key)} (pid {self.pid})"
 
+    def ready(self, now: float) -> bool:
+        """Has it got as far as serving? A worker's first heartbeat comes once it listens (the
+        parent's own stamp, made before fork, is older than `started`)."""
+        if self.heartbeat is None:
+            return now - self.started >= READY_UPTIME
+        return self.heartbeat.last_update() > self.started
+
 
 def _describe(kind: str, service: str, slot: int) -> str:
     if kind == RATEKEEPER:
@@ -191,6 +201,9 @@ class Supervisor:
         self._stopping = False
         self._killing = False  # a second stop signal: every child is being killed
         self.metrics_server: Any = None  # the /metrics HTTP server, when [metrics] listen is set
+        # Counted here, not in a metrics file: the supervisor writes into no mapped file, whose
+        # page on a full file system would be a SIGBUS that takes every child with it.
+        self.restarts: collections.Counter[tuple[str, str]] = collections.Counter()
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -257,10 +270,11 @@ class Supervisor:
             os.chown(run_dir, *ids)
 
     def _start_metrics(self, ids: tuple[int, int] | None) -> None:
-        """Multiprocess metrics under run/ (inside the workers' sandbox), served from here."""
+        """Multiprocess metrics in a directory of this run's own (metrics.make_directory),
+        served from here."""
         if not self.config.metrics.listen:
             return
-        directory = self.config.run_dir / "metrics"
+        directory = metrics.make_directory(self.config.metrics.directory, self.config.data_dir)
         metrics.enable(directory)
         if ids:
             os.chown(directory, *ids)  # each worker writes its own files after the drop
@@ -277,7 +291,7 @@ class Supervisor:
             key = (child.kind, child.service)
             children[key] = children.get(key, 0) + 1
         return Snapshot(self._queue_length(), self._queue_oldest_age(), self._ratekeeper_stats(),
-                        children)
+                        children, dict(self.restarts))
 
     def _open_loop(self) -> None:
         self.selector = selectors.DefaultSelector()
@@ -317,6 +331,8 @@ class Supervisor:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
             self.metrics_server = None
+        if metrics.directory() is not None:
+            shutil.rmtree(metrics.directory(), ignore_errors=True)
         _close_listeners(self.listeners.values())
         self.listeners = {}
         if self.control:
@@ -384,9 +400,9 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            self._on_exit(child, os.waitstatus_to_exitcode(status), now)
             if child.heartbeat:
                 child.heartbeat.close()
-            self._on_exit(child, os.waitstatus_to_exitcode(status), now)
 
     def _on_exit(self, child: Child, code: int, now: float) -> None:
         how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
@@ -394,24 +410,33 @@ class Supervisor:
         if child.retiring or self._stopping:
             log.info("%s %s", child.name, how)
             return
-        metrics.inc("worker_restarts_total", kind=child.kind, service=child.service or child.kind)
-        delay = self._backoff(child.key, code, uptime)
+        self.restarts[(child.kind, child.service or child.kind)] += 1
+        delay = self._backoff(child, code, now)
         self.not_before[child.key] = now + delay
         if code == EXIT_WORKER_BOOT:
             log.error("%s could not boot (status %d); next try in %.1f s", child.name, code, delay)
         else:
             log.warning("%s %s after %.1f s; restarting in %.1f s", child.name, how, uptime, delay)
 
-    def _backoff(self, key: ChildKey, code: int, uptime: float) -> float:
-        """Seconds before the replacement starts: none after a healthy run, doubling while
-        the slot keeps failing, so a broken build does not fork in a tight loop."""
-        if code != EXIT_WORKER_BOOT and uptime >= STABLE_UPTIME:
-            self.failures.pop(key, None)
+    def _backoff(self, child: Child, code: int, now: float) -> float:
+        """Seconds before the replacement starts. A child that got as far as serving and then
+        died (killed by the OOM killer or an operator, or a bug) is replaced at once: waiting
+        would only leave its service short. One that died before serving failed to boot: the
+        delay doubles while its slot keeps failing, so a broken build does not fork in a tight
+        loop; but a service left with no worker at all retries within LAST_WORKER_RETRY,
+        unless the child said it cannot boot (EXIT_WORKER_BOOT: the config, a certificate)."""
+        if code != EXIT_WORKER_BOOT and child.ready(now):
+            self.failures.pop(child.key, None)
             return 0.0
-        failures = self.failures[key] = self.failures.get(key, 0) + 1
-        if code != EXIT_WORKER_BOOT:
-            failures -= 1  # the first unexplained death is replaced at once
-        return 0.0 if failures == 0 else min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+        failures = self.failures[child.key] = self.failures.get(child.key, 0) + 1
+        delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+        if code != EXIT_WORKER_BOOT and not self._others_serve(child):
+            delay = min(delay, LAST_WORKER_RETRY)
+        return delay
+
+    def _others_serve(self, gone: Child) -> bool:
+        return any(c.kind == gone.kind and c.service == gone.service and not c.retiring
+                   for c in self.children.values())
 
     def _murder(self, now: float) -> None:
         timeout = self.config.server.worker_timeout
@@ -525,6 +550,8 @@ class Supervisor:
                 return EXIT_WORKER_BOOT
         if not _die_with_parent(self.pid):
             return EXIT_OK
+        if kind != RATEKEEPER:  # the rate-keeper keeps no metrics
+            metrics.claim_process_files()
         if kind == WORKER:
             return self.targets.worker_target(service, self.config, listeners, heartbeat)
         if kind == DELIVERY:
@@ -647,10 +674,13 @@ class Supervisor:
         now = time.monotonic()
         rk = [c for c in self.children.values() if c.kind == RATEKEEPER]
         stats = self._ratekeeper_stats()
-        ratekeeper = None
+        # Always an object, so that monitoring reads the same keys while it is being replaced.
+        ratekeeper: dict[str, Any] = {"state": "stopping" if self._stopping else "restarting",
+                                      "pid": None, "uptime": None, "abuse": None}
         if rk:
-            ratekeeper = {"pid": rk[0].pid, "uptime": round(now - rk[0].started, 1),
-                          "abuse": stats.get("abuse") if stats is not None else None}
+            ratekeeper.update(state="running" if rk[0].ready(now) else "starting", pid=rk[0].pid,
+                              uptime=round(now - rk[0].started, 1),
+                              abuse=stats.get("abuse") if stats is not None else None)
         return {
             "pid": self.pid,
             "uptime": round(now - self.started, 1),
@@ -709,7 +739,8 @@ class Supervisor:
 
 def _process(child: Child, now: float) -> dict[str, Any]:
     return {"pid": child.pid, "slot": child.slot, "generation": child.generation,
-            "uptime": round(now - child.started, 1), "retiring": child.retiring}
+            "uptime": round(now - child.started, 1), "retiring": child.retiring,
+            "ready": child.ready(now)}
 
 
 def _check_reloadable(old: Config, new: Config) -> None:

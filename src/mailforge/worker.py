@@ -17,7 +17,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -122,7 +122,7 @@ def run(service: str, config: Config, listeners: list[socket.socket], heartbeat:
     # Before any client byte is read, while the process has one thread.
     allocator.return_large_buffers()
     try:
-        state = sandbox.confine(config.data_dir)
+        state = sandbox.confine(config.data_dir, metrics.directory())
     except OSError as exc:
         log.error("%s worker cannot enter its sandbox: %s", service, exc)
         return EXIT_WORKER_BOOT
@@ -168,6 +168,9 @@ class Worker:
         self.stopping = not self.retiring
         for server in servers:
             server.close()
+        # A connection accepted just before the close is connected (connection_made) one
+        # loop iteration later: let it be counted before the drain looks.
+        await asyncio.sleep(0)
         await self._drain()
         ticker.cancel()
         self._publish_counts()
@@ -188,7 +191,7 @@ class Worker:
     async def _listen(self, loop: asyncio.AbstractEventLoop,
                       sock: socket.socket) -> asyncio.Server | ProxiedServer:
         if self.settings.proxy_protocol:
-            return ProxiedServer(sock, functools.partial(Connection, self._session),
+            return ProxiedServer(sock, functools.partial(Connection, self._start_session),
                                  parse_networks(self.config.server.proxy_trusted),
                                  self.context.tls_context if self.protocol.implicit_tls else None)
         if not self.protocol.implicit_tls:
@@ -198,30 +201,37 @@ class Worker:
                                         ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
 
     def _new_connection(self) -> Connection:
-        return Connection(self._session)
+        return Connection(self._start_session)
+
+    def _start_session(self, conn: Connection) -> Awaitable[None]:
+        """Counted as ours from the moment it is connected, before its first await (the
+        rate-keeper's verdict): a worker told to stop or retire then waits for it, where it
+        used to see none, finish, and leave it a 220 and then a 421."""
+        self.connections.add(conn)
+        return self._session(conn)
 
     async def _session(self, conn: Connection) -> None:
-        hostname = self.config.server.hostname
-        verdict = await self.ratekeeper.open_session(
-            self.service, conn.peer_ip, self.settings.max_connections,
-            self.settings.max_connections_per_ip)
-        self.accepted += 1
-        if verdict != "ok":
-            metrics.inc("connections_refused_total", service=self.service, reason=verdict)
-            log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
-            conn.expire(self.protocol.driver.refusals.refusal(verdict, hostname))
-            return
-        self.served += 1
-        self.connections.add(conn)
         try:
-            await self.protocol.driver(conn, self.context).run()
-        except Exception:
-            # One session's bug must not take the worker (and every other session) down.
-            log.exception("%s: session from %s failed", self.service, conn.peer_ip)
+            verdict = await self.ratekeeper.open_session(
+                self.service, conn.peer_ip, self.settings.max_connections,
+                self.settings.max_connections_per_ip)
+            self.accepted += 1
+            if verdict != "ok":
+                metrics.inc("connections_refused_total", service=self.service, reason=verdict)
+                log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
+                conn.expire(self.protocol.driver.refusals.refusal(verdict, self.config.server.hostname))
+                return
+            self.served += 1
+            try:
+                await self.protocol.driver(conn, self.context).run()
+            except Exception:
+                # One session's bug must not take the worker (and every other session) down.
+                log.exception("%s: session from %s failed", self.service, conn.peer_ip)
+            finally:
+                conn.close()
+                await self.ratekeeper.close_session(self.service, conn.peer_ip)
         finally:
             self.connections.discard(conn)
-            conn.close()
-            await self.ratekeeper.close_session(self.service, conn.peer_ip)
 
     async def _tick(self) -> None:
         idle_timeout, min_rate = self.settings.idle_timeout, self.config.limits.min_transfer_rate

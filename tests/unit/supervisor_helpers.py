@@ -60,6 +60,12 @@ def boot_fail_worker(service, config, listeners, heartbeat) -> int:
     return 3
 
 
+def crash_at_boot_worker(service, config, listeners, heartbeat) -> int:
+    """Dies before its first heartbeat, but without saying it cannot boot (status 1)."""
+    record(config, "worker")
+    return 1
+
+
 def silent_worker(service, config, listeners, heartbeat) -> int:
     """Never heart-beats: the supervisor must abort it. No core file from the SIGABRT."""
     record(config, "worker")
@@ -95,7 +101,8 @@ def recover(queue_dir: Path) -> None:
         fh.write(f"recover {os.getpid()}\n")
 
 
-WORKERS = {"echo": echo_worker, "boot_fail": boot_fail_worker, "silent": silent_worker}
+WORKERS = {"echo": echo_worker, "boot_fail": boot_fail_worker, "silent": silent_worker,
+           "crash_at_boot": crash_at_boot_worker}
 
 
 def main() -> None:

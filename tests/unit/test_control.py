@@ -19,7 +19,7 @@ from mailforge import control
 STATUS = {
     "pid": 100, "uptime": 3725.0, "generation": 2, "stopping": False, "implementation": "python",
     "queue": {"length": 1},
-    "ratekeeper": {"pid": 101, "uptime": 3725.0},
+    "ratekeeper": {"state": "running", "pid": 101, "uptime": 3725.0, "abuse": None},
     "services": {"smtp": {
         "listen": [{"address": "127.0.0.1:2525", "fd": 5}],
         "workers": [{"pid": 102, "slot": 0, "generation": 2, "uptime": 12.0, "retiring": False},
@@ -89,7 +89,7 @@ def test_status_prints_a_table(served, capsys):
     assert control.status(argparse.Namespace(json=False), served.config) == 0
     out = capsys.readouterr().out
     assert "supervisor   pid 100  up 1h02m  generation 2  implementation python" in out
-    assert "queue        1 message" in out and "rate-keeper  pid 101" in out
+    assert "queue        1 message" in out and "rate-keeper  running  pid 101" in out
     assert "smtp         127.0.0.1:2525  3 connections from 1 IP, 2 refused" in out
     assert "pid 102" in out and "pid 99" in out and "(retiring)" in out
     assert "delivery     1 worker\n" in out and "pid 103" in out
@@ -108,10 +108,11 @@ def test_status_when_not_running_is_one_line_and_exit_1(tmp_path, capsys):
 
 
 def test_format_status_without_rate_keeper_counters():
-    answer = {**STATUS, "ratekeeper": None, "queue": {"length": None},
+    answer = {**STATUS, "ratekeeper": {"state": "restarting", "pid": None, "uptime": None},
+              "queue": {"length": None},
               "services": {"smtp": {**STATUS["services"]["smtp"], "connections": None, "ips": None}}}
     text = control.format_status(answer)
-    assert "rate-keeper  not running" in text and "connections unknown" in text and "? messages" in text
+    assert "rate-keeper  restarting" in text and "connections unknown" in text and "? messages" in text
 
 
 def test_register_adds_status_with_json_flag():

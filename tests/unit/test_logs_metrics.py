@@ -78,13 +78,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from mailforge import metrics
 
-directory = Path(sys.argv[1])
+data_dir = Path(sys.argv[1])
+directory = metrics.make_directory("metrics", data_dir)
 metrics.enable(directory)
-metrics.inc("worker_restarts_total", kind="worker", service="smtp")  # the parent's own share
 pids = []
 for n in (3, 4):
     pid = os.fork()
     if pid == 0:
+        metrics.claim_process_files()
         received = metrics.child("messages_received_total", service="smtp")
         for _ in range(n):
             received.inc()
@@ -101,14 +102,16 @@ def sample(name, **labels):
     return registry.get_sample_value(name, labels) or 0.0
 
 assert sample("mailforge_messages_received_total", service="smtp") == 7
-assert sample("mailforge_worker_restarts_total", kind="worker", service="smtp") == 1
+assert not list(directory.glob(f"*_{os.getpid()}.db"))  # the parent wrote nothing
+assert all((directory / f"counter_{pid}.db").stat().st_blocks * 512 >= metrics.PROCESS_FILE_SIZE
+           for pid in pids)  # every block reserved
 assert sample("mailforge_delivery_latency_seconds_count", via="local") == 2
 assert sample("mailforge_connections_current", service="smtp") == 2
 metrics.mark_dead(pids[0])
 assert sample("mailforge_connections_current", service="smtp") == 1
 assert sample("mailforge_messages_received_total", service="smtp") == 7  # counters stay
-metrics.enable(directory)  # a new start empties the directory
-assert sample("mailforge_messages_received_total", service="smtp") == 0
+again = metrics.make_directory("metrics", data_dir)  # a new start leaves the old values
+assert not directory.exists() and again.parent == directory.parent
 print("ok")
 '''
 

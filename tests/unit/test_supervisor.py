@@ -202,6 +202,20 @@ def test_worker_that_cannot_boot_is_retried_with_backoff(tmp_path, start):
     assert sup.proc.poll() is None
 
 
+def test_a_service_whose_only_worker_dies_at_boot_retries_every_second(tmp_path, start):
+    """Deaths before the first heartbeat back off, but a service with no worker left is never
+    held off for longer than a second, unless its workers say they cannot boot (above)."""
+    write_config(tmp_path / "mailforge.toml", [free_port()], workers=1)
+    sup = start("crash_at_boot")
+    sup.wait_ready()
+    time.sleep(3.3)
+    # Starts at about 0, 0.5, 1.5, 2.5 and 3.5 s; doubling would have waited 2 s, then 4 s.
+    assert len(sup.events("worker")) >= 4
+    err = sup.stderr()
+    assert "exited with status 1 after" in err and "restarting in 0.5 s" in err
+    assert "restarting in 1.0 s" in err and "restarting in 2.0 s" not in err
+
+
 def test_silent_worker_is_aborted_and_replaced(tmp_path, start):
     write_config(tmp_path / "mailforge.toml", [free_port()], workers=1, worker_timeout=1.0)
     sup = start("silent")

@@ -574,7 +574,7 @@ def serve(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
     ruleset handles file access only, never ABI 4's TCP connect/bind rights."""
     allocator.return_large_buffers()
     try:
-        state = sandbox.confine(config.data_dir)
+        state = sandbox.confine(config.data_dir, metrics.directory())
     except OSError as exc:
         log.error("delivery worker cannot enter its sandbox: %s", exc)
         raise SystemExit(EXIT_WORKER_BOOT) from None
