@@ -76,19 +76,22 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
         tls_available=tls_context is not None, require_auth=worker.protocol.require_auth,
         allow_plaintext_auth=config.server.allow_plaintext_auth,
         sender_login_match=config.relay.sender_login_match)
-    limiter = SendLimiter(worker.accounts, worker.ratekeeper, worker.executor,
+    accounts = worker.accounts
+    limiter = SendLimiter(accounts.send_limits, worker.ratekeeper, worker.executor,
                           config.server.hostname, config.abuse.notify,
                           lambda recipient, message: worker.spool.submit("", [recipient], message))
-    mailbox_full = functools.partial(quota.mailbox_full, config.store_dir, worker.accounts)
-    return smtpd.SMTPContext(settings=settings, spool=worker.spool, accounts=worker.accounts,
-                             limiter=limiter, mailbox_full=mailbox_full, **_shared(worker, tls_context))
+    mailbox_full = functools.partial(quota.mailbox_full, config.store_dir,
+                                     accounts.mailbox_settings)
+    return smtpd.SMTPContext(settings=settings, spool=worker.spool, accounts=accounts.credentials,
+                             recipients=accounts.directory, limiter=limiter,
+                             mailbox_full=mailbox_full, **_shared(worker, tls_context))
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:
     config = worker.config
     settings = POP3Settings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth)
-    return pop3d.POP3Context(settings=settings, accounts=worker.accounts,
+    return pop3d.POP3Context(settings=settings, accounts=worker.accounts.credentials,
                              store_dir=config.store_dir, **_shared(worker, tls_context))
 
 
@@ -97,9 +100,9 @@ def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.I
     settings = IMAPSettings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth,
                             max_append=config.limits.max_message_size)
-    mailbox = functools.partial(open_mailbox, config.store_dir, worker.accounts)
-    return imapd.IMAPContext(settings=settings, accounts=worker.accounts, open_mailbox=mailbox,
-                             ratekeeper=worker.ratekeeper,
+    mailbox = functools.partial(open_mailbox, config.store_dir, worker.accounts.mailbox_settings)
+    return imapd.IMAPContext(settings=settings, accounts=worker.accounts.credentials,
+                             open_mailbox=mailbox, ratekeeper=worker.ratekeeper,
                              max_sessions_per_user=config.limits.max_sessions_per_user,
                              **_shared(worker, tls_context))
 

@@ -33,7 +33,7 @@ def store_state(data_dir: Path) -> dict[str, set[tuple[str, int, str, str]]]:
     try:
         state = {}
         for address in (USER, BOB):
-            mailbox = open_mailbox(config_store, accounts, address)
+            mailbox = open_mailbox(config_store, accounts.mailbox_settings, address)
             found = set()
             for info in mailbox.folders():
                 folder = mailbox.select(info.name, read_only=True)
@@ -69,7 +69,7 @@ def busy(make_server):
     server.wait_delivered(3)
     server.wait_delivered(1, BOB)
     accounts = Accounts(server.config.accounts_db)
-    mailbox = open_mailbox(server.config.store_dir, accounts, USER)
+    mailbox = open_mailbox(server.config.store_dir, accounts.mailbox_settings, USER)
     mailbox.create("Projects")
     mailbox.append("Projects", b"Subject: kept\r\n\r\nold news\r\n", flags=["\\Flagged", "$Label1"])
     inbox = mailbox.select("INBOX")

@@ -6,9 +6,11 @@ import threading
 import pytest
 
 from mailforge.addresses import AddressError
-from mailforge.auth import accounts as accounts_module
 from mailforge.auth import passwords
-from mailforge.auth.accounts import Accounts, Lookup
+from mailforge.auth.accounts import Accounts
+from mailforge.auth.api import Lookup
+from mailforge.auth.sqlite import database as accounts_database
+from mailforge.auth.sqlite import directory
 from mailforge.errors import MailforgeError, UsageError
 
 
@@ -20,7 +22,7 @@ def cheap_scrypt(monkeypatch):
 @pytest.fixture
 def db(tmp_path):
     accounts = Accounts(tmp_path / "accounts.sqlite3", create=True)
-    accounts.domain_add("example.com")
+    accounts.directory.domain_add("example.com")
     yield accounts
     accounts.close()
 
@@ -38,19 +40,19 @@ def test_create_sets_wal_version_and_mode(tmp_path):
     Accounts(path, create=True).close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == accounts_module.SCHEMA_VERSION
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == accounts_database.SCHEMA_VERSION
     raw.close()
-    assert stat.S_IMODE(os.stat(path).st_mode) == accounts_module.DB_MODE
+    assert stat.S_IMODE(os.stat(path).st_mode) == accounts_database.DB_MODE
 
 
 def test_create_twice_keeps_data(tmp_path):
     path = tmp_path / "accounts.sqlite3"
     with Accounts(path, create=True) as first:
-        first.domain_add("example.com")
+        first.directory.domain_add("example.com")
     with Accounts(path, create=True) as second:
-        assert second.domains() == ["example.com"]
+        assert second.directory.domains() == ["example.com"]
     with Accounts(path) as third:
-        assert third.domains() == ["example.com"]
+        assert third.directory.domains() == ["example.com"]
 
 
 def test_foreign_and_newer_databases_refused(tmp_path):
@@ -66,7 +68,7 @@ def test_foreign_and_newer_databases_refused(tmp_path):
     newer = tmp_path / "newer.sqlite3"
     Accounts(newer, create=True).close()
     with sqlite3.connect(newer) as raw:
-        raw.execute(f"PRAGMA user_version = {accounts_module.SCHEMA_VERSION + 1}")
+        raw.execute(f"PRAGMA user_version = {accounts_database.SCHEMA_VERSION + 1}")
     raw.close()
     with pytest.raises(UsageError, match="newer"):
         Accounts(newer)
@@ -75,91 +77,91 @@ def test_foreign_and_newer_databases_refused(tmp_path):
 # -- domains
 
 def test_domains(db):
-    db.domain_add("Bücher.Example")
-    assert db.domains() == ["example.com", "xn--bcher-kva.example"]
-    assert db.is_local_domain("EXAMPLE.COM")
-    assert db.is_local_domain("bücher.example")
-    assert not db.is_local_domain("example.org")
-    assert not db.is_local_domain("not a domain")
+    db.directory.domain_add("Bücher.Example")
+    assert db.directory.domains() == ["example.com", "xn--bcher-kva.example"]
+    assert db.directory.is_local_domain("EXAMPLE.COM")
+    assert db.directory.is_local_domain("bücher.example")
+    assert not db.directory.is_local_domain("example.org")
+    assert not db.directory.is_local_domain("not a domain")
     with pytest.raises(UsageError, match="exists already"):
-        db.domain_add("Example.Com")
+        db.directory.domain_add("Example.Com")
     with pytest.raises(AddressError):
-        db.domain_add("bad_domain.com")
+        db.directory.domain_add("bad_domain.com")
     with pytest.raises(UsageError, match="address literal"):
-        db.domain_add("[192.0.2.1]")
+        db.directory.domain_add("[192.0.2.1]")
 
 
 def test_domain_remove(db):
-    db.user_add("bob@example.com", "pw")
-    db.domain_add("example.org")
-    db.alias_add("info@example.org", "bob@example.com")
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.domain_add("example.org")
+    db.directory.alias_add("info@example.org", "bob@example.com")
     with pytest.raises(UsageError, match="1 mailbox"):
-        db.domain_remove("example.com")
+        db.directory.domain_remove("example.com")
     with pytest.raises(UsageError, match="1 alias"):
-        db.domain_remove("example.org")
+        db.directory.domain_remove("example.org")
     with pytest.raises(UsageError, match="not hosted"):
-        db.domain_remove("example.net")
-    db.alias_remove("info@example.org")
-    db.domain_remove("EXAMPLE.org")
-    assert db.domains() == ["example.com"]
+        db.directory.domain_remove("example.net")
+    db.directory.alias_remove("info@example.org")
+    db.directory.domain_remove("EXAMPLE.org")
+    assert db.directory.domains() == ["example.com"]
 
 
 # -- mailboxes
 
 def test_user_add_and_list(db):
-    db.domain_add("example.org")
-    db.user_add("Bob@Example.COM", "pw")
-    db.user_add("alice@example.com", "pw")
-    db.user_add("carol@example.org", "pw")
-    assert [u.address for u in db.users()] == ["alice@example.com", "bob@example.com",
+    db.directory.domain_add("example.org")
+    db.directory.user_add("Bob@Example.COM", "pw")
+    db.directory.user_add("alice@example.com", "pw")
+    db.directory.user_add("carol@example.org", "pw")
+    assert [u.address for u in db.directory.users()] == ["alice@example.com", "bob@example.com",
                                                 "carol@example.org"]
-    assert [u.address for u in db.users("example.org")] == ["carol@example.org"]
-    (bob,) = [u for u in db.users() if u.address == "bob@example.com"]
+    assert [u.address for u in db.directory.users("example.org")] == ["carol@example.org"]
+    (bob,) = [u for u in db.directory.users() if u.address == "bob@example.com"]
     assert bob.disabled is False and bob.created > 0
     with pytest.raises(UsageError, match="not hosted"):
-        db.users("example.net")
+        db.directory.users("example.net")
 
 
 def test_user_add_refusals(db):
-    db.user_add("bob@example.com", "pw")
+    db.directory.user_add("bob@example.com", "pw")
     with pytest.raises(UsageError, match="exists already"):
-        db.user_add("BOB@example.com", "other")
+        db.directory.user_add("BOB@example.com", "other")
     with pytest.raises(UsageError, match="domain example.org is not hosted"):
-        db.user_add("bob@example.org", "pw")
+        db.directory.user_add("bob@example.org", "pw")
     with pytest.raises(UsageError, match="empty password"):
-        db.user_add("carol@example.com", "")
+        db.directory.user_add("carol@example.com", "")
     with pytest.raises(AddressError):
-        db.user_add("no-at-sign", "pw")
-    db.alias_add("info@example.com", "bob@example.com")
+        db.directory.user_add("no-at-sign", "pw")
+    db.directory.alias_add("info@example.com", "bob@example.com")
     with pytest.raises(UsageError, match="is an alias"):
-        db.user_add("info@example.com", "pw")
+        db.directory.user_add("info@example.com", "pw")
 
 
 def test_passwords(db):
-    db.user_add("bob@example.com", "s3cret")
-    row = db._db.execute("SELECT password FROM mailboxes").fetchone()[0]
+    db.directory.user_add("bob@example.com", "s3cret")
+    row = db.database.fetchone("SELECT password FROM mailboxes")[0]
     assert row.startswith("$scrypt$") and "s3cret" not in row
-    assert db.check_password("BOB@example.com", "s3cret")
-    assert not db.check_password("bob@example.com", "S3cret")
-    assert not db.check_password("nobody@example.com", "s3cret")
-    assert not db.check_password("not an address", "s3cret")
-    db.user_passwd("bob@example.com", "new")
-    assert db.check_password("bob@example.com", "new")
-    assert not db.check_password("bob@example.com", "s3cret")
-    db.user_disable("bob@example.com")
-    assert not db.check_password("bob@example.com", "new")
-    db.user_enable("bob@example.com")
-    assert db.check_password("bob@example.com", "new")
+    assert db.credentials.check_password("BOB@example.com", "s3cret")
+    assert not db.credentials.check_password("bob@example.com", "S3cret")
+    assert not db.credentials.check_password("nobody@example.com", "s3cret")
+    assert not db.credentials.check_password("not an address", "s3cret")
+    db.credentials.user_passwd("bob@example.com", "new")
+    assert db.credentials.check_password("bob@example.com", "new")
+    assert not db.credentials.check_password("bob@example.com", "s3cret")
+    db.directory.user_disable("bob@example.com")
+    assert not db.credentials.check_password("bob@example.com", "new")
+    db.directory.user_enable("bob@example.com")
+    assert db.credentials.check_password("bob@example.com", "new")
     with pytest.raises(UsageError, match="no such mailbox"):
-        db.user_passwd("nobody@example.com", "x")
+        db.credentials.user_passwd("nobody@example.com", "x")
 
 
 def test_user_remove(db):
-    db.user_add("bob@example.com", "pw")
-    db.user_remove("Bob@example.com")
-    assert db.users() == []
-    assert db.lookup_recipient("bob@example.com") == Lookup("unknown")
-    for method in (db.user_remove, db.user_disable, db.user_enable):
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.user_remove("Bob@example.com")
+    assert db.directory.users() == []
+    assert db.directory.lookup_recipient("bob@example.com") == Lookup("unknown")
+    for method in (db.directory.user_remove, db.directory.user_disable, db.directory.user_enable):
         with pytest.raises(UsageError, match="no such mailbox: bob@example.com"):
             method("bob@example.com")
 
@@ -167,121 +169,121 @@ def test_user_remove(db):
 # -- aliases
 
 def test_alias_add_and_list(db):
-    db.domain_add("example.org")
-    db.user_add("bob@example.com", "pw")
-    db.alias_add("Postmaster@example.com", "BOB@example.com")
-    db.alias_add("postmaster@example.com", "someone@remote.test")
-    db.alias_add("info@example.org", "postmaster@example.com")
-    assert db.aliases() == [("info@example.org", "postmaster@example.com"),
+    db.directory.domain_add("example.org")
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.alias_add("Postmaster@example.com", "BOB@example.com")
+    db.directory.alias_add("postmaster@example.com", "someone@remote.test")
+    db.directory.alias_add("info@example.org", "postmaster@example.com")
+    assert db.directory.aliases() == [("info@example.org", "postmaster@example.com"),
                             ("postmaster@example.com", "bob@example.com"),
                             ("postmaster@example.com", "someone@remote.test")]
-    assert db.aliases("example.org") == [("info@example.org", "postmaster@example.com")]
+    assert db.directory.aliases("example.org") == [("info@example.org", "postmaster@example.com")]
 
 
 def test_alias_refusals(db):
-    db.user_add("bob@example.com", "pw")
-    db.alias_add("info@example.com", "bob@example.com")
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.alias_add("info@example.com", "bob@example.com")
     with pytest.raises(UsageError, match="exists already"):
-        db.alias_add("INFO@example.com", "bob@EXAMPLE.com")
+        db.directory.alias_add("INFO@example.com", "bob@EXAMPLE.com")
     with pytest.raises(UsageError, match="is a mailbox"):
-        db.alias_add("bob@example.com", "info@example.com")
+        db.directory.alias_add("bob@example.com", "info@example.com")
     with pytest.raises(UsageError, match="not hosted"):
-        db.alias_add("info@example.org", "bob@example.com")
+        db.directory.alias_add("info@example.org", "bob@example.com")
     with pytest.raises(UsageError, match="itself"):
-        db.alias_add("self@example.com", "Self@example.com")
+        db.directory.alias_add("self@example.com", "Self@example.com")
     with pytest.raises(UsageError, match="neither a mailbox nor an alias"):
-        db.alias_add("sales@example.com", "bbo@example.com")
+        db.directory.alias_add("sales@example.com", "bbo@example.com")
 
 
 def test_alias_remove(db):
-    db.user_add("bob@example.com", "pw")
-    db.user_add("alice@example.com", "pw")
-    db.alias_add("team@example.com", "bob@example.com")
-    db.alias_add("team@example.com", "alice@example.com")
-    db.alias_remove("team@example.com", "Bob@example.com")
-    assert db.aliases() == [("team@example.com", "alice@example.com")]
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.user_add("alice@example.com", "pw")
+    db.directory.alias_add("team@example.com", "bob@example.com")
+    db.directory.alias_add("team@example.com", "alice@example.com")
+    db.directory.alias_remove("team@example.com", "Bob@example.com")
+    assert db.directory.aliases() == [("team@example.com", "alice@example.com")]
     with pytest.raises(UsageError, match="no such alias: team@example.com -> bob@example.com"):
-        db.alias_remove("team@example.com", "bob@example.com")
-    db.alias_remove("TEAM@example.com")
-    assert db.aliases() == []
+        db.directory.alias_remove("team@example.com", "bob@example.com")
+    db.directory.alias_remove("TEAM@example.com")
+    assert db.directory.aliases() == []
     with pytest.raises(UsageError, match="no such alias: team@example.com$"):
-        db.alias_remove("team@example.com")
+        db.directory.alias_remove("team@example.com")
 
 
 # -- lookup
 
 def test_lookup_mailbox_case_insensitive(db):
-    db.user_add("Bob@example.com", "pw")
-    assert db.lookup_recipient("BOB@EXAMPLE.COM") == Lookup("ok", ["bob@example.com"])
-    assert db.lookup_recipient('"bob"@example.com') == Lookup("ok", ["bob@example.com"])
+    db.directory.user_add("Bob@example.com", "pw")
+    assert db.directory.lookup_recipient("BOB@EXAMPLE.COM") == Lookup("ok", ["bob@example.com"])
+    assert db.directory.lookup_recipient('"bob"@example.com') == Lookup("ok", ["bob@example.com"])
 
 
 def test_lookup_statuses(db):
-    db.user_add("bob@example.com", "pw")
-    assert db.lookup_recipient("nobody@example.com") == Lookup("unknown")
-    assert db.lookup_recipient("bob@example.org") == Lookup("not_local")
-    assert db.lookup_recipient("bob@[192.0.2.1]") == Lookup("not_local")
-    db.user_disable("bob@example.com")
-    assert db.lookup_recipient("bob@example.com") == Lookup("disabled")
+    db.directory.user_add("bob@example.com", "pw")
+    assert db.directory.lookup_recipient("nobody@example.com") == Lookup("unknown")
+    assert db.directory.lookup_recipient("bob@example.org") == Lookup("not_local")
+    assert db.directory.lookup_recipient("bob@[192.0.2.1]") == Lookup("not_local")
+    db.directory.user_disable("bob@example.com")
+    assert db.directory.lookup_recipient("bob@example.com") == Lookup("disabled")
     with pytest.raises(AddressError):
-        db.lookup_recipient("bob")
+        db.directory.lookup_recipient("bob")
 
 
 def test_lookup_alias_expansion_deduplicates(db):
     for user in ("alice", "bob", "carol"):
-        db.user_add(f"{user}@example.com", "pw")
-    db.alias_add("devs@example.com", "alice@example.com")
-    db.alias_add("devs@example.com", "bob@example.com")
-    db.alias_add("ops@example.com", "bob@example.com")
-    db.alias_add("ops@example.com", "carol@example.com")
-    db.alias_add("all@example.com", "devs@example.com")
-    db.alias_add("all@example.com", "ops@example.com")
-    db.alias_add("all@example.com", "alice@example.com")
-    assert db.lookup_recipient("All@example.com") == Lookup(
+        db.directory.user_add(f"{user}@example.com", "pw")
+    db.directory.alias_add("devs@example.com", "alice@example.com")
+    db.directory.alias_add("devs@example.com", "bob@example.com")
+    db.directory.alias_add("ops@example.com", "bob@example.com")
+    db.directory.alias_add("ops@example.com", "carol@example.com")
+    db.directory.alias_add("all@example.com", "devs@example.com")
+    db.directory.alias_add("all@example.com", "ops@example.com")
+    db.directory.alias_add("all@example.com", "alice@example.com")
+    assert db.directory.lookup_recipient("All@example.com") == Lookup(
         "ok", ["alice@example.com", "bob@example.com", "carol@example.com"])
 
 
 def test_lookup_alias_to_disabled_and_remote(db):
-    db.user_add("bob@example.com", "pw")
-    db.user_add("alice@example.com", "pw")
-    db.alias_add("team@example.com", "bob@example.com")
-    db.alias_add("team@example.com", "alice@example.com")
-    db.alias_add("team@example.com", "friend@remote.test")
-    db.user_disable("bob@example.com")
-    assert db.lookup_recipient("team@example.com") == Lookup("ok", ["alice@example.com"])
-    db.user_disable("alice@example.com")
-    assert db.lookup_recipient("team@example.com") == Lookup("disabled")
-    db.alias_add("fwd@example.com", "friend@remote.test")
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.user_add("alice@example.com", "pw")
+    db.directory.alias_add("team@example.com", "bob@example.com")
+    db.directory.alias_add("team@example.com", "alice@example.com")
+    db.directory.alias_add("team@example.com", "friend@remote.test")
+    db.directory.user_disable("bob@example.com")
+    assert db.directory.lookup_recipient("team@example.com") == Lookup("ok", ["alice@example.com"])
+    db.directory.user_disable("alice@example.com")
+    assert db.directory.lookup_recipient("team@example.com") == Lookup("disabled")
+    db.directory.alias_add("fwd@example.com", "friend@remote.test")
     # Remote targets are not delivered yet, so the address must not look deliverable.
-    assert db.lookup_recipient("fwd@example.com") == Lookup("unknown")
+    assert db.directory.lookup_recipient("fwd@example.com") == Lookup("unknown")
 
 
 def test_lookup_alias_loop(db):
-    db.user_add("bob@example.com", "pw")
-    db.alias_add("a@example.com", "bob@example.com")
-    db.alias_add("b@example.com", "a@example.com")
-    db.alias_add("a@example.com", "b@example.com")           # a -> b -> a
-    assert db.lookup_recipient("a@example.com") == Lookup("ok", ["bob@example.com"])
-    assert db.lookup_recipient("b@example.com") == Lookup("ok", ["bob@example.com"])
-    db.alias_remove("a@example.com", "bob@example.com")
-    assert db.lookup_recipient("a@example.com") == Lookup("unknown")
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.alias_add("a@example.com", "bob@example.com")
+    db.directory.alias_add("b@example.com", "a@example.com")
+    db.directory.alias_add("a@example.com", "b@example.com")           # a -> b -> a
+    assert db.directory.lookup_recipient("a@example.com") == Lookup("ok", ["bob@example.com"])
+    assert db.directory.lookup_recipient("b@example.com") == Lookup("ok", ["bob@example.com"])
+    db.directory.alias_remove("a@example.com", "bob@example.com")
+    assert db.directory.lookup_recipient("a@example.com") == Lookup("unknown")
 
 
 def test_lookup_depth_bound(db, monkeypatch):
-    monkeypatch.setattr(accounts_module, "MAX_ALIAS_DEPTH", 3)
-    db.user_add("bob@example.com", "pw")
-    db.alias_add("l1@example.com", "bob@example.com")
+    monkeypatch.setattr(directory, "MAX_ALIAS_DEPTH", 3)
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.alias_add("l1@example.com", "bob@example.com")
     for level in range(2, 5):
-        db.alias_add(f"l{level}@example.com", f"l{level - 1}@example.com")
-    assert db.lookup_recipient("l3@example.com") == Lookup("ok", ["bob@example.com"])
-    assert db.lookup_recipient("l4@example.com") == Lookup("unknown")
+        db.directory.alias_add(f"l{level}@example.com", f"l{level - 1}@example.com")
+    assert db.directory.lookup_recipient("l3@example.com") == Lookup("ok", ["bob@example.com"])
+    assert db.directory.lookup_recipient("l4@example.com") == Lookup("unknown")
 
 
 def test_usable_from_other_threads(db):
-    db.user_add("bob@example.com", "pw")
+    db.directory.user_add("bob@example.com", "pw")
     results = []
     threads = [threading.Thread(target=lambda: results.append(
-        db.lookup_recipient("bob@example.com").status)) for _ in range(8)]
+        db.directory.lookup_recipient("bob@example.com").status)) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -291,5 +293,5 @@ def test_usable_from_other_threads(db):
 
 def test_second_connection_sees_writes(db, tmp_path):
     with Accounts(tmp_path / "accounts.sqlite3") as other:
-        other.user_add("bob@example.com", "pw")
-    assert db.lookup_recipient("bob@example.com").status == "ok"
+        other.directory.user_add("bob@example.com", "pw")
+    assert db.directory.lookup_recipient("bob@example.com").status == "ok"

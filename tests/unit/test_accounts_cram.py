@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from mailforge.auth import accounts as accounts_module
 from mailforge.auth import passwords
 from mailforge.auth.accounts import Accounts
+from mailforge.auth.sqlite import database as accounts_database
 
 CHALLENGE = b"<1896.697170952@postoffice.reston.mci.net>"
 
@@ -46,7 +46,7 @@ def cheap_scrypt(monkeypatch):
 @pytest.fixture
 def db(tmp_path):
     accounts = Accounts(tmp_path / "accounts.sqlite3", create=True)
-    accounts.domain_add("example.com")
+    accounts.directory.domain_add("example.com")
     yield accounts
     accounts.close()
 
@@ -57,45 +57,47 @@ def digest(password: str, challenge: bytes = CHALLENGE) -> str:
 
 
 def stored_cram(db: Accounts, address: str) -> str | None:
-    return db._db.execute("SELECT cram_md5 FROM mailboxes WHERE address = ?",
-                          (address,)).fetchone()[0]
+    return db.database.fetchone("SELECT cram_md5 FROM mailboxes WHERE address = ?",
+                                address)[0]
 
 
 def test_user_add_stores_state_not_password(db):
-    db.user_add("bob@example.com", "tanstaaftanstaaf")
+    db.directory.user_add("bob@example.com", "tanstaaftanstaaf")
     stored = stored_cram(db, "bob@example.com")
     assert stored.startswith("$cram-md5$") and "tanstaaf" not in stored
-    assert db.cram_md5_state("BOB@example.com") == passwords.cram_md5_state(stored)
+    assert db.credentials.cram_md5_state("BOB@example.com") == passwords.cram_md5_state(stored)
     # RFC 2195 section 2's example, then a digest made by the standard library.
-    assert db.verify_cram_md5("bob@example.com", CHALLENGE, "b913a602c7eda7a495b4e6e7334d3890")
+    assert db.credentials.verify_cram_md5("bob@example.com", CHALLENGE,
+                                          "b913a602c7eda7a495b4e6e7334d3890")
     other = b"<42.1700000000@mx.example.com>"
-    assert db.verify_cram_md5("Bob@Example.COM", other, digest("tanstaaftanstaaf", other))
+    assert db.credentials.verify_cram_md5("Bob@Example.COM", other,
+                                          digest("tanstaaftanstaaf", other))
 
 
 def test_user_passwd_changes_state(db):
-    db.user_add("bob@example.com", "old")
-    before = db.cram_md5_state("bob@example.com")
-    db.user_passwd("bob@example.com", "pässwörd")
-    assert db.cram_md5_state("bob@example.com") != before
-    assert db.verify_cram_md5("bob@example.com", CHALLENGE, digest("pässwörd"))
-    assert not db.verify_cram_md5("bob@example.com", CHALLENGE, digest("old"))
-    assert db.check_password("bob@example.com", "pässwörd")
+    db.directory.user_add("bob@example.com", "old")
+    before = db.credentials.cram_md5_state("bob@example.com")
+    db.credentials.user_passwd("bob@example.com", "pässwörd")
+    assert db.credentials.cram_md5_state("bob@example.com") != before
+    assert db.credentials.verify_cram_md5("bob@example.com", CHALLENGE, digest("pässwörd"))
+    assert not db.credentials.verify_cram_md5("bob@example.com", CHALLENGE, digest("old"))
+    assert db.credentials.check_password("bob@example.com", "pässwörd")
 
 
 @pytest.mark.parametrize("response", [digest("wrong"), "", "b913", "z" * 32, "ü" * 32])
 def test_wrong_or_malformed_digest_fails(db, response):
-    db.user_add("bob@example.com", "tanstaaftanstaaf")
-    assert not db.verify_cram_md5("bob@example.com", CHALLENGE, response)
+    db.directory.user_add("bob@example.com", "tanstaaftanstaaf")
+    assert not db.credentials.verify_cram_md5("bob@example.com", CHALLENGE, response)
 
 
 def test_unknown_disabled_and_invalid_addresses_fail(db):
-    db.user_add("bob@example.com", "pw")
-    db.user_disable("bob@example.com")
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.user_disable("bob@example.com")
     for address in ("bob@example.com", "nobody@example.com", "not an address"):
-        assert db.cram_md5_state(address) is None
-        assert not db.verify_cram_md5(address, CHALLENGE, digest("pw"))
-    db.user_enable("bob@example.com")
-    assert db.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))
+        assert db.credentials.cram_md5_state(address) is None
+        assert not db.credentials.verify_cram_md5(address, CHALLENGE, digest("pw"))
+    db.directory.user_enable("bob@example.com")
+    assert db.credentials.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))
 
 
 def test_decoy_state_never_authenticates(db):
@@ -107,14 +109,14 @@ def test_decoy_state_never_authenticates(db):
     zero = bytes(STATE_BYTES)
     forged = _finish((0,) * 4, _finish((0,) * 4, CHALLENGE)).hex()
     assert cram_verify(zero, CHALLENGE, forged.encode())
-    assert not db.verify_cram_md5("nobody@example.com", CHALLENGE, forged)
+    assert not db.credentials.verify_cram_md5("nobody@example.com", CHALLENGE, forged)
 
 
 def test_corrupt_state_is_no_state(db):
-    db.user_add("bob@example.com", "pw")
-    db._db.execute("UPDATE mailboxes SET cram_md5 = '$cram-md5$00'")
-    assert db.cram_md5_state("bob@example.com") is None
-    assert not db.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))
+    db.directory.user_add("bob@example.com", "pw")
+    db.database.update_mailbox("bob@example.com", "cram_md5 = ?", "$cram-md5$00")
+    assert db.credentials.cram_md5_state("bob@example.com") is None
+    assert not db.credentials.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))
 
 
 @pytest.mark.parametrize("create", [False, True])
@@ -133,15 +135,15 @@ def test_migration_from_schema_1_keeps_users(tmp_path, create):
     raw.close()
 
     with Accounts(path, create=create) as db:
-        assert db._db.execute("PRAGMA user_version").fetchone()[0] == accounts_module.SCHEMA_VERSION
-        assert [u.address for u in db.users()] == ["bob@example.com"]
-        assert db.aliases() == [("info@example.com", "bob@example.com")]
-        assert db.check_password("bob@example.com", "pw")
+        assert db.database.fetchone("PRAGMA user_version")[0] == accounts_database.SCHEMA_VERSION
+        assert [u.address for u in db.directory.users()] == ["bob@example.com"]
+        assert db.directory.aliases() == [("info@example.com", "bob@example.com")]
+        assert db.credentials.check_password("bob@example.com", "pw")
         # No clear password to make the state from: no CRAM-MD5 until it is set again.
-        assert db.cram_md5_state("bob@example.com") is None
-        assert not db.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))
-        db.user_passwd("bob@example.com", "pw")
-        assert db.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))
+        assert db.credentials.cram_md5_state("bob@example.com") is None
+        assert not db.credentials.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))
+        db.credentials.user_passwd("bob@example.com", "pw")
+        assert db.credentials.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))
     # Migrated once: opening again finds schema 2 and changes nothing.
     with Accounts(path) as again:
-        assert again.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))
+        assert again.credentials.verify_cram_md5("bob@example.com", CHALLENGE, digest("pw"))

@@ -64,17 +64,17 @@ def test_user_add_creates_maildir(run, config):
     assert out == f"added mailbox bob@example.com (Maildir {maildir})\n"
     assert all((maildir / sub).is_dir() for sub in ("tmp", "new", "cur"))
     with accounts(config) as db:
-        assert db.check_password("bob@example.com", "pa ss")
+        assert db.credentials.check_password("bob@example.com", "pa ss")
 
 
 def test_password_stdin_strips_only_the_newline(run, config):
     run("domain", "add", "example.com")
     run("user", "add", "bob@example.com", "--password-stdin", stdin=" spaced \t\n")
     with accounts(config) as db:
-        assert db.check_password("bob@example.com", " spaced \t")
+        assert db.credentials.check_password("bob@example.com", " spaced \t")
     run("user", "passwd", "bob@example.com", "--password-stdin", stdin="no-newline")
     with accounts(config) as db:
-        assert db.check_password("bob@example.com", "no-newline")
+        assert db.credentials.check_password("bob@example.com", "no-newline")
 
 
 def test_empty_password_refused(run, config):
@@ -82,7 +82,7 @@ def test_empty_password_refused(run, config):
     with pytest.raises(UsageError, match="empty password"):
         run("user", "add", "bob@example.com", "--password-stdin", stdin="\n")
     with accounts(config) as db:
-        assert db.users() == []
+        assert db.directory.users() == []
 
 
 def test_password_without_tty_needs_password_stdin(run):
@@ -102,7 +102,7 @@ def test_password_prompted_twice_on_a_tty(run, config, monkeypatch):
         run("user", "add", "bob@example.com")
     run("user", "add", "bob@example.com")
     with accounts(config) as db:
-        assert db.check_password("bob@example.com", "typed")
+        assert db.credentials.check_password("bob@example.com", "typed")
 
 
 def test_user_add_errors(run):

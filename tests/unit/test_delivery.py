@@ -55,12 +55,12 @@ def accounts_template(tmp_path_factory):
     """Built once: password hashing is deliberately slow."""
     path = tmp_path_factory.mktemp("accounts") / "accounts.sqlite3"
     with Accounts(path, create=True) as accounts:
-        accounts.domain_add("example.test")
+        accounts.directory.domain_add("example.test")
         for user in ("bob", "carol", "dave"):
-            accounts.user_add(f"{user}@example.test", "secret")
-        accounts.user_disable("dave@example.test")
-        accounts.alias_add("team@example.test", "bob@example.test")
-        accounts.alias_add("team@example.test", "carol@example.test")
+            accounts.directory.user_add(f"{user}@example.test", "secret")
+        accounts.directory.user_disable("dave@example.test")
+        accounts.directory.alias_add("team@example.test", "bob@example.test")
+        accounts.directory.alias_add("team@example.test", "carol@example.test")
     return path
 
 
@@ -78,7 +78,7 @@ def clock():
 
 @pytest.fixture
 def agent(config, accounts, clock):
-    return DeliveryAgent(config, accounts, clock=clock)
+    return DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=clock)
 
 
 def enqueue(config, message: bytes, recipients: list[str], sender="alice@example.test") -> str:
@@ -221,7 +221,8 @@ def test_an_entry_locked_by_another_worker_waits_for_the_lock(config, agent):
 def test_slots_split_the_queue(config, accounts, clock):
     for n in range(20):
         enqueue(config, b"%d\r\n" % n, ["bob@example.test"])
-    agents = [DeliveryAgent(config, accounts, slot, 3, clock=clock) for slot in range(3)]
+    agents = [DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, 3,
+                            clock=clock) for slot in range(3)]
     counts = [a.step() for a in agents]
     assert sum(counts) == 20 and all(counts)
     assert len(delivered(config, "bob@example.test")) == 20
@@ -242,7 +243,8 @@ def test_a_batch_larger_than_the_copy_limit(config, accounts, clock, monkeypatch
     monkeypatch.setattr(delivery, "BATCH_ENTRIES", 4)
     for n in range(10):
         enqueue(config, b"%d\r\n" % n, ["team@example.test"])
-    DeliveryAgent(config, accounts, sync_mode=mode, clock=clock).step()
+    DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, sync_mode=mode,
+                  clock=clock).step()
     assert len(delivered(config, "bob@example.test")) == 10
     assert len(delivered(config, "carol@example.test")) == 10
     assert queue_length(config.queue_dir) == 0
@@ -279,11 +281,11 @@ def test_an_abandoned_batch_leaves_no_temp_files_and_keeps_the_entry(config, age
 
 def test_a_copy_placed_by_a_killed_predecessor_is_not_delivered_again(config, accounts, clock):
     enqueue(config, b"Subject: once\r\n\r\nx\r\n", ["bob@example.test", "carol@example.test"])
-    first = DeliveryAgent(config, accounts, clock=clock)
+    first = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=clock)
     # The predecessor placed the copies, then died before removing the queue entry.
     first._finish = lambda entry: None
     assert first.step() == 1
-    successor = DeliveryAgent(config, accounts, clock=clock)
+    successor = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=clock)
     assert successor.step() == 1
     assert len(delivered(config, "bob@example.test")) == 1
     assert len(delivered(config, "carol@example.test")) == 1
@@ -294,14 +296,14 @@ def test_one_mailbox_message_is_moved_from_the_queue_not_copied(config, accounts
     entry_id = enqueue(config, b"Subject: moved\r\n\r\nx\r\n", ["bob@example.test"])
     queued = config.queue_dir / "active" / f"{entry_id}.msg"
     inode = queued.stat().st_ino
-    first = DeliveryAgent(config, accounts, clock=clock)
+    first = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=clock)
     first._finish = lambda entry: None  # stopped between the move and the entry's removal
     assert first.step() == 1
     (path,) = (mailbox_path(config.store_dir, "bob@example.test") / "new").iterdir()
     assert path.stat().st_ino == inode and not queued.exists()
     assert path.read_bytes() == (b"Return-Path: <alice@example.test>\nDelivered-To: bob@example.test\n"
                                  b"Subject: moved\n\nx\n")
-    DeliveryAgent(config, accounts, clock=clock).step()
+    DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=clock).step()
     assert queue_length(config.queue_dir) == 0
     assert len(delivered(config, "bob@example.test")) == 1
 
@@ -310,7 +312,7 @@ def test_a_remote_recipient_that_cannot_be_reached_stays_queued(config, accounts
     from tests.smtp_sinks import free_port
 
     config.delivery.mx_override = {"elsewhere.test": f"127.0.0.1:{free_port()}"}
-    agent = DeliveryAgent(config, accounts, clock=clock)
+    agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=clock)
     entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "someone@elsewhere.test"])
     assert agent.step() == 1
     assert len(delivered(config, "bob@example.test")) == 1

@@ -57,11 +57,11 @@ def agent(config, clock, tmp_path_factory):
     template = tmp_path_factory.getbasetemp() / "outbound-accounts.sqlite3"
     if not template.exists():
         with Accounts(template, create=True) as accounts:
-            accounts.domain_add("example.test")
-            accounts.user_add("bob@example.test", "secret")
+            accounts.directory.domain_add("example.test")
+            accounts.directory.user_add("bob@example.test", "secret")
     shutil.copyfile(template, config.accounts_db)
     with Accounts(config.accounts_db) as accounts:
-        yield DeliveryAgent(config, accounts, clock=clock)
+        yield DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=clock)
 
 
 def set_dsn(config, entry_id, **fields):
@@ -237,7 +237,8 @@ def test_a_destination_with_no_connection_to_spare_is_no_attempt(config, clock):
 
     runner = OutboundRunner(config, Outbound(config, slots=NoSlotFree()))
     with Accounts(config.accounts_db, create=True) as accounts:
-        agent = DeliveryAgent(config, accounts, clock=clock, outbound=runner)
+        agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=clock,
+                              outbound=runner)
         entry_id = enqueue(config, BODY, [f"carol@{REMOTE}"])
         agent.step()
         env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())

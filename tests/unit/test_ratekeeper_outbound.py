@@ -2,7 +2,8 @@
 
 import pytest
 
-from mailforge.auth.accounts import Accounts, SendLimit
+from mailforge.auth.accounts import Accounts
+from mailforge.auth.api import SendLimit, SendStatus
 from mailforge.errors import UsageError
 from mailforge.ratekeeper.outbound import SendCounters
 
@@ -43,45 +44,54 @@ def test_a_lowered_limit_applies_at_once(clock):
 def accounts(tmp_path):
     with Accounts(tmp_path / "accounts.sqlite3", create=True) as db:
         for domain in ("a.test", "b.test"):
-            db.domain_add(domain)
+            db.directory.domain_add(domain)
         for user in ("u1@a.test", "u2@a.test", "u3@b.test"):
-            db.user_add(user, "pw")
+            db.directory.user_add(user, "pw")
         yield db
 
 
 def test_user_beats_domain_beats_system(accounts):
-    accounts.limit_set(SendLimit("system", "", 100, 3600, "throttle"))
-    accounts.limit_set(SendLimit("domain", "a.test", 50, 3600, "throttle"))
-    accounts.limit_set(SendLimit("user", "u1@a.test", 5, 60, "disable"))
-    assert accounts.send_limit("u1@a.test") == SendLimit("user", "u1@a.test", 5, 60, "disable")
-    assert accounts.send_limit("u2@a.test").scope == "domain"
-    assert accounts.send_limit("u3@b.test").scope == "system"
+    accounts.send_limits.limit_set(SendLimit("system", "", 100, 3600, "throttle"))
+    accounts.send_limits.limit_set(SendLimit("domain", "a.test", 50, 3600, "throttle"))
+    accounts.send_limits.limit_set(SendLimit("user", "u1@a.test", 5, 60, "disable"))
+    assert accounts.send_limits.send_status("u1@a.test") == SendStatus(
+        False, SendLimit("user", "u1@a.test", 5, 60, "disable"))
+    assert accounts.send_limits.send_status("u2@a.test").limit.scope == "domain"
+    assert accounts.send_limits.send_status("u3@b.test").limit.scope == "system"
 
 
 def test_resets_clear_the_levels_below(accounts):
-    accounts.limit_set(SendLimit("system", "", 100, 3600, "throttle"))
-    accounts.limit_set(SendLimit("domain", "a.test", 50, 3600, "throttle"))
-    accounts.limit_set(SendLimit("user", "u1@a.test", 5, 60, "throttle"))
-    accounts.limit_set(SendLimit("user", "u3@b.test", 7, 60, "throttle"))
-    assert accounts.limit_reset("domain", "a.test") == 1
-    assert accounts.send_limit("u1@a.test").scope == "domain"
-    assert accounts.send_limit("u3@b.test").scope == "user"
-    assert accounts.limit_reset("system") == 2
-    assert [limit.scope for limit in accounts.limits()] == ["system"]
+    accounts.send_limits.limit_set(SendLimit("system", "", 100, 3600, "throttle"))
+    accounts.send_limits.limit_set(SendLimit("domain", "a.test", 50, 3600, "throttle"))
+    accounts.send_limits.limit_set(SendLimit("user", "u1@a.test", 5, 60, "throttle"))
+    accounts.send_limits.limit_set(SendLimit("user", "u3@b.test", 7, 60, "throttle"))
+    assert accounts.send_limits.limit_reset("domain", "a.test") == 1
+    assert accounts.send_limits.send_status("u1@a.test").limit.scope == "domain"
+    assert accounts.send_limits.send_status("u3@b.test").limit.scope == "user"
+    assert accounts.send_limits.limit_reset("system") == 2
+    assert [limit.scope for limit in accounts.send_limits.limits()] == ["system"]
 
 
 def test_disable_for_sending_is_lifted_by_user_enable(accounts):
-    accounts.send_disable("u1@a.test")
-    assert accounts.send_disabled("u1@a.test")
-    assert accounts.check_password("u1@a.test", "pw")  # reading mail still works
-    accounts.user_enable("u1@a.test")
-    assert not accounts.send_disabled("u1@a.test")
+    accounts.send_limits.send_disable("u1@a.test")
+    assert accounts.send_limits.send_status("u1@a.test").disabled
+    assert accounts.credentials.check_password("u1@a.test", "pw")  # reading mail still works
+    accounts.directory.user_enable("u1@a.test")
+    assert not accounts.send_limits.send_status("u1@a.test").disabled
+
+
+def test_no_limit_for_unknown_senders_and_without_settings(accounts):
+    assert accounts.send_limits.send_status("u1@a.test") == SendStatus(False, None)
+    accounts.send_limits.limit_set(SendLimit("domain", "b.test", 5, 60, "throttle"))
+    assert accounts.send_limits.send_status("u1@a.test") == SendStatus(False, None)
+    assert accounts.send_limits.send_status("nobody@b.test").limit.scope == "domain"
+    assert accounts.send_limits.send_status("nobody@c.test") == SendStatus(False, None)
 
 
 def test_bad_limits_are_refused(accounts):
     with pytest.raises(UsageError):
-        accounts.limit_set(SendLimit("domain", "nowhere.test", 5, 60, "throttle"))
+        accounts.send_limits.limit_set(SendLimit("domain", "nowhere.test", 5, 60, "throttle"))
     with pytest.raises(UsageError):
-        accounts.limit_set(SendLimit("user", "u1@a.test", 0, 60, "throttle"))
+        accounts.send_limits.limit_set(SendLimit("user", "u1@a.test", 0, 60, "throttle"))
     with pytest.raises(UsageError):
-        accounts.limit_set(SendLimit("user", "u1@a.test", 5, 60, "explode"))
+        accounts.send_limits.limit_set(SendLimit("user", "u1@a.test", 5, 60, "explode"))

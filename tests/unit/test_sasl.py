@@ -10,11 +10,11 @@ import sqlite3
 
 import pytest
 
-from mailforge.auth import accounts as accounts_module
 from mailforge.auth import passwords
 from mailforge.auth import sasl
 from mailforge.auth.accounts import Accounts
 from mailforge.auth.sasl import AUTH_FAILED, MAX_LINE, SASLError, SASLSession, mechanisms
+from mailforge.auth.sqlite import database as accounts_database
 
 from .test_accounts_cram import SCHEMA_1
 
@@ -31,10 +31,10 @@ def cheap_scrypt(monkeypatch):
 @pytest.fixture
 def db(tmp_path):
     accounts = Accounts(tmp_path / "accounts.sqlite3", create=True)
-    accounts.domain_add("example.com")
-    accounts.user_add(USER, PASSWORD)
-    accounts.user_add("off@example.com", PASSWORD)
-    accounts.user_disable("off@example.com")
+    accounts.directory.domain_add("example.com")
+    accounts.directory.user_add(USER, PASSWORD)
+    accounts.directory.user_add("off@example.com", PASSWORD)
+    accounts.directory.user_disable("off@example.com")
     yield accounts
     accounts.close()
 
@@ -48,7 +48,7 @@ def unb64(text: str) -> bytes:
 
 
 def session(db, mechanism: str) -> SASLSession:
-    return SASLSession(mechanism, db, HOST)
+    return SASLSession(mechanism, db.credentials, HOST)
 
 
 def assert_failed(step: sasl.Step, reason: str = AUTH_FAILED) -> None:
@@ -262,7 +262,7 @@ def test_scram_unknown_users_get_stable_salts_that_survive_reopening(db):
     assert salt_of(db, "Nobody@Example.com") == unknown
     assert salt_of(db, "other@example.com") != unknown
     assert salt_of(db, USER) == salt_of(db, USER)
-    with Accounts(db.path) as reopened:
+    with Accounts(db.database.path) as reopened:
         assert salt_of(reopened, "nobody@example.com") == unknown
     assert len(base64.b64decode(unknown)) == len(base64.b64decode(salt_of(db, USER)))
 
@@ -370,8 +370,8 @@ def test_step_before_start_and_double_start(db):
 # -- storage
 
 def stored_scram(db: Accounts, address: str) -> str | None:
-    return db._db.execute("SELECT scram_sha256 FROM mailboxes WHERE address = ?",
-                          (address,)).fetchone()[0]
+    return db.database.fetchone("SELECT scram_sha256 FROM mailboxes WHERE address = ?",
+                                address)[0]
 
 
 def test_record_format_and_lookup(db):
@@ -382,15 +382,15 @@ def test_record_format_and_lookup(db):
     salt = base64.b64decode(match[2])
     _, stored_key, server_key = scram_keys(PASSWORD, salt, int(match[1]))
     assert (base64.b64decode(match[3]), base64.b64decode(match[4])) == (stored_key, server_key)
-    assert db.scram_sha256("BOB@example.com") == passwords.parse_scram_sha256(stored)
+    assert db.credentials.scram_sha256("BOB@example.com") == passwords.parse_scram_sha256(stored)
     for address in ("off@example.com", "nobody@example.com", "not an address"):
-        assert db.scram_sha256(address) is None
+        assert db.credentials.scram_sha256(address) is None
 
 
 def test_passwd_replaces_record(db):
-    before = db.scram_sha256(USER)
-    db.user_passwd(USER, "new")
-    assert db.scram_sha256(USER) != before
+    before = db.credentials.scram_sha256(USER)
+    db.credentials.user_passwd(USER, "new")
+    assert db.credentials.scram_sha256(USER) != before
     client = ScramClient(USER, "new")
     auth, server_first = scram_first(db, client)
     assert auth.step(b64(client.final(server_first))).kind == "challenge"
@@ -402,8 +402,8 @@ def test_passwd_replaces_record(db):
     "SCRAM-SHA-1$4096:c2FsdA==$x:y", "garbage", "SCRAM-SHA-256$4096:!!$x:y",
 ])
 def test_corrupt_record_is_no_record(db, stored):
-    db._db.execute("UPDATE mailboxes SET scram_sha256 = ? WHERE address = ?", (stored, USER))
-    assert db.scram_sha256(USER) is None
+    db.database.update_mailbox(USER, "scram_sha256 = ?", stored)
+    assert db.credentials.scram_sha256(USER) is None
 
 
 def test_saslprep():
@@ -416,7 +416,7 @@ def test_saslprep():
 
 
 def test_password_saslprep_refuses_keeps_other_mechanisms(db):
-    db.user_add("ctl@example.com", "bell\x07")
+    db.directory.user_add("ctl@example.com", "bell\x07")
     assert stored_scram(db, "ctl@example.com") is None
     step = session(db, "PLAIN").start(b64("\0ctl@example.com\0bell\x07"))
     assert step.user == "ctl@example.com"
@@ -434,13 +434,14 @@ def test_migration_from_schema_2(tmp_path):
     raw.commit()
     raw.close()
     with Accounts(path) as db:
-        assert db._db.execute("PRAGMA user_version").fetchone()[0] == accounts_module.SCHEMA_VERSION
-        assert db.check_password(USER, "pw") and db.cram_md5_state(USER) is not None
+        assert db.database.fetchone("PRAGMA user_version")[0] == accounts_database.SCHEMA_VERSION
+        assert db.credentials.check_password(USER, "pw")
+        assert db.credentials.cram_md5_state(USER) is not None
         # No clear password to make the keys from: no SCRAM until it is set again.
-        assert db.scram_sha256(USER) is None
+        assert db.credentials.scram_sha256(USER) is None
         decoy_salt = salt_of(db, USER)
-        db.user_passwd(USER, "pw")
-        assert db.scram_sha256(USER) is not None
+        db.credentials.user_passwd(USER, "pw")
+        assert db.credentials.scram_sha256(USER) is not None
     with Accounts(path) as again:
         assert salt_of(again, "nobody@example.com") == salt_of(again, "nobody@example.com")
         assert salt_of(again, USER) != decoy_salt

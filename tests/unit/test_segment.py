@@ -133,7 +133,7 @@ def test_a_damaged_record_is_refused():
 
 @pytest.fixture
 def agent(config, accounts):
-    return DeliveryAgent(config, accounts, clock=Clock())
+    return DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=Clock())
 
 
 def test_a_segment_is_delivered_and_removed(config, agent):
@@ -167,7 +167,7 @@ def test_a_record_that_must_wait_becomes_an_entry_of_its_own(config, agent, monk
 
 def test_a_segment_cut_short_by_a_killed_worker_is_not_delivered_twice(config, accounts):
     receive(config, [(b"Subject: %d\r\n\r\nx\r\n" % n, ["bob@example.test"]) for n in range(5)])
-    first = DeliveryAgent(config, accounts, clock=Clock())
+    first = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=Clock())
     real_unlink = os.unlink
 
     def killed_before_removing_the_segment(path, *args, **kwargs):
@@ -182,7 +182,7 @@ def test_a_segment_cut_short_by_a_killed_worker_is_not_delivered_twice(config, a
     finally:
         os.unlink = real_unlink
     assert len(delivered(config, "bob@example.test")) == 5
-    DeliveryAgent(config, accounts, clock=Clock()).step()
+    DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, clock=Clock()).step()
     assert len(delivered(config, "bob@example.test")) == 5
     assert queue_length(config.queue_dir) == 0
 

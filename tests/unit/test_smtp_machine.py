@@ -25,7 +25,7 @@ class Directory:
 
 
 def session():
-    return SMTPMachine(SETTINGS, Directory(), "127.0.0.1")
+    return SMTPMachine(SETTINGS, None, Directory(), "127.0.0.1")  # no AUTH here: no logins
 
 
 def run(machine, transcript):

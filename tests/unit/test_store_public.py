@@ -4,8 +4,9 @@ import sqlite3
 
 import pytest
 
-from mailforge.auth import accounts as accounts_module
-from mailforge.auth.accounts import PUBLIC_NOBODY, Accounts, StoreSettings
+from mailforge.auth.accounts import Accounts
+from mailforge.auth.api import PUBLIC_NOBODY, StoreSettings
+from mailforge.auth.sqlite import database as accounts_database
 from mailforge.errors import UsageError
 from mailforge.store.api import (
     SEEN,
@@ -22,10 +23,10 @@ from mailforge.store.maildir import public_path
 def template(tmp_path_factory):
     path = tmp_path_factory.mktemp("accounts") / "accounts.sqlite3"
     with Accounts(path, create=True) as db:
-        db.domain_add("example.test")
-        db.domain_add("other.test")
+        db.directory.domain_add("example.test")
+        db.directory.domain_add("other.test")
         for address in ("ann@example.test", "bob@example.test", "eve@other.test"):
-            db.user_add(address, "secret")
+            db.directory.user_add(address, "secret")
     return path
 
 
@@ -39,21 +40,21 @@ def db(tmp_path, template):
 
 def test_public_folders_are_shared_within_the_domain(tmp_path, db):
     store = tmp_path / "store"
-    ann = open_mailbox(store, db, "ann@example.test")
+    ann = open_mailbox(store, db.mailbox_settings, "ann@example.test")
     assert not any(i.name.startswith("#public/") for i in ann.folders())
     with pytest.raises(FolderNotFound):
         ann.select("#public/News")
-    db.set_public_folders("example.test", True)
-    ann = open_mailbox(store, db, "ann@example.test")
+    db.mailbox_settings.set_public_folders("example.test", True)
+    ann = open_mailbox(store, db.mailbox_settings, "ann@example.test")
     ann.create("#public/News/2024")
     ann.append("#public/News/2024", b"Subject: hello all\n\n")
-    bob = open_mailbox(store, db, "bob@example.test")
+    bob = open_mailbox(store, db.mailbox_settings, "bob@example.test")
     assert {"#public/News", "#public/News/2024"} <= {i.name for i in bob.folders()}
     shared = bob.select("#public/News/2024")
     shared.set_flags([1], [SEEN], FlagMode.ADD)
     assert ann.select("#public/News/2024").messages()[0].flags == {SEEN}  # flags are shared
     assert (public_path(store, "example.test") / ".News.2024" / "cur").is_dir()
-    eve = open_mailbox(store, db, "eve@other.test")
+    eve = open_mailbox(store, db.mailbox_settings, "eve@other.test")
     assert not any(i.name.startswith("#public/") for i in eve.folders())
     with pytest.raises(InvalidName):
         ann.rename("#public/News", "Mine")
@@ -61,11 +62,11 @@ def test_public_folders_are_shared_within_the_domain(tmp_path, db):
 
 def test_only_writers_change_public_folders(tmp_path, db):
     store = tmp_path / "store"
-    db.set_public_folders("example.test", True, "ann@example.test")
-    ann = open_mailbox(store, db, "ann@example.test")
+    db.mailbox_settings.set_public_folders("example.test", True, "ann@example.test")
+    ann = open_mailbox(store, db.mailbox_settings, "ann@example.test")
     ann.create("#public/Board")
     ann.append("#public/Board", b"Subject: rules\n\n")
-    bob = open_mailbox(store, db, "bob@example.test")
+    bob = open_mailbox(store, db.mailbox_settings, "bob@example.test")
     board = bob.select("#public/Board")
     assert board.read_only
     assert board.set_flags([1], [SEEN], FlagMode.ADD)[0].flags == frozenset()
@@ -76,26 +77,27 @@ def test_only_writers_change_public_folders(tmp_path, db):
         with pytest.raises(NotPermitted):
             action()
     assert bob.select("#public/Board").read(1) == b"Subject: rules\r\n\r\n"
-    db.set_public_folders("example.test", True, PUBLIC_NOBODY)
+    db.mailbox_settings.set_public_folders("example.test", True, PUBLIC_NOBODY)
     with pytest.raises(NotPermitted):
-        open_mailbox(store, db, "ann@example.test").append("#public/Board", b"x\n")
+        open_mailbox(store, db.mailbox_settings, "ann@example.test").append("#public/Board", b"x\n")
     with pytest.raises(UsageError):
-        db.set_public_folders("example.test", True, "eve@other.test")
+        db.mailbox_settings.set_public_folders("example.test", True, "eve@other.test")
 
 
 def test_store_settings_and_quota_limits(db):
-    assert db.store_settings("ann@example.test") == StoreSettings()
-    db.set_quota("ann@example.test", 1 << 20, 100)
-    db.set_public_folders("example.test", True, "bob@example.test")
-    assert db.store_settings("ann@example.test") == StoreSettings(1 << 20, 100, True, False)
-    assert db.store_settings("bob@example.test").public_writer
-    assert db.quota_limits("ann@example.test") == (1 << 20, 100)
-    assert db.quota_limits("nobody@example.test") == (None, None)
-    assert db.public_folders("example.test") == (True, "bob@example.test")
+    assert db.mailbox_settings.store_settings("ann@example.test") == StoreSettings()
+    db.mailbox_settings.set_quota("ann@example.test", 1 << 20, 100)
+    db.mailbox_settings.set_public_folders("example.test", True, "bob@example.test")
+    assert db.mailbox_settings.store_settings("ann@example.test") == StoreSettings(
+        1 << 20, 100, True, False)
+    assert db.mailbox_settings.store_settings("bob@example.test").public_writer
+    assert db.mailbox_settings.quota_limits("ann@example.test") == (1 << 20, 100)
+    assert db.mailbox_settings.quota_limits("nobody@example.test") == (None, None)
+    assert db.mailbox_settings.public_folders("example.test") == (True, "bob@example.test")
     with pytest.raises(UsageError):
-        db.set_quota("ann@example.test", -1)
+        db.mailbox_settings.set_quota("ann@example.test", -1)
     with pytest.raises(UsageError):
-        db.set_quota("nobody@example.test", 5)
+        db.mailbox_settings.set_quota("nobody@example.test", 5)
 
 
 def test_schema_3_migrates_to_the_current_one(tmp_path, template):
@@ -114,7 +116,7 @@ def test_schema_3_migrates_to_the_current_one(tmp_path, template):
     """)
     raw.close()
     with Accounts(path) as db:
-        assert db._db.execute("PRAGMA user_version").fetchone()[0] == accounts_module.SCHEMA_VERSION
-        assert db.store_settings("ann@example.test") == StoreSettings()
-        db.set_quota("ann@example.test", 10)
-        assert db.quota_limits("ann@example.test") == (10, None)
+        assert db.database.fetchone("PRAGMA user_version")[0] == accounts_database.SCHEMA_VERSION
+        assert db.mailbox_settings.store_settings("ann@example.test") == StoreSettings()
+        db.mailbox_settings.set_quota("ann@example.test", 10)
+        assert db.mailbox_settings.quota_limits("ann@example.test") == (10, None)

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from mailforge.auth.accounts import Accounts, Lookup
+from mailforge.auth.accounts import Accounts
+from mailforge.auth.api import Lookup
 from mailforge.config import Config
 from mailforge.protocols.smtp import SMTPMachine, SMTPSettings
 from mailforge.queue.delivery import DeliveryAgent
@@ -87,7 +88,7 @@ class Directory:
 def test_smtp_answers_552_at_rcpt_for_a_full_mailbox():
     settings = SMTPSettings("mx.test", max_message_size=1000, max_recipients=3,
                             max_line_length=2048)
-    machine = SMTPMachine(settings, Directory(), "127.0.0.1",
+    machine = SMTPMachine(settings, None, Directory(), "127.0.0.1",
                           mailbox_full=lambda address: address == ADDRESS)
     machine.handle(b"EHLO client.test")
     machine.handle(b"MAIL FROM:<a@remote.test>")
@@ -101,9 +102,9 @@ def config(tmp_path):
     config = Config()
     config.path = tmp_path / "mailforge.toml"
     with Accounts(config.accounts_db, create=True) as accounts:
-        accounts.domain_add("example.test")
-        accounts.user_add(ADDRESS, "secret")
-        accounts.set_quota(ADDRESS, 250)  # one message with its trace header
+        accounts.directory.domain_add("example.test")
+        accounts.directory.user_add(ADDRESS, "secret")
+        accounts.mailbox_settings.set_quota(ADDRESS, 250)  # one message with its trace header
     return config
 
 
@@ -120,13 +121,13 @@ def enqueue(config, message):
 
 def test_delivery_defers_over_quota_and_imap_sees_the_limit(config):
     with Accounts(config.accounts_db) as accounts:
-        agent = DeliveryAgent(config, accounts)
+        agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings)
         enqueue(config, BODY)
         enqueue(config, BODY)
         agent.step()
         assert len(os.listdir(mailbox_path(config.store_dir, ADDRESS) / "new")) == 1
         assert queue_length(config.queue_dir) == 1  # waits for space
-        mailbox = open_mailbox(config.store_dir, accounts, ADDRESS)
+        mailbox = open_mailbox(config.store_dir, accounts.mailbox_settings, ADDRESS)
         assert mailbox.quota().limit_bytes == 250
         with pytest.raises(OverQuota):
             mailbox.append("INBOX", BODY)

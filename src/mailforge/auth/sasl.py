@@ -6,7 +6,7 @@ back each `Step`'s challenge ("334 ..." in SMTP, "+ ..." in POP3 and IMAP) until
 success or a failure. Base64, length limits and cancelling live here, so every protocol gets
 them alike. Whatever the client sends, the result is a failure with a reason, never an
 exception. Reasons are fit for logs and never say whether a user exists: wrong passwords,
-unknown and disabled users all give AUTH_FAILED, with the same work done (see Accounts).
+unknown and disabled users all give AUTH_FAILED, with the same work done (see api.Authenticator).
 
 NTLM is deliberately absent (broken crypto); SCRAM-SHA-256 is what replaces it. SCRAM channel
 binding (the -PLUS variants) is not offered, so a client asking for it is refused.
@@ -21,13 +21,11 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Generator, Literal
+from typing import Callable, Generator, Literal
 
 from ..addresses import normalize_address
 from ..errors import UsageError
-
-if TYPE_CHECKING:
-    from .accounts import Accounts
+from .api import Authenticator
 
 MECHANISMS = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN")
 # They put the password itself on the wire: only inside TLS, unless the operator allows it.
@@ -73,7 +71,7 @@ class _Refused(Exception):
 # challenge, receives each decoded client response, and returns the authenticated user or
 # raises _Refused.
 Exchange = Generator[bytes, bytes, str]
-Mechanism = Callable[["Accounts", str, "bytes | None"], Exchange]
+Mechanism = Callable[[Authenticator, str, "bytes | None"], Exchange]
 
 
 def mechanisms(tls_active: bool, allow_plaintext: bool) -> list[str]:
@@ -84,7 +82,7 @@ def mechanisms(tls_active: bool, allow_plaintext: bool) -> list[str]:
 
 
 class SASLSession:
-    def __init__(self, mechanism: str, accounts: Accounts, hostname: str) -> None:
+    def __init__(self, mechanism: str, accounts: Authenticator, hostname: str) -> None:
         self.mechanism = mechanism.upper()
         run = _MECHANISMS.get(self.mechanism)
         if run is None:
@@ -131,7 +129,7 @@ class SASLSession:
 
 # -- the mechanisms
 
-def _plain(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange:
+def _plain(accounts: Authenticator, hostname: str, initial: bytes | None) -> Exchange:
     """RFC 4616: authzid NUL authcid NUL password, in one message."""
     message = initial if initial is not None else (yield b"")
     fields = message.split(b"\0")
@@ -144,7 +142,7 @@ def _plain(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange
     return normalize_address(user)
 
 
-def _login(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange:
+def _login(accounts: Authenticator, hostname: str, initial: bytes | None) -> Exchange:
     """The LOGIN draft: user and password in two answers; some clients send the user on the
     AUTH line."""
     user = _text(initial if initial is not None else (yield b"Username:"))
@@ -154,9 +152,9 @@ def _login(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange
     return normalize_address(user)
 
 
-def _cram_md5(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange:
+def _cram_md5(accounts: Authenticator, hostname: str, initial: bytes | None) -> Exchange:
     """RFC 2195: the client answers "user hexdigest", HMAC-MD5 of our challenge."""
-    # Imported here, as in accounts: importing speedups may log a warning.
+    # Imported here, as in sqlite.credentials: importing speedups may log a warning.
     from ..speedups import cram_challenge
 
     if initial is not None:
@@ -171,7 +169,7 @@ def _cram_md5(accounts: Accounts, hostname: str, initial: bytes | None) -> Excha
     return normalize_address(user)
 
 
-def _scram_sha256(accounts: Accounts, hostname: str, initial: bytes | None) -> Exchange:
+def _scram_sha256(accounts: Authenticator, hostname: str, initial: bytes | None) -> Exchange:
     """RFC 5802 with SHA-256 (RFC 7677), no channel binding."""
     client_first = _text(initial if initial is not None else (yield b""))
     gs2_header, authzid, client_first_bare = _split_gs2(client_first)

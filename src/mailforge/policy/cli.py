@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..addresses import normalize_address, normalize_domain
-from ..auth.accounts import SEND_LIMIT_ACTIONS, Accounts, SendLimit
+from ..auth.accounts import Accounts
+from ..auth.api import SEND_LIMIT_ACTIONS, SendLimit
 from ..auth.cli import group, leaf, print_table
 from ..config import Config
 from ..errors import EXIT_OK
@@ -51,7 +52,7 @@ def _set(args: argparse.Namespace, config: Config) -> int:
     scope, name = _scope(args)
     limit = SendLimit(scope, name, args.messages, args.interval, args.action)
     with Accounts(config.accounts_db) as accounts:
-        accounts.limit_set(limit)
+        accounts.send_limits.limit_set(limit)
     print(f"{scope} {name}".rstrip() + f": {_describe(limit)}")
     return EXIT_OK
 
@@ -60,20 +61,21 @@ def _show(args: argparse.Namespace, config: Config) -> int:
     with Accounts(config.accounts_db) as accounts:
         if args.address is None:
             print_table([(limit.scope, limit.name or "-", _describe(limit))
-                         for limit in accounts.limits()])
+                         for limit in accounts.send_limits.limits()])
             return EXIT_OK
         address = normalize_address(args.address)
-        limit = accounts.send_limit(address)
-        disabled = accounts.send_disabled(address)
+        status = accounts.send_limits.send_status(address)
+    limit = status.limit
     source = "no limit" if limit is None else f"{_describe(limit)} ({limit.scope} setting)"
-    print(f"{address}: {source}" + ("; sending disabled (`user enable` lifts it)" if disabled else ""))
+    print(f"{address}: {source}"
+          + ("; sending disabled (`user enable` lifts it)" if status.disabled else ""))
     return EXIT_OK
 
 
 def _reset(args: argparse.Namespace, config: Config) -> int:
     scope, name = _scope(args)
     with Accounts(config.accounts_db) as accounts:
-        removed = accounts.limit_reset(scope, name)
+        removed = accounts.send_limits.limit_reset(scope, name)
     below = {"system": "domain and user limits", "domain": f"user limits in {name}",
              "user": f"the limit of {name}"}[scope]
     print(f"cleared {below}: {removed} removed")

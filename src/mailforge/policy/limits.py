@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from ..auth.accounts import Accounts, SendLimit
+from ..auth.api import SendLimit, SendLimitSource
 from ..ratekeeper.client import RateKeeperClient
 
 log = logging.getLogger("mailforge.limits")
@@ -47,7 +47,7 @@ Notifier = Callable[[str, bytes], Awaitable[object]]
 
 @dataclass
 class SendLimiter:
-    accounts: Accounts
+    send_limits: SendLimitSource
     ratekeeper: RateKeeperClient
     executor: Executor
     hostname: str
@@ -57,9 +57,10 @@ class SendLimiter:
     async def check(self, sender: str, client_ip: str, commit: bool) -> Refusal | None:
         """None when `sender` (a logged-in user) may send one more message; else the refusal.
         With `commit`, the message is counted."""
-        if self.accounts.send_disabled(sender):
+        status = self.send_limits.send_status(sender)
+        if status.disabled:
             return DISABLED
-        limit = self.accounts.send_limit(sender)
+        limit = status.limit
         if limit is None:
             return None
         allowed, new_event = await self.ratekeeper.take_send(sender, limit.messages,
@@ -68,7 +69,7 @@ class SendLimiter:
             return None
         if limit.action == DISABLE:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self.executor, self.accounts.send_disable, sender)
+            await loop.run_in_executor(self.executor, self.send_limits.send_disable, sender)
         if new_event:
             await self._report(sender, client_ip, limit)
         return DISABLED if limit.action == DISABLE else THROTTLED

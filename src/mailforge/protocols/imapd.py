@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..auth.accounts import Accounts
+from ..auth.api import Authenticator
 from ..ratekeeper.client import RateKeeperClient
 from ..speedups import Command as ParsedCommand
 from ..speedups import CommandParser, ParseError
@@ -44,7 +44,7 @@ USER_SESSIONS = "imap-users"
 @dataclass(kw_only=True)
 class IMAPContext(SessionContext):
     settings: IMAPSettings
-    accounts: Accounts
+    accounts: Authenticator
     open_mailbox: Callable[[str], Mailbox]
     ratekeeper: RateKeeperClient
     max_sessions_per_user: int

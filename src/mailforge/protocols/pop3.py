@@ -20,9 +20,9 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from ..addresses import normalize_address
+from ..auth.api import APOPAuthenticator
 from ..auth.sasl import (
     CANCEL,
     PLAINTEXT_MECHANISMS,
@@ -44,14 +44,6 @@ MAX_NUMBER_DIGITS = 10
 class State(enum.IntEnum):
     AUTHORIZATION = 0
     TRANSACTION = 1
-
-
-class PasswordCheck(Protocol):
-    """What USER/PASS and APOP ask of auth.accounts.Accounts (SASL asks more, see auth.sasl)."""
-
-    def check_password(self, address: str, password: str) -> bool: ...
-
-    def verify_apop(self, address: str, timestamp: str, digest: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +74,7 @@ def multiline(first: str, lines: list[str]) -> Reply:
 
 
 class POP3Machine:
-    def __init__(self, settings: POP3Settings, accounts: PasswordCheck,
+    def __init__(self, settings: POP3Settings, accounts: APOPAuthenticator,
                  tls_active: bool = False) -> None:
         self.settings = settings
         self.accounts = accounts
@@ -194,7 +186,7 @@ class POP3Machine:
                            "use STLS first")
             return err("Unsupported authentication mechanism")
         try:
-            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)  # type: ignore[arg-type]
+            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)
         except SASLError:
             return err("Unsupported authentication mechanism")
         initial = args[1].decode("ascii", "replace") if len(args) == 2 else None

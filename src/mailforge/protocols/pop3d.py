@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..auth.accounts import Accounts
+from ..auth.api import APOPAuthenticator
 from ..store.pop3box import Maildrop, MaildropBusy
 from .driver import Refusals, SessionContext, SessionDriver
 from .pop3 import POP3Machine, POP3Settings
@@ -32,7 +32,7 @@ MAX_LINE = 8192 + 2
 @dataclass(kw_only=True)
 class POP3Context(SessionContext):
     settings: POP3Settings
-    accounts: Accounts
+    accounts: APOPAuthenticator
     store_dir: Path
 
 

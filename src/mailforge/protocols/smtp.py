@@ -11,9 +11,9 @@ import email.utils
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ..addresses import AddressError, parse_address
+from ..auth.api import Authenticator, RecipientResolver
 from ..auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, Step, mechanisms
 from ..policy.relay import RelayPolicy
 from ..queue.dsn import DSNParamError, parse_envid, parse_notify, parse_orcpt, parse_ret
@@ -38,12 +38,6 @@ MISSING_STEP = {
     State.MAIL: b"503 5.5.1 Error: need MAIL command\r\n",
     State.RCPT: b"503 5.5.1 Error: need RCPT command\r\n",
 }
-
-
-class AccountLookup(Protocol):
-    """What the session asks of auth.accounts.Accounts (and SASL asks of it in turn)."""
-
-    def lookup_recipient(self, address: str): ...  # -> auth.accounts.Lookup
 
 
 @dataclass(frozen=True)
@@ -80,11 +74,12 @@ def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> 
 
 
 class SMTPMachine:
-    def __init__(self, settings: SMTPSettings, accounts: AccountLookup, peer_ip: str,
-                 tls_active: bool = False, mailbox_full: Callable[[str], bool] | None = None
-                 ) -> None:
+    def __init__(self, settings: SMTPSettings, accounts: Authenticator,
+                 recipients: RecipientResolver, peer_ip: str, tls_active: bool = False,
+                 mailbox_full: Callable[[str], bool] | None = None) -> None:
         self.settings = settings
         self.accounts = accounts
+        self.recipients = recipients
         self.mailbox_full = mailbox_full  # store.quota.mailbox_full, bound to the store
         self.peer_ip = peer_ip
         self.tls_active = tls_active
@@ -274,10 +269,10 @@ class SMTPMachine:
             return True
         if sender.lower() == self.user:
             return True
-        return self.user in self.accounts.lookup_recipient(sender).mailboxes
+        return self.user in self.recipients.lookup_recipient(sender).mailboxes
 
     def _refuse_recipient(self, address: str) -> Reply | None:
-        lookup = self.accounts.lookup_recipient(address)
+        lookup = self.recipients.lookup_recipient(address)
         status = lookup.status
         if status == "ok":
             if self.mailbox_full is not None and any(map(self.mailbox_full, lookup.mailboxes)):

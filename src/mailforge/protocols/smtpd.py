@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..auth.api import Authenticator, RecipientResolver
 from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
@@ -19,7 +20,7 @@ from ..speedups import DotUnstuffer
 from .driver import Refusals, SessionContext, SessionDriver
 from .hops import HopCounter
 from .session import Action, Reply
-from .smtp import AccountLookup, SMTPMachine, SMTPSettings
+from .smtp import SMTPMachine, SMTPSettings
 from .transport import Connection, LineTooLong
 
 log = logging.getLogger("mailforge.smtp")
@@ -29,7 +30,8 @@ log = logging.getLogger("mailforge.smtp")
 class SMTPContext(SessionContext):
     settings: SMTPSettings
     spool: Spool
-    accounts: AccountLookup
+    accounts: Authenticator
+    recipients: RecipientResolver
     limiter: SendLimiter
     mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
 
@@ -49,8 +51,8 @@ class SMTPDriver(SessionDriver):
 
     def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
         super().__init__(conn, ctx)
-        self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls,
-                                   mailbox_full=ctx.mailbox_full)
+        self.machine = SMTPMachine(ctx.settings, ctx.accounts, ctx.recipients, conn.peer_ip,
+                                   tls_active=conn.tls, mailbox_full=ctx.mailbox_full)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
         self.hops = HopCounter()  # of the BDAT message being received
 

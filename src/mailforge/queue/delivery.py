@@ -25,11 +25,11 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from .. import allocator, metrics, sandbox
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
+from ..auth.api import QuotaSource, RecipientResolver
 from ..config import Config
 from ..errors import EXIT_WORKER_BOOT
 from ..store import quota
@@ -57,17 +57,6 @@ READ_CHUNK = 64 * 1024
 BUSY_RETRY = 5.0
 # Failures worth a retry: the disk (full, EIO) or the accounts DB (locked, busy).
 TEMPORARY_ERRORS = (OSError, sqlite3.Error)
-
-
-class Lookup(Protocol):
-    status: str
-    mailboxes: list[str]
-
-
-class RecipientResolver(Protocol):
-    def lookup_recipient(self, address: str) -> Lookup: ...
-
-    def quota_limits(self, address: str) -> tuple[int | None, int | None]: ...
 
 
 @dataclass
@@ -209,12 +198,13 @@ def _count_placed(copy: Copy, now: float) -> None:
 class DeliveryAgent(Settlement):
     """The loop body of a delivery worker, testable without forking."""
 
-    def __init__(self, config: Config, accounts: RecipientResolver, slot: int = 0,
-                 slots: int = 1, sync_mode: str = SYNC_SYNCFS,
+    def __init__(self, config: Config, recipients: RecipientResolver, quotas: QuotaSource,
+                 slot: int = 0, slots: int = 1, sync_mode: str = SYNC_SYNCFS,
                  clock: Callable[[], float] = time.time,
                  outbound: OutboundRunner | None = None) -> None:
         self.config = config
-        self.accounts = accounts
+        self.recipients = recipients
+        self.quotas = quotas
         self.slot, self.slots = slot, slots
         self.clock = clock
         self.active = config.queue_dir / ACTIVE
@@ -426,7 +416,7 @@ class DeliveryAgent(Settlement):
 
     def _write_recipient(self, entry: Entry, rcpt: str, batch: CopyBatch) -> None:
         try:
-            lookup = self.accounts.lookup_recipient(rcpt)
+            lookup = self.recipients.lookup_recipient(rcpt)
         except AddressError as exc:
             self._refuse(entry, rcpt, batch, "5.1.3", f"invalid address: {exc}")
             return
@@ -443,7 +433,7 @@ class DeliveryAgent(Settlement):
         for mailbox in lookup.mailboxes:
             if mailbox in entry.mailboxes:
                 continue
-            if not quota.admit(self.config.store_dir, self.accounts, mailbox, entry.envelope.size):
+            if not quota.admit(self.config.store_dir, self.quotas, mailbox, entry.envelope.size):
                 entry.failed[rcpt] = "mailbox full (over quota)"  # deferred: it may free up
                 continue
             maildir = ensure_maildir_durable(self.config.store_dir,
@@ -586,7 +576,8 @@ def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
         stopping: Callable[[], bool]) -> None:
     """Body of a delivery worker process: returns once `stopping()` says so."""
     with Accounts(config.accounts_db) as accounts:
-        agent = DeliveryAgent(config, accounts, slot, slots, outbound=shared_runner(config))
+        agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, slots,
+                              outbound=shared_runner(config))
         try:
             _loop(agent, heartbeat, stopping)
         finally:

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from ..addresses import normalize_address, normalize_domain
-from ..auth.accounts import PUBLIC_EVERYONE, PUBLIC_NOBODY, Accounts
+from ..auth.accounts import Accounts
+from ..auth.api import PUBLIC_EVERYONE, PUBLIC_NOBODY
 from ..auth.cli import address_leaf, group, leaf
 from ..config import Config
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
@@ -63,7 +64,7 @@ def _quota_set(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
     limit_bytes, limit_messages = parse_size(args.size), _parse_count(args.messages)
     with Accounts(config.accounts_db) as accounts:
-        accounts.set_quota(address, limit_bytes, limit_messages)
+        accounts.mailbox_settings.set_quota(address, limit_bytes, limit_messages)
     print(f"quota of {address}: {_describe(limit_bytes, limit_messages)}")
     return EXIT_OK
 
@@ -71,9 +72,10 @@ def _quota_set(args: argparse.Namespace, config: Config) -> int:
 def _quota_show(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
     with Accounts(config.accounts_db) as accounts:
-        if address not in {user.address for user in accounts.users(address.rpartition("@")[2])}:
+        users = accounts.directory.users(address.rpartition("@")[2])
+        if address not in {user.address for user in users}:
             raise UsageError(f"no such mailbox: {address}")
-        limits = Limits(*accounts.quota_limits(address))
+        limits = Limits(*accounts.mailbox_settings.quota_limits(address))
     maildir = mailbox_path(config.store_dir, address)
     used = MaildirSize(maildir, limits).quota() if maildir.is_dir() else None
     print(f"limit: {_describe(limits.bytes, limits.messages)}")
@@ -86,13 +88,13 @@ def _public_set(args: argparse.Namespace, config: Config) -> int:
     domain = normalize_domain(args.domain)
     writers = None if args.writers is None else WRITERS.get(args.writers, args.writers)
     with Accounts(config.accounts_db) as accounts:
-        accounts.set_public_folders(domain, args.state == "on", writers)
+        accounts.mailbox_settings.set_public_folders(domain, args.state == "on", writers)
     return _public_show(args, config)
 
 
 def _public_show(args: argparse.Namespace, config: Config) -> int:
     with Accounts(config.accounts_db) as accounts:
-        enabled, writers = accounts.public_folders(args.domain)
+        enabled, writers = accounts.mailbox_settings.public_folders(args.domain)
     names = {value: name for name, value in WRITERS.items()}
     print(f"public folders of {normalize_domain(args.domain)}: {'on' if enabled else 'off'}, "
           f"writers: {names.get(writers, writers)}")

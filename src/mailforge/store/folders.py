@@ -19,8 +19,8 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from ..auth.api import StoreSettingsSource
 from ..queue.commit import fsync_dir
 from .api import (
     INBOX,
@@ -45,9 +45,6 @@ from .quota import NO_LIMITS, Limits, MaildirSize
 from .selected import SelectedFolder, canonical_flags
 from .uidindex import write_atomically
 
-if TYPE_CHECKING:
-    from ..auth.accounts import Accounts
-
 SUBSCRIPTIONS = "subscriptions"
 SUBSCRIPTIONS_HEADER = "V\t2\n\n"
 # A folder being deleted is first renamed to this prefix (not a folder name: it starts with
@@ -70,7 +67,7 @@ class _Place:
     public: bool
 
 
-def open_mailbox(store_dir: Path, accounts: Accounts, address: str) -> MaildirMailbox:
+def open_mailbox(store_dir: Path, accounts: StoreSettingsSource, address: str) -> MaildirMailbox:
     """The Mailbox of a canonical address, with its quota and its domain's public folders."""
     settings = accounts.store_settings(address)
     public = None

@@ -18,8 +18,8 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
+from ..auth.api import QuotaSource
 from ..queue.commit import unlink_quietly
 from .api import Quota
 from .flags import field_of
@@ -141,13 +141,9 @@ def count_messages(maildir: Path) -> tuple[int, int]:
     return used_bytes, used_messages
 
 
-class QuotaSource(Protocol):
-    def quota_limits(self, address: str) -> tuple[int | None, int | None]: ...
-
-
-def mailbox_full(store_dir: Path, accounts: QuotaSource, address: str, size: int = 1) -> bool:
+def mailbox_full(store_dir: Path, quotas: QuotaSource, address: str, size: int = 1) -> bool:
     """For SMTP's RCPT: is the mailbox of ADDR over quota (with `size` more octets)?"""
-    return would_exceed(store_dir, address, Limits(*accounts.quota_limits(address)), size)
+    return would_exceed(store_dir, address, Limits(*quotas.quota_limits(address)), size)
 
 
 def would_exceed(store_dir: Path, address: str, limits: Limits, size: int) -> bool:
@@ -161,10 +157,10 @@ def would_exceed(store_dir: Path, address: str, limits: Limits, size: int) -> bo
     return MaildirSize(maildir, limits).would_exceed(size)
 
 
-def admit(store_dir: Path, accounts: QuotaSource, address: str, size: int) -> bool:
+def admit(store_dir: Path, quotas: QuotaSource, address: str, size: int) -> bool:
     """For local delivery: False when the message would go over quota; else True, and its
     size is counted (an estimate if the delivery then fails: the file heals, see above)."""
-    limits = Limits(*accounts.quota_limits(address))
+    limits = Limits(*quotas.quota_limits(address))
     if would_exceed(store_dir, address, limits, size):
         return False
     if limits.bytes is not None or limits.messages is not None:

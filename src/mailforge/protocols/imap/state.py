@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...addresses import normalize_address
+from ...auth.api import Authenticator
 from ...auth.sasl import (
     CANCEL,
     PLAINTEXT_MECHANISMS,
@@ -67,7 +68,7 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
 
 
 class IMAPMachine:
-    def __init__(self, settings: IMAPSettings, accounts: object,
+    def __init__(self, settings: IMAPSettings, accounts: Authenticator,
                  open_mailbox: Callable[[str], Mailbox], tls_active: bool = False) -> None:
         self.settings = settings
         self.accounts = accounts
@@ -238,7 +239,7 @@ class IMAPMachine:
             return no("Plaintext authentication disallowed on non-secure connections; "
                       "use STARTTLS first", "PRIVACYREQUIRED")
         user, password = text(args[0]), text(args[1])
-        if not self.accounts.check_password(user, password):  # type: ignore[attr-defined]
+        if not self.accounts.check_password(user, password):
             return no("Authentication failed", AUTHENTICATION_FAILED)
         return self._logged_in(normalize_address(user))
 
@@ -251,7 +252,7 @@ class IMAPMachine:
                           "use STARTTLS first", "PRIVACYREQUIRED")
             return no("Unsupported authentication mechanism", "CANNOT")
         try:
-            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)  # type: ignore[arg-type]
+            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)
         except SASLError:
             return no("Unsupported authentication mechanism", "CANNOT")
         self._pending_tag = tag

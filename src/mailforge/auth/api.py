@@ -1,0 +1,122 @@
+"""What the rest of mailforge asks of the accounts database: the records it answers with, and
+one narrow `typing.Protocol` per kind of question, each named for its consumer's need.
+
+No SQLite here, so consumers import this without importing a backend. The SQLite backend
+(auth/sqlite/, opened through auth.accounts.Accounts) implements every protocol; another
+backend is one more implementation of the same protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .passwords import ScramRecord
+
+# SendLimit scopes, narrowest first: the first one found for a sender applies.
+SEND_LIMIT_SCOPES = ("user", "domain", "system")
+SEND_LIMIT_ACTIONS = ("throttle", "disable")
+# Who may change a domain's public folders, besides a comma-separated list of addresses.
+PUBLIC_EVERYONE = "*"
+PUBLIC_NOBODY = ""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Where mail to one address goes.
+
+    status: "ok" (mailboxes is not empty), "unknown", "disabled" (every mailbox it reaches is
+    disabled) or "not_local" (the domain is not ours).
+    """
+
+    status: str
+    mailboxes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    address: str
+    disabled: bool
+    created: float
+
+
+@dataclass(frozen=True)
+class SendLimit:
+    """An outbound message limit: at most `messages` per `interval` seconds per sender.
+
+    scope is "system" (name ""), "domain" (name a domain) or "user" (name an address); the
+    narrowest one that exists applies. action: "throttle" (451 until the window allows) or
+    "disable" (the mailbox may not send until `user enable`).
+    """
+
+    scope: str
+    name: str
+    messages: int
+    interval: float
+    action: str
+
+
+@dataclass(frozen=True)
+class SendStatus:
+    """What the outbound limit needs to know of a sender: whether a "disable" action stopped
+    it, and the limit that applies to it (None: no limit)."""
+
+    disabled: bool
+    limit: SendLimit | None
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What the mailbox store needs to know of an account."""
+
+    quota_bytes: int | None = None
+    quota_messages: int | None = None
+    public_folders: bool = False   # the domain shares public folders
+    public_writer: bool = False    # this account may change them
+
+
+class RecipientResolver(Protocol):
+    """SMTP's MAIL and RCPT, and local delivery: where mail to an address goes."""
+
+    def lookup_recipient(self, address: str) -> Lookup: ...
+
+
+class Authenticator(Protocol):
+    """Logins: USER/PASS, IMAP LOGIN and every SASL mechanism (auth.sasl). Each answer is
+    False (or the decoy) alike for a wrong secret and an unknown, disabled or invalid address,
+    with the same work done, so that neither answer nor timing tells which addresses exist."""
+
+    def check_password(self, address: str, password: str) -> bool: ...
+
+    def verify_cram_md5(self, address: str, challenge: bytes, response_digest: str) -> bool: ...
+
+    def scram_sha256(self, address: str) -> ScramRecord | None: ...
+
+    def scram_decoy(self, username: str) -> ScramRecord: ...
+
+
+class APOPAuthenticator(Authenticator, Protocol):
+    """POP3's logins: the others, and APOP (RFC 1939 7)."""
+
+    def verify_apop(self, address: str, timestamp: str, digest: str) -> bool: ...
+
+
+class SendLimitSource(Protocol):
+    """The outbound limit (policy.limits.SendLimiter)."""
+
+    def send_status(self, address: str) -> SendStatus: ...
+
+    def send_disable(self, address: str) -> None: ...
+
+
+class QuotaSource(Protocol):
+    """Quota checks at RCPT and at delivery (store.quota): (bytes, messages) limits of a
+    canonical address, None for no limit; (None, None) when the address is unknown."""
+
+    def quota_limits(self, address: str) -> tuple[int | None, int | None]: ...
+
+
+class StoreSettingsSource(Protocol):
+    """Opening a mailbox (store.folders.open_mailbox): its quota and public-folder rights."""
+
+    def store_settings(self, address: str) -> StoreSettings: ...

@@ -1,0 +1,172 @@
+"""Who is here: hosted domains, mailboxes and aliases, and where mail to an address goes
+(auth.api.RecipientResolver)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from ...addresses import is_address_literal, normalize_address, normalize_domain
+from ...errors import UsageError
+from ..api import Lookup, UserInfo
+from .credentials import password_columns
+from .database import Database, count, domain_of, exists, is_domain, is_mailbox, require_domain
+from .database import require_mailbox
+
+# Aliases that point at aliases: deep enough for lists of lists, bounded so that neither a long
+# chain nor an alias loop (a -> b -> a) turns one RCPT into unbounded work.
+MAX_ALIAS_DEPTH = 8
+
+# The mailboxes an address reaches through aliases (itself included), with their disabled flag,
+# each once, nearest first. UNION (not UNION ALL) keeps the rows per depth to the distinct
+# addresses; the depth bound ends loops.
+_REACH = """
+WITH RECURSIVE reach(address, depth) AS (
+    VALUES (?, 0)
+    UNION
+    SELECT aliases.target, reach.depth + 1
+    FROM aliases JOIN reach ON aliases.source = reach.address
+    WHERE reach.depth < ?
+)
+SELECT reach.address, mailboxes.disabled
+FROM reach JOIN mailboxes ON mailboxes.address = reach.address
+GROUP BY reach.address
+ORDER BY MIN(reach.depth), reach.address
+"""
+
+
+class Directory:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    # -- domains
+
+    def domain_add(self, name: str) -> None:
+        domain = normalize_domain(name)
+        if is_address_literal(domain):
+            raise UsageError(f"{domain} is an address literal, not a domain that can be hosted")
+        with self._database.write() as db:
+            if is_domain(db, domain):
+                raise UsageError(f"domain {domain} exists already")
+            db.execute("INSERT INTO domains (name, created) VALUES (?, ?)", (domain, time.time()))
+
+    def domain_remove(self, name: str) -> None:
+        domain = normalize_domain(name)
+        with self._database.write() as db:
+            require_domain(db, domain)
+            mailboxes = count(db, "SELECT COUNT(*) FROM mailboxes WHERE domain = ?", domain)
+            aliases = count(db, "SELECT COUNT(*) FROM aliases WHERE domain = ?", domain)
+            if mailboxes or aliases:
+                raise UsageError(f"domain {domain} still has {mailboxes} mailbox(es) and "
+                                 f"{aliases} alias(es); remove them first")
+            db.execute("DELETE FROM domains WHERE name = ?", (domain,))
+
+    def domains(self) -> list[str]:
+        return [row[0] for row in self._database.fetchall("SELECT name FROM domains ORDER BY name")]
+
+    def is_local_domain(self, domain: str) -> bool:
+        try:
+            domain = normalize_domain(domain)
+        except UsageError:
+            return False
+        with self._database.read() as db:
+            return is_domain(db, domain)
+
+    # -- mailboxes
+
+    def user_add(self, address: str, password: str) -> None:
+        address = normalize_address(address)
+        hashed, cram, scram = password_columns(password)
+        domain = domain_of(address)
+        with self._database.write() as db:
+            require_domain(db, domain)
+            if is_mailbox(db, address):
+                raise UsageError(f"mailbox {address} exists already")
+            if exists(db, "SELECT 1 FROM aliases WHERE source = ?", address):
+                raise UsageError(f"{address} is an alias; remove the alias first")
+            db.execute("INSERT INTO mailboxes (address, domain, password, cram_md5, "
+                       "scram_sha256, created) VALUES (?, ?, ?, ?, ?, ?)",
+                       (address, domain, hashed, cram, scram, time.time()))
+
+    def user_remove(self, address: str) -> None:
+        address = normalize_address(address)
+        with self._database.write() as db:
+            require_mailbox(db, address)
+            db.execute("DELETE FROM mailboxes WHERE address = ?", (address,))
+
+    def user_disable(self, address: str) -> None:
+        self._database.update_mailbox(address, "disabled = ?", 1)
+
+    def user_enable(self, address: str) -> None:
+        """Undo `user_disable`, and a limit's "disable" action."""
+        self._database.update_mailbox(address, "disabled = ?, send_disabled = ?", 0, 0)
+
+    def users(self, domain: str | None = None) -> list[UserInfo]:
+        sql, params = "SELECT address, disabled, created FROM mailboxes", ()
+        if domain is not None:
+            sql, params = sql + " WHERE domain = ?", (self._database.known_domain(domain),)
+        rows = self._database.fetchall(sql + " ORDER BY address", *params)
+        return [UserInfo(address, bool(disabled), created) for address, disabled, created in rows]
+
+    # -- aliases
+
+    def alias_add(self, source: str, target: str) -> None:
+        source, target = normalize_address(source), normalize_address(target)
+        if source == target:
+            raise UsageError(f"alias {source} cannot point at itself")
+        domain = domain_of(source)
+        with self._database.write() as db:
+            require_domain(db, domain)
+            if is_mailbox(db, source):
+                raise UsageError(f"{source} is a mailbox; an alias source must not be one")
+            if exists(db, "SELECT 1 FROM aliases WHERE source = ? AND target = ?", source, target):
+                raise UsageError(f"alias {source} -> {target} exists already")
+            _check_target(db, target)
+            db.execute("INSERT INTO aliases (source, target, domain, created) VALUES (?, ?, ?, ?)",
+                       (source, target, domain, time.time()))
+
+    def alias_remove(self, source: str, target: str | None = None) -> None:
+        """Remove one target of `source`, or with no target, the whole alias."""
+        source = normalize_address(source)
+        sql, params = "DELETE FROM aliases WHERE source = ?", (source,)
+        if target is not None:
+            sql, params = sql + " AND target = ?", (source, normalize_address(target))
+        with self._database.write() as db:
+            if db.execute(sql, params).rowcount == 0:
+                what = f"{source} -> {params[1]}" if target is not None else source
+                raise UsageError(f"no such alias: {what}")
+
+    def aliases(self, domain: str | None = None) -> list[tuple[str, str]]:
+        sql, params = "SELECT source, target FROM aliases", ()
+        if domain is not None:
+            sql, params = sql + " WHERE domain = ?", (self._database.known_domain(domain),)
+        return self._database.fetchall(sql + " ORDER BY source, target", *params)
+
+    # -- delivery
+
+    def lookup_recipient(self, address: str) -> Lookup:
+        """Where mail to `address` goes; AddressError if it is not an address.
+
+        Two indexed queries: the domain, then the recursive alias walk joined to the mailboxes.
+        Alias targets outside our domains are left out of `mailboxes` until remote relay
+        exists; an address that reaches only such targets is "unknown", so that SMTP refuses
+        mail it could not deliver rather than accepting and dropping it.
+        """
+        address = normalize_address(address)
+        with self._database.read() as db:
+            if not is_domain(db, domain_of(address)):
+                return Lookup("not_local")
+            rows = db.execute(_REACH, (address, MAX_ALIAS_DEPTH)).fetchall()
+        mailboxes = [mailbox for mailbox, disabled in rows if not disabled]
+        if mailboxes:
+            return Lookup("ok", mailboxes)
+        return Lookup("disabled" if rows else "unknown")
+
+
+def _check_target(db: sqlite3.Connection, target: str) -> None:
+    """A target in one of our domains must exist, which catches typos; one elsewhere is taken
+    on trust."""
+    if not is_domain(db, domain_of(target)):
+        return
+    if not (is_mailbox(db, target) or exists(db, "SELECT 1 FROM aliases WHERE source = ?", target)):
+        raise UsageError(f"alias target {target} is neither a mailbox nor an alias")
