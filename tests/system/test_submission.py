@@ -112,6 +112,7 @@ def test_auth_cancelled(tls_server):
 
 def test_submission_rules(tls_server):
     cli(tls_server.conf, "user", "add", "carol@example.test", "--password-stdin", input="pw\n")
+    cli(tls_server.conf, "alias", "add", "team@example.test", USER)
     with smtplib.SMTP("127.0.0.1", tls_server.submission_port, timeout=10) as client:
         client.starttls(context=client_context(tls_server))
         client.ehlo("client.test")
@@ -120,6 +121,8 @@ def test_submission_rules(tls_server):
         client.login(USER, PASSWORD)
         code, text = client.mail("carol@example.test")
         assert (code, text[:5]) == (553, b"5.7.1")
+        assert client.mail("team@example.test")[0] == 250  # an alias of the user's
+        client.rset()
         assert client.mail(USER)[0] == 250
         assert client.rcpt("someone@remote.test")[0] == 250  # relay for the authenticated
         assert client.rcpt("carol@example.test")[0] == 250

@@ -1,5 +1,6 @@
 """The SMTP state machine by transcript: command in, reply out, no sockets."""
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,16 +22,33 @@ class Directory:
         local, _, domain = address.lower().rpartition("@")
         if domain != "example.test":
             return Lookup("not_local")
-        return {"alice": Lookup("ok", [address]), "off": Lookup("disabled")}.get(local, Lookup("unknown"))
+        return {"alice": Lookup("ok", [address]), "off": Lookup("disabled"),
+                "team": Lookup("ok", ["alice@example.test", "bob@example.test"]),
+                }.get(local, Lookup("unknown"))
 
 
-def session():
-    return SMTPMachine(SETTINGS, None, Directory(), "127.0.0.1")  # no AUTH here: no logins
+DIRECTORY = Directory()
+
+
+def session(settings=SETTINGS):
+    return SMTPMachine(settings, None, "127.0.0.1")  # no AUTH in these transcripts: no logins
+
+
+def answer(machine, line, full=frozenset()):
+    """The reply to `line`, with the lookups that the driver makes in its thread pool answered
+    from DIRECTORY; `full`: the mailboxes over quota."""
+    result = machine.handle(line)
+    if result.action is Action.LOOK_UP_SENDER:
+        result = machine.sender_found(DIRECTORY.lookup_recipient(result.address))
+    if result.action is Action.LOOK_UP_RECIPIENT:
+        lookup = DIRECTORY.lookup_recipient(result.address)
+        result = machine.recipient_found(lookup, any(box in full for box in lookup.mailboxes))
+    return result
 
 
 def run(machine, transcript):
     for line, expected in transcript:
-        got = machine.handle(line)
+        got = answer(machine, line)
         assert got.text.startswith(expected), (line, got.text)
     return got
 
@@ -84,7 +102,7 @@ def test_replies(transcript):
 def test_smtputf8_addresses_need_the_parameter():
     m = session()
     run(m, [(b"EHLO x", b"250"), ("MAIL FROM:<jörg@b.test> SMTPUTF8".encode(), b"250 2.1.0")])
-    assert b"UTF8SMTP" in (m.handle(b"RCPT TO:<alice@example.test>") and m.trace_header("X"))
+    assert b"UTF8SMTP" in (answer(m, b"RCPT TO:<alice@example.test>") and m.trace_header("X"))
 
 
 def test_too_many_recipients():
@@ -139,6 +157,40 @@ def test_too_many_errors_hangs_up():
     last = m.handle(b"FOO")
     assert last.action is Action.CLOSE and last.text.startswith(b"421 4.7.0")
 
+
+
+def test_recipients_are_looked_up_by_the_driver():
+    m = session()
+    run(m, [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250")])
+    request = m.handle(b"RCPT TO:<Alice@example.test> NOTIFY=FAILURE")
+    assert (request.text, request.action, request.address) == (
+        b"", Action.LOOK_UP_RECIPIENT, "Alice@example.test")
+    assert not m.transaction.recipients
+    done = m.recipient_found(Lookup("ok", ["alice@example.test"]), over_quota=False)
+    assert done.text.startswith(b"250 2.1.5") and done.action is Action.NONE
+    assert m.transaction.recipients == ["Alice@example.test"]
+    assert m.transaction.notify == {"Alice@example.test": "FAILURE"}
+    assert answer(m, b"RCPT TO:<alice@example.test>", full={"alice@example.test"}).text == (
+        b"552 5.2.2 <alice@example.test>: Mailbox full\r\n")
+    assert m.transaction.recipients == ["Alice@example.test"]
+
+
+def test_submission_senders_must_be_the_users_own():
+    m = session(dataclasses.replace(SETTINGS, require_auth=True, sender_login_match=True))
+    m.user = "alice@example.test"
+    run(m, [(b"EHLO x", b"250")])
+    own = m.handle(b"MAIL FROM:<Alice@example.test>")  # no lookup needed
+    assert own.text.startswith(b"250 2.1.0") and own.action is Action.CHECK_SENDER
+    run(m, [(b"RSET", b"250")])
+    request = m.handle(b"MAIL FROM:<team@example.test>")
+    assert (request.action, request.address) == (Action.LOOK_UP_SENDER, "team@example.test")
+    assert not m.in_transaction
+    alias = m.sender_found(DIRECTORY.lookup_recipient("team@example.test"))
+    assert alias.text.startswith(b"250 2.1.0") and alias.action is Action.CHECK_SENDER
+    run(m, [(b"RSET", b"250"),
+            (b"MAIL FROM:<off@example.test>", b"553 5.7.1 <off@example.test>: Sender address "
+             b"rejected: not owned by user alice@example.test")])
+    assert not m.in_transaction and m.errors == 1
 
 
 def test_only_password_checks_go_to_the_thread_pool():

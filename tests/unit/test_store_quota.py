@@ -9,6 +9,7 @@ import pytest
 from mailforge.auth.accounts import Accounts
 from mailforge.auth.api import Lookup
 from mailforge.config import Config
+from mailforge.protocols.session import Action
 from mailforge.protocols.smtp import SMTPMachine, SMTPSettings
 from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import Envelope
@@ -80,21 +81,18 @@ def test_mailbox_full_asks_the_accounts_limits(tmp_path):
     assert not quota.mailbox_full(tmp_path, Limited(), "carol@example.test")
 
 
-class Directory:
-    def lookup_recipient(self, address):
-        return Lookup("ok", [address.lower()])
-
-
 def test_smtp_answers_552_at_rcpt_for_a_full_mailbox():
     settings = SMTPSettings("mx.test", max_message_size=1000, max_recipients=3,
                             max_line_length=2048)
-    machine = SMTPMachine(settings, None, Directory(), "127.0.0.1",
-                          mailbox_full=lambda address: address == ADDRESS)
+    machine = SMTPMachine(settings, None, "127.0.0.1")
     machine.handle(b"EHLO client.test")
     machine.handle(b"MAIL FROM:<a@remote.test>")
-    assert machine.handle(b"RCPT TO:<bob@example.test>").text == (
+    assert machine.handle(b"RCPT TO:<bob@example.test>").action is Action.LOOK_UP_RECIPIENT
+    assert machine.recipient_found(Lookup("ok", [ADDRESS]), over_quota=True).text == (
         b"552 5.2.2 <bob@example.test>: Mailbox full\r\n")
-    assert machine.handle(b"RCPT TO:<carol@example.test>").text.startswith(b"250")
+    machine.handle(b"RCPT TO:<carol@example.test>")
+    assert machine.recipient_found(Lookup("ok", ["carol@example.test"]), over_quota=False
+                                   ).text.startswith(b"250")
 
 
 @pytest.fixture

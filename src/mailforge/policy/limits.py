@@ -57,7 +57,8 @@ class SendLimiter:
     async def check(self, sender: str, client_ip: str, commit: bool) -> Refusal | None:
         """None when `sender` (a logged-in user) may send one more message; else the refusal.
         With `commit`, the message is counted."""
-        status = self.send_limits.send_status(sender)
+        loop = asyncio.get_running_loop()
+        status = await loop.run_in_executor(self.executor, self.send_limits.send_status, sender)
         if status.disabled:
             return DISABLED
         limit = status.limit
@@ -68,7 +69,6 @@ class SendLimiter:
         if allowed:
             return None
         if limit.action == DISABLE:
-            loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.executor, self.send_limits.send_disable, sender)
         if new_event:
             await self._report(sender, client_ip, limit)

@@ -20,6 +20,10 @@ class Action(enum.Enum):
     SEND_MESSAGE = "send_message"    # POP3 RETR/TOP: send a message of the maildrop after the reply
     UPDATE = "update"                # POP3 QUIT: remove the deleted messages, then tell the machine
     CHECK_SENDER = "check_sender"    # SMTP MAIL of a logged-in user: ask the outbound limit
+    # SMTP MAIL on submission: look the sender up (thread pool), then tell the machine
+    LOOK_UP_SENDER = "look_up_sender"
+    # SMTP RCPT: look the recipient and its mailboxes' quota up (thread pool), then tell the machine
+    LOOK_UP_RECIPIENT = "look_up_recipient"
     IDLE = "idle"                    # IMAP IDLE: push updates until the client says DONE
 
 
@@ -41,6 +45,8 @@ class Reply:
     # (TOP), None for the whole message (RETR).
     message: int = 0
     lines: int | None = None
+    # For LOOK_UP_SENDER and LOOK_UP_RECIPIENT: the address.
+    address: str = ""
     failure: Failure | None = None
 
     @property

@@ -1,19 +1,19 @@
 """The SMTP server state machine (RFC 5321, with RFC 1870, 2920, 3030, 6152, 2034, 6531, 3461).
 
-Pure: it turns command lines into replies and actions; no sockets and no files. The driver
-(protocols/smtpd.py) reads input, streams bodies into the spool, and tells the machine how a
-body ended. Reply texts follow Postfix's where clients and operators know them.
+Pure: it turns command lines into replies and actions; no sockets, no files and no accounts
+lookups. The driver (protocols/smtpd.py) reads input, looks senders and recipients up in the
+worker's thread pool, streams bodies into the spool, and tells the machine what it found and
+how a body ended. Reply texts follow Postfix's where clients and operators know them.
 """
 
 from __future__ import annotations
 
 import email.utils
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..addresses import AddressError, parse_address
-from ..auth.api import Authenticator, RecipientResolver
+from ..auth.api import Authenticator, Lookup
 from ..auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, Step, mechanisms
 from ..policy.relay import RelayPolicy
 from ..queue.dsn import DSNParamError, parse_envid, parse_notify, parse_orcpt, parse_ret
@@ -74,13 +74,10 @@ def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> 
 
 
 class SMTPMachine:
-    def __init__(self, settings: SMTPSettings, accounts: Authenticator,
-                 recipients: RecipientResolver, peer_ip: str, tls_active: bool = False,
-                 mailbox_full: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, settings: SMTPSettings, accounts: Authenticator, peer_ip: str,
+                 tls_active: bool = False) -> None:
         self.settings = settings
         self.accounts = accounts
-        self.recipients = recipients
-        self.mailbox_full = mailbox_full  # store.quota.mailbox_full, bound to the store
         self.peer_ip = peer_ip
         self.tls_active = tls_active
         self.user = ""  # the authenticated user, once AUTH succeeded
@@ -89,6 +86,10 @@ class SMTPMachine:
         self.helo_name = ""
         self.esmtp = False
         self.transaction: Transaction | None = None
+        # MAIL or RCPT waiting for the driver's lookup: the transaction it would start, the
+        # recipient it would add with its DSN NOTIFY and ORCPT.
+        self._pending_transaction: Transaction | None = None
+        self._pending_recipient: tuple[str, str, str] | None = None
         self.errors = 0
         # The BDAT chunk being read: whether it is the last, and the refusal owed after it.
         self._chunk_last = False
@@ -182,9 +183,26 @@ class SMTPMachine:
                 return reply(501, "5.1.7", f"Bad sender address syntax: {exc}")
             if not sender.isascii() and not transaction.smtputf8:
                 return reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF8 addresses")
-            if not self._may_send_as(sender):
-                return reply(553, "5.7.1", f"<{sender}>: Sender address rejected: not owned by "
-                             f"user {self.user}")
+            if self._must_own(sender):
+                self._pending_transaction = transaction
+                return Reply(b"", Action.LOOK_UP_SENDER, address=sender)
+        return self._begin(transaction)
+
+    def _must_own(self, sender: str) -> bool:
+        """On submission, a sender must be the user's own address or an alias of it."""
+        return (self.settings.require_auth and self.settings.sender_login_match
+                and sender.lower() != self.user)
+
+    def sender_found(self, lookup: Lookup) -> Reply:
+        """MAIL, continued after LOOK_UP_SENDER: where mail to the sender goes."""
+        transaction, self._pending_transaction = self._pending_transaction, None
+        assert transaction is not None
+        if self.user not in lookup.mailboxes:
+            return self._count(reply(553, "5.7.1", f"<{transaction.sender}>: Sender address "
+                                     f"rejected: not owned by user {self.user}"))
+        return self._begin(transaction)
+
+    def _begin(self, transaction: Transaction) -> Reply:
         self.transaction = transaction
         self.state = State.MAIL
         # A logged-in user's messages count against its outbound limit (policy/limits.py).
@@ -236,11 +254,20 @@ class SMTPMachine:
             return reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF8 addresses")
         if len(transaction.recipients) >= self.settings.max_recipients:
             return reply(452, "4.5.3", "Error: too many recipients")
-        refusal = self._refuse_recipient(address)
+        self._pending_recipient = (address, *dsn)
+        return Reply(b"", Action.LOOK_UP_RECIPIENT, address=address)
+
+    def recipient_found(self, lookup: Lookup, over_quota: bool) -> Reply:
+        """RCPT, continued after LOOK_UP_RECIPIENT: where mail to the recipient goes, and
+        whether a mailbox it reaches is full."""
+        transaction, pending = self.transaction, self._pending_recipient
+        assert transaction is not None and pending is not None
+        self._pending_recipient = None
+        address, notify, orcpt = pending
+        refusal = self._refuse_recipient(address, lookup, over_quota)
         if refusal:
-            return refusal
+            return self._count(refusal)
         transaction.recipients.append(address)
-        notify, orcpt = dsn
         if notify:
             transaction.notify[address] = notify
         if orcpt:
@@ -263,19 +290,10 @@ class SMTPMachine:
                 return reply(501, "5.5.4", f"Bad {key} parameter: {exc}")
         return notify, orcpt
 
-    def _may_send_as(self, sender: str) -> bool:
-        """On submission, a sender must be the user's own address or an alias of it."""
-        if not (self.settings.require_auth and self.settings.sender_login_match):
-            return True
-        if sender.lower() == self.user:
-            return True
-        return self.user in self.recipients.lookup_recipient(sender).mailboxes
-
-    def _refuse_recipient(self, address: str) -> Reply | None:
-        lookup = self.recipients.lookup_recipient(address)
+    def _refuse_recipient(self, address: str, lookup: Lookup, over_quota: bool) -> Reply | None:
         status = lookup.status
         if status == "ok":
-            if self.mailbox_full is not None and any(map(self.mailbox_full, lookup.mailboxes)):
+            if over_quota:
                 return reply(552, "5.2.2", f"<{address}>: Mailbox full")
             return None
         if status == "not_local":

@@ -2,7 +2,9 @@
 
 Replies to pipelined commands are collected and sent in one write once no complete command is
 waiting (RFC 2920). DATA and BDAT bodies stream into the spool file chunk by chunk, so a
-session's memory stays bounded whatever the message size.
+session's memory stays bounded whatever the message size. What blocks (the accounts DB at
+MAIL and RCPT, a mailbox's quota file, password checks) runs in the worker's thread pool, so
+that one slow lookup does not stall every other session of the worker.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..auth.api import Authenticator, RecipientResolver
+from ..auth.api import Authenticator, Lookup, RecipientResolver
 from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
@@ -33,7 +35,7 @@ class SMTPContext(SessionContext):
     accounts: Authenticator
     recipients: RecipientResolver
     limiter: SendLimiter
-    mailbox_full: Callable[[str], bool] | None = None  # over quota? (store.quota)
+    mailbox_full: Callable[[str], bool]  # over quota? (store.quota)
 
 
 REFUSALS = Refusals(
@@ -48,11 +50,11 @@ class SMTPDriver(SessionDriver):
     refusals = REFUSALS
 
     ctx: SMTPContext
+    machine: SMTPMachine
 
     def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
         super().__init__(conn, ctx)
-        self.machine = SMTPMachine(ctx.settings, ctx.accounts, ctx.recipients, conn.peer_ip,
-                                   tls_active=conn.tls, mailbox_full=ctx.mailbox_full)
+        self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls)
         self.spool_file: SpoolFile | None = None  # the BDAT message being received
         self.hops = HopCounter()  # of the BDAT message being received
 
@@ -83,6 +85,12 @@ class SMTPDriver(SessionDriver):
             result = await self.in_thread(machine.handle, line)
         else:
             result = machine.handle(line)
+        if result.action is Action.LOOK_UP_SENDER:
+            result = machine.sender_found(
+                await self.in_thread(self.ctx.recipients.lookup_recipient, result.address))
+        if result.action is Action.LOOK_UP_RECIPIENT:
+            return machine.recipient_found(
+                *await self.in_thread(self._look_up_recipient, result.address))
         if result.action is Action.READ_DATA:
             self.conn.queue_reply(result.text)
             self.conn.flush()
@@ -93,6 +101,13 @@ class SMTPDriver(SessionDriver):
             refusal = await self._limit(commit=False)
             return self._limited(refusal) if refusal else Reply(result.text)
         return result
+
+    def _look_up_recipient(self, address: str) -> tuple[Lookup, bool]:
+        """Where mail to `address` goes, and whether a mailbox it reaches is over quota (which
+        may mean counting the mailbox's files again)."""
+        lookup = self.ctx.recipients.lookup_recipient(address)
+        over_quota = lookup.status == "ok" and any(map(self.ctx.mailbox_full, lookup.mailboxes))
+        return lookup, over_quota
 
     async def _limit(self, commit: bool) -> Refusal | None:
         user = self.machine.user
