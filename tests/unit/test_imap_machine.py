@@ -209,12 +209,19 @@ def test_too_many_errors_hang_up(mailbox):
     (b"a SEARCH CHARSET KOI8-R ALL", True),  # the handler answers NO [BADCHARSET]
     (b"a UID FETCH 1:* (FLAGS)", True),      # UID forms refresh the folder first
     (b"a NOOP", True),
+    (b"a CAPABILITY", True),                 # the folder is refreshed after it
 ])
 def test_commands_the_view_answers_skip_the_thread_pool(mailbox, line, in_thread):
     session = logged_in(mailbox)
     session.send(b"s SELECT INBOX\r\n")
     command, _ = session.parser.feed(line + b"\r\n")
     assert session.machine.runs_in_thread(command) is in_thread
+
+
+def test_commands_without_the_store_stay_on_the_event_loop_until_a_folder_is_selected(mailbox):
+    session = logged_in(mailbox)
+    command, _ = session.parser.feed(b"a CAPABILITY\r\n")
+    assert not session.machine.runs_in_thread(command)
 
 
 def test_a_big_folder_is_never_answered_on_the_event_loop(mailbox, monkeypatch):

@@ -4,9 +4,10 @@ SELECTED, LOGOUT, and the command table every command is dispatched through.
 Pure: no sockets, no paths. It takes parsed commands (speedups.CommandParser) and gives back
 the reply octets with an action for the driver (protocols/imapd.py): start TLS, open the
 user's mailbox after a login, idle, close. It reaches mail only through the store's
-`Mailbox`/`Folder` interface (store/api.py), whose calls may block: commands flagged "store"
-are run by the driver in the worker's thread pool, one at a time per session — except a FETCH
-or SEARCH that the session's view of a small folder answers alone (messages.answered_from_view).
+`Mailbox`/`Folder` interface (store/api.py), whose calls may block: commands flagged "store",
+and in SELECTED state every command (the refresh below reads the folder), are run by the
+driver in the worker's thread pool, one at a time per session — except a FETCH or SEARCH that
+the session's view of a small folder answers alone (messages.answered_from_view).
 
 Before the tagged reply of a command in SELECTED state, the folder is refreshed and what other
 sessions changed is reported (RFC 3501 5.2) — except after FETCH, STORE and SEARCH, which use
@@ -103,8 +104,10 @@ class IMAPMachine:
 
     def runs_in_thread(self, command: ParsedCommand) -> bool:
         entry = COMMANDS.get(command.name)
-        if entry is None or "store" not in entry.flags:
+        if entry is None:
             return False
+        if "store" not in entry.flags:
+            return self.state is State.SELECTED  # the refresh after it reads the folder
         return not ("view" in entry.flags and self.state is State.SELECTED
                     and messages.answered_from_view(self, command.name, command.args))
 
