@@ -113,7 +113,8 @@ class IMAPDriver(SessionDriver):
         # Waiting for a new command, the session may be cut by a stopping worker at once.
         conn.interruptible = not conn.has_buffered_line()
         # From a literal's first octet to the end of its command, input is held to the minimum
-        # transfer rate (each trickled byte would reset the idle timer); command lines are not.
+        # transfer rate (each trickled byte would reset the idle timer); the command's lines,
+        # literals left out, to the idle timeout from their first octet (conn.line_pending).
         timed, timed_literal = contextlib.ExitStack(), False
         try:
             while True:
@@ -130,6 +131,10 @@ class IMAPDriver(SessionDriver):
                 conn.unread(chunk[used:])
                 if command is not None:
                     return command
+                if self.parser.in_literal:
+                    conn.line_paused()
+                else:
+                    conn.line_pending()
                 # Waiting for more of this command: what was answered so far goes out first
                 # (a BAD for the command whose literal is being skipped, too).
                 conn.flush()
@@ -137,6 +142,7 @@ class IMAPDriver(SessionDriver):
                     conn.write(b"+ Ready for literal data\r\n")
         finally:
             conn.interruptible = False
+            conn.line_done()
             timed.close()
 
     async def _open_mailbox(self, pending: Reply) -> Reply:
