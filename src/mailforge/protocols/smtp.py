@@ -353,8 +353,11 @@ class SMTPMachine:
         self.reset()
         return reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
-    def queue_failed(self) -> Reply:
+    def queue_failed(self, no_space: bool = False) -> Reply:
+        """The message could not be queued; `no_space`: for want of disk space (RFC 3463 4.3.1)."""
         self.reset()
+        if no_space:
+            return self._count(reply(452, "4.3.1", "Error: insufficient system storage"))
         return self._count(reply(451, "4.3.0", "Error: queue file write error"))
 
     def reset(self) -> None:

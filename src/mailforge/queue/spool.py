@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import itertools
 import logging
 import os
@@ -40,8 +41,20 @@ SPILL_SIZE = 256 * 1024
 _ids = itertools.count()
 
 
+# A write that failed for want of space (the file system, or the user's disk quota): the
+# session answers "insufficient system storage" (RFC 3463 4.3.1) rather than a bare IO error.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
 class SpoolError(Exception):
-    """The message could not be queued; the session answers with a temporary failure."""
+    """The message could not be queued; the session answers with a temporary failure.
+
+    Raised `from` the OSError that caused it, where one did."""
+
+    @property
+    def no_space(self) -> bool:
+        cause = self.__cause__
+        return isinstance(cause, OSError) and cause.errno in NO_SPACE
 
 
 def new_id() -> str:
@@ -152,6 +165,9 @@ class SpoolFile:
         try:
             write_all(self._pair.msg_fd, data)
         except OSError as exc:
+            # Part of `data` may be in the file: it is removed now, never written to again.
+            self._open = False
+            self._close_and_unlink()
             raise SpoolError(f"cannot write queue file {self.id}: {exc}") from exc
 
     def _spill(self) -> None:

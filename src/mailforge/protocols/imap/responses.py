@@ -7,6 +7,7 @@ and lets the store's errors through: the dispatcher turns those into `NO [code]`
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from ...store.api import (
@@ -64,6 +65,14 @@ def store_error(exc: StoreError, trycreate: bool) -> Tagged:
         return no(str(exc) or "No such mailbox", "TRYCREATE" if trycreate else "NONEXISTENT")
     code = next((code for kind, code in STORE_ERROR_CODES if isinstance(exc, kind)), "")
     return no(str(exc) or "Operation failed", code)
+
+
+def disk_error(exc: OSError) -> Tagged:
+    """The NO for a store that failed under a command. A full disk is no quota of the user's
+    ([OVERQUOTA] is for that, RFC 5530) but a server trouble that passes: [UNAVAILABLE]."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return no("Not enough disk space, try again later", "UNAVAILABLE")
+    return no("The store cannot be read now, try again", "UNAVAILABLE")
 
 
 STORE_ERROR_CODES = (

@@ -33,7 +33,8 @@ from ...speedups import Command as ParsedCommand
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
 from . import folders, messages
-from .responses import Bad, Tagged, bad, continuation, count, no, ok, store_error, text
+from .responses import (Bad, Tagged, bad, continuation, count, disk_error, no, ok, store_error,
+                        text)
 from .selected import Selected
 
 log = logging.getLogger("mailforge.imap")
@@ -121,10 +122,10 @@ class IMAPMachine:
         except StoreError as exc:
             result = store_error(exc, "trycreate" in entry.flags)
         except OSError as exc:
-            # The disk failed, or the folder went away under the command (deleted by another
-            # session): a NO for it, and the refresh below tells which.
+            # The disk failed or is full, or the folder went away under the command (deleted
+            # by another session): a NO for it, and the refresh below tells which.
             log.error("%s: %s failed: %s", self.user, command.name, exc)
-            result = no("The store cannot be read now, try again", "UNAVAILABLE")
+            result = disk_error(exc)
         if self.state is State.SELECTED and not entry.flags & UNREFRESHED:
             self.report_changes(by_uid=command.name.startswith("UID "))
         return self._finish(tag, result)
