@@ -11,7 +11,6 @@ a message whose 250 was lost to a kill may arrive too (delivered ⊇ accepted), 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -220,14 +219,6 @@ def test_kill_storm(make_server, rng):
     assert tracebacks(server.log()) == [], f"{summary}\n{server.log()[-6000:]}"
 
 
-def fill(disk) -> None:
-    """disk.fill(), which can raise ENOSPC itself when the server takes blocks meanwhile: its
-    last write is then cut short, and the file's close (outside fill's own suppress) flushes
-    the rest of its buffer and fails. The disk is full then, as wanted; the file is closed."""
-    with contextlib.suppress(OSError):
-        disk.fill()
-
-
 def small(msgid: str, n: int) -> bytes:
     """300 octets to 3 KB: a segment record."""
     return message(msgid, n % 11 * 300)
@@ -265,7 +256,7 @@ def test_full_disk_cycles(small_disk_factory, make_server, tmp_path):
     try:
         end = time.monotonic() + SECONDS
         while time.monotonic() < end:
-            fill(disk)
+            disk.fill()
             trouble_ended(server, FULL_HOLD)
             disk.free()
             trouble_ended(server, FREE_HOLD)
