@@ -96,9 +96,7 @@ class SessionDriver:
                     return
                 result = await self.next_reply()
                 self.record.reply(result.failure, self.error_code(result), machine.user)
-                if result.failure is not None and await self.ctx.guard.answer_failure(
-                        conn, self.service, result,
-                        self.refusals.refusal("blocked", self.ctx.settings.hostname)):
+                if result.failure is not None and await self._answer_failure(result):
                     return
                 if result.text:
                     conn.queue_reply(result.text)
@@ -122,6 +120,23 @@ class SessionDriver:
             conn.flush()
             await self.closing()
             self.record.closed()
+
+    async def _answer_failure(self, result: Reply) -> bool:
+        """For a reply the machine marked as a failure: the abuse guard counts it, the tarpit
+        holds it back, and a client now blocked gets it followed by the protocol's refusal.
+        True means the session must end."""
+        assert result.failure is not None
+        conn = self.conn
+        conn.flush()  # replies already due go out before the tarpit holds this one back
+        verdict = await self.ctx.guard.count_failure(self.service, conn.peer_ip,
+                                                     result.failure.value)
+        if verdict.delay:
+            await asyncio.sleep(verdict.delay)
+        if not verdict.blocked:
+            return False
+        hostname = self.ctx.settings.hostname
+        conn.queue_reply(result.text + self.refusals.refusal("blocked", hostname))
+        return True
 
     async def next_reply(self) -> Reply:
         raise NotImplementedError
