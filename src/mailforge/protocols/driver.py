@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..policy.abuse import AbuseGuard
+from ..ratekeeper.counters import OpenVerdict
 from .record import ServiceMeters, SessionRecord, reply_code
 from .session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed
@@ -33,9 +34,10 @@ class Refusals:
     full: str     # the worker has its most connections
     shutdown: str  # the worker is stopping
 
-    def refusal(self, verdict: str, hostname: str) -> bytes:
-        """For a rate-keeper verdict other than "ok"."""
-        words = {"blocked": self.blocked, "ip_full": self.ip_full}.get(verdict, self.full)
+    def refusal(self, verdict: OpenVerdict, hostname: str) -> bytes:
+        """For a rate-keeper verdict other than OK."""
+        words = {OpenVerdict.BLOCKED: self.blocked,
+                 OpenVerdict.IP_FULL: self.ip_full}.get(verdict, self.full)
         return _line(words, hostname)
 
     def shutdown_reply(self, hostname: str) -> bytes:
@@ -135,7 +137,7 @@ class SessionDriver:
         if not verdict.blocked:
             return False
         hostname = self.ctx.settings.hostname
-        conn.queue_reply(result.text + self.refusals.refusal("blocked", hostname))
+        conn.queue_reply(result.text + self.refusals.refusal(OpenVerdict.BLOCKED, hostname))
         return True
 
     async def next_reply(self) -> Reply:

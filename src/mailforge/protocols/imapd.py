@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..auth.accounts import Accounts
 from ..ratekeeper.client import RateKeeperClient
+from ..ratekeeper.counters import OpenVerdict
 from ..speedups import Command as ParsedCommand
 from ..speedups import CommandParser, ParseError
 from ..store.api import Mailbox
@@ -144,7 +145,7 @@ class IMAPDriver(SessionDriver):
         machine = self.machine
         verdict = await self.ctx.ratekeeper.open_session(
             USER_SESSIONS, machine.user, 0, self.ctx.max_sessions_per_user)
-        if verdict != "ok":
+        if verdict is not OpenVerdict.OK:
             log.warning("%s: too many IMAP sessions, refused login from %s", machine.user,
                         self.conn.peer_ip)
             return Reply(pending.text + machine.login_refused(
