@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..addresses import AddressError, parse_address
+from ..auth.accounts import RecipientStatus
 from ..auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, Step, mechanisms
 from ..policy.relay import RelayPolicy
 from ..queue.dsn import DSNParamError, parse_envid, parse_notify, parse_orcpt, parse_ret
@@ -279,15 +280,15 @@ class SMTPMachine:
     def _refuse_recipient(self, address: str) -> Reply | None:
         lookup = self.accounts.lookup_recipient(address)
         status = lookup.status
-        if status == "ok":
+        if status is RecipientStatus.OK:
             if self.mailbox_full is not None and any(map(self.mailbox_full, lookup.mailboxes)):
                 return reply(552, "5.2.2", f"<{address}>: Mailbox full")
             return None
-        if status == "not_local":
+        if status is RecipientStatus.NOT_LOCAL:
             if self.settings.relay.may_relay(self.peer_ip, bool(self.user)):
                 return None
             return reply(554, "5.7.1", f"<{address}>: Relay access denied")
-        if status == "disabled":
+        if status is RecipientStatus.DISABLED:
             return reply(550, "5.2.1", f"<{address}>: Recipient address rejected: mailbox disabled")
         unknown = reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
         unknown.failure = Failure.RECIPIENT
