@@ -33,7 +33,7 @@ from ...speedups import Command as ParsedCommand
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
 from . import folders, messages
-from .responses import Bad, Tagged, bad, continuation, count, no, ok, store_error, text
+from .responses import Bad, Status, Tagged, bad, continuation, count, no, ok, store_error, text
 from .selected import Selected
 
 log = logging.getLogger("mailforge.imap")
@@ -137,9 +137,9 @@ class IMAPMachine:
         return self._finish(tag or "*", bad(f"Syntax error: {message}"))
 
     def _finish(self, tag: str, result: Tagged) -> Reply:
-        if result.status == "OK":
+        if result.status is Status.OK:
             self.errors = 0
-        elif result.status != "+":
+        elif result.status is not Status.CONTINUE:
             self.errors += 1
         lines, self._untagged = self._untagged, []
         if self.farewell:
