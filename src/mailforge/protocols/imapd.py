@@ -127,7 +127,7 @@ class IMAPDriver(SessionDriver):
                     command, used = self.parser.feed(chunk)
                 except ParseError as exc:
                     conn.unread(chunk[exc.consumed:])
-                    return self.machine.parse_error(exc.tag, str(exc))
+                    return self.machine.parse_error(exc)
                 conn.unread(chunk[used:])
                 if command is not None:
                     return command

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from ...addresses import normalize_address
 from ...auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ...speedups import Command as ParsedCommand
+from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
 from . import folders, messages
@@ -122,12 +123,13 @@ class IMAPMachine:
             self.report_changes(by_uid=command.name.startswith("UID "))
         return self._finish(tag, result)
 
-    def parse_error(self, tag: str | None, message: str) -> Reply:
+    def parse_error(self, error: ParseError) -> Reply:
         """What the parser refused: BAD, and the session goes on with the next command."""
-        if message == "literal too big":
-            return self._finish(tag or "*", bad(
+        tag = error.tag or "*"
+        if isinstance(error, LiteralTooBig):
+            return self._finish(tag, bad(
                 f"Literal too big (the limit is {self.settings.max_append} octets)", "TOOBIG"))
-        return self._finish(tag or "*", bad(f"Syntax error: {message}"))
+        return self._finish(tag, bad(f"Syntax error: {error}"))
 
     def _finish(self, tag: str, result: Tagged) -> Reply:
         if result.status is Status.OK:
