@@ -42,6 +42,7 @@ from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient
+from .ratekeeper.counters import OpenVerdict
 from .store import quota
 from .store.folders import open_mailbox
 
@@ -216,7 +217,7 @@ class Worker:
                 self.service, conn.peer_ip, self.settings.max_connections,
                 self.settings.max_connections_per_ip)
             self.accepted += 1
-            if verdict != "ok":
+            if verdict is not OpenVerdict.OK:
                 metrics.inc("connections_refused_total", service=self.service, reason=verdict)
                 log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
                 conn.expire(self.protocol.driver.refusals.refusal(verdict, self.config.server.hostname))

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from mailforge.auth.accounts import RecipientStatus
 from mailforge.protocols.session import Action
 from mailforge.protocols.smtp import MAX_ERRORS, SMTPMachine, SMTPSettings
 
@@ -12,7 +13,7 @@ SETTINGS = SMTPSettings("mx.test", max_message_size=1000, max_recipients=3, max_
 
 @dataclass
 class Lookup:
-    status: str
+    status: RecipientStatus
     mailboxes: list[str] = field(default_factory=list)
 
 
@@ -20,8 +21,9 @@ class Directory:
     def lookup_recipient(self, address):
         local, _, domain = address.lower().rpartition("@")
         if domain != "example.test":
-            return Lookup("not_local")
-        return {"alice": Lookup("ok", [address]), "off": Lookup("disabled")}.get(local, Lookup("unknown"))
+            return Lookup(RecipientStatus.NOT_LOCAL)
+        return {"alice": Lookup(RecipientStatus.OK, [address]),
+                "off": Lookup(RecipientStatus.DISABLED)}.get(local, Lookup(RecipientStatus.UNKNOWN))
 
 
 def session():

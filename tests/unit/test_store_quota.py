@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mailforge.auth.accounts import Accounts, Lookup
+from mailforge.auth.accounts import Accounts, Lookup, RecipientStatus
 from mailforge.config import Config
 from mailforge.protocols.smtp import SMTPMachine, SMTPSettings
 from mailforge.queue.delivery import DeliveryAgent
@@ -81,7 +81,7 @@ def test_mailbox_full_asks_the_accounts_limits(tmp_path):
 
 class Directory:
     def lookup_recipient(self, address):
-        return Lookup("ok", [address.lower()])
+        return Lookup(RecipientStatus.OK, [address.lower()])
 
 
 def test_smtp_answers_552_at_rcpt_for_a_full_mailbox():

@@ -8,6 +8,7 @@ exact matches on indexed columns.
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import hmac
 import os
@@ -167,15 +168,20 @@ class StoreSettings:
     public_writer: bool = False    # this account may change them
 
 
+class RecipientStatus(enum.StrEnum):
+    """What `lookup_recipient` found for an address."""
+
+    OK = "ok"                # it reaches the Lookup's mailboxes (one at least)
+    UNKNOWN = "unknown"      # no such address in our domains
+    DISABLED = "disabled"    # every mailbox it reaches is disabled
+    NOT_LOCAL = "not_local"  # the domain is not ours
+
+
 @dataclass(frozen=True)
 class Lookup:
-    """Where mail to one address goes.
+    """Where mail to one address goes."""
 
-    status: "ok" (mailboxes is not empty), "unknown", "disabled" (every mailbox it reaches is
-    disabled) or "not_local" (the domain is not ours).
-    """
-
-    status: str
+    status: RecipientStatus
     mailboxes: list[str] = field(default_factory=list)
 
 
@@ -463,18 +469,18 @@ class Accounts:
 
         Two indexed queries: the domain, then the recursive alias walk joined to the mailboxes.
         Alias targets outside our domains are left out of `mailboxes` until remote relay
-        exists; an address that reaches only such targets is "unknown", so that SMTP refuses
+        exists; an address that reaches only such targets is UNKNOWN, so that SMTP refuses
         mail it could not deliver rather than accepting and dropping it.
         """
         address = normalize_address(address)
         with self._lock:
             if not _exists(self._db, "SELECT 1 FROM domains WHERE name = ?", _domain_of(address)):
-                return Lookup("not_local")
+                return Lookup(RecipientStatus.NOT_LOCAL)
             rows = self._db.execute(_REACH, (address, MAX_ALIAS_DEPTH)).fetchall()
         mailboxes = [mailbox for mailbox, disabled in rows if not disabled]
         if mailboxes:
-            return Lookup("ok", mailboxes)
-        return Lookup("disabled" if rows else "unknown")
+            return Lookup(RecipientStatus.OK, mailboxes)
+        return Lookup(RecipientStatus.DISABLED if rows else RecipientStatus.UNKNOWN)
 
     # -- store settings
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..auth.accounts import Accounts
 from ..ratekeeper.client import RateKeeperClient
+from ..ratekeeper.counters import OpenVerdict
 from ..speedups import Command as ParsedCommand
 from ..speedups import CommandParser, ParseError
 from ..store.api import Mailbox
@@ -127,7 +128,7 @@ class IMAPDriver(SessionDriver):
                     command, used = self.parser.feed(chunk)
                 except ParseError as exc:
                     conn.unread(chunk[exc.consumed:])
-                    return self.machine.parse_error(exc.tag, str(exc))
+                    return self.machine.parse_error(exc)
                 conn.unread(chunk[used:])
                 if command is not None:
                     return command
@@ -150,7 +151,7 @@ class IMAPDriver(SessionDriver):
         machine = self.machine
         verdict = await self.ctx.ratekeeper.open_session(
             USER_SESSIONS, machine.user, 0, self.ctx.max_sessions_per_user)
-        if verdict != "ok":
+        if verdict is not OpenVerdict.OK:
             log.warning("%s: too many IMAP sessions, refused login from %s", machine.user,
                         self.conn.peer_ip)
             return Reply(pending.text + machine.login_refused(

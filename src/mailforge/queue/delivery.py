@@ -29,7 +29,7 @@ from typing import Protocol
 
 from .. import allocator, metrics, sandbox
 from ..addresses import AddressError
-from ..auth.accounts import Accounts
+from ..auth.accounts import Accounts, RecipientStatus
 from ..config import Config
 from ..errors import EXIT_WORKER_BOOT
 from ..store import quota
@@ -430,11 +430,11 @@ class DeliveryAgent(Settlement):
         except AddressError as exc:
             self._refuse(entry, rcpt, batch, "5.1.3", f"invalid address: {exc}")
             return
-        if lookup.status == "not_local":
+        if lookup.status is RecipientStatus.NOT_LOCAL:
             entry.remote.append(rcpt)
             return
-        if lookup.status != "ok" or not lookup.mailboxes:
-            status = "5.2.1" if lookup.status == "disabled" else "5.1.1"
+        if lookup.status is not RecipientStatus.OK or not lookup.mailboxes:
+            status = "5.2.1" if lookup.status is RecipientStatus.DISABLED else "5.1.1"
             self._refuse(entry, rcpt, batch, status, f"mailbox {lookup.status}")
             return
         # A success notice quotes the message, so it must stay in the queue until then.

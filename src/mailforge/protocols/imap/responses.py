@@ -7,6 +7,7 @@ and lets the store's errors through: the dispatcher turns those into `NO [code]`
 
 from __future__ import annotations
 
+import enum
 import errno
 from dataclasses import dataclass
 
@@ -24,34 +25,43 @@ from ..session import Action
 from . import wire
 
 
+class Status(enum.StrEnum):
+    """How a command completes (RFC 3501 7.1), or the "+" that asks for more of it."""
+
+    OK = "OK"
+    NO = "NO"
+    BAD = "BAD"
+    CONTINUE = "+"  # a continuation request (AUTHENTICATE's challenges)
+
+
 @dataclass(frozen=True, slots=True)
 class Tagged:
-    status: str          # OK, NO or BAD; "+" for a continuation request (AUTHENTICATE)
+    status: Status
     text: str
     code: str = ""       # a response code without its brackets: "READ-WRITE", "APPENDUID 1 2"
     action: Action = Action.NONE
 
     def render(self, tag: str) -> bytes:
-        if self.status == "+":
+        if self.status is Status.CONTINUE:
             return f"+ {self.text}\r\n".encode()
         code = f"[{self.code}] " if self.code else ""
         return f"{tag} {self.status} {code}{self.text}\r\n".encode()
 
 
 def ok(text: str, code: str = "", action: Action = Action.NONE) -> Tagged:
-    return Tagged("OK", text, code, action)
+    return Tagged(Status.OK, text, code, action)
 
 
 def no(text: str, code: str = "") -> Tagged:
-    return Tagged("NO", text, code)
+    return Tagged(Status.NO, text, code)
 
 
 def bad(text: str, code: str = "") -> Tagged:
-    return Tagged("BAD", text, code)
+    return Tagged(Status.BAD, text, code)
 
 
 def continuation(text: str) -> Tagged:
-    return Tagged("+", text)
+    return Tagged(Status.CONTINUE, text)
 
 
 class Bad(Exception):
