@@ -51,8 +51,8 @@ def test_write_tmp_removes_a_half_written_file(tmp_path):
 
 def test_ensure_maildir_durable_creates_and_fsyncs_parents(tmp_path, monkeypatch):
     synced = []
-    real = maildir._fsync_dir
-    monkeypatch.setattr(maildir, "_fsync_dir", lambda p: (synced.append(p), real(p)))
+    real = maildir.fsync_dir
+    monkeypatch.setattr(maildir, "fsync_dir", lambda p: (synced.append(p), real(p)))
     store = tmp_path / "store"
     box = mailbox_path(store, "bob@example.test")
     ensure_maildir_durable(store, box)

@@ -31,13 +31,13 @@ from .. import allocator, metrics, sandbox
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..config import Config
+from ..durable import fsync_dir, replace_durably, unlink_quietly, write_new_file
 from ..errors import EXIT_WORKER_BOOT
 from ..store import quota
 from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
                              message_base, publish, write_tmp)
 from . import dsn, retry
-from .commit import (SYNC_SYNCFS, FileSyncer, fsync_dir, replace_durably, unlink_quietly,
-                     write_new_file)
+from .commit import SYNC_SYNCFS, FileSyncer
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .notices import Outcomes
 from .outbound import OutboundRunner, shared_runner

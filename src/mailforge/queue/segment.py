@@ -26,8 +26,9 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..durable import FILE_MODE, fsync_dir
 from ..speedups import write_all
-from .commit import FILE_MODE, SEAL_AGE, fsync_dir
+from .commit import SEAL_AGE
 from .envelope import Envelope, EnvelopeError, decode, encode
 
 log = logging.getLogger("mailforge.queue")

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import metrics
+from ..durable import fsync_dir
 from . import dsn, retry
-from .commit import fsync_dir
 from .envelope import encode
 from .notices import notices_for
 from .outbound import OutboundRunner, Result

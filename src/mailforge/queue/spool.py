@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..speedups import CrlfToLf
-from .commit import (FILE_MODE, NEW_FILE_FLAGS, SYNC_SYNCFS, GroupCommitter, fsync_dir,
-                     unlink_quietly, write_all)
+from ..durable import fsync_dir, open_new_file, unlink_quietly
+from ..speedups import CrlfToLf, write_all
+from .commit import SYNC_SYNCFS, GroupCommitter
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .segment import (SEALED_SUFFIX, SEGMENTS, SegmentWriter, encode_record, record_count,
                       seal_orphans)
@@ -61,9 +61,9 @@ class TempPair:
 
 def make_pair(incoming: Path, spool_id: str) -> TempPair:
     """The .msg/.env temp files of a message too big to keep in memory."""
-    msg_fd = os.open(incoming / (spool_id + MSG_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
+    msg_fd = open_new_file(incoming / (spool_id + MSG_SUFFIX))
     try:
-        env_fd = os.open(incoming / (spool_id + ENV_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
+        env_fd = open_new_file(incoming / (spool_id + ENV_SUFFIX))
     except BaseException:
         os.close(msg_fd)
         unlink_quietly(incoming / (spool_id + MSG_SUFFIX))

@@ -15,8 +15,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..durable import write_atomically
 from .api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, InvalidName
-from .uidindex import write_atomically
 
 INFO = ":2,"
 LETTER_TO_FLAG = {"D": DRAFT, "F": FLAGGED, "R": ANSWERED, "S": SEEN, "T": DELETED}

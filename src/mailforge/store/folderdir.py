@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..queue.commit import fsync_dir, unlink_quietly, write_new_file
+from ..durable import fsync_dir, unlink_quietly, write_synced_file
 from .api import MessageInfo, StoreError
 from .flags import (
     Keywords,
@@ -310,7 +310,7 @@ class FolderDir:
             name = f"{base},S={os.stat(tmp).st_size},W={field_of(source.name, 'W')}"
         else:
             data = source.read_bytes() if isinstance(source, Path) else source
-            _write_synced(tmp, data)
+            write_synced_file(tmp, data)
             name = f"{base},S={len(data)},W={crlf_size(data)}"
         if date is not None:
             os.utime(tmp, (date, date))
@@ -418,17 +418,6 @@ _uid_of = operator.attrgetter("uid")
 def _arrival_order(base: str) -> tuple[int, str]:
     head = base.split(".", 1)[0]
     return (int(head) if head.isdigit() and len(head) < 12 else 0, base)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = write_new_file(path, data)
-    try:
-        os.fsync(fd)
-    except BaseException:
-        unlink_quietly(path)
-        raise
-    finally:
-        os.close(fd)
 
 
 def _link(source: Path, target: Path) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..queue.commit import fsync_dir as _fsync_dir
+from ..durable import fsync_dir, unlink_quietly, write_new_file
 
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
 
@@ -42,9 +42,6 @@ def ensure_maildir(path: Path, mode: int = 0o700) -> Path:
 
 
 # --- delivery: tmp/ → sync → new/, with names Dovecot and mutt understand ---------------------
-
-MESSAGE_MODE = 0o600
-
 
 def maildir_hostname(host: str | None = None) -> str:
     """The host part of a Maildir name; "/" and ":" would break the name, so Dovecot escapes them."""
@@ -82,9 +79,9 @@ def ensure_maildir_durable(store_dir: Path, path: Path) -> Path:
         return path
     ensure_maildir(path)
     for sub in MAILDIR_SUBDIRS:
-        _fsync_dir(path / sub)
+        fsync_dir(path / sub)
     for parent in (path, *path.parents):
-        _fsync_dir(parent)
+        fsync_dir(parent)
         if parent == store_dir:
             break
     return path
@@ -111,24 +108,9 @@ class TmpMessage:
 def write_tmp(maildir: Path, base: str, chunks: Iterable[bytes]) -> TmpMessage:
     """Write a message into tmp/; the caller makes it durable, then calls `publish`."""
     path = maildir / "tmp" / base
-    try:
-        os.unlink(path)  # left by an attempt that died before its rename
-    except FileNotFoundError:
-        pass
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, MESSAGE_MODE)
-    size = 0
-    try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-                size += written
-    except BaseException:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    return TmpMessage(maildir, base, fd, size)
+    unlink_quietly(path)  # left by an attempt that died before its rename
+    fd = write_new_file(path, chunks)
+    return TmpMessage(maildir, base, fd, os.fstat(fd).st_size)
 
 
 def publish(message: TmpMessage) -> Path:
