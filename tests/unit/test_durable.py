@@ -13,7 +13,8 @@ def test_write_new_file_writes_bytes_or_chunks_and_never_overwrites(tmp_path):
     os.close(fd)
     fd = durable.write_new_file(tmp_path / "b", iter([b"in ", b"chunks"]))
     os.close(fd)
-    assert (tmp_path / "a").read_bytes() == b"whole" and (tmp_path / "b").read_bytes() == b"in chunks"
+    assert (tmp_path / "a").read_bytes() == b"whole"
+    assert (tmp_path / "b").read_bytes() == b"in chunks"
     assert (tmp_path / "a").stat().st_mode & 0o777 == durable.FILE_MODE
     with pytest.raises(FileExistsError):
         durable.write_new_file(tmp_path / "a", b"again")

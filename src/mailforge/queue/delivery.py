@@ -34,8 +34,9 @@ from ..config import Config
 from ..durable import fsync_dir, replace_durably, unlink_quietly, write_new_file
 from ..errors import EXIT_WORKER_BOOT
 from ..store import quota
-from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
-                             message_base, publish, write_tmp)
+from ..store.filenames import message_base
+from ..store.maildir import (TmpMessage, delivered_bases, delivered_path, ensure_maildir_durable,
+                             mailbox_path, publish, write_tmp)
 from . import dsn, retry
 from .commit import SYNC_SYNCFS, FileSyncer
 from .envelope import Envelope, EnvelopeError, decode, encode
@@ -475,15 +476,15 @@ class DeliveryAgent(Settlement):
     def _maildir_copy(self, entry: Entry, rcpt: str, mailbox: str, tmp: TmpMessage) -> Copy:
         log_line = ("delivered id=%s from=<%s> to=<%s> mailbox=%s size=%d", entry.id,
                     entry.envelope.sender, rcpt, mailbox, tmp.size)
-        return Copy(entry, rcpt, [tmp.fd], [tmp.tmp_path], tmp, tmp.maildir / "new", log_line)
+        return Copy(entry, rcpt, [tmp.fd], [tmp.tmp_path], tmp, tmp.new_path.parent, log_line)
 
     def _maildir_move(self, entry: Entry, rcpt: str, mailbox: str, maildir: Path,
                       base: str) -> Copy:
         size = entry.envelope.size
         log_line = ("delivered id=%s from=<%s> to=<%s> mailbox=%s size=%d", entry.id,
                     entry.envelope.sender, rcpt, mailbox, size)
-        target = maildir / "new" / f"{base},S={size}"
-        return Copy(entry, rcpt, [], [], None, maildir / "new", log_line, (entry.msg_path, target))
+        target = delivered_path(maildir, base, size)
+        return Copy(entry, rcpt, [], [], None, target.parent, log_line, (entry.msg_path, target))
 
     def _maildir_chunks(self, entry: Entry, rcpt: str) -> Iterator[bytes]:
         """The queued message with this recipient's delivery headers in place of its own."""

@@ -37,7 +37,7 @@ from .api import (
     OverQuota,
     Quota,
 )
-from .flags import field_of, letters_of
+from .filenames import field_of, letters_of
 from .folderdir import FolderDir
 from .maildir import mailbox_path, public_path
 from .names import SPECIAL_USE, from_dir, is_public, normalize, parents, to_dir

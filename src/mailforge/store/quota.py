@@ -22,7 +22,7 @@ from typing import Protocol
 
 from ..durable import unlink_quietly, write_atomically
 from .api import Quota
-from .flags import field_of
+from .filenames import field_of
 from .maildir import mailbox_path
 from .names import from_dir
 
