@@ -18,16 +18,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..durable import unlink_quietly
 from ..speedups import write_all
-
-if TYPE_CHECKING:
-    from .segment import SegmentWriter
-
-# How long an open segment may wait for more records in a quiet spell (see segment.py).
-SEAL_AGE = 0.1
+from .segment import SEAL_AGE, SegmentWriter
 
 log = logging.getLogger("mailforge.queue")
 
