@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..durable import fsync_dir, open_new_file, unlink_quietly
+from ..durable import fsync_dir, open_new_file, replace_durably, unlink_quietly
 from ..speedups import CrlfToLf, write_all
 from .commit import SYNC_SYNCFS, GroupCommitter
 from .envelope import Envelope, EnvelopeError, decode, encode
@@ -69,6 +69,12 @@ def make_pair(incoming: Path, spool_id: str) -> TempPair:
         unlink_quietly(incoming / (spool_id + MSG_SUFFIX))
         raise
     return TempPair(spool_id, msg_fd, env_fd)
+
+
+def write_entry_file(queue_dir: Path, entry_id: str, suffix: str, data: bytes) -> int:
+    """An entry's .msg or .env, written in incoming/ and renamed into active/ (over the one it
+    replaces, if any); the new file's inode. The caller fsyncs active/."""
+    return replace_durably(queue_dir / INCOMING, queue_dir / ACTIVE / (entry_id + suffix), data)
 
 
 class Spool:
