@@ -45,6 +45,7 @@ from .ratekeeper.client import RateKeeperClient
 from .ratekeeper.counters import OpenVerdict
 from .store import quota
 from .store.folders import open_mailbox
+from .store.pop3box import MaildirMaildrop
 
 log = logging.getLogger("mailforge.worker")
 
@@ -89,8 +90,9 @@ def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.P
     config = worker.config
     settings = POP3Settings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth)
-    return pop3d.POP3Context(settings=settings, accounts=worker.accounts,
-                             store_dir=config.store_dir, **_shared(worker, tls_context))
+    maildrop = functools.partial(MaildirMaildrop.for_user, config.store_dir)
+    return pop3d.POP3Context(settings=settings, accounts=worker.accounts, open_maildrop=maildrop,
+                             **_shared(worker, tls_context))
 
 
 def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.IMAPContext:

@@ -14,6 +14,7 @@ from mailforge.queue import spool as spool_module
 from mailforge.auth.accounts import Accounts
 from mailforge.config import Config
 from mailforge.queue import delivery, retry
+from mailforge.queue import entry as queue_entry
 from mailforge.queue.commit import SYNC_MODES
 from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import Envelope, decode
@@ -116,7 +117,7 @@ def test_crlf_message_is_delivered_with_lf_and_two_headers(config, agent, caplog
 
 
 def test_null_sender_and_a_cr_at_a_chunk_end(config, agent, monkeypatch):
-    monkeypatch.setattr(delivery, "READ_CHUNK", 4)
+    monkeypatch.setattr(queue_entry, "READ_CHUNK", 4)
     enqueue(config, b"abc\r\ndefgh\r\r\n\r\n", ["bob@example.test"], sender="")
     agent.step()
     assert delivered(config, "bob@example.test") == [

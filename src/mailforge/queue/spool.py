@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..speedups import CrlfToLf
-from .commit import (FILE_MODE, NEW_FILE_FLAGS, SYNC_SYNCFS, GroupCommitter, fsync_dir,
-                     unlink_quietly, write_all)
+from ..durable import fsync_dir, open_new_file, replace_durably, unlink_quietly
+from ..speedups import CrlfToLf, write_all
+from .commit import SYNC_SYNCFS, GroupCommitter
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .segment import (SEALED_SUFFIX, SEGMENTS, SegmentWriter, encode_record, record_count,
                       seal_orphans)
@@ -74,14 +74,20 @@ class TempPair:
 
 def make_pair(incoming: Path, spool_id: str) -> TempPair:
     """The .msg/.env temp files of a message too big to keep in memory."""
-    msg_fd = os.open(incoming / (spool_id + MSG_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
+    msg_fd = open_new_file(incoming / (spool_id + MSG_SUFFIX))
     try:
-        env_fd = os.open(incoming / (spool_id + ENV_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
+        env_fd = open_new_file(incoming / (spool_id + ENV_SUFFIX))
     except BaseException:
         os.close(msg_fd)
         unlink_quietly(incoming / (spool_id + MSG_SUFFIX))
         raise
     return TempPair(spool_id, msg_fd, env_fd)
+
+
+def write_entry_file(queue_dir: Path, entry_id: str, suffix: str, data: bytes) -> int:
+    """An entry's .msg or .env, written in incoming/ and renamed into active/ (over the one it
+    replaces, if any); the new file's inode. The caller fsyncs active/."""
+    return replace_durably(queue_dir / INCOMING, queue_dir / ACTIVE / (entry_id + suffix), data)
 
 
 class Spool:
