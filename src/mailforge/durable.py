@@ -8,6 +8,7 @@ many files; everything else takes these steps one file at a time.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Iterable
@@ -18,6 +19,13 @@ from .speedups import write_all
 FILE_MODE = 0o600  # queue entries, messages, indexes: for the server's account alone
 # O_EXCL: a name is ours alone, so a file someone else is still writing is never truncated.
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def out_of_space(exc: BaseException | None) -> bool:
+    """Did a write fail for want of space (the file system, or a disk quota)? That passes
+    once space is freed: callers answer "insufficient system storage" and retry later, where
+    another OSError may be a fault worth a traceback."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def open_new_file(path: str | Path) -> int:

@@ -319,3 +319,26 @@ def test_a_remote_recipient_that_cannot_be_reached_stays_queued(config, accounts
     assert env.recipients == ["someone@elsewhere.test"] and "cannot connect" in env.last_error
     assert "cannot connect" in env.errors["someone@elsewhere.test"]
     assert not os.listdir(config.badmail_dir)
+
+
+def test_an_entry_that_cannot_be_settled_on_a_full_disk_waits_and_is_logged_in_one_line(
+        config, agent, clock, monkeypatch, caplog):
+    """Not retried at every scan (ten a second, each with a traceback): once the pause is over.
+    Two mailboxes: the message stays in the queue (one would be moved out of it)."""
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "carol@example.test"])
+    finishes = []
+
+    def full(entry):
+        finishes.append(entry.id)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(agent, "_finish", full)
+    agent.step()
+    agent.step()
+    assert finishes == [entry_id]
+    clock.now += delivery.TROUBLE_PAUSE
+    agent.step()
+    assert finishes == [entry_id, entry_id]
+    troubles = [r for r in caplog.records if "next try in" in r.getMessage()]
+    assert len(troubles) == 2 and not any(r.exc_info for r in troubles)
+    assert "No space left on device" in troubles[0].getMessage()

@@ -31,7 +31,7 @@ from .. import allocator, metrics, sandbox
 from ..addresses import AddressError
 from ..auth.accounts import Accounts, RecipientStatus
 from ..config import Config
-from ..durable import fsync_dir, unlink_quietly
+from ..durable import fsync_dir, out_of_space, unlink_quietly
 from ..errors import EXIT_WORKER_BOOT
 from ..store import quota
 from ..store.filenames import message_base
@@ -49,6 +49,9 @@ from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, MSG_SUFFIX, write_entry_file
 log = logging.getLogger("mailforge.delivery")
 
 SCAN_INTERVAL = 0.1  # seconds between scans of an idle queue
+# A segment or entry whose settling failed (a full disk, most often) waits this long before it
+# is tried again, rather than at every scan, ten times a second, each time with a log record.
+TROUBLE_PAUSE = 5.0
 BATCH_ENTRIES = 50  # queue entries per sync: amortises it as the spool's group commit does
 MAX_OPEN_COPIES = 256  # sync early rather than run out of file descriptors on a big fan-out
 # When every connection a destination may have is in use by other workers: try again after
@@ -170,6 +173,7 @@ class DeliveryAgent:
         # Entries queued before this worker started may have been cut short by a predecessor
         # killed between placing copies and removing the entry: for those only, look first.
         self._inherited = self._queued_ids()
+        self._troubled: dict[str, float] = {}  # segment name or entry id → when to try again
         self._placed: dict[Path, set[str]] = {}
         self._can_move: bool | None = None  # known once the queue exists
 
@@ -205,17 +209,20 @@ class DeliveryAgent:
     def _ready_ids(self) -> tuple[list[str], list[str]]:
         """This slot's entries due now, and its sealed segments."""
         now = self.clock()
+        self._troubled = {name: until for name, until in self._troubled.items() if until > now}
         seen, ready, segments = set(), [], []
         with os.scandir(self.active) as entries:
             for dirent in entries:
                 if dirent.name.endswith(SEALED_SUFFIX):
-                    if zlib.crc32(dirent.name.encode()) % self.slots == self.slot:
+                    if (zlib.crc32(dirent.name.encode()) % self.slots == self.slot
+                            and dirent.name not in self._troubled):
                         segments.append(dirent.name)
                     continue
                 if not dirent.name.endswith(ENV_SUFFIX):
                     continue
                 entry_id = dirent.name[:-len(ENV_SUFFIX)]
-                if zlib.crc32(entry_id.encode()) % self.slots != self.slot:
+                if (zlib.crc32(entry_id.encode()) % self.slots != self.slot
+                        or entry_id in self._troubled):
                     continue
                 seen.add(entry_id)
                 due, inode = self._deferred.get(entry_id, (0.0, 0))
@@ -236,8 +243,8 @@ class DeliveryAgent:
             for entry in entries:
                 try:
                     self._finish(entry)
-                except OSError:  # left in the queue: retried later, at-least-once
-                    log.exception("cannot update queue entry %s", entry.id)
+                except OSError as exc:  # left in the queue: retried later, at-least-once
+                    self._pause_after_trouble(entry.id, f"update queue entry {entry.id}", exc)
             if entries:
                 fsync_dir(self.active)
         finally:
@@ -266,13 +273,22 @@ class DeliveryAgent:
             fsync_dir(self.active)
             self._inherited.difference_update({name, *(e.id for e in entries)})
             return len(entries)
-        except TEMPORARY_ERRORS:
+        except TEMPORARY_ERRORS as exc:
             # Retried whole; the copies placed this time must then be recognised.
-            log.exception("cannot deliver queue segment %s; will retry", name)
+            self._pause_after_trouble(name, f"deliver queue segment {name}", exc)
             self._inherited.add(name)
             return 0
         finally:
             os.close(fd)
+
+    def _pause_after_trouble(self, name: str, what: str, exc: BaseException) -> None:
+        """`name` is tried again after TROUBLE_PAUSE. A full disk is one line (it passes once
+        space is freed); any other fault comes with its traceback."""
+        self._troubled[name] = self.clock() + TROUBLE_PAUSE
+        if out_of_space(exc):
+            log.warning("cannot %s: %s; next try in %.0f s", what, exc, TROUBLE_PAUSE)
+        else:
+            log.error("cannot %s; next try in %.0f s", what, TROUBLE_PAUSE, exc_info=exc)
 
     def _segment_entries(self, fd: int, path: Path) -> list[Entry] | None:
         """Lock the segment and read its records; None when it is not ours to deliver now."""
@@ -515,8 +531,11 @@ def _loop(agent: DeliveryAgent, heartbeat: Callable[[], None],
         heartbeat()
         try:
             handled = agent.step(heartbeat, stopping)
-        except OSError:  # the queue itself is unreadable: keep the worker, retry later
-            log.exception("delivery scan failed")
+        except OSError as exc:  # the queue itself is unreadable: keep the worker, retry later
+            if out_of_space(exc):
+                log.warning("delivery scan failed: %s", exc)
+            else:
+                log.exception("delivery scan failed")
             handled = 0
         if not handled:
             time.sleep(SCAN_INTERVAL)

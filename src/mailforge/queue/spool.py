@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import itertools
 import logging
 import os
@@ -23,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..durable import fsync_dir, open_new_file, replace_durably, unlink_quietly
+from ..durable import fsync_dir, open_new_file, out_of_space, replace_durably, unlink_quietly
 from ..speedups import CrlfToLf, write_all
 from .commit import SYNC_SYNCFS, GroupCommitter
 from .envelope import Envelope, EnvelopeError, decode, encode
@@ -41,11 +40,6 @@ SPILL_SIZE = 256 * 1024
 _ids = itertools.count()
 
 
-# A write that failed for want of space (the file system, or the user's disk quota): the
-# session answers "insufficient system storage" (RFC 3463 4.3.1) rather than a bare IO error.
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-
-
 class SpoolError(Exception):
     """The message could not be queued; the session answers with a temporary failure.
 
@@ -53,8 +47,9 @@ class SpoolError(Exception):
 
     @property
     def no_space(self) -> bool:
-        cause = self.__cause__
-        return isinstance(cause, OSError) and cause.errno in NO_SPACE
+        """Failed for want of space: the session answers "insufficient system storage"
+        (RFC 3463 4.3.1) rather than a bare IO error."""
+        return out_of_space(self.__cause__)
 
 
 def new_id() -> str:

@@ -8,9 +8,9 @@ and lets the store's errors through: the dispatcher turns those into `NO [code]`
 from __future__ import annotations
 
 import enum
-import errno
 from dataclasses import dataclass
 
+from ...durable import out_of_space
 from ...store.api import (
     INBOX,
     SYSTEM_FLAGS,
@@ -80,7 +80,7 @@ def store_error(exc: StoreError, trycreate: bool) -> Tagged:
 def disk_error(exc: OSError) -> Tagged:
     """The NO for a store that failed under a command. A full disk is no quota of the user's
     ([OVERQUOTA] is for that, RFC 5530) but a server trouble that passes: [UNAVAILABLE]."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if out_of_space(exc):
         return no("Not enough disk space, try again later", "UNAVAILABLE")
     return no("The store cannot be read now, try again", "UNAVAILABLE")
 
