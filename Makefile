@@ -7,7 +7,7 @@ DATA := var
 # command is named otherwise (isync's is mbsync).
 TEST_DEBS := swaks openssl curl fetchmail isync:mbsync
 
-.PHONY: run test setup test-debs bench clean
+.PHONY: run test check setup test-debs bench soak clean
 
 $(BIN)/mailforge: pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
 test: setup test-debs
 	$(PYTEST)
 	MAILFORGE_PUREPYTHON=1 $(PYTEST) tests/system/test_smtp_delivery.py tests/system/test_limits.py tests/system/test_pop3.py tests/system/test_imap.py
+
+# The fast lane while working: unit and parser tests, no servers started (under 2 minutes).
+check: setup
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests/unit
+
+# The soak suite for MAILFORGE_SOAK_SECONDS a case (make test runs it as a short smoke).
+soak: setup test-debs
+	MAILFORGE_SOAK_SECONDS=$${MAILFORGE_SOAK_SECONDS:-120} $(BIN)/python -m pytest -q -m soak tests/soak
 
 bench: setup
 	$(BIN)/python -m bench.load smtp --clients 50 --messages 20000 --size 1024

@@ -17,13 +17,14 @@ from _bytes cimport (SP, TAB, CR, LF, find_byte, is_alpha, is_digit, ascii_upper
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
 
-from mailforge.speedups.errors import Command, FetchAttribute, ParseError
+from mailforge.speedups.errors import Command, FetchAttribute, LiteralTooBig, ParseError
 from mailforge.speedups.parse import (MAX_LINE, MAX_DEPTH, MAX_LITERAL, MAX_POP3_VERB, STAR,
                                       ATOM_CHARS, TAG_CHARS, BRACKET_CHARS)
 
-__all__ = ["ParseError", "Command", "FetchAttribute", "split_command", "parse_path",
-           "parse_pop3", "CommandParser", "parse_sequence_set", "parse_fetch_attributes",
-           "STAR", "MAX_LINE", "MAX_DEPTH", "MAX_LITERAL", "MAX_POP3_VERB"]
+__all__ = ["ParseError", "LiteralTooBig", "Command", "FetchAttribute", "split_command",
+           "parse_path", "parse_pop3", "CommandParser", "parse_sequence_set",
+           "parse_fetch_attributes", "STAR", "MAX_LINE", "MAX_DEPTH", "MAX_LITERAL",
+           "MAX_POP3_VERB"]
 
 cdef enum:
     MAX_LITERAL_DIGITS = 10
@@ -311,7 +312,7 @@ cdef class CommandParser:
             tag = self._tag
             self._skip_literal_tail(body, n)
             self._reset()
-            raise ParseError(exc.args[0], consumed, tag) from None
+            raise exc.located(consumed, tag) from None
 
     cdef int _skip_literal_tail(self, const unsigned char *body, Py_ssize_t n) except -1:
         cdef Py_ssize_t size
@@ -411,7 +412,7 @@ cdef class CommandParser:
         if not _literal_tail(body, n, &size, &sync) or _rfind_brace(body, n) != pos:
             raise ParseError("bad literal")
         if size > self.max_literal:
-            raise ParseError("literal too big")
+            raise LiteralTooBig("literal too big")
         self._literal, self._literal_left = bytearray(), size
         self.wants_continuation = sync
         return 0

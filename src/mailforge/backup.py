@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as configuration
+from .durable import fsync_dir
 from .errors import UsageError
 from .queue.segment import OPEN_SUFFIX, SEALED_SUFFIX, SEGMENTS
 from .queue.spool import ENV_SUFFIX, MSG_SUFFIX
@@ -101,7 +102,7 @@ def create(config: configuration.Config, compression: str = "gz") -> Path:
         with open(partial, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(partial, target)
-    _fsync_dir(backup_dir)
+    fsync_dir(backup_dir)
     return target
 
 
@@ -200,14 +201,6 @@ def _open_settled(name: str, path: Path, data_dir: Path) -> tuple[str, typing.Bi
             except FileNotFoundError:
                 continue
     return None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def archives(config: configuration.Config) -> list[tuple[Path, Manifest]]:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .config import Config
+from .durable import write_atomically
 from .errors import ConfigError
 
 # 825 days: the longest validity Apple's clients accept for a server certificate.
@@ -92,9 +91,11 @@ def ensure_self_signed(config: Config, now: datetime.datetime | None = None) -> 
                             datetime.timedelta(days=SELF_SIGNED_DAYS))
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
+    for path in (pair.key, pair.cert):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     # Key first: a cert without its key would stop the next `init` from making a new pair.
-    _write_atomically(pair.key, key_pem, 0o600)
-    _write_atomically(pair.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomically(pair.key, key_pem, mode=0o600)
+    write_atomically(pair.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return True
 
 
@@ -125,27 +126,6 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
         return x509.DNSName(name)
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """temp → fsync → rename → fsync dir: a crash leaves the old state or the whole file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # ---- server context ----------------------------------------------------------------------

@@ -42,8 +42,10 @@ from .protocols.smtp import SMTPSettings
 from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from .queue.spool import Spool
 from .ratekeeper.client import RateKeeperClient
+from .ratekeeper.counters import OpenVerdict
 from .store import quota
 from .store.folders import open_mailbox
+from .store.pop3box import MaildirMaildrop
 
 log = logging.getLogger("mailforge.worker")
 
@@ -91,8 +93,9 @@ def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.P
     config = worker.config
     settings = POP3Settings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth)
+    maildrop = functools.partial(MaildirMaildrop.for_user, config.store_dir)
     return pop3d.POP3Context(settings=settings, accounts=worker.accounts.credentials,
-                             store_dir=config.store_dir, **_shared(worker, tls_context))
+                             open_maildrop=maildrop, **_shared(worker, tls_context))
 
 
 def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.IMAPContext:
@@ -219,7 +222,7 @@ class Worker:
                 self.service, conn.peer_ip, self.settings.max_connections,
                 self.settings.max_connections_per_ip)
             self.accepted += 1
-            if verdict != "ok":
+            if verdict is not OpenVerdict.OK:
                 metrics.inc("connections_refused_total", service=self.service, reason=verdict)
                 log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
                 conn.expire(self.protocol.driver.refusals.refusal(verdict, self.config.server.hostname))

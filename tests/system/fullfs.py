@@ -23,14 +23,14 @@ class SmallDisk:
         """Take every free block but about `leave` octets with one file."""
         stat = os.statvfs(self.path)
         free = stat.f_bavail * stat.f_frsize - leave
-        with open(self.path / FILLER, "ab") as handle:
-            chunk = b"\0" * (1 << 20)
-            with contextlib.suppress(OSError):  # ENOSPC: full, as wanted
-                while free > 0:
-                    handle.write(chunk[: min(len(chunk), free)])
-                    free -= len(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
+        chunk = b"\0" * (1 << 20)
+        # Unbuffered: a server taking blocks meanwhile makes a write fail with ENOSPC (full,
+        # as wanted), which a buffered file would raise again from its close.
+        with open(self.path / FILLER, "ab", buffering=0) as handle, contextlib.suppress(OSError):
+            while free > 0:
+                handle.write(chunk[: min(len(chunk), free)])
+                free -= len(chunk)
+            os.fsync(handle.fileno())
 
     def free(self) -> None:
         (self.path / FILLER).unlink(missing_ok=True)

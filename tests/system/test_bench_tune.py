@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_tune_quick_prints_the_table_and_writes_the_plot(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "tuning.png"

@@ -57,7 +57,7 @@ def test_a_second_sigterm_kills_every_child_at_once(make_server):
     busy.command(b"EHLO busy.test")
     busy.command(b"MAIL FROM:<b@remote.test>")
     os.kill(server.pid, signal.SIGTERM)
-    time.sleep(0.3)
+    wait_for_log(server, "stopping: listeners closed")
     os.kill(server.pid, signal.SIGTERM)
     assert server.proc.wait(timeout=10) == 0  # not the 30 s grace
     server.proc = None
@@ -183,7 +183,7 @@ def test_reload_with_a_broken_certificate_keeps_the_running_workers(make_server)
     before = set(server.worker_pids("submission"))
     (server.config.data_dir / server.config.tls.key).write_text("not a key\n")
     os.kill(server.pid, signal.SIGHUP)
-    time.sleep(1.5)
+    wait_for_log(server, "reload failed")
     assert set(server.worker_pids("submission")) == before
     assert "reload failed" in server.log() and "[tls] key" in server.log()
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
@@ -196,8 +196,15 @@ def test_a_session_open_across_a_reload_goes_on(make_server):
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
         client.ehlo("client.test")
         os.kill(server.pid, signal.SIGHUP)
-        time.sleep(1.0)
+        wait_for_log(server, "generation 2 started")
         # Its worker is retiring: the session is not told the service is shutting down.
         assert client.noop()[0] == 250
         assert client.sendmail("b@remote.test", [USER], b"Subject: across\r\n\r\nok\r\n") == {}
     server.wait_delivered(1)
+
+
+def wait_for_log(server, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, f"{text!r} not logged; log ends:\n{server.log()[-2000:]}"
+        time.sleep(0.05)

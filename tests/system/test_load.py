@@ -4,6 +4,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from .loadgen import delivered_ids, join, run_load
 
 
@@ -22,6 +24,7 @@ def assert_all_delivered(server, accepted: set[str], exactly_once: bool = True) 
         assert set(ids) == accepted
 
 
+@pytest.mark.slow
 def test_two_workers_twenty_clients_500_each(make_server):
     server = make_server(smtp={"workers": 2}, delivery={"workers": 2})
     server.start()

@@ -1,7 +1,8 @@
 """Slow clients cannot starve the service: a slowloris of trickling connections from one
 address and from many meets the per-IP and service caps while a normal client is served at
 once; a message body (SMTP DATA, an IMAP APPEND literal) trickled below the minimum transfer
-rate ends the session."""
+rate ends the session, and so does a command line not complete within the idle timeout from its
+first byte."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import smtplib
 import socket
 import threading
 import time
+import typing
+
+import pytest
 
 from .conftest import PASSWORD, USER
 
@@ -185,3 +189,134 @@ def test_an_imap_literal_trickled_below_the_minimum_rate_ends_the_session(make_s
     client.login(USER, PASSWORD)
     assert client.append("INBOX", None, None, b"Subject: big\r\n\r\n" + b"y" * 50_000 + b"\r\n")[0] == "OK"
     client.logout()
+
+
+# A command line must be complete within the service's idle timeout from its first octet
+# (issue 22, item 4): each trickled byte resets the idle timer, so without this bound a line
+# sent at a byte a second held its connection for ever.
+LINE_IDLE = 3
+# The sweeper looks once a second; the rest is slack for a loaded test machine.
+CUT_WITHIN = LINE_IDLE + 2
+
+
+class Service(typing.NamedTuple):
+    port: str  # the Server attribute naming its port
+    greeting: bytes
+    idle_reply: bytes
+    trickled: bytes  # a command line that takes 20 s at a byte every TRICKLE_INTERVAL
+    probe: bytes  # a command answered with `answer` at once
+    answer: bytes
+
+
+SERVICES = {
+    "smtp": Service("port", b"220", b"421 4.4.2", b"EHLO a-slow-client.example.test.invalid\r\n",
+                    b"NOOP\r\n", b"250"),
+    "pop3": Service("pop3_port", b"+OK", b"-ERR", b"USER alice@example.test.typed.slowly\r\n",
+                    f"USER {USER}\r\n".encode(), b"+OK"),
+    "imap": Service("imap_port", b"* OK", b"* BYE", b"a LOGIN alice@example.test typed-slowly\r\n",
+                    b"b NOOP\r\n", b"b OK"),
+}
+
+
+def line_bound_server(make_server, name: str, **overrides):
+    overrides[name] = {"idle_timeout": LINE_IDLE}
+    server = make_server(pop3_services=name == "pop3", imap_services=name == "imap",
+                         server={"allow_plaintext_auth": True}, **overrides)
+    server.start()
+    return server
+
+
+def read_to_eof(sock: socket.socket, limit: float = 3) -> tuple[bytes, bool]:
+    """What the server still sends, and whether it then closed, waiting at most `limit` s."""
+    deadline, data = time.monotonic() + limit, b""
+    sock.settimeout(0.25)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(4096)
+        except socket.timeout:
+            continue
+        except OSError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
+
+
+def trickle_line(sock: socket.socket, line: bytes, limit: float) -> tuple[bytes, float, bool]:
+    """Send `line` a byte every TRICKLE_INTERVAL until the server speaks or `limit` s pass: what
+    it said, the time from the first byte until then, and whether it then closed."""
+    sock.settimeout(TRICKLE_INTERVAL)
+    started, answer = time.monotonic(), b""
+    for index in range(len(line)):
+        if time.monotonic() - started > limit:
+            break
+        try:
+            sock.sendall(line[index:index + 1])
+            answer = sock.recv(4096)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        break  # the server spoke (or closed: b"")
+    elapsed = time.monotonic() - started
+    rest, closed = read_to_eof(sock)
+    return answer + rest, elapsed, closed or not answer
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_a_command_line_trickled_a_byte_at_a_time_is_cut_after_the_idle_timeout(make_server, name):
+    service = SERVICES[name]
+    assert len(service.trickled) * TRICKLE_INTERVAL > 3 * CUT_WITHIN
+    server = line_bound_server(make_server, name)
+    with socket.create_connection(("127.0.0.1", getattr(server, service.port)), timeout=10) as sock:
+        assert sock.makefile("rb").readline().startswith(service.greeting)
+        said, elapsed, closed = trickle_line(sock, service.trickled, limit=CUT_WITHIN + 2)
+    assert said.startswith(service.idle_reply), said
+    assert closed
+    assert LINE_IDLE - 0.5 <= elapsed < CUT_WITHIN, elapsed
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_a_prompt_command_after_a_long_pause_is_served(make_server, name):
+    """Pauses under the idle timeout, before a line and inside one, cost a client nothing,
+    though the session as a whole outlasts the timeout."""
+    service = SERVICES[name]
+    server = line_bound_server(make_server, name)
+    with socket.create_connection(("127.0.0.1", getattr(server, service.port)), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(service.greeting)
+        time.sleep(LINE_IDLE - 0.8)
+        sock.sendall(service.probe)
+        assert reader.readline().startswith(service.answer)
+        half = len(service.probe) // 2
+        sock.sendall(service.probe[:half])
+        time.sleep(LINE_IDLE - 0.8)
+        sock.sendall(service.probe[half:])
+        assert reader.readline().startswith(service.answer)
+
+
+def test_an_imap_literal_at_a_fair_rate_may_outlast_the_idle_timeout(make_server):
+    """The bound is for a command's line parts: a literal is held to the transfer rate
+    instead, so an APPEND whose message takes longer than the idle timeout is served."""
+    server = line_bound_server(make_server, "imap", limits={"min_transfer_rate": 1000})
+    message = b"Subject: steady\r\n\r\n" + b"z" * 19_980 + b"\r\n"
+    pieces = [message[start:start + 1000] for start in range(0, len(message), 1000)]
+    with socket.create_connection(("127.0.0.1", server.imap_port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"* OK")
+        sock.sendall(f'a LOGIN {USER} "{PASSWORD}"\r\n'.encode())
+        while not (line := reader.readline()).startswith(b"a "):
+            pass
+        assert line.startswith(b"a OK"), line
+        started = time.monotonic()
+        sock.sendall(f"b APPEND INBOX {{{len(message)}}}\r\n".encode())
+        assert reader.readline().startswith(b"+")
+        for piece in pieces:  # 4,000 octets a second, for 5 s
+            sock.sendall(piece)
+            time.sleep(LINE_IDLE * 1.7 / len(pieces))
+        sock.sendall(b"\r\n")
+        while not (line := reader.readline()).startswith(b"b "):
+            assert line, "closed"
+        assert time.monotonic() - started > LINE_IDLE + 1.5
+    assert line.startswith(b"b OK"), line

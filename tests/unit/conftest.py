@@ -45,10 +45,6 @@ def impl(request) -> types.SimpleNamespace:
     return load(request.param)
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "fuzz: a million random inputs per extension (-m fuzz)")
-
-
 def pytest_collection_modifyitems(config, items):
     if "fuzz" in (config.getoption("markexpr") or ""):
         return

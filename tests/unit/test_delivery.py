@@ -14,6 +14,7 @@ from mailforge.queue import spool as spool_module
 from mailforge.auth.accounts import Accounts
 from mailforge.config import Config
 from mailforge.queue import delivery, retry
+from mailforge.queue import entry as queue_entry
 from mailforge.queue.commit import SYNC_MODES
 from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import Envelope, decode
@@ -116,7 +117,7 @@ def test_crlf_message_is_delivered_with_lf_and_two_headers(config, agent, caplog
 
 
 def test_null_sender_and_a_cr_at_a_chunk_end(config, agent, monkeypatch):
-    monkeypatch.setattr(delivery, "READ_CHUNK", 4)
+    monkeypatch.setattr(queue_entry, "READ_CHUNK", 4)
     enqueue(config, b"abc\r\ndefgh\r\r\n\r\n", ["bob@example.test"], sender="")
     agent.step()
     assert delivered(config, "bob@example.test") == [
@@ -320,3 +321,26 @@ def test_a_remote_recipient_that_cannot_be_reached_stays_queued(config, accounts
     assert env.recipients == ["someone@elsewhere.test"] and "cannot connect" in env.last_error
     assert "cannot connect" in env.errors["someone@elsewhere.test"]
     assert not os.listdir(config.badmail_dir)
+
+
+def test_an_entry_that_cannot_be_settled_on_a_full_disk_waits_and_is_logged_in_one_line(
+        config, agent, clock, monkeypatch, caplog):
+    """Not retried at every scan (ten a second, each with a traceback): once the pause is over.
+    Two mailboxes: the message stays in the queue (one would be moved out of it)."""
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "carol@example.test"])
+    finishes = []
+
+    def full(entry):
+        finishes.append(entry.id)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(agent, "_finish", full)
+    agent.step()
+    agent.step()
+    assert finishes == [entry_id]
+    clock.now += delivery.TROUBLE_PAUSE
+    agent.step()
+    assert finishes == [entry_id, entry_id]
+    troubles = [r for r in caplog.records if "next try in" in r.getMessage()]
+    assert len(troubles) == 2 and not any(r.exc_info for r in troubles)
+    assert "No space left on device" in troubles[0].getMessage()

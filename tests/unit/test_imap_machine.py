@@ -38,7 +38,7 @@ class Session:
             try:
                 command, used = self.parser.feed(data)
             except ParseError as exc:
-                out.append(self.machine.parse_error(exc.tag, str(exc)).text)
+                out.append(self.machine.parse_error(exc).text)
                 data = data[exc.consumed:]
                 continue
             data = data[used:]

@@ -1,22 +1,10 @@
 import os
-import re
 
 import pytest
 
 from mailforge.store import maildir
-from mailforge.store.maildir import (ensure_maildir, ensure_maildir_durable,
-                                     mailbox_path, maildir_hostname, publish, message_base, delivered_bases,
-                                     write_tmp)
-
-def test_hostname_escapes_slash_and_colon():
-    assert maildir_hostname("a/b:c.example") == "a\\057b\\072c.example"
-
-
-def test_names_follow_dovecots_form_and_are_stable_per_message_and_mailbox():
-    name = message_base(1700000000.5, "abc-1-2", "bob@example.test")
-    assert re.fullmatch(rf"1700000000\.Qabc-1-2M[0-9a-f]{{8}}\.{re.escape(maildir_hostname())}", name)
-    assert name == message_base(1700000000.5, "abc-1-2", "bob@example.test")
-    assert name != message_base(1700000000.5, "abc-1-2", "carol@example.test")
+from mailforge.store.maildir import (claim_new, delivered_bases, ensure_maildir,
+                                     ensure_maildir_durable, mailbox_path, publish, write_tmp)
 
 
 def test_delivered_bases_sees_new_and_cur(tmp_path):
@@ -51,8 +39,8 @@ def test_write_tmp_removes_a_half_written_file(tmp_path):
 
 def test_ensure_maildir_durable_creates_and_fsyncs_parents(tmp_path, monkeypatch):
     synced = []
-    real = maildir._fsync_dir
-    monkeypatch.setattr(maildir, "_fsync_dir", lambda p: (synced.append(p), real(p)))
+    real = maildir.fsync_dir
+    monkeypatch.setattr(maildir, "fsync_dir", lambda p: (synced.append(p), real(p)))
     store = tmp_path / "store"
     box = mailbox_path(store, "bob@example.test")
     ensure_maildir_durable(store, box)
@@ -61,3 +49,14 @@ def test_ensure_maildir_durable_creates_and_fsyncs_parents(tmp_path, monkeypatch
     synced.clear()
     ensure_maildir_durable(store, box)
     assert synced == []
+
+
+def test_claim_new_moves_to_cur_with_the_crlf_size_and_keeps_any_info(tmp_path):
+    box = ensure_maildir(tmp_path / "Maildir")
+    (box / "new" / "1.Qa.h,S=5").write_bytes(b"a\nbc\n")
+    (box / "new" / "2.Qb.h,S=2:2,F").write_bytes(b"d\n")
+    assert claim_new(box, "1.Qa.h,S=5") == "1.Qa.h,S=5,W=7:2,"
+    assert claim_new(box, "2.Qb.h,S=2:2,F") == "2.Qb.h,S=2,W=3:2,F"
+    assert sorted(os.listdir(box / "cur")) == ["1.Qa.h,S=5,W=7:2,", "2.Qb.h,S=2,W=3:2,F"]
+    with pytest.raises(FileNotFoundError):  # another reader claimed it first
+        claim_new(box, "1.Qa.h,S=5")

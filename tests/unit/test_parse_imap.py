@@ -2,7 +2,7 @@
 
 import pytest
 
-from mailforge.speedups.errors import Command, FetchAttribute
+from mailforge.speedups.errors import Command, FetchAttribute, LiteralTooBig, ParseError
 
 STEPS = [None, 1, 2, 7]
 
@@ -84,6 +84,17 @@ ERRORS = [
 def test_errors_then_next_command(impl, data, message, tag, step):
     events = run(impl, data + b"Z NOOP\r\n", step, max_literal=1000)
     assert events == [("BAD", message, tag), Command("Z", "NOOP", [])]
+
+
+def test_literal_too_big_is_told_apart_by_class(impl):
+    """The server answers it BAD [TOOBIG] with its limit, every other error as bad syntax."""
+    parser = impl.parse.CommandParser(max_literal=1000)
+    with pytest.raises(LiteralTooBig) as too_big:
+        parser.feed(b"A1 APPEND x {1001}\r\nZ NOOP\r\n")
+    assert (too_big.value.tag, too_big.value.consumed) == ("A1", 20)
+    with pytest.raises(ParseError) as bad_literal:
+        parser.feed(b"A2 APPEND x {}\r\n")
+    assert type(bad_literal.value) is ParseError
 
 
 @pytest.mark.parametrize("step", STEPS)

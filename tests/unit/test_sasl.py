@@ -367,6 +367,38 @@ def test_step_before_start_and_double_start(db):
     assert_failed(auth.start(None), "already started")
 
 
+# -- the exchange a protocol session keeps (AuthExchange)
+
+def test_exchange_refuses_mechanisms_not_offered(db):
+    exchange = sasl.AuthExchange(db.credentials, HOST)
+    offered = mechanisms(tls_active=False, allow_plaintext=False)
+    assert exchange.start("plain", None, offered).kind is sasl.StepKind.NEEDS_TLS
+    assert exchange.start("NTLM", None, offered).kind is sasl.StepKind.UNSUPPORTED
+    assert not exchange.active
+
+
+def test_exchange_cancel_abort_and_login(db):
+    exchange = sasl.AuthExchange(db.credentials, HOST)
+    offered = mechanisms(tls_active=True, allow_plaintext=False)
+    assert exchange.start("login", None, offered).kind is sasl.StepKind.CHALLENGE
+    assert exchange.active
+    assert exchange.answer(b" *\r\n").kind is sasl.StepKind.CANCELLED
+    assert not exchange.active
+    exchange.start("LOGIN", None, offered)
+    exchange.abort()
+    assert not exchange.active
+    exchange.start("LOGIN", None, offered)
+    assert exchange.answer(b64(USER).encode() + b"\r\n").kind is sasl.StepKind.CHALLENGE
+    step = exchange.answer(b64(PASSWORD).encode() + b"\r\n")
+    assert (step.kind, step.user, exchange.active) == (sasl.StepKind.SUCCESS, USER, False)
+
+
+def test_exchange_failure_ends_it(db):
+    exchange = sasl.AuthExchange(db.credentials, HOST)
+    step = exchange.start("PLAIN", b64(f"\0{USER}\0wrong"), mechanisms(True, False))
+    assert (step.kind, step.reason, exchange.active) == (sasl.StepKind.FAILURE, AUTH_FAILED, False)
+
+
 # -- storage
 
 def stored_scram(db: Accounts, address: str) -> str | None:

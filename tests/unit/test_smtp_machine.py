@@ -1,30 +1,25 @@
 """The SMTP state machine by transcript: command in, reply out, no sockets."""
 
 import dataclasses
-from dataclasses import dataclass, field
 
 import pytest
 
+from mailforge.auth.api import Lookup, RecipientStatus
 from mailforge.protocols.session import Action
 from mailforge.protocols.smtp import MAX_ERRORS, SMTPMachine, SMTPSettings
 
 SETTINGS = SMTPSettings("mx.test", max_message_size=1000, max_recipients=3, max_line_length=2048)
 
 
-@dataclass
-class Lookup:
-    status: str
-    mailboxes: list[str] = field(default_factory=list)
-
-
 class Directory:
     def lookup_recipient(self, address):
         local, _, domain = address.lower().rpartition("@")
         if domain != "example.test":
-            return Lookup("not_local")
-        return {"alice": Lookup("ok", [address]), "off": Lookup("disabled"),
-                "team": Lookup("ok", ["alice@example.test", "bob@example.test"]),
-                }.get(local, Lookup("unknown"))
+            return Lookup(RecipientStatus.NOT_LOCAL)
+        return {"alice": Lookup(RecipientStatus.OK, [address]),
+                "off": Lookup(RecipientStatus.DISABLED),
+                "team": Lookup(RecipientStatus.OK, ["alice@example.test", "bob@example.test"]),
+                }.get(local, Lookup(RecipientStatus.UNKNOWN))
 
 
 DIRECTORY = Directory()
@@ -166,7 +161,7 @@ def test_recipients_are_looked_up_by_the_driver():
     assert (request.text, request.action, request.address) == (
         b"", Action.LOOK_UP_RECIPIENT, "Alice@example.test")
     assert not m.transaction.recipients
-    done = m.recipient_found(Lookup("ok", ["alice@example.test"]), over_quota=False)
+    done = m.recipient_found(Lookup(RecipientStatus.OK, ["alice@example.test"]), over_quota=False)
     assert done.text.startswith(b"250 2.1.5") and done.action is Action.NONE
     assert m.transaction.recipients == ["Alice@example.test"]
     assert m.transaction.notify == {"Alice@example.test": "FAILURE"}

@@ -6,7 +6,7 @@ import threading
 
 from mailforge.store.api import FLAGGED, SEEN, FlagMode
 from mailforge.store.folders import MaildirMailbox
-from mailforge.store.pop3box import Maildrop
+from mailforge.store.pop3box import MaildirMaildrop
 
 ADDRESS = "user@example.test"
 PER_WORKER = 15
@@ -94,7 +94,7 @@ def test_pop3_snapshot_then_select_and_flags_kept_by_pop3(tmp_path):
     for i in range(3):
         mailbox.append("INBOX", f"Subject: {i}\n\nbody\n".encode(), [FLAGGED] if i == 1 else [])
     (mailbox.root / "new" / "1700000009.Qz.host,S=3").write_bytes(b"z\n\n")
-    drop = Maildrop.for_user(tmp_path, ADDRESS)
+    drop = MaildirMaildrop.for_user(tmp_path, ADDRESS)
     folder = mailbox.select("INBOX")
     assert len(drop.messages) == len(folder.messages()) == 4
     assert [i.flags for i in folder.messages()][:3] == [frozenset(), {FLAGGED}, frozenset()]

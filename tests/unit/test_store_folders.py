@@ -16,7 +16,7 @@ from mailforge.store.api import (
 )
 from mailforge.store.folders import MaildirMailbox
 from mailforge.store.maildir import ensure_maildir, mailbox_path
-from mailforge.store.pop3box import Maildrop, crlf_form
+from mailforge.store.pop3box import MaildirMaildrop, crlf_form
 
 ADDRESS = "user@example.test"
 
@@ -186,7 +186,7 @@ def test_subscriptions_in_dovecot_format(mailbox):
 def test_pop3_and_imap_share_one_identity(tmp_path, mailbox):
     deliver(tmp_path, "1700000001.Qa.host")
     deliver(tmp_path, "1700000002.Qb.host")
-    drop = Maildrop.for_user(tmp_path, ADDRESS)
+    drop = MaildirMaildrop.for_user(tmp_path, ADDRESS)
     folder = mailbox.select("INBOX")
     assert len(folder.messages()) == len(drop.messages) == 2
     pop3_view = []

@@ -1,14 +1,22 @@
 """Pure parts of the store: folder names on disk, Maildir file names, the index format."""
 
+import re
+
 import pytest
 
 from mailforge.store import folderdir, uidindex
 from mailforge.store.api import InvalidName
-from mailforge.store.flags import (
+from mailforge.store.filenames import (
+    arrival_order,
     base_of,
+    claimed_name,
     crlf_size,
     field_of,
     letters_of,
+    maildir_hostname,
+    message_base,
+    new_base,
+    sized_name,
     with_letters,
     with_size,
 )
@@ -41,6 +49,29 @@ def test_maildir_file_names():
     assert with_size(name, 14) == "1700000000.Qx.host,S=12,W=14:2,FSa"
     assert with_letters("b,S=1", "TS") == "b,S=1:2,ST"
     assert crlf_size(b"a\nb\r\n") == 6
+    assert sized_name("1.Qx.host", 12) == "1.Qx.host,S=12"
+    assert sized_name("1.Qx.host", 12, 14) == "1.Qx.host,S=12,W=14"
+    assert claimed_name("1.Qx.host,S=12", 14) == "1.Qx.host,S=12,W=14:2,"
+    assert claimed_name("1.Qx.host,S=12,W=14:2,S", 99) == "1.Qx.host,S=12,W=14:2,S"
+
+
+def test_hostname_escapes_slash_and_colon():
+    assert maildir_hostname("a/b:c.example") == "a\\057b\\072c.example"
+
+
+def test_names_follow_dovecots_form_and_are_stable_per_message_and_mailbox():
+    name = message_base(1700000000.5, "abc-1-2", "bob@example.test")
+    assert re.fullmatch(rf"1700000000\.Qabc-1-2M[0-9a-f]{{8}}\.{re.escape(maildir_hostname())}", name)
+    assert name == message_base(1700000000.5, "abc-1-2", "bob@example.test")
+    assert name != message_base(1700000000.5, "abc-1-2", "carol@example.test")
+    stored = new_base()
+    assert stored != new_base() and base_of(sized_name(stored, 1, 1) + ":2,S") == stored
+
+
+def test_arrival_order_sorts_by_the_leading_second_then_the_name():
+    names = ["1700000010.Qb.h,S=1", "odd-name", "1700000002.Qz.h", "1700000010.Qa.h:2,S"]
+    assert sorted(names, key=arrival_order) == [
+        "odd-name", "1700000002.Qz.h", "1700000010.Qa.h:2,S", "1700000010.Qb.h,S=1"]
 
 
 def test_index_round_trip_and_damage():

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from mailforge.auth.accounts import Accounts
-from mailforge.auth.api import Lookup
+from mailforge.auth.api import Lookup, RecipientStatus
 from mailforge.config import Config
 from mailforge.protocols.session import Action
 from mailforge.protocols.smtp import SMTPMachine, SMTPSettings
@@ -88,10 +88,10 @@ def test_smtp_answers_552_at_rcpt_for_a_full_mailbox():
     machine.handle(b"EHLO client.test")
     machine.handle(b"MAIL FROM:<a@remote.test>")
     assert machine.handle(b"RCPT TO:<bob@example.test>").action is Action.LOOK_UP_RECIPIENT
-    assert machine.recipient_found(Lookup("ok", [ADDRESS]), over_quota=True).text == (
+    assert machine.recipient_found(Lookup(RecipientStatus.OK, [ADDRESS]), over_quota=True).text == (
         b"552 5.2.2 <bob@example.test>: Mailbox full\r\n")
     machine.handle(b"RCPT TO:<carol@example.test>")
-    assert machine.recipient_found(Lookup("ok", ["carol@example.test"]), over_quota=False
+    assert machine.recipient_found(Lookup(RecipientStatus.OK, ["carol@example.test"]), over_quota=False
                                    ).text.startswith(b"250")
 
 

@@ -8,6 +8,7 @@ backend is one more implementation of the same protocols.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,15 +22,20 @@ PUBLIC_EVERYONE = "*"
 PUBLIC_NOBODY = ""
 
 
+class RecipientStatus(enum.StrEnum):
+    """What `lookup_recipient` found for an address."""
+
+    OK = "ok"                # it reaches the Lookup's mailboxes (one at least)
+    UNKNOWN = "unknown"      # no such address in our domains
+    DISABLED = "disabled"    # every mailbox it reaches is disabled
+    NOT_LOCAL = "not_local"  # the domain is not ours
+
+
 @dataclass(frozen=True)
 class Lookup:
-    """Where mail to one address goes.
+    """Where mail to one address goes."""
 
-    status: "ok" (mailboxes is not empty), "unknown", "disabled" (every mailbox it reaches is
-    disabled) or "not_local" (the domain is not ours).
-    """
-
-    status: str
+    status: RecipientStatus
     mailboxes: list[str] = field(default_factory=list)
 
 

@@ -1,12 +1,13 @@
 """SASL for SMTP AUTH, POP3 AUTH and IMAP AUTHENTICATE: PLAIN (RFC 4616), LOGIN (the
 draft-murchison-sasl-login exchange), CRAM-MD5 (RFC 2195) and SCRAM-SHA-256 (RFC 7677).
 
-Sans-IO: a protocol session makes a `SASLSession`, passes it the client's base64 lines and sends
-back each `Step`'s challenge ("334 ..." in SMTP, "+ ..." in POP3 and IMAP) until the step is a
-success or a failure. Base64, length limits and cancelling live here, so every protocol gets
-them alike. Whatever the client sends, the result is a failure with a reason, never an
-exception. Reasons are fit for logs and never say whether a user exists: wrong passwords,
-unknown and disabled users all give AUTH_FAILED, with the same work done (see api.Authenticator).
+Sans-IO: a protocol session keeps an `AuthExchange`, starts it with the mechanism the client
+names, passes it the client's lines and words each `Step` as its protocol does (a challenge is
+"334 ..." in SMTP, "+ ..." in POP3 and IMAP) until the step ends the exchange. Which mechanisms
+are offered, base64, length limits and cancelling live here, so every protocol gets them alike.
+Whatever the client sends, bad input ends in a failure with a reason, never an exception.
+Reasons are fit for logs and never say whether a user exists: wrong passwords, unknown and
+disabled users all give AUTH_FAILED, with the same work done (see api.Authenticator).
 
 NTLM is deliberately absent (broken crypto); SCRAM-SHA-256 is what replaces it. SCRAM channel
 binding (the -PLUS variants) is not offered, so a client asking for it is refused.
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Callable, Generator, Literal
+from typing import Callable, Generator
 
 from ..addresses import normalize_address
 from ..errors import UsageError
@@ -48,12 +50,24 @@ _NONCE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
 _BAD_SASLNAME_ESCAPE = re.compile(r"=(?!2C|3D)")
 
 
+class StepKind(enum.StrEnum):
+    """Where a step leaves the exchange."""
+
+    CHALLENGE = "challenge"  # send `challenge`; the client's next line answers it
+    SUCCESS = "success"      # over: `user` is logged in
+    FAILURE = "failure"      # over: refused for `reason` (the brute-force defence counts it)
+    # Only from an AuthExchange, and answered without counting a failure:
+    CANCELLED = "cancelled"      # over: the client answered "*"
+    NEEDS_TLS = "needs_tls"      # not begun: a plaintext mechanism outside TLS
+    UNSUPPORTED = "unsupported"  # not begun: a mechanism we do not offer
+
+
 @dataclass(frozen=True)
 class Step:
     """What to tell the client: a base64 `challenge` to send, or the end of the exchange with
     the canonical address of the `user` (success) or a `reason` (failure)."""
 
-    kind: Literal["challenge", "success", "failure"]
+    kind: StepKind
     challenge: str = ""
     user: str = ""
     reason: str = ""
@@ -81,6 +95,49 @@ def mechanisms(tls_active: bool, allow_plaintext: bool) -> list[str]:
     return [name for name in MECHANISMS if name not in PLAINTEXT_MECHANISMS]
 
 
+class AuthExchange:
+    """The SASL exchange of one protocol session (SMTP AUTH, POP3 AUTH, IMAP AUTHENTICATE),
+    from the mechanism the client names to the step that ends it; one login after another may
+    go through it."""
+
+    def __init__(self, accounts: Authenticator, hostname: str) -> None:
+        self._accounts, self._hostname = accounts, hostname
+        self._session: SASLSession | None = None
+
+    @property
+    def active(self) -> bool:
+        """A challenge is out: the client's next line answers it (and is no command)."""
+        return self._session is not None
+
+    def start(self, mechanism: str, initial_response: str | None, offered: list[str]) -> Step:
+        """Begin with `mechanism` if it is among the `offered` (see `mechanisms`)."""
+        mechanism = mechanism.upper()
+        if mechanism not in offered:
+            kind = StepKind.NEEDS_TLS if mechanism in PLAINTEXT_MECHANISMS else StepKind.UNSUPPORTED
+            return Step(kind)
+        self._session = SASLSession(mechanism, self._accounts, self._hostname)
+        return self._went_on(self._session.start(initial_response))
+
+    def answer(self, line: bytes) -> Step:
+        """Go on with the client's line, as read, that answers the last challenge."""
+        assert self._session is not None
+        # No failed login (nothing for the brute-force defence to count): the protocols give
+        # it a reply of its own (RFC 4954 4: SMTP's 501).
+        if line.strip() == CANCEL.encode():
+            self._session = None
+            return Step(StepKind.CANCELLED)
+        return self._went_on(self._session.step(line.decode("ascii", "replace")))
+
+    def abort(self) -> None:
+        """The answer could not be read (too long): the exchange is over."""
+        self._session = None
+
+    def _went_on(self, step: Step) -> Step:
+        if step.kind is not StepKind.CHALLENGE:
+            self._session = None
+        return step
+
+
 class SASLSession:
     def __init__(self, mechanism: str, accounts: Authenticator, hostname: str) -> None:
         self.mechanism = mechanism.upper()
@@ -94,11 +151,11 @@ class SASLSession:
     def start(self, initial_response: str | None) -> Step:
         """Begin, with the initial response as sent on the AUTH line (None if there was none)."""
         if self._exchange is not None:
-            return self._finish(Step("failure", reason="exchange already started"))
+            return self._finish(Step(StepKind.FAILURE, reason="exchange already started"))
         try:
             initial = _initial_bytes(initial_response)
         except _Refused as exc:
-            return self._finish(Step("failure", reason=str(exc)))
+            return self._finish(Step(StepKind.FAILURE, reason=str(exc)))
         exchange = self._exchange = self._run(self._accounts, self._hostname, initial)
         return self._advance(lambda: exchange.send(None))
 
@@ -106,19 +163,19 @@ class SASLSession:
         """Go on with the client's answer to the last challenge."""
         exchange = self._exchange
         if exchange is None or self._finished:
-            return self._finish(Step("failure", reason="no exchange in progress"))
+            return self._finish(Step(StepKind.FAILURE, reason="no exchange in progress"))
         if client_line.strip() == CANCEL:
-            return self._finish(Step("failure", reason="exchange cancelled by the client"))
+            return self._finish(Step(StepKind.FAILURE, reason="exchange cancelled by the client"))
         return self._advance(lambda: exchange.send(_decode(client_line)))
 
     def _advance(self, send: Callable[[], bytes]) -> Step:
         try:
             challenge = send()
         except StopIteration as done:
-            return self._finish(Step("success", user=done.value))
+            return self._finish(Step(StepKind.SUCCESS, user=done.value))
         except _Refused as exc:
-            return self._finish(Step("failure", reason=str(exc)))
-        return Step("challenge", challenge=base64.b64encode(challenge).decode("ascii"))
+            return self._finish(Step(StepKind.FAILURE, reason=str(exc)))
+        return Step(StepKind.CHALLENGE, challenge=base64.b64encode(challenge).decode("ascii"))
 
     def _finish(self, step: Step) -> Step:
         self._finished = True

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..policy.abuse import AbuseGuard
+from ..ratekeeper.counters import OpenVerdict
 from .record import ServiceMeters, SessionRecord, reply_code
 from .session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed
@@ -33,9 +34,10 @@ class Refusals:
     full: str     # the worker has its most connections
     shutdown: str  # the worker is stopping
 
-    def refusal(self, verdict: str, hostname: str) -> bytes:
-        """For a rate-keeper verdict other than "ok"."""
-        words = {"blocked": self.blocked, "ip_full": self.ip_full}.get(verdict, self.full)
+    def refusal(self, verdict: OpenVerdict, hostname: str) -> bytes:
+        """For a rate-keeper verdict other than OK."""
+        words = {OpenVerdict.BLOCKED: self.blocked,
+                 OpenVerdict.IP_FULL: self.ip_full}.get(verdict, self.full)
         return _line(words, hostname)
 
     def shutdown_reply(self, hostname: str) -> bytes:
@@ -96,9 +98,7 @@ class SessionDriver:
                     return
                 result = await self.next_reply()
                 self.record.reply(result.failure, self.error_code(result), machine.user)
-                if result.failure is not None and await self.ctx.guard.answer_failure(
-                        conn, self.service, result,
-                        self.refusals.refusal("blocked", self.ctx.settings.hostname)):
+                if result.failure is not None and await self._answer_failure(result):
                     return
                 if result.text:
                     conn.queue_reply(result.text)
@@ -122,6 +122,23 @@ class SessionDriver:
             conn.flush()
             await self.closing()
             self.record.closed()
+
+    async def _answer_failure(self, result: Reply) -> bool:
+        """For a reply the machine marked as a failure: the abuse guard counts it, the tarpit
+        holds it back, and a client now blocked gets it followed by the protocol's refusal.
+        True means the session must end."""
+        assert result.failure is not None
+        conn = self.conn
+        conn.flush()  # replies already due go out before the tarpit holds this one back
+        verdict = await self.ctx.guard.count_failure(self.service, conn.peer_ip,
+                                                     result.failure.value)
+        if verdict.delay:
+            await asyncio.sleep(verdict.delay)
+        if not verdict.blocked:
+            return False
+        hostname = self.ctx.settings.hostname
+        conn.queue_reply(result.text + self.refusals.refusal(OpenVerdict.BLOCKED, hostname))
+        return True
 
     async def next_reply(self) -> Reply:
         raise NotImplementedError

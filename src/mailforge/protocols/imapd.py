@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..auth.api import Authenticator
 from ..ratekeeper.client import RateKeeperClient
+from ..ratekeeper.counters import OpenVerdict
 from ..speedups import Command as ParsedCommand
 from ..speedups import CommandParser, ParseError
 from ..store.api import Mailbox
@@ -113,7 +114,8 @@ class IMAPDriver(SessionDriver):
         # Waiting for a new command, the session may be cut by a stopping worker at once.
         conn.interruptible = not conn.has_buffered_line()
         # From a literal's first octet to the end of its command, input is held to the minimum
-        # transfer rate (each trickled byte would reset the idle timer); command lines are not.
+        # transfer rate (each trickled byte would reset the idle timer); the command's lines,
+        # literals left out, to the idle timeout from their first octet (conn.line_pending).
         timed, timed_literal = contextlib.ExitStack(), False
         try:
             while True:
@@ -126,10 +128,14 @@ class IMAPDriver(SessionDriver):
                     command, used = self.parser.feed(chunk)
                 except ParseError as exc:
                     conn.unread(chunk[exc.consumed:])
-                    return self.machine.parse_error(exc.tag, str(exc))
+                    return self.machine.parse_error(exc)
                 conn.unread(chunk[used:])
                 if command is not None:
                     return command
+                if self.parser.in_literal:
+                    conn.line_paused()
+                else:
+                    conn.line_pending()
                 # Waiting for more of this command: what was answered so far goes out first
                 # (a BAD for the command whose literal is being skipped, too).
                 conn.flush()
@@ -137,6 +143,7 @@ class IMAPDriver(SessionDriver):
                     conn.write(b"+ Ready for literal data\r\n")
         finally:
             conn.interruptible = False
+            conn.line_done()
             timed.close()
 
     async def _open_mailbox(self, pending: Reply) -> Reply:
@@ -144,7 +151,7 @@ class IMAPDriver(SessionDriver):
         machine = self.machine
         verdict = await self.ctx.ratekeeper.open_session(
             USER_SESSIONS, machine.user, 0, self.ctx.max_sessions_per_user)
-        if verdict != "ok":
+        if verdict is not OpenVerdict.OK:
             log.warning("%s: too many IMAP sessions, refused login from %s", machine.user,
                         self.conn.peer_ip)
             return Reply(pending.text + machine.login_refused(

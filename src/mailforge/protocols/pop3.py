@@ -23,14 +23,7 @@ from dataclasses import dataclass
 
 from ..addresses import normalize_address
 from ..auth.api import APOPAuthenticator
-from ..auth.sasl import (
-    CANCEL,
-    PLAINTEXT_MECHANISMS,
-    SASLError,
-    SASLSession,
-    Step,
-    mechanisms,
-)
+from ..auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ..speedups import ParseError, parse_pop3
 from .session import Action, Command, Failure, Reply
 
@@ -82,7 +75,7 @@ class POP3Machine:
         self.state = State.AUTHORIZATION
         self.user = ""        # the authenticated user, once the login succeeded
         self._user_arg = ""   # the name given by USER, waiting for PASS
-        self._sasl: SASLSession | None = None
+        self._auth = AuthExchange(accounts, settings.hostname)
         # The snapshot: (unique-id, size) per message, and the indexes marked by DELE.
         self.listing: list[tuple[str, int]] = []
         self.deleted: set[int] = set()
@@ -101,11 +94,11 @@ class POP3Machine:
     def checks_password(self, line: bytes) -> bool:
         """Whether handling `line` may run a password check: deliberately slow (scrypt), so the
         driver runs it off the event loop, where it would stall every other session."""
-        return self._sasl is not None or line[:4].upper() in (b"PASS", b"APOP", b"AUTH")
+        return self._auth.active or line[:4].upper() in (b"PASS", b"APOP", b"AUTH")
 
     def handle(self, line: bytes) -> Reply:
-        if self._sasl is not None:
-            return self._count(self._sasl_step(line))
+        if self._auth.active:
+            return self._count(self._auth_reply(self._auth.answer(line)))
         try:
             verb, args = parse_pop3(line)
         except ParseError as exc:
@@ -120,7 +113,7 @@ class POP3Machine:
         return self._count(command.handler(self, args, line.partition(b" ")[2]))
 
     def line_too_long(self) -> Reply:
-        self._sasl = None  # an AUTH answer that long is no answer: the exchange is over
+        self._auth.abort()  # an AUTH answer that long is no answer: the exchange is over
         return self._count(err("Line too long"))
 
     def _count(self, result: Reply) -> Reply:
@@ -179,33 +172,24 @@ class POP3Machine:
             return multiline("Supported mechanisms follow", self._mechanisms())
         if len(args) > 2:
             return err("Syntax: AUTH mechanism [initial-response]")
-        name = args[0].decode("ascii", "replace").upper()
-        if name not in self._mechanisms():
-            if name in PLAINTEXT_MECHANISMS:
+        name = args[0].decode("ascii", "replace")
+        initial = args[1].decode("ascii", "replace") if len(args) == 2 else None
+        return self._auth_reply(self._auth.start(name, initial, self._mechanisms()))
+
+    def _auth_reply(self, step: Step) -> Reply:
+        match step.kind:
+            case StepKind.CHALLENGE:
+                return Reply(f"+ {step.challenge}\r\n".encode())
+            case StepKind.SUCCESS:
+                return self._logged_in(step.user)
+            case StepKind.CANCELLED:
+                return err("Authentication cancelled")
+            case StepKind.NEEDS_TLS:
                 return err("[AUTH] Plaintext authentication disallowed on non-secure connections; "
                            "use STLS first")
-            return err("Unsupported authentication mechanism")
-        try:
-            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)
-        except SASLError:
-            return err("Unsupported authentication mechanism")
-        initial = args[1].decode("ascii", "replace") if len(args) == 2 else None
-        return self._sasl_result(self._sasl.start(initial))
-
-    def _sasl_step(self, line: bytes) -> Reply:
-        assert self._sasl is not None
-        if line.strip() == CANCEL.encode():
-            self._sasl = None
-            return err("Authentication cancelled")
-        return self._sasl_result(self._sasl.step(line.decode("ascii", "replace")))
-
-    def _sasl_result(self, step: Step) -> Reply:
-        if step.kind == "challenge":
-            return Reply(f"+ {step.challenge}\r\n".encode())
-        self._sasl = None
-        if step.kind == "success":
-            return self._logged_in(step.user)
-        return auth_failed()
+            case StepKind.UNSUPPORTED:
+                return err("Unsupported authentication mechanism")
+        return auth_failed()  # FAILURE
 
     def _logged_in(self, user: str) -> Reply:
         """The credentials are good: the driver now locks the maildrop (maildrop_opened)."""

@@ -10,11 +10,11 @@ maildrop lock is released however the session ends; a session that ends without 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..auth.api import APOPAuthenticator
-from ..store.pop3box import Maildrop, MaildropBusy
+from ..store.api import Maildrop, MaildropBusy
 from .driver import Refusals, SessionContext, SessionDriver
 from .pop3 import POP3Machine, POP3Settings
 from .session import Action, Reply
@@ -33,7 +33,8 @@ MAX_LINE = 8192 + 2
 class POP3Context(SessionContext):
     settings: POP3Settings
     accounts: APOPAuthenticator
-    store_dir: Path
+    # A canonical address → its maildrop, locked (MaildropBusy when another session has it).
+    open_maildrop: Callable[[str], Maildrop]
 
 
 REFUSALS = Refusals(
@@ -141,7 +142,7 @@ class POP3Driver(SessionDriver):
     async def _open_maildrop(self) -> Reply:
         user = self.machine.user
         try:
-            self.maildrop = await self.in_thread(Maildrop.for_user, self.ctx.store_dir, user)
+            self.maildrop = await self.in_thread(self.ctx.open_maildrop, user)
         except MaildropBusy:
             log.info("%s: maildrop in use, refused login from %s", user, self.conn.peer_ip)
             return self.machine.maildrop_busy()

@@ -13,8 +13,8 @@ import enum
 from dataclasses import dataclass, field
 
 from ..addresses import AddressError, parse_address
-from ..auth.api import Authenticator, Lookup
-from ..auth.sasl import CANCEL, PLAINTEXT_MECHANISMS, SASLError, SASLSession, Step, mechanisms
+from ..auth.api import Authenticator, Lookup, RecipientStatus
+from ..auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ..policy.relay import RelayPolicy
 from ..queue.dsn import DSNParamError, parse_envid, parse_notify, parse_orcpt, parse_ret
 from ..speedups import ParseError, parse_path, split_command
@@ -81,7 +81,7 @@ class SMTPMachine:
         self.peer_ip = peer_ip
         self.tls_active = tls_active
         self.user = ""  # the authenticated user, once AUTH succeeded
-        self._sasl: SASLSession | None = None
+        self._auth = AuthExchange(accounts, settings.hostname)
         self.state = State.CONNECTED
         self.helo_name = ""
         self.esmtp = False
@@ -108,11 +108,11 @@ class SMTPMachine:
     def checks_password(self, line: bytes) -> bool:
         """Whether handling `line` may run a password check: deliberately slow (scrypt), so the
         driver runs it off the event loop, where it would stall every other session."""
-        return self._sasl is not None or line[:5].upper() == b"AUTH "
+        return self._auth.active or line[:5].upper() == b"AUTH "
 
     def handle(self, line: bytes) -> Reply:
-        if self._sasl is not None:
-            return self._count(self._sasl_step(line))
+        if self._auth.active:
+            return self._count(self._auth_reply(self._auth.answer(line)))
         try:
             verb, arg = split_command(line)
         except ParseError:
@@ -292,15 +292,15 @@ class SMTPMachine:
 
     def _refuse_recipient(self, address: str, lookup: Lookup, over_quota: bool) -> Reply | None:
         status = lookup.status
-        if status == "ok":
+        if status is RecipientStatus.OK:
             if over_quota:
                 return reply(552, "5.2.2", f"<{address}>: Mailbox full")
             return None
-        if status == "not_local":
+        if status is RecipientStatus.NOT_LOCAL:
             if self.settings.relay.may_relay(self.peer_ip, bool(self.user)):
                 return None
             return reply(554, "5.7.1", f"<{address}>: Relay access denied")
-        if status == "disabled":
+        if status is RecipientStatus.DISABLED:
             return reply(550, "5.2.1", f"<{address}>: Recipient address rejected: mailbox disabled")
         unknown = reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
         unknown.failure = Failure.RECIPIENT
@@ -366,8 +366,11 @@ class SMTPMachine:
         self.reset()
         return reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
-    def queue_failed(self) -> Reply:
+    def queue_failed(self, no_space: bool = False) -> Reply:
+        """The message could not be queued; `no_space`: for want of disk space (RFC 3463 4.3.1)."""
         self.reset()
+        if no_space:
+            return self._count(reply(452, "4.3.1", "Error: insufficient system storage"))
         return self._count(reply(451, "4.3.0", "Error: queue file write error"))
 
     def reset(self) -> None:
@@ -422,33 +425,23 @@ class SMTPMachine:
         if self.transaction is not None:
             return reply(503, "5.5.1", "Error: MAIL transaction in progress")
         name, _, initial = arg.decode("ascii", "replace").partition(" ")
-        name = name.upper()
-        if name not in self._mechanisms():
-            if name in PLAINTEXT_MECHANISMS:
+        return self._auth_reply(self._auth.start(name, initial.strip() or None, self._mechanisms()))
+
+    def _auth_reply(self, step: Step) -> Reply:
+        match step.kind:
+            case StepKind.CHALLENGE:
+                return Reply(f"334 {step.challenge}\r\n".encode())
+            case StepKind.SUCCESS:
+                self.user = step.user
+                return reply(235, "2.7.0", "Authentication successful")
+            case StepKind.CANCELLED:
+                return reply(501, "5.7.0", "Authentication cancelled")
+            case StepKind.NEEDS_TLS:
                 return reply(538, "5.7.11", "Encryption required for requested authentication "
                              "mechanism")
-            return reply(504, "5.5.4", "Unsupported authentication mechanism")
-        try:
-            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)
-        except SASLError:
-            return reply(504, "5.5.4", "Unsupported authentication mechanism")
-        return self._sasl_result(self._sasl.start(initial.strip() or None))
-
-    def _sasl_step(self, line: bytes) -> Reply:
-        assert self._sasl is not None
-        if line.strip() == CANCEL.encode():
-            self._sasl = None
-            return reply(501, "5.7.0", "Authentication cancelled")
-        return self._sasl_result(self._sasl.step(line.decode("ascii", "replace")))
-
-    def _sasl_result(self, step: Step) -> Reply:
-        if step.kind == "challenge":
-            return Reply(f"334 {step.challenge}\r\n".encode())
-        self._sasl = None
-        if step.kind == "success":
-            self.user = step.user
-            return reply(235, "2.7.0", "Authentication successful")
-        # One reply for every failure: unknown user and wrong password look the same.
+            case StepKind.UNSUPPORTED:
+                return reply(504, "5.5.4", "Unsupported authentication mechanism")
+        # FAILURE: one reply for every one, so unknown user and wrong password look the same.
         failed = reply(535, "5.7.8", "Error: authentication failed")
         failed.failure = Failure.AUTH
         return failed

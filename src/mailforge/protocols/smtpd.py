@@ -2,9 +2,11 @@
 
 Replies to pipelined commands are collected and sent in one write once no complete command is
 waiting (RFC 2920). DATA and BDAT bodies stream into the spool file chunk by chunk, so a
-session's memory stays bounded whatever the message size. What blocks (the accounts DB at
-MAIL and RCPT, a mailbox's quota file, password checks) runs in the worker's thread pool, so
-that one slow lookup does not stall every other session of the worker.
+session's memory stays bounded whatever the message size. A body that cannot be written (a
+full disk) is still read to its end, then refused with a temporary failure (452 4.3.1), and the
+session goes on. What blocks (the accounts DB at MAIL and RCPT, a mailbox's quota file,
+password checks) runs in the worker's thread pool, so that one slow lookup does not stall
+every other session of the worker.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..auth.api import Authenticator, Lookup, RecipientResolver
+from ..auth.api import Authenticator, Lookup, RecipientResolver, RecipientStatus
 from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
@@ -55,8 +57,7 @@ class SMTPDriver(SessionDriver):
     def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
         super().__init__(conn, ctx)
         self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls)
-        self.spool_file: SpoolFile | None = None  # the BDAT message being received
-        self.hops = HopCounter()  # of the BDAT message being received
+        self.body: Body | None = None  # the BDAT message being received
 
     def may_stop(self) -> bool:
         return not self.machine.in_transaction
@@ -106,7 +107,8 @@ class SMTPDriver(SessionDriver):
         """Where mail to `address` goes, and whether a mailbox it reaches is over quota (which
         may mean counting the mailbox's files again)."""
         lookup = self.ctx.recipients.lookup_recipient(address)
-        over_quota = lookup.status == "ok" and any(map(self.ctx.mailbox_full, lookup.mailboxes))
+        over_quota = (lookup.status is RecipientStatus.OK
+                      and any(map(self.ctx.mailbox_full, lookup.mailboxes)))
         return lookup, over_quota
 
     async def _limit(self, commit: bool) -> Refusal | None:
@@ -119,10 +121,9 @@ class SMTPDriver(SessionDriver):
         return self.machine.sender_limited(refusal.code, refusal.enhanced, refusal.text)
 
     async def _receive_data(self) -> Reply:
-        spool_file = self._start_message()
+        body = self._start_message()
         try:
             reader = DotUnstuffer()
-            hops = HopCounter()
             size, limit = 0, self.ctx.settings.max_message_size
             with self.conn.transfer():
                 while not reader.done:
@@ -132,48 +133,55 @@ class SMTPDriver(SessionDriver):
                         self.conn.unread(chunk[used:])
                     size += len(data)
                     if size <= limit and not reader.bare_newline:
-                        spool_file.write(data)
-                        hops.feed(data)
-            refused = self.machine.body_done(size, reader.bare_newline)
-            if refused is None and hops.exceeded:
-                refused = self.machine.too_many_hops()
-            if refused:
-                spool_file.abort()
-                return refused
+                        body.write(data)
+            refused = self.machine.body_done(size, reader.bare_newline) or self._refusal(body)
         except BaseException:
-            spool_file.abort()
+            body.abort()
             raise
-        return await self._commit(spool_file)
+        if refused:
+            body.abort()
+            return refused
+        return await self._commit(body.take())
 
     async def _receive_chunk(self, request: Reply) -> Reply:
         remaining = request.size
-        if request.keep and self.spool_file is None:
-            self.spool_file = self._start_message()
-            self.hops = HopCounter()
+        if request.keep and self.body is None:
+            self.body = self._start_message()
         with self.conn.transfer():
             while remaining:
                 chunk = await self.conn.read_up_to(remaining)
                 remaining -= len(chunk)
                 if request.keep:
-                    assert self.spool_file is not None
-                    self.spool_file.write(chunk)
-                    self.hops.feed(chunk)
+                    assert self.body is not None
+                    self.body.write(chunk)
+        if self.body is not None and self.body.error is not None:
+            # LAST or not, the message is lost: answered now, and the transaction is over.
+            body, self.body = self.body, None
+            return self.machine.queue_failed(body.error.no_space)
         result = self.machine.chunk_done(request.size, request.keep)
         if result is not None:
             return result
-        spool_file, self.spool_file = self.spool_file, None
-        assert spool_file is not None
-        if self.hops.exceeded:
-            spool_file.abort()
-            return self.machine.too_many_hops()
-        return await self._commit(spool_file)
+        body, self.body = self.body, None
+        assert body is not None
+        refused = self._refusal(body)
+        if refused:
+            body.abort()
+            return refused
+        return await self._commit(body.take())
 
-    def _start_message(self) -> SpoolFile:
+    def _start_message(self) -> Body:
         transaction = self.machine.transaction
         assert transaction is not None
-        spool_file = self.ctx.spool.create(transaction.sender, transaction.recipients)
-        spool_file.write(self.machine.trace_header(spool_file.id))
-        return spool_file
+        return Body(self.ctx.spool, transaction.sender, transaction.recipients,
+                    self.machine.trace_header)
+
+    def _refusal(self, body: Body) -> Reply | None:
+        """Once the whole body is in: why it cannot be queued, if it cannot."""
+        if body.error is not None:
+            return self.machine.queue_failed(body.error.no_space)
+        if body.hops.exceeded:
+            return self.machine.too_many_hops()
+        return None
 
     async def _commit(self, spool_file: SpoolFile) -> Reply:
         transaction = self.machine.transaction
@@ -193,13 +201,56 @@ class SMTPDriver(SessionDriver):
         except SpoolError as exc:
             log.error("%s: queue write failed: %s", spool_file.id, exc)
             spool_file.abort()
-            return self.machine.queue_failed()
+            return self.machine.queue_failed(exc.no_space)
         self.record.message_received(id=spool_file.id, sender=transaction.sender,
                                      recipients=",".join(transaction.recipients), size=envelope.size)
         return self.machine.queued(spool_file.id)
 
     def _drop_chunks(self) -> None:
-        if self.spool_file is not None:
-            self.spool_file.abort()
-            self.spool_file = None
+        if self.body is not None:
+            self.body.abort()
+            self.body = None
+
+
+class Body:
+    """A message body on its way into the spool, and the count of its Received: hops.
+
+    A failed write (the disk is full) is logged and kept, not raised: what was written is
+    removed at once, and the driver reads the rest of the body and drops it, so that it stays
+    in step with the client, then answers the failure.
+    """
+
+    def __init__(self, spool: Spool, sender: str, recipients: list[str],
+                 trace_header: Callable[[str], bytes]) -> None:
+        self.hops = HopCounter()
+        self.error: SpoolError | None = None
+        self._file: SpoolFile | None = spool.create(sender, recipients)
+        self._write(trace_header(self._file.id))
+
+    def write(self, data: bytes) -> None:
+        if self._write(data):
+            self.hops.feed(data)
+
+    def _write(self, data: bytes) -> bool:
+        if self._file is None:
+            return False
+        try:
+            self._file.write(data)
+        except SpoolError as exc:
+            log.error("%s: queue write failed: %s", self._file.id, exc)
+            self.error = exc
+            self.abort()
+            return False
+        return True
+
+    def take(self) -> SpoolFile:
+        """The spool file, to commit: the body was received whole and written."""
+        assert self._file is not None and self.error is None
+        spool_file, self._file = self._file, None
+        return spool_file
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.abort()
+            self._file = None
 

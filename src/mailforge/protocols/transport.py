@@ -2,8 +2,8 @@
 
 An asyncio Protocol (cheaper than streams: no StreamReader/StreamWriter pair per client) that
 the protocol drivers read with `readline()` / `read_chunk()` / `read_up_to()`. Idle timeouts
-are enforced by the worker's sweeper looking at `last_activity`, not by a timer per read, so
-10,000 idle clients cost one periodic task.
+are enforced by the worker's sweeper looking at `last_activity` (and at when the command line
+being read began), not by a timer per read, so 10,000 idle clients cost one periodic task.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
                  "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
-                 "_writable", "_source")
+                 "_line_start", "_line_spent", "_writable", "_source")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]],
                  source: tuple[str, int] | None = None) -> None:
@@ -68,6 +68,10 @@ class Connection(asyncio.Protocol):
         # While a body is read: when it started, and how many octets came since.
         self._transfer_start: float | None = None
         self._transfer_bytes = 0
+        # While the driver waits for the rest of a command line: when its clock started (its
+        # first octet's arrival, less the time spent on the command's lines before a literal).
+        self._line_start: float | None = None
+        self._line_spent = 0.0
         # Cleared while the transport's write buffer is over its high-water mark (drain).
         self._writable = asyncio.Event()
         self._writable.set()
@@ -130,10 +134,36 @@ class Connection(asyncio.Protocol):
         finally:
             self._transfer_start = None
 
+    # A command line must be complete within the idle timeout from its first octet, or the
+    # session ends as if idle: the same trickle would otherwise hold a line open for ever
+    # (Postfix's smtpd_timeout is per command, too). readline() keeps this clock itself; the
+    # IMAP driver, which parses commands from chunks, keeps it with these three. An IMAP
+    # literal's time does not count: its octets are held to the transfer rate instead, so a
+    # large APPEND at a fair rate is not cut, while the lines around it share one bound.
+
+    def line_pending(self) -> None:
+        """Part of a command is in and the driver waits for the rest of its line: the line's
+        clock runs, from the arrival of what is in (or goes on after a literal)."""
+        if self._line_start is None:
+            self._line_start = self.last_activity - self._line_spent
+
+    def line_paused(self) -> None:
+        """A literal's octets come next: the line's clock stops, keeping the time spent."""
+        if self._line_start is not None:
+            self._line_spent = self.last_activity - self._line_start
+            self._line_start = None
+
+    def line_done(self) -> None:
+        """The command is read (or its reading ended): the next line's clock starts afresh."""
+        self._line_start, self._line_spent = None, 0.0
+
     def overdue(self, now: float, idle_timeout: float, min_rate: int) -> bool:
-        """Silent for `idle_timeout`, or in a body arriving slower than `min_rate` octets/s
-        (0: no minimum) once its grace (TRANSFER_GRACE, at most the idle timeout) is over."""
+        """Silent for `idle_timeout`; or `idle_timeout` past the first octet of a command line
+        still incomplete; or in a body arriving slower than `min_rate` octets/s (0: no
+        minimum) once its grace (TRANSFER_GRACE, at most the idle timeout) is over."""
         if now - self.last_activity > idle_timeout:
+            return True
+        if self._line_start is not None and now - self._line_start > idle_timeout:
             return True
         if self._transfer_start is None or min_rate <= 0:
             return False
@@ -147,22 +177,28 @@ class Connection(asyncio.Protocol):
         return b"\n" in self._buffer
 
     async def readline(self, limit: int) -> bytes:
-        """The next line without its CRLF (or bare LF); LineTooLong past `limit` octets."""
+        """The next line without its CRLF (or bare LF); LineTooLong past `limit` octets.
+        A line begun is held to the idle timeout as a whole (`overdue`)."""
         scanned = 0
-        while True:
-            end = self._buffer.find(b"\n", scanned)
-            if end >= 0:
-                if end + 1 > limit:
+        try:
+            while True:
+                end = self._buffer.find(b"\n", scanned)
+                if end >= 0:
+                    if end + 1 > limit:
+                        self._consume(end + 1)
+                        raise LineTooLong()
+                    line = bytes(self._buffer[: end + 1])
                     self._consume(end + 1)
+                    return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+                scanned = len(self._buffer)
+                if scanned:
+                    self.line_pending()
+                if scanned > limit:
+                    await self._discard_line()
                     raise LineTooLong()
-                line = bytes(self._buffer[: end + 1])
-                self._consume(end + 1)
-                return line[:-2] if line.endswith(b"\r\n") else line[:-1]
-            scanned = len(self._buffer)
-            if scanned > limit:
-                await self._discard_line()
-                raise LineTooLong()
-            await self._wait()
+                await self._wait()
+        finally:
+            self.line_done()
 
     async def _discard_line(self) -> None:
         while True:

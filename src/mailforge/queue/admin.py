@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..durable import fsync_dir, replace_durably, unlink_quietly
 from ..errors import UsageError
-from .commit import fsync_dir, replace_durably, unlink_quietly
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .segment import SEALED_SUFFIX, SegmentError, read_records
 from .spool import ACTIVE, ENV_SUFFIX, INCOMING, MSG_SUFFIX, new_id

@@ -18,15 +18,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from ..durable import unlink_quietly
 from ..speedups import write_all
-
-if TYPE_CHECKING:
-    from .segment import SegmentWriter
-
-# How long an open segment may wait for more records in a quiet spell (see segment.py).
-SEAL_AGE = 0.1
+from .segment import SEAL_AGE, SegmentWriter
 
 log = logging.getLogger("mailforge.queue")
 
@@ -77,53 +72,6 @@ class FileSyncer:
         else:
             for fd in fds:
                 os.fdatasync(fd)
-
-
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-FILE_MODE = 0o600
-
-
-def write_new_file(path: str | Path, data: bytes) -> int:
-    """Create `path` (it must not exist), write `data`; the open fd is returned unsynced."""
-    fd = os.open(path, NEW_FILE_FLAGS, FILE_MODE)
-    try:
-        write_all(fd, data)
-    except BaseException:
-        os.close(fd)
-        unlink_quietly(path)
-        raise
-    return fd
-
-
-def replace_durably(tmp_dir: Path, target: Path, data: bytes) -> int:
-    """Write `data` to a temp file in `tmp_dir` (same file system), sync it, rename it over
-    `target`: a crash leaves the old file or the new one. The new file's inode is returned
-    (readers use it to notice the change). The caller fsyncs target's directory."""
-    tmp = tmp_dir / f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    unlink_quietly(tmp)
-    fd = write_new_file(tmp, data)
-    try:
-        os.fdatasync(fd)
-        inode = os.fstat(fd).st_ino
-    finally:
-        os.close(fd)
-    os.rename(tmp, target)
-    return inode
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def unlink_quietly(path: str | Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 @dataclass

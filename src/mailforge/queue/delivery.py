@@ -11,7 +11,8 @@ renamed from the queue into new/ (one atomic step, so never delivered twice).
 Recipients of other domains are relayed (outbound.py) while the local copies are written.
 A permanent failure, or a temporary one past max_queue_time, is reported to the sender in
 one DSN per message (notices.py), queued beside the message before it leaves the queue; a
-message from the null sender is never reported on: it goes to badmail/ instead.
+message from the null sender is never reported on: it goes to badmail/ instead. Those are
+the Settler's part (settle.py); this module claims entries, places copies and retries.
 """
 
 from __future__ import annotations
@@ -23,98 +24,41 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import allocator, metrics, sandbox
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
-from ..auth.api import QuotaSource, RecipientResolver
+from ..auth.api import QuotaSource, RecipientResolver, RecipientStatus
 from ..config import Config
+from ..durable import fsync_dir, out_of_space, unlink_quietly
 from ..errors import EXIT_WORKER_BOOT
 from ..store import quota
-from ..store.maildir import (TmpMessage, delivered_bases, ensure_maildir_durable, mailbox_path,
-                             message_base, publish, write_tmp)
+from ..store.filenames import message_base
+from ..store.maildir import (TmpMessage, delivered_bases, delivered_path, ensure_maildir_durable,
+                             mailbox_path, publish, write_tmp)
 from . import dsn, retry
-from .commit import (SYNC_SYNCFS, FileSyncer, fsync_dir, replace_durably, unlink_quietly,
-                     write_new_file)
+from .commit import SYNC_SYNCFS, FileSyncer
+from .entry import Copy, Entry
 from .envelope import Envelope, EnvelopeError, decode, encode
-from .notices import Outcomes
 from .outbound import OutboundRunner, shared_runner
-from .relay import Message
 from .segment import SEALED_SUFFIX, SegmentError, read_records, seal_orphans
-from .settle import Settlement
-from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, INCOMING, MSG_SUFFIX
+from .settle import Settler
+from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, MSG_SUFFIX, write_entry_file
 
 log = logging.getLogger("mailforge.delivery")
 
 SCAN_INTERVAL = 0.1  # seconds between scans of an idle queue
+# A segment or entry whose settling failed (a full disk, most often) waits this long before it
+# is tried again, rather than at every scan, ten times a second, each time with a log record.
+TROUBLE_PAUSE = 5.0
 BATCH_ENTRIES = 50  # queue entries per sync: amortises it as the spool's group commit does
 MAX_OPEN_COPIES = 256  # sync early rather than run out of file descriptors on a big fan-out
-READ_CHUNK = 64 * 1024
 # When every connection a destination may have is in use by other workers: try again after
 # this long, without counting an attempt.
 BUSY_RETRY = 5.0
 # Failures worth a retry: the disk (full, EIO) or the accounts DB (locked, busy).
 TEMPORARY_ERRORS = (OSError, sqlite3.Error)
-
-
-@dataclass
-class Entry:
-    """One claimed queue entry: locked, its envelope read, its copies being written."""
-
-    id: str
-    lock_fd: int | None  # the .env's lock; None for a segment record (its segment is locked)
-    envelope: Envelope
-    msg_path: Path | None  # None for a segment record, whose message is `body`
-    body: bytes = b""
-    pending: dict[str, int] = field(default_factory=dict)  # rcpt → copies not yet published
-    failed: dict[str, str] = field(default_factory=dict)  # rcpt → why it must be retried
-    mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
-    remote: list[str] = field(default_factory=list)  # recipients to relay
-    outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
-    # Failed recipients that were never tried: their destination had no connection to spare.
-    untried: set[str] = field(default_factory=set)
-
-    def movable(self, rcpt: str) -> bool:
-        """Is the queue file itself this recipient's copy (its only one, headers in place)?"""
-        return (self.msg_path is not None and self.envelope.recipients == [rcpt]
-                and self.envelope.delivered_to == rcpt)
-
-    def chunks(self, offset: int = 0) -> Iterator[bytes]:
-        """The queued message from `offset` on."""
-        if self.msg_path is None:
-            yield self.body[offset:]
-            return
-        with open(self.msg_path, "rb") as fh:
-            fh.seek(offset)
-            yield from iter(lambda: fh.read(READ_CHUNK), b"")
-
-    def outgoing(self) -> Message:
-        """The message as relayed: without our delivery headers, CRLF line ends."""
-        env = self.envelope
-        data = b"".join(self.chunks(env.prefix_size)).replace(b"\n", b"\r\n")
-        return Message(self.id, env.sender, list(self.remote), data, env.smtputf8, env.body_8bit,
-                       env.envid, env.ret, env.notify, env.orcpt)
-
-    def returned(self) -> bytes:
-        """The message as a DSN returns it: without our delivery headers."""
-        return b"".join(self.chunks(self.envelope.prefix_size))
-
-    def remaining(self) -> list[str]:
-        return [r for r in self.envelope.recipients if r in self.failed or self.pending.get(r)]
-
-
-@dataclass
-class Copy:
-    entry: Entry
-    rcpt: str
-    fds: list[int]
-    paths: list[Path]  # files written; removed if the batch fails
-    maildir_tmp: TmpMessage | None  # published into new/ after the sync; None for badmail
-    directory: Path  # fsynced once the copy is in place
-    log_line: tuple[str, ...] = ()
-    move: tuple[Path, Path] | None = None  # the queue file itself, renamed into new/
 
 
 class CopyBatch:
@@ -195,7 +139,7 @@ def _count_placed(copy: Copy, now: float) -> None:
                     via="local")
 
 
-class DeliveryAgent(Settlement):
+class DeliveryAgent:
     """The loop body of a delivery worker, testable without forking."""
 
     def __init__(self, config: Config, recipients: RecipientResolver, quotas: QuotaSource,
@@ -213,12 +157,13 @@ class DeliveryAgent(Settlement):
         # unless the .env was replaced (`queue flush` or `queue retry`).
         self._deferred: dict[str, tuple[float, int]] = {}
         self._outbound = outbound or OutboundRunner(config)
-        self._heartbeat: Callable[[], None] = lambda: None
+        self._settler = Settler(config, self._outbound, clock)
         for directory in (config.badmail_dir, config.store_dir):
             os.makedirs(directory, mode=0o750, exist_ok=True)
         # Entries queued before this worker started may have been cut short by a predecessor
         # killed between placing copies and removing the entry: for those only, look first.
         self._inherited = self._queued_ids()
+        self._troubled: dict[str, float] = {}  # segment name or entry id → when to try again
         self._placed: dict[Path, set[str]] = {}
         self._can_move: bool | None = None  # known once the queue exists
 
@@ -238,7 +183,6 @@ class DeliveryAgent(Settlement):
     def step(self, heartbeat: Callable[[], None] = lambda: None,
              stopping: Callable[[], bool] = lambda: False) -> int:
         """One scan: deliver or defer every ready entry of this slot; how many were handled."""
-        self._heartbeat = heartbeat
         seal_orphans(self.config.queue_dir)
         ids, segments = self._ready_ids()
         handled = 0
@@ -255,17 +199,20 @@ class DeliveryAgent(Settlement):
     def _ready_ids(self) -> tuple[list[str], list[str]]:
         """This slot's entries due now, and its sealed segments."""
         now = self.clock()
+        self._troubled = {name: until for name, until in self._troubled.items() if until > now}
         seen, ready, segments = set(), [], []
         with os.scandir(self.active) as entries:
             for dirent in entries:
                 if dirent.name.endswith(SEALED_SUFFIX):
-                    if zlib.crc32(dirent.name.encode()) % self.slots == self.slot:
+                    if (zlib.crc32(dirent.name.encode()) % self.slots == self.slot
+                            and dirent.name not in self._troubled):
                         segments.append(dirent.name)
                     continue
                 if not dirent.name.endswith(ENV_SUFFIX):
                     continue
                 entry_id = dirent.name[:-len(ENV_SUFFIX)]
-                if zlib.crc32(entry_id.encode()) % self.slots != self.slot:
+                if (zlib.crc32(entry_id.encode()) % self.slots != self.slot
+                        or entry_id in self._troubled):
                     continue
                 seen.add(entry_id)
                 due, inode = self._deferred.get(entry_id, (0.0, 0))
@@ -282,12 +229,12 @@ class DeliveryAgent(Settlement):
                 entry = self._claim(entry_id)
                 if entry is not None:
                     entries.append(entry)
-            self._place_copies(entries)
+            self._place_copies(entries, heartbeat)
             for entry in entries:
                 try:
                     self._finish(entry)
-                except OSError:  # left in the queue: retried later, at-least-once
-                    log.exception("cannot update queue entry %s", entry.id)
+                except OSError as exc:  # left in the queue: retried later, at-least-once
+                    self._pause_after_trouble(entry.id, f"update queue entry {entry.id}", exc)
             if entries:
                 fsync_dir(self.active)
         finally:
@@ -309,20 +256,29 @@ class DeliveryAgent(Settlement):
                 return 0
             for start in range(0, len(entries), BATCH_ENTRIES):
                 heartbeat()
-                self._place_copies(entries[start:start + BATCH_ENTRIES])
+                self._place_copies(entries[start:start + BATCH_ENTRIES], heartbeat)
             for entry in entries:
                 self._finish(entry)
             os.unlink(path)
             fsync_dir(self.active)
             self._inherited.difference_update({name, *(e.id for e in entries)})
             return len(entries)
-        except TEMPORARY_ERRORS:
+        except TEMPORARY_ERRORS as exc:
             # Retried whole; the copies placed this time must then be recognised.
-            log.exception("cannot deliver queue segment %s; will retry", name)
+            self._pause_after_trouble(name, f"deliver queue segment {name}", exc)
             self._inherited.add(name)
             return 0
         finally:
             os.close(fd)
+
+    def _pause_after_trouble(self, name: str, what: str, exc: BaseException) -> None:
+        """`name` is tried again after TROUBLE_PAUSE. A full disk is one line (it passes once
+        space is freed); any other fault comes with its traceback."""
+        self._troubled[name] = self.clock() + TROUBLE_PAUSE
+        if out_of_space(exc):
+            log.warning("cannot %s: %s; next try in %.0f s", what, exc, TROUBLE_PAUSE)
+        else:
+            log.error("cannot %s; next try in %.0f s", what, TROUBLE_PAUSE, exc_info=exc)
 
     def _segment_entries(self, fd: int, path: Path) -> list[Entry] | None:
         """Lock the segment and read its records; None when it is not ours to deliver now."""
@@ -342,14 +298,14 @@ class DeliveryAgent(Settlement):
             self._inherited.update(e.id for e in entries)
         return entries
 
-    def _place_copies(self, entries: list[Entry]) -> None:
+    def _place_copies(self, entries: list[Entry], heartbeat: Callable[[], None]) -> None:
         batch = CopyBatch(self._syncer)
         try:
             for entry in entries:
                 self._write_copies(entry, batch)
-            self._relay([e for e in entries if e.remote])
+            self._settler.relay([e for e in entries if e.remote], heartbeat)
             for entry in entries:
-                self._expire_or_report(entry, batch)
+                self._settler.expire_or_report(entry, batch)
             batch.flush()
         finally:
             batch.discard()
@@ -418,14 +374,14 @@ class DeliveryAgent(Settlement):
         try:
             lookup = self.recipients.lookup_recipient(rcpt)
         except AddressError as exc:
-            self._refuse(entry, rcpt, batch, "5.1.3", f"invalid address: {exc}")
+            self._settler.refuse(entry, rcpt, batch, "5.1.3", f"invalid address: {exc}")
             return
-        if lookup.status == "not_local":
+        if lookup.status is RecipientStatus.NOT_LOCAL:
             entry.remote.append(rcpt)
             return
-        if lookup.status != "ok" or not lookup.mailboxes:
-            status = "5.2.1" if lookup.status == "disabled" else "5.1.1"
-            self._refuse(entry, rcpt, batch, status, f"mailbox {lookup.status}")
+        if lookup.status is not RecipientStatus.OK or not lookup.mailboxes:
+            status = "5.2.1" if lookup.status is RecipientStatus.DISABLED else "5.1.1"
+            self._settler.refuse(entry, rcpt, batch, status, f"mailbox {lookup.status}")
             return
         # A success notice quotes the message, so it must stay in the queue until then.
         movable = (self._moves_possible() and len(lookup.mailboxes) == 1 and entry.movable(rcpt)
@@ -465,46 +421,24 @@ class DeliveryAgent(Settlement):
     def _maildir_copy(self, entry: Entry, rcpt: str, mailbox: str, tmp: TmpMessage) -> Copy:
         log_line = ("delivered id=%s from=<%s> to=<%s> mailbox=%s size=%d", entry.id,
                     entry.envelope.sender, rcpt, mailbox, tmp.size)
-        return Copy(entry, rcpt, [tmp.fd], [tmp.tmp_path], tmp, tmp.maildir / "new", log_line)
+        return Copy(entry, rcpt, [tmp.fd], [tmp.tmp_path], tmp, tmp.new_path.parent, log_line)
 
     def _maildir_move(self, entry: Entry, rcpt: str, mailbox: str, maildir: Path,
                       base: str) -> Copy:
         size = entry.envelope.size
         log_line = ("delivered id=%s from=<%s> to=<%s> mailbox=%s size=%d", entry.id,
                     entry.envelope.sender, rcpt, mailbox, size)
-        target = maildir / "new" / f"{base},S={size}"
-        return Copy(entry, rcpt, [], [], None, maildir / "new", log_line, (entry.msg_path, target))
+        target = delivered_path(maildir, base, size)
+        return Copy(entry, rcpt, [], [], None, target.parent, log_line, (entry.msg_path, target))
 
     def _maildir_chunks(self, entry: Entry, rcpt: str) -> Iterator[bytes]:
         """The queued message with this recipient's delivery headers in place of its own."""
         yield f"Return-Path: <{entry.envelope.sender}>\nDelivered-To: {rcpt}\n".encode()
         yield from entry.chunks(entry.envelope.prefix_size)
 
-    def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
-        """Kept as queued (Maildir form) beside a note of why, for an operator."""
-        # Named by attempt too: a deferral shortens the recipient list, and so the indexes.
-        env = entry.envelope
-        stem = f"{entry.id}.{env.attempts}.{env.recipients.index(rcpt)}"
-        reason_path = self.config.badmail_dir / (stem + ".reason")
-        msg_path = self.config.badmail_dir / (stem + MSG_SUFFIX)
-        note = (f"id: {entry.id}\nsender: <{entry.envelope.sender}>\nrecipient: {rcpt}\n"
-                f"reason: {reason}\n")
-        unlink_quietly(reason_path)  # left by an attempt that crashed before its sync
-        unlink_quietly(msg_path)
-        fds = [write_new_file(reason_path, note.encode())]
-        try:
-            fds.append(write_new_file(msg_path, b"".join(entry.chunks())))
-        except BaseException:
-            os.close(fds[0])
-            unlink_quietly(reason_path)
-            raise
-        log.warning("badmail id=%s from=<%s> to=<%s> reason=%s", entry.id,
-                    entry.envelope.sender, rcpt, reason)
-        return Copy(entry, rcpt, fds, [reason_path, msg_path], None, self.config.badmail_dir)
-
     def _finish(self, entry: Entry) -> None:
         remaining = entry.remaining()
-        self._send_notices(entry, remaining)
+        self._settler.send_notices(entry, remaining)
         if entry.msg_path is None:  # a segment record: its segment goes once all are done
             if remaining:
                 self._requeue(entry, remaining)
@@ -534,25 +468,23 @@ class DeliveryAgent(Settlement):
         metrics.inc("messages_deferred_total", via="local")
         return env
 
-    def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> int:
-        """Written in incoming/, renamed into active/; the new file's inode."""
-        return replace_durably(self.config.queue_dir / INCOMING, self.active / (entry_id + suffix),
-                               data)
-
     def _requeue(self, entry: Entry, remaining: list[str]) -> None:
         """A segment record with recipients left becomes an entry of its own, named by its id
         so that a retry of the whole segment finds it made already."""
         if (self.active / (entry.id + ENV_SUFFIX)).exists():
             return
         env = self._schedule_retry(entry, remaining)
-        self._write_aside(entry.id, MSG_SUFFIX, entry.body)
-        self._deferred[entry.id] = (env.next_attempt, self._write_aside(entry.id, ENV_SUFFIX, encode(env)))
+        queue_dir = self.config.queue_dir
+        write_entry_file(queue_dir, entry.id, MSG_SUFFIX, entry.body)
+        inode = write_entry_file(queue_dir, entry.id, ENV_SUFFIX, encode(env))
+        self._deferred[entry.id] = (env.next_attempt, inode)
         log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
                     env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
 
     def _defer(self, entry: Entry, remaining: list[str]) -> None:
         env = self._schedule_retry(entry, remaining)
-        self._deferred[entry.id] = (env.next_attempt, self._write_aside(entry.id, ENV_SUFFIX, encode(env)))
+        inode = write_entry_file(self.config.queue_dir, entry.id, ENV_SUFFIX, encode(env))
+        self._deferred[entry.id] = (env.next_attempt, inode)
         log.warning("deferred id=%s attempt=%d next_in=%ds rcpts=%d error=%s", entry.id,
                     env.attempts, env.next_attempt - self.clock(), len(remaining), env.last_error)
 
@@ -590,8 +522,11 @@ def _loop(agent: DeliveryAgent, heartbeat: Callable[[], None],
         heartbeat()
         try:
             handled = agent.step(heartbeat, stopping)
-        except OSError:  # the queue itself is unreadable: keep the worker, retry later
-            log.exception("delivery scan failed")
+        except OSError as exc:  # the queue itself is unreadable: keep the worker, retry later
+            if out_of_space(exc):
+                log.warning("delivery scan failed: %s", exc)
+            else:
+                log.exception("delivery scan failed")
             handled = 0
         if not handled:
             time.sleep(SCAN_INTERVAL)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..ratekeeper.client import RateKeeperClient
-from ..ratekeeper.counters import OK
+from ..ratekeeper.counters import OpenVerdict
 from .relay import Message, Reply, SMTPClient, SMTPClientError, TLSFailed
 from .routing import Destination, RouteError, Router, domain_of
 
@@ -100,7 +100,7 @@ class DestinationSlots:
         while True:
             verdict = await self._ratekeeper.open_session(DESTINATION_SERVICE, _counted(key), 0,
                                                           self._limit)
-            if verdict == OK:
+            if verdict is OpenVerdict.OK:
                 return True
             if loop.time() + delay > deadline:
                 return False

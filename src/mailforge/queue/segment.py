@@ -26,8 +26,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..durable import FILE_MODE, fsync_dir
 from ..speedups import write_all
-from .commit import FILE_MODE, SEAL_AGE, fsync_dir
 from .envelope import Envelope, EnvelopeError, decode, encode
 
 log = logging.getLogger("mailforge.queue")
@@ -45,6 +45,7 @@ TRAILER = struct.Struct(">I")
 # A segment is sealed past either bound: small enough to deliver promptly, big enough that
 # creating it costs nothing per message.
 SEAL_SIZE = 4 * 1024 * 1024
+SEAL_AGE = 0.1  # seconds an open segment may wait for more records in a quiet spell
 
 
 class SegmentError(Exception):

@@ -1,5 +1,6 @@
 """What a delivery attempt settles beyond local copies: relaying, permanent failures, expiry
-and the DSNs they owe (a part of DeliveryAgent, kept apart to keep each module to one job).
+and the DSNs they owe. DeliveryAgent (delivery.py) holds a Settler and hands it the entries
+it claimed; the Settler never reaches back into the agent.
 
 A permanent failure, or a temporary one past max_queue_time, is reported to the sender in
 one DSN per message (notices.py), queued and synced before the message's entry changes; a
@@ -9,53 +10,79 @@ message from the null sender is never reported on: it goes to badmail/ instead.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .. import metrics
+from ..config import Config
+from ..durable import fsync_dir, unlink_quietly, write_new_file
 from . import dsn, retry
-from .commit import fsync_dir
+from .entry import Copy, Entry
 from .envelope import encode
 from .notices import notices_for
 from .outbound import OutboundRunner, Result
-from .spool import ENV_SUFFIX, MSG_SUFFIX
-
-if TYPE_CHECKING:
-    from ..config import Config
-    from .delivery import Copy, CopyBatch, Entry
+from .spool import ACTIVE, ENV_SUFFIX, MSG_SUFFIX, write_entry_file
 
 log = logging.getLogger("mailforge.delivery")
 
 
-class Settlement:
-    config: Config
-    clock: Callable[[], float]
-    active: Path
-    _outbound: OutboundRunner
-    _heartbeat: Callable[[], None]
+class CopySink(Protocol):
+    """Where a badmail copy goes, to be synced and placed with the attempt's other copies
+    (delivery.CopyBatch)."""
 
-    def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
-        raise NotImplementedError
+    def add(self, copy: Copy) -> None: ...
 
-    def _write_aside(self, entry_id: str, suffix: str, data: bytes) -> int:
-        raise NotImplementedError
 
-    def _refuse(self, entry: Entry, rcpt: str, batch: CopyBatch, status: str, reason: str,
-                remote_mta: str = "") -> None:
+class Settler:
+    """Settles the recipients of claimed entries that no local copy settles; what is left in
+    Entry.failed is for the agent to retry."""
+
+    def __init__(self, config: Config, outbound: OutboundRunner,
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.outbound = outbound
+        self.clock = clock
+        self.active = config.queue_dir / ACTIVE
+
+    def refuse(self, entry: Entry, rcpt: str, copies: CopySink, status: str, reason: str,
+               remote_mta: str = "") -> None:
         """A permanent failure: reported to the sender, or kept in badmail/ when there is none
         to report to (a bounce that cannot be delivered)."""
         if not entry.envelope.sender:
             why = f"{remote_mta} said: {reason}" if remote_mta else f"{status} {reason}"
-            batch.add(self._badmail_copy(entry, rcpt, why))
+            copies.add(self._badmail_copy(entry, rcpt, why))
             return
         log.warning("bounced id=%s from=<%s> to=<%s> status=%s reason=%s", entry.id,
                     entry.envelope.sender, rcpt, status, reason)
         entry.outcomes.failed[rcpt] = dsn.RecipientStatus(rcpt, dsn.FAILED, status, reason,
                                                           remote_mta)
 
-    def _relay(self, entries: list[Entry]) -> None:
+    def _badmail_copy(self, entry: Entry, rcpt: str, reason: str) -> Copy:
+        """Kept as queued (Maildir form) beside a note of why, for an operator."""
+        # Named by attempt too: a deferral shortens the recipient list, and so the indexes.
+        env = entry.envelope
+        badmail_dir = self.config.badmail_dir
+        stem = f"{entry.id}.{env.attempts}.{env.recipients.index(rcpt)}"
+        reason_path = badmail_dir / (stem + ".reason")
+        msg_path = badmail_dir / (stem + MSG_SUFFIX)
+        note = (f"id: {entry.id}\nsender: <{entry.envelope.sender}>\nrecipient: {rcpt}\n"
+                f"reason: {reason}\n")
+        unlink_quietly(reason_path)  # left by an attempt that crashed before its sync
+        unlink_quietly(msg_path)
+        fds = [write_new_file(reason_path, note.encode())]
+        try:
+            fds.append(write_new_file(msg_path, b"".join(entry.chunks())))
+        except BaseException:
+            os.close(fds[0])
+            unlink_quietly(reason_path)
+            raise
+        log.warning("badmail id=%s from=<%s> to=<%s> reason=%s", entry.id,
+                    entry.envelope.sender, rcpt, reason)
+        return Copy(entry, rcpt, fds, [reason_path, msg_path], None, badmail_dir)
+
+    def relay(self, entries: list[Entry], heartbeat: Callable[[], None]) -> None:
         """Relay the remote recipients; temporary failures are left for a retry."""
         if not entries:
             return
@@ -65,7 +92,7 @@ class Settlement:
             for entry in entries:
                 entry.failed.update(dict.fromkeys(entry.remote, str(exc)))
             return
-        results = self._outbound.deliver(messages, self._heartbeat)
+        results = self.outbound.deliver(messages, heartbeat)
         for entry in entries:
             for rcpt in entry.remote:
                 self._record(entry, rcpt, results[entry.id][rcpt])
@@ -87,23 +114,23 @@ class Settlement:
             if result.untried:
                 entry.untried.add(rcpt)
 
-    def _expire_or_report(self, entry: Entry, batch: CopyBatch) -> None:
+    def expire_or_report(self, entry: Entry, copies: CopySink) -> None:
         """Temporary failures of a message past max_queue_time become permanent; a permanent
         remote failure of a message from <> is kept in badmail/."""
         env = entry.envelope
         if retry.expired(self.clock(), env.received_at, self.config.delivery.max_queue_time):
             for rcpt, why in list(entry.failed.items()):
                 del entry.failed[rcpt]
-                self._refuse(entry, rcpt, batch, "4.4.7",
-                             f"message expired after {self.clock() - env.received_at:.0f} s "
-                             f"in the queue; last error: {why}")
+                self.refuse(entry, rcpt, copies, "4.4.7",
+                            f"message expired after {self.clock() - env.received_at:.0f} s "
+                            f"in the queue; last error: {why}")
         if not env.sender:
             for rcpt, status in list(entry.outcomes.failed.items()):
                 del entry.outcomes.failed[rcpt]
-                self._refuse(entry, rcpt, batch, status.status, status.diagnostic,
-                             status.remote_mta)
+                self.refuse(entry, rcpt, copies, status.status, status.diagnostic,
+                            status.remote_mta)
 
-    def _send_notices(self, entry: Entry, remaining: list[str]) -> None:
+    def send_notices(self, entry: Entry, remaining: list[str]) -> None:
         """Queue the DSNs this attempt owes, durably, before the entry changes."""
         env, config = entry.envelope, self.config.delivery
         now = self.clock()
@@ -120,9 +147,10 @@ class Settlement:
         notices = notices_for(env, entry.returned(), entry.outcomes, delayed,
                               self.config.server.hostname, now,
                               env.received_at + config.max_queue_time)
+        queue_dir = self.config.queue_dir
         for notice in notices:
-            self._write_aside(notice.envelope.id, MSG_SUFFIX, notice.message)
-            self._write_aside(notice.envelope.id, ENV_SUFFIX, encode(notice.envelope))
+            write_entry_file(queue_dir, notice.envelope.id, MSG_SUFFIX, notice.message)
+            write_entry_file(queue_dir, notice.envelope.id, ENV_SUFFIX, encode(notice.envelope))
             log.info("notice id=%s about=%s to=<%s>", notice.envelope.id, entry.id, env.sender)
         if notices:
             fsync_dir(self.active)

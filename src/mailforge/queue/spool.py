@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..speedups import CrlfToLf
-from .commit import (FILE_MODE, NEW_FILE_FLAGS, SYNC_SYNCFS, GroupCommitter, fsync_dir,
-                     unlink_quietly, write_all)
+from ..durable import fsync_dir, open_new_file, out_of_space, replace_durably, unlink_quietly
+from ..speedups import CrlfToLf, write_all
+from .commit import SYNC_SYNCFS, GroupCommitter
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .segment import (SEALED_SUFFIX, SEGMENTS, SegmentWriter, encode_record, record_count,
                       seal_orphans)
@@ -41,7 +41,15 @@ _ids = itertools.count()
 
 
 class SpoolError(Exception):
-    """The message could not be queued; the session answers with a temporary failure."""
+    """The message could not be queued; the session answers with a temporary failure.
+
+    Raised `from` the OSError that caused it, where one did."""
+
+    @property
+    def no_space(self) -> bool:
+        """Failed for want of space: the session answers "insufficient system storage"
+        (RFC 3463 4.3.1) rather than a bare IO error."""
+        return out_of_space(self.__cause__)
 
 
 def new_id() -> str:
@@ -61,14 +69,20 @@ class TempPair:
 
 def make_pair(incoming: Path, spool_id: str) -> TempPair:
     """The .msg/.env temp files of a message too big to keep in memory."""
-    msg_fd = os.open(incoming / (spool_id + MSG_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
+    msg_fd = open_new_file(incoming / (spool_id + MSG_SUFFIX))
     try:
-        env_fd = os.open(incoming / (spool_id + ENV_SUFFIX), NEW_FILE_FLAGS, FILE_MODE)
+        env_fd = open_new_file(incoming / (spool_id + ENV_SUFFIX))
     except BaseException:
         os.close(msg_fd)
         unlink_quietly(incoming / (spool_id + MSG_SUFFIX))
         raise
     return TempPair(spool_id, msg_fd, env_fd)
+
+
+def write_entry_file(queue_dir: Path, entry_id: str, suffix: str, data: bytes) -> int:
+    """An entry's .msg or .env, written in incoming/ and renamed into active/ (over the one it
+    replaces, if any); the new file's inode. The caller fsyncs active/."""
+    return replace_durably(queue_dir / INCOMING, queue_dir / ACTIVE / (entry_id + suffix), data)
 
 
 class Spool:
@@ -152,6 +166,9 @@ class SpoolFile:
         try:
             write_all(self._pair.msg_fd, data)
         except OSError as exc:
+            # Part of `data` may be in the file: it is removed now, never written to again.
+            self._open = False
+            self._close_and_unlink()
             raise SpoolError(f"cannot write queue file {self.id}: {exc}") from exc
 
     def _spill(self) -> None:

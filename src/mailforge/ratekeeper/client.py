@@ -1,7 +1,7 @@
 """A worker's link to the rate-keeper: one Unix connection, many requests in flight.
 
 Fail safe: the rate-keeper only protects us from abuse, so when it is unreachable, slow or dead,
-`open_session` answers "ok" rather than refusing mail, and the client reconnects in the
+`open_session` answers OK rather than refusing mail, and the client reconnects in the
 background with backoff. A restarted rate-keeper starts from fresh counters: sessions counted
 before the restart are not counted again, so caps are loose until those sessions end.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import msgpack
 
 from .abuse import Thresholds
-from .counters import BLOCKED, IP_FULL, OK, SERVICE_FULL
+from .counters import OpenVerdict
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ CONNECT_TIMEOUT = 1.0
 # second), doubling to a ceiling so a long outage costs one attempt every few seconds.
 RECONNECT_DELAY_MIN = 0.05
 RECONNECT_DELAY_MAX = 5.0
-OPEN_RESULTS = frozenset({OK, SERVICE_FULL, IP_FULL, BLOCKED})
 
 
 class RateKeeperError(Exception):
@@ -111,12 +110,14 @@ class RateKeeperClient:
         self._down = False
         self._closed = False
 
-    async def open_session(self, service: str, ip: str, max_total: int, max_per_ip: int) -> str:
-        """Count a new session: "ok", or "service_full"/"ip_full" when a cap refuses it."""
-        result = await self._ask(OK, "open", service, ip, max_total, max_per_ip)
-        if result not in OPEN_RESULTS:
-            raise RateKeeperError(f"open_session({service!r}, {ip!r}): {result!r}")
-        return result
+    async def open_session(self, service: str, ip: str, max_total: int,
+                           max_per_ip: int) -> OpenVerdict:
+        """Count a new session: OK, or why it is refused (a cap, or a blocked address)."""
+        result = await self._ask(OpenVerdict.OK, "open", service, ip, max_total, max_per_ip)
+        try:
+            return OpenVerdict(result)
+        except ValueError:
+            raise RateKeeperError(f"open_session({service!r}, {ip!r}): {result!r}") from None
 
     async def report_failure(self, ip: str, thresholds: Thresholds) -> tuple[float, float]:
         """Count a failed login or probe from `ip`: (delay before answering it, seconds the

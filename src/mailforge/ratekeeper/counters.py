@@ -7,16 +7,23 @@ everything it held and no count leaks.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 Clock = Callable[[], float]
 
-OK = "ok"
-SERVICE_FULL = "service_full"
-IP_FULL = "ip_full"
-BLOCKED = "blocked"  # the client's address is blocked for failed logins or probes (abuse.py)
+
+class OpenVerdict(enum.StrEnum):
+    """The answer to opening a session; the value is what travels in the msgpack reply."""
+
+    OK = "ok"
+    SERVICE_FULL = "service_full"
+    IP_FULL = "ip_full"
+    BLOCKED = "blocked"  # the client's address is blocked for failed logins or probes (abuse.py)
+
+
 # A limit of 0 means "no limit", as in the config contract.
 UNLIMITED = 0
 
@@ -25,7 +32,8 @@ UNLIMITED = 0
 class _ServiceCounts:
     connections: int = 0
     per_ip: dict[str, int] = field(default_factory=dict)
-    refused: dict[str, int] = field(default_factory=lambda: {SERVICE_FULL: 0, IP_FULL: 0, BLOCKED: 0})
+    refused: dict[OpenVerdict, int] = field(default_factory=lambda: {
+        OpenVerdict.SERVICE_FULL: 0, OpenVerdict.IP_FULL: 0, OpenVerdict.BLOCKED: 0})
 
 
 class ConnectionCounters:
@@ -40,16 +48,16 @@ class ConnectionCounters:
         self._held: dict[Hashable, dict[tuple[str, str], int]] = {}
 
     def open(self, owner: Hashable, service: str, ip: str, max_total: int, max_per_ip: int,
-             blocked: bool = False) -> str:
-        """Count one session if both caps allow it: "ok", else "service_full" or "ip_full";
-        "blocked" when the caller says the address is blocked (counted as refused)."""
+             blocked: bool = False) -> OpenVerdict:
+        """Count one session if both caps allow it: OK, else SERVICE_FULL or IP_FULL;
+        BLOCKED when the caller says the address is blocked (counted as refused)."""
         if max_total < 0 or max_per_ip < 0:
             raise ValueError("limits must be 0 (unlimited) or more")
         counts = self._services.get(service)
         if counts is None:
             counts = self._services[service] = _ServiceCounts()
-        verdict = BLOCKED if blocked else _verdict(counts, ip, max_total, max_per_ip)
-        if verdict != OK:
+        verdict = OpenVerdict.BLOCKED if blocked else _verdict(counts, ip, max_total, max_per_ip)
+        if verdict is not OpenVerdict.OK:
             counts.refused[verdict] += 1
             return verdict
         counts.connections += 1
@@ -58,7 +66,7 @@ class ConnectionCounters:
         if held is None:
             held = self._held[owner] = {}
         held[service, ip] = held.get((service, ip), 0) + 1
-        return OK
+        return OpenVerdict.OK
 
     def close(self, owner: Hashable, service: str, ip: str) -> None:
         held = self._held.get(owner)
@@ -97,10 +105,10 @@ class ConnectionCounters:
             del counts.per_ip[ip]
 
 
-def _verdict(counts: _ServiceCounts, ip: str, max_total: int, max_per_ip: int) -> str:
+def _verdict(counts: _ServiceCounts, ip: str, max_total: int, max_per_ip: int) -> OpenVerdict:
     # The service-wide cap is checked first: when both are full, it is the wider cause.
     if max_total != UNLIMITED and counts.connections >= max_total:
-        return SERVICE_FULL
+        return OpenVerdict.SERVICE_FULL
     if max_per_ip != UNLIMITED and counts.per_ip.get(ip, 0) >= max_per_ip:
-        return IP_FULL
-    return OK
+        return OpenVerdict.IP_FULL
+    return OpenVerdict.OK

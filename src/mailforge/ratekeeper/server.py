@@ -27,7 +27,7 @@ import uvloop
 
 from .. import sandbox
 from .abuse import FailureCounters, Thresholds
-from .counters import Clock, ConnectionCounters
+from .counters import Clock, ConnectionCounters, OpenVerdict
 from .outbound import SendCounters
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ class RateKeeper:
             "stats": Operation(lambda _owner: self.stats(), ()),
         }
 
-    def open(self, owner: object, service: str, ip: str, max_total: int, max_per_ip: int) -> str:
+    def open(self, owner: object, service: str, ip: str, max_total: int,
+             max_per_ip: int) -> OpenVerdict:
         blocked = self.failures.blocked_for(ip) > 0
         return self.connections.open(owner, service, ip, max_total, max_per_ip, blocked)
 

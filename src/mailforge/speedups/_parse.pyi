@@ -1,4 +1,5 @@
 from .errors import Command as Command, FetchAttribute as FetchAttribute, ParseError as ParseError
+from .errors import LiteralTooBig as LiteralTooBig
 
 STAR: int
 MAX_LINE: int

@@ -21,11 +21,21 @@ class ParseError(ValueError):
         self.consumed = consumed
         self.tag = tag
 
+    def located(self, consumed: int, tag: str | None) -> ParseError:
+        """The same error, of the same class, placed in the fed chunk: the IMAP parser knows
+        where the bad command ends only after its tokenizer raised."""
+        return type(self)(self.args[0], consumed, tag)
+
     def __eq__(self, other: object) -> bool:
         return (type(other) is type(self) and self.args == other.args
                 and (self.consumed, self.tag) == (other.consumed, other.tag))
 
     __hash__ = ValueError.__hash__
+
+
+class LiteralTooBig(ParseError):
+    """An IMAP literal over the parser's `max_literal`: the server answers BAD [TOOBIG]
+    (RFC 7889) with its limit, not a syntax error."""
 
 
 class Command(NamedTuple):

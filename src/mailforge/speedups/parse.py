@@ -5,11 +5,12 @@ same `ParseError`s for any input (tests/unit/test_speedups_property.py checks it
 
 from __future__ import annotations
 
-from .errors import Command, FetchAttribute, ParseError
+from .errors import Command, FetchAttribute, LiteralTooBig, ParseError
 
-__all__ = ["ParseError", "Command", "FetchAttribute", "split_command", "parse_path",
-           "parse_pop3", "CommandParser", "parse_sequence_set", "parse_fetch_attributes",
-           "STAR", "MAX_LINE", "MAX_DEPTH", "MAX_LITERAL", "MAX_POP3_VERB"]
+__all__ = ["ParseError", "LiteralTooBig", "Command", "FetchAttribute", "split_command",
+           "parse_path", "parse_pop3", "CommandParser", "parse_sequence_set",
+           "parse_fetch_attributes", "STAR", "MAX_LINE", "MAX_DEPTH", "MAX_LITERAL",
+           "MAX_POP3_VERB"]
 
 # --- SMTP -------------------------------------------------------------------------------------
 
@@ -212,7 +213,7 @@ class CommandParser:
             tag = self._tag
             self._skip_literal_tail(body)
             self._reset()
-            raise ParseError(exc.args[0], consumed, tag) from None
+            raise exc.located(consumed, tag) from None
 
     def _skip_literal_tail(self, body: bytes) -> None:
         """After an error: a line ending in {n+} is followed by n bytes that are not a command."""
@@ -311,7 +312,7 @@ class CommandParser:
             raise ParseError("bad literal")
         size, sync = literal
         if size > self.max_literal:
-            raise ParseError("literal too big")
+            raise LiteralTooBig("literal too big")
         self._literal, self._literal_left = bytearray(), size
         self.wants_continuation = sync
 

@@ -1,7 +1,8 @@
 """What protocol code may ask of a mailbox store (STYLE 8: protocol code never builds a path).
 
 IMAP (and later anything else that reads folders) talks to a `Mailbox` and the `Folder`s it
-opens. Every method may block on disk: drivers call them in the worker's thread pool.
+opens; POP3 to a `Maildrop`. Every method may block on disk: drivers call them in the worker's
+thread pool.
 Folder names here are Unicode strings with "/" as the hierarchy separator and "INBOX" for the
 inbox, whatever the disk layout (Maildir++ `.Sent.2024`); the IMAP layer converts them to and
 from modified UTF-7 on the wire. Names under `PUBLIC_PREFIX` are the domain's public folders.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 SEPARATOR = "/"
 INBOX = "INBOX"
@@ -45,6 +46,10 @@ class NotPermitted(StoreError):
 
 class OverQuota(StoreError):
     """The write would take the mailbox over its quota (NO [OVERQUOTA]; SMTP 552 5.2.2)."""
+
+
+class MaildropBusy(StoreError):
+    """Another POP3 session holds the maildrop (POP3 answers -ERR [IN-USE])."""
 
 
 class FlagMode(enum.Enum):
@@ -197,3 +202,39 @@ class Mailbox(Protocol):
     def quota(self) -> Quota: ...
 
     def close(self) -> None: ...
+
+
+class MaildropMessage(Protocol):
+    """One message of a maildrop, as POP3 lists it."""
+
+    @property
+    def uid(self) -> str:
+        """The UIDL (RFC 1939 7): the same for this message in every session."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """Octets of the CRLF form, as POP3 sends it."""
+        ...
+
+
+class Maildrop(Protocol):
+    """A POP3 maildrop: one mailbox's messages as they were when it was opened (RFC 1939),
+    locked against other POP3 sessions until `close`. Messages are named by their index in
+    `messages`; a message delivered meanwhile waits for the next session."""
+
+    @property
+    def messages(self) -> Sequence[MaildropMessage]: ...
+
+    def read_start(self, index: int, size: int) -> tuple[bytes, BinaryIO | None]:
+        """A message's first `size` bytes as stored (LF line ends), and the file open at that
+        point when there is more (else None)."""
+        ...
+
+    def delete(self, indexes: Iterable[int]) -> int:
+        """Remove messages (POP3's UPDATE state); how many could not be removed."""
+        ...
+
+    def close(self) -> None:
+        """Release the lock."""
+        ...

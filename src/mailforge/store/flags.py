@@ -1,12 +1,10 @@
-"""Maildir file names: base name, size fields and flags, as mutt and Dovecot write them.
+"""What the flag letters of Maildir file names (filenames.py) mean, as mutt and Dovecot read them.
 
-A message file is `<base>[,S=<size>][,W=<crlf size>][:2,<flags>]`. The base name is the
-message's identity for every reader (our UID index, POP3's UIDL); the rest changes when flags
-change or a reader records sizes. Flags are letters after ":2,": the system flags in capitals
-(Draft, Flagged, Replied, Seen, Trashed) and keywords as "a".."z", each letter standing for
-the keyword on its line of the folder's `dovecot-keywords` file ("<n> <keyword>", letter
-chr(ord("a") + n)), exactly as Dovecot keeps them. A folder can thus hold 26 keywords; a
-27th is refused (Dovecot would keep it in its own index only, invisible to other tools).
+Flags are letters after ":2,": the system flags in capitals (Draft, Flagged, Replied, Seen,
+Trashed) and keywords as "a".."z", each letter standing for the keyword on its line of the
+folder's `dovecot-keywords` file ("<n> <keyword>", letter chr(ord("a") + n)), exactly as
+Dovecot keeps them. A folder can thus hold 26 keywords; a 27th is refused (Dovecot would keep
+it in its own index only, invisible to other tools).
 """
 
 from __future__ import annotations
@@ -15,51 +13,13 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..durable import write_atomically
 from .api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, InvalidName
-from .uidindex import write_atomically
 
-INFO = ":2,"
 LETTER_TO_FLAG = {"D": DRAFT, "F": FLAGGED, "R": ANSWERED, "S": SEEN, "T": DELETED}
 FLAG_TO_LETTER = {flag: letter for letter, flag in LETTER_TO_FLAG.items()}
 KEYWORDS_FILE = "dovecot-keywords"
 MAX_KEYWORDS = 26
-
-
-def base_of(name: str) -> str:
-    """The identity part of a Maildir file name (pop3box's UIDL is the same string)."""
-    return name.split(":", 1)[0].split(",", 1)[0]
-
-
-def field_of(name: str, key: str) -> int | None:
-    """A numeric `,K=<n>` field of the name (S = file size, W = CRLF size), if present."""
-    for item in name.split(":", 1)[0].split(",")[1:]:
-        if item.startswith(key + "=") and item[2:].isdigit():
-            return int(item[2:])
-    return None
-
-
-def letters_of(name: str) -> str:
-    _head, sep, info = name.partition(":")
-    return info[2:] if sep and info.startswith("2,") else ""
-
-
-def with_size(name: str, crlf_size: int) -> str:
-    """The name with `,W=<crlf size>` recorded (before the info part)."""
-    if field_of(name, "W") is not None:
-        return name
-    head, sep, info = name.partition(":")
-    return f"{head},W={crlf_size}{sep}{info}"
-
-
-def with_letters(name: str, letters: Iterable[str]) -> str:
-    """The name carrying exactly `letters` as flags, sorted as the Maildir spec asks."""
-    head = name.split(":", 1)[0]
-    return f"{head}{INFO}{''.join(sorted(set(letters)))}"
-
-
-def crlf_size(data: bytes) -> int:
-    """Octets of the CRLF form (pop3box.crlf_form) without building it."""
-    return len(data) + data.count(b"\n") - data.count(b"\r\n")
 
 
 class Keywords:

@@ -12,24 +12,24 @@ import errno
 import logging
 import operator
 import os
-import secrets
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..queue.commit import fsync_dir, unlink_quietly, write_new_file
+from ..durable import fsync_dir, unlink_quietly, write_synced_file
 from .api import MessageInfo, StoreError
-from .flags import (
-    Keywords,
+from .filenames import (
+    arrival_order,
     base_of,
     crlf_size,
     field_of,
     letters_of,
+    new_base,
+    sized_name,
     with_letters,
-    with_size,
 )
-from .maildir import MAILDIR_SUBDIRS, maildir_hostname
+from .flags import Keywords
+from .maildir import MAILDIR_SUBDIRS, claim_new
 from .uidindex import (
     INDEX_NAME,
     UidIndex,
@@ -48,7 +48,6 @@ FOLDER_MARKER = "maildirfolder"  # Maildir++: this directory is a folder, not a 
 # listing taken less than this long after the last change is not trusted to be final, and the
 # next refresh lists again (Dovecot waits out the same second).
 MTIME_SLACK_NS = 1_100_000_000
-_HOSTNAME = maildir_hostname()
 
 # Told (bytes, messages) whenever messages are added or removed: the quota's maildirsize.
 UsageHook = Callable[[int, int], None]
@@ -185,13 +184,8 @@ class FolderDir:
         for base, (sub, name) in list(found.items()):
             if sub != "new":
                 continue
-            source = self.path / "new" / name
             try:
-                target = with_size(name, crlf_size(source.read_bytes()))
-                if ":" not in target:
-                    target += ":2,"
-                os.rename(source, self.path / "cur" / target)
-                found[base] = ("cur", target)
+                found[base] = ("cur", claim_new(self.path, name))
             except FileNotFoundError:  # POP3 or another reader took it to cur/ first
                 found.pop(base)
                 again = self.find(base)
@@ -210,7 +204,7 @@ class FolderDir:
             for base in missing:
                 del index.uids[base]
         new = found.keys() - index.uids.keys()
-        for base in sorted(new, key=_arrival_order):
+        for base in sorted(new, key=arrival_order):
             index.assign(base)
         return bool(missing), bool(new)
 
@@ -304,14 +298,14 @@ class FolderDir:
     def _stage(self, source: bytes | Path, date: float | None) -> tuple[Path, str]:
         """The message written (or linked) into tmp/, synced; its tmp path and its name without
         flags."""
-        base = f"{int(time.time())}.M{secrets.token_hex(6)}P{os.getpid()}.{_HOSTNAME}"
+        base = new_base()
         tmp = self.path / "tmp" / base
         if isinstance(source, Path) and _link(source, tmp):
-            name = f"{base},S={os.stat(tmp).st_size},W={field_of(source.name, 'W')}"
+            name = sized_name(base, os.stat(tmp).st_size, field_of(source.name, "W"))
         else:
             data = source.read_bytes() if isinstance(source, Path) else source
-            _write_synced(tmp, data)
-            name = f"{base},S={len(data)},W={crlf_size(data)}"
+            write_synced_file(tmp, data)
+            name = sized_name(base, len(data), crlf_size(data))
         if date is not None:
             os.utime(tmp, (date, date))
         return tmp, name
@@ -413,22 +407,6 @@ class FolderDir:
 
 
 _uid_of = operator.attrgetter("uid")
-
-
-def _arrival_order(base: str) -> tuple[int, str]:
-    head = base.split(".", 1)[0]
-    return (int(head) if head.isdigit() and len(head) < 12 else 0, base)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = write_new_file(path, data)
-    try:
-        os.fsync(fd)
-    except BaseException:
-        unlink_quietly(path)
-        raise
-    finally:
-        os.close(fd)
 
 
 def _link(source: Path, target: Path) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..auth.api import StoreSettingsSource
-from ..queue.commit import fsync_dir
+from ..durable import fsync_dir, write_atomically
 from .api import (
     INBOX,
     PUBLIC_PREFIX,
@@ -37,13 +37,12 @@ from .api import (
     OverQuota,
     Quota,
 )
-from .flags import field_of, letters_of
+from .filenames import field_of, letters_of
 from .folderdir import FolderDir
 from .maildir import mailbox_path, public_path
 from .names import SPECIAL_USE, from_dir, is_public, normalize, parents, to_dir
 from .quota import NO_LIMITS, Limits, MaildirSize
 from .selected import SelectedFolder, canonical_flags
-from .uidindex import write_atomically
 
 SUBSCRIPTIONS = "subscriptions"
 SUBSCRIPTIONS_HEADER = "V\t2\n\n"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..queue.commit import fsync_dir as _fsync_dir
+from ..durable import fsync_dir, unlink_quietly, write_new_file
+from .filenames import base_of, claimed_name, crlf_size, sized_name
 
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
 
@@ -43,33 +42,19 @@ def ensure_maildir(path: Path, mode: int = 0o700) -> Path:
 
 # --- delivery: tmp/ → sync → new/, with names Dovecot and mutt understand ---------------------
 
-MESSAGE_MODE = 0o600
-
-
-def maildir_hostname(host: str | None = None) -> str:
-    """The host part of a Maildir name; "/" and ":" would break the name, so Dovecot escapes them."""
-    host = socket.gethostname() if host is None else host
-    return host.replace("/", "\\057").replace(":", "\\072")
-
-
-_HOSTNAME = maildir_hostname()
-
-
-def message_base(received_at: float, queue_id: str, mailbox: str) -> str:
-    """`<sec>.Q<queue id>M<mailbox hash>.<host>`: Dovecot's `<sec>.<unique>.<host>` form, unique
-    because a queue id is, and the same on every attempt, so a delivery that was cut short after
-    the rename into new/ can tell that the message is already there (see `delivered_bases`)."""
-    mailbox_hash = zlib.crc32(mailbox.encode())
-    return f"{int(received_at)}.Q{queue_id}M{mailbox_hash:08x}.{_HOSTNAME}"
+def delivered_path(maildir: Path, base: str, size: int) -> Path:
+    """Where a delivered message of `size` bytes lands: in new/, its size in its name."""
+    return maildir / "new" / sized_name(base, size)
 
 
 def delivered_bases(maildir: Path) -> set[str]:
-    """The base names of the messages in new/ and cur/ (without ,S=size and :2,flags)."""
+    """The base names of the messages in new/ and cur/: what a delivery that may have been
+    cut short looks for its filenames.message_base among."""
     bases = set()
     for sub in ("new", "cur"):
         try:
             with os.scandir(maildir / sub) as entries:
-                bases.update(entry.name.split(",", 1)[0].split(":", 1)[0] for entry in entries)
+                bases.update(base_of(entry.name) for entry in entries)
         except FileNotFoundError:
             pass
     return bases
@@ -82,9 +67,9 @@ def ensure_maildir_durable(store_dir: Path, path: Path) -> Path:
         return path
     ensure_maildir(path)
     for sub in MAILDIR_SUBDIRS:
-        _fsync_dir(path / sub)
+        fsync_dir(path / sub)
     for parent in (path, *path.parents):
-        _fsync_dir(parent)
+        fsync_dir(parent)
         if parent == store_dir:
             break
     return path
@@ -105,33 +90,30 @@ class TmpMessage:
 
     @property
     def new_path(self) -> Path:
-        return self.maildir / "new" / f"{self.base},S={self.size}"
+        return delivered_path(self.maildir, self.base, self.size)
 
 
 def write_tmp(maildir: Path, base: str, chunks: Iterable[bytes]) -> TmpMessage:
     """Write a message into tmp/; the caller makes it durable, then calls `publish`."""
     path = maildir / "tmp" / base
-    try:
-        os.unlink(path)  # left by an attempt that died before its rename
-    except FileNotFoundError:
-        pass
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, MESSAGE_MODE)
-    size = 0
-    try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-                size += written
-    except BaseException:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    return TmpMessage(maildir, base, fd, size)
+    unlink_quietly(path)  # left by an attempt that died before its rename
+    fd = write_new_file(path, chunks)
+    return TmpMessage(maildir, base, fd, os.fstat(fd).st_size)
 
 
 def publish(message: TmpMessage) -> Path:
     """Move a synced message into new/; the caller fsyncs new/ (once for many messages)."""
     os.rename(message.tmp_path, message.new_path)
     return message.new_path
+
+
+# --- readers: new/ → cur/ ----------------------------------------------------------------------
+
+def claim_new(folder: Path, name: str) -> str:
+    """Move a message of a folder's new/ into its cur/ (a reader has seen it), with the size
+    of its CRLF form recorded in its name so that no reader counts it again; its name in cur/.
+    FileNotFoundError when another reader (POP3, an IMAP session, mutt) moved it first."""
+    source = folder / "new" / name
+    target = claimed_name(name, crlf_size(source.read_bytes()))
+    os.rename(source, folder / "cur" / target)
+    return target

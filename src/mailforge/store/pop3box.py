@@ -1,12 +1,14 @@
-"""A POP3 maildrop: a locked snapshot of one Maildir, taken at login, changed only at QUIT.
+"""A POP3 maildrop (api.Maildrop): a locked snapshot of one Maildir, taken at login, changed
+only at QUIT.
 
 The snapshot is what RFC 1939 asks for: messages delivered while a session is open stay in
 new/ and are neither shown to it nor touched by its QUIT. Taking it moves new/ into cur/ (as
-Dovecot does), so the message keeps one name, and one identity, for every later reader.
+Dovecot does, with the step IMAP takes too: maildir.claim_new), so the message keeps one
+name, and one identity, for every later reader.
 
 Sizes are of the CRLF form that POP3 sends, while the files hold LF line ends. That size is
-computed once, when a message moves into cur/, and kept in the name as Dovecot's `,W=<size>`
-(its "virtual size", the same CRLF count), so a login does not read every message again.
+computed once, when a message moves into cur/, and kept in its name (`,W=`, filenames.py), so
+a login does not read every message again.
 """
 
 from __future__ import annotations
@@ -19,18 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .maildir import ensure_maildir, mailbox_path
+from .api import MaildropBusy
+from .filenames import arrival_order, base_of, crlf_size, field_of
+from .maildir import claim_new, ensure_maildir, mailbox_path
 
 # Beside new/ cur/ tmp/; Maildir readers ignore other files at the top.
 LOCK_NAME = "mailforge-pop3.lock"
-# Maildir's info suffix for a message that was seen by a reader and has no flags (yet).
-NO_FLAGS = ":2,"
 # RFC 1939 7: a unique-id is 1 to 70 characters in 0x21..0x7E.
 MAX_UIDL = 70
-
-
-class MaildropBusy(Exception):
-    """Another POP3 session holds the maildrop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +43,9 @@ def crlf_form(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-class Maildrop:
-    """Open with `Maildrop.open`; the lock is an flock on an open file, so it dies with the
-    process, even on kill -9, and no stale lock file can keep a user out."""
+class MaildirMaildrop:
+    """Open with `MaildirMaildrop.open`; the lock is an flock on an open file, so it dies
+    with the process, even on kill -9, and no stale lock file can keep a user out."""
 
     def __init__(self, maildir: Path, lock_fd: int, messages: list[Message]) -> None:
         self.maildir = maildir
@@ -55,12 +53,12 @@ class Maildrop:
         self._lock_fd = lock_fd
 
     @classmethod
-    def for_user(cls, store_dir: Path, address: str) -> Maildrop:
+    def for_user(cls, store_dir: Path, address: str) -> MaildirMaildrop:
         """The maildrop of a canonical `local@domain` address (see `open`)."""
         return cls.open(mailbox_path(store_dir, address))
 
     @classmethod
-    def open(cls, maildir: Path) -> Maildrop:
+    def open(cls, maildir: Path) -> MaildirMaildrop:
         """Lock and take the snapshot; MaildropBusy when another session has it."""
         ensure_maildir(maildir)
         fd = os.open(maildir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -124,11 +122,8 @@ def _claim_new(maildir: Path) -> None:
     with os.scandir(maildir / "new") as entries:
         names = [entry.name for entry in entries if not entry.name.startswith(".")]
     for name in names:
-        source = maildir / "new" / name
         try:
-            size = len(crlf_form(source.read_bytes()))
-            plain = name.split(":", 1)[0]
-            os.rename(source, maildir / "cur" / f"{plain},W={size}{NO_FLAGS}")
+            claim_new(maildir, name)
         except FileNotFoundError:
             pass  # another reader moved it to cur/ first: the listing of cur/ finds it
 
@@ -138,22 +133,16 @@ def _list_cur(maildir: Path) -> list[Message]:
     with os.scandir(maildir / "cur") as entries:
         names = [entry.name for entry in entries if not entry.name.startswith(".")]
     for name in names:
-        fields = name.split(":", 1)[0].split(",")
-        size = next((int(f[2:]) for f in fields[1:] if f.startswith("W=") and f[2:].isdigit()), None)
+        size = field_of(name, "W")
         if size is None:  # put there by another reader: count it now
             try:
-                size = len(crlf_form((maildir / "cur" / name).read_bytes()))
+                size = crlf_size((maildir / "cur" / name).read_bytes())
             except FileNotFoundError:
                 continue
-        messages.append(Message(_uidl(fields[0]), name, size))
-    # Base names start with the arrival second: oldest first, the same order in every session.
-    messages.sort(key=lambda m: (_arrival(m.name), m.name))
+        messages.append(Message(_uidl(base_of(name)), name, size))
+    # Oldest first, the same order in every session.
+    messages.sort(key=lambda m: arrival_order(m.name))
     return messages
-
-
-def _arrival(name: str) -> int:
-    head = name.split(".", 1)[0]
-    return int(head) if head.isdigit() and len(head) < 12 else 0
 
 
 def _uidl(base: str) -> str:
@@ -166,7 +155,7 @@ def _uidl(base: str) -> str:
 def _find(maildir: Path, uid: str) -> str:
     with os.scandir(maildir / "cur") as entries:
         for entry in entries:
-            if _uidl(entry.name.split(":", 1)[0].split(",", 1)[0]) == uid:
+            if _uidl(base_of(entry.name)) == uid:
                 return entry.name
     raise FileNotFoundError(uid)
 

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..auth.api import QuotaSource
-from ..queue.commit import unlink_quietly
+from ..durable import unlink_quietly, write_atomically
 from .api import Quota
-from .flags import field_of
+from .filenames import field_of
 from .maildir import mailbox_path
 from .names import from_dir
-from .uidindex import write_atomically
 
 MAILDIRSIZE = "maildirsize"
 MAX_FILE_BYTES = 5120     # the Maildir++ spec's bound before the file is rewritten

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .api import INBOX
-from .flags import base_of
+from .filenames import base_of
 from .folderdir import FOLDER_MARKER, FolderDir
 from .maildir import MAILDIR_SUBDIRS
 from .names import from_dir

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgpack
 
-from ..queue.commit import fsync_dir, replace_durably
+from ..durable import write_atomically
 
 INDEX_NAME = "mailforge-uidlist"
 LOCK_NAME = "mailforge-uidlist.lock"
@@ -130,14 +130,6 @@ def save(folder: Path, index: UidIndex, durable: bool = True) -> None:
     """`durable=False` for a change a crash may undo: the old index coming back is right too
     (only UIDs of removed messages dropped, or \\Recent claimed; UIDNEXT did not move)."""
     write_atomically(folder / INDEX_NAME, encode(index), durable)
-
-
-def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
-    """Replace `path` with `data` so that a crash leaves the old content or the new; with
-    `durable`, the new one once this returns (the directory is synced too)."""
-    replace_durably(path.parent, path, data)
-    if durable:
-        fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

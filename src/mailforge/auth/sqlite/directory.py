@@ -8,7 +8,7 @@ import time
 
 from ...addresses import is_address_literal, normalize_address, normalize_domain
 from ...errors import UsageError
-from ..api import Lookup, UserInfo
+from ..api import Lookup, RecipientStatus, UserInfo
 from .credentials import password_columns
 from .database import Database, count, domain_of, exists, is_domain, is_mailbox, require_domain
 from .database import require_mailbox
@@ -149,18 +149,18 @@ class Directory:
 
         Two indexed queries: the domain, then the recursive alias walk joined to the mailboxes.
         Alias targets outside our domains are left out of `mailboxes` until remote relay
-        exists; an address that reaches only such targets is "unknown", so that SMTP refuses
+        exists; an address that reaches only such targets is UNKNOWN, so that SMTP refuses
         mail it could not deliver rather than accepting and dropping it.
         """
         address = normalize_address(address)
         with self._database.read() as db:
             if not is_domain(db, domain_of(address)):
-                return Lookup("not_local")
+                return Lookup(RecipientStatus.NOT_LOCAL)
             rows = db.execute(_REACH, (address, MAX_ALIAS_DEPTH)).fetchall()
         mailboxes = [mailbox for mailbox, disabled in rows if not disabled]
         if mailboxes:
-            return Lookup("ok", mailboxes)
-        return Lookup("disabled" if rows else "unknown")
+            return Lookup(RecipientStatus.OK, mailboxes)
+        return Lookup(RecipientStatus.DISABLED if rows else RecipientStatus.UNKNOWN)
 
 
 def _check_target(db: sqlite3.Connection, target: str) -> None:

@@ -7,8 +7,10 @@ and lets the store's errors through: the dispatcher turns those into `NO [code]`
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
+from ...durable import out_of_space
 from ...store.api import (
     INBOX,
     SYSTEM_FLAGS,
@@ -23,34 +25,43 @@ from ..session import Action
 from . import wire
 
 
+class Status(enum.StrEnum):
+    """How a command completes (RFC 3501 7.1), or the "+" that asks for more of it."""
+
+    OK = "OK"
+    NO = "NO"
+    BAD = "BAD"
+    CONTINUE = "+"  # a continuation request (AUTHENTICATE's challenges)
+
+
 @dataclass(frozen=True, slots=True)
 class Tagged:
-    status: str          # OK, NO or BAD; "+" for a continuation request (AUTHENTICATE)
+    status: Status
     text: str
     code: str = ""       # a response code without its brackets: "READ-WRITE", "APPENDUID 1 2"
     action: Action = Action.NONE
 
     def render(self, tag: str) -> bytes:
-        if self.status == "+":
+        if self.status is Status.CONTINUE:
             return f"+ {self.text}\r\n".encode()
         code = f"[{self.code}] " if self.code else ""
         return f"{tag} {self.status} {code}{self.text}\r\n".encode()
 
 
 def ok(text: str, code: str = "", action: Action = Action.NONE) -> Tagged:
-    return Tagged("OK", text, code, action)
+    return Tagged(Status.OK, text, code, action)
 
 
 def no(text: str, code: str = "") -> Tagged:
-    return Tagged("NO", text, code)
+    return Tagged(Status.NO, text, code)
 
 
 def bad(text: str, code: str = "") -> Tagged:
-    return Tagged("BAD", text, code)
+    return Tagged(Status.BAD, text, code)
 
 
 def continuation(text: str) -> Tagged:
-    return Tagged("+", text)
+    return Tagged(Status.CONTINUE, text)
 
 
 class Bad(Exception):
@@ -64,6 +75,14 @@ def store_error(exc: StoreError, trycreate: bool) -> Tagged:
         return no(str(exc) or "No such mailbox", "TRYCREATE" if trycreate else "NONEXISTENT")
     code = next((code for kind, code in STORE_ERROR_CODES if isinstance(exc, kind)), "")
     return no(str(exc) or "Operation failed", code)
+
+
+def disk_error(exc: OSError) -> Tagged:
+    """The NO for a store that failed under a command. A full disk is no quota of the user's
+    ([OVERQUOTA] is for that, RFC 5530) but a server trouble that passes: [UNAVAILABLE]."""
+    if out_of_space(exc):
+        return no("Not enough disk space, try again later", "UNAVAILABLE")
+    return no("The store cannot be read now, try again", "UNAVAILABLE")
 
 
 STORE_ERROR_CODES = (

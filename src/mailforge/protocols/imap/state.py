@@ -23,19 +23,14 @@ from dataclasses import dataclass
 
 from ...addresses import normalize_address
 from ...auth.api import Authenticator
-from ...auth.sasl import (
-    CANCEL,
-    PLAINTEXT_MECHANISMS,
-    SASLError,
-    SASLSession,
-    Step,
-    mechanisms,
-)
+from ...auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ...speedups import Command as ParsedCommand
+from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
 from . import folders, messages
-from .responses import Bad, Tagged, bad, continuation, count, no, ok, store_error, text
+from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
+                        store_error, text)
 from .selected import Selected
 
 log = logging.getLogger("mailforge.imap")
@@ -81,7 +76,7 @@ class IMAPMachine:
         self.selected: Selected | None = None
         self.errors = 0
         self._untagged: list[bytes] = []
-        self._sasl: SASLSession | None = None
+        self._auth = AuthExchange(accounts, settings.hostname)
         self._pending_tag = ""   # AUTHENTICATE, login and IDLE finish later with this tag
         # Set when the selected folder cannot be followed any more (deleted, or rebuilt under
         # a new UIDVALIDITY, by another session): the BYE that ends the session.
@@ -100,7 +95,7 @@ class IMAPMachine:
     @property
     def in_sasl(self) -> bool:
         """An AUTHENTICATE exchange waits for the client's next line (not a command)."""
-        return self._sasl is not None
+        return self._auth.active
 
     def runs_in_thread(self, command: ParsedCommand) -> bool:
         entry = COMMANDS.get(command.name)
@@ -125,25 +120,26 @@ class IMAPMachine:
         except StoreError as exc:
             result = store_error(exc, "trycreate" in entry.flags)
         except OSError as exc:
-            # The disk failed, or the folder went away under the command (deleted by another
-            # session): a NO for it, and the refresh below tells which.
+            # The disk failed or is full, or the folder went away under the command (deleted
+            # by another session): a NO for it, and the refresh below tells which.
             log.error("%s: %s failed: %s", self.user, command.name, exc)
-            result = no("The store cannot be read now, try again", "UNAVAILABLE")
+            result = disk_error(exc)
         if self.state is State.SELECTED and not entry.flags & UNREFRESHED:
             self.report_changes(by_uid=command.name.startswith("UID "))
         return self._finish(tag, result)
 
-    def parse_error(self, tag: str | None, message: str) -> Reply:
+    def parse_error(self, error: ParseError) -> Reply:
         """What the parser refused: BAD, and the session goes on with the next command."""
-        if message == "literal too big":
-            return self._finish(tag or "*", bad(
+        tag = error.tag or "*"
+        if isinstance(error, LiteralTooBig):
+            return self._finish(tag, bad(
                 f"Literal too big (the limit is {self.settings.max_append} octets)", "TOOBIG"))
-        return self._finish(tag or "*", bad(f"Syntax error: {message}"))
+        return self._finish(tag, bad(f"Syntax error: {error}"))
 
     def _finish(self, tag: str, result: Tagged) -> Reply:
-        if result.status == "OK":
+        if result.status is Status.OK:
             self.errors = 0
-        elif result.status != "+":
+        elif result.status is not Status.CONTINUE:
             self.errors += 1
         lines, self._untagged = self._untagged, []
         if self.farewell:
@@ -248,41 +244,34 @@ class IMAPMachine:
 
     def authenticate(self, tag: str, args: list) -> Tagged:
         count(args, 1, 2, syntax="AUTHENTICATE mechanism [initial-response]")
-        name = args[0].upper() if isinstance(args[0], str) else ""
-        if name not in self._mechanisms():
-            if name in PLAINTEXT_MECHANISMS:
-                return no("Plaintext authentication disallowed on non-secure connections; "
-                          "use STARTTLS first", "PRIVACYREQUIRED")
-            return no("Unsupported authentication mechanism", "CANNOT")
-        try:
-            self._sasl = SASLSession(name, self.accounts, self.settings.hostname)
-        except SASLError:
-            return no("Unsupported authentication mechanism", "CANNOT")
-        self._pending_tag = tag
+        name = args[0] if isinstance(args[0], str) else ""
         initial = text(args[1]) if len(args) == 2 else None
-        return self._sasl_result(self._sasl.start(initial))
+        self._pending_tag = tag
+        return self._auth_reply(self._auth.start(name, initial, self._mechanisms()))
 
     def sasl_line(self, line: bytes) -> Reply:
         """The client's answer to an AUTHENTICATE challenge (runs in the thread pool: the
         password checks are deliberately slow)."""
-        assert self._sasl is not None
-        if line.strip() == CANCEL.encode():
-            self._sasl = None
-            return self._finish(self._pending_tag, bad("Authentication cancelled"))
-        return self._finish(self._pending_tag,
-                            self._sasl_result(self._sasl.step(line.decode("ascii", "replace"))))
+        return self._finish(self._pending_tag, self._auth_reply(self._auth.answer(line)))
 
     def sasl_too_long(self) -> Reply:
-        self._sasl = None
+        self._auth.abort()
         return self._finish(self._pending_tag, bad("Authentication line too long"))
 
-    def _sasl_result(self, step: Step) -> Tagged:
-        if step.kind == "challenge":
-            return continuation(step.challenge)
-        self._sasl = None
-        if step.kind == "success":
-            return self._logged_in(step.user)
-        return no("Authentication failed", AUTHENTICATION_FAILED)
+    def _auth_reply(self, step: Step) -> Tagged:
+        match step.kind:
+            case StepKind.CHALLENGE:
+                return continuation(step.challenge)
+            case StepKind.SUCCESS:
+                return self._logged_in(step.user)
+            case StepKind.CANCELLED:
+                return bad("Authentication cancelled")
+            case StepKind.NEEDS_TLS:
+                return no("Plaintext authentication disallowed on non-secure connections; "
+                          "use STARTTLS first", "PRIVACYREQUIRED")
+            case StepKind.UNSUPPORTED:
+                return no("Unsupported authentication mechanism", "CANNOT")
+        return no("Authentication failed", AUTHENTICATION_FAILED)  # FAILURE
 
     def _logged_in(self, user: str) -> Tagged:
         """The credentials are good: the driver checks the user's session count and opens the

@@ -1,0 +1,76 @@
+"""What one delivery attempt works on: a claimed queue entry, and the copies written for it.
+
+Shared by the delivery worker (delivery.py), which claims entries and places their copies,
+and the settlement of what else an attempt owes (settle.py): relaying, refusals, notices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..store.maildir import TmpMessage
+from .envelope import Envelope
+from .notices import Outcomes
+from .relay import Message
+
+READ_CHUNK = 64 * 1024
+
+
+@dataclass
+class Entry:
+    """One claimed queue entry: locked, its envelope read, its copies being written."""
+
+    id: str
+    lock_fd: int | None  # the .env's lock; None for a segment record (its segment is locked)
+    envelope: Envelope
+    msg_path: Path | None  # None for a segment record, whose message is `body`
+    body: bytes = b""
+    pending: dict[str, int] = field(default_factory=dict)  # rcpt → copies not yet published
+    failed: dict[str, str] = field(default_factory=dict)  # rcpt → why it must be retried
+    mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
+    remote: list[str] = field(default_factory=list)  # recipients to relay
+    outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
+    # Failed recipients that were never tried: their destination had no connection to spare.
+    untried: set[str] = field(default_factory=set)
+
+    def movable(self, rcpt: str) -> bool:
+        """Is the queue file itself this recipient's copy (its only one, headers in place)?"""
+        return (self.msg_path is not None and self.envelope.recipients == [rcpt]
+                and self.envelope.delivered_to == rcpt)
+
+    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+        """The queued message from `offset` on."""
+        if self.msg_path is None:
+            yield self.body[offset:]
+            return
+        with open(self.msg_path, "rb") as fh:
+            fh.seek(offset)
+            yield from iter(lambda: fh.read(READ_CHUNK), b"")
+
+    def outgoing(self) -> Message:
+        """The message as relayed: without our delivery headers, CRLF line ends."""
+        env = self.envelope
+        data = b"".join(self.chunks(env.prefix_size)).replace(b"\n", b"\r\n")
+        return Message(self.id, env.sender, list(self.remote), data, env.smtputf8, env.body_8bit,
+                       env.envid, env.ret, env.notify, env.orcpt)
+
+    def returned(self) -> bytes:
+        """The message as a DSN returns it: without our delivery headers."""
+        return b"".join(self.chunks(self.envelope.prefix_size))
+
+    def remaining(self) -> list[str]:
+        return [r for r in self.envelope.recipients if r in self.failed or self.pending.get(r)]
+
+
+@dataclass
+class Copy:
+    entry: Entry
+    rcpt: str
+    fds: list[int]
+    paths: list[Path]  # files written; removed if the batch fails
+    maildir_tmp: TmpMessage | None  # published into new/ after the sync; None for badmail
+    directory: Path  # fsynced once the copy is in place
+    log_line: tuple[str, ...] = ()
+    move: tuple[Path, Path] | None = None  # the queue file itself, renamed into new/
