@@ -1,12 +1,16 @@
 """The `impl` fixture: one suite run against the Cython extensions and their twins (STYLE 12),
-the `fuzz` marker, whose million-input runs only go when asked for (-m fuzz), and the fake
-`clock` that the rate-keeper's counters take, so that their tests never sleep."""
+the `fuzz` marker, whose million-input runs only go when asked for (-m fuzz), the fake
+`clock` that the rate-keeper's counters take, so that their tests never sleep, and the
+accounts fixtures: `cheap_scrypt` (password hashing at test cost) and `db`."""
 
 import importlib
 import types
 from pathlib import Path
 
 import pytest
+
+from mailforge.auth import passwords
+from mailforge.auth.accounts import Accounts
 
 NAMES = ("parse", "crammd5", "spool")
 
@@ -36,6 +40,22 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def cheap_scrypt(monkeypatch) -> None:
+    """Hashing as cheap as scrypt allows: the production cost takes a tenth of a second a
+    password, by design. Modules that hash ask for it with pytest.mark.usefixtures."""
+    monkeypatch.setattr(passwords, "SCRYPT_LOG2_N", 4)
+
+
+@pytest.fixture
+def db(tmp_path, cheap_scrypt):
+    """A new accounts database with the domain example.com."""
+    accounts = Accounts(tmp_path / "accounts.sqlite3", create=True)
+    accounts.directory.domain_add("example.com")
+    yield accounts
+    accounts.close()
 
 
 @pytest.fixture(params=["python", "cython"])

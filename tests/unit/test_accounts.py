@@ -6,7 +6,6 @@ import threading
 import pytest
 
 from mailforge.addresses import AddressError
-from mailforge.auth import passwords
 from mailforge.auth.accounts import Accounts
 from mailforge.auth.api import Lookup
 from mailforge.auth.sqlite import database as accounts_database
@@ -14,17 +13,7 @@ from mailforge.auth.sqlite import directory
 from mailforge.errors import MailforgeError, UsageError
 
 
-@pytest.fixture(autouse=True)
-def cheap_scrypt(monkeypatch):
-    monkeypatch.setattr(passwords, "SCRYPT_LOG2_N", 4)
-
-
-@pytest.fixture
-def db(tmp_path):
-    accounts = Accounts(tmp_path / "accounts.sqlite3", create=True)
-    accounts.directory.domain_add("example.com")
-    yield accounts
-    accounts.close()
+pytestmark = pytest.mark.usefixtures("cheap_scrypt")
 
 
 # -- opening

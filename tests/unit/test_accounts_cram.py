@@ -38,17 +38,7 @@ PRAGMA user_version = 1;
 """
 
 
-@pytest.fixture(autouse=True)
-def cheap_scrypt(monkeypatch):
-    monkeypatch.setattr(passwords, "SCRYPT_LOG2_N", 4)
-
-
-@pytest.fixture
-def db(tmp_path):
-    accounts = Accounts(tmp_path / "accounts.sqlite3", create=True)
-    accounts.directory.domain_add("example.com")
-    yield accounts
-    accounts.close()
+pytestmark = pytest.mark.usefixtures("cheap_scrypt")
 
 
 def digest(password: str, challenge: bytes = CHALLENGE) -> str:

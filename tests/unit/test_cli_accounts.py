@@ -4,16 +4,13 @@ import io
 import pytest
 
 from mailforge.auth import cli as accounts_cli
-from mailforge.auth import passwords
 from mailforge.auth.accounts import Accounts
 from mailforge.config import from_dict
 from mailforge.errors import MailforgeError, UsageError
 from mailforge.store.maildir import mailbox_path
 
 
-@pytest.fixture(autouse=True)
-def cheap_scrypt(monkeypatch):
-    monkeypatch.setattr(passwords, "SCRYPT_LOG2_N", 4)
+pytestmark = pytest.mark.usefixtures("cheap_scrypt")
 
 
 @pytest.fixture

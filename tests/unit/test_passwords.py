@@ -7,9 +7,7 @@ from mailforge.auth.passwords import hash_password, verify_password
 PRODUCTION_PARAMETERS = (passwords.SCRYPT_LOG2_N, passwords.SCRYPT_R, passwords.SCRYPT_P)
 
 
-@pytest.fixture(autouse=True)
-def cheap_scrypt(monkeypatch):
-    monkeypatch.setattr(passwords, "SCRYPT_LOG2_N", 4)
+pytestmark = pytest.mark.usefixtures("cheap_scrypt")
 
 
 def test_round_trip():

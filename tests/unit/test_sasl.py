@@ -23,20 +23,16 @@ USER = "bob@example.com"
 PASSWORD = "tanstaaf pässwörd"
 
 
-@pytest.fixture(autouse=True)
-def cheap_scrypt(monkeypatch):
-    monkeypatch.setattr(passwords, "SCRYPT_LOG2_N", 4)
+pytestmark = pytest.mark.usefixtures("cheap_scrypt")
 
 
 @pytest.fixture
-def db(tmp_path):
-    accounts = Accounts(tmp_path / "accounts.sqlite3", create=True)
-    accounts.directory.domain_add("example.com")
-    accounts.directory.user_add(USER, PASSWORD)
-    accounts.directory.user_add("off@example.com", PASSWORD)
-    accounts.directory.user_disable("off@example.com")
-    yield accounts
-    accounts.close()
+def db(db):
+    """The shared database, with a user and a disabled one."""
+    db.directory.user_add(USER, PASSWORD)
+    db.directory.user_add("off@example.com", PASSWORD)
+    db.directory.user_disable("off@example.com")
+    return db
 
 
 def b64(data: bytes | str) -> str:
