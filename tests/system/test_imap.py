@@ -7,7 +7,6 @@ import imaplib
 import re
 import select
 import smtplib
-import time
 
 import pytest
 
