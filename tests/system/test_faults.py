@@ -10,7 +10,7 @@ import smtplib
 import time
 import urllib.request
 
-from mailforge import control
+from mailforge.process import control
 
 from .conftest import DOMAIN, USER, cli, free_port
 

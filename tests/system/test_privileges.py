@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from mailforge import config as configuration, privileges, sandbox
+from mailforge import config as configuration
+from mailforge.process import privileges, sandbox
 
 from tests.smtp_sinks import Behaviour, Sink
 

@@ -17,7 +17,7 @@ import typing
 
 import pytest
 
-from mailforge.protocols.proxy import V2_SIGNATURE
+from mailforge.protocols.connection.proxy import V2_SIGNATURE
 
 from .conftest import PASSWORD, USER, Server
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mailforge.config import Config, load
-from mailforge.supervisor import Supervisor
+from mailforge.process.supervisor import Supervisor
 
 DRIVER = "from tests.unit.supervisor_helpers import main; main()"
 EVENTS = "events.log"

@@ -3,7 +3,7 @@ import io
 
 import pytest
 
-from mailforge.auth import cli as accounts_cli
+from mailforge.cli import accounts as accounts_cli
 from mailforge.auth.accounts import Accounts
 from mailforge.config import from_dict
 from mailforge.errors import MailforgeError, UsageError

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mailforge import control
+from mailforge.process import control
 
 STATUS = {
     "pid": 100, "uptime": 3725.0, "generation": 2, "stopping": False, "implementation": "python",

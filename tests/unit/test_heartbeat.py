@@ -1,7 +1,7 @@
 import os
 import time
 
-from mailforge.heartbeat import Heartbeat
+from mailforge.process.heartbeat import Heartbeat
 
 
 def test_creation_counts_as_a_beat_and_notify_moves_it_forward():

@@ -13,7 +13,8 @@ from mailforge import config as configuration
 from mailforge import metrics
 from mailforge.errors import ConfigError
 from mailforge.logging import JSONFormatter, TextFormatter
-from mailforge.protocols.record import COMMAND_BATCH, ServiceMeters, SessionRecord, reply_code
+from mailforge.protocols.connection.record import (COMMAND_BATCH, ServiceMeters, SessionRecord,
+                                                   reply_code)
 
 
 @pytest.mark.parametrize("reply, code", [
@@ -145,7 +146,7 @@ def test_commands_reach_the_counters_in_batches_and_at_the_end():
 
 
 def test_imap_error_codes_are_the_tagged_status_only():
-    from mailforge.protocols.record import imap_error_code
+    from mailforge.protocols.connection.record import imap_error_code
     assert imap_error_code(b"a1 OK LOGIN completed\r\n") is None
     assert imap_error_code(b"* 3 EXISTS\r\na2 NO [AUTHENTICATIONFAILED] Authentication failed\r\n") == (
         "NO [AUTHENTICATIONFAILED]")

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from mailforge.protocols.proxy import V2_SIGNATURE, ProxyError, ProxyHeader, parse
+from mailforge.protocols.connection.proxy import V2_SIGNATURE, ProxyError, ProxyHeader, parse
 
 TAIL = b"EHLO client\r\n"  # what the client sends after the header: never part of it
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from mailforge import control
+from mailforge.process import control
 from mailforge.config import load
-from mailforge.supervisor import raise_open_files_limit
+from mailforge.process.supervisor import raise_open_files_limit
 from tests.ports import free_port
 from tests.unit.supervisor_helpers import DRIVER, EVENTS
 
@@ -280,7 +280,7 @@ def test_open_files_soft_limit_is_raised_to_hard():
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_drop_privileges_cannot_regain_root():
     script = (
-        "import os, json; from mailforge import privileges\n"
+        "import os, json; from mailforge.process import privileges\n"
         "privileges.drop('nobody')\n"
         "try:\n    os.setuid(0); regained = True\nexcept PermissionError:\n    regained = False\n"
         "print(json.dumps([os.getresuid(), os.getresgid(), os.getgroups(), regained]))\n"

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from mailforge.protocols.transport import Connection, LineTooLong
+from mailforge.protocols.connection.transport import Connection, LineTooLong
 
 IDLE = 3.0
 

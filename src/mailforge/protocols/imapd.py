@@ -18,16 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..auth.api import Authenticator
+from .connection.driver import Refusals, SessionContext, SessionDriver
+from .connection.record import imap_error_code
+from .connection.transport import Connection, LineTooLong
+from .imap.state import IMAPMachine, IMAPSettings, State
 from ..ratekeeper.client import RateKeeperClient
 from ..ratekeeper.counters import OpenVerdict
-from ..speedups import Command as ParsedCommand
-from ..speedups import CommandParser, ParseError
-from ..store.api import Mailbox
-from .driver import Refusals, SessionContext, SessionDriver
-from .imap.state import IMAPMachine, IMAPSettings, State
-from .record import imap_error_code
 from .session import Action, Reply
-from .transport import Connection, LineTooLong
+from ..speedups import Command as ParsedCommand, CommandParser, ParseError
+from ..store.api import Mailbox
 
 log = logging.getLogger("mailforge.imap")
 

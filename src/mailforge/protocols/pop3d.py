@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..auth.api import APOPAuthenticator
-from ..store.api import Maildrop, MaildropBusy
-from .driver import Refusals, SessionContext, SessionDriver
+from .connection.driver import Refusals, SessionContext, SessionDriver
+from .connection.transport import Connection, LineTooLong
 from .pop3 import POP3Machine, POP3Settings
 from .session import Action, Reply
-from .transport import Connection, LineTooLong
+from ..store.api import Maildrop, MaildropBusy
 
 log = logging.getLogger("mailforge.pop3")
 

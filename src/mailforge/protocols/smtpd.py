@@ -17,15 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..auth.api import Authenticator, Lookup, RecipientResolver, RecipientStatus
+from .connection.driver import Refusals, SessionContext, SessionDriver
+from .connection.transport import Connection, LineTooLong
+from .hops import HopCounter
 from ..policy.limits import Refusal, SendLimiter
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
-from ..speedups import DotUnstuffer
-from .driver import Refusals, SessionContext, SessionDriver
-from .hops import HopCounter
 from .session import Action, Reply
 from .smtp import SMTPMachine, SMTPSettings
-from .transport import Connection, LineTooLong
+from ..speedups import DotUnstuffer
 
 log = logging.getLogger("mailforge.smtp")
 

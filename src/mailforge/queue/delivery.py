@@ -26,13 +26,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .. import allocator, metrics, sandbox
+from .. import metrics
 from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..auth.api import QuotaSource, RecipientResolver, RecipientStatus
 from ..config import Config
 from ..durable import fsync_dir, out_of_space, unlink_quietly
 from ..errors import EXIT_WORKER_BOOT
+from ..process import allocator, sandbox
 from ..store import quota
 from ..store.filenames import message_base
 from ..store.maildir import (TmpMessage, delivered_bases, delivered_path, ensure_maildir_durable,

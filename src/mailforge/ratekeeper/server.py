@@ -25,10 +25,10 @@ from pathlib import Path
 import msgpack
 import uvloop
 
-from .. import sandbox
 from .abuse import FailureCounters, Thresholds
 from .counters import Clock, ConnectionCounters, OpenVerdict
 from .outbound import SendCounters
+from ..process import sandbox
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from .api import DELETED, SYSTEM_FLAGS, Changes, FlagMode, FolderNotFound, MessageInfo, StoreError
 from .folderdir import MTIME_SLACK_NS, Entry, FolderDir, Listing
 from .pop3box import crlf_form
 
-if TYPE_CHECKING:
-    from .folders import MaildirMailbox
+
+class OwningMailbox(Protocol):
+    """What a selected folder asks of the mailbox it belongs to (folders.MaildirMailbox)."""
+
+    def check_writable(self, name: str) -> None: ...
+
+    def add_copies(self, target: str, sources: list[tuple[Path, MessageInfo]]
+                   ) -> tuple[int, list[int]]: ...
 
 
 class SelectedFolder:
-    def __init__(self, mailbox: MaildirMailbox, name: str, folder: FolderDir,
+    def __init__(self, mailbox: OwningMailbox, name: str, folder: FolderDir,
                  read_only: bool) -> None:
         self.name = name
         self.read_only = read_only

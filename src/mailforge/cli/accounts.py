@@ -9,11 +9,11 @@ import time
 from typing import Callable
 
 from ..addresses import normalize_address, normalize_domain
-from .. import permissions
+from ..auth.accounts import Accounts
 from ..config import Config
 from ..errors import EXIT_OK, MailforgeError, UsageError
+from ..process import permissions
 from ..store.maildir import ensure_maildir, mailbox_path
-from .accounts import Accounts
 
 Handler = Callable[[argparse.Namespace, Config], int]
 

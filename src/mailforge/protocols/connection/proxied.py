@@ -17,8 +17,8 @@ import socket
 import ssl
 from collections.abc import Callable
 
-from ..policy.networks import Network, listed
 from . import proxy
+from ...policy.networks import Network, listed
 from .transport import TLS_HANDSHAKE_TIMEOUT
 
 log = logging.getLogger("mailforge.proxy")

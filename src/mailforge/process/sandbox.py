@@ -5,7 +5,8 @@ and `check-config`), never removable afterwards by the process itself:
 - seccomp (libseccomp through pyseccomp): `execve`/`execveat` fail with EPERM, so an exploited
   worker cannot start a shell — the counterpart of denying a Windows service account cmd.exe;
 - Landlock: creating, writing, truncating, renaming or removing files is refused outside the
-  data directory (EACCES), and executing any file is refused as a second wall against exec.
+  data directory and the run's metrics directory, when metrics are on (EACCES), and executing
+  any file is refused as a second wall against exec.
 Reads are left alone: the worker loads certificates, the interpreter's modules, the store.
 Network access is left alone too: the ruleset handles no ABI 4 network rights, so a delivery
 worker (confined the same way) still connects to any remote MTA's port.

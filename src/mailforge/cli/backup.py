@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import backup
-from .auth.cli import group, leaf
-from .config import Config
-from .errors import EXIT_OK
+from .. import backup
+from .accounts import group, leaf
+from ..config import Config
+from ..errors import EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

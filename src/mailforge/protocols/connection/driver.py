@@ -16,10 +16,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from ..policy.abuse import AbuseGuard
-from ..ratekeeper.counters import OpenVerdict
+from ...policy.abuse import AbuseGuard
+from ...ratekeeper.counters import OpenVerdict
 from .record import ServiceMeters, SessionRecord, reply_code
-from .session import Action, Reply, StopSignal
+from ..session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed
 
 T = TypeVar("T")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import privileges
-from .config import Config
-from .errors import UsageError
+from ..config import Config
+from ..errors import UsageError
 
 SERVICE, ROOT = "service", "root"
 

@@ -7,15 +7,15 @@ import argparse
 import re
 from pathlib import Path
 
+from .accounts import address_leaf, group, leaf
 from ..addresses import normalize_address, normalize_domain
 from ..auth.accounts import Accounts
 from ..auth.api import PUBLIC_EVERYONE, PUBLIC_NOBODY
-from ..auth.cli import address_leaf, group, leaf
 from ..config import Config
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
-from .maildir import mailbox_path
-from .quota import Limits, MaildirSize
-from .repair import check, repair
+from ..store.maildir import mailbox_path
+from ..store.quota import Limits, MaildirSize
+from ..store.repair import check, repair
 
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 WRITERS = {"everyone": PUBLIC_EVERYONE, "nobody": PUBLIC_NOBODY}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..errors import EXIT_OK
-from .admin import DEFERRED, QueueAdmin, QueuedEntry
+from ..queue.admin import DEFERRED, QueueAdmin, QueuedEntry
 
 Handler = Callable[[argparse.Namespace, Config], int]
 # `queue list` cuts long errors to keep one line per message; `queue show` has them whole.

@@ -7,14 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, config as configuration, control, permissions, privileges, sandbox
-from . import backup_cli, speedups, tls
-from .auth import cli as accounts_cli
-from .auth.accounts import Accounts
-from .errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
-from .policy import cli as limits_cli
-from .queue import cli as queue_cli
-from .store import cli as store_cli
+from .. import __version__, config as configuration, speedups, tls
+from . import accounts as accounts_cli, backup as backup_cli, limits as limits_cli
+from . import queue as queue_cli, store as store_cli
+from ..auth.accounts import Accounts
+from ..errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
+from ..process import control, permissions, privileges, sandbox
 
 # Directories `init` lays out under the data dir (DESIGN.md, data on disk).
 DATA_SUBDIRS = ("queue", "store", "badmail", "log", "run", "tls", "backup")
@@ -122,9 +120,9 @@ def _hand_over(config_file: Path, user: str, group: str, ids: tuple[int, int]) -
 
 
 def cmd_serve(args: argparse.Namespace, config: configuration.Config) -> int:
-    from .supervisor import serve
+    from ..process.supervisor import serve
 
-    from . import logging as logs
+    from .. import logging as logs
 
     owner = privileges.resolve(config.server.user, config.server.group) if config.server.user else None
     logs.configure(config.log.format, config.log.target, config.log.level, config.log_dir, owner)

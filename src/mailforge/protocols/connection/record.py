@@ -13,8 +13,8 @@ import os
 import time
 from typing import Any
 
-from .. import metrics
-from .session import Failure
+from ... import metrics
+from ..session import Failure
 
 log = logging.getLogger("mailforge.session")
 

@@ -23,29 +23,30 @@ from dataclasses import dataclass
 
 import uvloop
 
-from . import allocator, metrics, sandbox, tls
-from .auth.accounts import Accounts
-from .config import Config, ServiceConfig
-from .errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
+from .. import metrics, tls
+from . import allocator, sandbox
+from ..auth.accounts import Accounts
+from ..config import Config, ServiceConfig
+from ..errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
-from .policy.abuse import AbuseGuard
-from .policy.limits import SendLimiter
-from .policy.networks import parse_networks
-from .policy.relay import RelayPolicy
-from .protocols import imapd, pop3d, smtpd
-from .protocols.driver import SessionContext, SessionDriver
-from .protocols.imap.state import IMAPSettings
-from .protocols.pop3 import POP3Settings
-from .protocols.proxied import ProxiedServer
-from .protocols.record import ServiceMeters
-from .protocols.smtp import SMTPSettings
-from .protocols.transport import TLS_HANDSHAKE_TIMEOUT, Connection
-from .queue.spool import Spool
-from .ratekeeper.client import RateKeeperClient
-from .ratekeeper.counters import OpenVerdict
-from .store import quota
-from .store.folders import open_mailbox
-from .store.pop3box import MaildirMaildrop
+from ..policy.abuse import AbuseGuard
+from ..policy.limits import SendLimiter
+from ..policy.networks import parse_networks
+from ..policy.relay import RelayPolicy
+from ..protocols import imapd, pop3d, smtpd
+from ..protocols.connection.driver import SessionContext, SessionDriver
+from ..protocols.connection.proxied import ProxiedServer
+from ..protocols.connection.record import ServiceMeters
+from ..protocols.connection.transport import TLS_HANDSHAKE_TIMEOUT, Connection
+from ..protocols.imap.state import IMAPSettings
+from ..protocols.pop3 import POP3Settings
+from ..protocols.smtp import SMTPSettings
+from ..queue.spool import Spool
+from ..ratekeeper.client import RateKeeperClient
+from ..ratekeeper.counters import OpenVerdict
+from ..store import quota
+from ..store.folders import open_mailbox
+from ..store.pop3box import MaildirMaildrop
 
 log = logging.getLogger("mailforge.worker")
 

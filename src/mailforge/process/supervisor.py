@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
-from . import config as config_module
-from . import control, metrics, permissions, privileges, sandbox, tls
-from .config import Config, parse_hostport
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_WORKER_BOOT, MailforgeError, UsageError
+from .. import config as config_module, metrics, tls
+from . import control, permissions, privileges, sandbox
+from ..config import Config, parse_hostport
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_WORKER_BOOT, MailforgeError, UsageError
 from .heartbeat import Heartbeat
 
 log = logging.getLogger("mailforge.supervisor")
@@ -70,45 +70,45 @@ def _default_worker(service: str, config: Config, listeners: list[socket.socket]
 
 def _default_delivery(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
                       stopping: Callable[[], bool]) -> None:
-    from .queue import delivery
+    from ..queue import delivery
 
     delivery.serve(config, slot, slots, heartbeat, stopping)
 
 
 def _default_ratekeeper(config: Config) -> None:
-    from .ratekeeper import server
+    from ..ratekeeper import server
 
     server.serve(config.ratekeeper_socket, sandbox_dir=config.data_dir)
 
 
 def _default_recover(queue_dir: Path) -> None:
-    from .queue import spool
+    from ..queue import spool
 
     spool.recover(queue_dir)
 
 
 def _default_queue_length(queue_dir: Path) -> int:
-    from .queue import spool
+    from ..queue import spool
 
     return spool.queue_length(queue_dir)
 
 
 def _default_queue_oldest_age(queue_dir: Path) -> float | None:
-    from .queue import spool
+    from ..queue import spool
 
     return spool.oldest_age(queue_dir)
 
 
 def _default_stats(socket_path: Path, timeout: float) -> dict | None:
     """The rate-keeper's counters: "connections" by service, "abuse" (failures and blocks)."""
-    from .ratekeeper import client
+    from ..ratekeeper import client
 
     return client.query_stats(socket_path, timeout=timeout)
 
 
 # The module each default target imports, so that _preload() can import it before fork.
 _DEFAULT_MODULES = {
-    _default_worker: "mailforge.worker",
+    _default_worker: "mailforge.process.worker",
     _default_delivery: "mailforge.queue.delivery",
     _default_ratekeeper: "mailforge.ratekeeper.server",
     _default_recover: "mailforge.queue.spool",
@@ -278,13 +278,13 @@ class Supervisor:
         metrics.enable(directory)
         if ids:
             os.chown(directory, *ids)  # each worker writes its own files after the drop
-        from . import metrics_endpoint
+        from .. import metrics_endpoint
 
         self.metrics_server = metrics_endpoint.start(self.config.metrics.listen, self._metrics_snapshot)
 
     def _metrics_snapshot(self) -> Any:
         """Called from the endpoint's thread: reads only, and copies before iterating."""
-        from .metrics_endpoint import Snapshot
+        from ..metrics_endpoint import Snapshot
 
         children: dict[tuple[str, str], int] = {}
         for child in list(self.children.values()):
@@ -669,7 +669,7 @@ class Supervisor:
         return {"pid": self.pid}
 
     def _status(self) -> dict[str, Any]:
-        from .speedups import IMPLEMENTATION
+        from ..speedups import IMPLEMENTATION
 
         now = time.monotonic()
         rk = [c for c in self.children.values() if c.kind == RATEKEEPER]

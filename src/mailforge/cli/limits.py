@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from .accounts import group, leaf, print_table
 from ..addresses import normalize_address, normalize_domain
 from ..auth.accounts import Accounts
 from ..auth.api import SEND_LIMIT_ACTIONS, SendLimit
-from ..auth.cli import group, leaf, print_table
 from ..config import Config
 from ..errors import EXIT_OK
 

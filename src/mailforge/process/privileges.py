@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import MailforgeError, UsageError
+from ..errors import MailforgeError, UsageError
 
 # What `mailforge init --system` creates when not told otherwise.
 DEFAULT_USER = "mailforge"

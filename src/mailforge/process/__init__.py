@@ -1,0 +1,1 @@
+"""Process plumbing: the supervisor and its children's set-up."""

@@ -1,0 +1,1 @@
+"""The transport side of every protocol's sessions."""
