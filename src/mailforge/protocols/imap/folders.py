@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, FolderInfo, Mailbox
 from . import wire
+from .command_session import CommandSession
 from .responses import Bad, Tagged, astring, atom, count, flag_list, folder_name, no, ok
 from .selected import Selected
-
-if TYPE_CHECKING:
-    from .state import IMAPMachine
 
 # RFC 6154 attributes, and the names the older XLIST (Gmail's) gave some of them.
 XLIST_NAMES = {"\\Junk": "\\Spam", "\\Archive": "\\AllMail"}
@@ -27,22 +24,22 @@ KIB = 1024
 QUOTA_ROOT = ""
 
 
-def _mailbox(session: IMAPMachine) -> Mailbox:
+def _mailbox(session: CommandSession) -> Mailbox:
     assert session.mailbox is not None
     return session.mailbox
 
 
 # --- SELECT, EXAMINE ---------------------------------------------------------------------------
 
-def select(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def select(session: CommandSession, tag: str, args: list) -> Tagged:
     return _open(session, args, read_only=False)
 
 
-def examine(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def examine(session: CommandSession, tag: str, args: list) -> Tagged:
     return _open(session, args, read_only=True)
 
 
-def _open(session: IMAPMachine, args: list, read_only: bool) -> Tagged:
+def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
     count(args, 1, syntax="SELECT mailbox")
     name = folder_name(args[0])
     # RFC 3501 6.3.1: a failed SELECT leaves no folder selected.
@@ -69,7 +66,7 @@ def _open(session: IMAPMachine, args: list, read_only: bool) -> Tagged:
 
 # --- CREATE, DELETE, RENAME, SUBSCRIBE ---------------------------------------------------------
 
-def create(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def create(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="CREATE mailbox")
     name = folder_name(args[0]).rstrip(SEPARATOR)
     if name == INBOX:
@@ -78,7 +75,7 @@ def create(session: IMAPMachine, tag: str, args: list) -> Tagged:
     return ok("CREATE completed")
 
 
-def delete(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def delete(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="DELETE mailbox")
     name = folder_name(args[0])
     if name == INBOX:
@@ -89,20 +86,20 @@ def delete(session: IMAPMachine, tag: str, args: list) -> Tagged:
     return ok("DELETE completed")
 
 
-def rename(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def rename(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 2, syntax="RENAME mailbox new-name")
     old, new = folder_name(args[0]), folder_name(args[1]).rstrip(SEPARATOR)
     _mailbox(session).rename(old, new)
     return ok("RENAME completed")
 
 
-def subscribe(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def subscribe(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="SUBSCRIBE mailbox")
     _mailbox(session).subscribe(folder_name(args[0]), True)
     return ok("SUBSCRIBE completed")
 
 
-def unsubscribe(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def unsubscribe(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="UNSUBSCRIBE mailbox")
     _mailbox(session).subscribe(folder_name(args[0]), False)
     return ok("UNSUBSCRIBE completed")
@@ -110,19 +107,19 @@ def unsubscribe(session: IMAPMachine, tag: str, args: list) -> Tagged:
 
 # --- LIST, LSUB, XLIST -------------------------------------------------------------------------
 
-def list_command(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def list_command(session: CommandSession, tag: str, args: list) -> Tagged:
     return _list(session, args, "LIST")
 
 
-def xlist(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def xlist(session: CommandSession, tag: str, args: list) -> Tagged:
     return _list(session, args, "XLIST")
 
 
-def lsub(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def lsub(session: CommandSession, tag: str, args: list) -> Tagged:
     return _list(session, args, "LSUB")
 
 
-def _list(session: IMAPMachine, args: list, verb: str) -> Tagged:
+def _list(session: CommandSession, args: list, verb: str) -> Tagged:
     count(args, 2, syntax=f"{verb} reference mailbox")
     reference, pattern = _wire_name(args[0]), _wire_name(args[1])
     if not pattern:
@@ -188,7 +185,7 @@ def _matcher(pattern: str) -> re.Pattern[str]:
 
 # --- STATUS, APPEND ----------------------------------------------------------------------------
 
-def status(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def status(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 2, syntax="STATUS mailbox (items)")
     name = folder_name(args[0])
     items = args[1] if isinstance(args[1], list) else [args[1]]
@@ -204,7 +201,7 @@ def status(session: IMAPMachine, tag: str, args: list) -> Tagged:
     return ok("STATUS completed")
 
 
-def append(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def append(session: CommandSession, tag: str, args: list) -> Tagged:
     """APPEND mailbox [(flags)] [date-time] literal (RFC 3501 6.3.11)."""
     count(args, 2, 4, syntax="APPEND mailbox [(flags)] [date-time] message")
     name, message, options = folder_name(args[0]), args[-1], args[1:-1]
@@ -230,7 +227,7 @@ def append(session: IMAPMachine, tag: str, args: list) -> Tagged:
 
 # --- NAMESPACE, QUOTA --------------------------------------------------------------------------
 
-def namespace(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def namespace(session: CommandSession, tag: str, args: list) -> Tagged:
     """RFC 2342: personal folders at the root, the domain's public folders under #public/."""
     count(args, 0, syntax="NAMESPACE")
     session.untagged(b'* NAMESPACE (("" "/")) NIL ((%s "/"))\r\n'
@@ -238,7 +235,7 @@ def namespace(session: IMAPMachine, tag: str, args: list) -> Tagged:
     return ok("NAMESPACE completed")
 
 
-def getquotaroot(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def getquotaroot(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="GETQUOTAROOT mailbox")
     name = folder_name(args[0])
     _mailbox(session).status(name)  # NO [NONEXISTENT] for a folder that is not there
@@ -248,7 +245,7 @@ def getquotaroot(session: IMAPMachine, tag: str, args: list) -> Tagged:
     return ok("GETQUOTAROOT completed")
 
 
-def getquota(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def getquota(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="GETQUOTA root")
     if astring(args[0]) != QUOTA_ROOT.encode():
         return no("No such quota root", "NONEXISTENT")
@@ -256,11 +253,11 @@ def getquota(session: IMAPMachine, tag: str, args: list) -> Tagged:
     return ok("GETQUOTA completed")
 
 
-def setquota(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def setquota(session: CommandSession, tag: str, args: list) -> Tagged:
     return no("Quotas are set by the administrator", "NOPERM")
 
 
-def _quota_response(session: IMAPMachine) -> None:
+def _quota_response(session: CommandSession) -> None:
     """One mailbox-wide root; only the resources that have a limit are listed (RFC 9208 5.1)."""
     quota = _mailbox(session).quota()
     resources = []

@@ -7,18 +7,14 @@ through the store's Folder interface. Handlers run in the thread pool.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
 from ...store.api import SEEN, FlagMode, MessageInfo, StoreError
 from . import fetch as fetch_items
+from .command_session import CommandSession
 from .mime import UnknownEncoding
 from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
 from .search import BadCharset, parse_search
 from .selected import Selected
-
-if TYPE_CHECKING:
-    from .state import IMAPMachine
 
 STORE_MODES = {"FLAGS": FlagMode.REPLACE, "+FLAGS": FlagMode.ADD, "-FLAGS": FlagMode.REMOVE}
 # A FETCH or SEARCH answered from the session's view alone (no message read, no flag set) runs
@@ -27,17 +23,17 @@ STORE_MODES = {"FLAGS": FlagMode.REPLACE, "+FLAGS": FlagMode.ADD, "-FLAGS": Flag
 INLINE_VIEW_LIMIT = 2000
 
 
-def _selected(session: IMAPMachine) -> Selected:
+def _selected(session: CommandSession) -> Selected:
     assert session.selected is not None
     return session.selected
 
 
-def check(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def check(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 0, syntax="CHECK")
     return ok("CHECK completed")
 
 
-def close(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def close(session: CommandSession, tag: str, args: list) -> Tagged:
     """Expunge silently (RFC 3501 6.4.2), unless the folder was opened read-only."""
     count(args, 0, syntax="CLOSE")
     selected = _selected(session)
@@ -47,24 +43,24 @@ def close(session: IMAPMachine, tag: str, args: list) -> Tagged:
     return ok("CLOSE completed")
 
 
-def unselect(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def unselect(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 0, syntax="UNSELECT")
     session.select_folder(None)
     return ok("UNSELECT completed")
 
 
-def expunge(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def expunge(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 0, syntax="EXPUNGE")
     return _expunge(session, None)
 
 
-def uid_expunge(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def uid_expunge(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="UID EXPUNGE uid-set")
     targets = _selected(session).resolve(atom(args[0]), by_uid=True)
     return _expunge(session, [info.uid for _, info in targets])
 
 
-def _expunge(session: IMAPMachine, uids: list[int] | None) -> Tagged:
+def _expunge(session: CommandSession, uids: list[int] | None) -> Tagged:
     selected = _selected(session)
     if selected.read_only:
         return no("The mailbox is read-only", "READ-ONLY")
@@ -76,7 +72,7 @@ def _expunge(session: IMAPMachine, uids: list[int] | None) -> Tagged:
     return ok("EXPUNGE completed")
 
 
-def answered_from_view(session: IMAPMachine, name: str, args: list) -> bool:
+def answered_from_view(session: CommandSession, name: str, args: list) -> bool:
     """Whether this FETCH or SEARCH needs nothing but the view (MessageInfo) of a small folder.
     Arguments it cannot make sense of: False, and the handler gives the error."""
     selected = session.selected
@@ -95,15 +91,15 @@ def answered_from_view(session: IMAPMachine, name: str, args: list) -> bool:
 
 # --- SEARCH ------------------------------------------------------------------------------------
 
-def search(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def search(session: CommandSession, tag: str, args: list) -> Tagged:
     return _search(session, args, by_uid=False)
 
 
-def uid_search(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def uid_search(session: CommandSession, tag: str, args: list) -> Tagged:
     return _search(session, args, by_uid=True)
 
 
-def _search(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
+def _search(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     selected = _selected(session)
     try:
         query = parse_search(args)
@@ -123,15 +119,15 @@ def _search(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
 
 # --- FETCH -------------------------------------------------------------------------------------
 
-def fetch(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def fetch(session: CommandSession, tag: str, args: list) -> Tagged:
     return _fetch(session, args, by_uid=False)
 
 
-def uid_fetch(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def uid_fetch(session: CommandSession, tag: str, args: list) -> Tagged:
     return _fetch(session, args, by_uid=True)
 
 
-def _fetch(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
+def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     count(args, 2, syntax="FETCH sequence-set items")
     selected = _selected(session)
     targets = selected.resolve(atom(args[0]), by_uid)
@@ -172,15 +168,15 @@ def _mark_seen(selected: Selected, targets: list[tuple[int, MessageInfo]],
 
 # --- STORE -------------------------------------------------------------------------------------
 
-def store(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def store(session: CommandSession, tag: str, args: list) -> Tagged:
     return _store(session, args, by_uid=False)
 
 
-def uid_store(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def uid_store(session: CommandSession, tag: str, args: list) -> Tagged:
     return _store(session, args, by_uid=True)
 
 
-def _store(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
+def _store(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     count(args, 3, 100, syntax="STORE sequence-set [+|-]FLAGS[.SILENT] (flags)")
     selected = _selected(session)
     item = atom(args[1]).upper()
@@ -203,23 +199,23 @@ def _store(session: IMAPMachine, args: list, by_uid: bool) -> Tagged:
 
 # --- COPY, MOVE --------------------------------------------------------------------------------
 
-def copy(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def copy(session: CommandSession, tag: str, args: list) -> Tagged:
     return _copy(session, args, by_uid=False, move=False)
 
 
-def uid_copy(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def uid_copy(session: CommandSession, tag: str, args: list) -> Tagged:
     return _copy(session, args, by_uid=True, move=False)
 
 
-def move(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def move(session: CommandSession, tag: str, args: list) -> Tagged:
     return _copy(session, args, by_uid=False, move=True)
 
 
-def uid_move(session: IMAPMachine, tag: str, args: list) -> Tagged:
+def uid_move(session: CommandSession, tag: str, args: list) -> Tagged:
     return _copy(session, args, by_uid=True, move=True)
 
 
-def _copy(session: IMAPMachine, args: list, by_uid: bool, move: bool) -> Tagged:
+def _copy(session: CommandSession, args: list, by_uid: bool, move: bool) -> Tagged:
     verb = "MOVE" if move else "COPY"
     count(args, 2, syntax=f"{verb} sequence-set mailbox")
     selected = _selected(session)

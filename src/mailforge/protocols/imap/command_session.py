@@ -1,0 +1,23 @@
+"""What the command handlers of folders.py and messages.py use of the session they serve.
+
+state.IMAPMachine is the one implementation; the handlers name this much of it, so that
+state.py imports them without their importing state.py back.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ...store.api import Mailbox
+from .selected import Selected
+
+
+class CommandSession(Protocol):
+    mailbox: Mailbox | None  # the logged-in user's, once authenticated
+    selected: Selected | None  # the selected folder, in the SELECTED state
+
+    def select_folder(self, selected: Selected | None) -> None:
+        """Select `selected` (None: leave the SELECTED state)."""
+
+    def untagged(self, line: bytes) -> None:
+        """Queue an untagged response for the command's reply."""
