@@ -96,7 +96,10 @@ class AbuseConfig:
     tarpit_max: float = 10.0   # the longest delay
     block_after: int = 10      # failures in the window that block the address (0 = never)
     block_time: float = 900.0  # seconds a blocked address is refused
-    exempt_networks: list[str] = field(default_factory=list)  # never counted (webmail, monitoring)
+    # Never counted (webmail, monitoring), and a reload lifts their blocks. Loopback by
+    # default, as Postfix exempts $mynetworks from its client limits: trying the server from
+    # the machine itself must not lock its operator out; [] counts loopback too.
+    exempt_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     # Who hears of an account reaching its outbound message limit (`mailforge limits`);
     # "" = a log line only.
     notify: str = ""

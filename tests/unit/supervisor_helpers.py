@@ -116,6 +116,6 @@ def main() -> None:
         ratekeeper_target=ratekeeper,
         recover=recover,
         queue_length=lambda queue_dir: 7,
-        ratekeeper_stats=lambda path, timeout: {"connections": STATS, "abuse": {"blocks": 0}},
+        ratekeeper_stats=lambda path, timeout: {"connections": STATS, "abuse": {"blocks": 0, "blocked_now": 0}},
     )
     sys.exit(supervisor.run())

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from mailforge.errors import MailforgeError
 from mailforge.process import control
 
 STATUS = {
@@ -102,9 +103,10 @@ def test_status_json_prints_the_raw_answer(served, capsys):
 
 def test_status_when_not_running_is_one_line_and_exit_1(tmp_path, capsys):
     config = SimpleNamespace(control_socket=tmp_path / "control.sock")
-    assert control.status(argparse.Namespace(json=False), config) == 1
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.count("\n") == 1 and "not running" in captured.err
+    with pytest.raises(MailforgeError, match="^not running") as failed:
+        control.status(argparse.Namespace(json=False), config)
+    assert failed.value.exit_code == 1 and "\n" not in str(failed.value)
+    assert capsys.readouterr().out == ""
 
 
 def test_format_status_without_rate_keeper_counters():
@@ -120,3 +122,41 @@ def test_register_adds_status_with_json_flag():
     control.register(parser.add_subparsers())
     args = parser.parse_args(["status", "--json"])
     assert args.json is True and args.handler is control.status
+
+
+def test_a_command_gets_its_arguments_and_bad_ones_are_refused(tmp_path):
+    path = tmp_path / "control.sock"
+    selector = selectors.DefaultSelector()
+
+    def unblock(address: str | None = None) -> dict:
+        if address == "192.0.2.9":
+            raise control.CommandFailed("192.0.2.9 is busy")
+        return {"lifted": [address]}
+
+    server = control.ControlServer(path, selector, {"unblock": unblock})
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            for key, _ in selector.select(0.02):
+                key.data()
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        assert control.request(path, "unblock", address="192.0.2.7") == {"ok": True, "lifted": ["192.0.2.7"]}
+        assert control.request(path, "unblock") == {"ok": True, "lifted": [None]}
+        wrong = control.request(path, "unblock", host="x")
+        assert wrong["ok"] is False and "bad arguments" in wrong["error"]
+        assert control.request(path, "unblock", address="192.0.2.9") == {"ok": False, "error": "192.0.2.9 is busy"}
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+        selector.close()
+
+
+def test_status_shows_how_many_addresses_are_blocked():
+    answer = {**STATUS, "ratekeeper": {**STATUS["ratekeeper"], "abuse": {"blocked_now": 2, "blocks": 5}}}
+    assert "abuse        2 addresses blocked now" in control.format_status(answer)
+    assert "abuse " not in control.format_status(STATUS)  # the rate-keeper did not answer

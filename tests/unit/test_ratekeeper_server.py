@@ -279,7 +279,7 @@ def test_failures_reported_by_two_workers_add_up_to_one_block(keeper, path):
 
     async def scenario():
         w1, w2 = RateKeeperClient(path), RateKeeperClient(path)
-        verdicts = [await (w1 if i % 2 else w2).report_failure("10.0.0.9", thresholds)
+        verdicts = [await (w1 if i % 2 else w2).report_failure("10.0.0.9", "pop3", "failed login", thresholds)
                     for i in range(4)]
         assert verdicts[:3] == [(0.0, 0.0), (0.5, 0.0), (1.0, 0.0)]
         assert verdicts[3][1] == 30.0
@@ -295,7 +295,7 @@ def test_a_failure_reported_while_the_rate_keeper_is_down_costs_nothing(tmp_path
     async def scenario():
         client = RateKeeperClient(tmp_path / "absent.sock")
         thresholds = Thresholds(60.0, 0, 1.0, 1.0, 1, 30.0)
-        assert await client.report_failure("10.0.0.1", thresholds) == (0.0, 0.0)
+        assert await client.report_failure("10.0.0.1", "smtp", "failed login", thresholds) == (0.0, 0.0)
         await client.close()
 
     asyncio.run(scenario())

@@ -18,6 +18,7 @@ import pytest
 
 from mailforge.process import control
 from mailforge.config import load
+from mailforge.errors import MailforgeError
 from mailforge.process.supervisor import raise_open_files_limit
 from tests.ports import free_port
 from tests.unit.supervisor_helpers import DRIVER, EVENTS
@@ -175,7 +176,8 @@ def test_serves_status_refuses_a_second_copy_and_stops_on_sigterm(tmp_path, star
     assert sup.proc.wait(timeout=10) == 0
     assert not any(alive(pid) for pid in children)
     assert not sup.config.control_socket.exists()
-    assert control.status(argparse.Namespace(json=False), sup.config) == 1
+    with pytest.raises(MailforgeError, match="not running"):
+        control.status(argparse.Namespace(json=False), sup.config)
 
 
 def test_killed_worker_is_replaced_within_a_second(tmp_path, start):

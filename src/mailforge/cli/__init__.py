@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__, config as configuration, speedups, tls
-from . import accounts as accounts_cli, backup as backup_cli, limits as limits_cli
+from . import abuse as abuse_cli, accounts as accounts_cli, backup as backup_cli
+from . import limits as limits_cli
 from . import queue as queue_cli, store as store_cli
 from ..auth.accounts import Accounts
 from ..errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue_cli.register(sub)
     store_cli.register(sub)
     backup_cli.register(sub)
+    abuse_cli.register(sub)
     return parser
 
 

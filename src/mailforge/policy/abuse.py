@@ -25,8 +25,10 @@ log = logging.getLogger("mailforge.abuse")
 class FailureVerdict:
     """What one counted failure costs the client."""
 
-    delay: float = 0.0     # seconds to hold the reply back
-    blocked: bool = False  # the address is now blocked: the session ends after the reply
+    delay: float = 0.0        # seconds to hold the reply back
+    # Seconds the address is now blocked for (0.0: not blocked): the session ends after the
+    # reply, with a refusal that says how long.
+    blocked_for: float = 0.0
 
 
 NO_PENALTY = FailureVerdict()
@@ -48,8 +50,9 @@ class AbuseGuard:
         """Count one failure (`what` names it in the log) and judge what it costs."""
         if listed(client_ip, self.exempt):
             return NO_PENALTY
-        delay, blocked = await self.ratekeeper.report_failure(client_ip, self.thresholds)
-        if blocked:
+        delay, blocked_for = await self.ratekeeper.report_failure(client_ip, service, what,
+                                                                  self.thresholds)
+        if blocked_for:
             log.warning("%s: %s from %s; address blocked for %.0f s", service, what, client_ip,
-                        blocked)
-        return FailureVerdict(delay, blocked > 0)
+                        blocked_for)
+        return FailureVerdict(delay, blocked_for)

@@ -1,6 +1,8 @@
 """The supervisor's control socket and the `mailforge status` command.
 
-Protocol: one JSON line in (`{"command": "status"}`), one JSON line out, then close. The
+Protocol: one JSON line in (`{"command": "status"}`, or with the command's arguments:
+`{"command": "abuse-unblock", "args": {"address": "192.0.2.7"}}`), one JSON line out, then
+close. The
 server side runs inside the supervisor's own select loop, non-blocking, so a client that
 connects and says nothing costs the arbiter nothing and is dropped after a short timeout.
 """
@@ -8,6 +10,7 @@ connects and says nothing costs the arbiter nothing and is dropped after a short
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import EXIT_FAILURE, EXIT_OK
+from ..errors import EXIT_OK, MailforgeError
 
 log = logging.getLogger("mailforge.supervisor")
 
@@ -31,7 +34,12 @@ REQUEST_TIMEOUT = 1.0
 REPLY_TIMEOUT = 0.2
 BACKLOG = 16
 
-Handler = Callable[[], dict[str, Any]]
+# Called with the request's "args" as keyword arguments.
+Handler = Callable[..., dict[str, Any]]
+
+
+class CommandFailed(Exception):
+    """A handler's answer that the command could not be done (and why): no traceback logged."""
 
 
 @dataclass
@@ -42,7 +50,8 @@ class _Client:
 
 
 class ControlServer:
-    """Serves `handlers` (command name → function returning a JSON-able dict) on `path`."""
+    """Serves `handlers` (command name → function of the request's arguments, returning a
+    JSON-able dict) on `path`."""
 
     def __init__(self, path: Path, selector: selectors.BaseSelector, handlers: dict[str, Handler]):
         self.path = Path(path)
@@ -77,12 +86,20 @@ class ControlServer:
 
     def _answer(self, line: bytes) -> dict[str, Any]:
         try:
-            command = json.loads(line)["command"]
+            request = json.loads(line)
+            command = request["command"]
             handler = self._handlers[command]
         except (ValueError, KeyError, TypeError):
             return {"ok": False, "error": f"unknown request; commands: {', '.join(self._handlers)}"}
+        arguments = request.get("args", {})
         try:
-            return {"ok": True, **handler()}
+            inspect.signature(handler).bind(**arguments)
+        except TypeError as exc:  # also for args that are not an object
+            return {"ok": False, "error": f"{command}: bad arguments: {exc}"}
+        try:
+            return {"ok": True, **handler(**arguments)}
+        except CommandFailed as exc:
+            return {"ok": False, "error": str(exc)}
         except Exception as exc:  # a bug in one answer must not take the arbiter down
             log.exception("control command %r failed", command)
             return {"ok": False, "error": f"{command} failed: {exc}"}
@@ -137,12 +154,14 @@ def _bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def request(socket_path: Path | str, command: str, timeout: float = 2.0) -> dict[str, Any]:
+def request(socket_path: Path | str, command: str, timeout: float = 2.0,
+            **arguments: Any) -> dict[str, Any]:
     """Ask the supervisor; OSError (incl. TimeoutError) if none answers, ValueError if garbled."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(socket_path))
-        sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+        message = {"command": command, "args": arguments} if arguments else {"command": command}
+        sock.sendall(json.dumps(message).encode() + b"\n")
         answer = bytearray()
         while b"\n" not in answer:
             chunk = sock.recv(65536)
@@ -161,16 +180,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=status)
 
 
-def status(args: argparse.Namespace, config: Any) -> int:
+def ask(config: Any, command: str, **arguments: Any) -> dict[str, Any]:
+    """The running server's answer for the command line; MailforgeError (one line, exit 1)
+    when it is not running or the command failed."""
     path = config.control_socket
     try:
-        answer = request(path, "status")
+        answer = request(path, command, **arguments)
     except (OSError, ValueError):
-        print(f"mailforge: not running (nothing answers on {path})", file=sys.stderr)
-        return EXIT_FAILURE
+        raise MailforgeError(f"not running (nothing answers on {path})") from None
     if not answer.get("ok"):
-        print(f"mailforge: status failed: {answer.get('error', 'no reason given')}", file=sys.stderr)
-        return EXIT_FAILURE
+        raise MailforgeError(f"{command} failed: {answer.get('error', 'no reason given')}")
+    return answer
+
+
+def status(args: argparse.Namespace, config: Any) -> int:
+    answer = ask(config, "status")
     if getattr(args, "json", False):
         print(json.dumps(answer, indent=2, sort_keys=True))
     else:
@@ -190,6 +214,10 @@ def format_status(answer: dict[str, Any]) -> str:
     rk = answer["ratekeeper"]
     lines.append(f"rate-keeper  {rk['state']}  pid {rk['pid']}  up {_duration(rk['uptime'])}"
                  if rk["pid"] else f"rate-keeper  {rk['state']}")
+    if rk.get("abuse") is not None:
+        blocked = rk["abuse"]["blocked_now"]
+        lines.append(f"abuse        {blocked} address{'' if blocked == 1 else 'es'} blocked now"
+                     " (`mailforge abuse list`)")
     for name, service in answer["services"].items():
         lines.append("")
         lines.append(_service_header(name, service))

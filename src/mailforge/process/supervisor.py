@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import datetime
 import importlib
 import logging
+import math
 import os
 import resource
 import selectors
@@ -106,6 +108,13 @@ def _default_stats(socket_path: Path, timeout: float) -> dict | None:
     return client.query_stats(socket_path, timeout=timeout)
 
 
+def _default_ask(socket_path: Path, timeout: float, op: str, *args: object) -> object | None:
+    """One rate-keeper request (`mailforge abuse`, a reload); None if it does not answer."""
+    from ..ratekeeper import client
+
+    return client.ask(socket_path, timeout, op, *args)
+
+
 # The module each default target imports, so that _preload() can import it before fork.
 _DEFAULT_MODULES = {
     _default_worker: "mailforge.process.worker",
@@ -115,6 +124,7 @@ _DEFAULT_MODULES = {
     _default_queue_length: "mailforge.queue.spool",
     _default_queue_oldest_age: "mailforge.queue.spool",
     _default_stats: "mailforge.ratekeeper.client",
+    _default_ask: "mailforge.ratekeeper.client",
 }
 
 
@@ -129,6 +139,7 @@ class Targets:
     queue_length: Callable[[Path], int] = _default_queue_length
     queue_oldest_age: Callable[[Path], float | None] = _default_queue_oldest_age
     ratekeeper_stats: Callable[[Path, float], dict | None] = _default_stats
+    ratekeeper_ask: Callable[..., object | None] = _default_ask
     load_config: Callable[[Path], Config] = config_module.load
 
 
@@ -306,7 +317,9 @@ class Supervisor:
             signal.signal(sig, self._record_signal)
         self.config.control_socket.unlink(missing_ok=True)
         self.control = control.ControlServer(
-            self.config.control_socket, self.selector, {"ping": self._ping, "status": self._status})
+            self.config.control_socket, self.selector,
+            {"ping": self._ping, "status": self._status, "abuse-list": self._abuse_list,
+             "abuse-unblock": self._abuse_unblock})
 
     def _announce(self) -> None:
         for listener in self.listeners.values():
@@ -637,6 +650,7 @@ class Supervisor:
         self.failures.clear()  # the operator changed something: give every slot a fresh start
         self.not_before.clear()
         self._spawn_generation()
+        self._lift_exempt_blocks()
         deadline = time.monotonic() + new.server.grace_period + STOP_MARGIN
         for child in old_children:
             self._terminate(child, deadline, retire=True)
@@ -644,6 +658,18 @@ class Supervisor:
         _close_listeners(gone)
         log.info("reloaded %s: generation %d started, %d old processes retiring",
                  new.path, self.generation, len(old_children))
+
+    def _lift_exempt_blocks(self) -> None:
+        """The new workers stop counting failures from [abuse] exempt_networks; the blocks
+        such addresses already have are the rate-keeper's to lift."""
+        lifted = self.targets.ratekeeper_ask(self.config.ratekeeper_socket, STATS_TIMEOUT,
+                                             "exempt", self.config.abuse.exempt_networks)
+        if lifted is None:
+            log.warning("reload: the rate-keeper did not answer; blocks on addresses in [abuse] "
+                        "exempt_networks stay until they end (`mailforge abuse unblock` lifts them)")
+        elif lifted:
+            log.warning("reload: lifted the blocks on %s, now in [abuse] exempt_networks",
+                        ", ".join(lifted))
 
     def _rebind(self, config: Config) -> dict[tuple[str, int], Listener]:
         """Listeners for `config`, reusing the socket of every address we already hold, so
@@ -695,6 +721,28 @@ class Supervisor:
             "delivery": [_process(c, now) for c in self._children_of(DELIVERY, "")],
         }
 
+    def _abuse_list(self) -> dict[str, Any]:
+        """The blocks in force; the rate-keeper's times (seconds from now) made dates."""
+        blocks = self._ask_ratekeeper("blocks")
+        now = time.time()
+        return {"blocks": [{**block, "since": _date(now + block["since"]),
+                            "until": _date(now + block["until"]),
+                            "seconds_left": math.ceil(block["until"])} for block in blocks]}
+
+    def _abuse_unblock(self, address: str | None = None) -> dict[str, Any]:
+        """Lift the block on `address`, or every block when it is None; the addresses lifted."""
+        if address is not None and not isinstance(address, str):
+            raise control.CommandFailed("address must be a string")
+        lifted = (self._ask_ratekeeper("unblock_all") if address is None
+                  else self._ask_ratekeeper("unblock", address))
+        return {"lifted": lifted}
+
+    def _ask_ratekeeper(self, op: str, *args: object) -> Any:
+        answer = self.targets.ratekeeper_ask(self.config.ratekeeper_socket, STATS_TIMEOUT, op, *args)
+        if answer is None:
+            raise control.CommandFailed("the rate-keeper did not answer; try again in a moment")
+        return answer
+
     def _service_status(self, now: float, stats: dict | None) -> dict[str, Any]:
         names = [*self.config.services(), *(c.service for c in self.children.values() if c.kind == WORKER)]
         services = {}
@@ -741,6 +789,11 @@ def _process(child: Child, now: float) -> dict[str, Any]:
     return {"pid": child.pid, "slot": child.slot, "generation": child.generation,
             "uptime": round(now - child.started, 1), "retiring": child.retiring,
             "ready": child.ready(now)}
+
+
+def _date(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
+        timespec="seconds")
 
 
 def _check_reloadable(old: Config, new: Config) -> None:

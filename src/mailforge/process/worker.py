@@ -226,7 +226,10 @@ class Worker:
             if verdict is not OpenVerdict.OK:
                 metrics.inc("connections_refused_total", service=self.service, reason=verdict)
                 log.warning("%s: refused %s: %s", self.service, conn.peer_ip, verdict)
-                conn.expire(self.protocol.driver.refusals.refusal(verdict, self.config.server.hostname))
+                blocked_for = (await self.ratekeeper.blocked_for(conn.peer_ip)
+                               if verdict is OpenVerdict.BLOCKED else 0.0)
+                conn.expire(self.protocol.driver.refusals.refusal(
+                    verdict, self.config.server.hostname, blocked_for))
                 return
             self.served += 1
             try:

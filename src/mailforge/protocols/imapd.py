@@ -51,7 +51,8 @@ class IMAPContext(SessionContext):
 
 
 REFUSALS = Refusals(
-    blocked="* BYE [UNAVAILABLE] Too many failed attempts from your address, try again later",
+    blocked="* BYE [UNAVAILABLE] Your address is blocked for {seconds} s after repeated failures, "
+            "try again then",
     ip_full="* BYE [UNAVAILABLE] Too many connections from your IP address",
     full="* BYE [UNAVAILABLE] Too many connections, try again later",
     shutdown="* BYE [UNAVAILABLE] Server shutting down")

@@ -38,7 +38,8 @@ class POP3Context(SessionContext):
 
 
 REFUSALS = Refusals(
-    blocked="-ERR [SYS/TEMP] Too many failed attempts from your address, try again later",
+    blocked="-ERR [SYS/TEMP] Your address is blocked for {seconds} s after repeated failures, "
+            "try again then",
     ip_full="-ERR [SYS/TEMP] Too many connections from your IP address",
     full="-ERR [SYS/TEMP] Too many connections, try again later",
     shutdown="-ERR [SYS/TEMP] Server shutting down")

@@ -41,7 +41,8 @@ class SMTPContext(SessionContext):
 
 
 REFUSALS = Refusals(
-    blocked="421 4.7.0 {hostname} Error: too many failed attempts from your address, try again later",
+    blocked="421 4.7.0 {hostname} Error: your address is blocked for {seconds} s after repeated "
+            "failures, try again then",
     ip_full="421 4.7.0 {hostname} Error: too many connections from your IP address",
     full="421 4.3.2 {hostname} Error: too many connections, try again later",
     shutdown="421 4.3.2 {hostname} Service shutting down, closing connection")

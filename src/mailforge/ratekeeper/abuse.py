@@ -7,6 +7,10 @@ Past `tarpit_after` failures each further failure is answered late (a delay grow
 with a typo pays nothing. At `block_after` the address is blocked for `block_time`: its
 connections are refused (the protocol's refusal) until the block ends. Failures of both kinds
 count together: an attacker cannot spend a login allowance and a harvesting allowance.
+
+An operator sees the blocks in force (`mailforge abuse list`: which services the failures came
+from, how many, and of what kind) and can lift them (`mailforge abuse unblock`); a reload lifts
+the blocks of addresses that [abuse] exempt_networks now covers.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import ipaddress
 import logging
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .counters import Clock
+from ..policy.networks import Network, parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +74,40 @@ class Thresholds:
         return 0.0 if over <= 0 else min(over * self.tarpit_delay, self.tarpit_max)
 
 
+class _Failure(NamedTuple):
+    at: float
+    service: str
+    what: str  # its kind, as the log names it ("failed login", "unknown local recipient")
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A block imposed on one address, with what earned it."""
+
+    since: float  # clock times
+    until: float
+    failures: int
+    services: tuple[str, ...]
+    why: str  # "8 failed logins in 600 s"
+
+    @classmethod
+    def earned(cls, failures: collections.deque[_Failure], now: float,
+               thresholds: Thresholds) -> Block:
+        kinds = collections.Counter(failure.what for failure in failures)
+        why = ", ".join(f"{count} {what}" + ("" if count == 1 else "s")
+                        for what, count in sorted(kinds.items()))
+        return cls(now, now + thresholds.block_time, len(failures),
+                   tuple(sorted({failure.service for failure in failures})),
+                   f"{why} in {thresholds.window:g} s")
+
+
 @dataclass(slots=True)
 class _Record:
-    failures: collections.deque[float]
-    blocked_until: float = 0.0
+    failures: collections.deque[_Failure]
+    block: Block | None = None
+
+    def blocked_for(self, now: float) -> float:
+        return 0.0 if self.block is None else max(0.0, self.block.until - now)
 
 
 class FailureCounters:
@@ -82,9 +118,11 @@ class FailureCounters:
         self.blocks = 0  # blocks imposed since start, for status and metrics
         self.tarpitted = 0  # failures answered late
 
-    def record(self, ip: str, thresholds: Thresholds) -> tuple[float, float]:
-        """Count one failure from `ip`; returns (delay before the failure reply, seconds of
-        block imposed or still running: 0.0 when the address may go on)."""
+    def record(self, ip: str, thresholds: Thresholds, service: str,
+               what: str) -> tuple[float, float]:
+        """Count one failure (of kind `what`, in `service`) from `ip`; returns (delay before
+        the failure reply, seconds of block imposed or still running: 0.0 when the address
+        may go on)."""
         key = client_key(ip)
         now = self.clock()
         self._reports += 1
@@ -94,18 +132,18 @@ class FailureCounters:
         if record is None:
             record = self._records[key] = _Record(collections.deque())
         failures = record.failures
-        while failures and failures[0] <= now - thresholds.window:
+        while failures and failures[0].at <= now - thresholds.window:
             failures.popleft()
-        failures.append(now)
+        failures.append(_Failure(now, service, what))
         if len(failures) > thresholds.saturation:
             failures.popleft()  # older failures change nothing any more
         delay = thresholds.delay(len(failures))
         if delay:
             self.tarpitted += 1
-        if record.blocked_until > now:
-            return delay, record.blocked_until - now
+        if record.blocked_for(now):
+            return delay, record.blocked_for(now)
         if thresholds.block_after and len(failures) >= thresholds.block_after:
-            record.blocked_until = now + thresholds.block_time
+            record.block = Block.earned(failures, now, thresholds)
             failures.clear()  # the block is the penalty; afterwards the address starts afresh
             self.blocks += 1
             log.warning("rate-keeper: blocked %s for %.0f s after %d failures in %.0f s", key,
@@ -116,18 +154,60 @@ class FailureCounters:
     def blocked_for(self, ip: str) -> float:
         """Seconds left of a block on `ip`, 0.0 when it is not blocked."""
         record = self._records.get(client_key(ip))
-        if record is None:
-            return 0.0
-        return max(0.0, record.blocked_until - self.clock())
+        return 0.0 if record is None else record.blocked_for(self.clock())
+
+    def blocked(self) -> dict[str, Block]:
+        """The blocks in force, by the address (or IPv6 /64) they hold, oldest first."""
+        now = self.clock()
+        found = [(key, r.block) for key, r in self._records.items()
+                 if r.block is not None and r.blocked_for(now)]
+        return dict(sorted(found, key=lambda item: item[1].since))
+
+    def unblock(self, ip: str) -> list[str]:
+        """Lift the block on `ip` (an address, or an IPv6 /64 as `blocked` names it) and forget
+        its failures, so that it starts afresh; the keys lifted (none if it was not blocked)."""
+        return self._forgive([client_key(ip)])
+
+    def unblock_all(self) -> list[str]:
+        return self._forgive(list(self._records))
+
+    def exempt(self, networks: list[str]) -> list[str]:
+        """The exempt list changed (a reload): lift the blocks of addresses it now covers.
+        ValueError for a list that is not networks."""
+        if not all(isinstance(text, str) for text in networks):
+            raise ValueError("networks are strings")  # ip_network would take 5 as 0.0.0.5
+        exempt = parse_networks(networks)
+        return self._forgive([key for key in self._records if _covered(key, exempt)])
+
+    def _forgive(self, keys: list[str]) -> list[str]:
+        now = self.clock()
+        lifted = []
+        for key in keys:
+            record = self._records.pop(key, None)
+            if record is not None and record.blocked_for(now):
+                lifted.append(key)
+        if lifted:
+            log.warning("rate-keeper: block lifted on %s", ", ".join(lifted))
+        return lifted
 
     def snapshot(self) -> dict[str, int]:
         now = self.clock()
-        blocked = sum(1 for r in self._records.values() if r.blocked_until > now)
+        blocked = sum(1 for r in self._records.values() if r.blocked_for(now))
         return {"blocked_now": blocked, "blocks": self.blocks, "tarpitted": self.tarpitted,
                 "tracked": len(self._records)}
 
     def _sweep(self, now: float, window: float) -> None:
         stale = [key for key, r in self._records.items()
-                 if r.blocked_until <= now and (not r.failures or r.failures[-1] <= now - window)]
+                 if not r.blocked_for(now) and (not r.failures or r.failures[-1].at <= now - window)]
         for key in stale:
             del self._records[key]
+
+
+def _covered(key: str, networks: tuple[Network, ...]) -> bool:
+    """Does an exempt network cover the counted address (or reach into the counted /64)?"""
+    try:
+        counted = ipaddress.ip_network(key)
+    except ValueError:
+        return False  # a Unix socket peer or similar: no network holds it
+    return any(counted.version == network.version and counted.overlaps(network)
+               for network in networks)

@@ -119,15 +119,25 @@ class RateKeeperClient:
         except ValueError:
             raise RateKeeperError(f"open_session({service!r}, {ip!r}): {result!r}") from None
 
-    async def report_failure(self, ip: str, thresholds: Thresholds) -> tuple[float, float]:
-        """Count a failed login or probe from `ip`: (delay before answering it, seconds the
-        address is blocked for, 0.0 if not). (0.0, 0.0) while the rate-keeper is unreachable."""
+    async def report_failure(self, ip: str, service: str, what: str,
+                             thresholds: Thresholds) -> tuple[float, float]:
+        """Count a failed login or probe (`what`) from `ip` in `service`: (delay before
+        answering it, seconds the address is blocked for, 0.0 if not). (0.0, 0.0) while the
+        rate-keeper is unreachable."""
         result = await self._ask(
-            [0.0, 0.0], "fail", ip, float(thresholds.window), int(thresholds.tarpit_after),
+            [0.0, 0.0], "fail", ip, service, what, float(thresholds.window),
+            int(thresholds.tarpit_after),
             float(thresholds.tarpit_delay), float(thresholds.tarpit_max),
             int(thresholds.block_after), float(thresholds.block_time))
         delay, blocked = _pair(result, f"report_failure({ip!r})")
         return float(delay), float(blocked)
+
+    async def blocked_for(self, ip: str) -> float:
+        """Seconds left of the block on `ip` (0.0: none, or the rate-keeper is unreachable)."""
+        result = await self._ask(0.0, "blocked_for", ip)
+        if not isinstance(result, float):
+            raise RateKeeperError(f"blocked_for({ip!r}): {result!r}")
+        return result
 
     async def take_send(self, sender: str, messages: int, interval: float,
                         commit: bool) -> tuple[bool, bool]:
@@ -225,18 +235,26 @@ def _pair(result: object, request: str) -> list:
 
 def query_stats(socket_path: str | Path, timeout: float = 1.0) -> dict | None:
     """The rate-keeper's counters, for `mailforge status`; None if it does not answer."""
+    result = ask(socket_path, timeout, "stats")
+    return result if isinstance(result, dict) else None
+
+
+def ask(socket_path: str | Path, timeout: float, op: str, *args: object) -> object | None:
+    """One request from outside the workers (the supervisor: status, `mailforge abuse`, a
+    reload), blocking for `timeout` at most; None if the rate-keeper does not answer or
+    rejects it."""
     unpacker = msgpack.Unpacker(raw=False)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(socket_path))
-            sock.sendall(msgpack.packb([1, "stats"]))
+            sock.sendall(msgpack.packb([1, op, *args]))
             while True:
                 data = sock.recv(65536)
                 if not data:
                     return None
                 unpacker.feed(data)
                 for _req_id, result in unpacker:
-                    return result if isinstance(result, dict) and "error" not in result else None
+                    return None if isinstance(result, dict) and "error" in result else result
     except (OSError, ValueError, TypeError, msgpack.UnpackException):
         return None

@@ -75,8 +75,16 @@ class RateKeeper:
         self.ops: dict[str, Operation] = {
             "open": Operation(self.open, (str, str, int, int)),
             "close": Operation(self.connections.close, (str, str)),
-            # ip, then Thresholds' fields in order → [delay, seconds blocked]
-            "fail": Operation(self.fail, (str, float, int, float, float, int, float)),
+            # ip, service, what failed, then Thresholds' fields in order
+            # → [delay, seconds blocked]
+            "fail": Operation(self.fail, (str, str, str, float, int, float, float, int, float)),
+            # ip → seconds its block has left (0.0: none), for the refusal's words
+            "blocked_for": Operation(lambda _owner, ip: self.failures.blocked_for(ip), (str,)),
+            # For `mailforge abuse` and reloads; each lift answers the keys it lifted.
+            "blocks": Operation(lambda _owner: self.blocks(), ()),
+            "unblock": Operation(lambda _owner, ip: self.failures.unblock(ip), (str,)),
+            "unblock_all": Operation(lambda _owner: self.failures.unblock_all(), ()),
+            "exempt": Operation(lambda _owner, networks: self.failures.exempt(networks), (list,)),
             # sender, messages, interval, commit → [allowed, new_event]
             "send": Operation(lambda _owner, *args: list(self.sends.take(*args)),
                               (str, int, float, bool)),
@@ -88,8 +96,17 @@ class RateKeeper:
         blocked = self.failures.blocked_for(ip) > 0
         return self.connections.open(owner, service, ip, max_total, max_per_ip, blocked)
 
-    def fail(self, _owner: object, ip: str, *thresholds: float) -> list[float]:
-        return list(self.failures.record(ip, Thresholds(*thresholds)))
+    def fail(self, _owner: object, ip: str, service: str, what: str,
+             *thresholds: float) -> list[float]:
+        return list(self.failures.record(ip, Thresholds(*thresholds), service, what))
+
+    def blocks(self) -> list[dict]:
+        """The blocks in force, times as seconds from now (the clock is monotonic: the asker
+        turns them into dates)."""
+        now = self.failures.clock()
+        return [{"address": key, "services": list(block.services), "failures": block.failures,
+                 "since": block.since - now, "until": block.until - now, "why": block.why}
+                for key, block in self.failures.blocked().items()]
 
     def stats(self) -> dict:
         return {"connections": self.connections.snapshot(), "abuse": self.failures.snapshot(),

@@ -10,6 +10,7 @@ the abuse guard, STARTTLS, pipelined replies going out together, and the close.
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -29,23 +30,26 @@ T = TypeVar("T")
 class Refusals:
     """A protocol's replies, each a format with {hostname}, for ending a session unserved."""
 
-    blocked: str  # the address is blocked for failed logins or unknown recipients
+    # The address is blocked for failed logins or unknown recipients; {seconds}: how long
+    # it has left, so that a user (or their admin) knows to wait rather than retry.
+    blocked: str
     ip_full: str  # the address has its most connections
     full: str     # the worker has its most connections
     shutdown: str  # the worker is stopping
 
-    def refusal(self, verdict: OpenVerdict, hostname: str) -> bytes:
-        """For a rate-keeper verdict other than OK."""
+    def refusal(self, verdict: OpenVerdict, hostname: str, blocked_for: float = 0.0) -> bytes:
+        """For a rate-keeper verdict other than OK; `blocked_for`: the seconds a block has
+        left, for BLOCKED."""
         words = {OpenVerdict.BLOCKED: self.blocked,
                  OpenVerdict.IP_FULL: self.ip_full}.get(verdict, self.full)
-        return _line(words, hostname)
+        return _line(words, hostname, math.ceil(blocked_for))
 
     def shutdown_reply(self, hostname: str) -> bytes:
         return _line(self.shutdown, hostname)
 
 
-def _line(words: str, hostname: str) -> bytes:
-    return (words.format(hostname=hostname) + "\r\n").encode()
+def _line(words: str, hostname: str, seconds: int = 0) -> bytes:
+    return (words.format(hostname=hostname, seconds=seconds) + "\r\n").encode()
 
 
 class Machine(Protocol):
@@ -134,10 +138,11 @@ class SessionDriver:
                                                      result.failure.value)
         if verdict.delay:
             await asyncio.sleep(verdict.delay)
-        if not verdict.blocked:
+        if not verdict.blocked_for:
             return False
-        hostname = self.ctx.settings.hostname
-        conn.queue_reply(result.text + self.refusals.refusal(OpenVerdict.BLOCKED, hostname))
+        refusal = self.refusals.refusal(OpenVerdict.BLOCKED, self.ctx.settings.hostname,
+                                        verdict.blocked_for)
+        conn.queue_reply(result.text + refusal)
         return True
 
     async def next_reply(self) -> Reply:
