@@ -153,12 +153,14 @@ SERVICE_PORTS = {
     "pop3s": 2995,
     "imap": 2143,
     "imaps": 2993,
+    "autoconfig": 2080,
 }
 # Services whose protocol this build serves; the others are configurable but stay off.
-IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps",
+                        "autoconfig")
 # What `mailforge init` turns on (it makes the certificate they need); a config that does not
-# mention a service leaves it off.
-INIT_SERVICES = IMPLEMENTED_SERVICES
+# mention a service leaves it off. The mail services: autoconfig is the operator's choice.
+INIT_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 RELAY_MODES = ("none", "authenticated", "networks", "open")
 
 
@@ -176,6 +178,11 @@ class Config:
     pop3s: ServiceConfig = field(default_factory=_service(2995, False))
     imap: ServiceConfig = field(default_factory=_service(2143, False))
     imaps: ServiceConfig = field(default_factory=_service(2993, False))
+    # Client set-up over HTTP (Thunderbird autoconfig, Outlook autodiscover, an Apple profile)
+    # naming hostname and the mail services' ports; off until listen names an address, e.g.
+    # ["127.0.0.1:2080"] behind the web server that answers autoconfig.<domain> over HTTPS.
+    # A web client sends its request at once: 30 s of silence is plenty.
+    autoconfig: ServiceConfig = field(default_factory=lambda: ServiceConfig(idle_timeout=30.0))
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)

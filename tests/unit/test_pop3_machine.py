@@ -145,7 +145,7 @@ def test_authorization_commands_after_login(line):
 @pytest.mark.parametrize("line, expected", [
     (b"", b"-ERR Bad command"), (b"RETRIEVE 1", b"-ERR Bad command"), (b"RE\x00R 1", b"-ERR Bad"),
     (b"XYZZ", b"-ERR Unknown command"), (b"RETR", b"-ERR Syntax: RETR"),
-    (b"RETR 0", b"-ERR There is no such message"), (b"RETR 4", b"-ERR There is no such message"),
+    (b"RETR 0", b"-ERR There is no message 0"), (b"RETR 4", b"-ERR There is no message 4"),
     (b"RETR -1", b"-ERR Invalid message number"), (b"RETR 1x", b"-ERR Invalid message number"),
     (b"RETR " + b"9" * 5000, b"-ERR Invalid message number"), (b"RETR 1 2", b"-ERR Syntax"),
     (b"TOP 1", b"-ERR Syntax: TOP"), (b"TOP 1 x", b"-ERR Syntax: TOP"), (b"LIST 1 2", b"-ERR Syntax"),
@@ -165,8 +165,8 @@ def test_transaction_transcript():
         b"+OK 100 octets\r\n", Action.SEND_MESSAGE, 0, None)
     top = m.handle(b"TOP 3 0")
     assert (top.action, top.message, top.lines) == (Action.SEND_MESSAGE, 2, 0)
-    run(m, [(b"DELE 2", b"+OK Message 2 deleted"), (b"DELE 2", b"-ERR Message is deleted"),
-            (b"RETR 2", b"-ERR Message is deleted"), (b"LIST 2", b"-ERR Message is deleted"),
+    run(m, [(b"DELE 2", b"+OK Message 2 deleted"), (b"DELE 2", b"-ERR Message 2 is deleted"),
+            (b"RETR 2", b"-ERR Message 2 is deleted"), (b"LIST 2", b"-ERR Message 2 is deleted"),
             (b"STAT", b"+OK 2 103"), (b"NOOP", b"+OK")])
     assert m.handle(b"UIDL").text == b"+OK 2 messages (103 octets)\r\n1 1.Qa.host\r\n3 3.Qc.host\r\n.\r\n"
     run(m, [(b"RSET", b"+OK 3 messages (123 octets)"), (b"STAT", b"+OK 3 123"),
@@ -176,6 +176,31 @@ def test_transaction_transcript():
     done = m.updated(0)
     assert done.text == b"+OK Logging out, 2 messages deleted\r\n" and done.action is Action.CLOSE
     assert m.updated(1).text.startswith(b"-ERR [SYS/TEMP] 1 deleted")
+
+
+def test_one_message_and_one_octet_are_singular():
+    m = machine(tls=True)
+    run(m, [(b"USER alice@example.test", b"+OK"), (b"PASS " + PASSWORD.encode(), b"")])
+    assert m.maildrop_opened([("1.Qa.host", 1)]).text == b"+OK Logged in, 1 message (1 octet)\r\n"
+    assert m.handle(b"LIST").text == b"+OK 1 message (1 octet)\r\n1 1\r\n.\r\n"
+    assert m.handle(b"RETR 1").text == b"+OK 1 octet\r\n"
+    run(m, [(b"DELE 1", b"+OK Message 1 deleted"), (b"RSET", b"+OK 1 message (1 octet)\r\n"),
+            (b"DELE 1", b"+OK")])
+    assert m.handle(b"QUIT").action is Action.UPDATE
+    assert m.updated(0).text == b"+OK Logging out, 1 message deleted\r\n"
+    assert m.updated(1).text.startswith(b"-ERR [SYS/TEMP] 1 deleted message not removed")
+
+
+def test_last_is_refused_quietly_so_that_fetchmail_falls_back_to_uidl():
+    """RFC 1460's LAST: -ERR, which fetchmail answers with UIDL; not an error that counts
+    toward hanging up, nor one the session record logs."""
+    m = logged_in()
+    for _ in range(MAX_ERRORS + 5):
+        reply = m.handle(b"LAST")
+        assert reply.text.startswith(b"-ERR LAST was removed") and reply.action is Action.NONE
+        assert reply.quiet
+    assert m.errors == 0
+    assert machine().handle(b"LAST").text.startswith(b"-ERR LAST is only valid after login")
 
 
 def test_quit_without_deletes_and_before_login_just_closes():

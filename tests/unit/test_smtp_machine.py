@@ -153,6 +153,28 @@ def test_too_many_errors_hangs_up():
     assert last.action is Action.CLOSE and last.text.startswith(b"421 4.7.0")
 
 
+@pytest.mark.parametrize("line, kind", [
+    (b"GET / HTTP/1.1", "GET"), (b"post /form HTTP/1.0", "POST"),
+    (b"CONNECT mx.test:25 HTTP/1.1", "CONNECT"), (b"Host: mx.test", "a header line"),
+    (b"Subject: hello", "a header line"), (b"X-Mailer:x", "a header line"),
+])
+def test_non_smtp_lines_get_one_goodbye(line, kind):
+    """As Postfix's smtpd_forbidden_commands: one 221, then the close."""
+    m = session()
+    reply = m.handle(line)
+    assert (reply.text, reply.action) == (
+        b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n", Action.CLOSE)
+    assert m.non_smtp == kind
+
+
+@pytest.mark.parametrize("line", [b"MAIL FROM:<a@b.test>", b"RCPT TO:<x@y.test>", b"EHLO x:y",
+                                  b"GETX", b"NOOP"])
+def test_commands_with_colons_or_like_verbs_are_smtp(line):
+    m = session()
+    run(m, [(b"EHLO x", b"250")])
+    assert m.handle(line).action is not Action.CLOSE and m.non_smtp == ""
+
+
 
 def test_recipients_are_looked_up_by_the_driver():
     m = session()

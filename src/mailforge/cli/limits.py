@@ -60,8 +60,11 @@ def _set(args: argparse.Namespace, config: Config) -> int:
 def _show(args: argparse.Namespace, config: Config) -> int:
     with Accounts(config.accounts_db) as accounts:
         if args.address is None:
-            print_table([(limit.scope, limit.name or "-", _describe(limit))
-                         for limit in accounts.send_limits.limits()])
+            limits = accounts.send_limits.limits()
+            print_table([(limit.scope, limit.name or "-", _describe(limit)) for limit in limits])
+            if not limits:
+                print("no limits set: every logged-in sender may send without limit "
+                      "(`limits set --system` sets a default)")
             return EXIT_OK
         address = normalize_address(args.address)
         status = accounts.send_limits.send_status(address)

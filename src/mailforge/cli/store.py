@@ -72,9 +72,7 @@ def _quota_set(args: argparse.Namespace, config: Config) -> int:
 def _quota_show(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
     with Accounts(config.accounts_db) as accounts:
-        users = accounts.directory.users(address.rpartition("@")[2])
-        if address not in {user.address for user in users}:
-            raise UsageError(f"no such mailbox: {address}")
+        _require_mailbox(accounts, address)
         limits = Limits(*accounts.mailbox_settings.quota_limits(address))
     maildir = mailbox_path(config.store_dir, address)
     used = MaildirSize(maildir, limits).quota() if maildir.is_dir() else None
@@ -125,8 +123,21 @@ def _describe(limit_bytes: int | None, limit_messages: int | None) -> str:
     return ", ".join(parts)
 
 
+def _require_mailbox(accounts: Accounts, address: str) -> None:
+    """UsageError unless `address` (canonical) is a mailbox of the accounts DB."""
+    users = accounts.directory.users(address.rpartition("@")[2])
+    if address not in {user.address for user in users}:
+        raise UsageError(f"no such mailbox: {address}")
+
+
 def _maildir(config: Config, address: str) -> Path:
-    maildir = mailbox_path(config.store_dir, normalize_address(address))
-    if not maildir.is_dir():
-        raise UsageError(f"no Maildir at {maildir}")
-    return maildir
+    """The Maildir of `address`; also one left without its account, which can still be
+    checked and repaired. An address with neither is named as unknown, not by the directory
+    it would have."""
+    address = normalize_address(address)
+    maildir = mailbox_path(config.store_dir, address)
+    if maildir.is_dir():
+        return maildir
+    with Accounts(config.accounts_db) as accounts:
+        _require_mailbox(accounts, address)
+    raise UsageError(f"no Maildir at {maildir}")

@@ -26,14 +26,15 @@ import uvloop
 from .. import metrics, tls
 from . import allocator, sandbox
 from ..auth.accounts import Accounts
-from ..config import Config, ServiceConfig
+from ..config import Config, ServiceConfig, parse_hostport
 from ..errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
 from ..policy.abuse import AbuseGuard
 from ..policy.limits import SendLimiter
 from ..policy.networks import parse_networks
 from ..policy.relay import RelayPolicy
-from ..protocols import imapd, pop3d, smtpd
+from ..protocols import httpd, imapd, pop3d, smtpd
+from ..protocols.autoconfig import ClientSettings, answer as autoconfig_answer
 from ..protocols.connection.driver import SessionContext, SessionDriver
 from ..protocols.connection.proxied import ProxiedServer
 from ..protocols.connection.record import ServiceMeters
@@ -111,6 +112,14 @@ def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.I
                              **_shared(worker, tls_context))
 
 
+def _autoconfig_context(worker: Worker, tls_context: ssl.SSLContext | None) -> httpd.HTTPContext:
+    config = worker.config
+    ports = {name: parse_hostport(service.listen[0])[1] for name, service in config.services().items()}
+    settings = ClientSettings.from_ports(config.server.hostname, ports, tls_context is not None)
+    return httpd.HTTPContext(settings=settings, answer=functools.partial(autoconfig_answer, settings),
+                             **_shared(worker, tls_context))
+
+
 _SMTP = ProtocolSpec(smtpd.SMTPDriver, _smtp_context)
 _POP3 = ProtocolSpec(pop3d.POP3Driver, _pop3_context)
 _IMAP = ProtocolSpec(imapd.IMAPDriver, _imap_context)
@@ -122,6 +131,7 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
     "pop3s": dataclasses.replace(_POP3, implicit_tls=True),
     "imap": _IMAP,
     "imaps": dataclasses.replace(_IMAP, implicit_tls=True),
+    "autoconfig": ProtocolSpec(httpd.HTTPDriver, _autoconfig_context),
 }
 
 

@@ -117,7 +117,7 @@ class POP3Machine:
         return self._count(err("Line too long"))
 
     def _count(self, result: Reply) -> Reply:
-        if result.is_error:
+        if result.is_error and not result.quiet:
             self.errors += 1
             if self.errors >= MAX_ERRORS:
                 return err("Too many errors, closing connection", Action.CLOSE)
@@ -199,7 +199,7 @@ class POP3Machine:
     def maildrop_opened(self, listing: list[tuple[str, int]]) -> Reply:
         self.listing, self.deleted = listing, set()
         self.state = State.TRANSACTION
-        return ok(f"Logged in, {len(listing)} messages ({self._octets()} octets)")
+        return ok(f"Logged in, {self._summary()}")
 
     def maildrop_busy(self) -> Reply:
         self.user = ""
@@ -234,7 +234,7 @@ class POP3Machine:
     def stat(self, args: list[bytes], rest: bytes) -> Reply:
         if args:
             return err("Syntax: STAT")
-        return ok(f"{len(self.listing) - len(self.deleted)} {self._octets()}")
+        return ok("{} {}".format(*self._remaining()))
 
     def list_command(self, args: list[bytes], rest: bytes) -> Reply:
         return self._scan(args, "LIST", lambda number, uid, size: f"{number} {size}")
@@ -252,7 +252,7 @@ class POP3Machine:
             return ok(line(index + 1, *self.listing[index]))
         lines = [line(i + 1, uid, size) for i, (uid, size) in enumerate(self.listing)
                  if i not in self.deleted]
-        return multiline(f"{len(lines)} messages ({self._octets()} octets)", lines)
+        return multiline(self._summary(), lines)
 
     def retr(self, args: list[bytes], rest: bytes) -> Reply:
         if len(args) != 1:
@@ -260,8 +260,8 @@ class POP3Machine:
         index = self._message(args[0])
         if isinstance(index, Reply):
             return index
-        return Reply(f"+OK {self.listing[index][1]} octets\r\n".encode(), Action.SEND_MESSAGE,
-                     message=index)
+        return Reply(f"+OK {_counted(self.listing[index][1], 'octet')}\r\n".encode(),
+                     Action.SEND_MESSAGE, message=index)
 
     def top(self, args: list[bytes], rest: bytes) -> Reply:
         if len(args) != 2 or not _is_number(args[1]):
@@ -284,10 +284,19 @@ class POP3Machine:
         if args:
             return err("Syntax: RSET")
         self.deleted.clear()
-        return ok(f"{len(self.listing)} messages ({self._octets()} octets)")
+        return ok(self._summary())
 
     def noop(self, args: list[bytes], rest: bytes) -> Reply:
         return err("Syntax: NOOP") if args else Reply(b"+OK\r\n")
+
+    def last(self, args: list[bytes], rest: bytes) -> Reply:
+        """RFC 1460's LAST (removed by RFC 1725), which fetchmail still tries before UIDL. Its
+        "highest message number accessed" is per session: every poll of a client that keeps
+        mail on the server would start from 0 and fetch everything again. Refused, the client
+        falls back to UIDL, which is exact; quietly, as the client expects the refusal."""
+        refused = err("LAST was removed from POP3 (RFC 1725); use UIDL")
+        refused.quiet = True
+        return refused
 
     def quit(self, args: list[bytes], rest: bytes) -> Reply:
         if self.state is State.TRANSACTION and self.deleted:
@@ -297,8 +306,9 @@ class POP3Machine:
     def updated(self, failed: int) -> Reply:
         """After the UPDATE state removed the deleted messages (`failed` of them could not be)."""
         if failed:
-            return err(f"[SYS/TEMP] {failed} deleted messages not removed", Action.CLOSE)
-        return ok(f"Logging out, {len(self.deleted)} messages deleted", Action.CLOSE)
+            return err(f"[SYS/TEMP] {_counted(failed, 'deleted message')} not removed",
+                       Action.CLOSE)
+        return ok(f"Logging out, {_counted(len(self.deleted), 'message')} deleted", Action.CLOSE)
 
     def _message(self, arg: bytes) -> int | Reply:
         """The 0-based index of a message number that names a message not marked deleted."""
@@ -306,13 +316,24 @@ class POP3Machine:
             return err("Invalid message number")
         number = int(arg)
         if not 1 <= number <= len(self.listing):
-            return err("There is no such message")
+            return err(f"There is no message {number}")
         if number - 1 in self.deleted:
-            return err("Message is deleted")
+            return err(f"Message {number} is deleted")
         return number - 1
 
-    def _octets(self) -> int:
-        return sum(size for i, (_, size) in enumerate(self.listing) if i not in self.deleted)
+    def _remaining(self) -> tuple[int, int]:
+        """How many messages are not marked deleted, and their octets."""
+        sizes = [size for i, (_, size) in enumerate(self.listing) if i not in self.deleted]
+        return len(sizes), sum(sizes)
+
+    def _summary(self) -> str:
+        """The messages not marked deleted, in RFC 1939's words: "2 messages (320 octets)"."""
+        count, octets = self._remaining()
+        return f"{_counted(count, 'message')} ({_counted(octets, 'octet')})"
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _is_number(arg: bytes) -> bool:
@@ -335,4 +356,5 @@ COMMANDS: dict[str, Command] = {
     "DELE": Command(POP3Machine.dele, State.TRANSACTION),
     "RSET": Command(POP3Machine.rset, State.TRANSACTION),
     "NOOP": Command(POP3Machine.noop, State.TRANSACTION),
+    "LAST": Command(POP3Machine.last, State.TRANSACTION),
 }

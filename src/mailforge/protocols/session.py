@@ -48,6 +48,9 @@ class Reply:
     # For LOOK_UP_SENDER and LOOK_UP_RECIPIENT: the address.
     address: str = ""
     failure: Failure | None = None
+    # A refusal the client expects and falls back from (POP3 LAST): neither counted toward the
+    # session's error limit nor logged as a failed command.
+    quiet: bool = False
 
     @property
     def is_error(self) -> bool:

@@ -24,6 +24,11 @@ from .session import Action, Command, Failure, Reply
 MAX_ERRORS = 20
 # RFC 5321 4.5.3.1.4 is 512 octets; ESMTP parameters make lines longer, so the limit is configured.
 RFC_LINE_LENGTH = 512
+# Verbs of other protocols that no SMTP client sends: a web browser's GET or POST, an HTTP
+# proxy's CONNECT. Such a client, and one sending a message's header lines as commands (after
+# a refused DATA), gets one reply and is hung up on rather than an error per line until
+# MAX_ERRORS (Postfix's smtpd_forbidden_commands = CONNECT GET POST regexp:{{/^[^ ]+:/}}).
+FORBIDDEN_VERBS = frozenset({b"CONNECT", b"GET", b"POST"})
 
 
 class State(enum.IntEnum):
@@ -94,6 +99,8 @@ class SMTPMachine:
         # The BDAT chunk being read: whether it is the last, and the refusal owed after it.
         self._chunk_last = False
         self._chunk_refusal: bytes | None = None
+        # What a non-SMTP client sent ("GET", "a header line"), once it has been hung up on.
+        self.non_smtp = ""
 
     def greeting(self) -> bytes:
         return f"220 {self.settings.hostname} ESMTP mailforge\r\n".encode()
@@ -113,6 +120,10 @@ class SMTPMachine:
     def handle(self, line: bytes) -> Reply:
         if self._auth.active:
             return self._count(self._auth_reply(self._auth.answer(line)))
+        self.non_smtp = _non_smtp(line)
+        if self.non_smtp:
+            # Postfix's words, which operators and scanners' logs know.
+            return reply(221, "2.7.0", "Error: I can break rules, too. Goodbye.", Action.CLOSE)
         try:
             verb, arg = split_command(line)
         except ParseError:
@@ -460,6 +471,16 @@ class SMTPMachine:
         date = email.utils.format_datetime(email.utils.localtime())
         return (f"Received: from {helo} ([{self.peer_ip}])\r\n\tby {self.settings.hostname} "
                 f"(mailforge) with {protocol} id {queue_id}{target};\r\n\t{date}\r\n").encode()
+
+
+def _non_smtp(line: bytes) -> str:
+    """What `line` is when it is plainly no SMTP command ("" when it may be one): a forbidden
+    verb, or a header line ("Host: ...", "Subject: ..."): its first word holds a colon, which
+    no command verb does."""
+    first = line.split(b" ", 1)[0]
+    if first.upper() in FORBIDDEN_VERBS:
+        return first.upper().decode()
+    return "a header line" if b":" in first else ""
 
 
 COMMANDS: dict[str, Command] = {

@@ -87,6 +87,9 @@ class SMTPDriver(SessionDriver):
             result = await self.in_thread(machine.handle, line)
         else:
             result = machine.handle(line)
+        if machine.non_smtp:
+            # The verb only: a line is never logged whole (it may hold a secret).
+            self.record.event("non-SMTP command", logging.WARNING, command=machine.non_smtp)
         if result.action is Action.LOOK_UP_SENDER:
             result = machine.sender_found(
                 await self.in_thread(self.ctx.recipients.lookup_recipient, result.address))

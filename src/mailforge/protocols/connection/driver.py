@@ -150,7 +150,7 @@ class SessionDriver:
 
     def error_code(self, result: Reply) -> str | None:
         """The code the session record keeps for a failed command (None for a success)."""
-        return reply_code(result.text) if result.is_error else None
+        return reply_code(result.text) if result.is_error and not result.quiet else None
 
     def may_stop(self) -> bool:
         """Whether a stopping worker may end the session now (not in the middle of a message)."""
