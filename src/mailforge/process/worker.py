@@ -78,7 +78,8 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
         config.limits.max_line_length, relay=RelayPolicy.from_config(config.relay),
         tls_available=tls_context is not None, require_auth=worker.protocol.require_auth,
         allow_plaintext_auth=config.server.allow_plaintext_auth,
-        sender_login_match=config.relay.sender_login_match)
+        sender_login_match=config.relay.sender_login_match,
+        quota_full_tempfail=config.limits.quota_full_tempfail)
     accounts = worker.accounts
     limiter = SendLimiter(accounts.send_limits, worker.ratekeeper, worker.executor,
                           config.server.hostname, config.abuse.notify,
@@ -133,7 +134,8 @@ def run(service: str, config: Config, listeners: list[socket.socket], heartbeat:
     except OSError as exc:
         log.error("%s worker cannot enter its sandbox: %s", service, exc)
         return EXIT_WORKER_BOOT
-    log.info("%s worker sandbox: %s", service, state.describe())
+    # One line per worker: debug. `mailforge status` shows the sandbox for the whole server.
+    log.debug("%s worker sandbox: %s", service, state.describe())
     return uvloop.run(Worker(service, config, listeners, heartbeat).main())
 
 

@@ -181,7 +181,7 @@ def serve(socket_path: str | Path, sandbox_dir: Path | None = None) -> None:
     like the workers (no program, writes only under `sandbox_dir`) when that is given."""
     if sandbox_dir is not None:
         try:
-            log.info("rate-keeper sandbox: %s", sandbox.confine(sandbox_dir).describe())
+            log.debug("rate-keeper sandbox: %s", sandbox.confine(sandbox_dir).describe())
         except OSError as exc:
             # Serving unconfined beats not serving: without it every limit fails open.
             log.error("rate-keeper cannot enter its sandbox: %s", exc)
@@ -199,7 +199,7 @@ async def _serve(path: Path) -> None:
     server = await _listen(loop, path, lambda: _WorkerConnection(keeper, live))
     inode = path.stat().st_ino
     watcher = asyncio.create_task(_watch_parent(os.getppid(), stop))
-    log.info("rate-keeper: listening on %s", path)
+    log.debug("rate-keeper: listening on %s", path)
     try:
         await stop.wait()
     finally:
@@ -210,7 +210,7 @@ async def _serve(path: Path) -> None:
         for client in list(live):
             client.close()
         await asyncio.sleep(0)  # let their connection_lost run before the loop closes
-    log.info("rate-keeper: stopped")
+    log.debug("rate-keeper: stopped")
 
 
 async def _listen(
