@@ -36,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-f", "--follow", action="store_true",
                         help="then print records as they are written, until interrupted")
     parser.add_argument("--service", choices=logs.SOURCES, metavar="S",
-                        help="only records of this service (smtp, imap…: its sessions) or part "
-                             f"of the server ({', '.join(logs.LOGGER_NAMES[:5])}…)")
+                        help="only records of this service (smtp, imap...: its sessions) or part "
+                             f"of the server ({', '.join(logs.LOGGER_NAMES[:5])}...)")
     parser.add_argument("-n", "--lines", type=_record_count, default=DEFAULT_RECORDS, metavar="N",
                         help=f"how many of the last records to show (default {DEFAULT_RECORDS})")
     parser.set_defaults(handler=cmd_logs)
