@@ -210,7 +210,7 @@ async def _serve(path: Path) -> None:
         for client in list(live):
             client.close()
         await asyncio.sleep(0)  # let their connection_lost run before the loop closes
-    log.debug("rate-keeper: stopped")
+    log.info("rate-keeper: stopped")
 
 
 async def _listen(
