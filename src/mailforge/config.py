@@ -140,7 +140,9 @@ class MetricsConfig:
 @dataclass
 class LogConfig:
     format: str = "text"    # text | json
-    target: str = "stderr"  # stderr | file (log/mailforge.log, for logrotate) | syslog (/dev/log)
+    # stderr | file (log/mailforge.log, for logrotate) | syslog (/dev/log) | stderr+file (both:
+    # what `init` writes for a server run from a terminal; `mailforge logs` reads the file)
+    target: str = "stderr"
     level: str = "info"     # debug | info | warning | error
 
 

@@ -32,6 +32,10 @@ from .errors import ConfigError
 SELF_SIGNED_DAYS = 825
 # Tolerate a client clock a little behind ours on a certificate made just now.
 BACKDATE = datetime.timedelta(minutes=5)
+# Names the self-signed certificate carries beside the hostname, so that clients on the
+# server's own machine (curl, swaks, mutt, a test suite) verify it when told to trust it
+# (`curl --cacert tls/cert.pem imaps://127.0.0.1/`) instead of being taught to skip checks.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # Warn this long before a certificate expires: time to renew it without an outage.
 EXPIRY_WARNING = datetime.timedelta(days=30)
 # Services that cannot work without a certificate: implicit TLS, and submission, whose
@@ -80,13 +84,13 @@ def certificate_present(config: Config) -> bool:
 # ---- init --------------------------------------------------------------------------------
 
 def ensure_self_signed(config: Config, now: datetime.datetime | None = None) -> bool:
-    """Make a self-signed cert and key for the hostname and `[tls] san` when both are absent;
-    True if made. One file without the other is the operator's: left for `check` to report."""
+    """Make a self-signed cert and key for the hostname, `[tls] san` and the loopback names
+    when both are absent; True if made. One file without the other is the operator's: left for `check` to report."""
     pair = default_pair(config)
     if pair.cert.exists() or pair.key.exists():
         return False
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [config.server.hostname, *config.tls.san]
+    names = [config.server.hostname, *config.tls.san, *LOOPBACK_NAMES]
     cert = make_certificate(key, names, now or datetime.datetime.now(datetime.timezone.utc),
                             datetime.timedelta(days=SELF_SIGNED_DAYS))
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -36,7 +36,7 @@ class Server:
     """One mailforge instance: its data dir, config, and supervisor process."""
 
     def __init__(self, root: Path, tls_services: bool = False, pop3_services: bool = False,
-                 imap_services: bool = False, **overrides: dict) -> None:
+                 imap_services: bool = False, accounts: bool = True, **overrides: dict) -> None:
         self.dir = root / "var"
         subprocess.run(MAILFORGE + ["init", "--dir", str(self.dir), "--hostname", "mx.example.test"],
                        check=True, capture_output=True, timeout=60)
@@ -60,8 +60,9 @@ class Server:
         for section, values in overrides.items():
             base.setdefault(section, {}).update(values)
         self.reconfigure(base)
-        cli(self.conf, "domain", "add", DOMAIN)
-        cli(self.conf, "user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
+        if accounts:  # else the test makes its own
+            cli(self.conf, "domain", "add", DOMAIN)
+            cli(self.conf, "user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
 
@@ -194,10 +195,12 @@ def make_server(tmp_path):
     servers: list[Server] = []
 
     def factory(tls_services: bool = False, pop3_services: bool = False,
-                imap_services: bool = False, root: Path | None = None, **overrides) -> Server:
-        """`root`: where the data dir goes (a file system of the test's own); else tmp_path."""
+                imap_services: bool = False, root: Path | None = None, accounts: bool = True,
+                **overrides) -> Server:
+        """`root`: where the data dir goes (a file system of the test's own); else tmp_path.
+        `accounts`: add example.test and alice (else the data dir has no account yet)."""
         server = Server(root or tmp_path / f"s{len(servers)}", tls_services, pop3_services,
-                        imap_services, **overrides)
+                        imap_services, accounts, **overrides)
         servers.append(server)
         return server
 

@@ -50,8 +50,12 @@ def test_sigterm_after_grace_period_closes_busy_sessions(make_server):
     server.proc = None
 
 
+# Process starts are debug lines: the tests that look for a rate-keeper restart log them.
+LOG_PROCESS_STARTS = {"level": "debug"}
+
+
 def test_a_second_sigterm_kills_every_child_at_once(make_server):
-    server = make_server(server={"grace_period": 30})
+    server = make_server(server={"grace_period": 30}, log=LOG_PROCESS_STARTS)
     server.start()
     busy = Client(server.port)
     busy.command(b"EHLO busy.test")
@@ -66,7 +70,7 @@ def test_a_second_sigterm_kills_every_child_at_once(make_server):
 
 
 def test_ctrl_c_to_the_process_group_stops_once_without_a_rate_keeper_restart(make_server):
-    server = make_server()
+    server = make_server(log=LOG_PROCESS_STARTS)
     server.start()
     os.killpg(server.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     assert server.proc.wait(timeout=15) == 0

@@ -152,7 +152,8 @@ def test_serve_as_root_drops_every_child_to_the_service_account(account, open_ro
     sink = Sink(Behaviour())  # a remote MTA on a high port: the sandbox must let delivery reach it
     server = Server(open_root, pop3_services=True,
                     relay={"mode": "networks", "networks": ["127.0.0.0/8"]},
-                    delivery={"mx_override": {"remote.test": sink.address}})
+                    delivery={"mx_override": {"remote.test": sink.address}},
+                    log={"level": "debug"})  # each process's sandbox line is a debug one
     try:
         cli(server.conf, "init", "--system", "--dir", str(server.dir), "--user", user, "--group", group)
         # A mailbox root adds afterwards is handed to the service account too.

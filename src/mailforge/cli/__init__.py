@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import __version__, config as configuration, speedups, tls
 from . import abuse as abuse_cli, accounts as accounts_cli, backup as backup_cli
-from . import limits as limits_cli
+from . import limits as limits_cli, logs as logs_cli
 from . import queue as queue_cli, store as store_cli
 from ..auth.accounts import Accounts
 from ..errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     store_cli.register(sub)
     backup_cli.register(sub)
     abuse_cli.register(sub)
+    logs_cli.register(sub)
     return parser
 
 
@@ -98,6 +99,10 @@ def _create(data_dir: Path, config_file: Path, args: argparse.Namespace) -> None
             service.listen = [f"*:{SYSTEM_PORTS[name]}"]
         else:
             service.listen = service.listen or [f"127.0.0.1:{configuration.SERVICE_PORTS[name]}"]
+    if not args.system:
+        # A server started by hand is watched from its terminal, and `mailforge logs` reads the
+        # file; --system's writes to stderr, which its unit file hands to the journal.
+        config.log.target = "stderr+file"
     # Check what we are about to write with the same rules `load` applies.
     configuration.from_dict({"server": {"hostname": config.server.hostname}}, "--hostname")
     for sub in DATA_SUBDIRS:

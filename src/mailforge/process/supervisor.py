@@ -421,7 +421,8 @@ class Supervisor:
         how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
         uptime = now - child.started
         if child.retiring or self._stopping:
-            log.info("%s %s", child.name, how)
+            # Asked to go: routine, one line per worker, unless it went otherwise than asked.
+            log.log(logging.DEBUG if code == 0 else logging.INFO, "%s %s", child.name, how)
             return
         self.restarts[(child.kind, child.service or child.kind)] += 1
         delay = self._backoff(child, code, now)
@@ -520,7 +521,7 @@ class Supervisor:
             self._child_main(kind, service, slot, heartbeat)
         child = Child(pid, kind, service, slot, self.generation, time.monotonic(), heartbeat)
         self.children[pid] = child
-        log.info("started %s", child.name)
+        log.debug("started %s", child.name)  # the terminal shows the listeners and `ready`
         return child
 
     def _terminate(self, child: Child, deadline: float, retire: bool = False) -> None:

@@ -143,7 +143,8 @@ def run(service: str, config: Config, listeners: list[socket.socket], heartbeat:
     except OSError as exc:
         log.error("%s worker cannot enter its sandbox: %s", service, exc)
         return EXIT_WORKER_BOOT
-    log.info("%s worker sandbox: %s", service, state.describe())
+    # One line per worker: debug. `mailforge status` shows the sandbox for the whole server.
+    log.debug("%s worker sandbox: %s", service, state.describe())
     return uvloop.run(Worker(service, config, listeners, heartbeat).main())
 
 

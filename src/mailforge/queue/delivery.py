@@ -501,7 +501,7 @@ def serve(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
     except OSError as exc:
         log.error("delivery worker cannot enter its sandbox: %s", exc)
         raise SystemExit(EXIT_WORKER_BOOT) from None
-    log.info("delivery worker sandbox: %s", state.describe())
+    log.debug("delivery worker sandbox: %s", state.describe())  # as the protocol workers'
     run(config, slot, slots, heartbeat, stopping)
 
 

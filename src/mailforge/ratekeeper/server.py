@@ -198,7 +198,7 @@ def serve(socket_path: str | Path, sandbox_dir: Path | None = None) -> None:
     like the workers (no program, writes only under `sandbox_dir`) when that is given."""
     if sandbox_dir is not None:
         try:
-            log.info("rate-keeper sandbox: %s", sandbox.confine(sandbox_dir).describe())
+            log.debug("rate-keeper sandbox: %s", sandbox.confine(sandbox_dir).describe())
         except OSError as exc:
             # Serving unconfined beats not serving: without it every limit fails open.
             log.error("rate-keeper cannot enter its sandbox: %s", exc)
@@ -216,7 +216,7 @@ async def _serve(path: Path) -> None:
     server = await _listen(loop, path, lambda: _WorkerConnection(keeper, live))
     inode = path.stat().st_ino
     watcher = asyncio.create_task(_watch_parent(os.getppid(), stop))
-    log.info("rate-keeper: listening on %s", path)
+    log.debug("rate-keeper: listening on %s", path)
     try:
         await stop.wait()
     finally:
