@@ -18,7 +18,8 @@ MAX_LABEL = 63
 MAX_ADDRESS = 254
 
 # RFC 5322 3.2.3 atext, the ASCII part; RFC 6531 3.3 adds every non-ASCII character.
-_ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
+ATEXT_SYMBOLS = "!#$%&'*+-/=?^_`{|}~"
+_ATEXT = frozenset(string.ascii_letters + string.digits + ATEXT_SYMBOLS)
 _LDH = frozenset(string.ascii_letters + string.digits + "-")
 _IPV6_TAG = "ipv6:"
 

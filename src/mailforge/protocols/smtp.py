@@ -51,6 +51,7 @@ class SMTPSettings:
     require_auth: bool = False  # submission: no MAIL before AUTH (RFC 6409 4.3)
     allow_plaintext_auth: bool = False
     sender_login_match: bool = False
+    quota_full_tempfail: bool = True  # a full mailbox at RCPT: 452 4.2.2, else 552 5.2.2
 
 
 @dataclass
@@ -294,7 +295,9 @@ class SMTPMachine:
         status = lookup.status
         if status is RecipientStatus.OK:
             if over_quota:
-                return reply(552, "5.2.2", f"<{address}>: Mailbox full")
+                # RFC 5321 4.5.3.1.10: 452 lets the sender retry; 552 bounces at once.
+                code, enhanced = (452, "4.2.2") if self.settings.quota_full_tempfail else (552, "5.2.2")
+                return reply(code, enhanced, f"<{address}>: Mailbox full")
             return None
         if status is RecipientStatus.NOT_LOCAL:
             if self.settings.relay.may_relay(self.peer_ip, bool(self.user)):

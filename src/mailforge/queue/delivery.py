@@ -392,6 +392,7 @@ class DeliveryAgent:
                 continue
             if not quota.admit(self.config.store_dir, self.quotas, mailbox, entry.envelope.size):
                 entry.failed[rcpt] = "mailbox full (over quota)"  # deferred: it may free up
+                entry.over_quota.add(rcpt)
                 continue
             maildir = ensure_maildir_durable(self.config.store_dir,
                                              mailbox_path(self.config.store_dir, mailbox))
@@ -462,8 +463,11 @@ class DeliveryAgent:
         # Never tried at all is no attempt: soon again, and the retry schedule stays where it is.
         attempted = not entry.untried.issuperset(remaining)
         schedule, step = (config.retry_schedule, env.attempts) if attempted else ([BUSY_RETRY], 0)
+        # A full mailbox is tried once more when its wait is up, so that it bounces on time.
+        expiry = (min(config.max_queue_time, config.quota_full_bounce_after)
+                  if entry.over_quota.intersection(remaining) else config.max_queue_time)
         env.next_attempt = retry.next_attempt(self.clock(), env.received_at, schedule, step,
-                                              config.max_queue_time)
+                                              expiry)
         if attempted:
             env.attempts += 1
         metrics.inc("messages_deferred_total", via="local")
