@@ -19,7 +19,8 @@ from mailforge.queue.commit import SYNC_MODES
 from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import Envelope, decode
 from mailforge.queue.spool import Spool, queue_length
-from mailforge.store.maildir import mailbox_path
+from mailforge.auth.sqlite.directory import Directory
+from mailforge.store.maildir import ensure_maildir, mailbox_path
 
 @pytest.fixture(autouse=True)
 def messages_in_files_of_their_own(monkeypatch):
@@ -189,6 +190,21 @@ def test_a_disk_error_defers_only_the_failed_recipient(config, agent, clock, mon
     monkeypatch.setattr(delivery, "write_tmp", real_write_tmp)
     clock.now += 301
     assert agent.step() == 1
+    assert len(delivered(config, "bob@example.test")) == 1
+    assert len(delivered(config, "carol@example.test")) == 1
+    assert queue_length(config.queue_dir) == 0
+
+
+def test_a_subaddress_goes_into_the_folder_of_its_name_when_there_is_one(config, accounts, clock):
+    agent = DeliveryAgent(config, Directory(accounts.database, recipient_delimiter="+"),
+                          accounts.mailbox_settings, clock=clock)
+    bob = mailbox_path(config.store_dir, "bob@example.test")
+    ensure_maildir(bob / ".Lists")
+    enqueue(config, b"x\r\n", ["bob+lists@example.test"])
+    enqueue(config, b"y\r\n", ["bob+nofolder@example.test", "carol+lists@example.test"])
+    agent.step()
+    assert [p.read_bytes() for p in (bob / ".Lists" / "new").iterdir()] == [
+        b"Return-Path: <alice@example.test>\nDelivered-To: bob+lists@example.test\nx\n"]
     assert len(delivered(config, "bob@example.test")) == 1
     assert len(delivered(config, "carol@example.test")) == 1
     assert queue_length(config.queue_dir) == 0

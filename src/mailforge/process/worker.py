@@ -188,7 +188,8 @@ class Worker:
     def _boot(self) -> SessionContext:
         self.executor = ThreadPoolExecutor(self.settings.max_threads,
                                            thread_name_prefix=f"{self.service}-io")
-        self.accounts = Accounts(self.config.accounts_db)
+        self.accounts = Accounts(self.config.accounts_db,
+                                 recipient_delimiter=self.config.server.recipient_delimiter)
         self.ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
         self.guard = AbuseGuard.from_config(self.config.abuse, self.ratekeeper)
         tls_context = tls.load_server_context(self.config) if tls.certificate_present(self.config) else None

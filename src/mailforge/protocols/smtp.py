@@ -295,9 +295,10 @@ class SMTPMachine:
         status = lookup.status
         if status is RecipientStatus.OK:
             if over_quota:
-                # RFC 5321 4.5.3.1.10: 452 lets the sender retry; 552 bounces at once.
-                code, enhanced = (452, "4.2.2") if self.settings.quota_full_tempfail else (552, "5.2.2")
-                return reply(code, enhanced, f"<{address}>: Mailbox full")
+                # 452: the sender retries while the user makes room; 552: it bounces at once.
+                if self.settings.quota_full_tempfail:
+                    return reply(452, "4.2.2", f"<{address}>: Mailbox full")
+                return reply(552, "5.2.2", f"<{address}>: Mailbox full")
             return None
         if status is RecipientStatus.NOT_LOCAL:
             if self.settings.relay.may_relay(self.peer_ip, bool(self.user)):

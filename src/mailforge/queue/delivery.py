@@ -37,7 +37,7 @@ from ..process import allocator, sandbox
 from ..store import quota
 from ..store.filenames import message_base
 from ..store.maildir import (TmpMessage, delivered_bases, delivered_path, ensure_maildir_durable,
-                             mailbox_path, publish, write_tmp)
+                             mailbox_path, publish, subaddress_folder, write_tmp)
 from . import dsn, retry
 from .commit import SYNC_SYNCFS, FileSyncer
 from .entry import Copy, Entry
@@ -396,6 +396,8 @@ class DeliveryAgent:
                 continue
             maildir = ensure_maildir_durable(self.config.store_dir,
                                              mailbox_path(self.config.store_dir, mailbox))
+            if lookup.detail:
+                maildir = subaddress_folder(maildir, lookup.detail)
             entry.mailboxes.add(mailbox)
             base = message_base(entry.envelope.received_at, entry.id, mailbox)
             if self._already_placed(entry.id, maildir, base):
@@ -512,7 +514,8 @@ def serve(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
 def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
         stopping: Callable[[], bool]) -> None:
     """Body of a delivery worker process: returns once `stopping()` says so."""
-    with Accounts(config.accounts_db) as accounts:
+    with Accounts(config.accounts_db,
+                  recipient_delimiter=config.server.recipient_delimiter) as accounts:
         agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, slots,
                               outbound=shared_runner(config))
         try:
