@@ -18,7 +18,8 @@ MAX_LABEL = 63
 MAX_ADDRESS = 254
 
 # RFC 5322 3.2.3 atext, the ASCII part; RFC 6531 3.3 adds every non-ASCII character.
-_ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
+ATEXT_SYMBOLS = "!#$%&'*+-/=?^_`{|}~"
+_ATEXT = frozenset(string.ascii_letters + string.digits + ATEXT_SYMBOLS)
 _LDH = frozenset(string.ascii_letters + string.digits + "-")
 _IPV6_TAG = "ipv6:"
 
@@ -57,6 +58,31 @@ def normalize_domain(text: str) -> str:
         return _parse_domain(unicodedata.normalize("NFC", text))
     except ValueError as exc:
         raise AddressError(f"invalid domain {text!r}: {exc}") from None
+
+
+def normalize_alias_source(text: str) -> str:
+    """The canonical form of an alias source: an address, or "@domain", the domain's catch-all
+    (Postfix's virtual_alias_maps spelling). "*@domain" is a valid address ("*" is atext), but
+    meant as a wildcard it would only ever match itself: refused, naming the spelling to use."""
+    if text.startswith("@"):
+        return "@" + normalize_domain(text[1:])
+    local, _, domain = text.rpartition("@")
+    if local == "*":
+        raise AddressError(f"{text!r} is not a wildcard: write a domain's catch-all as @{domain}")
+    return normalize_address(text)
+
+
+def split_subaddress(address: str, delimiters: str) -> tuple[str, str] | None:
+    """RFC 5233 subaddressing of a canonical address: "alice+tag@d" → ("alice@d", "tag"), cut
+    at the first of `delimiters`; None when there is nothing to cut (no delimiter, or nothing
+    before it) or the local part is quoted (its delimiter is part of a name)."""
+    local, _, domain = address.rpartition("@")
+    if not delimiters or local.startswith('"'):
+        return None
+    cut = min((i for i in map(local.find, delimiters) if i >= 0), default=-1)
+    if cut <= 0:
+        return None
+    return f"{local[:cut]}@{domain}", local[cut + 1:]
 
 
 def is_address_literal(domain: str) -> bool:

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .addresses import normalize_address
+from .addresses import ATEXT_SYMBOLS, normalize_address
 from .errors import ConfigError, UsageError
 
 DEFAULT_CONFIG_NAME = "mailforge.toml"
@@ -38,6 +38,10 @@ class ServerConfig:
     # Load balancers whose PROXY protocol headers are believed (services with proxy_protocol);
     # a connection from anywhere else to such a service is closed unanswered.
     proxy_trusted: list[str] = field(default_factory=list)
+    # Subaddressing (RFC 5233): "alice+tag@example.test" reaches alice when no mailbox or alias
+    # has that whole address, into her folder "tag" when it exists. Each character is a
+    # delimiter (as Postfix's and Dovecot's recipient_delimiter); "" turns it off.
+    recipient_delimiter: str = "+"
 
 
 @dataclass
@@ -63,6 +67,9 @@ class LimitsConfig:
     # IMAP sessions one user may hold at once, over all workers (Dovecot's
     # mail_max_userip_connections is 10 per user and IP; phones, laptops and IDLE add up).
     max_sessions_per_user: int = 20
+    # RCPT to a mailbox over its quota: 452 4.2.2, the sender retries (as Dovecot's LMTP
+    # quota_full_tempfail = yes); false: 552 5.2.2, refused for good.
+    quota_full_tempfail: bool = True
 
 
 @dataclass
@@ -114,6 +121,9 @@ class DeliveryConfig:
     max_queue_time: float = 432_000.0
     # Seconds a message may wait before its sender gets one delay notice; 0 = never.
     delay_notice: float = 14_400.0
+    # Seconds a queued message waits for a full mailbox before it bounces (5.2.2), rather than
+    # retrying it for the whole max_queue_time (1 day: long enough to clean up a mailbox).
+    quota_full_bounce_after: float = 86_400.0
     mx_override: dict[str, str] = field(default_factory=dict)
     smarthost: str = ""
     # AUTH to the smarthost (PLAIN or LOGIN, inside TLS unless smarthost_require_tls is false).
@@ -381,6 +391,9 @@ def _validate(config: Config, path: Path | str) -> None:
         raise ConfigError(path, "[relay] mode", f"expected one of {', '.join(RELAY_MODES)}")
     _check_networks(config.relay.networks, path, "[relay] networks")
     _check_networks(config.server.proxy_trusted, path, "[server] proxy_trusted")
+    if not set(config.server.recipient_delimiter) <= set(ATEXT_SYMBOLS):
+        raise ConfigError(path, "[server] recipient_delimiter",
+                          f"each character must be one of {ATEXT_SYMBOLS} (\"\" = off)")
     _validate_abuse(config.abuse, path)
     _validate_tls(config.tls, path)
     if config.delivery.workers < 1:
@@ -406,7 +419,7 @@ def _validate_log(log: LogConfig, path: Path | str) -> None:
 def _validate_delivery(delivery: DeliveryConfig, path: Path | str) -> None:
     if not delivery.retry_schedule or min(delivery.retry_schedule) <= 0:
         raise ConfigError(path, "[delivery] retry_schedule", "must list delays greater than 0")
-    for key in ("max_queue_time", "connect_timeout", "command_timeout"):
+    for key in ("max_queue_time", "quota_full_bounce_after", "connect_timeout", "command_timeout"):
         if getattr(delivery, key) <= 0:
             raise ConfigError(path, f"[delivery] {key}", "must be greater than 0")
     if delivery.delay_notice < 0:

@@ -53,6 +53,6 @@ def test_a_blocked_rcpt_does_not_hold_up_other_sessions(make_server):
     finally:
         os.close(writer)
         fifo.unlink()
-    assert blocked.getreply() == (552, b"5.2.2 <alice@example.test>: Mailbox full")
+    assert blocked.getreply() == (452, b"4.2.2 <alice@example.test>: Mailbox full")
     blocked.quit()
     assert server.worker_pids() == [worker]

@@ -182,6 +182,10 @@ def test_alias_refusals(db):
         db.directory.alias_add("self@example.com", "Self@example.com")
     with pytest.raises(UsageError, match="neither a mailbox nor an alias"):
         db.directory.alias_add("sales@example.com", "bbo@example.com")
+    with pytest.raises(UsageError, match="not a wildcard: write a domain's catch-all as @example"):
+        db.directory.alias_add("*@example.com", "bob@example.com")
+    with pytest.raises(UsageError, match="not hosted"):
+        db.directory.alias_add("@example.org", "bob@example.com")
 
 
 def test_alias_remove(db):
@@ -284,3 +288,39 @@ def test_second_connection_sees_writes(db, tmp_path):
     with Accounts(tmp_path / "accounts.sqlite3") as other:
         other.directory.user_add("bob@example.com", "pw")
     assert db.directory.lookup_recipient("bob@example.com").status == "ok"
+
+
+# -- catch-all and subaddressing
+
+def test_a_catch_all_takes_only_what_no_mailbox_or_alias_has(db):
+    for user in ("alice", "bob"):
+        db.directory.user_add(f"{user}@example.com", "pw")
+    db.directory.alias_add("@Example.COM", "bob@example.com")
+    db.directory.alias_add("fwd@example.com", "friend@remote.test")
+    assert db.directory.aliases() == [("@example.com", "bob@example.com"),
+                                      ("fwd@example.com", "friend@remote.test")]
+    assert db.directory.lookup_recipient("anyone@example.com") == Lookup("ok", ["bob@example.com"])
+    assert db.directory.lookup_recipient("alice@example.com") == Lookup("ok", ["alice@example.com"])
+    # An alias that matches stays matched, even when it reaches no local mailbox.
+    assert db.directory.lookup_recipient("fwd@example.com") == Lookup("unknown")
+    db.directory.alias_remove("@example.com")
+    assert db.directory.lookup_recipient("anyone@example.com") == Lookup("unknown")
+
+
+def test_a_subaddress_reaches_its_base_before_the_catch_all(db):
+    subaddressed = directory.Directory(db.database, recipient_delimiter="+-")
+    for user in ("alice", "bob", "c+d"):
+        db.directory.user_add(f"{user}@example.com", "pw")
+    assert subaddressed.lookup_recipient("Alice+Lists@example.com") == Lookup(
+        "ok", ["alice@example.com"], "lists")
+    assert subaddressed.lookup_recipient("alice-x+y@example.com") == Lookup(
+        "ok", ["alice@example.com"], "x+y")
+    # The whole address first: a mailbox whose name holds the delimiter keeps its mail.
+    assert subaddressed.lookup_recipient("c+d@example.com") == Lookup("ok", ["c+d@example.com"])
+    assert subaddressed.lookup_recipient("+x@example.com") == Lookup("unknown")
+    db.directory.alias_add("@example.com", "bob@example.com")
+    assert subaddressed.lookup_recipient("nobody+x@example.com") == Lookup(
+        "ok", ["bob@example.com"])
+    # Without a delimiter, alice+lists is an address of its own: the catch-all's.
+    assert db.directory.lookup_recipient("alice+lists@example.com") == Lookup(
+        "ok", ["bob@example.com"])

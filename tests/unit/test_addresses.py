@@ -1,6 +1,7 @@
 import pytest
 
-from mailforge.addresses import AddressError, normalize_address, normalize_domain, parse_address
+from mailforge.addresses import (AddressError, normalize_address, normalize_alias_source,
+                                 normalize_domain, parse_address, split_subaddress)
 from mailforge.errors import UsageError
 
 
@@ -100,3 +101,23 @@ def test_normalize_domain():
         normalize_domain("example.org.")
     with pytest.raises(AddressError):
         normalize_domain("")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("alice+tag@example.test", ("alice@example.test", "tag")),
+    ("alice+@example.test", ("alice@example.test", "")),
+    ("a-b+c@example.test", ("a@example.test", "b+c")),
+    ("+tag@example.test", None),
+    ("alice@example.test", None),
+    ('"a+b c"@example.test', None),
+])
+def test_split_subaddress(text, expected):
+    assert split_subaddress(text, "+-") == expected
+    assert split_subaddress(text, "") is None
+
+
+def test_normalize_alias_source():
+    assert normalize_alias_source("@Example.TEST") == "@example.test"
+    assert normalize_alias_source("Info@Example.test") == "info@example.test"
+    with pytest.raises(AddressError, match="not a wildcard"):
+        normalize_alias_source("*@example.test")

@@ -19,7 +19,8 @@ from mailforge.queue.commit import SYNC_MODES
 from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import Envelope, decode
 from mailforge.queue.spool import Spool, queue_length
-from mailforge.store.maildir import mailbox_path
+from mailforge.auth.sqlite.directory import Directory
+from mailforge.store.maildir import ensure_maildir, mailbox_path
 
 @pytest.fixture(autouse=True)
 def messages_in_files_of_their_own(monkeypatch):
@@ -192,6 +193,44 @@ def test_a_disk_error_defers_only_the_failed_recipient(config, agent, clock, mon
     assert len(delivered(config, "bob@example.test")) == 1
     assert len(delivered(config, "carol@example.test")) == 1
     assert queue_length(config.queue_dir) == 0
+
+
+def test_a_subaddress_goes_into_the_folder_of_its_name_when_there_is_one(config, accounts, clock):
+    agent = DeliveryAgent(config, Directory(accounts.database, recipient_delimiter="+"),
+                          accounts.mailbox_settings, clock=clock)
+    bob = mailbox_path(config.store_dir, "bob@example.test")
+    ensure_maildir(bob / ".Lists")
+    enqueue(config, b"x\r\n", ["bob+lists@example.test"])
+    enqueue(config, b"y\r\n", ["bob+nofolder@example.test", "carol+lists@example.test"])
+    agent.step()
+    assert [p.read_bytes() for p in (bob / ".Lists" / "new").iterdir()] == [
+        b"Return-Path: <alice@example.test>\nDelivered-To: bob+lists@example.test\nx\n"]
+    assert len(delivered(config, "bob@example.test")) == 1
+    assert len(delivered(config, "carol@example.test")) == 1
+    assert queue_length(config.queue_dir) == 0
+
+
+def test_a_full_mailbox_is_retried_then_bounced_after_quota_full_bounce_after(
+        config, accounts, agent, clock):
+    config.delivery.quota_full_bounce_after = 100.0
+    accounts.mailbox_settings.set_quota("carol@example.test", None, 0)
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "carol@example.test"])
+    agent.step()
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    assert env.recipients == ["carol@example.test"] and "mailbox full" in env.last_error
+    assert env.next_attempt == NOW + 60
+    clock.now += 61
+    agent.step()
+    # The schedule's next step (300 s) would pass the limit: the retry comes at the limit.
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    assert env.next_attempt == NOW + 100
+    clock.now = NOW + 100
+    agent.step()
+    active = config.queue_dir / "active"
+    assert sorted(os.listdir(active)) == [f"{entry_id}-B2.env", f"{entry_id}-B2.msg"]
+    report = (active / f"{entry_id}-B2.msg").read_text()
+    assert "Final-Recipient: rfc822; carol@example.test\nAction: failed\nStatus: 5.2.2\n" in report
+    assert "mailbox full: still over its quota after 100 s" in report
 
 
 def test_a_failed_sync_defers_the_whole_batch(config, agent, monkeypatch):

@@ -188,8 +188,15 @@ def test_recipients_are_looked_up_by_the_driver():
     assert m.transaction.recipients == ["Alice@example.test"]
     assert m.transaction.notify == {"Alice@example.test": "FAILURE"}
     assert answer(m, b"RCPT TO:<alice@example.test>", full={"alice@example.test"}).text == (
-        b"552 5.2.2 <alice@example.test>: Mailbox full\r\n")
+        b"452 4.2.2 <alice@example.test>: Mailbox full\r\n")
     assert m.transaction.recipients == ["Alice@example.test"]
+
+
+def test_a_full_mailbox_is_refused_for_good_when_tempfail_is_off():
+    m = session(dataclasses.replace(SETTINGS, quota_full_tempfail=False))
+    run(m, [(b"EHLO x", b"250"), (b"MAIL FROM:<>", b"250")])
+    assert answer(m, b"RCPT TO:<alice@example.test>", full={"alice@example.test"}).text == (
+        b"552 5.2.2 <alice@example.test>: Mailbox full\r\n")
 
 
 def test_submission_senders_must_be_the_users_own():

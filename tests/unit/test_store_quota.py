@@ -81,7 +81,7 @@ def test_mailbox_full_asks_the_accounts_limits(tmp_path):
     assert not quota.mailbox_full(tmp_path, Limited(), "carol@example.test")
 
 
-def test_smtp_answers_552_at_rcpt_for_a_full_mailbox():
+def test_smtp_answers_452_at_rcpt_for_a_full_mailbox():
     settings = SMTPSettings("mx.test", max_message_size=1000, max_recipients=3,
                             max_line_length=2048)
     machine = SMTPMachine(settings, None, "127.0.0.1")
@@ -89,7 +89,7 @@ def test_smtp_answers_552_at_rcpt_for_a_full_mailbox():
     machine.handle(b"MAIL FROM:<a@remote.test>")
     assert machine.handle(b"RCPT TO:<bob@example.test>").action is Action.LOOK_UP_RECIPIENT
     assert machine.recipient_found(Lookup(RecipientStatus.OK, [ADDRESS]), over_quota=True).text == (
-        b"552 5.2.2 <bob@example.test>: Mailbox full\r\n")
+        b"452 4.2.2 <bob@example.test>: Mailbox full\r\n")
     machine.handle(b"RCPT TO:<carol@example.test>")
     assert machine.recipient_found(Lookup(RecipientStatus.OK, ["carol@example.test"]), over_quota=False
                                    ).text.startswith(b"250")

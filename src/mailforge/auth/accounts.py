@@ -16,9 +16,12 @@ from .sqlite.sendlimits import SendLimits
 
 
 class Accounts:
-    def __init__(self, path: os.PathLike, *, create: bool = False) -> None:
+    def __init__(self, path: os.PathLike, *, create: bool = False,
+                 recipient_delimiter: str = "") -> None:
+        """`recipient_delimiter`: [server] recipient_delimiter, for the recipient lookups of
+        SMTP and delivery (auth.api.RecipientResolver)."""
         self.database = Database(path, create=create)
-        self.directory = Directory(self.database)
+        self.directory = Directory(self.database, recipient_delimiter)
         self.credentials = Credentials(self.database)
         self.send_limits = SendLimits(self.database)
         self.mailbox_settings = MailboxSettings(self.database)

@@ -37,6 +37,9 @@ class Lookup:
 
     status: RecipientStatus
     mailboxes: list[str] = field(default_factory=list)
+    # The subaddress cut off to find them ("tag" of alice+tag@...): delivery files the message
+    # into the mailboxes' folder of that name where there is one.
+    detail: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Callable
 
-from ..addresses import normalize_address, normalize_domain
+from ..addresses import normalize_address, normalize_alias_source, normalize_domain
 from ..auth.accounts import Accounts
 from ..config import Config
 from ..errors import EXIT_OK, MailforgeError, UsageError
@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     address_leaf(user, "enable", _user_enable, "undo `user disable`, and an outbound limit's disable action")
 
     alias = group(subparsers, "alias", "aliases: addresses that forward to other addresses")
-    add = leaf(alias, "add", _alias_add, "make mail to SOURCE go to TARGET as well")
+    add = leaf(alias, "add", _alias_add, "make mail to SOURCE go to TARGET as well; "
+               "SOURCE @DOMAIN: a catch-all for the domain's addresses that nothing else has")
     add.add_argument("source", metavar="SOURCE")
     add.add_argument("target", metavar="TARGET")
     leaf(alias, "list", _alias_list, "list aliases").add_argument(
@@ -173,7 +174,7 @@ def _user_apop(args: argparse.Namespace, config: Config) -> int:
 # -- aliases
 
 def _alias_add(args: argparse.Namespace, config: Config) -> int:
-    source, target = normalize_address(args.source), normalize_address(args.target)
+    source, target = normalize_alias_source(args.source), normalize_address(args.target)
     with Accounts(config.accounts_db) as accounts:
         accounts.directory.alias_add(source, target)
     print(f"added alias {source} -> {target}")
@@ -188,7 +189,7 @@ def _alias_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def _alias_remove(args: argparse.Namespace, config: Config) -> int:
-    source = normalize_address(args.source)
+    source = normalize_alias_source(args.source)
     target = normalize_address(args.target) if args.target is not None else None
     with Accounts(config.accounts_db) as accounts:
         accounts.directory.alias_remove(source, target)

@@ -79,7 +79,8 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
         config.limits.max_line_length, relay=RelayPolicy.from_config(config.relay),
         tls_available=tls_context is not None, require_auth=worker.protocol.require_auth,
         allow_plaintext_auth=config.server.allow_plaintext_auth,
-        sender_login_match=config.relay.sender_login_match)
+        sender_login_match=config.relay.sender_login_match,
+        quota_full_tempfail=config.limits.quota_full_tempfail)
     accounts = worker.accounts
     limiter = SendLimiter(accounts.send_limits, worker.ratekeeper, worker.executor,
                           config.server.hostname, config.abuse.notify,
@@ -198,7 +199,8 @@ class Worker:
     def _boot(self) -> SessionContext:
         self.executor = ThreadPoolExecutor(self.settings.max_threads,
                                            thread_name_prefix=f"{self.service}-io")
-        self.accounts = Accounts(self.config.accounts_db)
+        self.accounts = Accounts(self.config.accounts_db,
+                                 recipient_delimiter=self.config.server.recipient_delimiter)
         self.ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
         self.guard = AbuseGuard.from_config(self.config.abuse, self.ratekeeper)
         tls_context = tls.load_server_context(self.config) if tls.certificate_present(self.config) else None

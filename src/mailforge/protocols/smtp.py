@@ -56,6 +56,7 @@ class SMTPSettings:
     require_auth: bool = False  # submission: no MAIL before AUTH (RFC 6409 4.3)
     allow_plaintext_auth: bool = False
     sender_login_match: bool = False
+    quota_full_tempfail: bool = True  # a full mailbox at RCPT: 452 4.2.2, else 552 5.2.2
 
 
 @dataclass
@@ -305,6 +306,9 @@ class SMTPMachine:
         status = lookup.status
         if status is RecipientStatus.OK:
             if over_quota:
+                # 452: the sender retries while the user makes room; 552: it bounces at once.
+                if self.settings.quota_full_tempfail:
+                    return reply(452, "4.2.2", f"<{address}>: Mailbox full")
                 return reply(552, "5.2.2", f"<{address}>: Mailbox full")
             return None
         if status is RecipientStatus.NOT_LOCAL:

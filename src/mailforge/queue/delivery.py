@@ -37,7 +37,7 @@ from ..process import allocator, sandbox
 from ..store import quota
 from ..store.filenames import message_base
 from ..store.maildir import (TmpMessage, delivered_bases, delivered_path, ensure_maildir_durable,
-                             mailbox_path, publish, write_tmp)
+                             mailbox_path, publish, subaddress_folder, write_tmp)
 from . import dsn, retry
 from .commit import SYNC_SYNCFS, FileSyncer
 from .entry import Copy, Entry
@@ -392,9 +392,12 @@ class DeliveryAgent:
                 continue
             if not quota.admit(self.config.store_dir, self.quotas, mailbox, entry.envelope.size):
                 entry.failed[rcpt] = "mailbox full (over quota)"  # deferred: it may free up
+                entry.over_quota.add(rcpt)
                 continue
             maildir = ensure_maildir_durable(self.config.store_dir,
                                              mailbox_path(self.config.store_dir, mailbox))
+            if lookup.detail:
+                maildir = subaddress_folder(maildir, lookup.detail)
             entry.mailboxes.add(mailbox)
             base = message_base(entry.envelope.received_at, entry.id, mailbox)
             if self._already_placed(entry.id, maildir, base):
@@ -462,8 +465,11 @@ class DeliveryAgent:
         # Never tried at all is no attempt: soon again, and the retry schedule stays where it is.
         attempted = not entry.untried.issuperset(remaining)
         schedule, step = (config.retry_schedule, env.attempts) if attempted else ([BUSY_RETRY], 0)
+        # A full mailbox is tried once more when its wait is up, so that it bounces on time.
+        expiry = (min(config.max_queue_time, config.quota_full_bounce_after)
+                  if entry.over_quota.intersection(remaining) else config.max_queue_time)
         env.next_attempt = retry.next_attempt(self.clock(), env.received_at, schedule, step,
-                                              config.max_queue_time)
+                                              expiry)
         if attempted:
             env.attempts += 1
         metrics.inc("messages_deferred_total", via="local")
@@ -508,7 +514,8 @@ def serve(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
 def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
         stopping: Callable[[], bool]) -> None:
     """Body of a delivery worker process: returns once `stopping()` says so."""
-    with Accounts(config.accounts_db) as accounts:
+    with Accounts(config.accounts_db,
+                  recipient_delimiter=config.server.recipient_delimiter) as accounts:
         agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, slots,
                               outbound=shared_runner(config))
         try:

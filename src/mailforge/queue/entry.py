@@ -34,6 +34,8 @@ class Entry:
     outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
     # Failed recipients that were never tried: their destination had no connection to spare.
     untried: set[str] = field(default_factory=set)
+    # Failed recipients that reach a mailbox over its quota ([delivery] quota_full_bounce_after).
+    over_quota: set[str] = field(default_factory=set)
 
     def movable(self, rcpt: str) -> bool:
         """Is the queue file itself this recipient's copy (its only one, headers in place)?"""

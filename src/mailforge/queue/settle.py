@@ -115,15 +115,22 @@ class Settler:
                 entry.untried.add(rcpt)
 
     def expire_or_report(self, entry: Entry, copies: CopySink) -> None:
-        """Temporary failures of a message past max_queue_time become permanent; a permanent
-        remote failure of a message from <> is kept in badmail/."""
-        env = entry.envelope
-        if retry.expired(self.clock(), env.received_at, self.config.delivery.max_queue_time):
+        """Temporary failures of a message past max_queue_time become permanent, and so do
+        full mailboxes past quota_full_bounce_after; a permanent remote failure of a message
+        from <> is kept in badmail/."""
+        env, config = entry.envelope, self.config.delivery
+        now = self.clock()
+        age = now - env.received_at
+        if retry.expired(now, env.received_at, config.quota_full_bounce_after):
+            for rcpt in sorted(entry.over_quota.intersection(entry.failed)):
+                del entry.failed[rcpt]
+                self.refuse(entry, rcpt, copies, "5.2.2",
+                            f"mailbox full: still over its quota after {age:.0f} s in the queue")
+        if retry.expired(now, env.received_at, config.max_queue_time):
             for rcpt, why in list(entry.failed.items()):
                 del entry.failed[rcpt]
                 self.refuse(entry, rcpt, copies, "4.4.7",
-                            f"message expired after {self.clock() - env.received_at:.0f} s "
-                            f"in the queue; last error: {why}")
+                            f"message expired after {age:.0f} s in the queue; last error: {why}")
         if not env.sender:
             for rcpt, status in list(entry.outcomes.failed.items()):
                 del entry.outcomes.failed[rcpt]

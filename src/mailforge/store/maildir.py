@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..durable import fsync_dir, unlink_quietly, write_new_file
 from .filenames import base_of, claimed_name, crlf_size, sized_name
+from .names import from_dir
 
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
 
@@ -41,6 +42,23 @@ def ensure_maildir(path: Path, mode: int = 0o700) -> Path:
 
 
 # --- delivery: tmp/ → sync → new/, with names Dovecot and mutt understand ---------------------
+
+def subaddress_folder(maildir: Path, detail: str) -> Path:
+    """Where mail to a subaddress goes (RFC 5233; Dovecot's lmtp_save_to_detail_mailbox): the
+    folder named `detail`, its case ignored since local parts are matched lowercased (an exact
+    spelling wins), or the INBOX when the mailbox has no such folder."""
+    try:
+        dir_names = os.listdir(maildir)
+    except FileNotFoundError:
+        return maildir
+    matches = sorted((name != detail, dir_name) for dir_name in dir_names
+                     if (name := from_dir(dir_name)) is not None
+                     and name.casefold() == detail.casefold())
+    for _, dir_name in matches:
+        if (maildir / dir_name / "new").is_dir():
+            return maildir / dir_name
+    return maildir
+
 
 def delivered_path(maildir: Path, base: str, size: int) -> Path:
     """Where a delivered message of `size` bytes lands: in new/, its size in its name."""

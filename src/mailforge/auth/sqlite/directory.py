@@ -6,7 +6,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from ...addresses import is_address_literal, normalize_address, normalize_domain
+from ...addresses import (is_address_literal, normalize_address, normalize_alias_source,
+                          normalize_domain, split_subaddress)
 from ...errors import UsageError
 from ..api import Lookup, RecipientStatus, UserInfo
 from .credentials import password_columns
@@ -33,11 +34,19 @@ FROM reach JOIN mailboxes ON mailboxes.address = reach.address
 GROUP BY reach.address
 ORDER BY MIN(reach.depth), reach.address
 """
+# Is the address a mailbox or an alias source (the catch-all "@domain" included)?
+_KNOWN = """
+SELECT 1 FROM mailboxes WHERE address = ?1
+UNION ALL
+SELECT 1 FROM aliases WHERE source = ?1
+LIMIT 1
+"""
 
 
 class Directory:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, recipient_delimiter: str = "") -> None:
         self._database = database
+        self._delimiter = recipient_delimiter  # [server] recipient_delimiter; "" = none
 
     # -- domains
 
@@ -111,7 +120,9 @@ class Directory:
     # -- aliases
 
     def alias_add(self, source: str, target: str) -> None:
-        source, target = normalize_address(source), normalize_address(target)
+        """`source` is an address, or "@domain": mail to any address of the domain that no
+        mailbox or other alias has."""
+        source, target = normalize_alias_source(source), normalize_address(target)
         if source == target:
             raise UsageError(f"alias {source} cannot point at itself")
         domain = domain_of(source)
@@ -127,7 +138,7 @@ class Directory:
 
     def alias_remove(self, source: str, target: str | None = None) -> None:
         """Remove one target of `source`, or with no target, the whole alias."""
-        source = normalize_address(source)
+        source = normalize_alias_source(source)
         sql, params = "DELETE FROM aliases WHERE source = ?", (source,)
         if target is not None:
             sql, params = sql + " AND target = ?", (source, normalize_address(target))
@@ -147,19 +158,30 @@ class Directory:
     def lookup_recipient(self, address: str) -> Lookup:
         """Where mail to `address` goes; AddressError if it is not an address.
 
-        Two indexed queries: the domain, then the recursive alias walk joined to the mailboxes.
-        Alias targets outside our domains are left out of `mailboxes` until remote relay
-        exists; an address that reaches only such targets is UNKNOWN, so that SMTP refuses
-        mail it could not deliver rather than accepting and dropping it.
+        Tried in turn, as Postfix's virtual_alias_maps does: the address, the address without
+        its subaddress (alice+tag → alice, when [server] recipient_delimiter is set), and the
+        domain's catch-all "@domain"; the first that is a mailbox or an alias is followed
+        through the recursive alias walk, joined to the mailboxes. Alias targets outside our
+        domains are left out of `mailboxes` until remote relay exists; an address that reaches
+        only such targets is UNKNOWN, so that SMTP refuses mail it could not deliver rather
+        than accepting and dropping it.
         """
         address = normalize_address(address)
+        domain = domain_of(address)
+        subaddress = split_subaddress(address, self._delimiter)
+        candidates = [(address, ""), *([subaddress] if subaddress else []), ("@" + domain, "")]
         with self._database.read() as db:
-            if not is_domain(db, domain_of(address)):
+            if not is_domain(db, domain):
                 return Lookup(RecipientStatus.NOT_LOCAL)
-            rows = db.execute(_REACH, (address, MAX_ALIAS_DEPTH)).fetchall()
+            found = next(((name, detail) for name, detail in candidates
+                          if exists(db, _KNOWN, name)), None)
+            if found is None:
+                return Lookup(RecipientStatus.UNKNOWN)
+            name, detail = found
+            rows = db.execute(_REACH, (name, MAX_ALIAS_DEPTH)).fetchall()
         mailboxes = [mailbox for mailbox, disabled in rows if not disabled]
         if mailboxes:
-            return Lookup(RecipientStatus.OK, mailboxes)
+            return Lookup(RecipientStatus.OK, mailboxes, detail)
         return Lookup(RecipientStatus.DISABLED if rows else RecipientStatus.UNKNOWN)
 
 
