@@ -41,8 +41,9 @@ def trying_it_commands() -> list[str]:
 
 
 def on_test_ports(command: str, server) -> str:
-    for service, default in SERVICE_PORTS.items():
-        command = command.replace(f"127.0.0.1:{default}", f"127.0.0.1:{getattr(server, PORT_ATTRIBUTES[service])}")
+    for service, attribute in PORT_ATTRIBUTES.items():
+        command = command.replace(f"127.0.0.1:{SERVICE_PORTS[service]}",
+                                  f"127.0.0.1:{getattr(server, attribute)}")
     return command
 
 
