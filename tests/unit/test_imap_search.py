@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailforge.protocols.imap import search
+from mailforge.protocols.imap.envelope import address_text
 from mailforge.protocols.imap.search import BadCharset, parse_search
 from mailforge.protocols.imap.wire import ImapSyntaxError
 from mailforge.speedups import CommandParser
@@ -109,6 +110,33 @@ def test_keys_that_read_no_message(criteria, expected):
 def test_keys_that_read_the_message(criteria, expected):
     assert run(criteria) == expected
     assert parse_search(args(criteria)).needs_message
+
+
+@pytest.mark.parametrize("value, text", [
+    ("<user-from (comment)@ (comment) domain.org>", "user-from@domain.org"),
+    ("user@domain.org (Real Name)", "Real Name <user@domain.org>"),
+    ('"Doe, John" <john@example.org>, jane@example.org', "Doe, John <john@example.org>, "
+                                                          "jane@example.org"),
+    ("team: a@example.org, b@example.org;", "team:, a@example.org, b@example.org, ;"),
+    ("undisclosed", "undisclosed"),
+    ("<>", ""),
+])
+def test_address_text_drops_comments_and_keeps_names_and_groups(value, text):
+    assert address_text(value) == text
+
+
+@pytest.mark.parametrize("criteria, expected", [
+    (b'FROM "user-from@domain.org"', [1, 2]), (b"FROM comment", []), (b"FROM realname", [2]),
+    (b'FROM "m\xc3\xbcller"', [3]), (b'HEADER From "comment"', [1]),
+])
+def test_address_keys_match_without_comments(criteria, expected):
+    messages = [b"From: <user-from (comment)@ (comment) domain.org>\r\n\r\nbody\r\n",
+                b"From: user-from@domain.org (RealName)\r\n\r\nbody\r\n",
+                b"From: =?utf-8?q?M=C3=BCller?= <m@example.org>\r\n\r\nbody\r\n"]
+    infos = [MessageInfo(uid=n, flags=frozenset(), internal_date=0.0, size=len(data))
+             for n, data in enumerate(messages, 1)]
+    found = parse_search(args(criteria)).run(infos, lambda uid: messages[uid - 1])
+    assert found == expected
 
 
 def test_cheap_keys_rule_messages_out_before_any_read():

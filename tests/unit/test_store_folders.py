@@ -89,10 +89,11 @@ def test_flag_changes_from_two_stale_sessions_both_land(tmp_path, mailbox):
     assert name.endswith(":2,FS")
 
 
-def test_examine_claims_no_recent_and_changes_nothing(tmp_path, mailbox):
+def test_examine_sees_recent_but_claims_none_and_changes_nothing(tmp_path, mailbox):
+    """RFC 3501 6.3.2: EXAMINE reports \\Recent and leaves it to the next SELECT."""
     deliver(tmp_path, "1700000001.Qa.host")
     examined = mailbox.select("INBOX", read_only=True)
-    assert [i.recent for i in examined.messages()] == [False]
+    assert [i.recent for i in examined.messages()] == [True]
     assert examined.set_flags([1], [SEEN], FlagMode.ADD)[0].flags == frozenset()
     assert os.listdir(mailbox.root / "new")
     assert mailbox.status("INBOX").recent == 1

@@ -69,7 +69,7 @@ class Listing:
     uidvalidity: int
     uidnext: int
     entries: list[Entry]         # UID order
-    recent: frozenset[int]       # UIDs this listing claimed as \Recent
+    recent: frozenset[int]       # UIDs with \Recent: claimed by this listing, or unclaimed
     unclaimed: int = 0           # messages no read-write session has claimed (STATUS RECENT)
 
 
@@ -133,10 +133,13 @@ class FolderDir:
             if claim:
                 self._claim_new(found)
             dropped, assigned = self._reconcile(index, found)
-            claimed = claim and index.first_recent < index.uidnext
-            recent: frozenset[int] = frozenset()
+            # \Recent: the messages no read-write session has claimed yet. A read-only one sees
+            # them too (EXAMINE counts them, RFC 3501 6.3.2) but leaves them to the next claim.
+            some_unclaimed = index.first_recent < index.uidnext
+            recent = frozenset(u for u in index.uids.values()
+                               if u >= index.first_recent) if some_unclaimed else frozenset()
+            claimed = claim and some_unclaimed
             if claimed:
-                recent = frozenset(u for u in index.uids.values() if u >= index.first_recent)
                 index.first_recent = index.uidnext
             if assigned:  # UIDs handed out must survive a crash: never handed out twice
                 self._save(index)

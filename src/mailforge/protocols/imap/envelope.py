@@ -94,6 +94,24 @@ def parse_addresses(value: str) -> list[Address]:
     return result
 
 
+def address_text(value: str) -> str:
+    """An address-list header value as SEARCH FROM/TO/CC/BCC match in it, as Dovecot does:
+    comments and folding white space gone, each address as `name <mailbox@host>` or
+    `mailbox@host`, groups as `group: ..., ;`."""
+    parts = []
+    for address in parse_addresses(value):
+        if address == _GROUP_END:
+            parts.append(";")
+        elif address.host is None:  # a group's start
+            parts.append(f"{address.mailbox}:")
+        else:
+            spec = address.mailbox or ""
+            if address.host and address.host != MISSING_DOMAIN:
+                spec += "@" + address.host
+            parts.append(f"{address.name} <{spec}>" if address.name else spec)
+    return ", ".join(parts)
+
+
 def _find(tokens: list[tuple[str, str]], start: int, wanted: tuple[str, str]) -> int:
     for index in range(start, len(tokens)):
         if tokens[index] == wanted:

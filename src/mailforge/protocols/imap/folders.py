@@ -47,12 +47,8 @@ def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
     selected = Selected(_mailbox(session).select(name, read_only))
     session.select_folder(selected)
     view = selected.messages()
-    keywords = sorted({flag for info in view for flag in info.flags if not flag.startswith("\\")})
-    system = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
-    session.untagged(b"* FLAGS %s\r\n" % wire.flag_list(system + keywords))
-    permanent = [] if selected.read_only else system + keywords + ["\\*"]
-    session.untagged(b"* OK [PERMANENTFLAGS %s] Flags permitted\r\n" % wire.flag_list(permanent))
-    for line in selected.counts():
+    selected.note_keywords(view)
+    for line in selected.flags_lines() + selected.counts():
         session.untagged(line)
     unseen = next((seq for seq, info in enumerate(view, 1) if "\\Seen" not in info.flags), 0)
     if unseen:

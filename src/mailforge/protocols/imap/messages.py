@@ -136,6 +136,9 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     except ParseError as exc:
         raise Bad(f"Invalid FETCH items: {exc}") from None
     seen = _mark_seen(selected, targets, items)
+    # Setting \Seen renames the file as it is now: it may show keywords another session set.
+    for line in selected.keyword_news(info for _, info in targets if info.uid in seen):
+        session.untagged(line)
     needs_message = fetch_items.needs_message(items)
     vanished = 0
     for seq, info in targets:
@@ -189,6 +192,8 @@ def _store(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     if selected.read_only:
         return no("The mailbox is read-only", "READ-ONLY")
     updated = selected.folder.set_flags([info.uid for _, info in targets], flags, mode)
+    for line in selected.keyword_news(updated):  # .SILENT or not (RFC 3501 7.2.6)
+        session.untagged(line)
     if not silent:
         for info in updated:
             seq = selected.seq_of(info.uid)

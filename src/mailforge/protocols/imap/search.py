@@ -25,6 +25,7 @@ from mailforge.store.api import (
     StoreError,
 )
 
+from .envelope import address_text
 from .mime import (
     Header,
     ParsedOnDemand,
@@ -40,6 +41,7 @@ MAX_DEPTH = 32
 # Keys in one SEARCH; a client needs a handful, a thousand is already a crafted command.
 MAX_KEYS = 1000
 CHARSETS = ("US-ASCII", "UTF-8")
+ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc"})
 
 
 class BadCharset(ValueError):
@@ -74,6 +76,11 @@ class _Message(ParsedOnDemand):
 
     def header_values(self, name: str) -> list[str]:
         return [decode_words(value).casefold() for value in self.header.values(name)]
+
+    def address_values(self, name: str) -> list[str]:
+        """An address field's values without comments (envelope.address_text), decoded."""
+        return [decode_words(address_text(value.decode("latin-1")).encode("latin-1")).casefold()
+                for value in self.header.values(name)]
 
     def header_text(self) -> str:
         header = self.header
@@ -295,10 +302,13 @@ def _header_date(m: _Message) -> datetime.date | None:
 
 
 def _header_key(field: str | None) -> KeyBuilder:
+    """FROM, TO, CC and BCC match in the addresses, comments left out (as Dovecot does; a
+    comment may even sit inside an address); SUBJECT and HEADER in the field as written."""
     def build(parser: _Parser, stream: Tokens, depth: int) -> _Node:
         name = field or parser.field_name(stream)
         needle = parser.string(stream)
-        return _Node(lambda m: any(needle in value for value in m.header_values(name)), True)
+        values = _Message.address_values if field in ADDRESS_FIELDS else _Message.header_values
+        return _Node(lambda m: any(needle in value for value in values(m, name)), True)
     return build
 
 

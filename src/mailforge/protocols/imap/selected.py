@@ -3,7 +3,8 @@
 `Folder.messages()` is the session's view in UID order, so sequence number n is index n - 1
 and a UID's sequence number is a bisection. Changes from other sessions become untagged
 responses here (RFC 3501 7.4.1, 5.2): EXPUNGEs highest number first, so that each one is
-right against the view the client holds after the ones before it, then EXISTS and RECENT for
+right against the view the client holds after the ones before it, then FLAGS and PERMANENTFLAGS
+when a message carries a keyword the client was not told of yet, then EXISTS and RECENT for
 new messages, then FETCH FLAGS.
 """
 
@@ -14,11 +15,14 @@ from collections.abc import Iterable, Sequence
 
 from ...speedups import STAR, FetchAttribute, ParseError, parse_sequence_set
 from ...store.api import Changes, Folder, MessageInfo
+from . import wire
 from .fetch import fetch_response
 from .responses import Bad
 
 # RFC 3501 2.3.1.1: UIDs are 32-bit; "n:*" past the highest names the highest.
 MAX_UID = 0xFFFFFFFF
+# The flags every folder has, in the order FLAGS lists them.
+SYSTEM_FLAG_ORDER = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 def _uid_of(info: MessageInfo) -> int:
@@ -28,6 +32,9 @@ def _uid_of(info: MessageInfo) -> int:
 class Selected:
     def __init__(self, folder: Folder) -> None:
         self.folder = folder
+        # The keywords this session's FLAGS named: a client may take a keyword in a FETCH that
+        # FLAGS did not name for a protocol error (RFC 3501 7.2.6, imaptest checks it).
+        self._keywords: frozenset[str] = frozenset()
 
     @property
     def read_only(self) -> bool:
@@ -92,6 +99,7 @@ class Selected:
 
     def changes(self, changes: Changes, by_uid: bool = False) -> list[bytes]:
         lines = self.expunged(changes.expunged)
+        lines += self.keyword_news(changes.added + changes.flags)
         if changes.added:
             lines += self.counts()
         for info in changes.flags:
@@ -104,6 +112,26 @@ class Selected:
         view = self.folder.messages()
         recent = sum(1 for info in view if info.recent)
         return [b"* %d EXISTS\r\n" % len(view), b"* %d RECENT\r\n" % recent]
+
+    def note_keywords(self, infos: Iterable[MessageInfo]) -> bool:
+        """Take in the keywords these messages carry; whether any of them is new."""
+        keywords = {flag for info in infos for flag in info.flags if not flag.startswith("\\")}
+        if keywords <= self._keywords:
+            return False
+        self._keywords |= keywords
+        return True
+
+    def flags_lines(self) -> list[bytes]:
+        """`* FLAGS` and `* OK [PERMANENTFLAGS]` with the system flags and the keywords known."""
+        defined = [*SYSTEM_FLAG_ORDER, *sorted(self._keywords)]
+        permanent = [] if self.read_only else defined + ["\\*"]
+        return [b"* FLAGS %s\r\n" % wire.flag_list(defined),
+                b"* OK [PERMANENTFLAGS %s] Flags permitted\r\n" % wire.flag_list(permanent)]
+
+    def keyword_news(self, infos: Iterable[MessageInfo]) -> list[bytes]:
+        """FLAGS and PERMANENTFLAGS again when these messages carry a keyword the session has
+        not announced (RFC 3501 7.2.6): to go before the FETCH responses that show it."""
+        return self.flags_lines() if self.note_keywords(infos) else []
 
     @staticmethod
     def flags_response(seq: int, info: MessageInfo, with_uid: bool = True) -> bytes:
