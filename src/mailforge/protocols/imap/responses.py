@@ -17,6 +17,7 @@ from ...store.api import (
     FolderExists,
     FolderNotFound,
     InvalidName,
+    MessageGone,
     NotPermitted,
     OverQuota,
     StoreError,
@@ -88,6 +89,7 @@ def disk_error(exc: OSError) -> Tagged:
 STORE_ERROR_CODES = (
     (FolderExists, "ALREADYEXISTS"),
     (InvalidName, "CANNOT"),
+    (MessageGone, "EXPUNGEISSUED"),  # COPY/MOVE of a message another session expunged
     (NotPermitted, "NOPERM"),
     (OverQuota, "OVERQUOTA"),
 )
