@@ -4,7 +4,7 @@ cdef class CommandParser:
     cdef bytearray _line
     cdef object _literal  # a bytearray while a literal is being read, else None
     cdef Py_ssize_t _literal_left
-    cdef bint _skipping, _discarding, _need_sep
+    cdef bint _skipping, _discarding, _need_sep, _sections
     cdef object _tag
     cdef str _name
     cdef list _stack

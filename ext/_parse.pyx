@@ -19,7 +19,8 @@ cdef extern from "Python.h":
 
 from mailforge.speedups.errors import Command, FetchAttribute, LiteralTooBig, ParseError
 from mailforge.speedups.parse import (MAX_LINE, MAX_DEPTH, MAX_LITERAL, MAX_POP3_VERB, STAR,
-                                      ATOM_CHARS, TAG_CHARS, BRACKET_CHARS)
+                                      ATOM_CHARS, SECTION_ATOM_CHARS, SECTION_COMMANDS,
+                                      TAG_CHARS, BRACKET_CHARS)
 
 __all__ = ["ParseError", "LiteralTooBig", "Command", "FetchAttribute", "split_command",
            "parse_path", "parse_pop3", "CommandParser", "parse_sequence_set",
@@ -33,11 +34,13 @@ cdef unsigned long long MAX_NUMBER = 0xFFFFFFFF
 
 # Character classes, filled from the twin's sets so the two cannot drift apart.
 cdef bint ATOM[256]
+cdef bint SECTION_ATOM[256]
 cdef bint TAG[256]
 cdef bint BRACKET[256]
 cdef bint PARAM_SPACE[256]  # what bytes.split() splits on
 for _c in range(256):
     ATOM[_c] = _c in ATOM_CHARS
+    SECTION_ATOM[_c] = _c in SECTION_ATOM_CHARS
     TAG[_c] = _c in TAG_CHARS
     BRACKET[_c] = _c in BRACKET_CHARS
     PARAM_SPACE[_c] = _c in b" \t\n\r\x0b\x0c"
@@ -241,6 +244,7 @@ cdef class CommandParser:
     cdef void _reset(self):
         self._tag = None
         self._name = ""
+        self._sections = False
         self._stack = [[]]
         self._need_sep = False
 
@@ -374,6 +378,7 @@ cdef class CommandParser:
             sub, pos = _name_after_space(body, n, pos)
             name = "UID " + sub
         self._name = name
+        self._sections = name in SECTION_COMMANDS
         self._need_sep = True
         return pos
 
@@ -419,12 +424,16 @@ cdef class CommandParser:
 
     cdef Py_ssize_t _atom(self, const unsigned char *body, Py_ssize_t n,
                           Py_ssize_t pos) except -1:
-        cdef Py_ssize_t index = _scan(body, pos, n, ATOM)
-        while index < n and body[index] == 0x5B:  # [ ... ] and whatever follows it
-            index = _scan(body, index + 1, n, BRACKET)
-            if index >= n or body[index] != 0x5D:
-                raise ParseError("missing ]")
-            index = _scan(body, index + 1, n, ATOM)
+        cdef Py_ssize_t index
+        if not self._sections:
+            index = _scan(body, pos, n, ATOM)
+        else:
+            index = _scan(body, pos, n, SECTION_ATOM)
+            while index < n and body[index] == 0x5B:  # [ ... ] and whatever follows it
+                index = _scan(body, index + 1, n, BRACKET)
+                if index >= n or body[index] != 0x5D:
+                    raise ParseError("missing ]")
+                index = _scan(body, index + 1, n, SECTION_ATOM)
         if index == pos:
             raise ParseError("unexpected character")
         (<list>self._stack[-1]).append(
@@ -443,7 +452,7 @@ cdef inline Py_ssize_t _scan(const unsigned char *body, Py_ssize_t pos, Py_ssize
 cdef tuple _name_after_space(const unsigned char *body, Py_ssize_t n, Py_ssize_t pos):
     if pos >= n or body[pos] != SP:
         raise ParseError("missing command")
-    cdef Py_ssize_t end = _scan(body, pos + 1, n, ATOM)
+    cdef Py_ssize_t end = _scan(body, pos + 1, n, SECTION_ATOM)
     if end == pos + 1:
         raise ParseError("missing command")
     return _word(body + pos + 1, end - pos - 1), end

@@ -203,3 +203,22 @@ def test_connection_cap_is_bye(make_server):
     assert second.greeting.startswith(b"* BYE [UNAVAILABLE]")
     session.close()
     second.close()
+
+
+def test_atoms_with_every_atom_char_are_mailbox_names(plain_server):
+    """imaptest's atoms script: "[" and "}" are ATOM-CHARs (RFC 3501 9), so these are valid
+    astrings (this one names no folder: "&'" is no modified UTF-7); "[" opens a section only
+    in FETCH items."""
+    session = RawSession(plain_server.imap_port)
+    session.login()
+    name = b"!#$&'+,-.0123456789:;<=>?@^_`|[}"
+    assert session.command(b"S", b"SELECT " + name)[-1].startswith(b"S NO ")
+    assert session.command(b"L", b'LIST "" ' + name + b"%*") == [b"L OK LIST completed\r\n"]
+    assert session.command(b"T", b"SELECT ~foo")[-1].startswith(b"T NO ")
+    assert session.command(b"U", b'LIST "" ~foo') == [b"U OK LIST completed\r\n"]
+    folder = b"!#$+,-.0123456789:;<=>?@^_`|[}~"
+    assert session.command(b"C", b"CREATE " + folder)[-1].startswith(b"C OK")
+    assert session.command(b"M", b'LIST "" ' + folder[:-2] + b"%*") == [
+        b'* LIST (\\HasNoChildren) "/" ' + folder + b"\r\n", b"M OK LIST completed\r\n"]
+    assert session.command(b"E", b"SELECT " + folder)[-1].startswith(b"E OK [READ-WRITE]")
+    session.close()

@@ -50,6 +50,14 @@ CASES = [
     (b"A9 STORE 1 +FLAGS.SILENT (\\Deleted $Junk)\r\n",
      [Command("A9", "STORE", ["1", "+FLAGS.SILENT", ["\\Deleted", "$Junk"]])]),
     ("B1 CREATE \"Entwürfe\"\r\n".encode(), [Command("B1", "CREATE", ["Entwürfe".encode()])]),
+    # "[" and "}" are ATOM-CHARs, "]" an ASTRING-CHAR (RFC 3501 9); imaptest's atoms script.
+    # Only FETCH's items open sections with "[".
+    (b"B2 SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}\r\n",
+     [Command("B2", "SELECT", ["!#$&'+,-.0123456789:;<=>?@^_`|[}"])]),
+    (b"B3 LIST \"\" !#$&'+,-.0123456789:;<=>?@^_`|[}%*\r\n",
+     [Command("B3", "LIST", [b"", "!#$&'+,-.0123456789:;<=>?@^_`|[}%*"])]),
+    (b"B4 SELECT a[b c]\r\n", [Command("B4", "SELECT", ["a[b", "c]"])]),
+    (b"B5 SELECT ~foo\r\n", [Command("B5", "SELECT", ["~foo"])]),
 ]
 
 

@@ -18,7 +18,7 @@ from .connection.driver import Refusals, SessionContext, SessionDriver
 from .connection.transport import Connection, LineTooLong
 from .pop3 import POP3Machine, POP3Settings
 from .session import Action, Reply
-from ..store.api import Maildrop, MaildropBusy
+from ..store.api import Maildrop, MaildropBusy, MessageGone
 
 log = logging.getLogger("mailforge.pop3")
 
@@ -160,6 +160,8 @@ class POP3Driver(SessionDriver):
         try:
             chunk, message = await self.in_thread(self.maildrop.read_start, request.message,
                                                   READ_CHUNK)
+        except MessageGone:  # expunged over IMAP since this session's login
+            return Reply(b"-ERR The message was deleted by another session\r\n")
         except OSError as exc:
             log.error("%s: cannot read message %d: %s", self.machine.user, request.message + 1, exc)
             return Reply(b"-ERR [SYS/TEMP] Cannot read the message\r\n")

@@ -114,9 +114,13 @@ _MAX_NUMBER = 0xFFFFFFFF  # nz-number is 32-bit (RFC 3501 9)
 _MAX_LITERAL_DIGITS = 10
 
 SP, LF, CR = 0x20, 0x0A, 0x0D
-# ATOM-CHAR, minus "[" which opens a bracketed part (BODY[HEADER.FIELDS (From)]), plus the
-# list wildcards and "\\" and "]" that LIST patterns, flags and fetch items use.
-ATOM_CHARS = frozenset(c for c in range(0x21, 0x7F) if c not in b'(){"[')
+# ATOM-CHAR (RFC 3501 9: "[" and "}" are ones), plus the list wildcards, "\\" and "]" that LIST
+# patterns, flags and astrings (ASTRING-CHAR = ATOM-CHAR / "]") use.
+ATOM_CHARS = frozenset(c for c in range(0x21, 0x7F) if c not in b'(){"')
+# In the commands whose arguments hold fetch items, "[" opens a section that may hold spaces
+# and parentheses (BODY[HEADER.FIELDS (From)]): there it ends the atom's first part.
+SECTION_COMMANDS = frozenset(("FETCH", "UID FETCH"))
+SECTION_ATOM_CHARS = ATOM_CHARS - {0x5B}
 # Tag: ASTRING-CHAR except "+" (RFC 3501 9).
 TAG_CHARS = frozenset(c for c in range(0x21, 0x7F) if c not in b'(){%*"\\+')
 # Inside [ ]: a section, whose header names may be quoted strings (header-fld-name is an astring).
@@ -156,6 +160,7 @@ class CommandParser:
     def _reset(self) -> None:
         self._tag: str | None = None
         self._name = ""
+        self._sections = False  # "[" opens a section (SECTION_COMMANDS)
         self._stack: list[list] = [[]]
         self._need_sep = False
 
@@ -274,6 +279,7 @@ class CommandParser:
             sub, pos = self._name_after_space(body, pos)
             name = "UID " + sub
         self._name = name
+        self._sections = name in SECTION_COMMANDS
         self._need_sep = True
         return pos
 
@@ -281,7 +287,7 @@ class CommandParser:
     def _name_after_space(body: bytes, pos: int) -> tuple[str, int]:
         if pos >= len(body) or body[pos] != SP:
             raise ParseError("missing command")
-        end = _scan(body, pos + 1, ATOM_CHARS)
+        end = _scan(body, pos + 1, SECTION_ATOM_CHARS)
         if end == pos + 1:
             raise ParseError("missing command")
         return body[pos + 1:end].decode("ascii").upper(), end
@@ -317,13 +323,16 @@ class CommandParser:
         self.wants_continuation = sync
 
     def _atom(self, body: bytes, pos: int) -> int:
-        end = len(body)
-        index = _scan(body, pos, ATOM_CHARS)
-        while index < end and body[index] == 0x5B:  # [ ... ] and whatever follows it
-            index = _scan(body, index + 1, BRACKET_CHARS)
-            if index >= end or body[index] != 0x5D:
-                raise ParseError("missing ]")
-            index = _scan(body, index + 1, ATOM_CHARS)
+        if not self._sections:
+            index = _scan(body, pos, ATOM_CHARS)
+        else:
+            end = len(body)
+            index = _scan(body, pos, SECTION_ATOM_CHARS)
+            while index < end and body[index] == 0x5B:  # [ ... ] and whatever follows it
+                index = _scan(body, index + 1, BRACKET_CHARS)
+                if index >= end or body[index] != 0x5D:
+                    raise ParseError("missing ]")
+                index = _scan(body, index + 1, SECTION_ATOM_CHARS)
         if index == pos:
             raise ParseError("unexpected character")
         self._stack[-1].append(body[pos:index].decode("ascii"))

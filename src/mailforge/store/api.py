@@ -48,6 +48,10 @@ class OverQuota(StoreError):
     """The write would take the mailbox over its quota (NO [OVERQUOTA]; SMTP 552 5.2.2)."""
 
 
+class MessageGone(StoreError):
+    """The message was expunged by another session (IMAP answers NO [EXPUNGEISSUED], RFC 5530)."""
+
+
 class MaildropBusy(StoreError):
     """Another POP3 session holds the maildrop (POP3 answers -ERR [IN-USE])."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..durable import fsync_dir, unlink_quietly, write_synced_file
-from .api import MessageInfo, StoreError
+from .api import MessageGone, MessageInfo
 from .filenames import (
     arrival_order,
     base_of,
@@ -29,7 +29,7 @@ from .filenames import (
     with_letters,
 )
 from .flags import Keywords
-from .maildir import MAILDIR_SUBDIRS, claim_new
+from .maildir import MAILDIR_SUBDIRS, claim_new, find_message, follow_renames, open_message
 from .uidindex import (
     INDEX_NAME,
     UidIndex,
@@ -191,7 +191,7 @@ class FolderDir:
                 found[base] = ("cur", claim_new(self.path, name))
             except FileNotFoundError:  # POP3 or another reader took it to cur/ first
                 found.pop(base)
-                again = self.find(base)
+                again = find_message(self.path, base)
                 if again is not None:
                     found[base] = again
 
@@ -210,15 +210,6 @@ class FolderDir:
         for base in sorted(new, key=arrival_order):
             index.assign(base)
         return bool(missing), bool(new)
-
-    def find(self, base: str) -> tuple[str, str] | None:
-        """Where the message with this base name is now (another reader may have renamed it)."""
-        for sub in ("cur", "new"):
-            with os.scandir(self.path / sub) as entries:
-                for entry in entries:
-                    if base_of(entry.name) == base:
-                        return sub, entry.name
-        return None
 
     # -- the index
 
@@ -276,10 +267,13 @@ class FolderDir:
     def add(self, messages: Iterable[tuple[bytes | Path, frozenset[str], float | None]]
             ) -> tuple[int, list[int]]:
         """Store messages (data, or a file to hard-link; flags; internal date) durably in cur/,
-        in order; the folder's UIDVALIDITY and their UIDs."""
-        staged = [(self._stage(source, date), flags) for source, flags, date in messages]
-        added_bytes = sum(field_of(name, "S") or 0 for (_, name), _ in staged)
+        in order; the folder's UIDVALIDITY and their UIDs. All or none: MessageGone when a
+        file to link was expunged by another session."""
+        staged: list[tuple[tuple[Path, str], frozenset[str]]] = []
         try:
+            for source, flags, date in messages:
+                staged.append((self._stage(source, date), flags))
+            added_bytes = sum(field_of(name, "S") or 0 for (_, name), _ in staged)
             with locked(self.path):
                 index = self._load()
                 self._reconcile(index, self._list())
@@ -303,12 +297,12 @@ class FolderDir:
         flags."""
         base = new_base()
         tmp = self.path / "tmp" / base
-        if isinstance(source, Path) and _link(source, tmp):
-            name = sized_name(base, os.stat(tmp).st_size, field_of(source.name, "W"))
+        if isinstance(source, Path):
+            # COPY's source: its name changes with its flags, a STORE elsewhere may rename it now.
+            name = follow_renames(source.parent.parent, source.parent.name, source.name,
+                                  lambda path: _stage_file(path, tmp))
         else:
-            data = source.read_bytes() if isinstance(source, Path) else source
-            write_synced_file(tmp, data)
-            name = sized_name(base, len(data), crlf_size(data))
+            name = _stage_data(source, tmp)
         if date is not None:
             os.utime(tmp, (date, date))
         return tmp, name
@@ -321,7 +315,7 @@ class FolderDir:
             for entry in entries:
                 sub, name = entry.sub, entry.name
                 if not (self.path / sub / name).exists():
-                    where = self.find(entry.base)
+                    where = find_message(self.path, entry.base)
                     if where is None:
                         continue
                     sub, name = where
@@ -341,7 +335,7 @@ class FolderDir:
             for entry in entries:
                 path = self.path / entry.sub / entry.name
                 if not path.exists():
-                    where = self.find(entry.base)
+                    where = find_message(self.path, entry.base)
                     path = self.path / where[0] / where[1] if where else path
                 if only_deleted and path.exists() and "T" not in letters_of(path.name):
                     continue
@@ -358,13 +352,9 @@ class FolderDir:
         return removed
 
     def read(self, entry: Entry) -> bytes:
-        try:
-            return (self.path / entry.sub / entry.name).read_bytes()
-        except FileNotFoundError:
-            where = self.find(entry.base)
-            if where is None:
-                raise StoreError("message expunged by another session") from None
-            return (self.path / where[0] / where[1]).read_bytes()
+        """The message file's content; MessageGone when another session expunged it."""
+        with open_message(self.path, entry.sub, entry.name) as message:
+            return message.read()
 
     def info(self, entry: Entry, recent: bool) -> MessageInfo:
         """The message's MessageInfo: flags from its name, internal date and size from its file."""
@@ -389,27 +379,45 @@ class FolderDir:
         if known is not None:
             return known
         try:
-            path = self.path_of(entry)
-            date = os.stat(path).st_mtime
-            size = field_of(path.name, "W")
-            if size is None:
-                size = crlf_size(path.read_bytes())
-        except (StoreError, FileNotFoundError):
+            known = follow_renames(self.path, entry.sub, entry.name, _facts_of_file)
+        except MessageGone:
             return None
-        known = self._facts[base] = (date, size)
+        self._facts[base] = known
         return known
 
     def path_of(self, entry: Entry) -> Path:
-        path = self.path / entry.sub / entry.name
-        if path.exists():
-            return path
-        where = self.find(entry.base)
-        if where is None:
-            raise StoreError("message expunged by another session")
-        return self.path / where[0] / where[1]
+        """The message file's path as it is now (it changes when its flags do); MessageGone
+        when another session expunged it."""
+        return follow_renames(self.path, entry.sub, entry.name, _existing)
 
 
 _uid_of = operator.attrgetter("uid")
+
+
+def _existing(path: Path) -> Path:
+    os.stat(path)  # FileNotFoundError when it was renamed or removed
+    return path
+
+
+def _facts_of_file(path: Path) -> tuple[float, int]:
+    """A message file's internal date (its mtime) and the size of its CRLF form."""
+    date = os.stat(path).st_mtime
+    size = field_of(path.name, "W")
+    if size is None:
+        size = crlf_size(path.read_bytes())
+    return date, size
+
+
+def _stage_file(source: Path, tmp: Path) -> str:
+    """A message file hard-linked (or copied) to tmp/; its name there without flags."""
+    if _link(source, tmp):
+        return sized_name(tmp.name, os.stat(tmp).st_size, field_of(source.name, "W"))
+    return _stage_data(source.read_bytes(), tmp)
+
+
+def _stage_data(data: bytes, tmp: Path) -> str:
+    write_synced_file(tmp, data)
+    return sized_name(tmp.name, len(data), crlf_size(data))
 
 
 def _link(source: Path, target: Path) -> bool:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 from ..durable import fsync_dir, unlink_quietly, write_new_file
+from .api import MessageGone
 from .filenames import base_of, claimed_name, crlf_size, sized_name
 from .names import from_dir
+from .uidindex import locked
+
+T = TypeVar("T")
 
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
 
@@ -135,3 +140,50 @@ def claim_new(folder: Path, name: str) -> str:
     target = claimed_name(name, crlf_size(source.read_bytes()))
     os.rename(source, folder / "cur" / target)
     return target
+
+
+# --- readers: a message whose name changes under them ------------------------------------------
+
+def find_message(folder: Path, base: str) -> tuple[str, str] | None:
+    """Where the message with this base name is now: (sub, name), or None. new/ before cur/:
+    a message a reader moves from one to the other meanwhile is still seen."""
+    for sub in ("new", "cur"):
+        with os.scandir(folder / sub) as entries:
+            for entry in entries:
+                if base_of(entry.name) == base:
+                    return sub, entry.name
+    return None
+
+
+def follow_renames(folder: Path, sub: str, name: str, use: Callable[[Path], T]) -> T:
+    """`use(path)` on a message file of `folder`, found again by its base name when it was
+    renamed meanwhile: flags live in the name, so a STORE in another session (or a reader
+    moving it from new/ to cur/) renames it under us, as Dovecot's Maildir code expects
+    (maildir_file_do). `use` raises FileNotFoundError for a name that is gone. The last look
+    is under the folder's lock, which IMAP sessions hold while they rename and expunge (and
+    which the caller must not hold), so MessageGone means the message really is gone."""
+    try:
+        return use(folder / sub / name)
+    except FileNotFoundError:
+        pass
+    base = base_of(name)
+    where = find_message(folder, base)
+    if where is not None:
+        try:
+            return use(folder / where[0] / where[1])
+        except FileNotFoundError:
+            pass  # renamed once more since; or readdir missed it while it was being renamed
+    with locked(folder):
+        where = find_message(folder, base)
+        if where is None:
+            raise MessageGone("message expunged by another session")
+        return use(folder / where[0] / where[1])
+
+
+def open_message(folder: Path, sub: str, name: str) -> BinaryIO:
+    """A message file open for reading, wherever renames took it (see follow_renames)."""
+    return follow_renames(folder, sub, name, _open_binary)
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return open(path, "rb")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .api import MaildropBusy
+from .api import MaildropBusy, MessageGone
 from .filenames import arrival_order, base_of, crlf_size, field_of
-from .maildir import claim_new, ensure_maildir, mailbox_path
+from .maildir import claim_new, ensure_maildir, follow_renames, mailbox_path, open_message
 
 # Beside new/ cur/ tmp/; Maildir readers ignore other files at the top.
 LOCK_NAME = "mailforge-pop3.lock"
@@ -76,13 +76,9 @@ class MaildirMaildrop:
         return cls(maildir, fd, messages)
 
     def open_message(self, index: int) -> BinaryIO:
-        """A message of the snapshot as stored (LF line ends), open for reading."""
-        message = self.messages[index]
-        try:
-            return open(self.maildir / "cur" / message.name, "rb")
-        except FileNotFoundError:
-            # Another reader renamed it since (flags changed): same base, new suffix.
-            return open(self.maildir / "cur" / _find(self.maildir, message.uid), "rb")
+        """A message of the snapshot as stored (LF line ends), open for reading; an IMAP session
+        may have renamed it meanwhile (flags changed), or expunged it (MessageGone)."""
+        return open_message(self.maildir, "cur", self.messages[index].name)
 
     def read_start(self, index: int, size: int) -> tuple[bytes, BinaryIO | None]:
         """A message's first `size` bytes, and the file open at that point when there is more
@@ -152,19 +148,8 @@ def _uidl(base: str) -> str:
     return hashlib.sha1(base.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _find(maildir: Path, uid: str) -> str:
-    with os.scandir(maildir / "cur") as entries:
-        for entry in entries:
-            if _uidl(base_of(entry.name)) == uid:
-                return entry.name
-    raise FileNotFoundError(uid)
-
-
 def _unlink_message(maildir: Path, message: Message) -> None:
     try:
-        os.unlink(maildir / "cur" / message.name)
-    except FileNotFoundError:
-        try:
-            os.unlink(maildir / "cur" / _find(maildir, message.uid))
-        except FileNotFoundError:
-            pass  # already removed by another reader: what QUIT asked for
+        follow_renames(maildir, "cur", message.name, os.unlink)
+    except MessageGone:
+        pass  # already removed by another reader: what QUIT asked for

@@ -12,7 +12,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from .api import DELETED, SYSTEM_FLAGS, Changes, FlagMode, FolderNotFound, MessageInfo, StoreError
+from .api import (
+    DELETED,
+    SYSTEM_FLAGS,
+    Changes,
+    FlagMode,
+    FolderNotFound,
+    MessageGone,
+    MessageInfo,
+    StoreError,
+)
 from .folderdir import MTIME_SLACK_NS, Entry, FolderDir, Listing
 from .pop3box import crlf_form
 
@@ -148,6 +157,7 @@ class SelectedFolder:
         return removed
 
     def copy(self, uids: Iterable[int], target: str) -> tuple[int, list[tuple[int, int]]]:
+        """All of the messages or none: MessageGone when one was expunged by another session."""
         entries = [self._entries[uid] for uid in sorted(set(uids)) if uid in self._entries]
         sources = [(self._dir.path_of(entry), self._info(entry)) for entry in entries]
         uidvalidity, new_uids = self._mailbox.add_copies(target, sources)
@@ -172,7 +182,7 @@ class SelectedFolder:
         try:
             return self._entries[uid]
         except KeyError:
-            raise StoreError(f"no message with UID {uid}") from None
+            raise MessageGone(f"no message with UID {uid}") from None
 
     def close(self) -> None:
         self._entries, self._infos = {}, []

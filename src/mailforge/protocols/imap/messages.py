@@ -8,7 +8,7 @@ through the store's Folder interface. Handlers run in the thread pool.
 from __future__ import annotations
 
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
-from ...store.api import SEEN, FlagMode, MessageInfo, StoreError
+from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
 from . import fetch as fetch_items
 from .command_session import CommandSession
 from .mime import UnknownEncoding
@@ -148,7 +148,7 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
                                                         flags=info.uid in seen))
         except UnknownEncoding:
             return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
-        except StoreError:
+        except MessageGone:
             vanished += 1  # expunged by another session; reported at the next chance
     if vanished:
         return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")

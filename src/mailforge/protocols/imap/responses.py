@@ -17,6 +17,7 @@ from ...store.api import (
     FolderExists,
     FolderNotFound,
     InvalidName,
+    MessageGone,
     NotPermitted,
     OverQuota,
     StoreError,
@@ -88,6 +89,7 @@ def disk_error(exc: OSError) -> Tagged:
 STORE_ERROR_CODES = (
     (FolderExists, "ALREADYEXISTS"),
     (InvalidName, "CANNOT"),
+    (MessageGone, "EXPUNGEISSUED"),  # COPY/MOVE of a message another session expunged
     (NotPermitted, "NOPERM"),
     (OverQuota, "OVERQUOTA"),
 )
@@ -126,11 +128,12 @@ def atom(arg: object) -> str:
 
 def folder_name(arg: object) -> str:
     """A mailbox argument: modified UTF-7 on the wire, the store's Unicode name here; "INBOX"
-    in any case is the inbox (RFC 3501 5.1), and a trailing separator is dropped."""
+    in any case is the inbox (RFC 3501 5.1), and a trailing separator is dropped. A valid
+    astring that is no modified UTF-7 names no folder: NO (as Dovecot answers), not BAD."""
     try:
         name = wire.decode_mailbox(astring(arg).decode("ascii"))
     except (UnicodeDecodeError, ValueError):
-        raise Bad("Mailbox name is not valid modified UTF-7") from None
+        raise InvalidName("Mailbox name is not valid modified UTF-7") from None
     if name.upper() == INBOX or name.upper().startswith(INBOX + "/"):
         name = INBOX + name[len(INBOX):]
     return name
