@@ -166,3 +166,41 @@ def test_status_names_the_rate_keeper_state_while_it_restarts(make_server):
     assert status(server)["ratekeeper"] == {"state": "restarting", "pid": None, "uptime": None,
                                              "abuse": None}
     wait_for(lambda: status(server)["ratekeeper"]["state"] == "running", 5, "never back")
+
+
+def test_reloads_under_smtps_load_drop_no_connection_in_its_handshake(make_server):
+    """Implicit TLS: a connection accepted by a worker just told to retire may still be in its
+    handshake (no session yet); the worker serves it rather than exit under it."""
+    import ssl
+    import threading
+
+    server = make_server(tls_services=True, smtps={"workers": 2})
+    server.start()
+    context = ssl.create_default_context(cafile=server.ca_file)
+    context.check_hostname = False
+    answers: list[str] = []
+    stop = threading.Event()
+
+    def keep_connecting() -> None:
+        while not stop.is_set():
+            try:
+                with smtplib.SMTP_SSL("127.0.0.1", server.smtps_port, timeout=10,
+                                      context=context) as client:
+                    answers.append(str(client.noop()[0]))
+            except (OSError, smtplib.SMTPException) as exc:
+                answers.append(repr(exc))
+
+    threads = [threading.Thread(target=keep_connecting) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for generation in range(2, 17):
+            os.kill(server.pid, signal.SIGHUP)
+            wait_for(lambda: status(server)["generation"] == generation
+                     and len(ready_workers(server, "smtps")) == 2, 10, "reload did not finish")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    bad = [answer for answer in answers if answer != "250"]
+    assert len(answers) > 50 and bad == [], (len(answers), bad[:5])

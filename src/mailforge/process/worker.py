@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -162,6 +163,9 @@ class Worker:
         self.stopping = False  # sessions are told 421 at their next command boundary
         self.retiring = False  # replaced after a reload: sessions end in their own time
         self.connections: set[Connection] = set()
+        # Every connection the listeners made, weakly: a retiring worker waits for those
+        # still in their TLS handshake, which are in no session yet.
+        self.accepted_conns: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.spool: Spool | None = None  # SMTP services only
         self._stop = asyncio.Event()
         self.meters = ServiceMeters(service)
@@ -211,7 +215,7 @@ class Worker:
     async def _listen(self, loop: asyncio.AbstractEventLoop,
                       sock: socket.socket) -> asyncio.Server | ProxiedServer:
         if self.settings.proxy_protocol:
-            return ProxiedServer(sock, functools.partial(Connection, self._start_session),
+            return ProxiedServer(sock, self._new_connection,
                                  parse_networks(self.config.server.proxy_trusted),
                                  self.context.tls_context if self.protocol.implicit_tls else None)
         if not self.protocol.implicit_tls:
@@ -220,8 +224,19 @@ class Worker:
                                         ssl=self.context.tls_context,
                                         ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
 
-    def _new_connection(self) -> Connection:
-        return Connection(self._start_session)
+    def _new_connection(self, source: tuple[str, int] | None = None) -> Connection:
+        conn = Connection(self._start_session, source)
+        self.accepted_conns.add(conn)
+        return conn
+
+    def _in_handshake(self) -> bool:
+        """Accepted connections still in their TLS handshake (implicit TLS): connected, and so
+        counted in `connections`, only once it is done. One whose handshake failed is dropped
+        by the loop and leaves the weak set; the age bound covers one a cycle keeps alive."""
+        now = time.monotonic()
+        return any(conn.transport is None and not conn.closed
+                   and now - conn.last_activity < TLS_HANDSHAKE_TIMEOUT
+                   for conn in self.accepted_conns)
 
     def _start_session(self, conn: Connection) -> Awaitable[None]:
         """Counted as ours from the moment it is connected, before its first await (the
@@ -301,7 +316,7 @@ class Worker:
         every session the grace period. Then close the rest with the protocol's goodbye."""
         goodbye = self.protocol.driver.refusals.shutdown_reply(self.config.server.hostname)
         deadline = time.monotonic() + self.config.server.grace_period
-        while self.connections and time.monotonic() < deadline:
+        while (self.connections or self._in_handshake()) and time.monotonic() < deadline:
             self.heartbeat.notify()
             if self.stopping:
                 for conn in [c for c in self.connections if c.interruptible]:

@@ -41,7 +41,7 @@ class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
                  "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
-                 "_line_start", "_line_spent", "_writable", "_source")
+                 "_line_start", "_line_spent", "_writable", "_source", "__weakref__")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]],
                  source: tuple[str, int] | None = None) -> None:
