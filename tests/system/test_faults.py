@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
+import ssl
+import threading
 import time
 import urllib.request
 
@@ -116,21 +118,16 @@ def test_a_healthy_worker_killed_twice_is_restarted_at_once_each_time(make_serve
     assert server.log().count("restarting in 0.0 s") == 3
 
 
-def test_twenty_reloads_under_load_refuse_no_new_connection(make_server):
-    """Connections accepted by a worker just told to retire are served, not told 421."""
-    import threading
-
-    server = make_server(smtp={"workers": 2})
-    server.start()
+def reloads_under_load(server, service: str, session, reloads: int) -> list[str]:
+    """`reloads` SIGHUPs, each waited for until the new generation's two workers serve, while
+    4 threads keep opening connections and running `session` on each; every outcome."""
     answers: list[str] = []
     stop = threading.Event()
 
     def keep_connecting() -> None:
         while not stop.is_set():
             try:
-                with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
-                    code, text = client.ehlo()
-                    answers.append(f"{code} {text[:40]!r}")
+                answers.append(session())
             except (OSError, smtplib.SMTPException) as exc:
                 answers.append(repr(exc))
 
@@ -138,14 +135,28 @@ def test_twenty_reloads_under_load_refuse_no_new_connection(make_server):
     for thread in threads:
         thread.start()
     try:
-        for generation in range(2, 22):
+        for generation in range(2, 2 + reloads):
             os.kill(server.pid, signal.SIGHUP)
             wait_for(lambda: status(server)["generation"] == generation
-                     and len(ready_workers(server)) == 2, 10, "reload did not finish")
+                     and len(ready_workers(server, service)) == 2, 10, "reload did not finish")
     finally:
         stop.set()
         for thread in threads:
             thread.join(15)
+    return answers
+
+
+def test_twenty_reloads_under_load_refuse_no_new_connection(make_server):
+    """Connections accepted by a worker just told to retire are served, not told 421."""
+    server = make_server(smtp={"workers": 2})
+    server.start()
+
+    def session() -> str:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+            code, text = client.ehlo()
+            return f"{code} {text[:40]!r}"
+
+    answers = reloads_under_load(server, "smtp", session, 20)
     bad = [answer for answer in answers if not answer.startswith("250 ")]
     assert len(answers) > 100 and bad == [], (len(answers), bad[:5])
 
@@ -171,36 +182,16 @@ def test_status_names_the_rate_keeper_state_while_it_restarts(make_server):
 def test_reloads_under_smtps_load_drop_no_connection_in_its_handshake(make_server):
     """Implicit TLS: a connection accepted by a worker just told to retire may still be in its
     handshake (no session yet); the worker serves it rather than exit under it."""
-    import ssl
-    import threading
-
     server = make_server(tls_services=True, smtps={"workers": 2})
     server.start()
     context = ssl.create_default_context(cafile=server.ca_file)
     context.check_hostname = False
-    answers: list[str] = []
-    stop = threading.Event()
 
-    def keep_connecting() -> None:
-        while not stop.is_set():
-            try:
-                with smtplib.SMTP_SSL("127.0.0.1", server.smtps_port, timeout=10,
-                                      context=context) as client:
-                    answers.append(str(client.noop()[0]))
-            except (OSError, smtplib.SMTPException) as exc:
-                answers.append(repr(exc))
+    def session() -> str:
+        with smtplib.SMTP_SSL("127.0.0.1", server.smtps_port, timeout=10,
+                              context=context) as client:
+            return str(client.noop()[0])
 
-    threads = [threading.Thread(target=keep_connecting) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        for generation in range(2, 17):
-            os.kill(server.pid, signal.SIGHUP)
-            wait_for(lambda: status(server)["generation"] == generation
-                     and len(ready_workers(server, "smtps")) == 2, 10, "reload did not finish")
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(15)
+    answers = reloads_under_load(server, "smtps", session, 15)
     bad = [answer for answer in answers if answer != "250"]
     assert len(answers) > 50 and bad == [], (len(answers), bad[:5])

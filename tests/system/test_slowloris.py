@@ -148,6 +148,17 @@ def test_a_body_trickled_below_the_minimum_rate_ends_the_session(make_server):
     server.wait_delivered(1)
 
 
+def imap_login(sock: socket.socket) -> typing.BinaryIO:
+    """Past the greeting and a LOGIN on a raw IMAP connection; its reader, for what follows."""
+    reader = sock.makefile("rb")
+    assert reader.readline().startswith(b"* OK")
+    sock.sendall(f'a LOGIN {USER} "{PASSWORD}"\r\n'.encode())
+    while not (line := reader.readline()).startswith(b"a "):
+        pass
+    assert line.startswith(b"a OK"), line
+    return reader
+
+
 def trickle_until_answered(sock: socket.socket, limit: float = 10) -> tuple[bytes, float]:
     """Send a byte every 0.25 s until the server says something; its words and the time taken."""
     started = time.monotonic()
@@ -170,12 +181,7 @@ def test_an_imap_literal_trickled_below_the_minimum_rate_ends_the_session(make_s
     server.start()
     workers = server.worker_pids("imap")
     with socket.create_connection(("127.0.0.1", server.imap_port), timeout=10) as sock:
-        reader = sock.makefile("rb")
-        assert reader.readline().startswith(b"* OK")
-        sock.sendall(f'a LOGIN {USER} "{PASSWORD}"\r\n'.encode())
-        while not (line := reader.readline()).startswith(b"a "):
-            pass
-        assert line.startswith(b"a OK"), line
+        reader = imap_login(sock)
         # Waiting for a command is not a transfer: only the idle timeout applies (not hit here).
         time.sleep(1.5)
         sock.sendall(b"b APPEND INBOX {100000}\r\n")
@@ -303,12 +309,7 @@ def test_an_imap_literal_at_a_fair_rate_may_outlast_the_idle_timeout(make_server
     message = b"Subject: steady\r\n\r\n" + b"z" * 19_980 + b"\r\n"
     pieces = [message[start:start + 1000] for start in range(0, len(message), 1000)]
     with socket.create_connection(("127.0.0.1", server.imap_port), timeout=10) as sock:
-        reader = sock.makefile("rb")
-        assert reader.readline().startswith(b"* OK")
-        sock.sendall(f'a LOGIN {USER} "{PASSWORD}"\r\n'.encode())
-        while not (line := reader.readline()).startswith(b"a "):
-            pass
-        assert line.startswith(b"a OK"), line
+        reader = imap_login(sock)
         started = time.monotonic()
         sock.sendall(f"b APPEND INBOX {{{len(message)}}}\r\n".encode())
         assert reader.readline().startswith(b"+")
