@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..durable import fsync_dir, replace_durably, unlink_quietly
+from ..durable import fsync_dir, unlink_quietly
 from ..errors import UsageError
 from .envelope import Envelope, EnvelopeError, decode, encode
 from .segment import SEALED_SUFFIX, SegmentError, read_records
-from .spool import ACTIVE, ENV_SUFFIX, INCOMING, MSG_SUFFIX, new_id
+from .spool import ACTIVE, ENV_SUFFIX, MSG_SUFFIX, new_id, write_entry_file
 
 REASON_SUFFIX = ".reason"
 DELIVERY_HEADERS = (b"Return-Path:", b"Delivered-To:")
@@ -119,8 +119,7 @@ class QueueAdmin:
         try:
             with self._locked(entry_id) as env:
                 env.next_attempt = 0.0
-                replace_durably(self.queue_dir / INCOMING, self.active / (entry_id + ENV_SUFFIX),
-                                encode(env))
+                write_entry_file(self.queue_dir, entry_id, ENV_SUFFIX, encode(env))
         except (BusyError, UnknownIdError):
             if quiet:  # delivered or being delivered since we listed it: nothing to flush
                 return False
@@ -213,9 +212,8 @@ class QueueAdmin:
                        prefix_size=len(prefix), delivered_to=item.recipient,
                        smtputf8=not (item.sender + item.recipient).isascii(),
                        body_8bit=not message.isascii())
-        incoming = self.queue_dir / INCOMING
-        replace_durably(incoming, self.active / (queue_id + MSG_SUFFIX), prefix + message)
-        replace_durably(incoming, self.active / (queue_id + ENV_SUFFIX), encode(env))
+        write_entry_file(self.queue_dir, queue_id, MSG_SUFFIX, prefix + message)
+        write_entry_file(self.queue_dir, queue_id, ENV_SUFFIX, encode(env))
         fsync_dir(self.active)
         os.unlink(self.badmail_dir / (badmail_id + REASON_SUFFIX))
         unlink_quietly(item.msg_path)
