@@ -1,0 +1,169 @@
+"""Dovecot's imaptest stress load against mailforge and Dovecot, side by side in one run.
+
+    python -m bench.imaptest --imaptest /tmp/imaptest/src/imaptest --secs 60 [--logout0]
+        [--users 50] [--clients 50] [--messages 200] [--workers 2] [--peers mailforge,dovecot]
+
+imaptest is Dovecot's code and stays out of the repository (bench/README.md says how to build
+it). Each peer gets the same users (bench1..benchN@bench.test) with empty mailboxes and the
+same mbox for imaptest to APPEND from; imaptest then runs its default stress profile for
+`--secs` seconds (`logout=0`: the clients stay logged in). The table shows imaptest's own
+command totals per second, its error lines (state tracking: any is a bug) and the peer's
+ops/s over mailforge's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import peers
+from bench.load import maildir_message
+
+DEFAULT_IMAPTEST = Path("/tmp/imaptest/src/imaptest")
+DOVECOT_LIBRARIES = "/usr/lib/dovecot"
+ERROR_LINE = re.compile(r"^(Error|Panic|Fatal)[:(]", re.MULTILINE)
+
+
+@dataclass
+class Outcome:
+    peer: str
+    commands: int = 0
+    seconds: float = 0.0
+    errors: list[str] | None = None
+    cpu_seconds: float = 0.0
+    failure: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.commands / self.seconds if self.seconds else 0.0
+
+
+def write_mbox(path: Path, count: int, size: int) -> None:
+    """`count` messages of `size` bytes in mbox form, each with its own Message-ID."""
+    with path.open("wb") as out:
+        for serial in range(count):
+            out.write(b"From bench@bench.test Wed Nov 25 12:00:00 2026\n")
+            out.write(maildir_message(serial, size))
+            out.write(b"\n")
+
+
+def totals(output: str) -> int:
+    """The sum of imaptest's "Totals:" row (commands of every kind over the run)."""
+    _, _, tail = output.rpartition("Totals:")
+    numbers = []
+    for line in tail.splitlines():
+        fields = line.split()
+        if fields and all(field.isdigit() for field in fields):
+            numbers = [int(field) for field in fields]
+            break
+    return sum(numbers)
+
+
+def stress(imaptest: Path, target: peers.Target, opts: argparse.Namespace, mbox: Path) -> Outcome:
+    user = target.users[0].replace("bench1@", "bench%d@")
+    argv = [str(imaptest), f"host={target.host}", f"port={target.port}", f"user={user}",
+            f"pass={target.password}", f"users={opts.users}", f"clients={opts.clients}",
+            f"secs={opts.secs}", f"mbox={mbox}"]
+    if opts.logout0:
+        argv.append("logout=0")
+    env = dict(os.environ, LD_LIBRARY_PATH=DOVECOT_LIBRARIES)
+    cpu_before = peers.tree_cpu_seconds(target.pid)
+    run = subprocess.run(argv, capture_output=True, text=True, errors="replace", env=env,
+                         timeout=opts.secs + 120)
+    outcome = Outcome(target.name, totals(run.stdout), float(opts.secs),
+                      [line for line in (run.stdout + run.stderr).splitlines()
+                       if ERROR_LINE.match(line)],
+                      peers.tree_cpu_seconds(target.pid) - cpu_before)
+    if opts.verbose:
+        print(run.stdout[-3000:], file=sys.stderr)
+    return outcome
+
+
+def run_peer(name: str, opts: argparse.Namespace, mbox: Path) -> Outcome:
+    users = tuple(f"bench{n}@{peers.BENCH_DOMAIN}" for n in range(1, opts.users + 1))
+    starter: AbstractContextManager[peers.Target]
+    if name == "mailforge":
+        starter = peers.run_mailforge(workers=opts.workers, service="imap", users=users)
+    elif name == "dovecot":
+        starter = peers.run_dovecot(peers.anchors_dir(opts.anchors), opts.users, (),
+                                    service="imap")
+    else:
+        raise SystemExit(f"unknown peer {name!r}")
+    try:
+        with starter as target:
+            return stress(Path(opts.imaptest), target, opts, mbox)
+    except (peers.PeerUnavailable, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return Outcome(name, failure=f"{exc.__class__.__name__}: {exc}")
+
+
+def report(outcomes: list[Outcome], opts: argparse.Namespace) -> None:
+    base = next((o.rate for o in outcomes if o.peer == "mailforge" and o.rate), None)
+    profile = "logout=0" if opts.logout0 else "default profile (LOGOUT and LOGIN again)"
+    table = Table(title=f"imaptest stress, {opts.users} users, {opts.clients} clients, "
+                        f"{opts.secs} s, {profile}; mailforge IMAP workers {opts.workers}")
+    for column in ("peer", "commands", "ops/s", "error lines", "server CPU ms/op",
+                   "× mailforge"):
+        table.add_column(column, justify="left" if column == "peer" else "right")
+    for o in outcomes:
+        if o.failure:
+            table.add_row(o.peer, "-", "-", "-", "-", "-")
+            continue
+        table.add_row(o.peer, f"{o.commands:,}", f"{o.rate:,.0f}", str(len(o.errors or [])),
+                      f"{1000 * o.cpu_seconds / o.commands:.2f}" if o.commands else "-",
+                      f"{o.rate / base:.2f}" if base else "-")
+    console = Console()
+    console.print(table)
+    for o in outcomes:
+        if o.failure:
+            console.print(f"{o.peer}: failed: {o.failure}")
+        for line in (o.errors or [])[:10]:
+            console.print(f"{o.peer}: {line}", markup=False)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.imaptest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--imaptest", default=str(DEFAULT_IMAPTEST),
+                        help="the imaptest binary (default %(default)s)")
+    parser.add_argument("--secs", type=int, default=60, help="seconds of load per peer")
+    parser.add_argument("--logout0", action="store_true",
+                        help="logout=0: clients stay logged in (no LOGIN in the loop)")
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=200, help="messages in the mbox")
+    parser.add_argument("--size", type=int, default=2048, help="bytes per message")
+    parser.add_argument("--workers", type=int, default=2, help="mailforge IMAP workers")
+    parser.add_argument("--peers", default="mailforge,dovecot")
+    parser.add_argument("--anchors", default=None)
+    parser.add_argument("--verbose", action="store_true", help="show imaptest's output")
+    opts = parser.parse_args(argv)
+    if not Path(opts.imaptest).exists():
+        parser.error(f"no imaptest at {opts.imaptest} (bench/README.md says how to build it)")
+    if opts.users > peers.DOVECOT_USERS:
+        parser.error(f"at most {peers.DOVECOT_USERS} users (the Dovecot anchor's)")
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    peers.raise_nofile(4 * opts.clients + 256)
+    with tempfile.TemporaryDirectory(prefix="imaptest-bench-") as tmp:
+        mbox = Path(tmp) / "bench.mbox"
+        write_mbox(mbox, opts.messages, opts.size)
+        outcomes = [run_peer(name, opts, mbox) for name in opts.peers.split(",")]
+    report(outcomes, opts)
+    return 0 if all(not o.failure for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
