@@ -31,6 +31,9 @@ from tests.system.test_load import assert_all_delivered
 from .conftest import SECONDS, SEED
 
 KILL_INTERVAL = (0.2, 0.5)  # seconds between two kills, drawn uniformly
+# The kill storm: 20,000 messages from 20 clients (as many as SECONDS allows), and the whole
+# tree killed and started again this many times during it.
+CLIENTS, MESSAGES, TREE_KILLS = 20, 20_000, 4
 SETTLE = 15.0  # for the slots to be filled again, the queue to drain: far more than either takes
 DRAIN = 120.0
 # Full-disk cycles: the disk is kept full this long, then free this long.
@@ -136,13 +139,16 @@ def restarts(text: str) -> int:
 
 
 class Killer(threading.Thread):
-    """SIGKILLs a random ready SMTP or delivery worker every 0.2-0.5 s until `stop`; each
-    victim is a child of this test's supervisor, and no pid is killed twice."""
+    """SIGKILLs a random ready SMTP worker, delivery worker or the rate-keeper every 0.2-0.5 s
+    until `stop`; each victim is a child of this test's supervisor, and no pid is killed twice.
+    Holding `paused` keeps it from killing (while the whole tree is killed and started again)."""
 
     def __init__(self, server, rng, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.server, self.rng, self.stop = server, rng, stop
+        self.paused = threading.Lock()
         self.kills: Counter = Counter()
+        self.since_start = 0  # kills since the supervisor last started: its restart count
         self.killed: set[int] = set()
         self.error: BaseException | None = None
 
@@ -151,14 +157,15 @@ class Killer(threading.Thread):
             for _ in range(int(SECONDS / KILL_INTERVAL[0]) + 1):
                 if self.stop.wait(self.rng.uniform(*KILL_INTERVAL)):
                     return
-                self.kill_one()
+                with self.paused:
+                    self.kill_one()
         except BaseException as exc:  # noqa: BLE001  (reported by the test)
             self.error = exc
 
     def kill_one(self) -> None:
         try:
             answer = status(self.server)
-        except (OSError, ValueError):
+        except (OSError, ValueError, AssertionError):
             return  # the supervisor is busy restarting: next time
         workers = [("smtp", w) for w in answer["services"]["smtp"]["workers"]]
         workers += [("delivery", w) for w in answer["delivery"]]
@@ -166,6 +173,9 @@ class Killer(threading.Thread):
         victims = [(kind, w["pid"]) for kind, w in workers
                    if w["ready"] and not w["retiring"] and w["pid"] in children
                    and w["pid"] not in self.killed]
+        rk = answer["ratekeeper"]
+        if rk["state"] == "running" and rk["pid"] in children and rk["pid"] not in self.killed:
+            victims.append(("ratekeeper", rk["pid"]))
         if not victims:
             return
         kind, pid = self.rng.choice(victims)
@@ -175,11 +185,23 @@ class Killer(threading.Thread):
             return
         self.killed.add(pid)
         self.kills[kind] += 1
+        self.since_start += 1
+
+    def kill_tree(self, slots: dict[str, int]) -> None:
+        """kill -9 of the supervisor and all its children at once, then a new start."""
+        with self.paused:
+            self.server.kill_tree()
+            self.kills["tree"] += 1
+            self.server.start()
+            self.since_start = 0
+            settle(lambda: live_slots(self.server, slots), SETTLE,
+                   lambda: f"workers never ready after a tree kill:\n{self.server.log()[-3000:]}")
 
 
 def test_kill_storm(make_server, rng):
-    """Six clients (five messages a connection) while a protocol or delivery worker is killed
-    every 0.2-0.5 s; then the slots fill again, the queue drains, nothing is lost or doubled."""
+    """CLIENTS clients (five messages a connection) while a protocol worker, a delivery worker
+    or the rate-keeper is killed every 0.2-0.5 s, and the whole tree TREE_KILLS times (then
+    started again); then the slots fill again, the queue drains, nothing is lost or doubled."""
     port = free_port()
     server = make_server(smtp={"workers": 2}, delivery={"workers": 2},
                          metrics={"listen": f"127.0.0.1:{port}"})
@@ -188,12 +210,15 @@ def test_kill_storm(make_server, rng):
     settle(lambda: live_slots(server, slots), SETTLE, lambda: "workers never ready")
     children = len(server.children())
     stop_load, stop_kills = threading.Event(), threading.Event()
-    result, clients = run_load(server.port, clients=6, messages=int(SECONDS * 300) + 100,
+    result, clients = run_load(server.port, clients=CLIENTS, messages=MESSAGES // CLIENTS,
                                timeout=SECONDS + 60, per_connection=5, stop=stop_load)
     killer = Killer(server, rng, stop_kills)
     killer.start()
     try:
-        trouble_ended(server, SECONDS)
+        for _ in range(TREE_KILLS):
+            trouble_ended(server, SECONDS / (TREE_KILLS + 1))
+            killer.kill_tree(slots)
+        trouble_ended(server, SECONDS / (TREE_KILLS + 1))
     finally:
         stop_kills.set()
         killer.join(10)
@@ -204,6 +229,7 @@ def test_kill_storm(make_server, rng):
     print(summary)
     assert killer.error is None, f"the killer failed: {killer.error!r}"
     assert sum(killer.kills.values()) >= SECONDS / 2, f"too few kills: {summary}"
+    assert killer.kills["tree"] == TREE_KILLS, summary
     assert result.accepted, f"nothing accepted: {summary}"
     settle(lambda: live_slots(server, slots), SETTLE,
            lambda: f"a slot stayed empty ({summary}):\n{server.log()[-3000:]}")
@@ -211,7 +237,7 @@ def test_kill_storm(make_server, rng):
     drain(server, accepted)
     assert server.proc.poll() is None, f"the supervisor died: {summary}"
     assert len(server.children()) == children, f"children: {server.children()} ({summary})"
-    assert restarts(scrape(port)) == sum(killer.kills.values()), \
+    assert restarts(scrape(port)) == killer.since_start, \
         f"restarts other than the kills: {summary}\n{server.log()[-3000:]}"
     # A SIGKILLed process writes nothing: a traceback here is a survivor's.
     assert tracebacks(server.log()) == [], f"{summary}\n{server.log()[-6000:]}"
