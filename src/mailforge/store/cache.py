@@ -156,19 +156,22 @@ class SummaryCache:
         if len(self._spans) <= self._check_at:
             return
         alive = set(live())
+        records = len(self._spans)
         if len(self._spans.keys() - alive) > max(COMPACT_MIN_DEAD, len(alive)):
-            self._compact(alive)
-        self._check_at = min(len(self._spans), len(alive)) + max(COMPACT_MIN_DEAD, len(alive))
+            records = self._compact(alive)
+        # Looked at again only after as many records more as there are live messages, so
+        # that building `alive` costs little per record.
+        self._check_at = records + max(COMPACT_MIN_DEAD, len(alive))
 
-    def _compact(self, alive: set[str]) -> None:
+    def _compact(self, alive: set[str]) -> int:
         """Rewrite the file with the first valid record of each live base, as it is now (other
-        sessions may have appended). Records appended to the old file after it was read are
-        lost: they are written again when next needed."""
+        sessions may have appended); how many records it keeps. Records appended to the old
+        file after it was read are lost: they are written again when next needed."""
         with locked(self.folder):
             try:
                 data = self.path.read_bytes()
             except FileNotFoundError:
-                return
+                return 0
             kept: dict[str, bytes] = {}
             for base, offset, length in scan_records(data, self._magic)[0]:
                 if base in alive and base not in kept:
@@ -176,6 +179,7 @@ class SummaryCache:
             write_atomically(self.path, b"".join(kept.values()), durable=False)
         log.debug("summary cache of %s compacted: %d records kept", self.folder, len(kept))
         self.close()
+        return len(kept)
 
     def _given_up(self, exc: OSError) -> None:
         """The cache could not be read or written (the folder deleted, a full disk…): it is
