@@ -84,7 +84,7 @@ class MaildirMailbox:
     def __init__(self, store_dir: Path, address: str, limits: Limits = NO_LIMITS,
                  public: PublicAccess | None = None, summarizer: Summarizer | None = None) -> None:
         self.address = address
-        self.summarizer = summarizer
+        self._summarizer = summarizer
         self.root = mailbox_path(store_dir, address)
         self.public = public
         self.usage = MaildirSize(self.root, limits)
@@ -265,9 +265,9 @@ class MaildirMailbox:
         messages do not count against the account's quota)."""
         folder = self._dirs.get(path)
         if folder is None:
-            folder = (FolderDir(path, public_root, summarizer=self.summarizer)
+            folder = (FolderDir(path, public_root, summarizer=self._summarizer)
                       if public_root is not None
-                      else FolderDir(path, self.root, self.usage.record, self.summarizer))
+                      else FolderDir(path, self.root, self.usage.record, self._summarizer))
             self._dirs[path] = folder
         return folder
 
