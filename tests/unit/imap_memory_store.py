@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mailforge.protocols.imap.summary import SUMMARIZER
 from mailforge.store.api import (
     INBOX,
     SEEN,
@@ -17,6 +18,7 @@ from mailforge.store.api import (
     FolderNotFound,
     FolderStatus,
     MessageInfo,
+    MessageSummary,
     Quota,
 )
 
@@ -30,6 +32,9 @@ class MemoryMailbox:
         self.data: dict[str, dict[int, tuple[MessageInfo, bytes]]] = {INBOX: {}}
         self.uidnext: dict[str, int] = {INBOX: 1}
         self.subscribed: set[str] = {INBOX}
+        # (folder, uid) → summary of the messages read so far, as the Maildir store keeps them.
+        self.summaries: dict[tuple[str, int], MessageSummary | None] = {}
+        self.reads = 0  # messages read: tests check that cached answers read none
 
     def folders(self) -> list[FolderInfo]:
         names = sorted(self.data, key=lambda n: (n != INBOX, n))
@@ -116,7 +121,13 @@ class MemoryFolder:
                        tuple(info for info in now if info.uid in before and before[info.uid] != info))
 
     def read(self, uid: int) -> bytes:
-        return self.mailbox.data[self.name][uid][1]
+        data = self.mailbox.data[self.name][uid][1]
+        self.mailbox.reads += 1
+        self.mailbox.summaries[self.name, uid] = SUMMARIZER.summarize(data)
+        return data
+
+    def summary(self, uid: int) -> MessageSummary | None:
+        return self.mailbox.summaries.get((self.name, uid))
 
     def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode) -> list[MessageInfo]:
         messages, flags, changed = self.mailbox.data[self.name], frozenset(flags), []

@@ -41,6 +41,7 @@ from ..protocols.connection.proxied import ProxiedServer
 from ..protocols.connection.record import ServiceMeters
 from ..protocols.connection.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from ..protocols.imap.state import IMAPSettings
+from ..protocols.imap.summary import SUMMARIZER
 from ..protocols.pop3 import POP3Settings
 from ..protocols.smtp import SMTPSettings
 from ..queue.spool import Spool
@@ -107,7 +108,8 @@ def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.I
     settings = IMAPSettings(config.server.hostname, tls_available=tls_context is not None,
                             allow_plaintext_auth=config.server.allow_plaintext_auth,
                             max_append=config.limits.max_message_size)
-    mailbox = functools.partial(open_mailbox, config.store_dir, worker.accounts.mailbox_settings)
+    mailbox = functools.partial(open_mailbox, config.store_dir, worker.accounts.mailbox_settings,
+                                summarizer=SUMMARIZER)
     return imapd.IMAPContext(settings=settings, accounts=worker.accounts.credentials,
                              open_mailbox=mailbox, ratekeeper=worker.ratekeeper,
                              max_sessions_per_user=config.limits.max_sessions_per_user,

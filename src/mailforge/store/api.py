@@ -72,6 +72,28 @@ class MessageInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """What FETCH and SEARCH need of a message without its body, kept in the folder's summary
+    cache (store/cache.py) so that asking for it again opens no message file."""
+
+    header: bytes          # the header block in CRLF form, its blank line included
+    envelope: bytes        # ENVELOPE's parenthesised value, as FETCH sends it
+    body: bytes            # BODY (no section): the basic body structure
+    bodystructure: bytes   # BODYSTRUCTURE, with the extension data
+
+
+class Summarizer(Protocol):
+    """Builds a message's summary from its CRLF bytes (None: not worth keeping). The store
+    cannot render IMAP's structures itself, so the IMAP side hands it one of these."""
+
+    # Which rendering the summaries come from: cached ones of another version are ignored,
+    # so a fix in how BODYSTRUCTURE is rendered never meets stale copies.
+    version: int
+
+    def summarize(self, data: bytes) -> MessageSummary | None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class FolderInfo:
     name: str
     # \HasChildren \HasNoChildren \Noselect \NonExistent, and the special-use attribute
@@ -146,7 +168,13 @@ class Folder(Protocol):
         ...
 
     def read(self, uid: int) -> bytes:
-        """The whole message in CRLF form; FolderNotFound-free, StoreError if it vanished."""
+        """The whole message in CRLF form; FolderNotFound-free, StoreError if it vanished.
+        Its summary is kept as a side effect, for `summary` to answer next time."""
+        ...
+
+    def summary(self, uid: int) -> MessageSummary | None:
+        """The message's cached summary, read without opening the message; None when it is
+        not cached yet (then `read` the message). MessageGone if it left the view."""
         ...
 
     def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode) -> list[MessageInfo]:

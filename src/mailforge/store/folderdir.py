@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..durable import fsync_dir, unlink_quietly, write_synced_file
-from .api import MessageGone, MessageInfo
+from .api import MessageGone, MessageInfo, Summarizer
+from .cache import SummaryCache
 from .filenames import (
     arrival_order,
     base_of,
@@ -74,11 +75,13 @@ class Listing:
 
 
 class FolderDir:
-    def __init__(self, path: Path, root: Path, usage: UsageHook | None = None) -> None:
+    def __init__(self, path: Path, root: Path, usage: UsageHook | None = None,
+                 summarizer: Summarizer | None = None) -> None:
         self.path = path
         self.root = root  # the tree's root, where UIDVALIDITY values are handed out
         self.keywords = Keywords(path)
         self.usage = usage
+        self.summaries = SummaryCache(path, summarizer)
         self._index: UidIndex | None = None
         self._index_stamp: tuple[int, int, int] | None = None
         # Base name -> (internal date, CRLF size): neither changes while the message exists,

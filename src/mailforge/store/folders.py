@@ -36,6 +36,7 @@ from .api import (
     NotPermitted,
     OverQuota,
     Quota,
+    Summarizer,
 )
 from .filenames import field_of, letters_of
 from .folderdir import FolderDir
@@ -66,21 +67,24 @@ class _Place:
     public: bool
 
 
-def open_mailbox(store_dir: Path, accounts: StoreSettingsSource, address: str) -> MaildirMailbox:
-    """The Mailbox of a canonical address, with its quota and its domain's public folders."""
+def open_mailbox(store_dir: Path, accounts: StoreSettingsSource, address: str,
+                 summarizer: Summarizer | None = None) -> MaildirMailbox:
+    """The Mailbox of a canonical address, with its quota and its domain's public folders;
+    with a `summarizer`, its folders keep message summaries (store/cache.py)."""
     settings = accounts.store_settings(address)
     public = None
     if settings.public_folders:
         public = PublicAccess(public_path(store_dir, address.rpartition("@")[2]),
                               settings.public_writer)
     return MaildirMailbox(store_dir, address,
-                          Limits(settings.quota_bytes, settings.quota_messages), public)
+                          Limits(settings.quota_bytes, settings.quota_messages), public, summarizer)
 
 
 class MaildirMailbox:
     def __init__(self, store_dir: Path, address: str, limits: Limits = NO_LIMITS,
-                 public: PublicAccess | None = None) -> None:
+                 public: PublicAccess | None = None, summarizer: Summarizer | None = None) -> None:
         self.address = address
+        self._summarizer = summarizer
         self.root = mailbox_path(store_dir, address)
         self.public = public
         self.usage = MaildirSize(self.root, limits)
@@ -135,6 +139,7 @@ class MaildirMailbox:
         if not place.folder.exists():
             raise FolderNotFound(f"no folder {place.name}")
         path = place.folder.path
+        place.folder.summaries.close()
         doomed = path.with_name(DELETING_PREFIX + secrets.token_hex(8))
         os.rename(path, doomed)
         fsync_dir(path.parent)
@@ -236,7 +241,8 @@ class MaildirMailbox:
         self._require_writable(self._locate(name))
 
     def close(self) -> None:
-        pass
+        for folder in self._dirs.values():
+            folder.summaries.close()
 
     # -- names to places
 
@@ -259,8 +265,9 @@ class MaildirMailbox:
         messages do not count against the account's quota)."""
         folder = self._dirs.get(path)
         if folder is None:
-            folder = (FolderDir(path, public_root) if public_root is not None
-                      else FolderDir(path, self.root, self.usage.record))
+            folder = (FolderDir(path, public_root, summarizer=self._summarizer)
+                      if public_root is not None
+                      else FolderDir(path, self.root, self.usage.record, self._summarizer))
             self._dirs[path] = folder
         return folder
 

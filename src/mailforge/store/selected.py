@@ -20,6 +20,7 @@ from .api import (
     FolderNotFound,
     MessageGone,
     MessageInfo,
+    MessageSummary,
     StoreError,
 )
 from .folderdir import MTIME_SLACK_NS, Entry, FolderDir, Listing
@@ -110,7 +111,14 @@ class SelectedFolder:
     # -- reading and changing
 
     def read(self, uid: int) -> bytes:
-        return crlf_form(self._dir.read(self._entry(uid)))
+        entry = self._entry(uid)
+        data = crlf_form(self._dir.read(entry))
+        self._dir.summaries.learn(entry.base, data,
+                                  lambda: {known.base for known in self._entries.values()})
+        return data
+
+    def summary(self, uid: int) -> MessageSummary | None:
+        return self._dir.summaries.get(self._entry(uid).base)
 
     def set_flags(self, uids: Iterable[int], flags: Iterable[str],
                   mode: FlagMode) -> list[MessageInfo]:

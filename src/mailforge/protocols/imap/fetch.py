@@ -2,8 +2,10 @@
 
 The machine asks `needs_message` whether the store must read the message at all (FLAGS, UID,
 INTERNALDATE and RFC822.SIZE come from MessageInfo alone) and `sets_seen` whether to set \\Seen
-before answering; it then passes the message's CRLF bytes to `fetch_response`. A BINARY of a
-part in an encoding we cannot undo raises `mime.UnknownEncoding` (NO [UNKNOWN-CTE]).
+before answering; it then passes the message's CRLF bytes to `fetch_response`, or only its
+cached summary when `answerable_from_summary` says that is enough (ENVELOPE, BODY,
+BODYSTRUCTURE and the message's header sections). A BINARY of a part in an encoding we cannot
+undo raises `mime.UnknownEncoding` (NO [UNKNOWN-CTE]).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 from collections.abc import Callable, Sequence
 
 from mailforge.speedups import FetchAttribute
-from mailforge.store.api import MessageInfo
+from mailforge.store.api import MessageInfo, MessageSummary
 
 from .bodystructure import body_structure
 from .envelope import envelope
@@ -21,10 +23,25 @@ from .wire import NIL, astring, flag_list, format_date_time, literal
 
 # Items answered from MessageInfo; everything else needs the message's bytes.
 _INFO_ONLY = frozenset(("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"))
+# Items answered from MessageInfo and a MessageSummary (BODY has its own rule).
+_SUMMARY_ONLY = _INFO_ONLY | {"ENVELOPE", "BODYSTRUCTURE", "RFC822.HEADER"}
+# Sections of the message's own header: the summary's header block holds all they need.
+_HEADER_SECTIONS = frozenset(("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"))
 
 
 def needs_message(items: Sequence[FetchAttribute]) -> bool:
     return any(item.name not in _INFO_ONLY for item in items)
+
+
+def answerable_from_summary(items: Sequence[FetchAttribute]) -> bool:
+    """Whether the message's summary is enough for every item: none needs its body."""
+    return all(_summary_answers(item) for item in items)
+
+
+def _summary_answers(item: FetchAttribute) -> bool:
+    if item.name == "BODY":
+        return item.section is None or item.section.upper() in _HEADER_SECTIONS
+    return item.name in _SUMMARY_ONLY
 
 
 def sets_seen(items: Sequence[FetchAttribute]) -> bool:
@@ -36,24 +53,37 @@ def sets_seen(items: Sequence[FetchAttribute]) -> bool:
 
 
 class _Message(ParsedOnDemand):
-    """The message's bytes and, parsed once and only when an item needs it, its structure."""
+    """The message's bytes and, parsed once and only when an item needs it, its structure; or
+    its summary, and then `data` is its header block alone (all that `top` is asked for)."""
 
-    __slots__ = ("data", "info")
+    __slots__ = ("data", "info", "summary")
 
-    def __init__(self, info: MessageInfo, data: bytes | None) -> None:
+    def __init__(self, info: MessageInfo, data: bytes | None,
+                 summary: MessageSummary | None) -> None:
         super().__init__()
         self.info = info
-        self.data = data if data is not None else b""
+        self.summary = summary
+        self.data = summary.header if summary is not None else data if data is not None else b""
+
+    def envelope(self) -> bytes:
+        return self.summary.envelope if self.summary is not None else envelope(self.top.header)
+
+    def body_structure(self, extended: bool) -> bytes:
+        if self.summary is None:
+            return body_structure(self.root, extended)
+        return self.summary.bodystructure if extended else self.summary.body
 
 
 def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttribute],
-                   message: bytes | None = None, *, uid: bool = False,
-                   flags: bool = False) -> bytes:
-    """`* n FETCH (...)` CRLF. `uid`: add UID when not asked for (UID FETCH); `flags`: add FLAGS
-    when not asked for (the FETCH just set \\Seen, RFC 3501 6.4.5)."""
-    if message is None and needs_message(items):
+                   message: bytes | None = None, *, summary: MessageSummary | None = None,
+                   uid: bool = False, flags: bool = False) -> bytes:
+    """`* n FETCH (...)` CRLF, from the message's bytes or, when the items allow, its summary.
+    `uid`: add UID when not asked for (UID FETCH); `flags`: add FLAGS when not asked for (the
+    FETCH just set \\Seen, RFC 3501 6.4.5)."""
+    if message is None and needs_message(items) and not (
+            summary is not None and answerable_from_summary(items)):
         raise ValueError("these FETCH items need the message")
-    context = _Message(info, message)
+    context = _Message(info, message, summary if message is None else None)
     out = [_ITEMS[item.name](item, context) for item in items]
     if uid or flags:
         names = {item.name for item in items}
@@ -83,11 +113,11 @@ _SIMPLE: dict[str, Callable[[_Message], bytes]] = {
     "UID": _uid,
     "INTERNALDATE": lambda m: b"INTERNALDATE " + format_date_time(m.info.internal_date),
     "RFC822.SIZE": lambda m: b"RFC822.SIZE %d" % m.info.size,
-    "ENVELOPE": lambda m: b"ENVELOPE " + envelope(m.top.header),
+    "ENVELOPE": lambda m: b"ENVELOPE " + m.envelope(),
     "RFC822": lambda m: b"RFC822 " + literal(m.data),
     "RFC822.HEADER": lambda m: b"RFC822.HEADER " + literal(m.top.mime_header()),
     "RFC822.TEXT": lambda m: b"RFC822.TEXT " + literal(m.top.body()),
-    "BODYSTRUCTURE": lambda m: b"BODYSTRUCTURE " + body_structure(m.root, extended=True),
+    "BODYSTRUCTURE": lambda m: b"BODYSTRUCTURE " + m.body_structure(extended=True),
 }
 
 
@@ -97,7 +127,7 @@ def _simple(item: FetchAttribute, message: _Message) -> bytes:
 
 def _body(item: FetchAttribute, message: _Message) -> bytes:
     if item.section is None:
-        return b"BODY " + body_structure(message.root, extended=False)
+        return b"BODY " + message.body_structure(extended=False)
     label = item.section
     if item.fields:
         label += " (" + " ".join(astring(name).decode("ascii") for name in item.fields) + ")"

@@ -7,8 +7,10 @@ through the store's Folder interface. Handlers run in the thread pool.
 
 from __future__ import annotations
 
+import functools
+
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
-from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
+from ...store.api import SEEN, FlagMode, Folder, MessageGone, MessageInfo
 from . import fetch as fetch_items
 from .command_session import CommandSession
 from .mime import UnknownEncoding
@@ -108,13 +110,25 @@ def _search(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     except (ParseError, ValueError) as exc:
         raise Bad(f"Invalid search: {exc}") from None
     view = selected.messages()
+    load = None
+    if query.needs_body:
+        load = selected.folder.read
+    elif query.needs_message:
+        load = functools.partial(_header_block, selected.folder)
     try:
-        found = query.run(view, selected.folder.read if query.needs_message else None)
+        found = query.run(view, load)
     except UnknownEncoding:
         return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
     numbers = [view[seq - 1].uid for seq in found] if by_uid else found
     session.untagged(b"* SEARCH%s\r\n" % b"".join(b" %d" % n for n in numbers))
     return ok("SEARCH completed")
+
+
+def _header_block(folder: Folder, uid: int) -> bytes:
+    """All a SEARCH of header keys needs of a message: its cached header block when there is
+    one (search parses the header alone either way), else the whole message."""
+    summary = folder.summary(uid)
+    return summary.header if summary is not None else folder.read(uid)
 
 
 # --- FETCH -------------------------------------------------------------------------------------
@@ -140,12 +154,14 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     for line in selected.keyword_news(info for _, info in targets if info.uid in seen):
         session.untagged(line)
     needs_message = fetch_items.needs_message(items)
+    from_summary = needs_message and fetch_items.answerable_from_summary(items)
     vanished = 0
     for seq, info in targets:
         try:
-            data = selected.folder.read(info.uid) if needs_message else None
-            session.untagged(fetch_items.fetch_response(seq, info, items, data, uid=by_uid,
-                                                        flags=info.uid in seen))
+            summary = selected.folder.summary(info.uid) if from_summary else None
+            data = selected.folder.read(info.uid) if needs_message and summary is None else None
+            session.untagged(fetch_items.fetch_response(seq, info, items, data, summary=summary,
+                                                        uid=by_uid, flags=info.uid in seen))
         except UnknownEncoding:
             return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
         except MessageGone:

@@ -2,7 +2,8 @@
 
 Flag, size, date, sequence and UID keys read only MessageInfo; the message itself is loaded
 (once) only when a key needs its header or text, and `Query.needs_message` tells the driver
-whether the search must run in the thread pool at all. String keys match case-insensitively
+whether the search must run in the thread pool at all; `Query.needs_body` whether the header
+block alone (which the store may have cached) would do. String keys match case-insensitively
 on RFC 2047-decoded header values and on the decoded text of the message's text parts.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import enum
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -105,10 +107,18 @@ Matcher = Callable[[_Message], bool]
 Tokens = Iterator[object]
 
 
+class Needs(enum.IntEnum):
+    """What a key reads of a message, cheapest first (AND and OR try the cheaper side first)."""
+
+    INFO = 0    # MessageInfo alone
+    HEADER = 1  # the message's own header block
+    BODY = 2    # the whole message
+
+
 @dataclass(frozen=True, slots=True)
 class _Node:
     match: Matcher
-    reads: bool  # needs the message's bytes
+    needs: Needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +127,13 @@ class Query:
 
     @property
     def needs_message(self) -> bool:
-        return self.root.reads
+        return self.root.needs > Needs.INFO
+
+    @property
+    def needs_body(self) -> bool:
+        """False when the message's header block is all `load` need give (it is parsed alone,
+        so the answer is the same as from the whole message)."""
+        return self.root.needs is Needs.BODY
 
     def run(self, messages: Sequence[MessageInfo],
             load: Callable[[int], bytes] | None = None) -> list[int]:
@@ -180,7 +196,7 @@ class _Parser:
             return handler(self, stream, depth)
         if token[:1].isdigit() or token[:1] == "*":
             ranges = _sequence_set(token)
-            return _Node(lambda m: _in_set(ranges, m.sequence, m.count), False)
+            return _Node(lambda m: _in_set(ranges, m.sequence, m.count), Needs.INFO)
         raise ImapSyntaxError(f"unknown search key {token[:40]}")
 
     def next(self, stream: Tokens) -> object:
@@ -245,16 +261,17 @@ def _and(nodes: list[_Node]) -> _Node:
     if len(nodes) == 1:
         return nodes[0]
     # The cheap keys first, so a message they rule out is never read.
-    ordered = sorted(nodes, key=lambda node: node.reads)
+    ordered = sorted(nodes, key=lambda node: node.needs)
     matchers = [node.match for node in ordered]
-    return _Node(lambda m: all(match(m) for match in matchers), any(n.reads for n in nodes))
+    return _Node(lambda m: all(match(m) for match in matchers), max(n.needs for n in nodes))
 
 
 # --- the keys ---------------------------------------------------------------------------------
 
 
 def _flag(flag: str, present: bool) -> KeyBuilder:
-    return lambda parser, stream, depth: _Node(lambda m: (flag in m.info.flags) is present, False)
+    return lambda parser, stream, depth: _Node(lambda m: (flag in m.info.flags) is present,
+                                               Needs.INFO)
 
 
 def _keyword(present: bool) -> KeyBuilder:
@@ -263,14 +280,15 @@ def _keyword(present: bool) -> KeyBuilder:
         if not isinstance(flag, str):
             raise ImapSyntaxError("keyword expected")
         lowered = flag.lower()
-        return _Node(lambda m: any(f.lower() == lowered for f in m.info.flags) is present, False)
+        return _Node(lambda m: any(f.lower() == lowered for f in m.info.flags) is present,
+                     Needs.INFO)
     return build
 
 
 def _internal_date(compare: Callable[[datetime.date, datetime.date], bool]) -> KeyBuilder:
     def build(parser: _Parser, stream: Tokens, depth: int) -> _Node:
         day = parser.date(stream)
-        return _Node(lambda m: compare(_utc_date(m.info.internal_date), day), False)
+        return _Node(lambda m: compare(_utc_date(m.info.internal_date), day), Needs.INFO)
     return build
 
 
@@ -281,7 +299,7 @@ def _sent_date(compare: Callable[[datetime.date, datetime.date], bool]) -> KeyBu
         def match(m: _Message) -> bool:
             sent = _header_date(m)
             return sent is not None and compare(sent, day)
-        return _Node(match, True)
+        return _Node(match, Needs.HEADER)
     return build
 
 
@@ -308,37 +326,37 @@ def _header_key(field: str | None) -> KeyBuilder:
         name = field or parser.field_name(stream)
         needle = parser.string(stream)
         values = _Message.address_values if field in ADDRESS_FIELDS else _Message.header_values
-        return _Node(lambda m: any(needle in value for value in values(m, name)), True)
+        return _Node(lambda m: any(needle in value for value in values(m, name)), Needs.HEADER)
     return build
 
 
 def _body(parser: _Parser, stream: Tokens, depth: int) -> _Node:
     needle = parser.string(stream)
-    return _Node(lambda m: needle in m.body_text(), True)
+    return _Node(lambda m: needle in m.body_text(), Needs.BODY)
 
 
 def _text_key(parser: _Parser, stream: Tokens, depth: int) -> _Node:
     needle = parser.string(stream)
-    return _Node(lambda m: needle in m.header_text() or needle in m.body_text(), True)
+    return _Node(lambda m: needle in m.header_text() or needle in m.body_text(), Needs.BODY)
 
 
 def _size(larger: bool) -> KeyBuilder:
     def build(parser: _Parser, stream: Tokens, depth: int) -> _Node:
         limit = parser.number(stream)
-        return _Node(lambda m: m.info.size > limit if larger else m.info.size < limit, False)
+        return _Node(lambda m: m.info.size > limit if larger else m.info.size < limit, Needs.INFO)
     return build
 
 
 def _not(parser: _Parser, stream: Tokens, depth: int) -> _Node:
     inner = parser.key(parser.next(stream), stream, depth + 1)
-    return _Node(lambda m: not inner.match(m), inner.reads)
+    return _Node(lambda m: not inner.match(m), inner.needs)
 
 
 def _or(parser: _Parser, stream: Tokens, depth: int) -> _Node:
     left = parser.key(parser.next(stream), stream, depth + 1)
     right = parser.key(parser.next(stream), stream, depth + 1)
-    first, second = sorted((left, right), key=lambda node: node.reads)
-    return _Node(lambda m: first.match(m) or second.match(m), left.reads or right.reads)
+    first, second = sorted((left, right), key=lambda node: node.needs)
+    return _Node(lambda m: first.match(m) or second.match(m), max(left.needs, right.needs))
 
 
 def _uid(parser: _Parser, stream: Tokens, depth: int) -> _Node:
@@ -346,11 +364,11 @@ def _uid(parser: _Parser, stream: Tokens, depth: int) -> _Node:
     if not isinstance(token, str):
         raise ImapSyntaxError("UID set expected")
     ranges = _sequence_set(token)
-    return _Node(lambda m: _in_set(ranges, m.info.uid, m.max_uid), False)
+    return _Node(lambda m: _in_set(ranges, m.info.uid, m.max_uid), Needs.INFO)
 
 
 def _constant(test: Matcher) -> KeyBuilder:
-    return lambda parser, stream, depth: _Node(test, False)
+    return lambda parser, stream, depth: _Node(test, Needs.INFO)
 
 
 _KEYS: dict[str, KeyBuilder] = {
