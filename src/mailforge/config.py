@@ -140,6 +140,22 @@ class DeliveryConfig:
 
 
 @dataclass
+class QueueConfig:
+    """Backpressure: acceptance slows, then stops, when delivery cannot keep up (queue/flow.py)."""
+
+    # Seconds each MAIL waits while the queue holds in_flow_backlog messages or more and is
+    # still growing (Postfix's in_flow_delay: acceptance slowed to what delivery moves); 0 = off.
+    in_flow_delay: float = 1.0
+    # Below this many queued messages a burst is never slowed: delivery absorbs it in a moment.
+    in_flow_backlog: int = 1000
+    # Past either limit MAIL gets 451 4.3.1 until the queue is back under 90% of both.
+    # 0 = derived from the data disk when the server starts: max_messages 100,000 or half its
+    # free inodes if fewer, max_bytes a quarter of its free space.
+    max_messages: int = 0
+    max_bytes: int = 0
+
+
+@dataclass
 class MetricsConfig:
     listen: str = "127.0.0.1:9925"
     # Where each process keeps its values (memory-mapped files). "" = a private directory on
@@ -200,6 +216,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     abuse: AbuseConfig = field(default_factory=AbuseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # Where the config was read from; relative paths in it are relative to its directory.
@@ -399,6 +416,7 @@ def _validate(config: Config, path: Path | str) -> None:
     if config.delivery.workers < 1:
         raise ConfigError(path, "[delivery] workers", "must be at least 1")
     _validate_delivery(config.delivery, path)
+    _validate_queue(config.queue, path)
     for domain, target in config.delivery.mx_override.items():
         _check_hostport(target, path, f"[delivery] mx_override.{domain}")
     for key, value in (("[delivery] smarthost", config.delivery.smarthost),
@@ -429,6 +447,14 @@ def _validate_delivery(delivery: DeliveryConfig, path: Path | str) -> None:
             raise ConfigError(path, f"[delivery] {key}", "must be at least 1")
     if delivery.smarthost_user and not delivery.smarthost:
         raise ConfigError(path, "[delivery] smarthost_user", "needs a smarthost")
+
+
+def _validate_queue(queue: QueueConfig, path: Path | str) -> None:
+    if queue.in_flow_delay < 0:
+        raise ConfigError(path, "[queue] in_flow_delay", "must be 0 (off) or more")
+    for key in ("in_flow_backlog", "max_messages", "max_bytes"):
+        if getattr(queue, key) < 0:
+            raise ConfigError(path, f"[queue] {key}", "must be 0 or more")
 
 
 def _check_networks(networks: list[str], path: Path | str, key: str) -> None:

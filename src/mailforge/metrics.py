@@ -67,6 +67,18 @@ DEFINITIONS: dict[str, Definition] = {
     "messages_deferred_total": Definition("counter", "Messages deferred for a retry", ("via",)),
     "messages_bounced_total": Definition(
         "counter", "Recipient copies that failed for good (badmail or bounce)", ("via",)),
+    "inflow_delayed_total": Definition(
+        "counter", "MAIL commands delayed by [queue] in_flow_delay while the queue grew",
+        ("service",)),
+    "inflow_refused_total": Definition(
+        "counter", "MAIL commands refused (451 4.3.1) while the queue was over its limit",
+        ("service",)),
+    "delivery_storage_errors_total": Definition(
+        "counter", "Storage errors (a full disk, a quota, EIO) that paused a delivery worker",
+        ("error",)),
+    "delivery_storage_backoff_seconds": Definition(
+        "gauge", "Seconds a delivery worker pauses after a storage error (0: none)", ("slot",),
+        mode="livemax"),
     "delivery_latency_seconds": Definition(
         "histogram", "Seconds from queueing to delivery, per recipient copy", ("via",)),
     "threadpool_threads": Definition("gauge", "IO pool threads started, summed over the workers", ("service",)),

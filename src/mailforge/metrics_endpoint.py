@@ -33,6 +33,7 @@ class Snapshot:
     ratekeeper: dict | None  # rate-keeper stats: "abuse", "outbound", "connections"
     children: dict[tuple[str, str], int]  # (kind, service) → processes running
     restarts: dict[tuple[str, str], int]  # (kind, service) → children replaced after dying
+    flow: dict[str, Any]  # the queue's flow state, its last sample and limits (flowmonitor.py)
 
 
 class SupervisorCollector:
@@ -46,6 +47,7 @@ class SupervisorCollector:
         if snap.queue_oldest_age is not None:
             yield _gauge("queue_oldest_age_seconds", "Age of the oldest queued message",
                          snap.queue_oldest_age)
+        yield from _flow_metrics(snap.flow)
         processes = GaugeMetricFamily(PREFIX + "processes", "Child processes running",
                                       labels=["kind", "service"])
         for (kind, service), count in sorted(snap.children.items()):
@@ -61,6 +63,21 @@ class SupervisorCollector:
 
 def _gauge(name: str, help: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(PREFIX + name, help, value=value)
+
+
+def _flow_metrics(flow: dict[str, Any]) -> Iterator[Metric]:
+    """Backpressure as the supervisor's last sample of the queue saw it."""
+    state = GaugeMetricFamily(PREFIX + "queue_flow_state", "1 for the state acceptance is in: "
+                              "flowing, delaying (in_flow_delay) or refusing (451 4.3.1)",
+                              labels=["state"])
+    for name in ("flowing", "delaying", "refusing"):
+        state.add_metric([name], 1 if flow["state"] == name else 0)
+    yield state
+    if flow["bytes"] is not None:
+        yield _gauge("queue_bytes", "Bytes of the queued messages' files", flow["bytes"])
+    yield _gauge("queue_max_messages", "Queued messages past which MAIL is refused",
+                 flow["max_messages"])
+    yield _gauge("queue_max_bytes", "Queued bytes past which MAIL is refused", flow["max_bytes"])
 
 
 def _ratekeeper_metrics(stats: dict[str, Any]) -> Iterator[Metric]:

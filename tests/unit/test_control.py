@@ -19,7 +19,10 @@ from mailforge.process import control
 
 STATUS = {
     "pid": 100, "uptime": 3725.0, "generation": 2, "stopping": False, "implementation": "python",
-    "queue": {"length": 1},
+    "queue": {"length": 1, "flow": {
+        "state": "delaying", "since": 75.0, "messages": 1, "bytes": 3 * 1024 * 1024,
+        "max_messages": 100000, "max_bytes": 2 * 1024 ** 3, "in_flow_delay": 1.0,
+        "in_flow_backlog": 1000}},
     "ratekeeper": {"state": "running", "pid": 101, "uptime": 3725.0, "abuse": None},
     "services": {"smtp": {
         "listen": [{"address": "127.0.0.1:2525", "fd": 5}],
@@ -27,7 +30,8 @@ STATUS = {
                     {"pid": 99, "slot": 0, "generation": 1, "uptime": 3725.0, "retiring": True}],
         "connections": 3, "ips": 1, "refused": {"per_ip": 2},
     }},
-    "delivery": [{"pid": 103, "slot": 0, "generation": 2, "uptime": 12.0, "retiring": False}],
+    "delivery": [{"pid": 103, "slot": 0, "generation": 2, "uptime": 12.0, "retiring": False,
+                  "storage_backoff": 8.0}],
 }
 
 
@@ -94,6 +98,9 @@ def test_status_prints_a_table(served, capsys):
     assert "smtp         127.0.0.1:2525  3 connections from 1 IP, 2 refused" in out
     assert "pid 102" in out and "pid 99" in out and "(retiring)" in out
     assert "delivery     1 worker\n" in out and "pid 103" in out
+    assert ("queue flow   delaying each MAIL 1 s (queue growing) for 1m15s; limits 100000 "
+            "messages, 2.0 GiB, 3.0 MiB queued") in out
+    assert "storage error: paused 8 s" in out
 
 
 def test_status_json_prints_the_raw_answer(served, capsys):
@@ -111,7 +118,7 @@ def test_status_when_not_running_is_one_line_and_exit_1(tmp_path, capsys):
 
 def test_format_status_without_rate_keeper_counters():
     answer = {**STATUS, "ratekeeper": {"state": "restarting", "pid": None, "uptime": None},
-              "queue": {"length": None},
+              "queue": {**STATUS["queue"], "length": None},
               "services": {"smtp": {**STATUS["services"]["smtp"], "connections": None, "ips": None}}}
     text = control.format_status(answer)
     assert "rate-keeper  restarting" in text and "connections unknown" in text and "? messages" in text

@@ -2,6 +2,7 @@ import asyncio
 import concurrent.futures
 import errno
 import fcntl
+import logging
 import os
 import re
 import shutil
@@ -362,24 +363,33 @@ def test_a_remote_recipient_that_cannot_be_reached_stays_queued(config, accounts
     assert not os.listdir(config.badmail_dir)
 
 
-def test_an_entry_that_cannot_be_settled_on_a_full_disk_waits_and_is_logged_in_one_line(
-        config, agent, clock, monkeypatch, caplog):
-    """Not retried at every scan (ten a second, each with a traceback): once the pause is over.
-    Two mailboxes: the message stays in the queue (one would be moved out of it)."""
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
+def test_a_storage_error_pauses_the_worker_longer_each_time_with_one_line_per_pause(
+        config, agent, clock, monkeypatch, caplog, code):
+    """Not retried at every scan (ten a second, each with a traceback): the whole worker waits
+    1, 2, 4 … 30 s while the disk stays full, then none once an entry gets through. Two
+    mailboxes: the message stays in the queue (one would be moved out of it)."""
+    caplog.set_level(logging.INFO, logger="mailforge.delivery")
     entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "carol@example.test"])
     finishes = []
+    real_finish = agent._finish
 
     def full(entry):
         finishes.append(entry.id)
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(agent, "_finish", full)
-    agent.step()
-    agent.step()
-    assert finishes == [entry_id]
-    clock.now += delivery.TROUBLE_PAUSE
-    agent.step()
-    assert finishes == [entry_id, entry_id]
-    troubles = [r for r in caplog.records if "next try in" in r.getMessage()]
-    assert len(troubles) == 2 and not any(r.exc_info for r in troubles)
-    assert "No space left on device" in troubles[0].getMessage()
+    pauses = []
+    for _ in range(7):
+        agent.step()
+        agent.step()  # during the pause: nothing tried, nothing logged
+        pauses.append(agent._storage.pause)
+        clock.now += agent._storage.pause
+    assert pauses == [1, 2, 4, 8, 16, 30, 30] and finishes == [entry_id] * 7
+    troubles = [r for r in caplog.records if "pauses" in r.getMessage()]
+    assert len(troubles) == 7 and not any(r.exc_info for r in troubles)
+    assert os.strerror(code) in troubles[0].getMessage()
+    monkeypatch.setattr(agent, "_finish", real_finish)
+    assert agent.step() == 1 and agent._storage.pause == 0
+    assert len(delivered(config, "bob@example.test")) == 1
+    assert any("storage usable again" in r.getMessage() for r in caplog.records)

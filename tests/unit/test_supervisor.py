@@ -65,7 +65,10 @@ class Running:
         self.config_path = tmp_path / "mailforge.toml"
         self.out = tmp_path / f"{name}.out"
         self.err = tmp_path / f"{name}.err"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # REPO for `tests`; the caller's path first, so that a worktree runs its own mailforge
+        # rather than the one an editable install points at.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))}
         with open(self.out, "w") as out, open(self.err, "w") as err:
             # cwd is the temp dir: a stray core file must not land in the repository.
             self.proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(self.config_path), worker],

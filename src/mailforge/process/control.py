@@ -209,6 +209,7 @@ def format_status(answer: dict[str, Any]) -> str:
         f"generation {answer['generation']}  implementation {answer['implementation']}",
         f"sandbox      {answer.get('sandbox', 'unknown')}",
         f"queue        {_queue_summary(answer['queue'])}",
+        f"queue flow   {_flow_summary(answer['queue']['flow'])}",
         f"metrics      {'http://' + answer['metrics'] + '/metrics' if answer.get('metrics') else 'off'}",
     ]
     rk = answer["ratekeeper"]
@@ -224,7 +225,7 @@ def format_status(answer: dict[str, Any]) -> str:
         lines.extend(_process_row(w) for w in service["workers"])
     lines.append("")
     lines.append(f"delivery     {_count(len(answer['delivery']), 'worker')}")
-    lines.extend(_process_row(w) for w in answer["delivery"])
+    lines.extend(_process_row(w) + _storage_note(w) for w in answer["delivery"])
     return "\n".join(lines)
 
 
@@ -233,6 +234,30 @@ def _queue_summary(queue: dict[str, Any]) -> str:
     if queue.get("oldest_age") is not None:
         summary += f", oldest {_duration(queue['oldest_age'])}"
     return summary
+
+
+def _flow_summary(flow: dict[str, Any]) -> str:
+    state = {"flowing": "flowing",
+             "delaying": f"delaying each MAIL {flow['in_flow_delay']:g} s (queue growing)",
+             "refusing": "REFUSING new mail (451 4.3.1)"}[flow["state"]]
+    return (f"{state} for {_duration(flow['since'])}; limits "
+            f"{_count(flow['max_messages'], 'message')}, {_size(flow['max_bytes'])}, "
+            f"{_size(flow['bytes'] or 0)} queued")
+
+
+def _storage_note(process: dict[str, Any]) -> str:
+    backoff = process.get("storage_backoff")
+    return f"  storage error: paused {backoff:g} s" if backoff else ""
+
+
+def _size(octets: float) -> str:
+    if octets < 1024:
+        return f"{int(octets)} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        octets /= 1024
+        if octets < 1024:
+            break
+    return f"{octets:.1f} {unit}"
 
 
 def _service_header(name: str, service: dict[str, Any]) -> str:

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
 from .. import config as config_module, metrics, tls
-from . import control, permissions, privileges, sandbox
+from . import board, control, permissions, privileges, sandbox
 from ..config import Config, parse_hostport
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_WORKER_BOOT, MailforgeError, UsageError
+from .flowmonitor import FlowMonitor
 from .heartbeat import Heartbeat
 
 log = logging.getLogger("mailforge.supervisor")
@@ -101,6 +102,12 @@ def _default_queue_oldest_age(queue_dir: Path) -> float | None:
     return spool.oldest_age(queue_dir)
 
 
+def _default_queue_usage(queue_dir: Path) -> Any:
+    from ..queue import spool
+
+    return spool.queue_usage(queue_dir)
+
+
 def _default_stats(socket_path: Path, timeout: float) -> dict | None:
     """The rate-keeper's counters: "connections" by service, "abuse" (failures and blocks)."""
     from ..ratekeeper import client
@@ -123,6 +130,7 @@ _DEFAULT_MODULES = {
     _default_recover: "mailforge.queue.spool",
     _default_queue_length: "mailforge.queue.spool",
     _default_queue_oldest_age: "mailforge.queue.spool",
+    _default_queue_usage: "mailforge.queue.spool",
     _default_stats: "mailforge.ratekeeper.client",
     _default_ask: "mailforge.ratekeeper.client",
 }
@@ -138,6 +146,7 @@ class Targets:
     recover: Callable[[Path], None] = _default_recover
     queue_length: Callable[[Path], int] = _default_queue_length
     queue_oldest_age: Callable[[Path], float | None] = _default_queue_oldest_age
+    queue_usage: Callable[[Path], Any] = _default_queue_usage
     ratekeeper_stats: Callable[[Path, float], dict | None] = _default_stats
     ratekeeper_ask: Callable[..., object | None] = _default_ask
     load_config: Callable[[Path], Config] = config_module.load
@@ -215,6 +224,7 @@ class Supervisor:
         # Counted here, not in a metrics file: the supervisor writes into no mapped file, whose
         # page on a full file system would be a SIGBUS that takes every child with it.
         self.restarts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.flow: FlowMonitor  # made at start, once the data dir is there
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -241,6 +251,8 @@ class Supervisor:
         server = self.config.server
         ids = privileges.prepare(server.user, server.group) if server.user else None
         self._prepare_run_dir(ids)
+        self.flow = FlowMonitor(self.config, self.targets.queue_usage, time.monotonic)
+        board.open_board()  # before the first fork: every child shares it
         self._start_metrics(ids)
         raise_open_files_limit()
         self._preload()
@@ -251,6 +263,7 @@ class Supervisor:
         permissions.hand_to_service(self.config, self.config.data_dir, self.config.queue_dir)
         self._start_ratekeeper()
         self._spawn_generation()
+        self.flow.log_limits()
         self._announce()
 
     def _refuse_if_running(self) -> None:
@@ -302,7 +315,7 @@ class Supervisor:
             key = (child.kind, child.service)
             children[key] = children.get(key, 0) + 1
         return Snapshot(self._queue_length(), self._queue_oldest_age(), self._ratekeeper_stats(),
-                        children, dict(self.restarts))
+                        children, dict(self.restarts), self.flow.status(time.monotonic()))
 
     def _open_loop(self) -> None:
         self.selector = selectors.DefaultSelector()
@@ -373,11 +386,12 @@ class Supervisor:
             if self._stopping and self._stop_done(now):
                 return
             self._manage(now)
+            self.flow.sample(now)
             self.control.expire(now)
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        due = [t - now for t in self.not_before.values() if t > now]
+        due = [t - now for t in (*self.not_before.values(), self.flow.next_sample) if t > now]
         return max(0.0, min([TICK, *due]))
 
     def _record_signal(self, signum: int, frame: object) -> None:
@@ -647,6 +661,7 @@ class Supervisor:
         old_children = [c for c in self.children.values() if c.kind != RATEKEEPER and not c.retiring]
         gone = [held for key, held in self.listeners.items() if key not in listeners]
         self.config, self.listeners = new, listeners
+        self.flow.configure(new)
         self.generation += 1
         self.failures.clear()  # the operator changed something: give every slot a fresh start
         self.not_before.clear()
@@ -715,11 +730,13 @@ class Supervisor:
             "stopping": self._stopping,
             "implementation": IMPLEMENTATION,
             "sandbox": sandbox.support().describe(),
-            "queue": {"length": self._queue_length(), "oldest_age": self._queue_oldest_age()},
+            "queue": {"length": self._queue_length(), "oldest_age": self._queue_oldest_age(),
+                      "flow": self.flow.status(now)},
             "metrics": self.config.metrics.listen or None,
             "ratekeeper": ratekeeper,
             "services": self._service_status(now, None if stats is None else stats.get("connections", {})),
-            "delivery": [_process(c, now) for c in self._children_of(DELIVERY, "")],
+            "delivery": [{**_process(c, now), "storage_backoff": board.storage_backoff(c.slot)}
+                         for c in self._children_of(DELIVERY, "")],
         }
 
     def _abuse_list(self) -> dict[str, Any]:

@@ -91,7 +91,8 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
                                      accounts.mailbox_settings)
     return smtpd.SMTPContext(settings=settings, spool=worker.spool, accounts=accounts.credentials,
                              recipients=accounts.directory, limiter=limiter,
-                             mailbox_full=mailbox_full, **_shared(worker, tls_context))
+                             mailbox_full=mailbox_full, in_flow_delay=config.queue.in_flow_delay,
+                             **_shared(worker, tls_context))
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:

@@ -388,6 +388,16 @@ class SMTPMachine:
             return self._count(reply(452, "4.3.1", "Error: insufficient system storage"))
         return self._count(reply(451, "4.3.0", "Error: queue file write error"))
 
+    def queue_full(self) -> Reply:
+        """MAIL refused while the queue is over its limit (queue/flow.py), before the client
+        sends a body. Quiet: the server's condition, not the client's error, and the supervisor
+        logs it once, not once per message."""
+        self.reset()
+        refused = reply(451, "4.3.1", "Insufficient system storage: the queue is full, "
+                                      "try again later")
+        refused.quiet = True
+        return refused
+
     def reset(self) -> None:
         self.transaction = None
         if self.state > State.GREETED:

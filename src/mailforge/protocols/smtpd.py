@@ -11,16 +11,20 @@ every other session of the worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import metrics
 from ..auth.api import Authenticator, Lookup, RecipientResolver, RecipientStatus
 from .connection.driver import Refusals, SessionContext, SessionDriver
 from .connection.transport import Connection, LineTooLong
 from .hops import HopCounter
 from ..policy.limits import Refusal, SendLimiter
+from ..process import board
+from ..queue.flow import FlowState
 from ..queue.envelope import Envelope
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from .session import Action, Reply
@@ -38,6 +42,7 @@ class SMTPContext(SessionContext):
     recipients: RecipientResolver
     limiter: SendLimiter
     mailbox_full: Callable[[str], bool]  # over quota? (store.quota)
+    in_flow_delay: float = 0.0  # [queue] in_flow_delay
 
 
 REFUSALS = Refusals(
@@ -76,7 +81,8 @@ class SMTPDriver(SessionDriver):
 
     async def next_reply(self) -> Reply:
         machine = self.machine
-        self.conn.interruptible = not machine.in_transaction
+        starting = not machine.in_transaction
+        self.conn.interruptible = starting
         try:
             line = await self.conn.readline(self.ctx.settings.max_line_length)
         except LineTooLong:
@@ -93,6 +99,10 @@ class SMTPDriver(SessionDriver):
         if result.action is Action.LOOK_UP_SENDER:
             result = machine.sender_found(
                 await self.in_thread(self.ctx.recipients.lookup_recipient, result.address))
+        if starting and machine.in_transaction:  # MAIL began a transaction
+            refused = await self._admit()
+            if refused:
+                return refused
         if result.action is Action.LOOK_UP_RECIPIENT:
             return machine.recipient_found(
                 *await self.in_thread(self._look_up_recipient, result.address))
@@ -106,6 +116,18 @@ class SMTPDriver(SessionDriver):
             refusal = await self._limit(commit=False)
             return self._limited(refusal) if refusal else Reply(result.text)
         return result
+
+    async def _admit(self) -> Reply | None:
+        """Backpressure, before MAIL is answered (queue/flow.py): a refusal while the queue is
+        over its limit; while it grows past its backlog, the answer comes in_flow_delay late."""
+        state = board.flow_state()
+        if state is FlowState.REFUSING:
+            metrics.inc("inflow_refused_total", service=self.ctx.meters.service)
+            return self.machine.queue_full()
+        if state is FlowState.DELAYING and self.ctx.in_flow_delay:
+            metrics.inc("inflow_delayed_total", service=self.ctx.meters.service)
+            await asyncio.sleep(self.ctx.in_flow_delay)
+        return None
 
     def _look_up_recipient(self, address: str) -> tuple[Lookup, bool]:
         """Where mail to `address` goes, and whether a mailbox it reaches is over quota (which

@@ -151,10 +151,14 @@ class GroupCommitter:
                 batch, self._pending = self._pending, []
             if batch:
                 self._run_guarded(batch)
+                if self._segments is not None:
+                    # A steady trickle leaves no quiet spell: without this a segment would
+                    # wait for SEAL_SIZE, unseen by delivery and by the queue's flow control.
+                    self._guarded(self._segments.seal_if_old)
             elif self._closing:
                 break
             elif self._segments is not None:
-                self._guarded(self._segments.seal_if_idle)
+                self._guarded(self._segments.seal_if_old)
         if self._segments is not None:
             self._guarded(self._segments.seal)
         assert self._closed is not None

@@ -17,6 +17,7 @@ the Settler's part (settle.py); this module claims entries, places copies and re
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -31,14 +32,15 @@ from ..addresses import AddressError
 from ..auth.accounts import Accounts
 from ..auth.api import QuotaSource, RecipientResolver, RecipientStatus
 from ..config import Config
-from ..durable import fsync_dir, out_of_space, unlink_quietly
+from ..durable import fsync_dir, unlink_quietly
 from ..errors import EXIT_WORKER_BOOT
-from ..process import allocator, sandbox
+from ..process import allocator, board, sandbox
 from ..store import quota
 from ..store.filenames import message_base
 from ..store.maildir import (TmpMessage, delivered_bases, delivered_path, ensure_maildir_durable,
                              mailbox_path, publish, subaddress_folder, write_tmp)
 from . import dsn, retry
+from .backoff import StorageBackoff, storage_error
 from .commit import SYNC_SYNCFS, FileSyncer
 from .entry import Copy, Entry
 from .envelope import Envelope, EnvelopeError, decode, encode
@@ -50,8 +52,9 @@ from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, MSG_SUFFIX, write_entry_file
 log = logging.getLogger("mailforge.delivery")
 
 SCAN_INTERVAL = 0.1  # seconds between scans of an idle queue
-# A segment or entry whose settling failed (a full disk, most often) waits this long before it
+# A segment or entry whose settling failed for a reason of its own waits this long before it
 # is tried again, rather than at every scan, ten times a second, each time with a log record.
+# A storage error (a full disk) pauses the whole worker instead: backoff.py.
 TROUBLE_PAUSE = 5.0
 BATCH_ENTRIES = 50  # queue entries per sync: amortises it as the spool's group commit does
 MAX_OPEN_COPIES = 256  # sync early rather than run out of file descriptors on a big fan-out
@@ -165,6 +168,7 @@ class DeliveryAgent:
         # killed between placing copies and removing the entry: for those only, look first.
         self._inherited = self._queued_ids()
         self._troubled: dict[str, float] = {}  # segment name or entry id → when to try again
+        self._storage = StorageBackoff(clock)
         self._placed: dict[Path, set[str]] = {}
         self._can_move: bool | None = None  # known once the queue exists
 
@@ -184,17 +188,23 @@ class DeliveryAgent:
     def step(self, heartbeat: Callable[[], None] = lambda: None,
              stopping: Callable[[], bool] = lambda: False) -> int:
         """One scan: deliver or defer every ready entry of this slot; how many were handled."""
+        if self._storage.paused():
+            return 0
+        errors = self._storage.errors
         seal_orphans(self.config.queue_dir)
         ids, segments = self._ready_ids()
         handled = 0
         for name in segments:
-            if stopping():
+            if stopping() or self._storage.paused():
                 return handled
             handled += self._deliver_segment(name, heartbeat)
         for start in range(0, len(ids), BATCH_ENTRIES):
-            if stopping():
+            if stopping() or self._storage.paused():
                 break
             handled += self._deliver_batch(ids[start:start + BATCH_ENTRIES], heartbeat)
+        if handled and self._storage.errors == errors and self._storage.succeeded():
+            self._publish_storage_pause()
+            log.info("delivery worker #%d: storage usable again, delivering", self.slot)
         return handled
 
     def _ready_ids(self) -> tuple[list[str], list[str]]:
@@ -273,13 +283,28 @@ class DeliveryAgent:
             os.close(fd)
 
     def _pause_after_trouble(self, name: str, what: str, exc: BaseException) -> None:
-        """`name` is tried again after TROUBLE_PAUSE. A full disk is one line (it passes once
-        space is freed); any other fault comes with its traceback."""
+        """`name` is tried again after TROUBLE_PAUSE, with its traceback logged; after a
+        storage error the whole worker pauses instead."""
+        if storage_error(exc):
+            self.storage_trouble(what, exc)
+            return
         self._troubled[name] = self.clock() + TROUBLE_PAUSE
-        if out_of_space(exc):
-            log.warning("cannot %s: %s; next try in %.0f s", what, exc, TROUBLE_PAUSE)
-        else:
-            log.error("cannot %s; next try in %.0f s", what, TROUBLE_PAUSE, exc_info=exc)
+        log.error("cannot %s; next try in %.0f s", what, TROUBLE_PAUSE, exc_info=exc)
+
+    def storage_trouble(self, what: str, exc: BaseException) -> None:
+        """A full disk, a quota or EIO: the worker pauses, longer each time (backoff.py); one
+        line per pause, no traceback (it passes once space is freed)."""
+        code = getattr(exc, "errno", None)
+        metrics.inc("delivery_storage_errors_total", error=errno.errorcode.get(code, str(code)))
+        if self._storage.failed():
+            self._publish_storage_pause()
+            log.warning("cannot %s: %s; delivery worker #%d pauses %.0f s", what, exc,
+                        self.slot, self._storage.pause)
+
+    def _publish_storage_pause(self) -> None:
+        board.report_storage_backoff(self.slot, self._storage.pause)
+        metrics.set_value("delivery_storage_backoff_seconds", self._storage.pause,
+                          slot=str(self.slot))
 
     def _segment_entries(self, fd: int, path: Path) -> list[Entry] | None:
         """Lock the segment and read its records; None when it is not ours to deliver now."""
@@ -531,8 +556,8 @@ def _loop(agent: DeliveryAgent, heartbeat: Callable[[], None],
         try:
             handled = agent.step(heartbeat, stopping)
         except OSError as exc:  # the queue itself is unreadable: keep the worker, retry later
-            if out_of_space(exc):
-                log.warning("delivery scan failed: %s", exc)
+            if storage_error(exc):
+                agent.storage_trouble("scan the queue", exc)
             else:
                 log.exception("delivery scan failed")
             handled = 0

@@ -141,7 +141,7 @@ class SegmentWriter:
         if self._size >= SEAL_SIZE:
             self.seal()
 
-    def seal_if_idle(self) -> None:
+    def seal_if_old(self) -> None:
         if self._fd is not None and time.monotonic() - self._opened_at >= SEAL_AGE:
             self.seal()
 

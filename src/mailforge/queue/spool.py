@@ -26,6 +26,7 @@ from ..durable import fsync_dir, open_new_file, out_of_space, replace_durably, u
 from ..speedups import CrlfToLf, write_all
 from .commit import SYNC_SYNCFS, GroupCommitter
 from .envelope import Envelope, EnvelopeError, decode, encode
+from .flow import QueueUsage
 from .segment import (SEALED_SUFFIX, SEGMENTS, SegmentWriter, encode_record, record_count,
                       seal_orphans)
 
@@ -227,14 +228,33 @@ class SpoolFile:
 def queue_length(queue_dir: Path) -> int:
     """Messages in active/ (single entries and sealed segments); open segments, sealed
     within SEAL_AGE, are not counted."""
-    count = 0
+    return _scan_active(queue_dir, sizes=False).messages
+
+
+def queue_usage(queue_dir: Path) -> QueueUsage:
+    """queue_length, and the bytes of the messages' files: one stat per .msg and segment
+    (a segment holds thousands of small messages), none per .env."""
+    return _scan_active(queue_dir, sizes=True)
+
+
+def _scan_active(queue_dir: Path, sizes: bool) -> QueueUsage:
+    count = size = 0
     with os.scandir(Path(queue_dir) / ACTIVE) as entries:
         for entry in entries:
-            if entry.name.endswith(ENV_SUFFIX):
+            name = entry.name
+            if name.endswith(ENV_SUFFIX):
                 count += 1
-            elif entry.name.endswith(SEALED_SUFFIX):
-                count += record_count(entry.name)
-    return count
+                continue
+            if name.endswith(SEALED_SUFFIX):
+                count += record_count(name)
+            elif not name.endswith(MSG_SUFFIX):
+                continue
+            if sizes:
+                try:
+                    size += entry.stat().st_size
+                except FileNotFoundError:
+                    pass  # delivered while we looked
+    return QueueUsage(count, size)
 
 
 def oldest_age(queue_dir: Path, now: float | None = None) -> float | None:
