@@ -61,6 +61,8 @@ class IMAPSettings:
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                      "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
                      "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE")
+# The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
+SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN")
 
 
 class IMAPMachine:
@@ -177,6 +179,7 @@ class IMAPMachine:
 
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES)
+        caps += SEARCH_CAPABILITIES
         caps.append(f"APPENDLIMIT={self.settings.max_append}")
         if self.state is State.NOT_AUTHENTICATED:
             if self.settings.tls_available and not self.tls_active:
