@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import folders, messages
+from . import folders, messages, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -62,7 +62,8 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
                      "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE")
 # The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
-SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN")
+SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
+                       "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
 
 
 class IMAPMachine:
@@ -392,4 +393,8 @@ COMMANDS: dict[str, Command] = {
     "UID COPY": Command(messages.uid_copy, S, flags=TRYCREATE),
     "UID MOVE": Command(messages.uid_move, S, flags=TRYCREATE),
     "UID EXPUNGE": Command(messages.uid_expunge, S, flags=STORE),
+    "SORT": Command(ordering.sort, S, flags=SEQUENCE),
+    "UID SORT": Command(ordering.uid_sort, S, flags=STORE),
+    "THREAD": Command(ordering.thread, S, flags=SEQUENCE),
+    "UID THREAD": Command(ordering.uid_thread, S, flags=STORE),
 }
