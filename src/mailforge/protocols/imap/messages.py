@@ -1,5 +1,6 @@
 """IMAP commands on the messages of the selected folder (RFC 3501 6.4, RFC 4315 UIDPLUS,
-RFC 6851 MOVE, RFC 3691 UNSELECT), sequence-number and UID forms alike.
+RFC 6851 MOVE, RFC 3691 UNSELECT, RFC 4731 ESEARCH, RFC 5182 SEARCHRES), sequence-number and
+UID forms alike.
 
 FETCH and SEARCH build on protocols/imap/fetch.py and search.py; the folder is reached only
 through the store's Folder interface. Handlers run in the thread pool.
@@ -8,15 +9,18 @@ through the store's Folder interface. Handlers run in the thread pool.
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
-from ...store.api import SEEN, FlagMode, Folder, MessageGone, MessageInfo
+from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
 from . import fetch as fetch_items
 from .command_session import CommandSession
 from .mime import UnknownEncoding
 from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
+from .results import split_return
 from .search import BadCharset, parse_search
 from .selected import Selected
+from .summary import header_block
 
 STORE_MODES = {"FLAGS": FlagMode.REPLACE, "+FLAGS": FlagMode.ADD, "-FLAGS": FlagMode.REMOVE}
 # A FETCH or SEARCH answered from the session's view alone (no message read, no flag set) runs
@@ -86,7 +90,7 @@ def answered_from_view(session: CommandSession, name: str, args: list) -> bool:
                 return False
             items = parse_fetch_attributes(args[1])
             return not (fetch_items.needs_message(items) or fetch_items.sets_seen(items))
-        return not parse_search(args).needs_message
+        return not parse_search(split_return(args)[1]).needs_message
     except (ParseError, ValueError, Bad):  # BadCharset is a ValueError
         return False
 
@@ -94,41 +98,56 @@ def answered_from_view(session: CommandSession, name: str, args: list) -> bool:
 # --- SEARCH ------------------------------------------------------------------------------------
 
 def search(session: CommandSession, tag: str, args: list) -> Tagged:
-    return _search(session, args, by_uid=False)
+    return _search(session, tag, args, by_uid=False)
 
 
 def uid_search(session: CommandSession, tag: str, args: list) -> Tagged:
-    return _search(session, args, by_uid=True)
+    return _search(session, tag, args, by_uid=True)
 
 
-def _search(session: CommandSession, args: list, by_uid: bool) -> Tagged:
+def _search(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagged:
+    """SEARCH, with RETURN (...) answered by ESEARCH (RFC 4731) and SAVE kept for `$`."""
     selected = _selected(session)
     try:
-        query = parse_search(args)
+        returns, criteria = split_return(args)
+    except ValueError as exc:
+        raise Bad(f"Invalid search: {exc}") from None
+    saved = selected.saved_result
+    if returns.saves:
+        selected.saved_result = []  # and so it stays if this search fails (RFC 5182 2.1)
+    view = selected.messages()
+    found = find(selected, criteria, saved)
+    if isinstance(found, Tagged):
+        return found
+    uids = [view[seq - 1].uid for seq in found]
+    if returns.saves:
+        selected.saved_result = returns.saved(uids)
+    numbers = uids if by_uid else found
+    if returns.reports:
+        session.untagged(returns.esearch(tag, numbers, by_uid))
+    elif not returns.extended:
+        session.untagged(b"* SEARCH%s\r\n" % b"".join(b" %d" % n for n in numbers))
+    return ok("SEARCH completed")
+
+
+def find(selected: Selected, criteria: list, saved: Collection[int]) -> list[int] | Tagged:
+    """The sequence numbers of the messages that match SEARCH criteria (as SORT and THREAD
+    take them too), or the NO that refuses them; BAD for criteria that make no sense."""
+    try:
+        query = parse_search(criteria, saved)
     except BadCharset as exc:
         return no(str(exc), "BADCHARSET (US-ASCII UTF-8)")
     except (ParseError, ValueError) as exc:
         raise Bad(f"Invalid search: {exc}") from None
-    view = selected.messages()
     load = None
     if query.needs_body:
         load = selected.folder.read
     elif query.needs_message:
-        load = functools.partial(_header_block, selected.folder)
+        load = functools.partial(header_block, selected.folder)
     try:
-        found = query.run(view, load)
+        return query.run(selected.messages(), load)
     except UnknownEncoding:
         return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
-    numbers = [view[seq - 1].uid for seq in found] if by_uid else found
-    session.untagged(b"* SEARCH%s\r\n" % b"".join(b" %d" % n for n in numbers))
-    return ok("SEARCH completed")
-
-
-def _header_block(folder: Folder, uid: int) -> bytes:
-    """All a SEARCH of header keys needs of a message: its cached header block when there is
-    one (search parses the header alone either way), else the whole message."""
-    summary = folder.summary(uid)
-    return summary.header if summary is not None else folder.read(uid)
 
 
 # --- FETCH -------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Flag, size, date, sequence and UID keys read only MessageInfo; the message itsel
 whether the search must run in the thread pool at all; `Query.needs_body` whether the header
 block alone (which the store may have cached) would do. String keys match case-insensitively
 on RFC 2047-decoded header values and on the decoded text of the message's text parts.
+Beyond RFC 3501: OLDER and YOUNGER (RFC 5032 WITHIN), and `$` (RFC 5182 SEARCHRES) where a
+sequence or UID set goes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime
 import email.utils
 import enum
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from mailforge.speedups import STAR, ParseError, parse_sequence_set
@@ -36,6 +38,7 @@ from .mime import (
     decode_words,
     decoded_body,
 )
+from .results import SAVED_RESULT
 from .wire import ImapSyntaxError, parse_date
 
 # NOT, OR and parentheses inside one another; evaluation recurses this deep, no further.
@@ -154,9 +157,12 @@ class Query:
 KeyBuilder = Callable[["_Parser", Tokens, int], _Node]
 
 
-def parse_search(args: Sequence[object]) -> Query:
+def parse_search(args: Sequence[object], saved: Collection[int] = (),
+                 now: float | None = None) -> Query:
     """The arguments of SEARCH as the command parser gives them (atoms `str`, strings `bytes`,
-    parenthesised lists `list`) → a Query. Raises ImapSyntaxError (BAD) or BadCharset (NO)."""
+    parenthesised lists `list`) → a Query. Raises ImapSyntaxError (BAD) or BadCharset (NO).
+    `saved`: the UIDs `$` stands for (RFC 5182); `now`: what OLDER and YOUNGER count back
+    from (RFC 5032), the current time when None."""
     args = list(args)
     charset = "US-ASCII"
     if args and isinstance(args[0], str) and args[0].upper() == "CHARSET":
@@ -166,13 +172,15 @@ def parse_search(args: Sequence[object]) -> Query:
         if charset not in CHARSETS:
             raise BadCharset(f"charset {charset} is not supported")
         args = args[2:]
-    parser = _Parser(charset == "UTF-8")
+    parser = _Parser(charset == "UTF-8", frozenset(saved), time.time() if now is None else now)
     return Query(parser.all_of(args, 0))
 
 
 class _Parser:
-    def __init__(self, strict_utf8: bool) -> None:
+    def __init__(self, strict_utf8: bool, saved: frozenset[int], now: float) -> None:
         self.strict_utf8 = strict_utf8
+        self.saved = saved
+        self.now = now
         self.keys = 0
 
     def all_of(self, tokens: list, depth: int) -> _Node:
@@ -194,6 +202,8 @@ class _Parser:
         handler = _KEYS.get(name)
         if handler is not None:
             return handler(self, stream, depth)
+        if token == SAVED_RESULT:
+            return _Node(lambda m: m.info.uid in self.saved, Needs.INFO)
         if token[:1].isdigit() or token[:1] == "*":
             ranges = _sequence_set(token)
             return _Node(lambda m: _in_set(ranges, m.sequence, m.count), Needs.INFO)
@@ -340,6 +350,19 @@ def _text_key(parser: _Parser, stream: Tokens, depth: int) -> _Node:
     return _Node(lambda m: needle in m.header_text() or needle in m.body_text(), Needs.BODY)
 
 
+def _within(older: bool) -> KeyBuilder:
+    """RFC 5032 OLDER and YOUNGER: INTERNALDATE against an interval in seconds before now."""
+    def build(parser: _Parser, stream: Tokens, depth: int) -> _Node:
+        interval = parser.number(stream)
+        if interval == 0:
+            raise ImapSyntaxError("interval must be at least one second")
+        cutoff = parser.now - interval
+        if older:
+            return _Node(lambda m: m.info.internal_date <= cutoff, Needs.INFO)
+        return _Node(lambda m: m.info.internal_date > cutoff, Needs.INFO)
+    return build
+
+
 def _size(larger: bool) -> KeyBuilder:
     def build(parser: _Parser, stream: Tokens, depth: int) -> _Node:
         limit = parser.number(stream)
@@ -363,6 +386,8 @@ def _uid(parser: _Parser, stream: Tokens, depth: int) -> _Node:
     token = parser.next(stream)
     if not isinstance(token, str):
         raise ImapSyntaxError("UID set expected")
+    if token == SAVED_RESULT:
+        return _Node(lambda m: m.info.uid in parser.saved, Needs.INFO)
     ranges = _sequence_set(token)
     return _Node(lambda m: _in_set(ranges, m.info.uid, m.max_uid), Needs.INFO)
 
@@ -392,5 +417,6 @@ _KEYS: dict[str, KeyBuilder] = {
     "TO": _header_key("to"), "SUBJECT": _header_key("subject"), "HEADER": _header_key(None),
     "BODY": _body, "TEXT": _text_key,
     "LARGER": _size(True), "SMALLER": _size(False),
+    "OLDER": _within(True), "YOUNGER": _within(False),
     "NOT": _not, "OR": _or, "UID": _uid,
 }

@@ -18,6 +18,7 @@ from ...store.api import Changes, Folder, MessageInfo
 from . import wire
 from .fetch import fetch_response
 from .responses import Bad
+from .results import SAVED_RESULT
 
 # RFC 3501 2.3.1.1: UIDs are 32-bit; "n:*" past the highest names the highest.
 MAX_UID = 0xFFFFFFFF
@@ -35,6 +36,9 @@ class Selected:
         # The keywords this session's FLAGS named: a client may take a keyword in a FETCH that
         # FLAGS did not name for a protocol error (RFC 3501 7.2.6, imaptest checks it).
         self._keywords: frozenset[str] = frozenset()
+        # RFC 5182: the UIDs of the last SEARCH ... RETURN (SAVE), which `$` names; a new
+        # SELECT starts a new Selected, and so an empty one.
+        self.saved_result: list[int] = []
 
     @property
     def read_only(self) -> bool:
@@ -52,7 +56,12 @@ class Selected:
     def resolve(self, text: str, by_uid: bool) -> list[tuple[int, MessageInfo]]:
         """(sequence number, message) for every message a sequence or UID set names, once
         each, in order. A sequence number past the view is the client's mistake (BAD); a UID
-        set may name UIDs that are gone, which are left out (RFC 3501 6.4.8)."""
+        set may name UIDs that are gone, which are left out (RFC 3501 6.4.8). `$` is the
+        saved result, in either form (RFC 5182 2.1); messages expunged since are left out."""
+        if text == SAVED_RESULT:
+            saved = set(self.saved_result)
+            return [(seq, info) for seq, info in enumerate(self.folder.messages(), 1)
+                    if info.uid in saved]
         try:
             ranges = parse_sequence_set(text)
         except ParseError:

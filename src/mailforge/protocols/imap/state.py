@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import folders, messages
+from . import folders, messages, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -61,6 +61,9 @@ class IMAPSettings:
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                      "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
                      "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE")
+# The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
+SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
+                       "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
 
 
 class IMAPMachine:
@@ -177,6 +180,7 @@ class IMAPMachine:
 
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES)
+        caps += SEARCH_CAPABILITIES
         caps.append(f"APPENDLIMIT={self.settings.max_append}")
         if self.state is State.NOT_AUTHENTICATED:
             if self.settings.tls_available and not self.tls_active:
@@ -389,4 +393,8 @@ COMMANDS: dict[str, Command] = {
     "UID COPY": Command(messages.uid_copy, S, flags=TRYCREATE),
     "UID MOVE": Command(messages.uid_move, S, flags=TRYCREATE),
     "UID EXPUNGE": Command(messages.uid_expunge, S, flags=STORE),
+    "SORT": Command(ordering.sort, S, flags=SEQUENCE),
+    "UID SORT": Command(ordering.uid_sort, S, flags=STORE),
+    "THREAD": Command(ordering.thread, S, flags=SEQUENCE),
+    "UID THREAD": Command(ordering.uid_thread, S, flags=STORE),
 }

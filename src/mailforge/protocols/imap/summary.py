@@ -5,7 +5,7 @@ header sections (fetch.answerable_from_summary) are answered without the message
 
 from __future__ import annotations
 
-from mailforge.store.api import MessageSummary
+from mailforge.store.api import Folder, MessageSummary
 
 from .bodystructure import body_structure
 from .envelope import envelope
@@ -32,3 +32,11 @@ class ImapSummarizer:
 
 
 SUMMARIZER = ImapSummarizer()
+
+
+def header_block(folder: Folder, uid: int) -> bytes:
+    """What a reader of header fields alone (SEARCH's header keys, SORT, THREAD) needs of a
+    message: its cached header block when there is one, else the whole message (whose header
+    parses the same)."""
+    summary = folder.summary(uid)
+    return summary.header if summary is not None else folder.read(uid)

@@ -1,0 +1,109 @@
+"""What SEARCH and SORT give back when the client asks with RETURN (...): the ESEARCH response
+(RFC 4731, and RFC 5267 for SORT) and the saved result, `$` (RFC 5182 SEARCHRES).
+
+The numbers come in the command's result order: ascending for SEARCH, the sort order for SORT.
+MIN and MAX are the first and the last of them (for SEARCH the lowest and the highest; for
+SORT, RFC 5267 3.2, the first and the last message sorted), ALL is a sequence set that keeps
+that order.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .wire import ImapSyntaxError
+
+
+# Where a sequence or UID set goes: the messages the last RETURN (SAVE) found (RFC 5182 2.1).
+SAVED_RESULT = "$"
+
+
+class Return(enum.StrEnum):
+    MIN = "MIN"
+    MAX = "MAX"
+    ALL = "ALL"
+    COUNT = "COUNT"
+    SAVE = "SAVE"
+
+
+# RFC 4731 3.1: the order the result items go in the ESEARCH response.
+_REPORTED = (Return.MIN, Return.MAX, Return.ALL, Return.COUNT)
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnOptions:
+    """The RETURN options of one command; `extended` is False for a plain SEARCH or SORT,
+    which is answered with `* SEARCH` or `* SORT` as RFC 3501 and RFC 5256 have it."""
+
+    options: frozenset[Return] = frozenset()
+    extended: bool = False
+
+    @property
+    def saves(self) -> bool:
+        return Return.SAVE in self.options
+
+    @property
+    def reports(self) -> bool:
+        """Whether an ESEARCH response goes out: not when SAVE is all that was asked for
+        (RFC 5182 2.4)."""
+        return self.extended and self.options != {Return.SAVE}
+
+    def saved(self, numbers: Sequence[int]) -> list[int]:
+        """What SAVE keeps: only the MIN and MAX messages when those are all that was asked
+        besides it (RFC 5182 2.4), else the whole result."""
+        if not numbers or self.options & {Return.ALL, Return.COUNT}:
+            return list(numbers)
+        kept = []
+        if Return.MIN in self.options:
+            kept.append(numbers[0])
+        if Return.MAX in self.options and numbers[-1] not in kept:
+            kept.append(numbers[-1])
+        return kept or list(numbers)
+
+    def esearch(self, tag: str, numbers: Sequence[int], by_uid: bool) -> bytes:
+        """The `* ESEARCH (TAG "x") [UID] ...` line; an empty result reports COUNT 0 only."""
+        shown = self.options & set(_REPORTED) or {Return.ALL}
+        parts = [b'* ESEARCH (TAG "%s")' % tag.encode("ascii")]
+        if by_uid:
+            parts.append(b"UID")
+        for option in _REPORTED:
+            if option not in shown:
+                continue
+            if option is Return.COUNT:
+                parts.append(b"COUNT %d" % len(numbers))
+            elif numbers:
+                value = {Return.MIN: b"%d" % numbers[0], Return.MAX: b"%d" % numbers[-1],
+                         Return.ALL: sequence_set(numbers)}[option]
+                parts.append(option.encode("ascii") + b" " + value)
+        return b" ".join(parts) + b"\r\n"
+
+
+def split_return(args: list) -> tuple[ReturnOptions, list]:
+    """RETURN (option ...) at the start of SEARCH's or SORT's arguments, and the rest.
+    `RETURN ()` means ALL (RFC 4731 3.1)."""
+    if not (args and isinstance(args[0], str) and args[0].upper() == "RETURN"):
+        return ReturnOptions(), args
+    if len(args) < 2 or not isinstance(args[1], list):
+        raise ImapSyntaxError("RETURN needs a parenthesised list of options")
+    options = set()
+    for item in args[1]:
+        try:
+            options.add(Return(item.upper() if isinstance(item, str) else ""))
+        except ValueError:
+            raise ImapSyntaxError("unknown RETURN option") from None
+    return ReturnOptions(frozenset(options or {Return.ALL}), extended=True), args[2:]
+
+
+def sequence_set(numbers: Sequence[int]) -> bytes:
+    """Numbers as a sequence set in their own order, ascending runs joined: 1:3,7,5 ."""
+    pieces = []
+    start = 0
+    for index in range(1, len(numbers) + 1):
+        if index < len(numbers) and numbers[index] == numbers[index - 1] + 1:
+            continue
+        first, last = numbers[start], numbers[index - 1]
+        pieces.append(b"%d" % first if first == last else b"%d:%d" % (first, last))
+        start = index
+    return b",".join(pieces)
