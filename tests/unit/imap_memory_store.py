@@ -42,7 +42,7 @@ class MemoryMailbox:
                                          else "\\HasNoChildren"}), n in self.subscribed)
                 for n in names]
 
-    def create(self, name: str) -> None:
+    def create(self, name: str, special_use: list[str] | None = None) -> None:
         if name in self.data:
             raise FolderExists("Mailbox already exists")
         self.data[name], self.uidnext[name] = {}, 1

@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import folders, messages
+from . import folders, listing, messages
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -60,7 +60,8 @@ class IMAPSettings:
 # Always offered, whatever the state (RFC 3501 7.2.1 and the extensions' RFCs).
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                      "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
-                     "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE")
+                     "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
+                     "LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE")
 
 
 class IMAPMachine:
@@ -365,9 +366,9 @@ COMMANDS: dict[str, Command] = {
     "RENAME": Command(folders.rename, A, flags=STORE),
     "SUBSCRIBE": Command(folders.subscribe, A, flags=STORE),
     "UNSUBSCRIBE": Command(folders.unsubscribe, A, flags=STORE),
-    "LIST": Command(folders.list_command, A, flags=STORE),
-    "XLIST": Command(folders.xlist, A, flags=STORE),
-    "LSUB": Command(folders.lsub, A, flags=STORE),
+    "LIST": Command(listing.list_command, A, flags=STORE),
+    "XLIST": Command(listing.xlist, A, flags=STORE),
+    "LSUB": Command(listing.lsub, A, flags=STORE),
     "STATUS": Command(folders.status, A, flags=STORE),
     "APPEND": Command(folders.append, A, flags=TRYCREATE),
     "NAMESPACE": Command(folders.namespace, A),
