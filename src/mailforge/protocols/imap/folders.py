@@ -1,5 +1,5 @@
 """IMAP commands on folders as a whole (RFC 3501 6.3, RFC 2342 NAMESPACE, RFC 6154
-SPECIAL-USE's CREATE, RFC 9208 QUOTA, RFC 4315 APPENDUID).
+SPECIAL-USE's CREATE, RFC 9208 QUOTA, RFC 4315 APPENDUID, RFC 3502 MULTIAPPEND).
 
 Each handler takes the session, the command's tag and its parsed arguments, adds untagged
 responses to the session and returns the completion; it runs in the thread pool.
@@ -7,12 +7,13 @@ responses to the session and returns the completion; it runs in the thread pool.
 
 from __future__ import annotations
 
-from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, Mailbox
+from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, Mailbox, NewMessage
 from . import wire
 from .command_session import CommandSession
 from .responses import Bad, Tagged, astring, atom, count, flag_list, folder_name, no, ok
 from .selected import Selected
 
+APPEND_SYNTAX = "APPEND mailbox [(flags)] [date-time] message ..."
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE")
 # RFC 9208 5.1: STORAGE is counted in units of 1024 octets.
 KIB = 1024
@@ -133,27 +134,44 @@ def status_response(session: CommandSession, name: str, wanted: list[str]) -> No
 
 
 def append(session: CommandSession, tag: str, args: list) -> Tagged:
-    """APPEND mailbox [(flags)] [date-time] literal (RFC 3501 6.3.11)."""
-    count(args, 2, 4, syntax="APPEND mailbox [(flags)] [date-time] message")
-    name, message, options = folder_name(args[0]), args[-1], args[1:-1]
-    if not isinstance(message, bytes):
-        raise Bad("The message must be a literal")
-    flags: list[str] = []
-    date: float | None = None
-    if options and isinstance(options[0], list):
-        flags = flag_list(options.pop(0))
-    if options:
-        try:
-            date = wire.parse_date_time(astring(options.pop(0)))
-        except ValueError:
-            raise Bad("Invalid date-time") from None
-    if options:
-        raise Bad("Syntax: APPEND mailbox [(flags)] [date-time] message")
-    if not message:
+    """APPEND mailbox 1*([(flags)] [date-time] literal) (RFC 3501 6.3.11, RFC 3502
+    MULTIAPPEND: every message is stored, or none)."""
+    if len(args) < 2:
+        raise Bad(f"Syntax: {APPEND_SYNTAX}")
+    name, messages = folder_name(args[0]), _new_messages(args[1:])
+    if not all(message.data for message in messages):
         return no("Cannot append an empty message", "CANNOT")
-    appended = _mailbox(session).append(name, message, flags, date)
+    appended = _mailbox(session).append_many(name, messages)
     uids = ",".join(str(uid) for uid in appended.uids)
     return ok("APPEND completed", f"APPENDUID {appended.uidvalidity} {uids}" if uids else "")
+
+
+def _new_messages(items: list) -> list[NewMessage]:
+    messages = []
+    items = list(items)
+    while items:
+        flags = flag_list(items.pop(0)) if isinstance(items[0], list) else []
+        date = _date_time(items.pop(0)) if _holds_date(items) else None
+        if not items or not isinstance(items[0], bytes):
+            raise Bad(f"Syntax: {APPEND_SYNTAX}")
+        messages.append(NewMessage(items.pop(0), frozenset(flags), date))
+    return messages
+
+
+def _holds_date(items: list) -> bool:
+    """Whether the next two items are a date-time and its message. The parser gives quoted
+    strings and literals alike as bytes; a message (RFC 5322) always holds a line end, a
+    date-time never does."""
+    if len(items) < 2 or not isinstance(items[1], bytes):
+        return False
+    return isinstance(items[0], str) or not (b"\n" in items[0] or b"\r" in items[0])
+
+
+def _date_time(arg: object) -> float:
+    try:
+        return wire.parse_date_time(astring(arg))
+    except ValueError:
+        raise Bad("Invalid date-time") from None
 
 
 # --- NAMESPACE, QUOTA --------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class IMAPSettings:
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                      "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
                      "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
-                     "LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE")
+                     "LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE", "MULTIAPPEND")
 
 
 class IMAPMachine:
