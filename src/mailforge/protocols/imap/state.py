@@ -61,7 +61,8 @@ class IMAPSettings:
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                      "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
                      "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
-                     "LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE", "MULTIAPPEND")
+                     "LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE", "MULTIAPPEND",
+                     "COMPRESS=DEFLATE")
 
 
 class IMAPMachine:
@@ -82,6 +83,7 @@ class IMAPMachine:
         # Set when the selected folder cannot be followed any more (deleted, or rebuilt under
         # a new UIDVALIDITY, by another session): the BYE that ends the session.
         self.farewell = b""
+        self.compressed = False  # COMPRESS DEFLATE is on (RFC 4978)
 
     # --- what the driver calls ---------------------------------------------------------------
 
@@ -219,6 +221,16 @@ class IMAPMachine:
         self.untagged(b"* ENABLED\r\n")
         return ok("ENABLE completed")
 
+    def compress(self, tag: str, args: list) -> Tagged:
+        """RFC 4978: the driver deflates both directions once the OK is out."""
+        count(args, 1, syntax="COMPRESS DEFLATE")
+        if not isinstance(args[0], str) or args[0].upper() != "DEFLATE":
+            return bad("Unknown compression mechanism")
+        if self.compressed:
+            return no("DEFLATE is active already", "COMPRESSIONACTIVE")
+        self.compressed = True
+        return ok("DEFLATE active", action=Action.COMPRESS)
+
     # --- NOT_AUTHENTICATED -------------------------------------------------------------------
 
     def starttls(self, tag: str, args: list) -> Tagged:
@@ -355,6 +367,7 @@ COMMANDS: dict[str, Command] = {
     "LOGOUT": Command(IMAPMachine.logout, flags=STORE),
     "ID": Command(IMAPMachine.id_command),
     "ENABLE": Command(IMAPMachine.enable, A),
+    "COMPRESS": Command(IMAPMachine.compress, A),
     "STARTTLS": Command(IMAPMachine.starttls, until=N),
     "LOGIN": Command(IMAPMachine.login, until=N, flags=STORE),
     "AUTHENTICATE": Command(IMAPMachine.authenticate, until=N, flags=STORE),
