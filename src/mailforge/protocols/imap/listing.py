@@ -26,7 +26,7 @@ SPECIAL_USES = frozenset(("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk
 SELECTION_OPTIONS = frozenset(("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"))
 RETURN_OPTIONS = frozenset(("SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE"))
 SUBSCRIBED, NONEXISTENT, NOSELECT = "\\Subscribed", "\\NonExistent", "\\Noselect"
-LIST_SYNTAX = ("LIST [(options)] reference mailbox | (mailbox ...) [RETURN (options)]")
+LIST_SYNTAX = "LIST [(options)] reference mailbox | (mailbox ...) [RETURN (options)]"
 
 
 @dataclass
@@ -85,8 +85,9 @@ def lsub(session: CommandSession, tag: str, args: list) -> Tagged:
 
 def parse_list(args: list) -> ListRequest:
     args = list(args)
-    selection = _options(args.pop(0), SELECTION_OPTIONS) if args and isinstance(args[0], list) \
-        else []
+    selection = []
+    if args and isinstance(args[0], list):
+        selection = _options(args.pop(0), SELECTION_OPTIONS)
     if len(args) == 4 and isinstance(args[2], str) and args[2].upper() == "RETURN":
         returns = args.pop()
         args.pop()
