@@ -4,7 +4,7 @@ Maildir store). Every Folder of one MemoryMailbox shares the messages, as sessio
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from mailforge.protocols.imap.summary import SUMMARIZER
 from mailforge.store.api import (
@@ -19,6 +19,7 @@ from mailforge.store.api import (
     FolderStatus,
     MessageInfo,
     MessageSummary,
+    NewMessage,
     Quota,
 )
 
@@ -42,7 +43,7 @@ class MemoryMailbox:
                                          else "\\HasNoChildren"}), n in self.subscribed)
                 for n in names]
 
-    def create(self, name: str) -> None:
+    def create(self, name: str, special_use: list[str] | None = None) -> None:
         if name in self.data:
             raise FolderExists("Mailbox already exists")
         self.data[name], self.uidnext[name] = {}, 1
@@ -82,6 +83,11 @@ class MemoryMailbox:
         self.uidnext[name] += 1
         messages[uid] = (MessageInfo(uid, frozenset(flags), internal_date or 0.0, len(data)), data)
         return Appended(UIDVALIDITY, (uid,))
+
+    def append_many(self, name: str, messages: Sequence[NewMessage]) -> Appended:
+        self._folder(name)
+        uids = [self.append(name, m.data, m.flags, m.internal_date).uids[0] for m in messages]
+        return Appended(UIDVALIDITY, tuple(uids))
 
     def quota(self) -> Quota:
         return Quota(100 * 1024, 3, 1024 * 1024, None)

@@ -80,6 +80,9 @@ class IMAPDriver(SessionDriver):
     async def replied(self, result: Reply) -> bool:
         if result.action is Action.IDLE:
             return await self._idle()
+        if result.action is Action.COMPRESS:
+            self.conn.flush()  # the OK goes out as it is, everything after it deflated
+            self.conn.start_compression()
         return True
 
     async def closing(self) -> None:

@@ -25,6 +25,7 @@ class Action(enum.Enum):
     # SMTP RCPT: look the recipient and its mailboxes' quota up (thread pool), then tell the machine
     LOOK_UP_RECIPIENT = "look_up_recipient"
     IDLE = "idle"                    # IMAP IDLE: push updates until the client says DONE
+    COMPRESS = "compress"            # IMAP COMPRESS: deflate both directions after the reply
 
 
 class Failure(enum.Enum):

@@ -40,6 +40,10 @@ class InvalidName(StoreError):
     """A name the store cannot hold, or an operation a folder does not allow (NO [CANNOT])."""
 
 
+class UnsupportedUse(StoreError):
+    """CREATE with a special use (RFC 6154) the store cannot give that folder (NO [USEATTR])."""
+
+
 class NotPermitted(StoreError):
     """Writing to a public folder, or another action the account may not take (NO [NOPERM])."""
 
@@ -139,6 +143,15 @@ class Quota:
 
 
 @dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to append: any line ends (kept as the store keeps them)."""
+
+    data: bytes
+    flags: frozenset[str] = frozenset()
+    internal_date: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     uidvalidity: int
     uids: tuple[int, ...] = field(default=())
@@ -208,7 +221,10 @@ class Mailbox(Protocol):
         """Every folder, INBOX first; public folders when the domain shares them."""
         ...
 
-    def create(self, name: str) -> None: ...
+    def create(self, name: str, special_use: list[str] | None = None) -> None:
+        """`special_use`: the attributes the folder is to carry (UnsupportedUse when the
+        store cannot give it those)."""
+        ...
 
     def delete(self, name: str) -> None: ...
 
@@ -229,6 +245,10 @@ class Mailbox(Protocol):
     def append(self, name: str, data: bytes, flags: Iterable[str] = (),
                internal_date: float | None = None) -> Appended:
         """Store a message (any line ends; kept as the store keeps them) durably."""
+        ...
+
+    def append_many(self, name: str, messages: Sequence[NewMessage]) -> Appended:
+        """Store messages durably, all or none (MULTIAPPEND)."""
         ...
 
     def quota(self) -> Quota: ...

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +33,12 @@ from .api import (
     FolderStatus,
     InvalidName,
     MessageInfo,
+    NewMessage,
     NotPermitted,
     OverQuota,
     Quota,
     Summarizer,
+    UnsupportedUse,
 )
 from .filenames import field_of, letters_of
 from .folderdir import FolderDir
@@ -44,6 +46,7 @@ from .maildir import mailbox_path, public_path
 from .names import SPECIAL_USE, from_dir, is_public, normalize, parents, to_dir
 from .quota import NO_LIMITS, Limits, MaildirSize
 from .selected import SelectedFolder, canonical_flags
+from .specialuse import SpecialUses
 
 SUBSCRIPTIONS = "subscriptions"
 SUBSCRIPTIONS_HEADER = "V\t2\n\n"
@@ -88,6 +91,7 @@ class MaildirMailbox:
         self.root = mailbox_path(store_dir, address)
         self.public = public
         self.usage = MaildirSize(self.root, limits)
+        self.special_uses = SpecialUses(self.root)
         # One FolderDir per directory for the session's life, so that what it learnt of the
         # folder (index, keywords, message dates and sizes) serves the next SELECT too.
         self._dirs: dict[Path, FolderDir] = {}
@@ -106,22 +110,30 @@ class MaildirMailbox:
     def folders(self) -> list[FolderInfo]:
         subscribed = set(self.subscriptions())
         names = {INBOX} | set(_tree_names(self.root))
-        infos = _infos(names, "", subscribed, self._selectable)
+        uses = SPECIAL_USE | self.special_uses.load()
+        infos = _infos(names, "", subscribed, self._selectable, uses)
         if self.public is not None:
             public = set(_tree_names(self.public.root))
-            infos += _infos(public, PUBLIC_PREFIX, subscribed, self._selectable)
+            infos += _infos(public, PUBLIC_PREFIX, subscribed, self._selectable, {})
         return infos
 
     def _selectable(self, name: str) -> bool:
         return self._locate(name).folder.exists()
 
-    def create(self, name: str) -> None:
+    def create(self, name: str, special_use: list[str] | None = None) -> None:
         place = self._locate(name.removesuffix(SEPARATOR))
         self._require_writable(place)
         if place.name == INBOX or place.folder.exists():
             raise FolderExists(f"{place.name} exists already")
+        attribute = None
+        if special_use is not None:
+            if place.public:
+                raise UnsupportedUse("public folders have no special use")
+            attribute = self.special_uses.check(special_use)
         self._create_parents(place.name)
         place.folder.create()
+        if attribute is not None:
+            self.special_uses.assign(place.name, attribute)
 
     def _create_parents(self, name: str) -> None:
         for parent in parents(name):
@@ -146,6 +158,7 @@ class MaildirMailbox:
         shutil.rmtree(doomed, ignore_errors=True)
         if not place.public:
             self.usage.forget()
+            self.special_uses.forget(place.name)
 
     def rename(self, old: str, new: str) -> None:
         source, target = self._locate(old), self._locate(new)
@@ -170,6 +183,8 @@ class MaildirMailbox:
             os.rename(old_dir, tree / (target.folder.path.name + suffix))
         fsync_dir(tree)
         self._rename_subscriptions(source.name, target.name)
+        if not source.public:
+            self.special_uses.rename(source.name, target.name)
 
     # -- subscriptions
 
@@ -218,10 +233,14 @@ class MaildirMailbox:
 
     def append(self, name: str, data: bytes, flags: Iterable[str] = (),
                internal_date: float | None = None) -> Appended:
+        return self.append_many(name, [NewMessage(data, frozenset(flags), internal_date)])
+
+    def append_many(self, name: str, messages: Sequence[NewMessage]) -> Appended:
         place = self._existing(name, trycreate=True)
         self._require_writable(place)
-        self._check_quota(place, len(data), 1)
-        uidvalidity, uids = place.folder.add([(data, canonical_flags(flags), internal_date)])
+        self._check_quota(place, sum(len(m.data) for m in messages), len(messages))
+        uidvalidity, uids = place.folder.add(
+            [(m.data, canonical_flags(m.flags), m.internal_date) for m in messages])
         return Appended(uidvalidity, tuple(uids))
 
     def add_copies(self, target: str, sources: list[tuple[Path, MessageInfo]]
@@ -300,7 +319,7 @@ def _tree_names(root: Path) -> list[str]:
 
 
 def _infos(names: set[str], prefix: str, subscribed: set[str],
-           selectable: Callable[[str], bool]) -> list[FolderInfo]:
+           selectable: Callable[[str], bool], uses: dict[str, str]) -> list[FolderInfo]:
     """FolderInfo for each name and for the levels above them that exist only as parents."""
     everything = set(names)
     for name in names:
@@ -312,8 +331,8 @@ def _infos(names: set[str], prefix: str, subscribed: set[str],
                       else "\\HasNoChildren"}
         if name not in names or not selectable(full):
             attributes.add("\\Noselect")
-        if not prefix and name in SPECIAL_USE:
-            attributes.add(SPECIAL_USE[name])
+        if name in uses:
+            attributes.add(uses[name])
         infos.append(FolderInfo(full, frozenset(attributes), full in subscribed))
     return infos
 

@@ -15,6 +15,8 @@ import time
 import typing
 from collections.abc import Awaitable, Callable, Iterator
 
+from .deflate import Deflate, DeflateError
+
 # Stop reading from a client whose unread input grows past this; resume below it.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -41,7 +43,8 @@ class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
                  "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
-                 "_line_start", "_line_spent", "_writable", "_source", "__weakref__")
+                 "_line_start", "_line_spent", "_writable", "_source", "_deflate",
+                 "__weakref__")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]],
                  source: tuple[str, int] | None = None) -> None:
@@ -78,6 +81,8 @@ class Connection(asyncio.Protocol):
         # The client named by a PROXY header (protocols/proxied.py): policy sees it, not the
         # load balancer's address.
         self._source = source
+        # Set once IMAP COMPRESS is on: both directions go through it (inside TLS if any).
+        self._deflate: Deflate | None = None
 
     # asyncio.Protocol callbacks
 
@@ -92,13 +97,30 @@ class Connection(asyncio.Protocol):
         self.task = self._loop.create_task(self._handler(self))
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
         self.last_activity = time.monotonic()
-        self._transfer_bytes += len(data)
+        if self._deflate is None:
+            self._take(data)
+        else:
+            self._deflate.take_in(data)
+            self._inflate_input()
         if len(self._buffer) > HIGH_WATER and not self._paused and self.transport:
             self._paused = True
             self.transport.pause_reading()
         self._wake()
+
+    def _take(self, data: bytes) -> None:
+        self._buffer += data
+        self._transfer_bytes += len(data)
+
+    def _inflate_input(self) -> None:
+        """Compressed input into the buffer, up to the high-water mark: the rest waits (and
+        reading stays paused) until the session has read its way down."""
+        assert self._deflate is not None
+        try:
+            while self._deflate.pending and len(self._buffer) <= HIGH_WATER:
+                self._take(self._deflate.inflate(MAX_CHUNK))
+        except DeflateError:
+            self.close()
 
     def eof_received(self) -> bool:
         self.closed = True
@@ -254,7 +276,11 @@ class Connection(asyncio.Protocol):
 
     def _consume(self, size: int) -> None:
         del self._buffer[:size]
-        if self._paused and len(self._buffer) < LOW_WATER and self.transport:
+        if len(self._buffer) >= LOW_WATER:
+            return
+        if self._deflate is not None:
+            self._inflate_input()
+        if self._paused and len(self._buffer) < HIGH_WATER and self.transport:
             self._paused = False
             self.transport.resume_reading()
 
@@ -274,10 +300,20 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def start_compression(self) -> None:
+        """IMAP COMPRESS DEFLATE, once its OK is written: from here on both directions are
+        deflated; what the client sent after the command is compressed already."""
+        self._deflate = Deflate()
+        early, self._buffer = bytes(self._buffer), bytearray()
+        self._deflate.take_in(early)
+        self._inflate_input()
+
     # writing
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            if self._deflate is not None:
+                data = self._deflate.deflate(data)
             self.transport.write(data)
 
     def queue_reply(self, data: bytes) -> None:

@@ -1,5 +1,5 @@
 """IMAP commands on folders as a whole (RFC 3501 6.3, RFC 2342 NAMESPACE, RFC 6154
-SPECIAL-USE and XLIST, RFC 9208 QUOTA, RFC 4315 APPENDUID).
+SPECIAL-USE's CREATE, RFC 9208 QUOTA, RFC 4315 APPENDUID, RFC 3502 MULTIAPPEND).
 
 Each handler takes the session, the command's tag and its parsed arguments, adds untagged
 responses to the session and returns the completion; it runs in the thread pool.
@@ -7,17 +7,13 @@ responses to the session and returns the completion; it runs in the thread pool.
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
-
-from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, FolderInfo, Mailbox
+from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, Mailbox, NewMessage
 from . import wire
 from .command_session import CommandSession
 from .responses import Bad, Tagged, astring, atom, count, flag_list, folder_name, no, ok
 from .selected import Selected
 
-# RFC 6154 attributes, and the names the older XLIST (Gmail's) gave some of them.
-XLIST_NAMES = {"\\Junk": "\\Spam", "\\Archive": "\\AllMail"}
+APPEND_SYNTAX = "APPEND mailbox [(flags)] [date-time] message ..."
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE")
 # RFC 9208 5.1: STORAGE is counted in units of 1024 octets.
 KIB = 1024
@@ -63,12 +59,22 @@ def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
 # --- CREATE, DELETE, RENAME, SUBSCRIBE ---------------------------------------------------------
 
 def create(session: CommandSession, tag: str, args: list) -> Tagged:
-    count(args, 1, syntax="CREATE mailbox")
+    """CREATE mailbox [(USE (attribute ...))] (RFC 4466 create parameters, RFC 6154 USE)."""
+    count(args, 1, 2, syntax="CREATE mailbox [(USE (attribute ...))]")
     name = folder_name(args[0]).rstrip(SEPARATOR)
+    special_use = _create_use(args[1]) if len(args) == 2 else None
     if name == INBOX:
         return no("INBOX always exists", "ALREADYEXISTS")
-    _mailbox(session).create(name)
+    _mailbox(session).create(name, special_use)
     return ok("CREATE completed")
+
+
+def _create_use(arg: object) -> list[str]:
+    """The attributes of a (USE (...)) parameter list, the only create parameter known."""
+    if not (isinstance(arg, list) and len(arg) == 2 and isinstance(arg[0], str)
+            and arg[0].upper() == "USE" and isinstance(arg[1], list)):
+        raise Bad("Syntax: CREATE mailbox [(USE (attribute ...))]")
+    return [atom(use) for use in arg[1]]
 
 
 def delete(session: CommandSession, tag: str, args: list) -> Tagged:
@@ -101,124 +107,71 @@ def unsubscribe(session: CommandSession, tag: str, args: list) -> Tagged:
     return ok("UNSUBSCRIBE completed")
 
 
-# --- LIST, LSUB, XLIST -------------------------------------------------------------------------
-
-def list_command(session: CommandSession, tag: str, args: list) -> Tagged:
-    return _list(session, args, "LIST")
-
-
-def xlist(session: CommandSession, tag: str, args: list) -> Tagged:
-    return _list(session, args, "XLIST")
-
-
-def lsub(session: CommandSession, tag: str, args: list) -> Tagged:
-    return _list(session, args, "LSUB")
-
-
-def _list(session: CommandSession, args: list, verb: str) -> Tagged:
-    count(args, 2, syntax=f"{verb} reference mailbox")
-    reference, pattern = _wire_name(args[0]), _wire_name(args[1])
-    if not pattern:
-        # RFC 3501 6.3.8: the hierarchy separator and the root of the reference.
-        root = reference.split(SEPARATOR)[0] + SEPARATOR if SEPARATOR in reference else ""
-        session.untagged(b'* %s (\\Noselect) "/" %s\r\n' % (verb.encode(), wire.astring(root)))
-        return ok(f"{verb} completed")
-    matches = _matcher(reference + pattern)
-    folders = _mailbox(session).folders()
-    if verb == "LSUB":
-        subscribed = set(_mailbox(session).subscriptions())
-        folders = [f for f in folders if f.name in subscribed]
-    listed = {wire.encode_mailbox(f.name): f for f in folders}
-    for name, attributes in _matching(listed, matches):
-        attributes = _attributes(verb, name, attributes)
-        session.untagged(b'* %s %s "/" %s\r\n' % (verb.encode(), wire.flag_list(attributes),
-                                                  wire.astring(name)))
-    return ok(f"{verb} completed")
-
-
-def _wire_name(arg: object) -> str:
-    try:
-        return astring(arg).decode("ascii")
-    except UnicodeDecodeError:
-        raise Bad("Mailbox names are 7-bit (modified UTF-7)") from None
-
-
-def _matching(listed: dict[str, FolderInfo], matches: re.Pattern[str]) -> list[tuple[str, list[str]]]:
-    """The folders whose wire name matches, in order; and where "%" stops at a level that is
-    no folder of its own (a parent only implied by a child), that level as \\Noselect."""
-    found: dict[str, list[str]] = {}
-    for name, info in listed.items():
-        if matches.fullmatch(name):
-            found[name] = sorted(info.attributes)
-        parts = name.split(SEPARATOR)
-        for depth in range(1, len(parts)):
-            parent = SEPARATOR.join(parts[:depth])
-            if parent not in listed and parent not in found and matches.fullmatch(parent):
-                found[parent] = ["\\HasChildren", "\\Noselect"]
-    return list(found.items())
-
-
-def _attributes(verb: str, name: str, attributes: list[str]) -> list[str]:
-    if verb == "LSUB":
-        # LSUB tells only \Noselect (RFC 3501 7.2.3); the rest is LIST's business.
-        return [a for a in attributes if a == "\\Noselect"]
-    if verb == "XLIST":
-        attributes = [XLIST_NAMES.get(a, a) for a in attributes]
-        if name == INBOX:
-            attributes.append("\\Inbox")
-    return attributes
-
-
-@lru_cache(maxsize=256)
-def _matcher(pattern: str) -> re.Pattern[str]:
-    """RFC 3501 6.3.8: "*" matches anything, "%" anything but the separator; an INBOX
-    prefix is matched in any case."""
-    if pattern.upper().startswith(INBOX):
-        pattern = INBOX + pattern[len(INBOX):]
-    parts = (re.escape(c) if c not in "*%" else (".*" if c == "*" else "[^/]*") for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
-
-
 # --- STATUS, APPEND ----------------------------------------------------------------------------
 
 def status(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 2, syntax="STATUS mailbox (items)")
-    name = folder_name(args[0])
-    items = args[1] if isinstance(args[1], list) else [args[1]]
+    status_response(session, folder_name(args[0]), parse_status_items(args[1]))
+    return ok("STATUS completed")
+
+
+def parse_status_items(arg: object) -> list[str]:
+    items = arg if isinstance(arg, list) else [arg]
     wanted = [atom(item).upper() for item in items]
     if not wanted or any(item not in STATUS_ITEMS for item in wanted):
         raise Bad(f"STATUS items are {' '.join(STATUS_ITEMS)}")
+    return wanted
+
+
+def status_response(session: CommandSession, name: str, wanted: list[str]) -> None:
+    """The untagged STATUS of a folder (STATUS, and LIST's RETURN (STATUS ...))."""
     current = _mailbox(session).status(name)
     values = {"MESSAGES": current.messages, "RECENT": current.recent, "UIDNEXT": current.uidnext,
               "UIDVALIDITY": current.uidvalidity, "UNSEEN": current.unseen, "SIZE": current.size}
     listing = " ".join(f"{item} {values[item]}" for item in wanted)
     session.untagged(b"* STATUS %s (%s)\r\n" % (wire.astring(wire.encode_mailbox(name)),
                                                 listing.encode()))
-    return ok("STATUS completed")
 
 
 def append(session: CommandSession, tag: str, args: list) -> Tagged:
-    """APPEND mailbox [(flags)] [date-time] literal (RFC 3501 6.3.11)."""
-    count(args, 2, 4, syntax="APPEND mailbox [(flags)] [date-time] message")
-    name, message, options = folder_name(args[0]), args[-1], args[1:-1]
-    if not isinstance(message, bytes):
-        raise Bad("The message must be a literal")
-    flags: list[str] = []
-    date: float | None = None
-    if options and isinstance(options[0], list):
-        flags = flag_list(options.pop(0))
-    if options:
-        try:
-            date = wire.parse_date_time(astring(options.pop(0)))
-        except ValueError:
-            raise Bad("Invalid date-time") from None
-    if options:
-        raise Bad("Syntax: APPEND mailbox [(flags)] [date-time] message")
-    if not message:
+    """APPEND mailbox 1*([(flags)] [date-time] literal) (RFC 3501 6.3.11, RFC 3502
+    MULTIAPPEND: every message is stored, or none)."""
+    if len(args) < 2:
+        raise Bad(f"Syntax: {APPEND_SYNTAX}")
+    name, messages = folder_name(args[0]), _new_messages(args[1:])
+    if not all(message.data for message in messages):
         return no("Cannot append an empty message", "CANNOT")
-    appended = _mailbox(session).append(name, message, flags, date)
+    appended = _mailbox(session).append_many(name, messages)
     uids = ",".join(str(uid) for uid in appended.uids)
     return ok("APPEND completed", f"APPENDUID {appended.uidvalidity} {uids}" if uids else "")
+
+
+def _new_messages(items: list) -> list[NewMessage]:
+    messages = []
+    items = list(items)
+    while items:
+        flags = flag_list(items.pop(0)) if isinstance(items[0], list) else []
+        date = _date_time(items.pop(0)) if _holds_date(items) else None
+        if not items or not isinstance(items[0], bytes):
+            raise Bad(f"Syntax: {APPEND_SYNTAX}")
+        messages.append(NewMessage(items.pop(0), frozenset(flags), date))
+    return messages
+
+
+def _holds_date(items: list) -> bool:
+    """Whether the next two items are a date-time and its message. The parser gives quoted
+    strings and literals alike as bytes; a message (RFC 5322) always holds a line end, a
+    date-time never does."""
+    if len(items) < 2 or not isinstance(items[1], bytes):
+        return False
+    return isinstance(items[0], str) or not (b"\n" in items[0] or b"\r" in items[0])
+
+
+def _date_time(arg: object) -> float:
+    try:
+        return wire.parse_date_time(astring(arg))
+    except ValueError:
+        raise Bad("Invalid date-time") from None
 
 
 # --- NAMESPACE, QUOTA --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ...store.api import (
     NotPermitted,
     OverQuota,
     StoreError,
+    UnsupportedUse,
 )
 from ..session import Action
 from . import wire
@@ -92,6 +93,7 @@ STORE_ERROR_CODES = (
     (MessageGone, "EXPUNGEISSUED"),  # COPY/MOVE of a message another session expunged
     (NotPermitted, "NOPERM"),
     (OverQuota, "OVERQUOTA"),
+    (UnsupportedUse, "USEATTR"),  # RFC 6154 CREATE-SPECIAL-USE
 )
 
 

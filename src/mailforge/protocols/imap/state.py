@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import folders, messages, ordering
+from . import folders, listing, messages, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -60,7 +60,9 @@ class IMAPSettings:
 # Always offered, whatever the state (RFC 3501 7.2.1 and the extensions' RFCs).
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                      "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
-                     "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE")
+                     "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
+                     "LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE", "MULTIAPPEND",
+                     "COMPRESS=DEFLATE")
 # The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
                        "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
@@ -84,6 +86,7 @@ class IMAPMachine:
         # Set when the selected folder cannot be followed any more (deleted, or rebuilt under
         # a new UIDVALIDITY, by another session): the BYE that ends the session.
         self.farewell = b""
+        self.compressed = False  # COMPRESS DEFLATE is on (RFC 4978)
 
     # --- what the driver calls ---------------------------------------------------------------
 
@@ -222,6 +225,16 @@ class IMAPMachine:
         self.untagged(b"* ENABLED\r\n")
         return ok("ENABLE completed")
 
+    def compress(self, tag: str, args: list) -> Tagged:
+        """RFC 4978: the driver deflates both directions once the OK is out."""
+        count(args, 1, syntax="COMPRESS DEFLATE")
+        if not isinstance(args[0], str) or args[0].upper() != "DEFLATE":
+            return bad("Unknown compression mechanism")
+        if self.compressed:
+            return no("DEFLATE is active already", "COMPRESSIONACTIVE")
+        self.compressed = True
+        return ok("DEFLATE active", action=Action.COMPRESS)
+
     # --- NOT_AUTHENTICATED -------------------------------------------------------------------
 
     def starttls(self, tag: str, args: list) -> Tagged:
@@ -358,6 +371,7 @@ COMMANDS: dict[str, Command] = {
     "LOGOUT": Command(IMAPMachine.logout, flags=STORE),
     "ID": Command(IMAPMachine.id_command),
     "ENABLE": Command(IMAPMachine.enable, A),
+    "COMPRESS": Command(IMAPMachine.compress, A),
     "STARTTLS": Command(IMAPMachine.starttls, until=N),
     "LOGIN": Command(IMAPMachine.login, until=N, flags=STORE),
     "AUTHENTICATE": Command(IMAPMachine.authenticate, until=N, flags=STORE),
@@ -369,9 +383,9 @@ COMMANDS: dict[str, Command] = {
     "RENAME": Command(folders.rename, A, flags=STORE),
     "SUBSCRIBE": Command(folders.subscribe, A, flags=STORE),
     "UNSUBSCRIBE": Command(folders.unsubscribe, A, flags=STORE),
-    "LIST": Command(folders.list_command, A, flags=STORE),
-    "XLIST": Command(folders.xlist, A, flags=STORE),
-    "LSUB": Command(folders.lsub, A, flags=STORE),
+    "LIST": Command(listing.list_command, A, flags=STORE),
+    "XLIST": Command(listing.xlist, A, flags=STORE),
+    "LSUB": Command(listing.lsub, A, flags=STORE),
     "STATUS": Command(folders.status, A, flags=STORE),
     "APPEND": Command(folders.append, A, flags=TRYCREATE),
     "NAMESPACE": Command(folders.namespace, A),
