@@ -166,13 +166,13 @@ async def transaction(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 
 
 async def connection(target: peers.Target, body: Body, tickets: Tickets, stats: Stats,
-                     reuse: int) -> None:
-    """One connection, up to `reuse` messages; the caller already holds the first ticket.
+                     reuse: int, rcpts: Iterator[bytes]) -> None:
+    """One connection, up to `reuse` messages, each to the next of `rcpts`; the caller already
+    holds the first ticket.
 
     A message's latency runs from when its ticket was taken to its 250, so with a new
     connection per message it includes connect, greeting and EHLO.
     """
-    rcpt = target.rcpt.encode()
     writer = None
     start = time.perf_counter()
     try:
@@ -187,7 +187,7 @@ async def connection(target: peers.Target, body: Body, tickets: Tickets, stats: 
             if sent and not tickets.take():
                 break
             async with asyncio.timeout(OP_TIMEOUT):
-                await transaction(reader, writer, rcpt, body.message(), pipelining,
+                await transaction(reader, writer, next(rcpts), body.message(), pipelining,
                                   remote.sender(target, SENDER))
             stats.accept(time.perf_counter() - start)
             start = time.perf_counter()
@@ -208,16 +208,19 @@ async def quit_politely(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 
 
 async def client(target: peers.Target, body: Body, tickets: Tickets, stats: Stats,
-                 reuse: int) -> None:
+                 reuse: int, rcpts: Iterator[bytes]) -> None:
     while tickets.take():
-        await connection(target, body, tickets, stats, reuse)
+        await connection(target, body, tickets, stats, reuse, rcpts)
 
 
 async def load(target: peers.Target, opts: argparse.Namespace, deadline: float) -> Stats:
-    """SMTP: `opts.messages` messages over `opts.clients` connections at a time."""
+    """SMTP: `opts.messages` messages over `opts.clients` connections at a time, to the
+    target's recipients in turn."""
     body = Body(opts.size, target.rcpt)
+    rcpts = itertools.cycle([rcpt.encode() for rcpt in target.recipients()])
     tickets, stats = Tickets(opts.messages, deadline), Stats()
-    clients = [client(target, body, tickets, stats, opts.reuse) for _ in range(opts.clients)]
+    clients = [client(target, body, tickets, stats, opts.reuse, rcpts)
+               for _ in range(opts.clients)]
     return await drive(target.name, clients, stats, opts.messages, deadline)
 
 
@@ -377,7 +380,7 @@ def delivered_count(target: peers.Target) -> int:
     """Messages the peer has delivered: into its Maildir, or (relay) to the sink."""
     if target.relayed is not None:
         return target.relayed()
-    return peers.count_files(target.maildir_new)
+    return sum(peers.count_files(directory) for directory in target.delivered_dirs())
 
 
 def wait_delivered(target: peers.Target, baseline: int, accepted: int, started: float,
@@ -409,7 +412,7 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
             cpu0 = peers.tree_cpu_seconds(target.pid)
             result.stats = run_async(drive_load(target, opts, deadline))
             counted = opts.command == "relay" or (opts.command == "smtp" and opts.count_delivered
-                                                  and target.maildir_new is not None)
+                                                  and bool(target.delivered_dirs()))
             if counted:
                 result.delivered, result.delivered_wall = wait_delivered(
                     target, baseline, result.stats.accepted, result.stats.started,
@@ -458,11 +461,15 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
             "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box, service,
                                                  opts.dovecot_passwords),
         }
+    users = peers.bench_users(opts.mailboxes)
     return {
-        "mailforge": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn),
+        "mailforge": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn,
+                                                 users=users,
+                                                 delivery_workers=opts.delivery_workers),
         # The same server on the pure-Python twins: what the Cython core buys (issue 3).
         "mailforge-pure": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn,
-                                                      pure_python=True),
+                                                      pure_python=True, users=users,
+                                                      delivery_workers=opts.delivery_workers),
         "aiosmtpd": lambda: peers.run_aiosmtpd(anchors),
         "postfix": lambda: peers.run_postfix(anchors),
     }
@@ -534,6 +541,9 @@ def print_report(results: list[PeerResult], opts: argparse.Namespace) -> None:
         kind = "relay, SMTP in → loopback sink out" if opts.command == "relay" else "SMTP"
         title = (f"{kind}: {opts.messages:,} × {opts.size} B, {opts.clients} clients, "
                  f"{opts.reuse} msg/connection, mailforge workers {opts.workers}")
+        if opts.command == "smtp":
+            title += (f", delivery workers {opts.delivery_workers or 'default'}, "
+                      f"{opts.mailboxes:,} mailbox{'es' if opts.mailboxes > 1 else ''}")
     columns = headers(unit, delivery)
     rows = table_rows(results, delivery)
     if Console is not None:
@@ -566,6 +576,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="after the run, wait for the Maildir to hold every accepted message")
     smtp.add_argument("--deliver-timeout", type=float, default=120.0,
                       help="seconds to wait for delivery after the load (with --count-delivered)")
+    smtp.add_argument("--mailboxes", type=int, default=1,
+                      help="mailforge: spread the recipients over this many local mailboxes "
+                           "(delivery is then counted, over all of them)")
+    smtp.add_argument("--delivery-workers", type=int, default=None,
+                      help="mailforge [delivery] workers (default: its config's default)")
     relay = sub.add_parser("relay", help="SMTP in for a remote domain, relayed to a loopback sink")
     relay.add_argument("--clients", type=int, default=50, help="concurrent connections")
     relay.add_argument("--messages", type=int, default=20000)
@@ -604,11 +619,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if opts.command in KNOWN_PEERS:
         remote.check(opts, ap)
         counts = ("clients", "messages", "size", "workers",
-                  *{"smtp": ("reuse",), "relay": ("reuse",), "pop3": ("sessions",),
+                  *{"smtp": ("reuse", "mailboxes"), "relay": ("reuse",), "pop3": ("sessions",),
                      "imap": ("ops",)}[opts.command])
         for flag in counts:
             if getattr(opts, flag) < 1:
                 ap.error(f"--{flag} must be at least 1")
+        if opts.command == "smtp" and opts.delivery_workers is not None and opts.delivery_workers < 1:
+            ap.error("--delivery-workers must be at least 1")
+        if opts.command == "smtp" and opts.mailboxes > 1:
+            opts.count_delivered = True  # what the spread is for
         if opts.command in ("pop3", "imap") and opts.clients > peers.DOVECOT_USERS:
             # The Dovecot anchor has that many users, and every client needs its own.
             ap.error(f"--clients must be at most {peers.DOVECOT_USERS}")
