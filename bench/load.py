@@ -30,6 +30,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import multiprocessing
 import os
 import sys
 import time
@@ -97,6 +98,23 @@ class Stats:
         kind = (str(exc) if isinstance(exc, (ProtocolError, imap_load.IMAPError))
                 else type(exc).__name__)
         self.error_kinds[kind] += 1
+
+    @classmethod
+    def merged(cls, parts: list[Stats]) -> Stats:
+        """The load of several client processes as one (perf_counter is CLOCK_MONOTONIC, the
+        same clock in every process)."""
+        whole = cls()
+        for part in parts:
+            whole.accepted += part.accepted
+            whole.errors += part.errors
+            whole.latencies += part.latencies
+            whole.error_kinds += part.error_kinds
+            whole.cpu += part.cpu
+            whole.timed_out |= part.timed_out
+        if parts:
+            whole.started = min(p.started for p in parts)
+            whole.wall = max(p.started + p.wall for p in parts) - whole.started
+        return whole
 
 
 @dataclass
@@ -213,7 +231,8 @@ async def client(target: peers.Target, body: Body, tickets: Tickets, stats: Stat
         await connection(target, body, tickets, stats, reuse, rcpts)
 
 
-async def load(target: peers.Target, opts: argparse.Namespace, deadline: float) -> Stats:
+async def load(target: peers.Target, opts: argparse.Namespace, deadline: float,
+               show_progress: bool = True) -> Stats:
     """SMTP: `opts.messages` messages over `opts.clients` connections at a time, to the
     target's recipients in turn."""
     body = Body(opts.size, target.rcpt)
@@ -221,14 +240,45 @@ async def load(target: peers.Target, opts: argparse.Namespace, deadline: float) 
     tickets, stats = Tickets(opts.messages, deadline), Stats()
     clients = [client(target, body, tickets, stats, opts.reuse, rcpts)
                for _ in range(opts.clients)]
-    return await drive(target.name, clients, stats, opts.messages, deadline)
+    return await drive(target.name, clients, stats, opts.messages, deadline, show_progress)
+
+
+def load_in_processes(target: peers.Target, opts: argparse.Namespace, deadline: float) -> Stats:
+    """The SMTP load split over `opts.client_processes` forked clients, each with its share of
+    the messages and connections: one process stops near one core's worth of new connections
+    a second, less than a many-core server takes."""
+    processes = opts.client_processes
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    children = [context.Process(target=_client_process,
+                                args=(target, opts, deadline, n, processes, results))
+                for n in range(processes)]
+    print(f"{target.name}: {opts.messages} messages from {processes} client processes",
+          file=sys.stderr, flush=True)
+    for child in children:
+        child.start()
+    parts = [results.get(timeout=max(0.0, deadline - time.monotonic()) + 2 * OP_TIMEOUT)
+             for _ in children]
+    for child in children:
+        child.join()
+    return Stats.merged(parts)
+
+
+def _client_process(target: peers.Target, opts: argparse.Namespace, deadline: float, n: int,
+                    processes: int, results: multiprocessing.Queue) -> None:
+    share = argparse.Namespace(**vars(opts))
+    # The remainders go to the first processes, so the shares add up to the whole.
+    share.messages = opts.messages // processes + (n < opts.messages % processes)
+    share.clients = max(1, opts.clients // processes + (n < opts.clients % processes))
+    results.put(run_async(load(target, share, deadline, show_progress=False)))
 
 
 async def drive(name: str, clients: list[Coroutine[None, None, None]], stats: Stats, total: int,
-                deadline: float) -> Stats:
+                deadline: float, show_progress: bool = True) -> Stats:
     """Run the clients, which take Tickets and count into `stats`, to the end or the deadline."""
     stop = asyncio.Event()
-    reporter = asyncio.create_task(progress(name, stats, total, stop))
+    reporter = asyncio.create_task(progress(name, stats, total, stop) if show_progress
+                                   else stop.wait())
     cpu0 = time.process_time()
     stats.started = time.perf_counter()
     try:
@@ -410,7 +460,10 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
             result.info = target.info
             baseline = delivered_count(target)
             cpu0 = peers.tree_cpu_seconds(target.pid)
-            result.stats = run_async(drive_load(target, opts, deadline))
+            if opts.command == "smtp" and opts.client_processes > 1:
+                result.stats = load_in_processes(target, opts, deadline)
+            else:
+                result.stats = run_async(drive_load(target, opts, deadline))
             counted = opts.command == "relay" or (opts.command == "smtp" and opts.count_delivered
                                                   and bool(target.delivered_dirs()))
             if counted:
@@ -581,6 +634,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            "(delivery is then counted, over all of them)")
     smtp.add_argument("--delivery-workers", type=int, default=None,
                       help="mailforge [delivery] workers (default: its config's default)")
+    smtp.add_argument("--client-processes", type=int, default=1,
+                      help="split the load over this many client processes (many-core servers)")
     relay = sub.add_parser("relay", help="SMTP in for a remote domain, relayed to a loopback sink")
     relay.add_argument("--clients", type=int, default=50, help="concurrent connections")
     relay.add_argument("--messages", type=int, default=20000)
@@ -619,11 +674,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if opts.command in KNOWN_PEERS:
         remote.check(opts, ap)
         counts = ("clients", "messages", "size", "workers",
-                  *{"smtp": ("reuse", "mailboxes"), "relay": ("reuse",), "pop3": ("sessions",),
+                  *{"smtp": ("reuse", "mailboxes", "client_processes"), "relay": ("reuse",),
+                     "pop3": ("sessions",),
                      "imap": ("ops",)}[opts.command])
         for flag in counts:
             if getattr(opts, flag) < 1:
-                ap.error(f"--{flag} must be at least 1")
+                ap.error(f"--{flag.replace('_', '-')} must be at least 1")
         if opts.command == "smtp" and opts.delivery_workers is not None and opts.delivery_workers < 1:
             ap.error("--delivery-workers must be at least 1")
         if opts.command == "smtp" and opts.mailboxes > 1:
