@@ -2,12 +2,13 @@
 POP3 load against a real mailforge (a few seconds)."""
 
 import asyncio
+import os
 import ssl
 import time
 
 import pytest
 
-from bench import latency, load, peers, remote, tune
+from bench import fsrate, latency, load, peers, remote, tune
 
 
 def test_body_has_the_asked_size_and_ends_the_data():
@@ -299,3 +300,20 @@ def test_client_processes_merge_into_one_load():
     assert (whole.accepted, whole.errors, sorted(whole.latencies)) == (2, 1, [0.1, 0.2])
     assert (whole.started, whole.wall, whole.cpu) == (10.0, 3.5, 2.5)
     assert whole.error_kinds == {"TimeoutError": 1}
+
+
+@pytest.mark.parametrize("layout", fsrate.LAYOUTS)
+def test_fsrate_counts_synced_renames_and_cleans_up(tmp_path, layout):
+    rate = fsrate.measure(tmp_path, layout, 2, 64, 0.05)
+    assert (rate.layout, rate.writers) == (layout, 2)
+    assert rate.files > 0 and rate.per_second > 0
+    assert os.listdir(tmp_path) == []
+
+
+def test_fsrate_options():
+    opts = fsrate.parse_args(["--writers", "1,4", "--seconds", "0.5", "--mailforge"])
+    assert (opts.writer_counts, opts.seconds, opts.mailforge, opts.mailboxes) == ([1, 4], 0.5, True,
+                                                                                  1000)
+    for bad in (["--writers", "0"], ["--seconds", "0"], ["--mailboxes", "0"]):
+        with pytest.raises(SystemExit):
+            fsrate.parse_args(bad)
