@@ -46,7 +46,8 @@ def syncfs(fd: int) -> None:
 
 
 class FileSyncer:
-    """Makes the data of a set of open files durable, by syncfs or file by file."""
+    """Makes the data of a set of open files durable, by syncfs or file by file, and the
+    names renamed into a set of directories."""
 
     def __init__(self, mode: str = SYNC_SYNCFS,
                  executor: concurrent.futures.Executor | None = None) -> None:
