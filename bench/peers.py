@@ -46,7 +46,7 @@ POSTCONF = Path("/usr/sbin/postconf")
 RELAY_RCPT = "user@relay.bench.test"
 MAILFORGE_RCPT = "bench1@bench.test"
 # Past this many users, `user add` runs in parallel once per bench run and later servers get a
-# copy of the accounts DB it made (1,000 of them take ~5 minutes one after another here).
+# copy of the accounts DB and Maildirs it made (1,000 take ~5 minutes one after another here).
 SERIAL_USERS = 50
 # What the POP3 load logs in with (the SMTP load never logs in).
 MAILFORGE_PASSWORD = "bench-password"
@@ -414,8 +414,9 @@ def bench_users(count: int) -> list[str]:
     return [f"bench{n}@{BENCH_DOMAIN}" for n in range(1, count + 1)]
 
 
-# users → an accounts DB holding them, made by `user add` once per bench run.
-_accounts_made: dict[tuple[str, ...], Path] = {}
+# users → a data dir holding their accounts DB and Maildirs, made by `user add` once per run.
+_users_made: dict[tuple[str, ...], Path] = {}
+ACCOUNTS_DB = "accounts.sqlite3"
 
 
 def add_users(cmd: list[str], conf: Path, users: Sequence[str], log: Path) -> None:
@@ -424,17 +425,20 @@ def add_users(cmd: list[str], conf: Path, users: Sequence[str], log: Path) -> No
         for user in users:
             _add_user(cmd, conf, user, log)
         return
-    accounts = conf.parent / "accounts.sqlite3"
-    made = _accounts_made.get(tuple(users))
-    if made is not None:
-        shutil.copyfile(made, accounts)
+    root, domain_store = conf.parent, Path("store") / BENCH_DOMAIN
+    made = _users_made.get(tuple(users))
+    if made is None:
+        with concurrent.futures.ThreadPoolExecutor(2 * (os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda user: _add_user(cmd, conf, user, log), users))
+        made = Path(tempfile.mkdtemp(prefix="mailforge-bench-users-"))
+        atexit.register(shutil.rmtree, made, True)
+        # Every `user add` has exited, so the DB is whole in its main file (no WAL left).
+        shutil.copyfile(root / ACCOUNTS_DB, made / ACCOUNTS_DB)
+        shutil.copytree(root / domain_store, made / domain_store)
+        _users_made[tuple(users)] = made
         return
-    with concurrent.futures.ThreadPoolExecutor(2 * (os.cpu_count() or 1)) as pool:
-        list(pool.map(lambda user: _add_user(cmd, conf, user, log), users))
-    kept = Path(tempfile.mkdtemp(prefix="mailforge-bench-accounts-"))
-    atexit.register(shutil.rmtree, kept, True)
-    # Every `user add` has exited, so the DB is whole in its main file (no WAL left).
-    _accounts_made[tuple(users)] = Path(shutil.copyfile(accounts, kept / accounts.name))
+    shutil.copyfile(made / ACCOUNTS_DB, root / ACCOUNTS_DB)
+    shutil.copytree(made / domain_store, root / domain_store, dirs_exist_ok=True)
 
 
 def _add_user(cmd: list[str], conf: Path, user: str, log: Path) -> None:
