@@ -30,6 +30,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import multiprocessing
 import os
 import sys
 import time
@@ -97,6 +98,23 @@ class Stats:
         kind = (str(exc) if isinstance(exc, (ProtocolError, imap_load.IMAPError))
                 else type(exc).__name__)
         self.error_kinds[kind] += 1
+
+    @classmethod
+    def merged(cls, parts: list[Stats]) -> Stats:
+        """The load of several client processes as one (perf_counter is CLOCK_MONOTONIC, the
+        same clock in every process)."""
+        whole = cls()
+        for part in parts:
+            whole.accepted += part.accepted
+            whole.errors += part.errors
+            whole.latencies += part.latencies
+            whole.error_kinds += part.error_kinds
+            whole.cpu += part.cpu
+            whole.timed_out |= part.timed_out
+        if parts:
+            whole.started = min(p.started for p in parts)
+            whole.wall = max(p.started + p.wall for p in parts) - whole.started
+        return whole
 
 
 @dataclass
@@ -166,13 +184,13 @@ async def transaction(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 
 
 async def connection(target: peers.Target, body: Body, tickets: Tickets, stats: Stats,
-                     reuse: int) -> None:
-    """One connection, up to `reuse` messages; the caller already holds the first ticket.
+                     reuse: int, rcpts: Iterator[bytes]) -> None:
+    """One connection, up to `reuse` messages, each to the next of `rcpts`; the caller already
+    holds the first ticket.
 
     A message's latency runs from when its ticket was taken to its 250, so with a new
     connection per message it includes connect, greeting and EHLO.
     """
-    rcpt = target.rcpt.encode()
     writer = None
     start = time.perf_counter()
     try:
@@ -187,7 +205,7 @@ async def connection(target: peers.Target, body: Body, tickets: Tickets, stats: 
             if sent and not tickets.take():
                 break
             async with asyncio.timeout(OP_TIMEOUT):
-                await transaction(reader, writer, rcpt, body.message(), pipelining,
+                await transaction(reader, writer, next(rcpts), body.message(), pipelining,
                                   remote.sender(target, SENDER))
             stats.accept(time.perf_counter() - start)
             start = time.perf_counter()
@@ -208,24 +226,59 @@ async def quit_politely(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 
 
 async def client(target: peers.Target, body: Body, tickets: Tickets, stats: Stats,
-                 reuse: int) -> None:
+                 reuse: int, rcpts: Iterator[bytes]) -> None:
     while tickets.take():
-        await connection(target, body, tickets, stats, reuse)
+        await connection(target, body, tickets, stats, reuse, rcpts)
 
 
-async def load(target: peers.Target, opts: argparse.Namespace, deadline: float) -> Stats:
-    """SMTP: `opts.messages` messages over `opts.clients` connections at a time."""
+async def load(target: peers.Target, opts: argparse.Namespace, deadline: float,
+               show_progress: bool = True) -> Stats:
+    """SMTP: `opts.messages` messages over `opts.clients` connections at a time, to the
+    target's recipients in turn."""
     body = Body(opts.size, target.rcpt)
+    rcpts = itertools.cycle([rcpt.encode() for rcpt in target.recipients()])
     tickets, stats = Tickets(opts.messages, deadline), Stats()
-    clients = [client(target, body, tickets, stats, opts.reuse) for _ in range(opts.clients)]
-    return await drive(target.name, clients, stats, opts.messages, deadline)
+    clients = [client(target, body, tickets, stats, opts.reuse, rcpts)
+               for _ in range(opts.clients)]
+    return await drive(target.name, clients, stats, opts.messages, deadline, show_progress)
+
+
+def load_in_processes(target: peers.Target, opts: argparse.Namespace, deadline: float) -> Stats:
+    """The SMTP load split over `opts.client_processes` forked clients, each with its share of
+    the messages and connections: one process stops near one core's worth of new connections
+    a second, less than a many-core server takes."""
+    processes = opts.client_processes
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    children = [context.Process(target=_client_process,
+                                args=(target, opts, deadline, n, processes, results))
+                for n in range(processes)]
+    print(f"{target.name}: {opts.messages} messages from {processes} client processes",
+          file=sys.stderr, flush=True)
+    for child in children:
+        child.start()
+    parts = [results.get(timeout=max(0.0, deadline - time.monotonic()) + 2 * OP_TIMEOUT)
+             for _ in children]
+    for child in children:
+        child.join()
+    return Stats.merged(parts)
+
+
+def _client_process(target: peers.Target, opts: argparse.Namespace, deadline: float, n: int,
+                    processes: int, results: multiprocessing.Queue) -> None:
+    share = argparse.Namespace(**vars(opts))
+    # The remainders go to the first processes, so the shares add up to the whole.
+    share.messages = opts.messages // processes + (n < opts.messages % processes)
+    share.clients = max(1, opts.clients // processes + (n < opts.clients % processes))
+    results.put(run_async(load(target, share, deadline, show_progress=False)))
 
 
 async def drive(name: str, clients: list[Coroutine[None, None, None]], stats: Stats, total: int,
-                deadline: float) -> Stats:
+                deadline: float, show_progress: bool = True) -> Stats:
     """Run the clients, which take Tickets and count into `stats`, to the end or the deadline."""
     stop = asyncio.Event()
-    reporter = asyncio.create_task(progress(name, stats, total, stop))
+    reporter = asyncio.create_task(progress(name, stats, total, stop) if show_progress
+                                   else stop.wait())
     cpu0 = time.process_time()
     stats.started = time.perf_counter()
     try:
@@ -377,7 +430,7 @@ def delivered_count(target: peers.Target) -> int:
     """Messages the peer has delivered: into its Maildir, or (relay) to the sink."""
     if target.relayed is not None:
         return target.relayed()
-    return peers.count_files(target.maildir_new)
+    return sum(peers.count_files(directory) for directory in target.delivered_dirs())
 
 
 def wait_delivered(target: peers.Target, baseline: int, accepted: int, started: float,
@@ -407,9 +460,12 @@ def measure(name: str, runner: Runner, opts: argparse.Namespace, deadline: float
             result.info = target.info
             baseline = delivered_count(target)
             cpu0 = peers.tree_cpu_seconds(target.pid)
-            result.stats = run_async(drive_load(target, opts, deadline))
+            if opts.command == "smtp" and opts.client_processes > 1:
+                result.stats = load_in_processes(target, opts, deadline)
+            else:
+                result.stats = run_async(drive_load(target, opts, deadline))
             counted = opts.command == "relay" or (opts.command == "smtp" and opts.count_delivered
-                                                  and target.maildir_new is not None)
+                                                  and bool(target.delivered_dirs()))
             if counted:
                 result.delivered, result.delivered_wall = wait_delivered(
                     target, baseline, result.stats.accepted, result.stats.started,
@@ -458,11 +514,15 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
             "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box, service,
                                                  opts.dovecot_passwords),
         }
+    users = peers.bench_users(opts.mailboxes)
     return {
-        "mailforge": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn),
+        "mailforge": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn,
+                                                 users=users,
+                                                 delivery_workers=opts.delivery_workers),
         # The same server on the pure-Python twins: what the Cython core buys (issue 3).
         "mailforge-pure": lambda: peers.run_mailforge(workers=opts.workers, max_connections=max_conn,
-                                                      pure_python=True),
+                                                      pure_python=True, users=users,
+                                                      delivery_workers=opts.delivery_workers),
         "aiosmtpd": lambda: peers.run_aiosmtpd(anchors),
         "postfix": lambda: peers.run_postfix(anchors),
     }
@@ -534,6 +594,9 @@ def print_report(results: list[PeerResult], opts: argparse.Namespace) -> None:
         kind = "relay, SMTP in → loopback sink out" if opts.command == "relay" else "SMTP"
         title = (f"{kind}: {opts.messages:,} × {opts.size} B, {opts.clients} clients, "
                  f"{opts.reuse} msg/connection, mailforge workers {opts.workers}")
+        if opts.command == "smtp":
+            title += (f", delivery workers {opts.delivery_workers or 'default'}, "
+                      f"{opts.mailboxes:,} mailbox{'es' if opts.mailboxes > 1 else ''}")
     columns = headers(unit, delivery)
     rows = table_rows(results, delivery)
     if Console is not None:
@@ -566,6 +629,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="after the run, wait for the Maildir to hold every accepted message")
     smtp.add_argument("--deliver-timeout", type=float, default=120.0,
                       help="seconds to wait for delivery after the load (with --count-delivered)")
+    smtp.add_argument("--mailboxes", type=int, default=1,
+                      help="mailforge: spread the recipients over this many local mailboxes "
+                           "(delivery is then counted, over all of them)")
+    smtp.add_argument("--delivery-workers", type=int, default=None,
+                      help="mailforge [delivery] workers (default: its config's default)")
+    smtp.add_argument("--client-processes", type=int, default=1,
+                      help="split the load over this many client processes (many-core servers)")
     relay = sub.add_parser("relay", help="SMTP in for a remote domain, relayed to a loopback sink")
     relay.add_argument("--clients", type=int, default=50, help="concurrent connections")
     relay.add_argument("--messages", type=int, default=20000)
@@ -604,11 +674,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if opts.command in KNOWN_PEERS:
         remote.check(opts, ap)
         counts = ("clients", "messages", "size", "workers",
-                  *{"smtp": ("reuse",), "relay": ("reuse",), "pop3": ("sessions",),
+                  *{"smtp": ("reuse", "mailboxes", "client_processes"), "relay": ("reuse",),
+                     "pop3": ("sessions",),
                      "imap": ("ops",)}[opts.command])
         for flag in counts:
             if getattr(opts, flag) < 1:
-                ap.error(f"--{flag} must be at least 1")
+                ap.error(f"--{flag.replace('_', '-')} must be at least 1")
+        if opts.command == "smtp" and opts.delivery_workers is not None and opts.delivery_workers < 1:
+            ap.error("--delivery-workers must be at least 1")
+        if opts.command == "smtp" and opts.mailboxes > 1:
+            opts.count_delivered = True  # what the spread is for
         if opts.command in ("pop3", "imap") and opts.clients > peers.DOVECOT_USERS:
             # The Dovecot anchor has that many users, and every client needs its own.
             ap.error(f"--clients must be at most {peers.DOVECOT_USERS}")

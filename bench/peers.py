@@ -6,6 +6,8 @@ grace period, then SIGKILL to the server and every descendant it had), whatever 
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -43,6 +45,9 @@ POSTCONF = Path("/usr/sbin/postconf")
 # `bench.load relay` sends to this domain: local to no peer, so each relays it to the sink.
 RELAY_RCPT = "user@relay.bench.test"
 MAILFORGE_RCPT = "bench1@bench.test"
+# Past this many users, `user add` runs in parallel once per bench run and later servers get a
+# copy of the accounts DB and Maildirs it made (1,000 take ~5 minutes one after another here).
+SERIAL_USERS = 50
 # What the POP3 load logs in with (the SMTP load never logs in).
 MAILFORGE_PASSWORD = "bench-password"
 SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
@@ -93,6 +98,18 @@ class Target:
     auth: bool = False
     # For a relaying peer: how many messages the sink it relays to has taken so far.
     relayed: Callable[[], int] | None = None
+    # An SMTP load spread over mailboxes (`--mailboxes N`): the recipients, taken in turn, and
+    # the new/ directories of their Maildirs; empty: `rcpt` and `maildir_new` alone.
+    rcpts: tuple[str, ...] = ()
+    maildirs_new: tuple[Path, ...] = ()
+
+    def recipients(self) -> tuple[str, ...]:
+        return self.rcpts or (self.rcpt,)
+
+    def delivered_dirs(self) -> tuple[Path, ...]:
+        if self.maildirs_new:
+            return self.maildirs_new
+        return () if self.maildir_new is None else (self.maildir_new,)
 
 
 def anchors_dir(explicit: str | None = None) -> Path:
@@ -328,7 +345,8 @@ def _section_has(lines: list[str], section: str, key: str) -> bool:
 
 def mailforge_settings(port: int, workers: int, max_connections: int,
                        idle_timeout: float | None = None, service: str = "smtp",
-                       max_threads: int | None = None) -> dict[str, dict[str, object]]:
+                       max_threads: int | None = None,
+                       delivery_workers: int | None = None) -> dict[str, dict[str, object]]:
     """`service` alone on `port`; every other listener off so no default port can collide."""
     served: dict[str, object] = {"listen": [f"{LOOPBACK}:{port}"], "workers": workers,
                                  "max_connections": max_connections,
@@ -340,6 +358,8 @@ def mailforge_settings(port: int, workers: int, max_connections: int,
     changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in SERVICES if s != service}
     changes[service] = served
     changes["metrics"] = {"listen": ""}
+    if delivery_workers is not None:
+        changes["delivery"] = {"workers": delivery_workers}
     if service in ("pop3", "imap"):
         # USER/PASS and LOGIN without TLS on loopback, as the Dovecot anchor allows (disable_plaintext_auth
         # = no): the bench measures POP3, not a TLS handshake.
@@ -389,12 +409,50 @@ def worker_pids(status: dict, service: str = "smtp") -> list[int]:
     return [w["pid"] for w in workers if isinstance(w, dict) and "pid" in w]
 
 
+def bench_users(count: int) -> list[str]:
+    """bench1@bench.test … bench<count>@bench.test."""
+    return [f"bench{n}@{BENCH_DOMAIN}" for n in range(1, count + 1)]
+
+
+# users → a data dir holding their accounts DB and Maildirs, made by `user add` once per run.
+_users_made: dict[tuple[str, ...], Path] = {}
+ACCOUNTS_DB = "accounts.sqlite3"
+
+
+def add_users(cmd: list[str], conf: Path, users: Sequence[str], log: Path) -> None:
+    """`mailforge user add` for each of `users`; many of them in parallel, once per run."""
+    if len(users) <= SERIAL_USERS:
+        for user in users:
+            _add_user(cmd, conf, user, log)
+        return
+    root, domain_store = conf.parent, Path("store") / BENCH_DOMAIN
+    made = _users_made.get(tuple(users))
+    if made is None:
+        with concurrent.futures.ThreadPoolExecutor(2 * (os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda user: _add_user(cmd, conf, user, log), users))
+        made = Path(tempfile.mkdtemp(prefix="mailforge-bench-users-"))
+        atexit.register(shutil.rmtree, made, True)
+        # Every `user add` has exited, so the DB is whole in its main file (no WAL left).
+        shutil.copyfile(root / ACCOUNTS_DB, made / ACCOUNTS_DB)
+        shutil.copytree(root / domain_store, made / domain_store)
+        _users_made[tuple(users)] = made
+        return
+    shutil.copyfile(made / ACCOUNTS_DB, root / ACCOUNTS_DB)
+    shutil.copytree(made / domain_store, root / domain_store, dirs_exist_ok=True)
+
+
+def _add_user(cmd: list[str], conf: Path, user: str, log: Path) -> None:
+    run_checked(cmd + ["-c", str(conf), "user", "add", user, "--password-stdin"], log,
+                stdin=MAILFORGE_PASSWORD.encode() + b"\n")
+
+
 @contextlib.contextmanager
 def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: float | None = None,
                   port: int | None = None, pure_python: bool = False, service: str = "smtp",
                   users: Sequence[str] = (MAILFORGE_RCPT,),
                   mailbox: Sequence[bytes] = (), max_threads: int | None = None,
-                  relay_to: tuple[int, Callable[[], int]] | None = None) -> Iterator[Target]:
+                  relay_to: tuple[int, Callable[[], int]] | None = None,
+                  delivery_workers: int | None = None) -> Iterator[Target]:
     """mailforge serving `service` alone; every one of `users` has `mailbox` in its Maildir.
     With `relay_to` (a sink's port and counter) it relays RELAY_RCPT's mail to that sink."""
     cmd = mailforge_command()
@@ -406,16 +464,15 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
         run_checked(cmd + ["init", "--dir", str(root)], log)
         present = set(tomllib.loads(conf.read_text()))
         settings = mailforge_settings(port, workers, max_connections, idle_timeout, service,
-                                      max_threads)
+                                      max_threads, delivery_workers)
         if relay_to is not None:
-            settings.update(relay_settings(relay_to[0]))
+            for section, keys in relay_settings(relay_to[0]).items():
+                settings.setdefault(section, {}).update(keys)
         set_toml_keys(conf, {k: v for k, v in settings.items() if k in present})
         run_checked(cmd + ["-c", str(conf), "domain", "add", BENCH_DOMAIN], log)
-        for user in users:
-            run_checked(cmd + ["-c", str(conf), "user", "add", user, "--password-stdin"], log,
-                        stdin=MAILFORGE_PASSWORD.encode() + b"\n")
-            if mailbox:
-                fill_maildir(mailforge_maildir(root, user), mailbox)
+        add_users(cmd, conf, users, log)
+        for user in users if mailbox else ():
+            fill_maildir(mailforge_maildir(root, user), mailbox)
         # Its own log: only the server's own words may say "ready".
         serve_log = root / "serve.log"
         env = dict(os.environ, MAILFORGE_PUREPYTHON="1") if pure_python else None
@@ -424,16 +481,19 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
             wait_ready(proc, port, serve_log, greeting=GREETINGS[service])
             status = mailforge_status(conf)
             info = (f"implementation {status.get('implementation', '?')}, "
-                    f"{service.upper()} workers: {len(worker_pids(status, service))}") if status else ""
+                    f"{service.upper()} workers: {len(worker_pids(status, service))}, "
+                    f"delivery workers: {len(status.get('delivery', []))}") if status else ""
             name = "mailforge-pure" if pure_python else "mailforge"
             if relay_to is not None:
-                delivery = len(status.get("delivery", [])) if status else "?"
-                yield Target(name, LOOPBACK, port, RELAY_RCPT, proc.pid, None, conf,
-                             f"{info}, delivery workers: {delivery}", relayed=relay_to[1])
+                yield Target(name, LOOPBACK, port, RELAY_RCPT, proc.pid, None, conf, info,
+                             relayed=relay_to[1])
                 return
+            # An SMTP load goes to every user in turn (one user: bench1 alone, as always).
+            rcpts = tuple(users) if service == "smtp" else ()
             yield Target(name, LOOPBACK, port, MAILFORGE_RCPT, proc.pid,
                          mailforge_maildir(root, MAILFORGE_RCPT) / "new", conf, info,
-                         tuple(users), MAILFORGE_PASSWORD)
+                         tuple(users), MAILFORGE_PASSWORD, rcpts=rcpts,
+                         maildirs_new=tuple(mailforge_maildir(root, u) / "new" for u in rcpts))
         finally:
             stop_process(proc)
 

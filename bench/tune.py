@@ -3,12 +3,16 @@ thread-pool sizes, as a table and a PNG plot of throughput and p99 latency again
 
     python -m bench.tune [--workers 1,2,4,8] [--threads 2,8,32] [--clients 50]
                          [--messages 3000] [--ops 3000] [--out bench/tuning.png]
+                         [--delivery-workers 2,4,8] [--mailboxes 1,1000]
+                         [--client-processes N] [--protocols smtp,imap]
                          [--timeout 1800] [--quick]
 
-SMTP always; IMAP when `bench.load` has an imap mode (it says so and skips it otherwise).
-Every point starts its own mailforge (`[smtp]`/`[imap]` `workers` and `max_threads` set),
-loads it, and stops it by pid before the next one. The run as a whole is bounded by --timeout;
-points it has no time left for are reported as skipped.
+SMTP always (unless --protocols leaves it out); IMAP when `bench.load` has an imap mode (it
+says so and skips it otherwise). Every point starts its own mailforge (`[smtp]`/`[imap]`
+`workers` and `max_threads` set, and for SMTP `[delivery] workers`), loads it, and stops it
+by pid before the next one. An SMTP point waits for delivery too: its row gives accepted and
+delivered msg/s, and their ratio. The run as a whole is bounded by --timeout; points it has
+no time left for are reported as skipped.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ QUICK = {"workers": "1,2", "threads": "4", "clients": 4, "messages": 40, "ops": 
 # As bench.load imap's defaults (a mailbox of 50 made mailforge's IMAP stall with 2+ workers).
 IMAP_MESSAGES, IMAP_SIZE = 200, 2048
 HEADERS = ("protocol", "workers", "max_threads", "done", "errors", "per s", "p50 ms", "p99 ms",
-           "note")
+           "delivery", "mailboxes", "delivered/s", "deliv/acc", "note")
 
 
 @dataclass
@@ -43,29 +47,40 @@ class Point:
     p50: float | None = None
     p99: float | None = None
     note: str = ""
+    delivery_workers: int | None = None  # SMTP: [delivery] workers; None: the config's default
+    mailboxes: int = 1  # SMTP: recipients spread over this many mailboxes
+    delivered: float | None = None  # SMTP: msg/s into the Maildirs, from the load's start
 
 
-def protocols() -> tuple[list[str], list[str]]:
+def protocols(wanted: list[str]) -> tuple[list[str], list[str]]:
     """The workloads to run, and notes on the ones this `bench.load` cannot run."""
-    if "imap" in getattr(load, "KNOWN_PEERS", {}):
-        return ["smtp", "imap"], []
-    return ["smtp"], ["imap: skipped, this bench.load has no imap mode yet"]
+    if "imap" in wanted and "imap" not in getattr(load, "KNOWN_PEERS", {}):
+        return [p for p in wanted if p != "imap"], ["imap: skipped, this bench.load has no imap mode yet"]
+    return wanted, []
 
 
-def load_options(protocol: str, opts: argparse.Namespace, workers: int) -> argparse.Namespace:
+def load_options(protocol: str, opts: argparse.Namespace, workers: int,
+                 delivery_workers: int | None = None, mailboxes: int = 1) -> argparse.Namespace:
     """What `bench.load` would parse for this point, mailforge alone."""
     common = ["--clients", str(opts.clients), "--peers", "mailforge", "--workers", str(workers),
               "--timeout", str(opts.timeout)]
     if protocol == "imap":
         return load.parse_args(["imap", "--ops", str(opts.ops), "--messages", str(IMAP_MESSAGES),
                                 "--size", str(IMAP_SIZE), *common])
-    return load.parse_args(["smtp", "--messages", str(opts.messages), *common])
+    delivery = ["--delivery-workers", str(delivery_workers)] if delivery_workers else []
+    return load.parse_args(["smtp", "--messages", str(opts.messages), "--count-delivered",
+                            "--deliver-timeout", str(opts.deliver_timeout),
+                            "--mailboxes", str(mailboxes), "--client-processes",
+                            str(opts.client_processes), *delivery, *common])
 
 
 def runner(protocol: str, load_opts: argparse.Namespace, max_threads: int) -> load.Runner:
     max_conn = max(1000, 2 * load_opts.clients)
     if protocol == "smtp":
-        return lambda: peers.run_mailforge(load_opts.workers, max_conn, max_threads=max_threads)
+        users = peers.bench_users(load_opts.mailboxes)
+        return lambda: peers.run_mailforge(load_opts.workers, max_conn, max_threads=max_threads,
+                                           users=users,
+                                           delivery_workers=load_opts.delivery_workers)
     # As bench.load's own runners: one user per client, every one with the same mailbox.
     users = [f"bench{n}@{peers.BENCH_DOMAIN}" for n in range(1, load_opts.clients + 1)]
     box = load.mailbox(load_opts.messages, load_opts.size)
@@ -74,11 +89,14 @@ def runner(protocol: str, load_opts: argparse.Namespace, max_threads: int) -> lo
 
 
 def measure(protocol: str, workers: int, max_threads: int, opts: argparse.Namespace,
-            deadline: float) -> Point:
-    point = Point(protocol, workers, max_threads)
-    load_opts = load_options(protocol, opts, workers)
+            deadline: float, delivery_workers: int | None = None, mailboxes: int = 1) -> Point:
+    point = Point(protocol, workers, max_threads, delivery_workers=delivery_workers,
+                  mailboxes=mailboxes)
+    load_opts = load_options(protocol, opts, workers, delivery_workers, mailboxes)
     result = load.measure("mailforge", runner(protocol, load_opts, max_threads), load_opts, deadline)
     point.note = result.note
+    if result.delivered and result.delivered_wall:
+        point.delivered = result.delivered / result.delivered_wall
     if result.stats is not None:
         figures = summary(result.stats.latencies)
         point.done, point.errors, point.rate = result.stats.accepted, result.stats.errors, result.rate
@@ -92,16 +110,33 @@ def sweep(opts: argparse.Namespace, chosen: list[str]) -> Iterator[Point]:
     deadline = time.monotonic() + opts.timeout
     for protocol in chosen:
         for max_threads in opts.thread_counts:
-            for workers in opts.worker_counts:
-                yield measure(protocol, workers, max_threads, opts, deadline)
+            if protocol != "smtp":
+                for workers in opts.worker_counts:
+                    yield measure(protocol, workers, max_threads, opts, deadline)
+                continue
+            # Mailbox counts innermost: a run cut short by --timeout still has every one of
+            # them for the points it reached.
+            for delivery_workers in opts.delivery_counts:
+                for workers in opts.worker_counts:
+                    for mailboxes in opts.mailbox_counts:
+                        yield measure(protocol, workers, max_threads, opts, deadline,
+                                      delivery_workers, mailboxes)
 
 
 def table_rows(points: list[Point]) -> list[tuple[str, ...]]:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value * 1000:.1f}"
 
+    def delivery(p: Point) -> tuple[str, ...]:
+        if p.protocol != "smtp":
+            return ("-", "-", "-", "-")
+        ratio = f"{p.delivered / p.rate:.2f}" if p.delivered and p.rate else "-"
+        return (str(p.delivery_workers or "default"), f"{p.mailboxes:,}",
+                "-" if p.delivered is None else f"{p.delivered:,.0f}", ratio)
+
     return [(p.protocol, str(p.workers), str(p.max_threads), f"{p.done:,}", f"{p.errors:,}",
-             "-" if p.rate is None else f"{p.rate:,.0f}", ms(p.p50), ms(p.p99), p.note)
+             "-" if p.rate is None else f"{p.rate:,.0f}", ms(p.p50), ms(p.p99), *delivery(p),
+             p.note)
             for p in points]
 
 
@@ -113,7 +148,9 @@ def print_table(points: list[Point], notes: list[str]) -> None:
     for line in notes:
         print(line)
     print("per s: SMTP messages accepted (fsynced) or IMAP commands answered per second; "
-          "p99: nearest-rank latency of one message or command.")
+          "p99: nearest-rank latency of one message or command; delivered/s: SMTP messages in "
+          "the Maildirs per second from the load's start to the last one; deliv/acc: their "
+          "ratio to accepted.")
 
 
 def plot(points: list[Point], out: Path, title: str) -> None:
@@ -123,12 +160,18 @@ def plot(points: list[Point], out: Path, title: str) -> None:
     from matplotlib import pyplot
 
     figure, (rate_ax, p99_ax) = pyplot.subplots(1, 2, figsize=(11, 4.2))
-    for protocol, max_threads in dict.fromkeys((p.protocol, p.max_threads) for p in points):
-        line = sorted((p for p in points if (p.protocol, p.max_threads) == (protocol, max_threads)
-                       and p.rate is not None), key=lambda p: p.workers)
+    def series(p: Point) -> tuple[object, ...]:
+        return p.protocol, p.max_threads, p.delivery_workers, p.mailboxes
+
+    for key in dict.fromkeys(series(p) for p in points):
+        protocol, max_threads, delivery_workers, mailboxes = key
+        line = sorted((p for p in points if series(p) == key and p.rate is not None),
+                      key=lambda p: p.workers)
         if not line:
             continue
         label = f"{protocol.upper()}, max_threads {max_threads}"
+        if protocol == "smtp" and (delivery_workers is not None or mailboxes > 1):
+            label += f", delivery {delivery_workers or 'default'}, {mailboxes} mailboxes"
         style = "-o" if protocol == "smtp" else "--s"
         rate_ax.plot([p.workers for p in line], [p.rate for p in line], style, label=label)
         p99_ax.plot([p.workers for p in line], [(p.p99 or 0) * 1000 for p in line], style, label=label)
@@ -166,6 +209,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ops", type=int, default=3000, help="IMAP commands per point")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the PNG plot")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds for the whole run")
+    ap.add_argument("--delivery-workers", default="",
+                    help="SMTP: [delivery] workers values (comma list; default: the config's)")
+    ap.add_argument("--mailboxes", default="1",
+                    help="SMTP: spread the recipients over this many mailboxes (comma list)")
+    ap.add_argument("--client-processes", type=int, default=1,
+                    help="SMTP: load client processes (a many-core server outruns one)")
+    ap.add_argument("--deliver-timeout", type=float, default=120.0,
+                    help="SMTP: seconds a point waits for delivery after its load")
+    ap.add_argument("--protocols", default="smtp,imap", help="workloads to run (comma list)")
     ap.add_argument("--quick", action="store_true",
                     help="a few seconds per point, workers 1 and 2 only (for tests)")
     opts = ap.parse_args(argv)
@@ -180,12 +232,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--clients must be at most {peers.DOVECOT_USERS}")
     opts.worker_counts = counts(opts.workers, "--workers", ap)
     opts.thread_counts = counts(opts.threads, "--threads", ap)
+    opts.mailbox_counts = counts(opts.mailboxes, "--mailboxes", ap)
+    opts.delivery_counts = (counts(opts.delivery_workers, "--delivery-workers", ap)
+                            if opts.delivery_workers else [None])
+    opts.protocol_names = [p.strip() for p in opts.protocols.split(",") if p.strip()]
+    if not opts.protocol_names or set(opts.protocol_names) - {"smtp", "imap"}:
+        ap.error("--protocols takes smtp, imap or both")
+    if opts.client_processes < 1:
+        ap.error("--client-processes must be at least 1")
     return opts
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    chosen, notes = protocols()
+    chosen, notes = protocols(opts.protocol_names)
     peers.raise_nofile(4 * opts.clients + 256)
     points = []
     for point in sweep(opts, chosen):

@@ -2,12 +2,13 @@
 POP3 load against a real mailforge (a few seconds)."""
 
 import asyncio
+import os
 import ssl
 import time
 
 import pytest
 
-from bench import latency, load, peers, remote, tune
+from bench import fsrate, latency, load, peers, remote, tune
 
 
 def test_body_has_the_asked_size_and_ends_the_data():
@@ -216,7 +217,8 @@ def test_tune_table_rows():
     points = [tune.Point("smtp", 1, 8, done=40, errors=0, rate=312.4, p50=0.0099, p99=0.0276),
               tune.Point("smtp", 8, 8, note="skipped: the run's --timeout was reached before it")]
     rows = tune.table_rows(points)
-    assert rows[0] == ("smtp", "1", "8", "40", "0", "312", "9.9", "27.6", "")
+    assert rows[0] == ("smtp", "1", "8", "40", "0", "312", "9.9", "27.6", "default", "1", "-",
+                       "-", "")
     assert rows[1][5:8] == ("-", "-", "-") and rows[1][-1].startswith("skipped")
     assert all(len(row) == len(tune.HEADERS) for row in rows)
 
@@ -253,3 +255,65 @@ def test_host_options_make_a_remote_target():
 def test_host_option_mistakes_are_refused(argv):
     with pytest.raises(SystemExit):
         load.parse_args(argv)
+
+
+def test_tune_smtp_rows_show_delivered_against_accepted():
+    point = tune.Point("smtp", 8, 8, done=40, rate=1000.0, delivery_workers=4, mailboxes=1000,
+                       delivered=930.0)
+    assert tune.table_rows([point])[0][8:12] == ("4", "1,000", "930", "0.93")
+    opts = tune.parse_args(["--delivery-workers", "2,4", "--mailboxes", "1,1000",
+                            "--client-processes", "3"])
+    assert (opts.delivery_counts, opts.mailbox_counts) == ([2, 4], [1, 1000])
+    smtp = tune.load_options("smtp", opts, workers=8, delivery_workers=4, mailboxes=1000)
+    assert (smtp.delivery_workers, smtp.mailboxes, smtp.client_processes, smtp.count_delivered) == (
+        4, 1000, 3, True)
+    assert tune.parse_args([]).delivery_counts == [None]
+
+
+def test_smtp_mailboxes_spread_recipients_and_count_delivery(tmp_path):
+    opts = load.parse_args(["smtp", "--mailboxes", "3"])
+    assert opts.count_delivered and opts.mailboxes == 3
+    for bad in (["--mailboxes", "0"], ["--client-processes", "0"], ["--delivery-workers", "0"]):
+        with pytest.raises(SystemExit):
+            load.parse_args(["smtp", *bad])
+    users = peers.bench_users(3)
+    dirs = tuple(tmp_path / user / "new" for user in users)
+    for n, directory in enumerate(dirs):
+        directory.mkdir(parents=True)
+        for i in range(n):
+            (directory / str(i)).write_bytes(b"")
+    target = peers.Target("fake", peers.LOOPBACK, 25, users[0], 0, dirs[0], rcpts=tuple(users),
+                          maildirs_new=dirs)
+    assert target.recipients() == tuple(users) and load.delivered_count(target) == 3
+    alone = peers.Target("fake", peers.LOOPBACK, 25, users[0], 0, dirs[2])
+    assert alone.recipients() == (users[0],) and load.delivered_count(alone) == 2
+
+
+def test_client_processes_merge_into_one_load():
+    first, second = load.Stats(), load.Stats()
+    first.accept(0.1)
+    first.started, first.wall, first.cpu = 10.0, 2.0, 1.0
+    second.accept(0.2)
+    second.fail(TimeoutError())
+    second.started, second.wall, second.cpu = 11.0, 2.5, 1.5
+    whole = load.Stats.merged([first, second])
+    assert (whole.accepted, whole.errors, sorted(whole.latencies)) == (2, 1, [0.1, 0.2])
+    assert (whole.started, whole.wall, whole.cpu) == (10.0, 3.5, 2.5)
+    assert whole.error_kinds == {"TimeoutError": 1}
+
+
+@pytest.mark.parametrize("layout", fsrate.LAYOUTS)
+def test_fsrate_counts_synced_renames_and_cleans_up(tmp_path, layout):
+    rate = fsrate.measure(tmp_path, layout, 2, 64, 0.05)
+    assert (rate.layout, rate.writers) == (layout, 2)
+    assert rate.files > 0 and rate.per_second > 0
+    assert os.listdir(tmp_path) == []
+
+
+def test_fsrate_options():
+    opts = fsrate.parse_args(["--writers", "1,4", "--seconds", "0.5", "--mailforge"])
+    assert (opts.writer_counts, opts.seconds, opts.mailforge, opts.mailboxes) == ([1, 4], 0.5, True,
+                                                                                  1000)
+    for bad in (["--writers", "0"], ["--seconds", "0"], ["--mailboxes", "0"]):
+        with pytest.raises(SystemExit):
+            fsrate.parse_args(bad)

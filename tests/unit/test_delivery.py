@@ -14,7 +14,7 @@ from mailforge.queue import spool as spool_module
 
 from mailforge.auth.accounts import Accounts
 from mailforge.config import Config
-from mailforge.queue import delivery, retry
+from mailforge.queue import commit, delivery, retry
 from mailforge.queue import entry as queue_entry
 from mailforge.queue.commit import SYNC_MODES
 from mailforge.queue.delivery import DeliveryAgent
@@ -245,6 +245,53 @@ def test_a_failed_sync_defers_the_whole_batch(config, agent, monkeypatch):
     assert env.attempts == 1 and "I/O error" in env.last_error
     box = mailbox_path(config.store_dir, "bob@example.test")
     assert os.listdir(box / "tmp") == [] and os.listdir(box / "new") == []
+
+
+def test_copies_are_synced_file_by_file_never_by_syncfs(config, agent, monkeypatch):
+    """A syncfs would also wait for every other worker's dirty data (issue 21)."""
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "carol@example.test"])
+    monkeypatch.setattr(commit, "syncfs", lambda fd: pytest.fail("delivery called syncfs"))
+    synced, real_fdatasync = [], os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_fdatasync(fd))[1])
+    assert agent.step() == 1
+    assert len(synced) == 2
+    assert len(delivered(config, "bob@example.test")) == 1
+    assert len(delivered(config, "carol@example.test")) == 1
+    assert not (config.queue_dir / "active" / f"{entry_id}.env").exists()
+
+
+def test_a_failed_directory_sync_defers_only_the_copies_in_that_directory(config, agent,
+                                                                         monkeypatch):
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test", "carol@example.test"])
+    carol_new = mailbox_path(config.store_dir, "carol@example.test") / "new"
+    real_fsync_dir = commit.fsync_dir
+
+    def failing_for_carol(directory):
+        if directory == carol_new:
+            raise OSError(errno.EIO, "I/O error")
+        real_fsync_dir(directory)
+
+    monkeypatch.setattr(commit, "fsync_dir", failing_for_carol)
+    agent.step()
+    env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+    assert env.recipients == ["carol@example.test"] and "I/O error" in env.last_error
+    assert len(delivered(config, "bob@example.test")) == 1
+
+
+def test_recipients_are_looked_up_once_per_batch(config, accounts, clock):
+    for n in range(5):
+        enqueue(config, b"%d\r\n" % n, ["bob@example.test"])
+    lookups = []
+
+    class CountingResolver:
+        def lookup_recipient(self, address):
+            lookups.append(address)
+            return accounts.directory.lookup_recipient(address)
+
+    agent = DeliveryAgent(config, CountingResolver(), accounts.mailbox_settings, clock=clock)
+    assert agent.step() == 5
+    assert lookups == ["bob@example.test"]
+    assert len(delivered(config, "bob@example.test")) == 5
 
 
 def test_an_entry_locked_by_another_worker_waits_for_the_lock(config, agent):

@@ -15,18 +15,21 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..durable import unlink_quietly
+from ..durable import fsync_dir, unlink_quietly
 from ..speedups import write_all
 from .segment import SEAL_AGE, SegmentWriter
 
 log = logging.getLogger("mailforge.queue")
 
 SYNC_SYNCFS = "syncfs"  # one syncfs() per file system per batch
-SYNC_FSYNC = "fsync"  # fdatasync() of every file: the fallback, and the baseline to compare
+# fdatasync() of every file: the fallback, and delivery's choice: a syncfs also waits for every
+# other process's dirty data on the file system, so concurrent delivery workers (and the SMTP
+# workers' commits) each flushed all the others' writes, and delivery stopped scaling.
+SYNC_FSYNC = "fsync"
 SYNC_MODES = (SYNC_SYNCFS, SYNC_FSYNC)
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -43,7 +46,8 @@ def syncfs(fd: int) -> None:
 
 
 class FileSyncer:
-    """Makes the data of a set of open files durable, by syncfs or file by file."""
+    """Makes the data of a set of open files durable, by syncfs or file by file, and the
+    names renamed into a set of directories."""
 
     def __init__(self, mode: str = SYNC_SYNCFS,
                  executor: concurrent.futures.Executor | None = None) -> None:
@@ -72,6 +76,23 @@ class FileSyncer:
         else:
             for fd in fds:
                 os.fdatasync(fd)
+
+    def sync_directories(self, directories: Collection[Path]) -> dict[Path, OSError]:
+        """fsync each directory (the names renamed into it become durable), overlapped on the
+        executor; the ones that failed, with why."""
+        def attempt(directory: Path) -> OSError | None:
+            try:
+                fsync_dir(directory)
+            except OSError as exc:
+                return exc
+            return None
+
+        ordered = list(directories)
+        if self._executor is not None and len(ordered) > 1:
+            outcomes = list(self._executor.map(attempt, ordered))
+        else:
+            outcomes = [attempt(directory) for directory in ordered]
+        return {d: exc for d, exc in zip(ordered, outcomes) if exc is not None}
 
 
 @dataclass
