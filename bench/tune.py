@@ -227,7 +227,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag in ("clients", "messages", "ops"):
         if getattr(opts, flag) < 1:
             ap.error(f"--{flag} must be at least 1")
-    if opts.clients > peers.DOVECOT_USERS:
+    if "imap" in opts.protocols.split(",") and opts.clients > peers.DOVECOT_USERS:
         # bench.load caps IMAP clients (one user each) at the Dovecot anchor's users.
         ap.error(f"--clients must be at most {peers.DOVECOT_USERS}")
     opts.worker_counts = counts(opts.workers, "--workers", ap)
