@@ -452,9 +452,11 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
                   users: Sequence[str] = (MAILFORGE_RCPT,),
                   mailbox: Sequence[bytes] = (), max_threads: int | None = None,
                   relay_to: tuple[int, Callable[[], int]] | None = None,
-                  delivery_workers: int | None = None) -> Iterator[Target]:
+                  delivery_workers: int | None = None,
+                  extra: dict[str, dict[str, object]] | None = None) -> Iterator[Target]:
     """mailforge serving `service` alone; every one of `users` has `mailbox` in its Maildir.
-    With `relay_to` (a sink's port and counter) it relays RELAY_RCPT's mail to that sink."""
+    With `relay_to` (a sink's port and counter) it relays RELAY_RCPT's mail to that sink;
+    `extra` ({section: {key: value}}) is set in its config last."""
     cmd = mailforge_command()
     with tempfile.TemporaryDirectory(prefix="mailforge-bench-") as tmp:
         root = Path(tmp)
@@ -465,9 +467,9 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
         present = set(tomllib.loads(conf.read_text()))
         settings = mailforge_settings(port, workers, max_connections, idle_timeout, service,
                                       max_threads, delivery_workers)
-        if relay_to is not None:
-            for section, keys in relay_settings(relay_to[0]).items():
-                settings.setdefault(section, {}).update(keys)
+        for section, keys in [*(relay_settings(relay_to[0]).items() if relay_to else ()),
+                              *(extra or {}).items()]:
+            settings.setdefault(section, {}).update(keys)
         set_toml_keys(conf, {k: v for k, v in settings.items() if k in present})
         run_checked(cmd + ["-c", str(conf), "domain", "add", BENCH_DOMAIN], log)
         add_users(cmd, conf, users, log)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +81,14 @@ def runner(protocol: str, load_opts: argparse.Namespace, max_threads: int) -> lo
         users = peers.bench_users(load_opts.mailboxes)
         return lambda: peers.run_mailforge(load_opts.workers, max_conn, max_threads=max_threads,
                                            users=users,
-                                           delivery_workers=load_opts.delivery_workers)
+                                           delivery_workers=load_opts.delivery_workers,
+                                           extra=load_opts.settings)
     # As bench.load's own runners: one user per client, every one with the same mailbox.
     users = [f"bench{n}@{peers.BENCH_DOMAIN}" for n in range(1, load_opts.clients + 1)]
     box = load.mailbox(load_opts.messages, load_opts.size)
     return lambda: peers.run_mailforge(load_opts.workers, max_conn, service=protocol, users=users,
-                                       mailbox=box, max_threads=max_threads)
+                                       mailbox=box, max_threads=max_threads,
+                                       extra=load_opts.settings)
 
 
 def measure(protocol: str, workers: int, max_threads: int, opts: argparse.Namespace,
@@ -93,6 +96,7 @@ def measure(protocol: str, workers: int, max_threads: int, opts: argparse.Namesp
     point = Point(protocol, workers, max_threads, delivery_workers=delivery_workers,
                   mailboxes=mailboxes)
     load_opts = load_options(protocol, opts, workers, delivery_workers, mailboxes)
+    load_opts.settings = opts.settings
     result = load.measure("mailforge", runner(protocol, load_opts, max_threads), load_opts, deadline)
     point.note = result.note
     if result.delivered and result.delivered_wall:
@@ -190,6 +194,22 @@ def plot(points: list[Point], out: Path, title: str) -> None:
     pyplot.close(figure)
 
 
+def settings(assignments: list[str], ap: argparse.ArgumentParser) -> dict[str, dict[str, object]]:
+    """--set SECTION.KEY=VALUE (VALUE in TOML) as {section: {key: value}}."""
+    chosen: dict[str, dict[str, object]] = {}
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        section, _, key = name.partition(".")
+        try:
+            parsed = tomllib.loads(f"value = {value}")["value"]
+        except tomllib.TOMLDecodeError:
+            ap.error(f"--set {assignment!r}: the value is not TOML (quote strings)")
+        if not (section and key):
+            ap.error(f"--set {assignment!r}: expected SECTION.KEY=VALUE")
+        chosen.setdefault(section, {})[key] = parsed
+    return chosen
+
+
 def counts(text: str, flag: str, ap: argparse.ArgumentParser) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -218,6 +238,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--deliver-timeout", type=float, default=120.0,
                     help="SMTP: seconds a point waits for delivery after its load")
     ap.add_argument("--protocols", default="smtp,imap", help="workloads to run (comma list)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a mailforge setting for every point, the value in TOML "
+                         "(e.g. queue.in_flow_delay=0); repeatable")
     ap.add_argument("--quick", action="store_true",
                     help="a few seconds per point, workers 1 and 2 only (for tests)")
     opts = ap.parse_args(argv)
@@ -230,6 +253,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if "imap" in opts.protocols.split(",") and opts.clients > peers.DOVECOT_USERS:
         # bench.load caps IMAP clients (one user each) at the Dovecot anchor's users.
         ap.error(f"--clients must be at most {peers.DOVECOT_USERS}")
+    opts.settings = settings(opts.set, ap)
     opts.worker_counts = counts(opts.workers, "--workers", ap)
     opts.thread_counts = counts(opts.threads, "--threads", ap)
     opts.mailbox_counts = counts(opts.mailboxes, "--mailboxes", ap)

@@ -4,6 +4,8 @@
 #   BENCH_DEVICE_QUICK=1  tiny parameters: proves the script end to end in a minute or two
 #   PYTHON                the interpreter (default /opt/torch/.venv/bin/python3)
 #   CC                    the C compiler for the Cython core (default /usr/bin/gcc)
+#   BENCH_DEVICE_TUNE     bench.tune's arguments instead of the two sweeps below, e.g.
+#                         "--workers 8 --delivery-workers 4,8 --set queue.in_flow_delay=0"
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -110,6 +112,11 @@ SINK_PID=
 log "bench.fsrate ${FSRATE[*]}"
 (cd "$REPO" && "$PYTHON" -m bench.fsrate "${FSRATE[@]}" --dir "$WORK") | tee "$OUT/fsrate.txt" >&2
 
+if [ -n "${BENCH_DEVICE_TUNE:-}" ]; then
+    read -r -a TUNE <<<"$BENCH_DEVICE_TUNE"
+    TUNE_MORE=()
+fi
+
 # 6. Accepted against delivered msg/s per (SMTP workers, delivery workers, mailboxes): the
 #    issue's claim gets two thirds of what is left, the other worker counts the rest.
 LEFT=$((BUDGET - (SECONDS - STARTED)))
@@ -119,7 +126,7 @@ log "bench.tune ${TUNE[*]} (timeout $((LEFT * 2 / 3))s)"
     || log "bench.tune: exit $?"
 cat "$OUT/tune.txt" >&2
 LEFT=$((BUDGET - (SECONDS - STARTED)))
-if [ "$LEFT" -gt 30 ]; then
+if [ "$LEFT" -gt 30 ] && [ "${#TUNE_MORE[@]}" -gt 0 ]; then
     log "bench.tune ${TUNE_MORE[*]} (timeout ${LEFT}s)"
     (cd "$REPO" && "$PYTHON" -m bench.tune --protocols smtp --threads 8 "${TUNE_MORE[@]}" \
         --timeout "$LEFT" --out "$OUT/tuning-more.png") >"$OUT/tune-more.txt" 2>>"$OUT/run.log" \
