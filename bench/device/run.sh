@@ -4,6 +4,8 @@
 #   BENCH_DEVICE_QUICK=1  tiny parameters: proves the script end to end in a minute or two
 #   PYTHON                the interpreter (default /opt/torch/.venv/bin/python3)
 #   CC                    the C compiler for the Cython core (default /usr/bin/gcc)
+#   BENCH_DEVICE_PROFILE  seconds of py-spy (its wheel carried in .whl/) over the whole server
+#                         tree during the first sweep's first point; raw stacks to $OUT
 #   BENCH_DEVICE_TUNE     bench.tune's arguments instead of the two sweeps below, e.g.
 #                         "--workers 8 --delivery-workers 4,8 --set queue.in_flow_delay=0"
 set -euo pipefail
@@ -119,6 +121,16 @@ fi
 
 # 6. Accepted against delivered msg/s per (SMTP workers, delivery workers, mailboxes): the
 #    issue's claim gets two thirds of what is left, the other worker counts the rest.
+if [ -n "${BENCH_DEVICE_PROFILE:-}" ]; then
+    (   # the first `serve` of the sweep, once it has run a while under load
+        until PID=$(pgrep -f -o 'mailforge .*serve'); do sleep 0.5; done
+        sleep 8
+        log "py-spy of $PID and its children for ${BENCH_DEVICE_PROFILE}s"
+        "$WORK/site/bin/py-spy" record -p "$PID" --subprocesses --nonblocking -r 100 \
+            -d "$BENCH_DEVICE_PROFILE" -f raw -o "$OUT/profile.txt" >>"$OUT/run.log" 2>&1 \
+            || log "py-spy: exit $?"
+    ) &
+fi
 LEFT=$((BUDGET - (SECONDS - STARTED)))
 log "bench.tune ${TUNE[*]} (timeout $((LEFT * 2 / 3))s)"
 (cd "$REPO" && "$PYTHON" -m bench.tune --protocols smtp --threads 8 "${TUNE[@]}" \
