@@ -72,7 +72,8 @@ class FolderDir:
         # never change, so a message whose name is unchanged costs one lookup.
         self._infos: dict[str, MessageInfo] = {}
         self._infos_generation = self.keywords.generation
-        self._keywords_checked: tuple[int, int, int] | None = None
+        # The last listing handed out, handed out again while nothing changed.
+        self._last_listing: Listing | None = None
 
     # -- the folder itself
 
@@ -120,15 +121,17 @@ class FolderDir:
     def _listing(self, index: UidIndex, claimed: frozenset[int]) -> Listing:
         """(Under the mutex.) With `claimed` empty, the unclaimed messages are \\Recent."""
         version = (id(index), self.state.loads, index.modseq)
-        if version != self._keywords_checked:
-            # A message renamed by another session may carry a keyword new to this session.
-            self.keywords.load()
-            self._keywords_checked = version
+        last = self._last_listing
+        if last is not None and last.version == version and not claimed:
+            return last
+        # A message renamed by another session may carry a keyword new to this session.
+        self.keywords.load()
         entries = list(index.entries.values())
         unclaimed = frozenset(uid for uid in index.entries if uid >= index.first_recent) \
             if index.first_recent < index.uidnext else frozenset()
-        return Listing(index.uidvalidity, index.uidnext, entries, claimed or unclaimed,
-                       len(unclaimed), version)
+        self._last_listing = Listing(index.uidvalidity, index.uidnext, entries,
+                                     claimed or unclaimed, len(unclaimed), version)
+        return self._last_listing
 
     def _cur_stale(self, index: UidIndex, cur_mtime: int, now: int, periodic: bool) -> bool:
         """Whether cur/ may hold changes the log does not: its mtime is not the one the last
@@ -394,8 +397,17 @@ class FolderDir:
 
     def read(self, entry: Entry) -> bytes:
         """The message file's content; MessageGone when another session expunged it."""
+        entry = self._latest(entry)
         with open_message(self.path, entry.sub, entry.name) as message:
             return message.read()
+
+    def _latest(self, entry: Entry) -> Entry:
+        """The entry as this process last heard of it: another session's STORE may have
+        renamed its file since the caller's view was taken."""
+        with self.state.mutex:
+            index = self.state.index
+            latest = index.entries.get(entry.uid) if index is not None else None
+        return latest if latest is not None and latest.base == entry.base else entry
 
     def info(self, entry: Entry, recent: bool) -> MessageInfo:
         """The message's MessageInfo, all from the index: flags from its name, internal date
@@ -416,6 +428,7 @@ class FolderDir:
     def path_of(self, entry: Entry) -> Path:
         """The message file's path as it is now (it changes when its flags do); MessageGone
         when another session expunged it."""
+        entry = self._latest(entry)
         return follow_renames(self.path, entry.sub, entry.name, _existing)
 
 
