@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..durable import fsync_dir, unlink_quietly, write_synced_file
@@ -119,19 +119,18 @@ class FolderDir:
             return self._listing(index, claimed)
 
     def _listing(self, index: UidIndex, claimed: frozenset[int]) -> Listing:
-        """(Under the mutex.) With `claimed` empty, the unclaimed messages are \\Recent."""
+        """(Under the mutex.) The unclaimed messages are \\Recent, or those just `claimed`."""
         version = (id(index), self.state.loads, index.modseq)
-        last = self._last_listing
-        if last is not None and last.version == version and not claimed:
-            return last
-        # A message renamed by another session may carry a keyword new to this session.
-        self.keywords.load()
-        entries = list(index.entries.values())
-        unclaimed = frozenset(uid for uid in index.entries if uid >= index.first_recent) \
-            if index.first_recent < index.uidnext else frozenset()
-        self._last_listing = Listing(index.uidvalidity, index.uidnext, entries,
-                                     claimed or unclaimed, len(unclaimed), version)
-        return self._last_listing
+        listing = self._last_listing
+        if listing is None or listing.version != version:
+            # A message renamed by another session may carry a keyword new to this session.
+            self.keywords.load()
+            unclaimed = frozenset(uid for uid in index.entries if uid >= index.first_recent) \
+                if index.first_recent < index.uidnext else frozenset()
+            listing = self._last_listing = Listing(
+                index.uidvalidity, index.uidnext, list(index.entries.values()), unclaimed,
+                len(unclaimed), version)
+        return replace(listing, recent=claimed) if claimed else listing
 
     def _cur_stale(self, index: UidIndex, cur_mtime: int, now: int, periodic: bool) -> bool:
         """Whether cur/ may hold changes the log does not: its mtime is not the one the last

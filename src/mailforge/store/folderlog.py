@@ -26,9 +26,19 @@ current one); the snapshot keeps the highest, so it never goes backwards.
 
 Writers: every change by mailforge (IMAP STORE, EXPUNGE, APPEND, COPY/MOVE into a folder,
 new/ claimed into cur/, UIDs given to files found by a scan; POP3's deletions at QUIT) is made
-under the folder lock: catch up with the log, change the files, then append the change set's
-records, ending with a CUR record, in ONE write(). Readers take no lock: they pread the log
-from their offset (`mailforge-log` stat'ed first: the same inode and size means nothing new).
+under the folder lock: catch up with the log (cutting away a torn tail), scan first when cur/'s
+mtime is not the one the log gives (so that a CUR record only ever vouches for a cur/ the
+writer knew completely), change the files, then append the change set's records, closed by a
+CUR record when cur/'s mtime moved, in ONE write(). Readers take no lock: they pread the log
+from their offset.
+
+Reading: a session's refresh stats `mailforge-log` (the same inode and size: nothing new),
+new/ and cur/; when nothing changed that is all, no directory is listed and no file opened.
+What a session hands out (flags, INTERNALDATE, RFC822.SIZE, UID) comes from the index alone:
+flags from the file name, date and size from the ADD record. The sessions of one worker
+process share one in-memory state per folder (folderstate.py, a registry keyed by the
+folder's path, guarded by a mutex since handlers run in a thread pool): the log is replayed
+once per process, not once per session, and the fallback below looks once per process.
 
 Durability: a change set that hands out UIDs (ADD) is fdatasync'ed before the client hears of
 them; APPEND costs an fsync of the message file, one of cur/ (its rename) and one fdatasync of
