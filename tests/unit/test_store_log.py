@@ -67,14 +67,15 @@ def test_rotation_while_a_reader_is_behind(tmp_path, monkeypatch):
     writer.refresh()
     fresh_process()
     reader = session(tmp_path, read_only=True)  # its own state, as in another process
-    generation = LogFile.open(reader._dir.path).generation
+    root = MaildirMailbox(tmp_path, ADDRESS).root
+    generation = LogFile.open(root).generation
     fresh_process()
     other = session(tmp_path)
     for _ in range(4):  # more records than one log may hold: a new generation starts
         other.set_flags([1, 2], [SEEN], FlagMode.ADD)
         other.set_flags([1, 2], [SEEN], FlagMode.REMOVE)
     other.set_flags([3], [SEEN], FlagMode.ADD)
-    assert LogFile.open(reader._dir.path).generation > generation
+    assert LogFile.open(root).generation > generation
     changes = reader.refresh()
     assert [(i.uid, SEEN in i.flags) for i in changes.flags] == [(3, True)]
     assert [(i.uid, SEEN in i.flags) for i in reader.messages()] == [
@@ -142,7 +143,7 @@ def test_pop3_deletions_reach_imap_sessions_through_the_log(tmp_path, monkeypatc
         mailbox.append("INBOX", f"Subject: {i}\n\n".encode())
     folder = session(tmp_path)
     drop = MaildirMaildrop.open(mailbox.root)
-    doomed = folder._dir.state.index.uids[base_of(drop.messages[0].name)]
+    doomed = folderstate.inspect(mailbox.root)[0].uids[base_of(drop.messages[0].name)]
     assert drop.delete([0]) == 0
     drop.close()
     scans = []
@@ -171,3 +172,20 @@ def test_index_counters_never_go_backwards():
     index.claim_recent()
     index.apply([Kind.RECENT, 2, 1])
     assert index.first_recent == 2 and index.modseq == 2
+
+
+def test_append_syncs_the_message_cur_and_the_log_once_each_and_rewrites_no_index(
+        tmp_path, monkeypatch):
+    mailbox = MaildirMailbox(tmp_path, ADDRESS)
+    mailbox.append("INBOX", b"Subject: 0\n\n")  # the first change also writes the keywords
+    snapshot = os.stat(mailbox.root / INDEX_NAME)
+    synced = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda fd, real=real, name=name: synced.append(
+            (name, os.readlink(f"/proc/self/fd/{fd}"))) or real(fd))
+    mailbox.append("INBOX", b"Subject: 1\n\n")
+    where = [(call, os.path.relpath(path, mailbox.root).partition("/")[0])
+             for call, path in synced]
+    assert where == [("fdatasync", "tmp"), ("fsync", "cur"), ("fdatasync", LOG_NAME)]
+    assert os.stat(mailbox.root / INDEX_NAME).st_ino == snapshot.st_ino
