@@ -2,6 +2,7 @@
 the fallback scan for changes the log does not know of."""
 
 import os
+import time
 
 import msgpack
 import pytest
@@ -89,6 +90,7 @@ def test_a_version_1_snapshot_is_converted_keeping_uids(tmp_path):
     root = mailbox.root
     names = {base_of(n): n for n in os.listdir(root / "cur")}
     uids = {base: uid for uid, base in enumerate(sorted(names), start=40)}
+    uids["1600000000.Mgone.host"] = 30  # a message expunged before the conversion
     (root / INDEX_NAME).write_bytes(msgpack.packb({
         "version": 1, "uidvalidity": 1234, "uidnext": 50, "first_recent": 50, "uids": uids}))
     os.unlink(root / LOG_NAME)
@@ -96,7 +98,8 @@ def test_a_version_1_snapshot_is_converted_keeping_uids(tmp_path):
     folder = session(tmp_path)
     assert folder.uidvalidity == 1234 and folder.uidnext == 50
     assert [(i.uid, SEEN in i.flags) for i in folder.messages()] == sorted(
-        (uid, names[base].endswith("S")) for base, uid in uids.items())
+        (uids[base], name.endswith("S")) for base, name in names.items())
+    assert set(folderstate.inspect(root)[0].uids.values()) == {40, 41, 42}
     snapshot = decode_index((root / INDEX_NAME).read_bytes())
     assert snapshot.generation >= 1 and LogFile.open(root).generation == snapshot.generation
 
@@ -189,3 +192,22 @@ def test_append_syncs_the_message_cur_and_the_log_once_each_and_rewrites_no_inde
              for call, path in synced]
     assert where == [("fdatasync", "tmp"), ("fsync", "cur"), ("fdatasync", LOG_NAME)]
     assert os.stat(mailbox.root / INDEX_NAME).st_ino == snapshot.st_ino
+
+
+def test_under_load_the_fallback_scan_runs_at_most_once_per_slack(tmp_path, monkeypatch):
+    monkeypatch.setattr(folderdir, "MTIME_SLACK_NS", 1_100_000_000)
+    mailbox = MaildirMailbox(tmp_path, ADDRESS)
+    for i in range(20):
+        mailbox.append("INBOX", f"Subject: {i}\n\n".encode())
+    watcher, writer = session(tmp_path), session(tmp_path)
+    scans = []
+    real = folderdir.FolderDir._scan
+    monkeypatch.setattr(folderdir.FolderDir, "_scan",
+                        lambda self, *a: scans.append(1) or real(self, *a))
+    started = time.monotonic()
+    for round_ in range(60):
+        uid, mode = round_ % 20 + 1, FlagMode.REMOVE if round_ // 20 % 2 else FlagMode.ADD
+        writer.set_flags([uid], [SEEN], mode)
+        assert [i.uid for i in watcher.refresh().flags] == [uid]
+    elapsed = time.monotonic() - started
+    assert len(scans) <= 2 + elapsed / 1.1

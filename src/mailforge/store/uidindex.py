@@ -120,6 +120,8 @@ class UidIndex:
             old = self.entries.pop(record[2], None)
             if old is not None:
                 self.uids.pop(old.base, None)
+            elif not self.complete:  # a version 1 UID whose file was gone before any scan
+                self.uids = {base: uid for base, uid in self.uids.items() if uid != record[2]}
         elif kind == Kind.RECENT:
             self.first_recent = max(self.first_recent, min(record[2], self.uidnext))
         elif kind == Kind.CUR:
