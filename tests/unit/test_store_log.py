@@ -121,12 +121,14 @@ def test_a_rename_not_in_the_log_is_found_by_the_fallback(tmp_path):
     assert [i.uid for i in session(tmp_path).messages()] == [1, 2]
 
 
-def test_a_lost_log_keeps_uidvalidity_and_never_hands_a_uid_out_twice(tmp_path, caplog):
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_a_lost_log_keeps_uidvalidity_and_never_hands_a_uid_out_twice(tmp_path, caplog, damage):
     mailbox = MaildirMailbox(tmp_path, ADDRESS)
     first = mailbox.append("INBOX", b"Subject: 1\n\n")
     second = mailbox.append("INBOX", b"Subject: 2\n\n")
-    session(tmp_path).expunge([])  # nothing: the messages stay
     os.unlink(mailbox.root / LOG_NAME)
+    if damage == "garbage":
+        (mailbox.root / LOG_NAME).write_bytes(b"\x00garbage" * 10)
     fresh_process()
     with caplog.at_level("WARNING", logger="mailforge.store"):
         folder = session(tmp_path)

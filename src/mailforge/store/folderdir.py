@@ -58,7 +58,7 @@ class Listing:
     recent: frozenset[int]       # UIDs with \Recent: claimed by this listing, or unclaimed
     unclaimed: int = 0           # messages no read-write session has claimed (STATUS RECENT)
     # Equal for two listings exactly when nothing changed between them.
-    version: tuple[int, int, int] = (0, 0, 0)
+    version: tuple[int, int] = (0, 0)
 
 
 class FolderDir:
@@ -120,7 +120,7 @@ class FolderDir:
 
     def _listing(self, index: UidIndex, claimed: frozenset[int]) -> Listing:
         """(Under the mutex.) The unclaimed messages are \\Recent, or those just `claimed`."""
-        version = (id(index), self.state.loads, index.modseq)
+        version = (self.state.loads, index.modseq)
         listing = self._last_listing
         if listing is None or listing.version != version:
             # A message renamed by another session may carry a keyword new to this session.

@@ -53,8 +53,8 @@ class FolderState:
         self.root = root  # the tree's root, where UIDVALIDITY values are handed out
         self.mutex = threading.RLock()
         self.index: UidIndex | None = None
-        # Bumped whenever `index` is replaced by a reload: with index.modseq, it tells a
-        # session whether anything changed since it last looked.
+        # Bumped whenever `index` is replaced: with index.modseq, it tells a session whether
+        # anything changed since it last looked.
         self.loads = 0
         self._log: LogFile | None = None
         # When the fallback scans (folderdir.FolderDir) last looked, shared so that one look
