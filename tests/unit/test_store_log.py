@@ -213,3 +213,18 @@ def test_under_load_the_fallback_scan_runs_at_most_once_per_slack(tmp_path, monk
         assert [i.uid for i in watcher.refresh().flags] == [uid]
     elapsed = time.monotonic() - started
     assert len(scans) <= 2 + elapsed / 1.1
+
+
+def test_a_damaged_snapshot_is_salvaged_with_the_records_of_its_log(tmp_path, caplog):
+    mailbox = MaildirMailbox(tmp_path, ADDRESS)
+    first = mailbox.append("INBOX", b"Subject: 1\n\n")
+    mailbox.append("INBOX", b"Subject: 2\n\n")  # both only in the log so far
+    raw = msgpack.unpackb((mailbox.root / INDEX_NAME).read_bytes())
+    raw["first_recent"] = -1
+    (mailbox.root / INDEX_NAME).write_bytes(msgpack.packb(raw))
+    fresh_process()
+    with caplog.at_level("WARNING", logger="mailforge.store"):
+        folder = session(tmp_path)
+    assert "repaired keeping UIDVALIDITY" in caplog.text
+    assert folder.uidvalidity == first.uidvalidity
+    assert [i.uid for i in folder.messages()] == [1, 2] and folder.uidnext == 3

@@ -162,25 +162,28 @@ class FolderState:
             if not snapshot_missing or self._holds_messages() or self._log is not None:
                 log.warning("UID index of %s was %s; rebuilt with new UIDVALIDITY %d",
                             self.path, "; ".join(problems), self.index.uidvalidity)
-        elif problems:
-            log.warning("UID index of %s was damaged (%s); repaired keeping UIDVALIDITY",
-                        self.path, "; ".join(problems))
-        elif self.index.generation > 0 and not self._log_matches():
-            # Records since the snapshot are lost: each could have handed out a UID and a
-            # MODSEQ, and neither may be handed out twice.
-            log.warning("change log of %s is missing or damaged; UIDNEXT and MODSEQ moved "
-                        "past what it can have held", self.path)
-            self.index.uidnext += LOG_MAX_RECORDS
-            self.index.modseq += LOG_MAX_RECORDS
-            self.index.first_recent = self.index.uidnext
+        else:
+            if problems:
+                log.warning("UID index of %s was damaged (%s); repaired keeping UIDVALIDITY",
+                            self.path, "; ".join(problems))
+            if self._log_continues(self.index.generation):
+                self._replay()  # what the log says still holds for a salvaged snapshot
+            elif self.index.generation > 0 and not self._log_continues(self.index.generation - 1):
+                # Records since the snapshot are lost (a log a generation behind is only a
+                # rotation cut short): each could have handed out a UID and a MODSEQ, and
+                # neither may be handed out twice.
+                log.warning("change log of %s is missing or damaged; UIDNEXT and MODSEQ "
+                            "moved past what it can have held", self.path)
+                self.index.uidnext += LOG_MAX_RECORDS
+                self.index.modseq += LOG_MAX_RECORDS
+                self.index.first_recent = self.index.uidnext
         self.index.cur_mtime = 0  # the files are scanned again before anyone trusts it
         self.rotate()
 
-    def _log_matches(self) -> bool:
-        """A log a generation behind the snapshot is a rotation cut short: nothing lost."""
+    def _log_continues(self, generation: int) -> bool:
         assert self.index is not None
         return (self._log is not None and self._log.uidvalidity == self.index.uidvalidity
-                and self._log.generation == self.index.generation - 1)
+                and self._log.generation == generation)
 
     def _holds_messages(self) -> bool:
         return any(not name.startswith(".") for sub in ("new", "cur")
