@@ -15,57 +15,59 @@ ADDRESS = "user@example.test"
 
 
 def filled(tmp_path):
+    """A mailbox with four messages; its root, UIDVALIDITY and view. No session stays open: a
+    worker process shares the index it loaded among its sessions, while these tests damage
+    the files as if no process had it loaded."""
     mailbox = MaildirMailbox(tmp_path, ADDRESS)
     for i in range(4):
         mailbox.append("INBOX", f"Subject: {i}\n\n".encode(), [SEEN] if i % 2 else [])
     folder = mailbox.select("INBOX")
     folder.set_flags([3], [FLAGGED, "$Work"], FlagMode.ADD)
-    return mailbox, folder
+    return mailbox.root, folder.uidvalidity, view(folder)
 
 
 def view(folder):
     return [(i.uid, i.flags) for i in folder.messages()]
 
 
-def problems(mailbox):
-    return [p for report in check(mailbox.root) for p in report.problems]
+def problems(root):
+    return [p for report in check(root) for p in report.problems]
 
 
 def test_lost_index_is_rebuilt_with_a_new_uidvalidity_keeping_messages_and_flags(tmp_path, caplog):
-    mailbox, folder = filled(tmp_path)
-    before = view(folder)
-    os.unlink(mailbox.root / INDEX_NAME)
-    assert problems(mailbox) == ["UID index missing (4 messages)"]
+    root, uidvalidity, before = filled(tmp_path)
+    os.unlink(root / INDEX_NAME)
+    assert problems(root) == ["UID index missing (4 messages)"]
     with caplog.at_level("WARNING", logger="mailforge.store"):
         again = MaildirMailbox(tmp_path, ADDRESS).select("INBOX")
     assert "rebuilt with new UIDVALIDITY" in caplog.text
-    assert again.uidvalidity != folder.uidvalidity
+    assert again.uidvalidity != uidvalidity
     assert sorted(sorted(f) for _, f in view(again)) == sorted(sorted(f) for _, f in before)
-    assert problems(mailbox) == []
+    assert problems(root) == []
 
 
 def test_corrupt_index_is_repaired_keeping_uids(tmp_path):
-    mailbox, folder = filled(tmp_path)
-    raw = msgpack.unpackb((mailbox.root / INDEX_NAME).read_bytes())
-    bases = list(raw["uids"])
-    raw["uids"][bases[0]] = raw["uids"][bases[1]]  # two messages, one UID
-    (mailbox.root / INDEX_NAME).write_bytes(msgpack.packb(raw))
-    assert any("bad entry" in p for p in problems(mailbox))
-    done = repair(mailbox.root)
+    root, uidvalidity, _ = filled(tmp_path)
+    repair(root)  # every message in the snapshot, none only in the log
+    raw = msgpack.unpackb((root / INDEX_NAME).read_bytes())
+    raw["messages"][0][0] = raw["messages"][1][0]  # two messages, one UID
+    (root / INDEX_NAME).write_bytes(msgpack.packb(raw))
+    assert any("bad entry" in p for p in problems(root))
+    done = repair(root)
     assert any(line.startswith("INBOX: UID index rebuilt") for line in done)
     again = MaildirMailbox(tmp_path, ADDRESS).select("INBOX")
-    assert again.uidvalidity == folder.uidvalidity
+    assert again.uidvalidity == uidvalidity
     # Three keep their UIDs; the one whose entry was bad gets a new UID, never a used one.
     assert [uid for uid, _ in view(again)] == [2, 3, 4, 5]
-    assert problems(mailbox) == []
+    assert problems(root) == []
 
 
 def test_truncated_index_found_at_select_is_rebuilt(tmp_path):
-    mailbox, folder = filled(tmp_path)
-    data = (mailbox.root / INDEX_NAME).read_bytes()
-    (mailbox.root / INDEX_NAME).write_bytes(data[: len(data) // 2])
+    root, uidvalidity, _ = filled(tmp_path)
+    data = (root / INDEX_NAME).read_bytes()
+    (root / INDEX_NAME).write_bytes(data[: len(data) // 2])
     again = MaildirMailbox(tmp_path, ADDRESS).select("INBOX")
-    assert len(again.messages()) == 4 and again.uidvalidity != folder.uidvalidity
+    assert len(again.messages()) == 4 and again.uidvalidity != uidvalidity
     assert {SEEN} in [i.flags for i in again.messages()]
 
 
@@ -80,10 +82,10 @@ def test_cli_check_and_repair(tmp_path):
 
     subprocess.run([sys.executable, "-m", "mailforge", "init", "--dir", str(data_dir)],
                    check=True, capture_output=True, env=env, timeout=120)
-    mailbox, _ = filled(data_dir / "store")
+    root, _, _ = filled(data_dir / "store")
     assert cli("store", "check", ADDRESS).returncode == 0
-    (mailbox.root / ".Sent" / INDEX_NAME).write_bytes(b"\x00garbage")
-    (mailbox.root / ".Sent" / "new" / "1700000000.Qa.host,S=2").write_bytes(b"x\n")
+    (root / ".Sent" / INDEX_NAME).write_bytes(b"\x00garbage")
+    (root / ".Sent" / "new" / "1700000000.Qa.host,S=2").write_bytes(b"x\n")
     result = cli("store", "check", ADDRESS)
     assert result.returncode == 1 and "Sent: PROBLEM: UID index" in result.stdout
     result = cli("store", "repair", ADDRESS)

@@ -1,23 +1,25 @@
-"""One Maildir++ folder on disk: listing with UIDs, adding, re-flagging and removing messages.
+"""One Maildir++ folder on disk: its messages with UIDs, adding, re-flagging and removing them.
 
-Every change of the UID index happens under its lock (uidindex.locked); so do our own renames
-and unlinks, so that two sessions changing flags of one message both land (each applies its
-change to the name it finds on disk, not to what it saw earlier). Other Maildir writers (POP3,
-delivery, mutt) do not take the lock; a file they renamed is found again by its base name.
+Every change happens under the folder's lock, through the shared index and its change log
+(folderstate.py, folderlog.py: the design), so that two sessions changing flags of one message
+both land (each applies its change to the name the index has now, not to what it saw
+earlier). Other Maildir writers (delivery, mutt) do not take the lock: deliveries are found by
+listing new/ when its mtime moves, anything else by the fallback scan of new/ and cur/
+(`_scan`), which a cur/ mtime the log does not explain sets off.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import operator
 import os
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..durable import fsync_dir, unlink_quietly, write_synced_file
-from .api import MessageGone, MessageInfo, Summarizer
+from .api import MessageInfo, Summarizer
 from .cache import SummaryCache
 from .filenames import (
     arrival_order,
@@ -30,39 +32,23 @@ from .filenames import (
     with_letters,
 )
 from .flags import Keywords
+from .folderlog import Kind, Record
+from .folderstate import DirLook, FolderState, shared_state
 from .maildir import MAILDIR_SUBDIRS, claim_new, find_message, follow_renames, open_message
-from .uidindex import (
-    INDEX_NAME,
-    UidIndex,
-    locked,
-    next_uidvalidity,
-    read,
-    salvage,
-    save,
-)
+from .uidindex import Entry, UidIndex, read, salvage
 
 log = logging.getLogger("mailforge.store")
 
 FOLDER_MARKER = "maildirfolder"  # Maildir++: this directory is a folder, not a whole Maildir
 # A directory's mtime moves on in ticks (the kernel's coarse clock; whole seconds on some file
 # systems): a change made in the same tick as a listing leaves the mtime as it was. So a
-# listing taken less than this long after the last change is not trusted to be final, and the
-# next refresh lists again (Dovecot waits out the same second).
+# listing taken less than this long after the last change is not trusted to be final, and
+# the folder is listed again, at most this often, until one is (Dovecot waits out the same
+# second).
 MTIME_SLACK_NS = 1_100_000_000
 
 # Told (bytes, messages) whenever messages are added or removed: the quota's maildirsize.
 UsageHook = Callable[[int, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    uid: int
-    sub: str   # "new" or "cur"
-    name: str
-
-    @property
-    def base(self) -> str:
-        return base_of(self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +58,8 @@ class Listing:
     entries: list[Entry]         # UID order
     recent: frozenset[int]       # UIDs with \Recent: claimed by this listing, or unclaimed
     unclaimed: int = 0           # messages no read-write session has claimed (STATUS RECENT)
+    # Equal for two listings exactly when nothing changed between them.
+    version: tuple[int, int] = (0, 0)
 
 
 class FolderDir:
@@ -82,18 +70,13 @@ class FolderDir:
         self.keywords = Keywords(path)
         self.usage = usage
         self.summaries = SummaryCache(path, summarizer)
-        self._index: UidIndex | None = None
-        self._index_stamp: tuple[int, int, int] | None = None
-        # Base name -> (internal date, CRLF size): neither changes while the message exists,
-        # so a session selecting the folder again needs no stat or read for the ones it knows.
-        self._facts: dict[str, tuple[float, int]] = {}
-        # File name -> its MessageInfo without \\Recent: flags live in the name, date and size
+        self.state: FolderState = shared_state(path, root)
+        # File name -> its MessageInfo without \Recent: flags live in the name, date and size
         # never change, so a message whose name is unchanged costs one lookup.
         self._infos: dict[str, MessageInfo] = {}
         self._infos_generation = self.keywords.generation
-        # What the last listing saw, reused by the next: file name -> base name, and -> Entry.
-        self._bases: dict[str, str] = {}
-        self._listed: dict[str, Entry] = {}
+        # The last listing handed out, handed out again while nothing changed.
+        self._last_listing: Listing | None = None
 
     # -- the folder itself
 
@@ -105,165 +88,175 @@ class FolderDir:
             os.makedirs(self.path / sub, mode=0o700, exist_ok=True)
         if marker:
             (self.path / FOLDER_MARKER).touch(0o600)
-        with locked(self.path):
-            if read(self.path) is None:
-                save(self.path, UidIndex(next_uidvalidity(self.root)))
+        with self.state.writing():
+            pass  # a folder without an index gets one, and its log
         for sub in MAILDIR_SUBDIRS:
             fsync_dir(self.path / sub)
         fsync_dir(self.path)
         fsync_dir(self.path.parent)
 
-    def stamp(self) -> tuple[int, ...]:
-        """Changes whenever a message comes, goes or changes flags (see MTIME_SLACK_NS)."""
-        values = []
-        for name in ("new", "cur", INDEX_NAME):
-            try:
-                st = os.stat(self.path / name)
-            except FileNotFoundError:
-                values += [0, 0]
-                continue
-            values += [st.st_ino, st.st_mtime_ns]
-        return tuple(values)
-
     # -- listing
 
-    def sync(self, claim: bool = False) -> Listing:
-        """The folder's messages with their UIDs, handing out UIDs to new ones. With `claim`
-        (a read-write session), new/ moves into cur/ and the caller gets the \\Recent ones."""
-        with locked(self.path):
-            index = self._load()
-            found = self._list()
-            if claim:
-                self._claim_new(found)
-            dropped, assigned = self._reconcile(index, found)
-            # \Recent: the messages no read-write session has claimed yet. A read-only one sees
-            # them too (EXAMINE counts them, RFC 3501 6.3.2) but leaves them to the next claim.
-            some_unclaimed = index.first_recent < index.uidnext
-            recent = frozenset(u for u in index.uids.values()
-                               if u >= index.first_recent) if some_unclaimed else frozenset()
-            claimed = claim and some_unclaimed
-            if claimed:
-                index.first_recent = index.uidnext
-            if assigned:  # UIDs handed out must survive a crash: never handed out twice
-                self._save(index)
-            elif dropped or claimed:
-                self._save(index, durable=False)
+    def listing(self, claim: bool = False) -> Listing:
+        """The folder's messages with their UIDs, taking in what others changed; new files get
+        UIDs. With `claim` (a read-write session), new/ moves into cur/ and the caller gets
+        the \\Recent ones. When nothing changed this reads no directory."""
+        state = self.state
+        now = time.time_ns()
+        with state.mutex:
+            loaded = state.catch_up()
+            cur, new = _mtime(self.path / "cur"), _mtime(self.path / "new")
+            index = state.index
+            busy = (not loaded or self._cur_stale(index, cur, now, periodic=True)
+                    or self._new_stale(new, now, claim)
+                    or claim and index.first_recent < index.uidnext)
+            if not busy:
+                return self._listing(index, frozenset())
+        with state.writing() as index:
+            records = self._reconcile(index, claim, periodic=True)
+            claimed: frozenset[int] = frozenset()
+            if claim and index.first_recent < index.uidnext:
+                claimed = frozenset(uid for uid in index.entries if uid >= index.first_recent)
+                records.append(index.claim_recent())
+            self._commit(index, records)
+            return self._listing(index, claimed)
+
+    def _listing(self, index: UidIndex, claimed: frozenset[int]) -> Listing:
+        """(Under the mutex.) The unclaimed messages are \\Recent, or those just `claimed`."""
+        version = (self.state.loads, index.modseq)
+        listing = self._last_listing
+        if listing is None or listing.version != version:
+            # A message renamed by another session may carry a keyword new to this session.
             self.keywords.load()
-        entries = self._entries(index, found)
-        if len(self._facts) > len(entries):
-            self._facts = {base: facts for base, facts in self._facts.items()
-                           if base in index.uids}
-        if len(self._infos) > 2 * len(entries):
-            self._infos = {entry.name: self._infos[entry.name] for entry in entries
-                           if entry.name in self._infos}
-        unclaimed = sum(1 for entry in entries if entry.uid >= index.first_recent)
-        return Listing(index.uidvalidity, index.uidnext, entries, recent, unclaimed)
+            unclaimed = frozenset(uid for uid in index.entries if uid >= index.first_recent) \
+                if index.first_recent < index.uidnext else frozenset()
+            listing = self._last_listing = Listing(
+                index.uidvalidity, index.uidnext, list(index.entries.values()), unclaimed,
+                len(unclaimed), version)
+        return replace(listing, recent=claimed) if claimed else listing
 
-    def _list(self) -> dict[str, tuple[str, str]]:
-        # new/ before cur/: a message moving from one to the other meanwhile is still seen.
-        found = {}
-        known, self._bases = self._bases, {}
-        for sub in ("new", "cur"):
-            for name in os.listdir(self.path / sub):
-                if not name.startswith("."):
-                    base = known.get(name) or base_of(name)
-                    self._bases[name] = base
-                    found[base] = (sub, name)
-        return found
+    def _cur_stale(self, index: UidIndex, cur_mtime: int, now: int, periodic: bool) -> bool:
+        """Whether cur/ may hold changes the log does not: its mtime is not the one the last
+        writer saw, or (`periodic`) it is too recent to trust and was not listed lately."""
+        if cur_mtime != index.cur_mtime:
+            return True
+        last = self.state.cur_look
+        if not periodic or (last.mtime == cur_mtime and _final(last)):
+            return False
+        return now - last.at_ns >= MTIME_SLACK_NS
 
-    def _entries(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> list[Entry]:
-        """The listing's entries in UID order; those unchanged since the last listing are the
-        same objects."""
-        known, self._listed = self._listed, {}
-        entries = []
-        for base, uid in index.uids.items():
-            sub, name = found[base]
-            entry = known.get(name)
-            if entry is None or entry.uid != uid or entry.sub != sub:
-                entry = Entry(uid, sub, name)
-            self._listed[name] = entry
-            entries.append(entry)
-        entries.sort(key=_uid_of)
-        return entries
+    def _new_stale(self, new_mtime: int, now: int, claim: bool) -> bool:
+        """Whether new/ may hold files the index does not have (in cur/, with `claim`)."""
+        last = self.state.new_claimed_look if claim else self.state.new_look
+        if new_mtime != last.mtime:
+            return True
+        return not _final(last) and now - last.at_ns >= MTIME_SLACK_NS
 
-    def _claim_new(self, found: dict[str, tuple[str, str]]) -> None:
-        for base, (sub, name) in list(found.items()):
-            if sub != "new":
-                continue
-            try:
-                found[base] = ("cur", claim_new(self.path, name))
-            except FileNotFoundError:  # POP3 or another reader took it to cur/ first
-                found.pop(base)
-                again = find_message(self.path, base)
-                if again is not None:
-                    found[base] = again
+    def _reconcile(self, index: UidIndex, claim: bool = False, periodic: bool = False
+                   ) -> list[Record]:
+        """(Under the lock.) Records for what changed behind the log's back: all of new/ and
+        cur/ scanned when cur/ looks changed, else new/ listed when its mtime moved."""
+        now = time.time_ns()
+        cur, new = _mtime(self.path / "cur"), _mtime(self.path / "new")
+        if self._cur_stale(index, cur, now, periodic):
+            records = self._scan(index, claim)
+            self.state.cur_look = DirLook(cur, now)
+        elif self._new_stale(new, now, claim):
+            records = self._take_new(index, claim)
+        else:
+            return []
+        self.state.new_look = DirLook(new, now)
+        if claim:
+            self.state.new_claimed_look = self.state.new_look
+        return records
 
-    def _reconcile(self, index: UidIndex, found: dict[str, tuple[str, str]]) -> tuple[bool, bool]:
-        """Drop UIDs of files that are gone, give UIDs to new files; whether any were dropped,
-        whether any were given."""
+    def _scan(self, index: UidIndex, claim: bool) -> list[Record]:
+        """The fallback: every file of new/ and cur/ against the index."""
+        found = _list(self.path)
         missing = index.uids.keys() - found.keys()
         if missing:
             # readdir may miss a file renamed while it ran (mutt setting a flag): look again.
-            for base, where in self._list().items():
+            for base, where in _list(self.path).items():
                 found.setdefault(base, where)
             missing -= found.keys()
-            for base in missing:
-                del index.uids[base]
-        new = found.keys() - index.uids.keys()
-        for base in sorted(new, key=arrival_order):
-            index.assign(base)
-        return bool(missing), bool(new)
+        records = [index.expunge(index.uids[base]) for base in missing]
+        for base, (sub, name) in sorted(found.items(), key=lambda item: arrival_order(item[0])):
+            uid = index.uids.get(base)
+            entry = index.entries.get(uid) if uid is not None else None
+            if claim and sub == "new":
+                claimed = self._claim(name)
+                if claimed is None:
+                    continue
+                sub, name = "cur", claimed
+            if entry is None:
+                records += self._add_found(index, sub, name, uid)
+            elif (sub, name) != (entry.sub, entry.name):
+                records.append(index.rename(entry.uid, sub, name))
+        return records
 
-    # -- the index
+    def _take_new(self, index: UidIndex, claim: bool) -> list[Record]:
+        """Deliveries: the files of new/ the index does not have, or has there (with
+        `claim`, they move into cur/)."""
+        records = []
+        names = sorted((name for name in os.listdir(self.path / "new")
+                        if not name.startswith(".")), key=arrival_order)
+        for name in names:
+            uid = index.uids.get(base_of(name))
+            if uid is not None and not claim:
+                continue
+            sub = "new"
+            if claim:
+                claimed = self._claim(name)
+                if claimed is None:
+                    continue
+                sub, name = "cur", claimed
+            if uid is not None and uid in index.entries:
+                records.append(index.rename(uid, sub, name))
+            else:
+                records += self._add_found(index, sub, name, uid)
+        return records
 
-    def _load(self) -> UidIndex:
+    def _claim(self, name: str) -> str | None:
+        """A message of new/ moved into cur/; its name there, None when another reader took
+        it first (the next scan finds it wherever it went)."""
         try:
-            st = os.stat(self.path / INDEX_NAME)
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            return claim_new(self.path, name)
         except FileNotFoundError:
-            stamp = None
-        if self._index is not None and stamp == self._index_stamp:
-            return self._index
-        data = read(self.path)
-        index, problems = salvage(data) if data is not None else (None, ["missing"])
-        if index is None or problems:
-            index = self._rebuilt(index, problems)
-        self._index, self._index_stamp = index, stamp
-        return index
+            return None
 
-    def _rebuilt(self, survivor: UidIndex | None, problems: list[str]) -> UidIndex:
-        """An index for a folder whose index is lost or damaged: what survives of it, or a new
-        one under a new UIDVALIDITY (clients then fetch the folder again)."""
-        if survivor is not None:
-            log.warning("UID index of %s was damaged (%s); repaired keeping UIDVALIDITY",
-                        self.path, "; ".join(problems))
-            self._save(survivor)
-            return survivor
-        index = UidIndex(next_uidvalidity(self.root))
-        if any(self._list()) or problems != ["missing"]:
-            log.warning("UID index of %s was %s; rebuilt with new UIDVALIDITY %d",
-                        self.path, "; ".join(problems), index.uidvalidity)
-        self._save(index)
-        return index
+    def _add_found(self, index: UidIndex, sub: str, name: str, uid: int | None
+                   ) -> list[Record]:
+        """A file found on disk gets its UID (a version 1 index may have given it one)."""
+        try:
+            date, size = _facts_of_file(self.path / sub / name)
+        except FileNotFoundError:
+            return []  # gone again: the next scan settles it
+        return [index.add(sub, name, date, size, uid)]
 
-    def _save(self, index: UidIndex, durable: bool = True) -> None:
-        save(self.path, index, durable)
-        st = os.stat(self.path / INDEX_NAME)
-        self._index, self._index_stamp = index, (st.st_ino, st.st_mtime_ns, st.st_size)
+    def _commit(self, index: UidIndex, records: list[Record], durable: bool | None = None
+                ) -> None:
+        """(Under the lock.) The change set, closed by what cur/ looks like now; durable when
+        it hands out UIDs (those must never be handed out twice)."""
+        cur = _mtime(self.path / "cur")
+        if cur != index.cur_mtime:
+            records.append(index.cur_seen(cur))
+        if durable is None:
+            durable = any(record[0] == Kind.ADD for record in records)
+        self.state.commit(records, durable)
 
     def rebuild(self) -> tuple[int, list[str]]:
-        """`store repair`: the index made whole again under its lock; (UIDVALIDITY, problems)."""
-        with locked(self.path):
-            self._index = None
-            data = read(self.path)
-            found = self._list()
-            survivor, problems = salvage(data) if data is not None else (None, ["missing"])
-            index = self._rebuilt(survivor, problems) if survivor is None or problems else survivor
-            if data is None and not found:
+        """`store repair`: the index made whole again under its lock, as a new snapshot and
+        log; (UIDVALIDITY, problems)."""
+        self.state.forget()
+        data = read(self.path)
+        problems = salvage(data)[1] if data is not None else ["missing"]
+        with self.state.writing() as index:
+            if data is None and not _list(self.path):
                 problems = []  # a folder nobody selected yet: nothing was lost
-            if any(self._reconcile(index, found)):
-                self._save(index)
-        return index.uidvalidity, problems
+            self._scan(index, claim=False)
+            index.cur_seen(_mtime(self.path / "cur"))
+            self.state.rotate()
+            return index.uidvalidity, problems
 
     # -- changes
 
@@ -272,32 +265,34 @@ class FolderDir:
         """Store messages (data, or a file to hard-link; flags; internal date) durably in cur/,
         in order; the folder's UIDVALIDITY and their UIDs. All or none: MessageGone when a
         file to link was expunged by another session."""
-        staged: list[tuple[tuple[Path, str], frozenset[str]]] = []
+        staged: list[tuple[Path, str, int, float, frozenset[str]]] = []
         try:
             for source, flags, date in messages:
-                staged.append((self._stage(source, date), flags))
-            added_bytes = sum(field_of(name, "S") or 0 for (_, name), _ in staged)
-            with locked(self.path):
-                index = self._load()
-                self._reconcile(index, self._list())
+                staged.append((*self._stage(source, date), flags))
+            added_bytes = sum(field_of(name, "S") or 0 for _, name, _, _, _ in staged)
+            with self.state.writing() as index:
+                records = self._reconcile(index)
                 self.keywords.load()
                 uids = []
-                for (tmp, name), flags in staged:
-                    os.rename(tmp, self.path / "cur" / with_letters(name, self.keywords.letters(flags, "")))
-                    uids.append(index.assign(base_of(name)))
-                self._save(index)
+                for tmp, name, size, date, flags in staged:
+                    name = with_letters(name, self.keywords.letters(flags, ""))
+                    os.rename(tmp, self.path / "cur" / name)
+                    records.append(index.add("cur", name, date, size))
+                    uids.append(records[-1][2])
                 fsync_dir(self.path / "cur")
+                self._commit(index, records, durable=True)
+                uidvalidity = index.uidvalidity
         except BaseException:
-            for (tmp, _), _ in staged:
+            for tmp, *_ in staged:
                 unlink_quietly(tmp)
             raise
         if self.usage is not None:
             self.usage(added_bytes, len(staged))
-        return index.uidvalidity, uids
+        return uidvalidity, uids
 
-    def _stage(self, source: bytes | Path, date: float | None) -> tuple[Path, str]:
-        """The message written (or linked) into tmp/, synced; its tmp path and its name without
-        flags."""
+    def _stage(self, source: bytes | Path, date: float | None) -> tuple[Path, str, int, float]:
+        """The message written (or linked) into tmp/, synced; its tmp path, its name without
+        flags, its CRLF size and its internal date."""
         base = new_base()
         tmp = self.path / "tmp" / base
         if isinstance(source, Path):
@@ -308,93 +303,159 @@ class FolderDir:
             name = _stage_data(source, tmp)
         if date is not None:
             os.utime(tmp, (date, date))
-        return tmp, name
+        else:
+            date = os.stat(tmp).st_mtime
+        size = field_of(name, "W")
+        if size is None:
+            size = crlf_size(tmp.read_bytes())
+        return tmp, name, size, date
 
     def rename_flags(self, entries: Iterable[Entry], change: Callable[[str], str]) -> dict[int, str]:
         """Apply `change` (old letters → new letters) to each message's name as it is on disk
         now; the names they have afterwards, by UID (messages that are gone are left out)."""
         names = {}
-        with locked(self.path):
+        with self.state.writing() as index:
+            records = self._reconcile(index)
             for entry in entries:
-                sub, name = entry.sub, entry.name
-                if not (self.path / sub / name).exists():
-                    where = find_message(self.path, entry.base)
-                    if where is None:
-                        continue
-                    sub, name = where
-                new = with_letters(name, change(letters_of(name)))
-                if new != name or sub != "cur":
-                    os.rename(self.path / sub / name, self.path / "cur" / new)
-                names[entry.uid] = new
+                current = index.entries.get(entry.uid)
+                if current is None:
+                    continue
+                renamed = self._rename(current, change)
+                if renamed is None:
+                    records.append(index.expunge(entry.uid))
+                    continue
+                if renamed != current.name or current.sub != "cur":
+                    records.append(index.rename(entry.uid, "cur", renamed))
+                names[entry.uid] = renamed
+            self._commit(index, records)
         return names
+
+    def _rename(self, entry: Entry, change: Callable[[str], str]) -> str | None:
+        """The file renamed for its new flags; its new name, None when it is gone."""
+        sub, name = entry.sub, entry.name
+        for _ in range(2):
+            new = with_letters(name, change(letters_of(name)))
+            if new == name and sub == "cur":
+                return new
+            try:
+                os.rename(self.path / sub / name, self.path / "cur" / new)
+                return new
+            except FileNotFoundError:  # renamed by a tool that does not write the log
+                where = find_message(self.path, entry.base)
+                if where is None:
+                    return None
+                sub, name = where
+        return None
 
     def remove(self, entries: Iterable[Entry], only_deleted: bool = False) -> list[int]:
         """Unlink messages and forget their UIDs; the UIDs removed (or already gone). With
         `only_deleted`, a message whose name no longer says \\Deleted (another session took
         the flag away meanwhile) stays."""
         removed, freed_bytes = [], 0
-        with locked(self.path):
-            index = self._load()
+        with self.state.writing() as index:
+            records = self._reconcile(index)
             for entry in entries:
-                path = self.path / entry.sub / entry.name
-                if not path.exists():
-                    where = find_message(self.path, entry.base)
-                    path = self.path / where[0] / where[1] if where else path
-                if only_deleted and path.exists() and "T" not in letters_of(path.name):
-                    continue
-                try:
-                    freed_bytes += field_of(path.name, "S") or os.stat(path).st_size
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass  # expunged by another session, or POP3, meanwhile
-                index.uids.pop(entry.base, None)
+                current = index.entries.get(entry.uid)
+                if current is not None:
+                    if only_deleted and "T" not in letters_of(current.name):
+                        continue
+                    freed_bytes += self._unlink(current.sub, current.name)
+                    records.append(index.expunge(entry.uid))
                 removed.append(entry.uid)
-            self._save(index, durable=False)
+            self._commit(index, records)
         if self.usage is not None and removed:
             self.usage(-freed_bytes, -len(removed))
         return removed
 
+    def remove_files(self, names: Iterable[str]) -> None:
+        """POP3's QUIT: unlink these files of cur/ (wherever renames took them), and tell the
+        log, so that IMAP sessions see them go without a scan."""
+        with self.state.writing() as index:
+            records = self._reconcile(index)
+            for name in names:
+                uid = index.uids.get(base_of(name))
+                entry = index.entries.get(uid) if uid is not None else None
+                sub, name = (entry.sub, entry.name) if entry is not None else ("cur", name)
+                self._unlink(sub, name)
+                if entry is not None:
+                    records.append(index.expunge(entry.uid))
+            self._commit(index, records)
+
+    def _unlink(self, sub: str, name: str) -> int:
+        """(Under the lock.) Remove a message file, found by its base name when a tool that
+        does not write the log renamed it; the bytes freed (0 when it was gone already)."""
+        path = self.path / sub / name
+        for _ in range(2):
+            try:
+                size = field_of(path.name, "S") or os.stat(path).st_size
+                os.unlink(path)
+                return size
+            except FileNotFoundError:
+                where = find_message(self.path, base_of(name))
+                if where is None:
+                    return 0
+                path = self.path / where[0] / where[1]
+        return 0
+
     def read(self, entry: Entry) -> bytes:
         """The message file's content; MessageGone when another session expunged it."""
+        entry = self._latest(entry)
         with open_message(self.path, entry.sub, entry.name) as message:
             return message.read()
 
+    def _latest(self, entry: Entry) -> Entry:
+        """The entry as this process last heard of it: another session's STORE may have
+        renamed its file since the caller's view was taken."""
+        with self.state.mutex:
+            index = self.state.index
+            latest = index.entries.get(entry.uid) if index is not None else None
+        return latest if latest is not None and latest.base == entry.base else entry
+
     def info(self, entry: Entry, recent: bool) -> MessageInfo:
-        """The message's MessageInfo: flags from its name, internal date and size from its file."""
+        """The message's MessageInfo, all from the index: flags from its name, internal date
+        and size as recorded when it got its UID."""
         if self._infos_generation != self.keywords.generation:
             self._infos, self._infos_generation = {}, self.keywords.generation
         info = self._infos.get(entry.name)
         if info is None or info.uid != entry.uid:
-            facts = self._facts_of(entry)
             flags = self.keywords.flags(letters_of(entry.name))
-            if facts is None:  # gone since the listing: the next refresh says so
-                return MessageInfo(entry.uid, flags, 0.0, 0, recent)
-            info = self._infos[entry.name] = MessageInfo(entry.uid, flags, *facts)
+            info = MessageInfo(entry.uid, flags, entry.internal_date, entry.size)
+            if len(self._infos) > _MAX_CACHED_INFOS:
+                self._infos.clear()
+            self._infos[entry.name] = info
         if recent:
             return MessageInfo(info.uid, info.flags, info.internal_date, info.size, True)
         return info
 
-    def _facts_of(self, entry: Entry) -> tuple[float, int] | None:
-        """The message's internal date (its file's mtime) and the size of its CRLF form; None
-        when it is gone."""
-        base = entry.base
-        known = self._facts.get(base)
-        if known is not None:
-            return known
-        try:
-            known = follow_renames(self.path, entry.sub, entry.name, _facts_of_file)
-        except MessageGone:
-            return None
-        self._facts[base] = known
-        return known
-
     def path_of(self, entry: Entry) -> Path:
         """The message file's path as it is now (it changes when its flags do); MessageGone
         when another session expunged it."""
+        entry = self._latest(entry)
         return follow_renames(self.path, entry.sub, entry.name, _existing)
 
 
-_uid_of = operator.attrgetter("uid")
+# Names of messages that are gone or renamed stay in FolderDir._infos until it is this big.
+_MAX_CACHED_INFOS = 100_000
+
+
+def _final(look: DirLook) -> bool:
+    """Whether a listing was taken long enough after the directory's last change to trust."""
+    return look.at_ns - look.mtime > MTIME_SLACK_NS
+
+
+def _mtime(path: Path) -> int:
+    return os.stat(path).st_mtime_ns
+
+
+def _list(folder: Path) -> dict[str, tuple[str, str]]:
+    """Base name -> (sub, name) of every message file; new/ before cur/, so that a message
+    moving from one to the other meanwhile is still seen."""
+    found = {}
+    for sub in ("new", "cur"):
+        for name in os.listdir(folder / sub):
+            if not name.startswith("."):
+                found[base_of(name)] = (sub, name)
+    return found
 
 
 def _existing(path: Path) -> Path:

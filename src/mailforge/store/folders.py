@@ -225,7 +225,7 @@ class MaildirMailbox:
 
     def status(self, name: str) -> FolderStatus:
         place = self._existing(name)
-        listing = place.folder.sync()
+        listing = place.folder.listing()
         unseen = sum(1 for e in listing.entries if "S" not in letters_of(e.name))
         size = sum(field_of(e.name, "W") or field_of(e.name, "S") or 0 for e in listing.entries)
         return FolderStatus(len(listing.entries), listing.unclaimed, unseen, listing.uidnext,

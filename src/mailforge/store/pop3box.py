@@ -23,6 +23,8 @@ from typing import BinaryIO
 
 from .api import MaildropBusy, MessageGone
 from .filenames import arrival_order, base_of, crlf_size, field_of
+from .folderdir import FolderDir
+from .folderlog import LOG_NAME
 from .maildir import claim_new, ensure_maildir, follow_renames, mailbox_path, open_message
 
 # Beside new/ cur/ tmp/; Maildir readers ignore other files at the top.
@@ -96,10 +98,18 @@ class MaildirMaildrop:
         return data, message
 
     def delete(self, indexes: Iterable[int]) -> int:
-        """Remove messages of the snapshot (the UPDATE state); how many could not be removed."""
+        """Remove messages of the snapshot (the UPDATE state); how many could not be removed.
+        An IMAP folder's change log, when there is one, is told (under the folder lock), so
+        that IMAP sessions see them go without listing the folder."""
+        chosen = [self.messages[index] for index in indexes]
+        if (self.maildir / LOG_NAME).exists():
+            try:
+                FolderDir(self.maildir, self.maildir).remove_files([m.name for m in chosen])
+                return 0
+            except OSError:
+                pass  # each message on its own then, counting those that fail
         failed = 0
-        for index in indexes:
-            message = self.messages[index]
+        for message in chosen:
             try:
                 _unlink_message(self.maildir, message)
             except OSError:

@@ -1,11 +1,13 @@
-"""`mailforge store check|repair ADDR`: the UID indexes measured against the Maildir files.
+"""`mailforge store check|repair ADDR`: the UID indexes (snapshot and change log, see
+folderlog.py) measured against the Maildir files.
 
 The files are the truth. `check` only reads (no lock, no writes) and says what is wrong;
 `repair` rebuilds what is: a damaged index keeps its UIDVALIDITY and every UID that survived
 (only entries that cannot be trusted get new UIDs, above any UID handed out before); a lost or
-unreadable one starts a new UIDVALIDITY, since old UIDs cannot be known. Messages and flags
+unreadable one starts a new UIDVALIDITY, since old UIDs cannot be known; either way the
+snapshot is written anew and the change log starts over. Messages and flags
 (which live in the file names) are never touched. A session that selects a folder with a
-damaged index repairs it the same way by itself (folderdir.FolderDir._rebuilt, logged).
+damaged index repairs it the same way by itself (folderstate.FolderState._repair, logged).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from pathlib import Path
 from .api import INBOX
 from .filenames import base_of
 from .folderdir import FOLDER_MARKER, FolderDir
+from .folderstate import inspect
 from .maildir import MAILDIR_SUBDIRS
 from .names import from_dir
 from .quota import NO_LIMITS, MaildirSize, count_messages
-from .uidindex import read, salvage
 
 
 @dataclass
@@ -55,12 +57,11 @@ def check_folder(name: str, path: Path, is_inbox: bool) -> Report:
     if not is_inbox and not (path / FOLDER_MARKER).exists():
         report.problems.append(f"no {FOLDER_MARKER} marker")
     bases = _bases(path, report)
-    data = read(path)
-    if data is None:
+    index, problems = inspect(path)
+    if index is None and not problems:
         if bases:
             report.problems.append(f"UID index missing ({len(bases)} messages)")
         return report
-    index, problems = salvage(data)
     report.problems += [f"UID index: {problem}" for problem in problems]
     if index is not None:
         unindexed = len(bases - index.uids.keys())

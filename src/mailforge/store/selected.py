@@ -1,13 +1,12 @@
 """A selected folder: one session's view of a Maildir++ folder (api.Folder).
 
 The view changes only in `refresh()` and in the session's own expunges, so sequence numbers
-hold still between commands. `refresh()` first compares the folder's stamp (directory and index
-mtimes): when nothing moved it costs three stat calls.
+hold still between commands. `refresh()` takes in the folder's change log (folderlog.py): when
+nothing changed it costs three stat calls (the log, new/ and cur/) and reads no directory.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -23,8 +22,9 @@ from .api import (
     MessageSummary,
     StoreError,
 )
-from .folderdir import MTIME_SLACK_NS, Entry, FolderDir, Listing
+from .folderdir import FolderDir, Listing
 from .pop3box import crlf_form
+from .uidindex import Entry
 
 
 class OwningMailbox(Protocol):
@@ -60,29 +60,26 @@ class SelectedFolder:
     # -- taking in changes
 
     def refresh(self) -> Changes:
-        if self._dir.stamp() == self._stamp and self._settled:
-            return Changes()
         listing = self._scan()
+        if listing.version == self._version:
+            return Changes()
         if listing.uidvalidity != self.uidvalidity:
             raise StoreError("the folder was rebuilt with a new UIDVALIDITY; select it again")
         return self._take(listing)
 
     def _scan(self) -> Listing:
-        self._stamp = self._dir.stamp()
         try:
-            listing = self._dir.sync(claim=not self.read_only)
+            return self._dir.listing(claim=not self.read_only)
         except FileNotFoundError:
             if self._dir.exists():
                 raise
             raise FolderNotFound("the selected folder was deleted") from None
-        newest = max(self._stamp[1::2])
-        self._settled = time.time_ns() - newest > MTIME_SLACK_NS
-        return listing
 
     def _take(self, listing: Listing) -> Changes:
         """The listing becomes the view; what changed against the view before it. A message
         whose file name is as it was keeps its MessageInfo (its flags live in the name)."""
         self._uidnext = listing.uidnext
+        self._version = listing.version
         self._recent |= listing.recent
         before_entries = self._entries
         before = {info.uid: info for info in self._infos}
@@ -95,7 +92,8 @@ class SelectedFolder:
             if info is None:
                 info = self._info(entry)
                 added.append(info)
-            elif before_entries[uid].name != entry.name or info.recent != (uid in self._recent):
+            elif (before_entries[uid] is not entry and before_entries[uid].name != entry.name
+                  or info.recent != (uid in self._recent)):
                 old_flags = info.flags
                 info = self._info(entry)
                 if info.flags != old_flags:
@@ -145,7 +143,8 @@ class SelectedFolder:
     def _renamed(self, names: dict[int, str]) -> list[MessageInfo]:
         changed = []
         for uid, name in names.items():
-            entry = self._entries[uid] = Entry(uid, "cur", name)
+            old = self._entries[uid]
+            entry = self._entries[uid] = Entry(uid, "cur", name, old.internal_date, old.size)
             changed.append(self._info(entry))
         by_uid = {info.uid: info for info in changed}
         self._infos = [by_uid.get(info.uid, info) for info in self._infos]

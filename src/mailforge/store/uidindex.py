@@ -1,14 +1,17 @@
-"""The UID index of one folder: UIDVALIDITY, UIDNEXT and Maildir base name → UID, in msgpack.
+"""The snapshot of one folder's index, `mailforge-uidlist`, in msgpack (folderlog.py has the
+whole design: the snapshot plus the log of changes made since).
 
-The file (`mailforge-uidlist` in the folder's root, beside cur/ new/ tmp/) is replaced
-atomically (temp name, fsync, rename, fsync the directory), and only by a holder of the flock
-on `mailforge-uidlist.lock`: every session, and `store repair`, takes that lock to hand out
-UIDs, so two of them never give one UID to two messages nor one message two UIDs. Readers of
-the Maildir that do not take it (POP3, delivery, mutt) only add files to new/, move them to cur/
-or rename them for flags, none of which changes a base name, so they cannot confuse the index.
+The snapshot holds UIDVALIDITY, UIDNEXT, the first UID not yet claimed for \\Recent, the
+highest MODSEQ, the log generation that continues it, and per UID its Entry: the file's sub
+and name, internal date, CRLF size and MODSEQ. It is replaced atomically (temp name, fsync,
+rename, fsync the directory), only by a holder of the flock on `mailforge-uidlist.lock`, and
+only when a log fills up, the folder is made or repaired, or an index is converted. Version 1
+snapshots (base name → UID only) are still read: their entries get files and facts at the
+next scan.
 
-The Maildir files are the truth; the index only remembers which UID each base name got. A
-lost index costs UIDs (a new UIDVALIDITY, see repair.py), never messages or flags.
+The Maildir files are the truth; the index only remembers which UID each base name got and
+what its file looked like. A lost snapshot costs UIDs (a new UIDVALIDITY, see repair.py),
+never messages or flags.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 import msgpack
 
 from ..durable import write_atomically
+from .filenames import base_of
+from .folderlog import Kind, Record
 
 INDEX_NAME = "mailforge-uidlist"
 LOCK_NAME = "mailforge-uidlist.lock"
@@ -31,12 +36,29 @@ LOCK_NAME = "mailforge-uidlist.lock"
 # handed out there, so a folder deleted and made again within one second still gets a new one
 # (as Dovecot's dovecot-uidvalidity file does).
 UIDVALIDITY_NAME = "mailforge-uidvalidity"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_UID = 2**32 - 1  # UIDs and UIDVALIDITY are 32-bit (RFC 3501 2.3.1.1)
+SUBDIRS = ("new", "cur")
 
 
 class IndexCorrupt(Exception):
     """The index file cannot be trusted as a whole (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A message as the index knows it: nothing here needs its file opened or stat'ed."""
+
+    uid: int
+    sub: str              # "new" or "cur"
+    name: str
+    internal_date: float
+    size: int             # octets of the CRLF form
+    modseq: int = 0
+
+    @property
+    def base(self) -> str:
+        return base_of(self.name)
 
 
 @dataclass
@@ -46,20 +68,82 @@ class UidIndex:
     # The lowest UID no read-write session has claimed yet: \Recent goes to the session that
     # moves this past a message (Dovecot's dovecot-uidlist keeps the same number).
     first_recent: int = 1
-    uids: dict[str, int] = field(default_factory=dict)
+    modseq: int = 0       # the highest MODSEQ handed out
+    generation: int = 0   # of the log that continues this snapshot
+    # cur/'s mtime when the index last described the files completely; 0: unknown.
+    cur_mtime: int = 0
+    uids: dict[str, int] = field(default_factory=dict)      # base name → UID
+    entries: dict[int, Entry] = field(default_factory=dict)  # UID → Entry, in UID order
 
-    def assign(self, base: str) -> int:
-        if self.uidnext > MAX_UID:
-            raise IndexCorrupt("UIDs exhausted; `store repair` gives the folder a new UIDVALIDITY")
-        uid = self.uids[base] = self.uidnext
-        self.uidnext += 1
-        return uid
+    # -- changes: each builds its log record and applies it, the one path replay takes too
+
+    def add(self, sub: str, name: str, date: float, size: int, uid: int | None = None
+            ) -> Record:
+        """A message gets a UID (a new one, or the one a version 1 index gave it)."""
+        if uid is None:
+            if self.uidnext > MAX_UID:
+                raise IndexCorrupt("UIDs exhausted; `store repair` gives the folder a new "
+                                   "UIDVALIDITY")
+            uid = self.uidnext
+        return self.apply([Kind.ADD, self.modseq + 1, uid, sub, name, date, size])
+
+    def rename(self, uid: int, sub: str, name: str) -> Record:
+        return self.apply([Kind.FLAGS, self.modseq + 1, uid, sub, name])
+
+    def expunge(self, uid: int) -> Record:
+        return self.apply([Kind.EXPUNGE, self.modseq + 1, uid])
+
+    def claim_recent(self) -> Record:
+        return self.apply([Kind.RECENT, self.modseq + 1, self.uidnext])
+
+    def cur_seen(self, cur_mtime: int) -> Record:
+        return self.apply([Kind.CUR, self.modseq, cur_mtime])
+
+    def apply(self, record: Record) -> Record:
+        """Take in one log record (ours or another writer's); unknown UIDs are ignored."""
+        kind, modseq = record[0], record[1]
+        self.modseq = max(self.modseq, modseq)
+        if kind == Kind.ADD:
+            _, _, uid, sub, name, date, size = record
+            old = self.entries.get(uid)
+            if old is not None:
+                self.uids.pop(old.base, None)
+            self.entries[uid] = Entry(uid, sub, name, date, size, modseq)
+            self.uids[base_of(name)] = uid
+            self.uidnext = max(self.uidnext, uid + 1)
+        elif kind == Kind.FLAGS:
+            _, _, uid, sub, name = record
+            old = self.entries.get(uid)
+            if old is not None:
+                self.entries[uid] = Entry(uid, sub, name, old.internal_date, old.size, modseq)
+        elif kind == Kind.EXPUNGE:
+            old = self.entries.pop(record[2], None)
+            if old is not None:
+                self.uids.pop(old.base, None)
+            elif not self.complete:  # a version 1 UID whose file was gone before any scan
+                self.uids = {base: uid for base, uid in self.uids.items() if uid != record[2]}
+        elif kind == Kind.RECENT:
+            self.first_recent = max(self.first_recent, min(record[2], self.uidnext))
+        elif kind == Kind.CUR:
+            self.cur_mtime = record[2]
+        return record
+
+    @property
+    def complete(self) -> bool:
+        """False for a converted version 1 index: some UIDs have no file facts yet."""
+        return len(self.entries) == len(self.uids)
 
 
 def encode(index: UidIndex) -> bytes:
-    return msgpack.packb({"version": FORMAT_VERSION, "uidvalidity": index.uidvalidity,
-                          "uidnext": index.uidnext, "first_recent": index.first_recent,
-                          "uids": index.uids})
+    return msgpack.packb({
+        "version": FORMAT_VERSION, "uidvalidity": index.uidvalidity, "uidnext": index.uidnext,
+        "first_recent": index.first_recent, "modseq": index.modseq,
+        "generation": index.generation, "cur_mtime": index.cur_mtime,
+        "messages": [[e.uid, e.sub, e.name, e.internal_date, e.size, e.modseq]
+                     for e in index.entries.values()],
+        # A converted version 1 index keeps the UIDs of messages not scanned yet.
+        "unscanned": {base: uid for base, uid in index.uids.items()
+                      if uid not in index.entries}})
 
 
 def decode(data: bytes) -> UidIndex:
@@ -84,35 +168,75 @@ def _decode(data: bytes) -> tuple[UidIndex, list[str]]:
         raw = msgpack.unpackb(data, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:  # TypeError: a list as key
         raise IndexCorrupt(f"undecodable ({exc.__class__.__name__})") from None
-    if not isinstance(raw, dict) or raw.get("version") != FORMAT_VERSION:
-        raise IndexCorrupt("not a version 1 index")
+    if not isinstance(raw, dict) or raw.get("version") not in (1, FORMAT_VERSION):
+        raise IndexCorrupt(f"not a version 1 or {FORMAT_VERSION} index")
     uidvalidity, uidnext = raw.get("uidvalidity"), raw.get("uidnext")
     if not _is_uid(uidvalidity):
         raise IndexCorrupt("bad UIDVALIDITY")
     if not (_is_uid(uidnext) or uidnext == MAX_UID + 1):
         # Without it, a UID handed out before could be handed out again: no salvage.
         raise IndexCorrupt("bad UIDNEXT")
-    problems = []
+    problems: list[str] = []
     first_recent = raw.get("first_recent")
     if not isinstance(first_recent, int) or not 1 <= first_recent <= uidnext:
         problems.append("bad first recent UID")
         first_recent = uidnext
-    uids, taken = {}, set()
-    entries = raw.get("uids")
-    if not isinstance(entries, dict):
-        problems.append("no UID table")
-        entries = {}
-    for base, uid in entries.items():
-        if not isinstance(base, str) or not _is_uid(uid) or uid in taken:
+    index = UidIndex(uidvalidity, uidnext, first_recent)
+    if raw["version"] == 1:
+        _decode_uids(index, raw.get("uids"), problems, required=True)
+    else:
+        _decode_header_v2(index, raw, problems)
+        _decode_messages(index, raw.get("messages"), problems)
+        _decode_uids(index, raw.get("unscanned"), problems, required=False)
+    highest = max(index.entries.keys() | index.uids.values(), default=0)
+    if highest >= index.uidnext:
+        problems.append(f"UIDNEXT {index.uidnext} not above UID {highest}")
+        index.uidnext = index.first_recent = highest + 1
+    return index, problems
+
+
+def _decode_header_v2(index: UidIndex, raw: dict, problems: list[str]) -> None:
+    for name in ("modseq", "generation", "cur_mtime"):
+        value = raw.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            setattr(index, name, value)
+        else:
+            problems.append(f"bad {name}")
+
+
+def _decode_messages(index: UidIndex, messages: object, problems: list[str]) -> None:
+    if not isinstance(messages, list):
+        problems.append("no message table")
+        return
+    for item in messages:
+        if not _is_message(item) or item[0] in index.entries or base_of(item[2]) in index.uids:
+            problems.append(f"bad entry {item!r}")
+            continue
+        entry = Entry(*item)
+        index.entries[entry.uid] = entry
+        index.uids[entry.base] = entry.uid
+    index.entries = dict(sorted(index.entries.items()))
+
+
+def _is_message(item: object) -> bool:
+    return (isinstance(item, list) and len(item) == 6 and _is_uid(item[0])
+            and item[1] in SUBDIRS and isinstance(item[2], str) and item[2] != ""
+            and isinstance(item[3], (int, float)) and isinstance(item[4], int)
+            and isinstance(item[5], int))
+
+
+def _decode_uids(index: UidIndex, uids: object, problems: list[str], required: bool) -> None:
+    if not isinstance(uids, dict):
+        if required or uids is not None:
+            problems.append("no UID table")
+        return
+    taken = set(index.entries)
+    for base, uid in uids.items():
+        if not isinstance(base, str) or not _is_uid(uid) or uid in taken or base in index.uids:
             problems.append(f"bad entry {base!r}: {uid!r}")
             continue
-        uids[base] = uid
+        index.uids[base] = uid
         taken.add(uid)
-    highest = max(taken, default=0)
-    if highest >= uidnext:
-        problems.append(f"UIDNEXT {uidnext} not above UID {highest}")
-        uidnext = first_recent = highest + 1
-    return UidIndex(uidvalidity, uidnext, first_recent, uids), problems
 
 
 def _is_uid(value: object) -> bool:
@@ -126,10 +250,8 @@ def read(folder: Path) -> bytes | None:
         return None
 
 
-def save(folder: Path, index: UidIndex, durable: bool = True) -> None:
-    """`durable=False` for a change a crash may undo: the old index coming back is right too
-    (only UIDs of removed messages dropped, or \\Recent claimed; UIDNEXT did not move)."""
-    write_atomically(folder / INDEX_NAME, encode(index), durable)
+def save(folder: Path, index: UidIndex) -> None:
+    write_atomically(folder / INDEX_NAME, encode(index))
 
 
 @contextlib.contextmanager
