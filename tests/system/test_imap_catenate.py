@@ -44,6 +44,12 @@ def test_catenate(make_server):
                             % (text(b"A: b\r\n\r\nc\r\n"), url))
         assert reply[-1].startswith(b"B NO [BADURL " + url.strip(b'"') + b"]"), reply
     assert raw.command(b"N", b"NOOP")[0] != b"* 3 EXISTS\r\n"
+    # A folder below another: its separator stands in the URL as it is.
+    raw.command(b"K", b"CREATE Work/Old")
+    raw.command(b"A", b"APPEND Work/Old {%d+}\r\n%s" % (len(source), source))
+    reply = raw.command(b"A", b'APPEND Built CATENATE (URL "/Work/Old/;UID=1")')
+    assert reply[-1].startswith(b"A OK [APPENDUID ")
+    assert body(raw, 3) == source
     reply = raw.command(b"T", b"APPEND Missing CATENATE (URL \"/INBOX/;UID=9\")")
     assert reply[-1].startswith(b"T NO [TRYCREATE]")
     raw.close()

@@ -19,7 +19,7 @@ from .mime import parse_message
 from .responses import Bad, astring, folder_name
 
 CATENATE_SYNTAX = "CATENATE (TEXT literal / URL url ...)"
-_URL = re.compile(r"/(?P<mailbox>[^;/]+)(?:;UIDVALIDITY=(?P<uidvalidity>[1-9][0-9]{0,9}))?"
+_URL = re.compile(r"/(?P<mailbox>[^;]+?)(?:;UIDVALIDITY=(?P<uidvalidity>[1-9][0-9]{0,9}))?"
                   r"/;UID=(?P<uid>[1-9][0-9]{0,9})(?:/;SECTION=(?P<section>[^/]*))?"
                   r"(?:/;PARTIAL=(?P<start>[0-9]{1,10})(?:\.(?P<count>[1-9][0-9]{0,9}))?)?",
                   re.IGNORECASE)
