@@ -4,7 +4,7 @@ cdef class CommandParser:
     cdef bytearray _line
     cdef object _literal  # a bytearray while a literal is being read, else None
     cdef Py_ssize_t _literal_left
-    cdef bint _skipping, _discarding, _need_sep, _sections
+    cdef bint _skipping, _discarding, _need_sep, _sections, _literal_binary
     cdef object _tag
     cdef str _name
     cdef list _stack
@@ -20,6 +20,6 @@ cdef class CommandParser:
     cdef Py_ssize_t _quoted(self, const unsigned char *body, Py_ssize_t n,
                             Py_ssize_t pos) except -1
     cdef int _literal_header(self, const unsigned char *body, Py_ssize_t n,
-                             Py_ssize_t pos) except -1
+                             Py_ssize_t pos, bint binary) except -1
     cdef Py_ssize_t _atom(self, const unsigned char *body, Py_ssize_t n,
                           Py_ssize_t pos) except -1

@@ -17,7 +17,8 @@ from _bytes cimport (SP, TAB, CR, LF, find_byte, is_alpha, is_digit, ascii_upper
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
 
-from mailforge.speedups.errors import Command, FetchAttribute, LiteralTooBig, ParseError
+from mailforge.speedups.errors import (Command, FetchAttribute, Literal, Literal8, LiteralTooBig,
+                                       ParseError)
 from mailforge.speedups.parse import (MAX_LINE, MAX_DEPTH, MAX_LITERAL, MAX_POP3_VERB, STAR,
                                       ATOM_CHARS, SECTION_ATOM_CHARS, SECTION_COMMANDS,
                                       TAG_CHARS, BRACKET_CHARS)
@@ -233,6 +234,7 @@ cdef class CommandParser:
         self._line = bytearray()
         self._literal = None
         self._literal_left = 0
+        self._literal_binary = False
         self._skipping = False
         self._discarding = False
         self._reset()
@@ -300,7 +302,8 @@ cdef class CommandParser:
         self._literal_left -= take
         if not self._literal_left:
             if not self._skipping:
-                (<list>self._stack[-1]).append(bytes(self._literal))
+                kind = Literal8 if self._literal_binary else Literal
+                (<list>self._stack[-1]).append(kind(self._literal))
             self._literal = None
             self._need_sep = True
         return pos + take
@@ -358,7 +361,10 @@ cdef class CommandParser:
             elif char == 0x22:  # "
                 pos = self._quoted(body, n, pos)
             elif char == 0x7B:  # {
-                self._literal_header(body, n, pos)
+                self._literal_header(body, n, pos, False)
+                return None
+            elif char == 0x7E and pos + 1 < n and body[pos + 1] == 0x7B:  # ~{n}
+                self._literal_header(body, n, pos + 1, True)
                 return None
             else:
                 pos = self._atom(body, n, pos)
@@ -411,7 +417,7 @@ cdef class CommandParser:
         return index + 1
 
     cdef int _literal_header(self, const unsigned char *body, Py_ssize_t n,
-                             Py_ssize_t pos) except -1:
+                             Py_ssize_t pos, bint binary) except -1:
         cdef Py_ssize_t size
         cdef bint sync
         if not _literal_tail(body, n, &size, &sync) or _rfind_brace(body, n) != pos:
@@ -419,6 +425,7 @@ cdef class CommandParser:
         if size > self.max_literal:
             raise LiteralTooBig("literal too big")
         self._literal, self._literal_left = bytearray(), size
+        self._literal_binary = binary
         self.wants_continuation = sync
         return 0
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from mailforge.speedups.errors import Command, FetchAttribute, LiteralTooBig, ParseError
+from mailforge.speedups.errors import (Command, FetchAttribute, Literal, Literal8, LiteralTooBig,
+                                      ParseError)
 
 STEPS = [None, 1, 2, 7]
 
@@ -58,6 +59,11 @@ CASES = [
      [Command("B3", "LIST", [b"", "!#$&'+,-.0123456789:;<=>?@^_`|[}%*"])]),
     (b"B4 SELECT a[b c]\r\n", [Command("B4", "SELECT", ["a[b", "c]"])]),
     (b"B5 SELECT ~foo\r\n", [Command("B5", "SELECT", ["~foo"])]),
+    # literal8 (RFC 3516 4.3): any octet, NUL and bare CR/LF too.
+    (b"B6 APPEND box ~{4}\r\n\x00\xff\r\n\r\n",
+     ["+", Command("B6", "APPEND", ["box", b"\x00\xff\r\n"])]),
+    (b"B7 APPEND box ~{2+}\r\n\n\x00 ~{0+}\r\n\r\n",
+     [Command("B7", "APPEND", ["box", b"\n\x00", b""])]),
 ]
 
 
@@ -81,6 +87,8 @@ ERRORS = [
     (b"A1 FETCH 1 BODY[TEXT\r\n", "missing ]", "A1"),
     (b"A1 APPEND x {5}y\r\n", "bad literal", "A1"),
     (b"A1 APPEND x {}\r\n", "bad literal", "A1"),
+    (b"A1 APPEND x ~{5}y\r\n", "bad literal", "A1"),
+    (b"A1 APPEND x ~{5\r\n", "bad literal", "A1"),
     (b"A1 APPEND x {99999}\r\n", "literal too big", "A1"),
     (b"A1 SELECT \x01\r\n", "unexpected character", "A1"),
     (b"A1 X " + b"(" * 20 + b")" * 20 + b"\r\n", "lists nested too deep", "A1"),
@@ -92,6 +100,14 @@ ERRORS = [
 def test_errors_then_next_command(impl, data, message, tag, step):
     events = run(impl, data + b"Z NOOP\r\n", step, max_literal=1000)
     assert events == [("BAD", message, tag), Command("Z", "NOOP", [])]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_literals_are_told_from_quoted_strings(impl, step):
+    """APPEND and CATENATE read a literal as a message and a quoted string as a date or URL."""
+    data = b'A1 APPEND box "q" {1+}\r\nl ~{1+}\r\nb\r\n'
+    [command] = run(impl, data, step)
+    assert [type(arg) for arg in command.args[1:]] == [bytes, Literal, Literal8]
 
 
 def test_literal_too_big_is_told_apart_by_class(impl):

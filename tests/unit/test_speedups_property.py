@@ -37,13 +37,20 @@ def test_smtp_and_pop3(data):
     assert outcome(parse.parse_pop3, data) == outcome(ext_parse.parse_pop3, data)
 
 
+def kinds(result):
+    """The argument types of a parsed command (literal, literal8, quoted), which == hides."""
+    if result[0] != "ok" or result[1][0] is None:
+        return None
+    return [type(arg).__name__ for arg in result[1][0].args]
+
+
 def feed_all(module, chunks):
     parser = module.CommandParser(max_literal=50, max_line=60, max_depth=3)
     events = []
     for chunk in chunks:
         while True:
             result = outcome(parser.feed, chunk)
-            events.append((result, parser.wants_continuation))
+            events.append((result, kinds(result), parser.wants_continuation))
             used = result[1][1] if result[0] == "ok" else result[3]
             chunk = chunk[used:]
             if not chunk:

@@ -13,7 +13,7 @@ import logging
 import os
 from types import ModuleType
 
-from .errors import Command, FetchAttribute, LiteralTooBig, ParseError
+from .errors import Command, FetchAttribute, Literal, Literal8, LiteralTooBig, ParseError
 
 FORCED_PURE = os.environ.get("MAILFORGE_PUREPYTHON", "") not in ("", "0")
 MODULES = ("parse", "crammd5", "spool")
@@ -48,7 +48,7 @@ DotUnstuffer = _spool.DotUnstuffer
 CrlfToLf = _spool.CrlfToLf
 write_all = _spool.write_all
 
-__all__ = ["IMPLEMENTATION", "FORCED_PURE", "ParseError", "LiteralTooBig", "Command",
-           "FetchAttribute", "split_command", "parse_path", "parse_pop3", "CommandParser",
+__all__ = ["IMPLEMENTATION", "FORCED_PURE", "ParseError", "LiteralTooBig", "Literal", "Literal8",
+           "Command", "FetchAttribute", "split_command", "parse_path", "parse_pop3", "CommandParser",
            "parse_sequence_set", "parse_fetch_attributes", "STAR", "cram_state", "cram_verify",
            "cram_challenge", "DotUnstuffer", "CrlfToLf", "write_all"]

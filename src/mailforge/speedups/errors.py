@@ -38,11 +38,24 @@ class LiteralTooBig(ParseError):
     (RFC 7889) with its limit, not a syntax error."""
 
 
+class Literal(bytes):
+    """A string the client sent as a literal (`{n}`), not quoted: APPEND tells a message from
+    a date-time, and CATENATE its TEXT from its URL, by this type."""
+
+    __slots__ = ()
+
+
+class Literal8(Literal):
+    """A literal8 (`~{n}`, RFC 3516 4.3): it may hold NUL and any other octet."""
+
+    __slots__ = ()
+
+
 class Command(NamedTuple):
     """One complete IMAP command.
 
     Arguments: `str` is an atom (NIL, flags, sequence sets, fetch items), `bytes` a string
-    (quoted or literal), `list` a parenthesised list of the same.
+    (a `Literal` or `Literal8` when it came as one), `list` a parenthesised list of the same.
     """
 
     tag: str

@@ -5,7 +5,7 @@ same `ParseError`s for any input (tests/unit/test_speedups_property.py checks it
 
 from __future__ import annotations
 
-from .errors import Command, FetchAttribute, LiteralTooBig, ParseError
+from .errors import Command, FetchAttribute, Literal, Literal8, LiteralTooBig, ParseError
 
 __all__ = ["ParseError", "LiteralTooBig", "Command", "FetchAttribute", "split_command",
            "parse_path", "parse_pop3", "CommandParser", "parse_sequence_set",
@@ -114,6 +114,7 @@ _MAX_NUMBER = 0xFFFFFFFF  # nz-number is 32-bit (RFC 3501 9)
 _MAX_LITERAL_DIGITS = 10
 
 SP, LF, CR = 0x20, 0x0A, 0x0D
+TILDE, OPEN_BRACE = 0x7E, 0x7B
 # ATOM-CHAR (RFC 3501 9: "[" and "}" are ones), plus the list wildcards, "\\" and "]" that LIST
 # patterns, flags and astrings (ASTRING-CHAR = ATOM-CHAR / "]") use.
 ATOM_CHARS = frozenset(c for c in range(0x21, 0x7F) if c not in b'(){"')
@@ -149,6 +150,7 @@ class CommandParser:
         self._line = bytearray()
         self._literal: bytearray | None = None
         self._literal_left = 0
+        self._literal_binary = False  # the literal being read is a literal8 (~{n})
         self._skipping = False  # in the rest of a bad command
         self._discarding = False  # in a line that was too long, until its LF
         self._reset()
@@ -202,7 +204,8 @@ class CommandParser:
         self._literal_left -= take
         if not self._literal_left:
             if not self._skipping:
-                self._stack[-1].append(bytes(self._literal))
+                kind = Literal8 if self._literal_binary else Literal
+                self._stack[-1].append(kind(self._literal))
             self._literal = None
             self._need_sep = True
         return pos + take
@@ -258,8 +261,11 @@ class CommandParser:
                 pos += 1
             elif char == 0x22:  # "
                 pos = self._quoted(body, pos)
-            elif char == 0x7B:  # {
-                self._literal_header(body, pos)
+            elif char == OPEN_BRACE:
+                self._literal_header(body, pos, binary=False)
+                return None
+            elif char == TILDE and pos + 1 < end and body[pos + 1] == OPEN_BRACE:  # ~{n}
+                self._literal_header(body, pos + 1, binary=True)
                 return None
             else:
                 pos = self._atom(body, pos)
@@ -312,7 +318,7 @@ class CommandParser:
             index += 1
         raise ParseError("unterminated quoted string")
 
-    def _literal_header(self, body: bytes, pos: int) -> None:
+    def _literal_header(self, body: bytes, pos: int, binary: bool) -> None:
         literal = _literal_tail(body)
         if literal is None or body.rfind(b"{") != pos:
             raise ParseError("bad literal")
@@ -320,6 +326,7 @@ class CommandParser:
         if size > self.max_literal:
             raise LiteralTooBig("literal too big")
         self._literal, self._literal_left = bytearray(), size
+        self._literal_binary = binary
         self.wants_continuation = sync
 
     def _atom(self, body: bytes, pos: int) -> int:

@@ -6,13 +6,17 @@ state.py imports them without their importing state.py back.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ...store.api import Mailbox
 from .selected import Selected
 
+if TYPE_CHECKING:
+    from .state import IMAPSettings
+
 
 class CommandSession(Protocol):
+    settings: IMAPSettings
     mailbox: Mailbox | None  # the logged-in user's, once authenticated
     selected: Selected | None  # the selected folder, in the SELECTED state
 

@@ -1,5 +1,6 @@
 """IMAP commands on folders as a whole (RFC 3501 6.3, RFC 2342 NAMESPACE, RFC 6154
-SPECIAL-USE's CREATE, RFC 9208 QUOTA, RFC 4315 APPENDUID, RFC 3502 MULTIAPPEND).
+SPECIAL-USE's CREATE, RFC 9208 QUOTA, RFC 4315 APPENDUID, RFC 3502 MULTIAPPEND, RFC 4469
+CATENATE, RFC 3516 literal8).
 
 Each handler takes the session, the command's tag and its parsed arguments, adds untagged
 responses to the session and returns the completion; it runs in the thread pool.
@@ -7,13 +8,17 @@ responses to the session and returns the completion; it runs in the thread pool.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ...speedups import Literal
 from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, Mailbox, NewMessage
-from . import wire
+from . import catenate, wire
+from .binary_parts import without_binary_parts
 from .command_session import CommandSession
 from .responses import Bad, Tagged, astring, atom, count, flag_list, folder_name, no, ok
 from .selected import Selected
 
-APPEND_SYNTAX = "APPEND mailbox [(flags)] [date-time] message ..."
+APPEND_SYNTAX = "APPEND mailbox [(flags)] [date-time] (literal / CATENATE (...)) ..."
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE")
 # RFC 9208 5.1: STORAGE is counted in units of 1024 octets.
 KIB = 1024
@@ -133,38 +138,60 @@ def status_response(session: CommandSession, name: str, wanted: list[str]) -> No
                                                 listing.encode()))
 
 
+@dataclass(frozen=True)
+class _AppendRequest:
+    """One message of an APPEND as the client gave it: a literal, or CATENATE's pieces."""
+
+    pieces: list[catenate.Piece]
+    flags: frozenset[str]
+    date: float | None
+
+
 def append(session: CommandSession, tag: str, args: list) -> Tagged:
     """APPEND mailbox 1*([(flags)] [date-time] literal) (RFC 3501 6.3.11, RFC 3502
-    MULTIAPPEND: every message is stored, or none)."""
+    MULTIAPPEND: every message is stored, or none; RFC 4469 CATENATE for a message)."""
     if len(args) < 2:
         raise Bad(f"Syntax: {APPEND_SYNTAX}")
-    name, messages = folder_name(args[0]), _new_messages(args[1:])
+    name, requests = folder_name(args[0]), _append_requests(args[1:])
+    mailbox = _mailbox(session)
+    if any(isinstance(piece, str) for request in requests for piece in request.pieces):
+        mailbox.status(name)  # RFC 4469 5: a missing target is TRYCREATE, whatever the URLs
+    try:
+        messages = [NewMessage(without_binary_parts(
+            catenate.join(mailbox, request.pieces, session.settings.max_append)),
+            request.flags, request.date) for request in requests]
+    except catenate.BadUrl as exc:
+        return no("The URL names no message", f"BADURL {exc.url.replace(']', '%5D')}")
+    except catenate.TooBig:
+        return no("The message would be too big", "TOOBIG")
     if not all(message.data for message in messages):
         return no("Cannot append an empty message", "CANNOT")
-    appended = _mailbox(session).append_many(name, messages)
+    appended = mailbox.append_many(name, messages)
     uids = ",".join(str(uid) for uid in appended.uids)
     return ok("APPEND completed", f"APPENDUID {appended.uidvalidity} {uids}" if uids else "")
 
 
-def _new_messages(items: list) -> list[NewMessage]:
-    messages = []
+def _append_requests(items: list) -> list[_AppendRequest]:
+    requests = []
     items = list(items)
     while items:
         flags = flag_list(items.pop(0)) if isinstance(items[0], list) else []
-        date = _date_time(items.pop(0)) if _holds_date(items) else None
-        if not items or not isinstance(items[0], bytes):
-            raise Bad(f"Syntax: {APPEND_SYNTAX}")
-        messages.append(NewMessage(items.pop(0), frozenset(flags), date))
-    return messages
+        # RFC 3501 9: a date-time is a quoted string, the message a literal.
+        has_date = items and isinstance(items[0], bytes) and not isinstance(items[0], Literal)
+        date = _date_time(items.pop(0)) if has_date else None
+        requests.append(_AppendRequest(_message_pieces(items), frozenset(flags), date))
+    return requests
 
 
-def _holds_date(items: list) -> bool:
-    """Whether the next two items are a date-time and its message. The parser gives quoted
-    strings and literals alike as bytes; a message (RFC 5322) always holds a line end, a
-    date-time never does."""
-    if len(items) < 2 or not isinstance(items[1], bytes):
-        return False
-    return isinstance(items[0], str) or not (b"\n" in items[0] or b"\r" in items[0])
+def _message_pieces(items: list) -> list[catenate.Piece]:
+    """Takes one message's data off `items`: a literal, or CATENATE and its list."""
+    if items and isinstance(items[0], Literal):
+        return [items.pop(0)]
+    if (len(items) >= 2 and isinstance(items[0], str) and items[0].upper() == "CATENATE"
+            and isinstance(items[1], list)):
+        del items[0]
+        return catenate.pieces(items.pop(0))
+    raise Bad(f"Syntax: {APPEND_SYNTAX}")
 
 
 def _date_time(arg: object) -> float:

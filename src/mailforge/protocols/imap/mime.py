@@ -13,7 +13,6 @@ octets for BODYSTRUCTURE and ENVELOPE, whatever 8-bit bytes a sender put in them
 from __future__ import annotations
 
 import binascii
-import quopri
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -224,8 +223,23 @@ def decoded_body(part: Part) -> bytes:
     if encoding == "base64":
         return binascii.a2b_base64(_base64_chars(body))
     if encoding == "quoted-printable":
-        return quopri.decodestring(body)
+        return _decode_quoted_printable(body)
     raise UnknownEncoding(f"unknown Content-Transfer-Encoding {encoding!r}")
+
+
+def _decode_quoted_printable(body: bytes) -> bytes:
+    """RFC 2045 6.7: whitespace at a line's end was added in transport and goes (rule 3), a
+    trailing "=" is a soft line break, even with such whitespace after it (rule 5); the line
+    ends that remain are CRLF."""
+    lines = body.split(b"\n")
+    out = []
+    for index, line in enumerate(lines):
+        line = line.rstrip(b" \t\r")
+        if line.endswith(b"="):
+            out.append(binascii.a2b_qp(line[:-1]))
+        else:
+            out.append(binascii.a2b_qp(line) + (CRLF if index < len(lines) - 1 else b""))
+    return b"".join(out)
 
 
 def _base64_chars(data: bytes) -> bytes:

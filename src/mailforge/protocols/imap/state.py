@@ -62,7 +62,7 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
                      "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
                      "LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE", "MULTIAPPEND",
-                     "COMPRESS=DEFLATE")
+                     "COMPRESS=DEFLATE", "BINARY", "CATENATE")
 # The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
                        "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
