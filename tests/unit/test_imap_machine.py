@@ -169,7 +169,7 @@ def test_list_lsub_xlist_namespace_quota(mailbox):
         b'* XLIST (\\HasNoChildren \\Inbox) "/" INBOX\r\nd OK XLIST completed\r\n'
     assert session.send(b'e LSUB "" *\r\n') == b'* LSUB () "/" INBOX\r\ne OK LSUB completed\r\n'
     assert session.send(b"f NAMESPACE\r\n") == \
-        b'* NAMESPACE (("" "/")) NIL (("#public/" "/"))\r\nf OK NAMESPACE completed\r\n'
+        b'* NAMESPACE (("" "/")) (("#shared/" "/")) (("#public/" "/"))\r\nf OK NAMESPACE completed\r\n'
     assert session.send(b"g GETQUOTAROOT INBOX\r\n") == \
         b'* QUOTAROOT INBOX ""\r\n* QUOTA "" (STORAGE 100 1024)\r\ng OK GETQUOTAROOT completed\r\n'
 

@@ -7,7 +7,7 @@ responses to the session and returns the completion; it runs in the thread pool.
 
 from __future__ import annotations
 
-from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, Mailbox, NewMessage
+from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, SHARED_PREFIX, Mailbox, NewMessage
 from . import wire
 from .command_session import CommandSession
 from .responses import Bad, Tagged, astring, atom, count, flag_list, folder_name, no, ok
@@ -40,7 +40,8 @@ def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
     name = folder_name(args[0])
     # RFC 3501 6.3.1: a failed SELECT leaves no folder selected.
     session.select_folder(None)
-    selected = Selected(_mailbox(session).select(name, read_only))
+    mailbox = _mailbox(session)
+    selected = Selected(mailbox.select(name, read_only), mailbox.rights(name))
     session.select_folder(selected)
     view = selected.messages()
     selected.note_keywords(view)
@@ -177,10 +178,11 @@ def _date_time(arg: object) -> float:
 # --- NAMESPACE, QUOTA --------------------------------------------------------------------------
 
 def namespace(session: CommandSession, tag: str, args: list) -> Tagged:
-    """RFC 2342: personal folders at the root, the domain's public folders under #public/."""
+    """RFC 2342: personal folders at the root, other users' shared ones under #shared/, the
+    domain's public folders under #public/."""
     count(args, 0, syntax="NAMESPACE")
-    session.untagged(b'* NAMESPACE (("" "/")) NIL ((%s "/"))\r\n'
-                     % wire.string(PUBLIC_PREFIX))
+    session.untagged(b'* NAMESPACE (("" "/")) ((%s "/")) ((%s "/"))\r\n'
+                     % (wire.string(SHARED_PREFIX), wire.string(PUBLIC_PREFIX)))
     return ok("NAMESPACE completed")
 
 
