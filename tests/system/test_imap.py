@@ -58,7 +58,7 @@ def test_folder_commands(plain_server):
     ok(client.delete("Work/Done"))
     status, data = client.delete("Nowhere")
     assert status == "NO" and b"[NONEXISTENT]" in data[0]
-    assert ok(client.namespace()) == [b'(("" "/")) NIL (("#public/" "/"))']
+    assert ok(client.namespace()) == [b'(("" "/")) (("#shared/" "/")) (("#public/" "/"))']
     root = ok(client.getquotaroot("INBOX"))
     assert root[0][0] == b'INBOX ""' or root[0] == b'INBOX ""'
     ok(client.getquota('""'))

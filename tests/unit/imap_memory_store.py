@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from mailforge.protocols.imap.summary import SUMMARIZER
+from mailforge.store.acl import ALL_RIGHTS
 from mailforge.store.api import (
     INBOX,
     SEEN,
@@ -36,6 +37,8 @@ class MemoryMailbox:
         # (folder, uid) → summary of the messages read so far, as the Maildir store keeps them.
         self.summaries: dict[tuple[str, int], MessageSummary | None] = {}
         self.reads = 0  # messages read: tests check that cached answers read none
+        # MYRIGHTS per folder (RFC 4314); a folder not named here grants every right.
+        self.held: dict[str, frozenset[str]] = {}
 
     def folders(self) -> list[FolderInfo]:
         names = sorted(self.data, key=lambda n: (n != INBOX, n))
@@ -88,6 +91,10 @@ class MemoryMailbox:
         self._folder(name)
         uids = [self.append(name, m.data, m.flags, m.internal_date).uids[0] for m in messages]
         return Appended(UIDVALIDITY, tuple(uids))
+
+    def rights(self, name: str) -> frozenset[str]:
+        self._folder(name)
+        return self.held.get(name, frozenset(ALL_RIGHTS))
 
     def quota(self) -> Quota:
         return Quota(100 * 1024, 3, 1024 * 1024, None)

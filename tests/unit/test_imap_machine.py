@@ -169,7 +169,7 @@ def test_list_lsub_xlist_namespace_quota(mailbox):
         b'* XLIST (\\HasNoChildren \\Inbox) "/" INBOX\r\nd OK XLIST completed\r\n'
     assert session.send(b'e LSUB "" *\r\n') == b'* LSUB () "/" INBOX\r\ne OK LSUB completed\r\n'
     assert session.send(b"f NAMESPACE\r\n") == \
-        b'* NAMESPACE (("" "/")) NIL (("#public/" "/"))\r\nf OK NAMESPACE completed\r\n'
+        b'* NAMESPACE (("" "/")) (("#shared/" "/")) (("#public/" "/"))\r\nf OK NAMESPACE completed\r\n'
     assert session.send(b"g GETQUOTAROOT INBOX\r\n") == \
         b'* QUOTAROOT INBOX ""\r\n* QUOTA "" (STORAGE 100 1024)\r\ng OK GETQUOTAROOT completed\r\n'
 
@@ -249,3 +249,15 @@ def test_a_folder_that_cannot_be_followed_ends_the_session_with_bye(mailbox, com
     reply = session.machine.handle(session.parser.feed(command)[0])
     assert reply.action is Action.CLOSE and session.machine.state is State.AUTHENTICATED
     assert reply.text == ending + b"* BYE The selected folder was deleted, have to disconnect\r\n"
+
+
+def test_rights_of_the_selected_folder_limit_store_expunge_and_move(mailbox):
+    """RFC 4314 4: STORE leaves the flags it has no right to, EXPUNGE and MOVE need "e"/"t"."""
+    session = logged_in(mailbox)
+    session.send(b"a APPEND INBOX {11+}\r\nSubject: x\r\n")
+    mailbox.held["INBOX"] = frozenset("lrs")
+    session.send(b"b SELECT INBOX\r\n")
+    reply = session.send(b"c STORE 1 +FLAGS (\\Seen \\Deleted)\r\n")
+    assert b"\\Seen" in reply and b"\\Deleted" not in reply and b"c OK" in reply
+    assert b"d NO [NOPERM]" in session.send(b"d EXPUNGE\r\n")
+    assert b"e NO [NOPERM]" in session.send(b"e MOVE 1 INBOX\r\n")

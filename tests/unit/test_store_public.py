@@ -89,7 +89,7 @@ def test_store_settings_and_quota_limits(db):
     db.mailbox_settings.set_quota("ann@example.test", 1 << 20, 100)
     db.mailbox_settings.set_public_folders("example.test", True, "bob@example.test")
     assert db.mailbox_settings.store_settings("ann@example.test") == StoreSettings(
-        1 << 20, 100, True, False)
+        1 << 20, 100, True, False, "bob@example.test")
     assert db.mailbox_settings.store_settings("bob@example.test").public_writer
     assert db.mailbox_settings.quota_limits("ann@example.test") == (1 << 20, 100)
     assert db.mailbox_settings.quota_limits("nobody@example.test") == (None, None)

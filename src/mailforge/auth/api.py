@@ -82,6 +82,7 @@ class StoreSettings:
     quota_messages: int | None = None
     public_folders: bool = False   # the domain shares public folders
     public_writer: bool = False    # this account may change them
+    public_writers: str = PUBLIC_NOBODY  # who may: PUBLIC_EVERYONE or addresses (store/acl.py)
 
 
 class RecipientResolver(Protocol):

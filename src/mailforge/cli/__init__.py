@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__, config as configuration, speedups, tls
-from . import abuse as abuse_cli, accounts as accounts_cli, backup as backup_cli
+from . import abuse as abuse_cli, accounts as accounts_cli, acl as acl_cli, backup as backup_cli
 from . import limits as limits_cli, logs as logs_cli
 from . import queue as queue_cli, store as store_cli
 from ..auth.accounts import Accounts
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits_cli.register(sub)
     queue_cli.register(sub)
     store_cli.register(sub)
+    acl_cli.register(sub)
     backup_cli.register(sub)
     abuse_cli.register(sub)
     logs_cli.register(sub)

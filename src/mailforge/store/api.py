@@ -5,7 +5,9 @@ opens; POP3 to a `Maildrop`. Every method may block on disk: drivers call them i
 thread pool.
 Folder names here are Unicode strings with "/" as the hierarchy separator and "INBOX" for the
 inbox, whatever the disk layout (Maildir++ `.Sent.2024`); the IMAP layer converts them to and
-from modified UTF-7 on the wire. Names under `PUBLIC_PREFIX` are the domain's public folders.
+from modified UTF-7 on the wire. Names under `PUBLIC_PREFIX` are the domain's public folders; under `SHARED_PREFIX`
+"#shared/OWNER/folder" the folders another mailbox of the domain (OWNER, its local part)
+shares through an access control list (RFC 4314, store/acl.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import BinaryIO, Protocol
 SEPARATOR = "/"
 INBOX = "INBOX"
 PUBLIC_PREFIX = "#public/"
+SHARED_PREFIX = "#shared/"
 
 # IMAP's system flags (RFC 3501 2.3.2); \Recent is session state, kept in MessageInfo.recent.
 SEEN, ANSWERED, FLAGGED, DELETED, DRAFT = "\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"
@@ -252,6 +255,27 @@ class Mailbox(Protocol):
         ...
 
     def quota(self) -> Quota: ...
+
+    # -- access control (RFC 4314): rights are letters of store.acl.ALL_RIGHTS
+
+    def rights(self, name: str) -> frozenset[str]:
+        """MYRIGHTS: what this account may do to the folder (FolderNotFound when nothing)."""
+        ...
+
+    def acl(self, name: str) -> dict[str, frozenset[str]]:
+        """GETACL: every identifier's rights, the implied ones included (needs "a")."""
+        ...
+
+    def fixed_rights(self, name: str, identifier: str) -> frozenset[str]:
+        """LISTRIGHTS: the rights `identifier` holds whatever SETACL does (needs "a")."""
+        ...
+
+    def set_acl(self, name: str, identifier: str, rights: str) -> None:
+        """SETACL: `rights` replaces, "+rights" adds, "-rights" removes (needs "a");
+        ValueError for letters that are no rights."""
+        ...
+
+    def delete_acl(self, name: str, identifier: str) -> None: ...
 
     def close(self) -> None: ...
 

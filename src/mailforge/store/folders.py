@@ -4,8 +4,10 @@ INBOX is the Maildir itself (store/<domain>/<user>/Maildir); every other folder 
 directory beside its cur/ new/ tmp/ (names.py), marked with a `maildirfolder` file. Public
 folders ("#public/...") are the same kind of tree under store/<domain>/public, shared by every
 mailbox of the domain when the domain enables them; their flags are shared too (one set of
-file names for everyone), so \\Seen there means "seen by someone". Who may change them is the
-domain's setting; anyone else selects them read-only and gets NotPermitted for writes.
+file names for everyone), so \\Seen there means "seen by someone". "#shared/OWNER/..." reaches
+the folders of another mailbox of the same domain. Who may do what is decided by access control
+lists (store/acl.py): the owner may do everything to their own folders, the domain's
+public-folder setting grants rights on public folders, and each folder's list grants more.
 
 Subscriptions live in the `subscriptions` file in Dovecot's version 2 format: a "V\\t2" line,
 an empty line, then one folder per line with its hierarchy levels separated by tabs.
@@ -20,8 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..auth.api import StoreSettingsSource
+from ..auth.api import PUBLIC_EVERYONE, StoreSettingsSource
 from ..durable import fsync_dir, write_atomically
+from . import acl, shared
 from .api import (
     INBOX,
     PUBLIC_PREFIX,
@@ -43,7 +46,7 @@ from .api import (
 from .filenames import field_of, letters_of
 from .folderdir import FolderDir
 from .maildir import mailbox_path, public_path
-from .names import SPECIAL_USE, from_dir, is_public, normalize, parents, to_dir
+from .names import SPECIAL_USE, from_dir, is_namespace, is_public, is_shared, normalize, parents, to_dir
 from .quota import NO_LIMITS, Limits, MaildirSize
 from .selected import SelectedFolder, canonical_flags
 from .specialuse import SpecialUses
@@ -55,10 +58,15 @@ SUBSCRIPTIONS_HEADER = "V\t2\n\n"
 DELETING_PREFIX = "..mailforge-deleting."
 
 
+# Rights that let a session change something in a selected folder (RFC 4314 4): without
+# any of them it is selected read-only.
+CHANGE_RIGHTS = frozenset("stwe")
+
+
 @dataclass(frozen=True, slots=True)
 class PublicAccess:
     root: Path
-    writable: bool
+    writers: str  # the domain's setting: PUBLIC_EVERYONE or addresses (acl.public_defaults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +76,7 @@ class _Place:
     name: str
     folder: FolderDir
     public: bool
+    owner: str | None = None  # the mailbox whose tree it is; None for public folders
 
 
 def open_mailbox(store_dir: Path, accounts: StoreSettingsSource, address: str,
@@ -78,7 +87,7 @@ def open_mailbox(store_dir: Path, accounts: StoreSettingsSource, address: str,
     public = None
     if settings.public_folders:
         public = PublicAccess(public_path(store_dir, address.rpartition("@")[2]),
-                              settings.public_writer)
+                              settings.public_writers)
     return MaildirMailbox(store_dir, address,
                           Limits(settings.quota_bytes, settings.quota_messages), public, summarizer)
 
@@ -87,6 +96,8 @@ class MaildirMailbox:
     def __init__(self, store_dir: Path, address: str, limits: Limits = NO_LIMITS,
                  public: PublicAccess | None = None, summarizer: Summarizer | None = None) -> None:
         self.address = address
+        self.domain = address.rpartition("@")[2]
+        self._store_dir = store_dir
         self._summarizer = summarizer
         self.root = mailbox_path(store_dir, address)
         self.public = public
@@ -113,16 +124,29 @@ class MaildirMailbox:
         uses = SPECIAL_USE | self.special_uses.load()
         infos = _infos(names, "", subscribed, self._selectable, uses)
         if self.public is not None:
-            public = set(_tree_names(self.public.root))
+            public = {name for name in _tree_names(self.public.root)
+                      if "l" in self._rights(self._locate(PUBLIC_PREFIX + name))}
             infos += _infos(public, PUBLIC_PREFIX, subscribed, self._selectable, {})
-        return infos
+        return infos + _infos(self._shared_names(), "", subscribed, self._selectable, {})
+
+    def _shared_names(self) -> set[str]:
+        """The other mailboxes' folders of the domain this account may see ("l")."""
+        visible = set()
+        for owner, root in shared.owners(self._store_dir, self.domain):
+            if owner == self.address:
+                continue
+            for inner in [INBOX] + _tree_names(root):
+                directory = root if inner == INBOX else root / to_dir(inner)
+                if "l" in acl.rights_of(self.address, acl.load(directory)):
+                    visible.add(shared.folder_name(owner, inner))
+        return visible
 
     def _selectable(self, name: str) -> bool:
         return self._locate(name).folder.exists()
 
     def create(self, name: str, special_use: list[str] | None = None) -> None:
         place = self._locate(name.removesuffix(SEPARATOR))
-        self._require_writable(place)
+        self._require_parent_right(place, "k")
         if place.name == INBOX or place.folder.exists():
             raise FolderExists(f"{place.name} exists already")
         attribute = None
@@ -137,7 +161,7 @@ class MaildirMailbox:
 
     def _create_parents(self, name: str) -> None:
         for parent in parents(name):
-            if parent == INBOX or parent + SEPARATOR == PUBLIC_PREFIX:
+            if parent == INBOX or is_namespace(parent):
                 continue
             above = self._locate(parent)
             if not above.folder.exists():
@@ -147,27 +171,27 @@ class MaildirMailbox:
         place = self._locate(name)
         if place.name == INBOX:
             raise InvalidName("INBOX cannot be deleted")
-        self._require_writable(place)
         if not place.folder.exists():
             raise FolderNotFound(f"no folder {place.name}")
+        self._require(place, "x")
         path = place.folder.path
         place.folder.summaries.close()
         doomed = path.with_name(DELETING_PREFIX + secrets.token_hex(8))
         os.rename(path, doomed)
         fsync_dir(path.parent)
         shutil.rmtree(doomed, ignore_errors=True)
-        if not place.public:
+        if place.owner == self.address:
             self.usage.forget()
             self.special_uses.forget(place.name)
 
     def rename(self, old: str, new: str) -> None:
         source, target = self._locate(old), self._locate(new)
-        self._require_writable(source)
-        self._require_writable(target)
-        if source.public != target.public:
-            raise InvalidName("folders cannot move between the personal and public namespaces")
+        if source.owner != target.owner:
+            raise InvalidName("folders cannot move between mailboxes or namespaces")
         if not source.folder.exists() and source.name != INBOX:
             raise FolderNotFound(f"no folder {source.name}")
+        self._require(source, "x")
+        self._require_parent_right(target, "k")
         if target.name == INBOX or target.folder.exists():
             raise FolderExists(f"{target.name} exists already")
         if target.name.startswith(source.name + SEPARATOR):
@@ -183,7 +207,7 @@ class MaildirMailbox:
             os.rename(old_dir, tree / (target.folder.path.name + suffix))
         fsync_dir(tree)
         self._rename_subscriptions(source.name, target.name)
-        if not source.public:
+        if source.owner == self.address:
             self.special_uses.rename(source.name, target.name)
 
     # -- subscriptions
@@ -220,11 +244,13 @@ class MaildirMailbox:
 
     def select(self, name: str, read_only: bool = False) -> SelectedFolder:
         place = self._existing(name)
-        read_only = read_only or not self._may_write(place)
+        held = self._require(place, "r")
+        read_only = read_only or not held & CHANGE_RIGHTS
         return SelectedFolder(self, place.name, place.folder, read_only)
 
     def status(self, name: str) -> FolderStatus:
         place = self._existing(name)
+        self._require(place, "r")
         listing = place.folder.listing()
         unseen = sum(1 for e in listing.entries if "S" not in letters_of(e.name))
         size = sum(field_of(e.name, "W") or field_of(e.name, "S") or 0 for e in listing.entries)
@@ -237,7 +263,7 @@ class MaildirMailbox:
 
     def append_many(self, name: str, messages: Sequence[NewMessage]) -> Appended:
         place = self._existing(name, trycreate=True)
-        self._require_writable(place)
+        self._require(place, "i")
         self._check_quota(place, sum(len(m.data) for m in messages), len(messages))
         uidvalidity, uids = place.folder.add(
             [(m.data, canonical_flags(m.flags), m.internal_date) for m in messages])
@@ -247,7 +273,7 @@ class MaildirMailbox:
                    ) -> tuple[int, list[int]]:
         """COPY/MOVE: put these message files into `target` with their flags and dates."""
         place = self._existing(target, trycreate=True)
-        self._require_writable(place)
+        self._require(place, "i")
         self._check_quota(place, sum(field_of(p.name, "S") or 0 for p, _ in sources),
                           len(sources))
         return place.folder.add([(path, info.flags, info.internal_date)
@@ -257,7 +283,41 @@ class MaildirMailbox:
         return self.usage.quota()
 
     def check_writable(self, name: str) -> None:
-        self._require_writable(self._locate(name))
+        """Any change to a selected folder's messages (which ones, messages.py decides)."""
+        place = self._locate(name)
+        if not self._rights(place) & CHANGE_RIGHTS:
+            raise NotPermitted(f"{place.name} is read-only for {self.address}")
+
+    # -- access control (store/acl.py)
+
+    def rights(self, name: str) -> frozenset[str]:
+        return self._require(self._existing(name), "")
+
+    def acl(self, name: str) -> dict[str, frozenset[str]]:
+        place = self._administered(name)
+        implied = ({place.owner: frozenset(acl.ALL_RIGHTS)} if place.owner is not None
+                   else self._public_defaults())
+        return acl.merged(implied, acl.load(place.folder.path))
+
+    def fixed_rights(self, name: str, identifier: str) -> frozenset[str]:
+        place = self._administered(name)
+        who = acl.identifier(identifier, self.domain)
+        if place.owner is not None:
+            return frozenset(acl.ALL_RIGHTS) if who == place.owner else frozenset()
+        return self._public_defaults().get(who, frozenset())
+
+    def set_acl(self, name: str, identifier: str, rights: str) -> None:
+        place = self._administered(name)
+        acl.set_entry(place.folder.path, self.domain, place.owner, identifier, rights)
+
+    def delete_acl(self, name: str, identifier: str) -> None:
+        place = self._administered(name)
+        acl.delete_entry(place.folder.path, self.domain, place.owner, identifier)
+
+    def _administered(self, name: str) -> _Place:
+        place = self._existing(name)
+        self._require(place, "a")
+        return place
 
     def close(self) -> None:
         for folder in self._dirs.values():
@@ -267,17 +327,30 @@ class MaildirMailbox:
 
     def _locate(self, name: str) -> _Place:
         name = normalize(name)
-        if name + SEPARATOR == PUBLIC_PREFIX:
-            raise InvalidName(f"{name} is the public namespace, not a folder")
+        if is_namespace(name):
+            raise InvalidName(f"{name} is a namespace, not a folder")
         if name == INBOX:
-            return _Place(name, self._folder_dir(self.root), False)
+            return _Place(name, self._folder_dir(self.root), False, self.address)
+        if is_shared(name):
+            return self._shared_place(name)
         if is_public(name):
             if self.public is None:
                 raise FolderNotFound(f"no folder {name}")
             inner = name[len(PUBLIC_PREFIX):]
             return _Place(name, self._folder_dir(self.public.root / to_dir(inner),
                                                  public_root=self.public.root), True)
-        return _Place(name, self._folder_dir(self.root / to_dir(name)), False)
+        return _Place(name, self._folder_dir(self.root / to_dir(name)), False, self.address)
+
+    def _shared_place(self, name: str) -> _Place:
+        """A folder of another mailbox of the domain (never of another domain: the owner is
+        a local part, and only this account's domain is looked in)."""
+        owner, inner = shared.split(name, self.domain)
+        root = mailbox_path(self._store_dir, owner)
+        if owner == self.address or not root.is_dir():
+            raise FolderNotFound(f"no folder {name}")
+        path = root if inner == INBOX else root / to_dir(inner)
+        # Messages put there count in the owner's tree, not against this account's quota.
+        return _Place(name, self._folder_dir(path, public_root=root), False, owner)
 
     def _folder_dir(self, path: Path, public_root: Path | None = None) -> FolderDir:
         """The FolderDir of a directory of the account's tree, or of the public one (whose
@@ -297,15 +370,48 @@ class MaildirMailbox:
             raise FolderNotFound(f"no folder {place.name}{hint}")
         return place
 
-    def _may_write(self, place: _Place) -> bool:
-        return not place.public or (self.public is not None and self.public.writable)
+    def _rights(self, place: _Place) -> frozenset[str]:
+        if place.owner == self.address:
+            return frozenset(acl.ALL_RIGHTS)
+        stored = acl.load(place.folder.path)
+        if place.public:
+            stored = acl.merged(self._public_defaults(), stored)
+        return acl.rights_of(self.address, stored)
 
-    def _require_writable(self, place: _Place) -> None:
-        if not self._may_write(place):
-            raise NotPermitted(f"{place.name} is read-only for {self.address}")
+    def _public_defaults(self) -> acl.Acl:
+        return {} if self.public is None else acl.public_defaults(self.public.writers,
+                                                                   PUBLIC_EVERYONE)
+
+    def _require(self, place: _Place, needed: str) -> frozenset[str]:
+        """The rights held on `place`, which must include `needed`. Another mailbox's folder
+        on which no right is held does not exist, as far as this account can tell."""
+        held = self._rights(place)
+        if not held and place.owner not in (None, self.address):
+            raise FolderNotFound(f"no folder {place.name}")
+        missing = set(needed) - held
+        if missing:
+            raise NotPermitted(f"{self.address} lacks the right {acl.render(missing)} "
+                               f"on {place.name}")
+        return held
+
+    def _require_parent_right(self, place: _Place, needed: str) -> None:
+        """CREATE, RENAME's target: the right on the folder above (RFC 4314 4). Top-level
+        public folders take it from the namespace's own list; no one creates top-level
+        folders in another mailbox."""
+        above = parents(place.name)
+        if not above or above[-1] == INBOX:
+            return  # this account's own tree
+        if not is_namespace(above[-1]):
+            self._require(self._locate(above[-1]), needed)
+        elif place.public and self.public is not None:
+            namespace = acl.merged(self._public_defaults(), acl.load(self.public.root))
+            if needed not in acl.rights_of(self.address, namespace):
+                raise NotPermitted(f"{self.address} may not create public folders")
+        else:
+            raise NotPermitted("folders cannot be created at the top of another mailbox")
 
     def _check_quota(self, place: _Place, size: int, count: int) -> None:
-        if not place.public and self.usage.would_exceed(size, count):
+        if place.owner == self.address and self.usage.would_exceed(size, count):
             raise OverQuota("quota exceeded")
 
 

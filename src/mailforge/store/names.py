@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from .api import INBOX, PUBLIC_PREFIX, SEPARATOR, InvalidName
+from .api import INBOX, PUBLIC_PREFIX, SEPARATOR, SHARED_PREFIX, InvalidName
 
 DIR_SEPARATOR = "."
 ESCAPE = "\\"
@@ -46,6 +46,16 @@ def normalize(name: str) -> str:
 
 def is_public(name: str) -> bool:
     return name.startswith(PUBLIC_PREFIX)
+
+
+def is_shared(name: str) -> bool:
+    return name.startswith(SHARED_PREFIX)
+
+
+def is_namespace(name: str) -> bool:
+    """A level above every folder of its tree: "#public", "#shared" or "#shared/OWNER"."""
+    return (name + SEPARATOR in (PUBLIC_PREFIX, SHARED_PREFIX)
+            or (is_shared(name) and SEPARATOR not in name[len(SHARED_PREFIX):]))
 
 
 def to_dir(name: str) -> str:

@@ -58,7 +58,8 @@ class MailboxSettings:
             return StoreSettings()
         quota_bytes, quota_messages, public, writers = row
         writer = writers == PUBLIC_EVERYONE or address in writers.split(",")
-        return StoreSettings(quota_bytes, quota_messages, bool(public), bool(public) and writer)
+        return StoreSettings(quota_bytes, quota_messages, bool(public), bool(public) and writer,
+                             writers if public else PUBLIC_NOBODY)
 
 
 def _public_writers(writers: str, domain: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...speedups import Literal
-from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, Mailbox, NewMessage
+from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, SHARED_PREFIX, Mailbox, NewMessage
 from . import catenate, wire
 from .binary_parts import without_binary_parts
 from .command_session import CommandSession
@@ -45,7 +45,8 @@ def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
     name = folder_name(args[0])
     # RFC 3501 6.3.1: a failed SELECT leaves no folder selected.
     session.select_folder(None)
-    selected = Selected(_mailbox(session).select(name, read_only))
+    mailbox = _mailbox(session)
+    selected = Selected(mailbox.select(name, read_only), mailbox.rights(name))
     session.select_folder(selected)
     view = selected.messages()
     selected.note_keywords(view)
@@ -204,10 +205,11 @@ def _date_time(arg: object) -> float:
 # --- NAMESPACE, QUOTA --------------------------------------------------------------------------
 
 def namespace(session: CommandSession, tag: str, args: list) -> Tagged:
-    """RFC 2342: personal folders at the root, the domain's public folders under #public/."""
+    """RFC 2342: personal folders at the root, other users' shared ones under #shared/, the
+    domain's public folders under #public/."""
     count(args, 0, syntax="NAMESPACE")
-    session.untagged(b'* NAMESPACE (("" "/")) NIL ((%s "/"))\r\n'
-                     % wire.string(PUBLIC_PREFIX))
+    session.untagged(b'* NAMESPACE (("" "/")) ((%s "/")) ((%s "/"))\r\n'
+                     % (wire.string(SHARED_PREFIX), wire.string(PUBLIC_PREFIX)))
     return ok("NAMESPACE completed")
 
 

@@ -14,6 +14,7 @@ from collections.abc import Collection
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
 from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
 from . import fetch as fetch_items
+from .acl import permitted_flags
 from .command_session import CommandSession
 from .mime import UnknownEncoding
 from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
@@ -43,7 +44,7 @@ def close(session: CommandSession, tag: str, args: list) -> Tagged:
     """Expunge silently (RFC 3501 6.4.2), unless the folder was opened read-only."""
     count(args, 0, syntax="CLOSE")
     selected = _selected(session)
-    if not selected.read_only:
+    if not selected.read_only and "e" in selected.rights:
         selected.folder.expunge()
     session.select_folder(None)
     return ok("CLOSE completed")
@@ -70,6 +71,8 @@ def _expunge(session: CommandSession, uids: list[int] | None) -> Tagged:
     selected = _selected(session)
     if selected.read_only:
         return no("The mailbox is read-only", "READ-ONLY")
+    if "e" not in selected.rights:
+        return no("You may not expunge this mailbox", "NOPERM")
     if uids == []:
         return ok("EXPUNGE completed")
     removed = selected.folder.expunge(uids)
@@ -194,7 +197,7 @@ def _mark_seen(selected: Selected, targets: list[tuple[int, MessageInfo]],
                items: list[FetchAttribute]) -> set[int]:
     """BODY[...] without PEEK, RFC822 and RFC822.TEXT set \\Seen (RFC 3501 6.4.5); the
     messages it was set on, whose FETCH response then carries the new FLAGS."""
-    if selected.read_only or not fetch_items.sets_seen(items):
+    if selected.read_only or "s" not in selected.rights or not fetch_items.sets_seen(items):
         return set()
     unseen = [info.uid for _, info in targets if SEEN not in info.flags]
     if not unseen:
@@ -226,7 +229,7 @@ def _store(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     targets = selected.resolve(atom(args[0]), by_uid)
     if selected.read_only:
         return no("The mailbox is read-only", "READ-ONLY")
-    updated = selected.folder.set_flags([info.uid for _, info in targets], flags, mode)
+    updated = _set_permitted(selected, [info for _, info in targets], flags, mode)
     for line in selected.keyword_news(updated):  # .SILENT or not (RFC 3501 7.2.6)
         session.untagged(line)
     if not silent:
@@ -235,6 +238,22 @@ def _store(session: CommandSession, args: list, by_uid: bool) -> Tagged:
             if seq:
                 session.untagged(selected.flags_response(seq, info, with_uid=by_uid))
     return ok("STORE completed")
+
+
+def _set_permitted(selected: Selected, targets: list[MessageInfo], flags: list[str],
+                   mode: FlagMode) -> list[MessageInfo]:
+    """STORE under the folder's rights: a flag they do not let it change stays as it is on
+    each message (RFC 4314 4), so FLAGS (...) becomes a removal and an addition of the rest."""
+    uids = [info.uid for info in targets]
+    if {"s", "t", "w"} <= selected.rights:
+        return selected.folder.set_flags(uids, flags, mode)
+    allowed = permitted_flags(flags, selected.rights)
+    if mode is not FlagMode.REPLACE:
+        return selected.folder.set_flags(uids, allowed, mode)
+    present = {flag for info in targets for flag in info.flags}
+    removed = permitted_flags(present - set(flags), selected.rights)
+    selected.folder.set_flags(uids, removed, FlagMode.REMOVE)
+    return selected.folder.set_flags(uids, allowed, FlagMode.ADD)
 
 
 # --- COPY, MOVE --------------------------------------------------------------------------------
@@ -263,6 +282,8 @@ def _copy(session: CommandSession, args: list, by_uid: bool, move: bool) -> Tagg
     target = folder_name(args[1])
     if move and selected.read_only:
         return no("The mailbox is read-only", "READ-ONLY")
+    if move and not {"t", "e"} <= selected.rights:
+        return no("You may not move messages out of this mailbox", "NOPERM")
     uids = [info.uid for _, info in targets]
     if not uids:
         return ok(f"{verb} completed")

@@ -14,6 +14,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 
 from ...speedups import STAR, FetchAttribute, ParseError, parse_sequence_set
+from ...store.acl import ALL_RIGHTS
 from ...store.api import Changes, Folder, MessageInfo
 from . import wire
 from .fetch import fetch_response
@@ -31,8 +32,9 @@ def _uid_of(info: MessageInfo) -> int:
 
 
 class Selected:
-    def __init__(self, folder: Folder) -> None:
+    def __init__(self, folder: Folder, rights: frozenset[str] = frozenset(ALL_RIGHTS)) -> None:
         self.folder = folder
+        self.rights = rights  # RFC 4314 MYRIGHTS at SELECT: which changes STORE may make
         # The keywords this session's FLAGS named: a client may take a keyword in a FETCH that
         # FLAGS did not name for a protocol error (RFC 3501 7.2.6, imaptest checks it).
         self._keywords: frozenset[str] = frozenset()

@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import folders, listing, messages, ordering
+from . import acl, folders, listing, messages, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -62,7 +62,7 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "UNSELECT", "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE", "XLIST", "QUOTA",
                      "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
                      "LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE", "MULTIAPPEND",
-                     "COMPRESS=DEFLATE", "BINARY", "CATENATE")
+                     "COMPRESS=DEFLATE", "BINARY", "CATENATE", "ACL", "RIGHTS=texk")
 # The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
                        "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
@@ -392,6 +392,11 @@ COMMANDS: dict[str, Command] = {
     "GETQUOTA": Command(folders.getquota, A, flags=STORE),
     "GETQUOTAROOT": Command(folders.getquotaroot, A, flags=STORE),
     "SETQUOTA": Command(folders.setquota, A),
+    "GETACL": Command(acl.getacl, A, flags=STORE),
+    "SETACL": Command(acl.setacl, A, flags=STORE),
+    "DELETEACL": Command(acl.deleteacl, A, flags=STORE),
+    "LISTRIGHTS": Command(acl.listrights, A, flags=STORE),
+    "MYRIGHTS": Command(acl.myrights, A, flags=STORE),
     "CHECK": Command(messages.check, S, flags=STORE),
     "CLOSE": Command(messages.close, S, flags=STORE),
     "UNSELECT": Command(messages.unselect, S, flags=STORE),
