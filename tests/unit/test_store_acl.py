@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mailforge.protocols.imap.acl import permitted_flags
-from mailforge.store import acl
+from mailforge.store import acl, shared
+from mailforge.store.maildir import ensure_maildir, mailbox_path
 from mailforge.store.api import InvalidName, NotPermitted
 
 
@@ -60,3 +61,19 @@ def test_entries_survive_on_disk_and_the_owner_cannot_be_changed(tmp_path):
 def test_store_flags_need_their_rights(rights, allowed):
     flags = ["\\Seen", "\\Deleted", "\\Flagged", "$Work"]
     assert permitted_flags(flags, frozenset(rights)) == allowed
+
+
+def test_sharers_are_remembered_once_each_and_only_for_personal_folders(tmp_path):
+    """LIST looks for #shared folders only in the mailboxes that set an ACL entry."""
+    for local in ("alice", "bob", "carol"):
+        ensure_maildir(mailbox_path(tmp_path, f"{local}@example.test"))
+    assert list(shared.sharers(tmp_path, "example.test")) == []
+    alice = mailbox_path(tmp_path, "alice@example.test")
+    shared.set_entry(tmp_path, alice, "example.test", "alice@example.test", "bob", "lr")
+    shared.set_entry(tmp_path, alice, "example.test", "alice@example.test", "carol", "lr")
+    public = tmp_path / "public"
+    public.mkdir()
+    shared.set_entry(tmp_path, public, "example.test", None, "bob", "lrs")
+    assert [owner for owner, _ in shared.sharers(tmp_path, "example.test")] == ["alice@example.test"]
+    assert acl.load(alice) == {"bob@example.test": frozenset("lr"),
+                               "carol@example.test": frozenset("lr")}

@@ -13,7 +13,7 @@ from ..auth.accounts import Accounts
 from ..auth.api import PUBLIC_EVERYONE
 from ..config import Config
 from ..errors import EXIT_OK, UsageError
-from ..store import acl
+from ..store import acl, shared
 from ..store.api import INBOX, PUBLIC_PREFIX, StoreError
 from ..store.maildir import mailbox_path, public_path
 from ..store.names import normalize, to_dir
@@ -57,7 +57,8 @@ def _get(args: argparse.Namespace, config: Config) -> int:
 def _set(args: argparse.Namespace, config: Config) -> int:
     directory, domain, owner = _folder(args, config)
     try:
-        acl.set_entry(directory, domain, owner, args.identifier, args.rights)
+        shared.set_entry(config.store_dir, directory, domain, owner, args.identifier,
+                         args.rights)
     except (StoreError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     return _get(args, config)

@@ -132,7 +132,7 @@ class MaildirMailbox:
     def _shared_names(self) -> set[str]:
         """The other mailboxes' folders of the domain this account may see ("l")."""
         visible = set()
-        for owner, root in shared.owners(self._store_dir, self.domain):
+        for owner, root in shared.sharers(self._store_dir, self.domain):
             if owner == self.address:
                 continue
             for inner in [INBOX] + _tree_names(root):
@@ -308,7 +308,8 @@ class MaildirMailbox:
 
     def set_acl(self, name: str, identifier: str, rights: str) -> None:
         place = self._administered(name)
-        acl.set_entry(place.folder.path, self.domain, place.owner, identifier, rights)
+        shared.set_entry(self._store_dir, place.folder.path, self.domain, place.owner,
+                         identifier, rights)
 
     def delete_acl(self, name: str, identifier: str) -> None:
         place = self._administered(name)

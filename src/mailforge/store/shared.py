@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote
 
 from ..addresses import AddressError, normalize_address
+from . import acl
 from .api import INBOX, SEPARATOR, SHARED_PREFIX, InvalidName
 from .maildir import mailbox_path
+
+# In a domain's directory of the store: the mailboxes that shared a folder, one per line.
+SHARERS_FILE = "mailforge-sharers"
 
 
 def split(name: str, domain: str) -> tuple[str, str]:
@@ -31,15 +34,33 @@ def folder_name(owner: str, inner: str) -> str:
     return f"{SHARED_PREFIX}{owner.rpartition('@')[0]}{SEPARATOR}{inner}"
 
 
-def owners(store_dir: Path, domain: str) -> Iterator[tuple[str, Path]]:
-    """Every mailbox of the domain that has a Maildir: (address, Maildir)."""
-    domain_dir = mailbox_path(store_dir, f"x@{domain}").parent.parent
+def set_entry(store_dir: Path, directory: Path, domain: str, owner: str | None, who: str,
+              modification: str) -> None:
+    """SETACL and `mailforge acl set` (acl.set_entry), remembering a personal folder's owner
+    among the domain's sharers, so that LIST looks into their mailboxes alone."""
+    acl.set_entry(directory, domain, owner, who, modification)
+    if owner is not None:
+        # One short O_APPEND write: atomic, so writers need no lock; readers drop duplicates.
+        fd = os.open(_sharers_file(store_dir, domain), os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                     | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, f"{owner}\n".encode())
+        finally:
+            os.close(fd)
+
+
+def sharers(store_dir: Path, domain: str) -> Iterator[tuple[str, Path]]:
+    """Every mailbox of the domain that ever shared a folder and has a Maildir: (address,
+    Maildir). A mailbox that took its rights away again stays listed: it costs a look, no more."""
     try:
-        entries = os.listdir(domain_dir)
+        text = _sharers_file(store_dir, domain).read_text("utf-8")
     except FileNotFoundError:
         return
-    for entry in sorted(entries):
-        address = f"{unquote(entry)}@{domain}"
+    for address in sorted(set(text.split())):
         root = mailbox_path(store_dir, address)
-        if root.is_dir():
+        if address.endswith(f"@{domain}") and root.is_dir():
             yield address, root
+
+
+def _sharers_file(store_dir: Path, domain: str) -> Path:
+    return mailbox_path(store_dir, f"x@{domain}").parent.parent / SHARERS_FILE
