@@ -39,6 +39,13 @@ class MemoryMailbox:
         self.reads = 0  # messages read: tests check that cached answers read none
         # MYRIGHTS per folder (RFC 4314); a folder not named here grants every right.
         self.held: dict[str, frozenset[str]] = {}
+        # One MODSEQ counter for every folder: each folder's still only ever goes up.
+        self.modseq = 0
+        self.expunged: dict[str, dict[int, int]] = {}  # folder → UID → MODSEQ of its expunge
+
+    def next_modseq(self) -> int:
+        self.modseq += 1
+        return self.modseq
 
     def folders(self) -> list[FolderInfo]:
         names = sorted(self.data, key=lambda n: (n != INBOX, n))
@@ -77,14 +84,16 @@ class MemoryMailbox:
     def status(self, name: str) -> FolderStatus:
         messages = self._folder(name)
         unseen = sum(1 for info, _ in messages.values() if SEEN not in info.flags)
-        return FolderStatus(len(messages), 0, unseen, self.uidnext[name], UIDVALIDITY)
+        return FolderStatus(len(messages), 0, unseen, self.uidnext[name], UIDVALIDITY,
+                            highestmodseq=self.modseq)
 
     def append(self, name: str, data: bytes, flags: Iterable[str] = (),
                internal_date: float | None = None) -> Appended:
         messages = self._folder(name)
         uid = self.uidnext[name]
         self.uidnext[name] += 1
-        messages[uid] = (MessageInfo(uid, frozenset(flags), internal_date or 0.0, len(data)), data)
+        messages[uid] = (MessageInfo(uid, frozenset(flags), internal_date or 0.0, len(data),
+                                     modseq=self.next_modseq()), data)
         return Appended(UIDVALIDITY, (uid,))
 
     def append_many(self, name: str, messages: Sequence[NewMessage]) -> Appended:
@@ -113,10 +122,25 @@ class MemoryFolder:
         self.mailbox, self.name, self.read_only = mailbox, name, read_only
         self.uidvalidity = UIDVALIDITY
         self._view = self._current()
+        self._highestmodseq = mailbox.modseq
 
     @property
     def uidnext(self) -> int:
         return self.mailbox.uidnext[self.name]
+
+    @property
+    def highestmodseq(self) -> int:
+        return self._highestmodseq
+
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        in_view = {info.uid for info in self._view}
+        return sorted(uid for uid, when in self.mailbox.expunged.get(self.name, {}).items()
+                      if when > modseq and uid not in in_view)
+
+    def expunge_by_other(self, uid: int) -> None:
+        """Another session's expunge, seen at this session's next refresh."""
+        del self.mailbox.data[self.name][uid]
+        self.mailbox.expunged.setdefault(self.name, {})[uid] = self.mailbox.next_modseq()
 
     def _current(self) -> list[MessageInfo]:
         return [info for _, (info, _) in sorted(self.mailbox.data[self.name].items())]
@@ -129,6 +153,7 @@ class MemoryFolder:
         now = self._current()
         after = {info.uid: info for info in now}
         self._view = now
+        self._highestmodseq = self.mailbox.modseq
         return Changes(tuple(uid for uid in before if uid not in after),
                        tuple(info for info in now if info.uid not in before),
                        tuple(info for info in now if info.uid in before and before[info.uid] != info))
@@ -142,14 +167,20 @@ class MemoryFolder:
     def summary(self, uid: int) -> MessageSummary | None:
         return self.mailbox.summaries.get((self.name, uid))
 
-    def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode) -> list[MessageInfo]:
+    def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode,
+                  unchanged_since: int | None = None) -> list[MessageInfo]:
         messages, flags, changed = self.mailbox.data[self.name], frozenset(flags), []
         for uid in uids:
             info, data = messages[uid]
+            if unchanged_since is not None and info.modseq > unchanged_since:
+                continue
             new = {FlagMode.REPLACE: flags, FlagMode.ADD: info.flags | flags,
                    FlagMode.REMOVE: info.flags - flags}[mode]
-            messages[uid] = (MessageInfo(uid, new, info.internal_date, info.size), data)
-            changed.append(messages[uid][0])
+            if new != info.flags:
+                info = MessageInfo(uid, new, info.internal_date, info.size,
+                                   modseq=self.mailbox.next_modseq())
+                messages[uid] = (info, data)
+            changed.append(info)
         self._view = [next((c for c in changed if c.uid == i.uid), i) for i in self._view]
         return changed
 
@@ -160,6 +191,7 @@ class MemoryFolder:
                 if u in wanted and "\\Deleted" in info.flags]
         for uid in gone:
             del messages[uid]
+            self.mailbox.expunged.setdefault(self.name, {})[uid] = self.mailbox.next_modseq()
         self._view = [info for info in self._view if info.uid not in gone]
         return gone
 

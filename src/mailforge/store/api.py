@@ -76,6 +76,7 @@ class MessageInfo:
     internal_date: float    # seconds since the epoch (INTERNALDATE)
     size: int               # octets of the CRLF form (RFC822.SIZE)
     recent: bool = False    # \Recent for the session that holds this Folder
+    modseq: int = 0         # when it was added or its flags last changed (RFC 7162 MODSEQ)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class FolderStatus:
     uidnext: int
     uidvalidity: int
     size: int = 0
+    highestmodseq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,17 @@ class Folder(Protocol):
     @property
     def uidnext(self) -> int: ...
 
+    @property
+    def highestmodseq(self) -> int:
+        """The highest MODSEQ of the folder when the view was taken (RFC 7162 HIGHESTMODSEQ);
+        it never goes backwards while UIDVALIDITY stays."""
+        ...
+
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        """The UIDs expunged after `modseq` and no longer in the view, in order (QRESYNC's
+        VANISHED (EARLIER)); None when the folder no longer remembers that far back."""
+        ...
+
     def messages(self) -> Sequence[MessageInfo]:
         """The session's view, in UID order (sequence number n is index n - 1)."""
         ...
@@ -193,8 +206,11 @@ class Folder(Protocol):
         not cached yet (then `read` the message). MessageGone if it left the view."""
         ...
 
-    def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode) -> list[MessageInfo]:
-        """Change flags (no-op on a read-only folder); returns the messages as they are now."""
+    def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode,
+                  unchanged_since: int | None = None) -> list[MessageInfo]:
+        """Change flags (no-op on a read-only folder); returns the messages as they are now.
+        With `unchanged_since` (RFC 7162 UNCHANGEDSINCE), a message whose MODSEQ is higher by
+        then is left alone and out of the result."""
         ...
 
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:

@@ -60,6 +60,7 @@ class Listing:
     unclaimed: int = 0           # messages no read-write session has claimed (STATUS RECENT)
     # Equal for two listings exactly when nothing changed between them.
     version: tuple[int, int] = (0, 0)
+    highestmodseq: int = 0
 
 
 class FolderDir:
@@ -132,7 +133,7 @@ class FolderDir:
                 if index.first_recent < index.uidnext else frozenset()
             listing = self._last_listing = Listing(
                 index.uidvalidity, index.uidnext, list(index.entries.values()), unclaimed,
-                len(unclaimed), version)
+                len(unclaimed), version, index.modseq)
         return replace(listing, recent=claimed) if claimed else listing
 
     def _cur_stale(self, index: UidIndex, cur_mtime: int, now: int, periodic: bool) -> bool:
@@ -310,15 +311,18 @@ class FolderDir:
             size = crlf_size(tmp.read_bytes())
         return tmp, name, size, date
 
-    def rename_flags(self, entries: Iterable[Entry], change: Callable[[str], str]) -> dict[int, str]:
+    def rename_flags(self, entries: Iterable[Entry], change: Callable[[str], str],
+                     unchanged_since: int | None = None) -> dict[int, Entry]:
         """Apply `change` (old letters → new letters) to each message's name as it is on disk
-        now; the names they have afterwards, by UID (messages that are gone are left out)."""
-        names = {}
+        now; the entries they have afterwards, by UID (messages that are gone, or whose MODSEQ
+        went past `unchanged_since`, are left out)."""
+        changed = {}
         with self.state.writing() as index:
             records = self._reconcile(index)
             for entry in entries:
                 current = index.entries.get(entry.uid)
-                if current is None:
+                if current is None or (unchanged_since is not None
+                                       and current.modseq > unchanged_since):
                     continue
                 renamed = self._rename(current, change)
                 if renamed is None:
@@ -326,9 +330,16 @@ class FolderDir:
                     continue
                 if renamed != current.name or current.sub != "cur":
                     records.append(index.rename(entry.uid, "cur", renamed))
-                names[entry.uid] = renamed
+                changed[entry.uid] = index.entries[entry.uid]
             self._commit(index, records)
-        return names
+        return changed
+
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        """The UIDs the index saw expunged after `modseq` (None: it forgot some of them)."""
+        with self.state.mutex:
+            self.state.catch_up()
+            index = self.state.index
+            return index.expunged_since(modseq) if index is not None else None
 
     def _rename(self, entry: Entry, change: Callable[[str], str]) -> str | None:
         """The file renamed for its new flags; its new name, None when it is gone."""
@@ -417,14 +428,15 @@ class FolderDir:
         if self._infos_generation != self.keywords.generation:
             self._infos, self._infos_generation = {}, self.keywords.generation
         info = self._infos.get(entry.name)
-        if info is None or info.uid != entry.uid:
+        if info is None or info.uid != entry.uid or info.modseq != entry.modseq:
             flags = self.keywords.flags(letters_of(entry.name))
-            info = MessageInfo(entry.uid, flags, entry.internal_date, entry.size)
+            info = MessageInfo(entry.uid, flags, entry.internal_date, entry.size,
+                               modseq=entry.modseq)
             if len(self._infos) > _MAX_CACHED_INFOS:
                 self._infos.clear()
             self._infos[entry.name] = info
         if recent:
-            return MessageInfo(info.uid, info.flags, info.internal_date, info.size, True)
+            return replace(info, recent=True)
         return info
 
     def path_of(self, entry: Entry) -> Path:

@@ -255,7 +255,7 @@ class MaildirMailbox:
         unseen = sum(1 for e in listing.entries if "S" not in letters_of(e.name))
         size = sum(field_of(e.name, "W") or field_of(e.name, "S") or 0 for e in listing.entries)
         return FolderStatus(len(listing.entries), listing.unclaimed, unseen, listing.uidnext,
-                            listing.uidvalidity, size)
+                            listing.uidvalidity, size, listing.highestmodseq)
 
     def append(self, name: str, data: bytes, flags: Iterable[str] = (),
                internal_date: float | None = None) -> Appended:

@@ -149,6 +149,7 @@ class FolderState:
         which the next writer replaces, never a snapshot missing records of the log."""
         assert self.index is not None
         self.index.generation += 1
+        self.index.prune_expunged()
         save(self.path, self.index)
         if self._log is not None:
             self._log.close()
@@ -176,6 +177,7 @@ class FolderState:
                             "moved past what it can have held", self.path)
                 self.index.uidnext += LOG_MAX_RECORDS
                 self.index.modseq += LOG_MAX_RECORDS
+                self.index.expunged_floor = self.index.modseq
                 self.index.first_recent = self.index.uidnext
         self.index.cur_mtime = 0  # the files are scanned again before anyone trusts it
         self.rotate()

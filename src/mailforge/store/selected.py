@@ -54,6 +54,16 @@ class SelectedFolder:
     def uidnext(self) -> int:
         return self._uidnext
 
+    @property
+    def highestmodseq(self) -> int:
+        return self._highestmodseq
+
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        expunged = self._dir.expunged_since(modseq)
+        if expunged is None:
+            return None
+        return [uid for uid in expunged if uid not in self._entries]
+
     def messages(self) -> Sequence[MessageInfo]:
         return self._infos
 
@@ -79,6 +89,7 @@ class SelectedFolder:
         """The listing becomes the view; what changed against the view before it. A message
         whose file name is as it was keeps its MessageInfo (its flags live in the name)."""
         self._uidnext = listing.uidnext
+        self._highestmodseq = listing.highestmodseq
         self._version = listing.version
         self._recent |= listing.recent
         before_entries = self._entries
@@ -92,7 +103,7 @@ class SelectedFolder:
             if info is None:
                 info = self._info(entry)
                 added.append(info)
-            elif (before_entries[uid] is not entry and before_entries[uid].name != entry.name
+            elif (before_entries[uid] is not entry and before_entries[uid] != entry
                   or info.recent != (uid in self._recent)):
                 old_flags = info.flags
                 info = self._info(entry)
@@ -118,8 +129,8 @@ class SelectedFolder:
     def summary(self, uid: int) -> MessageSummary | None:
         return self._dir.summaries.get(self._entry(uid).base)
 
-    def set_flags(self, uids: Iterable[int], flags: Iterable[str],
-                  mode: FlagMode) -> list[MessageInfo]:
+    def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode,
+                  unchanged_since: int | None = None) -> list[MessageInfo]:
         entries = [self._entries[uid] for uid in sorted(set(uids)) if uid in self._entries]
         if self.read_only or not entries:
             return [self._info(entry) for entry in entries]
@@ -137,14 +148,12 @@ class SelectedFolder:
                 new = wanted
             return keywords.letters(new, letters)
 
-        names = self._dir.rename_flags(entries, change)
-        return self._renamed(names)
+        return self._renamed(self._dir.rename_flags(entries, change, unchanged_since))
 
-    def _renamed(self, names: dict[int, str]) -> list[MessageInfo]:
+    def _renamed(self, renamed: dict[int, Entry]) -> list[MessageInfo]:
         changed = []
-        for uid, name in names.items():
-            old = self._entries[uid]
-            entry = self._entries[uid] = Entry(uid, "cur", name, old.internal_date, old.size)
+        for uid, entry in renamed.items():
+            self._entries[uid] = entry
             changed.append(self._info(entry))
         by_uid = {info.uid: info for info in changed}
         self._infos = [by_uid.get(info.uid, info) for info in self._infos]

@@ -3,11 +3,15 @@ whole design: the snapshot plus the log of changes made since).
 
 The snapshot holds UIDVALIDITY, UIDNEXT, the first UID not yet claimed for \\Recent, the
 highest MODSEQ, the log generation that continues it, and per UID its Entry: the file's sub
-and name, internal date, CRLF size and MODSEQ. It is replaced atomically (temp name, fsync,
-rename, fsync the directory), only by a holder of the flock on `mailforge-uidlist.lock`, and
-only when a log fills up, the folder is made or repaired, or an index is converted. Version 1
-snapshots (base name → UID only) are still read: their entries get files and facts at the
-next scan.
+and name, internal date, CRLF size and MODSEQ. It also remembers the UIDs expunged lately with
+the MODSEQ of each expunge, so that a QRESYNC client away for weeks learns exactly which of its
+messages vanished (RFC 7162 3.2.5.2); past EXPUNGED_MEMORY of them the oldest are forgotten and
+`expunged_floor` says up to which MODSEQ the memory is incomplete.
+
+It is replaced atomically (temp name, fsync, rename, fsync the directory), only by a holder of
+the flock on `mailforge-uidlist.lock`, and only when a log fills up, the folder is made or
+repaired, or an index is converted. Version 1 snapshots (base name → UID only) are still
+read: their entries get files and facts at the next scan.
 
 The Maildir files are the truth; the index only remembers which UID each base name got and
 what its file looked like. A lost snapshot costs UIDs (a new UIDVALIDITY, see repair.py),
@@ -39,6 +43,9 @@ UIDVALIDITY_NAME = "mailforge-uidvalidity"
 FORMAT_VERSION = 2
 MAX_UID = 2**32 - 1  # UIDs and UIDVALIDITY are 32-bit (RFC 3501 2.3.1.1)
 SUBDIRS = ("new", "cur")
+# Expunged UIDs remembered for QRESYNC: a busy folder's month of deletions (a few hundred a
+# day) fits many times over, and the snapshot grows by some ten bytes each.
+EXPUNGED_MEMORY = 50_000
 
 
 class IndexCorrupt(Exception):
@@ -74,6 +81,9 @@ class UidIndex:
     cur_mtime: int = 0
     uids: dict[str, int] = field(default_factory=dict)      # base name → UID
     entries: dict[int, Entry] = field(default_factory=dict)  # UID → Entry, in UID order
+    expunged: dict[int, int] = field(default_factory=dict)   # UID → MODSEQ of its expunge
+    # Expunges at or below this MODSEQ may have been forgotten (pruned, or lost with a log).
+    expunged_floor: int = 0
 
     # -- changes: each builds its log record and applies it, the one path replay takes too
 
@@ -117,6 +127,7 @@ class UidIndex:
             if old is not None:
                 self.entries[uid] = Entry(uid, sub, name, old.internal_date, old.size, modseq)
         elif kind == Kind.EXPUNGE:
+            self.expunged[record[2]] = modseq
             old = self.entries.pop(record[2], None)
             if old is not None:
                 self.uids.pop(old.base, None)
@@ -127,6 +138,22 @@ class UidIndex:
         elif kind == Kind.CUR:
             self.cur_mtime = record[2]
         return record
+
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        """The UIDs expunged after `modseq`, in order; None when the memory does not reach
+        that far back."""
+        if modseq < self.expunged_floor:
+            return None
+        return sorted(uid for uid, when in self.expunged.items() if when > modseq)
+
+    def prune_expunged(self) -> None:
+        """Forget the oldest expunges past EXPUNGED_MEMORY (before a snapshot is written)."""
+        if len(self.expunged) <= EXPUNGED_MEMORY:
+            return
+        by_age = sorted(self.expunged.items(), key=lambda item: item[1])
+        cut = len(by_age) - EXPUNGED_MEMORY
+        self.expunged_floor = max(self.expunged_floor, by_age[cut - 1][1])
+        self.expunged = dict(by_age[cut:])
 
     @property
     def complete(self) -> bool:
@@ -141,6 +168,8 @@ def encode(index: UidIndex) -> bytes:
         "generation": index.generation, "cur_mtime": index.cur_mtime,
         "messages": [[e.uid, e.sub, e.name, e.internal_date, e.size, e.modseq]
                      for e in index.entries.values()],
+        "expunged": [item for pair in index.expunged.items() for item in pair],
+        "expunged_floor": index.expunged_floor,
         # A converted version 1 index keeps the UIDs of messages not scanned yet.
         "unscanned": {base: uid for base, uid in index.uids.items()
                       if uid not in index.entries}})
@@ -187,6 +216,7 @@ def _decode(data: bytes) -> tuple[UidIndex, list[str]]:
     else:
         _decode_header_v2(index, raw, problems)
         _decode_messages(index, raw.get("messages"), problems)
+        _decode_expunged(index, raw)
         _decode_uids(index, raw.get("unscanned"), problems, required=False)
     highest = max(index.entries.keys() | index.uids.values(), default=0)
     if highest >= index.uidnext:
@@ -216,6 +246,18 @@ def _decode_messages(index: UidIndex, messages: object, problems: list[str]) -> 
         index.entries[entry.uid] = entry
         index.uids[entry.base] = entry.uid
     index.entries = dict(sorted(index.entries.items()))
+
+
+def _decode_expunged(index: UidIndex, raw: dict) -> None:
+    """The expunge memory (a flat [uid, modseq, ...] list). Snapshots written before it
+    existed, or a damaged one, leave it empty and known to be incomplete up to the MODSEQ."""
+    pairs, floor = raw.get("expunged"), raw.get("expunged_floor")
+    if (isinstance(pairs, list) and len(pairs) % 2 == 0 and isinstance(floor, int)
+            and all(isinstance(value, int) and value >= 0 for value in pairs)):
+        index.expunged = dict(zip(pairs[::2], pairs[1::2]))
+        index.expunged_floor = floor
+    else:
+        index.expunged, index.expunged_floor = {}, index.modseq
 
 
 def _is_message(item: object) -> bool:

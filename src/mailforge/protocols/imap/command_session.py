@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ...store.api import Mailbox
+from .condstore import SyncExtensions
 from .selected import Selected
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ class CommandSession(Protocol):
     settings: IMAPSettings
     mailbox: Mailbox | None  # the logged-in user's, once authenticated
     selected: Selected | None  # the selected folder, in the SELECTED state
+    sync: SyncExtensions       # CONDSTORE and QRESYNC, once switched on
 
     def select_folder(self, selected: Selected | None) -> None:
         """Select `selected` (None: leave the SELECTED state)."""

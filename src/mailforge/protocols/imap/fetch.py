@@ -76,10 +76,11 @@ class _Message(ParsedOnDemand):
 
 def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttribute],
                    message: bytes | None = None, *, summary: MessageSummary | None = None,
-                   uid: bool = False, flags: bool = False) -> bytes:
+                   uid: bool = False, flags: bool = False, modseq: bool = False) -> bytes:
     """`* n FETCH (...)` CRLF, from the message's bytes or, when the items allow, its summary.
     `uid`: add UID when not asked for (UID FETCH); `flags`: add FLAGS when not asked for (the
-    FETCH just set \\Seen, RFC 3501 6.4.5)."""
+    FETCH just set \\Seen, RFC 3501 6.4.5); `modseq`: add MODSEQ (RFC 7162 3.1.4), which the
+    item parser leaves to the caller."""
     if message is None and needs_message(items) and not (
             summary is not None and answerable_from_summary(items)):
         raise ValueError("these FETCH items need the message")
@@ -91,6 +92,8 @@ def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttrib
             out.insert(0, _uid(context))
         if flags and "FLAGS" not in names:
             out.append(_flags(context))
+    if modseq:
+        out.append(b"MODSEQ (%d)" % info.modseq)
     return b"* %d FETCH (%s)\r\n" % (sequence, b" ".join(out))
 
 

@@ -1,6 +1,6 @@
 """IMAP commands on folders as a whole (RFC 3501 6.3, RFC 2342 NAMESPACE, RFC 6154
 SPECIAL-USE's CREATE, RFC 9208 QUOTA, RFC 4315 APPENDUID, RFC 3502 MULTIAPPEND, RFC 4469
-CATENATE, RFC 3516 literal8).
+CATENATE, RFC 3516 literal8, RFC 7162 CONDSTORE and QRESYNC at SELECT and STATUS).
 
 Each handler takes the session, the command's tag and its parsed arguments, adds untagged
 responses to the session and returns the completion; it runs in the thread pool.
@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 from ...speedups import Literal
 from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, SHARED_PREFIX, Mailbox, NewMessage
-from . import catenate, wire
+from . import catenate, condstore, wire
 from .binary_parts import without_binary_parts
 from .command_session import CommandSession
 from .responses import Bad, Tagged, astring, atom, count, flag_list, folder_name, no, ok
 from .selected import Selected
 
 APPEND_SYNTAX = "APPEND mailbox [(flags)] [date-time] (literal / CATENATE (...)) ..."
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE")
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ")
 # RFC 9208 5.1: STORAGE is counted in units of 1024 octets.
 KIB = 1024
 QUOTA_ROOT = ""
@@ -41,12 +41,13 @@ def examine(session: CommandSession, tag: str, args: list) -> Tagged:
 
 
 def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
-    count(args, 1, syntax="SELECT mailbox")
+    count(args, 1, 2, syntax="SELECT mailbox [(CONDSTORE | QRESYNC (...))]")
     name = folder_name(args[0])
     # RFC 3501 6.3.1: a failed SELECT leaves no folder selected.
     session.select_folder(None)
+    resync = condstore.select_parameters(args[1], session.sync) if len(args) == 2 else None
     mailbox = _mailbox(session)
-    selected = Selected(mailbox.select(name, read_only), mailbox.rights(name))
+    selected = Selected(mailbox.select(name, read_only), mailbox.rights(name), session.sync)
     session.select_folder(selected)
     view = selected.messages()
     selected.note_keywords(view)
@@ -58,6 +59,10 @@ def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
     folder = selected.folder
     session.untagged(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
     session.untagged(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
+    # Always: our folders keep MODSEQs, so NOMODSEQ never applies (RFC 7162 3.1.2.1).
+    session.untagged(condstore.highestmodseq_line(folder.highestmodseq))
+    if resync is not None:
+        condstore.resync(session, selected, resync)
     mode = "READ-ONLY" if selected.read_only else "READ-WRITE"
     return ok(f"{'EXAMINE' if read_only else 'SELECT'} completed", mode)
 
@@ -132,8 +137,11 @@ def parse_status_items(arg: object) -> list[str]:
 def status_response(session: CommandSession, name: str, wanted: list[str]) -> None:
     """The untagged STATUS of a folder (STATUS, and LIST's RETURN (STATUS ...))."""
     current = _mailbox(session).status(name)
+    if "HIGHESTMODSEQ" in wanted:
+        condstore.start_condstore(session)
     values = {"MESSAGES": current.messages, "RECENT": current.recent, "UIDNEXT": current.uidnext,
-              "UIDVALIDITY": current.uidvalidity, "UNSEEN": current.unseen, "SIZE": current.size}
+              "UIDVALIDITY": current.uidvalidity, "UNSEEN": current.unseen, "SIZE": current.size,
+              "HIGHESTMODSEQ": current.highestmodseq}
     listing = " ".join(f"{item} {values[item]}" for item in wanted)
     session.untagged(b"* STATUS %s (%s)\r\n" % (wire.astring(wire.encode_mailbox(name)),
                                                 listing.encode()))

@@ -1,6 +1,6 @@
 """IMAP commands on the messages of the selected folder (RFC 3501 6.4, RFC 4315 UIDPLUS,
-RFC 6851 MOVE, RFC 3691 UNSELECT, RFC 4731 ESEARCH, RFC 5182 SEARCHRES), sequence-number and
-UID forms alike.
+RFC 6851 MOVE, RFC 3691 UNSELECT, RFC 4731 ESEARCH, RFC 5182 SEARCHRES, RFC 7162 CONDSTORE's
+FETCH, STORE and SEARCH), sequence-number and UID forms alike.
 
 FETCH and SEARCH build on protocols/imap/fetch.py and search.py; the folder is reached only
 through the store's Folder interface. Handlers run in the thread pool.
@@ -13,12 +13,13 @@ from collections.abc import Collection
 
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
 from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
+from . import condstore
 from . import fetch as fetch_items
 from .acl import permitted_flags
 from .command_session import CommandSession
 from .mime import UnknownEncoding
 from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
-from .results import split_return
+from .results import sequence_set, split_return
 from .search import BadCharset, parse_search
 from .selected import Selected
 from .summary import header_block
@@ -126,11 +127,21 @@ def _search(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagg
     if returns.saves:
         selected.saved_result = returns.saved(uids)
     numbers = uids if by_uid else found
+    # RFC 7162 3.1.5: a search by MODSEQ reports the highest MODSEQ of what it found.
+    modseqs = [view[seq - 1].modseq for seq in found] if _searches_modseq(criteria) else None
+    if modseqs is not None:
+        condstore.start_condstore(session)
     if returns.reports:
-        session.untagged(returns.esearch(tag, numbers, by_uid))
+        session.untagged(returns.esearch(tag, numbers, by_uid, modseqs))
     elif not returns.extended:
-        session.untagged(b"* SEARCH%s\r\n" % b"".join(b" %d" % n for n in numbers))
+        highest = b" (MODSEQ %d)" % max(modseqs) if modseqs else b""
+        session.untagged(b"* SEARCH%s%s\r\n" % (b"".join(b" %d" % n for n in numbers), highest))
     return ok("SEARCH completed")
+
+
+def _searches_modseq(criteria: list) -> bool:
+    return any(_searches_modseq(item) if isinstance(item, list)
+               else isinstance(item, str) and item.upper() == "MODSEQ" for item in criteria)
 
 
 def find(selected: Selected, criteria: list, saved: Collection[int]) -> list[int] | Tagged:
@@ -164,13 +175,24 @@ def uid_fetch(session: CommandSession, tag: str, args: list) -> Tagged:
 
 
 def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
-    count(args, 2, syntax="FETCH sequence-set items")
+    count(args, 2, 3, syntax="FETCH sequence-set items [(CHANGEDSINCE modseq [VANISHED])]")
     selected = _selected(session)
     targets = selected.resolve(atom(args[0]), by_uid)
+    rest, with_modseq = condstore.take_modseq_item(args[1])
     try:
-        items = parse_fetch_attributes(args[1])
+        items = parse_fetch_attributes(rest) if rest is not None else []
     except ParseError as exc:
         raise Bad(f"Invalid FETCH items: {exc}") from None
+    if len(args) == 3:
+        changedsince, vanished = condstore.fetch_modifiers(args[2], by_uid, session.sync.qresync)
+        with_modseq = True
+        targets = [(seq, info) for seq, info in targets if info.modseq > changedsince]
+        if vanished:
+            ranges = condstore.uid_ranges(atom(args[0]))
+            for line in condstore.vanished_earlier(selected, changedsince, ranges):
+                session.untagged(line)
+    if with_modseq:
+        condstore.start_condstore(session)
     seen = _mark_seen(selected, targets, items)
     # Setting \Seen renames the file as it is now: it may show keywords another session set.
     for line in selected.keyword_news(info for _, info in targets if info.uid in seen):
@@ -182,8 +204,9 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
         try:
             summary = selected.folder.summary(info.uid) if from_summary else None
             data = selected.folder.read(info.uid) if needs_message and summary is None else None
-            session.untagged(fetch_items.fetch_response(seq, info, items, data, summary=summary,
-                                                        uid=by_uid, flags=info.uid in seen))
+            session.untagged(fetch_items.fetch_response(
+                seq, info, items, data, summary=summary, uid=by_uid, flags=info.uid in seen,
+                modseq=with_modseq or info.uid in seen and session.sync.condstore))
         except UnknownEncoding:
             return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
         except MessageGone:
@@ -218,8 +241,14 @@ def uid_store(session: CommandSession, tag: str, args: list) -> Tagged:
 
 
 def _store(session: CommandSession, args: list, by_uid: bool) -> Tagged:
-    count(args, 3, 100, syntax="STORE sequence-set [+|-]FLAGS[.SILENT] (flags)")
+    count(args, 3, 100, syntax="STORE sequence-set [(UNCHANGEDSINCE n)] [+|-]FLAGS[.SILENT] (flags)")
     selected = _selected(session)
+    unchanged_since = None
+    if isinstance(args[1], list):
+        unchanged_since = condstore.store_modifier(args[1])
+        args = [args[0], *args[2:]]
+        count(args, 3, 100, syntax="STORE sequence-set (UNCHANGEDSINCE n) item (flags)")
+        condstore.start_condstore(session)
     item = atom(args[1]).upper()
     silent = item.endswith(".SILENT")
     mode = STORE_MODES.get(item.removesuffix(".SILENT"))
@@ -229,31 +258,42 @@ def _store(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     targets = selected.resolve(atom(args[0]), by_uid)
     if selected.read_only:
         return no("The mailbox is read-only", "READ-ONLY")
-    updated = _set_permitted(selected, [info for _, info in targets], flags, mode)
+    updated = _set_permitted(selected, [info for _, info in targets], flags, mode,
+                             unchanged_since)
     for line in selected.keyword_news(updated):  # .SILENT or not (RFC 3501 7.2.6)
         session.untagged(line)
-    if not silent:
-        for info in updated:
-            seq = selected.seq_of(info.uid)
-            if seq:
-                session.untagged(selected.flags_response(seq, info, with_uid=by_uid))
-    return ok("STORE completed")
+    for info in updated:
+        seq = selected.seq_of(info.uid)
+        if seq and not silent:
+            session.untagged(selected.flags_response(seq, info, with_uid=by_uid))
+        elif seq and session.sync.condstore:
+            session.untagged(selected.modseq_response(seq, info, with_uid=by_uid))
+    if unchanged_since is None:
+        return ok("STORE completed")
+    stored = {info.uid for info in updated}
+    modified = [uid if by_uid else seq for seq, uid in
+                ((seq, info.uid) for seq, info in targets) if uid not in stored]
+    if modified:
+        return ok("Conditional STORE failed", f"MODIFIED {sequence_set(modified).decode()}")
+    return ok("Conditional STORE completed")
 
 
 def _set_permitted(selected: Selected, targets: list[MessageInfo], flags: list[str],
-                   mode: FlagMode) -> list[MessageInfo]:
+                   mode: FlagMode, unchanged_since: int | None) -> list[MessageInfo]:
     """STORE under the folder's rights: a flag they do not let it change stays as it is on
-    each message (RFC 4314 4), so FLAGS (...) becomes a removal and an addition of the rest."""
+    each message (RFC 4314 4), so FLAGS (...) becomes a removal and an addition of the rest.
+    With UNCHANGEDSINCE, messages changed since are left out (the first step decides)."""
     uids = [info.uid for info in targets]
+    folder = selected.folder
     if {"s", "t", "w"} <= selected.rights:
-        return selected.folder.set_flags(uids, flags, mode)
+        return folder.set_flags(uids, flags, mode, unchanged_since)
     allowed = permitted_flags(flags, selected.rights)
     if mode is not FlagMode.REPLACE:
-        return selected.folder.set_flags(uids, allowed, mode)
+        return folder.set_flags(uids, allowed, mode, unchanged_since)
     present = {flag for info in targets for flag in info.flags}
     removed = permitted_flags(present - set(flags), selected.rights)
-    selected.folder.set_flags(uids, removed, FlagMode.REMOVE)
-    return selected.folder.set_flags(uids, allowed, FlagMode.ADD)
+    passed = folder.set_flags(uids, removed, FlagMode.REMOVE, unchanged_since)
+    return folder.set_flags([info.uid for info in passed], allowed, FlagMode.ADD)
 
 
 # --- COPY, MOVE --------------------------------------------------------------------------------

@@ -62,8 +62,11 @@ class ReturnOptions:
             kept.append(numbers[-1])
         return kept or list(numbers)
 
-    def esearch(self, tag: str, numbers: Sequence[int], by_uid: bool) -> bytes:
-        """The `* ESEARCH (TAG "x") [UID] ...` line; an empty result reports COUNT 0 only."""
+    def esearch(self, tag: str, numbers: Sequence[int], by_uid: bool,
+                modseqs: Sequence[int] | None = None) -> bytes:
+        """The `* ESEARCH (TAG "x") [UID] ...` line; an empty result reports COUNT 0 only.
+        `modseqs` (each number's, for a search by MODSEQ) add the highest MODSEQ of the
+        messages reported: of MIN and MAX alone when only those are (RFC 7162 3.1.5)."""
         shown = self.options & set(_REPORTED) or {Return.ALL}
         parts = [b'* ESEARCH (TAG "%s")' % tag.encode("ascii")]
         if by_uid:
@@ -77,6 +80,13 @@ class ReturnOptions:
                 value = {Return.MIN: b"%d" % numbers[0], Return.MAX: b"%d" % numbers[-1],
                          Return.ALL: sequence_set(numbers)}[option]
                 parts.append(option.encode("ascii") + b" " + value)
+        if modseqs:
+            if shown & {Return.ALL, Return.COUNT}:
+                highest = max(modseqs)
+            else:
+                highest = max(modseqs[0] if Return.MIN in shown else 0,
+                              modseqs[-1] if Return.MAX in shown else 0)
+            parts.append(b"MODSEQ %d" % highest)
         return b" ".join(parts) + b"\r\n"
 
 

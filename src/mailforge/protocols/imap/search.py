@@ -392,6 +392,21 @@ def _uid(parser: _Parser, stream: Tokens, depth: int) -> _Node:
     return _Node(lambda m: _in_set(ranges, m.info.uid, m.max_uid), Needs.INFO)
 
 
+def _modseq(parser: _Parser, stream: Tokens, depth: int) -> _Node:
+    """MODSEQ [entry-name entry-type] n (RFC 7162 3.1.5): every flag shares the message's
+    MODSEQ here, so the entry named makes no difference."""
+    token = parser.next(stream)
+    if isinstance(token, bytes):
+        entry_type = parser.next(stream)
+        if not (isinstance(entry_type, str) and entry_type.lower() in ("priv", "shared", "all")):
+            raise ImapSyntaxError("MODSEQ entry type is priv, shared or all")
+        token = parser.next(stream)
+    if not (isinstance(token, str) and token.isdigit() and len(token) <= 19):
+        raise ImapSyntaxError("MODSEQ needs a mod-sequence value")
+    lowest = int(token)
+    return _Node(lambda m: m.info.modseq >= lowest, Needs.INFO)
+
+
 def _constant(test: Matcher) -> KeyBuilder:
     return lambda parser, stream, depth: _Node(test, Needs.INFO)
 
@@ -418,5 +433,5 @@ _KEYS: dict[str, KeyBuilder] = {
     "BODY": _body, "TEXT": _text_key,
     "LARGER": _size(True), "SMALLER": _size(False),
     "OLDER": _within(True), "YOUNGER": _within(False),
-    "NOT": _not, "OR": _or, "UID": _uid,
+    "NOT": _not, "OR": _or, "UID": _uid, "MODSEQ": _modseq,
 }

@@ -5,7 +5,9 @@ and a UID's sequence number is a bisection. Changes from other sessions become u
 responses here (RFC 3501 7.4.1, 5.2): EXPUNGEs highest number first, so that each one is
 right against the view the client holds after the ones before it, then FLAGS and PERMANENTFLAGS
 when a message carries a keyword the client was not told of yet, then EXISTS and RECENT for
-new messages, then FETCH FLAGS.
+new messages, then FETCH FLAGS. Once the session enabled QRESYNC, one `* VANISHED` replaces
+the EXPUNGEs; once CONDSTORE, every FETCH with FLAGS carries MODSEQ too (RFC 7162 3.2.10,
+3.1.4).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from ...speedups import STAR, FetchAttribute, ParseError, parse_sequence_set
 from ...store.acl import ALL_RIGHTS
 from ...store.api import Changes, Folder, MessageInfo
 from . import wire
+from .condstore import SyncExtensions
 from .fetch import fetch_response
 from .responses import Bad
-from .results import SAVED_RESULT
+from .results import SAVED_RESULT, sequence_set
 
 # RFC 3501 2.3.1.1: UIDs are 32-bit; "n:*" past the highest names the highest.
 MAX_UID = 0xFFFFFFFF
@@ -32,9 +35,12 @@ def _uid_of(info: MessageInfo) -> int:
 
 
 class Selected:
-    def __init__(self, folder: Folder, rights: frozenset[str] = frozenset(ALL_RIGHTS)) -> None:
+    def __init__(self, folder: Folder, rights: frozenset[str] = frozenset(ALL_RIGHTS),
+                 sync: SyncExtensions | None = None) -> None:
         self.folder = folder
         self.rights = rights  # RFC 4314 MYRIGHTS at SELECT: which changes STORE may make
+        # The session's: ENABLE may switch these on while the folder is selected.
+        self.sync = sync if sync is not None else SyncExtensions()
         # The keywords this session's FLAGS named: a client may take a keyword in a FETCH that
         # FLAGS did not name for a protocol error (RFC 3501 7.2.6, imaptest checks it).
         self._keywords: frozenset[str] = frozenset()
@@ -102,8 +108,10 @@ class Selected:
         bisection of the view as it is now) plus the dropped ones below it. New messages
         cannot be below it: their UIDs are higher than any the view held.
         """
-        view = self.folder.messages()
         gone = sorted(set(uids))
+        if self.sync.qresync:
+            return [b"* VANISHED %s\r\n" % sequence_set(gone)] if gone else []
+        view = self.folder.messages()
         numbers = [bisect.bisect_left(view, uid, key=_uid_of) + rank + 1
                    for rank, uid in enumerate(gone)]
         return [b"* %d EXPUNGE\r\n" % number for number in reversed(numbers)]
@@ -144,9 +152,12 @@ class Selected:
         not announced (RFC 3501 7.2.6): to go before the FETCH responses that show it."""
         return self.flags_lines() if self.note_keywords(infos) else []
 
-    @staticmethod
-    def flags_response(seq: int, info: MessageInfo, with_uid: bool = True) -> bytes:
-        return fetch_response(seq, info, FLAGS_ONLY, uid=with_uid)
+    def flags_response(self, seq: int, info: MessageInfo, with_uid: bool = True) -> bytes:
+        return fetch_response(seq, info, FLAGS_ONLY, uid=with_uid, modseq=self.sync.condstore)
+
+    def modseq_response(self, seq: int, info: MessageInfo, with_uid: bool) -> bytes:
+        """What STORE .SILENT still says once CONDSTORE is on (RFC 7162 3.1.3)."""
+        return fetch_response(seq, info, (), uid=with_uid, modseq=True)
 
 
 FLAGS_ONLY = (FetchAttribute("FLAGS"),)

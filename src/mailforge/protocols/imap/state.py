@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import acl, folders, listing, messages, ordering
+from . import acl, condstore, folders, listing, messages, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -87,6 +87,7 @@ class IMAPMachine:
         # a new UIDVALIDITY, by another session): the BYE that ends the session.
         self.farewell = b""
         self.compressed = False  # COMPRESS DEFLATE is on (RFC 4978)
+        self.sync = condstore.SyncExtensions()
 
     # --- what the driver calls ---------------------------------------------------------------
 
@@ -184,6 +185,7 @@ class IMAPMachine:
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES)
         caps += SEARCH_CAPABILITIES
+        caps += condstore.CAPABILITIES
         caps.append(f"APPENDLIMIT={self.settings.max_append}")
         if self.state is State.NOT_AUTHENTICATED:
             if self.settings.tls_available and not self.tls_active:
@@ -219,10 +221,18 @@ class IMAPMachine:
         return ok("ID completed")
 
     def enable(self, tag: str, args: list) -> Tagged:
-        """RFC 5161: none of the extensions that need enabling (CONDSTORE, QRESYNC,
-        UTF8=ACCEPT) is served, so nothing gets enabled."""
+        """RFC 5161: CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162 3.2.3) are the
+        extensions served that need enabling; the others named are left off, silently."""
         count(args, 1, 100, syntax="ENABLE capability ...")
-        self.untagged(b"* ENABLED\r\n")
+        names = {arg.upper() for arg in args if isinstance(arg, str)}
+        enabled = []
+        if "QRESYNC" in names and not self.sync.qresync:
+            self.sync.qresync = True
+            enabled.append("QRESYNC")
+        if names & set(condstore.CAPABILITIES) and not self.sync.condstore:
+            condstore.start_condstore(self)
+            enabled.insert(0, "CONDSTORE")
+        self.untagged(" ".join(["* ENABLED", *enabled]).encode() + b"\r\n")
         return ok("ENABLE completed")
 
     def compress(self, tag: str, args: list) -> Tagged:

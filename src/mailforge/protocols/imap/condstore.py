@@ -1,0 +1,178 @@
+"""CONDSTORE and QRESYNC (RFC 7162): which of them a session has on, the modifiers FETCH,
+STORE and SELECT take, and QRESYNC's resynchronisation at SELECT.
+
+The MODSEQs come from the store (MessageInfo.modseq, Folder.highestmodseq and
+Folder.expunged_since); the untagged responses that change shape once these are on (FETCH
+with MODSEQ, VANISHED instead of EXPUNGE) are built in selected.py from `SyncExtensions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ...speedups import STAR, ParseError, parse_sequence_set
+from .responses import Bad
+from .results import sequence_set
+
+if TYPE_CHECKING:
+    from .command_session import CommandSession
+    from .selected import Selected
+
+CAPABILITIES = ("CONDSTORE", "QRESYNC")
+# RFC 7162 7: mod-sequence-value is a 63-bit number.
+MAX_MODSEQ = 2**63 - 1
+MAX_UID = 0xFFFFFFFF
+
+
+@dataclass
+class SyncExtensions:
+    """What a session has switched on, by ENABLE or (CONDSTORE) by a command that uses it."""
+
+    condstore: bool = False
+    qresync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """SELECT's (QRESYNC (uidvalidity modseq [known-uids ...])) parameter."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: str = "1:*"
+
+
+def start_condstore(session: CommandSession) -> None:
+    """A CONDSTORE enabling command (RFC 7162 3.1): the first one in a selected folder also
+    tells the client the folder's HIGHESTMODSEQ, which it has not heard yet."""
+    if session.sync.condstore:
+        return
+    session.sync.condstore = True
+    if session.selected is not None:
+        session.untagged(highestmodseq_line(session.selected.folder.highestmodseq))
+
+
+def highestmodseq_line(modseq: int) -> bytes:
+    return b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % modseq
+
+
+def modseq_value(token: object) -> int:
+    if not (isinstance(token, str) and token.isdigit() and len(token) <= 19):
+        raise Bad("Invalid mod-sequence value")
+    value = int(token)
+    if value > MAX_MODSEQ:
+        raise Bad("Invalid mod-sequence value")
+    return value
+
+
+def take_modseq_item(items: object) -> tuple[object | None, bool]:
+    """FETCH's items without MODSEQ, which the item parser does not know (None when MODSEQ
+    was all there was), and whether it was asked for."""
+    if isinstance(items, str):
+        return (None, True) if items.upper() == "MODSEQ" else (items, False)
+    if not isinstance(items, list):
+        return items, False
+    rest = [item for item in items if not (isinstance(item, str) and item.upper() == "MODSEQ")]
+    return (rest or None), len(rest) != len(items)
+
+
+def fetch_modifiers(arg: object, by_uid: bool, qresync: bool) -> tuple[int, bool]:
+    """FETCH's (CHANGEDSINCE n [VANISHED]): n, and whether VANISHED was asked for (RFC 7162
+    3.2.6: UID FETCH only, with QRESYNC enabled)."""
+    if not (isinstance(arg, list) and len(arg) in (2, 3) and isinstance(arg[0], str)
+            and arg[0].upper() == "CHANGEDSINCE"):
+        raise Bad("Syntax: FETCH sequence-set items (CHANGEDSINCE modseq [VANISHED])")
+    changedsince = modseq_value(arg[1])
+    vanished = len(arg) == 3
+    if vanished and not (isinstance(arg[2], str) and arg[2].upper() == "VANISHED"):
+        raise Bad("Unknown FETCH modifier")
+    if vanished and not (by_uid and qresync):
+        raise Bad("VANISHED needs UID FETCH and QRESYNC enabled")
+    return changedsince, vanished
+
+
+def store_modifier(arg: list) -> int:
+    """STORE's (UNCHANGEDSINCE n): n."""
+    if not (len(arg) == 2 and isinstance(arg[0], str) and arg[0].upper() == "UNCHANGEDSINCE"):
+        raise Bad("Syntax: STORE sequence-set (UNCHANGEDSINCE modseq) item flags")
+    return modseq_value(arg[1])
+
+
+def select_parameters(arg: object, sync: SyncExtensions) -> Resync | None:
+    """SELECT's (CONDSTORE) or (QRESYNC (...)) list; the latter's values when given."""
+    if not isinstance(arg, list) or not arg:
+        raise Bad("Syntax: SELECT mailbox [(CONDSTORE | QRESYNC (...))]")
+    resync = None
+    pairs = iter(arg)
+    for name in pairs:
+        word = name.upper() if isinstance(name, str) else ""
+        if word == "CONDSTORE":
+            sync.condstore = True
+        elif word == "QRESYNC":
+            if not sync.qresync:
+                raise Bad("QRESYNC is not enabled")
+            resync = _resync(next(pairs, None))
+        else:
+            raise Bad("Unknown SELECT parameter")
+    return resync
+
+
+def _resync(arg: object) -> Resync:
+    if not (isinstance(arg, list) and 2 <= len(arg) <= 4):
+        raise Bad("Syntax: QRESYNC (uidvalidity modseq [known-uids [(seqs uids)]])")
+    uidvalidity = modseq_value(arg[0])
+    modseq = modseq_value(arg[1])
+    if len(arg) > 2 and isinstance(arg[2], str):
+        uid_ranges(arg[2])
+        return Resync(uidvalidity, modseq, arg[2])
+    # The sequence match data (RFC 7162 3.2.5.2) only narrows what the server must report:
+    # the expunge memory answers exactly without it.
+    return Resync(uidvalidity, modseq)
+
+
+def resync(session: CommandSession, selected: Selected, wanted: Resync) -> None:
+    """QRESYNC at SELECT (RFC 7162 3.2.5): the known UIDs expunged since the client's MODSEQ
+    as VANISHED (EARLIER), then FETCH FLAGS MODSEQ for those changed since."""
+    folder = selected.folder
+    if wanted.uidvalidity != folder.uidvalidity:
+        return  # the client's cache is void: it starts over
+    ranges = uid_ranges(wanted.known_uids)
+    for line in vanished_earlier(selected, wanted.modseq, ranges):
+        session.untagged(line)
+    for seq, info in enumerate(folder.messages(), 1):
+        if info.modseq > wanted.modseq and in_ranges(ranges, info.uid):
+            session.untagged(selected.flags_response(seq, info, with_uid=True))
+
+
+def vanished_earlier(selected: Selected, modseq: int, ranges: list[tuple[int, int]]
+                     ) -> list[bytes]:
+    """`* VANISHED (EARLIER) uids` for the UIDs in `ranges` expunged after `modseq`. When the
+    folder forgot expunges that old, every UID in the ranges it does not hold now is named,
+    which RFC 7162 3.2.5.2 allows (the client drops what it does not have)."""
+    folder = selected.folder
+    expunged = folder.expunged_since(modseq)
+    if expunged is None:
+        present = {info.uid for info in folder.messages()}
+        highest = folder.uidnext - 1
+        expunged = [uid for first, last in ranges
+                    for uid in range(first, min(last, highest) + 1) if uid not in present]
+        expunged = sorted(set(expunged))
+    gone = [uid for uid in expunged if in_ranges(ranges, uid)]
+    return [b"* VANISHED (EARLIER) %s\r\n" % sequence_set(gone)] if gone else []
+
+
+def uid_ranges(text: str) -> list[tuple[int, int]]:
+    """A UID set as (low, high) ranges; `*` stands for every UID there can be."""
+    try:
+        ranges = parse_sequence_set(text)
+    except ParseError:
+        raise Bad("Invalid UID set") from None
+    out = []
+    for first, last in ranges:
+        first, last = (MAX_UID if first == STAR else first), (MAX_UID if last == STAR else last)
+        out.append((min(first, last), max(first, last)))
+    return out
+
+
+def in_ranges(ranges: list[tuple[int, int]], uid: int) -> bool:
+    return any(first <= uid <= last for first, last in ranges)

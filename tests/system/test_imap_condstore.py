@@ -1,0 +1,71 @@
+"""CONDSTORE and QRESYNC (RFC 7162) over a real server: a client away while another session
+expunged and flagged messages resynchronises exactly those changes, and MODSEQs and the
+expunge memory survive a restart and `mailforge store repair`."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .conftest import USER, cli
+from .imap_helpers import RawSession, fill, login
+
+
+@pytest.fixture
+def plain_server(make_server):
+    server = make_server(imap_services=True, server={"allow_plaintext_auth": True})
+    server.start()
+    return server
+
+
+def qresync_session(server) -> RawSession:
+    session = RawSession(server.imap_port)
+    session.login()
+    assert session.command(b"E", b"ENABLE QRESYNC")[0] == b"* ENABLED CONDSTORE QRESYNC\r\n"
+    return session
+
+
+def select_state(session: RawSession) -> tuple[int, int]:
+    lines = b"".join(session.command(b"S", b"SELECT INBOX"))
+    uidvalidity = int(re.search(rb"\[UIDVALIDITY (\d+)\]", lines).group(1))
+    return uidvalidity, int(re.search(rb"\[HIGHESTMODSEQ (\d+)\]", lines).group(1))
+
+
+def test_qresync_after_another_session_expunged_and_flagged(plain_server):
+    fill(login(plain_server), 6)
+    away = qresync_session(plain_server)
+    uidvalidity, modseq = select_state(away)
+    away.command(b"L", b"LOGOUT")
+    other = login(plain_server)
+    other.select("INBOX")
+    other.uid("STORE", "2,4", "+FLAGS", r"(\Deleted)")
+    other.expunge()
+    other.uid("STORE", "5", "+FLAGS", r"(\Flagged)")
+    other.logout()
+    back = qresync_session(plain_server)
+    lines = back.command(b"Q", b"SELECT INBOX (QRESYNC (%d %d 1:6))" % (uidvalidity, modseq))
+    vanished = [line for line in lines if line.startswith(b"* VANISHED")]
+    fetches = [line for line in lines if b" FETCH " in line]
+    assert vanished == [b"* VANISHED (EARLIER) 2,4\r\n"]
+    assert len(fetches) == 1 and re.fullmatch(
+        rb"\* 3 FETCH \(UID 5 FLAGS \(\\Flagged\) MODSEQ \((\d+)\)\)\r\n", fetches[0])
+    assert int(re.search(rb"MODSEQ \((\d+)\)", fetches[0]).group(1)) > modseq
+
+
+def test_modseq_and_expunge_memory_survive_a_restart_and_store_repair(plain_server):
+    fill(login(plain_server), 3)
+    session = qresync_session(plain_server)
+    uidvalidity, before = select_state(session)
+    session.command(b"D", b"UID STORE 2 +FLAGS.SILENT (\\Deleted)")
+    session.command(b"X", b"EXPUNGE")
+    _, highest = select_state(session)
+    session.command(b"L", b"LOGOUT")
+    plain_server.stop()
+    cli(plain_server.conf, "store", "repair", USER)
+    plain_server.start()
+    again = qresync_session(plain_server)
+    lines = again.command(b"Q", b"SELECT INBOX (QRESYNC (%d %d))" % (uidvalidity, before))
+    text = b"".join(lines)
+    assert int(re.search(rb"\[HIGHESTMODSEQ (\d+)\]", text).group(1)) >= highest
+    assert b"* VANISHED (EARLIER) 2\r\n" in lines
