@@ -171,7 +171,32 @@ def test_compaction_keeps_only_live_bases_and_readers_follow(tmp_path, monkeypat
     writer.learn("3.new.host", b"new", lambda: set(live))
     assert reader.get("3.new.host") == summary_of(b"new")
     assert reader.get(live[2]) == summary_of(live[2].encode())
+    fresh_process_memory(monkeypatch)
     assert new_cache(tmp_path).get(dead[0]) is None
+
+
+@pytest.fixture(autouse=True)
+def fresh_memory(monkeypatch):
+    """Each test starts as a new process would: no summary decoded yet."""
+    fresh_process_memory(monkeypatch)
+
+
+def fresh_process_memory(monkeypatch) -> None:
+    monkeypatch.setattr(cache_module, "_remembered", cache_module._Remembered(100))
+
+
+def test_decoded_summaries_are_shared_by_the_process_and_bounded(tmp_path):
+    writer = new_cache(tmp_path)
+    bases = [f"{n}.m{n}.host" for n in range(150)]
+    for base in bases:
+        writer.learn(base, base.encode(), lambda: set(bases))
+    reader = new_cache(tmp_path)
+    assert reader.get(bases[0]) == summary_of(bases[0].encode())
+    (tmp_path / CACHE_NAME).unlink()
+    assert new_cache(tmp_path).get(bases[0]) == summary_of(bases[0].encode())  # from memory
+    for base in bases[1:]:
+        reader.get(base)
+    assert len(cache_module._remembered._summaries) <= 100
 
 
 def records_in(folder) -> list[str]:

@@ -18,9 +18,11 @@ is an empty cache, and fills again.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -49,7 +51,35 @@ SCAN_CHUNK = 2 * MAX_RECORD
 # the least: rewriting a small file often would cost more than the dead records do.
 COMPACT_MIN_DEAD = 256
 
+# Decoded summaries kept in memory for every session of the process, the newest this many: a
+# message's summary never changes and its base name is never reused, so a hit needs neither a
+# pread nor msgpack, whichever session read it first.
+MEMORY_ENTRIES = 20_000
+
 LiveBases = Callable[[], Collection[str]]
+
+
+class _Remembered:
+    """The process's decoded summaries by (folder, base), oldest dropped first past the bound."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self._summaries: dict[tuple[Path, str], MessageSummary] = {}
+        self._lock = threading.Lock()
+
+    def get(self, folder: Path, base: str) -> MessageSummary | None:
+        return self._summaries.get((folder, base))
+
+    def keep(self, folder: Path, base: str, summary: MessageSummary) -> None:
+        with self._lock:
+            self._summaries[(folder, base)] = summary
+            excess = len(self._summaries) - self.bound
+            if excess > 0:  # a tenth at a time: eviction stays rare
+                for key in list(itertools.islice(self._summaries, excess + self.bound // 10)):
+                    del self._summaries[key]
+
+
+_remembered = _Remembered(MEMORY_ENTRIES)
 
 
 class SummaryCache:
@@ -70,6 +100,9 @@ class SummaryCache:
         """The message's summary, or None when the cache does not hold it (yet)."""
         if self._summarizer is None:
             return None
+        known = _remembered.get(self.folder, base)
+        if known is not None:
+            return known
         try:
             span = self._spans.get(base)
             if span is None:
@@ -94,7 +127,8 @@ class SummaryCache:
             record = None if summary is None else encode_record(self._magic, base, summary)
             if record is None or len(record) - _HEAD.size > MAX_RECORD:
                 return
-            self._append(base, record)
+            if self._append(base, record):
+                _remembered.keep(self.folder, base, summary)
             self._compact_if_worthwhile(live)
         except OSError as exc:
             self._given_up(exc)
@@ -134,6 +168,7 @@ class SummaryCache:
         if record is None or record[0] != base:  # cannot happen short of a bad disk
             del self._spans[base]
             return None
+        _remembered.keep(self.folder, base, record[1])
         return record[1]
 
     # -- writing
@@ -143,14 +178,17 @@ class SummaryCache:
         self._fd = os.open(self.path, flags, 0o600)
         self._inode = os.fstat(self._fd).st_ino
 
-    def _append(self, base: str, record: bytes) -> None:
+    def _append(self, base: str, record: bytes) -> bool:
+        """Whether the whole record was written (a short write is a torn record)."""
         if self._fd is None:
             self._open(create=True)
         assert self._fd is not None
-        if os.write(self._fd, record) == len(record):  # a short write is a torn record
-            # O_APPEND left the descriptor's offset just past what it wrote.
-            end = os.lseek(self._fd, 0, os.SEEK_CUR)
-            self._spans[base] = (end - len(record), len(record))
+        if os.write(self._fd, record) != len(record):
+            return False
+        # O_APPEND left the descriptor's offset just past what it wrote.
+        end = os.lseek(self._fd, 0, os.SEEK_CUR)
+        self._spans[base] = (end - len(record), len(record))
+        return True
 
     def _compact_if_worthwhile(self, live: LiveBases) -> None:
         if len(self._spans) <= self._check_at:
