@@ -35,6 +35,7 @@ IMAPTEST = Path(os.environ.get("MAILFORGE_IMAPTEST", "/tmp/imaptest/src/imaptest
 IMAP_CLIENTS = 50 if SECONDS >= 60 else 8
 POP3_CLIENTS = 4
 MESSAGES = 50  # in every mailbox at the start
+PREFILLED_SERIALS = 10**6
 SAMPLE_EVERY = min(60.0, max(1.0, SECONDS / 5))
 MEMORY_CHECK_SECONDS, MAX_GROWTH = 300.0, 0.10
 
@@ -44,7 +45,9 @@ def add_users(server, addresses: list[str]) -> None:
     config = server.config
     owner = (privileges.resolve(config.server.user, config.server.group)
              if os.geteuid() == 0 and config.server.user else None)
-    mail = [load.maildir_message(n, 2048) for n in range(MESSAGES)]
+    # Serials of their own: imaptest checks that messages with one Message-ID have the same
+    # BODY and size everywhere, and the mbox it APPENDs from is made with serials from 0.
+    mail = [load.maildir_message(PREFILLED_SERIALS + n, 2048) for n in range(MESSAGES)]
     with Accounts(config.accounts_db) as accounts:
         for address in addresses:
             accounts.directory.user_add(address, PASSWORD)
