@@ -71,6 +71,11 @@ def test_a_full_metrics_file_system_costs_counting_only(small_disk_factory, make
     port = free_port()
     server = make_server(metrics={"listen": f"127.0.0.1:{port}", "directory": str(disk.path)})
     server.start()
+    # "ready" comes before every child has reserved its files: on a busy machine a delivery
+    # worker may still be starting, and would start after the fill, without metrics.
+    children = [*server.worker_pids(), *(worker["pid"] for worker in status(server)["delivery"])]
+    wait_for(lambda: all(any(disk.path.rglob(f"*_{pid}.db")) for pid in children), 10,
+             "the children never reserved their metrics files")
     disk.fill()
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
         assert client.sendmail("sender@remote.test", [USER], b"Subject: one\r\n\r\nx\r\n") == {}
