@@ -59,7 +59,7 @@ class _Connection(asyncio.Protocol):
 
     async def call(self, op: str, *args: object) -> object:
         # Lost, but the client has not noticed yet: a write now would vanish unanswered.
-        if self.lost.is_set():
+        if self._gone():
             raise _Unavailable()
         req_id = next(self._ids)
         reply = self._loop.create_future()
@@ -78,8 +78,16 @@ class _Connection(asyncio.Protocol):
         return stalled
 
     def notify(self, op: str, *args: object) -> None:
-        """Send a request that wants no reply (req_id None)."""
-        self._transport.write(self._packer.pack([None, op, *args]))
+        """Send a request that wants no reply (req_id None); none to a keeper that is gone,
+        whose replacement starts counting afresh."""
+        if not self._gone():
+            self._transport.write(self._packer.pack([None, op, *args]))
+
+    def _gone(self) -> bool:
+        # uvloop raises on a write to a closed transport (asyncio's own ignores it), and the
+        # transport closes before connection_lost runs: a rate-keeper killed between the two
+        # made a session's closing write raise.
+        return self.lost.is_set() or self._transport.is_closing()
 
     def data_received(self, data: bytes) -> None:
         self._unpacker.feed(data)
