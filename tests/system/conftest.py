@@ -210,6 +210,15 @@ def make_server(tmp_path):
 
 
 @pytest.fixture
+def imap_server(make_server) -> Server:
+    """A started server with IMAP beside SMTP and LOGIN allowed without TLS (as imaptest and
+    the Dovecot anchor use it)."""
+    instance = make_server(imap_services=True, server={"allow_plaintext_auth": True})
+    instance.start()
+    return instance
+
+
+@pytest.fixture
 def server(make_server) -> Server:
     instance = make_server()
     instance.start()

@@ -6,17 +6,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from .conftest import USER, cli
 from .imap_helpers import RawSession, fill, login
-
-
-@pytest.fixture
-def plain_server(make_server):
-    server = make_server(imap_services=True, server={"allow_plaintext_auth": True})
-    server.start()
-    return server
 
 
 def qresync_session(server) -> RawSession:
@@ -32,18 +23,18 @@ def select_state(session: RawSession) -> tuple[int, int]:
     return uidvalidity, int(re.search(rb"\[HIGHESTMODSEQ (\d+)\]", lines).group(1))
 
 
-def test_qresync_after_another_session_expunged_and_flagged(plain_server):
-    fill(login(plain_server), 6)
-    away = qresync_session(plain_server)
+def test_qresync_after_another_session_expunged_and_flagged(imap_server):
+    fill(login(imap_server), 6)
+    away = qresync_session(imap_server)
     uidvalidity, modseq = select_state(away)
     away.command(b"L", b"LOGOUT")
-    other = login(plain_server)
+    other = login(imap_server)
     other.select("INBOX")
     other.uid("STORE", "2,4", "+FLAGS", r"(\Deleted)")
     other.expunge()
     other.uid("STORE", "5", "+FLAGS", r"(\Flagged)")
     other.logout()
-    back = qresync_session(plain_server)
+    back = qresync_session(imap_server)
     lines = back.command(b"Q", b"SELECT INBOX (QRESYNC (%d %d 1:6))" % (uidvalidity, modseq))
     vanished = [line for line in lines if line.startswith(b"* VANISHED")]
     fetches = [line for line in lines if b" FETCH " in line]
@@ -53,18 +44,18 @@ def test_qresync_after_another_session_expunged_and_flagged(plain_server):
     assert int(re.search(rb"MODSEQ \((\d+)\)", fetches[0]).group(1)) > modseq
 
 
-def test_modseq_and_expunge_memory_survive_a_restart_and_store_repair(plain_server):
-    fill(login(plain_server), 3)
-    session = qresync_session(plain_server)
+def test_modseq_and_expunge_memory_survive_a_restart_and_store_repair(imap_server):
+    fill(login(imap_server), 3)
+    session = qresync_session(imap_server)
     uidvalidity, before = select_state(session)
     session.command(b"D", b"UID STORE 2 +FLAGS.SILENT (\\Deleted)")
     session.command(b"X", b"EXPUNGE")
     _, highest = select_state(session)
     session.command(b"L", b"LOGOUT")
-    plain_server.stop()
-    cli(plain_server.conf, "store", "repair", USER)
-    plain_server.start()
-    again = qresync_session(plain_server)
+    imap_server.stop()
+    cli(imap_server.conf, "store", "repair", USER)
+    imap_server.start()
+    again = qresync_session(imap_server)
     lines = again.command(b"Q", b"SELECT INBOX (QRESYNC (%d %d))" % (uidvalidity, before))
     text = b"".join(lines)
     assert int(re.search(rb"\[HIGHESTMODSEQ (\d+)\]", text).group(1)) >= highest

@@ -9,15 +9,8 @@ from .imap_helpers import RawSession, fill, login
 
 
 @pytest.fixture
-def server(make_server):
-    server = make_server(imap_services=True, server={"allow_plaintext_auth": True})
-    server.start()
-    return server
-
-
-@pytest.fixture
-def session(server):
-    raw = RawSession(server.imap_port)
+def session(imap_server):
+    raw = RawSession(imap_server.imap_port)
     raw.login()
     yield raw
     raw.close()
@@ -28,8 +21,8 @@ def ok(lines: list[bytes]) -> list[bytes]:
     return lines[:-1]
 
 
-def test_capabilities_are_advertised(server):
-    client = login(server)
+def test_capabilities_are_advertised(imap_server):
+    client = login(imap_server)
     for capability in ("LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE"):
         assert capability in client.capabilities
     client.logout()
@@ -67,8 +60,8 @@ def test_multiple_patterns_and_return_options(session):
                      b'* LIST (\\HasNoChildren) "/" Other\r\n']
 
 
-def test_return_status(server, session):
-    client = login(server)
+def test_return_status(imap_server, session):
+    client = login(imap_server)
     fill(client, 3)
     client.select("INBOX")
     client.store("1", "+FLAGS", r"(\Seen)")

@@ -15,13 +15,6 @@ FLAGS = re.compile(rb"\* FLAGS \(([^)]*)\)\r\n")
 PERMANENTFLAGS = re.compile(rb"\* OK \[PERMANENTFLAGS \(([^)]*)\)\] Flags permitted\r\n")
 
 
-@pytest.fixture
-def plain_server(make_server):
-    server = make_server(imap_services=True, server={"allow_plaintext_auth": True})
-    server.start()
-    return server
-
-
 def selected(server) -> RawSession:
     session = RawSession(server.imap_port)
     session.login()
@@ -39,11 +32,11 @@ def announced(lines: list[bytes], *keywords: str) -> int:
     return at
 
 
-def test_a_new_keyword_is_announced_to_every_session_before_the_fetch_that_uses_it(plain_server):
+def test_a_new_keyword_is_announced_to_every_session_before_the_fetch_that_uses_it(imap_server):
     """RFC 3501 7.2.6; imaptest's "Keyword used without being in FLAGS"."""
-    client = login(plain_server)
+    client = login(imap_server)
     fill(client, 2)
-    storer, watcher = selected(plain_server), selected(plain_server)
+    storer, watcher = selected(imap_server), selected(imap_server)
     lines = storer.command(b"T", b"STORE 1 +FLAGS ($Work)")
     assert announced(lines, "$Work") == 0
     assert re.fullmatch(rb"\* 1 FETCH \(FLAGS \(\$Work.*\)\)\r\n", lines[2])
@@ -65,10 +58,10 @@ def test_a_new_keyword_is_announced_to_every_session_before_the_fetch_that_uses_
     client.logout()
 
 
-def test_a_keyword_stored_meanwhile_is_announced_while_idling(plain_server):
-    client = login(plain_server)
+def test_a_keyword_stored_meanwhile_is_announced_while_idling(imap_server):
+    client = login(imap_server)
     fill(client, 1)
-    watcher = selected(plain_server)
+    watcher = selected(imap_server)
     watcher.send(b"I IDLE\r\n")
     assert watcher.readline() == b"+ idling\r\n"
     client.select("INBOX")
@@ -82,12 +75,12 @@ def test_a_keyword_stored_meanwhile_is_announced_while_idling(plain_server):
     client.logout()
 
 
-def test_examine_reports_the_recent_messages_and_leaves_them_recent(plain_server):
+def test_examine_reports_the_recent_messages_and_leaves_them_recent(imap_server):
     """imaptest select 3/9: EXAMINE said `* 0 RECENT` after two APPENDs."""
-    client = login(plain_server)
+    client = login(imap_server)
     fill(client, 2)
     assert client.status("INBOX", "(RECENT)")[1] == [b"INBOX (RECENT 2)"]
-    examiner = RawSession(plain_server.imap_port)
+    examiner = RawSession(imap_server.imap_port)
     examiner.login()
     lines = examiner.command(b"E", b"EXAMINE INBOX")
     assert b"* 2 RECENT\r\n" in lines and lines[-1].startswith(b"E OK [READ-ONLY]")
@@ -125,9 +118,9 @@ ADDRESSED = [
     ("TO groupuser4", b""),
     ("FROM comment", b""),
 ])
-def test_search_matches_addresses_as_written_without_comments(plain_server, criteria, found):
+def test_search_matches_addresses_as_written_without_comments(imap_server, criteria, found):
     """imaptest search-addresses 1/29: `<user-from (comment)@ (comment) domain.org>`."""
-    client = login(plain_server)
+    client = login(imap_server)
     for data in ADDRESSED:
         assert client.append("INBOX", None, None, data)[0] == "OK"
     client.select("INBOX")

@@ -14,15 +14,8 @@ from .imap_helpers import login, message
 
 
 @pytest.fixture
-def server(make_server):
-    server = make_server(imap_services=True, server={"allow_plaintext_auth": True})
-    server.start()
-    return server
-
-
-@pytest.fixture
-def client(server):
-    client = login(server)
+def client(imap_server):
+    client = login(imap_server)
     yield client
     client.logout()
 
@@ -99,7 +92,7 @@ THREADED = [
 ]
 
 
-def test_sort_esort_and_thread(server, client):
+def test_sort_esort_and_thread(imap_server, client):
     for data in THREADED:
         ok(client.append("INBOX", None, None, data))
     ok(client.select("INBOX"))
@@ -125,10 +118,10 @@ def test_sort_esort_and_thread(server, client):
         client.thread("BOGUS", "UTF-8", "ALL")
 
     # A second session sorts and threads by the cached header blocks alone.
-    cur = server.maildir() / "cur"
+    cur = imap_server.maildir() / "cur"
     opens = FileOpens(cur)
     try:
-        second = login(server)
+        second = login(imap_server)
         ok(second.select("INBOX"))
         assert ok(second.sort("(SUBJECT REVERSE DATE)", "US-ASCII", "ALL")) == [b"5 3 1 4 2"]
         assert ok(second.thread("REFERENCES", "UTF-8", "ALL")) == [b"(2 4)(1 3 5)"]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from .file_opens import FileOpens
 from .imap_helpers import RawSession, message
 
@@ -23,15 +21,8 @@ CACHED_FETCH = (b"FETCH 1:* (ENVELOPE BODYSTRUCTURE INTERNALDATE RFC822.SIZE "
                 b"BODY.PEEK[HEADER.FIELDS (From Subject Message-ID)] BODY RFC822.HEADER)")
 
 
-@pytest.fixture
-def server(make_server):
-    server = make_server(imap_services=True, server={"allow_plaintext_auth": True})
-    server.start()
-    return server
-
-
-def session(server) -> RawSession:
-    client = RawSession(server.imap_port)
+def session(imap_server) -> RawSession:
+    client = RawSession(imap_server.imap_port)
     client.login()
     return client
 
@@ -54,8 +45,8 @@ def spoil(cur) -> None:
         path.chmod(0)
 
 
-def test_a_second_session_fetches_cached_fields_without_opening_a_message(server):
-    first = session(server)
+def test_a_second_session_fetches_cached_fields_without_opening_a_message(imap_server):
+    first = session(imap_server)
     for data in (message(1), FORWARDED, message(2).replace(b"Subject", b"X-Long: " + b"y" * 900
                                                            + b"\r\nSubject")):
         append(first, data)
@@ -65,11 +56,11 @@ def test_a_second_session_fetches_cached_fields_without_opening_a_message(server
     first.command(b"Z", b"LOGOUT")
     first.close()
 
-    cur = server.maildir() / "cur"
+    cur = imap_server.maildir() / "cur"
     spoil(cur)
     opens = FileOpens(cur)
     try:
-        second = session(server)
+        second = session(imap_server)
         assert second.command(b"S", b"SELECT INBOX")[-1].startswith(b"S OK")
         assert second.command(b"F", CACHED_FETCH) == answer
         # Not PEEK: \Seen is set all the same, and the answer says so.
@@ -78,7 +69,7 @@ def test_a_second_session_fetches_cached_fields_without_opening_a_message(server
         assert seen[1] == b"Subject: Fwd: r\xc3\xa9sum\xc3\xa9\r\n" and b"\\Seen" in seen[3]
         assert second.command(b"H", b'SEARCH SUBJECT "fwd" FROM carol')[0] == b"* SEARCH 2\r\n"
         assert opens.names() == []
-        # The watch does see the server open a file: a body is not cached.
+        # The watch does see the imap_server open a file: a body is not cached.
         for name in os.listdir(cur):
             (cur / name).chmod(0o600)
         body = second.command(b"T", b"FETCH 1 BODY.PEEK[TEXT]")
@@ -90,15 +81,15 @@ def test_a_second_session_fetches_cached_fields_without_opening_a_message(server
         opens.close()
 
 
-def test_a_lost_or_damaged_cache_only_costs_reading_again(server):
-    first = session(server)
+def test_a_lost_or_damaged_cache_only_costs_reading_again(imap_server):
+    first = session(imap_server)
     append(first, message(1))
     assert first.command(b"S", b"SELECT INBOX")[-1].startswith(b"S OK")
     answer = first.command(b"F", CACHED_FETCH)
-    cache = server.maildir() / "mailforge-cache"
+    cache = imap_server.maildir() / "mailforge-cache"
     assert cache.stat().st_size > 0
     cache.write_bytes(b"\0" * 100)
-    second = session(server)
+    second = session(imap_server)
     assert second.command(b"S", b"SELECT INBOX")[-1].startswith(b"S OK")
     assert second.command(b"F", CACHED_FETCH) == answer
     cache.unlink()
