@@ -44,13 +44,23 @@ def test_qresync_after_another_session_expunged_and_flagged(imap_server):
     assert int(re.search(rb"MODSEQ \((\d+)\)", fetches[0]).group(1)) > modseq
 
 
+def message_modseqs(session: RawSession) -> dict[int, int]:
+    """UID → MODSEQ of every message in the selected folder."""
+    lines = session.command(b"M", b"UID FETCH 1:* (MODSEQ)")
+    return {int(uid): int(modseq) for uid, modseq in
+            (re.search(rb"UID (\d+) MODSEQ \((\d+)\)", line).groups()
+             for line in lines if b" FETCH " in line and line.startswith(b"* "))}
+
+
 def test_modseq_and_expunge_memory_survive_a_restart_and_store_repair(imap_server):
     fill(login(imap_server), 3)
     session = qresync_session(imap_server)
     uidvalidity, before = select_state(session)
+    session.command(b"F", b"UID STORE 3 +FLAGS.SILENT (\\Flagged)")
     session.command(b"D", b"UID STORE 2 +FLAGS.SILENT (\\Deleted)")
     session.command(b"X", b"EXPUNGE")
     _, highest = select_state(session)
+    modseqs = message_modseqs(session)
     session.command(b"L", b"LOGOUT")
     imap_server.stop()
     cli(imap_server.conf, "store", "repair", USER)
@@ -60,3 +70,7 @@ def test_modseq_and_expunge_memory_survive_a_restart_and_store_repair(imap_serve
     text = b"".join(lines)
     assert int(re.search(rb"\[HIGHESTMODSEQ (\d+)\]", text).group(1)) >= highest
     assert b"* VANISHED (EARLIER) 2\r\n" in lines
+    # Each message keeps its MODSEQ, and the next change goes above every one handed out before.
+    assert message_modseqs(again) == modseqs
+    stored = b"".join(again.command(b"S", b"UID STORE 1 +FLAGS (\\Seen)"))
+    assert int(re.search(rb"MODSEQ \((\d+)\)", stored).group(1)) > highest

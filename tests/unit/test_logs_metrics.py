@@ -132,7 +132,7 @@ class _Value:
         self.total += amount
 
 
-def test_commands_reach_the_counters_in_batches_and_at_the_end():
+def test_commands_reach_the_counters_in_batches_and_at_the_end(caplog):
     meters = ServiceMeters("smtp")
     meters.ok, meters.error = _Value(), _Value()
     record = SessionRecord(meters, "192.0.2.1")
@@ -140,9 +140,14 @@ def test_commands_reach_the_counters_in_batches_and_at_the_end():
     for n in range(COMMAND_BATCH + 5):
         record.command("500 5.5.2" if n % 10 == 0 else None)
     assert (meters.ok.total, meters.error.total) == (COMMAND_BATCH - 4, 4)
-    record.closed()
+    with caplog.at_level(logging.INFO, logger="mailforge.session"):
+        record.closed(bytes_in=120, bytes_out=3400)
     assert (meters.ok.total, meters.error.total) == (COMMAND_BATCH + 1, 4)
     assert (record.commands, record.errors) == (COMMAND_BATCH + 5, 4)
+    ending = caplog.records[-1]
+    assert ending.getMessage() == "disconnect"
+    assert {key: ending.fields[key] for key in ("commands", "errors", "bytes_in", "bytes_out")} == {
+        "commands": COMMAND_BATCH + 5, "errors": 4, "bytes_in": 120, "bytes_out": 3400}
 
 
 def test_imap_error_codes_are_the_tagged_status_only():

@@ -125,7 +125,7 @@ class SessionDriver:
         finally:
             conn.flush()
             await self.closing()
-            self.record.closed()
+            self.record.closed(conn.bytes_in, conn.bytes_out)
 
     async def _answer_failure(self, result: Reply) -> bool:
         """For a reply the machine marked as a failure: the abuse guard counts it, the tarpit

@@ -100,9 +100,11 @@ class SessionRecord:
         self.meters.received.inc()
         self.event("message queued", **fields)
 
-    def closed(self) -> None:
+    def closed(self, bytes_in: int, bytes_out: int) -> None:
+        """The session is over; `bytes_in`/`bytes_out`: the octets it read and wrote."""
         self._publish()
         self.event("disconnect", commands=self.commands, errors=self.errors,
+                   bytes_in=bytes_in, bytes_out=bytes_out,
                    duration=round(time.monotonic() - self.started, 3))
 
 

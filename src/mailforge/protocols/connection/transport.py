@@ -44,7 +44,7 @@ class Connection(asyncio.Protocol):
                  "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
                  "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
                  "_line_start", "_line_spent", "_writable", "_source", "_deflate",
-                 "__weakref__")
+                 "bytes_in", "bytes_out", "__weakref__")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]],
                  source: tuple[str, int] | None = None) -> None:
@@ -83,6 +83,10 @@ class Connection(asyncio.Protocol):
         self._source = source
         # Set once IMAP COMPRESS is on: both directions go through it (inside TLS if any).
         self._deflate: Deflate | None = None
+        # Octets the session read and wrote, as compressed (COMPRESS) but not as encrypted
+        # (TLS): what its commands and replies cost on the wire, for its last log line.
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     # asyncio.Protocol callbacks
 
@@ -98,6 +102,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
+        self.bytes_in += len(data)
         if self._deflate is None:
             self._take(data)
         else:
@@ -314,6 +319,7 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             if self._deflate is not None:
                 data = self._deflate.deflate(data)
+            self.bytes_out += len(data)
             self.transport.write(data)
 
     def queue_reply(self, data: bytes) -> None:
