@@ -20,6 +20,7 @@ from ...store.acl import ALL_RIGHTS
 from ...store.api import Changes, Folder, MessageInfo
 from . import wire
 from .condstore import SyncExtensions
+from .context import SearchContexts
 from .fetch import fetch_response
 from .responses import Bad
 from .results import SAVED_RESULT, sequence_set
@@ -47,6 +48,8 @@ class Selected:
         # RFC 5182: the UIDs of the last SEARCH ... RETURN (SAVE), which `$` names; a new
         # SELECT starts a new Selected, and so an empty one.
         self.saved_result: list[int] = []
+        # RFC 5267: the results of SEARCH/SORT ... RETURN (UPDATE) kept up to date.
+        self.contexts = SearchContexts()
 
     @property
     def read_only(self) -> bool:
@@ -109,12 +112,19 @@ class Selected:
         cannot be below it: their UIDs are higher than any the view held.
         """
         gone = sorted(set(uids))
-        if self.sync.qresync:
-            return [b"* VANISHED %s\r\n" % sequence_set(gone)] if gone else []
         view = self.folder.messages()
         numbers = [bisect.bisect_left(view, uid, key=_uid_of) + rank + 1
                    for rank, uid in enumerate(gone)]
-        return [b"* %d EXPUNGE\r\n" % number for number in reversed(numbers)]
+        lines = self.contexts.expunged(dict(zip(gone, numbers))) if self.contexts else []
+        if self.sync.qresync:
+            return lines + [b"* VANISHED %s\r\n" % sequence_set(gone)] if gone else lines
+        return lines + [b"* %d EXPUNGE\r\n" % number for number in reversed(numbers)]
+
+    def context_updates(self) -> list[bytes]:
+        """ESEARCH ADDTO/REMOVEFROM for the search contexts whose results changed."""
+        if not self.contexts:
+            return []
+        return self.contexts.updates(self.folder.messages(), self.seq_of)
 
     def changes(self, changes: Changes, by_uid: bool = False) -> list[bytes]:
         lines = self.expunged(changes.expunged)

@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import acl, condstore, folders, listing, messages, ordering
+from . import acl, condstore, context, folders, listing, messages, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -65,7 +65,8 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "COMPRESS=DEFLATE", "BINARY", "CATENATE", "ACL", "RIGHTS=texk")
 # The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
-                       "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
+                       "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+                       "CONTEXT=SEARCH", "CONTEXT=SORT")
 
 
 class IMAPMachine:
@@ -133,6 +134,7 @@ class IMAPMachine:
             result = disk_error(exc)
         if self.state is State.SELECTED and not entry.flags & UNREFRESHED:
             self.report_changes(by_uid=command.name.startswith("UID "))
+        self.report_context_updates()
         return self._finish(tag, result)
 
     def parse_error(self, error: ParseError) -> Reply:
@@ -179,6 +181,11 @@ class IMAPMachine:
             return
         if changes:
             self._untagged += self.selected.changes(changes, by_uid)
+
+    def report_context_updates(self) -> None:
+        """RFC 5267: what changed in the results of SEARCH/SORT ... RETURN (UPDATE)."""
+        if self.selected is not None:
+            self._untagged += self.selected.context_updates()
 
     # --- any state ---------------------------------------------------------------------------
 
@@ -355,6 +362,7 @@ class IMAPMachine:
         """During IDLE (thread pool): what changed since the last look, as untagged responses."""
         if self.state is State.SELECTED:
             self.report_changes()
+            self.report_context_updates()
         lines, self._untagged = self._untagged, []
         return b"".join(lines) + self.farewell
 
@@ -426,4 +434,5 @@ COMMANDS: dict[str, Command] = {
     "UID SORT": Command(ordering.uid_sort, S, flags=STORE),
     "THREAD": Command(ordering.thread, S, flags=SEQUENCE),
     "UID THREAD": Command(ordering.uid_thread, S, flags=STORE),
+    "CANCELUPDATE": Command(context.cancel_update, S, flags=STORE),
 }
