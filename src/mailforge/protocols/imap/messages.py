@@ -134,7 +134,8 @@ def _search(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagg
     modseqs = [view[seq - 1].modseq for seq in found] if _searches_modseq(criteria) else None
     if modseqs is not None:
         condstore.start_condstore(session)
-    if returns.reports:
+    # IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 6.4.4), as if RETURN (ALL).
+    if returns.reports or session.sync.rev2 and not returns.extended:
         session.untagged(returns.esearch(tag, numbers, by_uid, modseqs))
     elif not returns.extended:
         highest = b" (MODSEQ %d)" % max(modseqs) if modseqs else b""
@@ -220,7 +221,8 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
             data = selected.folder.read(info.uid) if needs_message and summary is None else None
             session.untagged(fetch_items.fetch_response(
                 seq, info, items, data, summary=summary, uid=by_uid, flags=info.uid in seen,
-                modseq=with_modseq or info.uid in seen and session.sync.condstore))
+                modseq=with_modseq or info.uid in seen and session.sync.condstore,
+                recent=not session.sync.rev2))
         except UnknownEncoding:
             return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
         except MessageGone:
@@ -333,7 +335,7 @@ def _copy(session: CommandSession, args: list, by_uid: bool, move: bool) -> Tagg
     count(args, 2, syntax=f"{verb} sequence-set mailbox")
     selected = _selected(session)
     targets = selected.resolve(atom(args[0]), by_uid)
-    target = folder_name(args[1])
+    target = folder_name(args[1], session.sync.utf8_names)
     if move and selected.read_only:
         return no("The mailbox is read-only", "READ-ONLY")
     if move and not {"t", "e"} <= selected.rights:

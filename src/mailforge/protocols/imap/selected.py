@@ -138,7 +138,10 @@ class Selected:
         return lines
 
     def counts(self) -> list[bytes]:
+        """EXISTS, and RECENT, which IMAP4rev2 has not (RFC 9051 E.7)."""
         view = self.folder.messages()
+        if self.sync.rev2:
+            return [b"* %d EXISTS\r\n" % len(view)]
         recent = sum(1 for info in view if info.recent)
         return [b"* %d EXISTS\r\n" % len(view), b"* %d RECENT\r\n" % recent]
 
@@ -163,7 +166,8 @@ class Selected:
         return self.flags_lines() if self.note_keywords(infos) else []
 
     def flags_response(self, seq: int, info: MessageInfo, with_uid: bool = True) -> bytes:
-        return fetch_response(seq, info, FLAGS_ONLY, uid=with_uid, modseq=self.sync.condstore)
+        return fetch_response(seq, info, FLAGS_ONLY, uid=with_uid, modseq=self.sync.condstore,
+                              recent=not self.sync.rev2)
 
     def modseq_response(self, seq: int, info: MessageInfo, with_uid: bool) -> bytes:
         """What STORE .SILENT still says once CONDSTORE is on (RFC 7162 3.1.3)."""

@@ -67,6 +67,8 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
                        "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
                        "CONTEXT=SEARCH", "CONTEXT=SORT")
+# What a client switches on with ENABLE to get the protocol's newer forms (RFC 9051, 6855).
+FORM_CAPABILITIES = ("IMAP4rev2", "UTF8=ACCEPT")
 
 
 class IMAPMachine:
@@ -192,6 +194,7 @@ class IMAPMachine:
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES)
         caps += SEARCH_CAPABILITIES
+        caps += FORM_CAPABILITIES
         caps += condstore.CAPABILITIES
         caps.append(f"APPENDLIMIT={self.settings.max_append}")
         if self.state is State.NOT_AUTHENTICATED:
@@ -228,11 +231,18 @@ class IMAPMachine:
         return ok("ID completed")
 
     def enable(self, tag: str, args: list) -> Tagged:
-        """RFC 5161: CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162 3.2.3) are the
-        extensions served that need enabling; the others named are left off, silently."""
+        """RFC 5161: CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162 3.2.3), UTF8=ACCEPT
+        and IMAP4rev2 (whose mailbox names are UTF-8 too, RFC 9051 5.1) are the extensions
+        served that need enabling; the others named are left off, silently."""
         count(args, 1, 100, syntax="ENABLE capability ...")
         names = {arg.upper() for arg in args if isinstance(arg, str)}
         enabled = []
+        if "IMAP4REV2" in names and not self.sync.rev2:
+            self.sync.rev2 = True
+            enabled.append("IMAP4rev2")
+        if "UTF8=ACCEPT" in names and not self.sync.utf8:
+            self.sync.utf8 = True
+            enabled.append("UTF8=ACCEPT")
         if "QRESYNC" in names and not self.sync.qresync:
             self.sync.qresync = True
             enabled.append("QRESYNC")
