@@ -7,13 +7,7 @@ import imaplib
 
 import pytest
 
-from .imap_helpers import RawSession, fill, login
-
-
-def ok(result):
-    status, data = result
-    assert status == "OK", data
-    return data
+from .imap_helpers import ok, RawSession, fill, login
 
 
 @pytest.fixture

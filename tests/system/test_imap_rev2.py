@@ -9,13 +9,7 @@ import imaplib
 
 import pytest
 
-from .imap_helpers import fill, login
-
-
-def ok(result):
-    status, data = result
-    assert status == "OK", data
-    return data
+from .imap_helpers import ok, fill, login
 
 
 @pytest.fixture

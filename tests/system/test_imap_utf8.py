@@ -5,16 +5,10 @@ modified UTF-7 names and a BAD for the UTF8 item. (imaplib's own append() in UTF
 
 from __future__ import annotations
 
-from .imap_helpers import RawSession, login
+from .imap_helpers import ok, RawSession, login
 
 SUBJECT = "Grüße aus Köln".encode()
 MESSAGE = b"From: a@example.test\r\nSubject: " + SUBJECT + b"\r\n\r\nHallo\r\n"
-
-
-def ok(result):
-    status, data = result
-    assert status == "OK", data
-    return data
 
 
 def append_utf8(session: RawSession, tag: bytes, folder: bytes) -> bytes:
