@@ -17,6 +17,13 @@ def message(n: int, body: bytes = b"hello") -> bytes:
             b"%s %d\r\n" % (n, n, body, n))
 
 
+def ok(result: tuple[str, list]) -> list:
+    """An imaplib command's data, once its status was OK."""
+    status, data = result
+    assert status == "OK", data
+    return data
+
+
 def tls_context(server) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=server.ca_file)
     context.check_hostname = False  # the clients name 127.0.0.1; the certificate names HOSTNAME

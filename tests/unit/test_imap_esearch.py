@@ -37,6 +37,11 @@ def options(*names: str) -> ReturnOptions:
     (("MIN", "MAX", "ALL"), [], False, b'* ESEARCH (TAG "t")'),
     (("MIN", "COUNT"), [], True, b'* ESEARCH (TAG "t") UID COUNT 0'),
     (("save", "count"), [1], False, b'* ESEARCH (TAG "t") COUNT 1'),
+    # RFC 5267: PARTIAL's window in the result's order, NIL past its end; UPDATE alone: the tag.
+    (("PARTIAL", "4:2"), [9, 7, 8, 3, 1], False, b'* ESEARCH (TAG "t") PARTIAL (2:4 7:8,3)'),
+    (("COUNT", "PARTIAL", "3:9"), [1, 2], True,
+     b'* ESEARCH (TAG "t") UID COUNT 2 PARTIAL (3:9 NIL)'),
+    (("UPDATE",), [1, 2], False, b'* ESEARCH (TAG "t")'),
 ])
 def test_esearch_forms(names, numbers, by_uid, expected):
     assert options(*names).esearch("t", numbers, by_uid) == expected + b"\r\n"
@@ -47,7 +52,8 @@ def test_return_options_split_off_and_checked():
     assert split_return(["return", [], "CHARSET", "UTF-8", "ALL"]) == (
         ReturnOptions(frozenset({Return.ALL}), extended=True), ["CHARSET", "UTF-8", "ALL"])
     for bad in (["RETURN"], ["RETURN", "MIN", "ALL"], ["RETURN", ["PARTIAL"], "ALL"],
-                ["RETURN", [b"MIN"], "ALL"]):
+                ["RETURN", [b"MIN"], "ALL"], ["RETURN", ["PARTIAL", "1:*"], "ALL"],
+                ["RETURN", ["PARTIAL", "0:1"], "ALL"], ["RETURN", ["PARTIAL", "7"], "ALL"]):
         with pytest.raises(ImapSyntaxError):
             split_return(bad)
 

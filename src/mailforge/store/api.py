@@ -119,6 +119,7 @@ class FolderStatus:
     uidvalidity: int
     size: int = 0
     highestmodseq: int = 0
+    deleted: int = 0        # messages flagged \Deleted (IMAP4rev2's STATUS DELETED)
 
 
 @dataclass(frozen=True, slots=True)

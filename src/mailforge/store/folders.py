@@ -252,10 +252,12 @@ class MaildirMailbox:
         place = self._existing(name)
         self._require(place, "r")
         listing = place.folder.listing()
-        unseen = sum(1 for e in listing.entries if "S" not in letters_of(e.name))
+        letters = [letters_of(e.name) for e in listing.entries]
+        unseen = sum(1 for flags in letters if "S" not in flags)
+        deleted = sum(1 for flags in letters if "T" in flags)
         size = sum(field_of(e.name, "W") or field_of(e.name, "S") or 0 for e in listing.entries)
         return FolderStatus(len(listing.entries), listing.unclaimed, unseen, listing.uidnext,
-                            listing.uidvalidity, size, listing.highestmodseq)
+                            listing.uidvalidity, size, listing.highestmodseq, deleted)
 
     def append(self, name: str, data: bytes, flags: Iterable[str] = (),
                internal_date: float | None = None) -> Appended:
@@ -438,6 +440,8 @@ def _infos(names: set[str], prefix: str, subscribed: set[str],
                       else "\\HasNoChildren"}
         if name not in names or not selectable(full):
             attributes.add("\\Noselect")
+        if name not in names:
+            attributes.add("\\NonExistent")  # a level that only holds others (RFC 5258 3.4)
         if name in uses:
             attributes.add(uses[name])
         infos.append(FolderInfo(full, frozenset(attributes), full in subscribed))

@@ -24,23 +24,21 @@ def _mailbox(session: CommandSession) -> Mailbox:
     return session.mailbox
 
 
-def _quoted(name: str) -> bytes:
-    return wire.astring(wire.encode_mailbox(name))
-
-
 def getacl(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="GETACL mailbox")
-    name = folder_name(args[0])
+    name = folder_name(args[0], session.sync.utf8_names)
     entries = b"".join(b" %s %s" % (wire.astring(who), wire.astring(render(rights)))
                        for who, rights in sorted(_mailbox(session).acl(name).items()))
-    session.untagged(b"* ACL %s%s\r\n" % (_quoted(name), entries))
+    session.untagged(b"* ACL %s%s\r\n" % (wire.mailbox_name(name, session.sync.utf8_names),
+                                           entries))
     return ok("GETACL completed")
 
 
 def setacl(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 3, syntax="SETACL mailbox identifier rights")
     try:
-        _mailbox(session).set_acl(folder_name(args[0]), _text(args[1]), _text(args[2]))
+        name = folder_name(args[0], session.sync.utf8_names)
+        _mailbox(session).set_acl(name, _text(args[1]), _text(args[2]))
     except ValueError as exc:
         raise Bad(str(exc)) from None
     return ok("SETACL completed")
@@ -48,26 +46,28 @@ def setacl(session: CommandSession, tag: str, args: list) -> Tagged:
 
 def deleteacl(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 2, syntax="DELETEACL mailbox identifier")
-    _mailbox(session).delete_acl(folder_name(args[0]), _text(args[1]))
+    _mailbox(session).delete_acl(folder_name(args[0], session.sync.utf8_names), _text(args[1]))
     return ok("DELETEACL completed")
 
 
 def listrights(session: CommandSession, tag: str, args: list) -> Tagged:
     """The rights always held, then each other right on its own (they are independent)."""
     count(args, 2, syntax="LISTRIGHTS mailbox identifier")
-    name, who = folder_name(args[0]), _text(args[1])
+    name, who = folder_name(args[0], session.sync.utf8_names), _text(args[1])
     fixed = _mailbox(session).fixed_rights(name, who)
     optional = b"".join(b" " + letter.encode() for letter in ALL_RIGHTS if letter not in fixed)
     session.untagged(b"* LISTRIGHTS %s %s %s%s\r\n" % (
-        _quoted(name), wire.astring(who), wire.astring(render(fixed)), optional))
+        wire.mailbox_name(name, session.sync.utf8_names), wire.astring(who),
+        wire.astring(render(fixed)), optional))
     return ok("LISTRIGHTS completed")
 
 
 def myrights(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="MYRIGHTS mailbox")
-    name = folder_name(args[0])
+    name = folder_name(args[0], session.sync.utf8_names)
     rights = render(_mailbox(session).rights(name))
-    session.untagged(b"* MYRIGHTS %s %s\r\n" % (_quoted(name), wire.astring(rights)))
+    session.untagged(b"* MYRIGHTS %s %s\r\n" % (wire.mailbox_name(name, session.sync.utf8_names),
+                                                 wire.astring(rights)))
     return ok("MYRIGHTS completed")
 
 

@@ -27,10 +27,18 @@ MAX_UID = 0xFFFFFFFF
 
 @dataclass
 class SyncExtensions:
-    """What a session has switched on, by ENABLE or (CONDSTORE) by a command that uses it."""
+    """What a session has switched on, by ENABLE or (CONDSTORE) by a command that uses it;
+    beside CONDSTORE and QRESYNC, the ones that change the protocol's forms (protocol.py)."""
 
     condstore: bool = False
     qresync: bool = False
+    utf8: bool = False   # UTF8=ACCEPT (RFC 6855): UTF-8 mailbox names, APPEND's UTF8 item
+    rev2: bool = False   # IMAP4rev2 (RFC 9051): no \Recent, ESEARCH for SEARCH, ...
+
+    @property
+    def utf8_names(self) -> bool:
+        """Mailbox names go as UTF-8, not modified UTF-7 (RFC 6855 3, RFC 9051 5.1)."""
+        return self.utf8 or self.rev2
 
 
 @dataclass(frozen=True, slots=True)

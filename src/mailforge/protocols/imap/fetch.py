@@ -10,6 +10,7 @@ undo raises `mime.UnknownEncoding` (NO [UNKNOWN-CTE]).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -76,14 +77,17 @@ class _Message(ParsedOnDemand):
 
 def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttribute],
                    message: bytes | None = None, *, summary: MessageSummary | None = None,
-                   uid: bool = False, flags: bool = False, modseq: bool = False) -> bytes:
+                   uid: bool = False, flags: bool = False, modseq: bool = False,
+                   recent: bool = True) -> bytes:
     """`* n FETCH (...)` CRLF, from the message's bytes or, when the items allow, its summary.
     `uid`: add UID when not asked for (UID FETCH); `flags`: add FLAGS when not asked for (the
     FETCH just set \\Seen, RFC 3501 6.4.5); `modseq`: add MODSEQ (RFC 7162 3.1.4), which the
-    item parser leaves to the caller."""
+    item parser leaves to the caller; `recent`: FLAGS may show \\Recent (not to IMAP4rev2)."""
     if message is None and needs_message(items) and not (
             summary is not None and answerable_from_summary(items)):
         raise ValueError("these FETCH items need the message")
+    if info.recent and not recent:
+        info = dataclasses.replace(info, recent=False)
     context = _Message(info, message, summary if message is None else None)
     out = [_ITEMS[item.name](item, context) for item in items]
     if uid or flags:

@@ -19,7 +19,8 @@ from .responses import Bad, Tagged, astring, atom, count, flag_list, folder_name
 from .selected import Selected
 
 APPEND_SYNTAX = "APPEND mailbox [(flags)] [date-time] (literal / CATENATE (...)) ..."
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ")
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ",
+                "DELETED")
 # RFC 9208 5.1: STORAGE is counted in units of 1024 octets.
 KIB = 1024
 QUOTA_ROOT = ""
@@ -42,8 +43,11 @@ def examine(session: CommandSession, tag: str, args: list) -> Tagged:
 
 def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
     count(args, 1, 2, syntax="SELECT mailbox [(CONDSTORE | QRESYNC (...))]")
-    name = folder_name(args[0])
-    # RFC 3501 6.3.1: a failed SELECT leaves no folder selected.
+    name = folder_name(args[0], session.sync.utf8_names)
+    # RFC 3501 6.3.1: a failed SELECT leaves no folder selected; RFC 9051 7.1 (and RFC 7162
+    # 3.2.11 for QRESYNC) has the client told so.
+    if session.selected is not None and (session.sync.rev2 or session.sync.qresync):
+        session.untagged(b"* OK [CLOSED] Previous mailbox closed\r\n")
     session.select_folder(None)
     resync = condstore.select_parameters(args[1], session.sync) if len(args) == 2 else None
     mailbox = _mailbox(session)
@@ -53,8 +57,9 @@ def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
     selected.note_keywords(view)
     for line in selected.flags_lines() + selected.counts():
         session.untagged(line)
+    # IMAP4rev2 has no UNSEEN code (RFC 9051 E.7): a SEARCH finds the first unseen message.
     unseen = next((seq for seq, info in enumerate(view, 1) if "\\Seen" not in info.flags), 0)
-    if unseen:
+    if unseen and not session.sync.rev2:
         session.untagged(b"* OK [UNSEEN %d] First unseen message\r\n" % unseen)
     folder = selected.folder
     session.untagged(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
@@ -63,6 +68,8 @@ def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
     session.untagged(condstore.highestmodseq_line(folder.highestmodseq))
     if resync is not None:
         condstore.resync(session, selected, resync)
+    if session.sync.rev2:  # RFC 9051 6.3.2: the folder's name as the server spells it
+        session.untagged(b'* LIST () "/" %s\r\n' % wire.mailbox_name(folder.name, True))
     mode = "READ-ONLY" if selected.read_only else "READ-WRITE"
     return ok(f"{'EXAMINE' if read_only else 'SELECT'} completed", mode)
 
@@ -72,7 +79,7 @@ def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
 def create(session: CommandSession, tag: str, args: list) -> Tagged:
     """CREATE mailbox [(USE (attribute ...))] (RFC 4466 create parameters, RFC 6154 USE)."""
     count(args, 1, 2, syntax="CREATE mailbox [(USE (attribute ...))]")
-    name = folder_name(args[0]).rstrip(SEPARATOR)
+    name = folder_name(args[0], session.sync.utf8_names).rstrip(SEPARATOR)
     special_use = _create_use(args[1]) if len(args) == 2 else None
     if name == INBOX:
         return no("INBOX always exists", "ALREADYEXISTS")
@@ -90,7 +97,7 @@ def _create_use(arg: object) -> list[str]:
 
 def delete(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="DELETE mailbox")
-    name = folder_name(args[0])
+    name = folder_name(args[0], session.sync.utf8_names)
     if name == INBOX:
         return no("INBOX cannot be deleted", "CANNOT")
     if session.selected is not None and session.selected.folder.name == name:
@@ -101,20 +108,21 @@ def delete(session: CommandSession, tag: str, args: list) -> Tagged:
 
 def rename(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 2, syntax="RENAME mailbox new-name")
-    old, new = folder_name(args[0]), folder_name(args[1]).rstrip(SEPARATOR)
+    utf8 = session.sync.utf8_names
+    old, new = folder_name(args[0], utf8), folder_name(args[1], utf8).rstrip(SEPARATOR)
     _mailbox(session).rename(old, new)
     return ok("RENAME completed")
 
 
 def subscribe(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="SUBSCRIBE mailbox")
-    _mailbox(session).subscribe(folder_name(args[0]), True)
+    _mailbox(session).subscribe(folder_name(args[0], session.sync.utf8_names), True)
     return ok("SUBSCRIBE completed")
 
 
 def unsubscribe(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="UNSUBSCRIBE mailbox")
-    _mailbox(session).subscribe(folder_name(args[0]), False)
+    _mailbox(session).subscribe(folder_name(args[0], session.sync.utf8_names), False)
     return ok("UNSUBSCRIBE completed")
 
 
@@ -122,7 +130,8 @@ def unsubscribe(session: CommandSession, tag: str, args: list) -> Tagged:
 
 def status(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 2, syntax="STATUS mailbox (items)")
-    status_response(session, folder_name(args[0]), parse_status_items(args[1]))
+    name = folder_name(args[0], session.sync.utf8_names)
+    status_response(session, name, parse_status_items(args[1]))
     return ok("STATUS completed")
 
 
@@ -141,9 +150,9 @@ def status_response(session: CommandSession, name: str, wanted: list[str]) -> No
         condstore.start_condstore(session)
     values = {"MESSAGES": current.messages, "RECENT": current.recent, "UIDNEXT": current.uidnext,
               "UIDVALIDITY": current.uidvalidity, "UNSEEN": current.unseen, "SIZE": current.size,
-              "HIGHESTMODSEQ": current.highestmodseq}
+              "HIGHESTMODSEQ": current.highestmodseq, "DELETED": current.deleted}
     listing = " ".join(f"{item} {values[item]}" for item in wanted)
-    session.untagged(b"* STATUS %s (%s)\r\n" % (wire.astring(wire.encode_mailbox(name)),
+    session.untagged(b"* STATUS %s (%s)\r\n" % (wire.mailbox_name(name, session.sync.utf8_names),
                                                 listing.encode()))
 
 
@@ -161,7 +170,8 @@ def append(session: CommandSession, tag: str, args: list) -> Tagged:
     MULTIAPPEND: every message is stored, or none; RFC 4469 CATENATE for a message)."""
     if len(args) < 2:
         raise Bad(f"Syntax: {APPEND_SYNTAX}")
-    name, requests = folder_name(args[0]), _append_requests(args[1:])
+    name = folder_name(args[0], session.sync.utf8_names)
+    requests = _append_requests(args[1:], session.sync.utf8)
     mailbox = _mailbox(session)
     if any(isinstance(piece, str) for request in requests for piece in request.pieces):
         mailbox.status(name)  # RFC 4469 5: a missing target is TRYCREATE, whatever the URLs
@@ -180,7 +190,7 @@ def append(session: CommandSession, tag: str, args: list) -> Tagged:
     return ok("APPEND completed", f"APPENDUID {appended.uidvalidity} {uids}" if uids else "")
 
 
-def _append_requests(items: list) -> list[_AppendRequest]:
+def _append_requests(items: list, utf8: bool) -> list[_AppendRequest]:
     requests = []
     items = list(items)
     while items:
@@ -188,14 +198,24 @@ def _append_requests(items: list) -> list[_AppendRequest]:
         # RFC 3501 9: a date-time is a quoted string, the message a literal.
         has_date = items and isinstance(items[0], bytes) and not isinstance(items[0], Literal)
         date = _date_time(items.pop(0)) if has_date else None
-        requests.append(_AppendRequest(_message_pieces(items), frozenset(flags), date))
+        requests.append(_AppendRequest(_message_pieces(items, utf8), frozenset(flags), date))
     return requests
 
 
-def _message_pieces(items: list) -> list[catenate.Piece]:
-    """Takes one message's data off `items`: a literal, or CATENATE and its list."""
+def _message_pieces(items: list, utf8: bool) -> list[catenate.Piece]:
+    """Takes one message's data off `items`: a literal, UTF8 (literal) (RFC 6855 4: a message
+    whose header may hold UTF-8, only once UTF8=ACCEPT is enabled), or CATENATE and its list."""
     if items and isinstance(items[0], Literal):
         return [items.pop(0)]
+    if (len(items) >= 2 and isinstance(items[0], str) and items[0].upper() == "UTF8"
+            and isinstance(items[1], list)):
+        if not utf8:
+            raise Bad("APPEND ... UTF8 (...) needs ENABLE UTF8=ACCEPT first")
+        del items[0]
+        data = items.pop(0)
+        if len(data) != 1 or not isinstance(data[0], Literal):
+            raise Bad("Syntax: APPEND mailbox [(flags)] [date-time] UTF8 (literal8)")
+        return data
     if (len(items) >= 2 and isinstance(items[0], str) and items[0].upper() == "CATENATE"
             and isinstance(items[1], list)):
         del items[0]
@@ -223,9 +243,9 @@ def namespace(session: CommandSession, tag: str, args: list) -> Tagged:
 
 def getquotaroot(session: CommandSession, tag: str, args: list) -> Tagged:
     count(args, 1, syntax="GETQUOTAROOT mailbox")
-    name = folder_name(args[0])
+    name = folder_name(args[0], session.sync.utf8_names)
     _mailbox(session).status(name)  # NO [NONEXISTENT] for a folder that is not there
-    session.untagged(b"* QUOTAROOT %s %s\r\n" % (wire.astring(wire.encode_mailbox(name)),
+    session.untagged(b"* QUOTAROOT %s %s\r\n" % (wire.mailbox_name(name, session.sync.utf8_names),
                                                   wire.astring(QUOTA_ROOT)))
     _quota_response(session)
     return ok("GETQUOTAROOT completed")

@@ -31,20 +31,25 @@ LIST_SYNTAX = "LIST [(options)] reference mailbox | (mailbox ...) [RETURN (optio
 
 @dataclass
 class ListRequest:
-    """A LIST command's arguments, names in their wire (modified UTF-7) form."""
+    """A LIST command's arguments, names in their wire form: modified UTF-7, or UTF-8 once the
+    session enabled UTF8=ACCEPT or IMAP4rev2 (`utf8`)."""
 
     reference: str
     patterns: list[str]
     selection: set[str] = field(default_factory=set)
     returns: set[str] = field(default_factory=set)
     status_items: list[str] = field(default_factory=list)
+    utf8: bool = False
+    # IMAP4rev2 (RFC 9051 7.3.1): a level that is no folder is \NonExistent, not \Noselect.
+    rev2: bool = False
 
     def matches(self, name: str) -> bool:
         return any(_matcher(self.reference + p).fullmatch(name) for p in self.patterns)
 
 
 def list_command(session: CommandSession, tag: str, args: list) -> Tagged:
-    request = parse_list(args)
+    request = parse_list(args, session.sync.utf8_names)
+    request.rev2 = session.sync.rev2
     if request.patterns == [""]:
         _separator(session, "LIST", request.reference)
     elif "SUBSCRIBED" in request.selection:
@@ -55,35 +60,36 @@ def list_command(session: CommandSession, tag: str, args: list) -> Tagged:
 
 
 def xlist(session: CommandSession, tag: str, args: list) -> Tagged:
-    request = _plain_request(args, "XLIST")
+    request = _plain_request(session, args, "XLIST")
     if request.patterns == [""]:
         _separator(session, "XLIST", request.reference)
         return ok("XLIST completed")
-    for name, attributes in _matching(_by_wire_name(_mailbox(session).folders()), request):
+    folders = _by_wire_name(_mailbox(session).folders(), request.utf8)
+    for name, attributes in _matching(folders, request):
         attributes = [XLIST_NAMES.get(a, a) for a in attributes]
         if name == INBOX:
             attributes.append("\\Inbox")
-        _send(session, "XLIST", name, attributes)
+        _send(session, "XLIST", name, attributes, request.utf8)
     return ok("XLIST completed")
 
 
 def lsub(session: CommandSession, tag: str, args: list) -> Tagged:
-    request = _plain_request(args, "LSUB")
+    request = _plain_request(session, args, "LSUB")
     if request.patterns == [""]:
         _separator(session, "LSUB", request.reference)
         return ok("LSUB completed")
     mailbox = _mailbox(session)
     subscribed = set(mailbox.subscriptions())
-    listed = _by_wire_name([f for f in mailbox.folders() if f.name in subscribed])
+    listed = _by_wire_name([f for f in mailbox.folders() if f.name in subscribed], request.utf8)
     for name, attributes in _matching(listed, request):
         # LSUB tells only \Noselect (RFC 3501 7.2.3); the rest is LIST's business.
-        _send(session, "LSUB", name, [a for a in attributes if a == NOSELECT])
+        _send(session, "LSUB", name, [a for a in attributes if a == NOSELECT], request.utf8)
     return ok("LSUB completed")
 
 
 # --- parsing -----------------------------------------------------------------------------------
 
-def parse_list(args: list) -> ListRequest:
+def parse_list(args: list, utf8: bool = False) -> ListRequest:
     args = list(args)
     selection = []
     if args and isinstance(args[0], list):
@@ -100,8 +106,8 @@ def parse_list(args: list) -> ListRequest:
     patterns = args[1] if isinstance(args[1], list) else [args[1]]
     if not patterns:
         raise Bad("At least one mailbox pattern is needed")
-    request = ListRequest(_wire_name(args[0]), [_wire_name(p) for p in patterns],
-                          set(selection))
+    request = ListRequest(_wire_name(args[0], utf8), [_wire_name(p, utf8) for p in patterns],
+                          set(selection), utf8=utf8)
     _parse_returns(request, returns)
     # RFC 5258 3.1: RECURSIVEMATCH qualifies another option; REMOTE alone is no such option.
     if "RECURSIVEMATCH" in request.selection and not request.selection - {"RECURSIVEMATCH",
@@ -133,17 +139,20 @@ def _option(item: object, known: frozenset[str]) -> str:
     return item.upper()
 
 
-def _plain_request(args: list, verb: str) -> ListRequest:
+def _plain_request(session: CommandSession, args: list, verb: str) -> ListRequest:
     """LSUB and XLIST keep RFC 3501's two arguments."""
     if len(args) != 2 or isinstance(args[1], list):
         raise Bad(f"Syntax: {verb} reference mailbox")
-    return ListRequest(_wire_name(args[0]), [_wire_name(args[1])])
+    utf8 = session.sync.utf8_names
+    return ListRequest(_wire_name(args[0], utf8), [_wire_name(args[1], utf8)], utf8=utf8)
 
 
-def _wire_name(arg: object) -> str:
+def _wire_name(arg: object, utf8: bool) -> str:
     try:
-        return astring(arg).decode("ascii")
+        return astring(arg).decode("utf-8" if utf8 else "ascii")
     except UnicodeDecodeError:
+        if utf8:
+            raise Bad("Mailbox names are UTF-8") from None
         raise Bad("Mailbox names are 7-bit (modified UTF-7)") from None
 
 
@@ -157,13 +166,14 @@ def _separator(session: CommandSession, verb: str, reference: str) -> None:
 
 def _list_existing(session: CommandSession, request: ListRequest) -> None:
     mailbox = _mailbox(session)
-    subscribed = _wire_subscriptions(mailbox) if "SUBSCRIBED" in request.returns else set()
-    for name, attributes in _matching(_by_wire_name(mailbox.folders()), request):
+    subscribed = (_wire_subscriptions(mailbox, request.utf8) if "SUBSCRIBED" in request.returns
+                  else set())
+    for name, attributes in _matching(_by_wire_name(mailbox.folders(), request.utf8), request):
         if "SPECIAL-USE" in request.selection and not SPECIAL_USES.intersection(attributes):
             continue
         if name in subscribed:
             attributes.append(SUBSCRIBED)
-        _send(session, "LIST", name, attributes)
+        _send(session, "LIST", name, attributes, request.utf8)
         _status(session, request, name, attributes)
 
 
@@ -172,8 +182,8 @@ def _list_subscribed(session: CommandSession, request: ListRequest) -> None:
     RECURSIVEMATCH, also the matching parents of subscribed names that do not match
     themselves, marked with CHILDINFO."""
     mailbox = _mailbox(session)
-    existing = _by_wire_name(mailbox.folders())
-    subscribed = _wire_subscriptions(mailbox)
+    existing = _by_wire_name(mailbox.folders(), request.utf8)
+    subscribed = _wire_subscriptions(mailbox, request.utf8)
     childinfo: set[str] = set()
     if "RECURSIVEMATCH" in request.selection:
         for name in subscribed:
@@ -183,13 +193,13 @@ def _list_subscribed(session: CommandSession, request: ListRequest) -> None:
         if name not in childinfo and not request.matches(name):
             continue
         info = existing.get(name)
-        attributes = sorted(info.attributes) if info is not None else [NONEXISTENT]
+        attributes = _attributes(info, request) if info is not None else [NONEXISTENT]
         if "SPECIAL-USE" in request.selection and not SPECIAL_USES.intersection(attributes):
             continue
         if name in subscribed:
             attributes.append(SUBSCRIBED)
         extended = b' ("CHILDINFO" ("SUBSCRIBED"))' if name in childinfo else b""
-        _send(session, "LIST", name, attributes, extended)
+        _send(session, "LIST", name, attributes, request.utf8, extended)
         _status(session, request, name, attributes)
 
 
@@ -198,13 +208,13 @@ def _status(session: CommandSession, request: ListRequest, name: str,
     """LIST-STATUS (RFC 5819): a STATUS after each selectable folder's LIST."""
     if "STATUS" not in request.returns or NOSELECT in attributes or NONEXISTENT in attributes:
         return
-    status_response(session, wire.decode_mailbox(name), request.status_items)
+    status_response(session, wire.decode_name(name.encode(), request.utf8), request.status_items)
 
 
-def _send(session: CommandSession, verb: str, name: str, attributes: list[str],
+def _send(session: CommandSession, verb: str, name: str, attributes: list[str], utf8: bool,
           extended: bytes = b"") -> None:
     session.untagged(b'* %s %s "/" %s%s\r\n' % (verb.encode(), wire.flag_list(attributes),
-                                                 wire.astring(name), extended))
+                                                 wire.astring(name, utf8), extended))
 
 
 def _mailbox(session: CommandSession) -> Mailbox:
@@ -212,25 +222,37 @@ def _mailbox(session: CommandSession) -> Mailbox:
     return session.mailbox
 
 
-def _by_wire_name(folders: list[FolderInfo]) -> dict[str, FolderInfo]:
-    return {wire.encode_mailbox(f.name): f for f in folders}
+def _by_wire_name(folders: list[FolderInfo], utf8: bool) -> dict[str, FolderInfo]:
+    return {wire.encode_name(f.name, utf8): f for f in folders}
 
 
-def _wire_subscriptions(mailbox: Mailbox) -> set[str]:
-    return {wire.encode_mailbox(name) for name in mailbox.subscriptions()}
+def _wire_subscriptions(mailbox: Mailbox, utf8: bool) -> set[str]:
+    return {wire.encode_name(name, utf8) for name in mailbox.subscriptions()}
 
 
 def _matching(listed: dict[str, FolderInfo], request: ListRequest) -> list[tuple[str, list[str]]]:
     """The folders whose wire name matches, in order; and where "%" stops at a level that is
-    no folder of its own (a parent only implied by a child), that level as \\Noselect."""
+    no folder of its own (a parent only implied by a child), that level as \\Noselect
+    (\\NonExistent, which implies it, for an IMAP4rev2 session)."""
     found: dict[str, list[str]] = {}
+    implied = ["\\HasChildren", NONEXISTENT if request.rev2 else NOSELECT]
     for name, info in listed.items():
         if request.matches(name):
-            found[name] = sorted(info.attributes)
+            found[name] = _attributes(info, request)
         for parent in parents(name):
             if parent not in listed and parent not in found and request.matches(parent):
-                found[parent] = ["\\HasChildren", NOSELECT]
+                found[parent] = list(implied)
     return list(found.items())
+
+
+def _attributes(info: FolderInfo, request: ListRequest) -> list[str]:
+    """A folder's attributes as the session's protocol has them: a level that only holds
+    other folders is \\Noselect to IMAP4rev1 (RFC 3501 7.2.2), \\NonExistent (which implies
+    \\Noselect) to IMAP4rev2 (RFC 9051 7.3.1)."""
+    if NONEXISTENT not in info.attributes:
+        return sorted(info.attributes)
+    hidden = NOSELECT if request.rev2 else NONEXISTENT
+    return sorted(info.attributes - {hidden})
 
 
 @lru_cache(maxsize=256)

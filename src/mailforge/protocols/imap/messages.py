@@ -14,6 +14,7 @@ from collections.abc import Collection
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
 from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
 from . import condstore
+from .context import SearchContext, keep_updated
 from . import fetch as fetch_items
 from .acl import permitted_flags
 from .command_session import CommandSession
@@ -86,7 +87,8 @@ def answered_from_view(session: CommandSession, name: str, args: list) -> bool:
     """Whether this FETCH or SEARCH needs nothing but the view (MessageInfo) of a small folder.
     Arguments it cannot make sense of: False, and the handler gives the error."""
     selected = session.selected
-    if selected is None or len(selected.messages()) > INLINE_VIEW_LIMIT:
+    # Search contexts may have to be searched again, reading messages.
+    if selected is None or selected.contexts or len(selected.messages()) > INLINE_VIEW_LIMIT:
         return False
     try:
         if name == "FETCH":
@@ -110,7 +112,8 @@ def uid_search(session: CommandSession, tag: str, args: list) -> Tagged:
 
 
 def _search(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagged:
-    """SEARCH, with RETURN (...) answered by ESEARCH (RFC 4731) and SAVE kept for `$`."""
+    """SEARCH, with RETURN (...) answered by ESEARCH (RFC 4731) and SAVE kept for `$`;
+    with UPDATE, the result is kept up to date (RFC 5267)."""
     selected = _selected(session)
     try:
         returns, criteria = split_return(args)
@@ -131,12 +134,24 @@ def _search(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagg
     modseqs = [view[seq - 1].modseq for seq in found] if _searches_modseq(criteria) else None
     if modseqs is not None:
         condstore.start_condstore(session)
-    if returns.reports:
+    # IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 6.4.4), as if RETURN (ALL).
+    if returns.reports or session.sync.rev2 and not returns.extended:
         session.untagged(returns.esearch(tag, numbers, by_uid, modseqs))
     elif not returns.extended:
         highest = b" (MODSEQ %d)" % max(modseqs) if modseqs else b""
         session.untagged(b"* SEARCH%s%s\r\n" % (b"".join(b" %d" % n for n in numbers), highest))
+    if returns.updates:
+        keep_updated(session, SearchContext(
+            tag, by_uid, ordered=False, uids=uids,
+            evaluate=functools.partial(_found_uids, selected, criteria, saved)))
     return ok("SEARCH completed")
+
+
+def _found_uids(selected: Selected, criteria: list, saved: Collection[int]) -> list[int]:
+    """A search context's result again (criteria that were good once stay good)."""
+    found = find(selected, criteria, saved)
+    view = selected.messages()
+    return [] if isinstance(found, Tagged) else [view[seq - 1].uid for seq in found]
 
 
 def _searches_modseq(criteria: list) -> bool:
@@ -206,7 +221,8 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
             data = selected.folder.read(info.uid) if needs_message and summary is None else None
             session.untagged(fetch_items.fetch_response(
                 seq, info, items, data, summary=summary, uid=by_uid, flags=info.uid in seen,
-                modseq=with_modseq or info.uid in seen and session.sync.condstore))
+                modseq=with_modseq or info.uid in seen and session.sync.condstore,
+                recent=not session.sync.rev2))
         except UnknownEncoding:
             return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
         except MessageGone:
@@ -319,7 +335,7 @@ def _copy(session: CommandSession, args: list, by_uid: bool, move: bool) -> Tagg
     count(args, 2, syntax=f"{verb} sequence-set mailbox")
     selected = _selected(session)
     targets = selected.resolve(atom(args[0]), by_uid)
-    target = folder_name(args[1])
+    target = folder_name(args[1], session.sync.utf8_names)
     if move and selected.read_only:
         return no("The mailbox is read-only", "READ-ONLY")
     if move and not {"t", "e"} <= selected.rights:

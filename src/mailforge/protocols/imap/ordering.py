@@ -9,10 +9,12 @@ in the thread pool.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from ...store.api import MessageGone
 from .command_session import CommandSession
+from .context import SearchContext, keep_updated
 from .messages import find
 from .mime import Header, read_header
 from .responses import Bad, Tagged, ok
@@ -47,7 +49,7 @@ def uid_thread(session: CommandSession, tag: str, args: list) -> Tagged:
 
 def _sort(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagged:
     """SORT [RETURN (...)] (criteria) charset search-criteria; with RETURN, the ESEARCH
-    response keeps the sort order (RFC 5267 3.2)."""
+    response keeps the sort order (RFC 5267 3.2), and UPDATE keeps it up to date."""
     try:
         returns, args = split_return(args)
         if len(args) < 3:
@@ -56,18 +58,31 @@ def _sort(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagged
     except ValueError as exc:
         raise Bad(f"Invalid sort: {exc}") from None
     selected = _selected(session)
-    found = _candidates(selected, args[1:], needs_header(criteria))
+    saved = selected.saved_result
+    found = _candidates(selected, args[1:], needs_header(criteria), saved)
     if isinstance(found, Tagged):
         return found
     ordered = sort_messages(criteria, found)
     numbers = [c.info.uid if by_uid else c.sequence for c in ordered]
+    uids = [c.info.uid for c in ordered]
     if returns.saves:
-        selected.saved_result = returns.saved([c.info.uid for c in ordered])
+        selected.saved_result = returns.saved(uids)
     if returns.reports:
         session.untagged(returns.esearch(tag, numbers, by_uid))
     elif not returns.extended:
         session.untagged(b"* SORT%s\r\n" % b"".join(b" %d" % n for n in numbers))
+    if returns.updates:
+        keep_updated(session, SearchContext(
+            tag, by_uid, ordered=True, uids=uids,
+            evaluate=functools.partial(_sorted_uids, selected, criteria, args[1:], saved)))
     return ok("SORT completed")
+
+
+def _sorted_uids(selected: Selected, criteria: list, charset_and_criteria: list,
+                 saved: list[int]) -> list[int]:
+    """A sort context's result again, in its order."""
+    found = _candidates(selected, charset_and_criteria, needs_header(criteria), saved)
+    return [] if isinstance(found, Tagged) else [c.info.uid for c in sort_messages(criteria, found)]
 
 
 def _thread(session: CommandSession, args: list, by_uid: bool) -> Tagged:
@@ -77,7 +92,8 @@ def _thread(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     algorithm = THREAD_ALGORITHMS.get(args[0].upper())
     if algorithm is None:
         raise Bad(f"Unknown threading algorithm {args[0][:40]}")
-    found = _candidates(_selected(session), args[1:], with_header=True)
+    selected = _selected(session)
+    found = _candidates(selected, args[1:], True, selected.saved_result)
     if isinstance(found, Tagged):
         return found
     threads = render(algorithm(found), lambda c: c.info.uid if by_uid else c.sequence)
@@ -90,12 +106,12 @@ def _selected(session: CommandSession) -> Selected:
     return session.selected
 
 
-def _candidates(selected: Selected, charset_and_criteria: list, with_header: bool
-                ) -> list[Candidate] | Tagged:
+def _candidates(selected: Selected, charset_and_criteria: list, with_header: bool,
+                saved: list[int]) -> list[Candidate] | Tagged:
     """The messages the search criteria find (SORT's and THREAD's charset is no option:
     it comes first), each with its header block when the ordering reads one. A message
     another session expunged meanwhile is left out."""
-    found = find(selected, ["CHARSET", *charset_and_criteria], selected.saved_result)
+    found = find(selected, ["CHARSET", *charset_and_criteria], saved)
     if isinstance(found, Tagged):
         return found
     view = selected.messages()

@@ -128,14 +128,16 @@ def atom(arg: object) -> str:
     return arg
 
 
-def folder_name(arg: object) -> str:
-    """A mailbox argument: modified UTF-7 on the wire, the store's Unicode name here; "INBOX"
-    in any case is the inbox (RFC 3501 5.1), and a trailing separator is dropped. A valid
-    astring that is no modified UTF-7 names no folder: NO (as Dovecot answers), not BAD."""
+def folder_name(arg: object, utf8: bool = False) -> str:
+    """A mailbox argument: modified UTF-7 on the wire, or UTF-8 once the session enabled
+    UTF8=ACCEPT or IMAP4rev2 (RFC 6855 3); the store's Unicode name here. "INBOX" in any case
+    is the inbox (RFC 3501 5.1), and a trailing separator is dropped. A valid astring that is
+    no name in the session's encoding names no folder: NO (as Dovecot answers), not BAD."""
     try:
-        name = wire.decode_mailbox(astring(arg).decode("ascii"))
+        name = wire.decode_name(astring(arg), utf8)
     except (UnicodeDecodeError, ValueError):
-        raise InvalidName("Mailbox name is not valid modified UTF-7") from None
+        kind = "UTF-8" if utf8 else "modified UTF-7"
+        raise InvalidName(f"Mailbox name is not valid {kind}") from None
     if name.upper() == INBOX or name.upper().startswith(INBOX + "/"):
         name = INBOX + name[len(INBOX):]
     return name

@@ -20,6 +20,7 @@ from ...store.acl import ALL_RIGHTS
 from ...store.api import Changes, Folder, MessageInfo
 from . import wire
 from .condstore import SyncExtensions
+from .context import SearchContexts
 from .fetch import fetch_response
 from .responses import Bad
 from .results import SAVED_RESULT, sequence_set
@@ -47,6 +48,8 @@ class Selected:
         # RFC 5182: the UIDs of the last SEARCH ... RETURN (SAVE), which `$` names; a new
         # SELECT starts a new Selected, and so an empty one.
         self.saved_result: list[int] = []
+        # RFC 5267: the results of SEARCH/SORT ... RETURN (UPDATE) kept up to date.
+        self.contexts = SearchContexts()
 
     @property
     def read_only(self) -> bool:
@@ -109,12 +112,19 @@ class Selected:
         cannot be below it: their UIDs are higher than any the view held.
         """
         gone = sorted(set(uids))
-        if self.sync.qresync:
-            return [b"* VANISHED %s\r\n" % sequence_set(gone)] if gone else []
         view = self.folder.messages()
         numbers = [bisect.bisect_left(view, uid, key=_uid_of) + rank + 1
                    for rank, uid in enumerate(gone)]
-        return [b"* %d EXPUNGE\r\n" % number for number in reversed(numbers)]
+        lines = self.contexts.expunged(dict(zip(gone, numbers))) if self.contexts else []
+        if self.sync.qresync:
+            return lines + [b"* VANISHED %s\r\n" % sequence_set(gone)] if gone else lines
+        return lines + [b"* %d EXPUNGE\r\n" % number for number in reversed(numbers)]
+
+    def context_updates(self) -> list[bytes]:
+        """ESEARCH ADDTO/REMOVEFROM for the search contexts whose results changed."""
+        if not self.contexts:
+            return []
+        return self.contexts.updates(self.folder.messages(), self.seq_of)
 
     def changes(self, changes: Changes, by_uid: bool = False) -> list[bytes]:
         lines = self.expunged(changes.expunged)
@@ -128,7 +138,10 @@ class Selected:
         return lines
 
     def counts(self) -> list[bytes]:
+        """EXISTS, and RECENT, which IMAP4rev2 has not (RFC 9051 E.7)."""
         view = self.folder.messages()
+        if self.sync.rev2:
+            return [b"* %d EXISTS\r\n" % len(view)]
         recent = sum(1 for info in view if info.recent)
         return [b"* %d EXISTS\r\n" % len(view), b"* %d RECENT\r\n" % recent]
 
@@ -153,7 +166,8 @@ class Selected:
         return self.flags_lines() if self.note_keywords(infos) else []
 
     def flags_response(self, seq: int, info: MessageInfo, with_uid: bool = True) -> bytes:
-        return fetch_response(seq, info, FLAGS_ONLY, uid=with_uid, modseq=self.sync.condstore)
+        return fetch_response(seq, info, FLAGS_ONLY, uid=with_uid, modseq=self.sync.condstore,
+                              recent=not self.sync.rev2)
 
     def modseq_response(self, seq: int, info: MessageInfo, with_uid: bool) -> bytes:
         """What STORE .SILENT still says once CONDSTORE is on (RFC 7162 3.1.3)."""

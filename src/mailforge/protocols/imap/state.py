@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import acl, condstore, folders, listing, messages, ordering
+from . import acl, condstore, context, folders, listing, messages, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -65,7 +65,10 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "COMPRESS=DEFLATE", "BINARY", "CATENATE", "ACL", "RIGHTS=texk")
 # The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
-                       "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
+                       "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+                       "CONTEXT=SEARCH", "CONTEXT=SORT")
+# What a client switches on with ENABLE to get the protocol's newer forms (RFC 9051, 6855).
+FORM_CAPABILITIES = ("IMAP4rev2", "UTF8=ACCEPT")
 
 
 class IMAPMachine:
@@ -133,6 +136,7 @@ class IMAPMachine:
             result = disk_error(exc)
         if self.state is State.SELECTED and not entry.flags & UNREFRESHED:
             self.report_changes(by_uid=command.name.startswith("UID "))
+        self.report_context_updates()
         return self._finish(tag, result)
 
     def parse_error(self, error: ParseError) -> Reply:
@@ -180,11 +184,17 @@ class IMAPMachine:
         if changes:
             self._untagged += self.selected.changes(changes, by_uid)
 
+    def report_context_updates(self) -> None:
+        """RFC 5267: what changed in the results of SEARCH/SORT ... RETURN (UPDATE)."""
+        if self.selected is not None:
+            self._untagged += self.selected.context_updates()
+
     # --- any state ---------------------------------------------------------------------------
 
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES)
         caps += SEARCH_CAPABILITIES
+        caps += FORM_CAPABILITIES
         caps += condstore.CAPABILITIES
         caps.append(f"APPENDLIMIT={self.settings.max_append}")
         if self.state is State.NOT_AUTHENTICATED:
@@ -221,11 +231,18 @@ class IMAPMachine:
         return ok("ID completed")
 
     def enable(self, tag: str, args: list) -> Tagged:
-        """RFC 5161: CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162 3.2.3) are the
-        extensions served that need enabling; the others named are left off, silently."""
+        """RFC 5161: CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162 3.2.3), UTF8=ACCEPT
+        and IMAP4rev2 (whose mailbox names are UTF-8 too, RFC 9051 5.1) are the extensions
+        served that need enabling; the others named are left off, silently."""
         count(args, 1, 100, syntax="ENABLE capability ...")
         names = {arg.upper() for arg in args if isinstance(arg, str)}
         enabled = []
+        if "IMAP4REV2" in names and not self.sync.rev2:
+            self.sync.rev2 = True
+            enabled.append("IMAP4rev2")
+        if "UTF8=ACCEPT" in names and not self.sync.utf8:
+            self.sync.utf8 = True
+            enabled.append("UTF8=ACCEPT")
         if "QRESYNC" in names and not self.sync.qresync:
             self.sync.qresync = True
             enabled.append("QRESYNC")
@@ -355,6 +372,7 @@ class IMAPMachine:
         """During IDLE (thread pool): what changed since the last look, as untagged responses."""
         if self.state is State.SELECTED:
             self.report_changes()
+            self.report_context_updates()
         lines, self._untagged = self._untagged, []
         return b"".join(lines) + self.farewell
 
@@ -426,4 +444,5 @@ COMMANDS: dict[str, Command] = {
     "UID SORT": Command(ordering.uid_sort, S, flags=STORE),
     "THREAD": Command(ordering.thread, S, flags=SEQUENCE),
     "UID THREAD": Command(ordering.uid_thread, S, flags=STORE),
+    "CANCELUPDATE": Command(context.cancel_update, S, flags=STORE),
 }

@@ -25,8 +25,10 @@ _MONTH_NUMBER = {name.upper(): number for number, name in enumerate(MONTHS, 1)}
 
 # RFC 3501 9 ATOM-CHAR: any CHAR except atom-specials ( ) { SP CTL % * " \ ].
 _ATOM_CHARS = frozenset(range(0x21, 0x7F)) - frozenset(b'(){%*"\\]')
-# Octets a quoted string cannot hold (CR, LF, NUL and 8-bit need a literal).
+# Octets a quoted string cannot hold (CR, LF, NUL and 8-bit need a literal); once a client
+# enabled UTF8=ACCEPT or IMAP4rev2, a quoted string may hold UTF-8 (RFC 6855 3).
 _UNQUOTABLE = re.compile(rb"[\x00\r\n\x80-\xff]")
+_UNQUOTABLE_UTF8 = re.compile(rb"[\x00\r\n]")
 
 
 class ImapSyntaxError(ValueError):
@@ -43,10 +45,10 @@ def quoted(data: bytes) -> bytes:
     return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
-def string(data: bytes | str) -> bytes:
+def string(data: bytes | str, utf8: bool = False) -> bytes:
     """An IMAP string: quoted when it can be, else a literal."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    if len(raw) > MAX_QUOTED or _UNQUOTABLE.search(raw):
+    if len(raw) > MAX_QUOTED or (_UNQUOTABLE_UTF8 if utf8 else _UNQUOTABLE).search(raw):
         return literal(raw)
     return quoted(raw)
 
@@ -55,12 +57,12 @@ def nstring(data: bytes | str | None) -> bytes:
     return NIL if data is None else string(data)
 
 
-def astring(data: bytes | str) -> bytes:
+def astring(data: bytes | str, utf8: bool = False) -> bytes:
     """An atom when every octet may stand in one (and it does not read as NIL), else a string."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if raw and _ATOM_CHARS.issuperset(raw) and raw.upper() != NIL:
         return raw
-    return string(raw)
+    return string(raw, utf8)
 
 
 def plist(items: Iterable[bytes]) -> bytes:
@@ -163,6 +165,26 @@ def encode_mailbox(name: str) -> str:
 def _shift(text: str) -> str:
     encoded = base64.b64encode(text.encode("utf-16-be"), b"+,").rstrip(b"=")
     return "&" + encoded.decode("ascii") + "-"
+
+
+def mailbox_name(name: str, utf8: bool = False) -> bytes:
+    """A store folder name as a session's responses carry it: modified UTF-7, or UTF-8 once
+    the session enabled UTF8=ACCEPT or IMAP4rev2."""
+    return astring(encode_name(name, utf8), utf8)
+
+
+def encode_name(name: str, utf8: bool) -> str:
+    return name if utf8 else encode_mailbox(name)
+
+
+def decode_name(name: bytes, utf8: bool) -> str:
+    """A mailbox name a client sent, in its session's encoding; raises ValueError."""
+    if not utf8:
+        return decode_mailbox(name)
+    text = name.decode("utf-8")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        raise ImapSyntaxError("mailbox name holds control characters")
+    return text
 
 
 def decode_mailbox(name: bytes | str) -> str:
