@@ -154,6 +154,19 @@ class DnsConfig:
 
 
 @dataclass
+class AuthenticationConfig:
+    """Checks of mail received over port 25 without AUTH (mailauth/inbound.py)."""
+
+    # SPF, DKIM, ARC and DMARC, written into one Authentication-Results header; false: mail
+    # is taken unchecked (a filtering gateway in front does it).
+    inbound_checks: bool = True
+    # Act on the sender's DMARC policy: p=reject → 550 5.7.1 after DATA, p=quarantine → the
+    # recipient's Junk folder, policy unreadable for want of DNS → 451 4.4.3. false: only the
+    # header and the log say so.
+    dmarc_enforce: bool = True
+
+
+@dataclass
 class QueueConfig:
     """Backpressure: acceptance slows, then stops, when delivery cannot keep up (queue/flow.py)."""
 
@@ -232,6 +245,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    authentication: AuthenticationConfig = field(default_factory=AuthenticationConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # Where the config was read from; relative paths in it are relative to its directory.
@@ -252,6 +266,10 @@ class Config:
     @property
     def badmail_dir(self) -> Path:
         return self.data_dir / "badmail"
+
+    @property
+    def dkim_dir(self) -> Path:
+        return self.data_dir / "dkim"
 
     @property
     def log_dir(self) -> Path:
