@@ -16,6 +16,7 @@ from tests.system import opendkim
 from tests.system.dns_server import txt
 
 from .conftest import USER
+from .test_outbound import wait_until
 
 HOSTNAME = "mx.example.test"
 SPF_PASS = txt("@", "v=spf1 ip4:127.0.0.1 -all")
@@ -117,7 +118,7 @@ def test_dmarc_matrix(make_server, dns_server, keys):
     assert "spf=fail" in dkimonly and "dkim=pass" in dkimonly and "dmarc=pass" in dkimonly
     assert "dmarc=fail (p=none) header.from=none.test" in our_results(got["none"])
     assert "dmarc=fail (p=none) header.from=parent.test" in our_results(got["parent"])
-    junk = delivered_subjects(server, ".Junk")
+    junk = wait_until(lambda: delivered_subjects(server, ".Junk"), what="the quarantined copy")
     assert list(junk) == ["quarantine"]
     assert "dmarc=fail (p=quarantine)" in our_results(junk["quarantine"])
 
