@@ -140,6 +140,33 @@ class DeliveryConfig:
 
 
 @dataclass
+class DnsConfig:
+    """The resolver every lookup goes through (resolver.py): MX routing, SPF, DKIM, DMARC."""
+
+    # "address" or "address:port" ("[v6]:port") of recursive resolvers; [] = the system's
+    # (/etc/resolv.conf).
+    nameservers: list[str] = field(default_factory=list)
+    # Seconds to wait for one server's answer before asking the next (or again).
+    timeout: float = 2.0
+    # Seconds one lookup may take in all, retries included: past it the answer is a temporary
+    # failure (4xx or a deferral), never a pass or a fail.
+    lifetime: float = 5.0
+
+
+@dataclass
+class AuthenticationConfig:
+    """Checks of mail received over port 25 without AUTH (mailauth/inbound.py)."""
+
+    # SPF, DKIM, ARC and DMARC, written into one Authentication-Results header; false: mail
+    # is taken unchecked (a filtering gateway in front does it).
+    inbound_checks: bool = True
+    # Act on the sender's DMARC policy: p=reject → 550 5.7.1 after DATA, p=quarantine → the
+    # recipient's Junk folder, policy unreadable for want of DNS → 451 4.4.3. false: only the
+    # header and the log say so.
+    dmarc_enforce: bool = True
+
+
+@dataclass
 class QueueConfig:
     """Backpressure: acceptance slows, then stops, when delivery cannot keep up (queue/flow.py)."""
 
@@ -217,6 +244,8 @@ class Config:
     abuse: AbuseConfig = field(default_factory=AbuseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    authentication: AuthenticationConfig = field(default_factory=AuthenticationConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # Where the config was read from; relative paths in it are relative to its directory.
@@ -237,6 +266,10 @@ class Config:
     @property
     def badmail_dir(self) -> Path:
         return self.data_dir / "badmail"
+
+    @property
+    def dkim_dir(self) -> Path:
+        return self.data_dir / "dkim"
 
     @property
     def log_dir(self) -> Path:
@@ -417,6 +450,7 @@ def _validate(config: Config, path: Path | str) -> None:
         raise ConfigError(path, "[delivery] workers", "must be at least 1")
     _validate_delivery(config.delivery, path)
     _validate_queue(config.queue, path)
+    _validate_dns(config.dns, path)
     for domain, target in config.delivery.mx_override.items():
         _check_hostport(target, path, f"[delivery] mx_override.{domain}")
     for key, value in (("[delivery] smarthost", config.delivery.smarthost),
@@ -455,6 +489,33 @@ def _validate_queue(queue: QueueConfig, path: Path | str) -> None:
     for key in ("in_flow_backlog", "max_messages", "max_bytes"):
         if getattr(queue, key) < 0:
             raise ConfigError(path, f"[queue] {key}", "must be 0 or more")
+
+
+def _validate_dns(dns: DnsConfig, path: Path | str) -> None:
+    for text in dns.nameservers:
+        try:
+            parse_nameserver(text)
+        except ValueError as exc:
+            raise ConfigError(path, "[dns] nameservers", str(exc)) from None
+    for key in ("timeout", "lifetime"):
+        if getattr(dns, key) <= 0:
+            raise ConfigError(path, f"[dns] {key}", "must be greater than 0")
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """'192.0.2.1', '::1', '127.0.0.1:5353', '[::1]:5353' → (address, port); a resolver is
+    named by address (a name would need a resolver to find it)."""
+    try:
+        return str(ipaddress.ip_address(text)), 53
+    except ValueError:
+        pass
+    not_an_address = ValueError(f"{text!r} is not an IP address (with an optional :port)")
+    if ":" not in text:
+        raise not_an_address
+    host, port = parse_hostport(text)
+    if not _is_ip(host):
+        raise not_an_address
+    return host, port
 
 
 def _check_networks(networks: list[str], path: Path | str, key: str) -> None:

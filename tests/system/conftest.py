@@ -16,6 +16,7 @@ import pytest
 from mailforge import config as configuration
 from mailforge.store.maildir import mailbox_path
 from tests.ports import free_port
+from tests.system.dns_server import DnsServer, SilentNameserver
 from tests.system.fullfs import small_disk_factory  # noqa: F401  (a fixture for the tests)
 
 MAILFORGE = [sys.executable, "-m", "mailforge"]
@@ -56,7 +57,10 @@ class Server:
                 "smtp": {"listen": [f"127.0.0.1:{self.port}"], "workers": 2, "idle_timeout": 30},
                 "server": {"grace_period": 5, "worker_timeout": 10},
                 "delivery": {"workers": 1},
-                "metrics": {"listen": ""}}
+                "metrics": {"listen": ""},
+                # SPF/DKIM/DMARC would ask the machine's resolver about every test sender:
+                # the mail-authentication tests turn them on with a DNS server of their own.
+                "authentication": {"inbound_checks": False}}
         for section, values in overrides.items():
             base.setdefault(section, {}).update(values)
         self.reconfigure(base)
@@ -223,3 +227,20 @@ def server(make_server) -> Server:
     instance = make_server()
     instance.start()
     return instance
+
+
+@pytest.fixture
+def dns_server(tmp_path) -> DnsServer:
+    """Knot DNS on loopback serving the zones the test gives it (dns_server.py)."""
+    instance = DnsServer(tmp_path / "dns")
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def silent_nameserver() -> SilentNameserver:
+    """A nameserver address where nothing ever answers: every lookup times out."""
+    instance = SilentNameserver()
+    yield instance
+    instance.close()

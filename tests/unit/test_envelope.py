@@ -96,10 +96,20 @@ def test_version_2_envelopes_still_decode():
             + msgpack.packb(["END", len(body), zlib.crc32(body)]))
     env = decode(data)
     assert env.recipients == ["b@example.test"] and env.notify == {} and env.envid == ""
-    assert not env.delay_notified
-    # Written back, it is a version 3 envelope.
-    assert msgpack.unpackb(encode(env)[:len(msgpack.packb(["mailforge-envelope", 3]))]) == [
-        "mailforge-envelope", 3]
+    assert not env.delay_notified and not env.sign and not env.junk
+    # Written back, it is an envelope of the current version.
+    assert msgpack.unpackb(encode(env)[:len(msgpack.packb(["mailforge-envelope", 4]))]) == [
+        "mailforge-envelope", 4]
+
+
+def test_version_3_envelopes_decode_unsigned_and_not_junk():
+    env = Envelope(id="0001-42-1", sender="a@example.test", recipients=["b@example.test"],
+                   received_at=1.0, client_ip="192.0.2.1", helo="h")
+    fields = {k: v for k, v in dataclasses.asdict(env).items() if k not in ("sign", "junk")}
+    body = msgpack.packb(fields, use_bin_type=True)
+    data = (msgpack.packb(["mailforge-envelope", 3]) + body
+            + msgpack.packb(["END", len(body), zlib.crc32(body)]))
+    assert decode(data) == env
 
 
 def test_version_2_with_later_fields_is_rejected():

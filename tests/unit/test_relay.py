@@ -11,6 +11,7 @@ from mailforge.config import Config, DeliveryConfig, ServerConfig
 from mailforge.queue.outbound import Outbound
 from mailforge.queue.relay import Message, dot_stuff
 from mailforge.queue.routing import Router
+from mailforge.resolver import Resolver
 from tests.smtp_sinks import Behaviour, ScriptedServer, Sink, free_port
 
 BODY = b"From: a@here.test\r\nSubject: hi\r\n\r\n.starts with a dot\r\nend\r\n"
@@ -22,7 +23,7 @@ def make_config(**delivery) -> Config:
 
 
 def relay(config: Config, *messages: Message):
-    return asyncio.run(Outbound(config, Router(config.delivery)).deliver(messages))
+    return asyncio.run(Outbound(config, Router(config.delivery, Resolver(config.dns))).deliver(messages))
 
 
 def message(*rcpts: str, id: str = "m1", **kw) -> Message:

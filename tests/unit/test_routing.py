@@ -13,7 +13,9 @@ import dns.rrset
 import pytest
 
 from mailforge.config import DeliveryConfig
-from mailforge.queue.routing import Host, RouteError, Router, make_resolver
+from mailforge.config import DnsConfig
+from mailforge.queue.routing import Host, RouteError, Router
+from mailforge.resolver import Resolver
 
 ZONE = {
     ("mx.test.", "MX"): ["20 backup.mx.test.", "10 primary.mx.test."],
@@ -67,9 +69,8 @@ def run_routes():
             transport, responder = await loop.create_datagram_endpoint(
                 Responder, local_addr=("127.0.0.1", 0))
             port = transport.get_extra_info("sockname")[1]
-            resolver = make_resolver("127.0.0.1", port)
-            resolver.lifetime = 2.0
-            router = Router(config, resolver)
+            dns_config = DnsConfig(nameservers=[f"127.0.0.1:{port}"], lifetime=2.0)
+            router = Router(config, Resolver(dns_config))
             try:
                 results = []
                 for domain in domains:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import __version__, config as configuration, speedups, tls
 from . import abuse as abuse_cli, accounts as accounts_cli, acl as acl_cli, backup as backup_cli
+from . import dkim as dkim_cli
 from . import limits as limits_cli, logs as logs_cli
 from . import queue as queue_cli, store as store_cli
 from ..auth.accounts import Accounts
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup_cli.register(sub)
     abuse_cli.register(sub)
     logs_cli.register(sub)
+    dkim_cli.register(sub)
     return parser
 
 

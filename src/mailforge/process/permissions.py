@@ -44,6 +44,8 @@ def layout(config: Config) -> list[Rule]:
     for tree in (config.store_dir, config.queue_dir, config.badmail_dir, config.log_dir):
         # Setgid: what root's CLI adds there (queue commands, a restored store) keeps the group.
         rules.append(Rule(tree, SERVICE, 0o2770, below=0o660, needs=os.W_OK))
+    # DKIM private keys: the delivery workers sign with them, nobody else reads them.
+    rules.append(Rule(config.dkim_dir, SERVICE, 0o2700, below=0o600, needs=os.R_OK, secret=True))
     for suffix in ("", "-wal", "-shm"):
         db = config.accounts_db.with_name(config.accounts_db.name + suffix)
         rules.append(Rule(db, SERVICE, 0o660, needs=os.W_OK, secret=True))

@@ -30,6 +30,7 @@ from ..auth.accounts import Accounts
 from ..config import Config, ServiceConfig, parse_hostport
 from ..errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
+from ..mailauth.inbound import InboundChecker
 from ..policy.abuse import AbuseGuard
 from ..policy.limits import SendLimiter
 from ..policy.networks import parse_networks
@@ -46,6 +47,7 @@ from ..protocols.pop3 import POP3Settings
 from ..protocols.smtp import SMTPSettings
 from ..queue.spool import Spool
 from ..ratekeeper.client import RateKeeperClient
+from ..resolver import Resolver
 from ..ratekeeper.counters import OpenVerdict
 from ..store import quota
 from ..store.folders import open_mailbox
@@ -89,10 +91,14 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
                           lambda recipient, message: worker.spool.submit("", [recipient], message))
     mailbox_full = functools.partial(quota.mailbox_full, config.store_dir,
                                      accounts.mailbox_settings)
+    checker = None
+    if worker.service == "smtp" and config.authentication.inbound_checks:  # port 25 only
+        checker = InboundChecker(config.server.hostname, Resolver(config.dns),
+                                 config.authentication.dmarc_enforce)
     return smtpd.SMTPContext(settings=settings, spool=worker.spool, accounts=accounts.credentials,
                              recipients=accounts.directory, limiter=limiter,
                              mailbox_full=mailbox_full, in_flow_delay=config.queue.in_flow_delay,
-                             **_shared(worker, tls_context))
+                             checker=checker, **_shared(worker, tls_context))
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:

@@ -377,6 +377,14 @@ class SMTPMachine:
         self.reset()
         return self._count(reply(554, "5.4.6", "Too many hops: mail loop detected"))
 
+    def refused_by_policy(self, temporary: bool, text: str) -> Reply:
+        """The sender's DMARC policy refuses the message (550 5.7.1), or could not be checked
+        for want of DNS (451 4.4.3, RFC 3463: routing server failure)."""
+        self.reset()
+        if temporary:
+            return reply(451, "4.4.3", text)
+        return self._count(reply(550, "5.7.1", text))
+
     def queued(self, queue_id: str) -> Reply:
         self.reset()
         return reply(250, "2.0.0", f"Ok: queued as {queue_id}")

@@ -26,6 +26,7 @@ from ..policy.limits import Refusal, SendLimiter
 from ..process import board
 from ..queue.flow import FlowState
 from ..queue.envelope import Envelope
+from ..mailauth.inbound import DEFER, QUARANTINE, REJECT, InboundChecker, remove_forged_results
 from ..queue.spool import Spool, SpoolError, SpoolFile
 from .session import Action, Reply
 from .smtp import SMTPMachine, SMTPSettings
@@ -43,6 +44,8 @@ class SMTPContext(SessionContext):
     limiter: SendLimiter
     mailbox_full: Callable[[str], bool]  # over quota? (store.quota)
     in_flow_delay: float = 0.0  # [queue] in_flow_delay
+    # SPF/DKIM/DMARC/ARC for mail over port 25 without AUTH; None: taken unchecked.
+    checker: InboundChecker | None = None
 
 
 REFUSALS = Refusals(
@@ -167,7 +170,7 @@ class SMTPDriver(SessionDriver):
         if refused:
             body.abort()
             return refused
-        return await self._commit(body.take())
+        return await self._accept(body)
 
     async def _receive_chunk(self, request: Reply) -> Reply:
         remaining = request.size
@@ -193,13 +196,15 @@ class SMTPDriver(SessionDriver):
         if refused:
             body.abort()
             return refused
-        return await self._commit(body.take())
+        return await self._accept(body)
 
     def _start_message(self) -> Body:
         transaction = self.machine.transaction
         assert transaction is not None
+        # Port 25 without AUTH: held in memory until checked (bounded by max_message_size).
+        checked = self.ctx.checker is not None and not self.machine.user
         return Body(self.ctx.spool, transaction.sender, transaction.recipients,
-                    self.machine.trace_header)
+                    self.machine.trace_header, held=checked)
 
     def _refusal(self, body: Body) -> Reply | None:
         """Once the whole body is in: why it cannot be queued, if it cannot."""
@@ -209,7 +214,29 @@ class SMTPDriver(SessionDriver):
             return self.machine.too_many_hops()
         return None
 
-    async def _commit(self, spool_file: SpoolFile) -> Reply:
+    async def _accept(self, body: Body) -> Reply:
+        """Queue the message received whole; a held one is checked first (inbound.py) and
+        goes in with its Authentication-Results header, or is refused by DMARC policy."""
+        junk = False
+        if body.held is not None:
+            checker, transaction = self.ctx.checker, self.machine.transaction
+            assert checker is not None and transaction is not None
+            message = bytes(body.held)
+            verdict = await self.in_thread(checker.check, message, self.conn.peer_ip,
+                                           self.machine.helo_name, transaction.sender)
+            self.record.event("mail authentication", action=verdict.action, **verdict.results)
+            if verdict.action in (REJECT, DEFER):
+                body.abort()
+                return self.machine.refused_by_policy(verdict.action == DEFER, verdict.reason)
+            body.release(verdict.header + remove_forged_results(message, checker.hostname))
+            refused = self._refusal(body)
+            if refused:
+                body.abort()
+                return refused
+            junk = verdict.action == QUARANTINE
+        return await self._commit(body.take(), junk)
+
+    async def _commit(self, spool_file: SpoolFile, junk: bool = False) -> Reply:
         transaction = self.machine.transaction
         assert transaction is not None
         envelope = Envelope(
@@ -217,7 +244,7 @@ class SMTPDriver(SessionDriver):
             received_at=time.time(), client_ip=self.conn.peer_ip, helo=self.machine.helo_name,
             smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit,
             envid=transaction.envid, ret=transaction.ret, notify=dict(transaction.notify),
-            orcpt=dict(transaction.orcpt))
+            orcpt=dict(transaction.orcpt), sign=bool(self.machine.user), junk=junk)
         refusal = await self._limit(commit=True)
         if refusal:
             spool_file.abort()
@@ -247,15 +274,25 @@ class Body:
     """
 
     def __init__(self, spool: Spool, sender: str, recipients: list[str],
-                 trace_header: Callable[[str], bytes]) -> None:
+                 trace_header: Callable[[str], bytes], held: bool = False) -> None:
         self.hops = HopCounter()
         self.error: SpoolError | None = None
+        # The message as received, while it waits for its checks; None: straight to the spool.
+        self.held: bytearray | None = bytearray() if held else None
         self._file: SpoolFile | None = spool.create(sender, recipients)
         self._write(trace_header(self._file.id))
 
     def write(self, data: bytes) -> None:
-        if self._write(data):
+        if self.held is not None:
+            self.held += data
             self.hops.feed(data)
+        elif self._write(data):
+            self.hops.feed(data)
+
+    def release(self, message: bytes) -> None:
+        """The checked message (its new headers on top) into the spool."""
+        self.held = None
+        self._write(message)
 
     def _write(self, data: bytes) -> bool:
         if self._file is None:
@@ -276,6 +313,7 @@ class Body:
         return spool_file
 
     def abort(self) -> None:
+        self.held = None
         if self._file is not None:
             self._file.abort()
             self._file = None

@@ -36,9 +36,12 @@ from ..auth.api import QuotaSource, RecipientResolver, RecipientStatus
 from ..config import Config
 from ..durable import fsync_dir, unlink_quietly
 from ..errors import EXIT_WORKER_BOOT
+from ..mailauth.keys import KeyStore
+from ..mailauth.signing import Signer
 from ..process import allocator, board, sandbox
 from ..store import quota
 from ..store.filenames import message_base
+from ..store.specialuse import junk_folder
 from ..store.maildir import (TmpMessage, delivered_bases, delivered_path, ensure_maildir_durable,
                              mailbox_path, publish, subaddress_folder, write_tmp)
 from . import dsn, retry
@@ -169,7 +172,7 @@ class DeliveryAgent:
         # unless the .env was replaced (`queue flush` or `queue retry`).
         self._deferred: dict[str, tuple[float, int]] = {}
         self._outbound = outbound or OutboundRunner(config)
-        self._settler = Settler(config, self._outbound, clock)
+        self._settler = Settler(config, self._outbound, clock, Signer(KeyStore(config.dkim_dir)))
         for directory in (config.badmail_dir, self.store_dir):
             os.makedirs(directory, mode=0o750, exist_ok=True)
         # Entries queued before this worker started may have been cut short by a predecessor
@@ -432,7 +435,9 @@ class DeliveryAgent:
                 entry.over_quota.add(rcpt)
                 continue
             maildir = ensure_maildir_durable(self.store_dir, mailbox_path(self.store_dir, mailbox))
-            if lookup.detail:
+            if entry.envelope.junk:
+                maildir = junk_folder(self.store_dir, maildir)
+            elif lookup.detail:
                 maildir = subaddress_folder(maildir, lookup.detail)
             entry.mailboxes.add(mailbox)
             base = message_base(entry.envelope.received_at, entry.id, mailbox)

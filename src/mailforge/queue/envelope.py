@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import msgpack
 
 FORMAT_NAME = "mailforge-envelope"
-FORMAT_VERSION = 3
-# Version 2 (before outbound delivery) lacks the DSN and per-recipient fields; it still decodes.
-READABLE_VERSIONS = (2, 3)
+FORMAT_VERSION = 4
+# Version 2 (before outbound delivery) lacks the DSN and per-recipient fields, version 3 the
+# `sign` flag; both still decode.
+READABLE_VERSIONS = (2, 3, 4)
 END_MARKER = "END"
 
 
@@ -52,6 +53,11 @@ class Envelope:
     # The last temporary failure of each recipient still queued (for `queue show` and DSNs).
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     delay_notified: bool = False  # a delay notice went out; one per message is enough
+    # Ours to DKIM-sign when relayed (mailauth/signing.py): submitted by an authenticated
+    # user, or written by the server itself (a DSN).
+    sign: bool = False
+    # The sender's DMARC policy asked for quarantine: local copies go to the Junk folder.
+    junk: bool = False
 
 
 # Fields a version-2 envelope may hold: everything before the DSN fields.
@@ -68,7 +74,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "delivered_to": (str,), "smtputf8": (bool,),
     "body_8bit": (bool,), "attempts": (int,), "next_attempt": (float, int), "last_error": (str,),
     "envid": (str,), "ret": (str,), "notify": (dict,), "orcpt": (dict,), "errors": (dict,),
-    "delay_notified": (bool,),
+    "delay_notified": (bool,), "sign": (bool,), "junk": (bool,),
 }
 _STRING_MAPS = ("notify", "orcpt", "errors")
 

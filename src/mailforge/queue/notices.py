@@ -75,5 +75,5 @@ def _queued(env: Envelope, action: str, report: bytes, now: float) -> Notice:
     notice = Envelope(id=notice_id, sender="", recipients=[env.sender], received_at=now,
                       client_ip="", helo="", size=len(message), prefix_size=len(prefix),
                       delivered_to=env.sender, smtputf8=not message.isascii(),
-                      body_8bit=not report.isascii())
+                      body_8bit=not report.isascii(), sign=True)
     return Notice(notice, message)

@@ -22,6 +22,7 @@ from ..config import Config
 from ..ratekeeper.client import RateKeeperClient
 from ..ratekeeper.counters import OpenVerdict
 from .relay import Message, Reply, SMTPClient, SMTPClientError, TLSFailed
+from ..resolver import Resolver
 from .routing import Destination, RouteError, Router, domain_of
 
 log = logging.getLogger("mailforge.delivery")
@@ -126,7 +127,7 @@ class Outbound:
                  slots: DestinationSlots | None = None) -> None:
         self.config = config
         self.delivery = config.delivery
-        self.router = router or Router(config.delivery)
+        self.router = router or Router(config.delivery, Resolver(config.dns))
         self.tls_context = tls_context if tls_context is not None else client_tls_context()
         self.slots = slots  # None: the limit holds per Outbound only (tests, tools)
 

@@ -11,16 +11,12 @@ import ipaddress
 import random
 from dataclasses import dataclass, field
 
-import dns.asyncresolver
-import dns.exception
 import dns.name
-import dns.resolver
 
 from ..config import DeliveryConfig, parse_hostport
+from ..resolver import NoSuchDomain, Resolver, TemporaryDnsError
 
 SMTP_PORT = 25
-# Bounds a lookup of one name so a dead resolver delays a delivery, not the whole worker.
-DNS_LIFETIME = 10.0
 # RFC 5321 5.1: a sender should give up past some number of MX hosts; Postfix tries 5.
 MAX_MX_HOSTS = 5
 
@@ -53,31 +49,12 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
-def make_resolver(nameserver: str = "", port: int = 53) -> dns.asyncresolver.Resolver:
-    """The system's resolver, or (tests) one asking only `nameserver`:`port`."""
-    if not nameserver:
-        resolver = dns.asyncresolver.Resolver()
-    else:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [nameserver]
-        resolver.port = port
-    resolver.lifetime = DNS_LIFETIME
-    return resolver
-
-
 class Router:
-    def __init__(self, config: DeliveryConfig,
-                 resolver: dns.asyncresolver.Resolver | None = None) -> None:
+    def __init__(self, config: DeliveryConfig, resolver: Resolver) -> None:
         self.config = config
-        self._resolver = resolver
+        self.resolver = resolver
         self._overrides = {d.lower().rstrip("."): parse_hostport(t)
                            for d, t in config.mx_override.items()}
-
-    @property
-    def resolver(self) -> dns.asyncresolver.Resolver:
-        if self._resolver is None:  # made on first use: routes by override need no resolver
-            self._resolver = make_resolver()
-        return self._resolver
 
     async def route(self, domain: str) -> Destination:
         domain = domain.lower().rstrip(".")
@@ -94,15 +71,12 @@ class Router:
 
     async def _mx_hosts(self, domain: str) -> list[Host]:
         try:
-            answer = await self.resolver.resolve(domain, "MX")
-            records = [(r.preference, r.exchange) for r in answer]
-        except dns.resolver.NoAnswer:
-            records = []  # RFC 5321 5.1: no MX, so the domain itself is the host
-        except dns.resolver.NXDOMAIN:
+            # No MX records ([]): RFC 5321 5.1, the domain itself is the host.
+            records = [(r.preference, r.exchange) for r in await self.resolver.lookup(domain, "MX")]
+        except NoSuchDomain:
             raise RouteError("5.1.2", f"domain {domain} does not exist (NXDOMAIN)", True) from None
-        except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
-            raise RouteError("4.4.3", f"cannot look up MX of {domain}: {_dns_reason(exc)}",
-                             False) from None
+        except TemporaryDnsError as exc:
+            raise RouteError("4.4.3", f"cannot look up MX: {exc}", False) from None
         if any(name == dns.name.root for _, name in records):
             # RFC 7505 3: a null MX, whatever else is there, means "no mail".
             raise RouteError("5.1.10", f"domain {domain} accepts no mail (null MX)", True)
@@ -132,19 +106,17 @@ class Router:
         errors: list[Exception] = []
         for rdtype in ("AAAA", "A"):
             try:
-                answer = await self.resolver.resolve(host, rdtype)
-                found += [Host(host, r.address, port) for r in answer]
-            except dns.resolver.NoAnswer:
-                pass
-            except dns.resolver.NXDOMAIN as exc:
+                found += [Host(host, r.address, port)
+                          for r in await self.resolver.lookup(host, rdtype)]
+            except NoSuchDomain as exc:
                 errors.append(exc)
                 break  # the name does not exist: no other type will
-            except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+            except TemporaryDnsError as exc:
                 errors.append(exc)
         if found:
             return found
-        if any(not isinstance(e, dns.resolver.NXDOMAIN) for e in errors):
-            raise RouteError("4.4.3", f"cannot look up {host}: {_dns_reason(errors[-1])}", False)
+        if any(isinstance(e, TemporaryDnsError) for e in errors):
+            raise RouteError("4.4.3", f"cannot look up {errors[-1]}", False)
         status = "5.1.2" if implicit else "5.4.4"
         raise RouteError(status, f"host {host} not found", True)
 
@@ -153,9 +125,3 @@ def _mx_order(records: list[tuple[int, dns.name.Name]]) -> list[dns.name.Name]:
     """By preference; equal preferences shuffled to spread load (RFC 5321 5.1)."""
     shuffled = random.sample(records, len(records))
     return [name for _, name in sorted(shuffled, key=lambda r: r[0])]
-
-
-def _dns_reason(exc: Exception) -> str:
-    if isinstance(exc, dns.exception.Timeout):
-        return "DNS timeout"
-    return "DNS server failure (SERVFAIL)"

@@ -18,11 +18,13 @@ from typing import Protocol
 from .. import metrics
 from ..config import Config
 from ..durable import fsync_dir, unlink_quietly, write_new_file
+from ..mailauth.signing import Signer
 from . import dsn, retry
 from .entry import Copy, Entry
 from .envelope import encode
 from .notices import notices_for
 from .outbound import OutboundRunner, Result
+from .relay import Message
 from .spool import ACTIVE, ENV_SUFFIX, MSG_SUFFIX, write_entry_file
 
 log = logging.getLogger("mailforge.delivery")
@@ -40,9 +42,10 @@ class Settler:
     Entry.failed is for the agent to retry."""
 
     def __init__(self, config: Config, outbound: OutboundRunner,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], signer: Signer | None = None) -> None:
         self.config = config
         self.outbound = outbound
+        self.signer = signer
         self.clock = clock
         self.active = config.queue_dir / ACTIVE
 
@@ -87,7 +90,7 @@ class Settler:
         if not entries:
             return
         try:
-            messages = [entry.outgoing() for entry in entries]
+            messages = [self._outgoing(entry) for entry in entries]
         except OSError as exc:  # the queue file is unreadable now: all wait for a retry
             for entry in entries:
                 entry.failed.update(dict.fromkeys(entry.remote, str(exc)))
@@ -96,6 +99,12 @@ class Settler:
         for entry in entries:
             for rcpt in entry.remote:
                 self._record(entry, rcpt, results[entry.id][rcpt])
+
+    def _outgoing(self, entry: Entry) -> Message:
+        message = entry.outgoing()
+        if entry.envelope.sign and self.signer:
+            message.data = self.signer.sign(message.data)
+        return message
 
     def _record(self, entry: Entry, rcpt: str, result: Result) -> None:
         if result.accepted:

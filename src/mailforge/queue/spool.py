@@ -109,7 +109,7 @@ class Spool:
         spool_file = self.create(sender, recipients)
         spool_file.write(message)
         envelope = Envelope(id=spool_file.id, sender=sender, recipients=list(recipients),
-                            received_at=time.time(), client_ip="", helo="")
+                            received_at=time.time(), client_ip="", helo="", sign=True)
         try:
             await spool_file.commit(envelope)
         except BaseException:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from ..durable import write_atomically
 from .api import SEPARATOR, UnsupportedUse
-from .names import SPECIAL_USE
+from .folderdir import FOLDER_MARKER
+from .maildir import ensure_maildir_durable
+from .names import SPECIAL_USE, to_dir
 
 SPECIAL_USE_FILE = "special-use"
 ASSIGNABLE = frozenset(SPECIAL_USE.values())
@@ -69,3 +71,14 @@ class SpecialUses:
 
 def _within(name: str, top: str) -> bool:
     return name == top or name.startswith(top + SEPARATOR)
+
+
+def junk_folder(store_dir: Path, maildir: Path) -> Path:
+    """Where quarantined mail goes (DMARC p=quarantine): the account's folder with the \\Junk
+    use, the one it assigned or else "Junk", made when it is not there yet."""
+    assigned = [name for name, use in SpecialUses(maildir).load().items() if use == "\\Junk"]
+    path = maildir / to_dir(assigned[0] if assigned else "Junk")
+    if not (path / "new").is_dir():
+        ensure_maildir_durable(store_dir, path)
+        (path / FOLDER_MARKER).touch()
+    return path

@@ -1,0 +1,95 @@
+"""Every DNS lookup the server makes: MX routing, SPF, DKIM keys, DMARC policies.
+
+One answer model for all of them: records (an empty list when the name exists without
+records of that type), `NoSuchDomain` (NXDOMAIN: permanent), or `TemporaryDnsError` (a
+timeout, SERVFAIL, REFUSED, no server reachable): a caller turns the last into a 4xx or a
+deferral, never into a pass or a fail. Each lookup is bounded by [dns] lifetime.
+
+Answers are cached in one LRU cache shared by the asynchronous side (the event loop: MX
+routing) and the blocking side (pyspf and dkimpy call back synchronously, so the inbound checks
+run in a worker thread): positive answers for their TTL, NXDOMAIN and no-data answers for the
+negative TTL of the zone's SOA (RFC 2308), as dnspython's cache does both.
+"""
+
+from __future__ import annotations
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.rdata
+import dns.resolver
+
+from .config import DnsConfig, parse_nameserver
+
+# Names cached per process: a busy MX sees a few thousand sending domains an hour, each with a
+# handful of names (SPF includes, DKIM keys, _dmarc); the LRU drops the rest.
+CACHE_ENTRIES = 20_000
+
+
+class TemporaryDnsError(Exception):
+    """No answer could be had now (timeout, SERVFAIL, no server reachable): try again later."""
+
+
+class NoSuchDomain(Exception):
+    """NXDOMAIN: the name does not exist (a permanent answer)."""
+
+
+class Resolver:
+    """Bounded, cached lookups through [dns] nameservers (or the system's resolvers)."""
+
+    def __init__(self, config: DnsConfig | None = None) -> None:
+        self.config = config or DnsConfig()
+        self.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
+        self._async: dns.asyncresolver.Resolver | None = None
+        self._sync: dns.resolver.Resolver | None = None
+
+    async def lookup(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+        """The records of `rdtype` at `name` ([] when it has none), from the event loop."""
+        if self._async is None:  # made on first use: a server that never looks up reads nothing
+            self._async = self._configure(dns.asyncresolver.Resolver)
+        try:
+            return list(await self._async.resolve(name, rdtype, search=False))
+        except Exception as exc:  # noqa: BLE001 (mapped to our three answers, or raised again)
+            return _no_records(name, exc)
+
+    def lookup_blocking(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+        """As lookup(), blocking: for libraries that call back synchronously, in a thread."""
+        if self._sync is None:
+            self._sync = self._configure(dns.resolver.Resolver)
+        try:
+            return list(self._sync.resolve(name, rdtype, search=False))
+        except Exception as exc:  # noqa: BLE001
+            return _no_records(name, exc)
+
+    def txt_blocking(self, name: str) -> list[str]:
+        """Each TXT record at `name`, its strings joined (RFC 7208 3.3, RFC 6376 3.6.2.2)."""
+        return [b"".join(r.strings).decode("utf-8", "replace")
+                for r in self.lookup_blocking(name, "TXT")]
+
+    def _configure(self, kind: type) -> dns.resolver.Resolver:
+        servers = self.config.nameservers
+        resolver = kind(configure=not servers)
+        if servers:
+            resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_nameserver(text))
+                                    for text in servers]
+        resolver.timeout = self.config.timeout
+        resolver.lifetime = self.config.lifetime
+        resolver.cache = self.cache
+        return resolver
+
+
+def _no_records(name: str, exc: Exception) -> list[dns.rdata.Rdata]:
+    """[] for a name without such records; our exceptions for the rest."""
+    if isinstance(exc, dns.resolver.NoAnswer):
+        return []
+    if isinstance(exc, (dns.resolver.NXDOMAIN, dns.resolver.YXDOMAIN, dns.name.NameTooLong,
+                        dns.name.EmptyLabel, dns.name.LabelTooLong)):
+        raise NoSuchDomain(f"{name}: no such domain") from None
+    if isinstance(exc, dns.exception.Timeout):
+        raise TemporaryDnsError(f"{name}: DNS timeout") from None
+    if isinstance(exc, dns.resolver.NoNameservers):
+        raise TemporaryDnsError(f"{name}: DNS server failure (SERVFAIL)") from None
+    if isinstance(exc, (dns.exception.DNSException, OSError)):
+        raise TemporaryDnsError(f"{name}: DNS error ({exc})") from None
+    raise exc
