@@ -13,7 +13,7 @@ shares through an access control list (RFC 4314, store/acl.py).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -254,6 +254,18 @@ class Mailbox(Protocol):
     def subscribe(self, name: str, subscribed: bool = True) -> None: ...
 
     def subscriptions(self) -> list[str]: ...
+
+    def names_version(self) -> Hashable:
+        """Changes whenever a folder is created, deleted or renamed, or the subscriptions
+        change (by any session or process); a few stats, no listing (NOTIFY's MailboxName
+        and SubscriptionChange)."""
+        ...
+
+    def folder_version(self, name: str) -> Hashable:
+        """Changes whenever the folder's messages or flags change; as cheap as an idle
+        session's refresh when nothing did (NOTIFY's message events for folders that are
+        not selected)."""
+        ...
 
     def select(self, name: str, read_only: bool = False) -> Folder:
         """Open a folder for one session; a read-write select claims \\Recent for that session."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,6 +229,17 @@ class MaildirMailbox:
                     for line in text[len(SUBSCRIPTIONS_HEADER):].splitlines() if line]
         return [line for line in text.splitlines() if line]  # version 1: one name a line
 
+    def names_version(self) -> Hashable:
+        # Creating, deleting or renaming a folder changes its tree's directory; subscribing
+        # replaces the subscriptions file (a new inode).
+        stamps: list[object] = [_stat_stamp(self.root), _stat_stamp(self.root / SUBSCRIPTIONS)]
+        if self.public is not None:
+            stamps.append(_stat_stamp(self.public.root))
+        return tuple(stamps)
+
+    def folder_version(self, name: str) -> Hashable:
+        return self._existing(name).folder.listing().version
+
     def _write_subscriptions(self, names: list[str]) -> None:
         lines = "".join(name.replace(SEPARATOR, "\t") + "\n" for name in names)
         write_atomically(self.root / SUBSCRIPTIONS, (SUBSCRIPTIONS_HEADER + lines).encode())
@@ -423,6 +434,15 @@ def _tree_names(root: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return [name for name in map(from_dir, entries) if name is not None]
+
+
+def _stat_stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a changed file or directory from the one seen before (None: none there)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _infos(names: set[str], prefix: str, subscribed: set[str],

@@ -203,8 +203,13 @@ def _status(session: CommandSession, request: ListRequest, name: str,
 
 def _send(session: CommandSession, verb: str, name: str, attributes: list[str],
           extended: bytes = b"") -> None:
-    session.untagged(b'* %s %s "/" %s%s\r\n' % (verb.encode(), wire.flag_list(attributes),
-                                                 wire.astring(name), extended))
+    session.untagged(list_line(verb, name, attributes, extended))
+
+
+def list_line(verb: str, wire_name: str, attributes: list[str], extended: bytes = b"") -> bytes:
+    """`* LIST (attributes) "/" name` (or LSUB, XLIST), the name already in modified UTF-7."""
+    return b'* %s %s "/" %s%s\r\n' % (verb.encode(), wire.flag_list(attributes),
+                                       wire.astring(wire_name), extended)
 
 
 def _mailbox(session: CommandSession) -> Mailbox:

@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import acl, condstore, folders, listing, messages, ordering
+from . import acl, condstore, folders, listing, messages, notify, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -66,6 +66,8 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
 # The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
                        "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
+# Events from other folders and sessions (RFC 5465), and annotations (RFC 5464).
+NOTIFY_CAPABILITIES = ("NOTIFY",)
 
 
 class IMAPMachine:
@@ -88,6 +90,7 @@ class IMAPMachine:
         self.farewell = b""
         self.compressed = False  # COMPRESS DEFLATE is on (RFC 4978)
         self.sync = condstore.SyncExtensions()
+        self.notifier: notify.Notifier | None = None
 
     # --- what the driver calls ---------------------------------------------------------------
 
@@ -109,7 +112,10 @@ class IMAPMachine:
         if entry is None:
             return False
         if "store" not in entry.flags:
-            return self.state is State.SELECTED  # the refresh after it reads the folder
+            # The refresh after it reads the folder; NOTIFY's look reads other folders.
+            return self.state is State.SELECTED or self.notifier is not None
+        if self.notifier is not None:
+            return True
         return not ("view" in entry.flags and self.state is State.SELECTED
                     and messages.answered_from_view(self, command.name, command.args))
 
@@ -131,9 +137,17 @@ class IMAPMachine:
             # by another session): a NO for it, and the refresh below tells which.
             log.error("%s: %s failed: %s", self.user, command.name, exc)
             result = disk_error(exc)
-        if self.state is State.SELECTED and not entry.flags & UNREFRESHED:
+        if self.state is State.SELECTED and self._refreshes_after(entry):
             self.report_changes(by_uid=command.name.startswith("UID "))
+        self.report_notifications()
         return self._finish(tag, result)
+
+    def _refreshes_after(self, entry: Command) -> bool:
+        """NOTIFY's SELECTED filter lets expunges be told after any command but SELECT."""
+        if not entry.flags & UNREFRESHED:
+            return True
+        return "opens" not in entry.flags and bool(self.notifier and
+                                                    self.notifier.immediate_expunges)
 
     def parse_error(self, error: ParseError) -> Reply:
         """What the parser refused: BAD, and the session goes on with the next command."""
@@ -179,6 +193,17 @@ class IMAPMachine:
             return
         if changes:
             self._untagged += self.selected.changes(changes, by_uid)
+            if changes.added and self.notifier is not None:
+                self._untagged += self.notifier.new_messages(self.selected, changes.added)
+
+    def report_notifications(self) -> None:
+        """NOTIFY: what changed in the other folders watched (RFC 5465)."""
+        if self.notifier is None or self.mailbox is None or self.state is State.LOGOUT:
+            return
+        name = self.selected.folder.name if self.selected is not None else None
+        self._untagged += self.notifier.look(self.mailbox, name, self.sync.condstore)
+        if self.notifier.overflowed:
+            self.notifier = None
 
     # --- any state ---------------------------------------------------------------------------
 
@@ -186,6 +211,7 @@ class IMAPMachine:
         caps = list(BASE_CAPABILITIES)
         caps += SEARCH_CAPABILITIES
         caps += condstore.CAPABILITIES
+        caps += NOTIFY_CAPABILITIES
         caps.append(f"APPENDLIMIT={self.settings.max_append}")
         if self.state is State.NOT_AUTHENTICATED:
             if self.settings.tls_available and not self.tls_active:
@@ -355,6 +381,7 @@ class IMAPMachine:
         """During IDLE (thread pool): what changed since the last look, as untagged responses."""
         if self.state is State.SELECTED:
             self.report_changes()
+        self.report_notifications()
         lines, self._untagged = self._untagged, []
         return b"".join(lines) + self.farewell
 
@@ -386,6 +413,7 @@ COMMANDS: dict[str, Command] = {
     "LOGIN": Command(IMAPMachine.login, until=N, flags=STORE),
     "AUTHENTICATE": Command(IMAPMachine.authenticate, until=N, flags=STORE),
     "IDLE": Command(IMAPMachine.idle, A, flags=STORE),
+    "NOTIFY": Command(notify.notify, A, flags=STORE),
     "SELECT": Command(folders.select, A, flags=OPENS),
     "EXAMINE": Command(folders.examine, A, flags=OPENS),
     "CREATE": Command(folders.create, A, flags=STORE),
