@@ -305,6 +305,18 @@ class Mailbox(Protocol):
 
     def delete_acl(self, name: str, identifier: str) -> None: ...
 
+    # -- annotations (RFC 5464): entries named in full ("/private/comment"), "" the server's
+
+    def metadata(self, name: str) -> dict[str, bytes]:
+        """Every entry of the folder (or the server) this account sees: the shared ones, its
+        private ones, and /private/specialuse. Needs "l" and one of "rswip" on a folder."""
+        ...
+
+    def set_metadata(self, name: str, changes: dict[str, bytes | None]) -> None:
+        """Set or (None) remove entries, all or none; store.metadata.TooBig or TooMany over
+        the limits, NotPermitted for /private/specialuse (CREATE's USE sets that)."""
+        ...
+
     def close(self) -> None: ...
 
 

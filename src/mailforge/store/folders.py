@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..auth.api import PUBLIC_EVERYONE, StoreSettingsSource
 from ..durable import fsync_dir, write_atomically
-from . import acl, shared
+from . import acl, metadata, shared
 from .api import (
     INBOX,
     PUBLIC_PREFIX,
@@ -56,6 +56,13 @@ SUBSCRIPTIONS_HEADER = "V\t2\n\n"
 # A folder being deleted is first renamed to this prefix (not a folder name: it starts with
 # "..") so that no reader sees it half removed.
 DELETING_PREFIX = "..mailforge-deleting."
+
+
+# The folder name that stands for the server in the annotation methods (IMAP's "").
+SERVER_ENTRIES = ""
+SPECIAL_USE_ENTRY = "/private/specialuse"  # RFC 6154 4: the special use, as METADATA shows it
+# RFC 5464 3.3: one of these (with "l") lets an account see and set a folder's annotations.
+ANNOTATION_RIGHTS = frozenset("rswip")
 
 
 # Rights that let a session change something in a selected folder (RFC 4314 4): without
@@ -325,6 +332,36 @@ class MaildirMailbox:
     def delete_acl(self, name: str, identifier: str) -> None:
         place = self._administered(name)
         acl.delete_entry(place.folder.path, self.domain, place.owner, identifier)
+
+    # -- annotations (store/metadata.py)
+
+    def metadata(self, name: str) -> dict[str, bytes]:
+        if name == SERVER_ENTRIES:
+            return metadata.load(self.root / metadata.SERVER_FILE, self.address)
+        place = self._annotated(name)
+        entries = metadata.load(place.folder.path / metadata.FOLDER_FILE, self.address)
+        if place.owner == self.address:
+            use = (SPECIAL_USE | self.special_uses.load()).get(place.name)
+            if use is not None:
+                entries[SPECIAL_USE_ENTRY] = use.encode()
+        return entries
+
+    def set_metadata(self, name: str, changes: dict[str, bytes | None]) -> None:
+        if SPECIAL_USE_ENTRY in changes:
+            raise NotPermitted(f"{SPECIAL_USE_ENTRY} is set by CREATE with USE")
+        if name == SERVER_ENTRIES:
+            path = self.root / metadata.SERVER_FILE
+        else:
+            path = self._annotated(name).folder.path / metadata.FOLDER_FILE
+        metadata.update(path, self.address, changes)
+
+    def _annotated(self, name: str) -> _Place:
+        """RFC 5464 3.3: annotations of a folder are read and written with the "l" right and
+        any one of "r", "s", "w", "i" or "p"."""
+        place = self._existing(name)
+        if not self._require(place, "l") & ANNOTATION_RIGHTS:
+            raise NotPermitted(f"{self.address} may not annotate {place.name}")
+        return place
 
     def _administered(self, name: str) -> _Place:
         place = self._existing(name)

@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import acl, condstore, folders, listing, messages, notify, ordering
+from . import acl, condstore, folders, listing, messages, metadata, notify, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -66,7 +66,7 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
 # The search family (issue #15): SEARCH's RETURN options, `$` and OLDER/YOUNGER.
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY", "ESORT",
                        "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
-# Events from other folders and sessions (RFC 5465), and annotations (RFC 5464).
+# Events from other folders and sessions (RFC 5465).
 NOTIFY_CAPABILITIES = ("NOTIFY",)
 
 
@@ -212,6 +212,7 @@ class IMAPMachine:
         caps += SEARCH_CAPABILITIES
         caps += condstore.CAPABILITIES
         caps += NOTIFY_CAPABILITIES
+        caps += metadata.CAPABILITIES
         caps.append(f"APPENDLIMIT={self.settings.max_append}")
         if self.state is State.NOT_AUTHENTICATED:
             if self.settings.tls_available and not self.tls_active:
@@ -414,6 +415,8 @@ COMMANDS: dict[str, Command] = {
     "AUTHENTICATE": Command(IMAPMachine.authenticate, until=N, flags=STORE),
     "IDLE": Command(IMAPMachine.idle, A, flags=STORE),
     "NOTIFY": Command(notify.notify, A, flags=STORE),
+    "GETMETADATA": Command(metadata.getmetadata, A, flags=STORE),
+    "SETMETADATA": Command(metadata.setmetadata, A, flags=STORE),
     "SELECT": Command(folders.select, A, flags=OPENS),
     "EXAMINE": Command(folders.examine, A, flags=OPENS),
     "CREATE": Command(folders.create, A, flags=STORE),
