@@ -29,7 +29,7 @@ from .command_session import CommandSession
 from .folders import status_line
 from .listing import NONEXISTENT, NOSELECT, SUBSCRIBED, list_line
 from .messages import fetch_line
-from .notify_spec import Event, NotifySpec, UnsupportedEvent
+from .notify_spec import Event, NotifySpec, TooManyNames, UnsupportedEvent
 from .responses import Tagged, no, ok
 from .selected import Selected
 
@@ -48,10 +48,6 @@ INITIAL_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 ITEM_ORDER = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 SUPPORTED_EVENTS = " ".join(event.value for event in Event)
 OVERFLOW = b"* OK [NOTIFICATIONOVERFLOW] Too many folders to watch; NOTIFY is off\r\n"
-
-
-class Overflow(Exception):
-    """More folders to watch than MAX_WATCHED."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +223,7 @@ def notify(session: CommandSession, tag: str, args: list) -> Tagged:
         spec = notify_spec.parse(args)
     except UnsupportedEvent as exc:
         return no(f"Unsupported NOTIFY events: {exc}", f"BADEVENT ({SUPPORTED_EVENTS})")
-    except OverflowError as exc:
+    except TooManyNames as exc:
         return no(f"Too many folders: {exc}", "NOTIFICATIONOVERFLOW")
     if spec is None:
         session.notifier = None

@@ -40,6 +40,10 @@ class UnsupportedEvent(Exception):
     """An event this server does not offer (NO [BADEVENT ...])."""
 
 
+class TooManyNames(Exception):
+    """More than MAX_NAMED_FOLDERS folders named (NO [NOTIFICATIONOVERFLOW])."""
+
+
 class Scope(enum.Enum):
     PERSONAL = "PERSONAL"      # every folder of the account's own tree
     INBOXES = "INBOXES"        # where mail is delivered: the own tree too (subaddress folders)
@@ -90,7 +94,7 @@ class NotifySpec:
 
 def parse(args: list) -> NotifySpec | None:
     """NOTIFY's arguments; None for NOTIFY NONE. Bad for a syntax error, UnsupportedEvent
-    for an event of an extension not offered."""
+    for an event of an extension not offered, TooManyNames."""
     if not args or not isinstance(args[0], str):
         raise Bad("Syntax: NOTIFY NONE | NOTIFY SET [STATUS] (filter events) ...")
     verb = args[0].upper()
@@ -176,7 +180,7 @@ class _Builder:
 
     def spec(self, send_status: bool) -> NotifySpec:
         if self.named > MAX_NAMED_FOLDERS:
-            raise OverflowError(f"at most {MAX_NAMED_FOLDERS} folders may be named")
+            raise TooManyNames(f"at most {MAX_NAMED_FOLDERS} folders may be named")
         return NotifySpec(tuple(self.groups), self.selected, self.immediate, self.items,
                           send_status, frozenset(self.used))
 
