@@ -71,6 +71,14 @@ class RawSession:
         self.send(tag + b" " + text + b"\r\n")
         return self.until_tagged(tag)
 
+    def start_idle(self) -> None:
+        self.send(b"I IDLE\r\n")
+        assert self.readline() == b"+ idling\r\n"
+
+    def end_idle(self) -> None:
+        self.send(b"DONE\r\n")
+        assert self.until_tagged(b"I")[-1] == b"I OK IDLE terminated\r\n"
+
     def login(self) -> None:
         assert self.command(b"L", b'LOGIN %s "%s"' % (USER.encode(), PASSWORD.encode()))[-1] \
             .startswith(b"L OK")

@@ -62,15 +62,13 @@ def test_a_keyword_stored_meanwhile_is_announced_while_idling(imap_server):
     client = login(imap_server)
     fill(client, 1)
     watcher = selected(imap_server)
-    watcher.send(b"I IDLE\r\n")
-    assert watcher.readline() == b"+ idling\r\n"
+    watcher.start_idle()
     client.select("INBOX")
     client.store("1", "+FLAGS", "(Urgent)")
     lines = [watcher.readline() for _ in range(3)]
     assert announced(lines, "Urgent") == 0
     assert re.match(rb"\* 1 FETCH \(FLAGS \(Urgent[ )]", lines[2])
-    watcher.send(b"DONE\r\n")
-    assert watcher.until_tagged(b"I")[-1] == b"I OK IDLE terminated\r\n"
+    watcher.end_idle()
     watcher.close()
     client.logout()
 

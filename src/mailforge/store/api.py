@@ -13,7 +13,7 @@ shares through an access control list (RFC 4314, store/acl.py).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -256,6 +256,18 @@ class Mailbox(Protocol):
 
     def subscriptions(self) -> list[str]: ...
 
+    def names_version(self) -> Hashable:
+        """Changes whenever a folder is created, deleted or renamed, or the subscriptions
+        change (by any session or process); a few stats, no listing (NOTIFY's MailboxName
+        and SubscriptionChange)."""
+        ...
+
+    def folder_version(self, name: str) -> Hashable:
+        """Changes whenever the folder's messages or flags change; as cheap as an idle
+        session's refresh when nothing did (NOTIFY's message events for folders that are
+        not selected)."""
+        ...
+
     def select(self, name: str, read_only: bool = False) -> Folder:
         """Open a folder for one session; a read-write select claims \\Recent for that session."""
         ...
@@ -293,6 +305,18 @@ class Mailbox(Protocol):
         ...
 
     def delete_acl(self, name: str, identifier: str) -> None: ...
+
+    # -- annotations (RFC 5464): entries named in full ("/private/comment"), "" the server's
+
+    def metadata(self, name: str) -> dict[str, bytes]:
+        """Every entry of the folder (or the server) this account sees: the shared ones, its
+        private ones, and /private/specialuse. Needs "l" and one of "rswip" on a folder."""
+        ...
+
+    def set_metadata(self, name: str, changes: dict[str, bytes | None]) -> None:
+        """Set or (None) remove entries, all or none; store.metadata.TooBig or TooMany over
+        the limits, NotPermitted for /private/specialuse (CREATE's USE sets that)."""
+        ...
 
     def close(self) -> None: ...
 

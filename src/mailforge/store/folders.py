@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..auth.api import PUBLIC_EVERYONE, StoreSettingsSource
 from ..durable import fsync_dir, write_atomically
-from . import acl, shared
+from . import acl, metadata, shared
 from .api import (
     INBOX,
     PUBLIC_PREFIX,
@@ -56,6 +56,13 @@ SUBSCRIPTIONS_HEADER = "V\t2\n\n"
 # A folder being deleted is first renamed to this prefix (not a folder name: it starts with
 # "..") so that no reader sees it half removed.
 DELETING_PREFIX = "..mailforge-deleting."
+
+
+# The folder name that stands for the server in the annotation methods (IMAP's "").
+SERVER_ENTRIES = ""
+SPECIAL_USE_ENTRY = "/private/specialuse"  # RFC 6154 4: the special use, as METADATA shows it
+# RFC 5464 3.3: one of these (with "l") lets an account see and set a folder's annotations.
+ANNOTATION_RIGHTS = frozenset("rswip")
 
 
 # Rights that let a session change something in a selected folder (RFC 4314 4): without
@@ -229,6 +236,17 @@ class MaildirMailbox:
                     for line in text[len(SUBSCRIPTIONS_HEADER):].splitlines() if line]
         return [line for line in text.splitlines() if line]  # version 1: one name a line
 
+    def names_version(self) -> Hashable:
+        # Creating, deleting or renaming a folder changes its tree's directory; subscribing
+        # replaces the subscriptions file (a new inode).
+        stamps: list[object] = [_stat_stamp(self.root), _stat_stamp(self.root / SUBSCRIPTIONS)]
+        if self.public is not None:
+            stamps.append(_stat_stamp(self.public.root))
+        return tuple(stamps)
+
+    def folder_version(self, name: str) -> Hashable:
+        return self._existing(name).folder.listing().version
+
     def _write_subscriptions(self, names: list[str]) -> None:
         lines = "".join(name.replace(SEPARATOR, "\t") + "\n" for name in names)
         write_atomically(self.root / SUBSCRIPTIONS, (SUBSCRIPTIONS_HEADER + lines).encode())
@@ -316,6 +334,36 @@ class MaildirMailbox:
     def delete_acl(self, name: str, identifier: str) -> None:
         place = self._administered(name)
         acl.delete_entry(place.folder.path, self.domain, place.owner, identifier)
+
+    # -- annotations (store/metadata.py)
+
+    def metadata(self, name: str) -> dict[str, bytes]:
+        if name == SERVER_ENTRIES:
+            return metadata.load(self.root / metadata.SERVER_FILE, self.address)
+        place = self._annotated(name)
+        entries = metadata.load(place.folder.path / metadata.FOLDER_FILE, self.address)
+        if place.owner == self.address:
+            use = (SPECIAL_USE | self.special_uses.load()).get(place.name)
+            if use is not None:
+                entries[SPECIAL_USE_ENTRY] = use.encode()
+        return entries
+
+    def set_metadata(self, name: str, changes: dict[str, bytes | None]) -> None:
+        if SPECIAL_USE_ENTRY in changes:
+            raise NotPermitted(f"{SPECIAL_USE_ENTRY} is set by CREATE with USE")
+        if name == SERVER_ENTRIES:
+            path = self.root / metadata.SERVER_FILE
+        else:
+            path = self._annotated(name).folder.path / metadata.FOLDER_FILE
+        metadata.update(path, self.address, changes)
+
+    def _annotated(self, name: str) -> _Place:
+        """RFC 5464 3.3: annotations of a folder are read and written with the "l" right and
+        any one of "r", "s", "w", "i" or "p"."""
+        place = self._existing(name)
+        if not self._require(place, "l") & ANNOTATION_RIGHTS:
+            raise NotPermitted(f"{self.address} may not annotate {place.name}")
+        return place
 
     def _administered(self, name: str) -> _Place:
         place = self._existing(name)
@@ -425,6 +473,15 @@ def _tree_names(root: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return [name for name in map(from_dir, entries) if name is not None]
+
+
+def _stat_stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a changed file or directory from the one seen before (None: none there)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _infos(names: set[str], prefix: str, subscribed: set[str],

@@ -13,6 +13,7 @@ from .condstore import SyncExtensions
 from .selected import Selected
 
 if TYPE_CHECKING:
+    from .notify import Notifier
     from .state import IMAPSettings
 
 
@@ -21,6 +22,7 @@ class CommandSession(Protocol):
     mailbox: Mailbox | None  # the logged-in user's, once authenticated
     selected: Selected | None  # the selected folder, in the SELECTED state
     sync: SyncExtensions       # CONDSTORE and QRESYNC, once switched on
+    notifier: Notifier | None  # NOTIFY's, once set (RFC 5465)
 
     def select_folder(self, selected: Selected | None) -> None:
         """Select `selected` (None: leave the SELECTED state)."""

@@ -8,10 +8,12 @@ responses to the session and returns the completion; it runs in the thread pool.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ...speedups import Literal
-from ...store.api import INBOX, PUBLIC_PREFIX, SEPARATOR, SHARED_PREFIX, Mailbox, NewMessage
+from ...store.api import (INBOX, PUBLIC_PREFIX, SEPARATOR, SHARED_PREFIX, FolderStatus, Mailbox,
+                          NewMessage)
 from . import catenate, condstore, wire
 from .binary_parts import without_binary_parts
 from .command_session import CommandSession
@@ -148,12 +150,17 @@ def status_response(session: CommandSession, name: str, wanted: list[str]) -> No
     current = _mailbox(session).status(name)
     if "HIGHESTMODSEQ" in wanted:
         condstore.start_condstore(session)
+    session.untagged(status_line(name, current, wanted, session.sync.utf8_names))
+
+
+def status_line(name: str, current: FolderStatus, wanted: Iterable[str], utf8: bool) -> bytes:
+    """`* STATUS name (item value ...)` with the `wanted` items, in that order; the name in
+    UTF-8 when the session enabled it."""
     values = {"MESSAGES": current.messages, "RECENT": current.recent, "UIDNEXT": current.uidnext,
               "UIDVALIDITY": current.uidvalidity, "UNSEEN": current.unseen, "SIZE": current.size,
               "HIGHESTMODSEQ": current.highestmodseq, "DELETED": current.deleted}
     listing = " ".join(f"{item} {values[item]}" for item in wanted)
-    session.untagged(b"* STATUS %s (%s)\r\n" % (wire.mailbox_name(name, session.sync.utf8_names),
-                                                listing.encode()))
+    return b"* STATUS %s (%s)\r\n" % (wire.mailbox_name(name, utf8), listing.encode())
 
 
 @dataclass(frozen=True)

@@ -213,8 +213,15 @@ def _status(session: CommandSession, request: ListRequest, name: str,
 
 def _send(session: CommandSession, verb: str, name: str, attributes: list[str], utf8: bool,
           extended: bytes = b"") -> None:
-    session.untagged(b'* %s %s "/" %s%s\r\n' % (verb.encode(), wire.flag_list(attributes),
-                                                 wire.astring(name, utf8), extended))
+    session.untagged(list_line(verb, name, attributes, utf8, extended))
+
+
+def list_line(verb: str, wire_name: str, attributes: list[str], utf8: bool,
+              extended: bytes = b"") -> bytes:
+    """`* LIST (attributes) "/" name` (or LSUB, XLIST), the name already in the session's
+    encoding (modified UTF-7, or UTF-8 once enabled)."""
+    return b'* %s %s "/" %s%s\r\n' % (verb.encode(), wire.flag_list(attributes),
+                                       wire.astring(wire_name, utf8), extended)
 
 
 def _mailbox(session: CommandSession) -> Mailbox:

@@ -217,10 +217,9 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     vanished = 0
     for seq, info in targets:
         try:
-            summary = selected.folder.summary(info.uid) if from_summary else None
-            data = selected.folder.read(info.uid) if needs_message and summary is None else None
-            session.untagged(fetch_items.fetch_response(
-                seq, info, items, data, summary=summary, uid=by_uid, flags=info.uid in seen,
+            session.untagged(fetch_line(
+                selected, seq, info, items, needs_message, from_summary, uid=by_uid,
+                flags=info.uid in seen,
                 modseq=with_modseq or info.uid in seen and session.sync.condstore,
                 recent=not session.sync.rev2))
         except UnknownEncoding:
@@ -230,6 +229,15 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     if vanished:
         return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return ok("FETCH completed")
+
+
+def fetch_line(selected: Selected, seq: int, info: MessageInfo, items: list[FetchAttribute],
+               needs_message: bool, from_summary: bool, **options: bool) -> bytes:
+    """One message's FETCH response, from its cached summary when the items allow; the
+    `needs_message`/`from_summary` of fetch.py, worked out once for all the messages."""
+    summary = selected.folder.summary(info.uid) if from_summary else None
+    data = selected.folder.read(info.uid) if needs_message and summary is None else None
+    return fetch_items.fetch_response(seq, info, items, data, summary=summary, **options)
 
 
 def _mark_seen(selected: Selected, targets: list[tuple[int, MessageInfo]],

@@ -28,7 +28,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
-from . import acl, condstore, context, folders, listing, messages, ordering
+from . import acl, condstore, context, folders, listing, messages, metadata, notify, ordering
 from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
                         store_error, text)
 from .selected import Selected
@@ -69,6 +69,8 @@ SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY",
                        "CONTEXT=SEARCH", "CONTEXT=SORT")
 # What a client switches on with ENABLE to get the protocol's newer forms (RFC 9051, 6855).
 FORM_CAPABILITIES = ("IMAP4rev2", "UTF8=ACCEPT")
+# Events from other folders and sessions (RFC 5465).
+NOTIFY_CAPABILITIES = ("NOTIFY",)
 
 
 class IMAPMachine:
@@ -91,6 +93,7 @@ class IMAPMachine:
         self.farewell = b""
         self.compressed = False  # COMPRESS DEFLATE is on (RFC 4978)
         self.sync = condstore.SyncExtensions()
+        self.notifier: notify.Notifier | None = None
 
     # --- what the driver calls ---------------------------------------------------------------
 
@@ -112,7 +115,10 @@ class IMAPMachine:
         if entry is None:
             return False
         if "store" not in entry.flags:
-            return self.state is State.SELECTED  # the refresh after it reads the folder
+            # The refresh after it reads the folder; NOTIFY's look reads other folders.
+            return self.state is State.SELECTED or self.notifier is not None
+        if self.notifier is not None:
+            return True
         return not ("view" in entry.flags and self.state is State.SELECTED
                     and messages.answered_from_view(self, command.name, command.args))
 
@@ -134,10 +140,18 @@ class IMAPMachine:
             # by another session): a NO for it, and the refresh below tells which.
             log.error("%s: %s failed: %s", self.user, command.name, exc)
             result = disk_error(exc)
-        if self.state is State.SELECTED and not entry.flags & UNREFRESHED:
+        if self.state is State.SELECTED and self._refreshes_after(entry):
             self.report_changes(by_uid=command.name.startswith("UID "))
         self.report_context_updates()
+        self.report_notifications()
         return self._finish(tag, result)
+
+    def _refreshes_after(self, entry: Command) -> bool:
+        """NOTIFY's SELECTED filter lets expunges be told after any command but SELECT."""
+        if not entry.flags & UNREFRESHED:
+            return True
+        return "opens" not in entry.flags and bool(self.notifier and
+                                                    self.notifier.immediate_expunges)
 
     def parse_error(self, error: ParseError) -> Reply:
         """What the parser refused: BAD, and the session goes on with the next command."""
@@ -183,6 +197,17 @@ class IMAPMachine:
             return
         if changes:
             self._untagged += self.selected.changes(changes, by_uid)
+            if changes.added and self.notifier is not None:
+                self._untagged += self.notifier.new_messages(self.selected, changes.added)
+
+    def report_notifications(self) -> None:
+        """NOTIFY: what changed in the other folders watched (RFC 5465)."""
+        if self.notifier is None or self.mailbox is None or self.state is State.LOGOUT:
+            return
+        name = self.selected.folder.name if self.selected is not None else None
+        self._untagged += self.notifier.look(self.mailbox, name)
+        if self.notifier.overflowed:
+            self.notifier = None
 
     def report_context_updates(self) -> None:
         """RFC 5267: what changed in the results of SEARCH/SORT ... RETURN (UPDATE)."""
@@ -196,6 +221,8 @@ class IMAPMachine:
         caps += SEARCH_CAPABILITIES
         caps += FORM_CAPABILITIES
         caps += condstore.CAPABILITIES
+        caps += NOTIFY_CAPABILITIES
+        caps += metadata.CAPABILITIES
         caps.append(f"APPENDLIMIT={self.settings.max_append}")
         if self.state is State.NOT_AUTHENTICATED:
             if self.settings.tls_available and not self.tls_active:
@@ -373,6 +400,7 @@ class IMAPMachine:
         if self.state is State.SELECTED:
             self.report_changes()
             self.report_context_updates()
+        self.report_notifications()
         lines, self._untagged = self._untagged, []
         return b"".join(lines) + self.farewell
 
@@ -404,6 +432,9 @@ COMMANDS: dict[str, Command] = {
     "LOGIN": Command(IMAPMachine.login, until=N, flags=STORE),
     "AUTHENTICATE": Command(IMAPMachine.authenticate, until=N, flags=STORE),
     "IDLE": Command(IMAPMachine.idle, A, flags=STORE),
+    "NOTIFY": Command(notify.notify, A, flags=STORE),
+    "GETMETADATA": Command(metadata.getmetadata, A, flags=STORE),
+    "SETMETADATA": Command(metadata.setmetadata, A, flags=STORE),
     "SELECT": Command(folders.select, A, flags=OPENS),
     "EXAMINE": Command(folders.examine, A, flags=OPENS),
     "CREATE": Command(folders.create, A, flags=STORE),
