@@ -19,7 +19,6 @@ import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import uvloop
@@ -31,6 +30,7 @@ from ..config import Config, ServiceConfig, parse_hostport
 from ..errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
 from ..mailauth.inbound import InboundChecker
+from .pool import WorkerPool
 from ..policy.abuse import AbuseGuard
 from ..policy.limits import SendLimiter
 from ..policy.networks import parse_networks
@@ -210,8 +210,7 @@ class Worker:
         return EXIT_OK
 
     def _boot(self) -> SessionContext:
-        self.executor = ThreadPoolExecutor(self.settings.max_threads,
-                                           thread_name_prefix=f"{self.service}-io")
+        self.executor = WorkerPool(self.settings.max_threads, name=f"{self.service}-io")
         self.accounts = Accounts(self.config.accounts_db,
                                  recipient_delimiter=self.config.server.recipient_delimiter)
         self.ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
@@ -302,8 +301,8 @@ class Worker:
         metrics.inc("sessions_total", self.served - served, service=self.service)
         self._published = (self.accepted, self.served)
         metrics.set_value("connections_current", len(self.connections), service=self.service)
-        queued = self.executor._work_queue.qsize()
-        metrics.set_value("threadpool_threads", len(self.executor._threads), service=self.service)
+        queued = self.executor.queued
+        metrics.set_value("threadpool_threads", self.executor.threads, service=self.service)
         metrics.set_value("threadpool_max_threads", self.settings.max_threads, service=self.service)
         metrics.set_value("threadpool_queued", queued, service=self.service)
         if queued:

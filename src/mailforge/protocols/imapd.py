@@ -119,12 +119,13 @@ class IMAPDriver(SessionDriver):
         # From a literal's first octet to the end of its command, input is held to the minimum
         # transfer rate (each trickled byte would reset the idle timer); the command's lines,
         # literals left out, to the idle timeout from their first octet (conn.line_pending).
-        timed, timed_literal = contextlib.ExitStack(), False
+        # (An ExitStack only once a literal comes: most commands have none.)
+        timed: contextlib.ExitStack | None = None
         try:
             while True:
-                if self.parser.in_literal and not timed_literal:
+                if self.parser.in_literal and timed is None:
+                    timed = contextlib.ExitStack()
                     timed.enter_context(conn.transfer())
-                    timed_literal = True
                 chunk = await conn.read_chunk()
                 conn.interruptible = False
                 try:
@@ -147,7 +148,8 @@ class IMAPDriver(SessionDriver):
         finally:
             conn.interruptible = False
             conn.line_done()
-            timed.close()
+            if timed is not None:
+                timed.close()
 
     async def _open_mailbox(self, pending: Reply) -> Reply:
         """After good credentials: count the user's sessions, then open the mailbox."""

@@ -145,8 +145,9 @@ def _well_formed(record: object) -> bool:
 class LogFile:
     """An open `mailforge-log`, read from where the last read ended."""
 
-    def __init__(self, fd: int, inode: int, generation: int, uidvalidity: int,
+    def __init__(self, path: str, fd: int, inode: int, generation: int, uidvalidity: int,
                  offset: int, records: int) -> None:
+        self.path = path  # a string: is_current runs before every command of every session
         self.fd = fd
         self.inode = inode
         self.generation = generation
@@ -157,8 +158,9 @@ class LogFile:
     @classmethod
     def open(cls, folder: Path) -> LogFile | None:
         """The log opened after its header; None when it is missing or has no valid header."""
+        path = os.path.join(folder, LOG_NAME)
         try:
-            fd = os.open(folder / LOG_NAME, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         try:
@@ -169,7 +171,7 @@ class LogFile:
                 return None
             _, _, generation, uidvalidity = head[0]
             used = _FRAME.size + _FRAME.unpack_from(start)[0]
-            return cls(fd, os.fstat(fd).st_ino, generation, uidvalidity, used, 1)
+            return cls(path, fd, os.fstat(fd).st_ino, generation, uidvalidity, used, 1)
         except BaseException:
             os.close(fd)
             raise
@@ -185,23 +187,24 @@ class LogFile:
             header = encode([[Kind.HEADER, 0, generation, uidvalidity]])
             write_all(fd, header)
             os.fdatasync(fd)
-            os.rename(tmp, folder / LOG_NAME)
-            return cls(fd, os.fstat(fd).st_ino, generation, uidvalidity, len(header), 1)
+            path = os.path.join(folder, LOG_NAME)
+            os.rename(tmp, path)
+            return cls(path, fd, os.fstat(fd).st_ino, generation, uidvalidity, len(header), 1)
         except BaseException:
             os.close(fd)
             raise
 
-    def is_current(self, folder: Path) -> bool:
+    def is_current(self) -> bool:
         """Whether this is still the folder's log, and nothing was appended past `offset`."""
         try:
-            st = os.stat(folder / LOG_NAME)
+            st = os.stat(self.path)
         except FileNotFoundError:
             return False
         return st.st_ino == self.inode and st.st_size == self.offset
 
-    def replaced(self, folder: Path) -> bool:
+    def replaced(self) -> bool:
         try:
-            return os.stat(folder / LOG_NAME).st_ino != self.inode
+            return os.stat(self.path).st_ino != self.inode
         except FileNotFoundError:
             return True
 

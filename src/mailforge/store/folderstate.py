@@ -74,9 +74,9 @@ class FolderState:
         """Take in what the log gained (call with the mutex); False when the state must be
         loaded or repaired under the lock (`writing`)."""
         if self.index is not None and self._log is not None:
-            if self._log.is_current(self.path):
+            if self._log.is_current():
                 return True
-            if not self._log.replaced(self.path):
+            if not self._log.replaced():
                 self._replay()
                 return True
         for _ in range(_UNLOCKED_LOAD_TRIES):

@@ -13,11 +13,11 @@ import asyncio
 import math
 import ssl
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ...policy.abuse import AbuseGuard
+from ...process.pool import WorkerPool
 from ...ratekeeper.counters import OpenVerdict
 from .record import ServiceMeters, SessionRecord, reply_code
 from ..session import Action, Reply, StopSignal
@@ -70,7 +70,7 @@ class SessionContext:
     context adds its own."""
 
     settings: Settings
-    executor: Executor  # the worker's bounded pool for disk work and password checks
+    executor: WorkerPool  # the worker's bounded pool for disk work and password checks
     worker: StopSignal
     guard: AbuseGuard
     meters: ServiceMeters
@@ -173,4 +173,4 @@ class SessionDriver:
 
     async def in_thread(self, function: Callable[..., T], *args: object) -> T:
         """Run blocking work (disk, password hashing) in the worker's bounded pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, function, *args)
+        return await self.ctx.executor.run(function, *args)

@@ -123,7 +123,12 @@ def reply_code(text: bytes) -> str:
 def imap_error_code(text: bytes) -> str | None:
     """The status of an IMAP reply's tagged line when it is not OK, safe to log:
     "NO [AUTHENTICATIONFAILED]", "BAD"; None for OK (or no tagged line yet)."""
-    last = text.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+    # Only the last line is looked at (a FETCH reply can be megabytes of untagged lines).
+    end = len(text)
+    while end and text[end - 1] in b"\r\n":
+        end -= 1
+    start = text.rfind(b"\r\n", 0, end)
+    last = text[start + 2 if start >= 0 else 0:end]
     words = last.split(b" ", 3)
     if len(words) < 2 or words[0] in (b"*", b"+") or words[1] not in (b"NO", b"BAD"):
         return None

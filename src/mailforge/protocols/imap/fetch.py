@@ -19,7 +19,7 @@ from mailforge.store.api import MessageInfo, MessageSummary
 
 from .bodystructure import body_structure
 from .envelope import envelope
-from .mime import ParsedOnDemand, Part, decoded_body, find_part
+from .mime import ParsedOnDemand, Part, decoded_body, find_part, parse_message
 from .wire import NIL, astring, flag_list, format_date_time, literal
 
 # Items answered from MessageInfo; everything else needs the message's bytes.
@@ -66,6 +66,12 @@ class _Message(ParsedOnDemand):
         self.summary = summary
         self.data = summary.header if summary is not None else data if data is not None else b""
 
+    @property
+    def top(self) -> Part:
+        if self.summary is not None:
+            return _header_block_part(self.summary.header)
+        return ParsedOnDemand.top.fget(self)  # type: ignore[attr-defined]
+
     def envelope(self) -> bytes:
         return self.summary.envelope if self.summary is not None else envelope(self.top.header)
 
@@ -73,6 +79,14 @@ class _Message(ParsedOnDemand):
         if self.summary is None:
             return body_structure(self.root, extended)
         return self.summary.bodystructure if extended else self.summary.body
+
+
+@functools.lru_cache(maxsize=2048)
+def _header_block_part(header: bytes) -> Part:
+    """A summary's header block parsed once (BODY[HEADER.FIELDS (...)] of the same messages
+    is asked for again and again); the summaries are kept, so the bytes' hash is too. Parts
+    are never changed after parsing."""
+    return parse_message(header, shallow=True)
 
 
 def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttribute],

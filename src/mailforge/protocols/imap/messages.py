@@ -94,7 +94,7 @@ def answered_from_view(session: CommandSession, name: str, args: list) -> bool:
         if name == "FETCH":
             if len(args) != 2:
                 return False
-            items = parse_fetch_attributes(args[1])
+            items = fetch_attributes(args[1])
             return not (fetch_items.needs_message(items) or fetch_items.sets_seen(items))
         return not parse_search(split_return(args)[1]).needs_message
     except (ParseError, ValueError, Bad):  # BadCharset is a ValueError
@@ -181,6 +181,20 @@ def find(selected: Selected, criteria: list, saved: Collection[int]) -> list[int
 
 # --- FETCH -------------------------------------------------------------------------------------
 
+def fetch_attributes(arg: object) -> list[FetchAttribute]:
+    """parse_fetch_attributes, remembered: a client asks for the same few item lists over
+    and over, and each FETCH is parsed twice (answered_from_view, then the handler)."""
+    if isinstance(arg, list) and all(isinstance(item, str) for item in arg):
+        return list(_parsed_attributes(tuple(arg)))
+    if isinstance(arg, str):
+        return list(_parsed_attributes(arg))
+    return parse_fetch_attributes(arg)  # not a plain item list: the parser says what is wrong
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_attributes(arg: str | tuple[str, ...]) -> tuple[FetchAttribute, ...]:
+    return tuple(parse_fetch_attributes(list(arg) if isinstance(arg, tuple) else arg))
+
 def fetch(session: CommandSession, tag: str, args: list) -> Tagged:
     return _fetch(session, args, by_uid=False)
 
@@ -195,7 +209,7 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     targets = selected.resolve(atom(args[0]), by_uid)
     rest, with_modseq = condstore.take_modseq_item(args[1])
     try:
-        items = parse_fetch_attributes(rest) if rest is not None else []
+        items = fetch_attributes(rest) if rest is not None else []
     except ParseError as exc:
         raise Bad(f"Invalid FETCH items: {exc}") from None
     if len(args) == 3:
