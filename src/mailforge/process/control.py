@@ -16,7 +16,6 @@ import logging
 import os
 import selectors
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
