@@ -48,7 +48,9 @@ async def form_of(request: web.Request) -> dict[str, str]:
 
 @routes.get("/login")
 async def login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
-    token = new_login_token()
+    # The one the browser holds, if any: a second login page (another tab, the favicon's
+    # redirect here) must not make the first one's form stale.
+    token = request.cookies.get(LOGIN_COOKIE) or new_login_token()
     response = render(request, "login.html", status=status, login_token=token, error=error)
     set_cookie(response, LOGIN_COOKIE, token, LOGIN_FORM_LIFETIME)
     return response
