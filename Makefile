@@ -42,7 +42,9 @@ setup: $(DEV_STAMP) $(MANPAGE)
 
 run: $(RUN_STAMP) $(MANPAGE)
 	@test -f $(DATA)/mailforge.toml || { echo "mailforge: first run: making $(DATA)/ (config, certificate, accounts)"; \
-	  $(BIN)/mailforge init --dir $(DATA) --hostname localhost; }
+	  $(BIN)/mailforge init --dir $(DATA) --hostname localhost && \
+	  $(BIN)/mailforge -c $(DATA)/mailforge.toml admin add admin --generate && \
+	  echo "mailforge: the web console: https://127.0.0.1:2880/ (log in as admin; trust $(DATA)/tls/cert.pem)"; }
 	@echo "mailforge: starting the server on $(DATA)/mailforge.toml (logs also in $(DATA)/log/mailforge.log; Ctrl-C stops it)"
 	$(BIN)/mailforge -c $(DATA)/mailforge.toml serve
 

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ HEADERS = {
 # One year, as browsers' preload lists ask; only sent over TLS.
 HSTS = "max-age=31536000"
 PUBLIC_PATHS = ("/login", "/static/")
-LOGIN, ACTOR = web.AppKey("login", AdminLogin), "actor"
+LOGIN, ACTOR, STARTED = "login", "actor", "started"  # request keys
 T = TypeVar("T")
 
 
@@ -137,6 +138,9 @@ def client_ip(request: web.Request) -> str:
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(HEADERS)
+    started = request.get(STARTED)
+    if started is not None:  # the time at the server, for bench.console and browsers' tools
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
     if "Cache-Control" not in response.headers:
         response.headers["Cache-Control"] = "no-store"
     if console_of(request).secure:
@@ -146,6 +150,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 @web.middleware
 async def authenticate(request: web.Request,
                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    request[STARTED] = time.perf_counter()
     if request.path.startswith(PUBLIC_PATHS):
         return await handler(request)
     console = console_of(request)
