@@ -100,6 +100,12 @@ def test_csrf_headers_cookies_and_a_domain_administrators_walls(console):
     assert client(console).api("GET", "/api/domains", "mft_wrong").status == 401
     assert client(console).get("/api/domains").status == 401
 
+    boss_token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    quota = boss.api("POST", f"/api/users/alice@{DOMAIN}/quota", boss_token, {"size": "10M", "messages": 5})
+    assert quota.json() == {"done": f"quota 10M/5: alice@{DOMAIN}"}
+    assert "limit: 10485760 octets, 5 messages" in cli(console.conf, "quota", "show", f"alice@{DOMAIN}").stdout
+    assert boss.api("POST", f"/api/users/alice@{DOMAIN}/quota", boss_token, {"size": "lots"}).status == 400
+
     audit = boss.get("/audit").text
     for entry in ("domain add", "real.test", f"dave@{DOMAIN}", "login"):
         assert entry in audit

@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..ratekeeper.client import RateKeeperClient
 from ..ratekeeper.counters import OpenVerdict
 
 log = logging.getLogger("mailforge.admin")
+
+# The loop keeps only weak references to tasks: these are held until done.
+_running: set[asyncio.Future] = set()
+
+
+def _background(coroutine: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(coroutine)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
 
 SERVICE = "admin"
 REFUSALS = {
@@ -48,7 +58,7 @@ class Gate(asyncio.Protocol):
         self.ip = peer[0] if peer else ""
         self._transport.pause_reading()
         self._open.add(self)
-        asyncio.ensure_future(self._admit())
+        _background(self._admit())
 
     async def _admit(self) -> None:
         verdict = await self._ratekeeper.open_session(SERVICE, self.ip, *self._caps)
@@ -89,7 +99,7 @@ class Gate(asyncio.Protocol):
     def _release(self) -> None:
         if self._counted:
             self._counted = False
-            asyncio.ensure_future(self._ratekeeper.close_session(SERVICE, self.ip))
+            _background(self._ratekeeper.close_session(SERVICE, self.ip))
 
     def close(self) -> None:
         if self._transport is not None:

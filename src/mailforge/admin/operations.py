@@ -15,7 +15,7 @@ from ..addresses import normalize_address, normalize_alias_source, normalize_dom
 from ..auth.accounts import Accounts
 from ..auth.api import AdminInfo, AuditEntry, UserPage
 from ..cli.accounts import add_mailbox
-from ..cli.store import parse_size
+from ..cli.store import parse_count, parse_size
 from ..config import Config
 from ..config_edit import form_value
 from ..errors import UsageError
@@ -111,12 +111,9 @@ class Operations:
         elif action == "password":
             accounts.credentials.user_passwd(address, fields.get("password", ""))
         elif action == "quota":
-            size, messages = fields.get("size", "none"), fields.get("messages", "none") or "none"
-            if not (messages.lower() == "none" or messages.isdigit()):
-                raise UsageError(f"bad message count {messages!r} (a number, or none)")
-            accounts.mailbox_settings.set_quota(address, parse_size(size or "none"),
-                                                None if messages.lower() == "none" else int(messages))
-            action = f"quota {size or 'none'}/{messages}"
+            size, messages = fields.get("size") or "none", fields.get("messages") or "none"
+            accounts.mailbox_settings.set_quota(address, parse_size(size), parse_count(messages))
+            action = f"quota {size}/{messages}"
         else:
             raise UsageError(f"unknown action {action!r}")
         self._record(actor, f"user {action}", address)
@@ -178,6 +175,8 @@ class Operations:
         """The services form: the fields' text made TOML values, then the supervisor checks,
         writes and reloads (config_edit.py); a refusal is check-config's line."""
         self.require_system(actor)
+        if not fields:
+            return f"[{section}]: nothing changed"
         try:
             values = {key: form_value(section, key, text) for key, text in fields.items()}
         except (AttributeError, KeyError):
