@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
-import socket
-import time
+import pwd
 
 import pytest
+
+from mailforge.process import control
 
 from .conftest import DOMAIN, cli
 from .console_client import ConsoleClient
@@ -144,7 +144,6 @@ def test_the_console_worker_runs_as_the_service_account_sandboxed_without_keys(a
         server.start()
         (pid,) = server.worker_pids("admin")
         fields = proc_status(pid)
-        import pwd
         uid = pwd.getpwnam(user).pw_uid
         assert fields["Uid"].split() == [str(uid)] * 4
         assert fields["Groups"] == "" and fields["CapEff"] == "0000000000000000"
@@ -155,7 +154,15 @@ def test_the_console_worker_runs_as_the_service_account_sandboxed_without_keys(a
         hidden = os.stat(f"/proc/{pid}/root{key}")
         assert (hidden.st_size, hidden.st_mode & 0o777, hidden.st_uid) == (0, 0, 0)
         assert key.stat().st_size > 0
-        # It serves: HTTPS with the server's certificate, and a login works.
-        assert client(server).login(*BOSS).status == 303
+        # It serves: HTTPS with the server's certificate, a login works, and the dashboard
+        # reaches the supervisor through the admin socket, which it owns...
+        boss = client(server)
+        assert boss.login(*BOSS).status == 303
+        dashboard = boss.get("/").text
+        assert f"{pid} · " in dashboard and "hidden from the console" in dashboard
+        assert server.config.admin_socket.stat().st_uid == uid
+        # ...and which turns away every other process, root's included.
+        with pytest.raises((OSError, ValueError)):
+            control.request(server.config.admin_socket, "status", timeout=5)
     finally:
         server.stop()
