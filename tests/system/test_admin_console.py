@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import smtplib
+import time
 
 import pytest
 
 from mailforge.process import control
+
+from tests.ports import free_port
 
 from .conftest import DOMAIN, cli
 from .console_client import ConsoleClient
@@ -27,7 +31,11 @@ ABUSE = {"exempt_networks": ["127.0.0.1/32"], "block_after": BLOCK_AFTER, "tarpi
 
 @pytest.fixture
 def console(make_server):
-    server = make_server(admin_console=True, abuse=ABUSE)
+    # Mail for remote.test goes to a port nobody listens on: it stays queued, deferred.
+    server = make_server(admin_console=True, abuse=ABUSE,
+                         relay={"mode": "networks", "networks": ["127.0.0.0/8"]},
+                         delivery={"mx_override": {"remote.test": f"127.0.0.1:{free_port()}"},
+                                   "connect_timeout": 1})
     cli(server.conf, "domain", "add", OTHER)
     cli(server.conf, "user", "add", f"carol@{OTHER}", "--password-stdin", input="pw\n")
     cli(server.conf, "admin", "add", BOSS[0], "--password-stdin", input=BOSS[1] + "\n")
@@ -166,3 +174,29 @@ def test_the_console_worker_runs_as_the_service_account_sandboxed_without_keys(a
             control.request(server.config.admin_socket, "status", timeout=5)
     finally:
         server.stop()
+
+
+def test_the_queue_page_lists_filters_shows_retries_and_deletes(console):
+    with smtplib.SMTP("127.0.0.1", console.port, timeout=10) as smtp:
+        smtp.sendmail(f"alice@{DOMAIN}", ["far@remote.test"], b"Subject: away\r\n\r\nhi\r\n")
+        smtp.sendmail(f"alice@{DOMAIN}", ["other@remote.test"], b"Subject: second\r\n\r\nhi\r\n")
+    boss = client(console)
+    boss.login(*BOSS)
+    deadline = time.monotonic() + 30
+    while "deferred" not in cli(console.conf, "queue", "list").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    page = boss.get("/queue?recipient=far@&state=deferred").text
+    assert "far@remote.test" in page and "other@remote.test" not in page
+    (queue_id,) = {e["id"] for e in json.loads(cli(console.conf, "queue", "list", "--json").stdout)
+                   if e["recipients"] == ["far@remote.test"]}
+    shown = boss.get(f"/queue?show={queue_id}").text
+    assert "Subject: away" in shown and "attempts" in shown
+    assert f"{queue_id} due now" in boss.post("/queue", {"action": "retry", "id": queue_id}).text
+    assert f"deleted {queue_id}, unsent" in boss.post("/queue", {"action": "delete", "id": queue_id}).text
+    remaining = json.loads(cli(console.conf, "queue", "list", "--json").stdout)
+    assert [e["recipients"] for e in remaining] == [["other@remote.test"]]
+    assert boss.post("/queue", {"action": "delete", "id": "nosuch"}).status == 400
+    host = client(console)
+    host.login(*HOST)
+    assert host.get("/queue").status == 403
+    assert "queue delete" in boss.get("/audit").text

@@ -111,6 +111,20 @@ async def alias_add(request: web.Request) -> web.Response:
                       str(data.get("target", "")))
 
 
+@routes.get("/api/queue")
+async def queue(request: web.Request) -> web.Response:
+    query = request.query
+    return await call(request, lambda actor: {"queue": console_of(request).ops.queue(
+        actor, query.get("sender", ""), query.get("recipient", ""), query.get("state", ""))})
+
+
+@routes.post("/api/queue/{action}")
+async def queue_action(request: web.Request) -> web.Response:
+    """flush, or retry/delete with {"id": ...}."""
+    entry_id = str((await body(request)).get("id", ""))
+    return await call(request, console_of(request).ops.queue_action, request.match_info["action"], entry_id)
+
+
 @routes.get("/api/blocks")
 async def blocks(request: web.Request) -> web.Response:
     return await call(request, lambda actor: {"blocks": console_of(request).ops.blocks(actor)})

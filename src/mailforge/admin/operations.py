@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +16,12 @@ from ..addresses import normalize_address, normalize_alias_source, normalize_dom
 from ..auth.accounts import Accounts
 from ..auth.api import AdminInfo, AuditEntry, UserPage
 from ..cli.accounts import add_mailbox
+from ..cli.queue import duration, last_error, next_try
 from ..cli.store import parse_count, parse_size
 from ..config import Config
 from ..config_edit import form_value
 from ..errors import UsageError
+from ..queue.admin import Badmail, QueueAdmin
 from . import link
 
 audit_log = logging.getLogger("mailforge.admin.audit")
@@ -185,6 +188,61 @@ class Operations:
         detail = ", ".join(f"{key} = {value!r}" for key, value in values.items())
         self._record(actor, f"config [{section}]", detail)
         return f"[{section}] saved; the server is reloading"
+
+    # -- the queue (system administrators), through `mailforge queue`'s QueueAdmin
+
+    def _queue(self) -> QueueAdmin:
+        return QueueAdmin(self.config.queue_dir, self.config.badmail_dir)
+
+    def queue(self, actor: Actor, sender: str, recipient: str, state: str) -> list[dict[str, Any]]:
+        """Queued messages, oldest first, whose sender and any recipient contain the filters'
+        text and whose state is `state` ("" for any)."""
+        self.require_system(actor)
+        now, sender, recipient = time.time(), sender.lower(), recipient.lower()
+        return [{"id": e.envelope.id, "age": duration(now - e.envelope.received_at),
+                 "sender": e.envelope.sender, "recipients": e.envelope.recipients, "state": e.state,
+                 "next_try": next_try(e, now), "last_error": last_error(e)}
+                for e in self._queue().entries()
+                if sender in e.envelope.sender.lower() and (not state or e.state == state)
+                and any(recipient in r.lower() for r in e.envelope.recipients)]
+
+    def queue_message(self, actor: Actor, entry_id: str) -> dict[str, Any]:
+        """One message's envelope and headers, as `queue show` prints them."""
+        self.require_system(actor)
+        admin = self._queue()
+        entry = admin.find(entry_id)
+        message = admin.message(entry)[entry.envelope.prefix_size:]
+        return {"id": entry.envelope.id, "state": entry.state, "sender": entry.envelope.sender,
+                "recipients": entry.envelope.recipients, "errors": entry.envelope.errors,
+                "attempts": entry.envelope.attempts,
+                "headers": message.split(b"\n\n", 1)[0].decode("utf-8", "replace")}
+
+    def queue_action(self, actor: Actor, action: str, entry_id: str) -> str:
+        """flush (every deferred message), retry or delete one."""
+        self.require_system(actor)
+        admin = self._queue()
+        if action == "flush":
+            done = f"{admin.flush()} deferred message(s) due now"
+        elif action == "retry":
+            admin.retry(entry_id)
+            done = f"{entry_id} due now"
+        elif action == "delete":
+            admin.delete(entry_id)
+            done = f"deleted {entry_id}, unsent"
+        else:
+            raise UsageError(f"unknown action {action!r}")
+        self._record(actor, f"queue {action}", entry_id)
+        return done
+
+    def badmail(self, actor: Actor) -> list[Badmail]:
+        self.require_system(actor)
+        return self._queue().badmail()
+
+    def badmail_requeue(self, actor: Actor, badmail_id: str) -> str:
+        self.require_system(actor)
+        queue_id = self._queue().requeue(badmail_id)
+        self._record(actor, "badmail requeue", f"{badmail_id} as {queue_id}")
+        return f"{badmail_id} queued again as {queue_id}"
 
     def audit(self, actor: Actor) -> list[AuditEntry]:
         return self.accounts.admins.recent(AUDIT_SHOWN, None if actor.admin.is_system else actor.admin.name)

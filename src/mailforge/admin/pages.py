@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .. import config_edit
 from ..errors import MailforgeError
+from ..queue.admin import DEFERRED, DELIVERING, SEGMENT, WAITING
 from . import operations
 from .history import CHARTED
 from .link import SupervisorUnavailable
@@ -21,6 +22,7 @@ from .web import (LOGIN_COOKIE, LOGIN_FORM_LIFETIME, SESSION_COOKIE, actor_of, c
                   console_of, new_login_token, render, same_secret, set_cookie)
 
 routes = web.RouteTableDef()
+QUEUE_STATES = (DEFERRED, WAITING, DELIVERING, SEGMENT)
 # Sections the services form offers, in the order of the config file.
 SERVICE_SECTIONS = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps", "autoconfig",
                     "admin", "relay", "abuse")
@@ -259,6 +261,33 @@ async def services_save(request: web.Request) -> web.Response:
     fields = config_edit.changed_fields(console_of(request).config, section, form)
     done, error, status = await perform(request, console_of(request).ops.configure, section, fields)
     return await services(request, done, error, status, entered=None if done else fields)
+
+
+@routes.get("/queue")
+async def queue(request: web.Request, done: str = "", error: str = "", status: int = 200) -> web.Response:
+    console, actor, query = console_of(request), actor_of(request), request.query
+    filters = {key: query.get(key, "") for key in ("sender", "recipient", "state")}
+    entries, badmail = await console.blocking(
+        lambda: (console.ops.queue(actor, filters["sender"], filters["recipient"], filters["state"]),
+                 console.ops.badmail(actor)))
+    shown = None
+    if query.get("show"):
+        try:
+            shown = await console.blocking(console.ops.queue_message, actor, query["show"])
+        except MailforgeError as exc:
+            error, status = str(exc), 400
+    return render(request, "queue.html", status=status, entries=entries, badmail=badmail,
+                  filters=filters, shown=shown, states=QUEUE_STATES, done=done, error=error)
+
+
+@routes.post("/queue")
+async def queue_action(request: web.Request) -> web.Response:
+    form = await form_of(request)
+    ops = console_of(request).ops
+    if form.get("action") == "requeue":
+        return await queue(request, *await perform(request, ops.badmail_requeue, form.get("id", "")))
+    return await queue(request, *await perform(request, ops.queue_action, form.get("action", ""),
+                                               form.get("id", "")))
 
 
 @routes.get("/audit")
