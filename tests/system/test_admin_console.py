@@ -114,8 +114,22 @@ def test_csrf_headers_cookies_and_a_domain_administrators_walls(console):
     assert "limit: 10485760 octets, 5 messages" in cli(console.conf, "quota", "show", f"alice@{DOMAIN}").stdout
     assert boss.api("POST", f"/api/users/alice@{DOMAIN}/quota", boss_token, {"size": "lots"}).status == 400
 
+    # Outbound limits: the system administrator's alone (a user's own would lift the domain's).
+    limit = {"messages": 5, "interval": 60, "at_limit": "disable"}
+    assert host.api("POST", f"/api/users/alice@{DOMAIN}/limit", api_token, limit).status == 403
+    assert host.api("POST", f"/api/domains/{DOMAIN}/settings", api_token, limit).status == 403
+    assert boss.api("POST", f"/api/users/alice@{DOMAIN}/limit", boss_token, limit).status == 200
+    assert "5 messages per 60 s, then disable (user setting)" in cli(
+        console.conf, "limits", "show", f"alice@{DOMAIN}").stdout
+    assert "5 messages per 60 s" in boss.get("/security").text
+    # APOP and public folders: the domain administrator's own domain only.
+    assert host.api("POST", f"/api/users/alice@{DOMAIN}/apop", api_token, {"secret": "s3"}).status == 200
+    assert host.api("POST", f"/api/domains/{DOMAIN}/settings", api_token, {"public": "on"}).status == 200
+    assert host.api("POST", f"/api/domains/{OTHER}/settings", api_token, {"public": "on"}).status == 403
+    assert "public folders of example.test: on" in cli(console.conf, "public", "show", DOMAIN).stdout
+
     audit = boss.get("/audit").text
-    for entry in ("domain add", "real.test", f"dave@{DOMAIN}", "login"):
+    for entry in ("domain add", "real.test", f"dave@{DOMAIN}", "login", "user apop"):
         assert entry in audit
     assert "admin host from 127.0.0.1: user add dave@example.test" in console.log()
 

@@ -76,6 +76,13 @@ async def domain_remove(request: web.Request) -> web.Response:
     return await call(request, console_of(request).ops.domain_remove, request.match_info["name"])
 
 
+@routes.post("/api/domains/{name}/settings")
+async def domain_settings(request: web.Request) -> web.Response:
+    """{"public": "on" or "off"}, or {"messages": N, "interval": S, "at_limit": ...}: its limit."""
+    data = {key: form_text(value) for key, value in (await body(request)).items()}
+    return await call(request, console_of(request).ops.domain_settings, request.match_info["name"], data)
+
+
 @routes.get("/api/users")
 async def users(request: web.Request) -> web.Response:
     query = request.query

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..addresses import normalize_address, normalize_alias_source, normalize_domain
 from ..auth.accounts import Accounts
-from ..auth.api import AdminInfo, AuditEntry, UserPage
+from ..auth.api import AdminInfo, AuditEntry, SendLimit, UserPage
 from ..cli.accounts import add_mailbox
 from ..cli.queue import duration, last_error, next_try
 from ..cli.store import parse_count, parse_size
@@ -28,6 +28,14 @@ audit_log = logging.getLogger("mailforge.admin.audit")
 
 PAGE_SIZE = 50
 AUDIT_SHOWN = 200
+
+
+def _send_limit(scope: str, name: str, fields: dict[str, str]) -> SendLimit:
+    try:
+        messages, interval = int(fields.get("messages", "")), float(fields.get("interval", ""))
+    except ValueError:
+        raise UsageError("a limit needs a number of messages and an interval in seconds") from None
+    return SendLimit(scope, name, messages, interval, fields.get("at_limit") or "throttle")
 
 
 class Forbidden(Exception):
@@ -101,8 +109,9 @@ class Operations:
         return f"added mailbox {address}"
 
     def user_action(self, actor: Actor, address: str, action: str, fields: dict[str, str]) -> str:
-        """disable, enable, password (fields["password"]), quota (fields["size"], "messages"),
-        remove."""
+        """disable, enable, remove, password (fields["password"]), apop (fields["secret"], ""
+        for none), quota (fields["size"], "messages"), limit (fields "messages", "interval",
+        "at_limit": throttle or disable)."""
         address = self._mailbox(actor, address)
         directory, accounts = self.accounts.directory, self.accounts
         if action == "disable":
@@ -113,6 +122,13 @@ class Operations:
             directory.user_remove(address)
         elif action == "password":
             accounts.credentials.user_passwd(address, fields.get("password", ""))
+        elif action == "apop":
+            accounts.credentials.set_apop_secret(address, fields.get("secret") or None)
+        elif action == "limit":
+            # System administrators only: the narrowest limit applies, so a user's own would
+            # lift the system's and the domain's.
+            self.require_system(actor)
+            accounts.send_limits.limit_set(_send_limit("user", address, fields))
         elif action == "quota":
             size, messages = fields.get("size") or "none", fields.get("messages") or "none"
             accounts.mailbox_settings.set_quota(address, parse_size(size), parse_count(messages))
@@ -121,6 +137,25 @@ class Operations:
             raise UsageError(f"unknown action {action!r}")
         self._record(actor, f"user {action}", address)
         return f"{action}: {address}"
+
+    def domain_settings(self, actor: Actor, domain: str, fields: dict[str, str]) -> str:
+        """Public folders on or off (fields["public"]), and with fields["messages"] the domain's
+        outbound limit (system administrators only)."""
+        domain = self.require_domain(actor, domain)
+        settings = self.accounts.mailbox_settings
+        if "public" in fields:
+            settings.set_public_folders(domain, fields["public"] == "on")
+            detail = f"public folders {fields['public']}"
+        else:
+            self.require_system(actor)
+            self.accounts.send_limits.limit_set(_send_limit("domain", domain, fields))
+            detail = f"outbound limit {fields.get('messages')}/{fields.get('interval')} s"
+        self._record(actor, "domain settings", f"{domain}: {detail}")
+        return f"{domain}: {detail}"
+
+    def send_limits(self, actor: Actor) -> list[SendLimit]:
+        self.require_system(actor)
+        return self.accounts.send_limits.limits()
 
     def quota(self, address: str) -> tuple[int | None, int | None]:
         return self.accounts.mailbox_settings.quota_limits(address)

@@ -158,6 +158,13 @@ async def domain_remove(request: web.Request) -> web.Response:
                                                  form.get("name", "")))
 
 
+@routes.post("/domains/settings")
+async def domain_settings(request: web.Request) -> web.Response:
+    form = await form_of(request)
+    return await domains(request, *await perform(request, console_of(request).ops.domain_settings,
+                                                 form.get("name", ""), form))
+
+
 @routes.get("/users")
 async def users(request: web.Request, done: str = "", error: str = "", status: int = 200) -> web.Response:
     console, actor = console_of(request), actor_of(request)
@@ -228,8 +235,9 @@ async def security(request: web.Request, done: str = "", error: str = "", status
             lambda: (console.ops.blocks(actor), console.ops.limited_senders(actor)))
     except (SupervisorUnavailable, MailforgeError) as exc:
         blocks, limited, error, status = [], [], str(exc), 503
+    limits = await console.blocking(console.ops.send_limits, actor)
     return render(request, "security.html", status=status, blocks=blocks, limited=limited,
-                  done=done, error=error)
+                  limits=limits, done=done, error=error)
 
 
 @routes.post("/security/unblock")
