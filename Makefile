@@ -6,7 +6,7 @@ DATA := var
 # Debian packages the tests drive as real clients, as package or package:command when the
 # command is named otherwise (isync's is mbsync). knot: the authoritative DNS server that
 # serves the mail-authentication tests' zones (tests/system/dns_server.py).
-TEST_DEBS := swaks openssl curl fetchmail isync:mbsync mutt man-db:man knot:knotd opendkim-tools:opendkim-testmsg opendkim
+TEST_DEBS := swaks openssl curl fetchmail isync:mbsync mutt man-db:man knot:knotd opendkim-tools:opendkim-testmsg opendkim chromium chromium-driver:chromedriver
 
 .PHONY: run test check setup test-debs bench soak clean man
 
@@ -43,7 +43,9 @@ setup: $(DEV_STAMP) $(MANPAGE)
 
 run: $(RUN_STAMP) $(MANPAGE)
 	@test -f $(DATA)/mailforge.toml || { echo "mailforge: first run: making $(DATA)/ (config, certificate, accounts)"; \
-	  $(BIN)/mailforge init --dir $(DATA) --hostname localhost; }
+	  $(BIN)/mailforge init --dir $(DATA) --hostname localhost && \
+	  $(BIN)/mailforge -c $(DATA)/mailforge.toml admin add admin --generate && \
+	  echo "mailforge: the web console: https://127.0.0.1:2880/ (log in as admin; trust $(DATA)/tls/cert.pem)"; }
 	@echo "mailforge: starting the server on $(DATA)/mailforge.toml (logs also in $(DATA)/log/mailforge.log; Ctrl-C stops it)"
 	$(BIN)/mailforge -c $(DATA)/mailforge.toml serve
 

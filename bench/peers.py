@@ -355,7 +355,8 @@ def mailforge_settings(port: int, workers: int, max_connections: int,
         served["idle_timeout"] = idle_timeout
     if max_threads is not None:
         served["max_threads"] = max_threads
-    changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in SERVICES if s != service}
+    changes: dict[str, dict[str, object]] = {s: {"listen": []} for s in (*SERVICES, "admin")
+                                             if s != service}
     changes[service] = served
     changes["metrics"] = {"listen": ""}
     if delivery_workers is not None:

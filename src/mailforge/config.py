@@ -57,6 +57,22 @@ class ServiceConfig:
 
 
 @dataclass
+class AdminConfig(ServiceConfig):
+    """The web administration console (admin/): a service like the others, over HTTPS with the
+    server's certificate. Off unless listen names an address; `init` puts it on loopback."""
+
+    workers: int = 1
+    max_connections: int = 100
+    max_connections_per_ip: int = 20
+    max_threads: int = 4
+    # Plain HTTP, for a reverse proxy on the same machine that does TLS: every listen address
+    # must then be loopback, since session cookies and passwords would cross the wire in clear.
+    allow_plain_http: bool = False
+    # Seconds a console login lasts (8 hours: a working day); then the login page again.
+    session_lifetime: float = 28_800.0
+
+
+@dataclass
 class LimitsConfig:
     # RFC 5321 4.5.3.1: 1,000 recipients must be accepted; sizes as Postfix's defaults.
     max_message_size: int = 36_700_160
@@ -209,10 +225,11 @@ SERVICE_PORTS = {
     "imap": 2143,
     "imaps": 2993,
     "autoconfig": 2080,
+    "admin": 2880,
 }
 # Services whose protocol this build serves; the others are configurable but stay off.
 IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps",
-                        "autoconfig")
+                        "autoconfig", "admin")
 # What `mailforge init` turns on (it makes the certificate they need); a config that does not
 # mention a service leaves it off. The mail services: autoconfig is the operator's choice.
 INIT_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
@@ -238,6 +255,8 @@ class Config:
     # ["127.0.0.1:2080"] behind the web server that answers autoconfig.<domain> over HTTPS.
     # A web client sends its request at once: 30 s of silence is plenty.
     autoconfig: ServiceConfig = field(default_factory=lambda: ServiceConfig(idle_timeout=30.0))
+    # The web administration console; `init` turns it on at 127.0.0.1:2880.
+    admin: AdminConfig = field(default_factory=AdminConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
@@ -288,6 +307,11 @@ class Config:
         return self.run_dir / "control.sock"
 
     @property
+    def admin_socket(self) -> Path:
+        """The supervisor's socket for the console's workers alone (process/supervisor.py)."""
+        return self.run_dir / "admin.sock"
+
+    @property
     def ratekeeper_socket(self) -> Path:
         return self.run_dir / "ratekeeper.sock"
 
@@ -307,12 +331,22 @@ def config_path(explicit: str | None) -> Path:
 def load(path: Path | str) -> Config:
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(path, "", "no such config file (run `mailforge init` first)") from None
     except PermissionError:
         raise ConfigError(path, "", "permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: Path | str) -> Config:
+    """The config in `text`, as if read from `path`: what `load` and `check-config` apply,
+    also to a change the console proposes before it is written (config_edit.py)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     config = from_dict(raw, path)
@@ -430,6 +464,7 @@ def _validate(config: Config, path: Path | str) -> None:
         if service.proxy_protocol and not config.server.proxy_trusted:
             raise ConfigError(path, f"[{name}] proxy_protocol",
                               "needs the load balancers' addresses in [server] proxy_trusted")
+    _validate_admin(config.admin, path)
     for key in ("max_message_size", "max_recipients", "max_line_length", "max_sessions_per_user"):
         if getattr(config.limits, key) < 1:
             raise ConfigError(path, f"[limits] {key}", "must be at least 1")
@@ -458,6 +493,20 @@ def _validate(config: Config, path: Path | str) -> None:
         if value:
             _check_hostport(value, path, key)
     _validate_log(config.log, path)
+
+
+def _validate_admin(admin: AdminConfig, path: Path | str) -> None:
+    if admin.session_lifetime <= 0:
+        raise ConfigError(path, "[admin] session_lifetime", "must be greater than 0")
+    if not admin.allow_plain_http:
+        return
+    for text in admin.listen:
+        host = parse_hostport(text)[0]
+        if host == "localhost":
+            continue
+        if host == "*" or not _is_ip(host) or not ipaddress.ip_address(host).is_loopback:
+            raise ConfigError(path, "[admin] allow_plain_http",
+                              f"plain HTTP only on loopback; {text} is not (use TLS there)")
 
 
 def _validate_log(log: LogConfig, path: Path | str) -> None:

@@ -182,6 +182,8 @@ def check(config: Config, now: datetime.datetime | None = None) -> list[str]:
     missing = [p for p in (default.cert, default.key) if not p.exists()]
     if missing:
         needing = [name for name in REQUIRES_TLS if name in config.services()]
+        if config.admin.listen and not config.admin.allow_plain_http:
+            needing.append("admin")  # the console serves HTTPS only unless told otherwise
         key = default.cert_key if default.cert in missing else default.key_key
         if needing:
             raise ConfigError(config.path, key, f"{missing[0]} does not exist; "
@@ -192,6 +194,18 @@ def check(config: Config, now: datetime.datetime | None = None) -> list[str]:
     for pair in domain_pairs(config).values():
         warnings += _check_pair(pair, config, now)
     return warnings
+
+
+def expiry(config: Config) -> list[tuple[str, datetime.datetime]]:
+    """(config key, end of validity) of each certificate that can be read: the console's
+    dashboard shows them."""
+    dates = []
+    for pair in (default_pair(config), *domain_pairs(config).values()):
+        try:
+            dates.append((pair.cert_key, _read_chain(pair, config)[0].not_valid_after_utc))
+        except ConfigError:
+            continue
+    return dates
 
 
 def _check_pair(pair: CertPair, config: Config, now: datetime.datetime) -> list[str]:

@@ -37,7 +37,8 @@ class Server:
     """One mailforge instance: its data dir, config, and supervisor process."""
 
     def __init__(self, root: Path, tls_services: bool = False, pop3_services: bool = False,
-                 imap_services: bool = False, accounts: bool = True, **overrides: dict) -> None:
+                 imap_services: bool = False, accounts: bool = True, admin_console: bool = False,
+                 **overrides: dict) -> None:
         self.dir = root / "var"
         subprocess.run(MAILFORGE + ["init", "--dir", str(self.dir), "--hostname", "mx.example.test"],
                        check=True, capture_output=True, timeout=60)
@@ -45,12 +46,14 @@ class Server:
         self.port, self.submission_port, self.smtps_port = free_port(), free_port(), free_port()
         self.pop3_port, self.pop3s_port = free_port(), free_port()
         self.imap_port, self.imaps_port = free_port(), free_port()
+        self.admin_port = free_port()
         # Submission, SMTPS, POP3(S) and IMAP(S) only where a test asks: every worker costs
         # start-up time.
         optional = [("submission", self.submission_port, tls_services),
                     ("smtps", self.smtps_port, tls_services),
                     ("pop3", self.pop3_port, pop3_services), ("pop3s", self.pop3s_port, pop3_services),
-                    ("imap", self.imap_port, imap_services), ("imaps", self.imaps_port, imap_services)]
+                    ("imap", self.imap_port, imap_services), ("imaps", self.imaps_port, imap_services),
+                    ("admin", self.admin_port, admin_console)]
         listen = {name: {"listen": [f"127.0.0.1:{port}"] if wanted else [], "workers": 1}
                       for name, port, wanted in optional}
         base = {**listen,
@@ -200,11 +203,12 @@ def make_server(tmp_path):
 
     def factory(tls_services: bool = False, pop3_services: bool = False,
                 imap_services: bool = False, root: Path | None = None, accounts: bool = True,
-                **overrides) -> Server:
+                admin_console: bool = False, **overrides) -> Server:
         """`root`: where the data dir goes (a file system of the test's own); else tmp_path.
-        `accounts`: add example.test and alice (else the data dir has no account yet)."""
+        `accounts`: add example.test and alice (else the data dir has no account yet).
+        `admin_console`: serve the web console too, on `admin_port`."""
         server = Server(root or tmp_path / f"s{len(servers)}", tls_services, pop3_services,
-                        imap_services, accounts, **overrides)
+                        imap_services, accounts, admin_console, **overrides)
         servers.append(server)
         return server
 

@@ -112,6 +112,8 @@ def test_schema_3_migrates_to_the_current_one(tmp_path, template):
         INSERT INTO d SELECT name, created FROM domains;
         DROP TABLE domains; ALTER TABLE d RENAME TO domains;
         DROP TABLE send_limits;
+        DROP TABLE admin_domains; DROP TABLE admin_sessions; DROP TABLE admin_audit;
+        DROP TABLE admins;
         PRAGMA user_version = 3;
     """)
     raw.close()

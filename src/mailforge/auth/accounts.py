@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from .sqlite.admins import Admins
 from .sqlite.credentials import Credentials
 from .sqlite.database import Database
 from .sqlite.directory import Directory
@@ -25,6 +26,7 @@ class Accounts:
         self.credentials = Credentials(self.database)
         self.send_limits = SendLimits(self.database)
         self.mailbox_settings = MailboxSettings(self.database)
+        self.admins = Admins(self.database)
 
     def close(self) -> None:
         self.database.close()

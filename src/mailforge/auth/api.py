@@ -130,3 +130,91 @@ class StoreSettingsSource(Protocol):
     """Opening a mailbox (store.folders.open_mailbox): its quota and public-folder rights."""
 
     def store_settings(self, address: str) -> StoreSettings: ...
+
+
+# -- the web console's administrators (admin/)
+
+# "system": everything; "domain": only the domains assigned to it.
+ADMIN_ROLES = ("system", "domain")
+
+
+@dataclass(frozen=True)
+class AdminInfo:
+    name: str
+    role: str
+    domains: tuple[str, ...]  # what a "domain" administrator manages (empty for "system")
+    created: float
+
+    @property
+    def is_system(self) -> bool:
+        return self.role == "system"
+
+    def manages(self, domain: str) -> bool:
+        return self.is_system or domain in self.domains
+
+
+@dataclass(frozen=True)
+class AdminLogin:
+    """A console session or an API token, as a request presents it."""
+
+    admin: AdminInfo
+    csrf: str  # the token every form of the session carries ("" for an API token)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    time: float
+    admin: str
+    client: str
+    action: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class UserPage:
+    """One page of a mailbox listing, and how many match in all."""
+
+    users: list[UserInfo]
+    total: int
+
+
+class AdminDirectory(Protocol):
+    """`mailforge admin` and the console's login: who may administer, and what."""
+
+    def admin_add(self, name: str, password: str, role: str, domains: list[str]) -> None: ...
+
+    def admin_remove(self, name: str) -> None: ...
+
+    def admins(self) -> list[AdminInfo]: ...
+
+    def check_admin_password(self, name: str, password: str) -> AdminInfo | None: ...
+
+
+class AdminSessions(Protocol):
+    """The console's logins (cookies) and the API's tokens, stored by hash; each answer None
+    once the secret is unknown, expired or its administrator removed."""
+
+    def open_session(self, name: str, lifetime: float) -> tuple[str, str]: ...
+
+    def session(self, secret: str) -> AdminLogin | None: ...
+
+    def close_session(self, secret: str) -> None: ...
+
+    def issue_token(self, name: str) -> str: ...
+
+    def token(self, secret: str) -> AdminLogin | None: ...
+
+
+class AuditTrail(Protocol):
+    """Every console and API action: who, what, when, from where."""
+
+    def record(self, admin: str, client: str, action: str, detail: str) -> None: ...
+
+    def recent(self, limit: int, admin: str | None = None) -> list[AuditEntry]: ...
+
+
+class MailboxListing(Protocol):
+    """The console's mailbox list: searched and paged in SQL, so 10,000 mailboxes stay fast."""
+
+    def users_page(self, domains: list[str] | None, search: str, offset: int,
+                   limit: int) -> UserPage: ...

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__, config as configuration, speedups, tls
-from . import abuse as abuse_cli, accounts as accounts_cli, acl as acl_cli, backup as backup_cli
-from . import dkim as dkim_cli
+from . import abuse as abuse_cli, accounts as accounts_cli, acl as acl_cli, admin as admin_cli
+from . import backup as backup_cli, dkim as dkim_cli
 from . import limits as limits_cli, logs as logs_cli
 from . import queue as queue_cli, store as store_cli
 from ..auth.accounts import Accounts
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     abuse_cli.register(sub)
     logs_cli.register(sub)
     dkim_cli.register(sub)
+    admin_cli.register(sub)
     return parser
 
 
@@ -102,6 +103,9 @@ def _create(data_dir: Path, config_file: Path, args: argparse.Namespace) -> None
             service.listen = [f"*:{SYSTEM_PORTS[name]}"]
         else:
             service.listen = service.listen or [f"127.0.0.1:{configuration.SERVICE_PORTS[name]}"]
+    # The console stays on loopback, also with --system: an operator reaches it through an SSH
+    # tunnel or a reverse proxy, never straight from the internet.
+    config.admin.listen = [f"127.0.0.1:{configuration.SERVICE_PORTS['admin']}"]
     if not args.system:
         # A server started by hand is watched from its terminal, and `mailforge logs` reads the
         # file; --system's writes to stderr, which its unit file hands to the journal.

@@ -6,6 +6,7 @@ import argparse
 import getpass
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from ..addresses import normalize_address, normalize_alias_source, normalize_domain
@@ -108,7 +109,16 @@ def _user_add(args: argparse.Namespace, config: Config) -> int:
     # Validated before asking for a password, so a typo costs no typing.
     address = normalize_address(args.address)
     with Accounts(config.accounts_db) as accounts:
-        accounts.directory.user_add(address, _read_password(args))
+        maildir = add_mailbox(config, accounts, address, read_password(args))
+    print(f"added mailbox {address} (Maildir {maildir})")
+    return EXIT_OK
+
+
+def add_mailbox(config: Config, accounts: Accounts, address: str, password: str) -> Path:
+    """The account, then its Maildir (owned by the service account): `user add` and the web
+    console both add mailboxes this way. The Maildir's path."""
+    address = normalize_address(address)
+    accounts.directory.user_add(address, password)
     maildir = mailbox_path(config.store_dir, address)
     try:
         ensure_maildir(maildir)
@@ -116,14 +126,13 @@ def _user_add(args: argparse.Namespace, config: Config) -> int:
     except OSError as exc:
         raise MailforgeError(f"added mailbox {address}, but could not create its Maildir "
                              f"{maildir}: {exc.strerror}") from None
-    print(f"added mailbox {address} (Maildir {maildir})")
-    return EXIT_OK
+    return maildir
 
 
 def _user_passwd(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
     with Accounts(config.accounts_db) as accounts:
-        accounts.credentials.user_passwd(address, _read_password(args))
+        accounts.credentials.user_passwd(address, read_password(args))
     print(f"changed the password of {address}")
     return EXIT_OK
 
@@ -164,7 +173,7 @@ def _user_enable(args: argparse.Namespace, config: Config) -> int:
 
 def _user_apop(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
-    secret = None if args.off else _read_password(args)
+    secret = None if args.off else read_password(args)
     with Accounts(config.accounts_db) as accounts:
         accounts.credentials.set_apop_secret(address, secret)
     print(f"removed the APOP secret of {address}" if args.off else f"set the APOP secret of {address}")
@@ -199,7 +208,7 @@ def _alias_remove(args: argparse.Namespace, config: Config) -> int:
 
 # -- helpers
 
-def _read_password(args: argparse.Namespace) -> str:
+def read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().removesuffix("\n")
     elif sys.stdin.isatty():

@@ -55,7 +55,7 @@ def _list(args: argparse.Namespace, config: Config) -> int:
     rows = [("ID", "AGE", "SENDER", "RECIPIENTS", "NEXT TRY", "LAST ERROR")]
     rows += [(e.envelope.id, duration(now - e.envelope.received_at), f"<{e.envelope.sender}>",
               ",".join(e.envelope.recipients), next_try(e, now),
-              _cut(_last_error(e))) for e in entries]
+              _cut(last_error(e))) for e in entries]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5])
@@ -142,7 +142,7 @@ def _as_json(entry: QueuedEntry, now: float) -> dict:
             "attempts": env.attempts, "last_error": env.last_error, "errors": env.errors}
 
 
-def _last_error(entry: QueuedEntry) -> str:
+def last_error(entry: QueuedEntry) -> str:
     """The errors without the recipients they are about (the row names those already)."""
     env = entry.envelope
     return "; ".join(dict.fromkeys(env.errors.values())) if env.errors else env.last_error

@@ -62,7 +62,7 @@ def _store_repair(args: argparse.Namespace, config: Config) -> int:
 
 def _quota_set(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
-    limit_bytes, limit_messages = parse_size(args.size), _parse_count(args.messages)
+    limit_bytes, limit_messages = parse_size(args.size), parse_count(args.messages)
     with Accounts(config.accounts_db) as accounts:
         accounts.mailbox_settings.set_quota(address, limit_bytes, limit_messages)
     print(f"quota of {address}: {_describe(limit_bytes, limit_messages)}")
@@ -109,7 +109,7 @@ def parse_size(text: str) -> int | None:
     return int(match[1]) * UNITS[match[2]]
 
 
-def _parse_count(text: str) -> int | None:
+def parse_count(text: str) -> int | None:
     if text.lower() == "none":
         return None
     if not text.isdigit():

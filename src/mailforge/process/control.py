@@ -16,6 +16,7 @@ import logging
 import os
 import selectors
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ BACKLOG = 16
 
 # Called with the request's "args" as keyword arguments.
 Handler = Callable[..., dict[str, Any]]
+# struct ucred of SO_PEERCRED: pid, uid, gid.
+_UCRED = struct.Struct("3i")
 
 
 class CommandFailed(Exception):
@@ -52,18 +55,29 @@ class ControlServer:
     """Serves `handlers` (command name → function of the request's arguments, returning a
     JSON-able dict) on `path`."""
 
-    def __init__(self, path: Path, selector: selectors.BaseSelector, handlers: dict[str, Handler]):
+    def __init__(self, path: Path, selector: selectors.BaseSelector, handlers: dict[str, Handler],
+                 peer_allowed: Callable[[int], bool] | None = None,
+                 owner: tuple[int, int] | None = None):
+        """`peer_allowed`: asked with each client's pid (SO_PEERCRED), which is dropped unless
+        it says yes; `owner`: (uid, gid) the socket is handed to, so that a process running
+        as that account may connect."""
         self.path = Path(path)
         self._selector = selector
         self._handlers = handlers
+        self._peer_allowed = peer_allowed
         self._clients: dict[int, _Client] = {}
         self._sock = _bind_unix(self.path)
+        if owner is not None:
+            os.chown(self.path, *owner)
         selector.register(self._sock, selectors.EVENT_READ, self._accept)
 
     def _accept(self) -> None:
         try:
             conn, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        if self._peer_allowed is not None and not self._peer_allowed(_peer_pid(conn)):
+            conn.close()
             return
         conn.setblocking(False)
         client = _Client(conn, time.monotonic() + REQUEST_TIMEOUT)
@@ -135,6 +149,11 @@ class ControlServer:
         for client in self._clients.values():
             client.sock.close()
         self._sock.close()
+
+
+def _peer_pid(conn: socket.socket) -> int:
+    pid, _, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return pid
 
 
 def _bind_unix(path: Path) -> socket.socket:

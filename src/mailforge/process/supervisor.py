@@ -62,6 +62,9 @@ STATS_TIMEOUT = 0.5
 PR_SET_PDEATHSIG = 1
 
 WORKER, DELIVERY, RATEKEEPER = "worker", "delivery", "ratekeeper"
+# The web console's service: its workers are forked as the others, but load their TLS context
+# and lose sight of every private key before the privilege drop (admin/isolation.py).
+ADMIN = "admin"
 ChildKey = tuple[str, str, int]
 
 
@@ -69,6 +72,19 @@ def _default_worker(service: str, config: Config, listeners: list[socket.socket]
     from . import worker
 
     return worker.run(service, config, listeners, heartbeat)
+
+
+def _default_admin_prepare(config: Config) -> Any:
+    from ..admin import isolation
+
+    return isolation.prepare(config)
+
+
+def _default_admin(config: Config, listeners: list[socket.socket], heartbeat: Heartbeat,
+                   prepared: Any) -> int:
+    from ..admin import worker
+
+    return worker.run(config, listeners, heartbeat, prepared)
 
 
 def _default_delivery(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
@@ -125,6 +141,8 @@ def _default_ask(socket_path: Path, timeout: float, op: str, *args: object) -> o
 # The module each default target imports, so that _preload() can import it before fork.
 _DEFAULT_MODULES = {
     _default_worker: "mailforge.process.worker",
+    _default_admin_prepare: "mailforge.admin.isolation",
+    _default_admin: "mailforge.admin.worker",
     _default_delivery: "mailforge.queue.delivery",
     _default_ratekeeper: "mailforge.ratekeeper.server",
     _default_recover: "mailforge.queue.spool",
@@ -141,6 +159,8 @@ class Targets:
     """What the children run and what the supervisor asks others; tests swap them."""
 
     worker_target: Callable[..., int] = _default_worker
+    admin_prepare: Callable[[Config], Any] = _default_admin_prepare
+    admin_target: Callable[..., int] = _default_admin
     delivery_target: Callable[..., None] = _default_delivery
     ratekeeper_target: Callable[[Config], None] = _default_ratekeeper
     recover: Callable[[Path], None] = _default_recover
@@ -215,6 +235,8 @@ class Supervisor:
         self.failures: dict[ChildKey, int] = {}
         self.not_before: dict[ChildKey, float] = {}
         self.control: control.ControlServer | None = None
+        self.admin_control: control.ControlServer | None = None
+        self.service_ids: tuple[int, int] | None = None  # [server] user/group, when set
         self.selector: selectors.BaseSelector | None = None
         self._wake: tuple[int, int] | None = None
         self._signals: collections.deque[int] = collections.deque()
@@ -250,6 +272,7 @@ class Supervisor:
         self._refuse_if_running()
         server = self.config.server
         ids = privileges.prepare(server.user, server.group) if server.user else None
+        self.service_ids = ids
         self._prepare_run_dir(ids)
         self.flow = FlowMonitor(self.config, self.targets.queue_usage, time.monotonic)
         board.open_board()  # before the first fork: every child shares it
@@ -333,6 +356,16 @@ class Supervisor:
             self.config.control_socket, self.selector,
             {"ping": self._ping, "status": self._status, "abuse-list": self._abuse_list,
              "abuse-unblock": self._abuse_unblock})
+        # The console's workers run as the service account, which may not reach the control
+        # socket: they get one of their own, answered for their pids alone (a mail worker
+        # of the same account is turned away), with only what the console shows and does.
+        self.config.admin_socket.unlink(missing_ok=True)
+        self.admin_control = control.ControlServer(
+            self.config.admin_socket, self.selector,
+            {"status": self._status, "abuse-list": self._abuse_list,
+             "abuse-unblock": self._abuse_unblock, "outbound-limited": self._outbound_limited,
+             "config-set": self._config_set},
+            peer_allowed=self._is_admin_worker, owner=self.service_ids)
 
     def _announce(self) -> None:
         for listener in self.listeners.values():
@@ -361,9 +394,10 @@ class Supervisor:
             shutil.rmtree(metrics.directory(), ignore_errors=True)
         _close_listeners(self.listeners.values())
         self.listeners = {}
-        if self.control:
-            self.control.close()
-            self.control = None
+        for server in (self.control, self.admin_control):
+            if server:
+                server.close()
+        self.control = self.admin_control = None
         if self._wake:
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
@@ -569,6 +603,9 @@ class Supervisor:
         if kind == WORKER:
             listeners = [held.sock for held in self.listeners.values() if held.service == service]
         self._detach(listeners, heartbeat)
+        console = kind == WORKER and service == ADMIN
+        # Still with the supervisor's rights: what the console needs of them, taken now.
+        prepared = self.targets.admin_prepare(self.config) if console else None
         user, group = self.config.server.user, self.config.server.group
         if user:
             try:
@@ -580,6 +617,8 @@ class Supervisor:
             return EXIT_OK
         if kind != RATEKEEPER:  # the rate-keeper keeps no metrics
             metrics.claim_process_files()
+        if console:
+            return self.targets.admin_target(self.config, listeners, heartbeat, prepared)
         if kind == WORKER:
             return self.targets.worker_target(service, self.config, listeners, heartbeat)
         if kind == DELIVERY:
@@ -596,6 +635,7 @@ class Supervisor:
         # Ctrl-C reaches the whole process group; the supervisor alone decides how to stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.control.close_in_child()
+        self.admin_control.close_in_child()
         self.selector.close()  # closes our epoll fd only; the parent's registrations stay
         if self.metrics_server is not None:
             self.metrics_server.socket.close()  # our copy only: the thread lives in the parent
@@ -754,6 +794,30 @@ class Supervisor:
         lifted = (self._ask_ratekeeper("unblock_all") if address is None
                   else self._ask_ratekeeper("unblock", address))
         return {"lifted": lifted}
+
+    def _outbound_limited(self) -> dict[str, Any]:
+        return {"senders": self._ask_ratekeeper("limited")}
+
+    def _config_set(self, section: str, values: dict[str, Any]) -> dict[str, Any]:
+        """The console's services form: change keys of one section (config_edit.EDITABLE),
+        validated as check-config validates, then reload as SIGHUP does. Nothing is written
+        when the change is refused; the answer's error is check-config's line."""
+        from .. import config_edit
+
+        if not isinstance(section, str) or not isinstance(values, dict):
+            raise control.CommandFailed("section must be a string and values an object")
+        try:
+            config_edit.update(self.config.path, section, values)
+        except (MailforgeError, OSError) as exc:
+            raise control.CommandFailed(str(exc)) from None
+        log.info("config %s: [%s] %s changed by the console; reloading", self.config.path, section,
+                 ", ".join(f"{key} = {value!r}" for key, value in values.items()))
+        os.kill(self.pid, signal.SIGHUP)  # the reload takes the same path as an operator's
+        return {"reloading": True}
+
+    def _is_admin_worker(self, pid: int) -> bool:
+        return any(c.pid == pid and c.kind == WORKER and c.service == ADMIN
+                   for c in self.children.values())
 
     def _ask_ratekeeper(self, op: str, *args: object) -> Any:
         answer = self.targets.ratekeeper_ask(self.config.ratekeeper_socket, STATS_TIMEOUT, op, *args)

@@ -51,6 +51,10 @@ class SendCounters:
             sent.append(now)
         return True, False
 
+    def limited(self) -> list[str]:
+        """Senders whose last request was refused: the accounts at their limit now."""
+        return sorted(self._refusing)
+
     def snapshot(self) -> dict[str, int]:
         return {"senders": len(self._sent), "limited_now": len(self._refusing),
                 "refused": self.refused}

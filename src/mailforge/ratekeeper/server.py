@@ -89,6 +89,8 @@ class RateKeeper:
             "send": Operation(lambda _owner, *args: list(self.sends.take(*args)),
                               (str, int, float, bool)),
             "stats": Operation(lambda _owner: self.stats(), ()),
+            # For the console's dashboard: the senders refused by their limit now.
+            "limited": Operation(lambda _owner: self.sends.limited(), ()),
         }
 
     def open(self, owner: object, service: str, ip: str, max_total: int,

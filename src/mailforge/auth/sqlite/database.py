@@ -21,13 +21,28 @@ from ...addresses import normalize_address, normalize_domain
 from ...errors import MailforgeError, UsageError
 
 # Bump whenever the schema changes, and add the step from the old version to _MIGRATIONS.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # A writer (the CLI) holds the lock for milliseconds; wait rather than fail.
 BUSY_TIMEOUT_MS = 5000
 # Password hashes inside: no access for others. The group (which owns the store and queue, see
 # DESIGN.md) keeps read-write, which WAL needs even for readers; SQLite gives the -wal and
 # -shm files the database file's permissions.
 DB_MODE = 0o660
+
+# The web console's administrators (separate from mailboxes: an administrator has no mail),
+# the domains a "domain" one manages, its logins and API tokens (by SHA-256 of the secret, so
+# the file does not hold a usable one), and the audit trail of what they did.
+_ADMIN_SCHEMA = (
+    "CREATE TABLE admins (name TEXT PRIMARY KEY, password TEXT NOT NULL, role TEXT NOT NULL, "
+    "created REAL NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE admin_domains (admin TEXT NOT NULL REFERENCES admins(name) ON DELETE CASCADE, "
+    "domain TEXT NOT NULL, PRIMARY KEY (admin, domain)) WITHOUT ROWID",
+    "CREATE TABLE admin_sessions (secret_hash TEXT PRIMARY KEY, admin TEXT NOT NULL "
+    "REFERENCES admins(name) ON DELETE CASCADE, kind TEXT NOT NULL, csrf TEXT NOT NULL, "
+    "created REAL NOT NULL, expires REAL) WITHOUT ROWID",
+    "CREATE TABLE admin_audit (id INTEGER PRIMARY KEY, time REAL NOT NULL, admin TEXT NOT NULL, "
+    "client TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL)",
+)
 
 _SCHEMA = """
 CREATE TABLE domains (
@@ -97,6 +112,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE mailboxes ADD COLUMN send_disabled INTEGER NOT NULL DEFAULT 0"),
     # 6: the APOP secret of mailboxes whose owner asked for one (NULL: no APOP).
     5: ("ALTER TABLE mailboxes ADD COLUMN apop_secret TEXT",),
+    # 7: the web console's administrators, sessions, API tokens and audit trail.
+    6: _ADMIN_SCHEMA,
 }
 # The settings row holding the key that makes SCRAM decoy salts (passwords.scram_decoy).
 DECOY_KEY = "scram_decoy_key"
@@ -181,7 +198,7 @@ class Database:
             with self.write() as db:
                 # Checked inside the write transaction: two `init`s racing create it once.
                 if _user_version(db) == 0:
-                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                    for statement in (*filter(str.strip, _SCHEMA.split(";")), *_ADMIN_SCHEMA):
                         db.execute(statement)
                     _ensure_decoy_key(db)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

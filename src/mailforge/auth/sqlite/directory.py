@@ -9,7 +9,7 @@ import time
 from ...addresses import (is_address_literal, normalize_address, normalize_alias_source,
                           normalize_domain, split_subaddress)
 from ...errors import UsageError
-from ..api import Lookup, RecipientStatus, UserInfo
+from ..api import Lookup, RecipientStatus, UserInfo, UserPage
 from .credentials import password_columns
 from .database import Database, count, domain_of, exists, is_domain, is_mailbox, require_domain
 from .database import require_mailbox
@@ -117,6 +117,22 @@ class Directory:
         rows = self._database.fetchall(sql + " ORDER BY address", *params)
         return [UserInfo(address, bool(disabled), created) for address, disabled, created in rows]
 
+    def users_page(self, domains: list[str] | None, search: str, offset: int,
+                   limit: int) -> UserPage:
+        """Mailboxes whose address contains `search`, of `domains` (None: every domain), in
+        address order from `offset`: the primary key's order, so a page is an index walk."""
+        where, params = ["address LIKE ? ESCAPE '\\'"], [f"%{_like_escape(search.lower())}%"]
+        if domains is not None:
+            where.append(f"domain IN ({', '.join('?' * len(domains))})")
+            params.extend(domains)
+        condition = " WHERE " + " AND ".join(where)
+        with self._database.read() as db:
+            total = count(db, "SELECT COUNT(*) FROM mailboxes" + condition, *params)
+            rows = db.execute("SELECT address, disabled, created FROM mailboxes" + condition
+                              + " ORDER BY address LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+        return UserPage([UserInfo(address, bool(disabled), created) for address, disabled, created in rows],
+                        total)
+
     # -- aliases
 
     def alias_add(self, source: str, target: str) -> None:
@@ -183,6 +199,10 @@ class Directory:
         if mailboxes:
             return Lookup(RecipientStatus.OK, mailboxes, detail)
         return Lookup(RecipientStatus.DISABLED if rows else RecipientStatus.UNKNOWN)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _check_target(db: sqlite3.Connection, target: str) -> None:

@@ -1,0 +1,223 @@
+"""The console's aiohttp application: routes, who is asking (session cookie or API token),
+CSRF, the security headers every answer carries, and page rendering.
+
+Pages are server-rendered (Jinja2, autoescaped) and need no script; charts are inline SVG.
+A page's form posts carry the session's CSRF token, checked here before any handler runs, so a
+forged or tokenless post changes nothing and gets 403. The API (/api/) takes a bearer token
+instead of the cookie, so a browser cannot be made to call it for someone logged in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jinja2
+from aiohttp import web
+
+from ..auth.accounts import Accounts
+from ..auth.api import AdminLogin
+from ..config import Config
+from ..policy.abuse import AbuseGuard
+from ..ratekeeper.client import RateKeeperClient
+from .history import MetricsHistory
+from .isolation import Prepared
+from .operations import Actor, Forbidden, Operations
+
+log = logging.getLogger("mailforge.admin")
+
+SESSION_COOKIE = "mf_session"
+# The login form's own CSRF token (double submit: cookie and field must match): a login forged
+# from another site would sign the victim in as the attacker.
+LOGIN_COOKIE = "mf_login"
+LOGIN_FORM_LIFETIME = 900
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".png": "image/png", ".svg": "image/svg+xml"}
+# No inline script or style at all, nothing from elsewhere, never framed (clickjacking).
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+# One year, as browsers' preload lists ask; only sent over TLS.
+HSTS = "max-age=31536000"
+PUBLIC_PATHS = ("/login", "/static/")
+LOGIN, ACTOR, STARTED = "login", "actor", "started"  # request keys
+T = TypeVar("T")
+
+
+@dataclass
+class Console:
+    """What every request handler shares in one worker."""
+
+    config: Config
+    accounts: Accounts
+    ops: Operations
+    ratekeeper: RateKeeperClient
+    guard: AbuseGuard
+    executor: ThreadPoolExecutor
+    history: MetricsHistory | None  # None while [metrics] listen is off
+    prepared: Prepared
+
+    async def blocking(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a database, file or supervisor call on the worker's thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
+
+    @property
+    def secure(self) -> bool:
+        return self.prepared.tls_context is not None
+
+
+CONSOLE = web.AppKey("console", Console)
+
+
+def make_app(console: Console) -> web.Application:
+    from . import api, pages
+
+    app = web.Application(middlewares=[authenticate], client_max_size=64 * 1024)
+    app[CONSOLE] = console
+    app.on_response_prepare.append(_security_headers)
+    pages.add_routes(app.router)
+    api.add_routes(app.router)
+    app.router.add_get("/static/{name}", _static)
+    return app
+
+
+async def _static(request: web.Request) -> web.Response:
+    """From memory (isolation.prepare read them): the package may be unreadable by now."""
+    name = request.match_info["name"]
+    body = console_of(request).prepared.static.get(name)
+    if body is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=body, content_type=STATIC_TYPES.get(Path(name).suffix, "application/octet-stream"),
+                        headers={"Cache-Control": "max-age=3600"})
+
+
+def templates() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             auto_reload=False)  # compiled once, before the privilege drop
+    env.filters["points"] = chart_points
+    return env
+
+
+def chart_points(values: list[float], width: int = 360, height: int = 60) -> str:
+    """An SVG polyline's points for `values`, scaled to the box (the highest at the top)."""
+    top = max(values, default=0) or 1
+    step = width / max(len(values) - 1, 1)
+    return " ".join(f"{i * step:.1f},{height - value / top * (height - 2) - 1:.1f}"
+                    for i, value in enumerate(values))
+
+
+def console_of(request: web.Request) -> Console:
+    return request.app[CONSOLE]
+
+
+def actor_of(request: web.Request) -> Actor:
+    return request[ACTOR]
+
+
+def client_ip(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return peer[0] if peer else "unknown"
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(HEADERS)
+    started = request.get(STARTED)
+    if started is not None:  # the time at the server, for bench.console and browsers' tools
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+    if "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-store"
+    if console_of(request).secure:
+        response.headers["Strict-Transport-Security"] = HSTS
+
+
+@web.middleware
+async def authenticate(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    request[STARTED] = time.perf_counter()
+    if request.path.startswith(PUBLIC_PATHS):
+        return await handler(request)
+    console = console_of(request)
+    if request.path.startswith("/api/"):
+        login = await _bearer(request, console)
+        if login is None:
+            return web.json_response({"error": "a valid bearer token is required"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+    else:
+        secret = request.cookies.get(SESSION_COOKIE, "")
+        login = await console.blocking(console.accounts.admins.session, secret) if secret else None
+        if login is None:
+            if request.method in ("GET", "HEAD"):
+                raise web.HTTPSeeOther("/login")
+            return web.Response(status=403, text="not logged in")
+        if request.method == "POST" and not await _csrf_ok(request, login.csrf):
+            log.warning("admin %s from %s: %s refused: CSRF token missing or wrong",
+                        login.admin.name, client_ip(request), request.path)
+            return web.Response(status=403, text="CSRF token missing or wrong; nothing was changed")
+    request[LOGIN] = login
+    request[ACTOR] = Actor(login.admin, client_ip(request))
+    try:
+        return await handler(request)
+    except Forbidden as exc:
+        log.warning("admin %s from %s: %s %s refused: %s", login.admin.name, client_ip(request),
+                    request.method, request.path, exc)
+        if request.path.startswith("/api/"):
+            return web.json_response({"error": str(exc)}, status=403)
+        return web.Response(status=403, text=str(exc))
+
+
+async def _csrf_ok(request: web.Request, expected: str) -> bool:
+    given = (await request.post()).get("csrf", "")
+    return isinstance(given, str) and same_secret(given, expected)
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time, and never true for an empty secret."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def _bearer(request: web.Request, console: Console) -> AdminLogin | None:
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        return None
+    login = await console.blocking(console.accounts.admins.token, secret.strip())
+    if login is None:
+        # A wrong token is a failed login: counted, tarpitted and blocked like a password.
+        verdict = await console.guard.count_failure("admin", client_ip(request), "API token refused")
+        await asyncio.sleep(verdict.delay)
+    return login
+
+
+def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
+    login = request.get(LOGIN)
+    text = console_of(request).prepared.templates.get_template(name).render(
+        admin=login.admin if login else None, csrf=login.csrf if login else "",
+        path=request.path, **context)
+    return web.Response(text=text, status=status, content_type="text/html")
+
+
+def new_login_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def set_cookie(response: web.StreamResponse, name: str, value: str, max_age: float) -> None:
+    """Secure, HttpOnly, SameSite=Strict: never over plain HTTP to the browser (a reverse proxy
+    on loopback does TLS), never to a script, never on a request another site started."""
+    response.set_cookie(name, value, max_age=int(max_age), path="/", secure=True, httponly=True,
+                        samesite="Strict")

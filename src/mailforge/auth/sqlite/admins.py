@@ -1,0 +1,153 @@
+"""The web console's administrators, their logins and API tokens, and the audit trail
+(auth.api.AdminDirectory, AdminSessions and AuditTrail).
+
+Passwords are hashed as mailboxes' are (passwords.hash_password). A login cookie or an API
+token is a random secret of which only the SHA-256 is stored: a copy of the file opens no
+session. A session has a fixed end; a token lasts until its administrator is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import sqlite3
+import time
+
+from ...addresses import normalize_domain
+from ...errors import UsageError
+from ..api import ADMIN_ROLES, AdminInfo, AdminLogin, AuditEntry
+from ..passwords import hash_password, verify_password
+from .database import Database, exists, require_domain
+
+# Short names people type at a login page and in `mailforge admin`; no "@": not mailboxes.
+ADMIN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+SECRET_BYTES = 32
+SESSION, TOKEN = "session", "token"
+
+
+def admin_name(text: str) -> str:
+    name = text.strip().lower()
+    if not ADMIN_NAME.fullmatch(name):
+        raise UsageError(f"bad administrator name {text!r} (letters, digits, . _ -; up to 64)")
+    return name
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Admins:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    # -- AdminDirectory
+
+    def admin_add(self, name: str, password: str, role: str, domains: list[str]) -> None:
+        name = admin_name(name)
+        if role not in ADMIN_ROLES:
+            raise UsageError(f"role must be one of {', '.join(ADMIN_ROLES)}")
+        if (role == "domain") != bool(domains):
+            raise UsageError("a domain administrator needs --domain (one or more); "
+                             "a system administrator takes none")
+        if not password:
+            raise UsageError("empty password refused")
+        hashed = hash_password(password)
+        canonical = [normalize_domain(domain) for domain in domains]
+        with self._database.write() as db:
+            if exists(db, "SELECT 1 FROM admins WHERE name = ?", name):
+                raise UsageError(f"administrator {name} exists already")
+            for domain in canonical:
+                require_domain(db, domain)
+            db.execute("INSERT INTO admins (name, password, role, created) VALUES (?, ?, ?, ?)",
+                       (name, hashed, role, time.time()))
+            db.executemany("INSERT INTO admin_domains (admin, domain) VALUES (?, ?)",
+                           [(name, domain) for domain in dict.fromkeys(canonical)])
+
+    def admin_remove(self, name: str) -> None:
+        """Its sessions and tokens go with it (ON DELETE CASCADE)."""
+        name = admin_name(name)
+        with self._database.write() as db:
+            if db.execute("DELETE FROM admins WHERE name = ?", (name,)).rowcount == 0:
+                raise UsageError(f"no such administrator: {name}")
+
+    def admins(self) -> list[AdminInfo]:
+        with self._database.read() as db:
+            names = [row[0] for row in db.execute("SELECT name FROM admins ORDER BY name")]
+            return [_admin(db, name) for name in names]
+
+    def check_admin_password(self, name: str, password: str) -> AdminInfo | None:
+        """The administrator, or None for a wrong password or an unknown name (the same work
+        either way, so that timing does not tell which names exist)."""
+        try:
+            name = admin_name(name)
+        except UsageError:
+            name = ""
+        row = self._database.fetchone("SELECT password FROM admins WHERE name = ?", name)
+        if row is None:
+            hash_password(password)
+            return None
+        if not verify_password(password, row[0]):
+            return None
+        with self._database.read() as db:
+            return _admin(db, name)
+
+    # -- AdminSessions
+
+    def open_session(self, name: str, lifetime: float) -> tuple[str, str]:
+        """A new login for `name`: (cookie secret, CSRF token). Ended ones are swept here."""
+        secret, csrf, now = secrets.token_urlsafe(SECRET_BYTES), secrets.token_urlsafe(SECRET_BYTES), time.time()
+        with self._database.write() as db:
+            db.execute("DELETE FROM admin_sessions WHERE kind = ? AND expires < ?", (SESSION, now))
+            db.execute("INSERT INTO admin_sessions (secret_hash, admin, kind, csrf, created, expires) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (_digest(secret), name, SESSION, csrf, now, now + lifetime))
+        return secret, csrf
+
+    def session(self, secret: str) -> AdminLogin | None:
+        return self._login(secret, SESSION)
+
+    def close_session(self, secret: str) -> None:
+        with self._database.write() as db:
+            db.execute("DELETE FROM admin_sessions WHERE secret_hash = ?", (_digest(secret),))
+
+    def issue_token(self, name: str) -> str:
+        name = admin_name(name)
+        secret = "mft_" + secrets.token_urlsafe(SECRET_BYTES)
+        with self._database.write() as db:
+            if not exists(db, "SELECT 1 FROM admins WHERE name = ?", name):
+                raise UsageError(f"no such administrator: {name}")
+            db.execute("INSERT INTO admin_sessions (secret_hash, admin, kind, csrf, created, expires) "
+                       "VALUES (?, ?, ?, '', ?, NULL)", (_digest(secret), name, TOKEN, time.time()))
+        return secret
+
+    def token(self, secret: str) -> AdminLogin | None:
+        return self._login(secret, TOKEN)
+
+    def _login(self, secret: str, kind: str) -> AdminLogin | None:
+        with self._database.read() as db:
+            row = db.execute("SELECT admin, csrf, expires FROM admin_sessions "
+                             "WHERE secret_hash = ? AND kind = ?", (_digest(secret), kind)).fetchone()
+            if row is None or (row[2] is not None and row[2] < time.time()):
+                return None
+            return AdminLogin(_admin(db, row[0]), row[1])
+
+    # -- AuditTrail
+
+    def record(self, admin: str, client: str, action: str, detail: str) -> None:
+        with self._database.write() as db:
+            db.execute("INSERT INTO admin_audit (time, admin, client, action, detail) "
+                       "VALUES (?, ?, ?, ?, ?)", (time.time(), admin, client, action, detail))
+
+    def recent(self, limit: int, admin: str | None = None) -> list[AuditEntry]:
+        sql, params = "SELECT time, admin, client, action, detail FROM admin_audit", ()
+        if admin is not None:
+            sql, params = sql + " WHERE admin = ?", (admin,)
+        rows = self._database.fetchall(sql + " ORDER BY id DESC LIMIT ?", *params, limit)
+        return [AuditEntry(*row) for row in rows]
+
+
+def _admin(db: sqlite3.Connection, name: str) -> AdminInfo:
+    role, created = db.execute("SELECT role, created FROM admins WHERE name = ?", (name,)).fetchone()
+    domains = tuple(row[0] for row in db.execute(
+        "SELECT domain FROM admin_domains WHERE admin = ? ORDER BY domain", (name,)))
+    return AdminInfo(name, role, domains, created)

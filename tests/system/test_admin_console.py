@@ -1,0 +1,216 @@
+"""The web console over real HTTPS against a real `mailforge serve`: its security promises.
+CSRF (missing or wrong → 403, nothing changed), the usual headers and cookie attributes, a
+domain administrator confined to its domains on pages and API, brute force on the login page
+blocked through the rate-keeper and lifted from the console, every action in the audit log;
+and as root, the console worker as the service account, sandboxed, with the keys hidden."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import smtplib
+import time
+
+import pytest
+
+from mailforge.process import control
+
+from tests.ports import free_port
+
+from .conftest import DOMAIN, cli
+from .console_client import ConsoleClient
+from .test_privileges import account, open_root, proc_status, root_only  # noqa: F401 (fixtures)
+
+BOSS, HOST = ("boss", "boss secret"), ("host", "host secret")
+OTHER = "other.test"
+BLOCK_AFTER = 3
+# Loopback's own address is exempt (the operator's browser); brute force comes from .2.
+ABUSE = {"exempt_networks": ["127.0.0.1/32"], "block_after": BLOCK_AFTER, "tarpit_after": 100}
+
+
+@pytest.fixture
+def console(make_server):
+    # Mail for remote.test goes to a port nobody listens on: it stays queued, deferred.
+    server = make_server(admin_console=True, abuse=ABUSE,
+                         relay={"mode": "networks", "networks": ["127.0.0.0/8"]},
+                         delivery={"mx_override": {"remote.test": f"127.0.0.1:{free_port()}"},
+                                   "connect_timeout": 1})
+    cli(server.conf, "domain", "add", OTHER)
+    cli(server.conf, "user", "add", f"carol@{OTHER}", "--password-stdin", input="pw\n")
+    cli(server.conf, "admin", "add", BOSS[0], "--password-stdin", input=BOSS[1] + "\n")
+    cli(server.conf, "admin", "add", HOST[0], "--password-stdin", "--role", "domain",
+        "--domain", DOMAIN, input=HOST[1] + "\n")
+    server.start()
+    return server
+
+
+def client(server, source: str = "127.0.0.1") -> ConsoleClient:
+    return ConsoleClient(server.admin_port, server.ca_file, source)
+
+
+def domains(server) -> list[str]:
+    return cli(server.conf, "domain", "list").stdout.split()
+
+
+def test_csrf_headers_cookies_and_a_domain_administrators_walls(console):
+    boss = client(console)
+    answer = boss.login(*BOSS)
+    assert answer.status == 303 and answer.headers["Location"] == "/"
+    cookie = next(c for c in answer.headers.get_all("Set-Cookie") if c.startswith("mf_session="))
+    for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Max-Age=28800", "Path=/"):
+        assert attribute in cookie, cookie
+    page = boss.get("/domains")
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Strict-Transport-Security"] and page.headers["Cache-Control"] == "no-store"
+
+    # CSRF: missing or wrong → 403 and nothing changed; the page's own token works.
+    token = boss.csrf
+    assert boss.post("/domains", {"name": "forged.test"}, csrf=False).status == 403
+    boss.csrf = "x" * len(token)
+    assert boss.post("/domains", {"name": "forged.test"}).status == 403
+    assert boss.post("/users", {"address": f"eve@{DOMAIN}", "password": "pw"}).status == 403
+    assert "forged.test" not in domains(console)
+    assert "eve@" not in cli(console.conf, "user", "list").stdout
+    boss.csrf = token
+    assert boss.post("/domains", {"name": "real.test"}).status == 200
+    assert "real.test" in domains(console)
+    # Without a session, a post is refused too (no redirect to follow blindly).
+    assert client(console).post("/domains", {"name": "anon.test"}, csrf=False).status == 403
+
+    # A domain administrator sees and touches only its own domain, on pages and API.
+    host = client(console)
+    assert host.login(*HOST).headers["Location"] == "/users"
+    listing = host.get("/users").text
+    assert f"alice@{DOMAIN}" in listing and OTHER not in listing
+    assert host.get(f"/users?domain={OTHER}").status == 403
+    assert host.get("/aliases?domain=" + OTHER).status == 403
+    for path in ("/services", "/security"):
+        assert host.get(path).status == 403
+    assert host.get("/").status == 303
+    assert host.post("/users", {"address": f"mallory@{OTHER}", "password": "pw"}).status == 403
+    assert host.post("/users/action", {"address": f"carol@{OTHER}", "action": "disable"}).status == 403
+    assert host.post("/aliases", {"source": f"x@{OTHER}", "target": f"alice@{DOMAIN}"}).status == 403
+    assert host.post("/domains/remove", {"name": OTHER}).status == 403
+    assert "mallory@" not in cli(console.conf, "user", "list").stdout
+    assert "disabled" not in cli(console.conf, "user", "list", OTHER).stdout
+    assert host.post("/users", {"address": f"dave@{DOMAIN}", "password": "pw"}).status == 200
+
+    api_token = cli(console.conf, "admin", "token", HOST[0]).stdout.strip()
+    assert host.api("GET", f"/api/users?domain={OTHER}", api_token).status == 403
+    assert host.api("POST", "/api/users", api_token, {"address": f"m@{OTHER}", "password": "p"}).status == 403
+    assert host.api("POST", f"/api/users/carol@{OTHER}/disable", api_token, {}).status == 403
+    assert host.api("GET", "/api/status", api_token).status == 403
+    mine = host.api("GET", "/api/users", api_token).json()
+    assert {u["address"] for u in mine["users"]} == {f"alice@{DOMAIN}", f"dave@{DOMAIN}"}
+    assert host.api("GET", "/api/domains", api_token).json() == {"domains": [DOMAIN]}
+    assert client(console).api("GET", "/api/domains", "mft_wrong").status == 401
+    assert client(console).get("/api/domains").status == 401
+
+    boss_token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    quota = boss.api("POST", f"/api/users/alice@{DOMAIN}/quota", boss_token, {"size": "10M", "messages": 5})
+    assert quota.json() == {"done": f"quota 10M/5: alice@{DOMAIN}"}
+    assert "limit: 10485760 octets, 5 messages" in cli(console.conf, "quota", "show", f"alice@{DOMAIN}").stdout
+    assert boss.api("POST", f"/api/users/alice@{DOMAIN}/quota", boss_token, {"size": "lots"}).status == 400
+
+    # Outbound limits: the system administrator's alone (a user's own would lift the domain's).
+    limit = {"messages": 5, "interval": 60, "at_limit": "disable"}
+    assert host.api("POST", f"/api/users/alice@{DOMAIN}/limit", api_token, limit).status == 403
+    assert host.api("POST", f"/api/domains/{DOMAIN}/settings", api_token, limit).status == 403
+    assert boss.api("POST", f"/api/users/alice@{DOMAIN}/limit", boss_token, limit).status == 200
+    assert "5 messages per 60 s, then disable (user setting)" in cli(
+        console.conf, "limits", "show", f"alice@{DOMAIN}").stdout
+    assert "5 messages per 60 s" in boss.get("/security").text
+    # APOP and public folders: the domain administrator's own domain only.
+    assert host.api("POST", f"/api/users/alice@{DOMAIN}/apop", api_token, {"secret": "s3"}).status == 200
+    assert host.api("POST", f"/api/domains/{DOMAIN}/settings", api_token, {"public": "on"}).status == 200
+    assert host.api("POST", f"/api/domains/{OTHER}/settings", api_token, {"public": "on"}).status == 403
+    assert "public folders of example.test: on" in cli(console.conf, "public", "show", DOMAIN).stdout
+
+    audit = boss.get("/audit").text
+    for entry in ("domain add", "real.test", f"dave@{DOMAIN}", "login", "user apop"):
+        assert entry in audit
+    assert "admin host from 127.0.0.1: user add dave@example.test" in console.log()
+
+
+def test_brute_force_on_the_login_page_is_blocked_and_lifted_from_the_console(console):
+    attacker = client(console, "127.0.0.2")
+    answers = [attacker.login("boss", f"guess {n}").status for n in range(BLOCK_AFTER)]
+    assert answers == [401] * (BLOCK_AFTER - 1) + [403]
+    # Blocked now: the right password does not help, and a new connection is turned away
+    # before the console reads it.
+    refused = attacker.get("/login")
+    assert refused.status == 403 and "failed logins" in refused.text
+    blocks = json.loads(cli(console.conf, "abuse", "list", "--json").stdout)
+    assert [(b["address"], b["services"]) for b in blocks] == [("127.0.0.2", ["admin"])]
+    assert "console login failed" in blocks[0]["why"]
+
+    boss = client(console)
+    boss.login(*BOSS)
+    assert "127.0.0.2" in boss.get("/security").text
+    assert "lifted the block on 127.0.0.2" in boss.post("/security/unblock", {"address": "127.0.0.2"}).text
+    assert attacker.login(*BOSS).status == 303
+    assert "unblock" in boss.get("/audit").text
+
+
+@root_only
+def test_the_console_worker_runs_as_the_service_account_sandboxed_without_keys(account, open_root):
+    from .conftest import Server
+
+    user, group = account
+    server = Server(open_root, admin_console=True, metrics={"listen": ""})
+    try:
+        cli(server.conf, "init", "--system", "--dir", str(server.dir), "--user", user, "--group", group)
+        cli(server.conf, "admin", "add", BOSS[0], "--password-stdin", input=BOSS[1] + "\n")
+        server.start()
+        (pid,) = server.worker_pids("admin")
+        fields = proc_status(pid)
+        uid = pwd.getpwnam(user).pw_uid
+        assert fields["Uid"].split() == [str(uid)] * 4
+        assert fields["Groups"] == "" and fields["CapEff"] == "0000000000000000"
+        assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2")
+        # The worker's view of the key file: an empty file nobody may read; the rest of the
+        # system still sees the key.
+        key = server.config.data_dir / "tls" / "key.pem"
+        hidden = os.stat(f"/proc/{pid}/root{key}")
+        assert (hidden.st_size, hidden.st_mode & 0o777, hidden.st_uid) == (0, 0, 0)
+        assert key.stat().st_size > 0
+        # It serves: HTTPS with the server's certificate, a login works, and the dashboard
+        # reaches the supervisor through the admin socket, which it owns...
+        boss = client(server)
+        assert boss.login(*BOSS).status == 303
+        dashboard = boss.get("/").text
+        assert f"{pid} · " in dashboard and "hidden from the console" in dashboard
+        assert server.config.admin_socket.stat().st_uid == uid
+        # ...and which turns away every other process, root's included.
+        with pytest.raises((OSError, ValueError)):
+            control.request(server.config.admin_socket, "status", timeout=5)
+    finally:
+        server.stop()
+
+
+def test_the_queue_page_lists_filters_shows_retries_and_deletes(console):
+    with smtplib.SMTP("127.0.0.1", console.port, timeout=10) as smtp:
+        smtp.sendmail(f"alice@{DOMAIN}", ["far@remote.test"], b"Subject: away\r\n\r\nhi\r\n")
+        smtp.sendmail(f"alice@{DOMAIN}", ["other@remote.test"], b"Subject: second\r\n\r\nhi\r\n")
+    boss = client(console)
+    boss.login(*BOSS)
+    deadline = time.monotonic() + 30
+    while "deferred" not in cli(console.conf, "queue", "list").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    page = boss.get("/queue?recipient=far@&state=deferred").text
+    assert "far@remote.test" in page and "other@remote.test" not in page
+    (queue_id,) = {e["id"] for e in json.loads(cli(console.conf, "queue", "list", "--json").stdout)
+                   if e["recipients"] == ["far@remote.test"]}
+    shown = boss.get(f"/queue?show={queue_id}").text
+    assert "Subject: away" in shown and "attempts" in shown
+    assert f"{queue_id} due now" in boss.post("/queue", {"action": "retry", "id": queue_id}).text
+    assert f"deleted {queue_id}, unsent" in boss.post("/queue", {"action": "delete", "id": queue_id}).text
+    remaining = json.loads(cli(console.conf, "queue", "list", "--json").stdout)
+    assert [e["recipients"] for e in remaining] == [["other@remote.test"]]
+    assert boss.post("/queue", {"action": "delete", "id": "nosuch"}).status == 400
+    host = client(console)
+    host.login(*HOST)
+    assert host.get("/queue").status == 403
+    assert "queue delete" in boss.get("/audit").text
