@@ -46,8 +46,10 @@ KEY_PREFIX = "mailforge:"
 HEARTBEAT_INTERVAL = 1.0
 NODE_TTL = 10
 # Every accepted connection waits for one round trip: a server slower than this is treated as
-# down, so a sick Valkey costs a client a fraction of a second, not its whole session.
-REDIS_TIMEOUT = 0.5
+# down, so a sick Valkey costs a client a fraction of a second, not its whole session. Well
+# under the workers' stall check (client.py STALL_CHECK_INTERVAL), even for an open that must
+# register first (three calls).
+REDIS_TIMEOUT = 0.25
 
 # What the rate-keeper gives on catch-up: its sessions by (service, ip), and its blocks in
 # force (times in seconds from now).
