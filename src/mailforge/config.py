@@ -215,6 +215,19 @@ class LogConfig:
     level: str = "info"     # debug | info | warning | error
 
 
+@dataclass
+class ClusterConfig:
+    """Many nodes behind one load balancer (README, "Scaling out")."""
+
+    # Valkey/Redis that holds the counters every limit needs across nodes (connections per IP
+    # and per service, failed logins and blocks, outbound counts): "redis://[:password@]host:port/db"
+    # or "rediss://..." for TLS; "" = this node's counts only. Unreachable: the node falls
+    # back to its own counts (fail open) and re-registers its connections when it is back.
+    redis: str = ""
+    # This node's name in the shared counts; "" = [server] hostname. Unique per node.
+    node: str = ""
+
+
 # Service name → default listen address when run unprivileged (DESIGN.md, config contract).
 SERVICE_PORTS = {
     "smtp": 2525,
@@ -233,6 +246,7 @@ IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", 
 # What `mailforge init` turns on (it makes the certificate they need); a config that does not
 # mention a service leaves it off. The mail services: autoconfig is the operator's choice.
 INIT_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 RELAY_MODES = ("none", "authenticated", "networks", "open")
 
 
@@ -267,6 +281,7 @@ class Config:
     authentication: AuthenticationConfig = field(default_factory=AuthenticationConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     # Where the config was read from; relative paths in it are relative to its directory.
     path: Path = field(default=Path(DEFAULT_CONFIG_NAME), compare=False)
 
@@ -314,6 +329,10 @@ class Config:
     @property
     def ratekeeper_socket(self) -> Path:
         return self.run_dir / "ratekeeper.sock"
+
+    @property
+    def node_name(self) -> str:
+        return self.cluster.node or self.server.hostname
 
     def services(self) -> dict[str, ServiceConfig]:
         """Enabled services (a non-empty listen list), by name."""
@@ -493,6 +512,15 @@ def _validate(config: Config, path: Path | str) -> None:
         if value:
             _check_hostport(value, path, key)
     _validate_log(config.log, path)
+    _validate_cluster(config.cluster, path)
+
+
+def _validate_cluster(cluster: ClusterConfig, path: Path | str) -> None:
+    if cluster.redis and not cluster.redis.startswith(REDIS_SCHEMES):
+        raise ConfigError(path, "[cluster] redis",
+                          f"expected a URL starting with {' or '.join(REDIS_SCHEMES)}")
+    if any(c.isspace() for c in cluster.node):
+        raise ConfigError(path, "[cluster] node", "must not contain white space")
 
 
 def _validate_admin(admin: AdminConfig, path: Path | str) -> None:

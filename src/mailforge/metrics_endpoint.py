@@ -82,7 +82,13 @@ def _flow_metrics(flow: dict[str, Any]) -> Iterator[Metric]:
 
 def _ratekeeper_metrics(stats: dict[str, Any]) -> Iterator[Metric]:
     """Rate-limit blocks as the rate-keeper counts them across all workers and services."""
-    abuse, outbound = stats.get("abuse"), stats.get("outbound")
+    abuse, outbound, cluster = stats.get("abuse"), stats.get("outbound"), stats.get("cluster")
+    if cluster:
+        yield _gauge("cluster_shared", "1 while the limits count over every node (Valkey/Redis "
+                     "reachable), 0 while this node falls back to its own counts",
+                     int(cluster["shared"]))
+        yield CounterMetricFamily(PREFIX + "cluster_fallbacks", "Times this node fell back to "
+                                  "its own counts", value=cluster["fallbacks"])
     if abuse:
         yield CounterMetricFamily(PREFIX + "abuse_blocks", "Addresses blocked for failed logins "
                                   "or recipient probes", value=abuse.get("blocks", 0))

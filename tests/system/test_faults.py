@@ -180,7 +180,7 @@ def test_status_names_the_rate_keeper_state_while_it_restarts(make_server):
     os.kill(starting["pid"], signal.SIGKILL)
     time.sleep(0.1)  # reaped within a tick; the next start waits for its backoff
     assert status(server)["ratekeeper"] == {"state": "restarting", "pid": None, "uptime": None,
-                                             "abuse": None}
+                                             "abuse": None, "cluster": None}
     wait_for(lambda: status(server)["ratekeeper"]["state"] == "running", 5, "never back")
 
 

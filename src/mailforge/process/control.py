@@ -233,6 +233,8 @@ def format_status(answer: dict[str, Any]) -> str:
     rk = answer["ratekeeper"]
     lines.append(f"rate-keeper  {rk['state']}  pid {rk['pid']}  up {_duration(rk['uptime'])}"
                  if rk["pid"] else f"rate-keeper  {rk['state']}")
+    if rk.get("cluster") is not None:
+        lines.append(f"cluster      {_cluster_summary(rk['cluster'])}")
     if rk.get("abuse") is not None:
         blocked = rk["abuse"]["blocked_now"]
         lines.append(f"abuse        {blocked} address{'' if blocked == 1 else 'es'} blocked now"
@@ -245,6 +247,14 @@ def format_status(answer: dict[str, Any]) -> str:
     lines.append(f"delivery     {_count(len(answer['delivery']), 'worker')}")
     lines.extend(_process_row(w) + _storage_note(w) for w in answer["delivery"])
     return "\n".join(lines)
+
+
+def _cluster_summary(cluster: dict[str, Any]) -> str:
+    where = f"node {cluster['node']}, {cluster['redis']}"
+    if cluster["shared"]:
+        return f"shared counters ({where}) for {_duration(cluster['since'])}"
+    return (f"LOCAL COUNTS ONLY: {where} unreachable for {_duration(cluster['since'])} "
+            f"({cluster['reason']}); limits hold per node until it is back")
 
 
 def _queue_summary(queue: dict[str, Any]) -> str:

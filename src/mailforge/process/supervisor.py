@@ -97,7 +97,8 @@ def _default_delivery(config: Config, slot: int, slots: int, heartbeat: Callable
 def _default_ratekeeper(config: Config) -> None:
     from ..ratekeeper import server
 
-    server.serve(config.ratekeeper_socket, sandbox_dir=config.data_dir)
+    server.serve(config.ratekeeper_socket, sandbox_dir=config.data_dir,
+                 redis_url=config.cluster.redis, node=config.node_name)
 
 
 def _default_recover(queue_dir: Path) -> None:
@@ -758,11 +759,13 @@ class Supervisor:
         stats = self._ratekeeper_stats()
         # Always an object, so that monitoring reads the same keys while it is being replaced.
         ratekeeper: dict[str, Any] = {"state": "stopping" if self._stopping else "restarting",
-                                      "pid": None, "uptime": None, "abuse": None}
+                                      "pid": None, "uptime": None, "abuse": None,
+                                      "cluster": None}
         if rk:
             ratekeeper.update(state="running" if rk[0].ready(now) else "starting", pid=rk[0].pid,
                               uptime=round(now - rk[0].started, 1),
-                              abuse=stats.get("abuse") if stats is not None else None)
+                              abuse=stats.get("abuse") if stats is not None else None,
+                              cluster=stats.get("cluster") if stats is not None else None)
         return {
             "pid": self.pid,
             "uptime": round(now - self.started, 1),

@@ -93,12 +93,19 @@ class Block:
     @classmethod
     def earned(cls, failures: collections.deque[_Failure], now: float,
                thresholds: Thresholds) -> Block:
-        kinds = collections.Counter(failure.what for failure in failures)
+        return cls.of([(failure.service, failure.what) for failure in failures], now,
+                      now + thresholds.block_time, thresholds.window)
+
+    @classmethod
+    def of(cls, failures: list[tuple[str, str]], since: float, until: float,
+           window: float) -> Block:
+        """The block that (service, what) failures within `window` seconds earned."""
+        kinds = collections.Counter(what for _service, what in failures)
         why = ", ".join(f"{count} {what}" + ("" if count == 1 else "s")
                         for what, count in sorted(kinds.items()))
-        return cls(now, now + thresholds.block_time, len(failures),
-                   tuple(sorted({failure.service for failure in failures})),
-                   f"{why} in {thresholds.window:g} s")
+        return cls(since, until, len(failures),
+                   tuple(sorted({service for service, _what in failures})),
+                   f"{why} in {window:g} s")
 
 
 @dataclass(slots=True)
@@ -177,7 +184,7 @@ class FailureCounters:
         if not all(isinstance(text, str) for text in networks):
             raise ValueError("networks are strings")  # ip_network would take 5 as 0.0.0.5
         exempt = parse_networks(networks)
-        return self._forgive([key for key in self._records if _covered(key, exempt)])
+        return self._forgive([key for key in self._records if covered(key, exempt)])
 
     def _forgive(self, keys: list[str]) -> list[str]:
         now = self.clock()
@@ -203,7 +210,7 @@ class FailureCounters:
             del self._records[key]
 
 
-def _covered(key: str, networks: tuple[Network, ...]) -> bool:
+def covered(key: str, networks: tuple[Network, ...]) -> bool:
     """Does an exempt network cover the counted address (or reach into the counted /64)?"""
     try:
         counted = ipaddress.ip_network(key)

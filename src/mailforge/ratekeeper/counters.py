@@ -36,6 +36,11 @@ class _ServiceCounts:
         OpenVerdict.SERVICE_FULL: 0, OpenVerdict.IP_FULL: 0, OpenVerdict.BLOCKED: 0})
 
 
+def check_caps(max_total: int, max_per_ip: int) -> None:
+    if max_total < 0 or max_per_ip < 0:
+        raise ValueError("limits must be 0 (unlimited) or more")
+
+
 class ConnectionCounters:
     """Open sessions per service and per (service, IP), capped on `open`."""
 
@@ -51,30 +56,40 @@ class ConnectionCounters:
              blocked: bool = False) -> OpenVerdict:
         """Count one session if both caps allow it: OK, else SERVICE_FULL or IP_FULL;
         BLOCKED when the caller says the address is blocked (counted as refused)."""
-        if max_total < 0 or max_per_ip < 0:
-            raise ValueError("limits must be 0 (unlimited) or more")
-        counts = self._services.get(service)
-        if counts is None:
-            counts = self._services[service] = _ServiceCounts()
+        check_caps(max_total, max_per_ip)
+        counts = self._service(service)
         verdict = OpenVerdict.BLOCKED if blocked else _verdict(counts, ip, max_total, max_per_ip)
+        self.count(owner, service, ip, verdict)
+        return verdict
+
+    def count(self, owner: Hashable, service: str, ip: str, verdict: OpenVerdict) -> None:
+        """Apply a verdict reached here or by the shared counters: count the session when it
+        is OK, else the refusal."""
+        counts = self._service(service)
         if verdict is not OpenVerdict.OK:
             counts.refused[verdict] += 1
-            return verdict
+            return
         counts.connections += 1
         counts.per_ip[ip] = counts.per_ip.get(ip, 0) + 1
         held = self._held.get(owner)
         if held is None:
             held = self._held[owner] = {}
         held[service, ip] = held.get((service, ip), 0) + 1
-        return OpenVerdict.OK
 
-    def close(self, owner: Hashable, service: str, ip: str) -> None:
+    def _service(self, service: str) -> _ServiceCounts:
+        counts = self._services.get(service)
+        if counts is None:
+            counts = self._services[service] = _ServiceCounts()
+        return counts
+
+    def close(self, owner: Hashable, service: str, ip: str) -> bool:
+        """Uncount one session of `owner`; False when it held none there."""
         held = self._held.get(owner)
         key = (service, ip)
         # A close for a session this owner never had counted (opened while the rate-keeper
         # was down, or closed twice) must not take a count that belongs to someone else.
         if held is None or key not in held:
-            return
+            return False
         if held[key] > 1:
             held[key] -= 1
         else:
@@ -82,11 +97,19 @@ class ConnectionCounters:
             if not held:
                 del self._held[owner]
         self._release(service, ip, 1)
+        return True
 
-    def drop_owner(self, owner: Hashable) -> None:
-        """The owner went away (a worker died): release every session it held."""
-        for (service, ip), count in self._held.pop(owner, {}).items():
+    def drop_owner(self, owner: Hashable) -> dict[tuple[str, str], int]:
+        """The owner went away (a worker died): release every session it held; what it held."""
+        held = self._held.pop(owner, {})
+        for (service, ip), count in held.items():
             self._release(service, ip, count)
+        return held
+
+    def live(self) -> dict[tuple[str, str], int]:
+        """Sessions open now by (service, ip), over all owners."""
+        return {(name, ip): count for name, counts in self._services.items()
+                for ip, count in counts.per_ip.items()}
 
     def snapshot(self) -> dict[str, dict]:
         return {

@@ -16,6 +16,11 @@ from .counters import Clock
 SWEEP_EVERY = 1024
 
 
+def check_limit(messages: int, interval: float) -> None:
+    if messages < 1 or interval <= 0:
+        raise ValueError("a limit needs messages >= 1 and interval > 0")
+
+
 class SendCounters:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -30,8 +35,7 @@ class SendCounters:
         Returns (allowed, new_event): new_event is True on the first refusal after the sender
         was last allowed, so that an administrator hears of each event once, not per message.
         """
-        if messages < 1 or interval <= 0:
-            raise ValueError("a limit needs messages >= 1 and interval > 0")
+        check_limit(messages, interval)
         now = self.clock()
         self._requests += 1
         if self._requests % SWEEP_EVERY == 0:
@@ -54,6 +58,12 @@ class SendCounters:
     def limited(self) -> list[str]:
         """Senders whose last request was refused: the accounts at their limit now."""
         return sorted(self._refusing)
+
+    def note(self, sender: str) -> None:
+        """Count a message the shared counters allowed, so that this node's own count is warm
+        should it have to fall back on it."""
+        self._refusing.discard(sender)
+        self._sent.setdefault(sender, collections.deque()).append(self.clock())
 
     def snapshot(self) -> dict[str, int]:
         return {"senders": len(self._sent), "limited_now": len(self._refusing),

@@ -13,19 +13,21 @@ with `{"error": "..."}`; bytes that are not msgpack close that one connection.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 import os
 import signal
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 import uvloop
 
-from .abuse import FailureCounters, Thresholds
+from .abuse import Block, FailureCounters, Thresholds
 from .counters import Clock, ConnectionCounters, OpenVerdict
 from .outbound import SendCounters
 from ..process import sandbox
@@ -74,43 +76,70 @@ class RateKeeper:
         self.sends = SendCounters(clock)
         self.ops: dict[str, Operation] = {
             "open": Operation(self.open, (str, str, int, int)),
-            "close": Operation(self.connections.close, (str, str)),
+            "close": Operation(self.close, (str, str)),
             # ip, service, what failed, then Thresholds' fields in order
             # → [delay, seconds blocked]
             "fail": Operation(self.fail, (str, str, str, float, int, float, float, int, float)),
             # ip → seconds its block has left (0.0: none), for the refusal's words
-            "blocked_for": Operation(lambda _owner, ip: self.failures.blocked_for(ip), (str,)),
+            "blocked_for": Operation(self.blocked_for, (str,)),
             # For `mailforge abuse` and reloads; each lift answers the keys it lifted.
-            "blocks": Operation(lambda _owner: self.blocks(), ()),
-            "unblock": Operation(lambda _owner, ip: self.failures.unblock(ip), (str,)),
-            "unblock_all": Operation(lambda _owner: self.failures.unblock_all(), ()),
-            "exempt": Operation(lambda _owner, networks: self.failures.exempt(networks), (list,)),
+            "blocks": Operation(self.blocks, ()),
+            "unblock": Operation(self.unblock, (str,)),
+            "unblock_all": Operation(self.unblock_all, ()),
+            "exempt": Operation(self.exempt, (list,)),
             # sender, messages, interval, commit → [allowed, new_event]
-            "send": Operation(lambda _owner, *args: list(self.sends.take(*args)),
-                              (str, int, float, bool)),
-            "stats": Operation(lambda _owner: self.stats(), ()),
-            # For the console's dashboard: the senders refused by their limit now.
-            "limited": Operation(lambda _owner: self.sends.limited(), ()),
+            "send": Operation(self.send, (str, int, float, bool)),
+            "stats": Operation(self.stats, ()),
+            # For the console's dashboard: the senders this node refused by their limit now.
+            "limited": Operation(self.limited, ()),
         }
+
+    # Each operation takes the owner first; a subclass may answer any of them with a
+    # coroutine (cluster.py), which `handle` passes on for the connection to await.
 
     def open(self, owner: object, service: str, ip: str, max_total: int,
              max_per_ip: int) -> OpenVerdict:
         blocked = self.failures.blocked_for(ip) > 0
         return self.connections.open(owner, service, ip, max_total, max_per_ip, blocked)
 
+    def close(self, owner: object, service: str, ip: str) -> None:
+        self.connections.close(owner, service, ip)
+
     def fail(self, _owner: object, ip: str, service: str, what: str,
              *thresholds: float) -> list[float]:
         return list(self.failures.record(ip, Thresholds(*thresholds), service, what))
 
-    def blocks(self) -> list[dict]:
+    def blocked_for(self, _owner: object, ip: str) -> float:
+        return self.failures.blocked_for(ip)
+
+    def blocks(self, _owner: object = None) -> list[dict]:
         """The blocks in force, times as seconds from now (the clock is monotonic: the asker
         turns them into dates)."""
-        now = self.failures.clock()
-        return [{"address": key, "services": list(block.services), "failures": block.failures,
-                 "since": block.since - now, "until": block.until - now, "why": block.why}
-                for key, block in self.failures.blocked().items()]
+        return [block_entry(key, block) for key, block in self.local_blocks().items()]
 
-    def stats(self) -> dict:
+    def local_blocks(self) -> dict[str, Block]:
+        """This process's blocks in force, times in seconds from now."""
+        now = self.failures.clock()
+        return {key: dataclasses.replace(block, since=block.since - now, until=block.until - now)
+                for key, block in self.failures.blocked().items()}
+
+    def unblock(self, _owner: object, ip: str) -> list[str]:
+        return self.failures.unblock(ip)
+
+    def unblock_all(self, _owner: object) -> list[str]:
+        return self.failures.unblock_all()
+
+    def exempt(self, _owner: object, networks: list) -> list[str]:
+        return self.failures.exempt(networks)
+
+    def send(self, _owner: object, sender: str, messages: int, interval: float,
+             commit: bool) -> list[bool]:
+        return list(self.sends.take(sender, messages, interval, commit))
+
+    def limited(self, _owner: object = None) -> list[str]:
+        return self.sends.limited()
+
+    def stats(self, _owner: object = None) -> dict:
         return {"connections": self.connections.snapshot(), "abuse": self.failures.snapshot(),
                 "outbound": self.sends.snapshot()}
 
@@ -126,12 +155,32 @@ class RateKeeper:
         if problem:
             return req_id, _error(f"{name}: {problem}")
         try:
-            return req_id, op.run(owner, *args)
+            result = op.run(owner, *args)
         except ValueError as exc:
             return req_id, _error(f"{name}: {exc}")
+        return req_id, (_answer(name, result) if inspect.isawaitable(result) else result)
 
     def drop_owner(self, owner: object) -> None:
         self.connections.drop_owner(owner)
+
+    def start(self) -> None:
+        """Once the event loop runs; counts in memory need nothing (cluster.py's do)."""
+
+    async def stop(self) -> None:
+        """Before the process exits."""
+
+
+async def _answer(name: str, result: Awaitable[object]) -> object:
+    try:
+        return await result
+    except ValueError as exc:
+        return _error(f"{name}: {exc}")
+
+
+def block_entry(key: str, block: Block) -> dict:
+    """A block as `blocks` answers it."""
+    return {"address": key, "services": list(block.services), "failures": block.failures,
+            "since": block.since, "until": block.until, "why": block.why}
 
 
 def _error(message: str) -> dict[str, str]:
@@ -147,6 +196,7 @@ class _WorkerConnection(asyncio.Protocol):
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_REQUEST_BUFFER)
         self._packer = msgpack.Packer()
         self._transport: asyncio.Transport | None = None
+        self._waiting: set[asyncio.Future] = set()  # replies the shared counters still owe
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -177,11 +227,21 @@ class _WorkerConnection(asyncio.Protocol):
 
     def _handle(self, request: object) -> bytes | None:
         req_id, result = self._keeper.handle(self, request)
+        if inspect.isawaitable(result):  # the shared counters answer later
+            task = asyncio.ensure_future(self._reply_later(req_id, result))
+            self._waiting.add(task)
+            task.add_done_callback(self._waiting.discard)
+            return None
         if req_id is not None:
             return self._packer.pack([req_id, result])
         if isinstance(result, dict) and "error" in result:
             log.warning("rate-keeper: bad request without a req_id: %s", result["error"])
         return None
+
+    async def _reply_later(self, req_id: object, result: Awaitable[object]) -> None:
+        answer = await result
+        if req_id is not None and not self._transport.is_closing():
+            self._transport.write(self._packer.pack([req_id, answer]))
 
     def pause_writing(self) -> None:
         # A client that does not read its replies must not grow our buffers: stop reading it.
@@ -195,25 +255,32 @@ class _WorkerConnection(asyncio.Protocol):
         self._keeper.drop_owner(self)
 
 
-def serve(socket_path: str | Path, sandbox_dir: Path | None = None) -> None:
+def serve(socket_path: str | Path, sandbox_dir: Path | None = None, redis_url: str = "",
+          node: str = "") -> None:
     """Run the rate-keeper until SIGTERM or until our parent process changes; locked in
-    like the workers (no program, writes only under `sandbox_dir`) when that is given."""
+    like the workers (no program, writes only under `sandbox_dir`) when that is given.
+    With `redis_url`, the counts are shared with the other nodes there (cluster.py)."""
     if sandbox_dir is not None:
         try:
             log.debug("rate-keeper sandbox: %s", sandbox.confine(sandbox_dir).describe())
         except OSError as exc:
             # Serving unconfined beats not serving: without it every limit fails open.
             log.error("rate-keeper cannot enter its sandbox: %s", exc)
-    uvloop.run(_serve(Path(socket_path)))
+    uvloop.run(_serve(Path(socket_path), redis_url, node))
 
 
-async def _serve(path: Path) -> None:
+async def _serve(path: Path, redis_url: str, node: str) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     # Not SIGINT: Ctrl-C reaches the whole process group, and the supervisor, which ignores
     # it in its children, decides when the rate-keeper stops (after the draining workers).
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    keeper = RateKeeper()
+    if redis_url:
+        from .cluster import ClusteredKeeper  # imports redis only where a cluster needs it
+        keeper: RateKeeper = ClusteredKeeper(redis_url, node)
+    else:
+        keeper = RateKeeper()
+    keeper.start()
     live: set[_WorkerConnection] = set()
     server = await _listen(loop, path, lambda: _WorkerConnection(keeper, live))
     inode = path.stat().st_ino
@@ -229,6 +296,7 @@ async def _serve(path: Path) -> None:
         for client in list(live):
             client.close()
         await asyncio.sleep(0)  # let their connection_lost run before the loop closes
+        await keeper.stop()
     log.info("rate-keeper: stopped")
 
 

@@ -1,0 +1,26 @@
+"""[cluster] validation, the node name's default, and the password kept out of status."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailforge import config as configuration
+from mailforge.errors import ConfigError
+from mailforge.ratekeeper.shared import masked
+
+
+def test_redis_must_be_a_redis_url():
+    with pytest.raises(ConfigError, match=r"\[cluster\] redis.*redis://"):
+        configuration.from_dict({"cluster": {"redis": "10.0.0.20:6379"}})
+
+
+def test_node_defaults_to_the_hostname_and_init_writes_the_keys():
+    config = configuration.from_dict({"server": {"hostname": "mx1.example.test"},
+                                      "cluster": {"redis": "redis://10.0.0.20:6379/0"}})
+    assert config.node_name == "mx1.example.test"
+    assert 'node = ""' in configuration.render_toml(configuration.Config())
+
+
+def test_the_password_is_never_shown():
+    assert masked("redis://:s3cret@10.0.0.20:6379/0") == "redis://***@10.0.0.20:6379/0"
+    assert masked("redis://10.0.0.20:6379") == "redis://10.0.0.20:6379"
