@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .. import tuning_report
 from ..addresses import normalize_address, normalize_alias_source, normalize_domain
 from ..auth.accounts import Accounts
 from ..auth.api import AdminInfo, AuditEntry, SendLimit, UserPage
@@ -278,6 +279,16 @@ class Operations:
         queue_id = self._queue().requeue(badmail_id)
         self._record(actor, "badmail requeue", f"{badmail_id} as {queue_id}")
         return f"{badmail_id} queued again as {queue_id}"
+
+    # -- the machine's tuning report (bench.tune), read-only
+
+    def tuning_report(self, actor: Actor) -> tuning_report.TuningReport | None:
+        self.require_system(actor)
+        return tuning_report.load(tuning_report.report_dir(self.config))
+
+    def tuning_plot(self, actor: Actor) -> bytes | None:
+        self.require_system(actor)
+        return tuning_report.plot_bytes(tuning_report.report_dir(self.config))
 
     def audit(self, actor: Actor) -> list[AuditEntry]:
         return self.accounts.admins.recent(AUDIT_SHOWN, None if actor.admin.is_system else actor.admin.name)
