@@ -246,3 +246,37 @@ def test_the_tuning_page_shows_the_report_bench_tune_saved(console):
     host = client(console)
     host.login(*HOST)
     assert host.get("/tuning").status == 403 and host.get("/tuning/plot.png").status == 403
+
+
+def test_a_system_administrator_edits_administrators_as_the_cli_does(console):
+    boss, host = client(console), client(console)
+    boss.login(*BOSS)
+    assert host.login(*HOST).status == 303
+    assert host.get("/admins").status == 403
+    assert host.post("/admins/action", {"name": BOSS[0], "action": "remove"}).status == 403
+    assert boss.post("/admins/action", {"name": HOST[0], "action": "remove"}, csrf=False).status == 403
+    page = boss.get("/admins")
+    assert page.status == 200 and 'id="admin-host"' in page.text
+
+    # A new password: the old one and the sessions made with it stop working.
+    answer = boss.post("/admins/action", {"name": HOST[0], "action": "password", "password": "new pw"})
+    assert answer.status == 200 and "password: host" in answer.text
+    assert host.get("/users").status == 303
+    assert client(console).login(HOST[0], HOST[1]).status == 401
+    assert client(console).login(HOST[0], "new pw").status == 303
+
+    # Role and domains, checked as `mailforge admin add` checks them.
+    bad = boss.post("/admins/action", {"name": HOST[0], "action": "role", "role": "domain", "domains": ""})
+    assert bad.status == 400 and "needs --domain" in bad.text
+    moved = boss.post("/admins/action", {"name": HOST[0], "action": "role", "role": "domain",
+                                         "domains": f"{DOMAIN}, {OTHER}"})
+    assert moved.status == 200
+    rows = [line.split()[:3] for line in cli(console.conf, "admin", "list").stdout.splitlines()]
+    assert ["host", "domain", f"{DOMAIN},{OTHER}"] in rows
+    last = boss.post("/admins/action", {"name": BOSS[0], "action": "remove"})
+    assert last.status == 400 and "last system administrator" in last.text
+    assert boss.post("/admins/action", {"name": HOST[0], "action": "remove"}).status == 200
+    assert "host" not in cli(console.conf, "admin", "list").stdout
+    audit = boss.get("/audit").text
+    for action in ("admin password", "admin role", "admin remove"):
+        assert action in audit

@@ -298,6 +298,20 @@ async def queue_action(request: web.Request) -> web.Response:
                                                form.get("id", "")))
 
 
+@routes.get("/admins")
+async def admins(request: web.Request, done: str = "", error: str = "", status: int = 200) -> web.Response:
+    console = console_of(request)
+    listing = await console.blocking(console.ops.admins, actor_of(request))
+    return render(request, "admins.html", status=status, admins=listing, done=done, error=error)
+
+
+@routes.post("/admins/action")
+async def admin_action(request: web.Request) -> web.Response:
+    form = await form_of(request)
+    return await admins(request, *await perform(request, console_of(request).ops.admin_action,
+                                                form.get("name", ""), form.get("action", ""), form))
+
+
 @routes.get("/audit")
 async def audit(request: web.Request) -> web.Response:
     console = console_of(request)
