@@ -5,7 +5,7 @@ thread-pool sizes, as a table and a PNG plot of throughput and p99 latency again
                          [--messages 3000] [--ops 3000] [--out bench/tuning.png]
                          [--delivery-workers 2,4,8] [--mailboxes 1,1000]
                          [--client-processes N] [--protocols smtp,imap]
-                         [--timeout 1800] [--quick]
+                         [--timeout 1800] [--quick] [--report DIR]
 
 SMTP always (unless --protocols leaves it out); IMAP when `bench.load` has an imap mode (it
 says so and skips it otherwise). Every point starts its own mailforge (`[smtp]`/`[imap]`
@@ -13,6 +13,10 @@ says so and skips it otherwise). Every point starts its own mailforge (`[smtp]`/
 by pid before the next one. An SMTP point waits for delivery too: its row gives accepted and
 delivered msg/s, and their ratio. The run as a whole is bounded by --timeout; points it has
 no time left for are reported as skipped.
+
+The table and the plot are also saved as a report (mailforge/tuning_report.py) that the web
+console's Tuning page shows: in --report DIR, else in the data dir's tuning/ when a mailforge
+config is found ($MAILFORGE_CONFIG or var/mailforge.toml, as the `mailforge` command finds it).
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from pathlib import Path
 
 from bench import load, peers
 from bench.latency import summary
+from mailforge import config as configuration, tuning_report
+from mailforge.errors import MailforgeError
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "tuning.png"
 # Small enough for a test to run end to end in well under a minute on a busy 2-core machine.
-QUICK = {"workers": "1,2", "threads": "4", "clients": 4, "messages": 40, "ops": 40, "timeout": 50.0}
+QUICK = {"threads": "4", "clients": 4, "messages": 40, "ops": 40, "timeout": 50.0}
 # As bench.load imap's defaults (a mailbox of 50 made mailforge's IMAP stall with 2+ workers).
 IMAP_MESSAGES, IMAP_SIZE = 200, 2048
+DEFAULT_WORKERS, QUICK_WORKERS = "1,2,4,8", "1,2"
 HEADERS = ("protocol", "workers", "max_threads", "done", "errors", "per s", "p50 ms", "p99 ms",
            "delivery", "mailboxes", "delivered/s", "deliv/acc", "note")
 
@@ -149,9 +156,11 @@ def print_table(points: list[Point], notes: list[str]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
     for row in (HEADERS, *rows):
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip())
-    for line in notes:
+    for line in (*notes, LEGEND):
         print(line)
-    print("per s: SMTP messages accepted (fsynced) or IMAP commands answered per second; "
+
+
+LEGEND = ("per s: SMTP messages accepted (fsynced) or IMAP commands answered per second; "
           "p99: nearest-rank latency of one message or command; delivered/s: SMTP messages in "
           "the Maildirs per second from the load's start to the last one; deliv/acc: their "
           "ratio to accepted.")
@@ -222,7 +231,8 @@ def counts(text: str, flag: str, ap: argparse.ArgumentParser) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__.split("\n")[0])
-    ap.add_argument("--workers", default="1,2,4,8", help="worker counts (comma list)")
+    ap.add_argument("--workers", help=f"worker counts (comma list; default {DEFAULT_WORKERS}, "
+                                      f"{QUICK_WORKERS} with --quick)")
     ap.add_argument("--threads", default="2,8,32", help="max_threads values (comma list)")
     ap.add_argument("--clients", type=int, default=50, help="concurrent clients per point")
     ap.add_argument("--messages", type=int, default=3000, help="SMTP messages per point")
@@ -242,11 +252,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="a mailforge setting for every point, the value in TOML "
                          "(e.g. queue.in_flow_delay=0); repeatable")
     ap.add_argument("--quick", action="store_true",
-                    help="a few seconds per point, workers 1 and 2 only (for tests)")
+                    help="a few seconds per point, workers 1 and 2 unless --workers (for tests)")
+    ap.add_argument("--report", type=Path,
+                    help="save the report here for the console's Tuning page (default: the "
+                         "data dir's tuning/ when a mailforge config is found)")
     opts = ap.parse_args(argv)
     if opts.quick:
         for key, value in QUICK.items():
             setattr(opts, key, value)
+    opts.workers = opts.workers or (QUICK_WORKERS if opts.quick else DEFAULT_WORKERS)
+    opts.report = opts.report or default_report_dir()
     for flag in ("clients", "messages", "ops"):
         if getattr(opts, flag) < 1:
             ap.error(f"--{flag} must be at least 1")
@@ -267,6 +282,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return opts
 
 
+def default_report_dir() -> Path | None:
+    """<data_dir>/tuning of the config the `mailforge` command would use, if there is one."""
+    path = configuration.config_path(None)
+    if not path.is_file():
+        return None
+    try:
+        return tuning_report.report_dir(configuration.load(path))
+    except MailforgeError as exc:
+        print(f"no report saved: {exc}", file=sys.stderr)
+        return None
+
+
+def save_report(opts: argparse.Namespace, title: str, points: list[Point], notes: list[str],
+                plotted: bool) -> None:
+    if opts.report is None:
+        print("no report saved for the console: no mailforge config found (--report DIR)")
+        return
+    try:
+        tuning_report.save(opts.report, title, list(HEADERS),
+                           [list(row) for row in table_rows(points)], [*notes, LEGEND],
+                           opts.out.read_bytes() if plotted else None)
+    except OSError as exc:  # a data dir only the service account may write in
+        print(f"no report saved in {opts.report}: {exc.strerror or exc}", file=sys.stderr)
+    else:
+        print(f"report: {opts.report}")
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     chosen, notes = protocols(opts.protocol_names)
@@ -283,8 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         plot(points, opts.out, title)
     except ImportError:
         print("no plot: matplotlib is not installed (pip install '.[dev]')", file=sys.stderr)
+        plotted = False
     else:
         print(f"plot: {opts.out}")
+        plotted = True
+    save_report(opts, title, points, notes, plotted)
     return 0 if any(p.done for p in points) else 1
 
 

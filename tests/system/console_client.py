@@ -44,7 +44,7 @@ class ConsoleClient:
                 sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
             conn.request(method, path, body=body, headers=sent)
             response = conn.getresponse()
-            answer = Answer(response.status, response.headers, response.read().decode())
+            answer = Answer(response.status, response.headers, response.read().decode(errors="replace"))
         finally:
             conn.close()
         for cookie in answer.headers.get_all("Set-Cookie") or []:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import smtplib
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +218,65 @@ def test_the_queue_page_lists_filters_shows_retries_and_deletes(console):
     host.login(*HOST)
     assert host.get("/queue").status == 403
     assert "queue delete" in boss.get("/audit").text
+
+
+def test_the_tuning_page_shows_the_report_bench_tune_saved(console):
+    boss = client(console)
+    boss.login(*BOSS)
+    empty = boss.get("/tuning")
+    assert empty.status == 200 and 'id="none"' in empty.text and "python -m bench.tune" in empty.text
+    assert boss.get("/tuning/plot.png").status == 404
+
+    # One point, SMTP alone: a real load on a server of its own, its report in the console's.
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(repo), os.environ.get("PYTHONPATH")))))
+    run = subprocess.run([sys.executable, "-m", "bench.tune", "--quick", "--workers", "1",
+                          "--protocols", "smtp", "--out", str(console.dir / "tuning.png"),
+                          "--report", str(console.dir / "tuning")],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    page = boss.get("/tuning")
+    rows = re.findall(r"<tr><td>(.*?)</td></tr>", page.text)
+    assert [row.split("</td><td>")[:5] for row in rows] == [["smtp", "1", "4", "40", "0"]], page.text
+    assert 'src="/tuning/plot.png"' in page.text
+    assert "img-src 'self'" in page.headers["Content-Security-Policy"]
+    plot = boss.request("GET", "/tuning/plot.png")
+    assert plot.headers["Content-Type"] == "image/png" and plot.text[1:4] == "PNG"
+    host = client(console)
+    host.login(*HOST)
+    assert host.get("/tuning").status == 403 and host.get("/tuning/plot.png").status == 403
+
+
+def test_a_system_administrator_edits_administrators_as_the_cli_does(console):
+    boss, host = client(console), client(console)
+    boss.login(*BOSS)
+    assert host.login(*HOST).status == 303
+    assert host.get("/admins").status == 403
+    assert host.post("/admins/action", {"name": BOSS[0], "action": "remove"}).status == 403
+    assert boss.post("/admins/action", {"name": HOST[0], "action": "remove"}, csrf=False).status == 403
+    page = boss.get("/admins")
+    assert page.status == 200 and 'id="admin-host"' in page.text
+
+    # A new password: the old one and the sessions made with it stop working.
+    answer = boss.post("/admins/action", {"name": HOST[0], "action": "password", "password": "new pw"})
+    assert answer.status == 200 and "password: host" in answer.text
+    assert host.get("/users").status == 303
+    assert client(console).login(HOST[0], HOST[1]).status == 401
+    assert client(console).login(HOST[0], "new pw").status == 303
+
+    # Role and domains, checked as `mailforge admin add` checks them.
+    bad = boss.post("/admins/action", {"name": HOST[0], "action": "role", "role": "domain", "domains": ""})
+    assert bad.status == 400 and "needs --domain" in bad.text
+    moved = boss.post("/admins/action", {"name": HOST[0], "action": "role", "role": "domain",
+                                         "domains": f"{DOMAIN}, {OTHER}"})
+    assert moved.status == 200
+    rows = [line.split()[:3] for line in cli(console.conf, "admin", "list").stdout.splitlines()]
+    assert ["host", "domain", f"{DOMAIN},{OTHER}"] in rows
+    last = boss.post("/admins/action", {"name": BOSS[0], "action": "remove"})
+    assert last.status == 400 and "last system administrator" in last.text
+    assert boss.post("/admins/action", {"name": HOST[0], "action": "remove"}).status == 200
+    assert "host" not in cli(console.conf, "admin", "list").stdout
+    audit = boss.get("/audit").text
+    for action in ("admin password", "admin role", "admin remove"):
+        assert action in audit

@@ -18,7 +18,8 @@ def test_tune_quick_prints_the_table_and_writes_the_plot(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
     # --quick bounds itself at 50 s; the margin is for a busy machine starting four servers.
-    run = subprocess.run([sys.executable, "-m", "bench.tune", "--quick", "--out", str(out)],
+    run = subprocess.run([sys.executable, "-m", "bench.tune", "--quick", "--out", str(out),
+                          "--report", str(tmp_path / "report")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     rows = [line.split() for line in run.stdout.splitlines() if line.lstrip().startswith("smtp")]

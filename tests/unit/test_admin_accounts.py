@@ -109,3 +109,21 @@ def test_the_mailbox_listing_searches_and_pages_in_sql(accounts):
     assert accounts.directory.users_page(None, "_x", 0, 50).total == 1
     assert accounts.directory.users_page(None, "USER11", 0, 50).total == 10
     assert accounts.directory.users_page(["one.test"], "%", 0, 50).total == 0
+
+
+def test_a_new_password_ends_logins_and_a_new_role_is_checked_as_at_add(accounts):
+    admins = accounts.admins
+    admins.admin_add("host1", "pw", "domain", ["one.test"])
+    secret, _ = admins.open_session("host1", 60)
+    token = admins.issue_token("host1")
+    admins.admin_passwd("host1", "pw2")
+    assert admins.session(secret) is None and admins.token(token) is not None
+    assert admins.check_admin_password("host1", "pw2") is not None
+    admins.admin_set_role("host1", "domain", ["TWO.test", "one.test"])
+    assert admins.token(token).admin.domains == ("one.test", "two.test")
+    for role, domains, message in (("system", ["one.test"], "takes none"), ("domain", ["x.test"], "not hosted")):
+        with pytest.raises(UsageError, match=message):
+            admins.admin_set_role("host1", role, domains)
+    assert admins.admins()[0].domains == ("one.test", "two.test")
+    with pytest.raises(UsageError, match="no such administrator"):
+        admins.admin_passwd("nobody", "pw")

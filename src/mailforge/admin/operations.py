@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .. import tuning_report
 from ..addresses import normalize_address, normalize_alias_source, normalize_domain
 from ..auth.accounts import Accounts
 from ..auth.api import AdminInfo, AuditEntry, SendLimit, UserPage
@@ -278,6 +279,54 @@ class Operations:
         queue_id = self._queue().requeue(badmail_id)
         self._record(actor, "badmail requeue", f"{badmail_id} as {queue_id}")
         return f"{badmail_id} queued again as {queue_id}"
+
+    # -- administrators (system administrators), as `mailforge admin` changes them
+
+    def admins(self, actor: Actor) -> list[AdminInfo]:
+        self.require_system(actor)
+        return self.accounts.admins.admins()
+
+    def admin_action(self, actor: Actor, name: str, action: str, fields: dict[str, str]) -> str:
+        """password (fields["password"]), role (fields["role"], fields["domains"]: a comma
+        list), remove."""
+        self.require_system(actor)
+        admins = self.accounts.admins
+        if action == "password":
+            admins.admin_passwd(name, fields.get("password", ""))
+            detail = name
+        elif action == "role":
+            role = fields.get("role", "")
+            domains = [d.strip() for d in fields.get("domains", "").split(",") if d.strip()]
+            self._keep_a_system_admin(name, role)
+            admins.admin_set_role(name, role, domains)
+            detail = f"{name}: {role} {','.join(domains)}".rstrip()
+        elif action == "remove":
+            self._keep_a_system_admin(name, "")
+            admins.admin_remove(name)
+            detail = name
+        else:
+            raise UsageError(f"unknown action {action!r}")
+        self._record(actor, f"admin {action}", detail)
+        return f"{action}: {detail}"
+
+    def _keep_a_system_admin(self, name: str, new_role: str) -> None:
+        """The console refuses to remove or demote the last system administrator: nobody
+        could then reach its system pages (the command line still can)."""
+        if new_role == "system":
+            return
+        system = [a.name for a in self.accounts.admins.admins() if a.is_system]
+        if system == [name.strip().lower()]:
+            raise UsageError(f"{system[0]} is the last system administrator; add another first")
+
+    # -- the machine's tuning report (bench.tune), read-only
+
+    def tuning_report(self, actor: Actor) -> tuning_report.TuningReport | None:
+        self.require_system(actor)
+        return tuning_report.load(tuning_report.report_dir(self.config))
+
+    def tuning_plot(self, actor: Actor) -> bytes | None:
+        self.require_system(actor)
+        return tuning_report.plot_bytes(tuning_report.report_dir(self.config))
 
     def audit(self, actor: Actor) -> list[AuditEntry]:
         return self.accounts.admins.recent(AUDIT_SHOWN, None if actor.admin.is_system else actor.admin.name)

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import config_edit
+from .. import config_edit, tuning_report
 from ..errors import MailforgeError
 from ..queue.admin import DEFERRED, DELIVERING, SEGMENT, WAITING
 from . import operations
@@ -298,9 +298,42 @@ async def queue_action(request: web.Request) -> web.Response:
                                                form.get("id", "")))
 
 
+@routes.get("/admins")
+async def admins(request: web.Request, done: str = "", error: str = "", status: int = 200) -> web.Response:
+    console = console_of(request)
+    listing = await console.blocking(console.ops.admins, actor_of(request))
+    return render(request, "admins.html", status=status, admins=listing, done=done, error=error)
+
+
+@routes.post("/admins/action")
+async def admin_action(request: web.Request) -> web.Response:
+    form = await form_of(request)
+    return await admins(request, *await perform(request, console_of(request).ops.admin_action,
+                                                form.get("name", ""), form.get("action", ""), form))
+
+
 @routes.get("/audit")
 async def audit(request: web.Request) -> web.Response:
     console = console_of(request)
     entries = await console.blocking(console.ops.audit, actor_of(request))
     return render(request, "audit.html", entries=entries,
                   when=lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)))
+
+
+@routes.get("/tuning")
+async def tuning(request: web.Request) -> web.Response:
+    console = console_of(request)
+    report = await console.blocking(console.ops.tuning_report, actor_of(request))
+    return render(request, "tuning.html", report=report,
+                  directory=tuning_report.report_dir(console.config), config_file=console.config.path,
+                  when=lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t)))
+
+
+@routes.get("/tuning/plot.png")
+async def tuning_plot(request: web.Request) -> web.Response:
+    """Read at each request: a report may be made while the console runs."""
+    console = console_of(request)
+    body = await console.blocking(console.ops.tuning_plot, actor_of(request))
+    if body is None:
+        raise web.HTTPNotFound(text="no tuning plot was saved")
+    return web.Response(body=body, content_type="image/png")

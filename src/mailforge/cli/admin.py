@@ -1,4 +1,4 @@
-"""`mailforge admin add|list|remove|token`: who may log in to the web console (admin/), and
+"""`mailforge admin add|list|remove|passwd|role|token`: who may log in to the web console (admin/), and
 API tokens for scripts."""
 
 from __future__ import annotations
@@ -33,6 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     leaf(admin, "list", _list, "list administrators")
     leaf(admin, "remove", _remove, "remove an administrator, its logins and tokens"
          ).add_argument("name", metavar="NAME")
+    passwd = leaf(admin, "passwd", _passwd, "set an administrator's password (ends its console logins)")
+    passwd.add_argument("name", metavar="NAME")
+    passwd.add_argument("--password-stdin", action="store_true",
+                        help="read the password as one line from stdin")
+    role = leaf(admin, "role", _role, "change an administrator's role and domains")
+    role.add_argument("name", metavar="NAME")
+    role.add_argument("--role", choices=ADMIN_ROLES, required=True)
+    role.add_argument("--domain", action="append", default=[], metavar="DOMAIN",
+                      help="a domain a domain administrator manages (repeat for more)")
     leaf(admin, "token", _token, "print a new API token for NAME (Authorization: Bearer ...)"
          ).add_argument("name", metavar="NAME")
 
@@ -59,6 +68,21 @@ def _remove(args: argparse.Namespace, config: Config) -> int:
     with Accounts(config.accounts_db) as accounts:
         accounts.admins.admin_remove(args.name)
     print(f"removed administrator {args.name.strip().lower()}")
+    return EXIT_OK
+
+
+def _passwd(args: argparse.Namespace, config: Config) -> int:
+    password = read_password(args)
+    with Accounts(config.accounts_db) as accounts:
+        accounts.admins.admin_passwd(args.name, password)
+    print(f"new password for administrator {args.name.strip().lower()}")
+    return EXIT_OK
+
+
+def _role(args: argparse.Namespace, config: Config) -> int:
+    with Accounts(config.accounts_db) as accounts:
+        accounts.admins.admin_set_role(args.name, args.role, args.domain)
+    print(f"administrator {args.name.strip().lower()}: {args.role} {','.join(args.domain)}".rstrip())
     return EXIT_OK
 
 

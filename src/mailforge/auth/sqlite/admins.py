@@ -45,24 +45,14 @@ class Admins:
 
     def admin_add(self, name: str, password: str, role: str, domains: list[str]) -> None:
         name = admin_name(name)
-        if role not in ADMIN_ROLES:
-            raise UsageError(f"role must be one of {', '.join(ADMIN_ROLES)}")
-        if (role == "domain") != bool(domains):
-            raise UsageError("a domain administrator needs --domain (one or more); "
-                             "a system administrator takes none")
-        if not password:
-            raise UsageError("empty password refused")
-        hashed = hash_password(password)
-        canonical = [normalize_domain(domain) for domain in domains]
+        canonical = _role_domains(role, domains)
+        hashed = _hashed(password)
         with self._database.write() as db:
             if exists(db, "SELECT 1 FROM admins WHERE name = ?", name):
                 raise UsageError(f"administrator {name} exists already")
-            for domain in canonical:
-                require_domain(db, domain)
             db.execute("INSERT INTO admins (name, password, role, created) VALUES (?, ?, ?, ?)",
                        (name, hashed, role, time.time()))
-            db.executemany("INSERT INTO admin_domains (admin, domain) VALUES (?, ?)",
-                           [(name, domain) for domain in dict.fromkeys(canonical)])
+            _set_domains(db, name, canonical)
 
     def admin_remove(self, name: str) -> None:
         """Its sessions and tokens go with it (ON DELETE CASCADE)."""
@@ -70,6 +60,26 @@ class Admins:
         with self._database.write() as db:
             if db.execute("DELETE FROM admins WHERE name = ?", (name,)).rowcount == 0:
                 raise UsageError(f"no such administrator: {name}")
+
+    def admin_passwd(self, name: str, password: str) -> None:
+        """A new password ends the administrator's console logins (not its API tokens): a
+        reset after a leak must throw out whoever used the old one."""
+        name = admin_name(name)
+        hashed = _hashed(password)
+        with self._database.write() as db:
+            if db.execute("UPDATE admins SET password = ? WHERE name = ?", (hashed, name)).rowcount == 0:
+                raise UsageError(f"no such administrator: {name}")
+            db.execute("DELETE FROM admin_sessions WHERE admin = ? AND kind = ?", (name, SESSION))
+
+    def admin_set_role(self, name: str, role: str, domains: list[str]) -> None:
+        """Its logins and tokens stay, and act with the new role from their next request."""
+        name = admin_name(name)
+        canonical = _role_domains(role, domains)
+        with self._database.write() as db:
+            if db.execute("UPDATE admins SET role = ? WHERE name = ?", (role, name)).rowcount == 0:
+                raise UsageError(f"no such administrator: {name}")
+            db.execute("DELETE FROM admin_domains WHERE admin = ?", (name,))
+            _set_domains(db, name, canonical)
 
     def admins(self) -> list[AdminInfo]:
         with self._database.read() as db:
@@ -144,6 +154,29 @@ class Admins:
             sql, params = sql + " WHERE admin = ?", (admin,)
         rows = self._database.fetchall(sql + " ORDER BY id DESC LIMIT ?", *params, limit)
         return [AuditEntry(*row) for row in rows]
+
+
+def _role_domains(role: str, domains: list[str]) -> list[str]:
+    """The domains, canonical and once each, if they fit the role."""
+    if role not in ADMIN_ROLES:
+        raise UsageError(f"role must be one of {', '.join(ADMIN_ROLES)}")
+    if (role == "domain") != bool(domains):
+        raise UsageError("a domain administrator needs --domain (one or more); "
+                         "a system administrator takes none")
+    return list(dict.fromkeys(normalize_domain(domain) for domain in domains))
+
+
+def _hashed(password: str) -> str:
+    if not password:
+        raise UsageError("empty password refused")
+    return hash_password(password)
+
+
+def _set_domains(db: sqlite3.Connection, name: str, domains: list[str]) -> None:
+    for domain in domains:
+        require_domain(db, domain)
+    db.executemany("INSERT INTO admin_domains (admin, domain) VALUES (?, ?)",
+                   [(name, domain) for domain in domains])
 
 
 def _admin(db: sqlite3.Connection, name: str) -> AdminInfo:
