@@ -31,7 +31,7 @@ from ..queue.spool import ACTIVE, ENV_SUFFIX, MSG_SUFFIX, new_id, write_entry_fi
 from ..resolver import NoSuchDomain, Resolver, TemporaryDnsError
 from .policy import HostSecurity
 
-log = logging.getLogger("mailforge.tlsrpt")
+log = logging.getLogger("mailforge.delivery")  # the delivery worker sends them
 
 SENT_SUFFIX = ".sent"
 # RFC 8460 3: at most this many report addresses are honoured per domain; more is abuse.
