@@ -153,6 +153,9 @@ class DeliveryConfig:
     # Seconds to connect, and to wait for any one reply (RFC 5321 4.5.3.2 allows minutes).
     connect_timeout: float = 30.0
     command_timeout: float = 300.0
+    # The port MX hosts are reached on: 25 (RFC 5321); tests point it at a loopback server.
+    # DANE's TLSA records are looked up for this port (_25._tcp.<mx>).
+    mx_port: int = 25
 
 
 @dataclass
@@ -167,6 +170,34 @@ class DnsConfig:
     # Seconds one lookup may take in all, retries included: past it the answer is a temporary
     # failure (4xx or a deferral), never a pass or a fail.
     lifetime: float = 5.0
+    # DNSSEC for DANE's TLSA records (tlspolicy/dnssec.py): "validate" checks signatures here
+    # from trust_anchor; "trust-ad" believes the AD bit of the nameservers above (only for a
+    # validating resolver on a trusted path, e.g. unbound on localhost); "off": no DANE.
+    dnssec: str = "validate"
+    # File of DS or DNSKEY records (zone-file lines) to validate from; "" = the root zone's
+    # KSK-2017, built in.
+    trust_anchor: str = ""
+
+
+@dataclass
+class OutboundTLSConfig:
+    """Transport security of relayed mail (tlspolicy/): MTA-STS, DANE, TLS-RPT."""
+
+    # RFC 8461: fetch a destination's policy from https://mta-sts.<domain>/; under "enforce"
+    # mail goes only to its MX names over TLS with a valid certificate, else it waits.
+    mta_sts: bool = True
+    # RFC 7672: a destination whose TLSA records validate under DNSSEC gets TLS matching them.
+    dane: bool = True
+    # PEM file of CAs trusted beside the system's, for MTA-STS (policy fetch and MX
+    # certificates); "" = the system's only. Tests name a throw-away CA here.
+    ca_file: str = ""
+    # Port of the HTTPS server of mta-sts.<domain>: 443 (RFC 8461 3.3); tests use a loopback one.
+    mta_sts_port: int = 443
+    # RFC 8460: record each connection's outcome per policy domain and day, and send daily
+    # reports to the domains that publish _smtp._tls (`mailforge tlsrpt send`).
+    tlsrpt: bool = True
+    # Envelope and From: of the reports; "" = postmaster@[server] hostname.
+    tlsrpt_sender: str = ""
 
 
 @dataclass
@@ -248,6 +279,7 @@ IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", 
 INIT_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 RELAY_MODES = ("none", "authenticated", "networks", "open")
+DNSSEC_MODES = ("validate", "trust-ad", "off")
 
 
 def _service(port: int, enabled: bool) -> typing.Callable[[], ServiceConfig]:
@@ -278,6 +310,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    outbound_tls: OutboundTLSConfig = field(default_factory=OutboundTLSConfig)
     authentication: AuthenticationConfig = field(default_factory=AuthenticationConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -304,6 +337,11 @@ class Config:
     @property
     def dkim_dir(self) -> Path:
         return self.data_dir / "dkim"
+
+    @property
+    def tls_policy_dir(self) -> Path:
+        """Cached MTA-STS policies and the TLS-RPT results of each day (tlspolicy/)."""
+        return self.data_dir / "tls-policy"
 
     @property
     def log_dir(self) -> Path:
@@ -505,6 +543,10 @@ def _validate(config: Config, path: Path | str) -> None:
     _validate_delivery(config.delivery, path)
     _validate_queue(config.queue, path)
     _validate_dns(config.dns, path)
+    for key, port in (("[delivery] mx_port", config.delivery.mx_port),
+                      ("[outbound_tls] mta_sts_port", config.outbound_tls.mta_sts_port)):
+        if not 0 < port < 65536:
+            raise ConfigError(path, key, "must be a port number, 1 to 65535")
     for domain, target in config.delivery.mx_override.items():
         _check_hostport(target, path, f"[delivery] mx_override.{domain}")
     for key, value in (("[delivery] smarthost", config.delivery.smarthost),
@@ -569,6 +611,8 @@ def _validate_queue(queue: QueueConfig, path: Path | str) -> None:
 
 
 def _validate_dns(dns: DnsConfig, path: Path | str) -> None:
+    if dns.dnssec not in DNSSEC_MODES:
+        raise ConfigError(path, "[dns] dnssec", f"expected one of {', '.join(DNSSEC_MODES)}")
     for text in dns.nameservers:
         try:
             parse_nameserver(text)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.nameserver
 import dns.rdata
@@ -25,6 +26,9 @@ from .config import DnsConfig, parse_nameserver
 # Names cached per process: a busy MX sees a few thousand sending domains an hour, each with a
 # handful of names (SPF includes, DKIM keys, _dmarc); the LRU drops the rest.
 CACHE_ENTRIES = 20_000
+# EDNS payload of signed lookups: RRSIGs make answers long; 1232 avoids IP fragmentation
+# (DNS flag day 2020), and a longer answer comes over TCP.
+SIGNED_PAYLOAD = 1232
 
 
 class TemporaryDnsError(Exception):
@@ -43,6 +47,7 @@ class Resolver:
         self.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
         self._async: dns.asyncresolver.Resolver | None = None
         self._sync: dns.resolver.Resolver | None = None
+        self._signed: dns.asyncresolver.Resolver | None = None
 
     async def lookup(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
         """The records of `rdtype` at `name` ([] when it has none), from the event loop."""
@@ -52,6 +57,22 @@ class Resolver:
             return list(await self._async.resolve(name, rdtype, search=False))
         except Exception as exc:  # noqa: BLE001 (mapped to our three answers, or raised again)
             return _no_records(name, exc)
+
+    async def lookup_signed(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
+        """The answer with its RRSIGs (DO bit) and the server's AD flag, for DNSSEC checks
+        (tlspolicy/dnssec.py); None when the name has no such records."""
+        if self._signed is None:
+            self._signed = self._configure(dns.asyncresolver.Resolver)
+            self._signed.use_edns(0, dns.flags.DO, SIGNED_PAYLOAD)
+            self._signed.flags = dns.flags.RD | dns.flags.AD  # RFC 6840 5.7: ask for AD
+            # Its own cache: an answer without signatures, cached by the plain resolver,
+            # must not stand in for a signed one.
+            self._signed.cache = dns.resolver.LRUCache(CACHE_ENTRIES // 10)
+        try:
+            return await self._signed.resolve(name, rdtype, search=False)
+        except Exception as exc:  # noqa: BLE001
+            _no_records(name, exc)
+            return None
 
     def lookup_blocking(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
         """As lookup(), blocking: for libraries that call back synchronously, in a thread."""

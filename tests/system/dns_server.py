@@ -12,8 +12,9 @@ writes, started in a tmp dir (no root-owned paths) and stopped by its pid.
 Records are zone-file lines relative to the zone's name (the SOA and NS are added). A zone
 written again (or a new one) is reloaded at once: zone() returns when Knot serves the new serial.
 Knot answers REFUSED for a zone it does not serve, which a resolver takes as a server failure.
-Room to grow: a DNSSEC-signed zone is Knot's `dnssec-signing: on` in the zone's config entry
-(Knot makes and keeps its keys under the storage dir); MTA-STS is one more txt() record.
+A zone given with signed=True is DNSSEC-signed by Knot itself (`dnssec-signing: on`: Knot
+makes and keeps its keys under the storage dir, ECDSA P-256); trust_anchor(name) gives its
+key-signing key as a DNSKEY line, what [dns] trust_anchor reads (the zone as its own anchor).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class DnsServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.zones: dict[str, int] = {}  # zone name → serial
+        self.signed: set[str] = set()
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -75,10 +77,13 @@ class DnsServer:
         """What [dns] nameservers takes."""
         return f"127.0.0.1:{self.port}"
 
-    def zone(self, name: str, records: list[str]) -> None:
+    def zone(self, name: str, records: list[str], signed: bool = False) -> None:
         name = name.rstrip(".").lower()
-        serial = self.zones.get(name, 0) + 1
+        # Knot raises a signed zone's serial past the file's when it signs: leave it room.
+        serial = self.zones.get(name, 0) + (100 if signed else 1)
         self.zones[name] = serial
+        if signed:
+            self.signed.add(name)
         head = [f"$ORIGIN {name}.", "$TTL 300",
                 f"@ SOA ns.{name}. hostmaster.{name}. {serial} 3600 600 86400 {NEGATIVE_TTL}",
                 f"@ NS ns.{name}."]
@@ -111,13 +116,21 @@ class DnsServer:
         except ProcessLookupError:
             pass
 
+    def trust_anchor(self, name: str) -> str:
+        """The signed zone's key-signing key (flags 257) as a zone-file DNSKEY line."""
+        name = name.rstrip(".").lower()
+        keys = self._query().resolve(name, "DNSKEY")
+        return "".join(f"{name}. IN DNSKEY {key.to_text()}\n" for key in keys if key.flags == 257)
+
     def log(self) -> str:
         path = self.dir / "knot.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def _write_config(self) -> None:
         d = self.dir
-        zones = "".join(f"  - domain: {name}\n    file: {name}.zone\n" for name in self.zones)
+        zones = "".join(f"  - domain: {name}\n    file: {name}.zone\n"
+                        + ("    dnssec-signing: on\n" if name in self.signed else "")
+                        for name in self.zones)
         (d / "knot.conf").write_text(
             f"server:\n    listen: 127.0.0.1@{self.port}\n    rundir: {d}\n"
             f"    pidfile: {d}/knot.pid\n    udp-workers: 1\n    tcp-workers: 1\n"
@@ -145,7 +158,7 @@ class DnsServer:
         while time.monotonic() < deadline:
             self._check_running()
             try:
-                if resolver.resolve(name, "SOA")[0].serial == serial:
+                if resolver.resolve(name, "SOA")[0].serial >= serial:
                     return
             except dns.exception.DNSException:
                 pass

@@ -96,10 +96,10 @@ def test_version_2_envelopes_still_decode():
             + msgpack.packb(["END", len(body), zlib.crc32(body)]))
     env = decode(data)
     assert env.recipients == ["b@example.test"] and env.notify == {} and env.envid == ""
-    assert not env.delay_notified and not env.sign and not env.junk
+    assert not env.delay_notified and not env.sign and not env.junk and not env.requiretls
     # Written back, it is an envelope of the current version.
-    assert msgpack.unpackb(encode(env)[:len(msgpack.packb(["mailforge-envelope", 4]))]) == [
-        "mailforge-envelope", 4]
+    assert msgpack.unpackb(encode(env)[:len(msgpack.packb(["mailforge-envelope", 5]))]) == [
+        "mailforge-envelope", 5]
 
 
 def test_version_3_envelopes_decode_unsigned_and_not_junk():

@@ -221,3 +221,15 @@ def test_only_password_checks_go_to_the_thread_pool():
     m = session()
     assert m.checks_password(b"AUTH PLAIN AGFAYg==") and m.checks_password(b"auth login")
     assert not m.checks_password(b"EHLO client.test") and not m.checks_password(b"AUTHX")
+
+
+def test_requiretls_only_inside_tls():
+    plain = session()
+    assert b"REQUIRETLS" not in plain.handle(b"EHLO client.test").text
+    run(plain, [(b"MAIL FROM:<bob@remote.test> REQUIRETLS", b"530 5.7.10")])
+    assert plain.transaction is None
+    secure = SMTPMachine(SETTINGS, None, "127.0.0.1", tls_active=True)
+    assert b"250 REQUIRETLS\r\n" in secure.handle(b"EHLO client.test").text
+    run(secure, [(b"MAIL FROM:<bob@remote.test> REQUIRETLS", b"250 2.1.0")])
+    assert secure.transaction.requiretls
+    run(secure, [(b"RSET", b"250"), (b"MAIL FROM:<bob@remote.test> REQUIRETLS=YES", b"555 5.5.4")])

@@ -11,7 +11,7 @@ from .. import __version__, config as configuration, speedups, tls
 from . import abuse as abuse_cli, accounts as accounts_cli, acl as acl_cli, admin as admin_cli
 from . import backup as backup_cli, dkim as dkim_cli
 from . import limits as limits_cli, logs as logs_cli
-from . import queue as queue_cli, store as store_cli
+from . import queue as queue_cli, store as store_cli, tlsrpt as tlsrpt_cli
 from ..auth.accounts import Accounts
 from ..errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
 from ..process import control, permissions, privileges, sandbox
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs_cli.register(sub)
     dkim_cli.register(sub)
     admin_cli.register(sub)
+    tlsrpt_cli.register(sub)
     return parser
 
 

@@ -73,6 +73,7 @@ class Transaction:
     ret: str = ""
     notify: dict[str, str] = field(default_factory=dict)
     orcpt: dict[str, str] = field(default_factory=dict)
+    requiretls: bool = False  # RFC 8689: to be relayed only over validated TLS
 
 
 def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> Reply:
@@ -166,6 +167,8 @@ class SMTPMachine:
                  "8BITMIME", "SMTPUTF8", "DSN", "CHUNKING"]
         if self.settings.tls_available and not self.tls_active:
             lines.insert(1, "STARTTLS")
+        if self.tls_active:
+            lines.append("REQUIRETLS")  # RFC 8689 4.1: only where MAIL may name it
         offered = self._mechanisms()
         if offered and not self.user:
             lines.insert(1, "AUTH " + " ".join(offered))
@@ -236,6 +239,10 @@ class SMTPMachine:
                 transaction.body_8bit = value.upper() == "8BITMIME"
             elif key == "SMTPUTF8" and self.esmtp and value is None:
                 transaction.smtputf8 = True
+            elif key == "REQUIRETLS" and self.esmtp and value is None:
+                if not self.tls_active:
+                    return reply(530, "5.7.10", "REQUIRETLS needs a TLS session (STARTTLS first)")
+                transaction.requiretls = True
             elif key in ("RET", "ENVID") and self.esmtp and value:
                 try:
                     if key == "RET":

@@ -244,7 +244,8 @@ class SMTPDriver(SessionDriver):
             received_at=time.time(), client_ip=self.conn.peer_ip, helo=self.machine.helo_name,
             smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit,
             envid=transaction.envid, ret=transaction.ret, notify=dict(transaction.notify),
-            orcpt=dict(transaction.orcpt), sign=bool(self.machine.user), junk=junk)
+            orcpt=dict(transaction.orcpt), sign=bool(self.machine.user), junk=junk,
+            requiretls=transaction.requiretls)
         refusal = await self._limit(commit=True)
         if refusal:
             spool_file.abort()

@@ -40,6 +40,7 @@ from ..mailauth.keys import KeyStore
 from ..mailauth.signing import Signer
 from ..process import allocator, board, sandbox
 from ..store import quota
+from ..tlspolicy.tlsrpt import DailyReports
 from ..store.filenames import message_base
 from ..store.specialuse import junk_folder
 from ..store.maildir import (TmpMessage, delivered_bases, delivered_path, ensure_maildir_durable,
@@ -559,16 +560,20 @@ def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
                   recipient_delimiter=config.server.recipient_delimiter) as accounts:
         agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, slots,
                               outbound=shared_runner(config))
+        # One worker sends the TLS-RPT reports, as one would be enough.
+        reports = DailyReports(config) if slot == 0 and config.outbound_tls.tlsrpt else None
         try:
-            _loop(agent, heartbeat, stopping)
+            _loop(agent, heartbeat, stopping, reports)
         finally:
             agent.close()
 
 
 def _loop(agent: DeliveryAgent, heartbeat: Callable[[], None],
-          stopping: Callable[[], bool]) -> None:
+          stopping: Callable[[], bool], reports: DailyReports | None = None) -> None:
     while not stopping():
         heartbeat()
+        if reports is not None:
+            reports.tick()
         try:
             handled = agent.step(heartbeat, stopping)
         except OSError as exc:  # the queue itself is unreadable: keep the worker, retry later

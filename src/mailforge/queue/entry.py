@@ -13,7 +13,7 @@ from pathlib import Path
 from ..store.maildir import TmpMessage
 from .envelope import Envelope
 from .notices import Outcomes
-from .relay import Message
+from .relay import Message, says_tls_not_required
 
 READ_CHUNK = 64 * 1024
 
@@ -56,7 +56,9 @@ class Entry:
         env = self.envelope
         data = b"".join(self.chunks(env.prefix_size)).replace(b"\n", b"\r\n")
         return Message(self.id, env.sender, list(self.remote), data, env.smtputf8, env.body_8bit,
-                       env.envid, env.ret, env.notify, env.orcpt)
+                       env.envid, env.ret, env.notify, env.orcpt, env.requiretls,
+                       # RFC 8689 5: with REQUIRETLS asked for, the header field is ignored.
+                       not env.requiretls and says_tls_not_required(data))
 
     def returned(self) -> bytes:
         """The message as a DSN returns it: without our delivery headers."""

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import msgpack
 
 FORMAT_NAME = "mailforge-envelope"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 # Version 2 (before outbound delivery) lacks the DSN and per-recipient fields, version 3 the
-# `sign` flag; both still decode.
-READABLE_VERSIONS = (2, 3, 4)
+# `sign` flag, version 4 `requiretls`; all still decode.
+READABLE_VERSIONS = (2, 3, 4, 5)
 END_MARKER = "END"
 
 
@@ -58,6 +58,8 @@ class Envelope:
     sign: bool = False
     # The sender's DMARC policy asked for quarantine: local copies go to the Junk folder.
     junk: bool = False
+    # RFC 8689 MAIL FROM REQUIRETLS: relayed only over validated TLS to a REQUIRETLS server.
+    requiretls: bool = False
 
 
 # Fields a version-2 envelope may hold: everything before the DSN fields.
@@ -74,7 +76,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "delivered_to": (str,), "smtputf8": (bool,),
     "body_8bit": (bool,), "attempts": (int,), "next_attempt": (float, int), "last_error": (str,),
     "envid": (str,), "ret": (str,), "notify": (dict,), "orcpt": (dict,), "errors": (dict,),
-    "delay_notified": (bool,), "sign": (bool,), "junk": (bool,),
+    "delay_notified": (bool,), "sign": (bool,), "junk": (bool,), "requiretls": (bool,),
 }
 _STRING_MAPS = ("notify", "orcpt", "errors")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import ssl
 from collections.abc import Callable, Iterable
@@ -23,7 +24,10 @@ from ..ratekeeper.client import RateKeeperClient
 from ..ratekeeper.counters import OpenVerdict
 from .relay import Message, Reply, SMTPClient, SMTPClientError, TLSFailed
 from ..resolver import Resolver
-from .routing import Destination, RouteError, Router, domain_of
+from ..tlspolicy import tlsrpt
+from ..tlspolicy.mtasts import Policy
+from ..tlspolicy.policy import HostSecurity, TLSPolicies, TLSPolicyFailure
+from .routing import Destination, Host, RouteError, Router, domain_of
 
 log = logging.getLogger("mailforge.delivery")
 
@@ -36,6 +40,8 @@ DESTINATION_SERVICE = "relay-destinations"
 # for the batch), and how often it asks meanwhile (doubling from the first).
 SLOT_WAIT = 2.0
 SLOT_POLL = (0.05, 1.0)
+# RFC 3463: a deferral because the TLS a policy requires could not be had.
+TLS_POLICY_STATUS = "4.7.5"
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,9 @@ class Outbound:
         self.router = router or Router(config.delivery, Resolver(config.dns))
         self.tls_context = tls_context if tls_context is not None else client_tls_context()
         self.slots = slots  # None: the limit holds per Outbound only (tests, tools)
+        self.policies = TLSPolicies(config, self.router.resolver, self.tls_context)
+        self.recorder = (tlsrpt.Recorder(config.tls_policy_dir / "tlsrpt")
+                         if config.outbound_tls.tlsrpt else None)
 
     async def deliver(self, messages: Iterable[Message]) -> dict[str, dict[str, Result]]:
         """message id → recipient → Result, for every recipient of every message."""
@@ -137,22 +146,29 @@ class Outbound:
         results: dict[str, dict[str, Result]] = {m.id: {} for m in messages}
         domains = sorted({domain_of(r) for m in messages for r in m.recipients})
         routes = dict(zip(domains, await asyncio.gather(*(self._route(d) for d in domains))))
-        jobs: dict[str, list[Job]] = collections.defaultdict(list)
-        destinations: dict[str, Destination] = {}
+        # Messages saying "TLS-Required: No" go over connections of their own: a TLS policy
+        # failure that defers the others lets them through.
+        jobs: dict[tuple[str, bool], list[Job]] = collections.defaultdict(list)
+        destinations: dict[tuple[str, bool], Destination] = {}
         for message in messages:
-            by_key: dict[str, list[str]] = collections.defaultdict(list)
+            by_key: dict[tuple[str, bool], list[str]] = collections.defaultdict(list)
             for rcpt in message.recipients:
                 route = routes[domain_of(rcpt)]
                 if isinstance(route, RouteError):
                     results[message.id][rcpt] = failure(route.permanent, route.status, route.text)
                     continue
-                destinations[route.key] = route
-                by_key[route.key].append(rcpt)
+                key = (route.key, message.tls_optional)
+                destinations[key] = dataclasses.replace(route, tls_optional=message.tls_optional)
+                by_key[key].append(rcpt)
             for key, rcpts in by_key.items():
                 for start in range(0, len(rcpts), MAX_RCPTS_PER_TRANSACTION):
                     part = _for_recipients(message, rcpts[start:start + MAX_RCPTS_PER_TRANSACTION])
                     jobs[key].append(Job(part, results[message.id]))
-        await asyncio.gather(*(self._destination(destinations[k], js) for k, js in jobs.items()))
+        try:
+            await asyncio.gather(*(self._destination(destinations[k], js) for k, js in jobs.items()))
+        finally:
+            if self.recorder is not None:
+                self.recorder.flush()
         return results
 
     async def _route(self, domain: str) -> Destination | RouteError:
@@ -194,7 +210,7 @@ class Outbound:
                 client = await self._connect(destination)
             except SMTPClientError as exc:
                 # Every host refused: the jobs still waiting would meet the same refusal.
-                outcome = failure(exc.permanent, exc.reply.status if exc.reply else "4.4.1", str(exc))
+                outcome = failure(exc.permanent, exc.status, str(exc))
                 while queue:
                     _settle(queue.popleft(), outcome)
                 return
@@ -212,6 +228,15 @@ class Outbound:
                 _settle(job, failure(True, "5.6.7", f"{client.label} does not support SMTPUTF8, "
                                      "needed for a non-ASCII address", client.label))
                 continue
+            if job.message.requiretls and not (client.validated and "REQUIRETLS" in client.extensions):
+                # RFC 8689 4.2.1: never sent on without both; the sender hears of it at once.
+                why = ("does not offer REQUIRETLS" if client.validated else
+                       "has no TLS validated by DANE or MTA-STS")
+                _settle(job, failure(True, "5.7.30", f"REQUIRETLS: {client.label} {why}",
+                                     client.label))
+                log.warning("bounced id=%s relay=%s: REQUIRETLS, the next hop %s",
+                            job.message.id, client.label, why)
+                continue
             try:
                 replies = await client.send(job.message)
             except SMTPClientError as exc:
@@ -224,39 +249,92 @@ class Outbound:
                          client.label, reply.describe())
 
     async def _connect(self, destination: Destination) -> SMTPClient:
-        """A greeted (and, for the smarthost, authenticated) client to the first host that works."""
+        """A greeted (and, for the smarthost, authenticated) client to the first host that works,
+        in TLS that meets the host's TLS policy."""
         errors: list[SMTPClientError] = []
+        policy = await self._sts_policy(destination)
         for host in destination.hosts:
-            client = SMTPClient(self.config.server.hostname, self.delivery.command_timeout,
-                                self.tls_context)
             try:
-                try:
-                    await client.connect(host, self.delivery.connect_timeout)
-                except TLSFailed as exc:
-                    log.warning("%s; trying again without TLS", exc)
-                    client.close()
-                    await client.connect(host, self.delivery.connect_timeout, use_tls=False)
+                client = await self._open(destination, host, policy)
                 if destination.smarthost and self.delivery.smarthost_user:
                     await client.authenticate(self.delivery.smarthost_user,
                                               self.delivery.smarthost_password,
                                               self.delivery.smarthost_require_tls)
                 return client
             except SMTPClientError as exc:
-                client.close()
                 log.warning("%s", exc)
                 errors.append(exc)
         if not errors:
             raise SMTPClientError(f"no host to deliver to for {destination.key}")
+        # A host refused for want of the TLS its policy asks is the reason worth telling.
+        refused = [e for e in errors if e.status == TLS_POLICY_STATUS]
+        last = refused[-1] if refused else errors[-1]
         # Permanent only when every host refused us outright (a 5xx greeting).
-        last = errors[-1]
         if all(e.permanent for e in errors):
             raise last
-        raise SMTPClientError(str(last))
+        raise SMTPClientError(str(last), status=last.status)
+
+    async def _sts_policy(self, destination: Destination) -> Policy | None:
+        if not destination.policy_domain:
+            return None
+        policy, problem = await self.policies.destination(destination.policy_domain)
+        if problem is not None:
+            log.warning("MTA-STS: no policy for %s: %s", destination.policy_domain, problem)
+            self._record(tlsrpt.outcome(None, destination.policy_domain, problem.result_type,
+                                        reason=str(problem)))
+        return policy
+
+    async def _open(self, destination: Destination, host: Host, policy: Policy | None) -> SMTPClient:
+        """A client connected to `host`: under its TLS policy, or opportunistic where the
+        policy's failure is only to be reported (MTA-STS testing, TLS-Required: No)."""
+        security: HostSecurity | None = None
+        client = self._client()
+        try:
+            if destination.policy_domain:
+                security = await self.policies.host(destination.policy_domain, host.name, policy)
+            await self._greet(client, host, security)
+        except TLSPolicyFailure as exc:
+            client.close()
+            enforced = exc.enforced if security is None else security.enforced
+            text = f"{client.label}: {security.describe if security else 'TLS policy'}: {exc}"
+            self._record(tlsrpt.outcome(security, destination.policy_domain, exc.result_type,
+                                        host.name, host.address, str(exc)))
+            if enforced and not destination.tls_optional:
+                raise SMTPClientError(f"{TLS_POLICY_STATUS} {text}; deferred, not sent without it",
+                                      status=TLS_POLICY_STATUS) from None
+            log.warning("%s; sent with opportunistic TLS instead", text)
+            client = self._client()
+            await self._greet(client, host, None)
+            return client
+        if destination.policy_domain and client.tls:
+            self._record(tlsrpt.outcome(security, destination.policy_domain, "success"))
+        if security is not None and security.kind:
+            log.info("TLS to %s meets the %s", client.label, security.describe)
+        return client
+
+    def _client(self) -> SMTPClient:
+        return SMTPClient(self.config.server.hostname, self.delivery.command_timeout,
+                          self.tls_context)
+
+    async def _greet(self, client: SMTPClient, host: Host, security: HostSecurity | None) -> None:
+        try:
+            try:
+                await client.connect(host, self.delivery.connect_timeout, security=security)
+            except TLSFailed as exc:
+                log.warning("%s; trying again without TLS", exc)
+                client.close()
+                await client.connect(host, self.delivery.connect_timeout, use_tls=False)
+        except SMTPClientError:
+            client.close()
+            raise
+
+    def _record(self, item: tlsrpt.Outcome) -> None:
+        if self.recorder is not None:
+            self.recorder.add(item)
 
 
 def _for_recipients(message: Message, rcpts: list[str]) -> Message:
-    return Message(message.id, message.sender, rcpts, message.data, message.smtputf8,
-                   message.body_8bit, message.envid, message.ret, message.notify, message.orcpt)
+    return dataclasses.replace(message, recipients=rcpts)
 
 
 def _settle(job: Job, outcome: Result) -> None:

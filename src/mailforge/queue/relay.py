@@ -1,7 +1,8 @@
 """Async SMTP client for outbound delivery: one connection, several messages over it.
 
-EHLO (HELO when EHLO is refused), opportunistic STARTTLS (no certificate check, as Postfix's
-`may` level: an active attacker can strip it, a passive one reads nothing), AUTH for a
+EHLO (HELO when EHLO is refused), STARTTLS: opportunistic (no certificate check, as Postfix's
+`may` level: an active attacker can strip it, a passive one reads nothing) unless the host's
+TLS policy (tlspolicy/: DANE, MTA-STS) requires TLS and checks it, AUTH for a
 smarthost, SIZE, 8BITMIME, SMTPUTF8 and DSN when offered, PIPELINING of MAIL/RCPT/DATA
 (RFC 2920) when offered. Each recipient gets its own reply: its RCPT refusal, or the answer
 to the message's final dot.
@@ -15,6 +16,7 @@ import re
 import ssl
 from dataclasses import dataclass, field
 
+from ..tlspolicy.policy import HostSecurity, TLSPolicyFailure, handshake_failure
 from .dsn import xtext_encode
 from .routing import Host
 
@@ -28,9 +30,11 @@ MAX_LINE = 4096
 class SMTPClientError(Exception):
     """The conversation cannot go on: connection refused, dropped, timed out or refused."""
 
-    def __init__(self, text: str, reply: Reply | None = None) -> None:
+    def __init__(self, text: str, reply: Reply | None = None, status: str = "") -> None:
         super().__init__(text)
         self.reply = reply
+        # The enhanced status code a deferral or bounce for it carries.
+        self.status = status or (reply.status if reply is not None else "4.4.1")
 
     @property
     def permanent(self) -> bool:
@@ -72,6 +76,8 @@ class Message:
     ret: str = ""
     notify: dict[str, str] = field(default_factory=dict)
     orcpt: dict[str, str] = field(default_factory=dict)
+    requiretls: bool = False  # RFC 8689: only over validated TLS to a REQUIRETLS server
+    tls_optional: bool = False  # RFC 8689 5 "TLS-Required: No": TLS policy failures may pass
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -93,6 +99,8 @@ class SMTPClient:
         self.extensions: dict[str, str] = {}
         self.host: Host | None = None
         self.tls = False
+        self.security: HostSecurity | None = None  # the TLS requirement of this connection
+        self.validated = False  # TLS met a policy that authenticates the server
         self.broken = False  # a read failed: the conversation is over, QUIT is pointless
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -103,8 +111,12 @@ class SMTPClient:
         assert self.host is not None
         return f"{self.host.name}[{self.host.address}]:{self.host.port}"
 
-    async def connect(self, host: Host, connect_timeout: float, use_tls: bool = True) -> None:
-        self.host = host
+    async def connect(self, host: Host, connect_timeout: float, use_tls: bool = True,
+                      security: HostSecurity | None = None) -> None:
+        """Greeted, and in TLS where offered; where `security` requires TLS, in TLS that meets
+        it or TLSPolicyFailure."""
+        self.host, self.security = host, security
+        required = security is not None and bool(security.kind)
         try:
             self._reader, self._writer = await asyncio.wait_for(
                 asyncio.open_connection(host.address, host.port, limit=MAX_LINE * 4),
@@ -115,6 +127,8 @@ class SMTPClient:
         if greeting.code != 220:
             raise SMTPClientError(f"{self.label} greeted with {greeting.describe()}", greeting)
         await self._hello()
+        if required and "STARTTLS" not in self.extensions:
+            raise TLSPolicyFailure("starttls-not-supported", f"{self.label} offers no STARTTLS")
         if use_tls and self.tls_context is not None and "STARTTLS" in self.extensions:
             await self._starttls()
 
@@ -129,15 +143,27 @@ class SMTPClient:
         self.extensions = {}
 
     async def _starttls(self) -> None:
+        security = self.security if self.security is not None and self.security.kind else None
         reply = await self.command("STARTTLS")
         if reply.code != 220:
+            if security is not None:
+                raise TLSPolicyFailure("starttls-not-supported",
+                                       f"{self.label} refused STARTTLS: {reply.describe()}")
             return  # offered but refused: go on in the clear, as opportunistic TLS does
         assert self._writer is not None and self.host is not None
+        context = security.context if security is not None else self.tls_context
         try:
             await asyncio.wait_for(self._writer.start_tls(
-                self.tls_context, server_hostname=self.host.name), self.timeout)
+                context, server_hostname=self.host.name), self.timeout)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            raise TLSFailed(f"TLS handshake with {self.label} failed: {_reason(exc)}") from None
+            self.broken = True
+            text = f"TLS handshake with {self.label} failed: {_reason(exc)}"
+            if security is not None:
+                raise TLSPolicyFailure(handshake_failure(exc), text) from None
+            raise TLSFailed(text) from None
+        if security is not None:
+            security.check(self._writer.get_extra_info("ssl_object"))
+            self.validated = security.validated
         self.tls = True
         await self._hello()  # RFC 3207 4.2: forget what was learnt before TLS
 
@@ -210,7 +236,7 @@ class SMTPClient:
             raise SMTPClientError(f"{self.label} refused RSET: {reply.describe()}", reply)
 
     def _mail_params(self, message: Message) -> str:
-        params = []
+        params = ["REQUIRETLS"] if message.requiretls else []
         if "SIZE" in self.extensions:
             params.append(f"SIZE={len(message.data)}")
         if message.body_8bit and "8BITMIME" in self.extensions:
@@ -294,6 +320,16 @@ class SMTPClient:
 
 class TLSFailed(SMTPClientError):
     """STARTTLS was offered but the handshake failed: worth one retry in the clear."""
+
+
+def says_tls_not_required(data: bytes) -> bool:
+    """RFC 8689 5: a "TLS-Required: No" header field in the message's header section."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"tls-required":
+            return value.strip().lower() == b"no"
+    return False
 
 
 def _extensions(lines: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -43,6 +43,11 @@ class Destination:
     key: str
     hosts: list[Host] = field(default_factory=list)
     smarthost: bool = False
+    # The domain whose TLS policies (DANE, MTA-STS) apply: a destination found by MX lookup.
+    # "" for the smarthost, an mx_override or an address literal: the operator chose those.
+    policy_domain: str = ""
+    # Its messages carry "TLS-Required: No" (RFC 8689 5): a TLS policy failure may pass.
+    tls_optional: bool = False
 
 
 def domain_of(address: str) -> str:
@@ -67,7 +72,7 @@ class Router:
         if domain.startswith("[") and domain.endswith("]"):
             literal = domain[1:-1].removeprefix("ipv6:")
             return Destination(domain, [Host(literal, literal, SMTP_PORT)])
-        return Destination(domain, await self._mx_hosts(domain))
+        return Destination(domain, await self._mx_hosts(domain), policy_domain=domain)
 
     async def _mx_hosts(self, domain: str) -> list[Host]:
         try:
@@ -81,12 +86,13 @@ class Router:
             # RFC 7505 3: a null MX, whatever else is there, means "no mail".
             raise RouteError("5.1.10", f"domain {domain} accepts no mail (null MX)", True)
         if not records:
-            return await self._addresses(domain, SMTP_PORT, implicit=True)
+            return await self._addresses(domain, self.config.mx_port, implicit=True)
         hosts: list[Host] = []
         failures: list[RouteError] = []
         for name in _mx_order(records)[:MAX_MX_HOSTS]:
             try:
-                hosts += await self._addresses(name.to_text(omit_final_dot=True), SMTP_PORT)
+                hosts += await self._addresses(name.to_text(omit_final_dot=True),
+                                               self.config.mx_port)
             except RouteError as exc:
                 failures.append(exc)
         if hosts:

@@ -1,0 +1,128 @@
+"""The pure parts of outbound transport security: DANE matching, MTA-STS records and
+policies, TLS-RPT aggregation and addresses, the TLS-Required header."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
+
+from mailforge.queue.relay import says_tls_not_required
+from mailforge.tlspolicy.dane import Tlsa, check_chain, name_matches
+from mailforge.tlspolicy.mtasts import PolicyError, parse_policy, txt_id
+from mailforge.tlspolicy.tlsrpt import build_report, rua_addresses
+
+NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
+
+
+def certificate(name: str, key, issuer_name: str, issuer_key, ca: bool = False) -> x509.Certificate:
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+               .public_key(key.public_key()).serial_number(1)
+               .not_valid_before(NOW).not_valid_after(NOW + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]),
+                                        critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def chain():
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("ca", ca_key, "ca", ca_key, ca=True)
+    leaf = certificate("mx.example.net", leaf_key, "ca", ca_key)
+    return leaf, ca
+
+
+def der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(Encoding.DER)
+
+
+def spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_dane_ee_matches_by_spki_or_whole_certificate_without_names(chain):
+    leaf, ca = chain
+    for record in (Tlsa(3, 1, 1, hashlib.sha256(spki(leaf)).digest()),
+                   Tlsa(3, 1, 2, hashlib.sha512(spki(leaf)).digest()),
+                   Tlsa(3, 0, 0, der(leaf))):
+        assert check_chain([record], [der(leaf)], ["other.example"]) == ""
+    wrong = Tlsa(3, 1, 1, hashlib.sha256(spki(ca)).digest())
+    assert "no certificate" in check_chain([wrong], [der(leaf), der(ca)], ["mx.example.net"])
+
+
+def test_dane_ta_needs_the_chain_and_a_name(chain):
+    leaf, ca = chain
+    record = Tlsa(2, 1, 1, hashlib.sha256(spki(ca)).digest())
+    assert check_chain([record], [der(leaf), der(ca)], ["mx.example.net", "example.net"]) == ""
+    assert "names none" in check_chain([record], [der(leaf), der(ca)], ["mx.other.net"])
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger = certificate("mx.example.net", stranger_key, "ca", stranger_key)
+    assert "does not lead" in check_chain([record], [der(stranger), der(ca)], ["mx.example.net"])
+
+
+def test_names_and_wildcards():
+    assert name_matches("*.example.net", "mx1.example.net")
+    assert not name_matches("*.example.net", "a.mx1.example.net")
+    assert not name_matches("*.example.net", "example.net")
+    assert name_matches("MX.Example.net.", "mx.example.net")
+
+
+def test_mta_sts_record_and_policy():
+    assert txt_id(["v=STSv1; id=2026-01-01;"]) is None  # an id is letters and digits only
+    assert txt_id(["v=STSv1; id=abc123", "v=spf1 -all"]) == "abc123"
+    assert txt_id(["v=STSv1; id=a", "v=STSv1; id=b"]) is None  # two records: none (3.1)
+    policy = parse_policy("example.net", "abc", "version: STSv1\r\nmode: enforce\r\n"
+                          "mx: *.example.net\r\nmx: backup.example.org\r\nmax_age: 999999999\r\n", 10.0)
+    assert policy.mode == "enforce" and policy.max_age == 31_557_600
+    assert policy.allows("mx1.example.net") and policy.allows("backup.example.org")
+    assert not policy.allows("evil.example.com")
+    assert not policy.expired(10.0 + 31_557_599) and policy.expired(10.0 + 31_557_600)
+    for bad in ("version: STSv2\nmode: enforce\nmx: a\nmax_age: 1\n",
+                "version: STSv1\nmode: strict\nmx: a\nmax_age: 1\n",
+                "version: STSv1\nmode: enforce\nmax_age: 1\n"):
+        with pytest.raises(PolicyError) as error:
+            parse_policy("example.net", "abc", bad, 0.0)
+        assert error.value.result_type == "sts-policy-invalid"
+
+
+def test_tls_rpt_report_adds_up_each_policy():
+    sts = {"policy_type": "sts", "policy_string": ["version: STSv1", "mode: enforce"],
+           "mx_host": ["mx.example.net"]}
+    lines = [{**sts, "result": "success", "receiving_mx": "", "receiving_ip": "", "reason": "",
+              "count": 3},
+             {**sts, "result": "certificate-expired", "receiving_mx": "mx.example.net",
+              "receiving_ip": "192.0.2.1", "reason": "expired", "count": 1},
+             {**sts, "result": "certificate-expired", "receiving_mx": "mx.example.net",
+              "receiving_ip": "192.0.2.1", "reason": "expired", "count": 2}]
+    report = build_report("example.net", "2026-12-01", lines, "mx.sender.test", "postmaster@x")
+    assert report["date-range"] == {"start-datetime": "2026-12-01T00:00:00Z",
+                                    "end-datetime": "2026-12-01T23:59:59Z"}
+    (policy,) = report["policies"]
+    assert policy["policy"]["policy-domain"] == "example.net"
+    assert policy["summary"] == {"total-successful-session-count": 3,
+                                 "total-failure-session-count": 3}
+    assert policy["failure-details"] == [{
+        "result-type": "certificate-expired", "receiving-mx-hostname": "mx.example.net",
+        "receiving-ip": "192.0.2.1", "failure-reason-code": "expired", "failed-session-count": 3}]
+
+
+def test_tls_rpt_addresses():
+    assert rua_addresses(["v=TLSRPTv1; rua=mailto:a@example.net,https://r.example/x, mailto:b@x"]) \
+        == ["a@example.net", "b@x"]
+    assert rua_addresses(["v=spf1 -all"]) == []
+
+
+def test_tls_required_no_header():
+    assert says_tls_not_required(b"Subject: x\r\nTLS-Required:  NO \r\n\r\nbody")
+    assert not says_tls_not_required(b"Subject: x\r\n\r\nTLS-Required: No\r\n")
+    assert not says_tls_not_required(b"TLS-Required: yes\r\n\r\n")
