@@ -112,3 +112,19 @@ def test_public_folder_rights_from_the_cli(server):
     assert alice.append('"#public/News"', None, None, b"Subject: x\r\n\r\nx\r\n")[0] == "NO"
     assert "anyone\tlr" in cli(server.conf, "acl", "delete", "example.test", "News", BOB).stdout
     assert bob.append('"#public/News"', None, None, b"Subject: x\r\n\r\nx\r\n")[0] == "NO"
+
+
+def test_append_and_copy_into_a_shared_folder_keep_only_the_flags_the_rights_allow(server):
+    """RFC 4314 4: the flags an APPEND or COPY brings in need the rights a STORE would."""
+    alice, bob = login(server), client_of(server, BOB)
+    assert alice.create("Drop")[0] == "OK"
+    assert alice._simple_command("SETACL", "Drop", BOB, "lris")[0] == "OK"  # \Seen, no w or t
+    shared = '"#shared/alice/Drop"'
+    message = b"From: bob@example.test\r\nSubject: flags\r\n\r\nbody\r\n"
+    assert bob.append(shared, "(\\Seen \\Flagged \\Deleted $Work)", None, message)[0] == "OK"
+    assert bob.append("INBOX", "(\\Seen \\Answered \\Deleted $Work)", None, message)[0] == "OK"
+    assert bob.select("INBOX")[0] == "OK"
+    assert bob.copy("1", shared)[0] == "OK"
+    assert alice.select("Drop")[0] == "OK"
+    flags = alice.fetch("1:2", "(FLAGS)")[1]
+    assert all(line.endswith(b"FLAGS (\\Seen \\Recent))") for line in flags), flags

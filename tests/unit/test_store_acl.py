@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailforge.protocols.imap.acl import permitted_flags
+from mailforge.store.acl import permitted_flags
 from mailforge.store import acl, shared
 from mailforge.store.maildir import ensure_maildir, mailbox_path
 from mailforge.store.api import InvalidName, NotPermitted

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..addresses import AddressError, normalize_address
 from ..durable import write_atomically
-from .api import InvalidName, NotPermitted
+from .api import DELETED, SEEN, InvalidName, NotPermitted
 
 # RFC 4314 2.1, in the order the RFC lists them (and so GETACL and MYRIGHTS write them).
 ALL_RIGHTS = "lrswipkxtea"
@@ -27,6 +27,10 @@ _HEADER = "mailforge-acl 1\n"
 # administer them (what "may change them" meant before ACLs).
 PUBLIC_READER_RIGHTS = frozenset("lr")
 PUBLIC_WRITER_RIGHTS = frozenset("lrswipkxte")
+# RFC 4314 4: \Seen needs "s", \Deleted "t", every other flag "w" (STORE, and the flags an
+# APPEND or COPY brings into a folder).
+FLAG_RIGHTS = {SEEN: "s", DELETED: "t"}
+KEYWORD_RIGHT = "w"
 
 Acl = dict[str, frozenset[str]]
 
@@ -43,6 +47,11 @@ def parse_rights(text: str) -> frozenset[str]:
         else:
             raise ValueError(f"{letter!r} is not a right (the rights are {ALL_RIGHTS})")
     return frozenset(rights)
+
+
+def permitted_flags(flags: Iterable[str], rights: frozenset[str]) -> list[str]:
+    """The flags the rights let a session set or clear; the rest are left silently."""
+    return [flag for flag in flags if FLAG_RIGHTS.get(flag, KEYWORD_RIGHT) in rights]
 
 
 def render(rights: Iterable[str]) -> str:

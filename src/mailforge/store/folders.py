@@ -283,21 +283,23 @@ class MaildirMailbox:
 
     def append_many(self, name: str, messages: Sequence[NewMessage]) -> Appended:
         place = self._existing(name, trycreate=True)
-        self._require(place, "i")
+        rights = self._require(place, "i")
         self._check_quota(place, sum(len(m.data) for m in messages), len(messages))
         uidvalidity, uids = place.folder.add(
-            [(m.data, canonical_flags(m.flags), m.internal_date) for m in messages])
+            [(m.data, frozenset(acl.permitted_flags(canonical_flags(m.flags), rights)),
+              m.internal_date) for m in messages])
         return Appended(uidvalidity, tuple(uids))
 
     def add_copies(self, target: str, sources: list[tuple[Path, MessageInfo]]
                    ) -> tuple[int, list[int]]:
-        """COPY/MOVE: put these message files into `target` with their flags and dates."""
+        """COPY/MOVE: put these message files into `target` with their dates, and with the
+        flags the rights on `target` let this account set (RFC 4314 4)."""
         place = self._existing(target, trycreate=True)
-        self._require(place, "i")
+        rights = self._require(place, "i")
         self._check_quota(place, sum(field_of(p.name, "S") or 0 for p, _ in sources),
                           len(sources))
-        return place.folder.add([(path, info.flags, info.internal_date)
-                                 for path, info in sources])
+        return place.folder.add([(path, frozenset(acl.permitted_flags(info.flags, rights)),
+                                  info.internal_date) for path, info in sources])
 
     def quota(self) -> Quota:
         return self.usage.quota()

@@ -1,22 +1,16 @@
-"""Access control commands (RFC 4314: GETACL, SETACL, DELETEACL, LISTRIGHTS, MYRIGHTS) and
-which flags a STORE may change under the rights of the selected folder (RFC 4314 4).
+"""Access control commands (RFC 4314: GETACL, SETACL, DELETEACL, LISTRIGHTS, MYRIGHTS).
+Which flags a right lets a session set is the store's rule (store/acl.py `permitted_flags`).
 
 The store keeps and enforces the lists (store/acl.py); handlers run in the thread pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from ...store.acl import ALL_RIGHTS, render
-from ...store.api import DELETED, SEEN, Mailbox
+from ...store.api import Mailbox
 from . import wire
 from .command_session import CommandSession
 from .responses import Bad, Tagged, astring, count, folder_name, ok
-
-# RFC 4314 4: \Seen needs "s", \Deleted "t", every other flag "w".
-FLAG_RIGHTS = {SEEN: "s", DELETED: "t"}
-KEYWORD_RIGHT = "w"
 
 
 def _mailbox(session: CommandSession) -> Mailbox:
@@ -69,11 +63,6 @@ def myrights(session: CommandSession, tag: str, args: list) -> Tagged:
     session.untagged(b"* MYRIGHTS %s %s\r\n" % (wire.mailbox_name(name, session.sync.utf8_names),
                                                  wire.astring(rights)))
     return ok("MYRIGHTS completed")
-
-
-def permitted_flags(flags: Iterable[str], rights: frozenset[str]) -> list[str]:
-    """The flags of a STORE that the rights let it change; the rest it leaves silently."""
-    return [flag for flag in flags if FLAG_RIGHTS.get(flag, KEYWORD_RIGHT) in rights]
 
 
 def _text(arg: object) -> str:

@@ -16,7 +16,7 @@ from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
 from . import condstore
 from .context import SearchContext, keep_updated
 from . import fetch as fetch_items
-from .acl import permitted_flags
+from ...store.acl import permitted_flags
 from .command_session import CommandSession
 from .mime import UnknownEncoding
 from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
