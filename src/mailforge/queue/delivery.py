@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .. import metrics
 from ..addresses import AddressError
-from ..auth.accounts import Accounts
+from ..auth.accounts import open_accounts
 from ..auth.api import QuotaSource, RecipientResolver, RecipientStatus
 from ..config import Config
 from ..durable import fsync_dir, unlink_quietly
@@ -550,8 +550,7 @@ def serve(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
 def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
         stopping: Callable[[], bool]) -> None:
     """Body of a delivery worker process: returns once `stopping()` says so."""
-    with Accounts(config.accounts_db,
-                  recipient_delimiter=config.server.recipient_delimiter) as accounts:
+    with open_accounts(config) as accounts:
         agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, slots,
                               outbound=shared_runner(config))
         try:
