@@ -23,7 +23,6 @@ import errno
 import fcntl
 import logging
 import os
-import sqlite3
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ from pathlib import Path
 from .. import metrics
 from ..addresses import AddressError
 from ..auth.accounts import open_accounts
-from ..auth.api import QuotaSource, RecipientResolver, RecipientStatus
+from ..auth.api import AccountsUnavailable, QuotaSource, RecipientResolver, RecipientStatus
 from ..config import Config
 from ..durable import fsync_dir, unlink_quietly
 from ..errors import EXIT_WORKER_BOOT
@@ -67,8 +66,8 @@ SYNC_THREADS = 8
 # When every connection a destination may have is in use by other workers: try again after
 # this long, without counting an attempt.
 BUSY_RETRY = 5.0
-# Failures worth a retry: the disk (full, EIO) or the accounts DB (locked, busy).
-TEMPORARY_ERRORS = (OSError, sqlite3.Error)
+# Failures worth a retry: the disk (full, EIO) or the accounts DB (locked, busy, down).
+TEMPORARY_ERRORS = (OSError, AccountsUnavailable)
 
 
 class CopyBatch:
