@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA := var
 # Debian packages the tests drive as real clients, as package or package:command when the
 # command is named otherwise (isync's is mbsync).
-TEST_DEBS := swaks openssl curl fetchmail isync:mbsync mutt man-db:man
+TEST_DEBS := swaks openssl curl fetchmail isync:mbsync mutt man-db:man postgresql:pg_ctlcluster
 
 .PHONY: run test check setup test-debs bench soak clean man
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__, config as configuration, speedups, tls
-from . import abuse as abuse_cli, accounts as accounts_cli, acl as acl_cli, backup as backup_cli
+from . import abuse as abuse_cli, accounts as accounts_cli, accountsdb as accountsdb_cli
+from . import acl as acl_cli, backup as backup_cli
 from . import limits as limits_cli, logs as logs_cli
 from . import queue as queue_cli, store as store_cli
 from ..auth.accounts import Accounts, open_accounts
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     control.register(sub)
     accounts_cli.register(sub)
+    accountsdb_cli.register(sub)
     limits_cli.register(sub)
     queue_cli.register(sub)
     store_cli.register(sub)

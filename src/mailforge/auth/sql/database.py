@@ -19,6 +19,7 @@ from ...errors import UsageError
 
 class Cursor(Protocol):
     rowcount: int
+    description: Any  # a sequence of columns, each with its name first (DB-API)
 
     def fetchone(self) -> Any: ...
 
