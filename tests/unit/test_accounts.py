@@ -7,7 +7,7 @@ import pytest
 
 from mailforge.addresses import AddressError
 from mailforge.auth.accounts import Accounts, open_accounts
-from mailforge.auth.api import Lookup
+from mailforge.auth.api import AccountsUnavailable, Lookup
 from mailforge.auth.sqlite import database as accounts_database
 from mailforge.auth.sql import directory
 from mailforge.auth.sql import schema as accounts_schema
@@ -325,3 +325,12 @@ def test_a_subaddress_reaches_its_base_before_the_catch_all(db):
     # Without a delimiter, alice+lists is an address of its own: the catch-all's.
     assert db.directory.lookup_recipient("alice+lists@example.com") == Lookup(
         "ok", ["bob@example.com"])
+
+
+def test_driver_failures_are_accounts_unavailable(tmp_path):
+    with Accounts(tmp_path / "a.sqlite3", create=True) as accounts:
+        accounts.database._connection.close()
+        with pytest.raises(AccountsUnavailable, match="a.sqlite3: Cannot operate on a closed"):
+            accounts.directory.lookup_recipient("bob@example.com")
+        with pytest.raises(AccountsUnavailable):
+            accounts.directory.domain_add("example.com")

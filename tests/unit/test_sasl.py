@@ -473,3 +473,13 @@ def test_migration_from_schema_2(tmp_path):
     with Accounts(path) as again:
         assert salt_of(again, "nobody@example.com") == salt_of(again, "nobody@example.com")
         assert salt_of(again, USER) != decoy_salt
+
+
+# -- a database that cannot answer
+
+@pytest.mark.parametrize("mechanism, first", [
+    ("PLAIN", b64(f"\0{USER}\0{PASSWORD}")), ("SCRAM-SHA-256", b64(f"n,,n={USER},r=abc"))])
+def test_an_unreadable_database_is_unavailable_not_a_failure(db, mechanism, first):
+    db.database._connection.close()  # every statement now fails in the driver
+    step = session(db, mechanism).start(first)
+    assert (step.kind, step.user, step.reason) == ("unavailable", "", "")
