@@ -38,7 +38,7 @@ def bindir() -> Path | None:
         result = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
         candidates.append(result.stdout.strip())
     for directory in (*candidates, *BINARY_DIRS):
-        if directory and (Path(directory) / "initdb").exists() and (Path(directory) / "postgres").exists():
+        if directory and all((Path(directory) / name).exists() for name in ("initdb", "postgres")):
             return Path(directory)
     return None
 

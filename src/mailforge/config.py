@@ -504,7 +504,8 @@ def _validate_abuse(abuse: AbuseConfig, path: Path | str) -> None:
 
 def _validate_accounts(accounts: AccountsConfig, path: Path | str) -> None:
     if accounts.backend not in ACCOUNTS_BACKENDS:
-        raise ConfigError(path, "[accounts] backend", f"expected one of {', '.join(ACCOUNTS_BACKENDS)}")
+        raise ConfigError(path, "[accounts] backend",
+                          f"expected one of {', '.join(ACCOUNTS_BACKENDS)}")
     if accounts.backend == "postgresql" and not accounts.dsn:
         raise ConfigError(path, "[accounts] dsn", 'backend "postgresql" needs the database\'s dsn')
     if accounts.pool_size < 1:

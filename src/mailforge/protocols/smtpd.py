@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .. import metrics
-from ..auth.api import AccountsUnavailable, Authenticator, Lookup, RecipientResolver, RecipientStatus
+from ..auth.api import (AccountsUnavailable, Authenticator, Lookup, RecipientResolver,
+                        RecipientStatus)
 from .connection.driver import Refusals, SessionContext, SessionDriver
 from .connection.transport import Connection, LineTooLong
 from .hops import HopCounter

@@ -52,8 +52,10 @@ class Database(sql.Database):
         self._prepared = threading.Event()
         # autocommit: a read is one statement, without BEGIN and COMMIT round trips; write()
         # opens its transactions itself. min_size=1: one connection kept warm per process.
+        # libpq's connect_timeout takes whole seconds, and 1 is too short for a busy network.
+        connection = {"autocommit": True, "connect_timeout": max(2, round(timeout))}
         self._pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, timeout=timeout,
-                                    kwargs={"autocommit": True, "connect_timeout": max(2, round(timeout))},
+                                    kwargs=connection,
                                     check=ConnectionPool.check_connection, open=False,
                                     name="accounts")
         self._pool.open(wait=False)
