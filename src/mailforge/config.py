@@ -259,6 +259,26 @@ class ClusterConfig:
     node: str = ""
 
 
+@dataclass
+class AccountsConfig:
+    # "sqlite": accounts.sqlite3 in the data dir (one node); "postgresql": the database at dsn,
+    # shared by every node (`mailforge accounts migrate` copies a SQLite file into it).
+    backend: str = "sqlite"
+    # libpq's "host=db1 dbname=mailforge user=mailforge" or a postgresql:// URL. Leave the
+    # password out: it comes from password_file, else from libpq's PGPASSWORD or ~/.pgpass.
+    dsn: str = ""
+    # A file whose first line is the password (relative paths: under the data dir), readable
+    # by the workers' [server] user; "" = none.
+    password_file: str = ""
+    # Connections each process keeps open at most (a worker's lookups run in its max_threads).
+    pool_size: int = 4
+    # Seconds a login or lookup waits for a connection before it fails temporarily (454, 451,
+    # NO [UNAVAILABLE], -ERR [SYS/TEMP]) while the database is down or unreachable.
+    timeout: float = 5.0
+
+
+ACCOUNTS_BACKENDS = ("sqlite", "postgresql")
+
 # Service name → default listen address when run unprivileged (DESIGN.md, config contract).
 SERVICE_PORTS = {
     "smtp": 2525,
@@ -315,6 +335,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
     # Where the config was read from; relative paths in it are relative to its directory.
     path: Path = field(default=Path(DEFAULT_CONFIG_NAME), compare=False)
 
@@ -537,6 +558,7 @@ def _validate(config: Config, path: Path | str) -> None:
         raise ConfigError(path, "[server] recipient_delimiter",
                           f"each character must be one of {ATEXT_SYMBOLS} (\"\" = off)")
     _validate_abuse(config.abuse, path)
+    _validate_accounts(config.accounts, path)
     _validate_tls(config.tls, path)
     if config.delivery.workers < 1:
         raise ConfigError(path, "[delivery] workers", "must be at least 1")
@@ -660,6 +682,18 @@ def _validate_abuse(abuse: AbuseConfig, path: Path | str) -> None:
             normalize_address(abuse.notify)
         except UsageError as exc:
             raise ConfigError(path, "[abuse] notify", str(exc)) from None
+
+
+def _validate_accounts(accounts: AccountsConfig, path: Path | str) -> None:
+    if accounts.backend not in ACCOUNTS_BACKENDS:
+        raise ConfigError(path, "[accounts] backend",
+                          f"expected one of {', '.join(ACCOUNTS_BACKENDS)}")
+    if accounts.backend == "postgresql" and not accounts.dsn:
+        raise ConfigError(path, "[accounts] dsn", 'backend "postgresql" needs the database\'s dsn')
+    if accounts.pool_size < 1:
+        raise ConfigError(path, "[accounts] pool_size", "must be at least 1")
+    if accounts.timeout <= 0:
+        raise ConfigError(path, "[accounts] timeout", "must be greater than 0")
 
 
 def _validate_tls(tls: TLSConfig, path: Path | str) -> None:

@@ -111,8 +111,8 @@ def _handler(target: str, log_dir: Path, owner: tuple[int, int] | None) -> loggi
 # `service` field); the name after "mailforge." in a logger's name matches that logger's lines.
 SERVICE_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 LOGGER_NAMES = ("supervisor", "worker", "delivery", "queue", "ratekeeper", "abuse", "limits",
-                "store", "metrics", "proxy", "session", "smtp", "pop3", "imap", "dkim",
-                "admin")
+                "accounts", "store", "metrics", "proxy", "session", "smtp", "pop3", "imap",
+                "dkim", "admin")
 SOURCES = tuple(dict.fromkeys(SERVICE_NAMES + LOGGER_NAMES))
 # TEXT_FORMAT's start: the time, then "logger[pid] LEVEL ". A line without it continues the
 # record above (a traceback).

@@ -6,14 +6,15 @@ import threading
 import pytest
 
 from mailforge.addresses import AddressError
-from mailforge.auth.accounts import Accounts
-from mailforge.auth.api import Lookup
+from mailforge.auth.accounts import Accounts, open_accounts
+from mailforge.auth.api import AccountsUnavailable, Lookup
 from mailforge.auth.sqlite import database as accounts_database
-from mailforge.auth.sqlite import directory
+from mailforge.auth.sql import directory
+from mailforge.auth.sql import schema as accounts_schema
 from mailforge.errors import MailforgeError, UsageError
 
 
-pytestmark = pytest.mark.usefixtures("cheap_scrypt")
+pytestmark = [pytest.mark.usefixtures("cheap_scrypt"), pytest.mark.both_backends]
 
 
 # -- opening
@@ -29,7 +30,7 @@ def test_create_sets_wal_version_and_mode(tmp_path):
     Accounts(path, create=True).close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == accounts_database.SCHEMA_VERSION
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == accounts_schema.SCHEMA_VERSION
     raw.close()
     assert stat.S_IMODE(os.stat(path).st_mode) == accounts_database.DB_MODE
 
@@ -57,7 +58,7 @@ def test_foreign_and_newer_databases_refused(tmp_path):
     newer = tmp_path / "newer.sqlite3"
     Accounts(newer, create=True).close()
     with sqlite3.connect(newer) as raw:
-        raw.execute(f"PRAGMA user_version = {accounts_database.SCHEMA_VERSION + 1}")
+        raw.execute(f"PRAGMA user_version = {accounts_schema.SCHEMA_VERSION + 1}")
     raw.close()
     with pytest.raises(UsageError, match="newer"):
         Accounts(newer)
@@ -284,8 +285,8 @@ def test_usable_from_other_threads(db):
     assert results == ["ok"] * 8
 
 
-def test_second_connection_sees_writes(db, tmp_path):
-    with Accounts(tmp_path / "accounts.sqlite3") as other:
+def test_second_connection_sees_writes(db, accounts_config):
+    with open_accounts(accounts_config) as other:
         other.directory.user_add("bob@example.com", "pw")
     assert db.directory.lookup_recipient("bob@example.com").status == "ok"
 
@@ -324,3 +325,12 @@ def test_a_subaddress_reaches_its_base_before_the_catch_all(db):
     # Without a delimiter, alice+lists is an address of its own: the catch-all's.
     assert db.directory.lookup_recipient("alice+lists@example.com") == Lookup(
         "ok", ["bob@example.com"])
+
+
+def test_driver_failures_are_accounts_unavailable(tmp_path):
+    with Accounts(tmp_path / "a.sqlite3", create=True) as accounts:
+        accounts.database._connection.close()
+        with pytest.raises(AccountsUnavailable, match="a.sqlite3: Cannot operate on a closed"):
+            accounts.directory.lookup_recipient("bob@example.com")
+        with pytest.raises(AccountsUnavailable):
+            accounts.directory.domain_add("example.com")

@@ -8,7 +8,7 @@ import pytest
 
 from mailforge.auth import passwords
 from mailforge.auth.accounts import Accounts
-from mailforge.auth.sqlite import database as accounts_database
+from mailforge.auth.sql import schema as accounts_schema
 
 CHALLENGE = b"<1896.697170952@postoffice.reston.mci.net>"
 
@@ -125,7 +125,7 @@ def test_migration_from_schema_1_keeps_users(tmp_path, create):
     raw.close()
 
     with Accounts(path, create=create) as db:
-        assert db.database.fetchone("PRAGMA user_version")[0] == accounts_database.SCHEMA_VERSION
+        assert db.database.fetchone("PRAGMA user_version")[0] == accounts_schema.SCHEMA_VERSION
         assert [u.address for u in db.directory.users()] == ["bob@example.com"]
         assert db.directory.aliases() == [("info@example.com", "bob@example.com")]
         assert db.credentials.check_password("bob@example.com", "pw")

@@ -1,4 +1,4 @@
-"""The console's administrators in the accounts database (auth/sqlite/admins.py): roles and
+"""The console's administrators in the accounts database (auth/sql/admins.py): roles and
 domains, password checks, sessions that end, API tokens, the audit trail; and the mailbox
 listing the console pages through (Directory.users_page)."""
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mailforge.auth.accounts import Accounts
-from mailforge.auth.sqlite import database as accounts_database
+from mailforge.auth.sql import schema as accounts_database
 from mailforge.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("cheap_scrypt")

@@ -4,21 +4,18 @@ import io
 import pytest
 
 from mailforge.cli import accounts as accounts_cli
-from mailforge.auth.accounts import Accounts
-from mailforge.config import from_dict
+from mailforge.auth.accounts import open_accounts
+from mailforge.auth.api import AccountsUnavailable
 from mailforge.errors import MailforgeError, UsageError
 from mailforge.store.maildir import mailbox_path
 
 
-pytestmark = pytest.mark.usefixtures("cheap_scrypt")
+pytestmark = [pytest.mark.usefixtures("cheap_scrypt"), pytest.mark.both_backends]
 
 
 @pytest.fixture
-def config(tmp_path):
-    config = from_dict({"server": {"data_dir": str(tmp_path)}}, tmp_path / "mailforge.toml")
-    config.path = tmp_path / "mailforge.toml"
-    Accounts(config.accounts_db, create=True).close()
-    return config
+def config(accounts_config):
+    return accounts_config
 
 
 @pytest.fixture
@@ -37,7 +34,7 @@ def run(config, capsys, monkeypatch):
 
 
 def accounts(config):
-    return Accounts(config.accounts_db)
+    return open_accounts(config)
 
 
 def test_domain_commands(run, config):
@@ -151,10 +148,18 @@ def test_alias_commands(run):
     assert run("alias", "list") == ""
 
 
-def test_missing_database(tmp_path, run, config):
-    config.accounts_db.unlink()
-    with pytest.raises(UsageError, match="no accounts database"):
+def test_missing_database(tmp_path, run, config, accounts_backend):
+    if accounts_backend == "sqlite":
+        config.accounts_db.unlink()
+        with pytest.raises(UsageError, match="no accounts database"):
+            run("domain", "list")
+        return
+    config.accounts.dsn = config.accounts.dsn.replace("dbname=", "dbname=no") + " password=leak"
+    config.accounts.password_file = ""
+    config.accounts.timeout = 1.0
+    with pytest.raises(AccountsUnavailable, match="accounts database .*password=\\*\\*\\*") as caught:
         run("domain", "list")
+    assert "leak" not in str(caught.value)
 
 
 def test_maildir_failure_is_reported(run, config):

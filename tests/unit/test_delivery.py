@@ -20,7 +20,7 @@ from mailforge.queue.commit import SYNC_MODES
 from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import Envelope, decode
 from mailforge.queue.spool import Spool, queue_length
-from mailforge.auth.sqlite.directory import Directory
+from mailforge.auth.sql.directory import Directory
 from mailforge.store.maildir import ensure_maildir, mailbox_path
 
 @pytest.fixture(autouse=True)

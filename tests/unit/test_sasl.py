@@ -14,7 +14,7 @@ from mailforge.auth import passwords
 from mailforge.auth import sasl
 from mailforge.auth.accounts import Accounts
 from mailforge.auth.sasl import AUTH_FAILED, MAX_LINE, SASLError, SASLSession, mechanisms
-from mailforge.auth.sqlite import database as accounts_database
+from mailforge.auth.sql import schema as accounts_schema
 
 from .test_accounts_cram import SCHEMA_1
 
@@ -462,7 +462,7 @@ def test_migration_from_schema_2(tmp_path):
     raw.commit()
     raw.close()
     with Accounts(path) as db:
-        assert db.database.fetchone("PRAGMA user_version")[0] == accounts_database.SCHEMA_VERSION
+        assert db.database.fetchone("PRAGMA user_version")[0] == accounts_schema.SCHEMA_VERSION
         assert db.credentials.check_password(USER, "pw")
         assert db.credentials.cram_md5_state(USER) is not None
         # No clear password to make the keys from: no SCRAM until it is set again.
@@ -473,3 +473,13 @@ def test_migration_from_schema_2(tmp_path):
     with Accounts(path) as again:
         assert salt_of(again, "nobody@example.com") == salt_of(again, "nobody@example.com")
         assert salt_of(again, USER) != decoy_salt
+
+
+# -- a database that cannot answer
+
+@pytest.mark.parametrize("mechanism, first", [
+    ("PLAIN", b64(f"\0{USER}\0{PASSWORD}")), ("SCRAM-SHA-256", b64(f"n,,n={USER},r=abc"))])
+def test_an_unreadable_database_is_unavailable_not_a_failure(db, mechanism, first):
+    db.database._connection.close()  # every statement now fails in the driver
+    step = session(db, mechanism).start(first)
+    assert (step.kind, step.user, step.reason) == ("unavailable", "", "")

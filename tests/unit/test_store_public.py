@@ -6,7 +6,7 @@ import pytest
 
 from mailforge.auth.accounts import Accounts
 from mailforge.auth.api import PUBLIC_NOBODY, StoreSettings
-from mailforge.auth.sqlite import database as accounts_database
+from mailforge.auth.sql import schema as accounts_schema
 from mailforge.errors import UsageError
 from mailforge.store.api import (
     SEEN,
@@ -118,7 +118,7 @@ def test_schema_3_migrates_to_the_current_one(tmp_path, template):
     """)
     raw.close()
     with Accounts(path) as db:
-        assert db.database.fetchone("PRAGMA user_version")[0] == accounts_database.SCHEMA_VERSION
+        assert db.database.fetchone("PRAGMA user_version")[0] == accounts_schema.SCHEMA_VERSION
         assert db.mailbox_settings.store_settings("ann@example.test") == StoreSettings()
         db.mailbox_settings.set_quota("ann@example.test", 10)
         assert db.mailbox_settings.quota_limits("ann@example.test") == (10, None)

@@ -21,7 +21,7 @@ import uvloop
 from aiohttp import web
 
 from .. import metrics
-from ..auth.accounts import Accounts
+from ..auth.accounts import open_accounts
 from ..config import Config
 from ..errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from ..policy.abuse import AbuseGuard
@@ -96,7 +96,7 @@ class ConsoleWorker:
 
     def _boot(self) -> Console:
         executor = ThreadPoolExecutor(self.settings.max_threads, thread_name_prefix="admin-io")
-        accounts = Accounts(self.config.accounts_db)
+        accounts = open_accounts(self.config)
         ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
         directory = metrics.directory()
         history = MetricsHistory(functools.partial(read_totals, directory)) if directory else None

@@ -1,9 +1,10 @@
 """What the rest of mailforge asks of the accounts database: the records it answers with, and
 one narrow `typing.Protocol` per kind of question, each named for its consumer's need.
 
-No SQLite here, so consumers import this without importing a backend. The SQLite backend
-(auth/sqlite/, opened through auth.accounts.Accounts) implements every protocol; another
-backend is one more implementation of the same protocols.
+No SQL here, so consumers import this without importing a backend. The repositories of
+auth/sql/, over the SQLite (auth/sqlite/) or the PostgreSQL (auth/postgresql/) database and
+opened through auth.accounts, implement every protocol; another backend is one more
+implementation of the same protocols.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..errors import MailforgeError
 from .passwords import ScramRecord
 
 # SendLimit scopes, narrowest first: the first one found for a sender applies.
@@ -222,3 +224,9 @@ class MailboxListing(Protocol):
 
     def users_page(self, domains: list[str] | None, search: str, offset: int,
                    limit: int) -> UserPage: ...
+
+
+class AccountsUnavailable(MailforgeError):
+    """The accounts database cannot answer now (down, unreachable, locked, unreadable): the
+    question was not answered, so a login or a recipient gets a temporary error, never
+    "wrong password" or "unknown user"; a delivery waits for its next try."""

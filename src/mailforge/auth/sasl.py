@@ -27,7 +27,7 @@ from typing import Callable, Generator
 
 from ..addresses import normalize_address
 from ..errors import UsageError
-from .api import Authenticator
+from .api import AccountsUnavailable, Authenticator
 
 MECHANISMS = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN")
 # They put the password itself on the wire: only inside TLS, unless the operator allows it.
@@ -60,6 +60,9 @@ class StepKind(enum.StrEnum):
     CANCELLED = "cancelled"      # over: the client answered "*"
     NEEDS_TLS = "needs_tls"      # not begun: a plaintext mechanism outside TLS
     UNSUPPORTED = "unsupported"  # not begun: a mechanism we do not offer
+    # Over: the accounts database could not answer (auth.api.AccountsUnavailable), so the
+    # client gets a temporary failure, neither success nor a failed login to count.
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,8 @@ class SASLSession:
             return self._finish(Step(StepKind.SUCCESS, user=done.value))
         except _Refused as exc:
             return self._finish(Step(StepKind.FAILURE, reason=str(exc)))
+        except AccountsUnavailable:
+            return self._finish(Step(StepKind.UNAVAILABLE))
         return Step(StepKind.CHALLENGE, challenge=base64.b64encode(challenge).decode("ascii"))
 
     def _finish(self, step: Step) -> Step:

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 from .. import __version__, config as configuration, speedups, tls
-from . import abuse as abuse_cli, accounts as accounts_cli, acl as acl_cli, admin as admin_cli
-from . import backup as backup_cli, dkim as dkim_cli
+from . import abuse as abuse_cli, accounts as accounts_cli, accountsdb as accountsdb_cli
+from . import acl as acl_cli, admin as admin_cli, backup as backup_cli, dkim as dkim_cli
 from . import limits as limits_cli, logs as logs_cli
 from . import queue as queue_cli, store as store_cli, tlsrpt as tlsrpt_cli
-from ..auth.accounts import Accounts
+from ..auth.accounts import Accounts, open_accounts
 from ..errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
 from ..process import control, permissions, privileges, sandbox
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     control.register(sub)
     accounts_cli.register(sub)
+    accountsdb_cli.register(sub)
     limits_cli.register(sub)
     queue_cli.register(sub)
     store_cli.register(sub)
@@ -162,7 +163,8 @@ def warn_sandbox() -> None:
 def cmd_check_config(args: argparse.Namespace, config: configuration.Config) -> int:
     if not config.data_dir.is_dir():
         raise UsageError(f"{config.path}: [server] data_dir: {config.data_dir} is not a directory")
-    Accounts(config.accounts_db).close()
+    with open_accounts(config) as accounts:
+        accounts.database.ready()
     for warning in tls.check(config):
         print(f"mailforge: warning: {warning}", file=sys.stderr)
     warn_open_relay(config)

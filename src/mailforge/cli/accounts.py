@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..addresses import normalize_address, normalize_alias_source, normalize_domain
-from ..auth.accounts import Accounts
+from ..auth.accounts import Accounts, open_accounts
 from ..config import Config
 from ..errors import EXIT_OK, MailforgeError, UsageError
 from ..process import permissions
@@ -82,14 +82,14 @@ def _password_input(parser: argparse.ArgumentParser) -> None:
 
 def _domain_add(args: argparse.Namespace, config: Config) -> int:
     name = normalize_domain(args.name)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.directory.domain_add(name)
     print(f"added domain {name}")
     return EXIT_OK
 
 
 def _domain_list(args: argparse.Namespace, config: Config) -> int:
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         for name in accounts.directory.domains():
             print(name)
     return EXIT_OK
@@ -97,7 +97,7 @@ def _domain_list(args: argparse.Namespace, config: Config) -> int:
 
 def _domain_remove(args: argparse.Namespace, config: Config) -> int:
     name = normalize_domain(args.name)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.directory.domain_remove(name)
     print(f"removed domain {name}")
     return EXIT_OK
@@ -108,7 +108,7 @@ def _domain_remove(args: argparse.Namespace, config: Config) -> int:
 def _user_add(args: argparse.Namespace, config: Config) -> int:
     # Validated before asking for a password, so a typo costs no typing.
     address = normalize_address(args.address)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         maildir = add_mailbox(config, accounts, address, read_password(args))
     print(f"added mailbox {address} (Maildir {maildir})")
     return EXIT_OK
@@ -131,14 +131,14 @@ def add_mailbox(config: Config, accounts: Accounts, address: str, password: str)
 
 def _user_passwd(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.credentials.user_passwd(address, read_password(args))
     print(f"changed the password of {address}")
     return EXIT_OK
 
 
 def _user_list(args: argparse.Namespace, config: Config) -> int:
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         users = accounts.directory.users(args.domain)
     print_table([(user.address, "disabled" if user.disabled else "enabled",
                    time.strftime("%Y-%m-%d %H:%M", time.localtime(user.created)))
@@ -148,7 +148,7 @@ def _user_list(args: argparse.Namespace, config: Config) -> int:
 
 def _user_remove(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.directory.user_remove(address)
     print(f"removed mailbox {address}; its mail stays on disk in "
           f"{mailbox_path(config.store_dir, address)} (delete it by hand if it is not wanted)")
@@ -157,7 +157,7 @@ def _user_remove(args: argparse.Namespace, config: Config) -> int:
 
 def _user_disable(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.directory.user_disable(address)
     print(f"disabled {address}")
     return EXIT_OK
@@ -165,7 +165,7 @@ def _user_disable(args: argparse.Namespace, config: Config) -> int:
 
 def _user_enable(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.directory.user_enable(address)
     print(f"enabled {address}")
     return EXIT_OK
@@ -174,7 +174,7 @@ def _user_enable(args: argparse.Namespace, config: Config) -> int:
 def _user_apop(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
     secret = None if args.off else read_password(args)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.credentials.set_apop_secret(address, secret)
     print(f"removed the APOP secret of {address}" if args.off else f"set the APOP secret of {address}")
     return EXIT_OK
@@ -184,14 +184,14 @@ def _user_apop(args: argparse.Namespace, config: Config) -> int:
 
 def _alias_add(args: argparse.Namespace, config: Config) -> int:
     source, target = normalize_alias_source(args.source), normalize_address(args.target)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.directory.alias_add(source, target)
     print(f"added alias {source} -> {target}")
     return EXIT_OK
 
 
 def _alias_list(args: argparse.Namespace, config: Config) -> int:
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         aliases = accounts.directory.aliases(args.domain)
     print_table([(source, "->", target) for source, target in aliases])
     return EXIT_OK
@@ -200,7 +200,7 @@ def _alias_list(args: argparse.Namespace, config: Config) -> int:
 def _alias_remove(args: argparse.Namespace, config: Config) -> int:
     source = normalize_alias_source(args.source)
     target = normalize_address(args.target) if args.target is not None else None
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.directory.alias_remove(source, target)
     print(f"removed alias {source} -> {target}" if target else f"removed alias {source}")
     return EXIT_OK

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .accounts import group, leaf
 from ..addresses import normalize_address, normalize_domain
-from ..auth.accounts import Accounts
+from ..auth.accounts import open_accounts
 from ..auth.api import PUBLIC_EVERYONE
 from ..config import Config
 from ..errors import EXIT_OK, UsageError
@@ -46,7 +46,7 @@ def _get(args: argparse.Namespace, config: Config) -> int:
     if owner is not None:
         implied = {owner: frozenset(acl.ALL_RIGHTS)}
     else:
-        with Accounts(config.accounts_db) as accounts:
+        with open_accounts(config) as accounts:
             enabled, writers = accounts.mailbox_settings.public_folders(domain)
         implied = acl.public_defaults(writers, PUBLIC_EVERYONE) if enabled else {}
     for who, rights in sorted(acl.merged(implied, acl.load(directory)).items()):

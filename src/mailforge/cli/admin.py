@@ -8,7 +8,7 @@ import secrets
 import time
 
 from .accounts import group, leaf, print_table, read_password
-from ..auth.accounts import Accounts
+from ..auth.accounts import open_accounts
 from ..auth.api import ADMIN_ROLES
 from ..config import Config
 from ..errors import EXIT_OK
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add(args: argparse.Namespace, config: Config) -> int:
     password = secrets.token_urlsafe(GENERATED_BYTES) if args.generate else read_password(args)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.admins.admin_add(args.name, password, args.role, args.domain)
     print(f"added administrator {args.name.strip().lower()} ({args.role})")
     if args.generate:
@@ -57,7 +57,7 @@ def _add(args: argparse.Namespace, config: Config) -> int:
 
 
 def _list(args: argparse.Namespace, config: Config) -> int:
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         admins = accounts.admins.admins()
     print_table([(admin.name, admin.role, ",".join(admin.domains) or "-",
                   time.strftime("%Y-%m-%d %H:%M", time.localtime(admin.created))) for admin in admins])
@@ -65,7 +65,7 @@ def _list(args: argparse.Namespace, config: Config) -> int:
 
 
 def _remove(args: argparse.Namespace, config: Config) -> int:
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.admins.admin_remove(args.name)
     print(f"removed administrator {args.name.strip().lower()}")
     return EXIT_OK
@@ -73,20 +73,20 @@ def _remove(args: argparse.Namespace, config: Config) -> int:
 
 def _passwd(args: argparse.Namespace, config: Config) -> int:
     password = read_password(args)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.admins.admin_passwd(args.name, password)
     print(f"new password for administrator {args.name.strip().lower()}")
     return EXIT_OK
 
 
 def _role(args: argparse.Namespace, config: Config) -> int:
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.admins.admin_set_role(args.name, args.role, args.domain)
     print(f"administrator {args.name.strip().lower()}: {args.role} {','.join(args.domain)}".rstrip())
     return EXIT_OK
 
 
 def _token(args: argparse.Namespace, config: Config) -> int:
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         print(accounts.admins.issue_token(args.name))
     return EXIT_OK

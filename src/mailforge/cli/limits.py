@@ -6,7 +6,7 @@ import argparse
 
 from .accounts import group, leaf, print_table
 from ..addresses import normalize_address, normalize_domain
-from ..auth.accounts import Accounts
+from ..auth.accounts import open_accounts
 from ..auth.api import SEND_LIMIT_ACTIONS, SendLimit
 from ..config import Config
 from ..errors import EXIT_OK
@@ -51,14 +51,14 @@ def _describe(limit: SendLimit) -> str:
 def _set(args: argparse.Namespace, config: Config) -> int:
     scope, name = _scope(args)
     limit = SendLimit(scope, name, args.messages, args.interval, args.action)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.send_limits.limit_set(limit)
     print(f"{scope} {name}".rstrip() + f": {_describe(limit)}")
     return EXIT_OK
 
 
 def _show(args: argparse.Namespace, config: Config) -> int:
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         if args.address is None:
             limits = accounts.send_limits.limits()
             print_table([(limit.scope, limit.name or "-", _describe(limit)) for limit in limits])
@@ -77,7 +77,7 @@ def _show(args: argparse.Namespace, config: Config) -> int:
 
 def _reset(args: argparse.Namespace, config: Config) -> int:
     scope, name = _scope(args)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         removed = accounts.send_limits.limit_reset(scope, name)
     below = {"system": "domain and user limits", "domain": f"user limits in {name}",
              "user": f"the limit of {name}"}[scope]

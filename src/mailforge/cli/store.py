@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .accounts import address_leaf, group, leaf
 from ..addresses import normalize_address, normalize_domain
-from ..auth.accounts import Accounts
+from ..auth.accounts import Accounts, open_accounts
 from ..auth.api import PUBLIC_EVERYONE, PUBLIC_NOBODY
 from ..config import Config
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
@@ -63,7 +63,7 @@ def _store_repair(args: argparse.Namespace, config: Config) -> int:
 def _quota_set(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
     limit_bytes, limit_messages = parse_size(args.size), parse_count(args.messages)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.mailbox_settings.set_quota(address, limit_bytes, limit_messages)
     print(f"quota of {address}: {_describe(limit_bytes, limit_messages)}")
     return EXIT_OK
@@ -71,7 +71,7 @@ def _quota_set(args: argparse.Namespace, config: Config) -> int:
 
 def _quota_show(args: argparse.Namespace, config: Config) -> int:
     address = normalize_address(args.address)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         _require_mailbox(accounts, address)
         limits = Limits(*accounts.mailbox_settings.quota_limits(address))
     maildir = mailbox_path(config.store_dir, address)
@@ -85,13 +85,13 @@ def _quota_show(args: argparse.Namespace, config: Config) -> int:
 def _public_set(args: argparse.Namespace, config: Config) -> int:
     domain = normalize_domain(args.domain)
     writers = None if args.writers is None else WRITERS.get(args.writers, args.writers)
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         accounts.mailbox_settings.set_public_folders(domain, args.state == "on", writers)
     return _public_show(args, config)
 
 
 def _public_show(args: argparse.Namespace, config: Config) -> int:
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         enabled, writers = accounts.mailbox_settings.public_folders(args.domain)
     names = {value: name for name, value in WRITERS.items()}
     print(f"public folders of {normalize_domain(args.domain)}: {'on' if enabled else 'off'}, "
@@ -138,6 +138,6 @@ def _maildir(config: Config, address: str) -> Path:
     maildir = mailbox_path(config.store_dir, address)
     if maildir.is_dir():
         return maildir
-    with Accounts(config.accounts_db) as accounts:
+    with open_accounts(config) as accounts:
         _require_mailbox(accounts, address)
     raise UsageError(f"no Maildir at {maildir}")

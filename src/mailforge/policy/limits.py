@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from ..auth.api import SendLimit, SendLimitSource
+from ..auth.api import AccountsUnavailable, SendLimit, SendLimitSource
 from ..ratekeeper.client import RateKeeperClient
 
 log = logging.getLogger("mailforge.limits")
@@ -38,6 +38,8 @@ class Refusal:
 
 
 THROTTLED = Refusal(451, "4.7.1", "sending limit reached, try again later")
+# The accounts database could not say which limit applies: the sender tries again later.
+UNKNOWN_LIMIT = Refusal(451, "4.3.0", "cannot check the sending limit now, try again later")
 DISABLED = Refusal(550, "5.7.1", "sending is disabled for this account; contact your "
                                  "administrator")
 
@@ -58,7 +60,11 @@ class SendLimiter:
         """None when `sender` (a logged-in user) may send one more message; else the refusal.
         With `commit`, the message is counted."""
         loop = asyncio.get_running_loop()
-        status = await loop.run_in_executor(self.executor, self.send_limits.send_status, sender)
+        try:
+            status = await loop.run_in_executor(self.executor, self.send_limits.send_status, sender)
+        except AccountsUnavailable as exc:
+            log.warning("outbound limit of %s: %s", sender, exc)
+            return UNKNOWN_LIMIT
         if status.disabled:
             return DISABLED
         limit = status.limit

@@ -25,7 +25,7 @@ import uvloop
 
 from .. import metrics, tls
 from . import allocator, sandbox
-from ..auth.accounts import Accounts
+from ..auth.accounts import open_accounts
 from ..config import Config, ServiceConfig, parse_hostport
 from ..errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
@@ -211,8 +211,7 @@ class Worker:
 
     def _boot(self) -> SessionContext:
         self.executor = WorkerPool(self.settings.max_threads, name=f"{self.service}-io")
-        self.accounts = Accounts(self.config.accounts_db,
-                                 recipient_delimiter=self.config.server.recipient_delimiter)
+        self.accounts = open_accounts(self.config)
         self.ratekeeper = RateKeeperClient(self.config.ratekeeper_socket)
         self.guard = AbuseGuard.from_config(self.config.abuse, self.ratekeeper)
         tls_context = tls.load_server_context(self.config) if tls.certificate_present(self.config) else None

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..addresses import normalize_address
-from ..auth.api import APOPAuthenticator
+from ..auth.api import AccountsUnavailable, APOPAuthenticator
 from ..auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ..speedups import ParseError, parse_pop3
 from .session import Action, Command, Failure, Reply
@@ -52,6 +52,11 @@ def ok(text: str, action: Action = Action.NONE) -> Reply:
 
 def err(text: str, action: Action = Action.NONE) -> Reply:
     return Reply(f"-ERR {text}\r\n".encode(), action)
+
+
+def accounts_unavailable() -> Reply:
+    """The accounts database could not answer: not a failed login (RFC 3206's SYS/TEMP)."""
+    return err("[SYS/TEMP] Cannot check the login now, try again later")
 
 
 def auth_failed() -> Reply:
@@ -152,8 +157,11 @@ class POP3Machine:
             return err("Send USER first")
         if not rest:
             return err("Syntax: PASS password")
-        if not self.accounts.check_password(user, rest.decode("utf-8", "replace")):
-            return auth_failed()
+        try:
+            if not self.accounts.check_password(user, rest.decode("utf-8", "replace")):
+                return auth_failed()
+        except AccountsUnavailable:
+            return accounts_unavailable()
         # The canonical form, as SASL gives: the maildrop (and its lock) is found by it.
         return self._logged_in(normalize_address(user))
 
@@ -162,8 +170,11 @@ class POP3Machine:
         if len(args) != 2:
             return err("Syntax: APOP name digest")
         user, digest = (arg.decode("utf-8", "replace") for arg in args)
-        if not self.accounts.verify_apop(user, self.timestamp, digest):
-            return auth_failed()
+        try:
+            if not self.accounts.verify_apop(user, self.timestamp, digest):
+                return auth_failed()
+        except AccountsUnavailable:
+            return accounts_unavailable()
         return self._logged_in(normalize_address(user))
 
     def auth(self, args: list[bytes], rest: bytes) -> Reply:
@@ -189,6 +200,8 @@ class POP3Machine:
                            "use STLS first")
             case StepKind.UNSUPPORTED:
                 return err("Unsupported authentication mechanism")
+            case StepKind.UNAVAILABLE:
+                return accounts_unavailable()
         return auth_failed()  # FAILURE
 
     def _logged_in(self, user: str) -> Reply:

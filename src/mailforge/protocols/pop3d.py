@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..auth.api import APOPAuthenticator
+from ..auth.api import AccountsUnavailable, APOPAuthenticator
 from .connection.driver import Refusals, SessionContext, SessionDriver
 from .connection.transport import Connection, LineTooLong
 from .pop3 import POP3Machine, POP3Settings
@@ -147,7 +147,7 @@ class POP3Driver(SessionDriver):
         except MaildropBusy:
             log.info("%s: maildrop in use, refused login from %s", user, self.conn.peer_ip)
             return self.machine.maildrop_busy()
-        except OSError as exc:
+        except (OSError, AccountsUnavailable) as exc:
             log.error("%s: cannot open maildrop: %s", user, exc)
             return self.machine.maildrop_failed()
         log.info("%s: POP3 login from %s, %d messages", user, self.conn.peer_ip,

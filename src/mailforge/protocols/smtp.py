@@ -217,6 +217,12 @@ class SMTPMachine:
                                      f"rejected: not owned by user {self.user}"))
         return self._begin(transaction)
 
+    def lookup_unavailable(self) -> Reply:
+        """MAIL or RCPT, continued when the accounts database could not answer the lookup:
+        the sender tries again later (as Postfix's 451 4.3.0 on a failed table lookup)."""
+        self._pending_transaction = self._pending_recipient = None
+        return reply(451, "4.3.0", "Temporary lookup failure, try again later")
+
     def _begin(self, transaction: Transaction) -> Reply:
         self.transaction = transaction
         self.state = State.MAIL
@@ -481,6 +487,8 @@ class SMTPMachine:
                              "mechanism")
             case StepKind.UNSUPPORTED:
                 return reply(504, "5.5.4", "Unsupported authentication mechanism")
+            case StepKind.UNAVAILABLE:
+                return reply(454, "4.7.0", "Temporary authentication failure, try again later")
         # FAILURE: one reply for every one, so unknown user and wrong password look the same.
         failed = reply(535, "5.7.8", "Error: authentication failed")
         failed.failure = Failure.AUTH

@@ -16,9 +16,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .. import metrics
-from ..auth.api import Authenticator, Lookup, RecipientResolver, RecipientStatus
+from ..auth.api import (AccountsUnavailable, Authenticator, Lookup, RecipientResolver,
+                        RecipientStatus)
 from .connection.driver import Refusals, SessionContext, SessionDriver
 from .connection.transport import Connection, LineTooLong
 from .hops import HopCounter
@@ -33,6 +35,7 @@ from .smtp import SMTPMachine, SMTPSettings
 from ..speedups import DotUnstuffer
 
 log = logging.getLogger("mailforge.smtp")
+T = TypeVar("T")
 
 
 @dataclass(kw_only=True)
@@ -100,15 +103,17 @@ class SMTPDriver(SessionDriver):
             # The verb only: a line is never logged whole (it may hold a secret).
             self.record.event("non-SMTP command", logging.WARNING, command=machine.non_smtp)
         if result.action is Action.LOOK_UP_SENDER:
-            result = machine.sender_found(
-                await self.in_thread(self.ctx.recipients.lookup_recipient, result.address))
+            lookup = await self._look_up(self.ctx.recipients.lookup_recipient, result.address)
+            result = (machine.sender_found(lookup) if lookup is not None
+                      else machine.lookup_unavailable())
         if starting and machine.in_transaction:  # MAIL began a transaction
             refused = await self._admit()
             if refused:
                 return refused
         if result.action is Action.LOOK_UP_RECIPIENT:
-            return machine.recipient_found(
-                *await self.in_thread(self._look_up_recipient, result.address))
+            found = await self._look_up(self._look_up_recipient, result.address)
+            return (machine.recipient_found(*found) if found is not None
+                    else machine.lookup_unavailable())
         if result.action is Action.READ_DATA:
             self.conn.queue_reply(result.text)
             self.conn.flush()
@@ -131,6 +136,15 @@ class SMTPDriver(SessionDriver):
             metrics.inc("inflow_delayed_total", service=self.ctx.meters.service)
             await asyncio.sleep(self.ctx.in_flow_delay)
         return None
+
+    async def _look_up(self, function: Callable[[str], T], address: str) -> T | None:
+        """`function(address)` in the thread pool; None when the accounts database could not
+        answer (the reply is then a temporary failure)."""
+        try:
+            return await self.in_thread(function, address)
+        except AccountsUnavailable as exc:
+            log.warning("lookup of %s: %s", address, exc)
+            return None
 
     def _look_up_recipient(self, address: str) -> tuple[Lookup, bool]:
         """Where mail to `address` goes, and whether a mailbox it reaches is over quota (which

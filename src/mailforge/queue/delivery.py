@@ -23,7 +23,6 @@ import errno
 import fcntl
 import logging
 import os
-import sqlite3
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -31,8 +30,8 @@ from pathlib import Path
 
 from .. import metrics
 from ..addresses import AddressError
-from ..auth.accounts import Accounts
-from ..auth.api import QuotaSource, RecipientResolver, RecipientStatus
+from ..auth.accounts import open_accounts
+from ..auth.api import AccountsUnavailable, QuotaSource, RecipientResolver, RecipientStatus
 from ..config import Config
 from ..durable import fsync_dir, unlink_quietly
 from ..errors import EXIT_WORKER_BOOT
@@ -71,8 +70,8 @@ SYNC_THREADS = 8
 # When every connection a destination may have is in use by other workers: try again after
 # this long, without counting an attempt.
 BUSY_RETRY = 5.0
-# Failures worth a retry: the disk (full, EIO) or the accounts DB (locked, busy).
-TEMPORARY_ERRORS = (OSError, sqlite3.Error)
+# Failures worth a retry: the disk (full, EIO) or the accounts DB (locked, busy, down).
+TEMPORARY_ERRORS = (OSError, AccountsUnavailable)
 
 
 class CopyBatch:
@@ -556,8 +555,7 @@ def serve(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
 def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
         stopping: Callable[[], bool]) -> None:
     """Body of a delivery worker process: returns once `stopping()` says so."""
-    with Accounts(config.accounts_db,
-                  recipient_delimiter=config.server.recipient_delimiter) as accounts:
+    with open_accounts(config) as accounts:
         agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, slots,
                               outbound=shared_runner(config))
         # One worker sends the TLS-RPT reports, as one would be enough.

@@ -79,6 +79,12 @@ def store_error(exc: StoreError, trycreate: bool) -> Tagged:
     return no(str(exc) or "Operation failed", code)
 
 
+def accounts_unavailable() -> Tagged:
+    """The accounts database could not answer a login: a trouble that passes, not a failed
+    login (RFC 5530 [UNAVAILABLE])."""
+    return no("Cannot check the login now, try again later", "UNAVAILABLE")
+
+
 def disk_error(exc: OSError) -> Tagged:
     """The NO for a store that failed under a command. A full disk is no quota of the user's
     ([OVERQUOTA] is for that, RFC 5530) but a server trouble that passes: [UNAVAILABLE]."""

@@ -22,15 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...addresses import normalize_address
-from ...auth.api import Authenticator
+from ...auth.api import AccountsUnavailable, Authenticator
 from ...auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store.api import Mailbox, StoreError
 from ..session import Action, Command, Failure, Reply
 from . import acl, condstore, context, folders, listing, messages, metadata, notify, ordering
-from .responses import (Bad, Status, Tagged, bad, continuation, count, disk_error, no, ok,
-                        store_error, text)
+from .responses import (Bad, Status, Tagged, accounts_unavailable, bad, continuation, count,
+                        disk_error, no, ok, store_error, text)
 from .selected import Selected
 
 log = logging.getLogger("mailforge.imap")
@@ -309,8 +309,11 @@ class IMAPMachine:
             return no("Plaintext authentication disallowed on non-secure connections; "
                       "use STARTTLS first", "PRIVACYREQUIRED")
         user, password = text(args[0]), text(args[1])
-        if not self.accounts.check_password(user, password):
-            return no("Authentication failed", AUTHENTICATION_FAILED)
+        try:
+            if not self.accounts.check_password(user, password):
+                return no("Authentication failed", AUTHENTICATION_FAILED)
+        except AccountsUnavailable:
+            return accounts_unavailable()
         return self._logged_in(normalize_address(user))
 
     def authenticate(self, tag: str, args: list) -> Tagged:
@@ -342,6 +345,8 @@ class IMAPMachine:
                           "use STARTTLS first", "PRIVACYREQUIRED")
             case StepKind.UNSUPPORTED:
                 return no("Unsupported authentication mechanism", "CANNOT")
+            case StepKind.UNAVAILABLE:
+                return accounts_unavailable()
         return no("Authentication failed", AUTHENTICATION_FAILED)  # FAILURE
 
     def _logged_in(self, user: str) -> Tagged:
@@ -354,7 +359,7 @@ class IMAPMachine:
         """Runs in the thread pool: opening a mailbox may create it on disk."""
         try:
             self.mailbox = self.open_mailbox(self.user)
-        except (StoreError, OSError):
+        except (StoreError, OSError, AccountsUnavailable):
             return self.login_refused("Cannot open the mailbox, try again later", "UNAVAILABLE")
         self.state = State.AUTHENTICATED
         return self._finish(self._pending_tag, ok("Logged in", f"CAPABILITY {self.capabilities()}"))

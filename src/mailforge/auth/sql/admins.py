@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 import time
 
 from ...addresses import normalize_domain
 from ...errors import UsageError
 from ..api import ADMIN_ROLES, AdminInfo, AdminLogin, AuditEntry
 from ..passwords import hash_password, verify_password
-from .database import Database, exists, require_domain
+from .database import Connection, Database, exists, require_domain
 
 # Short names people type at a login page and in `mailforge admin`; no "@": not mailboxes.
 ADMIN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -83,7 +82,8 @@ class Admins:
 
     def admins(self) -> list[AdminInfo]:
         with self._database.read() as db:
-            names = [row[0] for row in db.execute("SELECT name FROM admins ORDER BY name")]
+            names = [row[0] for row in
+                     db.execute("SELECT name FROM admins ORDER BY name").fetchall()]
             return [_admin(db, name) for name in names]
 
     def check_admin_password(self, name: str, password: str) -> AdminInfo | None:
@@ -172,15 +172,15 @@ def _hashed(password: str) -> str:
     return hash_password(password)
 
 
-def _set_domains(db: sqlite3.Connection, name: str, domains: list[str]) -> None:
+def _set_domains(db: Connection, name: str, domains: list[str]) -> None:
     for domain in domains:
         require_domain(db, domain)
-    db.executemany("INSERT INTO admin_domains (admin, domain) VALUES (?, ?)",
-                   [(name, domain) for domain in domains])
+    for domain in domains:
+        db.execute("INSERT INTO admin_domains (admin, domain) VALUES (?, ?)", (name, domain))
 
 
-def _admin(db: sqlite3.Connection, name: str) -> AdminInfo:
+def _admin(db: Connection, name: str) -> AdminInfo:
     role, created = db.execute("SELECT role, created FROM admins WHERE name = ?", (name,)).fetchone()
     domains = tuple(row[0] for row in db.execute(
-        "SELECT domain FROM admin_domains WHERE admin = ? ORDER BY domain", (name,)))
+        "SELECT domain FROM admin_domains WHERE admin = ? ORDER BY domain", (name,)).fetchall())
     return AdminInfo(name, role, domains, created)

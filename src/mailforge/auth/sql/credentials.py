@@ -12,7 +12,8 @@ from ...errors import UsageError
 from ..passwords import ScramRecord, hash_cram_md5, hash_password, hash_scram_sha256
 from ..passwords import cram_md5_state as parse_cram_md5
 from ..passwords import parse_scram_sha256, scram_decoy, verify_password
-from .database import DECOY_KEY, Database
+from .database import Database
+from .schema import DECOY_KEY
 
 
 class Credentials:

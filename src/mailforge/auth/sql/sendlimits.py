@@ -36,7 +36,9 @@ class SendLimits:
                 require_domain(db, limit.name)
             elif limit.scope == "user":
                 require_mailbox(db, limit.name)
-            db.execute("INSERT OR REPLACE INTO send_limits VALUES (?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO send_limits VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, name) "
+                       "DO UPDATE SET messages = excluded.messages, interval = excluded.interval, "
+                       "action = excluded.action",
                        (limit.scope, limit.name, limit.messages, limit.interval, limit.action))
 
     def limit_reset(self, scope: str, name: str = "") -> int:

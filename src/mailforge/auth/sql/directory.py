@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from ...addresses import (is_address_literal, normalize_address, normalize_alias_source,
@@ -11,8 +10,8 @@ from ...addresses import (is_address_literal, normalize_address, normalize_alias
 from ...errors import UsageError
 from ..api import Lookup, RecipientStatus, UserInfo, UserPage
 from .credentials import password_columns
-from .database import Database, count, domain_of, exists, is_domain, is_mailbox, require_domain
-from .database import require_mailbox
+from .database import Connection, Database, count, domain_of, exists, is_domain, is_mailbox
+from .database import require_domain, require_mailbox
 
 # Aliases that point at aliases: deep enough for lists of lists, bounded so that neither a long
 # chain nor an alias loop (a -> b -> a) turns one RCPT into unbounded work.
@@ -20,10 +19,12 @@ MAX_ALIAS_DEPTH = 8
 
 # The mailboxes an address reaches through aliases (itself included), with their disabled flag,
 # each once, nearest first. UNION (not UNION ALL) keeps the rows per depth to the distinct
-# addresses; the depth bound ends loops.
+# addresses; the depth bound ends loops. The CAST and the GROUP BY's second column are for
+# PostgreSQL, which must know the recursive column's type and wants every selected column
+# grouped (a mailbox's disabled flag is one value per address anyway).
 _REACH = """
 WITH RECURSIVE reach(address, depth) AS (
-    VALUES (?, 0)
+    VALUES (CAST(? AS TEXT), 0)
     UNION
     SELECT aliases.target, reach.depth + 1
     FROM aliases JOIN reach ON aliases.source = reach.address
@@ -31,14 +32,14 @@ WITH RECURSIVE reach(address, depth) AS (
 )
 SELECT reach.address, mailboxes.disabled
 FROM reach JOIN mailboxes ON mailboxes.address = reach.address
-GROUP BY reach.address
+GROUP BY reach.address, mailboxes.disabled
 ORDER BY MIN(reach.depth), reach.address
 """
 # Is the address a mailbox or an alias source (the catch-all "@domain" included)?
 _KNOWN = """
-SELECT 1 FROM mailboxes WHERE address = ?1
+SELECT 1 FROM mailboxes WHERE address = ?
 UNION ALL
-SELECT 1 FROM aliases WHERE source = ?1
+SELECT 1 FROM aliases WHERE source = ?
 LIMIT 1
 """
 
@@ -190,7 +191,7 @@ class Directory:
             if not is_domain(db, domain):
                 return Lookup(RecipientStatus.NOT_LOCAL)
             found = next(((name, detail) for name, detail in candidates
-                          if exists(db, _KNOWN, name)), None)
+                          if exists(db, _KNOWN, name, name)), None)
             if found is None:
                 return Lookup(RecipientStatus.UNKNOWN)
             name, detail = found
@@ -205,7 +206,7 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _check_target(db: sqlite3.Connection, target: str) -> None:
+def _check_target(db: Connection, target: str) -> None:
     """A target in one of our domains must exist, which catches typos; one elsewhere is taken
     on trust."""
     if not is_domain(db, domain_of(target)):
