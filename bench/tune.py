@@ -260,7 +260,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if opts.quick:
         for key, value in QUICK.items():
             setattr(opts, key, value)
-    opts.workers = opts.workers or (QUICK_WORKERS if opts.quick else DEFAULT_WORKERS)
+    if opts.workers is None:
+        opts.workers = QUICK_WORKERS if opts.quick else DEFAULT_WORKERS
     opts.report = opts.report or default_report_dir()
     for flag in ("clients", "messages", "ops"):
         if getattr(opts, flag) < 1:
