@@ -439,14 +439,19 @@ class FolderDir:
         table, memo = self.state.infos
         if table != self.keywords.table:
             table, memo = self.state.infos = (self.keywords.table, {})
-        flags_of = self.keywords.flags
+        # A name's info part ("2,FS") -> its flags: one lookup for most messages of a folder.
+        flags_by_info: dict[str, frozenset[str]] = {}
         infos = []
         for entry in entries:
             info = memo.get(entry.name)
             if info is None or info.uid != entry.uid or info.modseq != entry.modseq:
-                info = memo[entry.name] = MessageInfo(
-                    entry.uid, flags_of(letters_of(entry.name)), entry.internal_date,
-                    entry.size, modseq=entry.modseq)
+                name = entry.name
+                flags = flags_by_info.get(name.partition(":")[2])
+                if flags is None:
+                    flags = flags_by_info[name.partition(":")[2]] = \
+                        self.keywords.flags(letters_of(name))
+                info = memo[name] = MessageInfo(entry.uid, flags, entry.internal_date,
+                                                entry.size, modseq=entry.modseq)
             infos.append(replace(info, recent=True) if info.uid in recent else info)
         if len(memo) > _MAX_CACHED_INFOS:
             self.state.infos = (table, {})
