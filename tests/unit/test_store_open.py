@@ -107,10 +107,13 @@ def test_the_message_table_decodes_in_bulk_as_row_by_row():
     decoded = decode(msgpack.packb(raw))
     assert list(decoded.entries) == [3, 5, 9]
     assert decoded.entries == index.entries and decoded.uids == index.uids
-    raw["messages"][0][0] = True  # one bad row: the others are kept, the bad one named
-    salvaged, problems = salvage(msgpack.packb(raw))
-    assert list(salvaged.entries) == [3, 9]
-    assert len(problems) == 1 and problems[0].startswith("bad entry [True, 'new', '3.M5.h")
+    for bad in (True, ["cur"]):  # one bad row (a bool UID, a list as sub): the others stay
+        row = list(raw["messages"][0])
+        row[0 if bad is True else 1] = bad
+        damaged = dict(raw, messages=[row, *raw["messages"][1:]])
+        salvaged, problems = salvage(msgpack.packb(damaged))
+        assert list(salvaged.entries) == [3, 9]
+        assert len(problems) == 1 and problems[0].startswith("bad entry [")
 
 
 def test_a_listing_that_vouched_is_kept_in_the_snapshot(tmp_path):

@@ -206,7 +206,8 @@ class FolderState:
                 self.index.modseq += LOG_MAX_RECORDS
                 self.index.expunged_floor = self.index.modseq
                 self.index.first_recent = self.index.uidnext
-        self.index.cur_mtime = 0  # the files are scanned again before anyone trusts it
+        # The files are scanned again before anyone trusts them.
+        self.index.cur_mtime, self.index.cur_final = 0, False
         self.rotate()
 
     def _log_continues(self, generation: int) -> bool:

@@ -270,7 +270,8 @@ def _decode_sound_messages(index: UidIndex, rows: list) -> bool:
     uids, subs, names, dates, sizes, modseqs = zip(*rows) if rows else ((),) * 6
     if (set(map(type, uids)) - {int} or set(map(type, names)) - {str}
             or set(map(type, dates)) - {int, float} or set(map(type, sizes)) - {int}
-            or set(map(type, modseqs)) - {int} or set(subs) - set(SUBDIRS)):
+            or set(map(type, modseqs)) - {int} or set(map(type, subs)) - {str}
+            or set(subs) - set(SUBDIRS)):
         return False
     if rows and (min(uids) < 1 or max(uids) > MAX_UID or "" in names):
         return False
