@@ -81,3 +81,27 @@ def test_sessions_see_each_others_changes_deliveries_and_hand_renames(log_server
     assert sum(r"\Seen" in flags for flags in seen.values()) == 1
     one.logout()
     two.logout()
+
+
+def test_a_folder_reopened_from_the_workers_kept_state_shows_hand_renames(make_server):
+    """One worker: it keeps the folder's state after the session that opened it logs out, and
+    a cur/ listing it found final is trusted by later sessions; a file renamed by hand in
+    between still shows at the next SELECT (its rename moves cur/'s mtime)."""
+    server = make_server(imap_services=True, server={"allow_plaintext_auth": True},
+                         imap={"workers": 1})
+    server.start()
+    first = login(server)
+    fill(first, 3)
+    time.sleep(1.2)  # past the slack: the next listing of cur/ is final
+    first.select("INBOX")
+    assert set(view(first)) == {1, 2, 3}
+    first.logout()
+    cur = server.maildir() / "cur"
+    for name in sorted(os.listdir(cur)):
+        if "S" not in name.partition(":2,")[2]:
+            os.rename(cur / name, cur / (name + "S"))  # as mutt marks each message \Seen
+    second = login(server)
+    assert second.select("INBOX", readonly=True)[0] == "OK"
+    assert all(r"\Seen" in flags for flags in view(second).values())
+    assert len(view(second)) == 3
+    second.logout()

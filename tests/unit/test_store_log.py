@@ -27,7 +27,7 @@ def no_slack(monkeypatch):
 
 def fresh_process():
     """Forget what this process loaded, as another worker process would start."""
-    folderstate._registry.clear()
+    folderstate.forget_states()
 
 
 def session(tmp_path, read_only=False):

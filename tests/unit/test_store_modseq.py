@@ -19,7 +19,7 @@ def no_slack(monkeypatch):
 
 
 def fresh_process():
-    folderstate._registry.clear()
+    folderstate.forget_states()
 
 
 def filled(tmp_path, count):

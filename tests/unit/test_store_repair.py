@@ -8,6 +8,7 @@ import msgpack
 
 from mailforge.store.api import FLAGGED, SEEN, FlagMode
 from mailforge.store.folders import MaildirMailbox
+from mailforge.store.folderstate import forget_states
 from mailforge.store.repair import check, repair
 from mailforge.store.uidindex import INDEX_NAME
 
@@ -15,14 +16,15 @@ ADDRESS = "user@example.test"
 
 
 def filled(tmp_path):
-    """A mailbox with four messages; its root, UIDVALIDITY and view. No session stays open: a
-    worker process shares the index it loaded among its sessions, while these tests damage
-    the files as if no process had it loaded."""
+    """A mailbox with four messages; its root, UIDVALIDITY and view. The process then forgets
+    the index it loaded: a worker process keeps it for its sessions (and a while after), while
+    these tests damage the files as if no process had it loaded."""
     mailbox = MaildirMailbox(tmp_path, ADDRESS)
     for i in range(4):
         mailbox.append("INBOX", f"Subject: {i}\n\n".encode(), [SEEN] if i % 2 else [])
     folder = mailbox.select("INBOX")
     folder.set_flags([3], [FLAGGED, "$Work"], FlagMode.ADD)
+    forget_states()
     return mailbox.root, folder.uidvalidity, view(folder)
 
 

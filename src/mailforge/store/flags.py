@@ -31,8 +31,9 @@ class Keywords:
         self._stamp: tuple[int, int] | None = None
         # Letters -> flags: a folder's messages share a handful of flag combinations.
         self._flags_of: dict[str, frozenset[str]] = {}
-        # Moves on whenever a letter may have changed meaning (caches of decoded flags expire).
-        self.generation = 0
+        # The letters' meanings as they are now: equal tables decode letters alike, so caches
+        # of decoded flags shared by several sessions' tables are keyed by it.
+        self.table: tuple[str | None, ...] = ()
 
     def load(self) -> None:
         """Read the file again when it changed since the last read."""
@@ -40,8 +41,7 @@ class Keywords:
             st = os.stat(self.path)
         except FileNotFoundError:
             if self._stamp is not None:
-                self._names, self._stamp, self._flags_of = [], None, {}
-                self.generation += 1
+                self._names, self._stamp, self._flags_of, self.table = [], None, {}, ()
             return
         stamp = (st.st_ino, st.st_mtime_ns)
         if stamp == self._stamp:
@@ -54,7 +54,7 @@ class Keywords:
         while names and names[-1] is None:
             names.pop()
         self._names, self._stamp, self._flags_of = names, stamp, {}
-        self.generation += 1
+        self.table = tuple(names)
 
     def flags(self, letters: str) -> frozenset[str]:
         known = self._flags_of.get(letters)
@@ -99,7 +99,7 @@ class Keywords:
             raise InvalidName(f"too many keywords in this folder (at most {MAX_KEYWORDS})")
         self._names[index] = keyword
         self._flags_of = {}
-        self.generation += 1
+        self.table = tuple(self._names)
         self._save()
         return chr(ord("a") + index)
 

@@ -14,7 +14,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -74,10 +74,6 @@ class FolderDir:
         self.usage = usage
         self.summaries = SummaryCache(path, summarizer)
         self.state: FolderState = shared_state(path, root)
-        # File name -> its MessageInfo without \Recent: flags live in the name, date and size
-        # never change, so a message whose name is unchanged costs one lookup.
-        self._infos: dict[str, MessageInfo] = {}
-        self._infos_generation = self.keywords.generation
         # The last listing handed out, handed out again while nothing changed.
         self._last_listing: Listing | None = None
 
@@ -143,6 +139,8 @@ class FolderDir:
         writer saw, or (`periodic`) it is too recent to trust and was not listed lately."""
         if cur_mtime != index.cur_mtime:
             return True
+        if index.cur_final:
+            return False
         last = self.state.cur_look
         if not periodic or (last.mtime == cur_mtime and _final(last)):
             return False
@@ -241,8 +239,13 @@ class FolderDir:
         """(Under the lock.) The change set, closed by what cur/ looks like now; durable when
         it hands out UIDs (those must never be handed out twice)."""
         cur = _mtime(self._cur)
-        if cur != index.cur_mtime:
-            records.append(index.cur_seen(cur))
+        look = self.state.cur_look
+        # A full listing of this process taken once cur/'s mtime was final vouches for the
+        # files (nothing changed them since without moving it): recorded once, for every
+        # process, so that none lists cur/ again to learn the same.
+        final = look.mtime == cur and _final(look)
+        if cur != index.cur_mtime or final and not index.cur_final:
+            records.append(index.cur_seen(cur, final))
         if durable is None:
             durable = any(record[0] == Kind.ADD for record in records)
         self.state.commit(records, durable)
@@ -427,19 +430,32 @@ class FolderDir:
     def info(self, entry: Entry, recent: bool) -> MessageInfo:
         """The message's MessageInfo, all from the index: flags from its name, internal date
         and size as recorded when it got its UID."""
-        if self._infos_generation != self.keywords.generation:
-            self._infos, self._infos_generation = {}, self.keywords.generation
-        info = self._infos.get(entry.name)
-        if info is None or info.uid != entry.uid or info.modseq != entry.modseq:
-            flags = self.keywords.flags(letters_of(entry.name))
-            info = MessageInfo(entry.uid, flags, entry.internal_date, entry.size,
-                               modseq=entry.modseq)
-            if len(self._infos) > _MAX_CACHED_INFOS:
-                self._infos.clear()
-            self._infos[entry.name] = info
-        if recent:
-            return replace(info, recent=True)
-        return info
+        return self.infos([entry], (entry.uid,) if recent else ())[0]
+
+    def infos(self, entries: Iterable[Entry], recent: Collection[int]) -> list[MessageInfo]:
+        """`info` of many messages (those whose UID is in `recent` with \\Recent), from the
+        process's memo: flags live in the name, date and size never change, so a message
+        whose name is unchanged costs one lookup, whichever session built it."""
+        table, memo = self.state.infos
+        if table != self.keywords.table:
+            table, memo = self.state.infos = (self.keywords.table, {})
+        # A name's info part ("2,FS") -> its flags: one lookup for most messages of a folder.
+        flags_by_info: dict[str, frozenset[str]] = {}
+        infos = []
+        for entry in entries:
+            info = memo.get(entry.name)
+            if info is None or info.uid != entry.uid or info.modseq != entry.modseq:
+                name = entry.name
+                flags = flags_by_info.get(name.partition(":")[2])
+                if flags is None:
+                    flags = flags_by_info[name.partition(":")[2]] = \
+                        self.keywords.flags(letters_of(name))
+                info = memo[name] = MessageInfo(entry.uid, flags, entry.internal_date,
+                                                entry.size, modseq=entry.modseq)
+            infos.append(replace(info, recent=True) if info.uid in recent else info)
+        if len(memo) > _MAX_CACHED_INFOS:
+            self.state.infos = (table, {})
+        return infos
 
     def path_of(self, entry: Entry) -> Path:
         """The message file's path as it is now (it changes when its flags do); MessageGone
@@ -448,7 +464,7 @@ class FolderDir:
         return follow_renames(self.path, entry.sub, entry.name, _existing)
 
 
-# Names of messages that are gone or renamed stay in FolderDir._infos until it is this big.
+# Names of messages that are gone or renamed stay in the info memo until it is this big.
 _MAX_CACHED_INFOS = 100_000
 
 

@@ -19,8 +19,9 @@ still writing); the next writer, under the lock, truncates it away. Kinds:
   FLAGS   uid sub name                 its file was renamed (flags changed, or new/ → cur/)
   EXPUNGE uid                          its file is gone
   RECENT  first_recent                 a read-write session claimed \\Recent below this UID
-  CUR     cur_mtime_ns                 after this change set, cur/ had this mtime and the log
-                                       described it completely (see the fallback below)
+  CUR     cur_mtime_ns [1]             after this change set, cur/ had this mtime and the log
+                                       described it completely (see the fallback below); 1:
+                                       a full listing taken after that mtime's tick vouched
 MODSEQ goes up by one with every ADD, FLAGS, EXPUNGE and RECENT (HEADER and CUR carry the
 current one); the snapshot keeps the highest, so it never goes backwards.
 
@@ -37,8 +38,9 @@ new/ and cur/; when nothing changed that is all, no directory is listed and no f
 What a session hands out (flags, INTERNALDATE, RFC822.SIZE, UID) comes from the index alone:
 flags from the file name, date and size from the ADD record. The sessions of one worker
 process share one in-memory state per folder (folderstate.py, a registry keyed by the
-folder's path, guarded by a mutex since handlers run in a thread pool): the log is replayed
-once per process, not once per session, and the fallback below looks once per process.
+folder's path, guarded by a mutex since handlers run in a thread pool, kept a while after the
+last session lets go): the log is replayed once per process, not once per session, the
+MessageInfos built once per process, and the fallback below looks once per process.
 
 Durability: a change set that hands out UIDs (ADD) is fdatasync'ed before the client hears of
 them; APPEND costs an fsync of the message file, one of cur/ (its rename) and one fdatasync of
@@ -57,8 +59,11 @@ The fallback: tools that do not write the log (mutt, a Maildir copied in by hand
 behind its back. A full scan of new/ and cur/ (folderdir.FolderDir) reconciles the index with
 the files, under the lock, writing the differences as records, when cur/'s mtime differs from
 the one the last CUR record gives, and otherwise at most once per MTIME_SLACK_NS while that
-mtime is too recent to trust (a change in the same clock tick leaves it unmoved). Deliveries
-only add files to new/: when new/'s mtime moved, new/ alone is listed and its files taken in.
+mtime is too recent to trust (a change in the same clock tick leaves it unmoved). A listing
+taken once that mtime is old enough is final: its CUR record says so (and the snapshot keeps
+it), and then no process lists cur/ until its mtime moves, so a new session opening a big
+folder reads the snapshot and the log and no directory. Deliveries only add files to new/:
+when new/'s mtime moved, new/ alone is listed and its files taken in.
 
 Damage: a lost or undecodable log, or one whose generation matches no snapshot, is replaced
 by a new generation, logged; its lost records can have handed out at most LOG_MAX_RECORDS

@@ -92,6 +92,10 @@ class SelectedFolder:
         self._highestmodseq = listing.highestmodseq
         self._version = listing.version
         self._recent |= listing.recent
+        if not self._entries:  # the first view (or all was expunged): every message is added
+            self._entries = {entry.uid: entry for entry in listing.entries}
+            self._infos = self._dir.infos(listing.entries, self._recent)
+            return Changes(added=tuple(self._infos))
         before_entries = self._entries
         before = {info.uid: info for info in self._infos}
         entries: dict[int, Entry] = {}

@@ -94,8 +94,10 @@ def answered_from_view(session: CommandSession, name: str, args: list) -> bool:
         if name == "FETCH":
             if len(args) != 2:
                 return False
-            items = fetch_attributes(args[1])
-            return not (fetch_items.needs_message(items) or fetch_items.sets_seen(items))
+            key = _items_key(args[1])
+            if key is None:
+                return False  # not a plain item list: the handler says what is wrong
+            return _view_only(key)
         return not parse_search(split_return(args)[1]).needs_message
     except (ParseError, ValueError, Bad):  # BadCharset is a ValueError
         return False
@@ -184,16 +186,31 @@ def find(selected: Selected, criteria: list, saved: Collection[int]) -> list[int
 def fetch_attributes(arg: object) -> list[FetchAttribute]:
     """parse_fetch_attributes, remembered: a client asks for the same few item lists over
     and over, and each FETCH is parsed twice (answered_from_view, then the handler)."""
-    if isinstance(arg, list) and all(isinstance(item, str) for item in arg):
-        return list(_parsed_attributes(tuple(arg)))
+    key = _items_key(arg)
+    if key is None:
+        return parse_fetch_attributes(arg)  # not a plain item list: the parser says what is wrong
+    return list(_parsed_attributes(key))
+
+
+def _items_key(arg: object) -> str | tuple[str, ...] | None:
+    """A FETCH item list as a key to remember its parse by; None when it is not plain."""
     if isinstance(arg, str):
-        return list(_parsed_attributes(arg))
-    return parse_fetch_attributes(arg)  # not a plain item list: the parser says what is wrong
+        return arg
+    if isinstance(arg, list) and all(isinstance(item, str) for item in arg):
+        return tuple(arg)
+    return None
 
 
 @functools.lru_cache(maxsize=256)
 def _parsed_attributes(arg: str | tuple[str, ...]) -> tuple[FetchAttribute, ...]:
     return tuple(parse_fetch_attributes(list(arg) if isinstance(arg, tuple) else arg))
+
+
+@functools.lru_cache(maxsize=256)
+def _view_only(key: str | tuple[str, ...]) -> bool:
+    """Whether a FETCH of these items needs nothing but the view (asked before every FETCH)."""
+    items = _parsed_attributes(key)
+    return not (fetch_items.needs_message(items) or fetch_items.sets_seen(items))
 
 def fetch(session: CommandSession, tag: str, args: list) -> Tagged:
     return _fetch(session, args, by_uid=False)
@@ -229,13 +246,14 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     needs_message = fetch_items.needs_message(items)
     from_summary = needs_message and fetch_items.answerable_from_summary(items)
     vanished = 0
+    # What every message's response shares, looked up once (a FETCH may name thousands).
+    untagged, recent, condstore_on = session.untagged, not session.sync.rev2, session.sync.condstore
     for seq, info in targets:
         try:
-            session.untagged(fetch_line(
+            untagged(fetch_line(
                 selected, seq, info, items, needs_message, from_summary, uid=by_uid,
                 flags=info.uid in seen,
-                modseq=with_modseq or info.uid in seen and session.sync.condstore,
-                recent=not session.sync.rev2))
+                modseq=with_modseq or info.uid in seen and condstore_on, recent=recent))
         except UnknownEncoding:
             return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
         except MessageGone:
