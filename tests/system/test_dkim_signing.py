@@ -17,6 +17,7 @@ from mailforge.resolver import Resolver
 from tests.smtp_sinks import Behaviour, Sink
 from tests.system import opendkim
 from tests.system.dns_server import txt
+from tests.system.postfix_peer import PostfixPeer, PostfixUnavailable
 
 from .conftest import DOMAIN, PASSWORD, USER, cli
 from .test_outbound import send, to, wait_until
@@ -42,6 +43,22 @@ def published(server, dns_server) -> None:
         zones[domain].append(txt(f"{selector}._domainkey", record.dns_record()))
     for zone, records in zones.items():
         dns_server.zone(zone, records)
+
+
+def started_with_keys(server, dns_server, keys: list[tuple[str, str]]) -> None:
+    """The server started with a key of each (domain, algorithm), published in Knot."""
+    for domain, algorithm in keys:
+        cli(server.conf, "dkim", "generate", domain, "--algorithm", algorithm)
+    published(server, dns_server)
+    server.start()
+
+
+def submit(server, rcpt: str, body: bytes) -> None:
+    """`body` sent by USER over submission with STARTTLS and AUTH: ours to sign."""
+    with smtplib.SMTP("127.0.0.1", server.submission_port, timeout=30) as client:
+        client.starttls(context=client_context(server))
+        client.login(USER, PASSWORD)
+        client.sendmail(USER, [rcpt], body)
 
 
 def _store(server) -> KeyStore:
@@ -81,17 +98,12 @@ def test_submitted_mail_and_dsns_are_signed_and_verify(make_server, sink, dns_se
                          relay={"mode": "networks", "networks": ["127.0.0.0/8"]},
                          delivery={"mx_override": {REMOTE: sink.address},
                                    "retry_schedule": [0.5], "max_queue_time": 60.0})
-    for domain, algorithm in ((DOMAIN, "rsa"), (DOMAIN, "ed25519"), (HOSTNAME, "rsa")):
-        cli(server.conf, "dkim", "generate", domain, "--algorithm", algorithm)
-    published(server, dns_server)
-    server.start()
+    started_with_keys(server, dns_server,
+                      [(DOMAIN, "rsa"), (DOMAIN, "ed25519"), (HOSTNAME, "rsa")])
     body = (f"From: {USER}\r\nTo: ok@{REMOTE}\r\nSubject: signed\r\n"
             f"Date: Fri, 04 Dec 2026 19:00:00 +0000\r\nMessage-ID: <s1@{DOMAIN}>\r\n\r\n"
             ".dot line\r\nbody\r\n").encode()
-    with smtplib.SMTP("127.0.0.1", server.submission_port, timeout=30) as client:
-        client.starttls(context=client_context(server))
-        client.login(USER, PASSWORD)
-        client.sendmail(USER, [f"ok@{REMOTE}"], body)
+    submit(server, f"ok@{REMOTE}", body)
     # Relayed without AUTH (relay networks): not ours to sign; its bounce is.
     send(server, [f"bad@{REMOTE}"], body=body.replace(b"ok@", b"bad@"), sender=f"who@{REMOTE}")
     (signed,) = wait_until(lambda: to(sink, f"ok@{REMOTE}"), what="the submitted message")
@@ -127,3 +139,33 @@ def _one_signature(data: bytes, algorithm: bytes) -> bytes:
     kept = [f for f in fields if not f[0].lower().startswith(b"dkim-signature:")
             or algorithm in b"".join(f)]
     return b"\r\n".join(b"\r\n".join(f) for f in kept) + b"\r\n\r\n" + rest
+
+
+@pytest.fixture
+def postfix():
+    peer = PostfixPeer(REMOTE)
+    try:
+        peer.start()
+    except PostfixUnavailable as exc:
+        peer.stop()
+        pytest.skip(f"Postfix cannot run here: {exc}")
+    yield peer
+    peer.stop()
+
+
+def test_signature_survives_relay_through_postfix(make_server, postfix, dns_server):
+    """Postfix, a peer MX, receives our signed message, adds its own trace headers and stores
+    it in a Maildir with LF line ends: both signatures still verify on what it stored."""
+    server = make_server(tls_services=True, server={"hostname": HOSTNAME},
+                         delivery={"mx_override": {REMOTE: postfix.address}})
+    started_with_keys(server, dns_server, [(DOMAIN, "rsa"), (DOMAIN, "ed25519")])
+    body = (f"From: {USER}\r\nTo: bob@{REMOTE}\r\nSubject: through postfix\r\n"
+            f"Date: Fri, 04 Dec 2026 19:00:00 +0000\r\nMessage-ID: <p1@{DOMAIN}>\r\n\r\n"
+            ".dot line\r\ntrailing space \r\n\tand a tab\r\n").encode()
+    submit(server, f"bob@{REMOTE}", body)
+    (stored,) = wait_until(postfix.stored, what=f"Postfix's delivery; its log: {postfix.log()}")
+    assert b"by peer.remote.test (Postfix)" in stored
+    crlf = stored.replace(b"\n", b"\r\n")
+    assert verified_by_dkimpy(crlf, dns_server.nameserver) == [True, True]
+    with pytest.raises(dkim.ValidationError, match="body hash mismatch"):
+        verified_by_dkimpy(crlf.replace(b"and a tab", b"and a TAB"), dns_server.nameserver)
