@@ -1,5 +1,6 @@
 """The supervisor's /metrics endpoint: every process's values summed, plus what only the
-supervisor knows (queue, rate-keeper counters, children), read at scrape time.
+supervisor knows (queue, rate-keeper counters, children), read at scrape time; and /health,
+for a load balancer's checks (health.py).
 
 A daemon thread of the supervisor serves it; the supervisor handles no client traffic, and
 a scrape never runs in a worker, so a slow scraper costs a session nothing.
@@ -9,16 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .config import parse_hostport
 from .errors import UsageError
+from .health import Health
 from .metrics import PREFIX, MULTIPROC_ENV
 
 log = logging.getLogger("mailforge.supervisor")
@@ -102,15 +108,45 @@ def _ratekeeper_metrics(stats: dict[str, Any]) -> Iterator[Metric]:
                      outbound.get("limited_now", 0))
 
 
-def start(listen: str, snapshot: Callable[[], Snapshot]) -> Any:
-    """Serve /metrics on `listen` (host:port) from a daemon thread; the server, to close."""
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """A balancer checks every few seconds: no line on stderr for each."""
+
+
+def _with_health(metrics_app: Callable, health: Health) -> Callable:
+    """The WSGI app: /health answered here, everything else by prometheus_client's app."""
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/health":
+            return metrics_app(environ, start_response)
+        problem = health.problem()
+        status = "503 Service Unavailable" if problem else "200 OK"
+        body = f"{problem or 'ok'}\n".encode()
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                                ("Content-Length", str(len(body)))])
+        return [body] if environ["REQUEST_METHOD"] != "HEAD" else []
+
+    return app
+
+
+def _server_class(host: str) -> type[ThreadingWSGIServer]:
+    if ":" not in host:
+        return ThreadingWSGIServer
+    return type("ThreadingWSGIServer6", (ThreadingWSGIServer,), {"address_family": socket.AF_INET6})
+
+
+def start(listen: str, snapshot: Callable[[], Snapshot], health: Health) -> Any:
+    """Serve /metrics and /health on `listen` (host:port) from a daemon thread; the server,
+    to close."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry, os.environ[MULTIPROC_ENV])
     registry.register(SupervisorCollector(snapshot))
     host, port = parse_hostport(listen)
+    app = _with_health(make_wsgi_app(registry), health)
     try:
-        server, _ = start_http_server(port, addr=host, registry=registry)
+        server = make_server(host, port, app, _server_class(host), handler_class=_QuietHandler)
     except OSError as exc:
         raise UsageError(f"cannot listen for metrics on {listen}: {exc.strerror or exc}") from None
-    log.info("metrics on http://%s/metrics", listen)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics on http://%s/metrics, health on /health", listen)
     return server

@@ -58,10 +58,17 @@ def open_database(config: Config) -> Database:
 def open_postgresql(config: Config, dsn: str) -> Database:
     """The PostgreSQL database at `dsn`, with [accounts] password_file and pool settings."""
     # Imported here: psycopg's import costs what a SQLite node need not pay.
-    from .postgresql.conninfo import with_password
     from .postgresql.database import Database as PostgreSQLDatabase
 
     settings = config.accounts
-    password_file = config.data_dir / settings.password_file if settings.password_file else None
-    return PostgreSQLDatabase(with_password(dsn, password_file), pool_size=settings.pool_size,
+    return PostgreSQLDatabase(postgresql_dsn(config, dsn), pool_size=settings.pool_size,
                               timeout=settings.timeout)
+
+
+def postgresql_dsn(config: Config, dsn: str) -> str:
+    """`dsn` with the password of [accounts] password_file, as libpq takes it."""
+    from .postgresql.conninfo import with_password
+
+    settings = config.accounts
+    password_file = config.data_dir / settings.password_file if settings.password_file else None
+    return with_password(dsn, password_file)

@@ -30,6 +30,7 @@ from .. import config as config_module, metrics, tls
 from . import board, control, permissions, privileges, sandbox
 from ..config import Config, parse_hostport
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_WORKER_BOOT, MailforgeError, UsageError
+from ..health import Health
 from .flowmonitor import FlowMonitor
 from .heartbeat import Heartbeat
 
@@ -328,7 +329,36 @@ class Supervisor:
             os.chown(directory, *ids)  # each worker writes its own files after the drop
         from .. import metrics_endpoint
 
-        self.metrics_server = metrics_endpoint.start(self.config.metrics.listen, self._metrics_snapshot)
+        health = Health(self._serving_problem, self._accounts_problem)
+        self.metrics_server = metrics_endpoint.start(self.config.metrics.listen,
+                                                     self._metrics_snapshot, health)
+
+    def _serving_problem(self) -> str | None:
+        """For /health, from the endpoint's thread: why this node takes no sessions now."""
+        if self._stopping:
+            return "stopping"
+        now = time.monotonic()
+        workers = [c for c in list(self.children.values()) if c.kind == WORKER]
+        for service in self.config.services():
+            if not any(c.service == service and c.ready(now) for c in workers):
+                return f"starting: no {service} worker serving yet"
+        return None
+
+    def _accounts_problem(self) -> str | None:
+        """For /health: a PostgreSQL accounts database that does not answer. A SQLite file is
+        not asked: it is on this node's disk, and opening it here, as root, could leave its
+        journal files unwritable by the workers."""
+        settings = self.config.accounts
+        if settings.backend != "postgresql":
+            return None
+        from ..auth.accounts import postgresql_dsn
+        from ..auth.postgresql import probe
+
+        try:
+            dsn = postgresql_dsn(self.config, settings.dsn)
+        except MailforgeError as exc:
+            return f"accounts database: {exc}"
+        return probe.problem(dsn, settings.timeout)
 
     def _metrics_snapshot(self) -> Any:
         """Called from the endpoint's thread: reads only, and copies before iterating."""
