@@ -6,7 +6,9 @@ DATA := var
 # Debian packages the tests drive as real clients, as package or package:command when the
 # command is named otherwise (isync's is mbsync). knot: the authoritative DNS server that
 # serves the mail-authentication tests' zones (tests/system/dns_server.py).
-TEST_DEBS := swaks openssl curl fetchmail isync:mbsync mutt man-db:man knot:knotd opendkim-tools:opendkim-testmsg opendkim chromium chromium-driver:chromedriver redis-server postgresql:pg_ctlcluster postfix:postfix haproxy
+TEST_DEBS := swaks openssl curl fetchmail isync:mbsync mutt man-db:man \
+	knot:knotd opendkim-tools:opendkim-testmsg opendkim postfix:postfix \
+	chromium chromium-driver:chromedriver redis-server postgresql:pg_ctlcluster haproxy
 
 .PHONY: run test check setup test-debs bench soak clean man
 
