@@ -139,6 +139,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag in ("seconds", "size", "messages", "mailboxes", "clients", "smtp_workers"):
         if getattr(opts, flag) <= 0:
             ap.error(f"--{flag.replace('_', '-')} must be positive")
+    if opts.dir is not None and not opts.dir.is_dir():
+        ap.error(f"--dir {opts.dir}: no such directory")
     return opts
 
 

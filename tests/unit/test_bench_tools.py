@@ -314,6 +314,7 @@ def test_fsrate_options():
     opts = fsrate.parse_args(["--writers", "1,4", "--seconds", "0.5", "--mailforge"])
     assert (opts.writer_counts, opts.seconds, opts.mailforge, opts.mailboxes) == ([1, 4], 0.5, True,
                                                                                   1000)
-    for bad in (["--writers", "0"], ["--seconds", "0"], ["--mailboxes", "0"]):
+    for bad in (["--writers", "0"], ["--seconds", "0"], ["--mailboxes", "0"],
+                ["--dir", "/nonexistent/fsrate"]):
         with pytest.raises(SystemExit):
             fsrate.parse_args(bad)
