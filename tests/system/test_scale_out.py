@@ -30,7 +30,8 @@ LIMIT = 3  # alice's outbound messages an hour, over all nodes
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """(the balancer's ports, as a test server's attributes; the three nodes)"""
+    """The balancer (its ports, as a test server's attributes), the three nodes, and the
+    PostgreSQL and Redis they share (tests may stop and restart those)."""
     database, redis = start_cluster(), RedisServer(tmp_path_factory.mktemp("redis"))
     redis.start()
     dsn = database.create_database("scale_out")
@@ -54,7 +55,9 @@ def cluster(tmp_path_factory):
                              "metrics": int(n.config.metrics.listen.rsplit(":", 1)[1])}
                             for n in nodes])
         balancer.wait_all_up(2 * len(NODES))
-        yield SimpleNamespace(port=balancer.ports["smtp"], pop3_port=balancer.ports["pop3"]), nodes
+        yield SimpleNamespace(
+            balancer=SimpleNamespace(port=balancer.ports["smtp"], pop3_port=balancer.ports["pop3"]),
+            nodes=nodes, redis=redis, database=database)
     finally:
         if balancer is not None:
             balancer.stop()
@@ -78,7 +81,7 @@ def pop3_node(balancer) -> str:
 
 
 def test_one_user_on_every_node_and_limits_over_all_three(cluster):
-    balancer, (a, b, c) = cluster
+    balancer, (a, b, c) = cluster.balancer, cluster.nodes
     cli(a.conf, "domain", "add", DOMAIN)  # once, on one node: the database is shared
     for address in (USER, BOB):
         cli(a.conf, "user", "add", address, "--password-stdin", input=PASSWORD + "\n")
