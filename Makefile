@@ -63,7 +63,7 @@ test-debs:
 # The whole suite with the Cython core, then the protocol tests again on the pure-Python twins.
 # Two pytest processes (a test module stays in one): most system tests wait on servers and
 # sockets, so two of them share CI's two cores well and the suite stays under ten minutes.
-PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 test: setup test-debs
 	$(PYTEST)
 	MAILFORGE_PUREPYTHON=1 $(PYTEST) tests/system/test_smtp_delivery.py tests/system/test_limits.py tests/system/test_pop3.py tests/system/test_imap.py

@@ -201,7 +201,9 @@ def test_the_queue_page_lists_filters_shows_retries_and_deletes(console):
     boss = client(console)
     boss.login(*BOSS)
     deadline = time.monotonic() + 30
-    while "deferred" not in cli(console.conf, "queue", "list").stdout and time.monotonic() < deadline:
+    while (not any(e["state"] == "deferred" and e["recipients"] == ["far@remote.test"]
+                   for e in json.loads(cli(console.conf, "queue", "list", "--json").stdout))
+           and time.monotonic() < deadline):
         time.sleep(0.2)
     page = boss.get("/queue?recipient=far@&state=deferred").text
     assert "far@remote.test" in page and "other@remote.test" not in page
