@@ -49,6 +49,7 @@ from .backoff import StorageBackoff, storage_error
 from .commit import SYNC_FSYNC, FileSyncer
 from .entry import Copy, Entry
 from .envelope import Envelope, EnvelopeError, decode, encode
+from .forwarding import expand_forwards
 from .lookups import BatchLookups
 from .outbound import OutboundRunner, shared_runner
 from .segment import SEALED_SUFFIX, SegmentError, read_records, seal_orphans
@@ -404,6 +405,7 @@ class DeliveryAgent:
                 pass
 
     def _write_copies(self, entry: Entry, batch: CopyBatch, lookups: BatchLookups) -> None:
+        expand_forwards(entry.envelope, lookups)
         for rcpt in entry.envelope.recipients:
             try:
                 self._write_recipient(entry, rcpt, batch, lookups)
