@@ -244,12 +244,29 @@ def test_lookup_alias_to_disabled_and_remote(db):
     db.directory.alias_add("team@example.com", "alice@example.com")
     db.directory.alias_add("team@example.com", "friend@remote.test")
     db.directory.user_disable("bob@example.com")
-    assert db.directory.lookup_recipient("team@example.com") == Lookup("ok", ["alice@example.com"])
+    assert db.directory.lookup_recipient("team@example.com") == Lookup(
+        "ok", ["alice@example.com"], forwards=["friend@remote.test"])
     db.directory.user_disable("alice@example.com")
+    # The remote target still takes the mail.
+    assert db.directory.lookup_recipient("team@example.com") == Lookup(
+        "ok", [], forwards=["friend@remote.test"])
+    db.directory.alias_remove("team@example.com", "friend@remote.test")
     assert db.directory.lookup_recipient("team@example.com") == Lookup("disabled")
-    db.directory.alias_add("fwd@example.com", "friend@remote.test")
-    # Remote targets are not delivered yet, so the address must not look deliverable.
-    assert db.directory.lookup_recipient("fwd@example.com") == Lookup("unknown")
+
+
+def test_lookup_alias_forwards_to_remote_targets_through_aliases(db):
+    db.directory.user_add("bob@example.com", "pw")
+    db.directory.alias_add("fwd@example.com", "Friend@Remote.test")
+    assert db.directory.lookup_recipient("fwd@example.com") == Lookup(
+        "ok", forwards=["friend@remote.test"])
+    db.directory.alias_add("list@example.com", "fwd@example.com")
+    db.directory.alias_add("list@example.com", "bob@example.com")
+    db.directory.alias_add("list@example.com", "other@elsewhere.test")
+    assert db.directory.lookup_recipient("list@example.com") == Lookup(
+        "ok", ["bob@example.com"], forwards=["other@elsewhere.test", "friend@remote.test"])
+    db.directory.alias_add("fwd@example.com", "list@example.com")  # a loop: each reached once
+    assert db.directory.lookup_recipient("fwd@example.com") == Lookup(
+        "ok", ["bob@example.com"], forwards=["friend@remote.test", "other@elsewhere.test"])
 
 
 def test_lookup_alias_loop(db):
@@ -302,8 +319,9 @@ def test_a_catch_all_takes_only_what_no_mailbox_or_alias_has(db):
                                       ("fwd@example.com", "friend@remote.test")]
     assert db.directory.lookup_recipient("anyone@example.com") == Lookup("ok", ["bob@example.com"])
     assert db.directory.lookup_recipient("alice@example.com") == Lookup("ok", ["alice@example.com"])
-    # An alias that matches stays matched, even when it reaches no local mailbox.
-    assert db.directory.lookup_recipient("fwd@example.com") == Lookup("unknown")
+    # An alias that matches stays matched: it forwards, the catch-all has no say.
+    assert db.directory.lookup_recipient("fwd@example.com") == Lookup(
+        "ok", forwards=["friend@remote.test"])
     db.directory.alias_remove("@example.com")
     assert db.directory.lookup_recipient("anyone@example.com") == Lookup("unknown")
 

@@ -98,8 +98,23 @@ def test_version_2_envelopes_still_decode():
     assert env.recipients == ["b@example.test"] and env.notify == {} and env.envid == ""
     assert not env.delay_notified and not env.sign and not env.junk and not env.requiretls
     # Written back, it is an envelope of the current version.
-    assert msgpack.unpackb(encode(env)[:len(msgpack.packb(["mailforge-envelope", 5]))]) == [
-        "mailforge-envelope", 5]
+    assert msgpack.unpackb(encode(env)[:len(msgpack.packb(["mailforge-envelope", 6]))]) == [
+        "mailforge-envelope", 6]
+    assert env.forwarded == {} and env.seal_domain == ""
+
+
+def test_forwarded_targets_round_trip_and_must_be_strings():
+    env = Envelope(id="0001-42-2", sender="a@remote.test", recipients=["friend@elsewhere.test"],
+                   received_at=1.0, client_ip="192.0.2.1", helo="h",
+                   forwarded={"friend@elsewhere.test": "fwd@example.test"},
+                   seal_domain="example.test")
+    assert decode(encode(env)) == env
+    body = msgpack.packb({**dataclasses.asdict(env), "forwarded": {"x@y.test": 1}},
+                         use_bin_type=True)
+    data = (msgpack.packb(["mailforge-envelope", 6]) + body
+            + msgpack.packb(["END", len(body), zlib.crc32(body)]))
+    with pytest.raises(EnvelopeError, match="forwarded"):
+        decode(data)
 
 
 def test_version_3_envelopes_decode_unsigned_and_not_junk():

@@ -27,7 +27,7 @@ PUBLIC_NOBODY = ""
 class RecipientStatus(enum.StrEnum):
     """What `lookup_recipient` found for an address."""
 
-    OK = "ok"                # it reaches the Lookup's mailboxes (one at least)
+    OK = "ok"                # it reaches the Lookup's mailboxes or forwards (one at least)
     UNKNOWN = "unknown"      # no such address in our domains
     DISABLED = "disabled"    # every mailbox it reaches is disabled
     NOT_LOCAL = "not_local"  # the domain is not ours
@@ -42,6 +42,9 @@ class Lookup:
     # The subaddress cut off to find them ("tag" of alice+tag@...): delivery files the message
     # into the mailboxes' folder of that name where there is one.
     detail: str = ""
+    # Addresses outside our domains that aliases forward it to: the delivery worker relays
+    # the message to them (queue/forwarding.py).
+    forwards: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

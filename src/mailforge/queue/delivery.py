@@ -36,6 +36,7 @@ from ..config import Config
 from ..durable import fsync_dir, unlink_quietly
 from ..errors import EXIT_WORKER_BOOT
 from ..mailauth.keys import KeyStore
+from ..mailauth.sealing import Sealer
 from ..mailauth.signing import Signer
 from ..process import allocator, board, sandbox
 from ..store import quota
@@ -49,6 +50,7 @@ from .backoff import StorageBackoff, storage_error
 from .commit import SYNC_FSYNC, FileSyncer
 from .entry import Copy, Entry
 from .envelope import Envelope, EnvelopeError, decode, encode
+from .forwarding import expand_forwards
 from .lookups import BatchLookups
 from .outbound import OutboundRunner, shared_runner
 from .segment import SEALED_SUFFIX, SegmentError, read_records, seal_orphans
@@ -172,7 +174,9 @@ class DeliveryAgent:
         # unless the .env was replaced (`queue flush` or `queue retry`).
         self._deferred: dict[str, tuple[float, int]] = {}
         self._outbound = outbound or OutboundRunner(config)
-        self._settler = Settler(config, self._outbound, clock, Signer(KeyStore(config.dkim_dir)))
+        keys = KeyStore(config.dkim_dir)
+        self._settler = Settler(config, self._outbound, clock, Signer(keys),
+                                Sealer(keys, config.server.hostname))
         for directory in (config.badmail_dir, self.store_dir):
             os.makedirs(directory, mode=0o750, exist_ok=True)
         # Entries queued before this worker started may have been cut short by a predecessor
@@ -404,6 +408,7 @@ class DeliveryAgent:
                 pass
 
     def _write_copies(self, entry: Entry, batch: CopyBatch, lookups: BatchLookups) -> None:
+        expand_forwards(entry.envelope, lookups)
         for rcpt in entry.envelope.recipients:
             try:
                 self._write_recipient(entry, rcpt, batch, lookups)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import msgpack
 
 FORMAT_NAME = "mailforge-envelope"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 # Version 2 (before outbound delivery) lacks the DSN and per-recipient fields, version 3 the
-# `sign` flag, version 4 `requiretls`; all still decode.
-READABLE_VERSIONS = (2, 3, 4, 5)
+# `sign` flag, version 4 `requiretls`, version 5 `forwarded` and `seal_domain`; all still decode.
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
 END_MARKER = "END"
 
 
@@ -60,6 +60,12 @@ class Envelope:
     junk: bool = False
     # RFC 8689 MAIL FROM REQUIRETLS: relayed only over validated TLS to a REQUIRETLS server.
     requiretls: bool = False
+    # Remote recipients an alias forwards to → that alias, the recipient the client named
+    # (queue/forwarding.py); an alias found here has been expanded once and is not again.
+    forwarded: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The domain of the forwarding alias whose DKIM key ARC-seals the relayed message
+    # (mailauth/sealing.py): set for mail from outside, "" for mail ours to DKIM-sign.
+    seal_domain: str = ""
 
 
 # Fields a version-2 envelope may hold: everything before the DSN fields.
@@ -77,8 +83,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "body_8bit": (bool,), "attempts": (int,), "next_attempt": (float, int), "last_error": (str,),
     "envid": (str,), "ret": (str,), "notify": (dict,), "orcpt": (dict,), "errors": (dict,),
     "delay_notified": (bool,), "sign": (bool,), "junk": (bool,), "requiretls": (bool,),
+    "forwarded": (dict,), "seal_domain": (str,),
 }
-_STRING_MAPS = ("notify", "orcpt", "errors")
+_STRING_MAPS = ("notify", "orcpt", "errors", "forwarded")
 
 
 def encode(env: Envelope) -> bytes:

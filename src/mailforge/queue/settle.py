@@ -18,6 +18,7 @@ from typing import Protocol
 from .. import metrics
 from ..config import Config
 from ..durable import fsync_dir, unlink_quietly, write_new_file
+from ..mailauth.sealing import Sealer
 from ..mailauth.signing import Signer
 from . import dsn, retry
 from .entry import Copy, Entry
@@ -42,10 +43,12 @@ class Settler:
     Entry.failed is for the agent to retry."""
 
     def __init__(self, config: Config, outbound: OutboundRunner,
-                 clock: Callable[[], float], signer: Signer | None = None) -> None:
+                 clock: Callable[[], float], signer: Signer | None = None,
+                 sealer: Sealer | None = None) -> None:
         self.config = config
         self.outbound = outbound
         self.signer = signer
+        self.sealer = sealer
         self.clock = clock
         self.active = config.queue_dir / ACTIVE
 
@@ -102,8 +105,11 @@ class Settler:
 
     def _outgoing(self, entry: Entry) -> Message:
         message = entry.outgoing()
-        if entry.envelope.sign and self.signer:
+        env = entry.envelope
+        if env.sign and self.signer:
             message.data = self.signer.sign(message.data)
+        elif env.seal_domain and self.sealer:
+            message.data = self.sealer.seal(message.data, env.seal_domain)
         return message
 
     def _record(self, entry: Entry, rcpt: str, result: Result) -> None:

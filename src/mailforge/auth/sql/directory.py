@@ -17,11 +17,12 @@ from .database import require_domain, require_mailbox
 # chain nor an alias loop (a -> b -> a) turns one RCPT into unbounded work.
 MAX_ALIAS_DEPTH = 8
 
-# The mailboxes an address reaches through aliases (itself included), with their disabled flag,
-# each once, nearest first. UNION (not UNION ALL) keeps the rows per depth to the distinct
-# addresses; the depth bound ends loops. The CAST and the GROUP BY's second column are for
-# PostgreSQL, which must know the recursive column's type and wants every selected column
-# grouped (a mailbox's disabled flag is one value per address anyway).
+# Every address an address reaches through aliases (itself included), with its mailbox's
+# disabled flag (NULL: no mailbox: an alias, or a target in another domain), each once, nearest
+# first. UNION (not UNION ALL) keeps the rows per depth to the distinct addresses; the depth
+# bound ends loops. The CAST and the GROUP BY's second column are for PostgreSQL, which must
+# know the recursive column's type and wants every selected column grouped (a mailbox's
+# disabled flag is one value per address anyway).
 _REACH = """
 WITH RECURSIVE reach(address, depth) AS (
     VALUES (CAST(? AS TEXT), 0)
@@ -31,7 +32,7 @@ WITH RECURSIVE reach(address, depth) AS (
     WHERE reach.depth < ?
 )
 SELECT reach.address, mailboxes.disabled
-FROM reach JOIN mailboxes ON mailboxes.address = reach.address
+FROM reach LEFT JOIN mailboxes ON mailboxes.address = reach.address
 GROUP BY reach.address, mailboxes.disabled
 ORDER BY MIN(reach.depth), reach.address
 """
@@ -178,10 +179,10 @@ class Directory:
         Tried in turn, as Postfix's virtual_alias_maps does: the address, the address without
         its subaddress (alice+tag → alice, when [server] recipient_delimiter is set), and the
         domain's catch-all "@domain"; the first that is a mailbox or an alias is followed
-        through the recursive alias walk, joined to the mailboxes. Alias targets outside our
-        domains are left out of `mailboxes` until remote relay exists; an address that reaches
-        only such targets is UNKNOWN, so that SMTP refuses mail it could not deliver rather
-        than accepting and dropping it.
+        through the recursive alias walk. The enabled mailboxes it reaches are `mailboxes`;
+        the targets it reaches in domains not ours are `forwards`, relayed to by the delivery
+        worker. OK when there is one of either; an alias whose every target is a disabled
+        mailbox is DISABLED.
         """
         address = normalize_address(address)
         domain = domain_of(address)
@@ -196,10 +197,15 @@ class Directory:
                 return Lookup(RecipientStatus.UNKNOWN)
             name, detail = found
             rows = db.execute(_REACH, (name, MAX_ALIAS_DEPTH)).fetchall()
-        mailboxes = [mailbox for mailbox, disabled in rows if not disabled]
-        if mailboxes:
-            return Lookup(RecipientStatus.OK, mailboxes, detail)
-        return Lookup(RecipientStatus.DISABLED if rows else RecipientStatus.UNKNOWN)
+            # An alias source is always of our domains; any other address without a mailbox
+            # is a remote target (a local one that was removed is neither).
+            forwards = [target for target, disabled in rows
+                        if disabled is None and not is_domain(db, domain_of(target))]
+        mailboxes = [mailbox for mailbox, disabled in rows if disabled is not None and not disabled]
+        if mailboxes or forwards:
+            return Lookup(RecipientStatus.OK, mailboxes, detail, forwards)
+        disabled = any(flag for _, flag in rows)
+        return Lookup(RecipientStatus.DISABLED if disabled else RecipientStatus.UNKNOWN)
 
 
 def _like_escape(text: str) -> str:
