@@ -133,10 +133,11 @@ class Outbound:
                  slots: DestinationSlots | None = None) -> None:
         self.config = config
         self.delivery = config.delivery
-        self.router = router or Router(config.delivery, Resolver(config.dns))
         self.tls_context = tls_context if tls_context is not None else client_tls_context()
         self.slots = slots  # None: the limit holds per Outbound only (tests, tools)
-        self.policies = TLSPolicies(config, self.router.resolver, self.tls_context)
+        resolver = router.resolver if router is not None else Resolver(config.dns)
+        self.policies = TLSPolicies(config, resolver, self.tls_context)
+        self.router = router or Router(config.delivery, resolver, self.policies.dane)
         self.recorder = (tlsrpt.Recorder(config.tls_policy_dir / "tlsrpt")
                          if config.outbound_tls.tlsrpt else None)
 
@@ -291,12 +292,14 @@ class Outbound:
         client = self._client()
         try:
             if destination.policy_domain:
-                security = await self.policies.host(destination.policy_domain, host.name, policy)
+                security = await self.policies.host(destination.policy_domain, host.name, policy,
+                                                    destination.mx_secure)
             await self._greet(client, host, security)
         except TLSPolicyFailure as exc:
             client.close()
             enforced = exc.enforced if security is None else security.enforced
-            text = f"{client.label}: {security.describe if security else 'TLS policy'}: {exc}"
+            # host.label: the failure may come before the client connected (DNSSEC bogus).
+            text = f"{host.label}: {security.describe if security else 'TLS policy'}: {exc}"
             self._record(tlsrpt.outcome(security, destination.policy_domain, exc.result_type,
                                         host.name, host.address, str(exc)))
             if enforced and not destination.tls_optional:
