@@ -42,6 +42,8 @@ SLOT_WAIT = 2.0
 SLOT_POLL = (0.05, 1.0)
 # RFC 3463: a deferral because the TLS a policy requires could not be had.
 TLS_POLICY_STATUS = "4.7.5"
+# RFC 8689 5: no host could take a REQUIRETLS message as it requires.
+REQUIRETLS_STATUS = "5.7.30"
 
 
 @dataclass(frozen=True)
@@ -148,18 +150,20 @@ class Outbound:
         domains = sorted({domain_of(r) for m in messages for r in m.recipients})
         routes = dict(zip(domains, await asyncio.gather(*(self._route(d) for d in domains))))
         # Messages saying "TLS-Required: No" go over connections of their own: a TLS policy
-        # failure that defers the others lets them through.
-        jobs: dict[tuple[str, bool], list[Job]] = collections.defaultdict(list)
-        destinations: dict[tuple[str, bool], Destination] = {}
+        # failure that defers the others lets them through. REQUIRETLS ones too: they may
+        # pass over hosts the others use.
+        jobs: dict[tuple[str, bool, bool], list[Job]] = collections.defaultdict(list)
+        destinations: dict[tuple[str, bool, bool], Destination] = {}
         for message in messages:
-            by_key: dict[tuple[str, bool], list[str]] = collections.defaultdict(list)
+            by_key: dict[tuple[str, bool, bool], list[str]] = collections.defaultdict(list)
             for rcpt in message.recipients:
                 route = routes[domain_of(rcpt)]
                 if isinstance(route, RouteError):
                     results[message.id][rcpt] = failure(route.permanent, route.status, route.text)
                     continue
-                key = (route.key, message.tls_optional)
-                destinations[key] = dataclasses.replace(route, tls_optional=message.tls_optional)
+                key = (route.key, message.tls_optional, message.requiretls)
+                destinations[key] = dataclasses.replace(route, tls_optional=message.tls_optional,
+                                                        requiretls=message.requiretls)
                 by_key[key].append(rcpt)
             for key, rcpts in by_key.items():
                 for start in range(0, len(rcpts), MAX_RCPTS_PER_TRANSACTION):
@@ -229,15 +233,6 @@ class Outbound:
                 _settle(job, failure(True, "5.6.7", f"{client.label} does not support SMTPUTF8, "
                                      "needed for a non-ASCII address", client.label))
                 continue
-            if job.message.requiretls and not (client.validated and "REQUIRETLS" in client.extensions):
-                # RFC 8689 4.2.1: never sent on without both; the sender hears of it at once.
-                why = ("does not offer REQUIRETLS" if client.validated else
-                       "has no TLS validated by DANE or MTA-STS")
-                _settle(job, failure(True, "5.7.30", f"REQUIRETLS: {client.label} {why}",
-                                     client.label))
-                log.warning("bounced id=%s relay=%s: REQUIRETLS, the next hop %s",
-                            job.message.id, client.label, why)
-                continue
             try:
                 replies = await client.send(job.message)
             except SMTPClientError as exc:
@@ -257,6 +252,10 @@ class Outbound:
         for host in destination.hosts:
             try:
                 client = await self._open(destination, host, policy)
+                why = _requiretls_refusal(client) if destination.requiretls else ""
+                if why:
+                    await client.quit()
+                    raise RequireTlsRefused(f"REQUIRETLS: {client.label} {why}")
                 if destination.smarthost and self.delivery.smarthost_user:
                     await client.authenticate(self.delivery.smarthost_user,
                                               self.delivery.smarthost_password,
@@ -268,12 +267,13 @@ class Outbound:
         if not errors:
             raise SMTPClientError(f"no host to deliver to for {destination.key}")
         # A host refused for want of the TLS its policy asks is the reason worth telling.
-        refused = [e for e in errors if e.status == TLS_POLICY_STATUS]
+        refused = [e for e in errors if e.status in (TLS_POLICY_STATUS, REQUIRETLS_STATUS)]
         last = refused[-1] if refused else errors[-1]
-        # Permanent only when every host refused us outright (a 5xx greeting).
+        # Permanent only when every host refused us outright (a 5xx greeting, or no REQUIRETLS
+        # where it is required): one that could not be reached may qualify later.
         if all(e.permanent for e in errors):
             raise last
-        raise SMTPClientError(str(last), status=last.status)
+        raise SMTPClientError(str(last), status="4" + last.status[1:])
 
     async def _sts_policy(self, destination: Destination) -> Policy | None:
         if not destination.policy_domain:
@@ -334,6 +334,26 @@ class Outbound:
     def _record(self, item: tlsrpt.Outcome) -> None:
         if self.recorder is not None:
             self.recorder.add(item)
+
+
+class RequireTlsRefused(SMTPClientError):
+    """The host cannot take a REQUIRETLS message (RFC 8689 4.2.1): the next one is tried;
+    when none can, the message bounces at once."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, status=REQUIRETLS_STATUS)
+
+    @property
+    def permanent(self) -> bool:
+        return True
+
+
+def _requiretls_refusal(client: SMTPClient) -> str:
+    """Why the connection may not carry a REQUIRETLS message, "" when it may: TLS validated
+    by DANE or MTA-STS, to a server that offers REQUIRETLS (RFC 8689 4.2.1)."""
+    if not client.validated:
+        return "has no TLS validated by DANE or MTA-STS"
+    return "" if "REQUIRETLS" in client.extensions else "does not offer REQUIRETLS"
 
 
 def _for_recipients(message: Message, rcpts: list[str]) -> Message:

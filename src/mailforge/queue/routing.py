@@ -54,6 +54,9 @@ class Destination:
     policy_domain: str = ""
     # Its messages carry "TLS-Required: No" (RFC 8689 5): a TLS policy failure may pass.
     tls_optional: bool = False
+    # Its messages carry REQUIRETLS (RFC 8689): only a host with validated TLS that offers
+    # REQUIRETLS may take them; the others are passed over.
+    requiretls: bool = False
     # The MX lookup (or its securely denied absence) validated under DNSSEC: only then may
     # the hosts' TLSA records count (RFC 7672 2.2.1).
     mx_secure: bool = False
