@@ -93,17 +93,20 @@ class Sink:
     """An aiosmtpd server in its own thread; `stop()` ends it."""
 
     def __init__(self, behaviour: Behaviour | None = None, port: int | None = None,
-                 **server_kwargs) -> None:
+                 host: str = "127.0.0.1", **server_kwargs) -> None:
+        """`host`: another loopback address (127.0.0.2) lets it share a port number with a
+        server on 127.0.0.1, as a second MX on the one MX port."""
         self.behaviour = behaviour or Behaviour()
+        self.host = host
         self.port = port or free_port()
-        self.controller = Controller(self.behaviour, hostname="127.0.0.1", port=self.port,
+        self.controller = Controller(self.behaviour, hostname=host, port=self.port,
                                      server_hostname="sink.test", enable_SMTPUTF8=True,
                                      **server_kwargs)
         self.controller.start()
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def received(self) -> list[Received]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dns.asyncresolver
 import dns.exception
 import dns.flags
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdata
@@ -58,9 +59,10 @@ class Resolver:
         except Exception as exc:  # noqa: BLE001 (mapped to our three answers, or raised again)
             return _no_records(name, exc)
 
-    async def lookup_signed(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
-        """The answer with its RRSIGs (DO bit) and the server's AD flag, for DNSSEC checks
-        (tlspolicy/dnssec.py); None when the name has no such records."""
+    async def query_signed(self, name: str, rdtype: str) -> tuple[dns.message.Message, bool]:
+        """The whole response, with its RRSIGs and NSEC/NSEC3 records (DO bit) and the
+        server's AD flag, for DNSSEC checks (tlspolicy/dnssec.py), and whether it is NXDOMAIN:
+        a "no such record" answer is proven there, not taken at its word."""
         if self._signed is None:
             self._signed = self._configure(dns.asyncresolver.Resolver)
             self._signed.use_edns(0, dns.flags.DO, SIGNED_PAYLOAD)
@@ -69,10 +71,14 @@ class Resolver:
             # must not stand in for a signed one.
             self._signed.cache = dns.resolver.LRUCache(CACHE_ENTRIES // 10)
         try:
-            return await self._signed.resolve(name, rdtype, search=False)
+            answer = await self._signed.resolve(name, rdtype, search=False,
+                                                raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN as exc:
+            return exc.response(exc.qnames()[0]), True
         except Exception as exc:  # noqa: BLE001
             _no_records(name, exc)
-            return None
+            raise
+        return answer.response, False
 
     def lookup_blocking(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
         """As lookup(), blocking: for libraries that call back synchronously, in a thread."""

@@ -15,6 +15,7 @@ Knot answers REFUSED for a zone it does not serve, which a resolver takes as a s
 A zone given with signed=True is DNSSEC-signed by Knot itself (`dnssec-signing: on`: Knot
 makes and keeps its keys under the storage dir, ECDSA P-256); trust_anchor(name) gives its
 key-signing key as a DNSKEY line, what [dns] trust_anchor reads (the zone as its own anchor).
+Signed zones deny with NSEC; with nsec3=True, with NSEC3 (RFC 5155, Knot's `nsec3: on` policy).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class DnsServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.zones: dict[str, int] = {}  # zone name → serial
-        self.signed: set[str] = set()
+        self.signed: dict[str, bool] = {}  # zone name → denial by NSEC3 (else NSEC)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -77,13 +78,13 @@ class DnsServer:
         """What [dns] nameservers takes."""
         return f"127.0.0.1:{self.port}"
 
-    def zone(self, name: str, records: list[str], signed: bool = False) -> None:
+    def zone(self, name: str, records: list[str], signed: bool = False, nsec3: bool = False) -> None:
         name = name.rstrip(".").lower()
         # Knot raises a signed zone's serial past the file's when it signs: leave it room.
         serial = self.zones.get(name, 0) + (100 if signed else 1)
         self.zones[name] = serial
         if signed:
-            self.signed.add(name)
+            self.signed[name] = nsec3
         head = [f"$ORIGIN {name}.", "$TTL 300",
                 f"@ SOA ns.{name}. hostmaster.{name}. {serial} 3600 600 86400 {NEGATIVE_TTL}",
                 f"@ NS ns.{name}."]
@@ -130,6 +131,7 @@ class DnsServer:
         d = self.dir
         zones = "".join(f"  - domain: {name}\n    file: {name}.zone\n"
                         + ("    dnssec-signing: on\n" if name in self.signed else "")
+                        + ("    dnssec-policy: nsec3\n" if self.signed.get(name) else "")
                         for name in self.zones)
         (d / "knot.conf").write_text(
             f"server:\n    listen: 127.0.0.1@{self.port}\n    rundir: {d}\n"
@@ -138,6 +140,7 @@ class DnsServer:
             f"database:\n    storage: {d}\n"
             f"control:\n    listen: {d}/knot.sock\n"
             f"log:\n  - target: stderr\n    any: info\n"
+            f"policy:\n  - id: nsec3\n    nsec3: on\n"
             f"template:\n  - id: default\n    storage: {d}\n    zonefile-sync: -1\n"
             f"    zonefile-load: whole\n    journal-content: none\n"
             + (f"zone:\n{zones}" if zones else ""))

@@ -1,14 +1,24 @@
 """An HTTPS server on loopback serving MTA-STS policies (RFC 8461 3.3) by Host header:
-https://mta-sts.<domain>/.well-known/mta-sts.txt, in a thread, stopped by stop()."""
+https://mta-sts.<domain>/.well-known/mta-sts.txt, and taking TLS-RPT reports POSTed to any
+path (RFC 8460 3, rua=https:), in a thread, stopped by stop()."""
 
 from __future__ import annotations
 
 import http.server
 import ssl
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
+
+
+@dataclass(frozen=True)
+class Post:
+    host: str
+    path: str
+    content_type: str
+    body: bytes
 
 
 def policy_text(mode: str, mx: list[str], max_age: int = 86400) -> str:
@@ -20,6 +30,7 @@ class MtaStsServer:
     def __init__(self, cert: Path, key: Path) -> None:
         self.policies: dict[str, str] = {}  # domain → policy text
         self.fetches: list[str] = []  # domains whose policy was asked for
+        self.posts: list[Post] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -37,6 +48,14 @@ class MtaStsServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                server.posts.append(Post(self.headers.get("Host", ""), self.path,
+                                         self.headers.get("Content-Type", ""), body))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args) -> None:
                 pass

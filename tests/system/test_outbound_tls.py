@@ -1,13 +1,20 @@
 """Outbound transport security end to end: a real `mailforge serve` relays to a second one
-(the MX of every test domain, on loopback) through Knot DNS serving a DNSSEC-signed zone, with
-MTA-STS policies from an HTTPS server on loopback and certificates from a throw-away CA.
+(the MX of every test domain, on loopback) through Knot DNS serving DNSSEC-signed zones, with
+MTA-STS policies and TLS-RPT reports over an HTTPS server on loopback and certificates from a
+throw-away CA. The servers are started once for the module (each test uses its own domains).
 
     mx-good   certificate of the CA for its name       mx-other  names itself mx-good (mismatch)
-    mx-dane   TLSA 3 1 1 of the certificate (match)    mx-danebad TLSA 3 1 1 of another key
+    mx-dane   TLSA 3 1 1 of the certificate (match)    mx-danebad, mx-untrusted  TLSA of another key
+    mx-plain2 an SMTP sink on 127.0.0.2 without STARTTLS, on the same port as the receiver
+    zones: mail.test signed (NSEC, anchored) · n3.test signed (NSEC3, anchored) ·
+           insecure.mail.test unsigned, delegated without DS · fake.mail.test unsigned, served
+           but never delegated (what an attacker stripping signatures answers) ·
+           bogus.test signed, but anchored by a key that is not its own
 """
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import gzip
@@ -15,10 +22,14 @@ import json
 import re
 import smtplib
 import ssl
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tests.system.dns_server import txt
+from mailforge.auth.accounts import open_accounts
+from tests.smtp_sinks import Sink
+from tests.system.dns_server import DnsServer, txt
 from tests.system.mta_sts_server import MtaStsServer, policy_text
 from tests.system.throwaway_ca import ThrowawayCA, spki_sha256
 
@@ -27,56 +38,98 @@ from .test_outbound import wait_until
 
 ZONE = "mail.test"
 RUA = f"mailto:{USER}"
-# Recipient domain → (its MX host, its MTA-STS policy or None).
+# Recipient domain under ZONE → (its MX host, its MTA-STS policy or None).
 DOMAINS = {
     "sts-ok": ("mx-good", policy_text("enforce", [f"mx-good.{ZONE}"])),
     "sts-bad": ("mx-other", policy_text("enforce", [f"mx-other.{ZONE}"])),
     "sts-testing": ("mx-other", policy_text("testing", [f"mx-other.{ZONE}"])),
     "dane-ok": ("mx-dane", None),
     "dane-bad": ("mx-danebad", None),
+    "dane-denied": ("mx-other", None),
+    "stripped": ("mx.fake", None),
     "plain": ("mx-other", None),
 }
+# Recipient domains in the other zones, all received by the receiver.
+OTHER_DOMAINS = ["insecure.mail.test", "n3.test", "bogus.test", f"req-two.{ZONE}"]
+HOSTS = {"mx-good": "127.0.0.1", "mx-other": "127.0.0.1", "mx-dane": "127.0.0.1",
+         "mx-danebad": "127.0.0.1", "mx-untrusted": "127.0.0.1", "mx-plain2": "127.0.0.2",
+         "tlsrpt": "127.0.0.1"}
+REPORT_PATH = "/v1/tlsrpt"
 
 
 def domain(name: str) -> str:
     return f"{name}.{ZONE}"
 
 
-@pytest.fixture
-def world(tmp_path, make_server, dns_server):
-    """(sending server, receiving MX server), the DNS and HTTPS servers behind them."""
-    ca = ThrowawayCA(tmp_path / "ca")
-    receiver = make_server()
-    cert, key = ca.issue("mx", [f"mx-good.{ZONE}"])
-    (receiver.config.data_dir / receiver.config.tls.cert).write_bytes(cert.read_bytes())
-    (receiver.config.data_dir / receiver.config.tls.key).write_bytes(key.read_bytes())
-    for name in DOMAINS:
-        cli(receiver.conf, "domain", "add", domain(name))
-        cli(receiver.conf, "alias", "add", f"@{domain(name)}", USER)
-    receiver.start()
-    other, _ = ca.issue("other", ["unrelated.test"])
-    https = MtaStsServer(*ca.issue("https", [f"mta-sts.{domain(n)}" for n in DOMAINS]))
-    tlsa = f"_{receiver.port}._tcp"
-    records = [f"{host} A 127.0.0.1" for host in ("mx-good", "mx-other", "mx-dane", "mx-danebad")]
+@dataclass
+class World:
+    sender: Server
+    receiver: Server
+    https: MtaStsServer
+    second_mx: Sink  # mx-plain2, without STARTTLS
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Started once: two mailforge servers, Knot and the HTTPS server are most of the cost."""
+    root = tmp_path_factory.mktemp("outbound_tls")
+    with contextlib.ExitStack() as stack:
+        ca = ThrowawayCA(root / "ca")
+        receiver = Server(root / "receiver")
+        cert, key = ca.issue("mx", [f"mx-good.{ZONE}"])
+        (receiver.config.data_dir / receiver.config.tls.cert).write_bytes(cert.read_bytes())
+        (receiver.config.data_dir / receiver.config.tls.key).write_bytes(key.read_bytes())
+        # In process: two CLI runs per domain would cost a second or more each.
+        with open_accounts(receiver.config) as accounts:
+            for name in [domain(n) for n in DOMAINS] + OTHER_DOMAINS:
+                accounts.directory.domain_add(name)
+                accounts.directory.alias_add(f"@{name}", USER)
+        stack.callback(receiver.stop)
+        receiver.start()
+        second_mx = Sink(host=HOSTS["mx-plain2"], port=receiver.port)
+        stack.callback(second_mx.stop)
+        https = MtaStsServer(*ca.issue("https", [f"mta-sts.{domain(n)}" for n in DOMAINS]
+                                       + [f"tlsrpt.{ZONE}"]))
+        stack.callback(https.stop)
+        dns = DnsServer(root / "dns")
+        stack.callback(dns.stop)
+        dns.start()
+        anchor = root / "anchor.txt"
+        other, _ = ca.issue("other", ["unrelated.test"])
+        anchor.write_text(_zones(dns, https, receiver.port, cert, other))
+        sender = Server(
+            root / "sender", relay={"mode": "networks", "networks": ["127.0.0.0/8"]},
+            delivery={"workers": 1, "retry_schedule": [600.0], "mx_port": receiver.port,
+                      "connect_timeout": 5.0, "command_timeout": 5.0},
+            dns={"nameservers": [dns.nameserver], "trust_anchor": str(anchor)},
+            outbound_tls={"ca_file": str(ca.ca_file), "mta_sts_port": https.port})
+        stack.callback(sender.stop)
+        sender.start()
+        yield World(sender, receiver, https, second_mx)
+
+
+def _zones(dns: DnsServer, https: MtaStsServer, port: int, cert: Path, other_cert: Path) -> str:
+    """Every test zone served, and the MTA-STS policies; the trust anchors to validate from."""
+    tlsa = f"_{port}._tcp"
+    records = [f"{host} A {address}" for host, address in HOSTS.items()]
     records += [f"{tlsa}.mx-dane TLSA 3 1 1 {spki_sha256(cert)}",
-                f"{tlsa}.mx-danebad TLSA 3 1 1 {spki_sha256(other)}"]
+                f"{tlsa}.mx-danebad TLSA 3 1 1 {spki_sha256(other_cert)}",
+                f"{tlsa}.mx-untrusted TLSA 3 1 1 {spki_sha256(other_cert)}",
+                "insecure NS ns.insecure", "ns.insecure A 127.0.0.1",  # no DS: unsigned below
+                "req-two MX 10 mx-plain2", "req-two MX 20 mx-dane"]
     for name, (mx, policy) in DOMAINS.items():
-        records += [f"{name} MX 10 {mx}.{ZONE}.", txt(f"_smtp._tls.{name}", f"v=TLSRPTv1; rua={RUA}")]
+        rua = RUA + (f",https://tlsrpt.{ZONE}:{https.port}{REPORT_PATH}" if name == "dane-ok" else "")
+        records += [f"{name} MX 10 {mx}.{ZONE}.", txt(f"_smtp._tls.{name}", f"v=TLSRPTv1; rua={rua}")]
         if policy:
             https.policies[domain(name)] = policy
             records += [txt(f"_mta-sts.{name}", "v=STSv1; id=20261201"), f"mta-sts.{name} A 127.0.0.1"]
-    dns_server.zone(ZONE, records, signed=True)
-    anchor = tmp_path / "anchor.txt"
-    anchor.write_text(dns_server.trust_anchor(ZONE))
-    sender = make_server(
-        relay={"mode": "networks", "networks": ["127.0.0.0/8"]},
-        delivery={"workers": 1, "retry_schedule": [600.0], "mx_port": receiver.port,
-                  "connect_timeout": 5.0, "command_timeout": 5.0},
-        dns={"nameservers": [dns_server.nameserver], "trust_anchor": str(anchor)},
-        outbound_tls={"ca_file": str(ca.ca_file), "mta_sts_port": https.port})
-    sender.start()
-    yield sender, receiver
-    https.stop()
+    dns.zone(ZONE, records, signed=True)
+    dns.zone(f"insecure.{ZONE}", [f"@ MX 10 mx-untrusted.{ZONE}."])
+    dns.zone(f"fake.{ZONE}", ["mx A 127.0.0.1"])
+    dns.zone("n3.test", ["@ MX 10 mx", "mx A 127.0.0.1"], signed=True, nsec3=True)
+    dns.zone("bogus.test", [f"@ MX 10 mx-good.{ZONE}."], signed=True)
+    own = dns.trust_anchor(ZONE)
+    return own + dns.trust_anchor("n3.test") + own.replace(f"{ZONE}.", "bogus.test.")
 
 
 def send(server: Server, rcpt: str, subject: str, requiretls: bool = False,
@@ -107,11 +160,26 @@ def deferred_entry(server: Server, rcpt: str) -> str:
         cli(server.conf, "queue", "show", entry.group(1)).stdout), what=f"a deferral for {rcpt}")
 
 
+def reports(server: Server) -> dict[str, dict]:
+    """The TLS reports mailed to USER, by the domain they report on."""
+    found = {}
+    for path in server.delivered():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if message.get_param("report-type") != "tlsrpt":
+            continue
+        assert message.get_content_type() == "multipart/report"
+        (part,) = [p for p in message.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
+        found[message["TLS-Report-Domain"]] = json.loads(gzip.decompress(part.get_content()))
+    return found
+
+
+TLS_CASES = ["sts-ok", "sts-bad", "sts-testing", "dane-ok", "dane-bad"]
+
+
 def test_mta_sts_and_dane_deliver_or_defer_and_tls_rpt_reports_it(world):
-    sender, receiver = world
-    for name in DOMAINS:
-        if name != "plain":
-            send(sender, f"bob@{domain(name)}", name)
+    sender, receiver = world.sender, world.receiver
+    for name in TLS_CASES:
+        send(sender, f"bob@{domain(name)}", name)
     wait_until(lambda: {"sts-ok", "dane-ok", "sts-testing"} <= subjects(receiver),
                what="the matching destinations' mail")
     shown = deferred_entry(sender, f"bob@{domain('sts-bad')}")
@@ -122,7 +190,7 @@ def test_mta_sts_and_dane_deliver_or_defer_and_tls_rpt_reports_it(world):
     shown = deferred_entry(sender, f"bob@{domain('dane-bad')}")
     assert re.search(r"4\.7\.5 mx-danebad\.mail\.test\S+: DANE: certificate does not match the "
                      "TLSA records", shown)
-    assert subjects(receiver) == {"sts-ok", "dane-ok", "sts-testing"}
+    assert not {"sts-bad", "dane-bad"} & subjects(receiver)
     log = sender.log()
     assert "TLS to mx-good.mail.test" in log and "meets the MTA-STS policy of sts-ok" in log
     assert "TLS to mx-dane.mail.test" in log and "meets the DANE" in log
@@ -131,16 +199,12 @@ def test_mta_sts_and_dane_deliver_or_defer_and_tls_rpt_reports_it(world):
 
     out = cli(sender.conf, "tlsrpt", "send", "--day", "today").stdout
     assert f"sts-bad.mail.test: report queued to {USER}" in out
-    reports = wait_until(lambda: [m for m in sender.delivered() if b"tlsrpt" in m.read_bytes()]
-                         if len(sender.delivered()) >= 5 else None, what="5 TLS reports")
-    by_domain = {}
-    for path in reports:
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        assert message.get_content_type() == "multipart/report"
-        assert message.get_param("report-type") == "tlsrpt"
-        (part,) = [p for p in message.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
-        by_domain[message["TLS-Report-Domain"]] = json.loads(gzip.decompress(part.get_content()))
-    assert set(by_domain) == {domain(n) for n in DOMAINS if n != "plain"}
+    report_uri = f"https://tlsrpt.{ZONE}:{world.https.port}{REPORT_PATH}"
+    assert re.search(rf"dane-ok\.mail\.test: report queued to {USER} \(\S+\), posted to "
+                     rf"{re.escape(report_uri)}", out)
+    wanted = {domain(n) for n in TLS_CASES}
+    by_domain = wait_until(lambda: (lambda found: wanted <= set(found) and found)(reports(sender)),
+                           what="5 TLS reports")
     (bad,) = by_domain[domain("sts-bad")]["policies"]
     assert bad["policy"]["policy-type"] == "sts" and bad["policy"]["mx-host"] == [f"mx-other.{ZONE}"]
     assert bad["summary"]["total-successful-session-count"] == 0
@@ -151,13 +215,18 @@ def test_mta_sts_and_dane_deliver_or_defer_and_tls_rpt_reports_it(world):
     assert good["summary"] == {"total-successful-session-count": 1, "total-failure-session-count": 0}
     assert by_domain[domain("dane-bad")]["policies"][0]["failure-details"][0]["result-type"] == \
         "validation-failure"
+    # RFC 8460 3: the same report, POSTed gzipped to the https: URI of dane-ok's record.
+    (post,) = world.https.posts
+    assert (post.host, post.path) == (f"tlsrpt.{ZONE}:{world.https.port}", REPORT_PATH)
+    assert post.content_type == "application/tlsrpt+gzip"
+    assert json.loads(gzip.decompress(post.body)) == by_domain[domain("dane-ok")]
     # Sent once: the day's results are marked sent.
     again = cli(sender.conf, "tlsrpt", "send", "--day", "today").stdout
     assert again.strip() == "no TLS results waiting to be reported"
 
 
-def test_requiretls_refused_in_the_clear_and_bounced_without_validated_tls(world):
-    sender, receiver = world
+def test_requiretls_refused_in_the_clear_passes_over_unqualified_mxes_then_bounces(world):
+    sender, receiver = world.sender, world.receiver
     with smtplib.SMTP("127.0.0.1", sender.port, timeout=30) as client:
         client.ehlo("client.test")
         assert "requiretls" not in client.esmtp_features  # offered only inside TLS
@@ -168,11 +237,44 @@ def test_requiretls_refused_in_the_clear_and_bounced_without_validated_tls(world
         client.ehlo("client.test")
         assert "requiretls" in client.esmtp_features
     send(sender, f"bob@{domain('dane-ok')}", "required", requiretls=True)
+    # RFC 8689 4.2.1: its first MX (mx-plain2) has no STARTTLS; the second (mx-dane) qualifies.
+    send(sender, f"bob@{domain('req-two')}", "required-second-mx", requiretls=True)
     send(sender, f"bob@{domain('plain')}", "required-plain", requiretls=True)
     send(sender, f"bob@{domain('sts-bad')}", "optional", header="TLS-Required: No\r\n")
-    wait_until(lambda: {"required", "optional"} <= subjects(receiver), what="REQUIRETLS delivery")
+    wait_until(lambda: {"required", "required-second-mx", "optional"} <= subjects(receiver),
+               what="REQUIRETLS delivery")
+    assert world.second_mx.received == []
+    assert re.search(r"REQUIRETLS: mx-plain2\.mail\.test\[127\.0\.0\.2\]:\d+ has no TLS "
+                     "validated by DANE or MTA-STS", sender.log())
     bounce = wait_until(lambda: [p for p in sender.delivered() if b"5.7.30" in p.read_bytes()],
                         what="the REQUIRETLS bounce")
     text = bounce[0].read_bytes().decode()
     assert "Status: 5.7.30" in text and "has no TLS validated by DANE or MTA-STS" in text
+    assert "required-plain" in text
     assert "required-plain" not in subjects(receiver)
+
+
+def test_dane_needs_a_secure_mx_and_a_proven_absence_of_tlsa(world):
+    sender, receiver = world.sender, world.receiver
+    cases = {"insecure.mail.test": "unsigned-mx", f"dane-denied.{ZONE}": "denied-nsec",
+             "n3.test": "denied-nsec3", f"stripped.{ZONE}": "stripped", "bogus.test": "bogus"}
+    for destination, subject in cases.items():
+        send(sender, f"bob@{destination}", subject)
+    # An unsigned MX: its host's TLSA records (which do not match) are not used (RFC 7672
+    # 2.2.1); a securely denied TLSA (NSEC, NSEC3): opportunistic TLS.
+    wait_until(lambda: {"unsigned-mx", "denied-nsec", "denied-nsec3"} <= subjects(receiver),
+               what="mail to the destinations without DANE")
+    untrusted = [line for line in sender.log().splitlines() if "mx-untrusted" in line]
+    assert any("relayed" in line for line in untrusted)
+    assert not any("DANE" in line for line in untrusted)
+    # "No TLSA" answered without signatures from under a signed zone: bogus, deferred.
+    shown = deferred_entry(sender, f"bob@stripped.{ZONE}")
+    assert re.search(r"4\.7\.5 mx\.fake\.mail\.test\S+: TLS policy: DANE: fake\.mail\.test\. "
+                     "answers as a zone, but its parent delegates no such zone", shown)
+    # An MX RRset signed by a key the anchor does not name: bogus, deferred.
+    shown = deferred_entry(sender, "bob@bogus.test")
+    assert re.search(r"MX of bogus\.test is DNSSEC-bogus: no DNSKEY of bogus\.test\. "
+                     "matches its trust anchor", shown)
+    assert not {"stripped", "bogus"} & subjects(receiver)
+    log = sender.log()
+    assert "parent delegates no such zone" in log and "MX of bogus.test is DNSSEC-bogus" in log

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from mailforge.queue.relay import says_tls_not_required
 from mailforge.tlspolicy.dane import Tlsa, check_chain, name_matches
 from mailforge.tlspolicy.mtasts import PolicyError, parse_policy, txt_id
-from mailforge.tlspolicy.tlsrpt import build_report, rua_addresses
+from mailforge.tlspolicy.tlsrpt import build_report, rua_uris
 
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
 
@@ -116,10 +116,10 @@ def test_tls_rpt_report_adds_up_each_policy():
         "receiving-ip": "192.0.2.1", "failure-reason-code": "expired", "failed-session-count": 3}]
 
 
-def test_tls_rpt_addresses():
-    assert rua_addresses(["v=TLSRPTv1; rua=mailto:a@example.net,https://r.example/x, mailto:b@x"]) \
-        == ["a@example.net", "b@x"]
-    assert rua_addresses(["v=spf1 -all"]) == []
+def test_tls_rpt_uris():
+    assert rua_uris(["v=TLSRPTv1; rua=mailto:a@example.net,https://r.example/x, ftp://f, mailto:b@x"]) \
+        == ["mailto:a@example.net", "https://r.example/x", "mailto:b@x"]
+    assert rua_uris(["v=spf1 -all"]) == []
 
 
 def test_tls_required_no_header():

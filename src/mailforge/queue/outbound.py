@@ -42,6 +42,8 @@ SLOT_WAIT = 2.0
 SLOT_POLL = (0.05, 1.0)
 # RFC 3463: a deferral because the TLS a policy requires could not be had.
 TLS_POLICY_STATUS = "4.7.5"
+# RFC 8689 5: no host could take a REQUIRETLS message as it requires.
+REQUIRETLS_STATUS = "5.7.30"
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,11 @@ class Outbound:
                  slots: DestinationSlots | None = None) -> None:
         self.config = config
         self.delivery = config.delivery
-        self.router = router or Router(config.delivery, Resolver(config.dns))
         self.tls_context = tls_context if tls_context is not None else client_tls_context()
         self.slots = slots  # None: the limit holds per Outbound only (tests, tools)
-        self.policies = TLSPolicies(config, self.router.resolver, self.tls_context)
+        resolver = router.resolver if router is not None else Resolver(config.dns)
+        self.policies = TLSPolicies(config, resolver, self.tls_context)
+        self.router = router or Router(config.delivery, resolver, self.policies.dane)
         self.recorder = (tlsrpt.Recorder(config.tls_policy_dir / "tlsrpt")
                          if config.outbound_tls.tlsrpt else None)
 
@@ -147,18 +150,20 @@ class Outbound:
         domains = sorted({domain_of(r) for m in messages for r in m.recipients})
         routes = dict(zip(domains, await asyncio.gather(*(self._route(d) for d in domains))))
         # Messages saying "TLS-Required: No" go over connections of their own: a TLS policy
-        # failure that defers the others lets them through.
-        jobs: dict[tuple[str, bool], list[Job]] = collections.defaultdict(list)
-        destinations: dict[tuple[str, bool], Destination] = {}
+        # failure that defers the others lets them through. REQUIRETLS ones too: they may
+        # pass over hosts the others use.
+        jobs: dict[tuple[str, bool, bool], list[Job]] = collections.defaultdict(list)
+        destinations: dict[tuple[str, bool, bool], Destination] = {}
         for message in messages:
-            by_key: dict[tuple[str, bool], list[str]] = collections.defaultdict(list)
+            by_key: dict[tuple[str, bool, bool], list[str]] = collections.defaultdict(list)
             for rcpt in message.recipients:
                 route = routes[domain_of(rcpt)]
                 if isinstance(route, RouteError):
                     results[message.id][rcpt] = failure(route.permanent, route.status, route.text)
                     continue
-                key = (route.key, message.tls_optional)
-                destinations[key] = dataclasses.replace(route, tls_optional=message.tls_optional)
+                key = (route.key, message.tls_optional, message.requiretls)
+                destinations[key] = dataclasses.replace(route, tls_optional=message.tls_optional,
+                                                        requiretls=message.requiretls)
                 by_key[key].append(rcpt)
             for key, rcpts in by_key.items():
                 for start in range(0, len(rcpts), MAX_RCPTS_PER_TRANSACTION):
@@ -228,15 +233,6 @@ class Outbound:
                 _settle(job, failure(True, "5.6.7", f"{client.label} does not support SMTPUTF8, "
                                      "needed for a non-ASCII address", client.label))
                 continue
-            if job.message.requiretls and not (client.validated and "REQUIRETLS" in client.extensions):
-                # RFC 8689 4.2.1: never sent on without both; the sender hears of it at once.
-                why = ("does not offer REQUIRETLS" if client.validated else
-                       "has no TLS validated by DANE or MTA-STS")
-                _settle(job, failure(True, "5.7.30", f"REQUIRETLS: {client.label} {why}",
-                                     client.label))
-                log.warning("bounced id=%s relay=%s: REQUIRETLS, the next hop %s",
-                            job.message.id, client.label, why)
-                continue
             try:
                 replies = await client.send(job.message)
             except SMTPClientError as exc:
@@ -256,6 +252,10 @@ class Outbound:
         for host in destination.hosts:
             try:
                 client = await self._open(destination, host, policy)
+                why = _requiretls_refusal(client) if destination.requiretls else ""
+                if why:
+                    await client.quit()
+                    raise RequireTlsRefused(f"REQUIRETLS: {client.label} {why}")
                 if destination.smarthost and self.delivery.smarthost_user:
                     await client.authenticate(self.delivery.smarthost_user,
                                               self.delivery.smarthost_password,
@@ -267,12 +267,13 @@ class Outbound:
         if not errors:
             raise SMTPClientError(f"no host to deliver to for {destination.key}")
         # A host refused for want of the TLS its policy asks is the reason worth telling.
-        refused = [e for e in errors if e.status == TLS_POLICY_STATUS]
+        refused = [e for e in errors if e.status in (TLS_POLICY_STATUS, REQUIRETLS_STATUS)]
         last = refused[-1] if refused else errors[-1]
-        # Permanent only when every host refused us outright (a 5xx greeting).
+        # Permanent only when every host refused us outright (a 5xx greeting, or no REQUIRETLS
+        # where it is required): one that could not be reached may qualify later.
         if all(e.permanent for e in errors):
             raise last
-        raise SMTPClientError(str(last), status=last.status)
+        raise SMTPClientError(str(last), status="4" + last.status[1:])
 
     async def _sts_policy(self, destination: Destination) -> Policy | None:
         if not destination.policy_domain:
@@ -291,12 +292,14 @@ class Outbound:
         client = self._client()
         try:
             if destination.policy_domain:
-                security = await self.policies.host(destination.policy_domain, host.name, policy)
+                security = await self.policies.host(destination.policy_domain, host.name, policy,
+                                                    destination.mx_secure)
             await self._greet(client, host, security)
         except TLSPolicyFailure as exc:
             client.close()
             enforced = exc.enforced if security is None else security.enforced
-            text = f"{client.label}: {security.describe if security else 'TLS policy'}: {exc}"
+            # host.label: the failure may come before the client connected (DNSSEC bogus).
+            text = f"{host.label}: {security.describe if security else 'TLS policy'}: {exc}"
             self._record(tlsrpt.outcome(security, destination.policy_domain, exc.result_type,
                                         host.name, host.address, str(exc)))
             if enforced and not destination.tls_optional:
@@ -331,6 +334,26 @@ class Outbound:
     def _record(self, item: tlsrpt.Outcome) -> None:
         if self.recorder is not None:
             self.recorder.add(item)
+
+
+class RequireTlsRefused(SMTPClientError):
+    """The host cannot take a REQUIRETLS message (RFC 8689 4.2.1): the next one is tried;
+    when none can, the message bounces at once."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, status=REQUIRETLS_STATUS)
+
+    @property
+    def permanent(self) -> bool:
+        return True
+
+
+def _requiretls_refusal(client: SMTPClient) -> str:
+    """Why the connection may not carry a REQUIRETLS message, "" when it may: TLS validated
+    by DANE or MTA-STS, to a server that offers REQUIRETLS (RFC 8689 4.2.1)."""
+    if not client.validated:
+        return "has no TLS validated by DANE or MTA-STS"
+    return "" if "REQUIRETLS" in client.extensions else "does not offer REQUIRETLS"
 
 
 def _for_recipients(message: Message, rcpts: list[str]) -> Message:

@@ -109,7 +109,7 @@ class SMTPClient:
     def label(self) -> str:
         """The host as DSNs and logs name it (RFC 3464 Remote-MTA)."""
         assert self.host is not None
-        return f"{self.host.name}[{self.host.address}]:{self.host.port}"
+        return self.host.label
 
     async def connect(self, host: Host, connect_timeout: float, use_tls: bool = True,
                       security: HostSecurity | None = None) -> None:

@@ -15,6 +15,7 @@ import dns.name
 
 from ..config import DeliveryConfig, parse_hostport
 from ..resolver import NoSuchDomain, Resolver, TemporaryDnsError
+from ..tlspolicy.dnssec import DnssecError, SecureLookup
 
 SMTP_PORT = 25
 # RFC 5321 5.1: a sender should give up past some number of MX hosts; Postfix tries 5.
@@ -35,6 +36,11 @@ class Host:
     address: str
     port: int
 
+    @property
+    def label(self) -> str:
+        """The host as DSNs and logs name it (RFC 3464 Remote-MTA)."""
+        return f"{self.name}[{self.address}]:{self.port}"
+
 
 @dataclass
 class Destination:
@@ -48,6 +54,12 @@ class Destination:
     policy_domain: str = ""
     # Its messages carry "TLS-Required: No" (RFC 8689 5): a TLS policy failure may pass.
     tls_optional: bool = False
+    # Its messages carry REQUIRETLS (RFC 8689): only a host with validated TLS that offers
+    # REQUIRETLS may take them; the others are passed over.
+    requiretls: bool = False
+    # The MX lookup (or its securely denied absence) validated under DNSSEC: only then may
+    # the hosts' TLSA records count (RFC 7672 2.2.1).
+    mx_secure: bool = False
 
 
 def domain_of(address: str) -> str:
@@ -55,9 +67,12 @@ def domain_of(address: str) -> str:
 
 
 class Router:
-    def __init__(self, config: DeliveryConfig, resolver: Resolver) -> None:
+    def __init__(self, config: DeliveryConfig, resolver: Resolver,
+                 dnssec: SecureLookup | None = None) -> None:
+        """`dnssec`: MX lookups validated (for DANE); None: plain lookups, never secure."""
         self.config = config
         self.resolver = resolver
+        self.dnssec = dnssec
         self._overrides = {d.lower().rstrip("."): parse_hostport(t)
                            for d, t in config.mx_override.items()}
 
@@ -72,20 +87,34 @@ class Router:
         if domain.startswith("[") and domain.endswith("]"):
             literal = domain[1:-1].removeprefix("ipv6:")
             return Destination(domain, [Host(literal, literal, SMTP_PORT)])
-        return Destination(domain, await self._mx_hosts(domain), policy_domain=domain)
+        mx, secure = await self._mx_records(domain)
+        return Destination(domain, await self._mx_hosts(domain, mx), policy_domain=domain,
+                           mx_secure=secure)
 
-    async def _mx_hosts(self, domain: str) -> list[Host]:
+    async def _mx_records(self, domain: str) -> tuple[list[tuple[int, dns.name.Name]], bool]:
+        """(preference, exchange) of each MX record, and whether the lookup was secure."""
         try:
-            # No MX records ([]): RFC 5321 5.1, the domain itself is the host.
-            records = [(r.preference, r.exchange) for r in await self.resolver.lookup(domain, "MX")]
+            if self.dnssec is None:
+                records, secure = await self.resolver.lookup(domain, "MX"), False
+            else:
+                answer = await self.dnssec.lookup(domain, "MX")
+                if answer.nxdomain:
+                    raise NoSuchDomain(domain)
+                records, secure = answer.records, answer.secure
         except NoSuchDomain:
             raise RouteError("5.1.2", f"domain {domain} does not exist (NXDOMAIN)", True) from None
         except TemporaryDnsError as exc:
             raise RouteError("4.4.3", f"cannot look up MX: {exc}", False) from None
+        except DnssecError as exc:
+            # RFC 7672 2.2.1: a bogus MX RRset is not used; the destination waits.
+            raise RouteError("4.7.5", f"MX of {domain} is DNSSEC-bogus: {exc}", False) from None
+        return [(r.preference, r.exchange) for r in records], secure
+
+    async def _mx_hosts(self, domain: str, records: list[tuple[int, dns.name.Name]]) -> list[Host]:
         if any(name == dns.name.root for _, name in records):
             # RFC 7505 3: a null MX, whatever else is there, means "no mail".
             raise RouteError("5.1.10", f"domain {domain} accepts no mail (null MX)", True)
-        if not records:
+        if not records:  # RFC 5321 5.1: the domain itself is the host
             return await self._addresses(domain, self.config.mx_port, implicit=True)
         hosts: list[Host] = []
         failures: list[RouteError] = []

@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from ..config import Config
-from ..resolver import NoSuchDomain, Resolver, TemporaryDnsError
+from ..resolver import Resolver, TemporaryDnsError
 from .dane import Tlsa, check_chain, usable
 from .dnssec import DnssecError, SecureLookup
 from .mtasts import MtaSts, Policy, PolicyCache, PolicyError
@@ -107,10 +107,13 @@ class TLSPolicies:
             return None, exc
         return (policy if policy is not None and policy.mode != "none" else None), None
 
-    async def host(self, domain: str, host: str, policy: Policy | None) -> HostSecurity:
+    async def host(self, domain: str, host: str, policy: Policy | None,
+                   mx_secure: bool) -> HostSecurity:
         """The requirement on `host`, an MX host of `domain`. TLSPolicyFailure when the host
-        may not be used at all (DNSSEC bogus, or not an MX host of an enforced policy)."""
-        tlsa = await self._tlsa(host)
+        may not be used at all (DNSSEC bogus, or not an MX host of an enforced policy).
+        `mx_secure`: the MX lookup that named the host was DNSSEC-secure; else an attacker
+        could have named the host, and its TLSA records prove nothing (RFC 7672 2.2.1)."""
+        tlsa = await self._tlsa(host) if mx_secure else None
         if tlsa is not None:
             return HostSecurity("dane", True, self.opportunistic, domain, policy, tlsa,
                                 [host, domain])
@@ -128,14 +131,12 @@ class TLSPolicies:
         if self.dane is None:
             return None
         try:
-            records, secure = await self.dane.records(f"_{self.port}._tcp.{host}", "TLSA")
+            answer = await self.dane.lookup(f"_{self.port}._tcp.{host}", "TLSA")
         except DnssecError as exc:
             raise TLSPolicyFailure("dnssec-invalid", f"DANE: {exc}") from None
         except TemporaryDnsError as exc:
             # RFC 7672 2.2: a failed TLSA lookup makes the host unusable, not DANE-less.
             raise TLSPolicyFailure("tlsa-invalid", f"DANE: TLSA lookup failed: {exc}") from None
-        except NoSuchDomain:
-            return None
-        if not secure or not records:
-            return None
-        return usable(records)
+        if not answer.secure or not answer.records:
+            return None  # insecure, or securely denied: opportunistic TLS (RFC 7672 2.2)
+        return usable(answer.records)

@@ -5,7 +5,9 @@ Delivery workers append one JSON line per outcome group to tls-policy/tlsrpt/<da
 (O_APPEND, synced after each delivery batch: several workers share the file). A report for a
 finished day is built from those lines, gzipped as application/tlsrpt+gzip in a
 multipart/report (5.3), and queued as mail to each `rua=mailto:` address, through our own
-queue like any other message; the day's file is then renamed *.sent, so each is sent once.
+queue like any other message, or POSTed to each `rua=https:` URI (report_post.py); the day's
+file is then renamed *.sent, so each is sent once (kept for the next run when every POST
+failed and nothing else took the report).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ..durable import fsync_dir
 from ..queue.envelope import Envelope, encode
 from ..queue.spool import ACTIVE, ENV_SUFFIX, MSG_SUFFIX, new_id, write_entry_file
 from ..resolver import NoSuchDomain, Resolver, TemporaryDnsError
-from .policy import HostSecurity
+from .policy import HostSecurity, verifying_context
+from .report_post import PostError, post_report
 
 log = logging.getLogger("mailforge.delivery")  # the delivery worker sends them
 
@@ -126,14 +129,19 @@ def build_report(domain: str, day: str, lines: list[dict], submitter: str, conta
             "policies": list(policies.values())}
 
 
-def rua_addresses(records: list[str]) -> list[str]:
-    """The mailto: addresses of the one TLSRPTv1 record (RFC 8460 3); https: is not used."""
+def rua_uris(records: list[str]) -> list[str]:
+    """The mailto: and https: URIs of the one TLSRPTv1 record (RFC 8460 3)."""
     found = [r for r in records if r.startswith("v=TLSRPTv1")]
     if len(found) != 1:
         return []
     fields = dict(p.strip().partition("=")[::2] for p in found[0].split(";") if p.strip())
     uris = [u.strip() for u in fields.get("rua", "").split(",")]
-    return [u[len("mailto:"):] for u in uris if u.lower().startswith("mailto:")][:MAX_RUA]
+    return [u for u in uris if u.lower().startswith(("mailto:", "https:"))][:MAX_RUA]
+
+
+def report_body(report: dict) -> bytes:
+    """application/tlsrpt+gzip (RFC 8460 5.3): the JSON report, gzipped."""
+    return gzip.compress(json.dumps(report).encode())
 
 
 def report_message(report: dict, domain: str, day: str, sender: str, recipient: str,
@@ -151,7 +159,7 @@ def report_message(report: dict, domain: str, day: str, sender: str, recipient: 
     message.set_content(f"TLS report of {submitter} for {domain}, {day} (RFC 8460).\n")
     start = int(datetime.datetime.fromisoformat(f"{day}T00:00:00+00:00").timestamp())
     message.add_attachment(
-        gzip.compress(json.dumps(report).encode()), maintype="application", subtype="tlsrpt+gzip",
+        report_body(report), maintype="application", subtype="tlsrpt+gzip",
         filename=f"{submitter}!{domain}!{start}!{start + 86399}.json.gz")
     message.set_type("multipart/report")  # keeps the boundary
     message.set_param("report-type", "tlsrpt")
@@ -169,6 +177,7 @@ class Sender:
         self.directory = config.tls_policy_dir / "tlsrpt"
         self.submitter = config.server.hostname
         self.sender = config.outbound_tls.tlsrpt_sender or f"postmaster@{self.submitter}"
+        self.https = verifying_context(config.outbound_tls.ca_file)
 
     def due_days(self) -> list[str]:
         """Days before today (UTC) with results not yet sent."""
@@ -188,7 +197,7 @@ class Sender:
             if domain.endswith(SENT_SUFFIX):
                 continue
             try:
-                rua = rua_addresses(self.resolver.txt_blocking(f"_smtp._tls.{domain}"))
+                rua = rua_uris(self.resolver.txt_blocking(f"_smtp._tls.{domain}"))
             except NoSuchDomain:
                 rua = []
             except TemporaryDnsError as exc:
@@ -197,14 +206,37 @@ class Sender:
             if rua:
                 lines = [json.loads(line) for line in (folder / domain).read_text().splitlines()]
                 report = build_report(domain, day, lines, self.submitter, self.sender)
-                ids = [self._queue(report_message(report, domain, day, self.sender, to,
-                                                  self.submitter), to) for to in rua]
-                done.append(f"{domain}: report queued to {', '.join(rua)} ({', '.join(ids)})")
+                sent, failed = self._deliver(report, domain, day, rua)
+                if failed and not sent:
+                    done.append(f"{domain}: {'; '.join(failed)}; tried again later")
+                    continue
+                done.append(f"{domain}: report {', '.join(sent + failed)}")
             else:
-                done.append(f"{domain}: publishes no _smtp._tls mailto: address; nothing sent")
+                done.append(f"{domain}: publishes no _smtp._tls mailto: or https: URI; nothing sent")
             os.rename(folder / domain, folder / (domain + SENT_SUFFIX))
             fsync_dir(folder)
         return done
+
+    def _deliver(self, report: dict, domain: str, day: str,
+                 rua: list[str]) -> tuple[list[str], list[str]]:
+        """The report to each URI: what was done, and what failed."""
+        sent, failed = [], []
+        for uri in rua:
+            if uri.lower().startswith("mailto:"):
+                to = uri[len("mailto:"):]
+                queue_id = self._queue(report_message(report, domain, day, self.sender, to,
+                                                      self.submitter), to)
+                sent.append(f"queued to {to} ({queue_id})")
+                continue
+            try:
+                post_report(uri, report_body(report), self.https, self.resolver)
+            except PostError as exc:
+                log.warning("TLS report of %s not posted: %s", domain, exc)
+                failed.append(f"not posted: {exc}")
+            else:
+                log.info("TLS report of %s posted to %s", domain, uri)
+                sent.append(f"posted to {uri}")
+        return sent, failed
 
     def _queue(self, message: bytes, recipient: str) -> str:
         queue_id = new_id()
