@@ -89,7 +89,7 @@ def test_logs_follow_prints_new_records_through_a_logrotate_move(make_server):
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
     try:
-        time.sleep(1)  # the follower is at the file's end
+        _wait_for_the_follower(server, lines)
         pop3_session(server)
         smtp_session(server)
         seen = _read_until(lines, "disconnect")
@@ -102,6 +102,20 @@ def test_logs_follow_prints_new_records_through_a_logrotate_move(make_server):
     finally:
         follower.terminate()
         follower.wait(10)
+
+
+def _wait_for_the_follower(server, lines: queue.Queue[str], timeout: float = 60) -> None:
+    """SMTP sessions until the follower prints one: from then on it is at the file's end (a
+    fixed sleep is too short for a loaded machine starting Python)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        smtp_session(server)
+        try:
+            _read_until(lines, "disconnect", timeout=2)
+            return
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise
 
 
 def _read_until(lines: queue.Queue[str], text: str, timeout: float = 15) -> list[str]:
