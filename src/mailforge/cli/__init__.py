@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import __version__, config as configuration, speedups, tls
 from . import abuse as abuse_cli, accounts as accounts_cli, accountsdb as accountsdb_cli
 from . import acl as acl_cli, admin as admin_cli, backup as backup_cli, dkim as dkim_cli
-from . import limits as limits_cli, logs as logs_cli
+from . import limits as limits_cli, logs as logs_cli, nodes as nodes_cli
 from . import queue as queue_cli, store as store_cli, tlsrpt as tlsrpt_cli
 from ..auth.accounts import Accounts, open_accounts
 from ..errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     control.register(sub)
     accounts_cli.register(sub)
+    nodes_cli.register(sub)
     accountsdb_cli.register(sub)
     limits_cli.register(sub)
     queue_cli.register(sub)
