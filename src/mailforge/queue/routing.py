@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import dns.name
 
+from ..auth.api import Node
 from ..config import DeliveryConfig, parse_hostport
 from ..resolver import NoSuchDomain, Resolver, TemporaryDnsError
 
@@ -34,6 +35,8 @@ class Host:
     name: str  # what the host is called: for logs, DSNs and the TLS server name
     address: str
     port: int
+    # A cluster node's internal port (mailbox routing): it takes a PROXY header first.
+    proxy_protocol: bool = False
 
 
 @dataclass
@@ -48,6 +51,12 @@ class Destination:
     policy_domain: str = ""
     # Its messages carry "TLS-Required: No" (RFC 8689 5): a TLS policy failure may pass.
     tls_optional: bool = False
+
+
+def owner_destination(owner: Node) -> Destination:
+    """The internal SMTP port of the node that owns a mailbox (Postfix's transport_maps)."""
+    return Destination(f"node {owner.name}", [Host(owner.name, owner.host, owner.smtp_port,
+                                                   proxy_protocol=True)])
 
 
 def domain_of(address: str) -> str:
