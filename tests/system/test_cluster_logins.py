@@ -1,16 +1,18 @@
-"""Mailbox routing's logins on one real node (README "Scaling out"): a proxied login (SASL
-PLAIN with the [cluster] secret_file master secret) counts only from a proxy_trusted peer and
-with the right secret; a PROXY header from elsewhere is refused; a mailbox whose owner node
-cannot be reached gets a temporary error, never a wrong-password answer."""
+"""Mailbox routing on one real node (README "Scaling out"): a proxied login (SASL PLAIN with
+the [cluster] secret_file master secret) counts only from a proxy_trusted peer and with the
+right secret; a PROXY header from elsewhere is refused; a mailbox whose owner node cannot be
+reached gets a temporary error, never a wrong-password answer; mail a node relays to an
+owner (PROXY LOCAL) is not checked again, as its client's was."""
 
 from __future__ import annotations
 
 import base64
+import smtplib
 import socket
 
 import pytest
 
-from mailforge.protocols.connection.proxy import v2_header
+from mailforge.protocols.connection.proxy import V2_LOCAL_HEADER, v2_header
 from .conftest import PASSWORD, USER, cli, free_port
 
 SECRET = "the-cluster-master-secret"
@@ -87,3 +89,31 @@ def test_an_owner_that_is_down_is_a_temporary_error(node):
     assert imap_auth(node, plain("", OWNED_ELSEWHERE, PASSWORD)).startswith(b"A1 NO [UNAVAILABLE]")
     assert "cannot proxy the imap session from 127.0.0.1 to node gone" in node.log()
     assert imap_auth(node, plain("", USER, PASSWORD)).startswith(b"A1 OK")  # others go on
+
+
+def smtp_status(server, header: bytes) -> int:
+    """A message from a DMARC domain (whose DNS never answers) after `header`: the reply code."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    sock.sendall(header)
+    client = smtplib.SMTP()
+    client.sock = sock
+    try:
+        assert client.getreply()[0] == 220
+        client.ehlo("relay.test")
+        client.mail("dave@slow.test")
+        assert client.rcpt(USER)[0] == 250
+        return client.data(b"From: dave@slow.test\r\nSubject: hi\r\n\r\nhi\r\n")[0]
+    finally:
+        client.close()
+
+
+def test_mail_a_node_relays_is_not_checked_again(make_server, silent_nameserver):
+    server = make_server(dns={"nameservers": [silent_nameserver.nameserver], "timeout": 0.3,
+                              "lifetime": 0.6},
+                         authentication={"inbound_checks": True},
+                         server={"proxy_trusted": ["127.0.0.1/32"]}, smtp={"proxy_protocol": True})
+    server.start()
+    # A client through the balancer: its sender's DMARC policy cannot be read, so 451.
+    assert smtp_status(server, v2_header(("192.0.2.9", 40000), ("127.0.0.1", server.port))) == 451
+    assert smtp_status(server, V2_LOCAL_HEADER) == 250  # a node, speaking for itself
+    server.wait_delivered(1)

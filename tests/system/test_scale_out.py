@@ -164,7 +164,8 @@ def stored(node) -> list[Path]:
 
 def proxied_to_b(node, service: str) -> float:
     """How many of `service`'s sessions `node` proxied to node b, by its metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(node)}/metrics", timeout=10) as page:
+    url = f"http://127.0.0.1:{metrics_port(node)}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as page:
         text = page.read().decode()
     labels = ('node="b"', 'result="ok"', f'service="{service}"')
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()

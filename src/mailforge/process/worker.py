@@ -41,6 +41,7 @@ from ..protocols.autoconfig import ClientSettings, answer as autoconfig_answer
 from ..protocols.connection.driver import SessionContext, SessionDriver
 from ..protocols.connection.owners import ClusterRouting
 from ..protocols.connection.proxied import ProxiedServer
+from ..protocols.connection.proxy import ProxyHeader
 from ..protocols.connection.record import ServiceMeters
 from ..protocols.connection.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from ..protocols.imap.state import IMAPSettings
@@ -244,8 +245,13 @@ class Worker:
                                         ssl=self.context.tls_context,
                                         ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
 
-    def _new_connection(self, source: tuple[str, int] | None = None) -> Connection:
-        conn = Connection(self._start_session, source)
+    def _new_connection(self, header: ProxyHeader | None = None) -> Connection:
+        """`header`: the PROXY header a proxy_protocol listener read first."""
+        if header is None:
+            conn = Connection(self._start_session)
+        else:
+            conn = Connection(self._start_session, header.source,
+                              peer_speaks_for_itself=header.source is None)
         self.accepted_conns.add(conn)
         return conn
 

@@ -68,8 +68,8 @@ class IMAPDriver(SessionDriver):
 
     def __init__(self, conn: Connection, ctx: IMAPContext) -> None:
         super().__init__(conn, ctx)
-        self.machine = IMAPMachine(ctx.settings, ctx.accounts, ctx.open_mailbox, tls_active=conn.tls,
-                                   proxy_logins=self.proxy_logins)
+        self.machine = IMAPMachine(ctx.settings, ctx.accounts, ctx.open_mailbox,
+                                   tls_active=conn.tls, proxy_logins=self.proxy_logins)
         self.parser = CommandParser(max_literal=ctx.settings.max_append)
         self.counted_user = ""  # the user this session is counted against in the rate-keeper
 

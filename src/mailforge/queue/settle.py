@@ -95,7 +95,8 @@ class Settler:
             for entry in entries:
                 entry.failed.update(dict.fromkeys(entry.remote, str(exc)))
             return
-        pinned = {mailbox: route for entry in entries for mailbox, route in entry.owner_routes.items()}
+        pinned = {mailbox: route for entry in entries
+                  for mailbox, route in entry.owner_routes.items()}
         results = self.outbound.deliver(messages, heartbeat, pinned)
         for entry in entries:
             for address in entry.remote:

@@ -41,13 +41,15 @@ class LineTooLong(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
-                 "peer_ip", "peer_port", "socket_peer_ip", "local_port", "closed", "last_activity", "idle_reply",
+                 "peer_ip", "peer_port", "socket_peer_ip", "peer_speaks_for_itself",
+                 "local_port", "closed", "last_activity", "idle_reply",
                  "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
                  "_line_start", "_line_spent", "_writable", "_source", "_deflate",
                  "bytes_in", "bytes_out", "__weakref__")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]],
-                 source: tuple[str, int] | None = None) -> None:
+                 source: tuple[str, int] | None = None,
+                 peer_speaks_for_itself: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
         self._handler = handler
         self._buffer = bytearray()
@@ -59,6 +61,10 @@ class Connection(asyncio.Protocol):
         # The connection's own peer: the load balancer or node that sent a PROXY header, else
         # the client (peer_ip) itself.
         self.socket_peer_ip = ""
+        # A proxy_trusted peer sent a PROXY header naming no client (v2 LOCAL, v1 UNKNOWN): it
+        # speaks for itself. A cluster node relaying mail it accepted (and checked already) to
+        # the mailbox's owner does, as does a balancer's health check.
+        self.peer_speaks_for_itself = peer_speaks_for_itself
         self.local_port = 0
         self.closed = False
         self.last_activity = time.monotonic()

@@ -58,8 +58,8 @@ async def connect(host: str, port: int, client: tuple[str, int]) -> Upstream:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, limit=MAX_LINE), CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
-        raise OwnerUnavailable(f"cannot connect to {host}:{port}: "
-                               f"{exc.strerror if isinstance(exc, OSError) else 'timed out'}") from None
+        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror
+        raise OwnerUnavailable(f"cannot connect to {host}:{port}: {reason}") from None
     owner_address = writer.get_extra_info("peername")[:2]
     writer.write(proxy.v2_header(client, owner_address))
     return Upstream(reader, writer)
