@@ -8,7 +8,7 @@ import pytest
 from mailforge.auth.proxylogin import ProxyLogins, read_secret
 from mailforge.auth.sasl import AUTH_FAILED, AuthExchange, StepKind, mechanisms
 from mailforge.config import Config
-from mailforge.errors import MailforgeError
+from mailforge.errors import UsageError
 
 SECRET = b"s3cret-of-the-whole-cluster"
 USER = "carol@example.com"
@@ -71,10 +71,10 @@ def test_the_secret_file_is_read_and_checked(tmp_path):
     config.server.data_dir = str(tmp_path)
     assert read_secret(config) is None  # no secret_file: no proxying
     config.cluster.secret_file = "cluster.secret"
-    with pytest.raises(MailforgeError, match="cannot read"):
+    with pytest.raises(UsageError, match="cannot read"):
         read_secret(config)
     (tmp_path / "cluster.secret").write_bytes(b"short\n")
-    with pytest.raises(MailforgeError, match="shorter than 16"):
+    with pytest.raises(UsageError, match="shorter than 16"):
         read_secret(config)
     (tmp_path / "cluster.secret").write_bytes(SECRET + b"\n")
     assert read_secret(config) == SECRET

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 
 from ..config import Config
-from ..errors import MailforgeError
+from ..errors import UsageError
 from .api import LoginStatus
 
 # A master secret shorter than this is refused at start: it guards every mailbox at once.
@@ -37,7 +37,9 @@ class ProxyLogins:
 
 
 def read_secret(config: Config) -> bytes | None:
-    """The master secret of [cluster] secret_file; None when none is configured."""
+    """The master secret of [cluster] secret_file; None when none is configured. UsageError
+    for a file that cannot be read or a secret too weak: `serve` and `check-config` say so
+    before any worker starts."""
     name = config.cluster.secret_file
     if not name:
         return None
@@ -46,11 +48,11 @@ def read_secret(config: Config) -> bytes | None:
         with open(path, "rb") as fh:
             secret = fh.readline().rstrip(b"\r\n")
     except OSError as exc:
-        raise MailforgeError(f"[cluster] secret_file: cannot read {path}: {exc.strerror}") from None
+        raise UsageError(f"[cluster] secret_file: cannot read {path}: {exc.strerror}") from None
     if b"\0" in secret:
-        raise MailforgeError(f"[cluster] secret_file: the secret in {path} holds a NUL byte, "
+        raise UsageError(f"[cluster] secret_file: the secret in {path} holds a NUL byte, "
                              "which SASL PLAIN cannot carry")
     if len(secret) < MIN_SECRET_LENGTH:
-        raise MailforgeError(f"[cluster] secret_file: the secret in {path} is shorter than "
+        raise UsageError(f"[cluster] secret_file: the secret in {path} is shorter than "
                              f"{MIN_SECRET_LENGTH} characters")
     return secret

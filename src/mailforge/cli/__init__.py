@@ -13,6 +13,7 @@ from . import acl as acl_cli, admin as admin_cli, backup as backup_cli, dkim as 
 from . import limits as limits_cli, logs as logs_cli, nodes as nodes_cli
 from . import queue as queue_cli, store as store_cli, tlsrpt as tlsrpt_cli
 from ..auth.accounts import Accounts, open_accounts
+from ..auth.proxylogin import read_secret
 from ..errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
 from ..process import control, permissions, privileges, sandbox
 
@@ -145,6 +146,7 @@ def cmd_serve(args: argparse.Namespace, config: configuration.Config) -> int:
     logs.configure(config.log.format, config.log.target, config.log.level, config.log_dir, owner)
     warn_open_relay(config)
     warn_sandbox()
+    read_secret(config)  # its workers would read it; a fault is one line now, not a boot loop
     return serve(config)
 
 
@@ -166,6 +168,7 @@ def cmd_check_config(args: argparse.Namespace, config: configuration.Config) -> 
         raise UsageError(f"{config.path}: [server] data_dir: {config.data_dir} is not a directory")
     with open_accounts(config) as accounts:
         accounts.database.ready()
+    read_secret(config)
     for warning in tls.check(config):
         print(f"mailforge: warning: {warning}", file=sys.stderr)
     warn_open_relay(config)

@@ -74,6 +74,7 @@ async def splice(conn: Connection, upstream: Upstream) -> None:
     finally:
         for direction in directions:
             direction.cancel()
+        await asyncio.gather(*directions, return_exceptions=True)
         upstream.close()
 
 
