@@ -255,8 +255,16 @@ class ClusterConfig:
     # or "rediss://..." for TLS; "" = this node's counts only. Unreachable: the node falls
     # back to its own counts (fail open) and re-registers its connections when it is back.
     redis: str = ""
-    # This node's name in the shared counts; "" = [server] hostname. Unique per node.
+    # This node's name in the shared counts; "" = [server] hostname. Unique per node. Also
+    # its name in the accounts' node table (`mailforge node add`): mailboxes owned by another
+    # node are proxied (POP3, IMAP) or relayed (SMTP) to it.
     node: str = ""
+    # A file (relative paths: under the data dir) whose first line is the cluster's master
+    # secret, the same on every node, at least 16 characters, readable by the [server] user.
+    # With it, a node proxies the POP3/IMAP sessions of mailboxes another node owns, logging
+    # in there for the user with it, and accepts such logins from [server] proxy_trusted
+    # peers. "" = neither: sessions of mailboxes owned elsewhere get a temporary error.
+    secret_file: str = ""
 
 
 @dataclass

@@ -60,6 +60,10 @@ DEFINITIONS: dict[str, Definition] = {
     "connections_refused_total": Definition(
         "counter", "Connections refused before the greeting", ("service", "reason")),
     "sessions_total": Definition("counter", "Sessions served (not refused)", ("service",)),
+    "proxied_sessions_total": Definition(
+        "counter", "POP3/IMAP sessions of mailboxes another node owns, proxied to it (result "
+        "ok) or refused for now because it could not be reached (unavailable)",
+        ("service", "node", "result")),
     "commands_total": Definition("counter", "Commands handled", ("service", "outcome")),
     "auth_total": Definition("counter", "Login attempts", ("service", "result")),
     "messages_received_total": Definition("counter", "Messages accepted into the queue", ("service",)),

@@ -2,14 +2,20 @@
 checks against /health, in front of three mailforge nodes (own data dirs and ports) that share
 one PostgreSQL accounts database and one Redis for their counts. A user added once logs in on
 every node; `block_after` failed logins and an outbound limit hold over the three together.
+A mailbox owned by one node is read through any node (proxied) and its mail, accepted by any
+node, is stored by its owner alone.
 
 The setup is README "Scaling out"'s (tests/haproxy.py writes the HAProxy configuration).
 """
 
 from __future__ import annotations
 
+import imaplib
 import poplib
 import re
+import smtplib
+import urllib.request
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -24,6 +30,8 @@ from .test_cluster_counters import THRESHOLDS, wait_for
 from .test_outbound_limits import BOB, send
 
 NODES = ("a", "b", "c")
+# The cluster's master secret, for the logins a node makes at a mailbox's owner.
+CLUSTER_SECRET = "0123456789abcdef-cluster"
 ATTACKER = "127.0.0.3"
 LIMIT = 3  # alice's outbound messages an hour, over all nodes
 
@@ -39,24 +47,28 @@ def cluster(tmp_path_factory):
     try:
         for name in NODES:
             node = Server(tmp_path_factory.mktemp(f"node-{name}"), pop3_services=True,
-                          accounts=False, abuse=THRESHOLDS,
+                          imap_services=True, accounts=False, abuse=THRESHOLDS,
                           server={"hostname": f"node-{name}.example.test",
                                   "proxy_trusted": ["127.0.0.1/32"], "allow_plaintext_auth": True},
                           smtp={"proxy_protocol": True}, pop3={"proxy_protocol": True},
+                          imap={"proxy_protocol": True},
                           metrics={"listen": f"127.0.0.1:{free_port()}"},
-                          cluster={"redis": redis.url, "node": name})
+                          cluster={"redis": redis.url, "node": name,
+                                   "secret_file": "cluster.secret"})
             (node.dir / "pg.password").write_text(PG_PASSWORD + "\n")
+            (node.dir / "cluster.secret").write_text(CLUSTER_SECRET + "\n")
             node.reconfigure({"accounts": {"backend": "postgresql", "dsn": dsn,
                                            "password_file": "pg.password", "timeout": 2.0}})
             node.start()
             nodes.append(node)
-        balancer = HAProxy(tmp_path_factory.mktemp("haproxy"), ["smtp", "pop3"],
-                           [{"smtp": n.port, "pop3": n.pop3_port,
-                             "metrics": int(n.config.metrics.listen.rsplit(":", 1)[1])}
+        balancer = HAProxy(tmp_path_factory.mktemp("haproxy"), ["smtp", "pop3", "imap"],
+                           [{"smtp": n.port, "pop3": n.pop3_port, "imap": n.imap_port,
+                             "metrics": metrics_port(n)}
                             for n in nodes])
-        balancer.wait_all_up(2 * len(NODES))
+        balancer.wait_all_up(3 * len(NODES))
         yield SimpleNamespace(
-            balancer=SimpleNamespace(port=balancer.ports["smtp"], pop3_port=balancer.ports["pop3"]),
+            balancer=SimpleNamespace(port=balancer.ports["smtp"], pop3_port=balancer.ports["pop3"],
+                                     imap_port=balancer.ports["imap"]),
             nodes=nodes, redis=redis, database=database)
     finally:
         if balancer is not None:
@@ -65,6 +77,10 @@ def cluster(tmp_path_factory):
             node.stop()
         redis.stop()
         database.remove()
+
+
+def metrics_port(node) -> int:
+    return int(node.config.metrics.listen.rsplit(":", 1)[1])
 
 
 def pop3_node(balancer) -> str:
@@ -104,3 +120,86 @@ def test_one_user_on_every_node_and_limits_over_all_three(cluster):
     # Each node accepted one of them (round robin) and delivered it into its own store.
     wait_for(lambda: [len(n.delivered(BOB)) for n in (a, b, c)] == [1, 1, 1],
              "one message delivered on each node")
+
+
+ROUTED_DOMAIN = "routed.test"
+CAROL = f"carol@{ROUTED_DOMAIN}"  # her mailbox is node b's
+
+
+def imap_read(balancer) -> tuple[str, list[bytes]]:
+    """Carol's INBOX over IMAP through the balancer: the node that took the connection, and
+    her messages' subjects."""
+    client = imaplib.IMAP4("127.0.0.1", balancer.imap_port, timeout=30)
+    try:
+        served_by = re.search(rb"node-(\w)\.example\.test", client.welcome).group(1).decode()
+        client.login(CAROL, PASSWORD)
+        assert client.select("INBOX")[0] == "OK"
+        _, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        subjects = sorted(part[1].strip() for part in data if isinstance(part, tuple))
+    finally:
+        client.logout()
+    return served_by, subjects
+
+
+def pop3_count(balancer) -> tuple[str, int]:
+    """Carol's maildrop over POP3 through the balancer: the node that took the connection, and
+    how many messages it holds."""
+    client = poplib.POP3("127.0.0.1", balancer.pop3_port, timeout=30)
+    try:
+        served_by = re.search(rb"@node-(\w)\.example\.test>", client.getwelcome()).group(1).decode()
+        client.user(CAROL)
+        assert client.pass_(PASSWORD).startswith(b"+OK")
+        count = client.stat()[0]
+    finally:
+        client.quit()
+    return served_by, count
+
+
+def stored(node) -> list[Path]:
+    """Carol's messages in `node`'s store, new or seen (IMAP moves them from new/ to cur/)."""
+    maildir = node.maildir(CAROL)
+    return [path for sub in ("new", "cur") if (maildir / sub).is_dir()
+            for path in (maildir / sub).iterdir()]
+
+
+def proxied_to_b(node, service: str) -> float:
+    """How many of `service`'s sessions `node` proxied to node b, by its metrics."""
+    url = f"http://127.0.0.1:{metrics_port(node)}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as page:
+        text = page.read().decode()
+    labels = ('node="b"', 'result="ok"', f'service="{service}"')
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("mailforge_proxied_sessions_total{")
+               and all(label in line for label in labels))
+
+
+def test_a_mailbox_owned_by_one_node_is_served_through_every_node(cluster):
+    balancer, (a, b, c) = cluster.balancer, cluster.nodes
+    cli(a.conf, "domain", "add", ROUTED_DOMAIN)  # on one node: the database is shared
+    cli(a.conf, "user", "add", CAROL, "--password-stdin", input=PASSWORD + "\n")
+    for node in cluster.nodes:  # each node's internal ports, as the others reach them
+        name = node.config.cluster.node
+        cli(c.conf, "node", "add", name, "--host", "127.0.0.1", "--smtp-port", str(node.port),
+            "--pop3-port", str(node.pop3_port), "--imap-port", str(node.imap_port))
+    cli(b.conf, "user", "set", CAROL, "--node", "b")
+    assert "b (its own)" in cli(a.conf, "user", "show", CAROL).stdout
+
+    # Three messages, one accepted by each node (round robin): all three stored on b, once.
+    for number in range(1, 4):
+        with smtplib.SMTP("127.0.0.1", balancer.port, timeout=30) as client:
+            client.sendmail("dave@remote.test", [CAROL],
+                            f"From: dave@remote.test\r\nSubject: routed {number}\r\n\r\nhi\r\n")
+    wait_for(lambda: len(b.delivered(CAROL)) >= 3, "three messages in b's store")
+
+    # Read through every node: a and c proxy to b, b serves itself.
+    subjects = [b"Subject: routed 1", b"Subject: routed 2", b"Subject: routed 3"]
+    assert sorted(imap_read(balancer) for _ in NODES) == [(n, subjects) for n in NODES]
+    assert sorted(pop3_count(balancer) for _ in NODES) == [(n, 3) for n in NODES]
+    assert all(proxied_to_b(node, service) == 1 for node in (a, c) for service in ("imap", "pop3"))
+    assert all(proxied_to_b(b, service) == 0 for service in ("imap", "pop3"))
+    owner_log = b.log()
+    assert all(f"{CAROL}: {service} login from 127.0.0.1 via node {front}" in owner_log
+               for service in ("IMAP", "POP3") for front in ("a", "c"))
+
+    # Exactly once, and nowhere but on b (the sessions above gave duplicates time to show).
+    assert [len(stored(node)) for node in (a, b, c)] == [0, 3, 0]

@@ -88,10 +88,12 @@ def test_schema_6_migrates_to_7_with_the_console_tables(tmp_path):
     Accounts(path, create=True).close()
     with sqlite3.connect(path) as raw:
         raw.executescript("DROP TABLE admin_domains; DROP TABLE admin_sessions; "
-                          "DROP TABLE admin_audit; DROP TABLE admins; PRAGMA user_version = 6;")
+                          "DROP TABLE admin_audit; DROP TABLE admins; DROP TABLE nodes; "
+                          "ALTER TABLE domains DROP COLUMN node; "
+                          "ALTER TABLE mailboxes DROP COLUMN node; PRAGMA user_version = 6;")
     raw.close()
     with Accounts(path) as migrated:
-        assert migrated.database.fetchone("PRAGMA user_version")[0] == accounts_database.SCHEMA_VERSION == 7
+        assert migrated.database.fetchone("PRAGMA user_version")[0] == accounts_database.SCHEMA_VERSION
         migrated.directory.domain_add("one.test")
         migrated.admins.admin_add("boss", "pw", "system", [])
         assert migrated.admins.check_admin_password("boss", "pw") is not None

@@ -113,7 +113,7 @@ def test_schema_3_migrates_to_the_current_one(tmp_path, template):
         DROP TABLE domains; ALTER TABLE d RENAME TO domains;
         DROP TABLE send_limits;
         DROP TABLE admin_domains; DROP TABLE admin_sessions; DROP TABLE admin_audit;
-        DROP TABLE admins;
+        DROP TABLE admins; DROP TABLE nodes;
         PRAGMA user_version = 3;
     """)
     raw.close()

@@ -15,6 +15,7 @@ from .sql.credentials import Credentials
 from .sql.database import Database
 from .sql.directory import Directory
 from .sql.mailboxsettings import MailboxSettings
+from .sql.nodes import Nodes
 from .sql.sendlimits import SendLimits
 from .sqlite.database import Database as SQLiteDatabase
 
@@ -32,6 +33,7 @@ class Accounts:
         self.send_limits = SendLimits(self.database)
         self.mailbox_settings = MailboxSettings(self.database)
         self.admins = Admins(self.database)
+        self.nodes = Nodes(self.database)
 
     def close(self) -> None:
         self.database.close()

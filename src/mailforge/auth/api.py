@@ -52,6 +52,23 @@ class UserInfo:
     address: str
     disabled: bool
     created: float
+    node: str = ""  # the node that owns the mailbox, its own or its domain's ("": none)
+
+
+# A cluster node's internal ports, when `node add` is not told others: the standard ones.
+DEFAULT_NODE_PORTS = {"imap": 143, "pop3": 110, "smtp": 25}
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of a cluster, and where the others reach its services (mailbox routing: its
+    owned mailboxes' POP3/IMAP sessions are proxied there, their mail relayed there)."""
+
+    name: str
+    host: str
+    imap_port: int = DEFAULT_NODE_PORTS["imap"]
+    pop3_port: int = DEFAULT_NODE_PORTS["pop3"]
+    smtp_port: int = DEFAULT_NODE_PORTS["smtp"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,20 @@ class RecipientResolver(Protocol):
     """SMTP's MAIL and RCPT, and local delivery: where mail to an address goes."""
 
     def lookup_recipient(self, address: str) -> Lookup: ...
+
+
+class OwnerResolver(Protocol):
+    """Mailbox routing (POP3/IMAP proxying, delivery): the node that owns a canonical mailbox
+    address, by the mailbox's own setting or else its domain's; None when neither names one
+    (the mailbox is served wherever its session or mail arrives)."""
+
+    def owner(self, address: str) -> Node | None: ...
+
+
+class LoginStatus(Protocol):
+    """A proxied login (auth.proxylogin): may this mailbox log in at all (it exists, enabled)?"""
+
+    def may_log_in(self, address: str) -> bool: ...
 
 
 class Authenticator(Protocol):

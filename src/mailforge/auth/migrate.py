@@ -14,7 +14,7 @@ from .sql.database import Connection, Database, count
 from .sql.schema import TABLES
 
 # The tables that hold accounts: a target with rows in any of them is "not empty".
-ACCOUNT_TABLES = ("domains", "mailboxes", "aliases", "send_limits")
+ACCOUNT_TABLES = ("nodes", "domains", "mailboxes", "aliases", "send_limits")
 
 
 def copy_accounts(source: Database, target: Database, *, replace: bool = False) -> dict[str, int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 import re
@@ -28,6 +29,7 @@ from typing import Callable, Generator
 from ..addresses import normalize_address
 from ..errors import UsageError
 from .api import AccountsUnavailable, Authenticator
+from .proxylogin import ProxyLogins
 
 MECHANISMS = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN")
 # They put the password itself on the wire: only inside TLS, unless the operator allows it.
@@ -74,6 +76,8 @@ class Step:
     challenge: str = ""
     user: str = ""
     reason: str = ""
+    # On success, the cluster node that logged in on the user's behalf (auth.proxylogin).
+    via: str = ""
 
 
 class SASLError(Exception):
@@ -82,6 +86,14 @@ class SASLError(Exception):
 
 class _Refused(Exception):
     """Ends an exchange with a failure; the message is the reason."""
+
+
+class _NeedsTLS(Exception):
+    """PLAIN outside TLS, taken only for a proxied login, carried a user's own password."""
+
+
+class _Proxied(Exception):
+    """Ends an exchange with a proxied login: args are the user and the node."""
 
 
 # A mechanism is a generator: it gets the initial response (None when absent), yields each
@@ -103,8 +115,12 @@ class AuthExchange:
     from the mechanism the client names to the step that ends it; one login after another may
     go through it."""
 
-    def __init__(self, accounts: Authenticator, hostname: str) -> None:
+    def __init__(self, accounts: Authenticator, hostname: str,
+                 proxy_logins: ProxyLogins | None = None) -> None:
+        """`proxy_logins`: on a connection from a cluster peer, the proxied logins it may make
+        (PLAIN with the master secret, even where plaintext mechanisms are not offered)."""
         self._accounts, self._hostname = accounts, hostname
+        self._proxy_logins = proxy_logins
         self._session: SASLSession | None = None
 
     @property
@@ -115,10 +131,14 @@ class AuthExchange:
     def start(self, mechanism: str, initial_response: str | None, offered: list[str]) -> Step:
         """Begin with `mechanism` if it is among the `offered` (see `mechanisms`)."""
         mechanism = mechanism.upper()
-        if mechanism not in offered:
+        # A cluster peer's proxied login travels in the clear on the internal network: PLAIN
+        # is taken for it alone where plaintext mechanisms are not offered.
+        proxy_only = mechanism == "PLAIN" and self._proxy_logins is not None
+        if mechanism not in offered and not proxy_only:
             kind = StepKind.NEEDS_TLS if mechanism in PLAINTEXT_MECHANISMS else StepKind.UNSUPPORTED
             return Step(kind)
-        self._session = SASLSession(mechanism, self._accounts, self._hostname)
+        self._session = SASLSession(mechanism, self._accounts, self._hostname,
+                                    self._proxy_logins, passwords=mechanism in offered)
         return self._went_on(self._session.start(initial_response))
 
     def answer(self, line: bytes) -> Step:
@@ -142,11 +162,16 @@ class AuthExchange:
 
 
 class SASLSession:
-    def __init__(self, mechanism: str, accounts: Authenticator, hostname: str) -> None:
+    def __init__(self, mechanism: str, accounts: Authenticator, hostname: str,
+                 proxy_logins: ProxyLogins | None = None, passwords: bool = True) -> None:
+        """`proxy_logins` and `passwords` (whether a user's own password may be taken) are
+        PLAIN's: see AuthExchange."""
         self.mechanism = mechanism.upper()
         run = _MECHANISMS.get(self.mechanism)
         if run is None:
             raise SASLError("unsupported mechanism")
+        if run is _plain:
+            run = functools.partial(_plain, proxy_logins=proxy_logins, passwords=passwords)
         self._run, self._accounts, self._hostname = run, accounts, hostname
         self._exchange: Exchange | None = None
         self._finished = False
@@ -178,6 +203,11 @@ class SASLSession:
             return self._finish(Step(StepKind.SUCCESS, user=done.value))
         except _Refused as exc:
             return self._finish(Step(StepKind.FAILURE, reason=str(exc)))
+        except _Proxied as proxied:
+            user, node = proxied.args
+            return self._finish(Step(StepKind.SUCCESS, user=user, via=node))
+        except _NeedsTLS:
+            return self._finish(Step(StepKind.NEEDS_TLS))
         except AccountsUnavailable:
             return self._finish(Step(StepKind.UNAVAILABLE))
         return Step(StepKind.CHALLENGE, challenge=base64.b64encode(challenge).decode("ascii"))
@@ -191,13 +221,22 @@ class SASLSession:
 
 # -- the mechanisms
 
-def _plain(accounts: Authenticator, hostname: str, initial: bytes | None) -> Exchange:
-    """RFC 4616: authzid NUL authcid NUL password, in one message."""
+def _plain(accounts: Authenticator, hostname: str, initial: bytes | None,
+           proxy_logins: ProxyLogins | None = None, passwords: bool = True) -> Exchange:
+    """RFC 4616: authzid NUL authcid NUL password, in one message. From a cluster peer
+    (`proxy_logins`), an authzid other than the authcid is a proxied login: the authcid is
+    the node, the password the master secret."""
     message = initial if initial is not None else (yield b"")
     fields = message.split(b"\0")
     if len(fields) != 3:
         raise _Refused("PLAIN takes authzid, user and password separated by NUL")
     authzid, user, password = map(_text, fields)
+    if proxy_logins is not None and authzid and _canonical(authzid) != _canonical(user):
+        if not proxy_logins.authorize(authzid, user, password):
+            raise _Refused(AUTH_FAILED)
+        raise _Proxied(normalize_address(authzid), user)
+    if not passwords:
+        raise _NeedsTLS()
     _check_authzid(authzid, user)
     if not accounts.check_password(user, password):
         raise _Refused(AUTH_FAILED)

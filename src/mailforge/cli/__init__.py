@@ -10,9 +10,10 @@ from pathlib import Path
 from .. import __version__, config as configuration, speedups, tls
 from . import abuse as abuse_cli, accounts as accounts_cli, accountsdb as accountsdb_cli
 from . import acl as acl_cli, admin as admin_cli, backup as backup_cli, dkim as dkim_cli
-from . import limits as limits_cli, logs as logs_cli
+from . import limits as limits_cli, logs as logs_cli, nodes as nodes_cli
 from . import queue as queue_cli, store as store_cli, tlsrpt as tlsrpt_cli
 from ..auth.accounts import Accounts, open_accounts
+from ..auth.proxylogin import read_secret
 from ..errors import EXIT_OK, EXIT_USAGE, MailforgeError, UsageError
 from ..process import control, permissions, privileges, sandbox
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     control.register(sub)
     accounts_cli.register(sub)
+    nodes_cli.register(sub)
     accountsdb_cli.register(sub)
     limits_cli.register(sub)
     queue_cli.register(sub)
@@ -144,6 +146,7 @@ def cmd_serve(args: argparse.Namespace, config: configuration.Config) -> int:
     logs.configure(config.log.format, config.log.target, config.log.level, config.log_dir, owner)
     warn_open_relay(config)
     warn_sandbox()
+    read_secret(config)  # its workers would read it; a fault is one line now, not a boot loop
     return serve(config)
 
 
@@ -165,6 +168,7 @@ def cmd_check_config(args: argparse.Namespace, config: configuration.Config) -> 
         raise UsageError(f"{config.path}: [server] data_dir: {config.data_dir} is not a directory")
     with open_accounts(config) as accounts:
         accounts.database.ready()
+    read_secret(config)
     for warning in tls.check(config):
         print(f"mailforge: warning: {warning}", file=sys.stderr)
     warn_open_relay(config)

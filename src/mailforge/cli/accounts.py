@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     leaf(domain, "list", _domain_list, "list hosted domains")
     leaf(domain, "remove", _domain_remove, "stop hosting a domain with no mailboxes or aliases"
           ).add_argument("name", metavar="NAME")
+    domain_set = leaf(domain, "set", _domain_set, "set what a domain's mailboxes share")
+    domain_set.add_argument("name", metavar="NAME")
+    _node_option(domain_set, "the node that owns the domain's mailboxes (mailbox routing); "
+                 "'' for none: every node serves them")
 
     user = group(subparsers, "user", "mailboxes")
     _password_input(leaf(user, "add", _user_add, "add a mailbox and create its Maildir"))
@@ -39,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _password_input(apop)
     apop.add_argument("--off", action="store_true", help="remove the secret: no APOP")
     address_leaf(user, "enable", _user_enable, "undo `user disable`, and an outbound limit's disable action")
+    _node_option(address_leaf(user, "set", _user_set, "set a mailbox's settings"),
+                 "the node that owns the mailbox (mailbox routing), whatever its domain's; "
+                 "'' for its domain's")
+    address_leaf(user, "show", _user_show, "show a mailbox: its state and the node that owns it")
 
     alias = group(subparsers, "alias", "aliases: addresses that forward to other addresses")
     add = leaf(alias, "add", _alias_add, "make mail to SOURCE go to TARGET as well; "
@@ -72,6 +80,10 @@ def address_leaf(actions: argparse._SubParsersAction, name: str, handler: Handle
     return parser
 
 
+def _node_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--node", metavar="NODE", required=True, help=help)
+
+
 def _password_input(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("address", metavar="ADDR")
     parser.add_argument("--password-stdin", action="store_true",
@@ -100,6 +112,14 @@ def _domain_remove(args: argparse.Namespace, config: Config) -> int:
     with open_accounts(config) as accounts:
         accounts.directory.domain_remove(name)
     print(f"removed domain {name}")
+    return EXIT_OK
+
+
+def _domain_set(args: argparse.Namespace, config: Config) -> int:
+    name = normalize_domain(args.name)
+    with open_accounts(config) as accounts:
+        accounts.nodes.set_domain_node(name, args.node)
+    print(f"{name}: owned by node {args.node}" if args.node else f"{name}: owned by no node")
     return EXIT_OK
 
 
@@ -140,9 +160,34 @@ def _user_passwd(args: argparse.Namespace, config: Config) -> int:
 def _user_list(args: argparse.Namespace, config: Config) -> int:
     with open_accounts(config) as accounts:
         users = accounts.directory.users(args.domain)
+    # The owner column only where some mailbox has one: a single node's listing is unchanged.
+    owned = any(user.node for user in users)
     print_table([(user.address, "disabled" if user.disabled else "enabled",
-                   time.strftime("%Y-%m-%d %H:%M", time.localtime(user.created)))
+                   time.strftime("%Y-%m-%d %H:%M", time.localtime(user.created)),
+                   *([f"node {user.node or '-'}"] if owned else []))
                   for user in users])
+    return EXIT_OK
+
+
+def _user_set(args: argparse.Namespace, config: Config) -> int:
+    address = normalize_address(args.address)
+    with open_accounts(config) as accounts:
+        accounts.nodes.set_user_node(address, args.node)
+    print(f"{address}: owned by node {args.node}" if args.node
+          else f"{address}: owned by its domain's node, if any")
+    return EXIT_OK
+
+
+def _user_show(args: argparse.Namespace, config: Config) -> int:
+    address = normalize_address(args.address)
+    with open_accounts(config) as accounts:
+        own, domain = accounts.nodes.ownership(address)
+        user = accounts.directory.user(address)
+    owner = (f"{own} (its own)" if own else f"{domain} (its domain's)" if domain
+             else "none (served by every node)")
+    print_table([("address", address), ("state", "disabled" if user.disabled else "enabled"),
+                 ("created", time.strftime("%Y-%m-%d %H:%M", time.localtime(user.created))),
+                 ("node", owner)])
     return EXIT_OK
 
 

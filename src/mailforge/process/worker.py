@@ -26,6 +26,7 @@ import uvloop
 from .. import metrics, tls
 from . import allocator, sandbox
 from ..auth.accounts import open_accounts
+from ..auth.proxylogin import ProxyLogins, read_secret
 from ..config import Config, ServiceConfig, parse_hostport
 from ..errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
@@ -38,7 +39,9 @@ from ..policy.relay import RelayPolicy
 from ..protocols import httpd, imapd, pop3d, smtpd
 from ..protocols.autoconfig import ClientSettings, answer as autoconfig_answer
 from ..protocols.connection.driver import SessionContext, SessionDriver
+from ..protocols.connection.owners import ClusterRouting
 from ..protocols.connection.proxied import ProxiedServer
+from ..protocols.connection.proxy import ProxyHeader
 from ..protocols.connection.record import ServiceMeters
 from ..protocols.connection.transport import TLS_HANDSHAKE_TIMEOUT, Connection
 from ..protocols.imap.state import IMAPSettings
@@ -75,6 +78,16 @@ def _shared(worker: Worker, tls_context: ssl.SSLContext | None) -> dict[str, obj
             "meters": worker.meters, "tls_context": tls_context}
 
 
+def _cluster_routing(worker: Worker) -> ClusterRouting:
+    """Mailbox routing for POP3 and IMAP: which node owns a mailbox, and the proxied logins
+    of [cluster] secret_file."""
+    config = worker.config
+    secret = read_secret(config)
+    logins = ProxyLogins(secret, worker.accounts.credentials) if secret is not None else None
+    return ClusterRouting(config.node_name, worker.accounts.nodes, logins,
+                          parse_networks(config.server.proxy_trusted))
+
+
 def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.SMTPContext:
     config = worker.config
     worker.spool = Spool(config.queue_dir, worker.executor)
@@ -107,7 +120,8 @@ def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.P
                             allow_plaintext_auth=config.server.allow_plaintext_auth)
     maildrop = functools.partial(MaildirMaildrop.for_user, config.store_dir)
     return pop3d.POP3Context(settings=settings, accounts=worker.accounts.credentials,
-                             open_maildrop=maildrop, **_shared(worker, tls_context))
+                             open_maildrop=maildrop, cluster=_cluster_routing(worker),
+                             **_shared(worker, tls_context))
 
 
 def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.IMAPContext:
@@ -120,7 +134,7 @@ def _imap_context(worker: Worker, tls_context: ssl.SSLContext | None) -> imapd.I
     return imapd.IMAPContext(settings=settings, accounts=worker.accounts.credentials,
                              open_mailbox=mailbox, ratekeeper=worker.ratekeeper,
                              max_sessions_per_user=config.limits.max_sessions_per_user,
-                             **_shared(worker, tls_context))
+                             cluster=_cluster_routing(worker), **_shared(worker, tls_context))
 
 
 def _autoconfig_context(worker: Worker, tls_context: ssl.SSLContext | None) -> httpd.HTTPContext:
@@ -231,8 +245,13 @@ class Worker:
                                         ssl=self.context.tls_context,
                                         ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
 
-    def _new_connection(self, source: tuple[str, int] | None = None) -> Connection:
-        conn = Connection(self._start_session, source)
+    def _new_connection(self, header: ProxyHeader | None = None) -> Connection:
+        """`header`: the PROXY header a proxy_protocol listener read first."""
+        if header is None:
+            conn = Connection(self._start_session)
+        else:
+            conn = Connection(self._start_session, header.source,
+                              peer_speaks_for_itself=header.source is None)
         self.accepted_conns.add(conn)
         return conn
 

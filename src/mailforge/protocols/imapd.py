@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..auth.api import Authenticator
+from ..auth.api import AccountsUnavailable, Authenticator
 from .connection.driver import Refusals, SessionContext, SessionDriver
 from .connection.record import imap_error_code
 from .connection.transport import Connection, LineTooLong
+from .connection.upstream import OwnerUnavailable
+from .ownerlogin import imap_login
 from .imap.state import IMAPMachine, IMAPSettings, State
 from ..ratekeeper.client import RateKeeperClient
 from ..ratekeeper.counters import OpenVerdict
@@ -66,7 +68,8 @@ class IMAPDriver(SessionDriver):
 
     def __init__(self, conn: Connection, ctx: IMAPContext) -> None:
         super().__init__(conn, ctx)
-        self.machine = IMAPMachine(ctx.settings, ctx.accounts, ctx.open_mailbox, tls_active=conn.tls)
+        self.machine = IMAPMachine(ctx.settings, ctx.accounts, ctx.open_mailbox,
+                                   tls_active=conn.tls, proxy_logins=self.proxy_logins)
         self.parser = CommandParser(max_literal=ctx.settings.max_append)
         self.counted_user = ""  # the user this session is counted against in the rate-keeper
 
@@ -152,8 +155,20 @@ class IMAPDriver(SessionDriver):
                 timed.close()
 
     async def _open_mailbox(self, pending: Reply) -> Reply:
-        """After good credentials: count the user's sessions, then open the mailbox."""
+        """After good credentials: count the user's sessions, then open the mailbox; or for
+        a mailbox another node owns, hand the session over to it."""
         machine = self.machine
+        try:
+            owner = await self.owner_elsewhere()
+            if owner is not None:
+                untagged, completion = await self.log_in_at_owner(owner, imap_login)
+                return Reply(pending.text + machine.login_proxied(untagged, completion).text,
+                             Action.PROXY)
+        except AccountsUnavailable as exc:
+            log.error("%s: cannot find the node that owns the mailbox: %s", machine.user, exc)
+            return self._unavailable(pending)
+        except OwnerUnavailable:  # logged
+            return self._unavailable(pending)
         verdict = await self.ctx.ratekeeper.open_session(
             USER_SESSIONS, machine.user, 0, self.ctx.max_sessions_per_user)
         if verdict is not OpenVerdict.OK:
@@ -168,8 +183,13 @@ class IMAPDriver(SessionDriver):
             self.counted_user = ""
             log.error("%s: cannot open the mailbox", machine.user)
         else:
-            log.info("%s: IMAP login from %s", machine.user, self.conn.peer_ip)
+            log.info("%s: IMAP login from %s%s", machine.user, self.conn.peer_ip,
+                     f" via node {machine.via}" if machine.via else "")
         return Reply(pending.text + result.text, result.action)
+
+    def _unavailable(self, pending: Reply) -> Reply:
+        return Reply(pending.text + self.machine.login_refused(
+            "Cannot open the mailbox, try again later", "UNAVAILABLE").text)
 
     async def _idle(self) -> bool:
         """RFC 2177: push changes until the client's DONE (which ends the wait for a line);

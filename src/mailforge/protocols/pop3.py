@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ..addresses import normalize_address
 from ..auth.api import AccountsUnavailable, APOPAuthenticator
+from ..auth.proxylogin import ProxyLogins
 from ..auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ..speedups import ParseError, parse_pop3
 from .session import Action, Command, Failure, Reply
@@ -73,14 +74,17 @@ def multiline(first: str, lines: list[str]) -> Reply:
 
 class POP3Machine:
     def __init__(self, settings: POP3Settings, accounts: APOPAuthenticator,
-                 tls_active: bool = False) -> None:
+                 tls_active: bool = False, proxy_logins: ProxyLogins | None = None) -> None:
+        """`proxy_logins`: the cluster's proxied logins, where this session's peer may make
+        them (auth.proxylogin)."""
         self.settings = settings
         self.accounts = accounts
         self.tls_active = tls_active
         self.state = State.AUTHORIZATION
         self.user = ""        # the authenticated user, once the login succeeded
+        self.via = ""         # the cluster node that logged the user in, for a proxied login
         self._user_arg = ""   # the name given by USER, waiting for PASS
-        self._auth = AuthExchange(accounts, settings.hostname)
+        self._auth = AuthExchange(accounts, settings.hostname, proxy_logins)
         # The snapshot: (unique-id, size) per message, and the indexes marked by DELE.
         self.listing: list[tuple[str, int]] = []
         self.deleted: set[int] = set()
@@ -192,6 +196,7 @@ class POP3Machine:
             case StepKind.CHALLENGE:
                 return Reply(f"+ {step.challenge}\r\n".encode())
             case StepKind.SUCCESS:
+                self.via = step.via
                 return self._logged_in(step.user)
             case StepKind.CANCELLED:
                 return err("Authentication cancelled")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from ..auth.api import AccountsUnavailable, APOPAuthenticator
 from .connection.driver import Refusals, SessionContext, SessionDriver
 from .connection.transport import Connection, LineTooLong
+from .connection.upstream import OwnerUnavailable
+from .ownerlogin import pop3_login
 from .pop3 import POP3Machine, POP3Settings
 from .session import Action, Reply
 from ..store.api import Maildrop, MaildropBusy, MessageGone
@@ -112,7 +114,8 @@ class POP3Driver(SessionDriver):
 
     def __init__(self, conn: Connection, ctx: POP3Context) -> None:
         super().__init__(conn, ctx)
-        self.machine = POP3Machine(ctx.settings, ctx.accounts, tls_active=conn.tls)
+        self.machine = POP3Machine(ctx.settings, ctx.accounts, tls_active=conn.tls,
+                                   proxy_logins=self.proxy_logins)
         self.maildrop: Maildrop | None = None
 
     async def closing(self) -> None:
@@ -143,6 +146,15 @@ class POP3Driver(SessionDriver):
     async def _open_maildrop(self) -> Reply:
         user = self.machine.user
         try:
+            owner = await self.owner_elsewhere()
+            if owner is not None:
+                return Reply(await self.log_in_at_owner(owner, pop3_login), Action.PROXY)
+        except AccountsUnavailable as exc:
+            log.error("%s: cannot find the node that owns the mailbox: %s", user, exc)
+            return self.machine.maildrop_failed()
+        except OwnerUnavailable:  # logged
+            return self.machine.maildrop_failed()
+        try:
             self.maildrop = await self.in_thread(self.ctx.open_maildrop, user)
         except MaildropBusy:
             log.info("%s: maildrop in use, refused login from %s", user, self.conn.peer_ip)
@@ -150,7 +162,8 @@ class POP3Driver(SessionDriver):
         except (OSError, AccountsUnavailable) as exc:
             log.error("%s: cannot open maildrop: %s", user, exc)
             return self.machine.maildrop_failed()
-        log.info("%s: POP3 login from %s, %d messages", user, self.conn.peer_ip,
+        log.info("%s: POP3 login from %s%s, %d messages", user, self.conn.peer_ip,
+                 f" via node {self.machine.via}" if self.machine.via else "",
                  len(self.maildrop.messages))
         return self.machine.maildrop_opened([(m.uid, m.size) for m in self.maildrop.messages])
 

@@ -26,6 +26,9 @@ class Action(enum.Enum):
     LOOK_UP_RECIPIENT = "look_up_recipient"
     IDLE = "idle"                    # IMAP IDLE: push updates until the client says DONE
     COMPRESS = "compress"            # IMAP COMPRESS: deflate both directions after the reply
+    # POP3, IMAP: the mailbox's owner node took the session (mailbox routing): after the reply
+    # (its answer to the login), carry the session there both ways until either side closes
+    PROXY = "proxy"
 
 
 class Failure(enum.Enum):

@@ -216,7 +216,10 @@ class SMTPDriver(SessionDriver):
         transaction = self.machine.transaction
         assert transaction is not None
         # Port 25 without AUTH: held in memory until checked (bounded by max_message_size).
-        checked = self.ctx.checker is not None and not self.machine.user
+        # Not from a cluster node relaying to a mailbox's owner: the node that took the mail
+        # from its sender checked it, and SPF would only see that node's address.
+        checked = (self.ctx.checker is not None and not self.machine.user
+                   and not self.conn.peer_speaks_for_itself)
         return Body(self.ctx.spool, transaction.sender, transaction.recipients,
                     self.machine.trace_header, held=checked)
 

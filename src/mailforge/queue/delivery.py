@@ -31,7 +31,8 @@ from pathlib import Path
 from .. import metrics
 from ..addresses import AddressError
 from ..auth.accounts import open_accounts
-from ..auth.api import AccountsUnavailable, QuotaSource, RecipientResolver, RecipientStatus
+from ..auth.api import (AccountsUnavailable, OwnerResolver, QuotaSource, RecipientResolver,
+                        RecipientStatus)
 from ..config import Config
 from ..durable import fsync_dir, unlink_quietly
 from ..errors import EXIT_WORKER_BOOT
@@ -53,6 +54,7 @@ from .envelope import Envelope, EnvelopeError, decode, encode
 from .forwarding import expand_forwards
 from .lookups import BatchLookups
 from .outbound import OutboundRunner, shared_runner
+from .routing import owner_destination
 from .segment import SEALED_SUFFIX, SegmentError, read_records, seal_orphans
 from .settle import Settler
 from .spool import ACTIVE, CORRUPT, ENV_SUFFIX, MSG_SUFFIX, write_entry_file
@@ -157,10 +159,15 @@ class DeliveryAgent:
     def __init__(self, config: Config, recipients: RecipientResolver, quotas: QuotaSource,
                  slot: int = 0, slots: int = 1, sync_mode: str = SYNC_FSYNC,
                  clock: Callable[[], float] = time.time,
-                 outbound: OutboundRunner | None = None) -> None:
+                 outbound: OutboundRunner | None = None,
+                 owners: OwnerResolver | None = None) -> None:
+        """`owners`: mailbox routing, the nodes that own mailboxes (None: every mailbox is
+        stored here)."""
         self.config = config
         self.recipients = recipients
         self.quotas = quotas
+        self.owners = owners
+        self.node = config.node_name
         self.slot, self.slots = slot, slots
         self.clock = clock
         self.active = config.queue_dir / ACTIVE
@@ -343,7 +350,7 @@ class DeliveryAgent:
 
     def _place_copies(self, entries: list[Entry], heartbeat: Callable[[], None]) -> None:
         batch = CopyBatch(self._syncer)
-        lookups = BatchLookups(self.recipients, self.quotas)
+        lookups = BatchLookups(self.recipients, self.quotas, self.owners)
         try:
             for entry in entries:
                 self._write_copies(entry, batch, lookups)
@@ -434,6 +441,10 @@ class DeliveryAgent:
                    and not dsn.wants(entry.envelope.notify.get(rcpt, ""), "SUCCESS"))
         for mailbox in lookup.mailboxes:
             if mailbox in entry.mailboxes:
+                continue
+            owner = lookups.owner(mailbox)
+            if owner is not None and owner.name != self.node:
+                entry.relay_to_owner(rcpt, mailbox, owner_destination(owner))
                 continue
             if not quota.admit(self.store_dir, lookups, mailbox, entry.envelope.size):
                 entry.failed[rcpt] = "mailbox full (over quota)"  # deferred: it may free up
@@ -562,7 +573,7 @@ def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
     """Body of a delivery worker process: returns once `stopping()` says so."""
     with open_accounts(config) as accounts:
         agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, slots,
-                              outbound=shared_runner(config))
+                              outbound=shared_runner(config), owners=accounts.nodes)
         # One worker sends the TLS-RPT reports, as one would be enough.
         reports = DailyReports(config) if slot == 0 and config.outbound_tls.tlsrpt else None
         try:

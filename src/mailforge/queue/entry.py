@@ -14,6 +14,7 @@ from ..store.maildir import TmpMessage
 from .envelope import Envelope
 from .notices import Outcomes
 from .relay import Message, says_tls_not_required
+from .routing import Destination
 
 READ_CHUNK = 64 * 1024
 
@@ -31,11 +32,22 @@ class Entry:
     failed: dict[str, str] = field(default_factory=dict)  # rcpt → why it must be retried
     mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
     remote: list[str] = field(default_factory=list)  # recipients to relay
+    # Mailboxes another node owns (mailbox routing), relayed to it as recipients of their own
+    # (among `remote`): mailbox → the recipient that reached it, and → the owner's port.
+    reached_by: dict[str, str] = field(default_factory=dict)
+    owner_routes: dict[str, Destination] = field(default_factory=dict)
     outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
     # Failed recipients that were never tried: their destination had no connection to spare.
     untried: set[str] = field(default_factory=set)
     # Failed recipients that reach a mailbox over its quota ([delivery] quota_full_bounce_after).
     over_quota: set[str] = field(default_factory=set)
+
+    def relay_to_owner(self, rcpt: str, mailbox: str, owner: Destination) -> None:
+        """`mailbox`, reached by `rcpt`, is another node's: relay it there, never store it here."""
+        self.mailboxes.add(mailbox)
+        self.remote.append(mailbox)
+        self.reached_by[mailbox] = rcpt
+        self.owner_routes[mailbox] = owner
 
     def movable(self, rcpt: str) -> bool:
         """Is the queue file itself this recipient's copy (its only one, headers in place)?"""

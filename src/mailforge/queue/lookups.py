@@ -8,17 +8,21 @@ looked up once; the next batch asks again, so a change to the accounts is seen a
 
 from __future__ import annotations
 
-from ..auth.api import Lookup, QuotaSource, RecipientResolver
+from ..auth.api import Lookup, Node, OwnerResolver, QuotaSource, RecipientResolver
 
 
 class BatchLookups:
-    """A RecipientResolver and QuotaSource over the real ones that remembers their answers."""
+    """A RecipientResolver, QuotaSource and OwnerResolver over the real ones that remembers
+    their answers. No `owners`: no mailbox has an owner node."""
 
-    def __init__(self, recipients: RecipientResolver, quotas: QuotaSource) -> None:
+    def __init__(self, recipients: RecipientResolver, quotas: QuotaSource,
+                 owners: OwnerResolver | None = None) -> None:
         self._recipients = recipients
         self._quotas = quotas
+        self._owners = owners
         self._lookups: dict[str, Lookup] = {}
         self._limits: dict[str, tuple[int | None, int | None]] = {}
+        self._node_of: dict[str, Node | None] = {}
 
     def lookup_recipient(self, address: str) -> Lookup:
         found = self._lookups.get(address)
@@ -31,3 +35,10 @@ class BatchLookups:
         if found is None:
             found = self._limits[address] = self._quotas.quota_limits(address)
         return found
+
+    def owner(self, address: str) -> Node | None:
+        if self._owners is None:
+            return None
+        if address not in self._node_of:
+            self._node_of[address] = self._owners.owner(address)
+        return self._node_of[address]

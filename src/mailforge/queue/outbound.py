@@ -16,7 +16,7 @@ import collections
 import dataclasses
 import logging
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ..config import Config
@@ -143,11 +143,15 @@ class Outbound:
         self.recorder = (tlsrpt.Recorder(config.tls_policy_dir / "tlsrpt")
                          if config.outbound_tls.tlsrpt else None)
 
-    async def deliver(self, messages: Iterable[Message]) -> dict[str, dict[str, Result]]:
-        """message id → recipient → Result, for every recipient of every message."""
+    async def deliver(self, messages: Iterable[Message],
+                      pinned: Mapping[str, Destination] | None = None
+                      ) -> dict[str, dict[str, Result]]:
+        """message id → recipient → Result, for every recipient of every message. `pinned`:
+        recipients whose destination is decided already (a mailbox's owner node)."""
+        pinned = pinned or {}
         messages = list(messages)
         results: dict[str, dict[str, Result]] = {m.id: {} for m in messages}
-        domains = sorted({domain_of(r) for m in messages for r in m.recipients})
+        domains = sorted({domain_of(r) for m in messages for r in m.recipients if r not in pinned})
         routes = dict(zip(domains, await asyncio.gather(*(self._route(d) for d in domains))))
         # Messages saying "TLS-Required: No" go over connections of their own: a TLS policy
         # failure that defers the others lets them through. REQUIRETLS ones too: they may
@@ -157,7 +161,7 @@ class Outbound:
         for message in messages:
             by_key: dict[tuple[str, bool, bool], list[str]] = collections.defaultdict(list)
             for rcpt in message.recipients:
-                route = routes[domain_of(rcpt)]
+                route = pinned[rcpt] if rcpt in pinned else routes[domain_of(rcpt)]
                 if isinstance(route, RouteError):
                     results[message.id][rcpt] = failure(route.permanent, route.status, route.text)
                     continue
@@ -376,17 +380,17 @@ class OutboundRunner:
         self._outbound = outbound or Outbound(config)
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def deliver(self, messages: list[Message],
-                heartbeat: Callable[[], None]) -> dict[str, dict[str, Result]]:
+    def deliver(self, messages: list[Message], heartbeat: Callable[[], None],
+                pinned: Mapping[str, Destination] | None = None) -> dict[str, dict[str, Result]]:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(self._deliver(messages, heartbeat))
+        return self._loop.run_until_complete(self._deliver(messages, heartbeat, pinned))
 
-    async def _deliver(self, messages: list[Message],
-                       heartbeat: Callable[[], None]) -> dict[str, dict[str, Result]]:
+    async def _deliver(self, messages: list[Message], heartbeat: Callable[[], None],
+                       pinned: Mapping[str, Destination] | None) -> dict[str, dict[str, Result]]:
         beating = asyncio.ensure_future(self._beat(heartbeat))
         try:
-            return await self._outbound.deliver(messages)
+            return await self._outbound.deliver(messages, pinned)
         finally:
             beating.cancel()
 

@@ -16,6 +16,7 @@ import re
 import ssl
 from dataclasses import dataclass, field
 
+from ..protocols.connection.proxy import V2_LOCAL_HEADER
 from ..tlspolicy.policy import HostSecurity, TLSPolicyFailure, handshake_failure
 from .dsn import xtext_encode
 from .routing import Host
@@ -123,6 +124,8 @@ class SMTPClient:
                 connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise SMTPClientError(f"cannot connect to {self.label}: {_reason(exc)}") from None
+        if host.proxy_protocol:
+            self._writer.write(V2_LOCAL_HEADER)
         greeting = await self._read("greeting")
         if greeting.code != 220:
             raise SMTPClientError(f"{self.label} greeted with {greeting.describe()}", greeting)

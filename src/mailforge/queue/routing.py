@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import dns.name
 
+from ..auth.api import Node
 from ..config import DeliveryConfig, parse_hostport
 from ..resolver import NoSuchDomain, Resolver, TemporaryDnsError
 from ..tlspolicy.dnssec import DnssecError, SecureLookup
@@ -35,6 +36,8 @@ class Host:
     name: str  # what the host is called: for logs, DSNs and the TLS server name
     address: str
     port: int
+    # A cluster node's internal port (mailbox routing): it takes a PROXY header first.
+    proxy_protocol: bool = False
 
     @property
     def label(self) -> str:
@@ -60,6 +63,12 @@ class Destination:
     # The MX lookup (or its securely denied absence) validated under DNSSEC: only then may
     # the hosts' TLSA records count (RFC 7672 2.2.1).
     mx_secure: bool = False
+
+
+def owner_destination(owner: Node) -> Destination:
+    """The internal SMTP port of the node that owns a mailbox (Postfix's transport_maps)."""
+    return Destination(f"node {owner.name}", [Host(owner.name, owner.host, owner.smtp_port,
+                                                   proxy_protocol=True)])
 
 
 def domain_of(address: str) -> str:

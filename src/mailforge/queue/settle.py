@@ -98,10 +98,13 @@ class Settler:
             for entry in entries:
                 entry.failed.update(dict.fromkeys(entry.remote, str(exc)))
             return
-        results = self.outbound.deliver(messages, heartbeat)
+        pinned = {mailbox: route for entry in entries
+                  for mailbox, route in entry.owner_routes.items()}
+        results = self.outbound.deliver(messages, heartbeat, pinned)
         for entry in entries:
-            for rcpt in entry.remote:
-                self._record(entry, rcpt, results[entry.id][rcpt])
+            for address in entry.remote:
+                self._record(entry, entry.reached_by.get(address, address),
+                             results[entry.id][address])
 
     def _outgoing(self, entry: Entry) -> Message:
         message = entry.outgoing()

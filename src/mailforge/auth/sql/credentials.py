@@ -35,6 +35,13 @@ class Credentials:
             return False
         return verify_password(password, row[0])
 
+    def may_log_in(self, address: str) -> bool:
+        """For a proxied login (auth.proxylogin), which has no password to check: whether the
+        mailbox exists and is enabled."""
+        row = self._database.fetchone("SELECT disabled FROM mailboxes WHERE address = ?",
+                                      _login_address(address))
+        return row is not None and not row[0]
+
     # -- APOP (RFC 1939 7)
 
     def set_apop_secret(self, address: str, secret: str | None) -> None:

@@ -36,6 +36,9 @@ FROM reach LEFT JOIN mailboxes ON mailboxes.address = reach.address
 GROUP BY reach.address, mailboxes.disabled
 ORDER BY MIN(reach.depth), reach.address
 """
+# Mailboxes as `user list` shows them, with the node that owns each (its own, else its domain's).
+_USERS = ("SELECT address, disabled, mailboxes.created, COALESCE(mailboxes.node, domains.node) "
+          "FROM mailboxes JOIN domains ON domains.name = mailboxes.domain")
 # Is the address a mailbox or an alias source (the catch-all "@domain" included)?
 _KNOWN = """
 SELECT 1 FROM mailboxes WHERE address = ?
@@ -113,11 +116,21 @@ class Directory:
         self._database.update_mailbox(address, "disabled = ?, send_disabled = ?", 0, 0)
 
     def users(self, domain: str | None = None) -> list[UserInfo]:
-        sql, params = "SELECT address, disabled, created FROM mailboxes", ()
+        """With the node that owns each (its own, else its domain's)."""
+        sql, params = _USERS, ()
         if domain is not None:
             sql, params = sql + " WHERE domain = ?", (self._database.known_domain(domain),)
         rows = self._database.fetchall(sql + " ORDER BY address", *params)
-        return [UserInfo(address, bool(disabled), created) for address, disabled, created in rows]
+        return [UserInfo(address, bool(disabled), created, node or "")
+                for address, disabled, created, node in rows]
+
+    def user(self, address: str) -> UserInfo:
+        """One mailbox, as `users` lists it; UsageError when there is no such mailbox."""
+        address = normalize_address(address)
+        row = self._database.fetchone(_USERS + " WHERE address = ?", address)
+        if row is None:
+            raise UsageError(f"no such mailbox: {address}")
+        return UserInfo(row[0], bool(row[1]), row[2], row[3] or "")
 
     def users_page(self, domains: list[str] | None, search: str, offset: int,
                    limit: int) -> UserPage:

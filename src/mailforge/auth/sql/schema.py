@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .database import Connection
 
 # Bump whenever the schema changes, and add the step from the old version to MIGRATIONS.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # The settings row holding the key that makes SCRAM decoy salts (passwords.scram_decoy).
 DECOY_KEY = "scram_decoy_key"
 DECOY_KEY_BYTES = 32
@@ -23,7 +23,8 @@ CREATE TABLE domains (
     name     TEXT PRIMARY KEY,
     created  {real} NOT NULL,
     public_folders  INTEGER NOT NULL DEFAULT 0,
-    public_writers  TEXT NOT NULL DEFAULT '*'
+    public_writers  TEXT NOT NULL DEFAULT '*',
+    node     TEXT
 ){without_rowid};
 CREATE TABLE mailboxes (
     address   TEXT PRIMARY KEY,
@@ -36,7 +37,8 @@ CREATE TABLE mailboxes (
     quota_bytes     {bigint},
     quota_messages  {bigint},
     send_disabled INTEGER NOT NULL DEFAULT 0,
-    apop_secret TEXT
+    apop_secret TEXT,
+    node      TEXT
 );
 CREATE INDEX mailboxes_domain ON mailboxes(domain);
 CREATE TABLE aliases (
@@ -50,6 +52,14 @@ CREATE INDEX aliases_domain ON aliases(domain);
 CREATE TABLE settings (
     name   TEXT PRIMARY KEY,
     value  {blob} NOT NULL
+){without_rowid};
+CREATE TABLE nodes (
+    name       TEXT PRIMARY KEY,
+    host       TEXT NOT NULL,
+    imap_port  INTEGER NOT NULL,
+    pop3_port  INTEGER NOT NULL,
+    smtp_port  INTEGER NOT NULL,
+    created    {real} NOT NULL
 ){without_rowid};
 CREATE TABLE send_limits (
     scope     TEXT NOT NULL,
@@ -103,10 +113,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     5: ("ALTER TABLE mailboxes ADD COLUMN apop_secret TEXT",),
     # 7: the web console's administrators, sessions, API tokens and audit trail.
     6: ADMIN_SCHEMA,
+    # 8: mailbox routing between the nodes of a cluster: the nodes and their internal ports,
+    # a domain's default owner and a mailbox's own (NULL: none, served by whichever node
+    # the session reaches, as before).
+    7: ("CREATE TABLE nodes (name TEXT PRIMARY KEY, host TEXT NOT NULL, imap_port INTEGER NOT "
+        "NULL, pop3_port INTEGER NOT NULL, smtp_port INTEGER NOT NULL, created {real} NOT NULL)"
+        "{without_rowid}",
+        "ALTER TABLE domains ADD COLUMN node TEXT",
+        "ALTER TABLE mailboxes ADD COLUMN node TEXT"),
 }
 # The tables, parents first: the order a copy inserts in (auth.migrate). The console's logins,
 # API tokens and audit trail stay behind: they belong to the database they were made in.
-TABLES = ("domains", "mailboxes", "aliases", "settings", "send_limits", "admins", "admin_domains")
+TABLES = ("nodes", "domains", "mailboxes", "aliases", "settings", "send_limits", "admins",
+          "admin_domains")
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,17 @@ import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Awaitable, Protocol, TypeVar
 
+from ...auth.api import Node
 from ...policy.abuse import AbuseGuard
 from ...process.pool import WorkerPool
 from ...ratekeeper.counters import OpenVerdict
+from .owners import ClusterRouting
 from .record import ServiceMeters, SessionRecord, reply_code
 from ..session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed
+from .upstream import Upstream, splice
 
 T = TypeVar("T")
 
@@ -75,6 +78,8 @@ class SessionContext:
     guard: AbuseGuard
     meters: ServiceMeters
     tls_context: ssl.SSLContext | None = None
+    # POP3 and IMAP in a cluster: mailbox routing (None: every mailbox is served here)
+    cluster: ClusterRouting | None = None
 
 
 class SessionDriver:
@@ -89,6 +94,10 @@ class SessionDriver:
         self.conn = conn
         self.ctx = ctx
         self.record = SessionRecord(ctx.meters, conn.peer_ip)
+        # The connection to the mailbox's owner node, once it logged the user in.
+        self.upstream: Upstream | None = None
+        # The cluster's proxied logins, where this session's peer may make them.
+        self.proxy_logins = ctx.cluster.logins_from(conn) if ctx.cluster is not None else None
 
     async def run(self) -> None:
         conn, machine = self.conn, self.machine
@@ -115,6 +124,11 @@ class SessionDriver:
                     machine.tls_started()
                     self.tls_started()
                     continue
+                if result.action is Action.PROXY:
+                    assert self.upstream is not None
+                    conn.flush()
+                    await splice(conn, self.upstream)
+                    return
                 if not await self.replied(result):
                     return
                 # Replies to pipelined commands go out together, once no whole command waits.
@@ -124,6 +138,8 @@ class SessionDriver:
             pass
         finally:
             conn.flush()
+            if self.upstream is not None:
+                self.upstream.close()
             await self.closing()
             self.record.closed(conn.bytes_in, conn.bytes_out)
 
@@ -170,6 +186,23 @@ class SessionDriver:
 
     async def closing(self) -> None:
         """The session is over, however it ended: release what it holds."""
+
+    async def owner_elsewhere(self) -> Node | None:
+        """The node that owns the logged-in user's mailbox, when it is another one (mailbox
+        routing); AccountsUnavailable when the accounts database cannot say."""
+        cluster = self.ctx.cluster
+        if cluster is None:
+            return None
+        return await self.in_thread(cluster.owner_elsewhere, self.machine.user)
+
+    async def log_in_at_owner(self, owner: Node,
+                              login: Callable[[Upstream, bytes], Awaitable[T]]) -> T:
+        """`login` done at `owner` for the user (upstream.OwnerUnavailable otherwise): what it
+        gave back. A reply with Action.PROXY then carries the session there."""
+        assert self.ctx.cluster is not None
+        self.upstream, answer = await self.ctx.cluster.log_in_at_owner(
+            self.conn, self.service, self.machine.user, owner, login)
+        return answer
 
     async def in_thread(self, function: Callable[..., T], *args: object) -> T:
         """Run blocking work (disk, password hashing) in the worker's bounded pool."""

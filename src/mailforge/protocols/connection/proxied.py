@@ -28,7 +28,8 @@ HEADER_TIMEOUT = 10.0
 # Back off when accept fails for want of file descriptors instead of spinning on it.
 ACCEPT_RETRY = 0.1
 
-ProtocolFactory = Callable[[tuple[str, int] | None], asyncio.BaseProtocol]
+# Called with the header read: the protocol that serves the connection.
+ProtocolFactory = Callable[[proxy.ProxyHeader], asyncio.BaseProtocol]
 
 
 class ProxiedServer:
@@ -82,7 +83,7 @@ class ProxiedServer:
         # From here the loop's transport owns the socket (and closes it on a failed handshake).
         try:
             await self._loop.connect_accepted_socket(
-                lambda: self._factory(header.source), client, ssl=self._tls,
+                lambda: self._factory(header), client, ssl=self._tls,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self._tls else None)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.info("TLS handshake with %s (via %s) failed: %s",

@@ -23,6 +23,8 @@ V2_FIXED = 16  # signature, version/command, family/transport, 2-byte length
 # Far more than HAProxy sends, and a bound on what an unfinished header may make us hold.
 V2_MAX_LENGTH = 2048
 MAX_HEADER = V2_FIXED + V2_MAX_LENGTH
+# A v2 LOCAL header: the sender speaks for itself (a node relaying to a mailbox's owner).
+V2_LOCAL_HEADER = V2_SIGNATURE + bytes((0x20, 0x00, 0x00, 0x00))
 
 _V2_LOCAL, _V2_PROXY = 0x0, 0x1
 _AF_UNSPEC, _AF_INET, _AF_INET6, _AF_UNIX = 0x0, 0x1, 0x2, 0x3
@@ -133,3 +135,18 @@ def _v2_source(family_transport: int, block: bytes) -> tuple[str, int] | None:
     size = 4 if family == _AF_INET else 16
     (port,) = struct.unpack_from("!H", block, 2 * size)
     return str(ipaddress.ip_address(block[:size])), port
+
+
+def v2_header(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
+    """A v2 PROXY header for a TCP connection from `source` to `destination`, as a node sends
+    it to the owner of a mailbox whose session it proxies (protocols/connection/upstream.py).
+    An IPv4 address beside an IPv6 one travels IPv4-mapped: a header has one family."""
+    addresses = [ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])]
+    if addresses[0].version != addresses[1].version:
+        addresses = [ipaddress.IPv6Address(f"::ffff:{a}") if a.version == 4 else a
+                     for a in addresses]
+    family = _AF_INET if addresses[0].version == 4 else _AF_INET6
+    block = (addresses[0].packed + addresses[1].packed
+             + struct.pack("!HH", source[1], destination[1]))
+    return (V2_SIGNATURE + struct.pack("!BBH", 0x20 | _V2_PROXY, family << 4 | _STREAM, len(block))
+            + block)

@@ -41,13 +41,15 @@ class LineTooLong(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
-                 "peer_ip", "peer_port", "local_port", "closed", "last_activity", "idle_reply",
+                 "peer_ip", "peer_port", "socket_peer_ip", "peer_speaks_for_itself",
+                 "local_port", "closed", "last_activity", "idle_reply",
                  "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
                  "_line_start", "_line_spent", "_writable", "_source", "_deflate",
                  "bytes_in", "bytes_out", "__weakref__")
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]],
-                 source: tuple[str, int] | None = None) -> None:
+                 source: tuple[str, int] | None = None,
+                 peer_speaks_for_itself: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
         self._handler = handler
         self._buffer = bytearray()
@@ -56,6 +58,13 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
         self.peer_port = 0
+        # The connection's own peer: the load balancer or node that sent a PROXY header, else
+        # the client (peer_ip) itself.
+        self.socket_peer_ip = ""
+        # A proxy_trusted peer sent a PROXY header naming no client (v2 LOCAL, v1 UNKNOWN): it
+        # speaks for itself. A cluster node relaying mail it accepted (and checked already) to
+        # the mailbox's owner does, as does a balancer's health check.
+        self.peer_speaks_for_itself = peer_speaks_for_itself
         self.local_port = 0
         self.closed = False
         self.last_activity = time.monotonic()
@@ -93,9 +102,11 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = typing.cast(asyncio.Transport, transport)
-        peer = self._source or transport.get_extra_info("peername") or ("", 0)
+        socket_peer = transport.get_extra_info("peername") or ("", 0)
+        peer = self._source or socket_peer
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip, self.peer_port = _unmap(peer[0]), peer[1]
+        self.socket_peer_ip = _unmap(socket_peer[0])
         self.local_port = sock[1] if len(sock) > 1 else 0
         self.tls = transport.get_extra_info("ssl_object") is not None
         self.task = self._loop.create_task(self._handler(self))

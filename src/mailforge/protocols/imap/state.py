@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ...addresses import normalize_address
 from ...auth.api import AccountsUnavailable, Authenticator
+from ...auth.proxylogin import ProxyLogins
 from ...auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
@@ -75,18 +76,22 @@ NOTIFY_CAPABILITIES = ("NOTIFY",)
 
 class IMAPMachine:
     def __init__(self, settings: IMAPSettings, accounts: Authenticator,
-                 open_mailbox: Callable[[str], Mailbox], tls_active: bool = False) -> None:
+                 open_mailbox: Callable[[str], Mailbox], tls_active: bool = False,
+                 proxy_logins: ProxyLogins | None = None) -> None:
+        """`proxy_logins`: the cluster's proxied logins, where this session's peer may make
+        them (auth.proxylogin)."""
         self.settings = settings
         self.accounts = accounts
         self.open_mailbox = open_mailbox
         self.tls_active = tls_active
         self.state = State.NOT_AUTHENTICATED
         self.user = ""
+        self.via = ""  # the cluster node that logged the user in, for a proxied login
         self.mailbox: Mailbox | None = None
         self.selected: Selected | None = None
         self.errors = 0
         self._untagged: list[bytes] = []
-        self._auth = AuthExchange(accounts, settings.hostname)
+        self._auth = AuthExchange(accounts, settings.hostname, proxy_logins)
         self._pending_tag = ""   # AUTHENTICATE, login and IDLE finish later with this tag
         # Set when the selected folder cannot be followed any more (deleted, or rebuilt under
         # a new UIDVALIDITY, by another session): the BYE that ends the session.
@@ -337,6 +342,7 @@ class IMAPMachine:
             case StepKind.CHALLENGE:
                 return continuation(step.challenge)
             case StepKind.SUCCESS:
+                self.via = step.via
                 return self._logged_in(step.user)
             case StepKind.CANCELLED:
                 return bad("Authentication cancelled")
@@ -363,6 +369,11 @@ class IMAPMachine:
             return self.login_refused("Cannot open the mailbox, try again later", "UNAVAILABLE")
         self.state = State.AUTHENTICATED
         return self._finish(self._pending_tag, ok("Logged in", f"CAPABILITY {self.capabilities()}"))
+
+    def login_proxied(self, untagged: bytes, completion: bytes) -> Reply:
+        """The mailbox's owner node took the session (mailbox routing): its answer to the
+        login, under this client's tag; the driver carries the session there from now on."""
+        return Reply(untagged + self._pending_tag.encode() + b" " + completion, Action.PROXY)
 
     def login_refused(self, reason: str, code: str) -> Reply:
         self.user = ""
