@@ -32,7 +32,8 @@ class Entry:
     mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
     remote: list[str] = field(default_factory=list)  # recipients to relay
     outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
-    # Failed recipients that were never tried: their destination had no connection to spare.
+    # Failed recipients that were never tried: their destination had no connection to spare,
+    # or the accounts database did not answer where their mail goes.
     untried: set[str] = field(default_factory=set)
     # Failed recipients that reach a mailbox over its quota ([delivery] quota_full_bounce_after).
     over_quota: set[str] = field(default_factory=set)
