@@ -18,10 +18,13 @@ from tests.ports import free_port
 CHECK = "check port {metrics} inter 200ms rise 1 fall 1"
 
 
-def configuration(services: dict[str, int], nodes: list[dict[str, int]], stats: Path) -> str:
+def configuration(services: dict[str, int], nodes: list[dict[str, int]], stats: Path,
+                  check: str = CHECK) -> str:
     """`services`: service name → frontend port; `nodes`: each node's port per service and
-    its "metrics" port."""
-    lines = ["global", f"    stats socket {stats} mode 600 level admin", "",
+    its "metrics" port; `check`: each server's check options ({metrics}: its metrics port)."""
+    # noreuseport: a port another test's HAProxy took at the same moment is an error at
+    # start, not a listener that silently shares its connections with that one.
+    lines = ["global", f"    stats socket {stats} mode 600 level admin", "    noreuseport", "",
              "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 60s",
              "    timeout server 60s", ""]
     for service, port in services.items():
@@ -31,13 +34,14 @@ def configuration(services: dict[str, int], nodes: list[dict[str, int]], stats: 
                   "    option httpchk GET /health"]
         for number, node in enumerate(nodes, 1):
             lines.append(f"    server node{number} 127.0.0.1:{node[service]} send-proxy-v2 "
-                         + CHECK.format(metrics=node["metrics"]))
+                         + check.format(metrics=node["metrics"]))
         lines.append("")
     return "\n".join(lines)
 
 
 class HAProxy:
-    def __init__(self, directory: Path, services: list[str], nodes: list[dict[str, int]]) -> None:
+    def __init__(self, directory: Path, services: list[str], nodes: list[dict[str, int]],
+                 check: str = CHECK) -> None:
         program = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
         if program is None:
             pytest.skip("needs haproxy (make test-debs)")
@@ -45,7 +49,7 @@ class HAProxy:
         self.ports = {service: free_port() for service in services}
         self.stats = directory / "stats.sock"
         self.config = directory / "haproxy.cfg"
-        self.config.write_text(configuration(self.ports, nodes, self.stats))
+        self.config.write_text(configuration(self.ports, nodes, self.stats, check))
         self.log = directory / "haproxy.log"
         # -db: in the foreground, so the pid we hold is HAProxy's own.
         self.proc = subprocess.Popen([program, "-db", "-f", str(self.config)],

@@ -119,9 +119,9 @@ def _with_health(metrics_app: Callable, health: Health) -> Callable:
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != "/health":
             return metrics_app(environ, start_response)
-        problem = health.problem()
-        status = "503 Service Unavailable" if problem else "200 OK"
-        body = f"{problem or 'ok'}\n".encode()
+        answer = health.answer()
+        status = "200 OK" if answer.serving else "503 Service Unavailable"
+        body = f"{answer.text}\n".encode()
         start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
                                 ("Content-Length", str(len(body)))])
         return [body] if environ["REQUEST_METHOD"] != "HEAD" else []

@@ -3,7 +3,8 @@ checks against /health, in front of three mailforge nodes (own data dirs and por
 one PostgreSQL accounts database and one Redis for their counts. A user added once logs in on
 every node; `block_after` failed logins and an outbound limit hold over the three together.
 A mailbox owned by one node is read through any node (proxied) and its mail, accepted by any
-node, is stored by its owner alone.
+node, is stored by its owner alone. Redis stopped: the nodes go on alone and share again once it
+is back; PostgreSQL stopped: temporary errors only, and nothing accepted is lost.
 
 The setup is README "Scaling out"'s (tests/haproxy.py writes the HAProxy configuration).
 """
@@ -14,6 +15,7 @@ import imaplib
 import poplib
 import re
 import smtplib
+import time
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +28,8 @@ from tests.pg_cluster import start_cluster
 from tests.redis_server import RedisServer
 from .conftest import DOMAIN, PASSWORD, USER, Server, cli, free_port
 from .test_abuse import pop3_login
-from .test_cluster_counters import THRESHOLDS, wait_for
+from .test_accounts_postgresql import MESSAGE, plain
+from .test_cluster_counters import THRESHOLDS, cluster_state, wait_for
 from .test_outbound_limits import BOB, send
 
 NODES = ("a", "b", "c")
@@ -34,6 +37,9 @@ NODES = ("a", "b", "c")
 CLUSTER_SECRET = "0123456789abcdef-cluster"
 ATTACKER = "127.0.0.3"
 LIMIT = 3  # alice's outbound messages an hour, over all nodes
+ERIN = f"erin@{DOMAIN}"  # her mail is accepted while PostgreSQL is down
+ALONE = "127.0.0.5"  # fails logins while Redis is down
+SHARED_AGAIN = "127.0.0.6"  # fails logins once Redis is back
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +209,100 @@ def test_a_mailbox_owned_by_one_node_is_served_through_every_node(cluster):
 
     # Exactly once, and nowhere but on b (the sessions above gave duplicates time to show).
     assert [len(stored(node)) for node in (a, b, c)] == [0, 3, 0]
+
+
+def test_service_goes_on_through_redis_and_postgresql_outages(cluster):
+    """Redis stopped: the nodes fail open and count alone, then share again once it is back.
+    PostgreSQL stopped: temporary errors through the balancer, nothing accepted is lost, and
+    everything resumes once it is back."""
+    a = cluster.nodes[0]
+    cli(a.conf, "user", "add", ERIN, "--password-stdin", input=PASSWORD + "\n")
+    redis_outage(cluster)
+    postgresql_outage(cluster)
+
+
+def redis_outage(cluster) -> None:
+    balancer, nodes = cluster.balancer, cluster.nodes
+    cluster.redis.stop()
+    try:
+        for node in nodes:
+            wait_for(lambda: not cluster_state(node)["shared"], "the Redis outage in status")
+        assert all("LOCAL COUNTS ONLY" in cli(n.conf, "status").stdout for n in nodes)
+        assert sorted(pop3_node(balancer) for _ in NODES) == list(NODES)  # fail open
+        # block_after counts each node's own failures: just under it on every node, the
+        # address is blocked nowhere, though three nodes saw over twice block_after in all.
+        below = len(NODES) * (THRESHOLDS["block_after"] - 1)
+        assert all(pop3_login(balancer, "wrong", source=ALONE).startswith(b"-ERR")
+                   for _ in range(below))
+        assert all(pop3_login(balancer, PASSWORD, source=ALONE).startswith(b"+OK")
+                   for _ in NODES)
+        for _ in NODES:  # one more on each node reaches block_after there
+            pop3_login(balancer, "wrong", source=ALONE)
+        assert all(not pop3_login(balancer, PASSWORD, source=ALONE).startswith(b"+OK")
+                   for _ in NODES)
+    finally:
+        cluster.redis.start()  # empty: the nodes catch up by themselves
+    for node in nodes:
+        wait_for(lambda: cluster_state(node)["shared"], "the nodes to share again")
+    # Caught up: the blocks imposed alone are in the shared counters, and a new address's
+    # failures count over the three nodes together again.
+    assert all(ALONE in cli(n.conf, "abuse", "list").stdout for n in nodes)
+    for _ in range(THRESHOLDS["block_after"]):
+        pop3_login(balancer, "wrong", source=SHARED_AGAIN)
+    wait_for(lambda: all(SHARED_AGAIN in cli(n.conf, "abuse", "list").stdout for n in nodes),
+             "the block on every node")
+
+
+def postgresql_outage(cluster) -> None:
+    balancer, nodes = cluster.balancer, cluster.nodes
+    # One session per node (round robin) gets as far as RCPT before the database stops.
+    sessions = [smtp_to_rcpt(balancer) for _ in NODES]
+    cluster.database.stop()
+    try:
+        assert [session.data(MESSAGE)[0] for session in sessions] == [250] * len(NODES)
+        for session in sessions:
+            session.quit()
+        for _ in NODES:  # every node, through the balancer: temporary answers only
+            assert temporary_smtp_answers(balancer) == ((454, b"4.7.0"), (451, b"4.3.0"))
+            assert pop3_login(balancer, PASSWORD, source="127.0.0.1").startswith(
+                b"-ERR [SYS/TEMP]")
+            assert imap_login_answer(balancer).startswith("b'[UNAVAILABLE]")
+        time.sleep(0.5)  # the deliveries meet the outage too
+        assert [len(n.delivered(ERIN)) for n in nodes] == [0, 0, 0]
+    finally:
+        cluster.database.start()
+    # Nothing accepted is lost: each node delivers what it queued, soon after the database
+    # is back (well within the first step of the retry schedule), and logins work again.
+    wait_for(lambda: [len(n.delivered(ERIN)) for n in nodes] == [1, 1, 1],
+             "the queued messages delivered", timeout=30)
+    assert sorted(pop3_node(balancer) for _ in NODES) == list(NODES)
+
+
+def smtp_to_rcpt(balancer) -> smtplib.SMTP:
+    """A session through the balancer with carol accepted as its recipient."""
+    session = smtplib.SMTP("127.0.0.1", balancer.port, timeout=30)
+    session.ehlo()
+    assert session.mail("dave@remote.test")[0] == 250
+    assert session.rcpt(ERIN)[0] == 250
+    return session
+
+
+def temporary_smtp_answers(balancer) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+    """AUTH as alice, then RCPT to carol, on a new session: each reply's code and status."""
+    with smtplib.SMTP("127.0.0.1", balancer.port, timeout=30) as session:
+        session.ehlo()
+        auth_code, auth_text = session.docmd("AUTH", "PLAIN " + plain(USER, PASSWORD))
+        session.mail("dave@remote.test")
+        rcpt_code, rcpt_text = session.rcpt(ERIN)
+        return (auth_code, auth_text[:5]), (rcpt_code, rcpt_text[:5])
+
+
+def imap_login_answer(balancer) -> str:
+    """Why alice's IMAP LOGIN through the balancer is refused."""
+    client = imaplib.IMAP4("127.0.0.1", balancer.imap_port, timeout=30)
+    try:
+        with pytest.raises(imaplib.IMAP4.error) as refused:
+            client.login(USER, PASSWORD)
+        return str(refused.value)
+    finally:
+        client.shutdown()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bench import fsrate, latency, load, peers, remote, tune
+from bench import cluster, fsrate, latency, load, peers, remote, tune
 
 
 def test_body_has_the_asked_size_and_ends_the_data():
@@ -318,3 +318,16 @@ def test_fsrate_options():
                 ["--dir", "/nonexistent/fsrate"]):
         with pytest.raises(SystemExit):
             fsrate.parse_args(bad)
+
+
+def test_cluster_options_and_the_loads_they_make():
+    opts = cluster.parse_args(["--nodes", "3,1", "--clients", "4", "--messages", "9"])
+    assert opts.node_counts == [1, 3]
+    smtp, imap, pop3 = (cluster.load_options(s, opts) for s in ("smtp", "imap", "pop3"))
+    assert (smtp.command, smtp.clients, smtp.messages, smtp.reuse) == ("smtp", 4, 9, 1)
+    assert (imap.ops, imap.messages) == (opts.ops, cluster.IMAP_MESSAGES)
+    assert (pop3.sessions, pop3.messages) == (opts.logins, 0)  # logins to an empty mailbox
+    for bad in (["--nodes", "1,x"], ["--nodes", "0"], ["--clients", "0"], ["--clients", "51"],
+                ["--logins", "0"]):
+        with pytest.raises(SystemExit):
+            cluster.parse_args(bad)

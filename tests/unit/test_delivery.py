@@ -13,6 +13,7 @@ import pytest
 from mailforge.queue import spool as spool_module
 
 from mailforge.auth.accounts import Accounts
+from mailforge.auth.api import AccountsUnavailable
 from mailforge.config import Config
 from mailforge.queue import commit, delivery, retry
 from mailforge.queue import entry as queue_entry
@@ -193,6 +194,32 @@ def test_a_disk_error_defers_only_the_failed_recipient(config, agent, clock, mon
     assert agent.step() == 1
     assert len(delivered(config, "bob@example.test")) == 1
     assert len(delivered(config, "carol@example.test")) == 1
+    assert queue_length(config.queue_dir) == 0
+
+
+def test_an_accounts_database_outage_is_no_attempt(config, accounts, clock):
+    """The database is ours, not the recipient's: the message is tried again BUSY_RETRY
+    later, whatever the schedule says, and delivered as soon as the database answers."""
+    class DownResolver:
+        down = True
+
+        def lookup_recipient(self, address):
+            if self.down:
+                raise AccountsUnavailable("accounts database: connection refused")
+            return accounts.directory.lookup_recipient(address)
+
+    resolver = DownResolver()
+    agent = DeliveryAgent(config, resolver, accounts.mailbox_settings, clock=clock)
+    entry_id = enqueue(config, b"x\r\n", ["bob@example.test"])
+    for _ in range(3):  # a long outage does not climb the retry schedule
+        assert agent.step() == 1
+        env = decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes())
+        assert env.attempts == 0 and env.next_attempt == clock.now + delivery.BUSY_RETRY
+        assert "connection refused" in env.last_error
+        clock.now += delivery.BUSY_RETRY
+    resolver.down = False
+    assert agent.step() == 1
+    assert len(delivered(config, "bob@example.test")) == 1
     assert queue_length(config.queue_dir) == 0
 
 

@@ -71,8 +71,8 @@ MAX_OPEN_COPIES = 256  # sync early rather than run out of file descriptors on a
 # Threads that overlap a batch's fdatasyncs and directory fsyncs: concurrent syncs share the
 # file system's journal commits (ext4 groups them), where one after another each waits for its own.
 SYNC_THREADS = 8
-# When every connection a destination may have is in use by other workers: try again after
-# this long, without counting an attempt.
+# When every connection a destination may have is in use by other workers, or the accounts
+# database does not answer: try again after this long, without counting an attempt.
 BUSY_RETRY = 5.0
 # Failures worth a retry: the disk (full, EIO) or the accounts DB (locked, busy, down).
 TEMPORARY_ERRORS = (OSError, AccountsUnavailable)
@@ -421,6 +421,10 @@ class DeliveryAgent:
                 self._write_recipient(entry, rcpt, batch, lookups)
             except TEMPORARY_ERRORS as exc:
                 entry.failed[rcpt] = str(exc)
+                if isinstance(exc, AccountsUnavailable):
+                    # Our own database was down, not the mailbox: no attempt, so the message
+                    # goes in BUSY_RETRY after it returns, not at the schedule's next step.
+                    entry.untried.add(rcpt)
 
     def _write_recipient(self, entry: Entry, rcpt: str, batch: CopyBatch,
                          lookups: BatchLookups) -> None:

@@ -37,7 +37,8 @@ class Entry:
     reached_by: dict[str, str] = field(default_factory=dict)
     owner_routes: dict[str, Destination] = field(default_factory=dict)
     outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
-    # Failed recipients that were never tried: their destination had no connection to spare.
+    # Failed recipients that were never tried: their destination had no connection to spare,
+    # or the accounts database did not answer where their mail goes.
     untried: set[str] = field(default_factory=set)
     # Failed recipients that reach a mailbox over its quota ([delivery] quota_full_bounce_after).
     over_quota: set[str] = field(default_factory=set)
