@@ -17,7 +17,7 @@ from mailforge.auth.accounts import Accounts, open_accounts
 from mailforge.config import Config
 from tests.pg_cluster import PASSWORD, Cluster, start_cluster
 
-NAMES = ("parse", "crammd5", "spool")
+NAMES = ("parse", "crammd5", "spool", "fetchlines")
 
 
 def load(kind: str) -> types.SimpleNamespace:

@@ -2,7 +2,7 @@
 
 Each compiled module mailforge.speedups._<name> (built from ext/_<name>.pyx) has a twin
 mailforge.speedups.<name> with the same API and behaviour. Callers import from here and get
-whichever runs. All three compiled modules are used or none, so IMPLEMENTATION tells the
+whichever runs. All the compiled modules are used or none, so IMPLEMENTATION tells the
 whole story; MAILFORGE_PUREPYTHON=1 forces the twins (as msgpack's MSGPACK_PUREPYTHON does).
 """
 
@@ -16,7 +16,7 @@ from types import ModuleType
 from .errors import Command, FetchAttribute, Literal, Literal8, LiteralTooBig, ParseError
 
 FORCED_PURE = os.environ.get("MAILFORGE_PUREPYTHON", "") not in ("", "0")
-MODULES = ("parse", "crammd5", "spool")
+MODULES = ("parse", "crammd5", "spool", "fetchlines")
 
 
 def _load() -> tuple[str, list[ModuleType]]:
@@ -30,7 +30,7 @@ def _load() -> tuple[str, list[ModuleType]]:
     return "python", [importlib.import_module(f".{name}", __name__) for name in MODULES]
 
 
-IMPLEMENTATION, (_parse, _crammd5, _spool) = _load()
+IMPLEMENTATION, (_parse, _crammd5, _spool, _fetchlines) = _load()
 
 split_command = _parse.split_command
 parse_path = _parse.parse_path
@@ -48,7 +48,13 @@ DotUnstuffer = _spool.DotUnstuffer
 CrlfToLf = _spool.CrlfToLf
 write_all = _spool.write_all
 
+# The item codes of render_fetch's plans (UID, FLAGS, ...), as the module in use defines them.
+fetchcodes = _fetchlines
+render_fetch = _fetchlines.render_fetch
+format_date_time = _fetchlines.format_date_time
+
 __all__ = ["IMPLEMENTATION", "FORCED_PURE", "ParseError", "LiteralTooBig", "Literal", "Literal8",
            "Command", "FetchAttribute", "split_command", "parse_path", "parse_pop3", "CommandParser",
            "parse_sequence_set", "parse_fetch_attributes", "STAR", "cram_state", "cram_verify",
-           "cram_challenge", "DotUnstuffer", "CrlfToLf", "write_all"]
+           "cram_challenge", "DotUnstuffer", "CrlfToLf", "write_all", "fetchcodes", "render_fetch",
+           "format_date_time"]

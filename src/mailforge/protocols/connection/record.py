@@ -128,7 +128,13 @@ def imap_error_code(text: bytes) -> str | None:
     while end and text[end - 1] in b"\r\n":
         end -= 1
     start = text.rfind(b"\r\n", 0, end)
-    last = text[start + 2 if start >= 0 else 0:end]
+    start = start + 2 if start >= 0 else 0
+    # Most commands succeed: a tagged line whose second word is not NO or BAD is done with
+    # before any copy or split (this runs after every command).
+    space = text.find(b" ", start, end)
+    if space < 0 or not text.startswith((b"NO", b"BAD"), space + 1):
+        return None
+    last = text[start:end]
     words = last.split(b" ", 3)
     if len(words) < 2 or words[0] in (b"*", b"+") or words[1] not in (b"NO", b"BAD"):
         return None

@@ -338,9 +338,13 @@ class Connection(asyncio.Protocol):
         self._replies.append(data)
 
     def flush(self) -> None:
-        if self._replies:
-            self.write(b"".join(self._replies))
-            self._replies.clear()
+        replies = self._replies
+        if len(replies) == 1:
+            self.write(replies[0])  # no join: that would copy a large FETCH reply once more
+            replies.clear()
+        elif replies:
+            self.write(b"".join(replies))
+            replies.clear()
 
     def close(self) -> None:
         """Close after the buffered replies are sent."""

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
-from mailforge.speedups import FetchAttribute
+from mailforge.speedups import FetchAttribute, fetchcodes
 from mailforge.store.api import MessageInfo, MessageSummary
 
 from .bodystructure import body_structure
@@ -43,6 +43,44 @@ def _summary_answers(item: FetchAttribute) -> bool:
     if item.name == "BODY":
         return item.section is None or item.section.upper() in _HEADER_SECTIONS
     return item.name in _SUMMARY_ONLY
+
+
+# A plan's item codes (speedups.render_fetch), by item name; BODY's only without a section.
+_PLAN_CODES = {"UID": fetchcodes.UID, "FLAGS": fetchcodes.FLAGS,
+               "INTERNALDATE": fetchcodes.INTERNALDATE, "RFC822.SIZE": fetchcodes.RFC822_SIZE,
+               "ENVELOPE": fetchcodes.ENVELOPE, "BODYSTRUCTURE": fetchcodes.BODYSTRUCTURE}
+
+Plan = tuple[int | Callable[[MessageInfo, MessageSummary | None], bytes], ...]
+
+
+def fetch_plan(items: Sequence[FetchAttribute], uid: bool, modseq: bool) -> Plan | None:
+    """The items as a plan for speedups.render_fetch, which renders a whole FETCH at once;
+    None when some item needs the message's bytes or \\Seen is to be set (fetch_response then
+    answers message by message). `uid` and `modseq` as for fetch_response."""
+    if not answerable_from_summary(items) or sets_seen(items):
+        return None
+    plan: list[int | Callable[[MessageInfo, MessageSummary | None], bytes]] = []
+    if uid and not any(item.name == "UID" for item in items):
+        plan.append(fetchcodes.UID)
+    for item in items:
+        if item.name == "BODY" and item.section is None:
+            plan.append(fetchcodes.BODY)
+        elif item.name in _PLAN_CODES:
+            plan.append(_PLAN_CODES[item.name])
+        else:
+            plan.append(functools.partial(_from_summary, item))
+    if modseq:
+        plan.append(fetchcodes.MODSEQ)
+    return tuple(plan)
+
+
+def plan_needs_summary(plan: Plan) -> bool:
+    return any(not isinstance(entry, int) or entry in fetchcodes.SUMMARY_CODES for entry in plan)
+
+
+def _from_summary(item: FetchAttribute, info: MessageInfo, summary: MessageSummary | None) -> bytes:
+    """A planned item that render_fetch leaves to Python: a header section, RFC822.HEADER."""
+    return _ITEMS[item.name](item, _Message(info, None, summary))
 
 
 def sets_seen(items: Sequence[FetchAttribute]) -> bool:
@@ -116,11 +154,11 @@ def fetch_response(sequence: int, info: MessageInfo, items: Sequence[FetchAttrib
 
 
 def _flags(message: _Message) -> bytes:
-    return _flags_item(message.info.flags, message.info.recent)
+    return flags_item(message.info.flags, message.info.recent)
 
 
 @functools.lru_cache(maxsize=1024)
-def _flags_item(flags: frozenset[str], recent: bool) -> bytes:
+def flags_item(flags: frozenset[str], recent: bool) -> bytes:
     """A folder's messages share a few flag sets: each is rendered once."""
     return b"FLAGS " + flag_list(flags, recent)
 

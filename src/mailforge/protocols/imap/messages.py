@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection
 
-from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes
+from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes, render_fetch
 from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
 from . import condstore
 from .context import SearchContext, keep_updated
@@ -243,6 +243,49 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     # Setting \Seen renames the file as it is now: it may show keywords another session set.
     for line in selected.keyword_news(info for _, info in targets if info.uid in seen):
         session.untagged(line)
+    plan = fetch_items.fetch_plan(items, uid=by_uid, modseq=with_modseq)
+    if plan is not None:
+        vanished = _fetch_planned(session, selected, targets, items, plan, by_uid, with_modseq)
+    else:
+        vanished = _fetch_each(session, selected, targets, items, seen, by_uid, with_modseq)
+    if vanished < 0:
+        return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
+    if vanished:
+        return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    return ok("FETCH completed")
+
+
+def _fetch_planned(session: CommandSession, selected: Selected,
+                   targets: list[tuple[int, MessageInfo]], items: list[FetchAttribute],
+                   plan: fetch_items.Plan, by_uid: bool, with_modseq: bool) -> int:
+    """A FETCH that MessageInfo and the cached summaries answer, rendered in one call; how
+    many messages were found gone (-1 as for _fetch_each). A message that the summary cache
+    does not hold yet is read."""
+    with_summary = fetch_items.plan_needs_summary(plan)
+
+    def read_one(seq: int, info: MessageInfo) -> bytes | None:
+        try:
+            return fetch_line(selected, seq, info, items, True, False, uid=by_uid,
+                              modseq=with_modseq, recent=not session.sync.rev2)
+        except MessageGone:
+            return None  # expunged by another session; reported at the next chance
+
+    try:
+        lines, vanished = render_fetch(
+            targets, plan, selected.folder.summary if with_summary else None, read_one,
+            fetch_items.flags_item, not session.sync.rev2)
+    except UnknownEncoding:
+        return -1
+    if lines:
+        session.untagged(lines)
+    return vanished
+
+
+def _fetch_each(session: CommandSession, selected: Selected,
+                targets: list[tuple[int, MessageInfo]], items: list[FetchAttribute],
+                seen: set[int], by_uid: bool, with_modseq: bool) -> int:
+    """FETCH message by message (bodies, \\Seen set); how many were found gone, or -1 for a
+    part in an encoding that cannot be undone."""
     needs_message = fetch_items.needs_message(items)
     from_summary = needs_message and fetch_items.answerable_from_summary(items)
     vanished = 0
@@ -255,12 +298,10 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
                 flags=info.uid in seen,
                 modseq=with_modseq or info.uid in seen and condstore_on, recent=recent))
         except UnknownEncoding:
-            return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
+            return -1
         except MessageGone:
             vanished += 1  # expunged by another session; reported at the next chance
-    if vanished:
-        return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
-    return ok("FETCH completed")
+    return vanished
 
 
 def fetch_line(selected: Selected, seq: int, info: MessageInfo, items: list[FetchAttribute],

@@ -11,8 +11,9 @@ import base64
 import calendar
 import datetime
 import re
-import time
 from collections.abc import Iterable
+
+from ...speedups import format_date_time  # noqa: F401 - INTERNALDATE, with the other syntax
 
 NIL = b"NIL"
 
@@ -85,14 +86,7 @@ def flag_list(flags: Iterable[str], recent: bool = False) -> bytes:
 
 
 # --- dates -----------------------------------------------------------------------------------
-
-
-def format_date_time(timestamp: float) -> bytes:
-    """INTERNALDATE as RFC 3501 date-time: `"25-Nov-2026 16:29:44 +0000"`, always UTC."""
-    moment = time.gmtime(timestamp)
-    return b'"%2d-%s-%04d %02d:%02d:%02d +0000"' % (
-        moment.tm_mday, MONTHS[moment.tm_mon - 1].encode(), moment.tm_year,
-        moment.tm_hour, moment.tm_min, moment.tm_sec)
+# format_date_time (INTERNALDATE) is in the speedups: FETCH renders one per message.
 
 
 def parse_date_time(value: bytes | str) -> float:

@@ -1,0 +1,1 @@
+cdef bytes date_time(double timestamp)
