@@ -1,16 +1,24 @@
 """What NSEC and NSEC3 records prove (tlspolicy/denial.py), on hand-made zones; the signatures
-are the system tests' business (tests/system/test_outbound_tls.py against Knot)."""
+are the system tests' business (tests/system/test_outbound_tls.py against Knot), except for
+answers synthesised from a wildcard, which Knot always sends with their proof: those are
+signed here with dnspython and given to SecureLookup by a stand-in resolver."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import dns.dnssec
+import dns.message
 import dns.name
 import dns.rdatatype
 import dns.rrset
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mailforge.tlspolicy.denial import MAX_NSEC3_ITERATIONS, Denial, prove
+from mailforge.config import DnsConfig
+from mailforge.tlspolicy.denial import MAX_NSEC3_ITERATIONS, Denial, prove, prove_wildcard
+from mailforge.tlspolicy.dnssec import DnssecError, SecureLookup
 
 ZONE = dns.name.from_text("example.test")
 SALT, ITERATIONS = "", 0
@@ -102,6 +110,101 @@ def test_nsec3_opt_out_and_too_many_iterations_leave_it_insecure():
 
 def test_no_proof_records_prove_nothing():
     assert prove(name("mx"), dns.rdatatype.TLSA, False, ZONE, []) is None
+
+
+def test_nsec_wildcard_answer_needs_its_name_covered_below_the_wildcards_parent():
+    apex_to_wild = nsec("@", "*.wild", "NS SOA RRSIG NSEC DNSKEY")
+    wild_to_apex = nsec("*.wild", "@", "A RRSIG NSEC")  # covers x.wild
+    qname, encloser = name("x.wild"), name("wild")
+    assert prove_wildcard(qname, encloser, ZONE, [wild_to_apex]) is Denial.NXDOMAIN
+    assert prove_wildcard(qname, encloser, ZONE, [apex_to_wild]) is None  # x.wild may exist
+    assert prove_wildcard(qname, encloser, ZONE, []) is None
+    # y.x.wild covered, but x.wild exists (the NSEC runs from it): a closer match was there.
+    assert prove_wildcard(name("y.x.wild"), encloser, ZONE,
+                          [nsec("x.wild", "@", "A RRSIG NSEC")]) is None
+
+
+def test_wildcard_nodata_needs_the_name_covered_and_the_wildcards_own_bitmap():
+    # What Knot answers for _25._tcp.host.wild TLSA when only *.wild A exists.
+    wild_to_apex = nsec("*.wild", "@", "A RRSIG NSEC")
+    qname = name("_25._tcp.host.wild")
+    assert prove(qname, dns.rdatatype.TLSA, False, ZONE, [wild_to_apex]) is Denial.NODATA
+    assert prove(qname, dns.rdatatype.A, False, ZONE, [wild_to_apex]) is None
+    # Covered, but no NSEC of the wildcard: it may hold the type.
+    assert prove(qname, dns.rdatatype.TLSA, False, ZONE,
+                 [nsec("host", "@", "A RRSIG NSEC")]) is None
+    records = chain3(["@", "wild", "*.wild"], {"@": "NS SOA RRSIG DNSKEY NSEC3PARAM"})
+    assert prove(qname, dns.rdatatype.TLSA, False, ZONE, records) is Denial.NODATA
+    assert prove(qname, dns.rdatatype.A, False, ZONE, records) is None
+    without_wildcard = chain3(["@", "wild"], {"@": "NS SOA RRSIG DNSKEY NSEC3PARAM"})
+    assert prove(qname, dns.rdatatype.TLSA, False, ZONE, without_wildcard) is None
+
+
+def test_nsec3_wildcard_answer_needs_the_next_closer_name_covered():
+    records = chain3(["@", "wild", "*.wild"], {"@": "NS SOA RRSIG DNSKEY NSEC3PARAM"})
+    assert prove_wildcard(name("a.b.wild"), name("wild"), ZONE, records) is Denial.NXDOMAIN
+    next_closer = nsec3_hash("b.wild")
+    partial = [r for r in records if not _covers(r, next_closer)]
+    assert prove_wildcard(name("a.b.wild"), name("wild"), ZONE, partial) is None
+    costly = [nsec3(nsec3_hash("wild"), nsec3_hash("wild"), "A",
+                    iterations=MAX_NSEC3_ITERATIONS + 1)]
+    assert prove_wildcard(name("a.b.wild"), name("wild"), ZONE, costly) is Denial.TOO_COSTLY
+
+
+class SignedZone:
+    """ZONE signed by one Ed25519 key, its own trust anchor; answers as a resolver would."""
+
+    def __init__(self) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        self.dnskey = dns.dnssec.make_dnskey(self.key.public_key(),
+                                             dns.dnssec.Algorithm.ED25519, flags=257)
+        self.responses: dict[tuple[str, str], dns.message.Message] = {}
+        keyset = dns.rrset.from_rdata(ZONE, 300, self.dnskey)
+        self.respond(ZONE, "DNSKEY", [keyset, self.sign(keyset)])
+
+    def sign(self, rrset: dns.rrset.RRset, owner: dns.name.Name | None = None) -> dns.rrset.RRset:
+        """The RRSIG of `rrset`, placed at `owner` (a wildcard's signature stands at the
+        name it was expanded to)."""
+        sig = dns.dnssec.sign(rrset, self.key, ZONE, self.dnskey, lifetime=3600)
+        return dns.rrset.from_rdata(owner or rrset.name, rrset.ttl, sig)
+
+    def respond(self, qname: dns.name.Name, rdtype: str, answer: list[dns.rrset.RRset],
+                authority: list[dns.rrset.RRset] = ()) -> None:
+        response = dns.message.make_response(dns.message.make_query(qname, rdtype))
+        response.answer, response.authority = list(answer), list(authority)
+        # Through the wire, as a resolver's answer comes (and so with the message's index).
+        self.responses[(qname.to_text(), rdtype)] = dns.message.from_wire(response.to_wire())
+
+    async def query_signed(self, qname: str, rdtype: str) -> tuple[dns.message.Message, bool]:
+        return self.responses[(dns.name.from_text(qname).to_text(), rdtype)], False
+
+
+@pytest.fixture
+def signed_zone(tmp_path):
+    zone = SignedZone()
+    anchor = tmp_path / "anchor.txt"
+    anchor.write_text(f"{ZONE} IN DNSKEY {zone.dnskey.to_text()}\n")
+    return zone, SecureLookup(zone, DnsConfig(trust_anchor=str(anchor)))
+
+
+def test_a_wildcard_expanded_answer_is_secure_only_with_its_proof(signed_zone):
+    zone, lookup = signed_zone
+    wildcard = dns.rrset.from_text(name("*.wild"), 300, "IN", "A", "192.0.2.1")
+    expanded = dns.rrset.from_text(name("x.wild"), 300, "IN", "A", "192.0.2.1")
+    proof = nsec("*.wild", "@", "A RRSIG NSEC")
+    answer = [expanded, zone.sign(wildcard, expanded.name)]
+    zone.respond(expanded.name, "A", answer, [proof, zone.sign(proof)])
+    found = asyncio.run(lookup.lookup("x.wild.example.test", "A"))
+    assert found.secure and [r.address for r in found.records] == ["192.0.2.1"]
+
+    zone.respond(expanded.name, "A", answer)  # the proof left out
+    with pytest.raises(DnssecError, match=r"x\.wild\.example\.test\. A: synthesised from the "
+                       r"wildcard \*\.wild\.example\.test\. without proof"):
+        asyncio.run(lookup.lookup("x.wild.example.test", "A"))
+
+    # Signed as if it were an answer at *.wild: not a wildcard, no proof needed.
+    zone.respond(wildcard.name, "A", [wildcard, zone.sign(wildcard)])
+    assert asyncio.run(lookup.lookup("*.wild.example.test", "A")).secure
 
 
 def _covers(rrset: dns.rrset.RRset, digest: str) -> bool:

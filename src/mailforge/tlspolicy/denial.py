@@ -2,11 +2,12 @@
 records prove about a name and type, once their signatures have been validated (dnssec.py).
 
 A "no such record" answer from a signed zone is believed only with a proof: NODATA (the name
-exists without the type), NXDOMAIN (no such name, nor a wildcard that would stand for it), an
+exists without the type, or only a wildcard stands for it, without the type), NXDOMAIN (no such name, nor a wildcard that would stand for it), an
 unsigned delegation (a DS query answered by NS without DS: the child zone is insecure), or an
 NSEC3 opt-out span (an unsigned delegation may lie there: insecure too; so is NSEC3 hashed too
-many times to be worth checking). Anything short of a proof is None, which dnssec.py calls
-bogus, never an insecure pass.
+many times to be worth checking). An answer synthesised from a wildcard needs a proof too:
+that the name asked for does not exist, so no closer match was passed over. Anything short
+of a proof is None, which dnssec.py calls bogus, never an insecure pass.
 """
 
 from __future__ import annotations
@@ -90,7 +91,6 @@ def _nsec(qname: dns.name.Name, rdtype: int, nxdomain: bool, zone: dns.name.Name
         if any(_between(owner, qname, following) and following.is_subdomain(qname)
                for owner, following, _ in spans):
             return Denial.NODATA
-        return None
     covering = [(o, n) for o, n, _ in spans if _between(o, qname, n)]
     if not covering:
         return None
@@ -99,56 +99,91 @@ def _nsec(qname: dns.name.Name, rdtype: int, nxdomain: bool, zone: dns.name.Name
     if not encloser.is_subdomain(zone):
         return None
     wildcard = dns.name.Name(("*",) + encloser.labels)
+    if not nxdomain:
+        # RFC 4035 3.1.3.4: no such name, but the wildcard that stands for it lacks the type.
+        own = next((rdata for o, _, rdata in spans if o == wildcard), None)
+        return _nodata_types(own, rdtype) if own is not None else None
     if not any(_between(o, wildcard, n) for o, n, _ in spans):
         return None
     return Denial.NXDOMAIN
 
 
-def _nsec3(qname: dns.name.Name, rdtype: int, nxdomain: bool, zone: dns.name.Name,
-           rrsets: list[dns.rrset.RRset]) -> Denial | None:
-    first = rrsets[0][0]
-    if first.iterations > MAX_NSEC3_ITERATIONS:
-        return Denial.TOO_COSTLY  # treated as insecure, not bogus
-    spans = [(r.name.labels[0].upper(), base64.b32encode(r[0].next).translate(_B32_TO_HEX), r[0])
-             for r in rrsets]
+class _Nsec3Chain:
+    """A zone's NSEC3 records, asked which hashed name they match or cover."""
 
-    def hashed(name: dns.name.Name) -> bytes:
-        return dns.dnssec.nsec3_hash(name, first.salt, first.iterations, first.algorithm).encode()
+    def __init__(self, rrsets: list[dns.rrset.RRset]) -> None:
+        self.params = rrsets[0][0]
+        self.spans = [(r.name.labels[0].upper(),
+                       base64.b32encode(r[0].next).translate(_B32_TO_HEX), r[0]) for r in rrsets]
 
-    def matching(name: dns.name.Name) -> dns.rdata.Rdata | None:
-        digest = hashed(name)
-        return next((rdata for owner, _, rdata in spans if owner == digest), None)
+    def _hashed(self, name: dns.name.Name) -> bytes:
+        params = self.params
+        return dns.dnssec.nsec3_hash(name, params.salt, params.iterations,
+                                     params.algorithm).encode()
 
-    def covering(name: dns.name.Name) -> dns.rdata.Rdata | None:
-        digest = hashed(name)
-        return next((rdata for owner, following, rdata in spans
+    def matching(self, name: dns.name.Name) -> dns.rdata.Rdata | None:
+        digest = self._hashed(name)
+        return next((rdata for owner, _, rdata in self.spans if owner == digest), None)
+
+    def covering(self, name: dns.name.Name) -> dns.rdata.Rdata | None:
+        digest = self._hashed(name)
+        return next((rdata for owner, following, rdata in self.spans
                      if _between(owner, digest, following)), None)
 
+
+def _nsec3(qname: dns.name.Name, rdtype: int, nxdomain: bool, zone: dns.name.Name,
+           rrsets: list[dns.rrset.RRset]) -> Denial | None:
+    if rrsets[0][0].iterations > MAX_NSEC3_ITERATIONS:
+        return Denial.TOO_COSTLY  # treated as insecure, not bogus
+    chain = _Nsec3Chain(rrsets)
     if not nxdomain:
-        own = matching(qname)
+        own = chain.matching(qname)
         if own is not None:
             return _nodata_types(own, rdtype)
-        if rdtype != dns.rdatatype.DS:
-            return None
     # The closest encloser proof (RFC 5155 8.3): an ancestor that exists, and the name one
     # label below it on the way to qname covered (it does not exist).
     encloser, next_closer = qname.parent(), qname
     while encloser.is_subdomain(zone):
-        if matching(encloser) is not None:
+        if chain.matching(encloser) is not None:
             break
         encloser, next_closer = encloser.parent(), encloser
     else:
         return None
-    span = covering(next_closer)
+    span = chain.covering(next_closer)
     if span is None:
         return None
     if span.flags & NSEC3_OPT_OUT:
         return Denial.OPT_OUT
+    wildcard = dns.name.Name(("*",) + encloser.labels)
     if not nxdomain:
-        return None  # a DS NODATA proof needs the name's own NSEC3 or an opt-out span
-    if covering(dns.name.Name(("*",) + encloser.labels)) is None:
+        # RFC 5155 8.7: no such name, but the wildcard that stands for it lacks the type.
+        own = chain.matching(wildcard)
+        return _nodata_types(own, rdtype) if own is not None else None
+    if chain.covering(wildcard) is None:
         return None
     return Denial.NXDOMAIN
+
+
+def prove_wildcard(qname: dns.name.Name, encloser: dns.name.Name, zone: dns.name.Name,
+                   rrsets: Iterable[dns.rrset.RRset]) -> Denial | None:
+    """What the validated NSEC/NSEC3 `rrsets` of `zone` prove about an answer at `qname`
+    synthesised from the wildcard `*.<encloser>`: NXDOMAIN when `qname` itself does not exist
+    and `encloser` is its closest encloser, so no closer match was passed over (RFC 4035
+    5.3.4, RFC 5155 8.8); None when they prove nothing."""
+    if not qname.is_subdomain(encloser) or qname == encloser:
+        return None
+    nsec = [r for r in rrsets if r.rdtype == dns.rdatatype.NSEC and r.name.is_subdomain(zone)]
+    if nsec:
+        proven = any(_between(r.name, qname, r[0].next) and encloser == max(
+            _common(qname, r.name), _common(qname, r[0].next), key=len) for r in nsec)
+        return Denial.NXDOMAIN if proven else None
+    nsec3 = [r for r in rrsets if r.rdtype == dns.rdatatype.NSEC3 and r.name.parent() == zone]
+    if not nsec3:
+        return None
+    if nsec3[0][0].iterations > MAX_NSEC3_ITERATIONS:
+        return Denial.TOO_COSTLY
+    next_closer = dns.name.Name(qname.labels[-len(encloser.labels) - 1:])
+    return Denial.NXDOMAIN if _Nsec3Chain(nsec3).covering(next_closer) is not None else None
 
 
 def _between(owner: Ordered, name: Ordered, following: Ordered) -> bool:

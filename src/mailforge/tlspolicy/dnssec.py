@@ -6,8 +6,9 @@ trust anchor, each zone's DNSKEY set checked once and kept for the process's lif
 secure. Under a trust anchor nothing is taken at its word (RFC 4035 5): a "no such record"
 answer needs a signed NSEC/NSEC3 proof (denial.py), and an answer without signatures is
 insecure only where a signed proof shows the zone it comes from is an unsigned delegation;
-else it is bogus, as are signatures that do not validate: `DnssecError`, which DANE turns into
-a deferral (RFC 7672 2.2). A name under no trust anchor is insecure.
+else it is bogus, as are signatures that do not validate, and an answer synthesised from a
+wildcard without the proof that no closer name exists (RFC 4035 5.3.4): `DnssecError`, which
+DANE turns into a deferral (RFC 7672 2.2). A name under no trust anchor is insecure.
 """
 
 from __future__ import annotations
@@ -120,7 +121,19 @@ class SecureLookup:
         if keys is None:
             return False
         _validate(rrset, sigs, signer, keys)
-        return True
+        # RRSIG labels (RFC 4034 3.1.3: neither the root's nor a leading "*") fewer than the
+        # owner's: synthesised from a wildcard.
+        labels = min(sig.labels for sig in sigs)
+        if labels >= len(rrset.name) - 1 - rrset.name.is_wild():
+            return True
+        encloser = dns.name.Name(rrset.name.labels[-labels - 1:])
+        found = denial.prove_wildcard(rrset.name, encloser, signer,
+                                      _validated_proofs(response, signer, keys))
+        if found is None:
+            raise DnssecError(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}: synthesised "
+                              f"from the wildcard *.{encloser} without proof that no closer "
+                              "name exists")
+        return not found.insecure
 
     async def _check_denial(self, response: dns.message.Message, qname: dns.name.Name,
                             rdtype: int, nxdomain: bool, depth: int) -> Denial | None:
@@ -136,10 +149,7 @@ class SecureLookup:
         keys = await self._zone_keys(zone, depth)
         if keys is None:
             return None
-        proofs = [r for r in response.authority
-                  if r.rdtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3)]
-        for rrset in proofs:
-            _validate(rrset, _signatures(response, response.authority, rrset), zone, keys)
+        proofs = _validated_proofs(response, zone, keys)
         # A referral (from an authoritative server named as resolver): the name lies below a
         # delegation, and what counts is whether that delegation is signed.
         cut = next((r.name for r in response.authority if r.rdtype == dns.rdatatype.NS
@@ -232,6 +242,16 @@ def _signatures(response: dns.message.Message, section: list[dns.rrset.RRset],
                 rrset: dns.rrset.RRset) -> dns.rrset.RRset | None:
     return response.get_rrset(section, rrset.name, rrset.rdclass, dns.rdatatype.RRSIG,
                               rrset.rdtype)
+
+
+def _validated_proofs(response: dns.message.Message, zone: dns.name.Name,
+                      keys: dns.rrset.RRset) -> list[dns.rrset.RRset]:
+    """The authority section's NSEC/NSEC3 records, each checked against the zone's keys."""
+    proofs = [r for r in response.authority
+              if r.rdtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3)]
+    for rrset in proofs:
+        _validate(rrset, _signatures(response, response.authority, rrset), zone, keys)
+    return proofs
 
 
 def _anchored(zone: dns.name.Name, key: dns.rdata.Rdata, anchors: list[dns.rdata.Rdata]) -> bool:
