@@ -7,9 +7,11 @@ throw-away CA. The servers are started once for the module (each test uses its o
     mx-dane   TLSA 3 1 1 of the certificate (match)    mx-danebad, mx-untrusted  TLSA of another key
     mx-plain2 an SMTP sink on 127.0.0.2 without STARTTLS, on the same port as the receiver
     zones: mail.test signed (NSEC, anchored) · n3.test signed (NSEC3, anchored) ·
-           insecure.mail.test unsigned, delegated without DS · fake.mail.test unsigned, served
-           but never delegated (what an attacker stripping signatures answers) ·
+           insecure.mail.test unsigned, delegated without DS · _tcp.mx-stripped.mail.test
+           unsigned, served but never delegated (what an attacker stripping signatures answers) ·
            bogus.test signed, but anchored by a key that is not its own
+    aliases: mx-alias-insecure CNAME mx.insecure (the unsigned zone; a wrong TLSA at the alias)
+             mx-alias-dane CNAME mx-dane · *.wild A in mail.test and n3.test (wildcard MX hosts)
 """
 
 from __future__ import annotations
@@ -46,14 +48,16 @@ DOMAINS = {
     "dane-ok": ("mx-dane", None),
     "dane-bad": ("mx-danebad", None),
     "dane-denied": ("mx-other", None),
-    "stripped": ("mx.fake", None),
+    "stripped": ("mx-stripped", None),
     "plain": ("mx-other", None),
 }
 # Recipient domains in the other zones, all received by the receiver.
-OTHER_DOMAINS = ["insecure.mail.test", "n3.test", "bogus.test", f"req-two.{ZONE}"]
+OTHER_DOMAINS = ["insecure.mail.test", "n3.test", "bogus.test", f"req-two.{ZONE}",
+                 f"addr-insecure.{ZONE}", f"cname-dane.{ZONE}", f"addr-bogus.{ZONE}",
+                 f"wild.{ZONE}", "wild.n3.test"]
 HOSTS = {"mx-good": "127.0.0.1", "mx-other": "127.0.0.1", "mx-dane": "127.0.0.1",
-         "mx-danebad": "127.0.0.1", "mx-untrusted": "127.0.0.1", "mx-plain2": "127.0.0.2",
-         "tlsrpt": "127.0.0.1"}
+         "mx-danebad": "127.0.0.1", "mx-untrusted": "127.0.0.1", "mx-stripped": "127.0.0.1",
+         "mx-plain2": "127.0.0.2", "tlsrpt": "127.0.0.1"}
 REPORT_PATH = "/v1/tlsrpt"
 
 
@@ -116,7 +120,11 @@ def _zones(dns: DnsServer, https: MtaStsServer, port: int, cert: Path, other_cer
                 f"{tlsa}.mx-danebad TLSA 3 1 1 {spki_sha256(other_cert)}",
                 f"{tlsa}.mx-untrusted TLSA 3 1 1 {spki_sha256(other_cert)}",
                 "insecure NS ns.insecure", "ns.insecure A 127.0.0.1",  # no DS: unsigned below
-                "req-two MX 10 mx-plain2", "req-two MX 20 mx-dane"]
+                "req-two MX 10 mx-plain2", "req-two MX 20 mx-dane",
+                "addr-insecure MX 10 mx-alias-insecure", "mx-alias-insecure CNAME mx.insecure",
+                f"{tlsa}.mx-alias-insecure TLSA 3 1 1 {spki_sha256(other_cert)}",
+                "cname-dane MX 10 mx-alias-dane", "mx-alias-dane CNAME mx-dane",
+                "addr-bogus MX 10 mx.bogus.test.", "wild MX 10 host.wild", "*.wild A 127.0.0.1"]
     for name, (mx, policy) in DOMAINS.items():
         rua = RUA + (f",https://tlsrpt.{ZONE}:{https.port}{REPORT_PATH}" if name == "dane-ok" else "")
         records += [f"{name} MX 10 {mx}.{ZONE}.", txt(f"_smtp._tls.{name}", f"v=TLSRPTv1; rua={rua}")]
@@ -124,10 +132,11 @@ def _zones(dns: DnsServer, https: MtaStsServer, port: int, cert: Path, other_cer
             https.policies[domain(name)] = policy
             records += [txt(f"_mta-sts.{name}", "v=STSv1; id=20261201"), f"mta-sts.{name} A 127.0.0.1"]
     dns.zone(ZONE, records, signed=True)
-    dns.zone(f"insecure.{ZONE}", [f"@ MX 10 mx-untrusted.{ZONE}."])
-    dns.zone(f"fake.{ZONE}", ["mx A 127.0.0.1"])
-    dns.zone("n3.test", ["@ MX 10 mx", "mx A 127.0.0.1"], signed=True, nsec3=True)
-    dns.zone("bogus.test", [f"@ MX 10 mx-good.{ZONE}."], signed=True)
+    dns.zone(f"insecure.{ZONE}", [f"@ MX 10 mx-untrusted.{ZONE}.", "mx A 127.0.0.1"])
+    dns.zone(f"_tcp.mx-stripped.{ZONE}", [])
+    dns.zone("n3.test", ["@ MX 10 mx", "mx A 127.0.0.1", "wild MX 10 host.wild",
+                         "*.wild A 127.0.0.1"], signed=True, nsec3=True)
+    dns.zone("bogus.test", [f"@ MX 10 mx-good.{ZONE}.", "mx A 127.0.0.1"], signed=True)
     own = dns.trust_anchor(ZONE)
     return own + dns.trust_anchor("n3.test") + own.replace(f"{ZONE}.", "bogus.test.")
 
@@ -269,8 +278,9 @@ def test_dane_needs_a_secure_mx_and_a_proven_absence_of_tlsa(world):
     assert not any("DANE" in line for line in untrusted)
     # "No TLSA" answered without signatures from under a signed zone: bogus, deferred.
     shown = deferred_entry(sender, f"bob@stripped.{ZONE}")
-    assert re.search(r"4\.7\.5 mx\.fake\.mail\.test\S+: TLS policy: DANE: fake\.mail\.test\. "
-                     "answers as a zone, but its parent delegates no such zone", shown)
+    assert re.search(r"4\.7\.5 mx-stripped\.mail\.test\S+: TLS policy: DANE: "
+                     r"_tcp\.mx-stripped\.mail\.test\. answers as a zone, but its parent "
+                     "delegates no such zone", shown)
     # An MX RRset signed by a key the anchor does not name: bogus, deferred.
     shown = deferred_entry(sender, "bob@bogus.test")
     assert re.search(r"MX of bogus\.test is DNSSEC-bogus: no DNSKEY of bogus\.test\. "
@@ -278,3 +288,30 @@ def test_dane_needs_a_secure_mx_and_a_proven_absence_of_tlsa(world):
     assert not {"stripped", "bogus"} & subjects(receiver)
     log = sender.log()
     assert "parent delegates no such zone" in log and "MX of bogus.test is DNSSEC-bogus" in log
+
+
+def test_dane_needs_a_secure_address_follows_a_secure_cname_and_proven_wildcards(world):
+    sender, receiver = world.sender, world.receiver
+    cases = {f"addr-insecure.{ZONE}": "insecure-address", f"cname-dane.{ZONE}": "secure-cname",
+             f"wild.{ZONE}": "wildcard-nsec", "wild.n3.test": "wildcard-nsec3",
+             f"addr-bogus.{ZONE}": "bogus-address"}
+    for destination, subject in cases.items():
+        send(sender, f"bob@{destination}", subject)
+    wait_until(lambda: set(cases.values()) - {"bogus-address"} <= subjects(receiver),
+               what="mail to the secure MXes with insecure, aliased or wildcard hosts")
+    log = sender.log()
+    # RFC 7672 2.2.2: the MX is secure, but its host's address comes from the unsigned zone
+    # behind a CNAME: the host's (wrong) TLSA record is not used, opportunistic TLS is.
+    alias = [line for line in log.splitlines() if "mx-alias-insecure" in line]
+    assert any("relayed" in line for line in alias)
+    assert not any("DANE" in line for line in alias)
+    # A secure CNAME chain: the TLSA records are looked up at the expanded name (mx-dane).
+    assert re.search(r"TLS to mx-alias-dane\.mail\.test\S+ meets the DANE", log)
+    # Wildcard hosts: the expanded A records came with their NSEC/NSEC3 proof, and so did
+    # the wildcard's "no TLSA": securely without DANE.
+    assert not any("DANE" in line for line in log.splitlines() if "host.wild" in line)
+    # The host's address records are bogus: the host is not used, the destination waits.
+    shown = deferred_entry(sender, f"bob@addr-bogus.{ZONE}")
+    assert re.search(r"no MX host of addr-bogus\.mail\.test has an address: address of mx\.bogus\.test is DNSSEC-bogus: no DNSKEY of "
+                     r"bogus\.test\. matches its trust anchor", shown)
+    assert "bogus-address" not in subjects(receiver)

@@ -297,7 +297,7 @@ class Outbound:
         try:
             if destination.policy_domain:
                 security = await self.policies.host(destination.policy_domain, host.name, policy,
-                                                    destination.mx_secure)
+                                                    host.tlsa_names)
             await self._greet(client, host, security)
         except TLSPolicyFailure as exc:
             client.close()

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 import dns.name
+import dns.rdata
 
 from ..auth.api import Node
 from ..config import DeliveryConfig, parse_hostport
@@ -38,6 +39,9 @@ class Host:
     port: int
     # A cluster node's internal port (mailbox routing): it takes a PROXY header first.
     proxy_protocol: bool = False
+    # Where its TLSA records may be looked up, in order (RFC 7672 2.2.2): only when the MX
+    # lookup and this address's lookup were both DNSSEC-secure; empty: no DANE.
+    tlsa_names: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -60,9 +64,6 @@ class Destination:
     # Its messages carry REQUIRETLS (RFC 8689): only a host with validated TLS that offers
     # REQUIRETLS may take them; the others are passed over.
     requiretls: bool = False
-    # The MX lookup (or its securely denied absence) validated under DNSSEC: only then may
-    # the hosts' TLSA records count (RFC 7672 2.2.1).
-    mx_secure: bool = False
 
 
 def owner_destination(owner: Node) -> Destination:
@@ -97,8 +98,8 @@ class Router:
             literal = domain[1:-1].removeprefix("ipv6:")
             return Destination(domain, [Host(literal, literal, SMTP_PORT)])
         mx, secure = await self._mx_records(domain)
-        return Destination(domain, await self._mx_hosts(domain, mx), policy_domain=domain,
-                           mx_secure=secure)
+        return Destination(domain, await self._mx_hosts(domain, mx, secure),
+                           policy_domain=domain)
 
     async def _mx_records(self, domain: str) -> tuple[list[tuple[int, dns.name.Name]], bool]:
         """(preference, exchange) of each MX record, and whether the lookup was secure."""
@@ -119,28 +120,34 @@ class Router:
             raise RouteError("4.7.5", f"MX of {domain} is DNSSEC-bogus: {exc}", False) from None
         return [(r.preference, r.exchange) for r in records], secure
 
-    async def _mx_hosts(self, domain: str, records: list[tuple[int, dns.name.Name]]) -> list[Host]:
+    async def _mx_hosts(self, domain: str, records: list[tuple[int, dns.name.Name]],
+                        mx_secure: bool) -> list[Host]:
+        """`mx_secure`: the MX lookup (or its denial) was DNSSEC-secure, so the hosts it
+        names may use DANE (RFC 7672 2.2.1)."""
         if any(name == dns.name.root for _, name in records):
             # RFC 7505 3: a null MX, whatever else is there, means "no mail".
             raise RouteError("5.1.10", f"domain {domain} accepts no mail (null MX)", True)
+        port = self.config.mx_port
         if not records:  # RFC 5321 5.1: the domain itself is the host
-            return await self._addresses(domain, self.config.mx_port, implicit=True)
+            return await self._addresses(domain, port, implicit=True, dane=mx_secure)
         hosts: list[Host] = []
         failures: list[RouteError] = []
         for name in _mx_order(records)[:MAX_MX_HOSTS]:
             try:
-                hosts += await self._addresses(name.to_text(omit_final_dot=True),
-                                               self.config.mx_port)
+                hosts += await self._addresses(name.to_text(omit_final_dot=True), port,
+                                               dane=mx_secure)
             except RouteError as exc:
                 failures.append(exc)
         if hosts:
             return hosts
         permanent = all(f.permanent for f in failures)
-        raise RouteError("5.4.4" if permanent else "4.4.3",
+        raise RouteError("5.4.4" if permanent else failures[-1].status,
                          f"no MX host of {domain} has an address: {failures[-1].text}", permanent)
 
-    async def _addresses(self, host: str, port: int, implicit: bool = False) -> list[Host]:
-        """The host's IPv6 then IPv4 addresses (each family as the resolver ordered it)."""
+    async def _addresses(self, host: str, port: int, implicit: bool = False,
+                         dane: bool = False) -> list[Host]:
+        """The host's IPv6 then IPv4 addresses (each family as the resolver ordered it).
+        `dane`: the MX lookup that named it was secure; its address lookups are validated."""
         try:
             ipaddress.ip_address(host)
             return [Host(host, host, port)]
@@ -150,8 +157,8 @@ class Router:
         errors: list[Exception] = []
         for rdtype in ("AAAA", "A"):
             try:
-                found += [Host(host, r.address, port)
-                          for r in await self.resolver.lookup(host, rdtype)]
+                records, tlsa_names = await self._address_records(host, rdtype, dane)
+                found += [Host(host, r.address, port, tlsa_names=tlsa_names) for r in records]
             except NoSuchDomain as exc:
                 errors.append(exc)
                 break  # the name does not exist: no other type will
@@ -163,6 +170,25 @@ class Router:
             raise RouteError("4.4.3", f"cannot look up {errors[-1]}", False)
         status = "5.1.2" if implicit else "5.4.4"
         raise RouteError(status, f"host {host} not found", True)
+
+    async def _address_records(self, host: str, rdtype: str,
+                               dane: bool) -> tuple[list[dns.rdata.Rdata], tuple[str, ...]]:
+        """The host's records of `rdtype`, and where its TLSA records may be looked up.
+        RFC 7672 2.2.2: only a secure address lookup lets DANE apply (an insecure one could
+        point anywhere); a bogus one makes the host unusable. Behind a secure CNAME chain, the
+        expanded name comes first, then the name the MX record gave."""
+        if not dane or self.dnssec is None:
+            return await self.resolver.lookup(host, rdtype), ()
+        try:
+            answer = await self.dnssec.lookup(host, rdtype)
+        except DnssecError as exc:
+            raise RouteError("4.7.5", f"address of {host} is DNSSEC-bogus: {exc}", False) from None
+        if answer.nxdomain:
+            raise NoSuchDomain(f"{host}: no such domain")
+        if not answer.secure:
+            return answer.records, ()
+        expanded = answer.expanded.to_text(omit_final_dot=True) if answer.expanded else host
+        return answer.records, tuple(dict.fromkeys((expanded.lower(), host.lower())))
 
 
 def _mx_order(records: list[tuple[int, dns.name.Name]]) -> list[dns.name.Name]:

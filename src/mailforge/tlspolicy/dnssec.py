@@ -8,7 +8,9 @@ answer needs a signed NSEC/NSEC3 proof (denial.py), and an answer without signat
 insecure only where a signed proof shows the zone it comes from is an unsigned delegation;
 else it is bogus, as are signatures that do not validate, and an answer synthesised from a
 wildcard without the proof that no closer name exists (RFC 4035 5.3.4): `DnssecError`, which
-DANE turns into a deferral (RFC 7672 2.2). A name under no trust anchor is insecure.
+DANE turns into a deferral (RFC 7672 2.2). A name under no trust anchor is insecure. A CNAME
+chain the server did not follow to its end (an authoritative server follows one only inside
+its own zones) is followed here, and is secure only when every part of it is.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class SecureAnswer:
     secure: bool  # signed and valid, or securely denied
     nxdomain: bool = False
     denial: Denial | None = None  # what a signed "no such record" answer proved
+    # Where the CNAME chain led: the name asked for when there was none (None: not known).
+    expanded: dns.name.Name | None = None
 
 
 class SecureLookup:
@@ -89,18 +93,30 @@ class SecureLookup:
         qname, qtype = dns.name.from_text(name), dns.rdatatype.from_text(rdtype)
         target, records = _chase(response, qname, qtype)
         if self.mode == "trust-ad":
-            return SecureAnswer(records, bool(response.flags & dns.flags.AD), nxdomain)
+            return SecureAnswer(records, bool(response.flags & dns.flags.AD), nxdomain,
+                                expanded=target)
         if self._anchor_above(qname) is None:
-            return SecureAnswer(records, False, nxdomain)
+            return SecureAnswer(records, False, nxdomain, expanded=target)
         secure = True
         for rrset in response.answer:
             if rrset.rdtype != dns.rdatatype.RRSIG:
                 secure = await self._check_rrset(rrset, response, depth) and secure
         if records:
-            return SecureAnswer(records, secure)
+            return SecureAnswer(records, secure, expanded=target)
+        if target != qname:
+            return await self._follow(target, rdtype, secure, depth)
         denial = await self._check_denial(response, target, qtype, nxdomain, depth)
         return SecureAnswer([], secure and denial is not None and not denial.insecure,
-                            nxdomain, denial)
+                            nxdomain, denial, target)
+
+    async def _follow(self, target: dns.name.Name, rdtype: str, chain_secure: bool,
+                      depth: int) -> SecureAnswer:
+        """The rest of a CNAME chain that ended at `target` without its records."""
+        if depth > MAX_CHAIN:
+            raise DnssecError(f"CNAME chain to {target} is too long")
+        rest = await self.lookup(target.to_text(), rdtype, depth + 1)
+        return SecureAnswer(rest.records, chain_secure and rest.secure, rest.nxdomain,
+                            rest.denial, rest.expanded)
 
     def _anchor_above(self, name: dns.name.Name) -> dns.name.Name | None:
         """The deepest trust anchor at or above `name`."""

@@ -108,15 +108,18 @@ class TLSPolicies:
         return (policy if policy is not None and policy.mode != "none" else None), None
 
     async def host(self, domain: str, host: str, policy: Policy | None,
-                   mx_secure: bool) -> HostSecurity:
+                   tlsa_names: tuple[str, ...]) -> HostSecurity:
         """The requirement on `host`, an MX host of `domain`. TLSPolicyFailure when the host
         may not be used at all (DNSSEC bogus, or not an MX host of an enforced policy).
-        `mx_secure`: the MX lookup that named the host was DNSSEC-secure; else an attacker
-        could have named the host, and its TLSA records prove nothing (RFC 7672 2.2.1)."""
-        tlsa = await self._tlsa(host) if mx_secure else None
-        if tlsa is not None:
-            return HostSecurity("dane", True, self.opportunistic, domain, policy, tlsa,
-                                [host, domain])
+        `tlsa_names`: where the host's TLSA records may be looked up, in order; empty unless
+        the MX lookup and the host's address lookup were DNSSEC-secure (else an attacker could
+        have named the host or its address, and its TLSA records prove nothing: RFC 7672
+        2.2.1, 2.2.2)."""
+        for name in tlsa_names:
+            tlsa = await self._tlsa(name)
+            if tlsa is not None:
+                return HostSecurity("dane", True, self.opportunistic, domain, policy, tlsa,
+                                    list(dict.fromkeys((*tlsa_names, host, domain))))
         if policy is None:
             return HostSecurity("", False, self.opportunistic)
         security = HostSecurity("sts", policy.mode == "enforce", self.verifying, domain, policy)
@@ -127,7 +130,7 @@ class TLSPolicies:
         return security
 
     async def _tlsa(self, host: str) -> list[Tlsa] | None:
-        """Usable TLSA records of a host whose records are secure; None: no DANE."""
+        """Usable TLSA records of a host whose records are secure; None: none there."""
         if self.dane is None:
             return None
         try:
