@@ -39,7 +39,7 @@ from ..policy.relay import RelayPolicy
 from ..protocols import httpd, imapd, pop3d, smtpd
 from ..protocols.autoconfig import ClientSettings, answer as autoconfig_answer
 from ..protocols.connection.driver import SessionContext, SessionDriver
-from ..protocols.connection.owners import ClusterRouting
+from ..protocols.connection.owners import ClusterRouting, counted_as as _counted_as
 from ..protocols.connection.proxied import ProxiedServer
 from ..protocols.connection.proxy import ProxyHeader
 from ..protocols.connection.record import ServiceMeters
@@ -251,7 +251,8 @@ class Worker:
             conn = Connection(self._start_session)
         else:
             conn = Connection(self._start_session, header.source,
-                              peer_speaks_for_itself=header.source is None)
+                              peer_speaks_for_itself=header.source is None,
+                              client_counted=header.client_counted)
         self.accepted_conns.add(conn)
         return conn
 
@@ -272,10 +273,10 @@ class Worker:
         return self._session(conn)
 
     async def _session(self, conn: Connection) -> None:
+        counted_as, max_per_ip = _counted_as(conn, self.settings.max_connections_per_ip)
         try:
             verdict = await self.ratekeeper.open_session(
-                self.service, conn.peer_ip, self.settings.max_connections,
-                self.settings.max_connections_per_ip)
+                self.service, counted_as, self.settings.max_connections, max_per_ip)
             self.accepted += 1
             if verdict is not OpenVerdict.OK:
                 metrics.inc("connections_refused_total", service=self.service, reason=verdict)
@@ -293,7 +294,7 @@ class Worker:
                 log.exception("%s: session from %s failed", self.service, conn.peer_ip)
             finally:
                 conn.close()
-                await self.ratekeeper.close_session(self.service, conn.peer_ip)
+                await self.ratekeeper.close_session(self.service, counted_as)
         finally:
             self.connections.discard(conn)
 

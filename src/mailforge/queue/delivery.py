@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import metrics
-from ..addresses import AddressError
+from ..addresses import AddressError, normalize_address, with_subaddress
 from ..auth.accounts import open_accounts
 from ..auth.api import (AccountsUnavailable, OwnerResolver, QuotaSource, RecipientResolver,
                         RecipientStatus)
@@ -448,7 +448,10 @@ class DeliveryAgent:
                 continue
             owner = lookups.owner(mailbox)
             if owner is not None and owner.name != self.node:
-                entry.relay_to_owner(rcpt, mailbox, owner_destination(owner))
+                # Under the mailbox (the owner must not expand an alias again), with the
+                # subaddress: the owner files it into the folder a delivery here would.
+                relayed = with_subaddress(mailbox, normalize_address(rcpt), lookup.detail)
+                entry.relay_to_owner(rcpt, mailbox, relayed, owner_destination(owner))
                 continue
             if not quota.admit(self.store_dir, lookups, mailbox, entry.envelope.size):
                 entry.failed[rcpt] = "mailbox full (over quota)"  # deferred: it may free up
