@@ -27,6 +27,7 @@ from .. import metrics, tls
 from . import allocator, sandbox
 from ..auth.accounts import open_accounts
 from ..auth.proxylogin import ProxyLogins, read_secret
+from ..auth.routing import owners_to_ask
 from ..config import Config, ServiceConfig, parse_hostport
 from ..errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
@@ -78,13 +79,16 @@ def _shared(worker: Worker, tls_context: ssl.SSLContext | None) -> dict[str, obj
             "meters": worker.meters, "tls_context": tls_context}
 
 
-def _cluster_routing(worker: Worker) -> ClusterRouting:
+def _cluster_routing(worker: Worker) -> ClusterRouting | None:
     """Mailbox routing for POP3 and IMAP: which node owns a mailbox, and the proxied logins
-    of [cluster] secret_file."""
+    of [cluster] secret_file; None on a node where nobody can own one (auth/routing.py)."""
     config = worker.config
+    owners = owners_to_ask(config, worker.accounts.nodes)
+    if owners is None:
+        return None
     secret = read_secret(config)
     logins = ProxyLogins(secret, worker.accounts.credentials) if secret is not None else None
-    return ClusterRouting(config.node_name, worker.accounts.nodes, logins,
+    return ClusterRouting(config.node_name, owners, logins,
                           parse_networks(config.server.proxy_trusted))
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from .. import metrics
 from ..addresses import AddressError, normalize_address, with_subaddress
 from ..auth.accounts import open_accounts
+from ..auth.routing import owners_to_ask
 from ..auth.api import (AccountsUnavailable, OwnerResolver, QuotaSource, RecipientResolver,
                         RecipientStatus)
 from ..config import Config
@@ -580,7 +581,8 @@ def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
     """Body of a delivery worker process: returns once `stopping()` says so."""
     with open_accounts(config) as accounts:
         agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, slots,
-                              outbound=shared_runner(config), owners=accounts.nodes)
+                              outbound=shared_runner(config),
+                              owners=owners_to_ask(config, accounts.nodes))
         # One worker sends the TLS-RPT reports, as one would be enough.
         reports = DailyReports(config) if slot == 0 and config.outbound_tls.tlsrpt else None
         try:
