@@ -85,6 +85,18 @@ def split_subaddress(address: str, delimiters: str) -> tuple[str, str] | None:
     return f"{local[:cut]}@{domain}", local[cut + 1:]
 
 
+def with_subaddress(mailbox: str, recipient: str, detail: str) -> str:
+    """`mailbox` with the subaddress `detail` that split_subaddress cut from the canonical
+    `recipient`, joined by the delimiter `recipient` used: what mail to `recipient` is relayed
+    under to the node that owns `mailbox`, so that it files it into the same folder (`recipient`
+    itself where it is a subaddress of `mailbox`). `mailbox` when `detail` is empty."""
+    if not detail:
+        return mailbox
+    delimiter = recipient.rpartition("@")[0][-len(detail) - 1]
+    local, _, domain = mailbox.rpartition("@")
+    return f"{local}{delimiter}{detail}@{domain}"
+
+
 def is_address_literal(domain: str) -> bool:
     return domain.startswith("[")
 

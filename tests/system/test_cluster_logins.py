@@ -1,19 +1,24 @@
-"""Mailbox routing on one real node (README "Scaling out"): a proxied login (SASL PLAIN with
+"""Mailbox routing on real nodes (README "Scaling out"): a proxied login (SASL PLAIN with
 the [cluster] secret_file master secret) counts only from a proxy_trusted peer and with the
 right secret; a PROXY header from elsewhere is refused; a mailbox whose owner node cannot be
 reached gets a temporary error, never a wrong-password answer; mail a node relays to an
-owner (PROXY LOCAL) is not checked again, as its client's was."""
+owner (PROXY LOCAL) is not checked again, as its client's was. Two nodes sharing their
+counters in Redis: a proxied session counts once against the client's per-IP cap, and mail
+to a subaddress lands in the owner's folder of that name, as it would locally."""
 
 from __future__ import annotations
 
 import base64
+import poplib
 import smtplib
 import socket
 
 import pytest
 
 from mailforge.protocols.connection.proxy import V2_LOCAL_HEADER, v2_header
-from .conftest import PASSWORD, USER, cli, free_port
+from tests.redis_server import RedisServer
+from .conftest import PASSWORD, USER, Server, cli, free_port
+from .test_cluster_counters import cluster_state, wait_for
 
 SECRET = "the-cluster-master-secret"
 FRONT = "127.0.0.2"  # the one proxy_trusted peer: a node of the cluster
@@ -39,12 +44,14 @@ def plain(authzid: str, authcid: str, password: str) -> str:
     return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode()).decode()
 
 
-def pop3_auth(node, source: str, credentials: str) -> bytes:
-    """AUTH PLAIN over a connection from `source` with a PROXY header naming 192.0.2.9: the
-    answer (b"" when the connection was closed unanswered)."""
+def pop3_auth(node, source: str, credentials: str, client_counted: bool = False) -> bytes:
+    """AUTH PLAIN over a connection from `source` with a PROXY header naming 192.0.2.9 (marked
+    as a node's proxied session: `client_counted`): the answer (b"" when the connection was
+    closed unanswered)."""
     with socket.create_connection(("127.0.0.1", node.pop3_port), timeout=20,
                                   source_address=(source, 0)) as sock:
-        sock.sendall(v2_header(("192.0.2.9", 40000), ("127.0.0.1", node.pop3_port)))
+        sock.sendall(v2_header(("192.0.2.9", 40000), ("127.0.0.1", node.pop3_port),
+                               client_counted))
         lines = sock.makefile("rb")
         try:
             if not lines.readline().startswith(b"+OK"):
@@ -75,6 +82,16 @@ def test_proxied_logins_need_a_trusted_peer_and_the_right_secret(node):
     # The IMAP port takes no PROXY header: 127.0.0.1 is the peer, and not a trusted one.
     assert imap_auth(node, master).startswith(b"A1 NO [AUTHENTICATIONFAILED]")
     assert imap_auth(node, plain("", USER, PASSWORD)).startswith(b"A1 OK")
+
+
+def test_a_session_marked_as_proxied_takes_only_the_proxied_login(node):
+    """The mark that spares a session the client's per-IP cap holds only with the master
+    secret: the user's own password on such a connection is refused, and said in the log."""
+    own_password = plain("", USER, PASSWORD)
+    assert pop3_auth(node, FRONT, own_password, client_counted=True).startswith(b"-ERR [SYS/TEMP]")
+    assert "only a proxied login may be made there" in node.log()
+    assert pop3_auth(node, FRONT, plain(USER, "b", SECRET), client_counted=True).startswith(b"+OK")
+    assert pop3_auth(node, FRONT, own_password).startswith(b"+OK")  # unmarked: as before
 
 
 def test_an_owner_that_is_down_is_a_temporary_error(node):
@@ -117,3 +134,88 @@ def test_mail_a_node_relays_is_not_checked_again(make_server, silent_nameserver)
     assert smtp_status(server, v2_header(("192.0.2.9", 40000), ("127.0.0.1", server.port))) == 451
     assert smtp_status(server, V2_LOCAL_HEADER) == 250  # a node, speaking for itself
     server.wait_delivered(1)
+
+
+CAP = 2  # [pop3] max_connections_per_ip on both nodes
+CAROL = "carol@example.test"  # her mailbox is node b's, as are the others of OWNED_BY_B
+# One POP3 session per mailbox at a time (its lock): a mailbox for each held session.
+OWNED_BY_B = [CAROL] + [f"user{n}@example.test" for n in range(1, CAP)]
+TEAM = "team@example.test"    # an alias: carol (on b) and alice (on whichever node)
+
+
+@pytest.fixture(scope="module")
+def front_and_owner(tmp_path_factory):
+    """Node a, which clients reach, and node b, which owns carol's mailbox: each with its own
+    accounts (the same on both), one Redis for their counters."""
+    redis = RedisServer(tmp_path_factory.mktemp("redis"))
+    redis.start()
+    nodes: dict[str, Server] = {}
+    try:
+        for name in ("a", "b"):
+            node = nodes[name] = Server(
+                tmp_path_factory.mktemp(f"node-{name}"), pop3_services=True,
+                server={"proxy_trusted": ["127.0.0.1/32"], "allow_plaintext_auth": True},
+                pop3={"max_connections_per_ip": CAP, "proxy_protocol": name == "b"},
+                smtp={"proxy_protocol": name == "b"},
+                cluster={"redis": redis.url, "node": name, "secret_file": "cluster.secret"})
+            (node.dir / "cluster.secret").write_text(SECRET + "\n")
+        for node in nodes.values():
+            for name, peer in nodes.items():
+                cli(node.conf, "node", "add", name, "--host", "127.0.0.1", "--smtp-port",
+                    str(peer.port), "--pop3-port", str(peer.pop3_port),
+                    "--imap-port", str(free_port()))
+            for user in OWNED_BY_B:
+                cli(node.conf, "user", "add", user, "--password-stdin", input=PASSWORD + "\n")
+                cli(node.conf, "user", "set", user, "--node", "b")
+            cli(node.conf, "alias", "add", TEAM, CAROL)
+            cli(node.conf, "alias", "add", TEAM, USER)
+            node.start()
+        for node in nodes.values():
+            wait_for(lambda: cluster_state(node)["shared"], f"node {node.config.node_name} shared")
+        yield nodes["a"], nodes["b"]
+    finally:
+        for node in nodes.values():
+            node.stop()
+        redis.stop()
+
+
+def test_a_proxied_session_counts_once_against_the_per_ip_cap(front_and_owner):
+    front, owner = front_and_owner
+    held = []
+    try:
+        for user in OWNED_BY_B:  # CAP sessions, each proxied to b and counted on a only
+            client = poplib.POP3("127.0.0.1", front.pop3_port, timeout=20)
+            held.append(client)
+            client.user(user)
+            assert client.pass_(PASSWORD).startswith(b"+OK")
+        with pytest.raises(poplib.error_proto,
+                           match=r"-ERR \[SYS/TEMP\] Too many connections from your IP"):
+            poplib.POP3("127.0.0.1", front.pop3_port, timeout=20)
+        assert all(f"{user}: POP3 login from 127.0.0.1 via node a" in owner.log()
+                   for user in OWNED_BY_B)
+    finally:
+        for client in held:
+            client.quit()
+
+
+def make_folder(maildir, name: str) -> None:
+    """A Maildir++ folder, as any IMAP client's CREATE (or mutt) leaves it."""
+    for part in ("cur", "new", "tmp"):
+        (maildir / f".{name}" / part).mkdir(parents=True)
+
+
+def test_mail_to_a_subaddress_keeps_its_folder_on_the_owner(front_and_owner):
+    front, owner = front_and_owner
+    make_folder(owner.maildir(CAROL), "lists")
+    make_folder(front.maildir(USER), "lists")
+    with smtplib.SMTP("127.0.0.1", front.port, timeout=20) as client:
+        for rcpt in ("carol+lists@example.test", "team+lists@example.test"):
+            client.sendmail("dave@remote.test", [rcpt], f"Subject: to {rcpt}\r\n\r\nhi\r\n")
+    # carol's both in her `lists` folder on b, alice's (a local delivery on a) in hers.
+    lists = owner.maildir(CAROL) / ".lists" / "new"
+    wait_for(lambda: len(list(lists.iterdir())) == 2, "two messages in carol's lists folder")
+    wait_for(lambda: len(list((front.maildir(USER) / ".lists" / "new").iterdir())) == 1,
+             "alice's copy in her lists folder")
+    assert owner.delivered(CAROL) == [] and front.delivered(CAROL) == []
+    delivered_to = sorted(path.read_bytes().split(b"\n", 2)[1] for path in lists.iterdir())
+    assert delivered_to == [b"Delivered-To: carol+lists@example.test"] * 2

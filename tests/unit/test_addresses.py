@@ -1,7 +1,8 @@
 import pytest
 
 from mailforge.addresses import (AddressError, normalize_address, normalize_alias_source,
-                                 normalize_domain, parse_address, split_subaddress)
+                                 normalize_domain, parse_address, split_subaddress,
+                                 with_subaddress)
 from mailforge.errors import UsageError
 
 
@@ -121,3 +122,15 @@ def test_normalize_alias_source():
     assert normalize_alias_source("Info@Example.test") == "info@example.test"
     with pytest.raises(AddressError, match="not a wildcard"):
         normalize_alias_source("*@example.test")
+
+
+@pytest.mark.parametrize("mailbox, recipient, expected", [
+    ("carol@example.test", "carol@example.test", "carol@example.test"),
+    ("carol@example.test", "carol+lists@example.test", "carol+lists@example.test"),
+    ("carol@example.test", "team-b+c@example.test", "carol-b+c@example.test"),  # first delimiter
+    ("carol@example.test", "team+@example.test", "carol@example.test"),  # an empty detail
+    ("carol@other.test", "team@example.test", "carol@other.test"),
+])
+def test_with_subaddress_puts_back_what_split_subaddress_cut(mailbox, recipient, expected):
+    detail = (split_subaddress(recipient, "+-") or ("", ""))[1]
+    assert with_subaddress(mailbox, recipient, detail) == expected

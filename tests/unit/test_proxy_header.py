@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from mailforge.protocols.connection.proxy import V2_SIGNATURE, ProxyError, ProxyHeader, parse
+from mailforge.protocols.connection.proxy import (V2_SIGNATURE, ProxyError, ProxyHeader, parse,
+                                                  v2_header)
 
 TAIL = b"EHLO client\r\n"  # what the client sends after the header: never part of it
 
@@ -43,6 +44,10 @@ VALID = [
     (b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n", ProxyHeader(1, None)),
     (v2_inet("198.51.100.9", 50123), ProxyHeader(2, ("198.51.100.9", 50123))),
     (v2_inet6("2001:db8::9", 443, tlvs=b"\x05\x00\x02ab"), ProxyHeader(2, ("2001:db8::9", 443))),
+    # Our mark (TLV 0xE0) after another TLV, and one that runs past the header: no mark.
+    (v2_inet6("2001:db8::9", 443, tlvs=b"\x05\x00\x02ab\xe0\x00\x00"),
+     ProxyHeader(2, ("2001:db8::9", 443), client_counted=True)),
+    (v2_inet6("2001:db8::9", 443, tlvs=b"\xe0\x00\x01"), ProxyHeader(2, ("2001:db8::9", 443))),
     (v2(command=0, family=0, block=b""), ProxyHeader(2, None)),           # LOCAL
     (v2(command=0, family=0x11, block=b"x" * 12), ProxyHeader(2, None)),  # LOCAL with a block
     (v2(family=0x00), ProxyHeader(2, None)),                              # PROXY, AF_UNSPEC
@@ -120,3 +125,13 @@ def test_nothing_yet_needs_more():
 def test_memoryview_input():
     header = b"PROXY TCP4 192.0.2.7 10.0.0.1 40000 25\r\n"
     assert parse(memoryview(header + TAIL)) == (ProxyHeader(1, ("192.0.2.7", 40000)), len(header))
+
+
+@pytest.mark.parametrize("client_counted", [False, True])
+@pytest.mark.parametrize(("client", "owner"), [(("192.0.2.9", 40000), ("10.0.1.2", 110)),
+                                               (("2001:db8::9", 40000), ("10.0.1.2", 110))])
+def test_a_node_s_header_parses_back(client, owner, client_counted):
+    header = v2_header(client, owner, client_counted)
+    parsed, _ = byte_by_byte(header)
+    address = client[0] if ":" in client[0] or ":" not in owner[0] else f"::ffff:{client[0]}"
+    assert parsed == ProxyHeader(2, (address, client[1]), client_counted)

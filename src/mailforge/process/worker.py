@@ -27,6 +27,7 @@ from .. import metrics, tls
 from . import allocator, sandbox
 from ..auth.accounts import open_accounts
 from ..auth.proxylogin import ProxyLogins, read_secret
+from ..auth.routing import owners_to_ask
 from ..config import Config, ServiceConfig, parse_hostport
 from ..errors import EXIT_OK, EXIT_WORKER_BOOT, MailforgeError
 from .heartbeat import Heartbeat
@@ -39,7 +40,7 @@ from ..policy.relay import RelayPolicy
 from ..protocols import httpd, imapd, pop3d, smtpd
 from ..protocols.autoconfig import ClientSettings, answer as autoconfig_answer
 from ..protocols.connection.driver import SessionContext, SessionDriver
-from ..protocols.connection.owners import ClusterRouting
+from ..protocols.connection.owners import ClusterRouting, counted_as as _counted_as
 from ..protocols.connection.proxied import ProxiedServer
 from ..protocols.connection.proxy import ProxyHeader
 from ..protocols.connection.record import ServiceMeters
@@ -78,13 +79,16 @@ def _shared(worker: Worker, tls_context: ssl.SSLContext | None) -> dict[str, obj
             "meters": worker.meters, "tls_context": tls_context}
 
 
-def _cluster_routing(worker: Worker) -> ClusterRouting:
+def _cluster_routing(worker: Worker) -> ClusterRouting | None:
     """Mailbox routing for POP3 and IMAP: which node owns a mailbox, and the proxied logins
-    of [cluster] secret_file."""
+    of [cluster] secret_file; None on a node where nobody can own one (auth/routing.py)."""
     config = worker.config
+    owners = owners_to_ask(config, worker.accounts.nodes)
+    if owners is None:
+        return None
     secret = read_secret(config)
     logins = ProxyLogins(secret, worker.accounts.credentials) if secret is not None else None
-    return ClusterRouting(config.node_name, worker.accounts.nodes, logins,
+    return ClusterRouting(config.node_name, owners, logins,
                           parse_networks(config.server.proxy_trusted))
 
 
@@ -251,7 +255,8 @@ class Worker:
             conn = Connection(self._start_session)
         else:
             conn = Connection(self._start_session, header.source,
-                              peer_speaks_for_itself=header.source is None)
+                              peer_speaks_for_itself=header.source is None,
+                              client_counted=header.client_counted)
         self.accepted_conns.add(conn)
         return conn
 
@@ -272,10 +277,10 @@ class Worker:
         return self._session(conn)
 
     async def _session(self, conn: Connection) -> None:
+        counted_as, max_per_ip = _counted_as(conn, self.settings.max_connections_per_ip)
         try:
             verdict = await self.ratekeeper.open_session(
-                self.service, conn.peer_ip, self.settings.max_connections,
-                self.settings.max_connections_per_ip)
+                self.service, counted_as, self.settings.max_connections, max_per_ip)
             self.accepted += 1
             if verdict is not OpenVerdict.OK:
                 metrics.inc("connections_refused_total", service=self.service, reason=verdict)
@@ -293,7 +298,7 @@ class Worker:
                 log.exception("%s: session from %s failed", self.service, conn.peer_ip)
             finally:
                 conn.close()
-                await self.ratekeeper.close_session(self.service, conn.peer_ip)
+                await self.ratekeeper.close_session(self.service, counted_as)
         finally:
             self.connections.discard(conn)
 

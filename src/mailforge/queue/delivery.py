@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import metrics
-from ..addresses import AddressError
+from ..addresses import AddressError, normalize_address, with_subaddress
 from ..auth.accounts import open_accounts
+from ..auth.routing import owners_to_ask
 from ..auth.api import (AccountsUnavailable, OwnerResolver, QuotaSource, RecipientResolver,
                         RecipientStatus)
 from ..config import Config
@@ -448,7 +449,10 @@ class DeliveryAgent:
                 continue
             owner = lookups.owner(mailbox)
             if owner is not None and owner.name != self.node:
-                entry.relay_to_owner(rcpt, mailbox, owner_destination(owner))
+                # Under the mailbox (the owner must not expand an alias again), with the
+                # subaddress: the owner files it into the folder a delivery here would.
+                relayed = with_subaddress(mailbox, normalize_address(rcpt), lookup.detail)
+                entry.relay_to_owner(rcpt, mailbox, relayed, owner_destination(owner))
                 continue
             if not quota.admit(self.store_dir, lookups, mailbox, entry.envelope.size):
                 entry.failed[rcpt] = "mailbox full (over quota)"  # deferred: it may free up
@@ -577,7 +581,8 @@ def run(config: Config, slot: int, slots: int, heartbeat: Callable[[], None],
     """Body of a delivery worker process: returns once `stopping()` says so."""
     with open_accounts(config) as accounts:
         agent = DeliveryAgent(config, accounts.directory, accounts.mailbox_settings, slot, slots,
-                              outbound=shared_runner(config), owners=accounts.nodes)
+                              outbound=shared_runner(config),
+                              owners=owners_to_ask(config, accounts.nodes))
         # One worker sends the TLS-RPT reports, as one would be enough.
         reports = DailyReports(config) if slot == 0 and config.outbound_tls.tlsrpt else None
         try:

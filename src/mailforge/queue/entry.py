@@ -33,7 +33,8 @@ class Entry:
     mailboxes: set[str] = field(default_factory=set)  # a mailbox gets one copy per message
     remote: list[str] = field(default_factory=list)  # recipients to relay
     # Mailboxes another node owns (mailbox routing), relayed to it as recipients of their own
-    # (among `remote`): mailbox → the recipient that reached it, and → the owner's port.
+    # (among `remote`, each the mailbox with the recipient's subaddress): relayed address → the
+    # recipient that reached it, and → the owner's port.
     reached_by: dict[str, str] = field(default_factory=dict)
     owner_routes: dict[str, Destination] = field(default_factory=dict)
     outcomes: Outcomes = field(default_factory=Outcomes)  # settled for good: to report on
@@ -43,12 +44,13 @@ class Entry:
     # Failed recipients that reach a mailbox over its quota ([delivery] quota_full_bounce_after).
     over_quota: set[str] = field(default_factory=set)
 
-    def relay_to_owner(self, rcpt: str, mailbox: str, owner: Destination) -> None:
-        """`mailbox`, reached by `rcpt`, is another node's: relay it there, never store it here."""
+    def relay_to_owner(self, rcpt: str, mailbox: str, address: str, owner: Destination) -> None:
+        """`mailbox`, reached by `rcpt`, is another node's: relay it there under `address`,
+        never store it here."""
         self.mailboxes.add(mailbox)
-        self.remote.append(mailbox)
-        self.reached_by[mailbox] = rcpt
-        self.owner_routes[mailbox] = owner
+        self.remote.append(address)
+        self.reached_by[address] = rcpt
+        self.owner_routes[address] = owner
 
     def movable(self, rcpt: str) -> bool:
         """Is the queue file itself this recipient's copy (its only one, headers in place)?"""

@@ -5,6 +5,10 @@ peer may itself make such logins (README, "Scaling out").
 A session that logs in a user owned by another node is proxied: the driver logs in at the
 owner (`log_in_at_owner`), answers the client with the owner's answer, and splices
 (upstream.splice). The owner down, hung or refusing: a temporary error for the client.
+
+The client is counted against its per-IP cap once, on the node it reached: the owner counts
+a session that node marks as counted (`counted_as`) toward the service's cap only, and takes
+no login but the node's proxied one on it (`marked_login_refused`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from ... import metrics
 from ...auth.api import Node, OwnerResolver
 from ...auth.proxylogin import ProxyLogins
 from ...policy.networks import Network, listed
+from ...ratekeeper.counters import UNLIMITED
 from . import upstream
 from .transport import Connection
 from .upstream import OwnerUnavailable, Upstream
@@ -73,3 +78,25 @@ class ClusterRouting:
                  owner.name)
         metrics.inc("proxied_sessions_total", service=service, node=owner.name, result="ok")
         return connection, answer
+
+
+def counted_as(conn: Connection, max_per_ip: int) -> tuple[str, int]:
+    """What the rate-keeper counts `conn`'s session under, and its per-IP cap there. A session
+    a cluster node proxies here (its PROXY header marked client_counted; only a proxy_trusted
+    peer's header is read at all) was counted against the client's cap on that node: here it
+    counts toward the service's max_connections alone, which protects this node, under a key
+    naming the node that is no IP address, so no client's count or block is touched."""
+    if conn.client_counted:
+        return f"via {conn.socket_peer_ip}", UNLIMITED
+    return conn.peer_ip, max_per_ip
+
+
+def marked_login_refused(conn: Connection, user: str, via: str) -> bool:
+    """Whether a login must be refused: on a connection marked client_counted only the
+    marking node's proxied login (the master secret; `via` names the node) may be made, or the
+    session would be one that no per-IP cap counted. Logged: a node of ours misbehaves."""
+    if not conn.client_counted or via:
+        return False
+    log.warning("%s: refused a login from %s on a connection %s marked as a proxied session: "
+                "only a proxied login may be made there", user, conn.peer_ip, conn.socket_peer_ip)
+    return True

@@ -25,6 +25,11 @@ V2_MAX_LENGTH = 2048
 MAX_HEADER = V2_FIXED + V2_MAX_LENGTH
 # A v2 LOCAL header: the sender speaks for itself (a node relaying to a mailbox's owner).
 V2_LOCAL_HEADER = V2_SIGNATURE + bytes((0x20, 0x00, 0x00, 0x00))
+# Our own TLV (spec 2.2.8 leaves 0xE0-0xEF to applications): the sender, a cluster node
+# proxying a session to the mailbox's owner, counted the client against its per-IP cap
+# already, so the owner must not count it again (README "Scaling out").
+TLV_CLIENT_COUNTED = 0xE0
+_TLV_HEAD = 3  # type, 2-byte length
 
 _V2_LOCAL, _V2_PROXY = 0x0, 0x1
 _AF_UNSPEC, _AF_INET, _AF_INET6, _AF_UNIX = 0x0, 0x1, 0x2, 0x3
@@ -43,6 +48,7 @@ class ProxyHeader:
     # The real client; None for v1 UNKNOWN, v2 LOCAL and address families without one
     # (health checks from the balancer itself): the connection's own address stands.
     source: tuple[str, int] | None
+    client_counted: bool = False  # the TLV_CLIENT_COUNTED mark (v2 with a client only)
 
 
 def parse(data: bytes | bytearray | memoryview) -> tuple[ProxyHeader, int] | None:
@@ -108,7 +114,12 @@ def _parse_v2(data: bytes) -> tuple[ProxyHeader, int] | None:
         return None
     if command == _V2_LOCAL:
         return ProxyHeader(2, None), total
-    return ProxyHeader(2, _v2_source(family_transport, data[V2_FIXED:total])), total
+    block = data[V2_FIXED:total]
+    source = _v2_source(family_transport, block)
+    if source is None:
+        return ProxyHeader(2, None), total
+    tlvs = block[_V2_ADDRESS_SIZES[family_transport >> 4]:]
+    return ProxyHeader(2, source, TLV_CLIENT_COUNTED in _tlv_types(tlvs)), total
 
 
 def _v2_check_version(version_command: int) -> int:
@@ -137,10 +148,26 @@ def _v2_source(family_transport: int, block: bytes) -> tuple[str, int] | None:
     return str(ipaddress.ip_address(block[:size])), port
 
 
-def v2_header(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
+def _tlv_types(data: bytes) -> set[int]:
+    """The types of the TLVs after the address block. Types we do not know are skipped, as
+    the spec asks; a TLV running past the header is no mark of ours and ends the walk."""
+    types: set[int] = set()
+    at = 0
+    while at + _TLV_HEAD <= len(data):
+        kind, length = data[at], struct.unpack_from("!H", data, at + 1)[0]
+        at += _TLV_HEAD + length
+        if at > len(data):
+            break
+        types.add(kind)
+    return types
+
+
+def v2_header(source: tuple[str, int], destination: tuple[str, int],
+              client_counted: bool = False) -> bytes:
     """A v2 PROXY header for a TCP connection from `source` to `destination`, as a node sends
-    it to the owner of a mailbox whose session it proxies (protocols/connection/upstream.py).
-    An IPv4 address beside an IPv6 one travels IPv4-mapped: a header has one family."""
+    it to the owner of a mailbox whose session it proxies (protocols/connection/upstream.py),
+    `client_counted` marking it with TLV_CLIENT_COUNTED. An IPv4 address beside an IPv6 one
+    travels IPv4-mapped: a header has one family."""
     addresses = [ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])]
     if addresses[0].version != addresses[1].version:
         addresses = [ipaddress.IPv6Address(f"::ffff:{a}") if a.version == 4 else a
@@ -148,5 +175,7 @@ def v2_header(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
     family = _AF_INET if addresses[0].version == 4 else _AF_INET6
     block = (addresses[0].packed + addresses[1].packed
              + struct.pack("!HH", source[1], destination[1]))
+    if client_counted:
+        block += struct.pack("!BH", TLV_CLIENT_COUNTED, 0)
     return (V2_SIGNATURE + struct.pack("!BBH", 0x20 | _V2_PROXY, family << 4 | _STREAM, len(block))
             + block)

@@ -41,7 +41,7 @@ class LineTooLong(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
-                 "peer_ip", "peer_port", "socket_peer_ip", "peer_speaks_for_itself",
+                 "peer_ip", "peer_port", "socket_peer_ip", "peer_speaks_for_itself", "client_counted",
                  "local_port", "closed", "last_activity", "idle_reply",
                  "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
                  "_line_start", "_line_spent", "_writable", "_source", "_deflate",
@@ -49,7 +49,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, handler: Callable[[Connection], Awaitable[None]],
                  source: tuple[str, int] | None = None,
-                 peer_speaks_for_itself: bool = False) -> None:
+                 peer_speaks_for_itself: bool = False, client_counted: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
         self._handler = handler
         self._buffer = bytearray()
@@ -65,6 +65,9 @@ class Connection(asyncio.Protocol):
         # speaks for itself. A cluster node relaying mail it accepted (and checked already) to
         # the mailbox's owner does, as does a balancer's health check.
         self.peer_speaks_for_itself = peer_speaks_for_itself
+        # A proxy_trusted peer's PROXY header said it counted the client against its per-IP
+        # cap already (proxy.TLV_CLIENT_COUNTED): a cluster node proxying a session here.
+        self.client_counted = client_counted
         self.local_port = 0
         self.closed = False
         self.last_activity = time.monotonic()

@@ -3,7 +3,8 @@ splice that carries the session there once the owner has logged the user in.
 
 The connection opens with a PROXY v2 header naming the real client, so the owner's policies,
 limits and logs see the client and not this node; the owner's port takes it from its
-[server] proxy_trusted peers. What is said before the splice (the owner's greeting, the
+[server] proxy_trusted peers. The header carries our TLV_CLIENT_COUNTED mark: this node
+counted the client against its max_connections_per_ip, so the owner does not count it again. What is said before the splice (the owner's greeting, the
 login) is each protocol's (protocols/ownerlogin.py); after it, bytes go both ways unread
 until either side closes.
 """
@@ -61,7 +62,7 @@ async def connect(host: str, port: int, client: tuple[str, int]) -> Upstream:
         reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror
         raise OwnerUnavailable(f"cannot connect to {host}:{port}: {reason}") from None
     owner_address = writer.get_extra_info("peername")[:2]
-    writer.write(proxy.v2_header(client, owner_address))
+    writer.write(proxy.v2_header(client, owner_address, client_counted=True))
     return Upstream(reader, writer)
 
 
