@@ -275,7 +275,14 @@ def postgresql_outage(cluster) -> None:
     # is back (well within the first step of the retry schedule), and logins work again.
     wait_for(lambda: [len(n.delivered(ERIN)) for n in nodes] == [1, 1, 1],
              "the queued messages delivered", timeout=30)
-    assert sorted(pop3_node(balancer) for _ in NODES) == list(NODES)
+    wait_for(lambda: logins_work(balancer), "logins through every node", timeout=10)
+
+
+def logins_work(balancer) -> bool:
+    try:
+        return sorted(pop3_node(balancer) for _ in NODES) == list(NODES)
+    except poplib.error_proto:
+        return False
 
 
 def smtp_to_rcpt(balancer) -> smtplib.SMTP:

@@ -32,6 +32,12 @@ VERSION_TABLE = "mailforge_schema"
 # that must not exist yet) see no other writer between them, and two nodes' first uses of an
 # empty database create the tables once. The number is arbitrary, fixed: "mf" in ASCII.
 WRITE_LOCK = 0x6D66
+# The pool retries a lost connection with a doubling delay, unbounded, for as long as its
+# reconnect_timeout: ten seconds into an outage its next try is already eight seconds away,
+# and logins would keep failing that long after the database is back. With a short window
+# the pool soon gives up the doubling, and the next request that needs a connection tries
+# at once.
+RECONNECT_WINDOW = 5.0
 
 
 class _Placeholders:
@@ -55,7 +61,7 @@ class Database(sql.Database):
         # libpq's connect_timeout takes whole seconds, and 1 is too short for a busy network.
         connection = {"autocommit": True, "connect_timeout": max(2, round(timeout))}
         self._pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, timeout=timeout,
-                                    kwargs=connection,
+                                    kwargs=connection, reconnect_timeout=RECONNECT_WINDOW,
                                     check=ConnectionPool.check_connection, open=False,
                                     name="accounts")
         self._pool.open(wait=False)
