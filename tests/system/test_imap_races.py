@@ -5,7 +5,6 @@ A message that still exists must always be read; only one that is gone may answe
 
 from __future__ import annotations
 
-import imaplib
 import poplib
 import re
 import threading
