@@ -74,6 +74,12 @@ class Manifest:
                    [Entry(**entry) for entry in raw["files"]], raw["directories"])
 
 
+def includes_accounts(config: configuration.Config) -> bool:
+    """Are the accounts in the archive? Only SQLite's file: a PostgreSQL database is shared
+    by every node and backed up by its own tools (pg_dump), not by one node."""
+    return config.accounts.backend == "sqlite"
+
+
 def create(config: configuration.Config, compression: str = "gz") -> Path:
     """Write a new archive under backup/ (temp name, fsync, rename) and return its path."""
     backup_dir = config.data_dir / "backup"
@@ -81,9 +87,10 @@ def create(config: configuration.Config, compression: str = "gz") -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = backup_dir / f"mailforge-{stamp}{COMPRESSION[compression]}"
     with tempfile.TemporaryDirectory(prefix="backup-", dir=backup_dir) as staging:
-        snapshot = Path(staging) / ACCOUNTS_NAME
-        _snapshot_accounts(config.accounts_db, snapshot)
-        sources = {CONFIG_NAME: config.path, ACCOUNTS_NAME: snapshot}
+        sources = {CONFIG_NAME: config.path}
+        if includes_accounts(config):
+            sources[ACCOUNTS_NAME] = snapshot = Path(staging) / ACCOUNTS_NAME
+            _snapshot_accounts(config.accounts_db, snapshot)
         directories, files = _data_files(config)
         sources.update(files)
         partial = Path(staging) / target.name

@@ -136,3 +136,17 @@ def test_cli_errors_are_one_line(busy, tmp_path):
         tar.add(busy.conf, arcname="mailforge.toml")
     wrong = cli(busy.conf, "backup", "restore", str(not_backup), "--dir", str(tmp_path / "y"), check=False)
     assert wrong.returncode != 0 and "not a mailforge backup" in wrong.stderr
+
+
+def test_with_postgresql_accounts_the_archive_says_they_are_not_in_it(make_server):
+    # Nothing connects to the database to make the archive: a port nobody listens on will do.
+    server = make_server(accounts=False)
+    server.reconfigure({"accounts": {"backend": "postgresql", "dsn": "host=127.0.0.1 port=1"}})
+    made = cli(server.conf, "backup", "create", check=False)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.splitlines()[1] == ("mailforge: the accounts are in PostgreSQL ([accounts] "
+                                           "dsn), not in the archive: back that database up with "
+                                           "pg_dump")
+    (archive,) = (server.dir / "backup").glob("mailforge-*.tar.gz")
+    with tarfile.open(archive) as opened:
+        assert "accounts.sqlite3" not in opened.getnames()

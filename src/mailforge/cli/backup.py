@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _create(args: argparse.Namespace, config: Config) -> int:
     path = backup.create(config, args.compress)
     print(backup.describe(path, backup.read_manifest(path)))
+    if not backup.includes_accounts(config):
+        print("mailforge: the accounts are in PostgreSQL ([accounts] dsn), not in the archive: "
+              "back that database up with pg_dump")
     return EXIT_OK
 
 
