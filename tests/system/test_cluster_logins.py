@@ -25,19 +25,23 @@ FRONT = "127.0.0.2"  # the one proxy_trusted peer: a node of the cluster
 OWNED_ELSEWHERE = "erin@example.test"  # owned by a node that is down
 
 
-@pytest.fixture
-def node(make_server):
-    server = make_server(pop3_services=True, imap_services=True,
-                         server={"proxy_trusted": [f"{FRONT}/32"], "allow_plaintext_auth": True},
-                         pop3={"proxy_protocol": True},
-                         cluster={"node": "a", "secret_file": "cluster.secret"})
-    (server.dir / "cluster.secret").write_text(SECRET + "\n")
-    cli(server.conf, "user", "add", OWNED_ELSEWHERE, "--password-stdin", input=PASSWORD + "\n")
-    cli(server.conf, "node", "add", "gone", "--host", "127.0.0.1", "--pop3-port",
-        str(free_port()), "--imap-port", str(free_port()))
-    cli(server.conf, "user", "set", OWNED_ELSEWHERE, "--node", "gone")
-    server.start()
-    return server
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """One node for the module's login tests (none of them changes what the others see)."""
+    server = Server(tmp_path_factory.mktemp("node"), pop3_services=True, imap_services=True,
+                    server={"proxy_trusted": [f"{FRONT}/32"], "allow_plaintext_auth": True},
+                    pop3={"proxy_protocol": True},
+                    cluster={"node": "a", "secret_file": "cluster.secret"})
+    try:
+        (server.dir / "cluster.secret").write_text(SECRET + "\n")
+        cli(server.conf, "user", "add", OWNED_ELSEWHERE, "--password-stdin", input=PASSWORD + "\n")
+        cli(server.conf, "node", "add", "gone", "--host", "127.0.0.1", "--pop3-port",
+            str(free_port()), "--imap-port", str(free_port()))
+        cli(server.conf, "user", "set", OWNED_ELSEWHERE, "--node", "gone")
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 def plain(authzid: str, authcid: str, password: str) -> str:
