@@ -63,6 +63,15 @@ class Listing:
     highestmodseq: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What STATUS counts over a listing's messages."""
+
+    unseen: int
+    deleted: int
+    size: int  # octets of the CRLF forms (RFC 8438 STATUS SIZE)
+
+
 class FolderDir:
     def __init__(self, path: Path, root: Path, usage: UsageHook | None = None,
                  summarizer: Summarizer | None = None) -> None:
@@ -76,11 +85,13 @@ class FolderDir:
         self.state: FolderState = shared_state(path, root)
         # The last listing handed out, handed out again while nothing changed.
         self._last_listing: Listing | None = None
+        # STATUS's counts over the listing of that version (STATUS comes again and again).
+        self._last_tally: tuple[tuple[int, int], Tally] | None = None
 
     # -- the folder itself
 
     def exists(self) -> bool:
-        return (self.path / "cur").is_dir()
+        return os.path.isdir(self._cur)
 
     def create(self, marker: bool = True) -> None:
         for sub in MAILDIR_SUBDIRS:
@@ -119,6 +130,21 @@ class FolderDir:
                 records.append(index.claim_recent())
             self._commit(index, records)
             return self._listing(index, claimed)
+
+    def tally(self, listing: Listing) -> Tally:
+        """STATUS's counts over `listing`, worked out once per version of the folder."""
+        last = self._last_tally
+        if last is not None and last[0] == listing.version:
+            return last[1]
+        unseen = deleted = size = 0
+        for entry in listing.entries:
+            letters = letters_of(entry.name)
+            unseen += "S" not in letters
+            deleted += "T" in letters
+            size += entry.size
+        tally = Tally(unseen, deleted, size)
+        self._last_tally = (listing.version, tally)
+        return tally
 
     def _listing(self, index: UidIndex, claimed: frozenset[int]) -> Listing:
         """(Under the mutex.) The unclaimed messages are \\Recent, or those just `claimed`."""

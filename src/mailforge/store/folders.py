@@ -43,7 +43,7 @@ from .api import (
     Summarizer,
     UnsupportedUse,
 )
-from .filenames import field_of, letters_of
+from .filenames import field_of
 from .folderdir import FolderDir
 from .maildir import mailbox_path, public_path
 from .names import SPECIAL_USE, from_dir, is_namespace, is_public, is_shared, normalize, parents, to_dir
@@ -52,6 +52,9 @@ from .selected import SelectedFolder, canonical_flags
 from .specialuse import SpecialUses
 
 SUBSCRIPTIONS = "subscriptions"
+# Names of the account's own folders whose place a session remembers (a bound against a
+# client that names thousands of them).
+MAX_REMEMBERED_PLACES = 1000
 SUBSCRIPTIONS_HEADER = "V\t2\n\n"
 # A folder being deleted is first renamed to this prefix (not a folder name: it starts with
 # "..") so that no reader sees it half removed.
@@ -113,6 +116,7 @@ class MaildirMailbox:
         # One FolderDir per directory for the session's life, so that what it learnt of the
         # folder (index, keywords, message dates and sizes) serves the next SELECT too.
         self._dirs: dict[Path, FolderDir] = {}
+        self._own_places: dict[str, _Place] = {}
         inbox = self._folder_dir(self.root)
         if not inbox.exists():
             inbox.create(marker=False)
@@ -270,12 +274,10 @@ class MaildirMailbox:
         place = self._existing(name)
         self._require(place, "r")
         listing = place.folder.listing()
-        letters = [letters_of(e.name) for e in listing.entries]
-        unseen = sum(1 for flags in letters if "S" not in flags)
-        deleted = sum(1 for flags in letters if "T" in flags)
-        size = sum(field_of(e.name, "W") or field_of(e.name, "S") or 0 for e in listing.entries)
-        return FolderStatus(len(listing.entries), listing.unclaimed, unseen, listing.uidnext,
-                            listing.uidvalidity, size, listing.highestmodseq, deleted)
+        tally = place.folder.tally(listing)
+        return FolderStatus(len(listing.entries), listing.unclaimed, tally.unseen,
+                            listing.uidnext, listing.uidvalidity, tally.size,
+                            listing.highestmodseq, tally.deleted)
 
     def append(self, name: str, data: bytes, flags: Iterable[str] = (),
                internal_date: float | None = None) -> Appended:
@@ -379,6 +381,16 @@ class MaildirMailbox:
     # -- names to places
 
     def _locate(self, name: str) -> _Place:
+        # The account's own folders lead to the same place for good: LIST and STATUS ask
+        # for them again and again (normalising and escaping a name is most of a LIST).
+        place = self._own_places.get(name)
+        if place is None:
+            place = self._place_of(name)
+            if place.owner == self.address and len(self._own_places) < MAX_REMEMBERED_PLACES:
+                self._own_places[name] = place
+        return place
+
+    def _place_of(self, name: str) -> _Place:
         name = normalize(name)
         if is_namespace(name):
             raise InvalidName(f"{name} is a namespace, not a folder")
