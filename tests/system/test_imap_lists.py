@@ -3,6 +3,8 @@ real socket against the real Maildir store."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from .imap_helpers import RawSession, fill, login
@@ -106,3 +108,32 @@ def test_bad_options(session, command):
 def test_remote_is_accepted(session):
     lines = ok(session.command(b"L", b'LIST (REMOTE) "" %'))
     assert any(line.endswith(b'"/" INBOX\r\n') for line in lines)
+
+
+def test_list_sees_other_sessions_changes_after_it_settled(imap_server, session):
+    """A session's LIST answers from what it found while the folder tree has not changed: a
+    folder another session creates, deletes or subscribes to, or one a hand made selectable,
+    shows in the next LIST all the same (also when it comes within the clock tick of the
+    listing before)."""
+    other = RawSession(imap_server.imap_port)
+    other.login()
+    maildir = imap_server.maildir()
+    (maildir / ".Hand").mkdir()  # a folder directory without cur/: not selectable
+    ok(other.command(b"C0", b"CREATE Early"))
+    time.sleep(1.5)  # past the mtime tick: the next LIST's answer is kept
+    names = ok(session.command(b"L0", b'LIST "" *'))
+    assert b'* LIST (\\HasNoChildren) "/" Early\r\n' in names
+    assert b'* LIST (\\HasNoChildren \\Noselect) "/" Hand\r\n' in names
+    for sub in ("cur", "new", "tmp"):
+        (maildir / ".Hand" / sub).mkdir()
+    names = ok(session.command(b"L1", b'LIST "" *'))
+    assert b'* LIST (\\HasNoChildren) "/" Hand\r\n' in names
+    ok(other.command(b"C1", b"CREATE Late"))
+    ok(other.command(b"S1", b"SUBSCRIBE Early"))
+    names = ok(session.command(b"L2", b'LIST "" * RETURN (SUBSCRIBED)'))
+    assert b'* LIST (\\HasNoChildren) "/" Late\r\n' in names
+    assert b'* LIST (\\HasNoChildren \\Subscribed) "/" Early\r\n' in names
+    ok(other.command(b"D1", b"DELETE Early"))
+    names = ok(session.command(b"L3", b'LIST "" *'))
+    assert not any(line.endswith(b" Early\r\n") for line in names)
+    other.close()

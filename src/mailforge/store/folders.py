@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from .api import (
     UnsupportedUse,
 )
 from .filenames import field_of
-from .folderdir import FolderDir
+from .folderdir import MTIME_SLACK_NS, FolderDir
 from .maildir import mailbox_path, public_path
 from .names import SPECIAL_USE, from_dir, is_namespace, is_public, is_shared, normalize, parents, to_dir
 from .quota import NO_LIMITS, Limits, MaildirSize
@@ -55,6 +56,7 @@ SUBSCRIPTIONS = "subscriptions"
 # Names of the account's own folders whose place a session remembers (a bound against a
 # client that names thousands of them).
 MAX_REMEMBERED_PLACES = 1000
+NOSELECT = "\\Noselect"
 SUBSCRIPTIONS_HEADER = "V\t2\n\n"
 # A folder being deleted is first renamed to this prefix (not a folder name: it starts with
 # "..") so that no reader sees it half removed.
@@ -77,6 +79,16 @@ CHANGE_RIGHTS = frozenset("stwe")
 class PublicAccess:
     root: Path
     writers: str  # the domain's setting: PUBLIC_EVERYONE or addresses (acl.public_defaults)
+
+
+@dataclass(frozen=True, slots=True)
+class _OwnListing:
+    """What `folders` found in the account's own tree, and the stamps that vouch for it."""
+
+    stamps: tuple[object, ...]
+    unselectable: tuple[Path, ...]  # folders without cur/: one may get it in place
+    infos: list[FolderInfo]
+    subscribed: set[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,10 @@ class MaildirMailbox:
         # folder (index, keywords, message dates and sizes) serves the next SELECT too.
         self._dirs: dict[Path, FolderDir] = {}
         self._own_places: dict[str, _Place] = {}
+        self._own_listing: _OwnListing | None = None
+        # What a change to the folder list changes (strings: no Path built at each LIST).
+        self._tree_files = (str(self.root), str(self.root / SUBSCRIPTIONS),
+                            str(self.special_uses.path))
         inbox = self._folder_dir(self.root)
         if not inbox.exists():
             inbox.create(marker=False)
@@ -130,15 +146,40 @@ class MaildirMailbox:
     # -- folders
 
     def folders(self) -> list[FolderInfo]:
-        subscribed = set(self.subscriptions())
-        names = {INBOX} | set(_tree_names(self.root))
-        uses = SPECIAL_USE | self.special_uses.load()
-        infos = _infos(names, "", subscribed, self._selectable, uses)
+        infos, subscribed = self._own_folders()
+        infos = list(infos)
         if self.public is not None:
             public = {name for name in _tree_names(self.public.root)
                       if "l" in self._rights(self._locate(PUBLIC_PREFIX + name))}
             infos += _infos(public, PUBLIC_PREFIX, subscribed, self._selectable, {})
         return infos + _infos(self._shared_names(), "", subscribed, self._selectable, {})
+
+    def _own_folders(self) -> tuple[list[FolderInfo], set[str]]:
+        """The account's own folders, and its subscriptions; listed again only when a folder
+        came, went or changed its name (the tree's directory changed), a subscription or a
+        special use changed, or a folder that could not be selected may now be (LIST comes
+        again and again, and listing the tree was most of it)."""
+        cached = self._own_listing
+        if cached is not None and cached.stamps == self._own_stamps(cached.unselectable):
+            return cached.infos, cached.subscribed
+        now = time.time_ns()
+        stamps = self._own_stamps(())
+        subscribed = set(self.subscriptions())
+        names = {INBOX} | set(_tree_names(self.root))
+        uses = SPECIAL_USE | self.special_uses.load()
+        infos = _infos(names, "", subscribed, self._selectable, uses)
+        unselectable = tuple(self._locate(info.name).folder.path for info in infos
+                             if info.name in names and NOSELECT in info.attributes)
+        stamps += tuple(map(_stat_stamp, unselectable))
+        # An mtime moves in clock ticks: a change in the tick just seen could leave it as it
+        # is, so only stamps older than that vouch for the listing.
+        settled = all(stamp is None or now - stamp[1] > MTIME_SLACK_NS for stamp in stamps)
+        self._own_listing = (_OwnListing(stamps, unselectable, infos, subscribed)
+                             if settled else None)
+        return infos, subscribed
+
+    def _own_stamps(self, unselectable: tuple[Path, ...]) -> tuple[object, ...]:
+        return (*map(_stat_stamp, self._tree_files), *map(_stat_stamp, unselectable))
 
     def _shared_names(self) -> set[str]:
         """The other mailboxes' folders of the domain this account may see ("l")."""
@@ -489,7 +530,7 @@ def _tree_names(root: Path) -> list[str]:
     return [name for name in map(from_dir, entries) if name is not None]
 
 
-def _stat_stamp(path: Path) -> tuple[int, int] | None:
+def _stat_stamp(path: str | Path) -> tuple[int, int] | None:
     """What tells a changed file or directory from the one seen before (None: none there)."""
     try:
         stat = os.stat(path)
@@ -510,7 +551,7 @@ def _infos(names: set[str], prefix: str, subscribed: set[str],
         attributes = {"\\HasChildren" if any(n.startswith(name + SEPARATOR) for n in everything)
                       else "\\HasNoChildren"}
         if name not in names or not selectable(full):
-            attributes.add("\\Noselect")
+            attributes.add(NOSELECT)
         if name not in names:
             attributes.add("\\NonExistent")  # a level that only holds others (RFC 5258 3.4)
         if name in uses:

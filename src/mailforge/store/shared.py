@@ -6,6 +6,7 @@ no name can lead outside it.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,5 +63,7 @@ def sharers(store_dir: Path, domain: str) -> Iterator[tuple[str, Path]]:
             yield address, root
 
 
+@functools.lru_cache(maxsize=256)
 def _sharers_file(store_dir: Path, domain: str) -> Path:
+    # Asked at every LIST of every account of the domain.
     return mailbox_path(store_dir, f"x@{domain}").parent.parent / SHARERS_FILE
