@@ -67,11 +67,30 @@ def fetch_plan(items: Sequence[FetchAttribute], uid: bool, modseq: bool) -> Plan
             plan.append(fetchcodes.BODY)
         elif item.name in _PLAN_CODES:
             plan.append(_PLAN_CODES[item.name])
+        elif item.name == "BODY":
+            plan.append(_planned_header_section(item))
         else:
             plan.append(functools.partial(_from_summary, item))
     if modseq:
         plan.append(fetchcodes.MODSEQ)
     return tuple(plan)
+
+
+def _planned_header_section(item: FetchAttribute
+                            ) -> Callable[[MessageInfo, MessageSummary | None], bytes]:
+    """BODY[HEADER], BODY[HEADER.FIELDS (...)] or BODY[HEADER.FIELDS.NOT (...)] of the
+    message itself, from its summary: what every message's answer shares (the item's label,
+    the fields asked for) worked out once for the whole FETCH."""
+    head = _section_head(b"BODY", _section_label(item), item.partial)
+    text = item.section.upper()
+    fields, exclude = item.fields, text == "HEADER.FIELDS.NOT"
+
+    def render(info: MessageInfo, summary: MessageSummary | None) -> bytes:
+        assert summary is not None
+        top = _header_block_part(summary.header)
+        content = top.mime_header() if text == "HEADER" else top.header.select(fields, exclude)
+        return _with_content(head, b"BODY", content, item.partial)
+    return render
 
 
 def plan_needs_summary(plan: Plan) -> bool:
@@ -187,9 +206,7 @@ def _simple(item: FetchAttribute, message: _Message) -> bytes:
 def _body(item: FetchAttribute, message: _Message) -> bytes:
     if item.section is None:
         return b"BODY " + message.body_structure(extended=False)
-    label = item.section
-    if item.fields:
-        label += " (" + " ".join(astring(name).decode("ascii") for name in item.fields) + ")"
+    label = _section_label(item)
     whole_message = not item.section[:1].isdigit()
     root = message.top if whole_message else message.root
     content = section_content(root, item.section, item.fields)
@@ -204,14 +221,30 @@ def _binary(item: FetchAttribute, message: _Message) -> bytes:
     return _sectioned(b"BINARY", item.section or "", content, item.partial)
 
 
+def _section_label(item: FetchAttribute) -> str:
+    """What goes between the brackets of the answer: the section, and the fields asked for."""
+    assert item.section is not None
+    if not item.fields:
+        return item.section
+    return (item.section + " ("
+            + " ".join(astring(name).decode("ascii") for name in item.fields) + ")")
+
+
 def _sectioned(name: bytes, label: str, content: bytes | None,
                partial: tuple[int, int] | None) -> bytes:
+    return _with_content(_section_head(name, label, partial), name, content, partial)
+
+
+def _section_head(name: bytes, label: str, partial: tuple[int, int] | None) -> bytes:
     head = name + b"[" + label.encode("ascii") + b"]"
-    if partial is not None:
+    return head if partial is None else head + b"<%d>" % partial[0]
+
+
+def _with_content(head: bytes, name: bytes, content: bytes | None,
+                  partial: tuple[int, int] | None) -> bytes:
+    if partial is not None and content is not None:
         start, count = partial
-        head += b"<%d>" % start
-        if content is not None:
-            content = content[start:start + count]
+        content = content[start:start + count]
     if content is None:
         return head + b" " + NIL
     if name == b"BINARY" and b"\x00" in content:
