@@ -174,6 +174,7 @@ def run(service: str, config: Config, listeners: list[socket.socket], heartbeat:
         return EXIT_WORKER_BOOT
     # One line per worker: debug. `mailforge status` shows the sandbox for the whole server.
     log.debug("%s worker sandbox: %s", service, state.describe())
+    allocator.settle_collector()
     return uvloop.run(Worker(service, config, listeners, heartbeat).main())
 
 
