@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import shutil
@@ -104,6 +105,19 @@ class Server:
             add_alice(self.conf)
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
+
+    def copy(self, root: Path) -> Server:
+        """A server, not started, on a copy of this stopped one's data dir under `root`: the
+        same config and ports. For a module whose tests each change what a costly set-up (many
+        CLI runs) made, one test at a time."""
+        assert self.proc is None, "copy a stopped server"
+        server = copy.copy(self)
+        server.dir = root / "var"
+        shutil.copytree(self.dir, server.dir, symlinks=True)
+        server.conf = server.dir / "mailforge.toml"
+        server.config = configuration.load(server.conf)
+        server.output = []
+        return server
 
     @classmethod
     def existing(cls, data_dir: Path) -> Server:
