@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,35 @@ def cli(conf: Path, *args: str, input: str | None = None, check: bool = True) ->
     return result
 
 
+def add_alice(conf: Path) -> None:
+    cli(conf, "domain", "add", DOMAIN)
+    cli(conf, "user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
+
+
+# Data dirs as `init` leaves them, with example.test and alice added (True) or not (False):
+# made once per test process and copied for each Server, because the three CLI runs cost about
+# two seconds and a copy a few milliseconds.
+_templates: dict[bool, Path] = {}
+
+
+def _initialised(accounts: bool) -> Path:
+    if accounts not in _templates:
+        template = Path(tempfile.mkdtemp(prefix="mailforge-test-template-")) / "var"
+        subprocess.run(MAILFORGE + ["init", "--dir", str(template), "--hostname", "mx.example.test"],
+                       check=True, capture_output=True, timeout=60)
+        if accounts:
+            add_alice(template / "mailforge.toml")
+        _templates[accounts] = template
+    return _templates[accounts]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_templates():
+    yield
+    for template in _templates.values():
+        shutil.rmtree(template.parent, ignore_errors=True)
+
+
 class Server:
     """One mailforge instance: its data dir, config, and supervisor process."""
 
@@ -40,8 +73,9 @@ class Server:
                  imap_services: bool = False, accounts: bool = True, admin_console: bool = False,
                  **overrides: dict) -> None:
         self.dir = root / "var"
-        subprocess.run(MAILFORGE + ["init", "--dir", str(self.dir), "--hostname", "mx.example.test"],
-                       check=True, capture_output=True, timeout=60)
+        # Accounts in the database the test configures are added after the overrides below.
+        accounts_from_template = accounts and "accounts" not in overrides
+        shutil.copytree(_initialised(accounts_from_template), self.dir, symlinks=True)
         self.conf = self.dir / "mailforge.toml"
         self.port, self.submission_port, self.smtps_port = free_port(), free_port(), free_port()
         self.pop3_port, self.pop3s_port = free_port(), free_port()
@@ -67,11 +101,23 @@ class Server:
         for section, values in overrides.items():
             base.setdefault(section, {}).update(values)
         self.reconfigure(base)
-        if accounts:  # else the test makes its own
-            cli(self.conf, "domain", "add", DOMAIN)
-            cli(self.conf, "user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
+        if accounts and not accounts_from_template:  # else the test makes its own
+            add_alice(self.conf)
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
+
+    def copy(self, root: Path) -> Server:
+        """A server, not started, on a copy of this stopped one's data dir under `root`: the
+        same config and ports. For a module whose tests each change what a costly set-up (many
+        CLI runs) made, one test at a time."""
+        assert self.proc is None, "copy a stopped server"
+        server = copy.copy(self)
+        server.dir = root / "var"
+        shutil.copytree(self.dir, server.dir, symlinks=True)
+        server.conf = server.dir / "mailforge.toml"
+        server.config = configuration.load(server.conf)
+        server.output = []
+        return server
 
     @classmethod
     def existing(cls, data_dir: Path) -> Server:
@@ -197,8 +243,9 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-@pytest.fixture
-def make_server(tmp_path):
+def _server_factory(directory: Callable[[int], Path]) -> tuple[Callable[..., Server], list[Server]]:
+    """make_server's factory, its servers' data dirs from `directory(n)`; and the servers it
+    made, for the fixture to stop."""
     servers: list[Server] = []
 
     def factory(tls_services: bool = False, pop3_services: bool = False,
@@ -207,21 +254,48 @@ def make_server(tmp_path):
         """`root`: where the data dir goes (a file system of the test's own); else tmp_path.
         `accounts`: add example.test and alice (else the data dir has no account yet).
         `admin_console`: serve the web console too, on `admin_port`."""
-        server = Server(root or tmp_path / f"s{len(servers)}", tls_services, pop3_services,
+        server = Server(root or directory(len(servers)), tls_services, pop3_services,
                         imap_services, accounts, admin_console, **overrides)
         servers.append(server)
         return server
 
+    return factory, servers
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    factory, servers = _server_factory(lambda number: tmp_path / f"s{number}")
     yield factory
     for server in servers:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def make_module_server(tmp_path_factory):
+    """make_server for a server that a module's tests share: a server start costs a second or
+    two, and parametrised cases that change nothing it serves need only one."""
+    factory, servers = _server_factory(lambda number: tmp_path_factory.mktemp(f"module-s{number}"))
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+# IMAP beside SMTP and LOGIN allowed without TLS (as imaptest and the Dovecot anchor use it).
+IMAP_SERVER = {"imap_services": True, "server": {"allow_plaintext_auth": True}}
+
+
 @pytest.fixture
 def imap_server(make_server) -> Server:
-    """A started server with IMAP beside SMTP and LOGIN allowed without TLS (as imaptest and
-    the Dovecot anchor use it)."""
-    instance = make_server(imap_services=True, server={"allow_plaintext_auth": True})
+    """A started server with IMAP_SERVER's settings."""
+    instance = make_server(**IMAP_SERVER)
+    instance.start()
+    return instance
+
+
+@pytest.fixture(scope="module")
+def shared_imap_server(make_module_server) -> Server:
+    """imap_server for a module's tests that change nothing another of them reads."""
+    instance = make_module_server(**IMAP_SERVER)
     instance.start()
     return instance
 
@@ -229,6 +303,14 @@ def imap_server(make_server) -> Server:
 @pytest.fixture
 def server(make_server) -> Server:
     instance = make_server()
+    instance.start()
+    return instance
+
+
+@pytest.fixture(scope="module")
+def shared_server(make_module_server) -> Server:
+    """server for a module's tests that change nothing another of them reads."""
+    instance = make_module_server()
     instance.start()
     return instance
 

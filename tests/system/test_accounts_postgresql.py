@@ -16,7 +16,7 @@ import pytest
 
 from tests.pg_cluster import PASSWORD as PG_PASSWORD
 from tests.pg_cluster import start_cluster
-from tests.system.conftest import DOMAIN, PASSWORD, USER, cli
+from tests.system.conftest import DOMAIN, PASSWORD, USER, add_alice, cli
 
 # Seconds a login waits for a database connection before its temporary error: short, so the
 # outage test's few failures cost little.
@@ -46,11 +46,6 @@ def postgresql_server(make_server, cluster, **overrides):
     return server
 
 
-def add_alice(server) -> None:
-    cli(server.conf, "domain", "add", DOMAIN)
-    cli(server.conf, "user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
-
-
 def send(server, rcpt: str = USER) -> None:
     with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
         smtp.sendmail("carol@remote.test", [rcpt], MESSAGE)
@@ -71,7 +66,7 @@ def logins_work(server) -> None:
 
 def test_a_postgresql_server_serves_users_added_through_the_cli(make_server, cluster):
     server = postgresql_server(make_server, cluster)
-    add_alice(server)
+    add_alice(server.conf)
     assert cli(server.conf, "user", "list").stdout.startswith(USER)
     server.start()
     send(server)
@@ -113,7 +108,7 @@ def test_migrate_moves_a_sqlite_database_and_its_users_work_after(make_server, c
 
 def test_a_database_outage_gives_temporary_errors_then_service_resumes(make_server, cluster):
     server = postgresql_server(make_server, cluster, delivery={"retry_schedule": [1.0]})
-    add_alice(server)
+    add_alice(server.conf)
     server.start()
     workers = sorted(server.children())
     # A message whose RCPT was answered before the outage is accepted, and its delivery

@@ -33,20 +33,29 @@ BLOCK_AFTER = 3
 ABUSE = {"exempt_networks": ["127.0.0.1/32"], "block_after": BLOCK_AFTER, "tarpit_after": 100}
 
 
-@pytest.fixture
-def console(make_server):
+@pytest.fixture(scope="module")
+def console_data(make_module_server):
+    """The accounts and administrators every console test starts from, made once; not started."""
     # Mail for remote.test goes to a port nobody listens on: it stays queued, deferred.
-    server = make_server(admin_console=True, abuse=ABUSE,
-                         relay={"mode": "networks", "networks": ["127.0.0.0/8"]},
-                         delivery={"mx_override": {"remote.test": f"127.0.0.1:{free_port()}"},
-                                   "connect_timeout": 1})
+    server = make_module_server(admin_console=True, abuse=ABUSE,
+                                relay={"mode": "networks", "networks": ["127.0.0.0/8"]},
+                                delivery={"mx_override": {"remote.test": f"127.0.0.1:{free_port()}"},
+                                          "connect_timeout": 1})
     cli(server.conf, "domain", "add", OTHER)
     cli(server.conf, "user", "add", f"carol@{OTHER}", "--password-stdin", input="pw\n")
     cli(server.conf, "admin", "add", BOSS[0], "--password-stdin", input=BOSS[1] + "\n")
     cli(server.conf, "admin", "add", HOST[0], "--password-stdin", "--role", "domain",
         "--domain", DOMAIN, input=HOST[1] + "\n")
-    server.start()
     return server
+
+
+@pytest.fixture
+def console(console_data, tmp_path):
+    """A server of its own on a copy of console_data: the tests change accounts and the queue."""
+    server = console_data.copy(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 def client(server, source: str = "127.0.0.1") -> ConsoleClient:

@@ -32,10 +32,11 @@ def autodiscover_request(address: str) -> bytes:
             f"{OUTLOOK_NS.strip('{}')}</AcceptableResponseSchema></Request></Autodiscover>").encode()
 
 
-@pytest.fixture
-def web(make_server):
+@pytest.fixture(scope="module")
+def web(make_module_server):
+    """One listener for the module: its answers depend on the request alone."""
     port = free_port()
-    server = make_server(tls_services=True, pop3_services=True, imap_services=True,
+    server = make_module_server(tls_services=True, pop3_services=True, imap_services=True,
                          autoconfig={"listen": [f"127.0.0.1:{port}"], "workers": 1,
                                      "idle_timeout": 1, "max_connections_per_ip": 3})
     server.start()

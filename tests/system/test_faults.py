@@ -54,10 +54,11 @@ def test_a_full_data_disk_kills_no_process_and_mail_flows_once_space_is_back(
     finally:
         for pid in delivery:
             os.kill(pid, signal.SIGCONT)
-    time.sleep(3)  # deliveries fail for want of space and are deferred
+    # Deliveries fail for want of space and are deferred.
+    wait_for(lambda: 'mailforge_messages_deferred_total{via="local"}' in scrape(port), 10,
+             "no delivery deferred")
     assert server.proc.poll() is None, f"the supervisor died; log:\n{server.log()[-3000:]}"
     assert set(server.children()) == children, f"children died; log:\n{server.log()[-3000:]}"
-    assert "mailforge_messages_deferred" in scrape(port)
     disk.free()
     server.wait_delivered(1)
     server.wait_delivered(1, address=OTHER)

@@ -14,14 +14,23 @@ BOB, CAROL = "bob@example.test", "carol@other.test"
 imaplib.Commands.setdefault("LISTRIGHTS", ("AUTH", "SELECTED"))  # imaplib knows the others
 
 
-@pytest.fixture
-def server(make_server):
-    server = make_server(imap_services=True, server={"allow_plaintext_auth": True})
+@pytest.fixture(scope="module")
+def server_data(make_module_server):
+    """The accounts every test starts from, added once; not started."""
+    server = make_module_server(imap_services=True, server={"allow_plaintext_auth": True})
     cli(server.conf, "domain", "add", "other.test")
     for address in (BOB, CAROL):
         cli(server.conf, "user", "add", address, "--password-stdin", input=PASSWORD + "\n")
-    server.start()
     return server
+
+
+@pytest.fixture
+def server(server_data, tmp_path):
+    """A server of its own on a copy of server_data: the tests share folders and set rights."""
+    server = server_data.copy(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 def client_of(server, address: str) -> imaplib.IMAP4:

@@ -18,13 +18,22 @@ def session(imap_server):
     raw.close()
 
 
+@pytest.fixture
+def shared_session(shared_imap_server):
+    """A session on the module's shared server, for the tests that create nothing."""
+    raw = RawSession(shared_imap_server.imap_port)
+    raw.login()
+    yield raw
+    raw.close()
+
+
 def ok(lines: list[bytes]) -> list[bytes]:
     assert b" OK " in lines[-1], lines
     return lines[:-1]
 
 
-def test_capabilities_are_advertised(imap_server):
-    client = login(imap_server)
+def test_capabilities_are_advertised(shared_imap_server):
+    client = login(shared_imap_server)
     for capability in ("LIST-EXTENDED", "LIST-STATUS", "CREATE-SPECIAL-USE"):
         assert capability in client.capabilities
     client.logout()
@@ -101,12 +110,12 @@ def test_special_use_selection_and_create_with_use(session):
     b'LIST (IMAPTEST) "" ""', b'LIST (RECURSIVEMATCH) "" *', b'LIST (RECURSIVEMATCH REMOTE) "" *',
     b'LIST "" * RETURN (IMAPTEST)', b'LIST "" * RETURN (STATUS)', b'LIST "" * RETURN (STATUS (BOGUS))',
     b"CREATE Virtual (FOO (\\Sent))", b'LSUB "" (a b)'])
-def test_bad_options(session, command):
-    assert session.command(b"B", command)[-1].startswith(b"B BAD")
+def test_bad_options(shared_session, command):
+    assert shared_session.command(b"B", command)[-1].startswith(b"B BAD")
 
 
-def test_remote_is_accepted(session):
-    lines = ok(session.command(b"L", b'LIST (REMOTE) "" %'))
+def test_remote_is_accepted(shared_session):
+    lines = ok(shared_session.command(b"L", b'LIST (REMOTE) "" %'))
     assert any(line.endswith(b'"/" INBOX\r\n') for line in lines)
 
 

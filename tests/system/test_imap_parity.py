@@ -104,6 +104,16 @@ ADDRESSED = [
 ]
 
 
+@pytest.fixture(scope="module")
+def addressed(shared_imap_server):
+    """The shared server, ADDRESSED appended to alice's INBOX once for all the searches."""
+    client = login(shared_imap_server)
+    for data in ADDRESSED:
+        assert client.append("INBOX", None, None, data)[0] == "OK"
+    client.logout()
+    return shared_imap_server
+
+
 @pytest.mark.parametrize("criteria, found", [
     ('FROM "user-from@domain.org"', b"1 2 3 4"),
     ("FROM ser-fro", b"1 2 3 4 5"),
@@ -116,11 +126,9 @@ ADDRESSED = [
     ("TO groupuser4", b""),
     ("FROM comment", b""),
 ])
-def test_search_matches_addresses_as_written_without_comments(imap_server, criteria, found):
+def test_search_matches_addresses_as_written_without_comments(addressed, criteria, found):
     """imaptest search-addresses 1/29: `<user-from (comment)@ (comment) domain.org>`."""
-    client = login(imap_server)
-    for data in ADDRESSED:
-        assert client.append("INBOX", None, None, data)[0] == "OK"
+    client = login(addressed)
     client.select("INBOX")
     assert client.search(None, criteria) == ("OK", [found])
     client.logout()

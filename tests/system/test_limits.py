@@ -92,16 +92,16 @@ def test_idle_timeout(make_server):
     client.close()
 
 
-def test_line_too_long(server):
-    client = Client(server.port)
+def test_line_too_long(shared_server):
+    client = Client(shared_server.port)
     client.send(b"EHLO " + b"a" * 5000 + b"\r\nNOOP\r\n")
     assert client.reply().startswith(b"500 5.5.2 Error: line too long")
     assert client.reply().startswith(b"250 2.0.0")
     client.close()
 
 
-def test_too_many_errors_disconnects(server):
-    client = Client(server.port)
+def test_too_many_errors_disconnects(shared_server):
+    client = Client(shared_server.port)
     client.send(b"BOGUS\r\n" * 20)
     replies = [client.reply() for _ in range(20)]
     assert all(r.startswith(b"500 5.5.2") for r in replies[:-1])
@@ -121,8 +121,8 @@ def test_max_threads_and_workers_are_honoured(make_server):
 
 
 @pytest.mark.parametrize("smuggled", [b"\n.\n", b"\r.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r"])
-def test_smuggling_never_makes_a_second_message(server, smuggled):
-    client = Client(server.port)
+def test_smuggling_never_makes_a_second_message(shared_server, smuggled):
+    client = Client(shared_server.port)
     client.command(b"EHLO s.test")
     assert client.command(b"MAIL FROM:<a@remote.test>").startswith(b"250")
     assert client.command(b"RCPT TO:<alice@example.test>").startswith(b"250")
@@ -136,4 +136,4 @@ def test_smuggling_never_makes_a_second_message(server, smuggled):
     assert client.command(b"QUIT").startswith(b"221")
     client.close()
     time.sleep(0.5)
-    assert server.delivered() == []
+    assert shared_server.delivered() == []

@@ -20,18 +20,27 @@ CAROL = "carol@other.test"
 DAVE = f"dave@{DOMAIN}"
 
 
-@pytest.fixture
-def limited(make_server):
-    server = make_server(server={"allow_plaintext_auth": True}, smtp={"workers": 4},
-                         abuse={"notify": ADMIN})
+@pytest.fixture(scope="module")
+def limited_data(make_module_server):
+    """The accounts and limits every test starts from, made once (eight CLI runs); not started."""
+    server = make_module_server(server={"allow_plaintext_auth": True}, smtp={"workers": 4},
+                                abuse={"notify": ADMIN})
     cli(server.conf, "domain", "add", "other.test")
     for user in (ADMIN, BOB, CAROL, DAVE):
         cli(server.conf, "user", "add", user, "--password-stdin", input=PASSWORD + "\n")
     cli(server.conf, "limits", "set", "--system", "--messages", "5", "--interval", "3600")
     cli(server.conf, "limits", "set", "--domain", DOMAIN, "--messages", "3", "--interval", "3600")
     cli(server.conf, "limits", "set", "--user", USER, "--messages", "4", "--interval", "3600")
-    server.start()
     return server
+
+
+@pytest.fixture
+def limited(limited_data, tmp_path):
+    """A server of its own on a copy of limited_data: the tests use up and change limits."""
+    server = limited_data.copy(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 def send(server, user: str) -> int:

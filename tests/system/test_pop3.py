@@ -74,6 +74,14 @@ def plain_server(make_server):
     return server
 
 
+@pytest.fixture(scope="module")
+def shared_plain_server(make_module_server):
+    """plain_server for the tests that leave the maildrop as they found it."""
+    server = make_module_server(pop3_services=True, server={"allow_plaintext_auth": True})
+    server.start()
+    return server
+
+
 @pytest.fixture
 def tls_server(make_server):
     server = make_server(pop3_services=True)
@@ -242,8 +250,8 @@ def raw_session(port):
     (b"AUTH PLAIN !!!", b"-ERR [AUTH] Authentication failed"),
     (b"x" * 9000, b"-ERR Line too long"),
 ])
-def test_malformed_and_out_of_state_commands(plain_server, line, expected):
-    sock, reader = raw_session(plain_server.pop3_port)
+def test_malformed_and_out_of_state_commands(shared_plain_server, line, expected):
+    sock, reader = raw_session(shared_plain_server.pop3_port)
     sock.sendall(line + b"\r\nNOOP\r\n")
     assert reader.readline().startswith(expected)
     assert reader.readline().startswith(b"-ERR NOOP is only valid after login")
@@ -253,7 +261,7 @@ def test_malformed_and_out_of_state_commands(plain_server, line, expected):
     assert [r[:4] for r in replies] == [b"+OK ", b"+OK ", b"-ERR", b"-ERR", b"-ERR", b"+OK "]
     assert reader.readline() == b""
     sock.close()
-    assert "Traceback" not in plain_server.log()
+    assert "Traceback" not in shared_plain_server.log()
 
 
 def test_idle_timeout_says_why(make_server):

@@ -28,7 +28,7 @@ from tests.pg_cluster import start_cluster
 from tests.redis_server import RedisServer
 from .conftest import DOMAIN, PASSWORD, USER, Server, cli, free_port
 from .test_abuse import pop3_login
-from .test_accounts_postgresql import MESSAGE, plain
+from .test_accounts_postgresql import MESSAGE, TIMEOUT, plain
 from .test_cluster_counters import THRESHOLDS, cluster_state, wait_for
 from .test_outbound_limits import BOB, send
 
@@ -64,7 +64,7 @@ def cluster(tmp_path_factory):
             (node.dir / "pg.password").write_text(PG_PASSWORD + "\n")
             (node.dir / "cluster.secret").write_text(CLUSTER_SECRET + "\n")
             node.reconfigure({"accounts": {"backend": "postgresql", "dsn": dsn,
-                                           "password_file": "pg.password", "timeout": 2.0}})
+                                           "password_file": "pg.password", "timeout": TIMEOUT}})
             node.start()
             nodes.append(node)
         balancer = HAProxy(tmp_path_factory.mktemp("haproxy"), ["smtp", "pop3", "imap"],

@@ -232,6 +232,17 @@ def line_bound_server(make_server, name: str, **overrides):
     return server
 
 
+@pytest.fixture(scope="module")
+def line_bound(make_module_server):
+    """One server for the line-bound cases of all three services, LINE_IDLE on each: a case's
+    connection is cut or closed before the next one starts."""
+    server = make_module_server(pop3_services=True, imap_services=True,
+                                server={"allow_plaintext_auth": True},
+                                **{name: {"idle_timeout": LINE_IDLE} for name in SERVICES})
+    server.start()
+    return server
+
+
 def read_to_eof(sock: socket.socket, limit: float = 3) -> tuple[bytes, bool]:
     """What the server still sends, and whether it then closed, waiting at most `limit` s."""
     deadline, data = time.monotonic() + limit, b""
@@ -271,11 +282,10 @@ def trickle_line(sock: socket.socket, line: bytes, limit: float) -> tuple[bytes,
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_a_command_line_trickled_a_byte_at_a_time_is_cut_after_the_idle_timeout(make_server, name):
+def test_a_command_line_trickled_a_byte_at_a_time_is_cut_after_the_idle_timeout(line_bound, name):
     service = SERVICES[name]
     assert len(service.trickled) * TRICKLE_INTERVAL > 3 * CUT_WITHIN
-    server = line_bound_server(make_server, name)
-    with socket.create_connection(("127.0.0.1", getattr(server, service.port)), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", getattr(line_bound, service.port)), timeout=10) as sock:
         assert sock.makefile("rb").readline().startswith(service.greeting)
         said, elapsed, closed = trickle_line(sock, service.trickled, limit=CUT_WITHIN + 2)
     assert said.startswith(service.idle_reply), said
@@ -284,12 +294,11 @@ def test_a_command_line_trickled_a_byte_at_a_time_is_cut_after_the_idle_timeout(
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_a_prompt_command_after_a_long_pause_is_served(make_server, name):
+def test_a_prompt_command_after_a_long_pause_is_served(line_bound, name):
     """Pauses under the idle timeout, before a line and inside one, cost a client nothing,
     though the session as a whole outlasts the timeout."""
     service = SERVICES[name]
-    server = line_bound_server(make_server, name)
-    with socket.create_connection(("127.0.0.1", getattr(server, service.port)), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", getattr(line_bound, service.port)), timeout=10) as sock:
         reader = sock.makefile("rb")
         assert reader.readline().startswith(service.greeting)
         time.sleep(LINE_IDLE - 0.8)

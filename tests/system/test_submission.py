@@ -24,8 +24,7 @@ def client_context(server) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture
-def tls_server(make_server):
+def started_tls_server(make_server):
     # remote.test goes to a port nobody listens on: its mail waits in the queue, whatever DNS says.
     server = make_server(tls_services=True,
                          delivery={"mx_override": {"remote.test": f"127.0.0.1:{free_port()}"}})
@@ -33,9 +32,20 @@ def tls_server(make_server):
     return server
 
 
-def test_certificate_names_the_host_and_tls_is_1_2_or_newer(tls_server):
-    strict = ssl.create_default_context(cafile=tls_server.ca_file)
-    with socket.create_connection(("127.0.0.1", tls_server.smtps_port), timeout=10) as raw:
+@pytest.fixture
+def tls_server(make_server):
+    return started_tls_server(make_server)
+
+
+@pytest.fixture(scope="module")
+def shared_tls_server(make_module_server):
+    """tls_server for the tests that neither send mail nor change accounts."""
+    return started_tls_server(make_module_server)
+
+
+def test_certificate_names_the_host_and_tls_is_1_2_or_newer(shared_tls_server):
+    strict = ssl.create_default_context(cafile=shared_tls_server.ca_file)
+    with socket.create_connection(("127.0.0.1", shared_tls_server.smtps_port), timeout=10) as raw:
         with strict.wrap_socket(raw, server_hostname=HOSTNAME) as tls:
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
             assert tls.recv(100).startswith(b"220 ")
@@ -44,7 +54,7 @@ def test_certificate_names_the_host_and_tls_is_1_2_or_newer(tls_server):
     with warnings.catch_warnings():  # asking for the deprecated version is the point here
         warnings.simplefilter("ignore", DeprecationWarning)
         old.maximum_version = ssl.TLSVersion.TLSv1_1
-    with socket.create_connection(("127.0.0.1", tls_server.smtps_port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", shared_tls_server.smtps_port), timeout=10) as raw:
         with pytest.raises((ssl.SSLError, ConnectionError)):
             old.wrap_socket(raw).recv(100)
 
@@ -66,9 +76,9 @@ def test_starttls_then_auth_on_port_25(tls_server):
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
-def test_each_mechanism_on_submission(tls_server, mechanism):
-    with smtplib.SMTP("127.0.0.1", tls_server.submission_port, timeout=10) as client:
-        client.starttls(context=client_context(tls_server))
+def test_each_mechanism_on_submission(shared_tls_server, mechanism):
+    with smtplib.SMTP("127.0.0.1", shared_tls_server.submission_port, timeout=10) as client:
+        client.starttls(context=client_context(shared_tls_server))
         client.ehlo("client.test")
         client.user, client.password = USER, PASSWORD
         authobject = {"PLAIN": client.auth_plain, "LOGIN": client.auth_login,
@@ -77,9 +87,9 @@ def test_each_mechanism_on_submission(tls_server, mechanism):
         assert code == 235
 
 
-def test_scram_sha_256_with_our_own_client(tls_server):
+def test_scram_sha_256_with_our_own_client(shared_tls_server):
     scram = ScramClient(USER, PASSWORD)
-    with smtplib.SMTP("127.0.0.1", tls_server.port, timeout=10) as client:
+    with smtplib.SMTP("127.0.0.1", shared_tls_server.port, timeout=10) as client:
         client.ehlo("client.test")  # SCRAM never sends the password: fine before TLS
         code, challenge = client.docmd("AUTH", "SCRAM-SHA-256 " + base64.b64encode(scram.first().encode()).decode())
         assert code == 334
@@ -90,11 +100,11 @@ def test_scram_sha_256_with_our_own_client(tls_server):
         assert client.docmd("")[0] == 235
 
 
-def test_wrong_password_and_unknown_user_look_the_same(tls_server):
+def test_wrong_password_and_unknown_user_look_the_same(shared_tls_server):
     replies = []
     for user, password in ((USER, "wrong"), ("nobody@example.test", PASSWORD)):
-        with smtplib.SMTP("127.0.0.1", tls_server.submission_port, timeout=10) as client:
-            client.starttls(context=client_context(tls_server))
+        with smtplib.SMTP("127.0.0.1", shared_tls_server.submission_port, timeout=10) as client:
+            client.starttls(context=client_context(shared_tls_server))
             client.ehlo("client.test")
             with pytest.raises(smtplib.SMTPAuthenticationError) as failed:
                 client.login(user, password)
@@ -102,8 +112,8 @@ def test_wrong_password_and_unknown_user_look_the_same(tls_server):
     assert replies[0] == replies[1] and replies[0][0] == 535 and replies[0][1].startswith(b"5.7.8")
 
 
-def test_auth_cancelled(tls_server):
-    with smtplib.SMTP("127.0.0.1", tls_server.port, timeout=10) as client:
+def test_auth_cancelled(shared_tls_server):
+    with smtplib.SMTP("127.0.0.1", shared_tls_server.port, timeout=10) as client:
         client.ehlo("client.test")
         assert client.docmd("AUTH", "CRAM-MD5")[0] == 334
         assert client.docmd("*")[0] == 501
@@ -141,9 +151,9 @@ def test_implicit_tls_on_smtps(tls_server):
     tls_server.wait_delivered(1)
 
 
-def test_commands_pipelined_behind_starttls_are_discarded(tls_server):
+def test_commands_pipelined_behind_starttls_are_discarded(shared_tls_server):
     """CVE-2011-0411: plaintext sent after STARTTLS must not be acted on inside TLS."""
-    with socket.create_connection(("127.0.0.1", tls_server.port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", shared_tls_server.port), timeout=10) as raw:
         reader = raw.makefile("rb")
         reader.readline()
         raw.sendall(b"EHLO client.test\r\n")
@@ -151,7 +161,7 @@ def test_commands_pipelined_behind_starttls_are_discarded(tls_server):
             pass
         raw.sendall(b"STARTTLS\r\nMAIL FROM:<evil@remote.test>\r\n")
         assert reader.readline().startswith(b"220 2.0.0")
-        with client_context(tls_server).wrap_socket(raw, server_hostname=HOSTNAME) as tls:
+        with client_context(shared_tls_server).wrap_socket(raw, server_hostname=HOSTNAME) as tls:
             tls.sendall(b"NOOP\r\n")
             # The injected MAIL got no reply: the first one is NOOP's.
             assert tls.recv(1000).startswith(b"250 2.0.0 Ok")
@@ -213,10 +223,10 @@ def test_swaks_with_tls_and_auth(tls_server):
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is installed by `make test`")
-def test_openssl_s_client_starttls(tls_server):
+def test_openssl_s_client_starttls(shared_tls_server):
     result = subprocess.run(
-        ["openssl", "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{tls_server.port}",
-         "-CAfile", tls_server.ca_file, "-verify_hostname", HOSTNAME, "-verify_return_error",
+        ["openssl", "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{shared_tls_server.port}",
+         "-CAfile", shared_tls_server.ca_file, "-verify_hostname", HOSTNAME, "-verify_return_error",
          "-crlf", "-quiet"],
         input="EHLO openssl.test\nQUIT\n", capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
