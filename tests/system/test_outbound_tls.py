@@ -50,11 +50,13 @@ DOMAINS = {
     "dane-denied": ("mx-other", None),
     "stripped": ("mx-stripped", None),
     "plain": ("mx-other", None),
+    # RFC 8461 3.2: max_age is 1*10DIGIT; "²" is a digit to str.isdigit, not to int().
+    "sts-oddage": ("mx-other", policy_text("enforce", [f"mx-other.{ZONE}"], "\u00b2")),
 }
 # Recipient domains in the other zones, all received by the receiver.
 OTHER_DOMAINS = ["insecure.mail.test", "n3.test", "bogus.test", f"req-two.{ZONE}",
                  f"addr-insecure.{ZONE}", f"cname-dane.{ZONE}", f"addr-bogus.{ZONE}",
-                 f"wild.{ZONE}", "wild.n3.test"]
+                 f"wild.{ZONE}", "wild.n3.test", f"rua-odd.{ZONE}"]
 HOSTS = {"mx-good": "127.0.0.1", "mx-other": "127.0.0.1", "mx-dane": "127.0.0.1",
          "mx-danebad": "127.0.0.1", "mx-untrusted": "127.0.0.1", "mx-stripped": "127.0.0.1",
          "mx-plain2": "127.0.0.2", "tlsrpt": "127.0.0.1"}
@@ -124,7 +126,11 @@ def _zones(dns: DnsServer, https: MtaStsServer, port: int, cert: Path, other_cer
                 "addr-insecure MX 10 mx-alias-insecure", "mx-alias-insecure CNAME mx.insecure",
                 f"{tlsa}.mx-alias-insecure TLSA 3 1 1 {spki_sha256(other_cert)}",
                 "cname-dane MX 10 mx-alias-dane", "mx-alias-dane CNAME mx-dane",
-                "addr-bogus MX 10 mx.bogus.test.", "wild MX 10 host.wild", "*.wild A 127.0.0.1"]
+                "addr-bogus MX 10 mx.bogus.test.", "wild MX 10 host.wild", "*.wild A 127.0.0.1",
+                # RFC 8460 3 with RFC 6068 mailto: URIs: one a header line (a newline in the
+                # TXT data), one percent-encoded with a header field.
+                "rua-odd MX 10 mx-other", '_smtp._tls.rua-odd TXT "v=TLSRPTv1; rua=mailto:x@'
+                f'{ZONE}\\010Bcc: evil@{ZONE},mailto:{USER.replace("@", "%40")}?subject=tls"']
     for name, (mx, policy) in DOMAINS.items():
         rua = RUA + (f",https://tlsrpt.{ZONE}:{https.port}{REPORT_PATH}" if name == "dane-ok" else "")
         records += [f"{name} MX 10 {mx}.{ZONE}.", txt(f"_smtp._tls.{name}", f"v=TLSRPTv1; rua={rua}")]
@@ -315,3 +321,20 @@ def test_dane_needs_a_secure_address_follows_a_secure_cname_and_proven_wildcards
     assert re.search(r"no MX host of addr-bogus\.mail\.test has an address: address of mx\.bogus\.test is DNSSEC-bogus: no DNSKEY of "
                      r"bogus\.test\. matches its trust anchor", shown)
     assert "bogus-address" not in subjects(receiver)
+
+
+def test_odd_policies_and_report_addresses_are_refused_not_tracebacks(world):
+    sender, receiver = world.sender, world.receiver
+    send(sender, f"bob@{domain('sts-oddage')}", "odd-max-age")
+    send(sender, f"bob@rua-odd.{ZONE}", "odd-rua")
+    # The unreadable policy is no policy (RFC 8461 5: sts-policy-invalid for TLS-RPT), and
+    # the mail goes with opportunistic TLS.
+    wait_until(lambda: {"odd-max-age", "odd-rua"} <= subjects(receiver), what="both messages")
+    assert "bad max_age" in sender.log()
+    out = cli(sender.conf, "tlsrpt", "send", "--day", "today").stdout
+    # The header line is not an address: left out; the encoded one is decoded, its ?subject dropped.
+    assert re.search(rf"rua-odd\.mail\.test: report queued to {USER} \(\S+\)$", out, re.M), out
+    found = wait_until(lambda: (lambda r: f"rua-odd.{ZONE}" in r and r)(reports(sender)),
+                       what="the report on rua-odd")
+    assert found[f"rua-odd.{ZONE}"]["policies"][0]["policy"]["policy-type"] == "no-policy-found"
+    assert "Bcc" not in "".join(p.read_text(errors="replace") for p in sender.delivered())

@@ -35,6 +35,8 @@ MAX_AGE_LIMIT = 31_557_600
 FETCH_TIMEOUT = 20.0
 MODES = ("enforce", "testing", "none")
 _ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+# 3.2: max_age is 1*10DIGIT, ASCII digits (str.isdigit takes "²", which int() refuses).
+_MAX_AGE = re.compile(r"[0-9]{1,10}")
 
 
 class PolicyError(Exception):
@@ -85,7 +87,7 @@ def parse_policy(domain: str, policy_id: str, text: str, now: float) -> Policy:
         raise PolicyError("sts-policy-invalid", f"policy of {domain}: version is not STSv1")
     if mode not in MODES:
         raise PolicyError("sts-policy-invalid", f"policy of {domain}: unknown mode {mode!r}")
-    if not max_age.isdigit():
+    if not _MAX_AGE.fullmatch(max_age):
         raise PolicyError("sts-policy-invalid", f"policy of {domain}: bad max_age {max_age!r}")
     mx = fields.get("mx", [])
     if mode != "none" and not mx:

@@ -22,10 +22,12 @@ import json
 import logging
 import os
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..addresses import AddressError, normalize_address
 from ..config import Config
 from ..durable import fsync_dir
 from ..queue.envelope import Envelope, encode
@@ -130,13 +132,27 @@ def build_report(domain: str, day: str, lines: list[dict], submitter: str, conta
 
 
 def rua_uris(records: list[str]) -> list[str]:
-    """The mailto: and https: URIs of the one TLSRPTv1 record (RFC 8460 3)."""
+    """The mailto: and https: URIs of the one TLSRPTv1 record (RFC 8460 3); a mailto: URI
+    as "mailto:" and its one address, canonical, or left out when it has none."""
     found = [r for r in records if r.startswith("v=TLSRPTv1")]
     if len(found) != 1:
         return []
     fields = dict(p.strip().partition("=")[::2] for p in found[0].split(";") if p.strip())
     uris = [u.strip() for u in fields.get("rua", "").split(",")]
-    return [u for u in uris if u.lower().startswith(("mailto:", "https:"))][:MAX_RUA]
+    usable = [u if u.lower().startswith("https:") else _mailto(u) for u in uris]
+    return [u for u in usable if u][:MAX_RUA]
+
+
+def _mailto(uri: str) -> str:
+    """RFC 6068: the address percent-decoded, its ?header fields dropped; "" for what is not
+    one address (the record is the destination's: a line break in it would be a header of
+    the report, and an envelope recipient that is no address)."""
+    if not uri.lower().startswith("mailto:"):
+        return ""
+    try:
+        return "mailto:" + normalize_address(urllib.parse.unquote(uri[len("mailto:"):].partition("?")[0]))
+    except AddressError:
+        return ""
 
 
 def report_body(report: dict) -> bytes:
