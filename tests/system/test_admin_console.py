@@ -285,3 +285,20 @@ def test_a_system_administrator_edits_administrators_as_the_cli_does(console):
     audit = boss.get("/audit").text
     for action in ("admin password", "admin role", "admin remove"):
         assert action in audit
+
+
+def test_a_removed_domain_takes_its_administrators_grant_with_it(console):
+    """Removed and later added again (for another customer, say), a domain is not its old
+    domain administrator's any more."""
+    cli(console.conf, "domain", "add", "gone.test")
+    cli(console.conf, "admin", "add", "former", "--password-stdin", "--role", "domain",
+        "--domain", "gone.test", input="former pw\n")
+    boss, former = client(console), client(console)
+    boss.login(*BOSS)
+    assert former.login("former", "former pw").status == 303
+    assert former.get("/users?domain=gone.test").status == 200
+    assert boss.post("/domains/remove", {"name": "gone.test"}).status == 200
+    assert boss.post("/domains", {"name": "gone.test"}).status == 200
+    assert former.get("/users?domain=gone.test").status == 403
+    assert former.post("/users", {"address": "eve@gone.test", "password": "pw"}).status == 403
+    assert "gone.test" not in cli(console.conf, "admin", "list").stdout

@@ -74,6 +74,9 @@ class Directory:
                 raise UsageError(f"domain {domain} still has {mailboxes} mailbox(es) and "
                                  f"{aliases} alias(es); remove them first")
             db.execute("DELETE FROM domains WHERE name = ?", (domain,))
+            # Its administrators' grants go with it: kept, they would hand the domain to its
+            # old administrator the day someone adds it again.
+            db.execute("DELETE FROM admin_domains WHERE domain = ?", (domain,))
 
     def domains(self) -> list[str]:
         return [row[0] for row in self._database.fetchall("SELECT name FROM domains ORDER BY name")]
