@@ -72,14 +72,18 @@ class MetricsHistory:
         now = self._clock()
         current_minute = now - now % 60
         edges = [current_minute - 60 * (MINUTES - 1 - i) for i in range(MINUTES)] + [now + 1]
-        values = [self._value_at(name, edge) for edge in edges]
+        # A copy: the worker's tick appends samples from the thread pool meanwhile, and a
+        # deque changed under an iteration raises.
+        samples = list(self._samples)
+        values = [_value_at(samples, name, edge) for edge in edges]
         return Series(name, [max(b - a, 0.0) for a, b in zip(values, values[1:])])
 
-    def _value_at(self, name: str, moment: float) -> float:
-        """The counter at `moment`: the last sample before it; the first one before history."""
-        found = self._samples[0][1].get(name, 0.0) if self._samples else 0.0
-        for taken, totals in self._samples:
-            if taken >= moment:
-                break
-            found = totals.get(name, 0.0)
-        return found
+
+def _value_at(samples: list[tuple[float, Totals]], name: str, moment: float) -> float:
+    """The counter at `moment`: the last sample before it; the first one before history."""
+    found = samples[0][1].get(name, 0.0) if samples else 0.0
+    for taken, totals in samples:
+        if taken >= moment:
+            break
+        found = totals.get(name, 0.0)
+    return found
