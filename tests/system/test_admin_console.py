@@ -302,3 +302,12 @@ def test_a_removed_domain_takes_its_administrators_grant_with_it(console):
     assert former.get("/users?domain=gone.test").status == 403
     assert former.post("/users", {"address": "eve@gone.test", "password": "pw"}).status == 403
     assert "gone.test" not in cli(console.conf, "admin", "list").stdout
+
+
+def test_a_page_number_past_any_page_or_not_ascii_is_a_page_not_a_traceback(console):
+    boss = client(console)
+    boss.login(*BOSS)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    for page in ("99999999999999999999", "%C2%B2"):  # past SQLite's integers; "²", a digit to isdigit()
+        assert boss.get(f"/users?page={page}").status == 200
+        assert boss.api("GET", f"/api/users?page={page}", token).status == 200
