@@ -17,6 +17,7 @@ throw-away CA. The servers are started once for the module (each test uses its o
 from __future__ import annotations
 
 import contextlib
+import datetime
 import email
 import email.policy
 import gzip
@@ -338,3 +339,20 @@ def test_odd_policies_and_report_addresses_are_refused_not_tracebacks(world):
                        what="the report on rua-odd")
     assert found[f"rua-odd.{ZONE}"]["policies"][0]["policy"]["policy-type"] == "no-policy-found"
     assert "Bcc" not in "".join(p.read_text(errors="replace") for p in sender.delivered())
+
+
+def test_a_torn_result_line_costs_that_line_not_the_days_reports(world):
+    """A crash or a full disk in the middle of a delivery worker's append leaves a partial
+    line in the day's results: the report is sent without it, and the worker that sends the
+    reports keeps running."""
+    sender, receiver = world.sender, world.receiver
+    results = sender.config.tls_policy_dir / "tlsrpt" / datetime.datetime.now(
+        datetime.timezone.utc).strftime("%Y-%m-%d") / domain("plain")
+    send(sender, f"bob@{domain('plain')}", "before-torn-line")
+    wait_until(lambda: "before-torn-line" in subjects(receiver) and results.exists(),
+               what="the delivery and its result line")
+    with results.open("ab") as torn:
+        torn.write(b'{"domain": "plain.mail.test", "policy_type": "no-pol\xc3')
+    run = cli(sender.conf, "tlsrpt", "send", "--day", "today")
+    assert re.search(rf"plain\.mail\.test: report queued to {USER}", run.stdout), run.stdout
+    assert "skipping an unreadable line" in run.stderr + sender.log()

@@ -103,6 +103,19 @@ def _day(when: float) -> str:
     return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
+def _results(path: Path) -> list[dict]:
+    """A domain's result lines. A crash or a full disk in the middle of an append leaves a
+    partial one: skipped, or the day's report would never go (and the delivery worker that
+    sends the reports would fail at each start)."""
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            log.warning("TLS-RPT: skipping an unreadable line of %s: %r", path, line[:80])
+    return found
+
+
 def build_report(domain: str, day: str, lines: list[dict], submitter: str, contact: str) -> dict:
     """The aggregate report of one domain's day (RFC 8460 4.4)."""
     policies: dict[tuple, dict] = {}
@@ -220,8 +233,8 @@ class Sender:
                 done.append(f"{domain}: not sent, DNS failed ({exc}); tried again later")
                 continue
             if rua:
-                lines = [json.loads(line) for line in (folder / domain).read_text().splitlines()]
-                report = build_report(domain, day, lines, self.submitter, self.sender)
+                report = build_report(domain, day, _results(folder / domain), self.submitter,
+                                      self.sender)
                 sent, failed = self._deliver(report, domain, day, rua)
                 if failed and not sent:
                     done.append(f"{domain}: {'; '.join(failed)}; tried again later")
