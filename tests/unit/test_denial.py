@@ -211,3 +211,21 @@ def _covers(rrset: dns.rrset.RRset, digest: str) -> bool:
     owner = rrset.name.labels[0].decode().upper()
     following = base64.b32encode(rrset[0].next).translate(_TO_HEX).decode()
     return owner < digest < following if owner < following else digest > owner or digest < following
+
+
+def test_a_delegations_own_record_proves_nothing_below_it():
+    """RFC 6840 4.1: the parent's NSEC or NSEC3 at a delegation point (NS without SOA), or at
+    a DNAME, speaks for the parent side only. Replayed with NXDOMAIN, it would deny a signed
+    child zone's TLSA records, and DANE would fall back to opportunistic TLS."""
+    qname = name("_25._tcp.mx.child")
+    cut = nsec("child", "www", "NS DS RRSIG NSEC")  # covers qname and *.child
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, [cut]) is None
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, [nsec("child", "www", "DNAME RRSIG NSEC")]) is None
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, [nsec("child", "www", "A RRSIG NSEC")]) \
+        is Denial.NXDOMAIN  # an ordinary name: its subtree is empty, as proven
+    assert prove_wildcard(qname, name("mx.child"), ZONE, [cut]) is None
+    records = chain3(["@", "child", "www"], {"@": "NS SOA RRSIG DNSKEY NSEC3PARAM",
+                                            "child": "NS DS RRSIG"})
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, records) is None
+    records = chain3(["@", "child", "www"], {"@": "NS SOA RRSIG DNSKEY NSEC3PARAM"})
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, records) is Denial.NXDOMAIN
