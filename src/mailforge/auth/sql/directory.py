@@ -139,6 +139,9 @@ class Directory:
                    limit: int) -> UserPage:
         """Mailboxes whose address contains `search`, of `domains` (None: every domain), in
         address order from `offset`: the primary key's order, so a page is an index walk."""
+        if domains == []:
+            # A domain administrator whose domains were all removed: PostgreSQL refuses "IN ()".
+            return UserPage([], 0)
         where, params = ["address LIKE ? ESCAPE '\\'"], [f"%{_like_escape(search.lower())}%"]
         if domains is not None:
             where.append(f"domain IN ({', '.join('?' * len(domains))})")
