@@ -53,6 +53,7 @@ DOMAINS = {
     "plain": ("mx-other", None),
     # RFC 8461 3.2: max_age is 1*10DIGIT; "²" is a digit to str.isdigit, not to int().
     "sts-oddage": ("mx-other", policy_text("enforce", [f"mx-other.{ZONE}"], "\u00b2")),
+    "sts-slow": ("mx-good", policy_text("enforce", [f"mx-good.{ZONE}"])),  # in two halves
 }
 # Recipient domains in the other zones, all received by the receiver.
 OTHER_DOMAINS = ["insecure.mail.test", "n3.test", "bogus.test", f"req-two.{ZONE}",
@@ -137,6 +138,8 @@ def _zones(dns: DnsServer, https: MtaStsServer, port: int, cert: Path, other_cer
         records += [f"{name} MX 10 {mx}.{ZONE}.", txt(f"_smtp._tls.{name}", f"v=TLSRPTv1; rua={rua}")]
         if policy:
             https.policies[domain(name)] = policy
+            if name == "sts-slow":
+                https.slow.add(domain(name))
             records += [txt(f"_mta-sts.{name}", "v=STSv1; id=20261201"), f"mta-sts.{name} A 127.0.0.1"]
     dns.zone(ZONE, records, signed=True)
     dns.zone(f"insecure.{ZONE}", [f"@ MX 10 mx-untrusted.{ZONE}.", "mx A 127.0.0.1"])
@@ -356,3 +359,10 @@ def test_a_torn_result_line_costs_that_line_not_the_days_reports(world):
     run = cli(sender.conf, "tlsrpt", "send", "--day", "today")
     assert re.search(rf"plain\.mail\.test: report queued to {USER}", run.stdout), run.stdout
     assert "skipping an unreadable line" in run.stderr + sender.log()
+
+
+def test_a_policy_that_arrives_in_two_reads_is_read_whole(world):
+    send(world.sender, f"bob@{domain('sts-slow')}", "slow-policy")
+    wait_until(lambda: "slow-policy" in subjects(world.receiver), what="the message")
+    log = world.sender.log()
+    assert "meets the MTA-STS policy of sts-slow" in log, log[-2000:]

@@ -181,7 +181,7 @@ class MtaSts:
                     if response.content_type != "text/plain":
                         raise PolicyError("sts-policy-invalid",
                                           f"{url} is {response.content_type}, not text/plain")
-                    body = await response.content.read(MAX_POLICY_BYTES + 1)
+                    body = await _read_at_most(response.content, MAX_POLICY_BYTES + 1)
         except aiohttp.ClientConnectorCertificateError as exc:
             raise PolicyError("sts-webpki-invalid", f"{url}: {exc.certificate_error}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -189,3 +189,15 @@ class MtaSts:
         if len(body) > MAX_POLICY_BYTES:
             raise PolicyError("sts-policy-invalid", f"{url}: over {MAX_POLICY_BYTES} bytes")
         return body.decode("utf-8", "replace")
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes. One read(limit) gives only what has arrived so far: a
+    policy in two TCP segments would be cut, and read as no policy at all."""
+    body = b""
+    while len(body) < limit:
+        chunk = await stream.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return body
