@@ -311,3 +311,20 @@ def test_a_page_number_past_any_page_or_not_ascii_is_a_page_not_a_traceback(cons
     for page in ("99999999999999999999", "%C2%B2"):  # past SQLite's integers; "²", a digit to isdigit()
         assert boss.get(f"/users?page={page}").status == 200
         assert boss.api("GET", f"/api/users?page={page}", token).status == 200
+
+
+def test_an_unreadable_metrics_file_costs_a_sample_not_the_dashboard(make_server):
+    """A process's metrics file is empty for a moment while it is made (metrics.py
+    claim_process_files): read then, it must not fail the dashboard, nor stop the console
+    worker's tick (its heartbeat: the supervisor would kill it as hung)."""
+    server = make_server(admin_console=True,
+                         metrics={"listen": f"127.0.0.1:{free_port()}", "directory": "metrics"})
+    cli(server.conf, "admin", "add", BOSS[0], "--password-stdin", input=BOSS[1] + "\n")
+    server.start()
+    (directory,) = (server.config.data_dir / "metrics").iterdir()
+    (directory / "counter_999999.db").touch()
+    boss = client(server)
+    boss.login(*BOSS)
+    assert boss.get("/").status == 200
+    (directory / "counter_999999.db").unlink()
+    assert boss.get("/").status == 200
