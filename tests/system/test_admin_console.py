@@ -328,3 +328,19 @@ def test_an_unreadable_metrics_file_costs_a_sample_not_the_dashboard(make_server
     assert boss.get("/").status == 200
     (directory / "counter_999999.db").unlink()
     assert boss.get("/").status == 200
+
+
+def test_the_next_page_keeps_a_search_with_url_characters(console):
+    """The pager's links carry the search as a URL's query: "+" (a subaddress) must come
+    back as "+", not as a space that matches nobody."""
+    from mailforge.auth.accounts import open_accounts
+
+    with open_accounts(console.config) as accounts:
+        for n in range(51):
+            accounts.directory.user_add(f"list+{n:02}@{DOMAIN}", "pw")
+    boss = client(console)
+    boss.login(*BOSS)
+    first = boss.get("/users?q=%2B")
+    assert "page 1 of 2" in first.text
+    link = re.search(r'<a href="([^"]+)" id="next">', first.text)[1].replace("&amp;", "&")
+    assert f"list+50@{DOMAIN}" in boss.get(link).text
