@@ -7,10 +7,14 @@ from __future__ import annotations
 import http.server
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
+# How long a `slow` domain's policy waits between its two halves: long enough that they reach
+# the client in two reads, as from a slow server or over a congested path.
+HALF_PAUSE = 0.3
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class MtaStsServer:
         self.policies: dict[str, str] = {}  # domain → policy text
         self.fetches: list[str] = []  # domains whose policy was asked for
         self.posts: list[Post] = []
+        self.slow: set[str] = set()  # domains whose policy is sent in two halves
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -47,6 +52,11 @@ class MtaStsServer:
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if domain in server.slow:
+                    self.wfile.write(body[:len(body) // 2])
+                    self.wfile.flush()
+                    time.sleep(HALF_PAUSE)
+                    body = body[len(body) // 2:]
                 self.wfile.write(body)
 
             def do_POST(self) -> None:  # noqa: N802

@@ -148,3 +148,21 @@ def test_a_database_outage_gives_temporary_errors_then_service_resumes(make_serv
 
 def plain(user: str, password: str) -> str:
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+def test_a_domain_administrator_left_without_domains_sees_an_empty_list(make_server, cluster):
+    """Its last domain removed (its grant with it), it has no domains: in PostgreSQL an empty
+    `IN ()` is a syntax error, not the empty listing SQLite gives."""
+    from tests.system.console_client import ConsoleClient
+
+    server = postgresql_server(make_server, cluster, admin_console=True)
+    add_alice(server)
+    cli(server.conf, "domain", "add", "gone.test")
+    cli(server.conf, "admin", "add", "former", "--password-stdin", "--role", "domain",
+        "--domain", "gone.test", input="former pw\n")
+    cli(server.conf, "domain", "remove", "gone.test")
+    server.start()
+    former = ConsoleClient(server.admin_port, server.ca_file)
+    assert former.login("former", "former pw").status == 303
+    listing = former.get("/users")
+    assert listing.status == 200 and USER not in listing.text

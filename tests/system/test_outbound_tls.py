@@ -17,6 +17,7 @@ throw-away CA. The servers are started once for the module (each test uses its o
 from __future__ import annotations
 
 import contextlib
+import datetime
 import email
 import email.policy
 import gzip
@@ -50,11 +51,14 @@ DOMAINS = {
     "dane-denied": ("mx-other", None),
     "stripped": ("mx-stripped", None),
     "plain": ("mx-other", None),
+    # RFC 8461 3.2: max_age is 1*10DIGIT; "²" is a digit to str.isdigit, not to int().
+    "sts-oddage": ("mx-other", policy_text("enforce", [f"mx-other.{ZONE}"], "\u00b2")),
+    "sts-slow": ("mx-good", policy_text("enforce", [f"mx-good.{ZONE}"])),  # in two halves
 }
 # Recipient domains in the other zones, all received by the receiver.
 OTHER_DOMAINS = ["insecure.mail.test", "n3.test", "bogus.test", f"req-two.{ZONE}",
                  f"addr-insecure.{ZONE}", f"cname-dane.{ZONE}", f"addr-bogus.{ZONE}",
-                 f"wild.{ZONE}", "wild.n3.test"]
+                 f"wild.{ZONE}", "wild.n3.test", f"rua-odd.{ZONE}"]
 HOSTS = {"mx-good": "127.0.0.1", "mx-other": "127.0.0.1", "mx-dane": "127.0.0.1",
          "mx-danebad": "127.0.0.1", "mx-untrusted": "127.0.0.1", "mx-stripped": "127.0.0.1",
          "mx-plain2": "127.0.0.2", "tlsrpt": "127.0.0.1"}
@@ -124,12 +128,18 @@ def _zones(dns: DnsServer, https: MtaStsServer, port: int, cert: Path, other_cer
                 "addr-insecure MX 10 mx-alias-insecure", "mx-alias-insecure CNAME mx.insecure",
                 f"{tlsa}.mx-alias-insecure TLSA 3 1 1 {spki_sha256(other_cert)}",
                 "cname-dane MX 10 mx-alias-dane", "mx-alias-dane CNAME mx-dane",
-                "addr-bogus MX 10 mx.bogus.test.", "wild MX 10 host.wild", "*.wild A 127.0.0.1"]
+                "addr-bogus MX 10 mx.bogus.test.", "wild MX 10 host.wild", "*.wild A 127.0.0.1",
+                # RFC 8460 3 with RFC 6068 mailto: URIs: one a header line (a newline in the
+                # TXT data), one percent-encoded with a header field.
+                "rua-odd MX 10 mx-other", '_smtp._tls.rua-odd TXT "v=TLSRPTv1; rua=mailto:x@'
+                f'{ZONE}\\010Bcc: evil@{ZONE},mailto:{USER.replace("@", "%40")}?subject=tls"']
     for name, (mx, policy) in DOMAINS.items():
         rua = RUA + (f",https://tlsrpt.{ZONE}:{https.port}{REPORT_PATH}" if name == "dane-ok" else "")
         records += [f"{name} MX 10 {mx}.{ZONE}.", txt(f"_smtp._tls.{name}", f"v=TLSRPTv1; rua={rua}")]
         if policy:
             https.policies[domain(name)] = policy
+            if name == "sts-slow":
+                https.slow.add(domain(name))
             records += [txt(f"_mta-sts.{name}", "v=STSv1; id=20261201"), f"mta-sts.{name} A 127.0.0.1"]
     dns.zone(ZONE, records, signed=True)
     dns.zone(f"insecure.{ZONE}", [f"@ MX 10 mx-untrusted.{ZONE}.", "mx A 127.0.0.1"])
@@ -315,3 +325,44 @@ def test_dane_needs_a_secure_address_follows_a_secure_cname_and_proven_wildcards
     assert re.search(r"no MX host of addr-bogus\.mail\.test has an address: address of mx\.bogus\.test is DNSSEC-bogus: no DNSKEY of "
                      r"bogus\.test\. matches its trust anchor", shown)
     assert "bogus-address" not in subjects(receiver)
+
+
+def test_odd_policies_and_report_addresses_are_refused_not_tracebacks(world):
+    sender, receiver = world.sender, world.receiver
+    send(sender, f"bob@{domain('sts-oddage')}", "odd-max-age")
+    send(sender, f"bob@rua-odd.{ZONE}", "odd-rua")
+    # The unreadable policy is no policy (RFC 8461 5: sts-policy-invalid for TLS-RPT), and
+    # the mail goes with opportunistic TLS.
+    wait_until(lambda: {"odd-max-age", "odd-rua"} <= subjects(receiver), what="both messages")
+    assert "bad max_age" in sender.log()
+    out = cli(sender.conf, "tlsrpt", "send", "--day", "today").stdout
+    # The header line is not an address: left out; the encoded one is decoded, its ?subject dropped.
+    assert re.search(rf"rua-odd\.mail\.test: report queued to {USER} \(\S+\)$", out, re.M), out
+    found = wait_until(lambda: (lambda r: f"rua-odd.{ZONE}" in r and r)(reports(sender)),
+                       what="the report on rua-odd")
+    assert found[f"rua-odd.{ZONE}"]["policies"][0]["policy"]["policy-type"] == "no-policy-found"
+    assert "Bcc" not in "".join(p.read_text(errors="replace") for p in sender.delivered())
+
+
+def test_a_torn_result_line_costs_that_line_not_the_days_reports(world):
+    """A crash or a full disk in the middle of a delivery worker's append leaves a partial
+    line in the day's results: the report is sent without it, and the worker that sends the
+    reports keeps running."""
+    sender, receiver = world.sender, world.receiver
+    results = sender.config.tls_policy_dir / "tlsrpt" / datetime.datetime.now(
+        datetime.timezone.utc).strftime("%Y-%m-%d") / domain("plain")
+    send(sender, f"bob@{domain('plain')}", "before-torn-line")
+    wait_until(lambda: "before-torn-line" in subjects(receiver) and results.exists(),
+               what="the delivery and its result line")
+    with results.open("ab") as torn:
+        torn.write(b'{"domain": "plain.mail.test", "policy_type": "no-pol\xc3')
+    run = cli(sender.conf, "tlsrpt", "send", "--day", "today")
+    assert re.search(rf"plain\.mail\.test: report queued to {USER}", run.stdout), run.stdout
+    assert "skipping an unreadable line" in run.stderr + sender.log()
+
+
+def test_a_policy_that_arrives_in_two_reads_is_read_whole(world):
+    send(world.sender, f"bob@{domain('sts-slow')}", "slow-policy")
+    wait_until(lambda: "slow-policy" in subjects(world.receiver), what="the message")
+    log = world.sender.log()
+    assert "meets the MTA-STS policy of sts-slow" in log, log[-2000:]

@@ -62,3 +62,20 @@ def test_totals_are_read_from_every_process_file(tmp_path, monkeypatch):
     assert totals["messages_received_total"] == 5
     assert totals["connections_current:imap"] == 4
     assert totals["messages_bounced_total"] == 0
+
+
+def test_a_sample_taken_while_a_chart_is_drawn_does_not_break_it(clock):
+    """The worker samples on its thread pool while the loop draws the dashboard's charts: a
+    sample appended in the middle of `series` must not end it with "deque mutated"."""
+    history: MetricsHistory
+
+    class Sampling(dict):
+        def get(self, key, default=None):  # what _value_at reads of each sample
+            clock.now += SAMPLE_EVERY
+            history.sample()
+            return super().get(key, default)
+
+    history = MetricsHistory(lambda: Sampling(messages_received_total=1.0), clock)
+    history.sample()
+    history.sample()
+    assert len(history.series("messages_received_total").per_minute) == MINUTES

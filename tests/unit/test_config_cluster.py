@@ -24,3 +24,5 @@ def test_node_defaults_to_the_hostname_and_init_writes_the_keys():
 def test_the_password_is_never_shown():
     assert masked("redis://:s3cret@10.0.0.20:6379/0") == "redis://***@10.0.0.20:6379/0"
     assert masked("redis://10.0.0.20:6379") == "redis://10.0.0.20:6379"
+    assert masked("unix:///run/valkey.sock?db=1&password=s3cret") == "unix:///run/valkey.sock?db=1&password=***"
+    assert masked("rediss://u:p@h:6380/0?password=s3cret") == "rediss://***@h:6380/0?password=***"

@@ -211,3 +211,43 @@ def _covers(rrset: dns.rrset.RRset, digest: str) -> bool:
     owner = rrset.name.labels[0].decode().upper()
     following = base64.b32encode(rrset[0].next).translate(_TO_HEX).decode()
     return owner < digest < following if owner < following else digest > owner or digest < following
+
+
+def test_a_delegations_own_record_proves_nothing_below_it():
+    """RFC 6840 4.1: the parent's NSEC or NSEC3 at a delegation point (NS without SOA), or at
+    a DNAME, speaks for the parent side only. Replayed with NXDOMAIN, it would deny a signed
+    child zone's TLSA records, and DANE would fall back to opportunistic TLS."""
+    qname = name("_25._tcp.mx.child")
+    cut = nsec("child", "www", "NS DS RRSIG NSEC")  # covers qname and *.child
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, [cut]) is None
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, [nsec("child", "www", "DNAME RRSIG NSEC")]) is None
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, [nsec("child", "www", "A RRSIG NSEC")]) \
+        is Denial.NXDOMAIN  # an ordinary name: its subtree is empty, as proven
+    assert prove_wildcard(qname, name("mx.child"), ZONE, [cut]) is None
+    records = chain3(["@", "child", "www"], {"@": "NS SOA RRSIG DNSKEY NSEC3PARAM",
+                                            "child": "NS DS RRSIG"})
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, records) is None
+    records = chain3(["@", "child", "www"], {"@": "NS SOA RRSIG DNSKEY NSEC3PARAM"})
+    assert prove(qname, dns.rdatatype.TLSA, True, ZONE, records) is Denial.NXDOMAIN
+
+
+def test_a_zones_keys_are_kept_for_their_ttl_not_for_the_process_life(tmp_path):
+    """A key rollover: the zone publishes a new signing key and signs with it. The keys kept
+    from before are used for their TTL at most; then the new set is fetched, and validates."""
+    zone, now = SignedZone(), [0.0]
+    anchor = tmp_path / "anchor.txt"
+    anchor.write_text(f"{ZONE} IN DNSKEY {zone.dnskey.to_text()}\n")
+    lookup = SecureLookup(zone, DnsConfig(trust_anchor=str(anchor)), clock=lambda: now[0])
+    first = dns.rrset.from_text(name("mx"), 300, "IN", "A", "192.0.2.1")
+    zone.respond(first.name, "A", [first, zone.sign(first)])
+    assert asyncio.run(lookup.lookup("mx.example.test", "A")).secure
+
+    new_key = Ed25519PrivateKey.generate()
+    new_dnskey = dns.dnssec.make_dnskey(new_key.public_key(), dns.dnssec.Algorithm.ED25519)
+    keyset = dns.rrset.from_rdata(ZONE, 300, zone.dnskey, new_dnskey)
+    zone.respond(ZONE, "DNSKEY", [keyset, zone.sign(keyset)])
+    second = dns.rrset.from_text(name("mx2"), 300, "IN", "A", "192.0.2.2")
+    signature = dns.dnssec.sign(second, new_key, ZONE, new_dnskey, lifetime=3600)
+    zone.respond(second.name, "A", [second, dns.rrset.from_rdata(second.name, 300, signature)])
+    now[0] += 301  # past the DNSKEY set's TTL
+    assert asyncio.run(lookup.lookup("mx2.example.test", "A")).secure

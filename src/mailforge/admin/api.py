@@ -15,7 +15,7 @@ from aiohttp import web
 from ..config_edit import form_text
 from ..errors import MailforgeError
 from .link import SupervisorUnavailable
-from .web import actor_of, console_of
+from .web import actor_of, console_of, page_number
 
 routes = web.RouteTableDef()
 
@@ -86,9 +86,8 @@ async def domain_settings(request: web.Request) -> web.Response:
 @routes.get("/api/users")
 async def users(request: web.Request) -> web.Response:
     query = request.query
-    page = int(query["page"]) if query.get("page", "").isdigit() else 0
     return await call(request, console_of(request).ops.users, query.get("domain", ""),
-                      query.get("q", ""), page)
+                      query.get("q", ""), page_number(query.get("page", "")))
 
 
 @routes.post("/api/users")

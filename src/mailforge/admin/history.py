@@ -10,6 +10,7 @@ replaced after a reload begins a new hour.
 from __future__ import annotations
 
 import collections
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,11 +28,16 @@ CHARTED = ("messages_received_total", "messages_delivered_total", "messages_boun
 Totals = dict[str, float]
 
 
-def read_totals(directory: Path) -> Totals:
+def read_totals(directory: Path) -> Totals | None:
     """Each charted counter summed over its labels and processes, and the sessions open now
-    per service ("connections_current:<service>")."""
+    per service ("connections_current:<service>"); None when a process's file cannot be read
+    now: empty for a moment while it is made (metrics.claim_process_files), or gone."""
     totals: Totals = dict.fromkeys(CHARTED, 0.0)
-    for family in MultiProcessCollector(None, str(directory)).collect():
+    try:
+        families = list(MultiProcessCollector(None, str(directory)).collect())
+    except (OSError, ValueError, struct.error):
+        return None
+    for family in families:
         for sample in family.samples:
             name = sample.name.removeprefix(PREFIX)
             if name in totals:
@@ -53,33 +59,40 @@ class Series:
 
 
 class MetricsHistory:
-    def __init__(self, read: Callable[[], Totals], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, read: Callable[[], Totals | None], clock: Callable[[], float] = time.time) -> None:
         self._read = read
         self._clock = clock
         self._samples: collections.deque[tuple[float, Totals]] = collections.deque(
             maxlen=int(MINUTES * 60 / SAMPLE_EVERY) + 2)
 
     def sample(self) -> None:
-        self._samples.append((self._clock(), self._read()))
+        """A sample, unless the files cannot be read now (the next tick's will be)."""
+        taken, totals = self._clock(), self._read()
+        if totals is not None:
+            self._samples.append((taken, totals))
 
     def fresh(self) -> Totals:
         """The newest totals, sampled now when the last sample is older than SAMPLE_EVERY."""
         if not self._samples or self._clock() - self._samples[-1][0] >= SAMPLE_EVERY:
             self.sample()
-        return self._samples[-1][1]
+        return self._samples[-1][1] if self._samples else dict.fromkeys(CHARTED, 0.0)
 
     def series(self, name: str) -> Series:
         now = self._clock()
         current_minute = now - now % 60
         edges = [current_minute - 60 * (MINUTES - 1 - i) for i in range(MINUTES)] + [now + 1]
-        values = [self._value_at(name, edge) for edge in edges]
+        # A copy: the worker's tick appends samples from the thread pool meanwhile, and a
+        # deque changed under an iteration raises.
+        samples = list(self._samples)
+        values = [_value_at(samples, name, edge) for edge in edges]
         return Series(name, [max(b - a, 0.0) for a, b in zip(values, values[1:])])
 
-    def _value_at(self, name: str, moment: float) -> float:
-        """The counter at `moment`: the last sample before it; the first one before history."""
-        found = self._samples[0][1].get(name, 0.0) if self._samples else 0.0
-        for taken, totals in self._samples:
-            if taken >= moment:
-                break
-            found = totals.get(name, 0.0)
-        return found
+
+def _value_at(samples: list[tuple[float, Totals]], name: str, moment: float) -> float:
+    """The counter at `moment`: the last sample before it; the first one before history."""
+    found = samples[0][1].get(name, 0.0) if samples else 0.0
+    for taken, totals in samples:
+        if taken >= moment:
+            break
+        found = totals.get(name, 0.0)
+    return found

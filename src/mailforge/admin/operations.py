@@ -158,9 +158,6 @@ class Operations:
         self.require_system(actor)
         return self.accounts.send_limits.limits()
 
-    def quota(self, address: str) -> tuple[int | None, int | None]:
-        return self.accounts.mailbox_settings.quota_limits(address)
-
     # -- aliases
 
     def aliases(self, actor: Actor, domain: str) -> list[tuple[str, str]]:

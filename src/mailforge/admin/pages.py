@@ -19,7 +19,7 @@ from . import operations
 from .history import CHARTED
 from .link import SupervisorUnavailable
 from .web import (LOGIN_COOKIE, LOGIN_FORM_LIFETIME, SESSION_COOKIE, actor_of, client_ip,
-                  console_of, new_login_token, render, same_secret, set_cookie)
+                  console_of, new_login_token, page_number, render, same_secret, set_cookie)
 
 routes = web.RouteTableDef()
 QUEUE_STATES = (DEFERRED, WAITING, DELIVERING, SEGMENT)
@@ -169,7 +169,7 @@ async def domain_settings(request: web.Request) -> web.Response:
 async def users(request: web.Request, done: str = "", error: str = "", status: int = 200) -> web.Response:
     console, actor = console_of(request), actor_of(request)
     domain, search = request.query.get("domain", ""), request.query.get("q", "")
-    page = _page_number(request.query.get("page", "0"))
+    page = page_number(request.query.get("page", "0"))
     try:
         listing = await console.blocking(console.ops.users, actor, domain, search, page)
     except MailforgeError as exc:
@@ -178,10 +178,6 @@ async def users(request: web.Request, done: str = "", error: str = "", status: i
     names = await console.blocking(console.ops.domains, actor)
     return render(request, "users.html", status=status, listing=listing, domain=domain,
                   search=search, page=page, pages=pages, domains=names, done=done, error=error)
-
-
-def _page_number(text: str) -> int:
-    return int(text) if text.isdigit() else 0
 
 
 @routes.post("/users")

@@ -57,6 +57,8 @@ HEADERS = {
 HSTS = "max-age=31536000"
 PUBLIC_PATHS = ("/login", "/static/")
 LOGIN, ACTOR, STARTED = "login", "actor", "started"  # request keys
+# Past any listing: 50 million mailboxes at operations.PAGE_SIZE a page.
+MAX_PAGE = 1_000_000
 T = TypeVar("T")
 
 
@@ -210,6 +212,15 @@ def render(request: web.Request, name: str, status: int = 200, **context: Any) -
         admin=login.admin if login else None, csrf=login.csrf if login else "",
         path=request.path, **context)
     return web.Response(text=text, status=status, content_type="text/html")
+
+
+def page_number(text: str) -> int:
+    """A listing's ?page=: 0 for what is not ASCII digits ("²" is a digit to str.isdigit, not
+    to int), at most MAX_PAGE (an offset past SQLite's integers is an OverflowError)."""
+    if not (text.isascii() and text.isdigit()):
+        return 0
+    digits = text.lstrip("0")
+    return MAX_PAGE if len(digits) > len(str(MAX_PAGE)) else min(int(digits or 0), MAX_PAGE)
 
 
 def new_login_token() -> str:

@@ -58,12 +58,17 @@ LocalBlocks = Callable[[], dict[str, Block]]
 
 
 def masked(url: str) -> str:
-    """The URL without its password, for logs and status."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{netloc}"))
+    """The URL without its password, for logs and status: in the user part, or in the query
+    (redis-py takes ?password=, the only place a unix:// URL has for one)."""
+    base, mark, query = url.partition("?")
+    parts = urllib.parse.urlsplit(base)
+    if parts.password is not None:
+        base = urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+    fields = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if any(name == "password" for name, _ in fields):
+        query = urllib.parse.urlencode([(name, "***" if name == "password" else value)
+                                        for name, value in fields], safe="*")
+    return base + mark + query
 
 
 class SharedCounters:

@@ -70,6 +70,16 @@ def has_type(rdata: dns.rdata.Rdata, rdtype: int) -> bool:
     return False
 
 
+def _cut_above(owner: dns.name.Name, rdata: dns.rdata.Rdata, name: dns.name.Name) -> bool:
+    """Is `owner`, an ancestor of `name`, a delegation point (NS without SOA) or a DNAME? Its
+    NSEC(3) is the parent side's and proves nothing below it (RFC 6840 4.1): those names are
+    another zone's, and the parent's record replayed with NXDOMAIN would deny a signed child
+    zone's TLSA records."""
+    return name != owner and name.is_subdomain(owner) and (
+        has_type(rdata, dns.rdatatype.DNAME)
+        or (has_type(rdata, dns.rdatatype.NS) and not has_type(rdata, dns.rdatatype.SOA)))
+
+
 def _nodata_types(rdata: dns.rdata.Rdata, rdtype: int) -> Denial | None:
     """NODATA or an unsigned delegation, from the bitmap of the name's own NSEC(3)."""
     if has_type(rdata, rdtype) or has_type(rdata, dns.rdatatype.CNAME):
@@ -91,7 +101,7 @@ def _nsec(qname: dns.name.Name, rdtype: int, nxdomain: bool, zone: dns.name.Name
         if any(_between(owner, qname, following) and following.is_subdomain(qname)
                for owner, following, _ in spans):
             return Denial.NODATA
-    covering = [(o, n) for o, n, _ in spans if _between(o, qname, n)]
+    covering = [(o, n) for o, n, r in spans if _between(o, qname, n) and not _cut_above(o, r, qname)]
     if not covering:
         return None
     owner, following = covering[0]
@@ -144,10 +154,13 @@ def _nsec3(qname: dns.name.Name, rdtype: int, nxdomain: bool, zone: dns.name.Nam
     # label below it on the way to qname covered (it does not exist).
     encloser, next_closer = qname.parent(), qname
     while encloser.is_subdomain(zone):
-        if chain.matching(encloser) is not None:
+        found = chain.matching(encloser)
+        if found is not None:
             break
         encloser, next_closer = encloser.parent(), encloser
     else:
+        return None
+    if _cut_above(encloser, found, qname):
         return None
     span = chain.covering(next_closer)
     if span is None:
@@ -174,8 +187,9 @@ def prove_wildcard(qname: dns.name.Name, encloser: dns.name.Name, zone: dns.name
         return None
     nsec = [r for r in rrsets if r.rdtype == dns.rdatatype.NSEC and r.name.is_subdomain(zone)]
     if nsec:
-        proven = any(_between(r.name, qname, r[0].next) and encloser == max(
-            _common(qname, r.name), _common(qname, r[0].next), key=len) for r in nsec)
+        proven = any(_between(r.name, qname, r[0].next) and not _cut_above(r.name, r[0], qname)
+                     and encloser == max(_common(qname, r.name), _common(qname, r[0].next), key=len)
+                     for r in nsec)
         return Denial.NXDOMAIN if proven else None
     nsec3 = [r for r in rrsets if r.rdtype == dns.rdatatype.NSEC3 and r.name.parent() == zone]
     if not nsec3:

@@ -1,7 +1,8 @@
 """DNSSEC-secured lookups for DANE: records with a verdict, secure or insecure, or bogus.
 
 "validate" checks the RRSIGs here (dnspython's dns.dnssec) up a chain of DS records to a
-trust anchor, each zone's DNSKEY set checked once and kept for the process's life (bounded);
+trust anchor, each zone's DNSKEY set checked once and kept for its TTL (at most KEYS_KEPT: a
+set kept longer would miss a key rollover's new key, and the zone's answers would be bogus);
 "trust-ad" takes the AD bit of a validating resolver the operator names; "off" calls nothing
 secure. Under a trust anchor nothing is taken at its word (RFC 4035 5): a "no such record"
 answer needs a signed NSEC/NSEC3 proof (denial.py), and an answer without signatures is
@@ -15,6 +16,8 @@ its own zones) is followed here, and is secure only when every part of it is.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dns.dnssec
@@ -35,6 +38,8 @@ from .denial import Denial
 ROOT_ANCHOR = ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D"
 # Zones whose validated DNSKEY sets are kept; a busy relay meets a few thousand zones a day.
 MAX_ZONES = 5_000
+# Seconds a zone's validated DNSKEY set (or its being unsigned) is trusted without asking again.
+KEYS_KEPT = 3600.0
 # A chain of DS records longer than this is a loop or an attack, not a real delegation path.
 MAX_CHAIN = 16
 
@@ -74,15 +79,17 @@ class SecureAnswer:
 
 
 class SecureLookup:
-    def __init__(self, resolver: Resolver, config: DnsConfig) -> None:
+    def __init__(self, resolver: Resolver, config: DnsConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.resolver = resolver
+        self.clock = clock
         self.mode = config.dnssec
         anchor_text = ROOT_ANCHOR
         if config.trust_anchor:
             with open(config.trust_anchor, encoding="ascii") as fh:
                 anchor_text = fh.read()
         self.anchors = load_anchors(anchor_text)
-        self._keys: dict[dns.name.Name, dns.rrset.RRset | None] = {}
+        self._keys: dict[dns.name.Name, tuple[float, dns.rrset.RRset | None]] = {}  # until, keys
 
     async def lookup(self, name: str, rdtype: str, depth: int = 0) -> SecureAnswer:
         """The records of `rdtype` at `name` and whether they are secure. TemporaryDnsError
@@ -207,8 +214,9 @@ class SecureLookup:
 
     async def _zone_keys(self, zone: dns.name.Name, depth: int) -> dns.rrset.RRset | None:
         """The zone's DNSKEY set, validated from an anchor; None when the zone is insecure."""
-        if zone in self._keys:
-            return self._keys[zone]
+        until, keys = self._keys.get(zone, (0.0, None))
+        if until > self.clock():
+            return keys
         if depth > MAX_CHAIN:
             raise DnssecError(f"DNSSEC chain to {zone} is too long")
         if zone in self.anchors:
@@ -232,12 +240,13 @@ class SecureLookup:
             raise DnssecError(f"no DNSKEY of {zone} matches its trust anchor or DS")
         anchor_set = dns.rrset.from_rdata_list(zone, keyset.ttl, trusted)
         _validate(keyset, _signatures(response, response.answer, keyset), zone, anchor_set)
-        return self._keep(zone, keyset)
+        return self._keep(zone, keyset, keyset.ttl)
 
-    def _keep(self, zone: dns.name.Name, keys: dns.rrset.RRset | None) -> dns.rrset.RRset | None:
+    def _keep(self, zone: dns.name.Name, keys: dns.rrset.RRset | None,
+              ttl: float = KEYS_KEPT) -> dns.rrset.RRset | None:
         if len(self._keys) >= MAX_ZONES:
             self._keys.clear()
-        self._keys[zone] = keys
+        self._keys[zone] = (self.clock() + min(ttl, KEYS_KEPT), keys)
         return keys
 
 

@@ -35,6 +35,8 @@ MAX_AGE_LIMIT = 31_557_600
 FETCH_TIMEOUT = 20.0
 MODES = ("enforce", "testing", "none")
 _ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+# 3.2: max_age is 1*10DIGIT, ASCII digits (str.isdigit takes "²", which int() refuses).
+_MAX_AGE = re.compile(r"[0-9]{1,10}")
 
 
 class PolicyError(Exception):
@@ -85,7 +87,7 @@ def parse_policy(domain: str, policy_id: str, text: str, now: float) -> Policy:
         raise PolicyError("sts-policy-invalid", f"policy of {domain}: version is not STSv1")
     if mode not in MODES:
         raise PolicyError("sts-policy-invalid", f"policy of {domain}: unknown mode {mode!r}")
-    if not max_age.isdigit():
+    if not _MAX_AGE.fullmatch(max_age):
         raise PolicyError("sts-policy-invalid", f"policy of {domain}: bad max_age {max_age!r}")
     mx = fields.get("mx", [])
     if mode != "none" and not mx:
@@ -179,7 +181,7 @@ class MtaSts:
                     if response.content_type != "text/plain":
                         raise PolicyError("sts-policy-invalid",
                                           f"{url} is {response.content_type}, not text/plain")
-                    body = await response.content.read(MAX_POLICY_BYTES + 1)
+                    body = await _read_at_most(response.content, MAX_POLICY_BYTES + 1)
         except aiohttp.ClientConnectorCertificateError as exc:
             raise PolicyError("sts-webpki-invalid", f"{url}: {exc.certificate_error}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -187,3 +189,15 @@ class MtaSts:
         if len(body) > MAX_POLICY_BYTES:
             raise PolicyError("sts-policy-invalid", f"{url}: over {MAX_POLICY_BYTES} bytes")
         return body.decode("utf-8", "replace")
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes. One read(limit) gives only what has arrived so far: a
+    policy in two TCP segments would be cut, and read as no policy at all."""
+    body = b""
+    while len(body) < limit:
+        chunk = await stream.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return body

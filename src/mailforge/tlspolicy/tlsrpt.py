@@ -22,10 +22,12 @@ import json
 import logging
 import os
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..addresses import AddressError, normalize_address
 from ..config import Config
 from ..durable import fsync_dir
 from ..queue.envelope import Envelope, encode
@@ -101,6 +103,19 @@ def _day(when: float) -> str:
     return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
+def _results(path: Path) -> list[dict]:
+    """A domain's result lines. A crash or a full disk in the middle of an append leaves a
+    partial one: skipped, or the day's report would never go (and the delivery worker that
+    sends the reports would fail at each start)."""
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            log.warning("TLS-RPT: skipping an unreadable line of %s: %r", path, line[:80])
+    return found
+
+
 def build_report(domain: str, day: str, lines: list[dict], submitter: str, contact: str) -> dict:
     """The aggregate report of one domain's day (RFC 8460 4.4)."""
     policies: dict[tuple, dict] = {}
@@ -130,13 +145,27 @@ def build_report(domain: str, day: str, lines: list[dict], submitter: str, conta
 
 
 def rua_uris(records: list[str]) -> list[str]:
-    """The mailto: and https: URIs of the one TLSRPTv1 record (RFC 8460 3)."""
+    """The mailto: and https: URIs of the one TLSRPTv1 record (RFC 8460 3); a mailto: URI
+    as "mailto:" and its one address, canonical, or left out when it has none."""
     found = [r for r in records if r.startswith("v=TLSRPTv1")]
     if len(found) != 1:
         return []
     fields = dict(p.strip().partition("=")[::2] for p in found[0].split(";") if p.strip())
     uris = [u.strip() for u in fields.get("rua", "").split(",")]
-    return [u for u in uris if u.lower().startswith(("mailto:", "https:"))][:MAX_RUA]
+    usable = [u if u.lower().startswith("https:") else _mailto(u) for u in uris]
+    return [u for u in usable if u][:MAX_RUA]
+
+
+def _mailto(uri: str) -> str:
+    """RFC 6068: the address percent-decoded, its ?header fields dropped; "" for what is not
+    one address (the record is the destination's: a line break in it would be a header of
+    the report, and an envelope recipient that is no address)."""
+    if not uri.lower().startswith("mailto:"):
+        return ""
+    try:
+        return "mailto:" + normalize_address(urllib.parse.unquote(uri[len("mailto:"):].partition("?")[0]))
+    except AddressError:
+        return ""
 
 
 def report_body(report: dict) -> bytes:
@@ -204,8 +233,8 @@ class Sender:
                 done.append(f"{domain}: not sent, DNS failed ({exc}); tried again later")
                 continue
             if rua:
-                lines = [json.loads(line) for line in (folder / domain).read_text().splitlines()]
-                report = build_report(domain, day, lines, self.submitter, self.sender)
+                report = build_report(domain, day, _results(folder / domain), self.submitter,
+                                      self.sender)
                 sent, failed = self._deliver(report, domain, day, rua)
                 if failed and not sent:
                     done.append(f"{domain}: {'; '.join(failed)}; tried again later")

@@ -74,6 +74,9 @@ class Directory:
                 raise UsageError(f"domain {domain} still has {mailboxes} mailbox(es) and "
                                  f"{aliases} alias(es); remove them first")
             db.execute("DELETE FROM domains WHERE name = ?", (domain,))
+            # Its administrators' grants go with it: kept, they would hand the domain to its
+            # old administrator the day someone adds it again.
+            db.execute("DELETE FROM admin_domains WHERE domain = ?", (domain,))
 
     def domains(self) -> list[str]:
         return [row[0] for row in self._database.fetchall("SELECT name FROM domains ORDER BY name")]
@@ -136,6 +139,9 @@ class Directory:
                    limit: int) -> UserPage:
         """Mailboxes whose address contains `search`, of `domains` (None: every domain), in
         address order from `offset`: the primary key's order, so a page is an index walk."""
+        if domains == []:
+            # A domain administrator whose domains were all removed: PostgreSQL refuses "IN ()".
+            return UserPage([], 0)
         where, params = ["address LIKE ? ESCAPE '\\'"], [f"%{_like_escape(search.lower())}%"]
         if domains is not None:
             where.append(f"domain IN ({', '.join('?' * len(domains))})")
