@@ -206,6 +206,8 @@ def _simple(item: FetchAttribute, message: _Message) -> bytes:
 def _body(item: FetchAttribute, message: _Message) -> bytes:
     if item.section is None:
         return b"BODY " + message.body_structure(extended=False)
+    if not item.section:  # BODY[]: the message as it is, nothing to parse
+        return _sectioned(b"BODY", "", message.data, item.partial)
     label = _section_label(item)
     whole_message = not item.section[:1].isdigit()
     root = message.top if whole_message else message.root
