@@ -6,6 +6,7 @@ and as root, the console worker as the service account, sandboxed, with the keys
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -353,3 +354,27 @@ def test_the_next_page_keeps_a_search_with_url_characters(console):
     assert "page 1 of 2" in first.text
     link = re.search(r'<a href="([^"]+)" id="next">', first.text)[1].replace("&amp;", "&")
     assert f"list+50@{DOMAIN}" in boss.get(link).text
+
+
+def test_a_json_null_is_refused_not_stored_as_the_text_none(console):
+    """A script's null (an unset variable) must not become the password, the APOP secret or
+    the domain "None"."""
+    from mailforge.auth.accounts import open_accounts
+
+    boss = client(console)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    alice = f"alice@{DOMAIN}"
+    assert boss.api("POST", f"/api/users/{alice}/apop", token, {"secret": "s3"}).status == 200
+    for path, payload in ((f"/api/users/{alice}/apop", {"secret": None}),
+                          (f"/api/users/{alice}/password", {"password": None}),
+                          ("/api/domains", {"name": None}),
+                          ("/api/users", {"address": f"nul@{DOMAIN}", "password": None})):
+        answer = boss.api("POST", path, token, payload)
+        assert answer.status == 400 and "null" in answer.json()["error"], (path, answer.text)
+    assert "none" not in domains(console)
+    assert f"nul@{DOMAIN}" not in cli(console.conf, "user", "list").stdout
+    with open_accounts(console.config) as accounts:
+        digest = hashlib.md5(b"<1.2@host>None").hexdigest()
+        assert not accounts.credentials.verify_apop(alice, "<1.2@host>", digest)
+        digest = hashlib.md5(b"<1.2@host>s3").hexdigest()
+        assert accounts.credentials.verify_apop(alice, "<1.2@host>", digest)

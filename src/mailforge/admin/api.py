@@ -1,6 +1,6 @@
 """The JSON API under /api/, for scripts: the pages' actions (operations.py) with a bearer
 token (`mailforge admin token NAME`) instead of the session cookie. Answers are JSON; a
-refused action is {"error": "..."} with 400 (bad input), 403 (not yours) or 503 (the
+refused action is {"error": "..."} with 400 (bad input, a null among them), 403 (not yours) or 503 (the
 supervisor did not answer)."""
 
 from __future__ import annotations
@@ -50,6 +50,13 @@ async def body(request: web.Request) -> dict[str, Any]:
                                  content_type="application/json") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(text='{"error": "the body must be a JSON object"}',
+                                 content_type="application/json")
+    # The actions take text: str(None) would store "None" (as a password, an APOP secret, a
+    # domain...). A field is given as a value or left out; null is neither.
+    nulls = [key for key, value in data.items() if value is None]
+    if nulls:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{', '.join(nulls)}: null is not a value; "
+                                                  "give one or leave the field out"}),
                                  content_type="application/json")
     return data
 
