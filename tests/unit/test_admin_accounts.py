@@ -129,3 +129,21 @@ def test_a_new_password_ends_logins_and_a_new_role_is_checked_as_at_add(accounts
     assert admins.admins()[0].domains == ("one.test", "two.test")
     with pytest.raises(UsageError, match="no such administrator"):
         admins.admin_passwd("nobody", "pw")
+
+
+def test_an_administrator_removed_during_its_login_fails_it_like_a_wrong_password(
+        accounts, tmp_path, monkeypatch):
+    """The password check is slow on purpose; an administrator removed meanwhile (from the
+    CLI, another process) must get None, not a TypeError the console answers with a 500."""
+    from mailforge.auth.sql import admins as admins_module
+
+    accounts.admins.admin_add("leaving", "pw", "system", [])
+    real_verify = admins_module.verify_password
+
+    def removed_meanwhile(password: str, hashed: str) -> bool:
+        with Accounts(tmp_path / "accounts.sqlite3") as other:
+            other.admins.admin_remove("leaving")
+        return real_verify(password, hashed)
+
+    monkeypatch.setattr(admins_module, "verify_password", removed_meanwhile)
+    assert accounts.admins.check_admin_password("leaving", "pw") is None

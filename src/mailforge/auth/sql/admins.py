@@ -84,11 +84,12 @@ class Admins:
         with self._database.read() as db:
             names = [row[0] for row in
                      db.execute("SELECT name FROM admins ORDER BY name").fetchall()]
-            return [_admin(db, name) for name in names]
+            return [admin for name in names if (admin := _admin(db, name)) is not None]
 
     def check_admin_password(self, name: str, password: str) -> AdminInfo | None:
         """The administrator, or None for a wrong password or an unknown name (the same work
-        either way, so that timing does not tell which names exist)."""
+        either way, so that timing does not tell which names exist), or one removed while its
+        password was checked."""
         try:
             name = admin_name(name)
         except UsageError:
@@ -139,7 +140,8 @@ class Admins:
                              "WHERE secret_hash = ? AND kind = ?", (_digest(secret), kind)).fetchone()
             if row is None or (row[2] is not None and row[2] < time.time()):
                 return None
-            return AdminLogin(_admin(db, row[0]), row[1])
+            admin = _admin(db, row[0])
+            return None if admin is None else AdminLogin(admin, row[1])
 
     # -- AuditTrail
 
@@ -179,8 +181,13 @@ def _set_domains(db: Connection, name: str, domains: list[str]) -> None:
         db.execute("INSERT INTO admin_domains (admin, domain) VALUES (?, ?)", (name, domain))
 
 
-def _admin(db: Connection, name: str) -> AdminInfo:
-    role, created = db.execute("SELECT role, created FROM admins WHERE name = ?", (name,)).fetchone()
+def _admin(db: Connection, name: str) -> AdminInfo | None:
+    """None when `name` is gone: removed since the caller read its name (a read's statements
+    are each their own transaction, so another process's removal lands between them)."""
+    row = db.execute("SELECT role, created FROM admins WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    role, created = row
     domains = tuple(row[0] for row in db.execute(
         "SELECT domain FROM admin_domains WHERE admin = ? ORDER BY domain", (name,)).fetchall())
     return AdminInfo(name, role, domains, created)
