@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import smtplib
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mailforge.admin.web import ACCOUNTS_UNAVAILABLE
 from mailforge.process import control
 
 from tests.ports import free_port
@@ -378,3 +380,27 @@ def test_a_json_null_is_refused_not_stored_as_the_text_none(console):
         assert not accounts.credentials.verify_apop(alice, "<1.2@host>", digest)
         digest = hashlib.md5(b"<1.2@host>s3").hexdigest()
         assert accounts.credentials.verify_apop(alice, "<1.2@host>", digest)
+
+
+def test_the_accounts_database_failing_shows_its_details_to_system_administrators_only(console):
+    """Its error names the database (here its path; a PostgreSQL host and database name): a
+    domain administrator is told to try again, the log and the system administrator get it."""
+    boss, host = client(console), client(console)
+    boss.login(*BOSS)
+    host.login(*HOST)
+    host_token = cli(console.conf, "admin", "token", HOST[0]).stdout.strip()
+    locker = sqlite3.connect(console.config.accounts_db, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")  # writes wait for it, then fail: "database is locked"
+        page = host.post("/users", {"address": f"dave@{DOMAIN}", "password": "pw"})
+        assert page.status == 503 and ACCOUNTS_UNAVAILABLE in page.text, page.text
+        api = host.api("POST", "/api/users", host_token, {"address": f"dave@{DOMAIN}", "password": "pw"})
+        assert (api.status, api.json()) == (503, {"error": ACCOUNTS_UNAVAILABLE})
+        for answer in (page.text, api.text):
+            assert "locked" not in answer and str(console.config.data_dir) not in answer
+        page = boss.post("/users", {"address": f"dave@{DOMAIN}", "password": "pw"})
+        assert page.status == 503 and "database is locked" in page.text, page.text
+    finally:
+        locker.close()
+    assert re.search(r"admin host from .*: POST /users failed: .*database is locked", console.log())
+    assert host.post("/users", {"address": f"dave@{DOMAIN}", "password": "pw"}).status == 200

@@ -1,7 +1,7 @@
 """The JSON API under /api/, for scripts: the pages' actions (operations.py) with a bearer
 token (`mailforge admin token NAME`) instead of the session cookie. Answers are JSON; a
-refused action is {"error": "..."} with 400 (bad input, a null among them), 403 (not yours) or 503 (the
-supervisor did not answer)."""
+refused action is {"error": "..."} with 400 (bad input, a null among them), 403 (not yours)
+or 503 (the supervisor or the accounts database did not answer)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from aiohttp import web
 from ..config_edit import form_text
 from ..errors import MailforgeError
 from .link import SupervisorUnavailable
-from .web import actor_of, console_of, page_number
+from .web import actor_of, console_of, page_number, refusal
 
 routes = web.RouteTableDef()
 
@@ -28,7 +28,8 @@ async def call(request: web.Request, action: Callable[..., Any], *args: Any) -> 
     try:
         result = await console_of(request).blocking(action, actor_of(request), *args)
     except MailforgeError as exc:
-        return web.json_response({"error": str(exc)}, status=400)
+        error, status = refusal(request, exc)
+        return web.json_response({"error": error}, status=status)
     except SupervisorUnavailable as exc:
         return web.json_response({"error": str(exc)}, status=503)
     if isinstance(result, str):

@@ -19,7 +19,8 @@ from . import operations
 from .history import CHARTED
 from .link import SupervisorUnavailable
 from .web import (LOGIN_COOKIE, LOGIN_FORM_LIFETIME, SESSION_COOKIE, actor_of, client_ip,
-                  console_of, new_login_token, page_number, render, same_secret, set_cookie)
+                  console_of, new_login_token, page_number, refusal, render, same_secret,
+                  set_cookie)
 
 routes = web.RouteTableDef()
 QUEUE_STATES = (DEFERRED, WAITING, DELIVERING, SEGMENT)
@@ -37,7 +38,7 @@ async def perform(request: web.Request, call: Callable[..., str], *args: Any) ->
     try:
         return await console_of(request).blocking(call, actor_of(request), *args), "", 200
     except MailforgeError as exc:
-        return "", str(exc), 400
+        return "", *refusal(request, exc)
     except SupervisorUnavailable as exc:
         return "", str(exc), 503
 
@@ -173,7 +174,8 @@ async def users(request: web.Request, done: str = "", error: str = "", status: i
     try:
         listing = await console.blocking(console.ops.users, actor, domain, search, page)
     except MailforgeError as exc:
-        return render(request, "message.html", status=400, error=str(exc))
+        error, status = refusal(request, exc)
+        return render(request, "message.html", status=status, error=error)
     pages = max((listing.total + operations.PAGE_SIZE - 1) // operations.PAGE_SIZE, 1)
     names = await console.blocking(console.ops.domains, actor)
     return render(request, "users.html", status=status, listing=listing, domain=domain,
@@ -201,7 +203,8 @@ async def aliases(request: web.Request, done: str = "", error: str = "", status:
     try:
         rows = await console.blocking(console.ops.aliases, actor, domain)
     except MailforgeError as exc:
-        return render(request, "message.html", status=400, error=str(exc))
+        error, status = refusal(request, exc)
+        return render(request, "message.html", status=status, error=error)
     names = await console.blocking(console.ops.domains, actor)
     return render(request, "aliases.html", status=status, aliases=rows, domain=domain,
                   domains=names, done=done, error=error)

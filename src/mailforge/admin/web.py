@@ -24,8 +24,9 @@ import jinja2
 from aiohttp import web
 
 from ..auth.accounts import Accounts
-from ..auth.api import AdminLogin
+from ..auth.api import AccountsUnavailable, AdminLogin
 from ..config import Config
+from ..errors import MailforgeError
 from ..policy.abuse import AbuseGuard
 from ..ratekeeper.client import RateKeeperClient
 from .history import MetricsHistory
@@ -56,6 +57,9 @@ HEADERS = {
 # One year, as browsers' preload lists ask; only sent over TLS.
 HSTS = "max-age=31536000"
 PUBLIC_PATHS = ("/login", "/static/")
+# What a domain administrator is told when the accounts database fails: its error names the
+# database's host, name or path, the server's business alone.
+ACCOUNTS_UNAVAILABLE = "the accounts database is unavailable, try again"
 LOGIN, ACTOR, STARTED = "login", "actor", "started"  # request keys
 # Past any listing: 50 million mailboxes at operations.PAGE_SIZE a page.
 MAX_PAGE = 1_000_000
@@ -131,6 +135,18 @@ def console_of(request: web.Request) -> Console:
 
 def actor_of(request: web.Request) -> Actor:
     return request[ACTOR]
+
+
+def refusal(request: web.Request, exc: MailforgeError) -> tuple[str, int]:
+    """An action's refusal as (what the asker is shown, HTTP status): its reason, 400; the
+    accounts database failing is 503, with its details for system administrators only and
+    always in the log."""
+    if not isinstance(exc, AccountsUnavailable):
+        return str(exc), 400
+    actor = actor_of(request)
+    log.error("admin %s from %s: %s %s failed: %s", actor.admin.name, actor.client,
+              request.method, request.path, exc)
+    return (str(exc) if actor.admin.is_system else ACCOUNTS_UNAVAILABLE), 503
 
 
 def client_ip(request: web.Request) -> str:
