@@ -122,3 +122,22 @@ def test_limits_cli_errors_are_one_line(limited):
     assert len(result.stderr.strip().splitlines()) == 1
     result = cli(limited.conf, "limits", "set", "--messages", "5", "--interval", "60", check=False)
     assert result.returncode != 0
+
+
+def test_a_removed_mailbox_or_domain_takes_its_limit_with_it(limited):
+    """Added again (for someone else, say), a mailbox or domain starts from the limits above
+    it, not from the one its predecessor had."""
+    cli(limited.conf, "limits", "set", "--user", DAVE, "--messages", "1", "--interval", "3600")
+    cli(limited.conf, "limits", "set", "--domain", "other.test", "--messages", "1", "--interval", "3600")
+    cli(limited.conf, "user", "remove", DAVE)
+    cli(limited.conf, "user", "remove", CAROL)
+    cli(limited.conf, "domain", "remove", "other.test")
+    listed = cli(limited.conf, "limits", "show").stdout
+    assert "other.test" not in listed and DAVE not in listed
+    cli(limited.conf, "domain", "add", "other.test")
+    for user in (DAVE, CAROL):
+        cli(limited.conf, "user", "add", user, "--password-stdin", input=PASSWORD + "\n")
+    assert "(domain setting)" in cli(limited.conf, "limits", "show", DAVE).stdout
+    assert "(system setting)" in cli(limited.conf, "limits", "show", CAROL).stdout
+    assert [send(limited, DAVE) for _ in range(2)] == [250, 250]   # the domain's 3
+    assert [send(limited, CAROL) for _ in range(2)] == [250, 250]  # the system's 5

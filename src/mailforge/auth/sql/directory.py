@@ -77,6 +77,8 @@ class Directory:
             # Its administrators' grants go with it: kept, they would hand the domain to its
             # old administrator the day someone adds it again.
             db.execute("DELETE FROM admin_domains WHERE domain = ?", (domain,))
+            # Its outbound limit too: kept, it would bind whoever gets the domain next.
+            db.execute("DELETE FROM send_limits WHERE scope = 'domain' AND name = ?", (domain,))
 
     def domains(self) -> list[str]:
         return [row[0] for row in self._database.fetchall("SELECT name FROM domains ORDER BY name")]
@@ -110,6 +112,8 @@ class Directory:
         with self._database.write() as db:
             require_mailbox(db, address)
             db.execute("DELETE FROM mailboxes WHERE address = ?", (address,))
+            # Its own outbound limit goes with it, not to the next mailbox of that address.
+            db.execute("DELETE FROM send_limits WHERE scope = 'user' AND name = ?", (address,))
 
     def user_disable(self, address: str) -> None:
         self._database.update_mailbox(address, "disabled = ?", 1)
