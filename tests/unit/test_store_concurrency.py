@@ -2,9 +2,11 @@
 
 import multiprocessing
 import os
+import random
 import threading
 
-from mailforge.store.api import FLAGGED, SEEN, FlagMode
+from mailforge.store import uidindex
+from mailforge.store.api import DELETED, FLAGGED, SEEN, FlagMode
 from mailforge.store.folders import MaildirMailbox
 from mailforge.store.pop3box import MaildirMaildrop
 
@@ -103,3 +105,40 @@ def test_pop3_snapshot_then_select_and_flags_kept_by_pop3(tmp_path):
     drop.close()
     assert len(folder.refresh().expunged) == 2 and len(folder.messages()) == 2
     assert len(os.listdir(mailbox.root / "cur")) == 2
+
+
+def test_a_view_takes_in_another_sessions_changes_as_a_fresh_one_sees_them(tmp_path,
+                                                                          monkeypatch):
+    """A selected folder refreshing after another session's appends, flag changes and
+    expunges (taken in one by one from the index's touched UIDs) shows the messages and flags
+    a view opened afresh shows, and reports exactly the difference as Changes; also when more
+    changes came between two refreshes than the index remembers."""
+    monkeypatch.setattr(uidindex, "TOUCHED_MEMORY", 16)
+    mailbox = MaildirMailbox(tmp_path, ADDRESS)
+    for n in range(60):
+        mailbox.append("INBOX", f"Subject: {n}\n\n".encode())
+    watcher = mailbox.select("INBOX")
+    other = MaildirMailbox(tmp_path, ADDRESS).select("INBOX")
+    rng = random.Random(7)
+    for _ in range(80):
+        before = {info.uid for info in watcher.messages()}
+        for _ in range(rng.choice((1, 2, 3, 20))):
+            other.refresh()
+            uids = [info.uid for info in other.messages()]
+            action = rng.choice(("append", "flag", "flag", "expunge"))
+            if action == "append" or not uids:
+                mailbox.append("INBOX", b"Subject: more\n\nbody\n")
+            elif action == "flag":
+                other.set_flags(rng.sample(uids, min(3, len(uids))),
+                                [rng.choice((SEEN, FLAGGED, "$Label"))], rng.choice(list(FlagMode)))
+            else:
+                doomed = rng.sample(uids, min(2, len(uids)))
+                other.set_flags(doomed, [DELETED], FlagMode.ADD)
+                other.expunge(doomed)
+        changes = watcher.refresh()
+        fresh = MaildirMailbox(tmp_path, ADDRESS).select("INBOX", read_only=True)
+        assert [(i.uid, i.flags) for i in watcher.messages()] == \
+            [(i.uid, i.flags) for i in fresh.messages()]
+        after = {info.uid for info in watcher.messages()}
+        assert set(changes.expunged) == before - after
+        assert {info.uid for info in changes.added} == after - before

@@ -11,6 +11,7 @@ listing new/ when its mtime moves, anything else by the fallback scan of new/ an
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import time
@@ -61,6 +62,10 @@ class Listing:
     # Equal for two listings exactly when nothing changed between them.
     version: tuple[int, int] = (0, 0)
     highestmodseq: int = 0
+    # The index's touched UIDs (uidindex.UidIndex.touched) and how many of them this listing
+    # takes in: a view that took in the first n of the same list needs only the rest.
+    touched: list[int] | None = None
+    touched_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +131,7 @@ class FolderDir:
             records = self._reconcile(index, claim, periodic=True)
             claimed: frozenset[int] = frozenset()
             if claim and index.first_recent < index.uidnext:
-                claimed = frozenset(uid for uid in index.entries if uid >= index.first_recent)
+                claimed = _unclaimed(index)
                 records.append(index.claim_recent())
             self._commit(index, records)
             return self._listing(index, claimed)
@@ -153,11 +158,10 @@ class FolderDir:
         if listing is None or listing.version != version:
             # A message renamed by another session may carry a keyword new to this session.
             self.keywords.load()
-            unclaimed = frozenset(uid for uid in index.entries if uid >= index.first_recent) \
-                if index.first_recent < index.uidnext else frozenset()
+            unclaimed = _unclaimed(index)
             listing = self._last_listing = Listing(
                 index.uidvalidity, index.uidnext, list(index.entries.values()), unclaimed,
-                len(unclaimed), version, index.modseq)
+                len(unclaimed), version, index.modseq, index.touched, len(index.touched))
         return replace(listing, recent=claimed) if claimed else listing
 
     def _cur_stale(self, index: UidIndex, cur_mtime: int, now: int, periodic: bool) -> bool:
@@ -492,6 +496,13 @@ class FolderDir:
 
 # Names of messages that are gone or renamed stay in the info memo until it is this big.
 _MAX_CACHED_INFOS = 100_000
+
+
+def _unclaimed(index: UidIndex) -> frozenset[int]:
+    """The UIDs no read-write session has claimed (\\Recent): the index holds its messages
+    in UID order, so they are at its end."""
+    first = index.first_recent
+    return frozenset(itertools.takewhile(lambda uid: uid >= first, reversed(index.entries)))
 
 
 def _final(look: DirLook) -> bool:

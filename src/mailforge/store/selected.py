@@ -7,7 +7,9 @@ nothing changed it costs three stat calls (the log, new/ and cur/) and reads no 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -46,6 +48,9 @@ class SelectedFolder:
         self._entries: dict[int, Entry] = {}
         self._infos: list[MessageInfo] = []
         self._recent: set[int] = set()
+        # The index's list of touched UIDs this view took in, and how many of them.
+        self._touched: list[int] | None = None
+        self._touched_seen = 0
         listing = self._scan()
         self.uidvalidity = listing.uidvalidity
         self._take(listing)
@@ -91,11 +96,54 @@ class SelectedFolder:
         self._uidnext = listing.uidnext
         self._highestmodseq = listing.highestmodseq
         self._version = listing.version
-        self._recent |= listing.recent
+        newly_recent = listing.recent - self._recent
+        self._recent |= newly_recent
+        touched, seen = self._touched, self._touched_seen
+        self._touched, self._touched_seen = listing.touched, listing.touched_count
         if not self._entries:  # the first view (or all was expunged): every message is added
             self._entries = {entry.uid: entry for entry in listing.entries}
             self._infos = self._dir.infos(listing.entries, self._recent)
             return Changes(added=tuple(self._infos))
+        if touched is not None and touched is listing.touched:
+            uids = set(touched[seen:listing.touched_count])
+            uids.update(uid for uid in newly_recent if uid in self._entries)
+            # Past a few messages in eight, comparing every one is as quick.
+            if len(uids) <= len(self._infos) // 8 + 16:
+                return self._take_touched(listing, sorted(uids))
+        return self._take_all(listing)
+
+    def _take_touched(self, listing: Listing, uids: list[int]) -> Changes:
+        """_take for a view that took in all but these UIDs' changes: each is looked up in
+        the listing and the view by bisection, not by walking every message."""
+        entries, infos = self._entries, list(self._infos)  # the old view may still be in use
+        listed = listing.entries
+        expunged, added, flagged = [], [], []
+        for uid in uids:
+            at = bisect.bisect_left(listed, uid, key=_uid_of)
+            entry = listed[at] if at < len(listed) and listed[at].uid == uid else None
+            place = bisect.bisect_left(infos, uid, key=_uid_of)
+            info = infos[place] if place < len(infos) and infos[place].uid == uid else None
+            if entry is None:
+                if info is not None:
+                    del infos[place]
+                    del entries[uid]
+                    expunged.append(uid)
+            elif info is None:
+                entries[uid] = entry
+                info = self._info(entry)
+                infos.insert(place, info)
+                added.append(info)
+            elif (entries[uid] is not entry and entries[uid] != entry
+                  or info.recent != (uid in self._recent)):
+                entries[uid] = entry
+                infos[place] = self._info(entry)
+                if infos[place].flags != info.flags:
+                    flagged.append(infos[place])
+        self._infos = infos
+        return Changes(expunged=tuple(expunged), added=tuple(added), flags=tuple(flagged))
+
+    def _take_all(self, listing: Listing) -> Changes:
+        """_take by comparing every message of the listing with the view."""
         before_entries = self._entries
         before = {info.uid: info for info in self._infos}
         entries: dict[int, Entry] = {}
@@ -156,11 +204,15 @@ class SelectedFolder:
 
     def _renamed(self, renamed: dict[int, Entry]) -> list[MessageInfo]:
         changed = []
+        infos = list(self._infos)  # the old view may still be in use
         for uid, entry in renamed.items():
             self._entries[uid] = entry
-            changed.append(self._info(entry))
-        by_uid = {info.uid: info for info in changed}
-        self._infos = [by_uid.get(info.uid, info) for info in self._infos]
+            info = self._info(entry)
+            changed.append(info)
+            place = bisect.bisect_left(infos, uid, key=_uid_of)
+            if place < len(infos) and infos[place].uid == uid:
+                infos[place] = info
+        self._infos = infos
         return changed
 
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
@@ -194,9 +246,17 @@ class SelectedFolder:
 
     def _drop(self, removed: list[int]) -> None:
         gone = set(removed)
-        self._infos = [info for info in self._infos if info.uid not in gone]
         for uid in gone:
             self._entries.pop(uid, None)
+        if len(gone) > len(self._infos) // 8:
+            self._infos = [info for info in self._infos if info.uid not in gone]
+            return
+        infos = list(self._infos)  # the old view may still be in use
+        for uid in sorted(gone, reverse=True):
+            place = bisect.bisect_left(infos, uid, key=_uid_of)
+            if place < len(infos) and infos[place].uid == uid:
+                del infos[place]
+        self._infos = infos
 
     def _entry(self, uid: int) -> Entry:
         try:
@@ -214,3 +274,6 @@ def canonical_flags(flags: Iterable[str]) -> frozenset[str]:
     canonical = {flag.lower(): flag for flag in SYSTEM_FLAGS}
     return frozenset(canonical.get(flag.lower(), flag) for flag in flags
                      if not flag.startswith("\\") or flag.lower() in canonical)
+
+
+_uid_of = attrgetter("uid")  # of an Entry or a MessageInfo

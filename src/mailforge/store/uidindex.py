@@ -48,6 +48,10 @@ SUBDIRS = ("new", "cur")
 # Expunged UIDs remembered for QRESYNC: a busy folder's month of deletions (a few hundred a
 # day) fits many times over, and the snapshot grows by some ten bytes each.
 EXPUNGED_MEMORY = 50_000
+# How many touched UIDs an index keeps for the views that take changes in one by one
+# (store/selected.py); past it the older half goes, and a view that had not taken those in
+# compares every message once.
+TOUCHED_MEMORY = 4096
 
 
 class IndexCorrupt(Exception):
@@ -91,6 +95,11 @@ class UidIndex:
     expunged: dict[int, int] = field(default_factory=dict)   # UID → MODSEQ of its expunge
     # Expunges at or below this MODSEQ may have been forgotten (pruned, or lost with a log).
     expunged_floor: int = 0
+    # The UIDs that ADD, FLAGS and EXPUNGE records touched, in the order they were applied,
+    # so that a session's view takes in those alone instead of comparing every message. Only
+    # ever appended to: when it is cut, a new list replaces it, and a view that holds the old
+    # one knows it must compare everything.
+    touched: list[int] = field(default_factory=list, compare=False, repr=False)
 
     # -- changes: each builds its log record and applies it, the one path replay takes too
 
@@ -129,13 +138,16 @@ class UidIndex:
             self.entries[uid] = Entry(uid, sub, name, date, size, modseq)
             self.uids[base_of(name)] = uid
             self.uidnext = max(self.uidnext, uid + 1)
+            self._touch(uid)
         elif kind == Kind.FLAGS:
             _, _, uid, sub, name = record
             old = self.entries.get(uid)
             if old is not None:
                 self.entries[uid] = Entry(uid, sub, name, old.internal_date, old.size, modseq)
+                self._touch(uid)
         elif kind == Kind.EXPUNGE:
             self.expunged[record[2]] = modseq
+            self._touch(record[2])
             old = self.entries.pop(record[2], None)
             if old is not None:
                 self.uids.pop(old.base, None)
@@ -147,6 +159,11 @@ class UidIndex:
             self.cur_mtime = record[2]
             self.cur_final = len(record) > 3 and record[3] == 1
         return record
+
+    def _touch(self, uid: int) -> None:
+        self.touched.append(uid)
+        if len(self.touched) > TOUCHED_MEMORY:
+            self.touched = self.touched[TOUCHED_MEMORY // 2:]
 
     def expunged_since(self, modseq: int) -> list[int] | None:
         """The UIDs expunged after `modseq`, in order; None when the memory does not reach
