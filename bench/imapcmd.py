@@ -98,7 +98,8 @@ def run_peer(name: str, opts: argparse.Namespace, names: list[str]) -> Outcome:
 
 
 def report(outcomes: list[Outcome], names: list[str], opts: argparse.Namespace) -> None:
-    console = Console()
+    # Piped into a file or a test, a row per command still: no wrapping at 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(f"one client, one command at a time, {opts.seconds:g} s each; INBOX of "
                   f"{opts.messages} messages of {opts.size} octets; mailforge IMAP workers "
                   f"{opts.workers}")
