@@ -156,7 +156,7 @@ def test_a_domain_administrator_left_without_domains_sees_an_empty_list(make_ser
     from tests.system.console_client import ConsoleClient
 
     server = postgresql_server(make_server, cluster, admin_console=True)
-    add_alice(server)
+    add_alice(server.conf)
     cli(server.conf, "domain", "add", "gone.test")
     cli(server.conf, "admin", "add", "former", "--password-stdin", "--role", "domain",
         "--domain", "gone.test", input="former pw\n")

@@ -22,6 +22,8 @@ from .console_client import ConsoleClient
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium comes with the dev extras")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(not (CHROMIUM and DRIVER),
@@ -58,7 +60,14 @@ class Pages:
         element.send_keys(text)
 
     def click(self, element_id: str) -> None:
-        self.driver.find_element(By.ID, element_id).click()
+        self.submit(self.driver.find_element(By.ID, element_id))
+
+    def submit(self, button) -> None:
+        """Click a button that submits its form, and wait for the page that answers: the click
+        returns before it comes on a busy machine (a login checks its password first)."""
+        page = self.driver.find_element(By.TAG_NAME, "html")
+        button.click()
+        WebDriverWait(self.driver, 30).until(staleness_of(page))
 
     def text(self, element_id: str) -> str:
         return self.driver.find_element(By.ID, element_id).text
@@ -123,7 +132,7 @@ def test_the_console_in_a_real_browser(make_server, browser, tmp_path):
     pages.open("/security")
     assert ATTACKER in pages.text("blocks")
     pages.shot("security")
-    browser.find_element(By.CSS_SELECTOR, "button.unblock").click()
+    pages.submit(browser.find_element(By.CSS_SELECTOR, "button.unblock"))
     assert pages.text("done") == f"lifted the block on {ATTACKER}"
     assert attacker.login(*BOSS).status == 303
 
