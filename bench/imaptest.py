@@ -41,6 +41,10 @@ class Outcome:
     seconds: float = 0.0
     errors: list[str] | None = None
     cpu_seconds: float = 0.0
+    # mailforge: each IMAP worker's share of their CPU, in %. The workers share one listening
+    # socket and imaptest connects its clients at once, so one worker may take most of them:
+    # a run split far from even says little about the code.
+    worker_split: list[int] | None = None
     failure: str = ""
 
     @property
@@ -77,6 +81,9 @@ def stress(imaptest: Path, target: peers.Target, opts: argparse.Namespace, mbox:
     if opts.logout0:
         argv.append("logout=0")
     env = dict(os.environ, LD_LIBRARY_PATH=DOVECOT_LIBRARIES)
+    workers = (peers.worker_pids(peers.mailforge_status(target.config), "imap")
+               if target.name == "mailforge" else [])
+    workers_before = [peers.tree_cpu_seconds(pid) for pid in workers]
     cpu_before = peers.tree_cpu_seconds(target.pid)
     run = subprocess.run(argv, capture_output=True, text=True, errors="replace", env=env,
                          timeout=opts.secs + 120)
@@ -84,6 +91,9 @@ def stress(imaptest: Path, target: peers.Target, opts: argparse.Namespace, mbox:
                       [line for line in (run.stdout + run.stderr).splitlines()
                        if ERROR_LINE.match(line)],
                       peers.tree_cpu_seconds(target.pid) - cpu_before)
+    used = [peers.tree_cpu_seconds(pid) - before for pid, before in zip(workers, workers_before)]
+    if sum(used) > 0:
+        outcome.worker_split = [round(100 * part / sum(used)) for part in used]
     if opts.verbose:
         print(run.stdout[-3000:], file=sys.stderr)
     return outcome
@@ -112,15 +122,16 @@ def report(outcomes: list[Outcome], opts: argparse.Namespace) -> None:
     table = Table(title=f"imaptest stress, {opts.users} users, {opts.clients} clients, "
                         f"{opts.secs} s, {profile}; mailforge IMAP workers {opts.workers}")
     for column in ("peer", "commands", "ops/s", "error lines", "server CPU ms/op",
-                   "× mailforge"):
+                   "× mailforge", "workers' CPU %"):
         table.add_column(column, justify="left" if column == "peer" else "right")
     for o in outcomes:
         if o.failure:
-            table.add_row(o.peer, "-", "-", "-", "-", "-")
+            table.add_row(o.peer, "-", "-", "-", "-", "-", "-")
             continue
         table.add_row(o.peer, f"{o.commands:,}", f"{o.rate:,.0f}", str(len(o.errors or [])),
                       f"{1000 * o.cpu_seconds / o.commands:.2f}" if o.commands else "-",
-                      f"{o.rate / base:.2f}" if base else "-")
+                      f"{o.rate / base:.2f}" if base else "-",
+                      "/".join(map(str, o.worker_split)) if o.worker_split else "-")
     console = Console()
     console.print(table)
     for o in outcomes:
