@@ -2,7 +2,10 @@
 
 The view changes only in `refresh()` and in the session's own expunges, so sequence numbers
 hold still between commands. `refresh()` takes in the folder's change log (folderlog.py): when
-nothing changed it costs three stat calls (the log, new/ and cur/) and reads no directory.
+nothing changed it costs three stat calls (the log, new/ and cur/) and reads no directory;
+when something did, the view takes in only the UIDs the index's records touched since it last
+looked (uidindex.UidIndex.touched), by bisection, and compares every message only when it
+missed more than the index remembers or much of the folder changed.
 """
 
 from __future__ import annotations
