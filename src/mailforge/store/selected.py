@@ -110,8 +110,7 @@ class SelectedFolder:
         if touched is not None and touched is listing.touched:
             uids = set(touched[seen:listing.touched_count])
             uids.update(uid for uid in newly_recent if uid in self._entries)
-            # Past a few messages in eight, comparing every one is as quick.
-            if len(uids) <= len(self._infos) // 8 + 16:
+            if _few(len(uids), len(self._infos)):
                 return self._take_touched(listing, sorted(uids))
         return self._take_all(listing)
 
@@ -122,25 +121,22 @@ class SelectedFolder:
         listed = listing.entries
         expunged, added, flagged = [], [], []
         for uid in uids:
-            at = bisect.bisect_left(listed, uid, key=_uid_of)
-            entry = listed[at] if at < len(listed) and listed[at].uid == uid else None
-            place = bisect.bisect_left(infos, uid, key=_uid_of)
-            info = infos[place] if place < len(infos) and infos[place].uid == uid else None
-            if entry is None:
-                if info is not None:
+            at, place = _find(listed, uid), _find(infos, uid)
+            if at < 0:
+                if place >= 0:
                     del infos[place]
                     del entries[uid]
                     expunged.append(uid)
-            elif info is None:
-                entries[uid] = entry
+            elif place < 0:
+                entry = entries[uid] = listed[at]
                 info = self._info(entry)
-                infos.insert(place, info)
+                infos.insert(bisect.bisect_left(infos, uid, key=_uid_of), info)
                 added.append(info)
-            elif (entries[uid] is not entry and entries[uid] != entry
-                  or info.recent != (uid in self._recent)):
-                entries[uid] = entry
-                infos[place] = self._info(entry)
-                if infos[place].flags != info.flags:
+            elif (entries[uid] is not listed[at] and entries[uid] != listed[at]
+                  or infos[place].recent != (uid in self._recent)):
+                entry = entries[uid] = listed[at]
+                before, infos[place] = infos[place], self._info(entry)
+                if infos[place].flags != before.flags:
                     flagged.append(infos[place])
         self._infos = infos
         return Changes(expunged=tuple(expunged), added=tuple(added), flags=tuple(flagged))
@@ -212,8 +208,8 @@ class SelectedFolder:
             self._entries[uid] = entry
             info = self._info(entry)
             changed.append(info)
-            place = bisect.bisect_left(infos, uid, key=_uid_of)
-            if place < len(infos) and infos[place].uid == uid:
+            place = _find(infos, uid)
+            if place >= 0:
                 infos[place] = info
         self._infos = infos
         return changed
@@ -251,13 +247,13 @@ class SelectedFolder:
         gone = set(removed)
         for uid in gone:
             self._entries.pop(uid, None)
-        if len(gone) > len(self._infos) // 8:
+        if not _few(len(gone), len(self._infos)):
             self._infos = [info for info in self._infos if info.uid not in gone]
             return
         infos = list(self._infos)  # the old view may still be in use
         for uid in sorted(gone, reverse=True):
-            place = bisect.bisect_left(infos, uid, key=_uid_of)
-            if place < len(infos) and infos[place].uid == uid:
+            place = _find(infos, uid)
+            if place >= 0:
                 del infos[place]
         self._infos = infos
 
@@ -280,3 +276,15 @@ def canonical_flags(flags: Iterable[str]) -> frozenset[str]:
 
 
 _uid_of = attrgetter("uid")  # of an Entry or a MessageInfo
+
+
+def _find(ordered: Sequence[Entry] | Sequence[MessageInfo], uid: int) -> int:
+    """Where `uid` is in a list in UID order, by bisection; -1 when it is not there."""
+    at = bisect.bisect_left(ordered, uid, key=_uid_of)
+    return at if at < len(ordered) and ordered[at].uid == uid else -1
+
+
+def _few(changed: int, messages: int) -> bool:
+    """Whether so few messages changed that finding each by bisection beats comparing every
+    one (past a few in eight, it does not)."""
+    return changed <= messages // 8 + 16
