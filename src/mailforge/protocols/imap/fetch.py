@@ -79,16 +79,13 @@ def fetch_plan(items: Sequence[FetchAttribute], uid: bool, modseq: bool) -> Plan
 def _planned_header_section(item: FetchAttribute
                             ) -> Callable[[MessageInfo, MessageSummary | None], bytes]:
     """BODY[HEADER], BODY[HEADER.FIELDS (...)] or BODY[HEADER.FIELDS.NOT (...)] of the
-    message itself, from its summary: what every message's answer shares (the item's label,
-    the fields asked for) worked out once for the whole FETCH."""
+    message itself, from its summary: the answer's label, which every message's shares,
+    worked out once for the whole FETCH."""
     head = _section_head(b"BODY", _section_label(item), item.partial)
-    text = item.section.upper()
-    fields, exclude = item.fields, text == "HEADER.FIELDS.NOT"
 
     def render(info: MessageInfo, summary: MessageSummary | None) -> bytes:
         assert summary is not None
-        top = _header_block_part(summary.header)
-        content = top.mime_header() if text == "HEADER" else top.header.select(fields, exclude)
+        content = section_content(_header_block_part(summary.header), item.section, item.fields)
         return _with_content(head, b"BODY", content, item.partial)
     return render
 
