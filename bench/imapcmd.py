@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -82,16 +81,8 @@ def measure(target: peers.Target, names: list[str], seconds: float) -> Outcome:
 
 def run_peer(name: str, opts: argparse.Namespace, names: list[str]) -> Outcome:
     box = mailbox(opts.messages, opts.size)
-    starter: AbstractContextManager[peers.Target]
-    if name == "mailforge":
-        starter = peers.run_mailforge(workers=opts.workers, service="imap",
-                                      users=(peers.MAILFORGE_RCPT,), mailbox=box)
-    elif name == "dovecot":
-        starter = peers.run_dovecot(peers.anchors_dir(opts.anchors), 1, box, service="imap")
-    else:
-        raise SystemExit(f"unknown peer {name!r}")
     try:
-        with starter as target:
+        with peers.run_imap_peer(name, opts.workers, box, opts.anchors) as target:
             return measure(target, names, opts.seconds)
     except (peers.PeerUnavailable, IMAPError, RuntimeError, OSError) as exc:
         return Outcome(name, failure=f"{exc.__class__.__name__}: {exc}")

@@ -501,6 +501,17 @@ def run_mailforge(workers: int = 2, max_connections: int = 1000, idle_timeout: f
             stop_process(proc)
 
 
+def run_imap_peer(name: str, workers: int, mailbox: Sequence[bytes],
+                  anchors: str | None) -> contextlib.AbstractContextManager[Target]:
+    """`name`'s IMAP service (mailforge with `workers` IMAP workers, or the anchor Dovecot)
+    with one user, MAILFORGE_RCPT, whose INBOX holds `mailbox`."""
+    if name == "mailforge":
+        return run_mailforge(workers=workers, service="imap", mailbox=mailbox)
+    if name == "dovecot":
+        return run_dovecot(anchors_dir(anchors), 1, mailbox, service="imap")
+    raise SystemExit(f"unknown peer {name!r}")
+
+
 def mailforge_maildir(root: Path, address: str) -> Path:
     """Where `mailforge init --dir root` keeps a user's Maildir (store/<domain>/<local>)."""
     local, _, domain = address.rpartition("@")

@@ -28,7 +28,6 @@ import socket
 import statistics
 import sys
 import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -218,15 +217,8 @@ def measure(target: peers.Target, opts: argparse.Namespace) -> list[Resync]:
 
 
 def run_peer(name: str, opts: argparse.Namespace, messages: list[bytes]) -> Outcome:
-    starter: AbstractContextManager[peers.Target]
-    if name == "mailforge":
-        starter = peers.run_mailforge(workers=opts.workers, service="imap", mailbox=messages)
-    elif name == "dovecot":
-        starter = peers.run_dovecot(peers.anchors_dir(opts.anchors), 1, messages, service="imap")
-    else:
-        raise SystemExit(f"unknown peer {name!r}")
     try:
-        with starter as target:
+        with peers.run_imap_peer(name, opts.workers, messages, opts.anchors) as target:
             return Outcome(name, measure(target, opts))
     except (peers.PeerUnavailable, IMAPError, RuntimeError, OSError) as exc:
         return Outcome(name, failure=f"{exc.__class__.__name__}: {exc}")
