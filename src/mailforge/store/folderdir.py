@@ -35,7 +35,7 @@ from .filenames import (
 from .flags import Keywords
 from .folderlog import Kind, Record
 from .folderstate import DirLook, FolderState, shared_state
-from .maildir import MAILDIR_SUBDIRS, claim_new, find_message, follow_renames, open_message
+from .maildir import MAILDIR_SUBDIRS, claim_new, find_message, follow_renames, read_message
 from .uidindex import Entry, UidIndex, read, salvage
 
 log = logging.getLogger("mailforge.store")
@@ -446,8 +446,7 @@ class FolderDir:
     def read(self, entry: Entry) -> bytes:
         """The message file's content; MessageGone when another session expunged it."""
         entry = self._latest(entry)
-        with open_message(self.path, entry.sub, entry.name) as message:
-            return message.read()
+        return read_message(self.path, entry.sub, entry.name, entry.size)
 
     def _latest(self, entry: Entry) -> Entry:
         """The entry as this process last heard of it: another session's STORE may have
