@@ -137,6 +137,16 @@ def read_line(port: int) -> str:
         return sock.makefile().readline()
 
 
+def listening_sockets(port: int) -> set[str]:
+    """Inodes of the loopback sockets listening on `port` (one per worker with reuse_port)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":
+            found.add(fields[9])
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -258,6 +268,12 @@ def test_sighup_replaces_workers_and_keeps_listening(tmp_path, start):
     sup.proc.send_signal(signal.SIGHUP)
     assert wait_for(lambda: "reload failed, still running the previous config" in sup.stderr(), 2.0)
     assert sup.status()["generation"] == 2 and read_line(port).startswith("smtp ")
+
+    # A removed address stops listening: the new generation must not have inherited it.
+    write_config(tmp_path / "mailforge.toml", [new_port])
+    sup.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: sup.status()["generation"] == 3 and not listening_sockets(port), 5.0)
+    assert read_line(new_port).startswith("smtp ")
 
 
 def test_port_already_taken_exits_2_naming_service_and_address(tmp_path, start):

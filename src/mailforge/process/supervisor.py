@@ -736,13 +736,14 @@ class Supervisor:
         self.generation += 1
         self.failures.clear()  # the operator changed something: give every slot a fresh start
         self.not_before.clear()
+        # The old generation holds its own copies until it exits; ours go now, before the new
+        # generation forks, or it would inherit them and keep the removed sockets listening.
+        _close_listeners(gone)
         self._spawn_generation()
         self._lift_exempt_blocks()
         deadline = time.monotonic() + new.server.grace_period + STOP_MARGIN
         for child in old_children:
             self._terminate(child, deadline, retire=True)
-        # The old generation holds its own copies until it exits; ours go now.
-        _close_listeners(gone)
         log.info("reloaded %s: generation %d started, %d old processes retiring",
                  new.path, self.generation, len(old_children))
 
