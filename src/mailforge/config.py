@@ -54,6 +54,9 @@ class ServiceConfig:
     idle_timeout: float = 300.0
     # Every connection starts with a PROXY v1/v2 header from a [server] proxy_trusted address.
     proxy_protocol: bool = False
+    # Each worker its own listening socket (SO_REUSEPORT): the kernel spreads new connections
+    # over them, where a shared socket lets one greedy uvloop worker take a whole burst.
+    reuse_port: bool = False
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import os
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from mailforge.process import control
-from mailforge.config import load
-from mailforge.errors import MailforgeError
+from mailforge.config import from_dict, load
+from mailforge.errors import ConfigError, MailforgeError
 from mailforge.process.supervisor import raise_open_files_limit
 from tests.ports import free_port
 from tests.unit.supervisor_helpers import DRIVER, EVENTS
@@ -26,7 +27,8 @@ from tests.unit.supervisor_helpers import DRIVER, EVENTS
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(path: Path, ports: list[int], workers: int = 2, worker_timeout: float = 30.0) -> None:
+def write_config(path: Path, ports: list[int], workers: int = 2, worker_timeout: float = 30.0,
+                 reuse_port: bool = False) -> None:
     listen = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
     path.write_text(f"""
 [server]
@@ -38,6 +40,7 @@ worker_timeout = {worker_timeout}
 [smtp]
 listen = [{listen}]
 workers = {workers}
+reuse_port = {str(reuse_port).lower()}
 
 [delivery]
 workers = 1
@@ -135,6 +138,16 @@ def start(tmp_path):
 def read_line(port: int) -> str:
     with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
         return sock.makefile().readline()
+
+
+def listening_sockets(port: int) -> set[str]:
+    """Inodes of the loopback sockets listening on `port` (one per worker with reuse_port)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":
+            found.add(fields[9])
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -259,6 +272,12 @@ def test_sighup_replaces_workers_and_keeps_listening(tmp_path, start):
     assert wait_for(lambda: "reload failed, still running the previous config" in sup.stderr(), 2.0)
     assert sup.status()["generation"] == 2 and read_line(port).startswith("smtp ")
 
+    # A removed address stops listening: the new generation must not have inherited it.
+    write_config(tmp_path / "mailforge.toml", [new_port])
+    sup.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: sup.status()["generation"] == 3 and not listening_sockets(port), 5.0)
+    assert read_line(new_port).startswith("smtp ")
+
 
 def test_port_already_taken_exits_2_naming_service_and_address(tmp_path, start):
     with socket.socket() as taken:
@@ -304,3 +323,137 @@ def test_children_exit_when_the_supervisor_is_killed(tmp_path, start):
     sup.proc.kill()
     sup.proc.wait()
     assert wait_for(lambda: not any(alive(pid) for pid in children), 5.0)
+
+
+# ---- reuse_port: each worker its own listening socket ----------------------------------------
+
+def sockets_of(pid: int) -> set[str]:
+    """Inodes of the sockets process `pid` has open."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def answers_of_a_burst(port: int, count: int) -> collections.Counter[int]:
+    """Open `count` connections before reading any greeting: which worker pid greeted how many."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=5.0) for _ in range(count)]
+    try:
+        lines = [conn.makefile().readline() for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+    assert all(line.startswith("smtp ") for line in lines), lines
+    return collections.Counter(int(line.split()[1]) for line in lines)
+
+
+def ready_workers(sup: Running, count: int, generation: int = 1) -> dict[int, int] | None:
+    """slot → pid of the serving workers, once `count` of `generation` are ready."""
+    workers = [w for w in sup.status()["services"]["smtp"]["workers"]
+               if not w["retiring"] and w["ready"] and w["generation"] == generation]
+    return {w["slot"]: w["pid"] for w in workers} if len(workers) == count else None
+
+
+def test_reuse_port_gives_each_worker_its_own_socket_and_spreads_a_burst(tmp_path, start, capsys):
+    port = free_port()
+    write_config(tmp_path / "mailforge.toml", [port], reuse_port=True)
+    sup = start()
+    sup.wait_ready()
+    assert f"mailforge: smtp listening on 127.0.0.1:{port} (2 workers)\n" in sup.stdout()
+    workers = wait_for(lambda: ready_workers(sup, 2), 5.0)
+    assert workers, sup.stderr()
+    listen = sup.status()["services"]["smtp"]["listen"]
+    assert [entry["address"] for entry in listen] == [f"127.0.0.1:{port}"] * 2
+    assert len({entry["fd"] for entry in listen}) == 2
+
+    # Each worker holds exactly one of the two listening sockets, not the other's.
+    sockets = listening_sockets(port)
+    held = [sockets & sockets_of(workers[slot]) for slot in (0, 1)]
+    assert len(sockets) == 2 and all(len(one) == 1 for one in held) and held[0] != held[1]
+
+    greeted = answers_of_a_burst(port, 40)
+    assert set(greeted) == set(workers.values()) and min(greeted.values()) >= 5, greeted
+
+    assert control.status(argparse.Namespace(json=False), sup.config) == 0
+    assert capsys.readouterr().out.count(f"127.0.0.1:{port}") == 1
+
+
+def test_reuse_port_reload_keeps_each_socket_and_binds_new_slots(tmp_path, start):
+    port = free_port()
+    write_config(tmp_path / "mailforge.toml", [port], reuse_port=True)
+    sup = start()
+    sup.wait_ready()
+    assert wait_for(lambda: ready_workers(sup, 2), 5.0), sup.stderr()
+    before = listening_sockets(port)
+
+    write_config(tmp_path / "mailforge.toml", [port], workers=3, reuse_port=True)
+    sup.proc.send_signal(signal.SIGHUP)
+    answers = [read_line(port) for _ in range(40) if not time.sleep(0.02)]
+    assert all(answer.startswith("smtp ") for answer in answers)
+    workers = wait_for(lambda: ready_workers(sup, 3, generation=2), 5.0)
+    assert workers, sup.stderr()
+    after = listening_sockets(port)
+    assert before < after and len(after) == 3
+    (third,) = after - before
+    assert third in sockets_of(workers[2])
+    assert wait_for(lambda: workers[2] in answers_of_a_burst(port, 30), 5.0)
+
+    write_config(tmp_path / "mailforge.toml", [port], workers=2, reuse_port=True)
+    sup.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: f"stopped listening on 127.0.0.1:{port} (worker #2's socket)" in sup.stderr(), 5.0)
+    assert wait_for(lambda: ready_workers(sup, 2, generation=3), 5.0), sup.stderr()
+    assert wait_for(lambda: listening_sockets(port) == before, 5.0)
+    assert read_line(port).startswith("smtp ")
+
+    write_config(tmp_path / "mailforge.toml", [port], workers=2)
+    sup.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload failed, still running the previous config: "
+                    f"[smtp] reuse_port changed for 127.0.0.1:{port}: that needs a restart"
+                    in sup.stderr(), 5.0), sup.stderr()
+    assert sup.status()["generation"] == 3 and listening_sockets(port) == before
+
+
+@pytest.mark.parametrize("holder_reuses_port", [False, True])
+def test_reuse_port_refuses_a_port_another_process_listens_on(tmp_path, start, holder_reuses_port):
+    """With SO_REUSEPORT set by both, binding would succeed and split the port with a stranger."""
+    with socket.socket() as taken:
+        if holder_reuses_port:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        write_config(tmp_path / "mailforge.toml", [port], reuse_port=True)
+        sup = start()
+        assert sup.proc.wait(timeout=10) == 2
+    lines = sup.stderr().strip().splitlines()
+    assert lines == [f"mailforge: cannot listen for smtp on 127.0.0.1:{port}: Address already in use"]
+    assert sup.events("worker") == []
+
+
+def test_reuse_port_killed_worker_finds_its_share_waiting(tmp_path, start):
+    port = free_port()
+    write_config(tmp_path / "mailforge.toml", [port], reuse_port=True)
+    sup = start()
+    sup.wait_ready()
+    workers = wait_for(lambda: ready_workers(sup, 2), 5.0)
+    assert workers, sup.stderr()
+    own = listening_sockets(port) & sockets_of(workers[0])
+    os.kill(workers[0], signal.SIGKILL)
+    # Opened while slot 0 has no worker: the kernel still queues its share on slot 0's socket,
+    # held by the supervisor, and the replacement greets them.
+    greeted = answers_of_a_burst(port, 20)
+    replaced = wait_for(lambda: ready_workers(sup, 2), 5.0)
+    assert replaced and replaced[0] != workers[0] and replaced[1] == workers[1]
+    assert sum(greeted.values()) == 20 and workers[0] not in greeted
+    assert sum(answers_of_a_burst(port, 20).values()) == 20
+    assert own and own <= sockets_of(replaced[0])
+
+
+def test_reuse_port_must_be_true_or_false():
+    with pytest.raises(ConfigError, match=r"\[imap\] reuse_port.*expected true or false"):
+        from_dict({"imap": {"reuse_port": "yes"}})

@@ -289,7 +289,8 @@ def _size(octets: float) -> str:
 
 
 def _service_header(name: str, service: dict[str, Any]) -> str:
-    listen = ", ".join(entry["address"] for entry in service["listen"]) or "not listening"
+    # A reuse_port service has one socket per worker on each address: each address once.
+    listen = ", ".join(dict.fromkeys(entry["address"] for entry in service["listen"])) or "not listening"
     counts = "connections unknown (rate-keeper did not answer)"
     if service.get("connections") is not None:
         counts = f"{_count(service['connections'], 'connection')} from {_count(service['ips'], 'IP')}"

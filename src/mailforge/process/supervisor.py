@@ -67,6 +67,8 @@ WORKER, DELIVERY, RATEKEEPER = "worker", "delivery", "ratekeeper"
 # and lose sight of every private key before the privilege drop (admin/isolation.py).
 ADMIN = "admin"
 ChildKey = tuple[str, str, int]
+# (host, port, worker slot): the slot of a reuse_port service's socket, None for a shared one.
+ListenerKey = tuple[str, int, int | None]
 
 
 def _default_worker(service: str, config: Config, listeners: list[socket.socket], heartbeat: Heartbeat) -> int:
@@ -215,6 +217,7 @@ class Listener:
     service: str
     address: str
     sock: socket.socket = field(repr=False)
+    slot: int | None = None  # the one worker slot it serves (reuse_port); None: all of them
 
 
 def serve(config: Config) -> int:
@@ -232,7 +235,7 @@ class Supervisor:
         self.pid = os.getpid()
         self.started = time.monotonic()
         self.generation = 1
-        self.listeners: dict[tuple[str, int], Listener] = {}
+        self.listeners: dict[ListenerKey, Listener] = {}
         self.children: dict[int, Child] = {}
         self.failures: dict[ChildKey, int] = {}
         self.not_before: dict[ChildKey, float] = {}
@@ -399,10 +402,10 @@ class Supervisor:
             peer_allowed=self._is_admin_worker, owner=self.service_ids)
 
     def _announce(self) -> None:
-        for listener in self.listeners.values():
-            workers = getattr(self.config, listener.service).workers
+        for service, address in dict.fromkeys((l.service, l.address) for l in self.listeners.values()):
+            workers = getattr(self.config, service).workers
             plural = "worker" if workers == 1 else "workers"
-            print(f"mailforge: {listener.service} listening on {listener.address} ({workers} {plural})")
+            print(f"mailforge: {service} listening on {address} ({workers} {plural})")
         print(f"mailforge: ready (pid {self.pid})", flush=True)
 
     def _cleanup(self) -> None:
@@ -632,7 +635,10 @@ class Supervisor:
     def _child_body(self, kind: str, service: str, slot: int, heartbeat: Heartbeat | None) -> int:
         listeners = []
         if kind == WORKER:
-            listeners = [held.sock for held in self.listeners.values() if held.service == service]
+            # A reuse_port worker gets its own slot's sockets only: the kernel's share for the
+            # others must wait for them, not be taken by this one.
+            listeners = [held.sock for held in self.listeners.values()
+                         if held.service == service and held.slot in (None, slot)]
         self._detach(listeners, heartbeat)
         console = kind == WORKER and service == ADMIN
         # Still with the supervisor's rights: what the console needs of them, taken now.
@@ -736,13 +742,14 @@ class Supervisor:
         self.generation += 1
         self.failures.clear()  # the operator changed something: give every slot a fresh start
         self.not_before.clear()
+        # The old generation holds its own copies until it exits; ours go now, before the new
+        # generation forks, or it would inherit them and keep the removed sockets listening.
+        _close_listeners(gone)
         self._spawn_generation()
         self._lift_exempt_blocks()
         deadline = time.monotonic() + new.server.grace_period + STOP_MARGIN
         for child in old_children:
             self._terminate(child, deadline, retire=True)
-        # The old generation holds its own copies until it exits; ours go now.
-        _close_listeners(gone)
         log.info("reloaded %s: generation %d started, %d old processes retiring",
                  new.path, self.generation, len(old_children))
 
@@ -758,17 +765,25 @@ class Supervisor:
             log.warning("reload: lifted the blocks on %s, now in [abuse] exempt_networks",
                         ", ".join(lifted))
 
-    def _rebind(self, config: Config) -> dict[tuple[str, int], Listener]:
-        """Listeners for `config`, reusing the socket of every address we already hold, so
-        a reload never refuses a connection on an address that stays."""
-        result: dict[tuple[str, int], Listener] = {}
+    def _rebind(self, config: Config) -> dict[ListenerKey, Listener]:
+        """Listeners for `config`, reusing every socket we already hold (per address, and per
+        worker slot with reuse_port), so a reload never refuses a connection on an address
+        that stays."""
+        result: dict[ListenerKey, Listener] = {}
+        held_addresses = {key[:2] for key in self.listeners}
         try:
             for service, settings in config.services().items():
+                slots = range(settings.workers) if settings.reuse_port else [None]
                 for text in settings.listen:
-                    key = parse_hostport(text)
-                    held = self.listeners.get(key)
-                    sock = held.sock if held else bind_listener(service, text)
-                    result[key] = Listener(service, text, sock)
+                    address = parse_hostport(text)
+                    if settings.reuse_port and address not in held_addresses:
+                        # SO_REUSEPORT would let us join another process's sockets unnoticed.
+                        probe_address(service, text)
+                    for slot in slots:
+                        key = (*address, slot)
+                        held = self.listeners.get(key)
+                        sock = held.sock if held else bind_listener(service, text, settings.reuse_port)
+                        result[key] = Listener(service, text, sock, slot)
         except BaseException:
             for key, listener in result.items():
                 if key not in self.listeners:
@@ -916,21 +931,25 @@ def _check_reloadable(old: Config, new: Config) -> None:
         raise UsageError("[server] data_dir changed: that needs a restart")
     if (new.server.user, new.server.group) != (old.server.user, old.server.group):
         raise UsageError("[server] user/group changed: that needs a restart")
+    # A shared socket and a reuse_port group cannot hold one address at once, and closing
+    # either first would refuse connections meanwhile.
+    before = _reuse_port_by_address(old)
+    for address, (service, text, reuse_port) in _reuse_port_by_address(new).items():
+        if address in before and before[address][2] != reuse_port:
+            raise UsageError(f"[{service}] reuse_port changed for {text}: that needs a restart")
 
 
-def bind_listener(service: str, text: str) -> socket.socket:
-    """A listening socket for `text` (host:port from the config); one clear line on failure."""
-    host, port = parse_hostport(text)
+def _reuse_port_by_address(config: Config) -> dict[tuple[str, int], tuple[str, str, bool]]:
+    return {parse_hostport(text): (service, text, settings.reuse_port)
+            for service, settings in config.services().items() for text in settings.listen}
+
+
+def bind_listener(service: str, text: str, reuse_port: bool = False) -> socket.socket:
+    """A listening socket for `text` (host:port from the config); one clear line on failure.
+    With `reuse_port` it joins the other sockets of the address (SO_REUSEPORT)."""
     try:
-        family, address, dual_stack = _socket_address(host, port)
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = _bound_socket(text, reuse_port)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                # Explicit IPv6 addresses must not also grab the IPv4 port ("0.0.0.0:25" may
-                # be configured beside "[::]:25"); only "*" means both.
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
-            sock.bind(address)
             sock.listen(LISTEN_BACKLOG)
             # Several workers accept on it: a blocking accept could hang after losing the race.
             sock.setblocking(False)
@@ -938,8 +957,39 @@ def bind_listener(service: str, text: str) -> socket.socket:
             sock.close()
             raise
     except OSError as exc:
-        raise UsageError(f"cannot listen for {service} on {text}: {exc.strerror or exc}") from None
+        raise _cannot_listen(service, text, exc) from None
     return sock
+
+
+def probe_address(service: str, text: str) -> None:
+    """Fail as bind_listener does if anyone listens on `text`: bound without SO_REUSEPORT,
+    and never listening, so that no client's connection can land in it."""
+    try:
+        _bound_socket(text, reuse_port=False).close()
+    except OSError as exc:
+        raise _cannot_listen(service, text, exc) from None
+
+
+def _bound_socket(text: str, reuse_port: bool) -> socket.socket:
+    family, address, dual_stack = _socket_address(*parse_hostport(text))
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            # Explicit IPv6 addresses must not also grab the IPv4 port ("0.0.0.0:25" may
+            # be configured beside "[::]:25"); only "*" means both.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _cannot_listen(service: str, text: str, exc: OSError) -> UsageError:
+    return UsageError(f"cannot listen for {service} on {text}: {exc.strerror or exc}")
 
 
 def _socket_address(host: str, port: int) -> tuple[int, tuple, bool]:
@@ -973,7 +1023,8 @@ def raise_open_files_limit() -> int:
 def _close_listeners(listeners: Iterable[Listener]) -> None:
     for listener in listeners:
         listener.sock.close()
-        log.info("%s stopped listening on %s", listener.service, listener.address)
+        whose = "" if listener.slot is None else f" (worker #{listener.slot}'s socket)"
+        log.info("%s stopped listening on %s%s", listener.service, listener.address, whose)
 
 
 def _signal_name(signum: int) -> str:
