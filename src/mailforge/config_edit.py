@@ -22,10 +22,14 @@ from . import config as configuration, tls
 from .durable import write_atomically
 from .errors import ConfigError
 
+# Service keys that a reload refuses to change (process/supervisor.py _check_reloadable):
+# the console's change would be written to the file and then not take effect.
+RESTART_ONLY = ("reuse_port",)
 # Section → the keys the console may change; every service's keys, the relay and the abuse
 # thresholds (the properties MailEnable's and IMail's consoles set per service).
 EDITABLE: dict[str, tuple[str, ...]] = {
-    **{name: tuple(f.name for f in dataclasses.fields(getattr(configuration.Config(), name)))
+    **{name: tuple(f.name for f in dataclasses.fields(getattr(configuration.Config(), name))
+                   if f.name not in RESTART_ONLY)
        for name in configuration.SERVICE_PORTS},
     "relay": tuple(f.name for f in dataclasses.fields(configuration.RelayConfig)),
     "abuse": tuple(f.name for f in dataclasses.fields(configuration.AbuseConfig)),

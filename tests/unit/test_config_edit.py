@@ -46,6 +46,8 @@ def test_a_change_keeps_comments_order_and_mode(conf):
     ("imap", {"listen": ["nowhere"]}, r"\[imap\] listen: expected host:port"),
     ("server", {"user": "root"}, r"\[server\]: not a section the console may change"),
     ("imap", {"bogus": 1}, r"\[imap\] bogus: unknown key"),
+    # A reload refuses to switch it: written, it would not take effect until a restart.
+    ("imap", {"reuse_port": True}, r"\[imap\] reuse_port: unknown key"),
     ("relay", {"mode": "wide-open"}, r"\[relay\] mode: expected one of"),
 ])
 def test_an_invalid_change_says_what_check_config_says_and_writes_nothing(conf, section, values, message):
