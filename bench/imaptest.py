@@ -1,14 +1,17 @@
 """Dovecot's imaptest stress load against mailforge and Dovecot, side by side in one run.
 
     python -m bench.imaptest --imaptest /tmp/imaptest/src/imaptest --secs 60 [--logout0]
-        [--users 50] [--clients 50] [--messages 200] [--workers 2] [--peers mailforge,dovecot]
+        [--users 50] [--clients 50] [--messages 200] [--workers 2] [--shared-socket]
+        [--peers mailforge,dovecot]
 
 imaptest is Dovecot's code and stays out of the repository (bench/README.md says how to build
 it). Each peer gets the same users (bench1..benchN@bench.test) with empty mailboxes and the
 same mbox for imaptest to APPEND from; imaptest then runs its default stress profile for
 `--secs` seconds (`logout=0`: the clients stay logged in). The table shows imaptest's own
 command totals per second, its error lines (state tracking: any is a bug) and the peer's
-ops/s over mailforge's.
+ops/s over mailforge's. mailforge's IMAP runs with `reuse_port` (each worker its own
+listening socket): imaptest connects its clients at once, and on one shared socket one
+worker often takes most of them (`--shared-socket` shows it).
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ class Outcome:
     seconds: float = 0.0
     errors: list[str] | None = None
     cpu_seconds: float = 0.0
-    # mailforge: each IMAP worker's share of their CPU, in %. The workers share one listening
-    # socket and imaptest connects its clients at once, so one worker may take most of them:
+    # mailforge: each IMAP worker's share of their CPU, in %. On a shared listening socket
+    # (--shared-socket) one worker may take most of imaptest's clients, which connect at once:
     # a run split far from even says little about the code.
     worker_split: list[int] | None = None
     failure: str = ""
@@ -103,7 +106,8 @@ def run_peer(name: str, opts: argparse.Namespace, mbox: Path) -> Outcome:
     users = tuple(f"bench{n}@{peers.BENCH_DOMAIN}" for n in range(1, opts.users + 1))
     starter: AbstractContextManager[peers.Target]
     if name == "mailforge":
-        starter = peers.run_mailforge(workers=opts.workers, service="imap", users=users)
+        starter = peers.run_mailforge(workers=opts.workers, service="imap", users=users,
+                                      extra={"imap": {"reuse_port": not opts.shared_socket}})
     elif name == "dovecot":
         starter = peers.run_dovecot(peers.anchors_dir(opts.anchors), opts.users, (),
                                     service="imap")
@@ -120,7 +124,8 @@ def report(outcomes: list[Outcome], opts: argparse.Namespace) -> None:
     base = next((o.rate for o in outcomes if o.peer == "mailforge" and o.rate), None)
     profile = "logout=0" if opts.logout0 else "default profile (LOGOUT and LOGIN again)"
     table = Table(title=f"imaptest stress, {opts.users} users, {opts.clients} clients, "
-                        f"{opts.secs} s, {profile}; mailforge IMAP workers {opts.workers}")
+                        f"{opts.secs} s, {profile}; mailforge IMAP workers {opts.workers}"
+                        f"{' on one shared socket' if opts.shared_socket else ''}")
     for column in ("peer", "commands", "ops/s", "error lines", "server CPU ms/op",
                    "× mailforge", "workers' CPU %"):
         table.add_column(column, justify="left" if column == "peer" else "right")
@@ -154,6 +159,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=200, help="messages in the mbox")
     parser.add_argument("--size", type=int, default=2048, help="bytes per message")
     parser.add_argument("--workers", type=int, default=2, help="mailforge IMAP workers")
+    parser.add_argument("--shared-socket", action="store_true",
+                        help="mailforge's IMAP workers share one listening socket "
+                             "(reuse_port = false, the default in a config)")
     parser.add_argument("--peers", default="mailforge,dovecot")
     parser.add_argument("--anchors", default=None)
     parser.add_argument("--verbose", action="store_true", help="show imaptest's output")
