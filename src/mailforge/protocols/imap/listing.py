@@ -9,6 +9,7 @@ Each handler runs in the thread pool, adds the untagged responses and returns th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -27,6 +28,11 @@ SELECTION_OPTIONS = frozenset(("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIA
 RETURN_OPTIONS = frozenset(("SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE"))
 SUBSCRIBED, NONEXISTENT, NOSELECT = "\\Subscribed", "\\NonExistent", "\\Noselect"
 LIST_SYNTAX = "LIST [(options)] reference mailbox | (mailbox ...) [RETURN (options)]"
+# LIST replies remembered by the worker (folder lists and requests; see _list_existing),
+# forgotten all at once past this many; a reply longer than RENDERED_MAX_OCTETS is not kept.
+RENDERED_MEMORY = 128
+RENDERED_MAX_OCTETS = 64 * 1024
+_rendered: dict[tuple, bytes] = {}
 
 
 @dataclass
@@ -166,15 +172,42 @@ def _separator(session: CommandSession, verb: str, reference: str) -> None:
 
 def _list_existing(session: CommandSession, request: ListRequest) -> None:
     mailbox = _mailbox(session)
-    subscribed = (_wire_subscriptions(mailbox, request.utf8) if "SUBSCRIBED" in request.returns
-                  else set())
-    for name, attributes in _matching(_by_wire_name(mailbox.folders(), request.utf8), request):
+    subscribed = (frozenset(_wire_subscriptions(mailbox, request.utf8))
+                  if "SUBSCRIBED" in request.returns else frozenset())
+    folders = tuple(mailbox.folders())
+    if "STATUS" in request.returns:
+        for name, attributes in _listed(folders, subscribed, request):
+            _send(session, "LIST", name, attributes, request.utf8)
+            _status(session, request, name, attributes)
+        return
+    # Clients send the same LIST over and over while their folders stay as they are: the
+    # lines are rendered once per folder list and request (rendering was most of a LIST).
+    key = (folders, subscribed, request.reference, tuple(request.patterns),
+           frozenset(request.selection), frozenset(request.returns), request.utf8, request.rev2)
+    lines = _rendered.get(key)
+    if lines is None:
+        lines = b"".join(list_line("LIST", name, attributes, request.utf8)
+                         for name, attributes in _listed(folders, subscribed, request))
+        if len(_rendered) >= RENDERED_MEMORY:
+            _rendered.clear()
+        if len(lines) <= RENDERED_MAX_OCTETS:
+            _rendered[key] = lines
+    if lines:
+        session.untagged(lines)
+
+
+def _listed(folders: tuple[FolderInfo, ...], subscribed: frozenset[str],
+            request: ListRequest) -> list[tuple[str, list[str]]]:
+    """The folders a LIST (not LSUB, not RETURN SUBSCRIBED's selection) answers with, in
+    order, each with its attributes."""
+    listed = []
+    for name, attributes in _matching(_by_wire_name(folders, request.utf8), request):
         if "SPECIAL-USE" in request.selection and not SPECIAL_USES.intersection(attributes):
             continue
         if name in subscribed:
             attributes.append(SUBSCRIBED)
-        _send(session, "LIST", name, attributes, request.utf8)
-        _status(session, request, name, attributes)
+        listed.append((name, attributes))
+    return listed
 
 
 def _list_subscribed(session: CommandSession, request: ListRequest) -> None:
@@ -229,7 +262,7 @@ def _mailbox(session: CommandSession) -> Mailbox:
     return session.mailbox
 
 
-def _by_wire_name(folders: list[FolderInfo], utf8: bool) -> dict[str, FolderInfo]:
+def _by_wire_name(folders: Sequence[FolderInfo], utf8: bool) -> dict[str, FolderInfo]:
     return {wire.encode_name(f.name, utf8): f for f in folders}
 
 
