@@ -63,11 +63,38 @@ def test_dane_ee_matches_by_spki_or_whole_certificate_without_names(chain):
 def test_dane_ta_needs_the_chain_and_a_name(chain):
     leaf, ca = chain
     record = Tlsa(2, 1, 1, hashlib.sha256(spki(ca)).digest())
-    assert check_chain([record], [der(leaf), der(ca)], ["mx.example.net", "example.net"]) == ""
-    assert "names none" in check_chain([record], [der(leaf), der(ca)], ["mx.other.net"])
+    assert check_chain([record], [der(leaf), der(ca)], ["mx.example.net", "example.net"],
+                       NOW) == ""
+    assert "names none" in check_chain([record], [der(leaf), der(ca)], ["mx.other.net"], NOW)
     stranger_key = ec.generate_private_key(ec.SECP256R1())
     stranger = certificate("mx.example.net", stranger_key, "ca", stranger_key)
-    assert "does not lead" in check_chain([record], [der(stranger), der(ca)], ["mx.example.net"])
+    assert "does not lead" in check_chain([record], [der(stranger), der(ca)],
+                                          ["mx.example.net"], NOW)
+
+
+def test_dane_ta_checks_the_dates_below_the_anchor_and_dane_ee_ignores_them(chain):
+    """RFC 7672 3.1.1: a DANE-EE match ignores expiry; RFC 7671 5.2: below a DANE-TA
+    anchor the chain is validated as under a root, dates included (the anchor's not)."""
+    leaf, ca = chain  # valid from NOW for one day, both
+    ta = Tlsa(2, 1, 1, hashlib.sha256(spki(ca)).digest())
+    ee = Tlsa(3, 1, 1, hashlib.sha256(spki(leaf)).digest())
+    later, earlier = NOW + datetime.timedelta(days=2), NOW - datetime.timedelta(days=1)
+    assert "expired 2026-12-02" in check_chain([ta], [der(leaf), der(ca)], ["mx.example.net"], later)
+    assert "not valid before" in check_chain([ta], [der(leaf), der(ca)], ["mx.example.net"], earlier)
+    assert check_chain([ee], [der(leaf), der(ca)], ["mx.example.net"], later) == ""
+    # The anchor's own dates do not count: the TLSA record vouches for its key.
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    old_ca = certificate("old-ca", ca_key, "old-ca", ca_key, ca=True)  # expired at `later`
+    fresh_leaf = (x509.CertificateBuilder()
+                  .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.example.net")]))
+                  .issuer_name(old_ca.subject).public_key(leaf_key.public_key()).serial_number(2)
+                  .not_valid_before(NOW).not_valid_after(later + datetime.timedelta(days=1))
+                  .add_extension(x509.SubjectAlternativeName([x509.DNSName("mx.example.net")]),
+                                 critical=False)
+                  .sign(ca_key, hashes.SHA256()))
+    old_ta = Tlsa(2, 1, 1, hashlib.sha256(spki(old_ca)).digest())
+    assert check_chain([old_ta], [der(fresh_leaf), der(old_ca)], ["mx.example.net"], later) == ""
 
 
 def test_names_and_wildcards():

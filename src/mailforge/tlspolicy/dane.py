@@ -4,12 +4,14 @@ matches them.
 Only DANE-TA(2) and DANE-EE(3) are usable for SMTP (3.1.3); selector full certificate(0) or
 SubjectPublicKeyInfo(1); matching full(0), SHA-256(1) or SHA-512(2). A DANE-EE match needs
 no name check and ignores expiry (3.1.1); DANE-TA needs the chain to lead from the server's
-certificate up to the matching one, and the server's certificate to name the MX host or
-the destination domain (3.2.2).
+certificate up to the matching one, every certificate below that trust anchor within its
+validity period (the TA stands in for a CA's root, whose dates are not checked, RFC 7671
+5.2), and the server's certificate to name the MX host or the destination domain (3.2.2).
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,8 +51,10 @@ def usable(records: Sequence) -> list[Tlsa]:
             and r.mtype in (MATCH_FULL, MATCH_SHA256, MATCH_SHA512)]
 
 
-def check_chain(records: list[Tlsa], chain_der: list[bytes], names: list[str]) -> str:
-    """"" when the chain (server's certificate first) matches a record; else why not."""
+def check_chain(records: list[Tlsa], chain_der: list[bytes], names: list[str],
+                now: datetime.datetime | None = None) -> str:
+    """"" when the chain (server's certificate first) matches a record at `now` (default:
+    the present); else why not."""
     try:
         chain = [x509.load_der_x509_certificate(der) for der in chain_der]
     except ValueError as exc:
@@ -65,6 +69,9 @@ def check_chain(records: list[Tlsa], chain_der: list[bytes], names: list[str]) -
             continue
         if not _issued_along(chain[:position + 1]):
             return "the chain does not lead to the certificate of the TLSA record"
+        stale = _out_of_date(chain[:position], now or datetime.datetime.now(datetime.timezone.utc))
+        if stale:
+            return stale
         if not _names_match(leaf, names):
             return f"certificate names none of {', '.join(names)}"
         return ""
@@ -79,6 +86,18 @@ def _issued_along(chain: list[x509.Certificate]) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def _out_of_date(chain: list[x509.Certificate], now: datetime.datetime) -> str:
+    """Why a certificate of `chain` is not valid at `now`; "" when all are."""
+    for cert in chain:
+        subject = cert.subject.rfc4514_string()
+        if now < cert.not_valid_before_utc:
+            return (f"certificate {subject} is not valid before "
+                    f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+        if now > cert.not_valid_after_utc:
+            return f"certificate {subject} expired {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    return ""
 
 
 def _names_match(cert: x509.Certificate, names: list[str]) -> bool:
