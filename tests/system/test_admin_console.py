@@ -400,7 +400,13 @@ def test_the_accounts_database_failing_shows_its_details_to_system_administrator
             assert "locked" not in answer and str(console.config.data_dir) not in answer
         page = boss.post("/users", {"address": f"dave@{DOMAIN}", "password": "pw"})
         assert page.status == 503 and "database is locked" in page.text, page.text
+        # A login writes its session: the login page says so (503), with no details.
+        page = client(console).login(*HOST)
+        assert page.status == 503 and ACCOUNTS_UNAVAILABLE in page.text, page.text
+        assert "locked" not in page.text and 'name="password"' in page.text
     finally:
         locker.close()
     assert re.search(r"admin host from .*: POST /users failed: .*database is locked", console.log())
+    assert re.search(r"console request from .*: POST /login failed: .*database is locked",
+                     console.log())
     assert host.post("/users", {"address": f"dave@{DOMAIN}", "password": "pw"}).status == 200

@@ -13,14 +13,15 @@ from typing import Any
 from aiohttp import web
 
 from .. import config_edit, tuning_report
+from ..auth.api import AccountsUnavailable
 from ..errors import MailforgeError
 from ..queue.admin import DEFERRED, DELIVERING, SEGMENT, WAITING
 from . import operations
 from .history import CHARTED
 from .link import SupervisorUnavailable
-from .web import (LOGIN_COOKIE, LOGIN_FORM_LIFETIME, SESSION_COOKIE, actor_of, client_ip,
-                  console_of, new_login_token, page_number, refusal, render, same_secret,
-                  set_cookie)
+from .web import (ACCOUNTS_UNAVAILABLE, LOGIN_COOKIE, LOGIN_FORM_LIFETIME, SESSION_COOKIE,
+                  actor_of, client_ip, console_of, log_unavailable_before_login, new_login_token,
+                  page_number, refusal, render, same_secret, set_cookie)
 
 routes = web.RouteTableDef()
 QUEUE_STATES = (DEFERRED, WAITING, DELIVERING, SEGMENT)
@@ -68,17 +69,22 @@ async def login(request: web.Request) -> web.Response:
     blocked = await console.ratekeeper.blocked_for(ip)
     if blocked:
         return _blocked(blocked)
-    admin = await console.blocking(console.accounts.admins.check_admin_password,
-                                   form.get("name", ""), form.get("password", ""))
+    try:
+        admin = await console.blocking(console.accounts.admins.check_admin_password,
+                                       form.get("name", ""), form.get("password", ""))
+        if admin is not None:
+            secret, _ = await console.blocking(console.accounts.admins.open_session, admin.name,
+                                               console.config.admin.session_lifetime)
+            await console.blocking(console.accounts.admins.record, admin.name, ip, "login", "")
+    except AccountsUnavailable as exc:
+        log_unavailable_before_login(request, exc)
+        return await login_page(request, ACCOUNTS_UNAVAILABLE, 503)
     if admin is None:
         verdict = await console.guard.count_failure("admin", ip, "console login failed")
         await asyncio.sleep(verdict.delay)
         if verdict.blocked_for:
             return _blocked(verdict.blocked_for)
         return await login_page(request, "wrong name or password", 401)
-    secret, _ = await console.blocking(console.accounts.admins.open_session, admin.name,
-                                       console.config.admin.session_lifetime)
-    await console.blocking(console.accounts.admins.record, admin.name, ip, "login", "")
     operations.audit_log.info("admin %s from %s: login", admin.name, ip)
     response = web.HTTPSeeOther("/" if admin.is_system else "/users")
     set_cookie(response, SESSION_COOKIE, secret, console.config.admin.session_lifetime)

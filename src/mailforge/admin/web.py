@@ -149,6 +149,21 @@ def refusal(request: web.Request, exc: MailforgeError) -> tuple[str, int]:
     return (str(exc) if actor.admin.is_system else ACCOUNTS_UNAVAILABLE), 503
 
 
+def log_unavailable_before_login(request: web.Request, exc: AccountsUnavailable) -> None:
+    """The accounts database failed before the asker was known (a login, a session or token
+    lookup): its details go to the log only."""
+    log.error("console request from %s: %s %s failed: %s", client_ip(request), request.method,
+              request.path, exc)
+
+
+def unavailable_before_login(request: web.Request, exc: AccountsUnavailable) -> web.Response:
+    """503 and ACCOUNTS_UNAVAILABLE, for a request the database failed before login."""
+    log_unavailable_before_login(request, exc)
+    if request.path.startswith("/api/"):
+        return web.json_response({"error": ACCOUNTS_UNAVAILABLE}, status=503)
+    return web.Response(status=503, text=ACCOUNTS_UNAVAILABLE)
+
+
 def client_ip(request: web.Request) -> str:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     return peer[0] if peer else "unknown"
@@ -173,13 +188,20 @@ async def authenticate(request: web.Request,
         return await handler(request)
     console = console_of(request)
     if request.path.startswith("/api/"):
-        login = await _bearer(request, console)
+        try:
+            login = await _bearer(request, console)
+        except AccountsUnavailable as exc:
+            return unavailable_before_login(request, exc)
         if login is None:
             return web.json_response({"error": "a valid bearer token is required"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
     else:
         secret = request.cookies.get(SESSION_COOKIE, "")
-        login = await console.blocking(console.accounts.admins.session, secret) if secret else None
+        try:
+            login = (await console.blocking(console.accounts.admins.session, secret)
+                     if secret else None)
+        except AccountsUnavailable as exc:
+            return unavailable_before_login(request, exc)
         if login is None:
             if request.method in ("GET", "HEAD"):
                 raise web.HTTPSeeOther("/login")
