@@ -13,6 +13,8 @@ negative TTL of the zone's SOA (RFC 2308), as dnspython's cache does both.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import dns.asyncresolver
 import dns.exception
 import dns.flags
@@ -89,6 +91,18 @@ class Resolver:
         except Exception as exc:  # noqa: BLE001
             return _no_records(name, exc)
 
+    async def addresses(self, name: str) -> list[str]:
+        """The name's IPv6 then IPv4 addresses, for a connection to try in turn (RFC 6724's
+        order between families); NoSuchDomain, or TemporaryDnsError when neither family could
+        be looked up."""
+        return _addresses([await _attempt(self.lookup, name, rdtype)
+                           for rdtype in ADDRESS_TYPES])
+
+    def addresses_blocking(self, name: str) -> list[str]:
+        """As addresses(), blocking."""
+        return _addresses([_attempt_blocking(self.lookup_blocking, name, rdtype)
+                           for rdtype in ADDRESS_TYPES])
+
     def txt_blocking(self, name: str) -> list[str]:
         """Each TXT record at `name`, its strings joined (RFC 7208 3.3, RFC 6376 3.6.2.2)."""
         return [b"".join(r.strings).decode("utf-8", "replace")
@@ -104,6 +118,37 @@ class Resolver:
         resolver.lifetime = self.config.lifetime
         resolver.cache = self.cache
         return resolver
+
+
+ADDRESS_TYPES = ("AAAA", "A")
+Records = list[dns.rdata.Rdata]
+
+
+async def _attempt(lookup: Callable[[str, str], Awaitable[Records]], name: str,
+                   rdtype: str) -> Records | TemporaryDnsError:
+    try:
+        return await lookup(name, rdtype)
+    except TemporaryDnsError as exc:
+        return exc
+
+
+def _attempt_blocking(lookup: Callable[[str, str], Records], name: str,
+                      rdtype: str) -> Records | TemporaryDnsError:
+    try:
+        return lookup(name, rdtype)
+    except TemporaryDnsError as exc:
+        return exc
+
+
+def _addresses(attempts: list[Records | TemporaryDnsError]) -> list[str]:
+    """The addresses the lookups of each type found, in order; the last failure when none
+    found any and one failed (NoSuchDomain was raised by the lookup itself)."""
+    found = [r.address for attempt in attempts if not isinstance(attempt, Exception)
+             for r in attempt]
+    failures = [attempt for attempt in attempts if isinstance(attempt, Exception)]
+    if not found and failures:
+        raise failures[-1]
+    return found
 
 
 def _no_records(name: str, exc: Exception) -> list[dns.rdata.Rdata]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import socket
+from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
@@ -14,8 +16,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
 from mailforge.queue.relay import says_tls_not_required
+from mailforge.resolver import TemporaryDnsError, _addresses
 from mailforge.tlspolicy.dane import Tlsa, check_chain, name_matches
 from mailforge.tlspolicy.mtasts import PolicyError, parse_policy, txt_id
+from mailforge.tlspolicy.report_post import _connect
 from mailforge.tlspolicy.tlsrpt import build_report, rua_uris
 
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
@@ -153,3 +157,23 @@ def test_tls_required_no_header():
     assert says_tls_not_required(b"Subject: x\r\nTLS-Required:  NO \r\n\r\nbody")
     assert not says_tls_not_required(b"Subject: x\r\n\r\nTLS-Required: No\r\n")
     assert not says_tls_not_required(b"TLS-Required: yes\r\n\r\n")
+
+
+def test_an_address_lookup_takes_what_either_family_found():
+    found = [SimpleNamespace(address="127.0.0.1")]
+    assert _addresses([TemporaryDnsError("AAAA: timeout"), found]) == ["127.0.0.1"]
+    assert _addresses([[SimpleNamespace(address="::1")], found]) == ["::1", "127.0.0.1"]
+    assert _addresses([[], []]) == []
+    with pytest.raises(TemporaryDnsError, match="A: timeout"):
+        _addresses([[], TemporaryDnsError("A: timeout")])
+
+
+def test_a_report_post_goes_on_to_the_next_address_when_one_refuses():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with _connect(["127.0.0.3", "127.0.0.1"], port, 5) as connection:
+            assert connection.getpeername() == ("127.0.0.1", port)
+        with pytest.raises(ConnectionRefusedError):
+            _connect(["127.0.0.3"], port, 5)

@@ -120,12 +120,14 @@ class _OurResolver(aiohttp.abc.AbstractResolver):
         self.resolver = resolver
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict]:
+        """IPv6 and IPv4 addresses: aiohttp tries each in turn."""
         try:
-            records = await self.resolver.lookup(host, "A")
+            addresses = await self.resolver.addresses(host)
         except (NoSuchDomain, TemporaryDnsError) as exc:
             raise OSError(str(exc)) from None
-        return [{"hostname": host, "host": r.address, "port": port, "family": socket.AF_INET,
-                 "proto": 0, "flags": socket.AI_NUMERICHOST} for r in records]
+        return [{"hostname": host, "host": address, "port": port,
+                 "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST} for address in addresses]
 
     async def close(self) -> None:
         pass

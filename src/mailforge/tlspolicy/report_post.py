@@ -32,7 +32,7 @@ def post_report(uri: str, body: bytes, context: ssl.SSLContext, resolver: Resolv
         raise PostError(f"{uri}: not an https URI")
     try:
         port = parts.port or 443
-        addresses = [r.address for r in resolver.lookup_blocking(parts.hostname, "A")]
+        addresses = resolver.addresses_blocking(parts.hostname)
     except (ValueError, NoSuchDomain, TemporaryDnsError) as exc:
         raise PostError(f"{uri}: {exc}") from None
     if not addresses:
@@ -40,8 +40,8 @@ def post_report(uri: str, body: bytes, context: ssl.SSLContext, resolver: Resolv
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     connection = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=context)
     try:
-        raw = socket.create_connection((addresses[0], port), timeout)
-        # Connected to the address we looked up, but TLS checks the URI's host name.
+        raw = _connect(addresses, port, timeout)
+        # Connected to an address we looked up, but TLS checks the URI's host name.
         connection.sock = context.wrap_socket(raw, server_hostname=parts.hostname)
         connection.request("POST", path, body, {"Content-Type": CONTENT_TYPE})
         answer = connection.getresponse()
@@ -52,3 +52,14 @@ def post_report(uri: str, body: bytes, context: ssl.SSLContext, resolver: Resolv
         connection.close()
     if not 200 <= answer.status < 300:
         raise PostError(f"{uri} answered HTTP {answer.status}")
+
+
+def _connect(addresses: list[str], port: int, timeout: float) -> socket.socket:
+    """A connection to the first of `addresses` (IPv6 first) that takes one; the last one's
+    error when none does."""
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as exc:
+            failure = exc
+    raise failure
