@@ -36,6 +36,7 @@ class MtaStsServer:
         self.fetches: list[str] = []  # domains whose policy was asked for
         self.posts: list[Post] = []
         self.slow: set[str] = set()  # domains whose policy is sent in two halves
+        self.refuse_posts = False  # answer report POSTs 503 (and keep none)
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,6 +62,11 @@ class MtaStsServer:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if server.refuse_posts:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 server.posts.append(Post(self.headers.get("Host", ""), self.path,
                                          self.headers.get("Content-Type", ""), body))
                 self.send_response(201)

@@ -172,6 +172,17 @@ def subjects(server: Server) -> set[str]:
             for p in server.delivered()}
 
 
+def delivered_with_result(world, name: str, subject: str) -> Path:
+    """A message to bob@ the test domain `name`, delivered, and today's TLS result file of
+    that domain, once its line is in."""
+    results = world.sender.config.tls_policy_dir / "tlsrpt" / datetime.datetime.now(
+        datetime.timezone.utc).strftime("%Y-%m-%d") / domain(name)
+    send(world.sender, f"bob@{domain(name)}", subject)
+    wait_until(lambda: subject in subjects(world.receiver) and results.exists(),
+               what="the delivery and its result line")
+    return results
+
+
 def deferred_entry(server: Server, rcpt: str) -> str:
     """`queue show` of the message to `rcpt`, once it has been deferred."""
     entry = wait_until(lambda: re.search(rf"^(\S+) .* {re.escape(rcpt)} ",
@@ -350,12 +361,8 @@ def test_a_torn_result_line_costs_that_line_not_the_days_reports(world):
     """A crash or a full disk in the middle of a delivery worker's append leaves a partial
     line in the day's results: the report is sent without it, and the worker that sends the
     reports keeps running."""
-    sender, receiver = world.sender, world.receiver
-    results = sender.config.tls_policy_dir / "tlsrpt" / datetime.datetime.now(
-        datetime.timezone.utc).strftime("%Y-%m-%d") / domain("plain")
-    send(sender, f"bob@{domain('plain')}", "before-torn-line")
-    wait_until(lambda: "before-torn-line" in subjects(receiver) and results.exists(),
-               what="the delivery and its result line")
+    sender = world.sender
+    results = delivered_with_result(world, "plain", "before-torn-line")
     with results.open("ab") as torn:
         torn.write(b'{"domain": "plain.mail.test", "policy_type": "no-pol\xc3')
     run = cli(sender.conf, "tlsrpt", "send", "--day", "today")
@@ -368,3 +375,24 @@ def test_a_policy_that_arrives_in_two_reads_is_read_whole(world):
     wait_until(lambda: "slow-policy" in subjects(world.receiver), what="the message")
     log = world.sender.log()
     assert "meets the MTA-STS policy of sts-slow" in log, log[-2000:]
+
+
+def test_a_refused_report_post_is_tried_again_without_mailing_the_report_twice(world):
+    """dane-ok's record names a mailto: and an https: URI: when the POST is refused, the mail
+    copy still goes, and the next run POSTs again without queuing a second mail copy."""
+    sender = world.sender
+    delivered_with_result(world, "dane-ok", "before-refused-post")
+    posts = len(world.https.posts)
+    world.https.refuse_posts = True
+    try:
+        first = cli(sender.conf, "tlsrpt", "send", "--day", "today").stdout
+    finally:
+        world.https.refuse_posts = False
+    assert re.search(rf"dane-ok\.mail\.test: report queued to {USER} \(\S+\), not posted: "
+                     r".*HTTP 503; the failed ones tried again later", first), first
+    second = cli(sender.conf, "tlsrpt", "send", "--day", "today").stdout
+    assert re.search(r"dane-ok\.mail\.test: report posted to https://", second), second
+    assert "dane-ok.mail.test: report queued" not in second
+    assert len(world.https.posts) == posts + 1
+    third = cli(sender.conf, "tlsrpt", "send", "--day", "today").stdout
+    assert "dane-ok" not in third  # sent: marked so, nothing left of it

@@ -39,6 +39,12 @@ from .report_post import PostError, post_report
 log = logging.getLogger("mailforge.delivery")  # the delivery worker sends them
 
 SENT_SUFFIX = ".sent"
+# "<domain>.reached": the URIs that domain's report of the day reached, one a line, so that a
+# run after a partial failure sends to the others only (never twice to one address).
+REACHED_SUFFIX = ".reached"
+# A report an https: URI refused is offered again at each run for this many days after its
+# day, then given up (RFC 8460 leaves retries to the sender).
+RETRY_DAYS = 3
 # RFC 8460 3: at most this many report addresses are honoured per domain; more is abuse.
 MAX_RUA = 5
 
@@ -101,6 +107,22 @@ class Recorder:
 
 def _day(when: float) -> str:
     return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+def _reached(path: Path) -> set[str]:
+    try:
+        return set(path.read_text("utf-8").splitlines())
+    except FileNotFoundError:
+        return set()
+
+
+def _write_down(path: Path, uri: str) -> None:
+    """One more URI reached, on disk before the next is tried (a crash then sends it again
+    to none that got it)."""
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(uri + "\n")
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _results(path: Path) -> list[dict]:
@@ -215,7 +237,7 @@ class Sender:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
             return []
-        return [d for d in names if d < today and any(not f.endswith(SENT_SUFFIX)
+        return [d for d in names if d < today and any(not f.endswith((SENT_SUFFIX, REACHED_SUFFIX))
                                                       for f in os.listdir(self.directory / d))]
 
     def send_day(self, day: str) -> list[str]:
@@ -223,7 +245,7 @@ class Sender:
         folder = self.directory / day
         done = []
         for domain in sorted(os.listdir(folder) if folder.is_dir() else []):
-            if domain.endswith(SENT_SUFFIX):
+            if domain.endswith((SENT_SUFFIX, REACHED_SUFFIX)):
                 continue
             try:
                 rua = rua_uris(self.resolver.txt_blocking(f"_smtp._tls.{domain}"))
@@ -233,22 +255,31 @@ class Sender:
                 done.append(f"{domain}: not sent, DNS failed ({exc}); tried again later")
                 continue
             if rua:
+                reached = folder / (domain + REACHED_SUFFIX)
+                before = _reached(reached)
                 report = build_report(domain, day, _results(folder / domain), self.submitter,
                                       self.sender)
-                sent, failed = self._deliver(report, domain, day, rua)
-                if failed and not sent:
-                    done.append(f"{domain}: {'; '.join(failed)}; tried again later")
+                sent, failed = self._deliver(report, domain, day,
+                                             [uri for uri in rua if uri not in before], reached)
+                if failed and _day(self.clock() - RETRY_DAYS * 86400) <= day:
+                    done.append(f"{domain}: report {', '.join(sent + failed)}; "
+                                "the failed ones tried again later")
                     continue
-                done.append(f"{domain}: report {', '.join(sent + failed)}")
+                if failed:
+                    log.warning("TLS report of %s for %s given up after %d days: %s",
+                                domain, day, RETRY_DAYS, "; ".join(failed))
+                done.append(f"{domain}: report {', '.join(sent + failed) or 'sent before'}")
+                reached.unlink(missing_ok=True)
             else:
                 done.append(f"{domain}: publishes no _smtp._tls mailto: or https: URI; nothing sent")
             os.rename(folder / domain, folder / (domain + SENT_SUFFIX))
             fsync_dir(folder)
         return done
 
-    def _deliver(self, report: dict, domain: str, day: str,
-                 rua: list[str]) -> tuple[list[str], list[str]]:
-        """The report to each URI: what was done, and what failed."""
+    def _deliver(self, report: dict, domain: str, day: str, rua: list[str],
+                 reached: Path) -> tuple[list[str], list[str]]:
+        """The report to each URI, each one reached written down in `reached` at once: what
+        was done, and what failed."""
         sent, failed = [], []
         for uri in rua:
             if uri.lower().startswith("mailto:"):
@@ -256,15 +287,16 @@ class Sender:
                 queue_id = self._queue(report_message(report, domain, day, self.sender, to,
                                                       self.submitter), to)
                 sent.append(f"queued to {to} ({queue_id})")
-                continue
-            try:
-                post_report(uri, report_body(report), self.https, self.resolver)
-            except PostError as exc:
-                log.warning("TLS report of %s not posted: %s", domain, exc)
-                failed.append(f"not posted: {exc}")
             else:
+                try:
+                    post_report(uri, report_body(report), self.https, self.resolver)
+                except PostError as exc:
+                    log.warning("TLS report of %s not posted: %s", domain, exc)
+                    failed.append(f"not posted: {exc}")
+                    continue
                 log.info("TLS report of %s posted to %s", domain, uri)
                 sent.append(f"posted to {uri}")
+            _write_down(reached, uri)
         return sent, failed
 
     def _queue(self, message: bytes, recipient: str) -> str:
