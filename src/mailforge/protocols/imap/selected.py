@@ -82,6 +82,10 @@ class Selected:
         except ParseError:
             raise Bad("Invalid sequence set") from None
         view = self.folder.messages()
+        if len(ranges) == 1:  # most sets are one range: in order and once each already
+            span = (self._uid_range(view, *ranges[0]) if by_uid
+                    else self._seq_range(len(view), *ranges[0]))
+            return [(index + 1, view[index]) for index in span]
         indexes: set[int] = set()
         for first, last in ranges:
             if by_uid:
