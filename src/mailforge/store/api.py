@@ -101,6 +101,11 @@ class Summarizer(Protocol):
     def summarize(self, data: bytes) -> MessageSummary | None: ...
 
 
+# FolderInfo attributes a folder that cannot be selected has (and a level that only holds
+# other folders, RFC 5258 3.4), as LIST shows them.
+NOSELECT, NONEXISTENT = "\\Noselect", "\\NonExistent"
+
+
 @dataclass(frozen=True, slots=True)
 class FolderInfo:
     name: str

@@ -28,6 +28,8 @@ from ..durable import fsync_dir, write_atomically
 from . import acl, metadata, shared
 from .api import (
     INBOX,
+    NONEXISTENT,
+    NOSELECT,
     PUBLIC_PREFIX,
     SEPARATOR,
     Appended,
@@ -56,7 +58,6 @@ SUBSCRIPTIONS = "subscriptions"
 # Names of the account's own folders whose place a session remembers (a bound against a
 # client that names thousands of them).
 MAX_REMEMBERED_PLACES = 1000
-NOSELECT = "\\Noselect"
 SUBSCRIPTIONS_HEADER = "V\t2\n\n"
 # A folder being deleted is first renamed to this prefix (not a folder name: it starts with
 # "..") so that no reader sees it half removed.
@@ -553,7 +554,7 @@ def _infos(names: set[str], prefix: str, subscribed: set[str],
         if name not in names or not selectable(full):
             attributes.add(NOSELECT)
         if name not in names:
-            attributes.add("\\NonExistent")  # a level that only holds others (RFC 5258 3.4)
+            attributes.add(NONEXISTENT)  # a level that only holds others (RFC 5258 3.4)
         if name in uses:
             attributes.add(uses[name])
         infos.append(FolderInfo(full, frozenset(attributes), full in subscribed))

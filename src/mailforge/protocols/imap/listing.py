@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ...store.api import INBOX, SEPARATOR, FolderInfo, Mailbox
+from ...store.api import INBOX, NONEXISTENT, NOSELECT, SEPARATOR, FolderInfo, Mailbox
 from ...store.names import parents
 from . import wire
 from .command_session import CommandSession
@@ -26,7 +26,7 @@ SPECIAL_USES = frozenset(("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk
                           "\\Trash"))
 SELECTION_OPTIONS = frozenset(("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"))
 RETURN_OPTIONS = frozenset(("SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE"))
-SUBSCRIBED, NONEXISTENT, NOSELECT = "\\Subscribed", "\\NonExistent", "\\Noselect"
+SUBSCRIBED = "\\Subscribed"
 LIST_SYNTAX = "LIST [(options)] reference mailbox | (mailbox ...) [RETURN (options)]"
 # LIST replies remembered by the worker (folder lists and requests; see _list_existing),
 # forgotten all at once past this many; a reply longer than RENDERED_MAX_OCTETS is not kept.

@@ -22,13 +22,14 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ...store.api import FolderInfo, FolderStatus, Mailbox, MessageInfo, StoreError
+from ...store.api import (NONEXISTENT, NOSELECT, FolderInfo, FolderStatus, Mailbox, MessageInfo,
+                          StoreError)
 from . import fetch as fetch_items
 from . import notify_spec, wire
 from .command_session import CommandSession
 from .condstore import SyncExtensions
 from .folders import status_line
-from .listing import NONEXISTENT, NOSELECT, SUBSCRIBED, list_line
+from .listing import SUBSCRIBED, list_line
 from .messages import fetch_line
 from .notify_spec import Event, NotifySpec, TooManyNames, UnsupportedEvent
 from .responses import Tagged, no, ok
