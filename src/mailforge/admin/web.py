@@ -187,29 +187,22 @@ async def authenticate(request: web.Request,
     if request.path.startswith(PUBLIC_PATHS):
         return await handler(request)
     console = console_of(request)
-    if request.path.startswith("/api/"):
-        try:
-            login = await _bearer(request, console)
-        except AccountsUnavailable as exc:
-            return unavailable_before_login(request, exc)
-        if login is None:
+    api = request.path.startswith("/api/")
+    try:
+        login = await (_bearer(request, console) if api else _session(request, console))
+    except AccountsUnavailable as exc:
+        return unavailable_before_login(request, exc)
+    if login is None:
+        if api:
             return web.json_response({"error": "a valid bearer token is required"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
-    else:
-        secret = request.cookies.get(SESSION_COOKIE, "")
-        try:
-            login = (await console.blocking(console.accounts.admins.session, secret)
-                     if secret else None)
-        except AccountsUnavailable as exc:
-            return unavailable_before_login(request, exc)
-        if login is None:
-            if request.method in ("GET", "HEAD"):
-                raise web.HTTPSeeOther("/login")
-            return web.Response(status=403, text="not logged in")
-        if request.method == "POST" and not await _csrf_ok(request, login.csrf):
-            log.warning("admin %s from %s: %s refused: CSRF token missing or wrong",
-                        login.admin.name, client_ip(request), request.path)
-            return web.Response(status=403, text="CSRF token missing or wrong; nothing was changed")
+        if request.method in ("GET", "HEAD"):
+            raise web.HTTPSeeOther("/login")
+        return web.Response(status=403, text="not logged in")
+    if not api and request.method == "POST" and not await _csrf_ok(request, login.csrf):
+        log.warning("admin %s from %s: %s refused: CSRF token missing or wrong",
+                    login.admin.name, client_ip(request), request.path)
+        return web.Response(status=403, text="CSRF token missing or wrong; nothing was changed")
     request[LOGIN] = login
     request[ACTOR] = Actor(login.admin, client_ip(request))
     try:
@@ -217,7 +210,7 @@ async def authenticate(request: web.Request,
     except Forbidden as exc:
         log.warning("admin %s from %s: %s %s refused: %s", login.admin.name, client_ip(request),
                     request.method, request.path, exc)
-        if request.path.startswith("/api/"):
+        if api:
             return web.json_response({"error": str(exc)}, status=403)
         return web.Response(status=403, text=str(exc))
 
@@ -230,6 +223,11 @@ async def _csrf_ok(request: web.Request, expected: str) -> bool:
 def same_secret(given: str, expected: str) -> bool:
     """Constant-time, and never true for an empty secret."""
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def _session(request: web.Request, console: Console) -> AdminLogin | None:
+    secret = request.cookies.get(SESSION_COOKIE, "")
+    return await console.blocking(console.accounts.admins.session, secret) if secret else None
 
 
 async def _bearer(request: web.Request, console: Console) -> AdminLogin | None:
