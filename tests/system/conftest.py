@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,17 @@ class Server:
         server.config = configuration.load(server.conf)
         server.output = []
         return server
+
+    @contextlib.contextmanager
+    def running_copy(self, root: Path) -> Iterator[Server]:
+        """copy(root), started, and stopped when done: a test's own server on the data dir a
+        module's costly set-up made once."""
+        server = self.copy(root)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
     @classmethod
     def existing(cls, data_dir: Path) -> Server:

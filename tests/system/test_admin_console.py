@@ -55,10 +55,8 @@ def console_data(make_module_server):
 @pytest.fixture
 def console(console_data, tmp_path):
     """A server of its own on a copy of console_data: the tests change accounts and the queue."""
-    server = console_data.copy(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with console_data.running_copy(tmp_path) as server:
+        yield server
 
 
 def client(server, source: str = "127.0.0.1") -> ConsoleClient:

@@ -27,10 +27,8 @@ def server_data(make_module_server):
 @pytest.fixture
 def server(server_data, tmp_path):
     """A server of its own on a copy of server_data: the tests share folders and set rights."""
-    server = server_data.copy(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with server_data.running_copy(tmp_path) as server:
+        yield server
 
 
 def client_of(server, address: str) -> imaplib.IMAP4:

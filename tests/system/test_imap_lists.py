@@ -4,6 +4,7 @@ real socket against the real Maildir store."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,16 +13,17 @@ from .imap_helpers import RawSession, fill, login
 
 @pytest.fixture
 def session(imap_server):
-    raw = RawSession(imap_server.imap_port)
-    raw.login()
-    yield raw
-    raw.close()
+    yield from _logged_in(imap_server)
 
 
 @pytest.fixture
 def shared_session(shared_imap_server):
     """A session on the module's shared server, for the tests that create nothing."""
-    raw = RawSession(shared_imap_server.imap_port)
+    yield from _logged_in(shared_imap_server)
+
+
+def _logged_in(server) -> Iterator[RawSession]:
+    raw = RawSession(server.imap_port)
     raw.login()
     yield raw
     raw.close()

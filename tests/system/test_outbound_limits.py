@@ -37,10 +37,8 @@ def limited_data(make_module_server):
 @pytest.fixture
 def limited(limited_data, tmp_path):
     """A server of its own on a copy of limited_data: the tests use up and change limits."""
-    server = limited_data.copy(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with limited_data.running_copy(tmp_path) as server:
+        yield server
 
 
 def send(server, user: str) -> int:
