@@ -40,6 +40,8 @@ class ClusteredKeeper(RateKeeper):
     async def open(self, owner: object, service: str, ip: str, max_total: int,
                    max_per_ip: int) -> OpenVerdict:
         check_caps(max_total, max_per_ip)
+        # No await between the shared verdict and our own count (or the release): see
+        # SharedCounters.open.
         verdict = await self.shared.open(service, ip, max_total, max_per_ip)
         if verdict is None:
             return super().open(owner, service, ip, max_total, max_per_ip)
@@ -50,15 +52,17 @@ class ClusteredKeeper(RateKeeper):
         self.connections.count(owner, service, ip, verdict)
         return verdict
 
+    # Released even while the server is down: a register on its way may have counted the
+    # session already (when it is not, the release finds the server down and does nothing).
+
     def close(self, owner: object, service: str, ip: str) -> None:
-        if self.connections.close(owner, service, ip) and self.shared.up:
+        if self.connections.close(owner, service, ip):
             self._spawn(self.shared.release(service, ip, 1))
 
     def drop_owner(self, owner: object) -> None:
         self._gone.add(owner)
         for (service, ip), count in self.connections.drop_owner(owner).items():
-            if self.shared.up:
-                self._spawn(self.shared.release(service, ip, count))
+            self._spawn(self.shared.release(service, ip, count))
 
     async def fail(self, owner: object, ip: str, service: str, what: str,
                    *thresholds: float) -> list[float]:

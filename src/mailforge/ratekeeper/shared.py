@@ -16,6 +16,14 @@ whose TTL is the window itself.
 Catching up: when the server is back (or was restarted empty, or this node's hash expired),
 the node writes its hash afresh from its own live-session counts and pushes the blocks it
 imposed while alone; failures and messages counted alone stay this node's own.
+
+Sessions come and go while a register is on its way, and its snapshot of them must agree with
+what its REGISTER overwrites: a session is in the snapshot exactly when its OPEN (or CLOSE)
+reached the hash before REGISTER did. So an OPEN or CLOSE never overlaps the snapshot and
+REGISTER: the register waits for those already sent (and for the rate-keeper's own count,
+which follows each answer with no await between), and those that come meanwhile wait for it.
+A release is decided when the session leaves this node's counts: a snapshot taken since then
+has left it out already, and its CLOSE would take it twice.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import asyncio
 import logging
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -48,7 +56,8 @@ NODE_TTL = 10
 # Every accepted connection waits for one round trip: a server slower than this is treated as
 # down, so a sick Valkey costs a client a fraction of a second, not its whole session. Well
 # under the workers' stall check (client.py STALL_CHECK_INTERVAL), even for an open that must
-# register first (three calls).
+# register first (three calls). One that comes while a register rewrites this node's hash
+# waits for two calls more at most, and only during a catch-up (SharedCounters._change).
 REDIS_TIMEOUT = 0.25
 
 # What the rate-keeper gives on catch-up: its sessions by (service, ip), and its blocks in
@@ -87,37 +96,69 @@ class SharedCounters:
         self._changed = time.monotonic()
         self._reason = "not connected yet"
         self.fallbacks = 0  # outages: times this node went back to its own counts
+        self._registering: asyncio.Future[bool] | None = None
+        # Clear while a register snapshots this node's sessions and rewrites its hash.
+        self._writable = asyncio.Event()
+        self._writable.set()
+        # OPEN and CLOSE calls on their way, which a register waits for.
+        self._changing = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._snapshots = 0  # taken so far: tells a release whether one left it out
 
     # -- connections -------------------------------------------------------------------------
 
     async def open(self, service: str, ip: str, max_total: int,
                    max_per_ip: int) -> OpenVerdict | None:
+        """The verdict over all nodes; the caller counts it in its own live sessions before it
+        awaits anything else (a register's snapshot must see the server's count and ours
+        together), or releases it at once."""
         args = [service, ip, client_key(ip), max_total, max_per_ip]
-        verdict = await self._run("OPEN", self.node, *args)
+        verdict = await self._change("OPEN", *args)
+        # Registered after _change, not in it: the register waits for every OPEN on its way,
+        # and this one is back (it counted nothing).
         if verdict == "unregistered" and await self.register():
-            verdict = await self._run("OPEN", self.node, *args)
+            verdict = await self._change("OPEN", *args)
         return None if verdict in (None, "unregistered") else OpenVerdict(verdict)
 
-    async def release(self, service: str, ip: str, count: int) -> None:
-        await self._run("CLOSE", self.node, service, ip, count)
+    def release(self, service: str, ip: str,
+                count: int) -> Coroutine[object, object, object | None]:
+        """Uncount sessions that have just left this node's own counts, by awaiting or spawning
+        what this returns: whether a snapshot has left them out is counted from now."""
+        return self._change("CLOSE", service, ip, count, left_at=self._snapshots)
 
     async def register(self) -> bool:
-        """Write this node's sessions afresh and push its blocks: the catch-up."""
-        live = self._live_sessions()
-        totals: dict[str, int] = {}  # a service's sessions: the sum over its addresses
-        for (service, _ip), count in live.items():
-            totals[service] = totals.get(service, 0) + count
-        fields = [item for service, count in totals.items() for item in (service, count)]
-        fields += [item for (service, ip), count in live.items()
-                   for item in (f"{service}\t{ip}", count)]
-        if await self._run("REGISTER", self.node, NODE_TTL, *fields, even_down=True) is None:
-            return False
+        """Push this node's blocks and write its sessions afresh: the catch-up. One at a
+        time: those asked for meanwhile share it, as two snapshots could land out of order."""
+        if self._registering is None or self._registering.done():
+            self._registering = asyncio.ensure_future(self._register())
+        return await asyncio.shield(self._registering)
+
+    async def _register(self) -> bool:
+        # Blocks first, as they leave the sessions alone: opens wait for the REGISTER only.
         for address, block in self._local_blocks().items():
             if await self._run("ADD_BLOCK", address, block.until, block.failures,
                                ",".join(block.services), block.why, even_down=True) is None:
                 return False
-        self._mark_up(sum(live.values()))
-        return True
+        self._writable.clear()
+        try:
+            while self._changing:
+                await self._settled.wait()
+            live = self._live_sessions()
+            self._snapshots += 1
+            totals: dict[str, int] = {}  # a service's sessions: the sum over its addresses
+            for (service, _ip), count in live.items():
+                totals[service] = totals.get(service, 0) + count
+            fields = [item for service, count in totals.items() for item in (service, count)]
+            fields += [item for (service, ip), count in live.items()
+                       for item in (f"{service}\t{ip}", count)]
+            if await self._run("REGISTER", self.node, NODE_TTL, *fields, even_down=True) is None:
+                return False
+            # Before the opens go on: one that found the node down would count only here.
+            self._mark_up(sum(live.values()))
+            return True
+        finally:
+            self._writable.set()
 
     async def heartbeat(self) -> None:
         """Keep this node's connection hash alive; register it when it is gone or the server
@@ -215,6 +256,27 @@ class SharedCounters:
 
     async def _keys(self, pattern: str) -> list[str]:
         return [key async for key in self._redis.scan_iter(match=KEY_PREFIX + pattern, count=1000)]
+
+    async def _change(self, script: str, *args: object,
+                      left_at: int | None = None) -> object | None:
+        """Run OPEN or CLOSE on this node's hash, never across a register's snapshot and
+        REGISTER; `left_at`, for a CLOSE: the snapshots taken when its sessions left this
+        node's counts.
+
+        The wait is bounded, and only a catch-up makes one: the register waits for the calls
+        already sent, then sends REGISTER, each of which gives up after REDIS_TIMEOUT."""
+        while not self._writable.is_set():
+            await self._writable.wait()
+        if left_at not in (None, self._snapshots):
+            return None  # a snapshot since has left these sessions out, and REGISTER with it
+        self._changing += 1
+        self._settled.clear()
+        try:
+            return await self._run(script, self.node, *args)
+        finally:
+            self._changing -= 1
+            if not self._changing:
+                self._settled.set()
 
     async def _run(self, script: str, *args: object, even_down: bool = False) -> object | None:
         """A script's answer, or None while the server is down or when it fails now."""
