@@ -176,13 +176,21 @@ def tree_cpu_seconds(pid: int) -> float:
     A child reaped between two readings moves from its own entry into its parent's
     cutime/cstime, so the difference of two readings stays right (Postfix's smtpd come and go).
     """
-    ticks = 0
+    return sum(tree_cpu_split(pid))
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """tree_cpu_seconds as (user, system): the interpreter's share against the kernel's."""
+    user = system = 0
     for member in (pid, *descendants(pid)):
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after the name.
-            ticks += sum(int(f) for f in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
+            ticks = [int(f) for f in fields[11:15]]
+            user += ticks[0] + ticks[2]
+            system += ticks[1] + ticks[3]
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
 
 
 def _listdir(path: str) -> list[str]:
