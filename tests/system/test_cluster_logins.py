@@ -4,21 +4,29 @@ right secret; a PROXY header from elsewhere is refused; a mailbox whose owner no
 reached gets a temporary error, never a wrong-password answer; mail a node relays to an
 owner (PROXY LOCAL) is not checked again, as its client's was. Two nodes sharing their
 counters in Redis: a proxied session counts once against the client's per-IP cap, and mail
-to a subaddress lands in the owner's folder of that name, as it would locally."""
+to a subaddress lands in the owner's folder of that name, as it would locally. Mail the front
+node's DMARC check quarantined lands in the owner's Junk folder, as it would locally; only a
+node may ask that of the owner (XJUNK), never a client."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import email
 import poplib
 import smtplib
 import socket
+from collections.abc import Iterator
 
 import pytest
 
 from mailforge.protocols.connection.proxy import V2_LOCAL_HEADER, v2_header
 from tests.redis_server import RedisServer
+from tests.system.dns_server import txt
 from .conftest import PASSWORD, USER, Server, cli, free_port
 from .test_cluster_counters import cluster_state, wait_for
+from .test_mail_authentication import SPF_FAIL, message, our_results
+from .test_outbound import wait_until
 
 SECRET = "the-cluster-master-secret"
 FRONT = "127.0.0.2"  # the one proxy_trusted peer: a node of the cluster
@@ -112,8 +120,10 @@ def test_an_owner_that_is_down_is_a_temporary_error(node):
     assert imap_auth(node, plain("", USER, PASSWORD)).startswith(b"A1 OK")  # others go on
 
 
-def smtp_status(server, header: bytes) -> int:
-    """A message from a DMARC domain (whose DNS never answers) after `header`: the reply code."""
+@contextlib.contextmanager
+def smtp_after(server, header: bytes) -> Iterator[smtplib.SMTP]:
+    """An SMTP session with `server` after `header` (a PROXY header, or b""), greeted and past
+    EHLO."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
     sock.sendall(header)
     client = smtplib.SMTP()
@@ -121,11 +131,17 @@ def smtp_status(server, header: bytes) -> int:
     try:
         assert client.getreply()[0] == 220
         client.ehlo("relay.test")
+        yield client
+    finally:
+        client.close()
+
+
+def smtp_status(server, header: bytes) -> int:
+    """A message from a DMARC domain (whose DNS never answers) after `header`: the reply code."""
+    with smtp_after(server, header) as client:
         client.mail("dave@slow.test")
         assert client.rcpt(USER)[0] == 250
         return client.data(b"From: dave@slow.test\r\nSubject: hi\r\n\r\nhi\r\n")[0]
-    finally:
-        client.close()
 
 
 def test_mail_a_node_relays_is_not_checked_again(make_server, silent_nameserver):
@@ -223,3 +239,68 @@ def test_mail_to_a_subaddress_keeps_its_folder_on_the_owner(front_and_owner):
     assert owner.delivered(CAROL) == [] and front.delivered(CAROL) == []
     delivered_to = sorted(path.read_bytes().split(b"\n", 2)[1] for path in lists.iterdir())
     assert delivered_to == [b"Delivered-To: carol+lists@example.test"] * 2
+
+
+@pytest.fixture
+def checking_front_and_owner(make_server, dns_server):
+    """Node a, which checks its clients' mail (SPF, DKIM, DMARC) against a DNS zone whose DMARC
+    policy quarantines what fails, and node b, which owns carol's mailbox: clients reach a;
+    a reaches b's internal port (PROXY LOCAL)."""
+    dns_server.zone("quarantine.test", [SPF_FAIL, txt("_dmarc", "v=DMARC1; p=quarantine")])
+    front = make_server(dns={"nameservers": [dns_server.nameserver], "lifetime": 3.0},
+                        authentication={"inbound_checks": True}, cluster={"node": "a"})
+    owner = make_server(server={"proxy_trusted": ["127.0.0.1/32"]}, smtp={"proxy_protocol": True},
+                        cluster={"node": "b"})
+    for node in (front, owner):
+        for name, peer in (("a", front), ("b", owner)):
+            cli(node.conf, "node", "add", name, "--host", "127.0.0.1", "--smtp-port",
+                str(peer.port), "--pop3-port", str(free_port()), "--imap-port", str(free_port()))
+        cli(node.conf, "user", "add", CAROL, "--password-stdin", input=PASSWORD + "\n")
+        cli(node.conf, "user", "set", CAROL, "--node", "b")
+        node.start()
+    return front, owner
+
+
+def carols_copies(node) -> dict[str, list[str]]:
+    """The subjects of carol's messages on `node`, by folder ("" for her INBOX), where any."""
+    copies = {}
+    for folder in ("", ".Junk"):
+        new = node.maildir(CAROL) / folder / "new"
+        subjects = sorted(email.message_from_bytes(path.read_bytes())["Subject"]
+                          for path in new.iterdir()) if new.is_dir() else []
+        if subjects:
+            copies[folder] = subjects
+    return copies
+
+
+def test_a_message_the_front_quarantined_is_junk_on_the_owner(checking_front_and_owner):
+    front, owner = checking_front_and_owner
+    with smtplib.SMTP("127.0.0.1", front.port, timeout=60) as client:
+        client.sendmail("sender@quarantine.test", [CAROL],
+                        message("quarantine.test", "quarantined"))
+    assert wait_until(lambda: carols_copies(owner), what="carol's copy on b") == {
+        ".Junk": ["quarantined"]}
+    assert carols_copies(front) == {}
+    (path,) = (owner.maildir(CAROL) / ".Junk" / "new").iterdir()
+    # a's verdict, the one Authentication-Results header of ours: b did not check it again.
+    assert "dmarc=fail (p=quarantine)" in our_results(email.message_from_bytes(path.read_bytes()))
+
+
+def test_only_a_node_may_ask_the_owner_to_file_a_message_as_junk(checking_front_and_owner):
+    front, owner = checking_front_and_owner
+    through_balancer = v2_header(("192.0.2.9", 40000), ("127.0.0.1", owner.port))
+    for node, header in ((front, b""), (owner, through_balancer)):  # clients
+        with smtp_after(node, header) as client:
+            assert not client.has_extn("XJUNK")
+            code, text = client.mail("dave@remote.test", ["XJUNK"])
+            assert (code, text[:5]) == (555, b"5.5.4")
+            assert client.rset()[0] == 250
+            client.sendmail("dave@remote.test", [CAROL], f"Subject: from {node.port}\r\n\r\nhi\r\n")
+    with smtp_after(owner, V2_LOCAL_HEADER) as client:  # a node, speaking for itself
+        assert client.has_extn("XJUNK")
+        client.sendmail("dave@remote.test", [CAROL], "Subject: node\r\n\r\nhi\r\n",
+                        mail_options=["XJUNK"])
+    wait_until(lambda: sum(map(len, carols_copies(owner).values())) == 3,
+               what="three messages for carol on b")
+    assert carols_copies(owner) == {"": sorted([f"from {front.port}", f"from {owner.port}"]),
+                                    ".Junk": ["node"]}

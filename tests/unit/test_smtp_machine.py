@@ -233,3 +233,17 @@ def test_requiretls_only_inside_tls():
     run(secure, [(b"MAIL FROM:<bob@remote.test> REQUIRETLS", b"250 2.1.0")])
     assert secure.transaction.requiretls
     run(secure, [(b"RSET", b"250"), (b"MAIL FROM:<bob@remote.test> REQUIRETLS=YES", b"555 5.5.4")])
+
+
+def test_the_junk_mark_only_from_a_cluster_node():
+    client = session()
+    assert b"XJUNK" not in client.handle(b"EHLO client.test").text
+    run(client, [(b"MAIL FROM:<bob@remote.test> XJUNK", b"555 5.5.4")])
+    assert client.transaction is None
+    node = SMTPMachine(SETTINGS, None, "127.0.0.1", cluster_peer=True)
+    assert b"XJUNK\r\n" in node.handle(b"EHLO node-a.test").text
+    run(node, [(b"MAIL FROM:<bob@remote.test>", b"250 2.1.0")])
+    assert not node.transaction.junk
+    run(node, [(b"RSET", b"250"), (b"MAIL FROM:<bob@remote.test> XJUNK", b"250 2.1.0")])
+    assert node.transaction.junk
+    run(node, [(b"RSET", b"250"), (b"MAIL FROM:<bob@remote.test> XJUNK=YES", b"555 5.5.4")])

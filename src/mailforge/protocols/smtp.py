@@ -29,6 +29,11 @@ RFC_LINE_LENGTH = 512
 # a refused DATA), gets one reply and is hung up on rather than an error per line until
 # MAX_ERRORS (Postfix's smtpd_forbidden_commands = CONNECT GET POST regexp:{{/^[^ ]+:/}}).
 FORBIDDEN_VERBS = frozenset({b"CONNECT", b"GET", b"POST"})
+# Our own MAIL parameter (an X keyword: RFC 5321 4.1.5), by which a cluster node that relays a
+# message to its mailbox's owner passes on its DMARC quarantine verdict, which the owner could
+# not reach again (it does not check mail a node relays). Offered to and taken from a cluster
+# node only: it is that node's verdict, no client's to give.
+JUNK_PARAM = "XJUNK"
 
 
 class State(enum.IntEnum):
@@ -74,6 +79,7 @@ class Transaction:
     notify: dict[str, str] = field(default_factory=dict)
     orcpt: dict[str, str] = field(default_factory=dict)
     requiretls: bool = False  # RFC 8689: to be relayed only over validated TLS
+    junk: bool = False  # the cluster node relaying it quarantined it (JUNK_PARAM)
 
 
 def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> Reply:
@@ -82,11 +88,13 @@ def reply(code: int, enhanced: str, text: str, action: Action = Action.NONE) -> 
 
 class SMTPMachine:
     def __init__(self, settings: SMTPSettings, accounts: Authenticator, peer_ip: str,
-                 tls_active: bool = False) -> None:
+                 tls_active: bool = False, cluster_peer: bool = False) -> None:
+        """`cluster_peer`: the client is a node of our cluster, speaking for itself."""
         self.settings = settings
         self.accounts = accounts
         self.peer_ip = peer_ip
         self.tls_active = tls_active
+        self.cluster_peer = cluster_peer
         self.user = ""  # the authenticated user, once AUTH succeeded
         self._auth = AuthExchange(accounts, settings.hostname)
         self.state = State.CONNECTED
@@ -169,6 +177,8 @@ class SMTPMachine:
             lines.insert(1, "STARTTLS")
         if self.tls_active:
             lines.append("REQUIRETLS")  # RFC 8689 4.1: only where MAIL may name it
+        if self.cluster_peer:
+            lines.append(JUNK_PARAM)
         offered = self._mechanisms()
         if offered and not self.user:
             lines.insert(1, "AUTH " + " ".join(offered))
@@ -249,6 +259,8 @@ class SMTPMachine:
                 if not self.tls_active:
                     return reply(530, "5.7.10", "REQUIRETLS needs a TLS session (STARTTLS first)")
                 transaction.requiretls = True
+            elif key == JUNK_PARAM and self.esmtp and self.cluster_peer and value is None:
+                transaction.junk = True
             elif key in ("RET", "ENVID") and self.esmtp and value:
                 try:
                     if key == "RET":

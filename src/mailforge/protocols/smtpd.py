@@ -68,7 +68,8 @@ class SMTPDriver(SessionDriver):
 
     def __init__(self, conn: Connection, ctx: SMTPContext) -> None:
         super().__init__(conn, ctx)
-        self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls)
+        self.machine = SMTPMachine(ctx.settings, ctx.accounts, conn.peer_ip, tls_active=conn.tls,
+                                   cluster_peer=conn.peer_speaks_for_itself)
         self.body: Body | None = None  # the BDAT message being received
 
     def may_stop(self) -> bool:
@@ -261,7 +262,9 @@ class SMTPDriver(SessionDriver):
             received_at=time.time(), client_ip=self.conn.peer_ip, helo=self.machine.helo_name,
             smtputf8=transaction.smtputf8, body_8bit=transaction.body_8bit,
             envid=transaction.envid, ret=transaction.ret, notify=dict(transaction.notify),
-            orcpt=dict(transaction.orcpt), sign=bool(self.machine.user), junk=junk,
+            orcpt=dict(transaction.orcpt), sign=bool(self.machine.user),
+            # Quarantined by our checks, or by the node that relayed it to us, its owner.
+            junk=junk or transaction.junk,
             requiretls=transaction.requiretls)
         refusal = await self._limit(commit=True)
         if refusal:

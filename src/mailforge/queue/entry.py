@@ -73,7 +73,7 @@ class Entry:
         return Message(self.id, env.sender, list(self.remote), data, env.smtputf8, env.body_8bit,
                        env.envid, env.ret, env.notify, env.orcpt, env.requiretls,
                        # RFC 8689 5: with REQUIRETLS asked for, the header field is ignored.
-                       not env.requiretls and says_tls_not_required(data))
+                       not env.requiretls and says_tls_not_required(data), env.junk)
 
     def returned(self) -> bytes:
         """The message as a DSN returns it: without our delivery headers."""

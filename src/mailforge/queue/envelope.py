@@ -56,7 +56,8 @@ class Envelope:
     # Ours to DKIM-sign when relayed (mailauth/signing.py): submitted by an authenticated
     # user, or written by the server itself (a DSN).
     sign: bool = False
-    # The sender's DMARC policy asked for quarantine: local copies go to the Junk folder.
+    # The sender's DMARC policy asked for quarantine: local copies go to the Junk folder, and
+    # so do the copies of the mailboxes' owner nodes (relay.py passes it on to them).
     junk: bool = False
     # RFC 8689 MAIL FROM REQUIRETLS: relayed only over validated TLS to a REQUIRETLS server.
     requiretls: bool = False

@@ -17,6 +17,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from ..protocols.connection.proxy import V2_LOCAL_HEADER
+from ..protocols.smtp import JUNK_PARAM
 from ..tlspolicy.policy import HostSecurity, TLSPolicyFailure, handshake_failure
 from .dsn import xtext_encode
 from .routing import Host
@@ -79,6 +80,7 @@ class Message:
     orcpt: dict[str, str] = field(default_factory=dict)
     requiretls: bool = False  # RFC 8689: only over validated TLS to a REQUIRETLS server
     tls_optional: bool = False  # RFC 8689 5 "TLS-Required: No": TLS policy failures may pass
+    junk: bool = False  # DMARC quarantined it here: an owner node files it as junk too
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -240,6 +242,11 @@ class SMTPClient:
 
     def _mail_params(self, message: Message) -> str:
         params = ["REQUIRETLS"] if message.requiretls else []
+        # Only to a mailbox's owner (its internal port), and one that knows the parameter: an
+        # older node would refuse the message for it.
+        if (message.junk and self.host is not None and self.host.proxy_protocol
+                and JUNK_PARAM in self.extensions):
+            params.append(JUNK_PARAM)
         if "SIZE" in self.extensions:
             params.append(f"SIZE={len(message.data)}")
         if message.body_8bit and "8BITMIME" in self.extensions:
