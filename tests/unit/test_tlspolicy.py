@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import socket
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -177,3 +179,12 @@ def test_a_report_post_goes_on_to_the_next_address_when_one_refuses():
             assert connection.getpeername() == ("127.0.0.1", port)
         with pytest.raises(ConnectionRefusedError):
             _connect(["127.0.0.3"], port, 5)
+
+
+def test_the_command_line_leaves_aiohttp_to_the_first_policy_fetch():
+    """aiohttp costs every `mailforge` command a tenth of a second to import: MTA-STS (which
+    the CLI reaches through tlsrpt) imports it only to fetch a policy."""
+    probe = "import sys, mailforge.cli; print('aiohttp' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           check=True, timeout=60)
+    assert found.stdout.strip() == "False"
