@@ -83,14 +83,6 @@ class Directory:
     def domains(self) -> list[str]:
         return [row[0] for row in self._database.fetchall("SELECT name FROM domains ORDER BY name")]
 
-    def is_local_domain(self, domain: str) -> bool:
-        try:
-            domain = normalize_domain(domain)
-        except UsageError:
-            return False
-        with self._database.read() as db:
-            return is_domain(db, domain)
-
     # -- mailboxes
 
     def user_add(self, address: str, password: str) -> None:
