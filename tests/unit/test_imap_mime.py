@@ -157,14 +157,16 @@ def test_base64_message_rfc822_is_opaque():
 
 def test_header_fields_selection_keeps_the_sent_bytes():
     root = parse_message(PLAIN)
-    assert root.header.select(["CC", "subject"]) == (
+    # Field names come in lower case (the FETCH names them in any case).
+    assert root.header.pick(frozenset(["cc", "subject"])) == (
         b"Subject: IMAP4rev1 WG mtg summary and minutes\r\n"
         b"cc: minutes@CNRI.Reston.VA.US,\r\n John Klensin <KLENSIN@MIT.EDU>\r\n\r\n")
-    rest = root.header.select(["return-path", "date", "from", "subject", "to", "cc"], exclude=True)
+    rest = root.header.pick(frozenset(["return-path", "date", "from", "subject", "to", "cc"]),
+                            exclude=True)
     assert rest == b"Message-Id: <B27397-0100000@cac.washington.edu>\r\n\r\n"
-    assert root.header.select(["x-none"]) == b"\r\n"
+    assert root.header.pick(frozenset(["x-none"])) == b"\r\n"
     # A last field without CRLF still ends in one.
-    assert parse_message(b"A: 1\r\nB: 2").header.select(["b"]) == b"B: 2\r\n\r\n"
+    assert parse_message(b"A: 1\r\nB: 2").header.pick(frozenset(["b"])) == b"B: 2\r\n\r\n"
 
 
 @pytest.mark.parametrize("value, expected", [

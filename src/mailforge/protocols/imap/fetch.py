@@ -82,12 +82,22 @@ def _planned_header_section(item: FetchAttribute
     message itself, from its summary: the answer's label, which every message's shares,
     worked out once for the whole FETCH."""
     head = _section_head(b"BODY", _section_label(item), item.partial)
+    section = item.section.upper()
+    if section == "HEADER":
+        def render(info: MessageInfo, summary: MessageSummary | None) -> bytes:
+            assert summary is not None
+            content = section_content(_header_block_part(summary.header), section)
+            return _with_content(head, b"BODY", content, item.partial)
+        return render
+    # HEADER.FIELDS (.NOT): the field names a FETCH of many messages asks each of them for.
+    wanted = frozenset(name.lower() for name in item.fields)
+    exclude = section == "HEADER.FIELDS.NOT"
 
-    def render(info: MessageInfo, summary: MessageSummary | None) -> bytes:
+    def render_fields(info: MessageInfo, summary: MessageSummary | None) -> bytes:
         assert summary is not None
-        content = section_content(_header_block_part(summary.header), item.section, item.fields)
+        content = _header_block_part(summary.header).header.pick(wanted, exclude)
         return _with_content(head, b"BODY", content, item.partial)
-    return render
+    return render_fields
 
 
 def plan_needs_summary(plan: Plan) -> bool:
@@ -269,7 +279,8 @@ def section_content(root: Part, section: str, fields: Sequence[str] = ()) -> byt
         return embedded.mime_header()
     if text == "TEXT":
         return embedded.body()
-    return embedded.header.select(fields, exclude=text == "HEADER.FIELDS.NOT")
+    return embedded.header.pick(frozenset(name.lower() for name in fields),
+                                exclude=text == "HEADER.FIELDS.NOT")
 
 
 def _binary_content(root: Part, section: str | None) -> bytes | None:

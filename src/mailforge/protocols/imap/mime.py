@@ -69,14 +69,14 @@ class Header:
                 return self.data[value:end].replace(CRLF, b"").strip(b" \t").decode("latin-1")
         return None
 
-    def select(self, names: Iterable[str], exclude: bool = False) -> bytes:
-        """The fields named (or all but those, with `exclude`) as sent, then the blank line:
-        BODY[HEADER.FIELDS (...)] and BODY[HEADER.FIELDS.NOT (...)]."""
-        wanted = {name.lower() for name in names}
-        chunks = [self.data[start:end] for name, start, _, end in self.fields
-                  if (name in wanted) != exclude]
+    def pick(self, wanted: frozenset[str], exclude: bool = False) -> bytes:
+        """The fields named in `wanted`, in lower case (or all but those, with `exclude`), as
+        sent, then the blank line: BODY[HEADER.FIELDS (...)] and BODY[HEADER.FIELDS.NOT (...)]."""
+        data = self.data
+        chunks = [data[start:end] if data.endswith(CRLF, start, end) else data[start:end] + CRLF
+                  for name, start, _, end in self.fields if (name in wanted) != exclude]
         chunks.append(CRLF)
-        return b"".join(c if c.endswith(CRLF) else c + CRLF for c in chunks)
+        return b"".join(chunks)
 
 
 @dataclass(eq=False, slots=True)
