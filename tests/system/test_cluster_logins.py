@@ -6,7 +6,8 @@ owner (PROXY LOCAL) is not checked again, as its client's was. Two nodes sharing
 counters in Redis: a proxied session counts once against the client's per-IP cap, and mail
 to a subaddress lands in the owner's folder of that name, as it would locally. Mail the front
 node's DMARC check quarantined lands in the owner's Junk folder, as it would locally; only a
-node may ask that of the owner (XJUNK), never a client."""
+node may ask that of the owner (XJUNK), never a client. A REQUIRETLS message reaches its
+mailbox on the owner, as it would locally, instead of bouncing for want of validated TLS."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import email
 import poplib
 import smtplib
 import socket
+import ssl
 from collections.abc import Iterator
 
 import pytest
@@ -239,6 +241,23 @@ def test_mail_to_a_subaddress_keeps_its_folder_on_the_owner(front_and_owner):
     assert owner.delivered(CAROL) == [] and front.delivered(CAROL) == []
     delivered_to = sorted(path.read_bytes().split(b"\n", 2)[1] for path in lists.iterdir())
     assert delivered_to == [b"Delivered-To: carol+lists@example.test"] * 2
+
+
+def test_a_requiretls_message_is_delivered_to_its_mailbox_on_another_node(front_and_owner):
+    """REQUIRETLS constrains relaying to other MTAs (RFC 8689), not the hop to the mailbox's
+    owner, which could never meet it (no policy domain to validate TLS by): it bounced."""
+    front, owner = front_and_owner
+    with smtplib.SMTP("127.0.0.1", front.port, timeout=20) as client:
+        client.starttls(context=ssl.create_default_context(cafile=front.ca_file))
+        client.sendmail(USER, [CAROL], "Subject: required\r\n\r\nhi\r\n", ["REQUIRETLS"])
+
+    def bounced() -> bool:
+        return any(b"5.7.30" in path.read_bytes() for path in front.delivered(USER))
+
+    wait_for(lambda: "required" in carols_copies(owner).get("", []) or bounced(),
+             "carol's copy on b, or the bounce on a")
+    assert not bounced()
+    assert "required" in carols_copies(owner)[""]
 
 
 @pytest.fixture
