@@ -6,7 +6,10 @@ owner (PROXY LOCAL) is not checked again, as its client's was. Two nodes sharing
 counters in Redis: a proxied session counts once against the client's per-IP cap, and mail
 to a subaddress lands in the owner's folder of that name, as it would locally. Mail the front
 node's DMARC check quarantined lands in the owner's Junk folder, as it would locally; only a
-node may ask that of the owner (XJUNK), never a client."""
+node may ask that of the owner (XJUNK), never a client; a verdict that claims to be the
+owner's (its hostname another than the front node's) is removed there. A REQUIRETLS message
+reaches its mailbox on the owner, as it would locally, instead of bouncing for want of
+validated TLS."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import email
 import poplib
 import smtplib
 import socket
+import ssl
 from collections.abc import Iterator
 
 import pytest
@@ -25,7 +29,7 @@ from tests.redis_server import RedisServer
 from tests.system.dns_server import txt
 from .conftest import PASSWORD, USER, Server, cli, free_port
 from .test_cluster_counters import cluster_state, wait_for
-from .test_mail_authentication import SPF_FAIL, message, our_results
+from .test_mail_authentication import HOSTNAME, SPF_FAIL, message, our_results
 from .test_outbound import wait_until
 
 SECRET = "the-cluster-master-secret"
@@ -241,16 +245,36 @@ def test_mail_to_a_subaddress_keeps_its_folder_on_the_owner(front_and_owner):
     assert delivered_to == [b"Delivered-To: carol+lists@example.test"] * 2
 
 
+def test_a_requiretls_message_is_delivered_to_its_mailbox_on_another_node(front_and_owner):
+    """REQUIRETLS constrains relaying to other MTAs (RFC 8689), not the hop to the mailbox's
+    owner, which could never meet it (no policy domain to validate TLS by): it bounced."""
+    front, owner = front_and_owner
+    with smtplib.SMTP("127.0.0.1", front.port, timeout=20) as client:
+        client.starttls(context=ssl.create_default_context(cafile=front.ca_file))
+        client.sendmail(USER, [CAROL], "Subject: required\r\n\r\nhi\r\n", ["REQUIRETLS"])
+
+    def bounced() -> bool:
+        return any(b"5.7.30" in path.read_bytes() for path in front.delivered(USER))
+
+    wait_for(lambda: "required" in carols_copies(owner).get("", []) or bounced(),
+             "carol's copy on b, or the bounce on a")
+    assert not bounced()
+    assert "required" in carols_copies(owner)[""]
+
+
+OWNER_HOSTNAME = "b.example.test"  # node b's [server] hostname; a's is HOSTNAME
+
+
 @pytest.fixture
 def checking_front_and_owner(make_server, dns_server):
     """Node a, which checks its clients' mail (SPF, DKIM, DMARC) against a DNS zone whose DMARC
-    policy quarantines what fails, and node b, which owns carol's mailbox: clients reach a;
-    a reaches b's internal port (PROXY LOCAL)."""
+    policy quarantines what fails, and node b, which owns carol's mailbox, under a hostname of
+    its own: clients reach a; a reaches b's internal port (PROXY LOCAL)."""
     dns_server.zone("quarantine.test", [SPF_FAIL, txt("_dmarc", "v=DMARC1; p=quarantine")])
     front = make_server(dns={"nameservers": [dns_server.nameserver], "lifetime": 3.0},
                         authentication={"inbound_checks": True}, cluster={"node": "a"})
-    owner = make_server(server={"proxy_trusted": ["127.0.0.1/32"]}, smtp={"proxy_protocol": True},
-                        cluster={"node": "b"})
+    owner = make_server(server={"proxy_trusted": ["127.0.0.1/32"], "hostname": OWNER_HOSTNAME},
+                        smtp={"proxy_protocol": True}, cluster={"node": "b"})
     for node in (front, owner):
         for name, peer in (("a", front), ("b", owner)):
             cli(node.conf, "node", "add", name, "--host", "127.0.0.1", "--smtp-port",
@@ -284,6 +308,21 @@ def test_a_message_the_front_quarantined_is_junk_on_the_owner(checking_front_and
     (path,) = (owner.maildir(CAROL) / ".Junk" / "new").iterdir()
     # a's verdict, the one Authentication-Results header of ours: b did not check it again.
     assert "dmarc=fail (p=quarantine)" in our_results(email.message_from_bytes(path.read_bytes()))
+
+
+def test_a_verdict_forged_in_the_owners_name_is_removed(checking_front_and_owner):
+    """Only a's checks saw the message, and they remove the results that name a alone; b takes
+    a node's mail unchecked: it removes those that name b."""
+    front, owner = checking_front_and_owner
+    forged = f"Authentication-Results: {OWNER_HOSTNAME}; dmarc=pass\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", front.port, timeout=60) as client:
+        client.sendmail("sender@quarantine.test", [CAROL],
+                        message("quarantine.test", "forged", forged))
+    wait_until(lambda: carols_copies(owner), what="carol's copy on b")
+    (path,) = (owner.maildir(CAROL) / ".Junk" / "new").iterdir()
+    parsed = email.message_from_bytes(path.read_bytes())
+    assert [v.split(";")[0] for v in parsed.get_all("Authentication-Results")] == [HOSTNAME]
+    assert "dmarc=fail (p=quarantine)" in our_results(parsed)
 
 
 def test_only_a_node_may_ask_the_owner_to_file_a_message_as_junk(checking_front_and_owner):

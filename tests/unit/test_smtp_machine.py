@@ -235,6 +235,14 @@ def test_requiretls_only_inside_tls():
     run(secure, [(b"RSET", b"250"), (b"MAIL FROM:<bob@remote.test> REQUIRETLS=YES", b"555 5.5.4")])
 
 
+def test_a_cluster_node_passes_requiretls_on_without_tls():
+    """The node relaying a REQUIRETLS message to its mailbox's owner, over the internal link."""
+    node = SMTPMachine(SETTINGS, None, "127.0.0.1", cluster_peer=True)
+    assert b"250-REQUIRETLS\r\n" in node.handle(b"EHLO node-a.test").text
+    run(node, [(b"MAIL FROM:<bob@remote.test> REQUIRETLS", b"250 2.1.0")])
+    assert node.transaction.requiretls
+
+
 def test_the_junk_mark_only_from_a_cluster_node():
     client = session()
     assert b"XJUNK" not in client.handle(b"EHLO client.test").text

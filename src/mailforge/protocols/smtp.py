@@ -175,7 +175,7 @@ class SMTPMachine:
                  "8BITMIME", "SMTPUTF8", "DSN", "CHUNKING"]
         if self.settings.tls_available and not self.tls_active:
             lines.insert(1, "STARTTLS")
-        if self.tls_active:
+        if self._may_requiretls():
             lines.append("REQUIRETLS")  # RFC 8689 4.1: only where MAIL may name it
         if self.cluster_peer:
             lines.append(JUNK_PARAM)
@@ -184,6 +184,13 @@ class SMTPMachine:
             lines.insert(1, "AUTH " + " ".join(offered))
         text = "".join(f"250-{item}\r\n" for item in lines[:-1]) + f"250 {lines[-1]}\r\n"
         return Reply(text.encode())
+
+    def _may_requiretls(self) -> bool:
+        """A client's REQUIRETLS holds only if the message came over TLS (RFC 8689 4.1). A
+        cluster node relaying to a mailbox's owner passes on its sender's demand over the
+        internal link, TLS or not (queue/outbound.py says why), so that the owner keeps to it
+        when it relays the message on (a forward)."""
+        return self.tls_active or self.cluster_peer
 
     def ehlo(self, arg: bytes) -> Reply:
         return self.helo(arg, extended=True)
@@ -256,7 +263,7 @@ class SMTPMachine:
             elif key == "SMTPUTF8" and self.esmtp and value is None:
                 transaction.smtputf8 = True
             elif key == "REQUIRETLS" and self.esmtp and value is None:
-                if not self.tls_active:
+                if not self._may_requiretls():
                     return reply(530, "5.7.10", "REQUIRETLS needs a TLS session (STARTTLS first)")
                 transaction.requiretls = True
             elif key == JUNK_PARAM and self.esmtp and self.cluster_peer and value is None:

@@ -222,7 +222,16 @@ class SMTPDriver(SessionDriver):
         checked = (self.ctx.checker is not None and not self.machine.user
                    and not self.conn.peer_speaks_for_itself)
         return Body(self.ctx.spool, transaction.sender, transaction.recipients,
-                    self.machine.trace_header, held=checked)
+                    self.machine.trace_header, held=checked or self._may_bear_forged_results())
+
+    def _may_bear_forged_results(self) -> bool:
+        """Is this a cluster node relaying a message that may still hold Authentication-Results
+        headers claiming to be ours (RFC 8601 5)? The node that checked it removed those
+        naming itself (its [server] hostname, the EHLO name it relays under) and added its
+        own; where our hostname is another, any naming us came from its sender, and our checks
+        that would remove them are skipped for a node's mail."""
+        return (self.conn.peer_speaks_for_itself
+                and self.machine.helo_name.lower() != self.machine.settings.hostname.lower())
 
     def _refusal(self, body: Body) -> Reply | None:
         """Once the whole body is in: why it cannot be queued, if it cannot."""
@@ -233,25 +242,31 @@ class SMTPDriver(SessionDriver):
         return None
 
     async def _accept(self, body: Body) -> Reply:
-        """Queue the message received whole; a held one is checked first (inbound.py) and
-        goes in with its Authentication-Results header, or is refused by DMARC policy."""
+        """Queue the message received whole. A held one goes in without the
+        Authentication-Results headers that claim to be ours: checked first (inbound.py),
+        with our own header on top, or refused by DMARC policy; or, relayed by a cluster
+        node, with the verdict of the node that checked it."""
         junk = False
         if body.held is not None:
-            checker, transaction = self.ctx.checker, self.machine.transaction
-            assert checker is not None and transaction is not None
             message = bytes(body.held)
-            verdict = await self.in_thread(checker.check, message, self.conn.peer_ip,
-                                           self.machine.helo_name, transaction.sender)
-            self.record.event("mail authentication", action=verdict.action, **verdict.results)
-            if verdict.action in (REJECT, DEFER):
-                body.abort()
-                return self.machine.refused_by_policy(verdict.action == DEFER, verdict.reason)
-            body.release(verdict.header + remove_forged_results(message, checker.hostname))
+            if self.conn.peer_speaks_for_itself:
+                body.release(remove_forged_results(message, self.machine.settings.hostname))
+            else:
+                checker, transaction = self.ctx.checker, self.machine.transaction
+                assert checker is not None and transaction is not None
+                verdict = await self.in_thread(checker.check, message, self.conn.peer_ip,
+                                               self.machine.helo_name, transaction.sender)
+                self.record.event("mail authentication", action=verdict.action,
+                                  **verdict.results)
+                if verdict.action in (REJECT, DEFER):
+                    body.abort()
+                    return self.machine.refused_by_policy(verdict.action == DEFER, verdict.reason)
+                body.release(verdict.header + remove_forged_results(message, checker.hostname))
+                junk = verdict.action == QUARANTINE
             refused = self._refusal(body)
             if refused:
                 body.abort()
                 return refused
-            junk = verdict.action == QUARANTINE
         return await self._commit(body.take(), junk)
 
     async def _commit(self, spool_file: SpoolFile, junk: bool = False) -> Reply:

@@ -354,8 +354,18 @@ class RequireTlsRefused(SMTPClientError):
 
 def _requiretls_refusal(client: SMTPClient) -> str:
     """Why the connection may not carry a REQUIRETLS message, "" when it may: TLS validated
-    by DANE or MTA-STS, to a server that offers REQUIRETLS (RFC 8689 4.2.1)."""
-    if not client.validated:
+    by DANE or MTA-STS (but to a mailbox's owner node), to a server that offers REQUIRETLS
+    (RFC 8689 4.2.1)."""
+    assert client.host is not None
+    # A mailbox's owner node (its internal port) is no other MTA: this hop is our own local
+    # delivery, which RFC 8689 does not constrain, over the private link the cluster trusts
+    # already (the owner takes the relaying node's mail unchecked; proxied logins cross it).
+    # So it need not be TLS at all (opportunistic TLS is still used where the owner offers
+    # it): there is no policy domain to validate TLS by, and the link's safety is the
+    # network's, as for every other use of it. The owner must still take the REQUIRETLS flag
+    # (it offers it to a node, TLS or not), so that it relays the message on (a forward)
+    # only as its sender asked.
+    if not client.validated and not client.host.proxy_protocol:
         return "has no TLS validated by DANE or MTA-STS"
     return "" if "REQUIRETLS" in client.extensions else "does not offer REQUIRETLS"
 
