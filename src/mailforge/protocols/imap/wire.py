@@ -141,6 +141,8 @@ def _ascii(value: bytes | str) -> str:
 def encode_mailbox(name: str) -> str:
     """A Unicode folder name in modified UTF-7: printable ASCII stands for itself, `&` is `&-`,
     everything else goes in `&...-` runs of base64 (with `,` for `/`) over UTF-16BE."""
+    if _itself(name):
+        return name
     out: list[str] = []
     pending: list[str] = []
     for char in name:
@@ -188,6 +190,8 @@ def decode_mailbox(name: bytes | str) -> str:
         if not name.isascii():
             raise ImapSyntaxError("mailbox name is not modified UTF-7")
         name = name.decode("ascii")
+    if _itself(name):
+        return name
     out: list[str] = []
     pos = 0
     while pos < len(name):
@@ -208,6 +212,12 @@ def decode_mailbox(name: bytes | str) -> str:
     if encode_mailbox(decoded) != name:
         raise ImapSyntaxError("mailbox name is not modified UTF-7")
     return decoded
+
+
+def _itself(name: str) -> bool:
+    """Whether a name is its own modified UTF-7 (printable ASCII without `&`): most are, and
+    every APPEND, STATUS and SELECT names one."""
+    return name.isascii() and name.isprintable() and "&" not in name
 
 
 def _unshift(run: str) -> str:
