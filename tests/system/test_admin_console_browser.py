@@ -21,8 +21,8 @@ from .conftest import cli
 from .console_client import ConsoleClient
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium comes with the dev extras")
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -47,6 +47,23 @@ def browser():
     driver.quit()
 
 
+def _replaced(page):
+    """selenium's staleness_of, and also true when chromedriver, asked about the old page while
+    the click's navigation removes it, answers "Node with given id does not belong to the
+    document" (a WebDriverException, not a StaleElementReferenceException)."""
+    def replaced(driver) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+    return replaced
+
+
 class Pages:
     def __init__(self, driver, port: int, shots: Path) -> None:
         self.driver, self.base, self.shots = driver, f"https://127.0.0.1:{port}", shots
@@ -67,7 +84,7 @@ class Pages:
         returns before it comes on a busy machine (a login checks its password first)."""
         page = self.driver.find_element(By.TAG_NAME, "html")
         button.click()
-        WebDriverWait(self.driver, 30).until(staleness_of(page))
+        WebDriverWait(self.driver, 30).until(_replaced(page))
 
     def text(self, element_id: str) -> str:
         return self.driver.find_element(By.ID, element_id).text
