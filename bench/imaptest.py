@@ -44,9 +44,9 @@ class Outcome:
     seconds: float = 0.0
     errors: list[str] | None = None
     cpu_seconds: float = 0.0
-    # Of cpu_seconds, the server's own code (user time): Dovecot and mailforge spend about
-    # the same in the kernel per command (APPEND's syncs, renames, unlinks), so the gap
-    # between them is here.
+    # Of cpu_seconds, the user time: Dovecot and mailforge spend about the same system time
+    # per command, so the gap between them shows here. (A sandboxed kernel may count much of
+    # a system call's work as user time: bench/README.md.)
     user_seconds: float = 0.0
     # mailforge: each IMAP worker's share of their CPU, in %. On a shared listening socket
     # (--shared-socket) one worker may take most of imaptest's clients, which connect at once:
