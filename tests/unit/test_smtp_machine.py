@@ -25,8 +25,9 @@ class Directory:
 DIRECTORY = Directory()
 
 
-def session(settings=SETTINGS):
-    return SMTPMachine(settings, None, "127.0.0.1")  # no AUTH in these transcripts: no logins
+def session(settings=SETTINGS, cluster_peer=False):
+    # No AUTH in these transcripts: no logins. `cluster_peer`: another node of our cluster.
+    return SMTPMachine(settings, None, "127.0.0.1", cluster_peer=cluster_peer)
 
 
 def answer(machine, line, full=frozenset()):
@@ -237,7 +238,7 @@ def test_requiretls_only_inside_tls():
 
 def test_a_cluster_node_passes_requiretls_on_without_tls():
     """The node relaying a REQUIRETLS message to its mailbox's owner, over the internal link."""
-    node = SMTPMachine(SETTINGS, None, "127.0.0.1", cluster_peer=True)
+    node = session(cluster_peer=True)
     assert b"250-REQUIRETLS\r\n" in node.handle(b"EHLO node-a.test").text
     run(node, [(b"MAIL FROM:<bob@remote.test> REQUIRETLS", b"250 2.1.0")])
     assert node.transaction.requiretls
@@ -248,7 +249,7 @@ def test_the_junk_mark_only_from_a_cluster_node():
     assert b"XJUNK" not in client.handle(b"EHLO client.test").text
     run(client, [(b"MAIL FROM:<bob@remote.test> XJUNK", b"555 5.5.4")])
     assert client.transaction is None
-    node = SMTPMachine(SETTINGS, None, "127.0.0.1", cluster_peer=True)
+    node = session(cluster_peer=True)
     assert b"XJUNK\r\n" in node.handle(b"EHLO node-a.test").text
     run(node, [(b"MAIL FROM:<bob@remote.test>", b"250 2.1.0")])
     assert not node.transaction.junk

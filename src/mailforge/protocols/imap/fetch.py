@@ -19,7 +19,7 @@ from mailforge.store.api import MessageInfo, MessageSummary
 
 from .bodystructure import body_structure
 from .envelope import envelope
-from .mime import ParsedOnDemand, Part, decoded_body, find_part, parse_message
+from .mime import Header, ParsedOnDemand, Part, decoded_body, find_part, parse_message
 from .wire import NIL, astring, flag_list, format_date_time, literal
 
 # Items answered from MessageInfo; everything else needs the message's bytes.
@@ -90,7 +90,7 @@ def _planned_header_section(item: FetchAttribute
             return _with_content(head, b"BODY", content, item.partial)
         return render
     # HEADER.FIELDS (.NOT): the field names a FETCH of many messages asks each of them for.
-    wanted = frozenset(name.lower() for name in item.fields)
+    wanted = Header.wanted(item.fields)
     exclude = section == "HEADER.FIELDS.NOT"
 
     def render_fields(info: MessageInfo, summary: MessageSummary | None) -> bytes:
@@ -279,8 +279,7 @@ def section_content(root: Part, section: str, fields: Sequence[str] = ()) -> byt
         return embedded.mime_header()
     if text == "TEXT":
         return embedded.body()
-    return embedded.header.pick(frozenset(name.lower() for name in fields),
-                                exclude=text == "HEADER.FIELDS.NOT")
+    return embedded.header.pick(Header.wanted(fields), exclude=text == "HEADER.FIELDS.NOT")
 
 
 def _binary_content(root: Part, section: str | None) -> bytes | None:

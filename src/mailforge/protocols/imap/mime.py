@@ -69,8 +69,13 @@ class Header:
                 return self.data[value:end].replace(CRLF, b"").strip(b" \t").decode("latin-1")
         return None
 
+    @staticmethod
+    def wanted(names: Iterable[str]) -> frozenset[str]:
+        """A FETCH's field names as pick() takes them."""
+        return frozenset(name.lower() for name in names)
+
     def pick(self, wanted: frozenset[str], exclude: bool = False) -> bytes:
-        """The fields named in `wanted`, in lower case (or all but those, with `exclude`), as
+        """The fields named in `wanted` (see wanted()), or all but those with `exclude`, as
         sent, then the blank line: BODY[HEADER.FIELDS (...)] and BODY[HEADER.FIELDS.NOT (...)]."""
         data = self.data
         chunks = [data[start:end] if data.endswith(CRLF, start, end) else data[start:end] + CRLF
