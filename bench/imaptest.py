@@ -2,12 +2,13 @@
 
     python -m bench.imaptest --imaptest /tmp/imaptest/src/imaptest --secs 60 [--logout0]
         [--users 50] [--clients 50] [--messages 200] [--workers 2] [--shared-socket]
-        [--peers mailforge,dovecot]
+        [--peers mailforge,dovecot] [COMMAND=PERCENT ...]
 
 imaptest is Dovecot's code and stays out of the repository (bench/README.md says how to build
 it). Each peer gets the same users (bench1..benchN@bench.test) with empty mailboxes and the
 same mbox for imaptest to APPEND from; imaptest then runs its default stress profile for
-`--secs` seconds (`logout=0`: the clients stay logged in). The table shows imaptest's own
+`--secs` seconds (`logout=0`: the clients stay logged in; COMMAND=PERCENT words are
+imaptest's own probabilities, `list=0 status=0` say, to load a part of it). The table shows imaptest's own
 command totals per second, its error lines (state tracking: any is a bug) and the peer's
 ops/s over mailforge's. mailforge's IMAP runs with `reuse_port` (each worker its own
 listening socket): imaptest connects its clients at once, and on one shared socket one
@@ -35,6 +36,8 @@ from bench.load import maildir_message
 DEFAULT_IMAPTEST = Path("/tmp/imaptest/src/imaptest")
 DOVECOT_LIBRARIES = "/usr/lib/dovecot"
 ERROR_LINE = re.compile(r"^(Error|Panic|Fatal)[:(]", re.MULTILINE)
+# One of imaptest's command probabilities, and optionally how often it is done again.
+PROBABILITY = re.compile(r"[a-z0-9]+=[0-9]+(,[0-9]+)?")
 
 
 @dataclass
@@ -87,6 +90,7 @@ def stress(imaptest: Path, target: peers.Target, opts: argparse.Namespace, mbox:
             f"secs={opts.secs}", f"mbox={mbox}"]
     if opts.logout0:
         argv.append("logout=0")
+    argv += opts.profile
     env = dict(os.environ, LD_LIBRARY_PATH=DOVECOT_LIBRARIES)
     workers = (peers.worker_pids(peers.mailforge_status(target.config), "imap")
                if target.name == "mailforge" else [])
@@ -153,6 +157,13 @@ def report(outcomes: list[Outcome], opts: argparse.Namespace) -> None:
             console.print(f"{o.peer}: {line}", markup=False)
 
 
+def probability(word: str) -> str:
+    """One of imaptest's probabilities (`fetch=0`, `append=100,5`: the second, of again)."""
+    if not PROBABILITY.fullmatch(word):
+        raise argparse.ArgumentTypeError(f"{word!r} is not COMMAND=PERCENT (like fetch=0)")
+    return word
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.imaptest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +183,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers", default="mailforge,dovecot")
     parser.add_argument("--anchors", default=None)
     parser.add_argument("--verbose", action="store_true", help="show imaptest's output")
+    parser.add_argument("profile", nargs="*", metavar="COMMAND=PERCENT", type=probability,
+                        help="imaptest's own probabilities, to load a part of the profile "
+                             "(append=0 copy=0 expunge=0 delete=0: no writes)")
     opts = parser.parse_args(argv)
     if not Path(opts.imaptest).exists():
         parser.error(f"no imaptest at {opts.imaptest} (bench/README.md says how to build it)")

@@ -4,11 +4,12 @@ POP3 load against a real mailforge (a few seconds)."""
 import asyncio
 import os
 import ssl
+import sys
 import time
 
 import pytest
 
-from bench import cluster, fsrate, latency, load, peers, remote, tune
+from bench import cluster, fsrate, imaptest, latency, load, peers, remote, tune
 
 
 def test_body_has_the_asked_size_and_ends_the_data():
@@ -331,3 +332,12 @@ def test_cluster_options_and_the_loads_they_make():
                 ["--logins", "0"]):
         with pytest.raises(SystemExit):
             cluster.parse_args(bad)
+
+
+def test_imaptest_takes_its_own_probabilities_and_refuses_other_words(capsys):
+    binary = ["--imaptest", sys.executable]
+    assert imaptest.parse_args(binary + ["list=0", "append=100,5"]).profile == [
+        "list=0", "append=100,5"]
+    with pytest.raises(SystemExit):
+        imaptest.parse_args(binary + ["fetch"])
+    assert "'fetch' is not COMMAND=PERCENT" in capsys.readouterr().err
