@@ -214,6 +214,10 @@ class AuthenticationConfig:
     # recipient's Junk folder, policy unreadable for want of DNS → 451 4.4.3. false: only the
     # header and the log say so.
     dmarc_enforce: bool = True
+    # The authserv-id our Authentication-Results and ARC-Authentication-Results headers name
+    # (RFC 8601 2.5); "" = [server] hostname. The nodes of a cluster share one, so that each
+    # node that checks mail removes a forged verdict in any node's name.
+    authserv_id: str = ""
 
 
 @dataclass
@@ -409,6 +413,11 @@ class Config:
         return self.run_dir / "ratekeeper.sock"
 
     @property
+    def authserv_id(self) -> str:
+        """The name our Authentication-Results headers go by (RFC 8601 2.5)."""
+        return self.authentication.authserv_id or self.server.hostname
+
+    @property
     def node_name(self) -> str:
         return self.cluster.node or self.server.hostname
 
@@ -534,6 +543,9 @@ def _is_hostname(name: str) -> bool:
 def _validate(config: Config, path: Path | str) -> None:
     if not _is_hostname(config.server.hostname):
         raise ConfigError(path, "[server] hostname", f"{config.server.hostname!r} is not a host name")
+    if config.authentication.authserv_id and not _is_hostname(config.authentication.authserv_id):
+        raise ConfigError(path, "[authentication] authserv_id",
+                          f"{config.authentication.authserv_id!r} is not a host or domain name")
     for key in ("grace_period", "worker_timeout"):
         if getattr(config.server, key) <= 0:
             raise ConfigError(path, f"[server] {key}", "must be greater than 0")

@@ -263,6 +263,7 @@ def test_a_requiretls_message_is_delivered_to_its_mailbox_on_another_node(front_
 
 
 OWNER_HOSTNAME = "b.example.test"  # node b's [server] hostname; a's is HOSTNAME
+SHARED_ID = "example.test"  # an [authentication] authserv_id for every node
 
 
 @pytest.fixture
@@ -270,11 +271,23 @@ def checking_front_and_owner(make_server, dns_server):
     """Node a, which checks its clients' mail (SPF, DKIM, DMARC) against a DNS zone whose DMARC
     policy quarantines what fails, and node b, which owns carol's mailbox, under a hostname of
     its own: clients reach a; a reaches b's internal port (PROXY LOCAL)."""
+    return checking_nodes(make_server, dns_server, {})
+
+
+@pytest.fixture
+def front_and_owner_sharing_an_authserv_id(make_server, dns_server):
+    """The same two nodes, both naming SHARED_ID in their Authentication-Results."""
+    return checking_nodes(make_server, dns_server, {"authserv_id": SHARED_ID})
+
+
+def checking_nodes(make_server, dns_server, authentication: dict) -> tuple[Server, Server]:
     dns_server.zone("quarantine.test", [SPF_FAIL, txt("_dmarc", "v=DMARC1; p=quarantine")])
     front = make_server(dns={"nameservers": [dns_server.nameserver], "lifetime": 3.0},
-                        authentication={"inbound_checks": True}, cluster={"node": "a"})
+                        authentication={"inbound_checks": True, **authentication},
+                        cluster={"node": "a"})
     owner = make_server(server={"proxy_trusted": ["127.0.0.1/32"], "hostname": OWNER_HOSTNAME},
-                        smtp={"proxy_protocol": True}, cluster={"node": "b"})
+                        smtp={"proxy_protocol": True}, authentication=authentication,
+                        cluster={"node": "b"})
     for node in (front, owner):
         for name, peer in (("a", front), ("b", owner)):
             cli(node.conf, "node", "add", name, "--host", "127.0.0.1", "--smtp-port",
@@ -323,6 +336,23 @@ def test_a_verdict_forged_in_the_owners_name_is_removed(checking_front_and_owner
     parsed = email.message_from_bytes(path.read_bytes())
     assert [v.split(";")[0] for v in parsed.get_all("Authentication-Results")] == [HOSTNAME]
     assert "dmarc=fail (p=quarantine)" in our_results(parsed)
+
+
+def test_with_a_shared_authserv_id_the_front_removes_every_forged_verdict(
+        front_and_owner_sharing_an_authserv_id):
+    """Every node names SHARED_ID (RFC 8601 2.5: one per administrative domain), so a verdict
+    forged in any node's name names it too, and the node that checks the message removes it;
+    the owner keeps that node's verdict."""
+    front, owner = front_and_owner_sharing_an_authserv_id
+    forged = f"Authentication-Results: {SHARED_ID}; dmarc=pass\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", front.port, timeout=60) as client:
+        client.sendmail("sender@quarantine.test", [CAROL],
+                        message("quarantine.test", "forged", forged))
+    wait_until(lambda: carols_copies(owner), what="carol's copy on b")
+    (path,) = (owner.maildir(CAROL) / ".Junk" / "new").iterdir()
+    results = email.message_from_bytes(path.read_bytes()).get_all("Authentication-Results")
+    assert len(results) == 1 and results[0].split(";")[0] == SHARED_ID
+    assert "dmarc=fail (p=quarantine)" in results[0]
 
 
 def test_only_a_node_may_ask_the_owner_to_file_a_message_as_junk(checking_front_and_owner):

@@ -43,8 +43,8 @@ class Verdict:
 
 
 class InboundChecker:
-    def __init__(self, hostname: str, resolver: Resolver, enforce: bool) -> None:
-        self.hostname = hostname
+    def __init__(self, authserv_id: str, resolver: Resolver, enforce: bool) -> None:
+        self.authserv_id = authserv_id  # the name our Authentication-Results header goes by
         self.resolver = resolver
         self.enforce = enforce
         _route_pyspf_lookups(resolver)
@@ -67,7 +67,7 @@ class InboundChecker:
                   f"header.a={s.algorithm} header.b={s.b}" for s in signatures] or ["dkim=none"]
         parts.append(evaluation.header_part())
         parts.append(f"arc={arc}")
-        header = f"Authentication-Results: {self.hostname};\r\n\t" + ";\r\n\t".join(parts) + "\r\n"
+        header = f"Authentication-Results: {self.authserv_id};\r\n\t" + ";\r\n\t".join(parts) + "\r\n"
         results = {"spf": mfrom_spf, "dmarc": evaluation.result, "arc": arc,
                    "dkim": ",".join(s.result for s in signatures) or "none"}
         return Verdict(header.encode(), action, reason, results)

@@ -110,12 +110,14 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
                                      accounts.mailbox_settings)
     checker = None
     if worker.service == "smtp" and config.authentication.inbound_checks:  # port 25 only
-        checker = InboundChecker(config.server.hostname, Resolver(config.dns),
+        checker = InboundChecker(config.authserv_id, Resolver(config.dns),
                                  config.authentication.dmarc_enforce)
     return smtpd.SMTPContext(settings=settings, spool=worker.spool, accounts=accounts.credentials,
                              recipients=accounts.directory, limiter=limiter,
                              mailbox_full=mailbox_full, in_flow_delay=config.queue.in_flow_delay,
-                             checker=checker, **_shared(worker, tls_context))
+                             checker=checker,
+                             shared_authserv_id=config.authentication.authserv_id,
+                             **_shared(worker, tls_context))
 
 
 def _pop3_context(worker: Worker, tls_context: ssl.SSLContext | None) -> pop3d.POP3Context:

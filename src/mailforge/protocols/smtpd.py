@@ -49,6 +49,9 @@ class SMTPContext(SessionContext):
     in_flow_delay: float = 0.0  # [queue] in_flow_delay
     # SPF/DKIM/DMARC/ARC for mail over port 25 without AUTH; None: taken unchecked.
     checker: InboundChecker | None = None
+    # [authentication] authserv_id where it is set: the one every node of a cluster names in
+    # its Authentication-Results; "": each node names its own [server] hostname.
+    shared_authserv_id: str = ""
 
 
 REFUSALS = Refusals(
@@ -227,10 +230,11 @@ class SMTPDriver(SessionDriver):
     def _may_bear_forged_results(self) -> bool:
         """Is this a cluster node relaying a message that may still hold Authentication-Results
         headers claiming to be ours (RFC 8601 5)? The node that checked it removed those
-        naming itself (its [server] hostname, the EHLO name it relays under) and added its
-        own; where our hostname is another, any naming us came from its sender, and our checks
-        that would remove them are skipped for a node's mail."""
-        return (self.conn.peer_speaks_for_itself
+        naming itself and added its own. With a shared authserv-id that is all of them. Else
+        it named its [server] hostname, the EHLO name it relays under: where ours is another,
+        any naming us came from its sender, and our checks that would remove them are skipped
+        for a node's mail."""
+        return (self.conn.peer_speaks_for_itself and not self.ctx.shared_authserv_id
                 and self.machine.helo_name.lower() != self.machine.settings.hostname.lower())
 
     def _refusal(self, body: Body) -> Reply | None:
@@ -261,7 +265,7 @@ class SMTPDriver(SessionDriver):
                 if verdict.action in (REJECT, DEFER):
                     body.abort()
                     return self.machine.refused_by_policy(verdict.action == DEFER, verdict.reason)
-                body.release(verdict.header + remove_forged_results(message, checker.hostname))
+                body.release(verdict.header + remove_forged_results(message, checker.authserv_id))
                 junk = verdict.action == QUARANTINE
             refused = self._refusal(body)
             if refused:

@@ -184,7 +184,7 @@ class DeliveryAgent:
         self._outbound = outbound or OutboundRunner(config)
         keys = KeyStore(config.dkim_dir)
         self._settler = Settler(config, self._outbound, clock, Signer(keys),
-                                Sealer(keys, config.server.hostname))
+                                Sealer(keys, config.authserv_id))
         for directory in (config.badmail_dir, self.store_dir):
             os.makedirs(directory, mode=0o750, exist_ok=True)
         # Entries queued before this worker started may have been cut short by a predecessor
