@@ -9,7 +9,9 @@ node's DMARC check quarantined lands in the owner's Junk folder, as it would loc
 node may ask that of the owner (XJUNK), never a client; a verdict that claims to be the
 owner's (its hostname another than the front node's) is removed there. A REQUIRETLS message
 reaches its mailbox on the owner, as it would locally, instead of bouncing for want of
-validated TLS."""
+validated TLS; the owner, reached in the clear, keeps the sender's demand when it relays the
+message on (its accounts make the address a forward to a remote address): to an MX without
+validated TLS it bounces 5.7.30, as the front node's own forward does, and is never sent."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import pytest
 
 from mailforge.protocols.connection.proxy import V2_LOCAL_HEADER, v2_header
 from tests.redis_server import RedisServer
+from tests.smtp_sinks import Sink
 from tests.system.dns_server import txt
 from .conftest import PASSWORD, USER, Server, cli, free_port
 from .test_cluster_counters import cluster_state, wait_for
@@ -262,6 +265,14 @@ def test_a_requiretls_message_is_delivered_to_its_mailbox_on_another_node(front_
     assert "required" in carols_copies(owner)[""]
 
 
+def add_nodes(node, nodes: dict[str, Server]) -> None:
+    """`nodes` in `node`'s node table, by name, at their SMTP ports (their IMAP and POP3 ports
+    are not served)."""
+    for name, peer in nodes.items():
+        cli(node.conf, "node", "add", name, "--host", "127.0.0.1", "--smtp-port", str(peer.port),
+            "--pop3-port", str(free_port()), "--imap-port", str(free_port()))
+
+
 OWNER_HOSTNAME = "b.example.test"  # node b's [server] hostname; a's is HOSTNAME
 SHARED_ID = "example.test"  # an [authentication] authserv_id for every node
 
@@ -289,9 +300,7 @@ def checking_nodes(make_server, dns_server, authentication: dict) -> tuple[Serve
                         smtp={"proxy_protocol": True}, authentication=authentication,
                         cluster={"node": "b"})
     for node in (front, owner):
-        for name, peer in (("a", front), ("b", owner)):
-            cli(node.conf, "node", "add", name, "--host", "127.0.0.1", "--smtp-port",
-                str(peer.port), "--pop3-port", str(free_port()), "--imap-port", str(free_port()))
+        add_nodes(node, {"a": front, "b": owner})
         cli(node.conf, "user", "add", CAROL, "--password-stdin", input=PASSWORD + "\n")
         cli(node.conf, "user", "set", CAROL, "--node", "b")
         node.start()
@@ -373,3 +382,69 @@ def test_only_a_node_may_ask_the_owner_to_file_a_message_as_junk(checking_front_
                what="three messages for carol on b")
     assert carols_copies(owner) == {"": sorted([f"from {front.port}", f"from {owner.port}"]),
                                     ".Junk": ["node"]}
+
+
+REMOTE = "remote.test"  # not ours: its MX is a sink that offers no TLS
+FORWARD = "fwd@example.test"  # on both nodes: an alias to fwd@remote.test
+DAN = "dan@example.test"  # to a, a mailbox b owns; to b, a forward to dan@remote.test
+
+
+@pytest.fixture
+def plaintext_mx():
+    sink = Sink()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def forwarding_front_and_owner(make_server, plaintext_mx):
+    """Node a, which clients reach, and node b, which a takes to own dan's mailbox, reached in
+    the clear (b has no certificate, so offers no STARTTLS); each node with its own accounts
+    database, and REMOTE's MX a sink in the clear. b's accounts make dan@ a forward, as they
+    would if the mailbox became one while a message to it was on its way to b (with one
+    database, a expands a forward itself, as it does fwd@)."""
+    delivery = {"mx_override": {REMOTE: plaintext_mx.address}, "connect_timeout": 5.0,
+                "command_timeout": 5.0}
+    front = make_server(delivery=delivery, cluster={"node": "a"})
+    owner = make_server(delivery=delivery, server={"proxy_trusted": ["127.0.0.1/32"]},
+                        smtp={"proxy_protocol": True}, cluster={"node": "b"})
+    for node in (front, owner):
+        add_nodes(node, {"a": front, "b": owner})
+        cli(node.conf, "alias", "add", FORWARD, f"fwd@{REMOTE}")
+    cli(front.conf, "user", "add", DAN, "--password-stdin", input=PASSWORD + "\n")
+    cli(front.conf, "user", "set", DAN, "--node", "b")
+    cli(owner.conf, "alias", "add", DAN, f"dan@{REMOTE}")
+    for path in (owner.config.tls.cert, owner.config.tls.key):  # b offers no STARTTLS
+        (owner.config.data_dir / path).unlink()
+    for node in (front, owner):
+        node.start()
+    return front, owner
+
+
+def test_a_requiretls_message_the_owner_forwards_bounces_rather_than_go_in_the_clear(
+        forwarding_front_and_owner, plaintext_mx):
+    """The hop to b needs no validated TLS, but b keeps the sender's demand for the relay on:
+    to an MX without validated TLS the message bounces 5.7.30, on b as on a single node."""
+    front, owner = forwarding_front_and_owner
+    with smtplib.SMTP("127.0.0.1", front.port, timeout=20) as client:
+        client.starttls(context=ssl.create_default_context(cafile=front.ca_file))
+        for rcpt in (FORWARD, DAN):
+            client.sendmail(USER, [rcpt], f"Subject: required for {rcpt}\r\n\r\nhi\r\n",
+                            ["REQUIRETLS"])
+
+    def bounce(node, rcpt: str) -> str:
+        """The 5.7.30 bounce of the message to `rcpt` in alice's mailbox on `node`."""
+        texts = [path.read_text() for path in node.delivered(USER)]
+        return next((t for t in texts if "5.7.30" in t and f"required for {rcpt}" in t), "")
+
+    # A bounce of dan's message on a would say that b refused the message with its flag.
+    wait_until(lambda: plaintext_mx.received or (
+        bounce(front, FORWARD) and (bounce(owner, DAN) or bounce(front, DAN))),
+        what="the bounces, or a message in the clear")
+    assert plaintext_mx.received == []
+    assert bounce(front, DAN) == ""
+    for node, rcpt, target in ((front, FORWARD, f"fwd@{REMOTE}"), (owner, DAN, f"dan@{REMOTE}")):
+        text = bounce(node, rcpt)
+        assert f"Final-Recipient: rfc822; {target}" in text
+        assert f"Original-Recipient: rfc822; {rcpt}" in text
+        assert f"]:{plaintext_mx.port} has no TLS validated by DANE or MTA-STS" in text
