@@ -246,3 +246,15 @@ def test_a_destination_with_no_connection_to_spare_is_no_attempt(config, clock):
         assert "the most connections (10)" in env.errors[f"carol@{REMOTE}"]
         assert not queued_notices(config)
         agent.close()
+
+
+@pytest.mark.parametrize("requiretls", [True, False])
+def test_the_bounce_of_a_requiretls_message_demands_validated_tls_too(config, agent, requiretls):
+    """RFC 8689 4.4: the bounce holds the message's header (RET=FULL all of it), so it goes
+    back to the sender as protected as the message came."""
+    entry_id = enqueue(config, BODY, [f"bad@{REMOTE}"])
+    set_dsn(config, entry_id, requiretls=requiretls)
+    agent.step()
+    (notice_id, _), = queued_notices(config).items()
+    notice = decode((config.queue_dir / "active" / f"{notice_id}.env").read_bytes())
+    assert notice.requiretls is requiretls

@@ -72,8 +72,10 @@ def _queued(env: Envelope, action: str, report: bytes, now: float) -> Notice:
     notice_id = f"{env.id}-{KIND_LETTER[action]}{env.attempts}"
     prefix = f"Return-Path: <>\nDelivered-To: {env.sender}\n".encode()
     message = prefix + report
+    # RFC 8689 4.4: a notice tells what the message was (its header at least, RET=FULL all of
+    # it): it goes back under the sender's demand for validated TLS, or not at all.
     notice = Envelope(id=notice_id, sender="", recipients=[env.sender], received_at=now,
                       client_ip="", helo="", size=len(message), prefix_size=len(prefix),
                       delivered_to=env.sender, smtputf8=not message.isascii(),
-                      body_8bit=not report.isascii(), sign=True)
+                      body_8bit=not report.isascii(), sign=True, requiretls=env.requiretls)
     return Notice(notice, message)
