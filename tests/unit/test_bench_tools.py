@@ -341,3 +341,25 @@ def test_imaptest_takes_its_own_probabilities_and_refuses_other_words(capsys):
     with pytest.raises(SystemExit):
         imaptest.parse_args(binary + ["fetch"])
     assert "'fetch' is not COMMAND=PERCENT" in capsys.readouterr().err
+
+
+IMAPTEST_OUTPUT = """\
+Logi List Stat Sele Fetc Fet2 Stor Dele Expu Appe
+100%  50%  50% 100% 100% 100%  50% 100% 100% 100%
+   6  202  205    6  384  574  155  184  383  362  15/ 50
+  44  369  373    9  690  982  269  351  691  374  25/ 50
+   0  354  355    3  695  981  279  351  692  540  50/ 50 (26 stalled >3s)
+   0  356  382    6  713  977  284  348  714  413  50/ 50
+2129   68   69  129   63   66   67   69   63   68 ms/cmd avg
+Totals:
+Logi List Stat Sele Fetc Fet2 Stor Dele Expu Appe
+  50 1484 1465   50 2891 4113 1074 1479 2893 2360
+"""
+
+
+def test_imaptest_steady_window_opens_once_every_client_is_logged_in():
+    window = imaptest.SteadyWindow(clients=50)
+    opened = [window.feed(line) for line in IMAPTEST_OUTPUT.splitlines(keepends=True)]
+    assert opened.index(True) == 3 and opened.count(True) == 1  # the line of the 50th login
+    # The two seconds after it, every command's count; not the clients after the counts.
+    assert (window.commands, window.seconds) == (4250 + 4193, 2)
