@@ -408,3 +408,20 @@ def test_the_accounts_database_failing_shows_its_details_to_system_administrator
     assert re.search(r"console request from .*: POST /login failed: .*database is locked",
                      console.log())
     assert host.post("/users", {"address": f"dave@{DOMAIN}", "password": "pw"}).status == 200
+
+
+def test_a_quota_past_what_the_database_holds_is_refused_not_a_traceback(console):
+    """A quota of 10^25 octets (past a 64-bit integer) or "²" messages (a digit to
+    str.isdigit, not to int) is the asker's mistake: 400 and its reason, the quota unchanged."""
+    boss = client(console)
+    boss.login(*BOSS)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    alice = f"alice@{DOMAIN}"
+    for fields in ({"size": "9" * 25}, {"size": "10M", "messages": "9" * 25},
+                   {"size": "10M", "messages": "²"}):
+        answer = boss.api("POST", f"/api/users/{alice}/quota", token, fields)
+        assert answer.status == 400 and "error" in answer.json(), (fields, answer.text)
+        page = boss.post("/users/action", {"address": alice, "action": "quota", **fields})
+        assert page.status == 400 and 'id="error"' in page.text, (fields, page.text)
+    assert "no storage limit, no message limit" in cli(console.conf, "quota", "show", alice).stdout
+    assert "Traceback" not in console.log()
