@@ -425,3 +425,20 @@ def test_a_quota_past_what_the_database_holds_is_refused_not_a_traceback(console
         assert page.status == 400 and 'id="error"' in page.text, (fields, page.text)
     assert "no storage limit, no message limit" in cli(console.conf, "quota", "show", alice).stdout
     assert "Traceback" not in console.log()
+
+
+def test_an_outbound_limit_the_database_cannot_hold_is_refused_not_a_traceback(console):
+    """10^25 messages (past any integer column), or an interval of nan or inf seconds: 400
+    and its reason, nothing stored. NaN once reached the database as NULL and came back as
+    "the accounts database is unavailable" (503) with the database's path."""
+    boss = client(console)
+    boss.login(*BOSS)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    for fields in ({"messages": "9" * 25, "interval": "60"}, {"messages": "5", "interval": "nan"},
+                   {"messages": "5", "interval": "inf"}, {"messages": "5", "interval": "1e400"}):
+        answer = boss.api("POST", f"/api/users/alice@{DOMAIN}/limit", token, fields)
+        assert answer.status == 400 and "error" in answer.json(), (fields, answer.text)
+        page = boss.post("/domains/settings", {"name": DOMAIN, **fields})
+        assert page.status == 400 and 'id="error"' in page.text, (fields, page.text)
+    assert "No limit set" in boss.get("/security").text
+    assert "Traceback" not in console.log()
