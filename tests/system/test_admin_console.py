@@ -442,3 +442,18 @@ def test_an_outbound_limit_the_database_cannot_hold_is_refused_not_a_traceback(c
         assert page.status == 400 and 'id="error"' in page.text, (fields, page.text)
     assert "No limit set" in boss.get("/security").text
     assert "Traceback" not in console.log()
+
+
+def test_public_folders_take_on_or_off_and_nothing_else(console):
+    """Any other value ("yes", "true", a typo, a JSON object) is refused with 400 and leaves
+    the setting as it was; it used to switch the folders off and audit the typo."""
+    host = client(console)
+    host.login(*HOST)
+    token = cli(console.conf, "admin", "token", HOST[0]).stdout.strip()
+    assert host.api("POST", f"/api/domains/{DOMAIN}/settings", token, {"public": "on"}).status == 200
+    for value in ("yes", "ON ", {"on": True}):
+        answer = host.api("POST", f"/api/domains/{DOMAIN}/settings", token, {"public": value})
+        assert answer.status == 400 and "on or off" in answer.json()["error"], (value, answer.text)
+    page = host.post("/domains/settings", {"name": DOMAIN, "public": "true"})
+    assert page.status == 400 and "on or off" in page.text
+    assert f"public folders of {DOMAIN}: on" in cli(console.conf, "public", "show", DOMAIN).stdout

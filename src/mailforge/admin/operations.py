@@ -145,6 +145,9 @@ class Operations:
         domain = self.require_domain(actor, domain)
         settings = self.accounts.mailbox_settings
         if "public" in fields:
+            # As `public set` takes them: anything else (a typo, "yes") must not mean "off".
+            if fields["public"] not in ("on", "off"):
+                raise UsageError(f"public folders are on or off, not {fields['public']!r}")
             settings.set_public_folders(domain, fields["public"] == "on")
             detail = f"public folders {fields['public']}"
         else:
