@@ -445,15 +445,36 @@ def test_an_outbound_limit_the_database_cannot_hold_is_refused_not_a_traceback(c
 
 
 def test_public_folders_take_on_or_off_and_nothing_else(console):
-    """Any other value ("yes", "true", a typo, a JSON object) is refused with 400 and leaves
+    """Any other value ("yes", "true", a typo, a number) is refused with 400 and leaves
     the setting as it was; it used to switch the folders off and audit the typo."""
     host = client(console)
     host.login(*HOST)
     token = cli(console.conf, "admin", "token", HOST[0]).stdout.strip()
     assert host.api("POST", f"/api/domains/{DOMAIN}/settings", token, {"public": "on"}).status == 200
-    for value in ("yes", "ON ", {"on": True}):
+    for value in ("yes", "ON ", 1):
         answer = host.api("POST", f"/api/domains/{DOMAIN}/settings", token, {"public": value})
         assert answer.status == 400 and "on or off" in answer.json()["error"], (value, answer.text)
     page = host.post("/domains/settings", {"name": DOMAIN, "public": "true"})
     assert page.status == 400 and "on or off" in page.text
     assert f"public folders of {DOMAIN}: on" in cli(console.conf, "public", "show", DOMAIN).stdout
+
+
+def test_a_json_list_or_object_is_refused_not_stored_as_its_python_text(console):
+    """As with null: ["pw"] must not become the password "['pw']", nor {"a": 1} a domain's
+    name; only the services' settings take lists (listen)."""
+    boss = client(console)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    alice = f"alice@{DOMAIN}"
+    for path, payload in ((f"/api/users/{alice}/password", {"password": ["new pw"]}),
+                          (f"/api/users/{alice}/apop", {"secret": {"s": 3}}),
+                          ("/api/users", {"address": f"list@{DOMAIN}", "password": ["pw"]}),
+                          ("/api/aliases", {"source": f"a@{DOMAIN}", "target": [alice]}),
+                          ("/api/domains", {"name": {"x": "y.test"}}),
+                          ("/api/services/smtp", {"max_connections": {"n": 5}})):
+        answer = boss.api("POST", path, token, payload)
+        assert answer.status == 400 and "JSON" in answer.json()["error"], (path, answer.text)
+    assert f"list@{DOMAIN}" not in cli(console.conf, "user", "list").stdout
+    from mailforge.auth.accounts import open_accounts
+    with open_accounts(console.config) as accounts:
+        assert not accounts.credentials.check_password(alice, "['new pw']")
+        assert accounts.credentials.check_password(alice, "correct horse")
