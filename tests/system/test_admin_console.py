@@ -478,3 +478,23 @@ def test_a_json_list_or_object_is_refused_not_stored_as_its_python_text(console)
     with open_accounts(console.config) as accounts:
         assert not accounts.credentials.check_password(alice, "['new pw']")
         assert accounts.credentials.check_password(alice, "correct horse")
+
+
+def test_a_domain_administrator_cannot_lift_an_outbound_limits_disable(console):
+    """Outbound limits are the system administrator's: a mailbox a limit's "disable" action
+    stopped (a spamming account) stays stopped when its domain's administrator enables it;
+    a system administrator's enable lifts it, as `mailforge user enable` does."""
+    from mailforge.auth.accounts import open_accounts
+
+    alice = f"alice@{DOMAIN}"
+    with open_accounts(console.config) as accounts:
+        accounts.send_limits.send_disable(alice)
+    host, boss = client(console), client(console)
+    host.login(*HOST)
+    boss.login(*BOSS)
+    assert host.post("/users/action", {"address": alice, "action": "enable"}).status == 200
+    with open_accounts(console.config) as accounts:
+        assert accounts.send_limits.send_status(alice).disabled
+    assert boss.post("/users/action", {"address": alice, "action": "enable"}).status == 200
+    with open_accounts(console.config) as accounts:
+        assert not accounts.send_limits.send_status(alice).disabled

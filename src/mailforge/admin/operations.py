@@ -118,7 +118,9 @@ class Operations:
         if action == "disable":
             directory.user_disable(address)
         elif action == "enable":
-            directory.user_enable(address)
+            # A limit's "disable" action is lifted by a system administrator only, as limits
+            # are set: a domain's own would undo it for the spamming account it stopped.
+            directory.user_enable(address, sending=actor.admin.is_system)
         elif action == "remove":
             directory.user_remove(address)
         elif action == "password":
