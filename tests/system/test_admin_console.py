@@ -408,3 +408,93 @@ def test_the_accounts_database_failing_shows_its_details_to_system_administrator
     assert re.search(r"console request from .*: POST /login failed: .*database is locked",
                      console.log())
     assert host.post("/users", {"address": f"dave@{DOMAIN}", "password": "pw"}).status == 200
+
+
+def test_a_quota_past_what_the_database_holds_is_refused_not_a_traceback(console):
+    """A quota of 10^25 octets (past a 64-bit integer) or "²" messages (a digit to
+    str.isdigit, not to int) is the asker's mistake: 400 and its reason, the quota unchanged."""
+    boss = client(console)
+    boss.login(*BOSS)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    alice = f"alice@{DOMAIN}"
+    for fields in ({"size": "9" * 25}, {"size": "10M", "messages": "9" * 25},
+                   {"size": "10M", "messages": "²"}):
+        answer = boss.api("POST", f"/api/users/{alice}/quota", token, fields)
+        assert answer.status == 400 and "error" in answer.json(), (fields, answer.text)
+        page = boss.post("/users/action", {"address": alice, "action": "quota", **fields})
+        assert page.status == 400 and 'id="error"' in page.text, (fields, page.text)
+    assert "no storage limit, no message limit" in cli(console.conf, "quota", "show", alice).stdout
+    assert "Traceback" not in console.log()
+
+
+def test_an_outbound_limit_the_database_cannot_hold_is_refused_not_a_traceback(console):
+    """10^25 messages (past any integer column), or an interval of nan or inf seconds: 400
+    and its reason, nothing stored. NaN once reached the database as NULL and came back as
+    "the accounts database is unavailable" (503) with the database's path."""
+    boss = client(console)
+    boss.login(*BOSS)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    for fields in ({"messages": "9" * 25, "interval": "60"}, {"messages": "5", "interval": "nan"},
+                   {"messages": "5", "interval": "inf"}, {"messages": "5", "interval": "1e400"}):
+        answer = boss.api("POST", f"/api/users/alice@{DOMAIN}/limit", token, fields)
+        assert answer.status == 400 and "error" in answer.json(), (fields, answer.text)
+        page = boss.post("/domains/settings", {"name": DOMAIN, **fields})
+        assert page.status == 400 and 'id="error"' in page.text, (fields, page.text)
+    assert "No limit set" in boss.get("/security").text
+    assert "Traceback" not in console.log()
+
+
+def test_public_folders_take_on_or_off_and_nothing_else(console):
+    """Any other value ("yes", "true", a typo, a number) is refused with 400 and leaves
+    the setting as it was; it used to switch the folders off and audit the typo."""
+    host = client(console)
+    host.login(*HOST)
+    token = cli(console.conf, "admin", "token", HOST[0]).stdout.strip()
+    assert host.api("POST", f"/api/domains/{DOMAIN}/settings", token, {"public": "on"}).status == 200
+    for value in ("yes", "ON ", 1):
+        answer = host.api("POST", f"/api/domains/{DOMAIN}/settings", token, {"public": value})
+        assert answer.status == 400 and "on or off" in answer.json()["error"], (value, answer.text)
+    page = host.post("/domains/settings", {"name": DOMAIN, "public": "true"})
+    assert page.status == 400 and "on or off" in page.text
+    assert f"public folders of {DOMAIN}: on" in cli(console.conf, "public", "show", DOMAIN).stdout
+
+
+def test_a_json_list_or_object_is_refused_not_stored_as_its_python_text(console):
+    """As with null: ["pw"] must not become the password "['pw']", nor {"a": 1} a domain's
+    name; only the services' settings take lists (listen)."""
+    boss = client(console)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    alice = f"alice@{DOMAIN}"
+    for path, payload in ((f"/api/users/{alice}/password", {"password": ["new pw"]}),
+                          (f"/api/users/{alice}/apop", {"secret": {"s": 3}}),
+                          ("/api/users", {"address": f"list@{DOMAIN}", "password": ["pw"]}),
+                          ("/api/aliases", {"source": f"a@{DOMAIN}", "target": [alice]}),
+                          ("/api/domains", {"name": {"x": "y.test"}}),
+                          ("/api/services/smtp", {"max_connections": {"n": 5}})):
+        answer = boss.api("POST", path, token, payload)
+        assert answer.status == 400 and "JSON" in answer.json()["error"], (path, answer.text)
+    assert f"list@{DOMAIN}" not in cli(console.conf, "user", "list").stdout
+    from mailforge.auth.accounts import open_accounts
+    with open_accounts(console.config) as accounts:
+        assert not accounts.credentials.check_password(alice, "['new pw']")
+        assert accounts.credentials.check_password(alice, "correct horse")
+
+
+def test_a_domain_administrator_cannot_lift_an_outbound_limits_disable(console):
+    """Outbound limits are the system administrator's: a mailbox a limit's "disable" action
+    stopped (a spamming account) stays stopped when its domain's administrator enables it;
+    a system administrator's enable lifts it, as `mailforge user enable` does."""
+    from mailforge.auth.accounts import open_accounts
+
+    alice = f"alice@{DOMAIN}"
+    with open_accounts(console.config) as accounts:
+        accounts.send_limits.send_disable(alice)
+    host, boss = client(console), client(console)
+    host.login(*HOST)
+    boss.login(*BOSS)
+    assert host.post("/users/action", {"address": alice, "action": "enable"}).status == 200
+    with open_accounts(console.config) as accounts:
+        assert accounts.send_limits.send_status(alice).disabled
+    assert boss.post("/users/action", {"address": alice, "action": "enable"}).status == 200
+    with open_accounts(console.config) as accounts:
+        assert not accounts.send_limits.send_status(alice).disabled

@@ -43,23 +43,30 @@ def _plain(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-async def body(request: web.Request) -> dict[str, Any]:
+async def body(request: web.Request, lists: bool = False) -> dict[str, Any]:
+    """The request's JSON object; `lists`: its values may be lists (the services' settings)."""
     try:
         data = await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(text='{"error": "the body must be a JSON object"}',
-                                 content_type="application/json") from None
+        raise _bad_body("the body must be a JSON object") from None
     if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text='{"error": "the body must be a JSON object"}',
-                                 content_type="application/json")
+        raise _bad_body("the body must be a JSON object")
     # The actions take text: str(None) would store "None" (as a password, an APOP secret, a
     # domain...). A field is given as a value or left out; null is neither.
     nulls = [key for key, value in data.items() if value is None]
     if nulls:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"{', '.join(nulls)}: null is not a value; "
-                                                  "give one or leave the field out"}),
-                                 content_type="application/json")
+        raise _bad_body(f"{', '.join(nulls)}: null is not a value; give one or leave the field out")
+    # Nor a list or an object where the action takes text: str(["pw"]) would be the password.
+    nested = [key for key, value in data.items()
+              if isinstance(value, dict) or (isinstance(value, list) and not lists)]
+    if nested:
+        raise _bad_body(f"{', '.join(nested)}: a JSON {'object' if lists else 'list or object'} "
+                        "is not a value here; give text or a number")
     return data
+
+
+def _bad_body(error: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": error}), content_type="application/json")
 
 
 @routes.get("/api/status")
@@ -153,6 +160,6 @@ async def unblock(request: web.Request) -> web.Response:
 async def configure(request: web.Request) -> web.Response:
     """The body's values as the form's text (strings) or as JSON of the key's type."""
     fields = {key: value if isinstance(value, str) else form_text(value)
-              for key, value in (await body(request)).items()}
+              for key, value in (await body(request, lists=True)).items()}
     return await call(request, console_of(request).ops.configure, request.match_info["section"], fields)
 

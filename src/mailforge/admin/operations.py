@@ -118,7 +118,9 @@ class Operations:
         if action == "disable":
             directory.user_disable(address)
         elif action == "enable":
-            directory.user_enable(address)
+            # A limit's "disable" action is lifted by a system administrator only, as limits
+            # are set: a domain's own would undo it for the spamming account it stopped.
+            directory.user_enable(address, sending=actor.admin.is_system)
         elif action == "remove":
             directory.user_remove(address)
         elif action == "password":
@@ -145,6 +147,9 @@ class Operations:
         domain = self.require_domain(actor, domain)
         settings = self.accounts.mailbox_settings
         if "public" in fields:
+            # As `public set` takes them: anything else (a typo, "yes") must not mean "off".
+            if fields["public"] not in ("on", "off"):
+                raise UsageError(f"public folders are on or off, not {fields['public']!r}")
             settings.set_public_folders(domain, fields["public"] == "on")
             detail = f"public folders {fields['public']}"
         else:

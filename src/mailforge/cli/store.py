@@ -112,7 +112,7 @@ def parse_size(text: str) -> int | None:
 def parse_count(text: str) -> int | None:
     if text.lower() == "none":
         return None
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit to isdigit, not to int
         raise UsageError(f"bad message count {text!r} (a number, or none)")
     return int(text)
 

@@ -17,6 +17,13 @@ from ...addresses import normalize_address, normalize_domain
 from ...errors import UsageError
 
 
+# The largest numbers the columns hold in both backends: BIGINT, and INTEGER (PostgreSQL's is
+# 32-bit). A larger one is the asker's mistake, refused as such; handed to the driver it fails
+# as an OverflowError (a traceback) or a database error (read as "the database is unavailable").
+MAX_BIGINT = 2**63 - 1
+MAX_INTEGER = 2**31 - 1
+
+
 class Cursor(Protocol):
     rowcount: int
     description: Any  # a sequence of columns, each with its name first (DB-API)

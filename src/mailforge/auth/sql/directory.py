@@ -110,9 +110,12 @@ class Directory:
     def user_disable(self, address: str) -> None:
         self._database.update_mailbox(address, "disabled = ?", 1)
 
-    def user_enable(self, address: str) -> None:
-        """Undo `user_disable`, and a limit's "disable" action."""
-        self._database.update_mailbox(address, "disabled = ?, send_disabled = ?", 0, 0)
+    def user_enable(self, address: str, sending: bool = True) -> None:
+        """Undo `user_disable`, and with `sending` a limit's "disable" action."""
+        if sending:
+            self._database.update_mailbox(address, "disabled = ?, send_disabled = ?", 0, 0)
+        else:
+            self._database.update_mailbox(address, "disabled = ?", 0)
 
     def users(self, domain: str | None = None) -> list[UserInfo]:
         """With the node that owns each (its own, else its domain's)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ...addresses import normalize_address, normalize_domain
 from ...errors import UsageError
 from ..api import PUBLIC_EVERYONE, PUBLIC_NOBODY, StoreSettings
-from .database import Database, domain_of, require_domain
+from .database import MAX_BIGINT, Database, domain_of, require_domain
 
 
 class MailboxSettings:
@@ -19,6 +19,8 @@ class MailboxSettings:
         for limit in (limit_bytes, limit_messages):
             if limit is not None and limit < 0:
                 raise UsageError("a quota cannot be negative")
+            if limit is not None and limit > MAX_BIGINT:
+                raise UsageError(f"a quota cannot be above {MAX_BIGINT}")
         self._database.update_mailbox(address, "quota_bytes = ?, quota_messages = ?",
                                       limit_bytes, limit_messages)
 

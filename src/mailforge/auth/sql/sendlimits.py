@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import math
+
 from ...errors import UsageError
 from ..api import SEND_LIMIT_ACTIONS, SEND_LIMIT_SCOPES, SendLimit, SendStatus
-from .database import Database, domain_of, require_domain, require_mailbox
+from .database import MAX_INTEGER, Database, domain_of, require_domain, require_mailbox
 
 # A sender's disabled flag and the limits that may apply to it, narrowest first, in one query:
 # the LEFT JOINs on the one-row `sender` keep a row (of NULLs) for an unknown address and for
@@ -29,8 +31,10 @@ class SendLimits:
     def limit_set(self, limit: SendLimit) -> None:
         if limit.scope not in SEND_LIMIT_SCOPES or limit.action not in SEND_LIMIT_ACTIONS:
             raise UsageError(f"bad limit {limit}")
-        if limit.messages < 1 or limit.interval <= 0:
-            raise UsageError("a limit needs at least 1 message and an interval above 0 seconds")
+        # NaN fails every comparison, so each bound is asked the way round that refuses it.
+        if not (1 <= limit.messages <= MAX_INTEGER and 0 < limit.interval < math.inf):
+            raise UsageError(f"a limit needs 1 to {MAX_INTEGER} messages and an interval of "
+                             "seconds above 0, finite")
         with self._database.write() as db:
             if limit.scope == "domain":
                 require_domain(db, limit.name)
