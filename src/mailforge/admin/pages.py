@@ -80,7 +80,7 @@ async def login(request: web.Request) -> web.Response:
         log_unavailable_before_login(request, exc)
         return await login_page(request, ACCOUNTS_UNAVAILABLE, 503)
     if admin is None:
-        verdict = await console.guard.count_failure("admin", ip, "console login failed")
+        verdict = await console.guard.count_failure("admin", ip, "failed console login")
         await asyncio.sleep(verdict.delay)
         if verdict.blocked_for:
             return _blocked(verdict.blocked_for)

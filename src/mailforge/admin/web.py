@@ -237,7 +237,7 @@ async def _bearer(request: web.Request, console: Console) -> AdminLogin | None:
     login = await console.blocking(console.accounts.admins.token, secret.strip())
     if login is None:
         # A wrong token is a failed login: counted, tarpitted and blocked like a password.
-        verdict = await console.guard.count_failure("admin", client_ip(request), "API token refused")
+        verdict = await console.guard.count_failure("admin", client_ip(request), "refused API token")
         await asyncio.sleep(verdict.delay)
     return login
 
