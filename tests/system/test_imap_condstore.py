@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from .conftest import USER, cli
-from .imap_helpers import RawSession, fill, login
+from .imap_helpers import RawSession, fill, login, ok
 
 
 def qresync_session(server) -> RawSession:
@@ -74,3 +74,32 @@ def test_modseq_and_expunge_memory_survive_a_restart_and_store_repair(imap_serve
     assert message_modseqs(again) == modseqs
     stored = b"".join(again.command(b"S", b"UID STORE 1 +FLAGS (\\Seen)"))
     assert int(re.search(rb"MODSEQ \((\d+)\)", stored).group(1)) > highest
+
+
+def fetch_lines(client) -> list[bytes]:
+    """The untagged FETCH responses imaplib gathered and no command of it took (their data)."""
+    return [item for item in client.untagged_responses.pop("FETCH", [])
+            if isinstance(item, bytes)]
+
+
+def test_every_untagged_fetch_carries_the_uid_once_qresync_is_on(imap_server):
+    """RFC 7162 3.2.4: with QRESYNC enabled, each untagged FETCH names the message's UID as
+    well as its MODSEQ, whatever caused it: a STORE by sequence number (.SILENT too), a FETCH
+    that set \\Seen, another session's change."""
+    fill(login(imap_server), 3)
+    client = login(imap_server)
+    ok(client.enable("QRESYNC"))
+    ok(client.select("INBOX"))
+    assert re.fullmatch(rb"1 \(UID 1 FLAGS \(\\Flagged \\Recent\) MODSEQ \(\d+\)\)",
+                        ok(client.store("1", "+FLAGS", r"(\Flagged)"))[0])
+    assert re.fullmatch(rb"2 \(UID 2 MODSEQ \(\d+\)\)",
+                        ok(client.store("2", "+FLAGS.SILENT", r"(\Answered)"))[0])
+    (head, _), tail = ok(client.fetch("3", "(BODY[HEADER.FIELDS (SUBJECT)])"))
+    assert head.startswith(b"3 (UID 3 BODY[")
+    assert re.fullmatch(rb" FLAGS \(\\Seen \\Recent\) MODSEQ \(\d+\)\)", tail)
+    other = login(imap_server)
+    ok(other.select("INBOX"))
+    ok(other.store("1", "+FLAGS", r"(\Deleted)"))
+    ok(client.noop())
+    assert re.fullmatch(rb"1 \(UID 1 FLAGS \(\\Deleted \\Flagged \\Recent\) MODSEQ \(\d+\)\)",
+                        fetch_lines(client)[0])

@@ -293,10 +293,13 @@ def _fetch_each(session: CommandSession, selected: Selected,
     untagged, recent, condstore_on = session.untagged, not session.sync.rev2, session.sync.condstore
     for seq, info in targets:
         try:
+            # This FETCH set \Seen: FLAGS too (RFC 3501 6.4.5), and UID and MODSEQ under
+            # QRESYNC (RFC 7162 3.2.4).
+            just_seen = info.uid in seen
             untagged(fetch_line(
-                selected, seq, info, items, needs_message, from_summary, uid=by_uid,
-                flags=info.uid in seen,
-                modseq=with_modseq or info.uid in seen and condstore_on, recent=recent))
+                selected, seq, info, items, needs_message, from_summary,
+                uid=selected.with_uid(by_uid) if just_seen else by_uid, flags=just_seen,
+                modseq=with_modseq or just_seen and condstore_on, recent=recent))
         except UnknownEncoding:
             return -1
         except MessageGone:
