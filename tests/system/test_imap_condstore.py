@@ -103,3 +103,23 @@ def test_every_untagged_fetch_carries_the_uid_once_qresync_is_on(imap_server):
     ok(client.noop())
     assert re.fullmatch(rb"1 \(UID 1 FLAGS \(\\Deleted \\Flagged \\Recent\) MODSEQ \(\d+\)\)",
                         fetch_lines(client)[0])
+
+
+def test_sort_by_modseq_ends_with_the_highest_modseq_found(imap_server):
+    """RFC 7162 3.1.9 and 3.1.10: a SORT whose criteria hold MODSEQ appends the highest MODSEQ
+    of the messages it found, `* SORT ... (MODSEQ n)`, and SORT RETURN (...) (ESORT) a MODSEQ
+    item, as SEARCH does."""
+    fill(login(imap_server), 3)
+    client = login(imap_server)
+    ok(client.select("INBOX"))
+    ok(client.store("2", "+FLAGS", r"(\Flagged)"))
+    modseq = int(re.fullmatch(rb"2 \(MODSEQ \((\d+)\)\)", ok(client.fetch("2", "(MODSEQ)"))[0])
+                 .group(1))
+    assert ok(client.search(None, "MODSEQ", str(modseq))) == [b"2 (MODSEQ %d)" % modseq]
+    assert ok(client.sort("(SUBJECT)", "UTF-8", "MODSEQ", str(modseq))) == \
+        [b"2 (MODSEQ %d)" % modseq]
+    assert ok(client.uid("SORT", "(SUBJECT)", "UTF-8", "MODSEQ", "1")) == \
+        [b"1 2 3 (MODSEQ %d)" % modseq]
+    ok(client._simple_command("SORT", "RETURN", "(ALL)", "(SUBJECT)", "UTF-8",
+                              "MODSEQ", str(modseq)))
+    assert client.untagged_responses.pop("ESEARCH")[-1].endswith(b" ALL 2 MODSEQ %d" % modseq)
