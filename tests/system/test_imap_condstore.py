@@ -123,3 +123,20 @@ def test_sort_by_modseq_ends_with_the_highest_modseq_found(imap_server):
     ok(client._simple_command("SORT", "RETURN", "(ALL)", "(SUBJECT)", "UTF-8",
                               "MODSEQ", str(modseq)))
     assert client.untagged_responses.pop("ESEARCH")[-1].endswith(b" ALL 2 MODSEQ %d" % modseq)
+
+
+def test_a_new_folder_has_a_highestmodseq_above_zero_that_its_first_message_raises(imap_server):
+    """RFC 7162 7: HIGHESTMODSEQ's value is a mod-sequence-value, 1 or more (Dovecot reports 1
+    for a folder nothing happened in); the first message appended must still raise it, or a
+    client that compares STATUS HIGHESTMODSEQ with what it saw would miss the message."""
+    client = login(imap_server)
+    ok(client.create("Empty"))
+    status = rb'"?Empty"? \(HIGHESTMODSEQ (\d+)\)'
+    empty = int(re.fullmatch(status, ok(client.status("Empty", "(HIGHESTMODSEQ)"))[0]).group(1))
+    ok(client.select("Empty"))
+    assert client.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % empty]
+    assert empty >= 1
+    fill(client, 1, "Empty")
+    ok(client.select("INBOX"))
+    after = int(re.fullmatch(status, ok(client.status("Empty", "(HIGHESTMODSEQ)"))[0]).group(1))
+    assert after > empty
