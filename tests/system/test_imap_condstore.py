@@ -140,3 +140,16 @@ def test_a_new_folder_has_a_highestmodseq_above_zero_that_its_first_message_rais
     ok(client.select("INBOX"))
     after = int(re.fullmatch(status, ok(client.status("Empty", "(HIGHESTMODSEQ)"))[0]).group(1))
     assert after > empty
+
+
+def test_selecting_while_selected_says_closed_without_qresync_too(imap_server):
+    """RFC 7162 3.2.11: a server that implements QRESYNC says [CLOSED] whenever SELECT or
+    EXAMINE closes the folder that was selected, whether or not the client enabled it (as
+    Dovecot does): the boundary between the two folders' untagged responses."""
+    client = login(imap_server)
+    ok(client.select("INBOX"))
+    assert "CLOSED" not in client.untagged_responses
+    ok(client.select("Trash", readonly=True))
+    assert "CLOSED" in client.untagged_responses
+    assert client.select("Nowhere")[0] == "NO"
+    assert "CLOSED" in client.untagged_responses  # the failed SELECT closed Trash
