@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from .conftest import USER, cli
-from .imap_helpers import RawSession, fill, login
+from .imap_helpers import RawSession, fill, login, ok
 
 
 def qresync_session(server) -> RawSession:
@@ -74,3 +74,82 @@ def test_modseq_and_expunge_memory_survive_a_restart_and_store_repair(imap_serve
     assert message_modseqs(again) == modseqs
     stored = b"".join(again.command(b"S", b"UID STORE 1 +FLAGS (\\Seen)"))
     assert int(re.search(rb"MODSEQ \((\d+)\)", stored).group(1)) > highest
+
+
+def fetch_lines(client) -> list[bytes]:
+    """The untagged FETCH responses imaplib gathered and no command of it took (their data)."""
+    return [item for item in client.untagged_responses.pop("FETCH", [])
+            if isinstance(item, bytes)]
+
+
+def test_every_untagged_fetch_carries_the_uid_once_qresync_is_on(imap_server):
+    """RFC 7162 3.2.4: with QRESYNC enabled, each untagged FETCH names the message's UID as
+    well as its MODSEQ, whatever caused it: a STORE by sequence number (.SILENT too), a FETCH
+    that set \\Seen, another session's change."""
+    fill(login(imap_server), 3)
+    client = login(imap_server)
+    ok(client.enable("QRESYNC"))
+    ok(client.select("INBOX"))
+    assert re.fullmatch(rb"1 \(UID 1 FLAGS \(\\Flagged \\Recent\) MODSEQ \(\d+\)\)",
+                        ok(client.store("1", "+FLAGS", r"(\Flagged)"))[0])
+    assert re.fullmatch(rb"2 \(UID 2 MODSEQ \(\d+\)\)",
+                        ok(client.store("2", "+FLAGS.SILENT", r"(\Answered)"))[0])
+    (head, _), tail = ok(client.fetch("3", "(BODY[HEADER.FIELDS (SUBJECT)])"))
+    assert head.startswith(b"3 (UID 3 BODY[")
+    assert re.fullmatch(rb" FLAGS \(\\Seen \\Recent\) MODSEQ \(\d+\)\)", tail)
+    other = login(imap_server)
+    ok(other.select("INBOX"))
+    ok(other.store("1", "+FLAGS", r"(\Deleted)"))
+    ok(client.noop())
+    assert re.fullmatch(rb"1 \(UID 1 FLAGS \(\\Deleted \\Flagged \\Recent\) MODSEQ \(\d+\)\)",
+                        fetch_lines(client)[0])
+
+
+def test_sort_by_modseq_ends_with_the_highest_modseq_found(imap_server):
+    """RFC 7162 3.1.9 and 3.1.10: a SORT whose criteria hold MODSEQ appends the highest MODSEQ
+    of the messages it found, `* SORT ... (MODSEQ n)`, and SORT RETURN (...) (ESORT) a MODSEQ
+    item, as SEARCH does."""
+    fill(login(imap_server), 3)
+    client = login(imap_server)
+    ok(client.select("INBOX"))
+    ok(client.store("2", "+FLAGS", r"(\Flagged)"))
+    modseq = int(re.fullmatch(rb"2 \(MODSEQ \((\d+)\)\)", ok(client.fetch("2", "(MODSEQ)"))[0])
+                 .group(1))
+    assert ok(client.search(None, "MODSEQ", str(modseq))) == [b"2 (MODSEQ %d)" % modseq]
+    assert ok(client.sort("(SUBJECT)", "UTF-8", "MODSEQ", str(modseq))) == \
+        [b"2 (MODSEQ %d)" % modseq]
+    assert ok(client.uid("SORT", "(SUBJECT)", "UTF-8", "MODSEQ", "1")) == \
+        [b"1 2 3 (MODSEQ %d)" % modseq]
+    ok(client._simple_command("SORT", "RETURN", "(ALL)", "(SUBJECT)", "UTF-8",
+                              "MODSEQ", str(modseq)))
+    assert client.untagged_responses.pop("ESEARCH")[-1].endswith(b" ALL 2 MODSEQ %d" % modseq)
+
+
+def test_a_new_folder_has_a_highestmodseq_above_zero_that_its_first_message_raises(imap_server):
+    """RFC 7162 7: HIGHESTMODSEQ's value is a mod-sequence-value, 1 or more (Dovecot reports 1
+    for a folder nothing happened in); the first message appended must still raise it, or a
+    client that compares STATUS HIGHESTMODSEQ with what it saw would miss the message."""
+    client = login(imap_server)
+    ok(client.create("Empty"))
+    status = rb'"?Empty"? \(HIGHESTMODSEQ (\d+)\)'
+    empty = int(re.fullmatch(status, ok(client.status("Empty", "(HIGHESTMODSEQ)"))[0]).group(1))
+    ok(client.select("Empty"))
+    assert client.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % empty]
+    assert empty >= 1
+    fill(client, 1, "Empty")
+    ok(client.select("INBOX"))
+    after = int(re.fullmatch(status, ok(client.status("Empty", "(HIGHESTMODSEQ)"))[0]).group(1))
+    assert after > empty
+
+
+def test_selecting_while_selected_says_closed_without_qresync_too(imap_server):
+    """RFC 7162 3.2.11: a server that implements QRESYNC says [CLOSED] whenever SELECT or
+    EXAMINE closes the folder that was selected, whether or not the client enabled it (as
+    Dovecot does): the boundary between the two folders' untagged responses."""
+    client = login(imap_server)
+    ok(client.select("INBOX"))
+    assert "CLOSED" not in client.untagged_responses
+    ok(client.select("Trash", readonly=True))
+    assert "CLOSED" in client.untagged_responses
+    assert client.select("Nowhere")[0] == "NO"
+    assert "CLOSED" in client.untagged_responses  # the failed SELECT closed Trash

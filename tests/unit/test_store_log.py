@@ -172,11 +172,12 @@ def test_expunge_and_flags_from_the_index_without_touching_files(tmp_path, monke
 def test_index_counters_never_go_backwards():
     index = UidIndex(7)
     index.add("cur", "a:2,", 1.0, 1)
-    index.apply([Kind.RECENT, 1, 1])  # an old claim replayed after a newer one
-    assert index.modseq == 1 and index.first_recent == 1
+    added = index.modseq
+    index.apply([Kind.RECENT, added - 1, 1])  # an old claim replayed after a newer one
+    assert index.modseq == added and index.first_recent == 1
     index.claim_recent()
-    index.apply([Kind.RECENT, 2, 1])
-    assert index.first_recent == 2 and index.modseq == 2
+    index.apply([Kind.RECENT, added, 1])
+    assert index.first_recent == 2 and index.modseq == added + 1
 
 
 def test_append_syncs_the_message_cur_and_the_log_once_each_and_rewrites_no_index(

@@ -44,6 +44,9 @@ LOCK_NAME = "mailforge-uidlist.lock"
 UIDVALIDITY_NAME = "mailforge-uidvalidity"
 FORMAT_VERSION = 2
 MAX_UID = 2**32 - 1  # UIDs and UIDVALIDITY are 32-bit (RFC 3501 2.3.1.1)
+# The MODSEQ of a folder nothing happened in yet: HIGHESTMODSEQ is never 0 (RFC 7162 7,
+# mod-sequence-value), and the first change must still raise it, so changes start above it.
+FIRST_MODSEQ = 1
 SUBDIRS = ("new", "cur")
 # Expunged UIDs remembered for QRESYNC: a busy folder's month of deletions (a few hundred a
 # day) fits many times over, and the snapshot grows by some ten bytes each.
@@ -82,7 +85,7 @@ class UidIndex:
     # The lowest UID no read-write session has claimed yet: \Recent goes to the session that
     # moves this past a message (Dovecot's dovecot-uidlist keeps the same number).
     first_recent: int = 1
-    modseq: int = 0       # the highest MODSEQ handed out
+    modseq: int = FIRST_MODSEQ  # the highest MODSEQ handed out
     generation: int = 0   # of the log that continues this snapshot
     # cur/'s mtime when the index last described the files completely; 0: unknown.
     cur_mtime: int = 0
@@ -259,6 +262,8 @@ def _decode_header_v2(index: UidIndex, raw: dict, problems: list[str]) -> None:
             setattr(index, name, value)
         else:
             problems.append(f"bad {name}")
+    # A folder's snapshot written before FIRST_MODSEQ may say 0 (it never changed).
+    index.modseq = max(index.modseq, FIRST_MODSEQ)
     index.cur_final = raw.get("cur_final") is True
 
 

@@ -20,7 +20,7 @@ from ...store.acl import permitted_flags
 from .command_session import CommandSession
 from .mime import UnknownEncoding
 from .responses import Bad, Tagged, atom, count, flag_list, folder_name, no, ok
-from .results import sequence_set, split_return
+from .results import numbers_line, sequence_set, split_return
 from .search import BadCharset, parse_search
 from .selected import Selected
 from .summary import header_block
@@ -133,15 +133,14 @@ def _search(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagg
         selected.saved_result = returns.saved(uids)
     numbers = uids if by_uid else found
     # RFC 7162 3.1.5: a search by MODSEQ reports the highest MODSEQ of what it found.
-    modseqs = [view[seq - 1].modseq for seq in found] if _searches_modseq(criteria) else None
+    modseqs = [view[seq - 1].modseq for seq in found] if searches_modseq(criteria) else None
     if modseqs is not None:
         condstore.start_condstore(session)
     # IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 6.4.4), as if RETURN (ALL).
     if returns.reports or session.sync.rev2 and not returns.extended:
         session.untagged(returns.esearch(tag, numbers, by_uid, modseqs))
     elif not returns.extended:
-        highest = b" (MODSEQ %d)" % max(modseqs) if modseqs else b""
-        session.untagged(b"* SEARCH%s%s\r\n" % (b"".join(b" %d" % n for n in numbers), highest))
+        session.untagged(numbers_line(b"SEARCH", numbers, modseqs))
     if returns.updates:
         keep_updated(session, SearchContext(
             tag, by_uid, ordered=False, uids=uids,
@@ -156,8 +155,9 @@ def _found_uids(selected: Selected, criteria: list, saved: Collection[int]) -> l
     return [] if isinstance(found, Tagged) else [view[seq - 1].uid for seq in found]
 
 
-def _searches_modseq(criteria: list) -> bool:
-    return any(_searches_modseq(item) if isinstance(item, list)
+def searches_modseq(criteria: list) -> bool:
+    """Whether SEARCH (or SORT) criteria hold the MODSEQ key (RFC 7162 3.1.5)."""
+    return any(searches_modseq(item) if isinstance(item, list)
                else isinstance(item, str) and item.upper() == "MODSEQ" for item in criteria)
 
 
@@ -293,10 +293,13 @@ def _fetch_each(session: CommandSession, selected: Selected,
     untagged, recent, condstore_on = session.untagged, not session.sync.rev2, session.sync.condstore
     for seq, info in targets:
         try:
+            # This FETCH set \Seen: FLAGS too (RFC 3501 6.4.5), and UID and MODSEQ under
+            # QRESYNC (RFC 7162 3.2.4).
+            just_seen = info.uid in seen
             untagged(fetch_line(
-                selected, seq, info, items, needs_message, from_summary, uid=by_uid,
-                flags=info.uid in seen,
-                modseq=with_modseq or info.uid in seen and condstore_on, recent=recent))
+                selected, seq, info, items, needs_message, from_summary,
+                uid=selected.with_uid(by_uid) if just_seen else by_uid, flags=just_seen,
+                modseq=with_modseq or just_seen and condstore_on, recent=recent))
         except UnknownEncoding:
             return -1
         except MessageGone:

@@ -13,12 +13,13 @@ import functools
 from collections.abc import Callable
 
 from ...store.api import MessageGone
+from . import condstore
 from .command_session import CommandSession
 from .context import SearchContext, keep_updated
-from .messages import find
+from .messages import find, searches_modseq
 from .mime import Header, read_header
 from .responses import Bad, Tagged, ok
-from .results import split_return
+from .results import numbers_line, split_return
 from .selected import Selected
 from .sort import Candidate, needs_header, parse_criteria, sort_messages
 from .summary import header_block
@@ -67,10 +68,14 @@ def _sort(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagged
     uids = [c.info.uid for c in ordered]
     if returns.saves:
         selected.saved_result = returns.saved(uids)
+    # RFC 7162 3.1.9, 3.1.10: as SEARCH's, a sort by MODSEQ reports the highest one it found.
+    modseqs = [c.info.modseq for c in ordered] if searches_modseq(args[1:]) else None
+    if modseqs is not None:
+        condstore.start_condstore(session)
     if returns.reports:
-        session.untagged(returns.esearch(tag, numbers, by_uid))
+        session.untagged(returns.esearch(tag, numbers, by_uid, modseqs))
     elif not returns.extended:
-        session.untagged(b"* SORT%s\r\n" % b"".join(b" %d" % n for n in numbers))
+        session.untagged(numbers_line(b"SORT", numbers, modseqs))
     if returns.updates:
         keep_updated(session, SearchContext(
             tag, by_uid, ordered=True, uids=uids,

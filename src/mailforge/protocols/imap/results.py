@@ -114,6 +114,13 @@ class ReturnOptions:
         return b"PARTIAL (%d:%d %s)" % (first, last, found)
 
 
+def numbers_line(name: bytes, numbers: Sequence[int], modseqs: Sequence[int] | None) -> bytes:
+    """`* SEARCH n ...` or `* SORT n ...`; after a search by MODSEQ that found messages, the
+    highest MODSEQ of them ends it, ` (MODSEQ m)` (RFC 7162 3.1.6, 3.1.9)."""
+    highest = b" (MODSEQ %d)" % max(modseqs) if modseqs else b""
+    return b"* %s%s%s\r\n" % (name, b"".join(b" %d" % n for n in numbers), highest)
+
+
 def esearch_head(tag: str, by_uid: bool) -> bytes:
     """`* ESEARCH (TAG "x")`, and ` UID` when the numbers are UIDs."""
     head = b'* ESEARCH (TAG "%s")' % tag.encode("ascii")

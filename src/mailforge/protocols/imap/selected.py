@@ -177,12 +177,18 @@ class Selected:
         return self.flags_lines() if self.note_keywords(infos) else []
 
     def flags_response(self, seq: int, info: MessageInfo, with_uid: bool = True) -> bytes:
-        return fetch_response(seq, info, FLAGS_ONLY, uid=with_uid, modseq=self.sync.condstore,
-                              recent=not self.sync.rev2)
+        return fetch_response(seq, info, FLAGS_ONLY, uid=self.with_uid(with_uid),
+                              modseq=self.sync.condstore, recent=not self.sync.rev2)
 
     def modseq_response(self, seq: int, info: MessageInfo, with_uid: bool) -> bytes:
         """What STORE .SILENT still says once CONDSTORE is on (RFC 7162 3.1.3)."""
-        return fetch_response(seq, info, (), uid=with_uid, modseq=True)
+        return fetch_response(seq, info, (), uid=self.with_uid(with_uid), modseq=True)
+
+    def with_uid(self, asked: bool) -> bool:
+        """Whether a FETCH response this session did not ask for names the UID: for a UID
+        command, and always once QRESYNC is on (RFC 7162 3.2.4), since such a client may
+        know its messages by UID alone."""
+        return asked or self.sync.qresync
 
 
 FLAGS_ONLY = (FetchAttribute("FLAGS"),)
