@@ -218,3 +218,14 @@ def test_any_arguments_parse_or_raise_our_errors(arguments):
         return
     hits = query.run(INFOS, BY_UID.__getitem__)
     assert set(hits) <= set(range(1, len(INFOS) + 1))
+
+
+@pytest.mark.parametrize("criteria, by_modseq", [
+    (["MODSEQ", "5"], True),
+    (["OR", "SEEN", ["MODSEQ", b"/flags/\\draft", "all", "7"]], True),
+    (["SUBJECT", "modseq"], False),  # the word as a value, not the key
+    (["HEADER", "MODSEQ", "x"], False),
+    (["ALL"], False),
+])
+def test_a_search_by_modseq_is_known_by_its_key(criteria, by_modseq):
+    assert parse_search(criteria).by_modseq is by_modseq

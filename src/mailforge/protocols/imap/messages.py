@@ -156,9 +156,12 @@ def _found_uids(selected: Selected, criteria: list, saved: Collection[int]) -> l
 
 
 def searches_modseq(criteria: list) -> bool:
-    """Whether SEARCH (or SORT) criteria hold the MODSEQ key (RFC 7162 3.1.5)."""
-    return any(searches_modseq(item) if isinstance(item, list)
-               else isinstance(item, str) and item.upper() == "MODSEQ" for item in criteria)
+    """Whether SEARCH (or SORT) criteria that `find` took hold the MODSEQ key (RFC 7162
+    3.1.5), not merely the word (SUBJECT modseq)."""
+    try:
+        return parse_search(criteria).by_modseq
+    except (ParseError, ValueError):  # BadCharset is a ValueError
+        return False
 
 
 def find(selected: Selected, criteria: list, saved: Collection[int]) -> list[int] | Tagged:

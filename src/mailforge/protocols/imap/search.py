@@ -127,6 +127,9 @@ class _Node:
 @dataclass(frozen=True, slots=True)
 class Query:
     root: _Node
+    # The MODSEQ key is among the criteria (RFC 7162 3.1.5: the answer then names the highest
+    # MODSEQ found), as a key and not as another's value (SUBJECT modseq).
+    by_modseq: bool = False
 
     @property
     def needs_message(self) -> bool:
@@ -173,7 +176,8 @@ def parse_search(args: Sequence[object], saved: Collection[int] = (),
             raise BadCharset(f"charset {charset} is not supported")
         args = args[2:]
     parser = _Parser(charset == "UTF-8", frozenset(saved), time.time() if now is None else now)
-    return Query(parser.all_of(args, 0))
+    root = parser.all_of(args, 0)
+    return Query(root, parser.by_modseq)
 
 
 class _Parser:
@@ -182,6 +186,7 @@ class _Parser:
         self.saved = saved
         self.now = now
         self.keys = 0
+        self.by_modseq = False
 
     def all_of(self, tokens: list, depth: int) -> _Node:
         if not tokens:
@@ -404,6 +409,7 @@ def _modseq(parser: _Parser, stream: Tokens, depth: int) -> _Node:
     if not (isinstance(token, str) and token.isdigit() and len(token) <= 19):
         raise ImapSyntaxError("MODSEQ needs a mod-sequence value")
     lowest = int(token)
+    parser.by_modseq = True
     return _Node(lambda m: m.info.modseq >= lowest, Needs.INFO)
 
 
