@@ -65,7 +65,11 @@ def test_exact_counts_after_a_known_workload(metrics_server):
             for _ in range(count):
                 client.sendmail("sender@remote.test", [USER], MESSAGE)
             assert client.docmd("BOGUS")[0] == 500
-    # Three sessions held open fill the per-IP cap of 3; a fourth is refused with 421.
+    # Three sessions held open fill the per-IP cap of 3; a fourth is refused with 421. First
+    # the server must have let go of the sessions above: a session's slot is released before
+    # the worker stops counting it as current, so a published 0 says they all were.
+    wait_for(lambda: value(scrape(server.metrics_port), "mailforge_connections_current",
+                           service="smtp") == 0)
     held = [smtplib.SMTP("127.0.0.1", server.port, timeout=10) for _ in range(3)]
     with pytest.raises(smtplib.SMTPConnectError) as refused:
         smtplib.SMTP("127.0.0.1", server.port, timeout=10)

@@ -69,7 +69,8 @@ def _sort(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagged
     if returns.saves:
         selected.saved_result = returns.saved(uids)
     # RFC 7162 3.1.9, 3.1.10: as SEARCH's, a sort by MODSEQ reports the highest one it found.
-    modseqs = [c.info.modseq for c in ordered] if searches_modseq(args[1:]) else None
+    modseqs = ([c.info.modseq for c in ordered]
+               if searches_modseq(_search_criteria(args[1:])) else None)
     if modseqs is not None:
         condstore.start_condstore(session)
     if returns.reports:
@@ -111,12 +112,17 @@ def _selected(session: CommandSession) -> Selected:
     return session.selected
 
 
+def _search_criteria(charset_and_criteria: list) -> list:
+    """SORT's and THREAD's charset and criteria as SEARCH takes them: the charset is no
+    option there, it comes first."""
+    return ["CHARSET", *charset_and_criteria]
+
+
 def _candidates(selected: Selected, charset_and_criteria: list, with_header: bool,
                 saved: list[int]) -> list[Candidate] | Tagged:
-    """The messages the search criteria find (SORT's and THREAD's charset is no option:
-    it comes first), each with its header block when the ordering reads one. A message
-    another session expunged meanwhile is left out."""
-    found = find(selected, ["CHARSET", *charset_and_criteria], saved)
+    """The messages the search criteria find, each with its header block when the ordering
+    reads one. A message another session expunged meanwhile is left out."""
+    found = find(selected, _search_criteria(charset_and_criteria), saved)
     if isinstance(found, Tagged):
         return found
     view = selected.messages()
