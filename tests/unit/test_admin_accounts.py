@@ -147,3 +147,19 @@ def test_an_administrator_removed_during_its_login_fails_it_like_a_wrong_passwor
 
     monkeypatch.setattr(admins_module, "verify_password", removed_meanwhile)
     assert accounts.admins.check_admin_password("leaving", "pw") is None
+
+
+def test_the_last_system_administrator_is_kept_when_asked_in_the_change_itself(accounts):
+    """The console asks (keep_a_system_admin) and the check is made in the change's own write
+    transaction: of two system administrators demoting each other at once, one is refused."""
+    admins = accounts.admins
+    for name in ("ann", "bob"):
+        admins.admin_add(name, "pw", "system", [])
+    admins.admin_set_role("ann", "domain", ["one.test"], keep_a_system_admin=True)
+    with pytest.raises(UsageError, match="bob is the last system administrator"):
+        admins.admin_set_role("bob", "domain", ["one.test"], keep_a_system_admin=True)
+    with pytest.raises(UsageError, match="bob is the last system administrator"):
+        admins.admin_remove("bob", keep_a_system_admin=True)
+    assert [(a.name, a.is_system) for a in admins.admins()] == [("ann", False), ("bob", True)]
+    admins.admin_remove("bob")  # the command line still may
+    assert [a.name for a in admins.admins()] == ["ann"]

@@ -290,7 +290,8 @@ class Operations:
 
     def admin_action(self, actor: Actor, name: str, action: str, fields: dict[str, str]) -> str:
         """password (fields["password"]), role (fields["role"], fields["domains"]: a comma
-        list), remove."""
+        list), remove. The console never removes or demotes the last system administrator
+        (the command line still can)."""
         self.require_system(actor)
         admins = self.accounts.admins
         if action == "password":
@@ -299,26 +300,15 @@ class Operations:
         elif action == "role":
             role = fields.get("role", "")
             domains = [d.strip() for d in fields.get("domains", "").split(",") if d.strip()]
-            self._keep_a_system_admin(name, role)
-            admins.admin_set_role(name, role, domains)
+            admins.admin_set_role(name, role, domains, keep_a_system_admin=True)
             detail = f"{name}: {role} {','.join(domains)}".rstrip()
         elif action == "remove":
-            self._keep_a_system_admin(name, "")
-            admins.admin_remove(name)
+            admins.admin_remove(name, keep_a_system_admin=True)
             detail = name
         else:
             raise UsageError(f"unknown action {action!r}")
         self._record(actor, f"admin {action}", detail)
         return f"{action}: {detail}"
-
-    def _keep_a_system_admin(self, name: str, new_role: str) -> None:
-        """The console refuses to remove or demote the last system administrator: nobody
-        could then reach its system pages (the command line still can)."""
-        if new_role == "system":
-            return
-        system = [a.name for a in self.accounts.admins.admins() if a.is_system]
-        if system == [name.strip().lower()]:
-            raise UsageError(f"{system[0]} is the last system administrator; add another first")
 
     # -- the machine's tuning report (bench.tune), read-only
 

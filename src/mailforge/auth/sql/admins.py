@@ -32,6 +32,14 @@ def admin_name(text: str) -> str:
     return name
 
 
+def _require_a_system_admin(db: Connection, changed: str) -> None:
+    """(In the change's own write transaction, which writers take one at a time: two
+    administrators demoting each other cannot both pass.) Undo a change that left no system
+    administrator: nobody could then reach the console's system pages."""
+    if not exists(db, "SELECT 1 FROM admins WHERE role = ?", "system"):
+        raise UsageError(f"{changed} is the last system administrator; add another first")
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -53,12 +61,15 @@ class Admins:
                        (name, hashed, role, time.time()))
             _set_domains(db, name, canonical)
 
-    def admin_remove(self, name: str) -> None:
-        """Its sessions and tokens go with it (ON DELETE CASCADE)."""
+    def admin_remove(self, name: str, keep_a_system_admin: bool = False) -> None:
+        """Its sessions and tokens go with it (ON DELETE CASCADE). `keep_a_system_admin`:
+        refused (UsageError, nothing changed) when it was the last system administrator."""
         name = admin_name(name)
         with self._database.write() as db:
             if db.execute("DELETE FROM admins WHERE name = ?", (name,)).rowcount == 0:
                 raise UsageError(f"no such administrator: {name}")
+            if keep_a_system_admin:
+                _require_a_system_admin(db, name)
 
     def admin_passwd(self, name: str, password: str) -> None:
         """A new password ends the administrator's console logins (not its API tokens): a
@@ -70,13 +81,17 @@ class Admins:
                 raise UsageError(f"no such administrator: {name}")
             db.execute("DELETE FROM admin_sessions WHERE admin = ? AND kind = ?", (name, SESSION))
 
-    def admin_set_role(self, name: str, role: str, domains: list[str]) -> None:
-        """Its logins and tokens stay, and act with the new role from their next request."""
+    def admin_set_role(self, name: str, role: str, domains: list[str],
+                       keep_a_system_admin: bool = False) -> None:
+        """Its logins and tokens stay, and act with the new role from their next request.
+        `keep_a_system_admin`: as for admin_remove."""
         name = admin_name(name)
         canonical = _role_domains(role, domains)
         with self._database.write() as db:
             if db.execute("UPDATE admins SET role = ? WHERE name = ?", (role, name)).rowcount == 0:
                 raise UsageError(f"no such administrator: {name}")
+            if keep_a_system_admin:
+                _require_a_system_admin(db, name)
             db.execute("DELETE FROM admin_domains WHERE admin = ?", (name,))
             _set_domains(db, name, canonical)
 
