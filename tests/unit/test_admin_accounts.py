@@ -75,12 +75,30 @@ def test_a_session_ends_when_it_expires_when_closed_and_with_its_administrator(a
 
 
 def test_the_audit_trail_keeps_who_what_when_and_where(accounts):
-    accounts.admins.record("boss", "192.0.2.1", "user add", "a@one.test")
-    accounts.admins.record("host1", "192.0.2.2", "alias add", "b@one.test -> a@one.test")
-    newest, oldest = accounts.admins.recent(10)
+    admins = accounts.admins
+    admins.admin_add("boss", "pw", "domain", ["one.test"])
+    admins.record("boss", "192.0.2.1", "user add", "a@one.test")
+    admins.record("host1", "192.0.2.2", "alias add", "b@one.test -> a@one.test")
+    newest, oldest = admins.recent(10)
     assert (newest.admin, newest.client, newest.action) == ("host1", "192.0.2.2", "alias add")
     assert oldest.detail == "a@one.test" and oldest.time <= newest.time
-    assert [e.admin for e in accounts.admins.recent(10, "boss")] == ["boss"]
+    (boss,) = admins.admins()
+    assert [e.admin for e in admins.recent(10, boss)] == ["boss"]
+
+
+def test_a_name_given_again_does_not_inherit_its_former_holders_audit_entries(accounts):
+    """A domain administrator sees its own entries by name: not those of a removed one of
+    that name, who may have managed another domain."""
+    admins = accounts.admins
+    admins.admin_add("joe", "pw", "domain", ["one.test"])
+    admins.record("joe", "192.0.2.1", "user add", "secret@one.test")
+    admins.admin_remove("joe")
+    time.sleep(0.01)  # the new one is created later than the old one's entry
+    admins.admin_add("joe", "pw", "domain", ["two.test"])
+    admins.record("joe", "192.0.2.1", "user add", "b@two.test")
+    (joe,) = admins.admins()
+    assert [e.detail for e in admins.recent(10, joe)] == ["b@two.test"]
+    assert len(admins.recent(10)) == 2  # a system administrator sees both
 
 
 def test_schema_6_migrates_to_7_with_the_console_tables(tmp_path):

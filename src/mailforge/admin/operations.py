@@ -321,4 +321,4 @@ class Operations:
         return tuning_report.plot_bytes(tuning_report.report_dir(self.config))
 
     def audit(self, actor: Actor) -> list[AuditEntry]:
-        return self.accounts.admins.recent(AUDIT_SHOWN, None if actor.admin.is_system else actor.admin.name)
+        return self.accounts.admins.recent(AUDIT_SHOWN, None if actor.admin.is_system else actor.admin)

@@ -165,10 +165,13 @@ class Admins:
             db.execute("INSERT INTO admin_audit (time, admin, client, action, detail) "
                        "VALUES (?, ?, ?, ?, ?)", (time.time(), admin, client, action, detail))
 
-    def recent(self, limit: int, admin: str | None = None) -> list[AuditEntry]:
+    def recent(self, limit: int, admin: AdminInfo | None = None) -> list[AuditEntry]:
+        """The newest entries; `admin`: its own alone. Entries are kept by name, and a name
+        may be given again after its administrator was removed: those from before this
+        one was created are another's (of another domain, maybe)."""
         sql, params = "SELECT time, admin, client, action, detail FROM admin_audit", ()
         if admin is not None:
-            sql, params = sql + " WHERE admin = ?", (admin,)
+            sql, params = sql + " WHERE admin = ? AND time >= ?", (admin.name, admin.created)
         rows = self._database.fetchall(sql + " ORDER BY id DESC LIMIT ?", *params, limit)
         return [AuditEntry(*row) for row in rows]
 
