@@ -50,6 +50,11 @@ class Gate(asyncio.Protocol):
         self._handler: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._counted = False
+        # What arrived before the rate-keeper's answer: on a plain connection (no TLS layer
+        # to hold it back) the first request may come in the read that pause_reading is too
+        # late for. It goes to aiohttp once the connection is admitted, never dropped.
+        self._early: list[bytes] = []
+        self._early_eof = False
         self.ip = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,14 +78,25 @@ class Gate(asyncio.Protocol):
             return
         self._handler = self._factory()
         self._handler.connection_made(self._transport)
+        for data in self._early:
+            self._handler.data_received(data)
+        self._early.clear()
+        if self._early_eof and not self._handler.eof_received():
+            self._transport.close()
+            return
         self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self._handler is not None:
             self._handler.data_received(data)
+        else:
+            self._early.append(data)
 
     def eof_received(self) -> bool | None:
-        return self._handler.eof_received() if self._handler is not None else None
+        if self._handler is not None:
+            return self._handler.eof_received()
+        self._early_eof = True
+        return True  # kept open: the request read before the EOF is still to be answered
 
     def pause_writing(self) -> None:
         if self._handler is not None:

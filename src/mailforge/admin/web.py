@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import secrets
 import time
@@ -165,8 +166,26 @@ def unavailable_before_login(request: web.Request, exc: AccountsUnavailable) -> 
 
 
 def client_ip(request: web.Request) -> str:
+    """The client's address, as the brute-force defence, the audit trail and the logs know
+    it: the peer's; or, when plain HTTP serves the reverse proxy on this machine that does
+    TLS ([admin] allow_plain_http, loopback only), the address that proxy appended to
+    X-Forwarded-For (the last: a client can write any before it). Else every client would
+    be the proxy's loopback address, exempt from blocking as the operator's own browser."""
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    return peer[0] if peer else "unknown"
+    address = peer[0] if peer else "unknown"
+    proxy = _address(address)
+    if console_of(request).secure or proxy is None or not proxy.is_loopback:
+        return address
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    client = _address(forwarded[-1].rsplit(",", 1)[-1].strip()) if forwarded else None
+    return str(client) if client is not None else address
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
