@@ -74,13 +74,22 @@ def parse_orcpt(value: str) -> str:
     addr_type, sep, address = value.partition(";")
     if not sep or not addr_type or not address or len(address) > MAX_ORCPT:
         raise DSNParamError("ORCPT takes addr-type;address")
-    return f"{addr_type.lower()};{xtext_decode(address)}"
+    decoded = xtext_decode(address)
+    # RFC 3461 4.2: printable characters only. A decoded CR or LF would end the
+    # Original-Recipient line of a report and let the client write fields of its own.
+    if not decoded.isprintable():
+        raise DSNParamError("ORCPT's address holds control characters")
+    return f"{addr_type.lower()};{decoded}"
 
 
 def parse_envid(value: str) -> str:
     envid = xtext_decode(value)
     if len(envid) > MAX_ENVID:
         raise DSNParamError(f"ENVID is longer than {MAX_ENVID} characters")
+    # RFC 3461 4.4: printable US-ASCII only; it is written as is into the report's
+    # Original-Envelope-Id field, where a decoded line end would start a field of the client's.
+    if not (envid.isascii() and envid.isprintable()):
+        raise DSNParamError("ENVID must be printable US-ASCII once decoded")
     return envid
 
 
