@@ -202,15 +202,19 @@ def _machine_text(original: Original, statuses: list[RecipientStatus], reporting
 def _returned_part(original: Original, utf8: bool, action: str) -> bytes:
     """The original message (RET=FULL, the default for failures) or its headers."""
     message = original.message
+    end = message.find(b"\n\n")
+    header = message if end < 0 else message[:end + 1]
+    # RFC 6533 4 (RFC 6532 3.7): UTF-8 header fields may travel only in message/global and
+    # message/global-headers; message/rfc822 and text/rfc822-headers hold ASCII header fields.
+    utf8 = utf8 or not header.isascii()
     full = (original.ret == "FULL" or (not original.ret and action == FAILED))
     if full and len(message) <= RETURN_LIMIT:
         kind = "message/global" if utf8 else "message/rfc822"
         description = "Undelivered Message" if action == FAILED else "Message"
         content = message
     else:
-        kind, description = "text/rfc822-headers", "Message Headers"
-        end = message.find(b"\n\n")
-        content = message if end < 0 else message[:end + 1]
+        kind = "message/global-headers" if utf8 else "text/rfc822-headers"
+        description, content = "Message Headers", header
     encoding = "" if content.isascii() else "Content-Transfer-Encoding: 8bit\n"
     head = f"Content-Description: {description}\nContent-Type: {kind}\n{encoding}\n"
     return head.encode() + content.rstrip(b"\n") + b"\n"
