@@ -15,11 +15,12 @@ from mailforge.queue import spool as spool_module
 from mailforge.auth.accounts import Accounts
 from mailforge.auth.api import AccountsUnavailable
 from mailforge.config import Config
-from mailforge.queue import commit, delivery, retry
+from mailforge.queue import commit, delivery, dsn, retry
 from mailforge.queue import entry as queue_entry
 from mailforge.queue.commit import SYNC_MODES
 from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import Envelope, decode
+from mailforge.queue.notices import notice_id
 from mailforge.queue.spool import Spool, queue_length
 from mailforge.auth.sql.directory import Directory
 from mailforge.store.maildir import ensure_maildir, mailbox_path
@@ -143,18 +144,19 @@ def test_undeliverable_recipients_bounce_and_an_undeliverable_bounce_goes_to_bad
     agent.step()
     assert len(delivered(config, "bob@example.test")) == 1
     active = config.queue_dir / "active"
-    assert sorted(os.listdir(active)) == [f"{entry_id}-B0.env", f"{entry_id}-B0.msg"]
-    bounce = decode((active / f"{entry_id}-B0.env").read_bytes())
+    bounce_id = notice_id(entry_id, 0, dsn.FAILED, [rcpt])
+    assert sorted(os.listdir(active)) == [f"{bounce_id}.env", f"{bounce_id}.msg"]
+    bounce = decode((active / f"{bounce_id}.env").read_bytes())
     assert bounce.sender == "" and bounce.recipients == ["alice@example.test"]
-    report = (active / f"{entry_id}-B0.msg").read_text()
+    report = (active / f"{bounce_id}.msg").read_text()
     assert f"Final-Recipient: rfc822; {rcpt}\nAction: failed\nStatus: {status}\n" in report
     assert "bob@example.test" not in report.split("Content-Type: message/rfc822")[0]
     # The bounce's recipient is unknown too, and a bounce is never bounced: badmail/ keeps it.
     agent.step()
     assert queue_length(config.queue_dir) == 0
-    note = (config.badmail_dir / f"{entry_id}-B0.0.0.reason").read_text()
+    note = (config.badmail_dir / f"{bounce_id}.0.0.reason").read_text()
     assert "recipient: alice@example.test\n" in note and "reason: 5.1.1 mailbox unknown" in note
-    assert (config.badmail_dir / f"{entry_id}-B0.0.0.msg").read_bytes().startswith(b"Return-Path: <>\n")
+    assert (config.badmail_dir / f"{bounce_id}.0.0.msg").read_bytes().startswith(b"Return-Path: <>\n")
 
 
 def test_undeliverable_recipient_of_the_null_sender_goes_to_badmail(config, agent):
@@ -255,8 +257,9 @@ def test_a_full_mailbox_is_retried_then_bounced_after_quota_full_bounce_after(
     clock.now = NOW + 100
     agent.step()
     active = config.queue_dir / "active"
-    assert sorted(os.listdir(active)) == [f"{entry_id}-B2.env", f"{entry_id}-B2.msg"]
-    report = (active / f"{entry_id}-B2.msg").read_text()
+    bounce_id = notice_id(entry_id, 2, dsn.FAILED, ["carol@example.test"])
+    assert sorted(os.listdir(active)) == [f"{bounce_id}.env", f"{bounce_id}.msg"]
+    report = (active / f"{bounce_id}.msg").read_text()
     assert "Final-Recipient: rfc822; carol@example.test\nAction: failed\nStatus: 5.2.2\n" in report
     assert "mailbox full: still over its quota after 100 s" in report
 

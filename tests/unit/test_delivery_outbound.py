@@ -12,10 +12,11 @@ import pytest
 
 from mailforge.auth.accounts import Accounts
 from mailforge.config import Config, DeliveryConfig
-from mailforge.queue import retry
+from mailforge.queue import dsn, retry
 from mailforge.queue import spool as spool_module
 from mailforge.queue.delivery import DeliveryAgent
 from mailforge.queue.envelope import decode, encode
+from mailforge.queue.notices import notice_id
 from mailforge.queue.spool import queue_length
 from tests.smtp_sinks import Behaviour, Sink
 from tests.unit.test_delivery import NOW, Clock, delivered, enqueue
@@ -113,7 +114,7 @@ def test_mixed_results_bounce_retry_and_deliver(config, agent, sink, clock):
     assert env.recipients == [f"later@{REMOTE}", f"flaky@{REMOTE}"]
     assert env.next_attempt == NOW + 10 and "451 4.2.0" in env.errors[f"later@{REMOTE}"]
     (bounce_id, bounce), = queued_notices(config).items()
-    assert bounce_id == f"{entry_id}-B0"
+    assert bounce_id == notice_id(entry_id, 0, dsn.FAILED, [f"bad@{REMOTE}"])
     assert bounce["To"] == "alice@example.test" and "Undelivered" in bounce["Subject"]
     assert bounce.get_content_type() == "multipart/report"
     assert bounce.get_param("report-type") == "delivery-status"
@@ -163,8 +164,10 @@ def test_notify_ret_envid_orcpt_shape_the_reports(config, agent, sink):
             orcpt={bad: "rfc822;Original@example.test"})
     agent.step()
     notices = queued_notices(config)
-    assert set(notices) == {f"{entry_id}-B0", f"{entry_id}-S0"}
-    bounce, success = notices[f"{entry_id}-B0"], notices[f"{entry_id}-S0"]
+    bounce_id = notice_id(entry_id, 0, dsn.FAILED, [bad])
+    success_id = notice_id(entry_id, 0, dsn.RELAYED, [ok])
+    assert set(notices) == {bounce_id, success_id}
+    bounce, success = notices[bounce_id], notices[success_id]
     per_message, per_rcpt = status_blocks(bounce)
     assert per_message["Original-Envelope-Id"] == "ENV-42"
     assert per_rcpt["Original-Recipient"] == "rfc822; Original@example.test"
@@ -190,14 +193,15 @@ def test_one_delay_notice(config, agent, clock):
     assert not queued_notices(config)
     clock.now += 20
     agent.step()
-    (notice_id, notice), = queued_notices(config).items()
-    assert notice_id == f"{entry_id}-D1" and "Delayed" in notice["Subject"]
+    (delay_notice_id, notice), = queued_notices(config).items()
+    delay_id = notice_id(entry_id, 1, dsn.DELAYED, [f"later@{REMOTE}"])
+    assert delay_notice_id == delay_id and "Delayed" in notice["Subject"]
     _, block = status_blocks(notice)
     assert block["Action"] == "delayed" and block["Status"] == "4.2.0" and "Will-Retry-Until" in block
     clock.now += 30
     agent.step()  # still failing; the notice itself is delivered (to badmail/: alice is unknown)
     names = os.listdir(config.queue_dir / "active") + os.listdir(config.badmail_dir)
-    assert {n.split(".")[0] for n in names if "-D" in n} == {f"{entry_id}-D1"}  # once per message
+    assert {n.split(".")[0] for n in names if "-D" in n} == {delay_id}  # once per message
 
 
 def test_null_sender_refused_remotely_goes_to_badmail(config, agent, sink):
@@ -255,6 +259,25 @@ def test_the_bounce_of_a_requiretls_message_demands_validated_tls_too(config, ag
     entry_id = enqueue(config, BODY, [f"bad@{REMOTE}"])
     set_dsn(config, entry_id, requiretls=requiretls)
     agent.step()
-    (notice_id, _), = queued_notices(config).items()
-    notice = decode((config.queue_dir / "active" / f"{notice_id}.env").read_bytes())
+    (queued_id, _), = queued_notices(config).items()
+    notice = decode((config.queue_dir / "active" / f"{queued_id}.env").read_bytes())
     assert notice.requiretls is requiretls
+
+
+def test_notices_of_an_attempt_that_did_not_count_are_not_overwritten(config, agent, clock):
+    """A recipient refused while another waits for a connection (no attempt: `attempts` stays)
+    gets its bounce; the other's bounce, an attempt later, must not replace it in the queue."""
+    from mailforge.queue.delivery import BUSY_RETRY
+    from mailforge.queue.outbound import Outbound, OutboundRunner
+
+    sender = f"later@{REMOTE}"  # the bounces wait in the queue: the sink defers them
+    entry_id = enqueue(config, BODY, ["nobody@example.test", f"bad@{REMOTE}"], sender=sender)
+    busy = DeliveryAgent(config, agent.recipients, agent.quotas, clock=clock,
+                         outbound=OutboundRunner(config, Outbound(config, slots=NoSlotFree())))
+    busy.step()
+    busy.close()
+    assert decode((config.queue_dir / "active" / f"{entry_id}.env").read_bytes()).attempts == 0
+    clock.now += BUSY_RETRY
+    agent.step()
+    reported = {status_blocks(n)[1]["Final-Recipient"] for n in queued_notices(config).values()}
+    assert reported == {"rfc822; nobody@example.test", f"rfc822; bad@{REMOTE}"}

@@ -74,13 +74,22 @@ def parse_orcpt(value: str) -> str:
     addr_type, sep, address = value.partition(";")
     if not sep or not addr_type or not address or len(address) > MAX_ORCPT:
         raise DSNParamError("ORCPT takes addr-type;address")
-    return f"{addr_type.lower()};{xtext_decode(address)}"
+    decoded = xtext_decode(address)
+    # RFC 3461 4.2: printable characters only. A decoded CR or LF would end the
+    # Original-Recipient line of a report and let the client write fields of its own.
+    if not decoded.isprintable():
+        raise DSNParamError("ORCPT's address holds control characters")
+    return f"{addr_type.lower()};{decoded}"
 
 
 def parse_envid(value: str) -> str:
     envid = xtext_decode(value)
     if len(envid) > MAX_ENVID:
         raise DSNParamError(f"ENVID is longer than {MAX_ENVID} characters")
+    # RFC 3461 4.4: printable US-ASCII only; it is written as is into the report's
+    # Original-Envelope-Id field, where a decoded line end would start a field of the client's.
+    if not (envid.isascii() and envid.isprintable()):
+        raise DSNParamError("ENVID must be printable US-ASCII once decoded")
     return envid
 
 
@@ -193,15 +202,19 @@ def _machine_text(original: Original, statuses: list[RecipientStatus], reporting
 def _returned_part(original: Original, utf8: bool, action: str) -> bytes:
     """The original message (RET=FULL, the default for failures) or its headers."""
     message = original.message
+    end = message.find(b"\n\n")
+    header = message if end < 0 else message[:end + 1]
+    # RFC 6533 4 (RFC 6532 3.7): UTF-8 header fields may travel only in message/global and
+    # message/global-headers; message/rfc822 and text/rfc822-headers hold ASCII header fields.
+    utf8 = utf8 or not header.isascii()
     full = (original.ret == "FULL" or (not original.ret and action == FAILED))
     if full and len(message) <= RETURN_LIMIT:
         kind = "message/global" if utf8 else "message/rfc822"
         description = "Undelivered Message" if action == FAILED else "Message"
         content = message
     else:
-        kind, description = "text/rfc822-headers", "Message Headers"
-        end = message.find(b"\n\n")
-        content = message if end < 0 else message[:end + 1]
+        kind = "message/global-headers" if utf8 else "text/rfc822-headers"
+        description, content = "Message Headers", header
     encoding = "" if content.isascii() else "Content-Transfer-Encoding: 8bit\n"
     head = f"Content-Description: {description}\nContent-Type: {kind}\n{encoding}\n"
     return head.encode() + content.rstrip(b"\n") + b"\n"

@@ -2,12 +2,13 @@
 
 One notice per message per event (a failure, a delay, successes), to the envelope sender,
 never to the null sender, only for recipients whose NOTIFY asks for it (RFC 3461 4.1).
-Its queue id is derived from the message's id and attempt, so an attempt repeated after a
-crash rewrites the same notice instead of sending a second one.
+Its queue id is derived from the message's id, the attempt and the recipients it reports on,
+so an attempt repeated after a crash rewrites the same notice instead of sending a second one.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 from . import dsn
@@ -52,7 +53,7 @@ def notices_for(env: Envelope, message: bytes, outcomes: Outcomes, delayed: dict
             s.orcpt = s.orcpt or env.orcpt.get(s.recipient, "")
         until = retry_until if statuses[0].action == dsn.DELAYED else None
         report = dsn.build_report(original, statuses, reporting_mta, now, until)
-        notices.append(_queued(env, statuses[0].action, report, now))
+        notices.append(_queued(env, statuses, report, now))
     return notices
 
 
@@ -68,14 +69,28 @@ def _status_of(why: str) -> str:
     return "4.0.0"
 
 
-def _queued(env: Envelope, action: str, report: bytes, now: float) -> Notice:
-    notice_id = f"{env.id}-{KIND_LETTER[action]}{env.attempts}"
+def notice_id(entry_id: str, attempts: int, action: str, recipients: list[str]) -> str:
+    """The queue id of the notice of `action` about `recipients` that an attempt on the entry
+    owes (`attempts`: the envelope's count before it)."""
+    # The attempt alone does not name a notice: one that did not count (no connection to
+    # spare, delivery.py) leaves `attempts` as it was, and the next attempt's notice would
+    # replace this one while it waits in the queue. A recipient is reported on once for each
+    # kind of notice, so its recipients tell attempts apart; a repeat after a crash reports on
+    # the same ones and rewrites the same notice.
+    about = zlib.crc32("\n".join(sorted(recipients)).encode())
+    return f"{entry_id}-{KIND_LETTER[action]}{attempts}-{about:08x}"
+
+
+def _queued(env: Envelope, statuses: list[dsn.RecipientStatus], report: bytes,
+            now: float) -> Notice:
+    about = [s.recipient for s in statuses]
     prefix = f"Return-Path: <>\nDelivered-To: {env.sender}\n".encode()
     message = prefix + report
     # RFC 8689 4.4: a notice tells what the message was (its header at least, RET=FULL all of
     # it): it goes back under the sender's demand for validated TLS, or not at all.
-    notice = Envelope(id=notice_id, sender="", recipients=[env.sender], received_at=now,
-                      client_ip="", helo="", size=len(message), prefix_size=len(prefix),
-                      delivered_to=env.sender, smtputf8=not message.isascii(),
+    notice = Envelope(id=notice_id(env.id, env.attempts, statuses[0].action, about), sender="",
+                      recipients=[env.sender], received_at=now, client_ip="", helo="",
+                      size=len(message), prefix_size=len(prefix), delivered_to=env.sender,
+                      smtputf8=not message.isascii(),
                       body_8bit=not report.isascii(), sign=True, requiretls=env.requiretls)
     return Notice(notice, message)

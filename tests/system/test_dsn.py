@@ -1,0 +1,43 @@
+"""Delivery status notifications over the wire: RFC 3461 parameters a real `mailforge serve`
+takes or refuses, and the reports it relays to aiosmtpd sinks (tests/smtp_sinks.py)."""
+
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+
+from .conftest import USER
+from .test_outbound import REMOTE, SENDER, relaying_server, report_of, send, to, wait_until
+from .test_outbound import sink  # noqa: F401  (a fixture for the tests)
+
+
+def test_envid_and_orcpt_decoding_to_control_characters_are_refused(server):
+    """RFC 3461 4.2, 4.4: a decoded line end would write fields into the report."""
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+        client.ehlo("client.test")
+        code, text = client.docmd("MAIL FROM:<a@remote.test> ENVID=x+0D+0AReporting-MTA:+20dns;+20evil")
+        assert (code, text[:11]) == (501, b"5.5.4 Bad E")
+        assert client.docmd("MAIL FROM:<a@remote.test> ENVID=run+2D1+20a")[0] == 250
+        code, text = client.docmd(f"RCPT TO:<{USER}> ORCPT=rfc822;a+0AAction:+20delivered")
+        assert (code, text[:11]) == (501, b"5.5.4 Bad O")
+        assert client.docmd(f"RCPT TO:<{USER}> ORCPT=rfc822;a+2Bb@remote.test")[0] == 250
+
+
+UTF8_BODY = ("From: sender@remote.test\r\nTo: bad@remote.test\r\nSubject: Grüße\r\n"
+             "Message-ID: <utf8-1@remote.test>\r\n\r\nbody\r\n").encode()
+
+
+@pytest.mark.parametrize("ret, returned_type", [("FULL", "message/global"),
+                                                ("HDRS", "message/global-headers")])
+def test_an_original_with_utf8_headers_comes_back_as_message_global(make_server, sink, ret,
+                                                                    returned_type):
+    """RFC 6533 4, RFC 6532 3.7: message/rfc822 and text/rfc822-headers are ASCII header
+    sections; UTF-8 header fields come back in message/global or message/global-headers."""
+    server = relaying_server(make_server, sink)
+    send(server, [f"bad@{REMOTE}"], body=UTF8_BODY, mail_options=["SMTPUTF8", f"RET={ret}"])
+    (bounce,) = wait_until(lambda: to(sink, SENDER), what="the bounce")
+    message, _ = report_of(bounce.data)
+    returned = message.get_payload()[-1]  # notification, report, returned message
+    assert returned.get_content_type() == returned_type
+    assert "Subject: Grüße" in bounce.data.decode()
