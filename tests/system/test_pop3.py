@@ -379,3 +379,29 @@ def test_apop_with_a_secret_set_by_the_administrator(plain_server):
     with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
         client.apop(USER, "apop secret")
     client.close()
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def test_pipelined_commands_wait_for_a_client_that_does_not_read(plain_server):
+    """RFC 2449 PIPELINING: 2,000 RETRs of a 60 KB message in one 16 KB packet, not read yet.
+    The worker stops taking commands while its replies wait unread (as Dovecot does) instead
+    of holding 120 MB of replies in memory; read then, every reply comes, in order."""
+    deliver(plain_server, [b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 750])
+    (pid,) = plain_server.worker_pids("pop3")
+    sock, reader = raw_session(plain_server.pop3_port)
+    sock.sendall(b"USER %s\r\nPASS %s\r\n" % (USER.encode(), PASSWORD.encode()))
+    assert reader.readline().startswith(b"+OK") and reader.readline().startswith(b"+OK")
+    before = _rss(pid)
+    count = 2000
+    sock.sendall(b"RETR 1\r\n" * count + b"QUIT\r\n")
+    time.sleep(2)
+    assert _rss(pid) - before < 32 * 2**20
+    replies = 0
+    for line in iter(reader.readline, b""):
+        replies += line.startswith(b"+OK ") and line.endswith(b" octets\r\n")
+    assert replies == count
+    sock.close()
