@@ -405,3 +405,22 @@ def test_pipelined_commands_wait_for_a_client_that_does_not_read(plain_server):
         replies += line.startswith(b"+OK ") and line.endswith(b" octets\r\n")
     assert replies == count
     sock.close()
+
+
+def test_a_client_that_stops_reading_is_cut_at_the_idle_timeout(make_server):
+    """A client that sends RETR of a large message and never reads the reply: at the idle
+    timeout its connection is cut and the maildrop lock goes with it (the close waited for
+    ever on its unread output, the session holding the lock: [IN-USE] for good)."""
+    server = make_server(pop3_services=True, server={"allow_plaintext_auth": True},
+                         pop3={"idle_timeout": 1})
+    server.start()
+    deliver(server, [b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 100_000])
+    stuck = socket.create_connection(("127.0.0.1", server.pop3_port), timeout=10)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(b"USER %s\r\nPASS %s\r\nRETR 1\r\n" % (USER.encode(), PASSWORD.encode()))
+    time.sleep(1)
+    client = _login_when_free(server, timeout=10)
+    assert client.stat()[0] == 1
+    client.quit()
+    stuck.close()
+    assert "Traceback" not in server.log()

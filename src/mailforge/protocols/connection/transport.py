@@ -365,7 +365,15 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def expire(self, reply: bytes) -> None:
-        """Say why in the protocol's words (idle, shutting down), then close."""
+        """Say why in the protocol's words (idle, shutting down), then close. A client that
+        stopped reading still has output waiting: a close would wait for ever to send it (its
+        session, waiting in `drain`, keeping what it holds: a POP3 maildrop lock), and the
+        words would land inside an unfinished reply, so its connection is cut at once."""
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self.closed = True
+            self.transport.abort()  # connection_lost follows: `drain` raises ConnectionClosed
+            self._wake()
+            return
         self.write(reply)
         self.close()
 
