@@ -273,6 +273,12 @@ def test_idle_timeout_says_why(make_server):
     sock.close()
 
 
+def test_idle_timeout_is_at_least_ten_minutes_unless_set(shared_plain_server):
+    """RFC 1939 3: an autologout timer "MUST be of at least 10 minutes' duration"."""
+    config = shared_plain_server.config
+    assert config.pop3.idle_timeout >= 600 and config.pop3s.idle_timeout >= 600
+
+
 def test_connection_cap_is_sys_temp(make_server):
     server = make_server(pop3_services=True, pop3={"max_connections_per_ip": 1})
     server.start()
