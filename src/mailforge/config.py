@@ -317,10 +317,16 @@ RELAY_MODES = ("none", "authenticated", "networks", "open")
 DNSSEC_MODES = ("validate", "trust-ad", "off")
 
 
-def _service(port: int, enabled: bool, max_threads: int = ServiceConfig.max_threads
+def _service(port: int, enabled: bool, max_threads: int = ServiceConfig.max_threads,
+             idle_timeout: float = ServiceConfig.idle_timeout
              ) -> typing.Callable[[], ServiceConfig]:
     return lambda: ServiceConfig(listen=[f"127.0.0.1:{port}"] if enabled else [],
-                                 max_threads=max_threads)
+                                 max_threads=max_threads, idle_timeout=idle_timeout)
+
+
+# RFC 1939 3: a POP3 server's autologout timer "MUST be of at least 10 minutes' duration"
+# (Dovecot's POP3 waits 10 minutes too).
+POP3_IDLE_TIMEOUT = 600.0
 
 
 # An IMAP session hops to the pool for nearly every command, and every pool thread that runs
@@ -335,8 +341,10 @@ class Config:
     smtp: ServiceConfig = field(default_factory=_service(2525, True))
     submission: ServiceConfig = field(default_factory=_service(2587, False))
     smtps: ServiceConfig = field(default_factory=_service(2465, False))
-    pop3: ServiceConfig = field(default_factory=_service(2110, False))
-    pop3s: ServiceConfig = field(default_factory=_service(2995, False))
+    pop3: ServiceConfig = field(
+        default_factory=_service(2110, False, idle_timeout=POP3_IDLE_TIMEOUT))
+    pop3s: ServiceConfig = field(
+        default_factory=_service(2995, False, idle_timeout=POP3_IDLE_TIMEOUT))
     imap: ServiceConfig = field(default_factory=_service(2143, False, IMAP_MAX_THREADS))
     imaps: ServiceConfig = field(default_factory=_service(2993, False, IMAP_MAX_THREADS))
     # Client set-up over HTTP (Thunderbird autoconfig, Outlook autodiscover, an Apple profile)

@@ -273,6 +273,12 @@ def test_idle_timeout_says_why(make_server):
     sock.close()
 
 
+def test_idle_timeout_is_at_least_ten_minutes_unless_set(shared_plain_server):
+    """RFC 1939 3: an autologout timer "MUST be of at least 10 minutes' duration"."""
+    config = shared_plain_server.config
+    assert config.pop3.idle_timeout >= 600 and config.pop3s.idle_timeout >= 600
+
+
 def test_connection_cap_is_sys_temp(make_server):
     server = make_server(pop3_services=True, pop3={"max_connections_per_ip": 1})
     server.start()
@@ -379,3 +385,48 @@ def test_apop_with_a_secret_set_by_the_administrator(plain_server):
     with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
         client.apop(USER, "apop secret")
     client.close()
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def test_pipelined_commands_wait_for_a_client_that_does_not_read(plain_server):
+    """RFC 2449 PIPELINING: 2,000 RETRs of a 60 KB message in one 16 KB packet, not read yet.
+    The worker stops taking commands while its replies wait unread (as Dovecot does) instead
+    of holding 120 MB of replies in memory; read then, every reply comes, in order."""
+    deliver(plain_server, [b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 750])
+    (pid,) = plain_server.worker_pids("pop3")
+    sock, reader = raw_session(plain_server.pop3_port)
+    sock.sendall(b"USER %s\r\nPASS %s\r\n" % (USER.encode(), PASSWORD.encode()))
+    assert reader.readline().startswith(b"+OK") and reader.readline().startswith(b"+OK")
+    before = _rss(pid)
+    count = 2000
+    sock.sendall(b"RETR 1\r\n" * count + b"QUIT\r\n")
+    time.sleep(2)
+    assert _rss(pid) - before < 32 * 2**20
+    replies = 0
+    for line in iter(reader.readline, b""):
+        replies += line.startswith(b"+OK ") and line.endswith(b" octets\r\n")
+    assert replies == count
+    sock.close()
+
+
+def test_a_client_that_stops_reading_is_cut_at_the_idle_timeout(make_server):
+    """A client that sends RETR of a large message and never reads the reply: at the idle
+    timeout its connection is cut and the maildrop lock goes with it (the close waited for
+    ever on its unread output, the session holding the lock: [IN-USE] for good)."""
+    server = make_server(pop3_services=True, server={"allow_plaintext_auth": True},
+                         pop3={"idle_timeout": 1})
+    server.start()
+    deliver(server, [b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 100_000])
+    stuck = socket.create_connection(("127.0.0.1", server.pop3_port), timeout=10)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(b"USER %s\r\nPASS %s\r\nRETR 1\r\n" % (USER.encode(), PASSWORD.encode()))
+    time.sleep(1)
+    client = _login_when_free(server, timeout=10)
+    assert client.stat()[0] == 1
+    client.quit()
+    stuck.close()
+    assert "Traceback" not in server.log()

@@ -134,6 +134,10 @@ class SessionDriver:
                 # Replies to pipelined commands go out together, once no whole command waits.
                 if not conn.has_buffered_line() or self.flush_after(result):
                     conn.flush()
+                # No next command while the client leaves its replies unread (Dovecot's POP3
+                # does the same): a pipeline of RETRs or FETCHes it does not read waits in its
+                # socket, not in our memory.
+                await conn.drain()
         except ConnectionClosed:
             pass
         finally:

@@ -22,6 +22,9 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 # A chunk handed to DATA/BDAT readers: large enough to amortise per-call costs.
 MAX_CHUNK = 256 * 1024
+# Replies to a pipelined group are held for one write up to this many octets; past it they go
+# out at once, so a long pipeline of large replies is not held whole in memory.
+MAX_QUEUED_REPLIES = 64 * 1024
 # A client that does not finish its TLS handshake in this long is dropped.
 TLS_HANDSHAKE_TIMEOUT = 30.0
 # A body (DATA, a BDAT chunk, an IMAP literal) must arrive at [limits] min_transfer_rate
@@ -43,7 +46,7 @@ class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "socket_peer_ip", "peer_speaks_for_itself", "client_counted",
                  "local_port", "closed", "last_activity", "idle_reply",
-                 "interruptible", "tls", "task", "_replies", "_transfer_start", "_transfer_bytes",
+                 "interruptible", "tls", "task", "_replies", "_queued", "_transfer_start", "_transfer_bytes",
                  "_line_start", "_line_spent", "_writable", "_source", "_deflate",
                  "bytes_in", "bytes_out", "__weakref__")
 
@@ -79,6 +82,7 @@ class Connection(asyncio.Protocol):
         self.tls = False  # implicit TLS, or STARTTLS done
         # Replies to pipelined commands, sent in one write (RFC 2920, RFC 2449 PIPELINING).
         self._replies: list[bytes] = []
+        self._queued = 0  # their octets
         self.task: asyncio.Task[None] | None = None
         # While a body is read: when it started, and how many octets came since.
         self._transfer_start: float | None = None
@@ -337,11 +341,15 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def queue_reply(self, data: bytes) -> None:
-        """Hold a reply until `flush`: one write for a whole pipelined group."""
+        """Hold a reply until `flush`: one write for a whole pipelined group (or for as much
+        of it as MAX_QUEUED_REPLIES allows)."""
         self._replies.append(data)
+        self._queued += len(data)
+        if self._queued > MAX_QUEUED_REPLIES:
+            self.flush()
 
     def flush(self) -> None:
-        replies = self._replies
+        replies, self._queued = self._replies, 0
         if len(replies) == 1:
             self.write(replies[0])  # no join: that would copy a large FETCH reply once more
             replies.clear()
@@ -357,7 +365,15 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def expire(self, reply: bytes) -> None:
-        """Say why in the protocol's words (idle, shutting down), then close."""
+        """Say why in the protocol's words (idle, shutting down), then close. A client that
+        stopped reading still has output waiting: a close would wait for ever to send it (its
+        session, waiting in `drain`, keeping what it holds: a POP3 maildrop lock), and the
+        words would land inside an unfinished reply, so its connection is cut at once."""
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self.closed = True
+            self.transport.abort()  # connection_lost follows: `drain` raises ConnectionClosed
+            self._wake()
+            return
         self.write(reply)
         self.close()
 
