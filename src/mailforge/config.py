@@ -325,8 +325,10 @@ def _service(port: int, enabled: bool, max_threads: int = ServiceConfig.max_thre
 
 
 # RFC 1939 3: a POP3 server's autologout timer "MUST be of at least 10 minutes' duration"
-# (Dovecot's POP3 waits 10 minutes too).
+# (Dovecot's POP3 waits 10 minutes too); RFC 3501 5.4: an IMAP server's at least 30 minutes
+# (Dovecot's IMAP too; an IDLE session is never idle: imapd.py).
 POP3_IDLE_TIMEOUT = 600.0
+IMAP_IDLE_TIMEOUT = 1800.0
 
 
 # An IMAP session hops to the pool for nearly every command, and every pool thread that runs
@@ -345,8 +347,10 @@ class Config:
         default_factory=_service(2110, False, idle_timeout=POP3_IDLE_TIMEOUT))
     pop3s: ServiceConfig = field(
         default_factory=_service(2995, False, idle_timeout=POP3_IDLE_TIMEOUT))
-    imap: ServiceConfig = field(default_factory=_service(2143, False, IMAP_MAX_THREADS))
-    imaps: ServiceConfig = field(default_factory=_service(2993, False, IMAP_MAX_THREADS))
+    imap: ServiceConfig = field(
+        default_factory=_service(2143, False, IMAP_MAX_THREADS, IMAP_IDLE_TIMEOUT))
+    imaps: ServiceConfig = field(
+        default_factory=_service(2993, False, IMAP_MAX_THREADS, IMAP_IDLE_TIMEOUT))
     # Client set-up over HTTP (Thunderbird autoconfig, Outlook autodiscover, an Apple profile)
     # naming hostname and the mail services' ports; off until listen names an address, e.g.
     # ["127.0.0.1:2080"] behind the web server that answers autoconfig.<domain> over HTTPS.

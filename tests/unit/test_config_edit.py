@@ -89,3 +89,11 @@ def test_the_console_is_off_unless_listen_names_an_address_and_init_writes_every
     rendered = configuration.render_toml(config)
     for key in ("allow_plain_http", "session_lifetime", "max_connections_per_ip"):
         assert key in rendered.split("[admin]")[1].split("\n[")[0]
+
+
+def test_autologout_timers_are_as_long_as_the_rfcs_ask_unless_set():
+    """RFC 1939 3: POP3's at least 10 minutes; RFC 3501 5.4: IMAP's at least 30."""
+    defaults = configuration.Config()
+    assert min(defaults.pop3.idle_timeout, defaults.pop3s.idle_timeout) >= 600
+    assert min(defaults.imap.idle_timeout, defaults.imaps.idle_timeout) >= 1800
+    assert configuration.from_dict({"imap": {"idle_timeout": 60}}).imap.idle_timeout == 60
