@@ -290,6 +290,10 @@ class SMTPMachine:
         dsn = self._rcpt_params(params)
         if isinstance(dsn, Reply):
             return dsn
+        if address.lower() == "postmaster":
+            # RFC 5321 4.1.1.3 and 4.5.1: RCPT TO:<Postmaster> without a domain MUST be taken.
+            # It is completed with our hostname, as Postfix appends $myorigin ($myhostname).
+            address = f"postmaster@{self.settings.hostname}"
         try:
             parse_address(address)
         except AddressError as exc:

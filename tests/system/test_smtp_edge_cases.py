@@ -1,0 +1,21 @@
+"""RFC 5321 edge cases of MAIL and RCPT over a real socket, each once a bug."""
+
+import smtplib
+
+from .conftest import USER, cli
+
+HOSTNAME = "mx.example.test"  # the test servers' [server] hostname (conftest's `init`)
+
+
+def test_rcpt_to_postmaster_without_domain_is_taken(server):
+    """RFC 5321 4.1.1.3: RCPT TO:<Postmaster>, with no domain, MUST be supported; it reaches
+    postmaster at our hostname (as Postfix appends $myorigin)."""
+    cli(server.conf, "domain", "add", HOSTNAME)
+    cli(server.conf, "alias", "add", f"postmaster@{HOSTNAME}", USER)
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("client.test")
+        assert client.mail("bob@remote.test")[0] == 250
+        assert client.rcpt("<Postmaster>") == (250, b"2.1.5 Ok")
+        assert client.data(b"Subject: hi\r\n\r\nhello\r\n")[0] == 250
+    (path,) = server.wait_delivered(1)  # in alice's Maildir, through the alias
+    assert f"Delivered-To: postmaster@{HOSTNAME}".encode() in path.read_bytes()
