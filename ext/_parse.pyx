@@ -118,7 +118,9 @@ def parse_path(bytes arg, bytes keyword):
         raise ParseError("bad syntax after address")
     if path < close and p[path] == b'@':
         path = find_byte(p, path, close, b':')
-        if path < 0:
+        # A route is followed by a mailbox (Path = "<" [ A-d-l ":" ] Mailbox ">"): "<@a:>"
+        # dropped to "" would turn a syntax error into the null reverse-path.
+        if path < 0 or path + 1 == close:
             raise ParseError("bad source route")
         path += 1
     try:

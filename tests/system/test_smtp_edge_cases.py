@@ -19,3 +19,17 @@ def test_rcpt_to_postmaster_without_domain_is_taken(server):
         assert client.data(b"Subject: hi\r\n\r\nhello\r\n")[0] == 250
     (path,) = server.wait_delivered(1)  # in alice's Maildir, through the alias
     assert f"Delivered-To: postmaster@{HOSTNAME}".encode() in path.read_bytes()
+
+
+def test_source_route_is_dropped_but_must_lead_to_a_mailbox(server):
+    """RFC 5321 4.1.2: Path = "<" [ A-d-l ":" ] Mailbox ">". The route is accepted and
+    ignored; a route with no mailbox after it is a syntax error, never the null sender "<>"."""
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("client.test")
+        assert client.docmd("MAIL FROM:<@a.test:>") == (501, b"5.5.4 bad source route")
+        assert client.docmd("MAIL FROM:<@a.test,@b.test:>") == (501, b"5.5.4 bad source route")
+        assert client.docmd("MAIL FROM:<@a.test,@b.test:bob@remote.test>") == (250, b"2.1.0 Ok")
+        assert client.docmd(f"RCPT TO:<@c.test:{USER}>") == (250, b"2.1.5 Ok")
+        assert client.data(b"Subject: routed\r\n\r\nhello\r\n")[0] == 250
+    (path,) = server.wait_delivered(1)
+    assert path.read_bytes().startswith(b"Return-Path: <bob@remote.test>\n")

@@ -42,6 +42,8 @@ def test_parse_path(impl, arg, keyword, expected):
     (b"FROM:<a@b", b"FROM", "address is missing its closing >"),
     (b"FROM:<a@b>SIZE=1", b"FROM", "bad syntax after address"),
     (b"TO:<@r1user@host>", b"TO", "bad source route"),
+    (b"FROM:<@r1:>", b"FROM", "bad source route"),
+    (b"FROM:<@r1,@r2:> SIZE=1", b"FROM", "bad source route"),
     (b"FROM:<\xff@b>", b"FROM", "address is not valid UTF-8"),
     (b"FROM:<a@b> =1", b"FROM", "bad parameter syntax"),
     (b"FROM:<a@b> --", b"FROM", "bad parameter syntax"),

@@ -41,7 +41,9 @@ def parse_path(arg: bytes, keyword: bytes) -> tuple[str, dict[str, str | None]]:
         raise ParseError("bad syntax after address")
     if path.startswith(b"@"):
         route, sep, path = path.partition(b":")
-        if not sep:
+        # A route is followed by a mailbox (Path = "<" [ A-d-l ":" ] Mailbox ">"): "<@a:>"
+        # dropped to "" would turn a syntax error into the null reverse-path.
+        if not sep or not path:
             raise ParseError("bad source route")
     try:
         address = path.decode("utf-8")
