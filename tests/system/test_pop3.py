@@ -430,3 +430,26 @@ def test_a_client_that_stops_reading_is_cut_at_the_idle_timeout(make_server):
     client.quit()
     stuck.close()
     assert "Traceback" not in server.log()
+
+
+def test_a_client_reading_a_large_message_slowly_is_not_cut_at_the_idle_timeout(make_server):
+    """The idle timeout is for a client that does nothing: one that takes a long RETR slowly,
+    reading all the while, is at work (Dovecot counts its reading too). Over the timeout it
+    was cut mid-message, its input alone counting as activity."""
+    server = make_server(pop3_services=True, server={"allow_plaintext_auth": True},
+                         pop3={"idle_timeout": 1})
+    server.start()
+    body = (b"y" * 78 + b"\r\n") * 100_000  # 8 MB, read over ~6 s below
+    deliver(server, [b"Subject: big\r\n\r\n" + body])
+    with socket.create_connection(("127.0.0.1", server.pop3_port), timeout=10) as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        slow.sendall(b"USER %s\r\nPASS %s\r\nRETR 1\r\n" % (USER.encode(), PASSWORD.encode()))
+        received, deadline = b"", time.monotonic() + 30
+        while b"\r\n.\r\n" not in received[-400:] and time.monotonic() < deadline:
+            chunk = slow.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+            time.sleep(0.05)  # ~1.3 MB/s at most: more than the kernel's buffers can hold
+    # The whole message and its end (the idle timeout may follow it: the client is idle then).
+    assert body + b".\r\n" in received, len(received)  # the body ends in CRLF, then the dot

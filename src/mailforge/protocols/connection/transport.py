@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ssl
+import struct
+import termios
 import time
 import typing
 from collections.abc import Awaitable, Callable, Iterator
@@ -46,7 +49,7 @@ class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "socket_peer_ip", "peer_speaks_for_itself", "client_counted",
                  "local_port", "closed", "last_activity", "idle_reply",
-                 "interruptible", "tls", "task", "_replies", "_queued", "_transfer_start", "_transfer_bytes",
+                 "interruptible", "tls", "task", "_replies", "_queued", "_output_mark", "_transfer_start", "_transfer_bytes",
                  "_line_start", "_line_spent", "_writable", "_source", "_deflate",
                  "bytes_in", "bytes_out", "__weakref__")
 
@@ -83,6 +86,9 @@ class Connection(asyncio.Protocol):
         # Replies to pipelined commands, sent in one write (RFC 2920, RFC 2449 PIPELINING).
         self._replies: list[bytes] = []
         self._queued = 0  # their octets
+        # (octets written, octets the client has yet to take) when the sweeper last found the
+        # connection silent with output waiting; None: not yet.
+        self._output_mark: tuple[int, int] | None = None
         self.task: asyncio.Task[None] | None = None
         # While a body is read: when it started, and how many octets came since.
         self._transfer_start: float | None = None
@@ -205,15 +211,38 @@ class Connection(asyncio.Protocol):
     def overdue(self, now: float, idle_timeout: float, min_rate: int) -> bool:
         """Silent for `idle_timeout`; or `idle_timeout` past the first octet of a command line
         still incomplete; or in a body arriving slower than `min_rate` octets/s (0: no
-        minimum) once its grace (TRANSFER_GRACE, at most the idle timeout) is over."""
+        minimum) once its grace (TRANSFER_GRACE, at most the idle timeout) is over. Silent
+        but still taking our output (a long RETR or FETCH read slowly) is at work, not idle."""
         if now - self.last_activity > idle_timeout:
-            return True
+            if not self._taking_output():
+                return True
+            self.last_activity = now
         if self._line_start is not None and now - self._line_start > idle_timeout:
             return True
         if self._transfer_start is None or min_rate <= 0:
             return False
         allowed = min(TRANSFER_GRACE, idle_timeout) + self._transfer_bytes / min_rate
         return now - self._transfer_start > allowed
+
+    def _taking_output(self) -> bool:
+        """Whether the client took some of our output since the sweeper last asked: what it
+        has not taken (in our buffer and the kernel's send queue) went down, or we wrote more
+        (it made room). The kernel's queue is where a slow reader's progress shows: with
+        megabytes of send buffer the transport can wait seconds for room. The first time
+        output is found waiting counts as progress: a client that stopped reading is cut one
+        idle timeout later."""
+        if self.transport is None or self.transport.is_closing():
+            return False
+        try:
+            fd = self.transport.get_extra_info("socket").fileno()
+            queued = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4))[0]
+        except (AttributeError, OSError, ValueError):
+            return False
+        unsent = self.transport.get_write_buffer_size() + queued
+        mark, self._output_mark = self._output_mark, (self.bytes_out, unsent)
+        if not unsent:
+            return False
+        return mark is None or self.bytes_out > mark[0] or unsent < mark[1]
 
     # reading
 
