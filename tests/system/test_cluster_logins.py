@@ -332,17 +332,22 @@ def test_a_message_the_front_quarantined_is_junk_on_the_owner(checking_front_and
     assert "dmarc=fail (p=quarantine)" in our_results(email.message_from_bytes(path.read_bytes()))
 
 
-def test_a_verdict_forged_in_the_owners_name_is_removed(checking_front_and_owner):
-    """Only a's checks saw the message, and they remove the results that name a alone; b takes
-    a node's mail unchecked: it removes those that name b."""
-    front, owner = checking_front_and_owner
-    forged = f"Authentication-Results: {OWNER_HOSTNAME}; dmarc=pass\r\n".encode()
+def stored_with_a_forged_verdict(front, owner, authserv_id: str) -> email.message.Message:
+    """Carol's copy on the owner of a message sent to the front with an Authentication-Results
+    header naming `authserv_id` (dmarc=pass), which its DMARC policy quarantines."""
+    forged = f"Authentication-Results: {authserv_id}; dmarc=pass\r\n".encode()
     with smtplib.SMTP("127.0.0.1", front.port, timeout=60) as client:
         client.sendmail("sender@quarantine.test", [CAROL],
                         message("quarantine.test", "forged", forged))
     wait_until(lambda: carols_copies(owner), what="carol's copy on b")
     (path,) = (owner.maildir(CAROL) / ".Junk" / "new").iterdir()
-    parsed = email.message_from_bytes(path.read_bytes())
+    return email.message_from_bytes(path.read_bytes())
+
+
+def test_a_verdict_forged_in_the_owners_name_is_removed(checking_front_and_owner):
+    """Only a's checks saw the message, and they remove the results that name a alone; b takes
+    a node's mail unchecked: it removes those that name b."""
+    parsed = stored_with_a_forged_verdict(*checking_front_and_owner, OWNER_HOSTNAME)
     assert [v.split(";")[0] for v in parsed.get_all("Authentication-Results")] == [HOSTNAME]
     assert "dmarc=fail (p=quarantine)" in our_results(parsed)
 
@@ -352,14 +357,8 @@ def test_with_a_shared_authserv_id_the_front_removes_every_forged_verdict(
     """Every node names SHARED_ID (RFC 8601 2.5: one per administrative domain), so a verdict
     forged in any node's name names it too, and the node that checks the message removes it;
     the owner keeps that node's verdict."""
-    front, owner = front_and_owner_sharing_an_authserv_id
-    forged = f"Authentication-Results: {SHARED_ID}; dmarc=pass\r\n".encode()
-    with smtplib.SMTP("127.0.0.1", front.port, timeout=60) as client:
-        client.sendmail("sender@quarantine.test", [CAROL],
-                        message("quarantine.test", "forged", forged))
-    wait_until(lambda: carols_copies(owner), what="carol's copy on b")
-    (path,) = (owner.maildir(CAROL) / ".Junk" / "new").iterdir()
-    results = email.message_from_bytes(path.read_bytes()).get_all("Authentication-Results")
+    parsed = stored_with_a_forged_verdict(*front_and_owner_sharing_an_authserv_id, SHARED_ID)
+    results = parsed.get_all("Authentication-Results")
     assert len(results) == 1 and results[0].split(";")[0] == SHARED_ID
     assert "dmarc=fail (p=quarantine)" in results[0]
 
