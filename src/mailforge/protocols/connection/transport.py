@@ -49,7 +49,8 @@ class Connection(asyncio.Protocol):
     __slots__ = ("_loop", "_handler", "_buffer", "_waiter", "_paused", "transport",
                  "peer_ip", "peer_port", "socket_peer_ip", "peer_speaks_for_itself", "client_counted",
                  "local_port", "closed", "last_activity", "idle_reply",
-                 "interruptible", "tls", "task", "_replies", "_queued", "_output_mark", "_transfer_start", "_transfer_bytes",
+                 "interruptible", "tls", "task", "_replies", "_queued", "_output_mark",
+                 "_transfer_start", "_transfer_bytes",
                  "_line_start", "_line_spent", "_writable", "_source", "_deflate",
                  "bytes_in", "bytes_out", "__weakref__")
 

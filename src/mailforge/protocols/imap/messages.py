@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection
+from typing import NamedTuple
 
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes, render_fetch
 from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
@@ -128,12 +129,12 @@ def _search(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagg
     found = find(selected, criteria, saved)
     if isinstance(found, Tagged):
         return found
-    uids = [view[seq - 1].uid for seq in found]
+    uids = [view[seq - 1].uid for seq in found.sequences]
     if returns.saves:
         selected.saved_result = returns.saved(uids)
-    numbers = uids if by_uid else found
+    numbers = uids if by_uid else found.sequences
     # RFC 7162 3.1.5: a search by MODSEQ reports the highest MODSEQ of what it found.
-    modseqs = [view[seq - 1].modseq for seq in found] if searches_modseq(criteria) else None
+    modseqs = [view[seq - 1].modseq for seq in found.sequences] if found.by_modseq else None
     if modseqs is not None:
         condstore.start_condstore(session)
     # IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 6.4.4), as if RETURN (ALL).
@@ -152,19 +153,17 @@ def _found_uids(selected: Selected, criteria: list, saved: Collection[int]) -> l
     """A search context's result again (criteria that were good once stay good)."""
     found = find(selected, criteria, saved)
     view = selected.messages()
-    return [] if isinstance(found, Tagged) else [view[seq - 1].uid for seq in found]
+    return [] if isinstance(found, Tagged) else [view[seq - 1].uid for seq in found.sequences]
 
 
-def searches_modseq(criteria: list) -> bool:
-    """Whether SEARCH (or SORT) criteria that `find` took hold the MODSEQ key (RFC 7162
-    3.1.5), not merely the word (SUBJECT modseq)."""
-    try:
-        return parse_search(criteria).by_modseq
-    except (ParseError, ValueError):  # BadCharset is a ValueError
-        return False
+class Found(NamedTuple):
+    sequences: list[int]
+    # The criteria held the MODSEQ key, not merely the word (SUBJECT modseq): the answer
+    # then names the highest MODSEQ found (RFC 7162 3.1.5).
+    by_modseq: bool
 
 
-def find(selected: Selected, criteria: list, saved: Collection[int]) -> list[int] | Tagged:
+def find(selected: Selected, criteria: list, saved: Collection[int]) -> Found | Tagged:
     """The sequence numbers of the messages that match SEARCH criteria (as SORT and THREAD
     take them too), or the NO that refuses them; BAD for criteria that make no sense."""
     try:
@@ -179,7 +178,7 @@ def find(selected: Selected, criteria: list, saved: Collection[int]) -> list[int
     elif query.needs_message:
         load = functools.partial(header_block, selected.folder)
     try:
-        return query.run(selected.messages(), load)
+        return Found(query.run(selected.messages(), load), query.by_modseq)
     except UnknownEncoding:
         return no("A part is in an encoding the server cannot decode", "UNKNOWN-CTE")
 

@@ -16,7 +16,7 @@ from ...store.api import MessageGone
 from . import condstore
 from .command_session import CommandSession
 from .context import SearchContext, keep_updated
-from .messages import find, searches_modseq
+from .messages import find
 from .mime import Header, read_header
 from .responses import Bad, Tagged, ok
 from .results import numbers_line, split_return
@@ -63,14 +63,14 @@ def _sort(session: CommandSession, tag: str, args: list, by_uid: bool) -> Tagged
     found = _candidates(selected, args[1:], needs_header(criteria), saved)
     if isinstance(found, Tagged):
         return found
-    ordered = sort_messages(criteria, found)
+    candidates, by_modseq = found
+    ordered = sort_messages(criteria, candidates)
     numbers = [c.info.uid if by_uid else c.sequence for c in ordered]
     uids = [c.info.uid for c in ordered]
     if returns.saves:
         selected.saved_result = returns.saved(uids)
     # RFC 7162 3.1.9, 3.1.10: as SEARCH's, a sort by MODSEQ reports the highest one it found.
-    modseqs = ([c.info.modseq for c in ordered]
-               if searches_modseq(_search_criteria(args[1:])) else None)
+    modseqs = [c.info.modseq for c in ordered] if by_modseq else None
     if modseqs is not None:
         condstore.start_condstore(session)
     if returns.reports:
@@ -88,7 +88,9 @@ def _sorted_uids(selected: Selected, criteria: list, charset_and_criteria: list,
                  saved: list[int]) -> list[int]:
     """A sort context's result again, in its order."""
     found = _candidates(selected, charset_and_criteria, needs_header(criteria), saved)
-    return [] if isinstance(found, Tagged) else [c.info.uid for c in sort_messages(criteria, found)]
+    if isinstance(found, Tagged):
+        return []
+    return [c.info.uid for c in sort_messages(criteria, found[0])]
 
 
 def _thread(session: CommandSession, args: list, by_uid: bool) -> Tagged:
@@ -102,7 +104,7 @@ def _thread(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     found = _candidates(selected, args[1:], True, selected.saved_result)
     if isinstance(found, Tagged):
         return found
-    threads = render(algorithm(found), lambda c: c.info.uid if by_uid else c.sequence)
+    threads = render(algorithm(found[0]), lambda c: c.info.uid if by_uid else c.sequence)
     session.untagged(b"* THREAD %s\r\n" % threads if threads else b"* THREAD\r\n")
     return ok("THREAD completed")
 
@@ -112,22 +114,18 @@ def _selected(session: CommandSession) -> Selected:
     return session.selected
 
 
-def _search_criteria(charset_and_criteria: list) -> list:
-    """SORT's and THREAD's charset and criteria as SEARCH takes them: the charset is no
-    option there, it comes first."""
-    return ["CHARSET", *charset_and_criteria]
-
-
 def _candidates(selected: Selected, charset_and_criteria: list, with_header: bool,
-                saved: list[int]) -> list[Candidate] | Tagged:
-    """The messages the search criteria find, each with its header block when the ordering
-    reads one. A message another session expunged meanwhile is left out."""
-    found = find(selected, _search_criteria(charset_and_criteria), saved)
+                saved: list[int]) -> tuple[list[Candidate], bool] | Tagged:
+    """The messages the search criteria find (SORT's and THREAD's charset is no option:
+    it comes first), each with its header block when the ordering reads one, and whether
+    the criteria searched by MODSEQ. A message another session expunged meanwhile is left
+    out."""
+    found = find(selected, ["CHARSET", *charset_and_criteria], saved)
     if isinstance(found, Tagged):
         return found
     view = selected.messages()
     candidates = []
-    for sequence in found:
+    for sequence in found.sequences:
         info = view[sequence - 1]
         header = _NO_HEADER
         if with_header:
@@ -136,7 +134,7 @@ def _candidates(selected: Selected, charset_and_criteria: list, with_header: boo
             except MessageGone:
                 continue
         candidates.append(Candidate(sequence, info, header))
-    return candidates
+    return candidates, found.by_modseq
 
 
 def _header(data: bytes) -> Header:
