@@ -106,10 +106,9 @@ class SteadyWindow:
     imaptest's per-second lines from then on, and the seconds they cover. The logins are
     not what logout=0 measures, and they cost each peer what its password scheme costs
     (mailforge's scrypt ~45 ms of CPU each, SHA512-CRYPT a few): 50 of them are a few
-    per cent of a 30 s run's CPU, and its first seconds."""
-
-    # (A peer may take its time over some logins: Dovecot's anchor held 26 of 50 for 11 s in
-    # runs of 2026-12-05, its others working meanwhile. The window waits for them.)
+    per cent of a 30 s run's CPU, and its first seconds. A peer may take its time over some
+    logins (Dovecot's anchor held 26 of 50 for 11 s in runs of 2026-12-05, its other clients
+    working meanwhile): the window waits for them."""
 
     def __init__(self, clients: int) -> None:
         self.clients = clients
@@ -153,7 +152,8 @@ def stress(imaptest: Path, target: peers.Target, opts: argparse.Namespace, mbox:
     workers = (peers.worker_pids(peers.mailforge_status(target.config), "imap")
                if target.name == "mailforge" else [])
     window = SteadyWindow(opts.clients)
-    before = CpuReading.now(target, workers)
+    run_start = CpuReading.now(target, workers)
+    window_start = run_start
     # stdbuf: imaptest's per-second lines come as they are printed, not a pipe's buffer later.
     run = subprocess.Popen(["stdbuf", "-oL", *argv], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, errors="replace", env=env)
@@ -165,7 +165,7 @@ def stress(imaptest: Path, target: peers.Target, opts: argparse.Namespace, mbox:
         for line in run.stdout:
             output.append(line)
             if opts.logout0 and window.feed(line):
-                before = CpuReading.now(target, workers)
+                window_start = CpuReading.now(target, workers)
         run.wait()
     finally:
         watchdog.cancel()
@@ -175,6 +175,8 @@ def stress(imaptest: Path, target: peers.Target, opts: argparse.Namespace, mbox:
         raise RuntimeError(f"imaptest exited with {run.returncode}: {text[-500:]!r}")
     outcome = Outcome(target.name, totals(text), float(opts.secs),
                       [line for line in text.splitlines() if ERROR_LINE.match(line)])
+    # The window's commands and CPU, or (no whole second after the last login) the run's.
+    before = window_start if window.seconds else run_start
     if window.seconds:
         outcome.commands, outcome.seconds = window.commands, float(window.seconds)
     outcome.user_seconds = after.user - before.user
