@@ -153,3 +153,26 @@ def test_selecting_while_selected_says_closed_without_qresync_too(imap_server):
     assert "CLOSED" in client.untagged_responses
     assert client.select("Nowhere")[0] == "NO"
     assert "CLOSED" in client.untagged_responses  # the failed SELECT closed Trash
+
+
+def status_modseq(client, folder: str = "INBOX") -> int:
+    reply = ok(client.status(folder, "(HIGHESTMODSEQ)"))[0]
+    return int(re.search(rb"HIGHESTMODSEQ (\d+)", reply).group(1))
+
+
+def test_claiming_recent_changes_no_modseq(imap_server):
+    """RFC 7162 3.1.1: a MODSEQ moves when a message's metadata changes; \\Recent is the state
+    of the session that claimed it. Another session's SELECT that claims the new messages
+    leaves HIGHESTMODSEQ where it was, and a client holding that value has nothing to fetch."""
+    fill(login(imap_server), 3)
+    watcher = login(imap_server)
+    before = status_modseq(watcher)
+    claimer = login(imap_server)
+    ok(claimer.select("INBOX"))
+    assert claimer.untagged_responses.pop("RECENT") == [b"3"]
+    assert claimer.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % before]
+    assert ok(watcher.status("INBOX", "(RECENT)")) == [b"INBOX (RECENT 0)"]
+    assert status_modseq(watcher) == before
+    ok(watcher.select("INBOX", readonly=True))
+    assert watcher.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % before]
+    assert ok(watcher.fetch("1:*", "(FLAGS) (CHANGEDSINCE %d)" % before)) == [None]

@@ -175,8 +175,10 @@ def test_index_counters_never_go_backwards():
     added = index.modseq
     index.apply([Kind.RECENT, added - 1, 1])  # an old claim replayed after a newer one
     assert index.modseq == added and index.first_recent == 1
-    index.claim_recent()
+    assert index.claim_recent()[1] == added  # \Recent is no message's metadata
     index.apply([Kind.RECENT, added, 1])
+    assert index.first_recent == 2 and index.modseq == added
+    index.apply([Kind.RECENT, added + 1, 2])  # an older log's claim raised the MODSEQ
     assert index.first_recent == 2 and index.modseq == added + 1
 
 

@@ -22,8 +22,10 @@ still writing); the next writer, under the lock, truncates it away. Kinds:
   CUR     cur_mtime_ns [1]             after this change set, cur/ had this mtime and the log
                                        described it completely (see the fallback below); 1:
                                        a full listing taken after that mtime's tick vouched
-MODSEQ goes up by one with every ADD, FLAGS, EXPUNGE and RECENT (HEADER and CUR carry the
-current one); the snapshot keeps the highest, so it never goes backwards.
+MODSEQ goes up by one with every ADD, FLAGS and EXPUNGE (HEADER, RECENT and CUR carry the
+current one: claiming \\Recent changes no message's metadata, RFC 7162 3.1.1); the snapshot
+keeps the highest, so it never goes backwards. RECENT records written before that carry one
+more than the record before them, which a reader takes in like any other MODSEQ.
 
 Writers: every change by mailforge (IMAP STORE, EXPUNGE, APPEND, COPY/MOVE into a folder,
 new/ claimed into cur/, UIDs given to files found by a scan; POP3's deletions at QUIT) is made

@@ -123,7 +123,8 @@ class UidIndex:
         return self.apply([Kind.EXPUNGE, self.modseq + 1, uid])
 
     def claim_recent(self) -> Record:
-        return self.apply([Kind.RECENT, self.modseq + 1, self.uidnext])
+        # \Recent is session state, not a message's metadata: no new MODSEQ (RFC 7162 3.1.1).
+        return self.apply([Kind.RECENT, self.modseq, self.uidnext])
 
     def cur_seen(self, cur_mtime: int, final: bool = False) -> Record:
         return self.apply([Kind.CUR, self.modseq, cur_mtime, 1] if final
