@@ -176,3 +176,44 @@ def test_claiming_recent_changes_no_modseq(imap_server):
     ok(watcher.select("INBOX", readonly=True))
     assert watcher.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % before]
     assert ok(watcher.fetch("1:*", "(FLAGS) (CHANGEDSINCE %d)" % before)) == [None]
+
+
+def test_a_sessions_own_store_raises_the_highestmodseq_it_reports(imap_server):
+    """A STORE by sequence number is not followed by a refresh, but the view takes in its own
+    change: the HIGHESTMODSEQ code the first CONDSTORE command brings (RFC 7162 3.1) is not
+    below the MODSEQ the STORE gave, and STATUS, SEARCH MODSEQ and CHANGEDSINCE agree."""
+    fill(login(imap_server), 2)
+    client = login(imap_server)
+    ok(client.select("INBOX"))
+    client.untagged_responses.pop("HIGHESTMODSEQ")  # SELECT's
+    ok(client.store("1", "+FLAGS", r"(\Flagged)"))
+    stored = int(re.fullmatch(rb"1 \(MODSEQ \((\d+)\)\)", ok(client.fetch("1", "(MODSEQ)"))[0])
+                 .group(1))
+    assert client.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % stored]
+    assert status_modseq(client) == stored
+    assert ok(client.search(None, "MODSEQ", str(stored))) == [b"1 (MODSEQ %d)" % stored]
+    assert re.fullmatch(rb"1 \(FLAGS \(\\Flagged \\Recent\) MODSEQ \(%d\)\)" % stored,
+                        ok(client.fetch("1:*", "(FLAGS) (CHANGEDSINCE %d)" % (stored - 1)))[0])
+    second = login(imap_server)
+    ok(second.select("INBOX"))
+    second.untagged_responses.pop("HIGHESTMODSEQ")
+    ok(second.store("2", "+FLAGS", r"(\Seen)"))
+    ok(second.status("INBOX", "(HIGHESTMODSEQ)"))
+    assert second.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % (stored + 1)]
+    assert status_modseq(second) == stored + 1
+
+
+def test_a_store_does_not_vouch_for_changes_the_session_was_not_told_of(imap_server):
+    """When another session changed a message before this session's STORE and no refresh
+    told of it yet, the HIGHESTMODSEQ this session reports stays below that change (RFC 5162
+    erratum 1810): a client that saves it and reconnects with QRESYNC still hears of it."""
+    fill(login(imap_server), 2)
+    client = login(imap_server)
+    ok(client.select("INBOX"))
+    before = int(client.untagged_responses.pop("HIGHESTMODSEQ")[-1])
+    other = login(imap_server)
+    ok(other.select("INBOX"))
+    ok(other.store("2", "+FLAGS", r"(\Seen)"))
+    ok(client.store("1", "+FLAGS", r"(\Flagged)"))
+    ok(client.fetch("1", "(MODSEQ)"))
+    assert client.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % before]

@@ -185,8 +185,9 @@ class Folder(Protocol):
 
     @property
     def highestmodseq(self) -> int:
-        """The highest MODSEQ of the folder when the view was taken (RFC 7162 HIGHESTMODSEQ);
-        it never goes backwards while UIDVALIDITY stays."""
+        """The highest MODSEQ of the folder when the view was taken, or of the view's own
+        change made since when no other came between (RFC 7162 HIGHESTMODSEQ); it never goes
+        backwards while UIDVALIDITY stays."""
         ...
 
     def expunged_since(self, modseq: int) -> list[int] | None:

@@ -212,6 +212,7 @@ class SelectedFolder:
             if place >= 0:
                 infos[place] = info
         self._infos = infos
+        self._highestmodseq = _own_highest(self._highestmodseq, renamed.values())
         return changed
 
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
@@ -282,6 +283,18 @@ def _find(ordered: Sequence[Entry] | Sequence[MessageInfo], uid: int) -> int:
     """Where `uid` is in a list in UID order, by bisection; -1 when it is not there."""
     at = bisect.bisect_left(ordered, uid, key=_uid_of)
     return at if at < len(ordered) and ordered[at].uid == uid else -1
+
+
+def _own_highest(highest: int, own: Iterable[Entry]) -> int:
+    """The view's HIGHESTMODSEQ once its own change set gave these entries: their highest
+    MODSEQ when they took every MODSEQ above `highest` (each record takes the next one), so
+    that nothing but the session's own change happened since; else `highest`, until a
+    refresh reports what other sessions changed in between (RFC 5162 erratum 1810: the
+    HIGHESTMODSEQ a client is told must not cover changes it was not told of)."""
+    fresh = [entry.modseq for entry in own if entry.modseq > highest]
+    if fresh and max(fresh) - highest == len(fresh):
+        return max(fresh)
+    return highest
 
 
 def _few(changed: int, messages: int) -> bool:
