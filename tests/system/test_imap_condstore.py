@@ -217,3 +217,46 @@ def test_a_store_does_not_vouch_for_changes_the_session_was_not_told_of(imap_ser
     ok(client.store("1", "+FLAGS", r"(\Flagged)"))
     ok(client.fetch("1", "(MODSEQ)"))
     assert client.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % before]
+
+
+# QRESYNC parameters that break RFC 7162 7's grammar (after the UIDVALIDITY and MODSEQ of the
+# folder, `%d %d`), and a word the BAD names the faulty one with.
+MALFORMED_QRESYNC = [
+    (b"0 1", b"UIDVALIDITY"),
+    (b"4294967296 1", b"UIDVALIDITY"),
+    (b"01 1", b"UIDVALIDITY"),
+    (b"%d 0", b"mod-sequence"),
+    (b"%d 9223372036854775808", b"mod-sequence"),
+    (b"%d %d 1:*", b"known-uids"),
+    (b"%d %d *", b"known-uids"),
+    (b"%d %d 1:3 (1:* 1:3)", b"known-sequence-set"),
+    (b"%d %d 1:3 (1:3 2,*)", b"known-uid-set"),
+    (b"%d %d 1:3 (1,2 1:3)", b"sequence match"),
+    (b"%d %d 1:3 (1,2)", b"sequence match"),
+    (b"%d %d 1:3 foo", b"Syntax"),
+    (b"%d %d (1,2 1,2) 1:3", b"Syntax"),
+]
+
+
+def test_malformed_qresync_parameters_are_bad_and_well_formed_ones_resync(imap_server):
+    """Each malformed QRESYNC parameter gets a tagged BAD that names it, and the session goes
+    on; the forms RFC 7162 allows (known-uids and sequence match data, each optional) still
+    resynchronise."""
+    fill(login(imap_server), 3)
+    session = qresync_session(imap_server)
+    uidvalidity, modseq = select_state(session)
+    session.command(b"F", b"UID STORE 2 +FLAGS (\\Flagged)")
+    for params, named in MALFORMED_QRESYNC:
+        if params.count(b"%d") == 2:
+            params %= (uidvalidity, modseq)
+        elif b"%d" in params:
+            params %= uidvalidity
+        lines = session.command(b"Q", b"SELECT INBOX (QRESYNC (%s))" % params)
+        assert lines[-1].startswith(b"Q BAD ") and named in lines[-1], (params, lines)
+        assert session.command(b"N", b"NOOP") == [b"N OK NOOP completed\r\n"]
+    for known in (b"", b" 1:3", b" 2", b" 1:3 (1,3 1,3)", b" (2:3 2:3)"):
+        lines = session.command(b"Q", b"SELECT INBOX (QRESYNC (%d %d%s))"
+                                % (uidvalidity, modseq, known))
+        assert lines[-1] == b"Q OK [READ-WRITE] SELECT completed\r\n"
+        assert [line for line in lines if b" FETCH " in line] == [
+            b"* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ (%d))\r\n" % (modseq + 1)], known

@@ -23,6 +23,8 @@ CAPABILITIES = ("CONDSTORE", "QRESYNC")
 # RFC 7162 7: mod-sequence-value is a 63-bit number.
 MAX_MODSEQ = 2**63 - 1
 MAX_UID = 0xFFFFFFFF
+_QRESYNC_SYNTAX = ("Syntax: QRESYNC (uidvalidity modseq [known-uids] "
+                   "[(known-sequence-set known-uid-set)])")
 
 
 @dataclass
@@ -47,7 +49,7 @@ class Resync:
 
     uidvalidity: int
     modseq: int
-    known_uids: str = "1:*"
+    known_uids: str
 
 
 def start_condstore(session: CommandSession) -> None:
@@ -126,16 +128,55 @@ def select_parameters(arg: object, sync: SyncExtensions) -> Resync | None:
 
 
 def _resync(arg: object) -> Resync:
+    """(uidvalidity mod-sequence-value [known-uids] [seq-match-data]) (RFC 7162 7)."""
     if not (isinstance(arg, list) and 2 <= len(arg) <= 4):
-        raise Bad("Syntax: QRESYNC (uidvalidity modseq [known-uids [(seqs uids)]])")
-    uidvalidity = modseq_value(arg[0])
-    modseq = modseq_value(arg[1])
-    if len(arg) > 2 and isinstance(arg[2], str):
-        uid_ranges(arg[2])
-        return Resync(uidvalidity, modseq, arg[2])
-    # The sequence match data (RFC 7162 3.2.5.2) only narrows what the server must report:
-    # the expunge memory answers exactly without it.
-    return Resync(uidvalidity, modseq)
+        raise Bad(_QRESYNC_SYNTAX)
+    uidvalidity, modseq = _uidvalidity(arg[0]), modseq_value(arg[1])
+    if modseq == 0:  # a mod-sequence-value, not the mod-sequence-valzer STORE takes
+        raise Bad("Invalid mod-sequence value: QRESYNC's is 1 or more")
+    rest = arg[2:]
+    known_uids = "1:*"  # none named: every UID
+    if rest and isinstance(rest[0], str):
+        known_uids = rest.pop(0)
+        _known_set(known_uids, "known-uids")
+    if rest and isinstance(rest[0], list):
+        _sequence_match(rest.pop(0))
+    if rest:
+        raise Bad(_QRESYNC_SYNTAX)
+    return Resync(uidvalidity, modseq, known_uids)
+
+
+def _uidvalidity(token: object) -> int:
+    """An nz-number (RFC 3501 9), and UIDVALIDITY is 32-bit."""
+    if not (isinstance(token, str) and token.isascii() and token.isdigit()
+            and token[0] != "0" and len(token) <= 10 and int(token) <= MAX_UID):
+        raise Bad(f"Invalid QRESYNC UIDVALIDITY: 1 to {MAX_UID}")
+    return int(token)
+
+
+def _known_set(text: object, what: str) -> int:
+    """A QRESYNC sequence-set, in which `*` is not allowed (RFC 7162 7); how many numbers
+    it names."""
+    try:
+        ranges = parse_sequence_set(text) if isinstance(text, str) else None
+    except ParseError:
+        ranges = None
+    if ranges is None:
+        raise Bad(f"Invalid QRESYNC {what}")
+    if any(STAR in pair for pair in ranges):
+        raise Bad(f"Invalid QRESYNC {what}: * is not allowed")
+    return sum(abs(last - first) + 1 for first, last in ranges)
+
+
+def _sequence_match(arg: list) -> None:
+    """(known-sequence-set known-uid-set), checked and left unused: it only narrows what the
+    server must report (RFC 7162 3.2.5.2), and the expunge memory answers exactly without it.
+    Its sets pair message numbers with UIDs one to one, so they name as many numbers (Dovecot
+    checks the same)."""
+    if len(arg) != 2:
+        raise Bad("Invalid QRESYNC sequence match data: (known-sequence-set known-uid-set)")
+    if _known_set(arg[0], "known-sequence-set") != _known_set(arg[1], "known-uid-set"):
+        raise Bad("Invalid QRESYNC sequence match data: the sets differ in size")
 
 
 def resync(session: CommandSession, selected: Selected, wanted: Resync) -> None:
