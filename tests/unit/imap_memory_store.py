@@ -23,6 +23,7 @@ from mailforge.store.api import (
     NewMessage,
     Quota,
 )
+from mailforge.store.uidindex import FIRST_MODSEQ
 
 UIDVALIDITY = 1700000000
 
@@ -39,8 +40,9 @@ class MemoryMailbox:
         self.reads = 0  # messages read: tests check that cached answers read none
         # MYRIGHTS per folder (RFC 4314); a folder not named here grants every right.
         self.held: dict[str, frozenset[str]] = {}
-        # One MODSEQ counter for every folder: each folder's still only ever goes up.
-        self.modseq = 0
+        # One MODSEQ counter for every folder: each folder's still only ever goes up, from
+        # where the Maildir store's start (a HIGHESTMODSEQ is never 0).
+        self.modseq = FIRST_MODSEQ
         self.expunged: dict[str, dict[int, int]] = {}  # folder → UID → MODSEQ of its expunge
 
     def next_modseq(self) -> int:
@@ -170,6 +172,7 @@ class MemoryFolder:
     def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode,
                   unchanged_since: int | None = None) -> list[MessageInfo]:
         messages, flags, changed = self.mailbox.data[self.name], frozenset(flags), []
+        before = self.mailbox.modseq
         for uid in uids:
             info, data = messages[uid]
             if unchanged_since is not None and info.modseq > unchanged_since:
@@ -182,6 +185,8 @@ class MemoryFolder:
                 messages[uid] = (info, data)
             changed.append(info)
         self._view = [next((c for c in changed if c.uid == i.uid), i) for i in self._view]
+        if self._highestmodseq == before:  # only this change since the view was taken
+            self._highestmodseq = self.mailbox.modseq
         return changed
 
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:

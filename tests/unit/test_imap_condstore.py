@@ -12,7 +12,7 @@ from .test_imap_machine import MESSAGE, Session
 def session() -> Session:
     box = MemoryMailbox()
     for n in range(4):
-        box.append("INBOX", MESSAGE)  # MODSEQs 1..4
+        box.append("INBOX", MESSAGE)  # MODSEQs 2..5: a new folder is at 1
     s = Session(box)
     s.send(b"a LOGIN alice@example.test secret\r\n")
     return s
@@ -30,31 +30,32 @@ def test_capabilities_and_enable(session):
 
 
 def test_select_reports_highestmodseq_and_status_asks_for_it(session):
-    assert b"* OK [HIGHESTMODSEQ 4] Highest" in lines(session.send(b"s SELECT INBOX\r\n"))
-    assert b"* STATUS INBOX (HIGHESTMODSEQ 4 MESSAGES 4)" in lines(
+    assert b"* OK [HIGHESTMODSEQ 5] Highest" in lines(session.send(b"s SELECT INBOX\r\n"))
+    assert b"* STATUS INBOX (HIGHESTMODSEQ 5 MESSAGES 4)" in lines(
         session.send(b"t STATUS INBOX (HIGHESTMODSEQ MESSAGES)\r\n"))
 
 
 def test_fetch_modseq_turns_condstore_on_and_store_reports_modseqs(session):
     session.send(b"s SELECT INBOX\r\n")
     assert lines(session.send(b"f FETCH 2 (FLAGS MODSEQ)\r\n")) == [
-        b"* OK [HIGHESTMODSEQ 4] Highest", b"* 2 FETCH (FLAGS () MODSEQ (2))",
+        b"* OK [HIGHESTMODSEQ 5] Highest", b"* 2 FETCH (FLAGS () MODSEQ (3))",
         b"f OK FETCH completed"]
     assert lines(session.send(b"g STORE 1 +FLAGS (\\Seen)\r\n"))[0] == \
-        b"* 1 FETCH (FLAGS (\\Seen) MODSEQ (5))"
+        b"* 1 FETCH (FLAGS (\\Seen) MODSEQ (6))"
     assert lines(session.send(b"h STORE 3 +FLAGS.SILENT (\\Seen)\r\n"))[0] == \
-        b"* 3 FETCH (MODSEQ (6))"
-    assert lines(session.send(b"i FETCH 1:* (UID) (CHANGEDSINCE 4)\r\n")) == [
-        b"* 1 FETCH (UID 1 MODSEQ (5))", b"* 3 FETCH (UID 3 MODSEQ (6))",
+        b"* 3 FETCH (MODSEQ (7))"
+    assert lines(session.send(b"i FETCH 1:* (UID) (CHANGEDSINCE 5)\r\n")) == [
+        b"* 1 FETCH (UID 1 MODSEQ (6))", b"* 3 FETCH (UID 3 MODSEQ (7))",
         b"i OK FETCH completed"]
 
 
 def test_store_unchangedsince_names_the_modified_messages(session):
     session.send(b"s SELECT INBOX\r\n")
-    session.send(b"a STORE 2 +FLAGS.SILENT (\\Flagged)\r\n")  # 2 now has MODSEQ 5
-    reply = lines(session.send(b"b STORE 1:3 (UNCHANGEDSINCE 4) +FLAGS (\\Seen)\r\n"))
+    session.send(b"a STORE 2 +FLAGS.SILENT (\\Flagged)\r\n")  # 2 now has MODSEQ 6
+    reply = lines(session.send(b"b STORE 1:3 (UNCHANGEDSINCE 5) +FLAGS (\\Seen)\r\n"))
     assert reply[-1] == b"b OK [MODIFIED 2] Conditional STORE failed"
-    assert b"* 1 FETCH (FLAGS (\\Seen) MODSEQ (6))" in reply
+    assert reply[0] == b"* OK [HIGHESTMODSEQ 6] Highest"  # with the session's own STORE
+    assert b"* 1 FETCH (FLAGS (\\Seen) MODSEQ (7))" in reply
     assert not any(line.startswith(b"* 2 FETCH") for line in reply)
     uid_reply = lines(session.send(b"c UID STORE 2 (UNCHANGEDSINCE 1) FLAGS ()\r\n"))
     assert uid_reply[-1] == b"c OK [MODIFIED 2] Conditional STORE failed"
@@ -63,11 +64,11 @@ def test_store_unchangedsince_names_the_modified_messages(session):
 def test_search_modseq_reports_the_highest_found(session):
     session.send(b"s SELECT INBOX\r\n")
     session.send(b"a STORE 2 +FLAGS (\\Seen)\r\n")
-    assert lines(session.send(b"b SEARCH MODSEQ 3\r\n"))[-2:] == [
-        b"* SEARCH 2 3 4 (MODSEQ 5)", b"b OK SEARCH completed"]
-    assert lines(session.send(b'c SEARCH RETURN (MIN) MODSEQ "/flags/\\\\seen" all 3\r\n'))[0] \
-        == b'* ESEARCH (TAG "c") MIN 2 MODSEQ 5'
-    assert lines(session.send(b"d SEARCH MODSEQ 6\r\n"))[0] == b"* SEARCH"
+    assert lines(session.send(b"b SEARCH MODSEQ 4\r\n"))[-2:] == [
+        b"* SEARCH 2 3 4 (MODSEQ 6)", b"b OK SEARCH completed"]
+    assert lines(session.send(b'c SEARCH RETURN (MIN) MODSEQ "/flags/\\\\seen" all 4\r\n'))[0] \
+        == b'* ESEARCH (TAG "c") MIN 2 MODSEQ 6'
+    assert lines(session.send(b"d SEARCH MODSEQ 7\r\n"))[0] == b"* SEARCH"
 
 
 def test_qresync_select_reports_vanished_and_changed_then_vanished_replaces_expunge(session):
@@ -77,14 +78,14 @@ def test_qresync_select_reports_vanished_and_changed_then_vanished_replaces_expu
     other.set_flags([3], ["\\Flagged"], FlagMode.ADD)
     other.expunge_by_other(2)
     session.send(b"u UNSELECT\r\n")
-    reply = lines(session.send(b"q SELECT INBOX (QRESYNC (1700000000 4 1:4))\r\n"))
+    reply = lines(session.send(b"q SELECT INBOX (QRESYNC (1700000000 5 1:4))\r\n"))
     assert b"* VANISHED (EARLIER) 2" in reply
-    assert b"* 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (5))" in reply
+    assert b"* 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (6))" in reply
     assert reply.index(b"* VANISHED (EARLIER) 2") < reply.index(
-        b"* 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (5))")
+        b"* 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (6))")
     session.send(b"d STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
     assert lines(session.send(b"x EXPUNGE\r\n"))[0] == b"* VANISHED 1"
-    assert lines(session.send(b"v UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4 VANISHED)\r\n"))[0] == \
+    assert lines(session.send(b"v UID FETCH 1:* (FLAGS) (CHANGEDSINCE 5 VANISHED)\r\n"))[0] == \
         b"* VANISHED (EARLIER) 1:2"
 
 

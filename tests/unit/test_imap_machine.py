@@ -94,7 +94,7 @@ def test_login_select_and_states(mailbox):
         b"* OK [PERMANENTFLAGS (\\* \\Answered \\Deleted \\Draft \\Flagged \\Seen)] Flags permitted",
         b"* 3 EXISTS", b"* 0 RECENT", b"* OK [UNSEEN 1] First unseen message",
         b"* OK [UIDVALIDITY 1700000000] UIDs valid", b"* OK [UIDNEXT 4] Predicted next UID",
-        b"* OK [HIGHESTMODSEQ 3] Highest", b"d OK [READ-WRITE] SELECT completed"]
+        b"* OK [HIGHESTMODSEQ 4] Highest", b"d OK [READ-WRITE] SELECT completed"]
     assert session.send(b"e LOGOUT\r\n") == b"* BYE Logging out\r\ne OK LOGOUT completed\r\n"
     assert session.machine.state is State.LOGOUT
 
