@@ -498,3 +498,23 @@ def test_a_domain_administrator_cannot_lift_an_outbound_limits_disable(console):
     assert boss.post("/users/action", {"address": alice, "action": "enable"}).status == 200
     with open_accounts(console.config) as accounts:
         assert not accounts.send_limits.send_status(alice).disabled
+
+
+def test_the_audit_log_names_an_alias_target_as_stored_not_as_typed(console):
+    """"Alice@EXAMPLE.TEST" or '"ALICE"@example.test' is alice@example.test to the alias: the
+    audit entries of alias add and remove name that, as the aliases page lists it, so that a
+    search of the log for an address finds what was done to it."""
+    from mailforge.auth.accounts import open_accounts
+
+    boss = client(console)
+    boss.login(*BOSS)
+    alice = f"alice@{DOMAIN}"
+    added = boss.post("/aliases", {"source": f"Team@{DOMAIN}", "target": f"Alice@{DOMAIN.upper()}"})
+    assert added.status == 200 and f"added alias team@{DOMAIN} -&gt; {alice}" in added.text, added.text
+    removed = boss.post("/aliases/remove", {"source": f"team@{DOMAIN}", "target": f'"ALICE"@{DOMAIN}'})
+    assert removed.status == 200 and f"removed alias team@{DOMAIN} -&gt; {alice}" in removed.text
+    with open_accounts(console.config) as accounts:
+        entries = accounts.admins.recent(2)
+    assert [(e.action, e.detail) for e in entries] == [("alias remove", f"team@{DOMAIN} -> {alice}"),
+                                                       ("alias add", f"team@{DOMAIN} -> {alice}")]
+    assert f"alias remove team@{DOMAIN} -> {alice}" in console.log()

@@ -172,7 +172,8 @@ class Operations:
                 if actor.admin.manages(row[0].rpartition("@")[2])]
 
     def alias_add(self, actor: Actor, source: str, target: str) -> str:
-        source = normalize_alias_source(source)
+        # As the alias stores them: the audit entry and the answer name what was added.
+        source, target = normalize_alias_source(source), normalize_address(target)
         self.require_domain(actor, source.rpartition("@")[2])
         self.accounts.directory.alias_add(source, target)
         self._record(actor, "alias add", f"{source} -> {target}")
@@ -180,6 +181,8 @@ class Operations:
 
     def alias_remove(self, actor: Actor, source: str, target: str) -> str:
         source = normalize_alias_source(source)
+        # As stored: the audit entry names the target removed, not the spelling typed.
+        target = normalize_address(target) if target else ""
         self.require_domain(actor, source.rpartition("@")[2])
         self.accounts.directory.alias_remove(source, target or None)
         self._record(actor, "alias remove", f"{source} -> {target or '*'}")
