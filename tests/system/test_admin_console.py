@@ -518,3 +518,32 @@ def test_the_audit_log_names_an_alias_target_as_stored_not_as_typed(console):
     assert [(e.action, e.detail) for e in entries] == [("alias remove", f"team@{DOMAIN} -> {alice}"),
                                                        ("alias add", f"team@{DOMAIN} -> {alice}")]
     assert f"alias remove team@{DOMAIN} -> {alice}" in console.log()
+
+
+def test_an_alias_target_tells_a_domain_administrator_nothing_of_another_domains_addresses(console):
+    """A target in one of our domains must exist (a typo is caught), but answered that way to a
+    domain administrator for a domain not its own, the check told whether an address of
+    another customer exists. There, such a target is taken on trust as one outside our domains
+    is: the same answer for carol (a mailbox) and nobody, and mail to the alias reaches carol.
+    In its own domain, and for a system administrator everywhere, the check stays."""
+    from mailforge.auth.accounts import open_accounts
+
+    host, boss = client(console), client(console)
+    host.login(*HOST)
+    boss.login(*BOSS)
+    token = cli(console.conf, "admin", "token", HOST[0]).stdout.strip()
+    answers = []
+    for local in ("carol", "nobody"):
+        target = f"{local}@{OTHER}"
+        page = host.post("/aliases", {"source": f"page-{local}@{DOMAIN}", "target": target})
+        api = host.api("POST", "/api/aliases", token, {"source": f"api-{local}@{DOMAIN}", "target": target})
+        answers.append((page.status, api.status, api.text.replace(local, "LOCAL")))
+    assert answers[0] == answers[1], answers
+    assert answers[0][:2] == (200, 200) and f"-> LOCAL@{OTHER}" in answers[0][2]
+    with open_accounts(console.config) as accounts:
+        assert accounts.directory.lookup_recipient(f"page-carol@{DOMAIN}").mailboxes == [f"carol@{OTHER}"]
+
+    typo = host.post("/aliases", {"source": f"typo@{DOMAIN}", "target": f"alcie@{DOMAIN}"})
+    assert typo.status == 400 and "neither a mailbox nor an alias" in typo.text
+    precise = boss.post("/aliases", {"source": f"boss@{DOMAIN}", "target": f"nobody@{OTHER}"})
+    assert precise.status == 400 and "neither a mailbox nor an alias" in precise.text
