@@ -547,3 +547,29 @@ def test_an_alias_target_tells_a_domain_administrator_nothing_of_another_domains
     assert typo.status == 400 and "neither a mailbox nor an alias" in typo.text
     precise = boss.post("/aliases", {"source": f"boss@{DOMAIN}", "target": f"nobody@{OTHER}"})
     assert precise.status == 400 and "neither a mailbox nor an alias" in precise.text
+
+
+def test_a_password_no_login_can_carry_is_refused_with_its_reason(console):
+    """NUL separates AUTH PLAIN's fields and is in no IMAP string; CR and LF end a POP3 PASS
+    line. A mailbox's or an administrator's password holding one could be set but never
+    typed at a login: 400 and why, nothing changed. Any other Unicode (a tab too) is the
+    owner's choice."""
+    from mailforge.auth.accounts import open_accounts
+
+    boss = client(console)
+    boss.login(*BOSS)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    alice, dave = f"alice@{DOMAIN}", f"dave@{DOMAIN}"
+    for password in ("nul\0inside", "line\r\nbreak", "bare\nlf", "pw\r"):
+        for path, payload in (("/api/users", {"address": dave, "password": password}),
+                              (f"/api/users/{alice}/password", {"password": password})):
+            answer = boss.api("POST", path, token, payload)
+            assert answer.status == 400 and "NUL, CR or LF" in answer.json()["error"], (path, answer.text)
+        page = boss.post("/admins/action", {"name": HOST[0], "action": "password", "password": password})
+        assert page.status == 400 and "NUL, CR or LF" in page.text, page.text
+    assert dave not in cli(console.conf, "user", "list").stdout
+    assert client(console).login(*HOST).status == 303
+    assert boss.api("POST", "/api/users", token, {"address": dave, "password": "pässwörd\tß"}).status == 200
+    with open_accounts(console.config) as accounts:
+        assert accounts.credentials.check_password(alice, "correct horse")
+        assert accounts.credentials.check_password(dave, "pässwörd\tß")
