@@ -498,3 +498,78 @@ def test_a_domain_administrator_cannot_lift_an_outbound_limits_disable(console):
     assert boss.post("/users/action", {"address": alice, "action": "enable"}).status == 200
     with open_accounts(console.config) as accounts:
         assert not accounts.send_limits.send_status(alice).disabled
+
+
+def test_the_audit_log_names_an_alias_target_as_stored_not_as_typed(console):
+    """"Alice@EXAMPLE.TEST" or '"ALICE"@example.test' is alice@example.test to the alias: the
+    audit entries of alias add and remove name that, as the aliases page lists it, so that a
+    search of the log for an address finds what was done to it."""
+    from mailforge.auth.accounts import open_accounts
+
+    boss = client(console)
+    boss.login(*BOSS)
+    alice = f"alice@{DOMAIN}"
+    added = boss.post("/aliases", {"source": f"Team@{DOMAIN}", "target": f"Alice@{DOMAIN.upper()}"})
+    assert added.status == 200 and f"added alias team@{DOMAIN} -&gt; {alice}" in added.text, added.text
+    removed = boss.post("/aliases/remove", {"source": f"team@{DOMAIN}", "target": f'"ALICE"@{DOMAIN}'})
+    assert removed.status == 200 and f"removed alias team@{DOMAIN} -&gt; {alice}" in removed.text
+    with open_accounts(console.config) as accounts:
+        entries = accounts.admins.recent(2)
+    assert [(e.action, e.detail) for e in entries] == [("alias remove", f"team@{DOMAIN} -> {alice}"),
+                                                       ("alias add", f"team@{DOMAIN} -> {alice}")]
+    assert f"alias remove team@{DOMAIN} -> {alice}" in console.log()
+
+
+def test_an_alias_target_tells_a_domain_administrator_nothing_of_another_domains_addresses(console):
+    """A target in one of our domains must exist (a typo is caught), but answered that way to a
+    domain administrator for a domain not its own, the check told whether an address of
+    another customer exists. There, such a target is taken on trust as one outside our domains
+    is: the same answer for carol (a mailbox) and nobody, and mail to the alias reaches carol.
+    In its own domain, and for a system administrator everywhere, the check stays."""
+    from mailforge.auth.accounts import open_accounts
+
+    host, boss = client(console), client(console)
+    host.login(*HOST)
+    boss.login(*BOSS)
+    token = cli(console.conf, "admin", "token", HOST[0]).stdout.strip()
+    answers = []
+    for local in ("carol", "nobody"):
+        target = f"{local}@{OTHER}"
+        page = host.post("/aliases", {"source": f"page-{local}@{DOMAIN}", "target": target})
+        api = host.api("POST", "/api/aliases", token, {"source": f"api-{local}@{DOMAIN}", "target": target})
+        answers.append((page.status, api.status, api.text.replace(local, "LOCAL")))
+    assert answers[0] == answers[1], answers
+    assert answers[0][:2] == (200, 200) and f"-> LOCAL@{OTHER}" in answers[0][2]
+    with open_accounts(console.config) as accounts:
+        assert accounts.directory.lookup_recipient(f"page-carol@{DOMAIN}").mailboxes == [f"carol@{OTHER}"]
+
+    typo = host.post("/aliases", {"source": f"typo@{DOMAIN}", "target": f"alcie@{DOMAIN}"})
+    assert typo.status == 400 and "neither a mailbox nor an alias" in typo.text
+    precise = boss.post("/aliases", {"source": f"boss@{DOMAIN}", "target": f"nobody@{OTHER}"})
+    assert precise.status == 400 and "neither a mailbox nor an alias" in precise.text
+
+
+def test_a_password_no_login_can_carry_is_refused_with_its_reason(console):
+    """NUL separates AUTH PLAIN's fields and is in no IMAP string; CR and LF end a POP3 PASS
+    line. A mailbox's or an administrator's password holding one could be set but never
+    typed at a login: 400 and why, nothing changed. Any other Unicode (a tab too) is the
+    owner's choice."""
+    from mailforge.auth.accounts import open_accounts
+
+    boss = client(console)
+    boss.login(*BOSS)
+    token = cli(console.conf, "admin", "token", BOSS[0]).stdout.strip()
+    alice, dave = f"alice@{DOMAIN}", f"dave@{DOMAIN}"
+    for password in ("nul\0inside", "line\r\nbreak", "bare\nlf", "pw\r"):
+        for path, payload in (("/api/users", {"address": dave, "password": password}),
+                              (f"/api/users/{alice}/password", {"password": password})):
+            answer = boss.api("POST", path, token, payload)
+            assert answer.status == 400 and "NUL, CR or LF" in answer.json()["error"], (path, answer.text)
+        page = boss.post("/admins/action", {"name": HOST[0], "action": "password", "password": password})
+        assert page.status == 400 and "NUL, CR or LF" in page.text, page.text
+    assert dave not in cli(console.conf, "user", "list").stdout
+    assert client(console).login(*HOST).status == 303
+    assert boss.api("POST", "/api/users", token, {"address": dave, "password": "pässwörd\tß"}).status == 200
+    with open_accounts(console.config) as accounts:
+        assert accounts.credentials.check_password(alice, "correct horse")
+        assert accounts.credentials.check_password(dave, "pässwörd\tß")

@@ -185,6 +185,16 @@ def test_alias_refusals(db):
         db.directory.alias_add("@example.org", "bob@example.com")
 
 
+def test_an_unchecked_alias_target_is_taken_on_trust_like_a_remote_one(db):
+    """check_target=False (the console's, for a domain administrator's target in a domain not
+    its own): an address of ours that does not exist is stored, and reaches nobody, as a
+    target removed after its alias was made."""
+    db.directory.domain_add("example.org")
+    db.directory.alias_add("fwd@example.com", "nobody@example.org", check_target=False)
+    assert db.directory.aliases() == [("fwd@example.com", "nobody@example.org")]
+    assert db.directory.lookup_recipient("fwd@example.com") == Lookup("unknown")
+
+
 def test_alias_remove(db):
     db.directory.user_add("bob@example.com", "pw")
     db.directory.user_add("alice@example.com", "pw")

@@ -79,6 +79,20 @@ def test_empty_password_refused(run, config):
         assert db.directory.users() == []
 
 
+@pytest.mark.parametrize("line", ["nul\0inside\n", "windows\r\n", "two\rlines\n"])
+def test_a_password_no_login_can_carry_is_refused(run, config, line):
+    """NUL is AUTH PLAIN's separator, CR and LF end a POP3 PASS line: such a password could
+    never be typed at a login. A line from a Windows file keeps its CR, and is refused too."""
+    run("domain", "add", "example.com")
+    with pytest.raises(UsageError, match="NUL, CR or LF"):
+        run("user", "add", "bob@example.com", "--password-stdin", stdin=line)
+    run("user", "add", "bob@example.com", "--password-stdin", stdin="pw\n")
+    with pytest.raises(UsageError, match="NUL, CR or LF"):
+        run("user", "passwd", "bob@example.com", "--password-stdin", stdin=line)
+    with accounts(config) as db:
+        assert db.credentials.check_password("bob@example.com", "pw")
+
+
 def test_password_without_tty_needs_password_stdin(run):
     run("domain", "add", "example.com")
     with pytest.raises(UsageError, match="--password-stdin"):

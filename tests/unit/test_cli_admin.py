@@ -42,6 +42,8 @@ def test_add_list_token_remove(conf):
     (("add", "x", "--password-stdin", "--role", "domain", "--domain", "no.test"), "pw\n", "not hosted here"),
     (("add", "a b", "--password-stdin"), "pw\n", "bad administrator name"),
     (("add", "x", "--password-stdin"), "\n", "empty password refused"),
+    (("add", "x", "--password-stdin"), "nul\0inside\n", "must not contain NUL, CR or LF"),
+    (("passwd", "x", "--password-stdin"), "windows\r\n", "must not contain NUL, CR or LF"),
     (("remove", "ghost"), "", "no such administrator: ghost"),
     (("token", "ghost"), "", "no such administrator: ghost"),
 ])

@@ -2,6 +2,7 @@ import pytest
 
 from mailforge.auth import passwords
 from mailforge.auth.passwords import hash_password, verify_password
+from mailforge.errors import UsageError
 
 # Read at import, before the fixture below lowers them.
 PRODUCTION_PARAMETERS = (passwords.SCRYPT_LOG2_N, passwords.SCRYPT_R, passwords.SCRYPT_P)
@@ -58,3 +59,13 @@ def test_production_default():
 ])
 def test_malformed_stored_value_is_false(stored):
     assert verify_password("anything", stored) is False
+
+
+def test_a_new_password_may_hold_any_unicode_but_nul_cr_or_lf():
+    for password in ("pässwörd ✓", " tab\tand spaces ", "bell\x07", "\u200bzero width"):
+        passwords.check_new_password(password)
+    with pytest.raises(UsageError, match="empty password refused"):
+        passwords.check_new_password("")
+    for password in ("nul\0inside", "cr\r", "\nlf", "crlf\r\n"):
+        with pytest.raises(UsageError, match="must not contain NUL, CR or LF"):
+            passwords.check_new_password(password)

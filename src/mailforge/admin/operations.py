@@ -172,14 +172,21 @@ class Operations:
                 if actor.admin.manages(row[0].rpartition("@")[2])]
 
     def alias_add(self, actor: Actor, source: str, target: str) -> str:
-        source = normalize_alias_source(source)
+        # As the alias stores them: the audit entry and the answer name what was added.
+        source, target = normalize_alias_source(source), normalize_address(target)
         self.require_domain(actor, source.rpartition("@")[2])
-        self.accounts.directory.alias_add(source, target)
+        # A domain administrator's target in a domain not its own is taken on trust, as one
+        # outside our domains is: checked, the answer would tell whether an address of another
+        # customer exists.
+        self.accounts.directory.alias_add(source, target,
+                                          check_target=actor.admin.manages(target.rpartition("@")[2]))
         self._record(actor, "alias add", f"{source} -> {target}")
         return f"added alias {source} -> {target}"
 
     def alias_remove(self, actor: Actor, source: str, target: str) -> str:
         source = normalize_alias_source(source)
+        # As stored: the audit entry names the target removed, not the spelling typed.
+        target = normalize_address(target) if target else ""
         self.require_domain(actor, source.rpartition("@")[2])
         self.accounts.directory.alias_remove(source, target or None)
         self._record(actor, "alias remove", f"{source} -> {target or '*'}")

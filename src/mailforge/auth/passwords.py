@@ -17,6 +17,8 @@ import stringprep
 import unicodedata
 from dataclasses import dataclass
 
+from ..errors import UsageError
+
 SCHEME = "scrypt"
 # Cost of new hashes: N = 2**14, r = 8 takes 16 MiB and tens of milliseconds, the interactive
 # login setting of the scrypt paper. Module globals, read at call time, so tests can lower them.
@@ -31,6 +33,20 @@ MAX_LOG2_N = 20
 MAX_R = 32
 MAX_P = 16
 MAX_MEMORY = 1 << 30
+# What logins cannot carry: NUL separates AUTH PLAIN's fields and is in no IMAP string; CR and
+# LF end a POP3 PASS line and cannot be in an IMAP quoted string. A password holding one could
+# be set, but not typed at every login.
+UNTYPABLE = "\0\r\n"
+
+
+def check_new_password(password: str) -> None:
+    """UsageError for a password no mailbox or administrator may be given: empty, or holding
+    one of UNTYPABLE. Any other Unicode is its owner's choice."""
+    if not password:
+        raise UsageError("empty password refused")
+    if any(char in UNTYPABLE for char in password):
+        raise UsageError("a password must not contain NUL, CR or LF: "
+                         "logins (SMTP AUTH PLAIN, IMAP LOGIN, POP3 PASS) cannot carry them")
 
 
 def hash_password(password: str) -> str:

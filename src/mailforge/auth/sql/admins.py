@@ -16,7 +16,7 @@ import time
 from ...addresses import normalize_domain
 from ...errors import UsageError
 from ..api import ADMIN_ROLES, AdminInfo, AdminLogin, AuditEntry
-from ..passwords import hash_password, verify_password
+from ..passwords import check_new_password, hash_password, verify_password
 from .database import Connection, Database, exists, require_domain
 
 # Short names people type at a login page and in `mailforge admin`; no "@": not mailboxes.
@@ -187,8 +187,7 @@ def _role_domains(role: str, domains: list[str]) -> list[str]:
 
 
 def _hashed(password: str) -> str:
-    if not password:
-        raise UsageError("empty password refused")
+    check_new_password(password)
     return hash_password(password)
 
 

@@ -9,7 +9,8 @@ import secrets
 
 from ...addresses import normalize_address
 from ...errors import UsageError
-from ..passwords import ScramRecord, hash_cram_md5, hash_password, hash_scram_sha256
+from ..passwords import ScramRecord, check_new_password, hash_cram_md5, hash_password
+from ..passwords import hash_scram_sha256
 from ..passwords import cram_md5_state as parse_cram_md5
 from ..passwords import parse_scram_sha256, scram_decoy, verify_password
 from .database import Database
@@ -122,8 +123,7 @@ def password_columns(password: str) -> tuple[str, str, str | None]:
     """The scrypt hash, the CRAM-MD5 state and the SCRAM-SHA-256 record. The state is
     password-equivalent for CRAM-MD5 and, being unsalted MD5, far cheaper to attack than the
     hash: database.DB_MODE guards them all."""
-    if not password:
-        raise UsageError("empty password refused")
+    check_new_password(password)
     try:
         scram = hash_scram_sha256(password)
     except ValueError:

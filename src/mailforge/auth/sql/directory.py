@@ -155,9 +155,10 @@ class Directory:
 
     # -- aliases
 
-    def alias_add(self, source: str, target: str) -> None:
+    def alias_add(self, source: str, target: str, check_target: bool = True) -> None:
         """`source` is an address, or "@domain": mail to any address of the domain that no
-        mailbox or other alias has."""
+        mailbox or other alias has. `check_target`: a target in one of our domains must exist
+        (False: taken on trust, as one elsewhere is)."""
         source, target = normalize_alias_source(source), normalize_address(target)
         if source == target:
             raise UsageError(f"alias {source} cannot point at itself")
@@ -168,7 +169,8 @@ class Directory:
                 raise UsageError(f"{source} is a mailbox; an alias source must not be one")
             if exists(db, "SELECT 1 FROM aliases WHERE source = ? AND target = ?", source, target):
                 raise UsageError(f"alias {source} -> {target} exists already")
-            _check_target(db, target)
+            if check_target:
+                _check_target(db, target)
             db.execute("INSERT INTO aliases (source, target, domain, created) VALUES (?, ?, ?, ?)",
                        (source, target, domain, time.time()))
 
