@@ -9,9 +9,9 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from .conftest import USER, cli
-from .test_outbound import (BODY, REMOTE, SENDER, relaying_server, report_of, send, to,
-                            wait_until)
+from .conftest import DOMAIN, USER, cli
+from .test_outbound import (BODY, REMOTE, SENDER, queue_listing, relaying_server, report_of,
+                            send, to, wait_until)
 from .test_outbound import sink  # noqa: F401  (a fixture for the tests)
 
 
@@ -62,3 +62,20 @@ def test_a_delay_notice_announces_the_short_wait_of_a_full_mailbox(make_server, 
              for block in per_rcpt}
     assert waits == {f"rfc822; {USER}": timedelta(seconds=30),
                      f"rfc822; later@{REMOTE}": timedelta(seconds=60)}
+
+
+def test_an_alias_of_several_targets_is_reported_on_once_as_expanded(make_server, sink):
+    """RFC 3461 6.2.7.3, RFC 3464 2.3.3: NOTIFY=SUCCESS on an alias of several targets earns
+    one "expanded" notice for the alias, not a "delivered" or "relayed" one per target."""
+    server = relaying_server(make_server, sink)
+    for target in (USER, f"ok1@{REMOTE}", f"ok2@{REMOTE}"):
+        cli(server.conf, "alias", "add", f"list@{DOMAIN}", target)
+    send(server, [f"list@{DOMAIN}"], rcpt_options=["NOTIFY=SUCCESS"])
+    wait_until(lambda: queue_listing(server, "queue is empty"), what="an empty queue")
+    server.wait_delivered(1)
+    forwarded = [m for m in sink.received if m.sender == SENDER]
+    assert sorted(r for m in forwarded for r in m.recipients) == [f"ok1@{REMOTE}", f"ok2@{REMOTE}"]
+    (notice,) = to(sink, SENDER)
+    _, (_, block) = report_of(notice.data)
+    assert block["Final-Recipient"] == f"rfc822; list@{DOMAIN}"
+    assert (block["Action"], block["Status"]) == ("expanded", "2.0.0")

@@ -416,7 +416,7 @@ class DeliveryAgent:
                 pass
 
     def _write_copies(self, entry: Entry, batch: CopyBatch, lookups: BatchLookups) -> None:
-        expand_forwards(entry.envelope, lookups)
+        entry.expanded = expand_forwards(entry.envelope, lookups)
         for rcpt in entry.envelope.recipients:
             try:
                 self._write_recipient(entry, rcpt, batch, lookups)

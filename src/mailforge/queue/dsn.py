@@ -24,11 +24,13 @@ MAX_ORCPT = 500
 RETURN_LIMIT = 50_000
 
 FAILED, DELAYED, DELIVERED, RELAYED = "failed", "delayed", "delivered", "relayed"
+EXPANDED = "expanded"
 SUBJECTS = {
     FAILED: "Undelivered Mail Returned to Sender",
     DELAYED: "Delayed Mail (still being retried)",
     DELIVERED: "Successful Mail Delivery Report",
     RELAYED: "Successful Mail Delivery Report",
+    EXPANDED: "Successful Mail Delivery Report",
 }
 EXPLANATIONS = {
     FAILED: "I'm sorry to have to inform you that your message could not\n"
@@ -39,6 +41,8 @@ EXPLANATIONS = {
     DELIVERED: "Your message was delivered to the destination mailbox(es) below.",
     RELAYED: "Your message was relayed to a mail server that does not send\n"
              "delivery reports; this is the last notice you will get about it.",
+    EXPANDED: "Your message was delivered to the alias below, which passed it on to\n"
+              "several addresses; you may still hear of failures among them.",
 }
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 
@@ -107,10 +111,16 @@ def wants(notify: str, event: str) -> bool:
     return event in notify.split(",")
 
 
+def without_success(notify: str) -> str:
+    """A NOTIFY that asked for SUCCESS, once that success is reported: NEVER if nothing is
+    left (an empty NOTIFY would mean the default, FAILURE and DELAY)."""
+    return ",".join(k for k in notify.split(",") if k != "SUCCESS") or NEVER
+
+
 @dataclass
 class RecipientStatus:
     recipient: str
-    action: str  # FAILED, DELAYED, DELIVERED or RELAYED
+    action: str  # FAILED, DELAYED, DELIVERED, RELAYED or EXPANDED
     status: str  # RFC 3463, e.g. "5.1.1"
     diagnostic: str = ""  # the remote reply ("550 5.1.1 ...") or our own reason
     remote_mta: str = ""

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from . import dsn
 from .envelope import Envelope
 
-KIND_LETTER = {dsn.FAILED: "B", dsn.DELAYED: "D", dsn.DELIVERED: "S", dsn.RELAYED: "S"}
+KIND_LETTER = {dsn.FAILED: "B", dsn.DELAYED: "D", dsn.DELIVERED: "S", dsn.RELAYED: "S",
+               dsn.EXPANDED: "S"}
 EVENT = {dsn.FAILED: "FAILURE", dsn.DELAYED: "DELAY", dsn.DELIVERED: "SUCCESS",
-         dsn.RELAYED: "SUCCESS"}
+         dsn.RELAYED: "SUCCESS", dsn.EXPANDED: "SUCCESS"}
 
 
 @dataclass

@@ -172,6 +172,9 @@ class Settler:
         for rcpt in local_done:
             entry.outcomes.succeeded[rcpt] = dsn.RecipientStatus(rcpt, dsn.DELIVERED, "2.0.0",
                                                                  "delivered to mailbox")
+        for alias in entry.expanded:  # in place of its copies' "delivered"
+            entry.outcomes.succeeded[alias] = dsn.RecipientStatus(alias, dsn.EXPANDED, "2.0.0",
+                                                                  "alias expanded")
         delay_due = (config.delay_notice > 0 and not env.delay_notified
                      and now - env.received_at >= config.delay_notice)
         delayed = {r: entry.failed[r] for r in remaining if r in entry.failed} if delay_due else {}
@@ -180,6 +183,8 @@ class Settler:
         retry_until = {r: env.received_at + self.give_up_after(entry, r) for r in delayed}
         notices = notices_for(env, entry.returned(), entry.outcomes, delayed,
                               self.config.server.hostname, now, retry_until)
+        for alias in entry.expanded:  # reported on for good: its later copies are not
+            env.notify[alias] = dsn.without_success(env.notify[alias])
         queue_dir = self.config.queue_dir
         for notice in notices:
             write_entry_file(queue_dir, notice.envelope.id, MSG_SUFFIX, notice.message)
