@@ -4,11 +4,14 @@ takes or refuses, and the reports it relays to aiosmtpd sinks (tests/smtp_sinks.
 from __future__ import annotations
 
 import smtplib
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
 
 import pytest
 
-from .conftest import USER
-from .test_outbound import REMOTE, SENDER, relaying_server, report_of, send, to, wait_until
+from .conftest import DOMAIN, USER, cli
+from .test_outbound import (BODY, REMOTE, SENDER, queue_listing, relaying_server, report_of,
+                            send, to, wait_until)
 from .test_outbound import sink  # noqa: F401  (a fixture for the tests)
 
 
@@ -41,3 +44,38 @@ def test_an_original_with_utf8_headers_comes_back_as_message_global(make_server,
     returned = message.get_payload()[-1]  # notification, report, returned message
     assert returned.get_content_type() == returned_type
     assert "Subject: Grüße" in bounce.data.decode()
+
+
+def test_a_delay_notice_announces_the_short_wait_of_a_full_mailbox(make_server, sink):
+    """RFC 3464 2.3.9: Will-Retry-Until is when attempts stop for that recipient. A message
+    held for a full mailbox bounces after quota_full_bounce_after, and its delay notice says
+    so; a recipient delayed for another reason keeps max_queue_time (60 s here)."""
+    server = relaying_server(make_server, sink, delay_notice=0.5, quota_full_bounce_after=30.0)
+    cli(server.conf, "quota", "set", USER, "1K")
+    # RCPT sees room; the message that comes is bigger than the whole quota.
+    send(server, [USER, f"later@{REMOTE}"], body=BODY + b"x" * 2000 + b"\r\n")
+    (notice,) = wait_until(lambda: to(sink, SENDER), what="the delay notice")
+    message, (per_message, *per_rcpt) = report_of(notice.data)
+    assert message["Subject"] == "Delayed Mail (still being retried)"
+    arrival = parsedate_to_datetime(per_message["Arrival-Date"])
+    waits = {block["Final-Recipient"]: parsedate_to_datetime(block["Will-Retry-Until"]) - arrival
+             for block in per_rcpt}
+    assert waits == {f"rfc822; {USER}": timedelta(seconds=30),
+                     f"rfc822; later@{REMOTE}": timedelta(seconds=60)}
+
+
+def test_an_alias_of_several_targets_is_reported_on_once_as_expanded(make_server, sink):
+    """RFC 3461 6.2.7.3, RFC 3464 2.3.3: NOTIFY=SUCCESS on an alias of several targets earns
+    one "expanded" notice for the alias, not a "delivered" or "relayed" one per target."""
+    server = relaying_server(make_server, sink)
+    for target in (USER, f"ok1@{REMOTE}", f"ok2@{REMOTE}"):
+        cli(server.conf, "alias", "add", f"list@{DOMAIN}", target)
+    send(server, [f"list@{DOMAIN}"], rcpt_options=["NOTIFY=SUCCESS"])
+    wait_until(lambda: queue_listing(server, "queue is empty"), what="an empty queue")
+    server.wait_delivered(1)
+    forwarded = [m for m in sink.received if m.sender == SENDER]
+    assert sorted(r for m in forwarded for r in m.recipients) == [f"ok1@{REMOTE}", f"ok2@{REMOTE}"]
+    (notice,) = to(sink, SENDER)
+    _, (_, block) = report_of(notice.data)
+    assert block["Final-Recipient"] == f"rfc822; list@{DOMAIN}"
+    assert (block["Action"], block["Status"]) == ("expanded", "2.0.0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 import os
 import shutil
 
@@ -202,6 +203,26 @@ def test_one_delay_notice(config, agent, clock):
     agent.step()  # still failing; the notice itself is delivered (to badmail/: alice is unknown)
     names = os.listdir(config.queue_dir / "active") + os.listdir(config.badmail_dir)
     assert {n.split(".")[0] for n in names if "-D" in n} == {delay_id}  # once per message
+
+
+def test_a_delay_notice_announces_each_recipients_own_give_up_time(config, agent, clock):
+    """RFC 3464 2.3.9: Will-Retry-Until is when delivery attempts stop, for that recipient: a
+    full mailbox bounces after quota_full_bounce_after, the rest after max_queue_time."""
+    config.delivery.delay_notice = 15
+    config.delivery.quota_full_bounce_after = 30
+    with Accounts(config.accounts_db) as accounts:
+        accounts.mailbox_settings.set_quota("bob@example.test", None, 0)
+    enqueue(config, BODY, ["bob@example.test", f"later@{REMOTE}"])
+    agent.step()
+    clock.now += 20
+    agent.step()
+    (notice,) = queued_notices(config).values()
+    _, full, later = status_blocks(notice)
+    assert full["Final-Recipient"] == "rfc822; bob@example.test"
+    assert full["Will-Retry-Until"] == email.utils.formatdate(NOW + 30, localtime=True)
+    assert later["Will-Retry-Until"] == email.utils.formatdate(NOW + 100, localtime=True)
+    text = notice.get_payload()[0].get_content()
+    assert f"retried until {email.utils.formatdate(NOW + 30, localtime=True)}" in text
 
 
 def test_null_sender_refused_remotely_goes_to_badmail(config, agent, sink):

@@ -25,7 +25,7 @@ def envelope(*recipients: str, **fields) -> Envelope:
 
 def test_targets_replace_a_remote_only_alias_and_join_a_mixed_one():
     env = envelope("fwd@example.test", "mix@example.test", "alice@example.test",
-                   notify={"mix@example.test": "SUCCESS"},
+                   notify={"mix@example.test": "FAILURE"},
                    orcpt={"fwd@example.test": "rfc822;Given@example.test"})
     expand_forwards(env, Directory())
     assert env.recipients == ["a@remote.test", "b@remote.test", "mix@example.test",
@@ -35,8 +35,26 @@ def test_targets_replace_a_remote_only_alias_and_join_a_mixed_one():
                              "c@remote.test": "mix@example.test"}
     assert env.orcpt["a@remote.test"] == "rfc822;Given@example.test"  # the client's ORCPT wins
     assert env.orcpt["c@remote.test"] == "rfc822;mix@example.test"
-    assert env.notify["c@remote.test"] == "SUCCESS" and "a@remote.test" not in env.notify
+    assert env.notify["c@remote.test"] == "FAILURE" and "a@remote.test" not in env.notify
     assert env.seal_domain == "example.test"
+
+
+def test_an_alias_of_several_targets_asked_for_success_is_reported_as_expanded():
+    """RFC 3461 6.2.7.3: one "expanded" notice for the alias; its targets are recipients of
+    their own, told neither its NOTIFY nor its ORCPT. A user's own address is no alias."""
+    env = envelope("fwd@example.test", "mix@example.test", "alice@example.test",
+                   notify=dict.fromkeys(("fwd@example.test", "mix@example.test",
+                                         "alice@example.test"), "SUCCESS,FAILURE"),
+                   orcpt={"fwd@example.test": "rfc822;Given@example.test"})
+    assert expand_forwards(env, Directory()) == ["fwd@example.test", "mix@example.test"]
+    assert env.recipients == ["a@remote.test", "b@remote.test", "mix@example.test",
+                              "c@remote.test", "alice@example.test"]
+    for target in ("a@remote.test", "b@remote.test", "c@remote.test"):
+        assert target not in env.notify and target not in env.orcpt
+    # Once reported (settle.py takes SUCCESS off the alias), a retry reports it no more.
+    env.notify["mix@example.test"] = "FAILURE"
+    env.recipients = ["mix@example.test"]
+    assert expand_forwards(env, Directory()) == []
 
 
 def test_a_retry_does_not_forward_again():

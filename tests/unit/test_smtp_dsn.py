@@ -3,7 +3,8 @@
 import pytest
 
 from mailforge.protocols.hops import MAX_HOPS, HopCounter
-from mailforge.queue.dsn import DSNParamError, parse_orcpt, xtext_decode, xtext_encode
+from mailforge.queue.dsn import (DSNParamError, parse_orcpt, without_success, xtext_decode,
+                                 xtext_encode)
 from tests.unit.test_smtp_machine import run, session
 
 
@@ -45,6 +46,14 @@ def test_bad_rcpt_parameters(param, expected):
 def test_helo_sessions_take_no_dsn_parameters():
     run(session(), [(b"HELO x", b"250"), (b"MAIL FROM:<> RET=FULL", b"555"),
                     (b"MAIL FROM:<>", b"250"), (b"RCPT TO:<alice@example.test> NOTIFY=NEVER", b"555")])
+
+
+@pytest.mark.parametrize("notify, expected", [
+    ("SUCCESS", "NEVER"), ("SUCCESS,FAILURE", "FAILURE"),
+    ("SUCCESS,FAILURE,DELAY", "FAILURE,DELAY"),
+])
+def test_success_taken_off_a_notify_leaves_never_rather_than_the_default(notify, expected):
+    assert without_success(notify) == expected
 
 
 def test_xtext_round_trip():

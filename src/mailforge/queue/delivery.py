@@ -416,7 +416,7 @@ class DeliveryAgent:
                 pass
 
     def _write_copies(self, entry: Entry, batch: CopyBatch, lookups: BatchLookups) -> None:
-        expand_forwards(entry.envelope, lookups)
+        entry.expanded = expand_forwards(entry.envelope, lookups)
         for rcpt in entry.envelope.recipients:
             try:
                 self._write_recipient(entry, rcpt, batch, lookups)
@@ -531,8 +531,7 @@ class DeliveryAgent:
         attempted = not entry.untried.issuperset(remaining)
         schedule, step = (config.retry_schedule, env.attempts) if attempted else ([BUSY_RETRY], 0)
         # A full mailbox is tried once more when its wait is up, so that it bounces on time.
-        expiry = (min(config.max_queue_time, config.quota_full_bounce_after)
-                  if entry.over_quota.intersection(remaining) else config.max_queue_time)
+        expiry = min(self._settler.give_up_after(entry, rcpt) for rcpt in remaining)
         env.next_attempt = retry.next_attempt(self.clock(), env.received_at, schedule, step,
                                               expiry)
         if attempted:

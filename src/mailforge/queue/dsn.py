@@ -24,11 +24,13 @@ MAX_ORCPT = 500
 RETURN_LIMIT = 50_000
 
 FAILED, DELAYED, DELIVERED, RELAYED = "failed", "delayed", "delivered", "relayed"
+EXPANDED = "expanded"
 SUBJECTS = {
     FAILED: "Undelivered Mail Returned to Sender",
     DELAYED: "Delayed Mail (still being retried)",
     DELIVERED: "Successful Mail Delivery Report",
     RELAYED: "Successful Mail Delivery Report",
+    EXPANDED: "Successful Mail Delivery Report",
 }
 EXPLANATIONS = {
     FAILED: "I'm sorry to have to inform you that your message could not\n"
@@ -39,6 +41,8 @@ EXPLANATIONS = {
     DELIVERED: "Your message was delivered to the destination mailbox(es) below.",
     RELAYED: "Your message was relayed to a mail server that does not send\n"
              "delivery reports; this is the last notice you will get about it.",
+    EXPANDED: "Your message was delivered to the alias below, which passed it on to\n"
+              "several addresses; you may still hear of failures among them.",
 }
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 
@@ -107,14 +111,23 @@ def wants(notify: str, event: str) -> bool:
     return event in notify.split(",")
 
 
+def without_success(notify: str) -> str:
+    """A NOTIFY that asked for SUCCESS, once that success is reported: NEVER if nothing is
+    left (an empty NOTIFY would mean the default, FAILURE and DELAY)."""
+    return ",".join(k for k in notify.split(",") if k != "SUCCESS") or NEVER
+
+
 @dataclass
 class RecipientStatus:
     recipient: str
-    action: str  # FAILED, DELAYED, DELIVERED or RELAYED
+    action: str  # FAILED, DELAYED, DELIVERED, RELAYED or EXPANDED
     status: str  # RFC 3463, e.g. "5.1.1"
     diagnostic: str = ""  # the remote reply ("550 5.1.1 ...") or our own reason
     remote_mta: str = ""
     orcpt: str = ""  # addr-type;address, when the client gave ORCPT
+    # A delayed recipient's give-up time (RFC 3464 2.3.9 Will-Retry-Until), its own: a full
+    # mailbox is given up on sooner than the rest (quota_full_bounce_after).
+    retry_until: float | None = None
 
 
 @dataclass
@@ -130,7 +143,7 @@ class Original:
 
 
 def build_report(original: Original, statuses: list[RecipientStatus], reporting_mta: str,
-                 now: float, retry_until: float | None = None) -> bytes:
+                 now: float) -> bytes:
     """An RFC 3464 report in queue form (LF line ends), headers and all."""
     action = statuses[0].action
     utf8 = not all(s.recipient.isascii() and s.orcpt.isascii() for s in statuses)
@@ -148,10 +161,10 @@ def build_report(original: Original, statuses: list[RecipientStatus], reporting_
     ]
     parts = [
         "Content-Description: Notification\nContent-Type: text/plain; charset=utf-8\n\n"
-        + _human_text(original, statuses, reporting_mta, retry_until),
+        + _human_text(original, statuses, reporting_mta),
         "Content-Description: Delivery report\nContent-Type: "
         + ("message/global-delivery-status" if utf8 else "message/delivery-status")
-        + "\n\n" + _machine_text(original, statuses, reporting_mta, now, retry_until),
+        + "\n\n" + _machine_text(original, statuses, reporting_mta, now),
     ]
     returned = _returned_part(original, utf8, action)
     text = "\n".join(headers) + "\n\nThis is a MIME-encapsulated message.\n\n"
@@ -159,20 +172,20 @@ def build_report(original: Original, statuses: list[RecipientStatus], reporting_
     return text.encode() + returned + f"\n--{boundary}--\n".encode()
 
 
-def _human_text(original: Original, statuses: list[RecipientStatus], reporting_mta: str,
-                retry_until: float | None) -> str:
+def _human_text(original: Original, statuses: list[RecipientStatus], reporting_mta: str) -> str:
     action = statuses[0].action
     lines = [f"This is the mail system at host {reporting_mta}.", "",
              EXPLANATIONS[action], ""]
-    if retry_until is not None:
-        lines += [f"Delivery will be retried until {email.utils.formatdate(retry_until, localtime=True)}.", ""]
     for s in statuses:
         lines.append(f"<{s.recipient}>: {s.diagnostic or s.status}")
+        if s.retry_until is not None:
+            until = email.utils.formatdate(s.retry_until, localtime=True)
+            lines.append(f"    retried until {until}")
     return "\n".join(lines) + "\n"
 
 
 def _machine_text(original: Original, statuses: list[RecipientStatus], reporting_mta: str,
-                  now: float, retry_until: float | None) -> str:
+                  now: float) -> str:
     fields = [f"Reporting-MTA: dns; {reporting_mta}", f"X-Mailforge-Queue-ID: {original.queue_id}"]
     if original.envid:
         fields.append(f"Original-Envelope-Id: {original.envid}")
@@ -193,8 +206,9 @@ def _machine_text(original: Original, statuses: list[RecipientStatus], reporting
         elif s.diagnostic:
             block.append(f"X-Mailforge-Reason: {_one_line(s.diagnostic)}")
         block.append(f"Last-Attempt-Date: {email.utils.formatdate(now, localtime=True)}")
-        if retry_until is not None and s.action == DELAYED:
-            block.append(f"Will-Retry-Until: {email.utils.formatdate(retry_until, localtime=True)}")
+        if s.retry_until is not None:
+            until = email.utils.formatdate(s.retry_until, localtime=True)
+            block.append(f"Will-Retry-Until: {until}")
         blocks.append("\n".join(block))
     return "\n\n".join(blocks) + "\n"
 

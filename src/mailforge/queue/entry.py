@@ -43,6 +43,8 @@ class Entry:
     untried: set[str] = field(default_factory=set)
     # Failed recipients that reach a mailbox over its quota ([delivery] quota_full_bounce_after).
     over_quota: set[str] = field(default_factory=set)
+    # Aliases of several targets to report on as expanded (queue/forwarding.py).
+    expanded: list[str] = field(default_factory=list)
 
     def relay_to_owner(self, rcpt: str, mailbox: str, address: str, owner: Destination) -> None:
         """`mailbox`, reached by `rcpt`, is another node's: relay it there under `address`,

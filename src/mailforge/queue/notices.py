@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from . import dsn
 from .envelope import Envelope
 
-KIND_LETTER = {dsn.FAILED: "B", dsn.DELAYED: "D", dsn.DELIVERED: "S", dsn.RELAYED: "S"}
+KIND_LETTER = {dsn.FAILED: "B", dsn.DELAYED: "D", dsn.DELIVERED: "S", dsn.RELAYED: "S",
+               dsn.EXPANDED: "S"}
 EVENT = {dsn.FAILED: "FAILURE", dsn.DELAYED: "DELAY", dsn.DELIVERED: "SUCCESS",
-         dsn.RELAYED: "SUCCESS"}
+         dsn.RELAYED: "SUCCESS", dsn.EXPANDED: "SUCCESS"}
 
 
 @dataclass
@@ -34,15 +35,17 @@ class Notice:
 
 
 def notices_for(env: Envelope, message: bytes, outcomes: Outcomes, delayed: dict[str, str],
-                reporting_mta: str, now: float, retry_until: float) -> list[Notice]:
-    """The notices an attempt owes; `delayed` is rcpt → last error, for a delay notice."""
+                reporting_mta: str, now: float, retry_until: dict[str, float]) -> list[Notice]:
+    """The notices an attempt owes; `delayed` is rcpt → last error, for a delay notice, and
+    `retry_until` rcpt → when the queue gives up on it."""
     if not env.sender:
         return []
     original = dsn.Original(env.id, env.sender, env.received_at, message, env.envid, env.ret)
     groups = [
         [s for s in outcomes.failed.values() if _wants(env, s)],
         [s for s in outcomes.succeeded.values() if _wants(env, s)],
-        [dsn.RecipientStatus(r, dsn.DELAYED, _status_of(why), why, orcpt=env.orcpt.get(r, ""))
+        [dsn.RecipientStatus(r, dsn.DELAYED, _status_of(why), why, orcpt=env.orcpt.get(r, ""),
+                             retry_until=retry_until[r])
          for r, why in delayed.items() if dsn.wants(env.notify.get(r, ""), "DELAY")],
     ]
     notices = []
@@ -51,8 +54,7 @@ def notices_for(env: Envelope, message: bytes, outcomes: Outcomes, delayed: dict
             continue
         for s in statuses:
             s.orcpt = s.orcpt or env.orcpt.get(s.recipient, "")
-        until = retry_until if statuses[0].action == dsn.DELAYED else None
-        report = dsn.build_report(original, statuses, reporting_mta, now, until)
+        report = dsn.build_report(original, statuses, reporting_mta, now)
         notices.append(_queued(env, statuses, report, now))
     return notices
 

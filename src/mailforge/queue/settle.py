@@ -155,6 +155,14 @@ class Settler:
                 self.refuse(entry, rcpt, copies, status.status, status.diagnostic,
                             status.remote_mta)
 
+    def give_up_after(self, entry: Entry, rcpt: str) -> float:
+        """The age at which expire_or_report bounces a recipient still failing: the retry
+        schedule ends there and a delay notice announces it."""
+        config = self.config.delivery
+        if rcpt in entry.over_quota:
+            return min(config.max_queue_time, config.quota_full_bounce_after)
+        return config.max_queue_time
+
     def send_notices(self, entry: Entry, remaining: list[str]) -> None:
         """Queue the DSNs this attempt owes, durably, before the entry changes."""
         env, config = entry.envelope, self.config.delivery
@@ -164,14 +172,19 @@ class Settler:
         for rcpt in local_done:
             entry.outcomes.succeeded[rcpt] = dsn.RecipientStatus(rcpt, dsn.DELIVERED, "2.0.0",
                                                                  "delivered to mailbox")
+        for alias in entry.expanded:  # in place of its copies' "delivered"
+            entry.outcomes.succeeded[alias] = dsn.RecipientStatus(alias, dsn.EXPANDED, "2.0.0",
+                                                                  "alias expanded")
         delay_due = (config.delay_notice > 0 and not env.delay_notified
                      and now - env.received_at >= config.delay_notice)
         delayed = {r: entry.failed[r] for r in remaining if r in entry.failed} if delay_due else {}
         if not (entry.outcomes.failed or delayed or self._wants_success(entry)):
             return
+        retry_until = {r: env.received_at + self.give_up_after(entry, r) for r in delayed}
         notices = notices_for(env, entry.returned(), entry.outcomes, delayed,
-                              self.config.server.hostname, now,
-                              env.received_at + config.max_queue_time)
+                              self.config.server.hostname, now, retry_until)
+        for alias in entry.expanded:  # reported on for good: its later copies are not
+            env.notify[alias] = dsn.without_success(env.notify[alias])
         queue_dir = self.config.queue_dir
         for notice in notices:
             write_entry_file(queue_dir, notice.envelope.id, MSG_SUFFIX, notice.message)

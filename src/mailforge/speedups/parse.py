@@ -27,7 +27,8 @@ def parse_path(arg: bytes, keyword: bytes) -> tuple[str, dict[str, str | None]]:
     """b'FROM:<a@b> SIZE=10 BODY=8BITMIME' → ('a@b', {'SIZE': '10', 'BODY': '8BITMIME'}).
 
     `keyword` is b'FROM' or b'TO'. Source routes (<@x,@y:a@b>) are accepted and dropped as
-    RFC 5321 4.1.2 requires; the address itself is checked by the caller.
+    RFC 5321 4.1.2 requires; the address itself is checked by the caller. A parameter
+    keyword given twice, in any case, is a ParseError.
     """
     head, colon, rest = arg.partition(b":")
     if not colon or head.strip(b" ").upper() != keyword:
@@ -75,11 +76,20 @@ def _parse_params(text: bytes) -> dict[str, str | None]:
         key, eq, value = token.partition(b"=")
         if not key.isascii() or not key.replace(b"-", b"").isalnum():
             raise ParseError("bad parameter syntax")
+        name = key.decode("ascii").upper()
+        _check_unique(params, name)
         try:
-            params[key.decode("ascii").upper()] = value.decode("utf-8") if eq else None
+            params[name] = value.decode("utf-8") if eq else None
         except UnicodeDecodeError:
             raise ParseError("parameter value is not valid UTF-8") from None
     return params
+
+
+def _check_unique(params: dict[str, str | None], name: str) -> None:
+    # RFC 3461 4.3, 4.4 allow RET, ENVID, NOTIFY and ORCPT once; for any keyword a second
+    # value would silently replace the first, so a repeat is refused (as Sendmail does).
+    if name in params:
+        raise ParseError(f"Duplicate {name} parameter")
 
 
 # --- POP3 -------------------------------------------------------------------------------------
