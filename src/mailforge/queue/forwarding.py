@@ -10,9 +10,10 @@ does not forward again; the queue file is not copied, the message is queued once
 
 An alias that reaches several targets (mailboxes and forwards together) for a sender who asked
 NOTIFY=SUCCESS is reported on once, as "expanded" (RFC 3461 6.2.7.3, RFC 3464 2.3.3), not
-once per target: its targets take neither its NOTIFY nor its ORCPT, they are recipients of
-their own with the default NOTIFY; the alias's NOTIFY loses SUCCESS once the notice is queued
-(settle.py), so that its own copies are not reported on as delivered.
+once per target: its targets take its ORCPT and its NOTIFY without SUCCESS (NEVER when that
+was all), as Postfix's local delivery does, so the sender still hears only of what it asked
+for; the alias's NOTIFY loses SUCCESS once the notice is queued (settle.py), so that its own
+copies are not reported on as delivered.
 
 The MAIL FROM is kept (as Postfix forwards, without SRS), so SPF fails at the next hop; the ARC
 set the relay adds for mail from outside (mailauth/sealing.py) lets that hop trust our verdict.
@@ -54,10 +55,10 @@ def expand_forwards(env: Envelope, recipients: RecipientResolver) -> list[str]:
                 continue  # the client named it too: one copy is enough
             expanded.append(target)
             env.forwarded[target] = rcpt
-            if rcpt in reported:
-                continue  # a recipient of its own, not told of the alias
             env.orcpt[target] = env.orcpt.get(rcpt) or f"rfc822;{rcpt}"
-            if rcpt in env.notify:
+            if rcpt in reported:
+                env.notify[target] = dsn.without_success(env.notify[rcpt])
+            elif rcpt in env.notify:
                 env.notify[target] = env.notify[rcpt]
         if not env.sign and not env.seal_domain:
             env.seal_domain = domain_of(rcpt)
