@@ -21,7 +21,7 @@ from mailforge.speedups.errors import (Command, FetchAttribute, Literal, Literal
                                        ParseError)
 from mailforge.speedups.parse import (MAX_LINE, MAX_DEPTH, MAX_LITERAL, MAX_POP3_VERB, STAR,
                                       ATOM_CHARS, SECTION_ATOM_CHARS, SECTION_COMMANDS,
-                                      TAG_CHARS, BRACKET_CHARS, _check_unique)
+                                      TAG_CHARS, BRACKET_CHARS, check_unique_parameter)
 
 __all__ = ["ParseError", "LiteralTooBig", "Command", "FetchAttribute", "split_command",
            "parse_path", "parse_pop3", "CommandParser", "parse_sequence_set",
@@ -184,7 +184,7 @@ cdef dict _parse_params(const unsigned char *p, Py_ssize_t pos, Py_ssize_t n):
         if not alnum:
             raise ParseError("bad parameter syntax")
         name = _word(p + start, (pos if eq < 0 else eq) - start)
-        _check_unique(params, name)
+        check_unique_parameter(params, name)
         if eq < 0:
             params[name] = None
             continue

@@ -77,7 +77,7 @@ def _parse_params(text: bytes) -> dict[str, str | None]:
         if not key.isascii() or not key.replace(b"-", b"").isalnum():
             raise ParseError("bad parameter syntax")
         name = key.decode("ascii").upper()
-        _check_unique(params, name)
+        check_unique_parameter(params, name)
         try:
             params[name] = value.decode("utf-8") if eq else None
         except UnicodeDecodeError:
@@ -85,7 +85,7 @@ def _parse_params(text: bytes) -> dict[str, str | None]:
     return params
 
 
-def _check_unique(params: dict[str, str | None], name: str) -> None:
+def check_unique_parameter(params: dict[str, str | None], name: str) -> None:
     # RFC 3461 4.3, 4.4 allow RET, ENVID, NOTIFY and ORCPT once; for any keyword a second
     # value would silently replace the first, so a repeat is refused (as Sendmail does).
     if name in params:
