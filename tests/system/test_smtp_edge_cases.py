@@ -38,15 +38,16 @@ def test_source_route_is_dropped_but_must_lead_to_a_mailbox(server):
 def test_duplicate_esmtp_parameters_are_refused(server):
     """RFC 3461 4.3, 4.4: RET and ENVID come once on MAIL, NOTIFY and ORCPT once on RCPT. A
     repeated keyword, whatever its case, is a syntax error (as Sendmail's), not "last one
-    wins", and leaves the transaction as it was."""
+    wins", and leaves the transaction as it was. Other keywords keep the last value, as
+    Postfix: smtplib sends SIZE twice when its caller names SIZE too."""
     with smtplib.SMTP("127.0.0.1", server.port) as client:
         client.ehlo("client.test")
-        for params, name in (("RET=FULL RET=HDRS", "RET"), ("ENVID=a envid=b", "ENVID"),
-                             ("SIZE=10 SIZE=20", "SIZE")):
+        for params, name in (("RET=FULL RET=HDRS", "RET"), ("ENVID=a envid=b", "ENVID")):
             assert client.docmd(f"MAIL FROM:<bob@remote.test> {params}") == (
                 501, f"5.5.4 Duplicate {name} parameter".encode())
         # No transaction began: this MAIL is not a nested one.
-        assert client.docmd("MAIL FROM:<bob@remote.test> RET=HDRS") == (250, b"2.1.0 Ok")
+        assert client.docmd("MAIL FROM:<bob@remote.test> RET=HDRS SIZE=10 SIZE=20") == (
+            250, b"2.1.0 Ok")
         for params, name in (("NOTIFY=NEVER NOTIFY=SUCCESS", "NOTIFY"),
                              ("ORCPT=rfc822;a@b.test orcpt=rfc822;c@d.test", "ORCPT")):
             assert client.docmd(f"RCPT TO:<{USER}> {params}") == (

@@ -50,7 +50,6 @@ def test_parse_path(impl, arg, keyword, expected):
     (b"FROM:<a@b> K=\xff", b"FROM", "parameter value is not valid UTF-8"),
     (b"FROM:<a@b> RET=FULL RET=HDRS", b"FROM", "Duplicate RET parameter"),
     (b"FROM:<a@b> envid=x SIZE=1 ENVID=y", b"FROM", "Duplicate ENVID parameter"),
-    (b"FROM:<a@b> SMTPUTF8 smtputf8", b"FROM", "Duplicate SMTPUTF8 parameter"),
     (b"TO:<x@y> NOTIFY=NEVER Notify=SUCCESS", b"TO", "Duplicate NOTIFY parameter"),
     (b"TO:<x@y> ORCPT=rfc822;a@b ORCPT=\xff", b"TO", "Duplicate ORCPT parameter"),
 ])

@@ -85,10 +85,14 @@ def _parse_params(text: bytes) -> dict[str, str | None]:
     return params
 
 
+# RFC 3461 4.3, 4.4 allow these once per MAIL or RCPT; a repeat is refused, as Sendmail does.
+# Other keywords keep the last value, as Postfix does: Python's smtplib sends SIZE twice when
+# its caller names SIZE too.
+ONCE_ONLY_PARAMETERS = frozenset(("RET", "ENVID", "NOTIFY", "ORCPT"))
+
+
 def check_unique_parameter(params: dict[str, str | None], name: str) -> None:
-    # RFC 3461 4.3, 4.4 allow RET, ENVID, NOTIFY and ORCPT once; for any keyword a second
-    # value would silently replace the first, so a repeat is refused (as Sendmail does).
-    if name in params:
+    if name in params and name in ONCE_ONLY_PARAMETERS:
         raise ParseError(f"Duplicate {name} parameter")
 
 
