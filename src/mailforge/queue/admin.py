@@ -109,7 +109,7 @@ class QueueAdmin:
         if entry.state == SEGMENT:
             raise BusyError(f"{entry_id} is in a queue segment being delivered; "
                             "try again in a moment")
-        with self._locked(entry_id) as _env:
+        with self._locked(entry_id):
             os.unlink(self.active / (entry_id + ENV_SUFFIX))  # the commit point, as in delivery
             unlink_quietly(self.active / (entry_id + MSG_SUFFIX))
         fsync_dir(self.active)
