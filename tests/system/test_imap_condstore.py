@@ -276,3 +276,18 @@ def test_changedsince_takes_a_mod_sequence_value_unchangedsince_a_valzer(imap_se
     assert session.command(b"F", b"FETCH 1:* (FLAGS) (CHANGEDSINCE 1)")[-1].startswith(b"F OK")
     lines = session.command(b"T", b"STORE 1:2 (UNCHANGEDSINCE 0) +FLAGS (\\Seen)")
     assert lines[-1].startswith(b"T OK [MODIFIED 1:2] "), lines
+
+
+def test_a_select_parameter_given_twice_is_bad(imap_server):
+    """RFC 7162 7 lists each SELECT parameter once; a second one is BAD, not last-one-wins
+    (as the SMTP side refuses a parameter given twice)."""
+    fill(login(imap_server), 2)
+    session = qresync_session(imap_server)
+    uidvalidity, modseq = select_state(session)
+    resync = b"QRESYNC (%d %d)" % (uidvalidity, modseq)
+    for params in (b"CONDSTORE CONDSTORE", resync + b" " + resync,
+                   b"condstore " + resync + b" CONDSTORE"):
+        lines = session.command(b"Q", b"SELECT INBOX (%s)" % params)
+        assert lines[-1].startswith(b"Q BAD ") and b"given twice" in lines[-1], (params, lines)
+    lines = session.command(b"Q", b"SELECT INBOX (CONDSTORE %s)" % resync)
+    assert lines[-1] == b"Q OK [READ-WRITE] SELECT completed\r\n"

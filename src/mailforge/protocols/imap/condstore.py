@@ -119,22 +119,26 @@ def store_modifier(arg: list) -> int:
 
 
 def select_parameters(arg: object, sync: SyncExtensions) -> Resync | None:
-    """SELECT's (CONDSTORE) or (QRESYNC (...)) list; the latter's values when given."""
+    """SELECT's (CONDSTORE) or (QRESYNC (...)) list; the latter's values when given. Each
+    parameter once: a second would silently replace the first. A BAD list enables nothing."""
     if not isinstance(arg, list) or not arg:
         raise Bad("Syntax: SELECT mailbox [(CONDSTORE | QRESYNC (...))]")
-    resync = None
+    given: dict[str, Resync | None] = {}
     pairs = iter(arg)
     for name in pairs:
         word = name.upper() if isinstance(name, str) else ""
+        if word in given:
+            raise Bad(f"SELECT parameter {word} given twice")
         if word == "CONDSTORE":
-            sync.condstore = True
+            given[word] = None
         elif word == "QRESYNC":
             if not sync.qresync:
                 raise Bad("QRESYNC is not enabled")
-            resync = _resync(next(pairs, None))
+            given[word] = _resync(next(pairs, None))
         else:
             raise Bad("Unknown SELECT parameter")
-    return resync
+    sync.condstore |= "CONDSTORE" in given
+    return given.get("QRESYNC")
 
 
 def _resync(arg: object) -> Resync:
