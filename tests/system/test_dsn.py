@@ -49,7 +49,8 @@ def test_an_original_with_utf8_headers_comes_back_as_message_global(make_server,
 def test_a_delay_notice_announces_the_short_wait_of_a_full_mailbox(make_server, sink):
     """RFC 3464 2.3.9: Will-Retry-Until is when attempts stop for that recipient. A message
     held for a full mailbox bounces after quota_full_bounce_after, and its delay notice says
-    so; a recipient delayed for another reason keeps max_queue_time (60 s here)."""
+    so; a recipient delayed for another reason keeps max_queue_time (60 s here). Its Status
+    is RFC 3463's 4.2.2 (mailbox full), the other's the code the remote server gave."""
     server = relaying_server(make_server, sink, delay_notice=0.5, quota_full_bounce_after=30.0)
     cli(server.conf, "quota", "set", USER, "1K")
     # RCPT sees room; the message that comes is bigger than the whole quota.
@@ -62,6 +63,8 @@ def test_a_delay_notice_announces_the_short_wait_of_a_full_mailbox(make_server, 
              for block in per_rcpt}
     assert waits == {f"rfc822; {USER}": timedelta(seconds=30),
                      f"rfc822; later@{REMOTE}": timedelta(seconds=60)}
+    statuses = {block["Final-Recipient"]: block["Status"] for block in per_rcpt}
+    assert statuses == {f"rfc822; {USER}": "4.2.2", f"rfc822; later@{REMOTE}": "4.2.0"}
 
 
 def test_an_alias_of_several_targets_is_reported_on_once_as_expanded(make_server, sink):

@@ -12,7 +12,7 @@ import smtplib
 
 import pytest
 
-from tests.smtp_sinks import Behaviour, Sink
+from tests.smtp_sinks import Behaviour, ScriptedServer, Sink
 
 from .conftest import DOMAIN, USER, cli
 from .test_outbound import queue_listing, report_of, to, wait_until
@@ -75,6 +75,32 @@ def test_alias_to_remote_and_local_targets(make_server, sink):
     assert (per_rcpt["Action"], per_rcpt["Status"]) == ("failed", "5.1.1")
     wait_until(lambda: queue_listing(server, "queue is empty"), what="an empty queue")
     assert len(server.delivered()) == 1  # the retry did not deliver alice's copy again
+
+
+def test_a_non_ascii_alias_goes_on_as_a_utf8_orcpt(make_server, sink):
+    """RFC 6533 3: an alias with a non-ASCII name is an address of type utf-8, not rfc822: in
+    ORCPT to a next hop without SMTPUTF8 as utf-8-addr-xtext (7-bit, \\x{HEX} for non-ASCII
+    characters and for xtext's specials), in the report's message/global-delivery-status as
+    utf-8-addr-unitext (UTF-8 as it is, the specials still escaped)."""
+    dsn_hop = ScriptedServer()  # announces DSN, not SMTPUTF8
+    try:
+        server = forwarding_server(make_server, sink, mx_override={
+            REMOTE: sink.address, "dsn.test": dsn_hop.address})
+        alias = f"jörg=team@{DOMAIN}"
+        for target in ("friend@dsn.test", f"bad@{REMOTE}"):
+            cli(server.conf, "alias", "add", alias, target)
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+            client.ehlo("client.test")
+            assert client.sendmail(SENDER, [alias], BODY, ["SMTPUTF8"]) == {}
+        (bounce,) = wait_until(lambda: dsn_hop.messages and to(sink, SENDER),
+                               what="the relayed copy and the bounce for bad@")
+        assert ("RCPT TO:<friend@dsn.test> ORCPT=utf-8;j\\x{F6}rg\\x{3D}team@example.test"
+                in dsn_hop.lines)
+        report = bounce.data.decode().replace("\r\n", "\n")
+        assert "Content-Type: message/global-delivery-status\n" in report
+        assert "\nOriginal-Recipient: utf-8; jörg\\x{3D}team@example.test\n" in report
+    finally:
+        dsn_hop.stop()
 
 
 class ForwardingBack(Behaviour):

@@ -260,3 +260,34 @@ def test_malformed_qresync_parameters_are_bad_and_well_formed_ones_resync(imap_s
         assert lines[-1] == b"Q OK [READ-WRITE] SELECT completed\r\n"
         assert [line for line in lines if b" FETCH " in line] == [
             b"* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ (%d))\r\n" % (modseq + 1)], known
+
+
+def test_changedsince_takes_a_mod_sequence_value_unchangedsince_a_valzer(imap_server):
+    """RFC 7162 7: CHANGEDSINCE's value is a mod-sequence-value, 1 or more, so 0 is BAD;
+    UNCHANGEDSINCE takes a mod-sequence-valzer, and 0 there is a STORE every message fails
+    (3.1.3: each has a MODSEQ above it)."""
+    fill(login(imap_server), 2)
+    session = RawSession(imap_server.imap_port)
+    session.login()
+    session.command(b"S", b"SELECT INBOX")
+    for command in (b"FETCH", b"UID FETCH"):
+        lines = session.command(b"F", command + b" 1:* (FLAGS) (CHANGEDSINCE 0)")
+        assert lines[-1].startswith(b"F BAD ") and b"CHANGEDSINCE" in lines[-1], lines
+    assert session.command(b"F", b"FETCH 1:* (FLAGS) (CHANGEDSINCE 1)")[-1].startswith(b"F OK")
+    lines = session.command(b"T", b"STORE 1:2 (UNCHANGEDSINCE 0) +FLAGS (\\Seen)")
+    assert lines[-1].startswith(b"T OK [MODIFIED 1:2] "), lines
+
+
+def test_a_select_parameter_given_twice_is_bad(imap_server):
+    """RFC 7162 7 lists each SELECT parameter once; a second one is BAD, not last-one-wins
+    (as the SMTP side refuses a parameter given twice)."""
+    fill(login(imap_server), 2)
+    session = qresync_session(imap_server)
+    uidvalidity, modseq = select_state(session)
+    resync = b"QRESYNC (%d %d)" % (uidvalidity, modseq)
+    for params in (b"CONDSTORE CONDSTORE", resync + b" " + resync,
+                   b"condstore " + resync + b" CONDSTORE"):
+        lines = session.command(b"Q", b"SELECT INBOX (%s)" % params)
+        assert lines[-1].startswith(b"Q BAD ") and b"given twice" in lines[-1], (params, lines)
+    lines = session.command(b"Q", b"SELECT INBOX (CONDSTORE %s)" % resync)
+    assert lines[-1] == b"Q OK [READ-WRITE] SELECT completed\r\n"

@@ -94,3 +94,12 @@ def test_qresync_needs_enabling_and_a_wrong_uidvalidity_gets_no_resync(session):
     session.send(b"e ENABLE QRESYNC\r\n")
     reply = session.send(b"q SELECT INBOX (QRESYNC (42 1))\r\n")
     assert b"VANISHED" not in reply and b"FETCH" not in reply and b"q OK" in reply
+
+
+@pytest.mark.parametrize("params", [b"CONDSTORE condstore", b"CONDSTORE X-UNKNOWN"])
+def test_a_bad_select_parameter_list_turns_condstore_on_nowhere(session, params):
+    """A parameter given twice is BAD like an unknown one, and a BAD SELECT enables nothing:
+    the STORE after it reports no MODSEQ."""
+    assert lines(session.send(b"s SELECT INBOX (%s)\r\n" % params))[-1].startswith(b"s BAD ")
+    session.send(b"t SELECT INBOX\r\n")
+    assert b"MODSEQ" not in session.send(b"f STORE 1 +FLAGS (\\Seen)\r\n")

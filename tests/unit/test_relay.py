@@ -147,6 +147,21 @@ def test_dsn_parameters_pass_to_a_dsn_server_and_pipelining_is_used():
         server.stop()
 
 
+def test_a_utf8_orcpt_goes_as_unitext_in_an_smtputf8_transaction():
+    """RFC 6533 3: UTF-8 as it is where the transaction declares SMTPUTF8, "+" and "=" still
+    escaped (utf-8-addr-unitext)."""
+    server = ScriptedServer(extensions=("PIPELINING", "DSN", "SMTPUTF8"))
+    try:
+        config = make_config(mx_override={"there.test": server.address})
+        msg = message("ok@there.test", smtputf8=True,
+                      orcpt={"ok@there.test": "utf-8;jörg=1@here.test"})
+        assert relay(config, msg)["m1"]["ok@there.test"].accepted
+        assert "MAIL FROM:<a@here.test> SMTPUTF8" in server.lines
+        assert "RCPT TO:<ok@there.test> ORCPT=utf-8;jörg\\x{3D}1@here.test" in server.lines
+    finally:
+        server.stop()
+
+
 def test_non_ascii_address_to_a_server_without_smtputf8_is_permanent():
     server = ScriptedServer(extensions=("PIPELINING",))
     try:

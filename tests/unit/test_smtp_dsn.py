@@ -3,8 +3,9 @@
 import pytest
 
 from mailforge.protocols.hops import MAX_HOPS, HopCounter
-from mailforge.queue.dsn import (DSNParamError, parse_orcpt, without_success, xtext_decode,
-                                 xtext_encode)
+from mailforge.queue.dsn import (FAILED, DSNParamError, Original, RecipientStatus, build_report,
+                                 orcpt_param, parse_orcpt, utf8_addr_decode, utf8_addr_encode,
+                                 without_success, xtext_decode, xtext_encode)
 from tests.unit.test_smtp_machine import run, session
 
 
@@ -62,6 +63,46 @@ def test_xtext_round_trip():
     with pytest.raises(DSNParamError):
         xtext_decode("a=b")
     assert parse_orcpt("RFC822;a+40b") == "rfc822;a@b"
+
+
+def test_utf8_addresses_in_their_xtext_and_unitext_forms():
+    """RFC 6533 3: QCHARs stay; '\\', '+', '=', space and controls become \\x{HEX}, and in the
+    7-bit utf-8-addr-xtext every non-ASCII character too."""
+    address = "jö rg+a=b\\c😀@x.test"
+    assert utf8_addr_encode(address, seven_bit=True) == (
+        "j\\x{F6}\\x{20}rg\\x{2B}a\\x{3D}b\\x{5C}c\\x{1F600}@x.test")
+    assert utf8_addr_encode(address, seven_bit=False) == (
+        "jö\\x{20}rg\\x{2B}a\\x{3D}b\\x{5C}c😀@x.test")
+    for seven_bit in (True, False):
+        assert utf8_addr_decode(utf8_addr_encode(address, seven_bit)) == address
+    assert utf8_addr_decode("j\\x{f6}rg@x.test") == "jörg@x.test"
+    for bad in ("a\\b@x.test", "a\\x{}@x.test", "a\\x{D800}@x.test", "a\\x{110000}@x.test"):
+        with pytest.raises(DSNParamError):
+            utf8_addr_decode(bad)
+
+
+def test_a_utf8_orcpt_is_kept_decoded_and_passed_on_in_the_form_the_next_hop_takes():
+    assert parse_orcpt("UTF-8;j\\x{F6}rg\\x{2B}1@x.test") == "utf-8;jörg+1@x.test"
+    assert parse_orcpt("rfc822;j\\x{F6}rg@x.test") == "rfc822;j\\x{F6}rg@x.test"  # no escape there
+    for bad in ("utf-8;a\\x{0A}b@x.test", "utf-8;a\\b@x.test"):
+        with pytest.raises(DSNParamError):
+            parse_orcpt(bad)
+    assert orcpt_param("utf-8;jörg+1@x.test", smtputf8=False) == "utf-8;j\\x{F6}rg\\x{2B}1@x.test"
+    assert orcpt_param("utf-8;jörg+1@x.test", smtputf8=True) == "utf-8;jörg\\x{2B}1@x.test"
+    assert orcpt_param("rfc822;a+b@x.test", smtputf8=True) == "rfc822;a+2Bb@x.test"
+
+
+def test_a_report_gives_each_recipient_its_own_address_type():
+    """RFC 6533 3: utf-8 addresses in message/global-delivery-status as utf-8-addr-unitext; an
+    ASCII recipient beside them stays rfc822."""
+    statuses = [RecipientStatus("jörg@x.test", FAILED, "5.1.1", orcpt="utf-8;a=b@y.test"),
+                RecipientStatus("a+b@x.test", FAILED, "5.1.1")]
+    original = Original("Q1", "s@x.test", 0.0, b"Subject: hi\n\nbody\n")
+    report = build_report(original, statuses, "mx.test", 0.0).decode()
+    assert "Content-Type: message/global-delivery-status\n" in report
+    assert ("\nOriginal-Recipient: utf-8; a\\x{3D}b@y.test\nFinal-Recipient: utf-8; jörg@x.test\n"
+            in report)
+    assert "\nFinal-Recipient: rfc822; a+b@x.test\n" in report
 
 
 def header_section(hops: int) -> bytes:

@@ -455,7 +455,9 @@ class DeliveryAgent:
                 entry.relay_to_owner(rcpt, mailbox, relayed, owner_destination(owner))
                 continue
             if not quota.admit(self.store_dir, lookups, mailbox, entry.envelope.size):
-                entry.failed[rcpt] = "mailbox full (over quota)"  # deferred: it may free up
+                # Deferred: it may free up. A delay notice takes its Status from the code
+                # that starts the text (notices.py): RFC 3463's "mailbox full".
+                entry.failed[rcpt] = "4.2.2 mailbox full (over quota)"
                 entry.over_quota.add(rcpt)
                 continue
             maildir = ensure_maildir_durable(self.store_dir, mailbox_path(self.store_dir, mailbox))

@@ -23,6 +23,8 @@ MAX_ORCPT = 500
 # bounce_size_limit): a bounce must not double the load a big message put on the sender.
 RETURN_LIMIT = 50_000
 
+# RFC 3464 2.1.2's address types: rfc822 holds ASCII addresses only, RFC 6533 3's utf-8 the rest.
+RFC822, UTF8 = "rfc822", "utf-8"
 FAILED, DELAYED, DELIVERED, RELAYED = "failed", "delayed", "delivered", "relayed"
 EXPANDED = "expanded"
 SUBJECTS = {
@@ -45,6 +47,8 @@ EXPLANATIONS = {
               "several addresses; you may still hear of failures among them.",
 }
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+# RFC 6533 3's EmbeddedUnicodeChar; ABNF's hex digits are case-insensitive.
+_EMBEDDED_CHAR = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 
 
 class DSNParamError(ValueError):
@@ -64,6 +68,56 @@ def xtext_decode(text: str) -> str:
         "utf-8", "replace")
 
 
+def utf8_addr_encode(address: str, seven_bit: bool) -> str:
+    """RFC 6533 3: `address` as utf-8-addr-unitext, or as the 7-bit utf-8-addr-xtext
+    (`seven_bit`) that also writes each non-ASCII character as \\x{HEX}. Controls, space, '\\',
+    '+' and '=' become \\x{HEX} in both: they are no QCHAR."""
+    return "".join(c if _qchar(c) or (not seven_bit and ord(c) > 127) else f"\\x{{{ord(c):02X}}}"
+                   for c in address)
+
+
+def _qchar(c: str) -> bool:
+    return 33 <= ord(c) <= 126 and c not in "\\+="
+
+
+def utf8_addr_decode(text: str) -> str:
+    """A utf-8-addr-xtext or -unitext (RFC 6533 3) back to the address it encodes."""
+    if "\\" in _EMBEDDED_CHAR.sub("", text):
+        raise DSNParamError(f"bad utf-8 address {text[:40]!r}")
+    return _EMBEDDED_CHAR.sub(_embedded_char, text)
+
+
+def _embedded_char(match: re.Match[str]) -> str:
+    code = int(match.group(1), 16)
+    if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:  # a surrogate would not encode as UTF-8
+        raise DSNParamError(f"\\x{{{match.group(1)}}} names no character")
+    return chr(code)
+
+
+def typed_address(address: str) -> str:
+    """`addr-type;address`, as the envelope keeps an ORCPT, for an address of ours."""
+    return f"{RFC822 if address.isascii() else UTF8};{address}"
+
+
+def orcpt_param(orcpt: str, smtputf8: bool) -> str:
+    """An envelope's `addr-type;address` as the value of ORCPT (RFC 3461 4.2): the address in
+    xtext, or a utf-8 one (RFC 6533 3) as utf-8-addr-unitext in an SMTPUTF8 transaction and
+    as the 7-bit utf-8-addr-xtext in any other."""
+    addr_type, _, address = orcpt.partition(";")
+    if addr_type == UTF8:
+        return f"{UTF8};{utf8_addr_encode(address, seven_bit=not smtputf8)}"
+    return f"{addr_type};{xtext_encode(address)}"
+
+
+def _report_address(typed: str) -> str:
+    """`addr-type;address` as a report's Original- or Final-Recipient field gives it: a utf-8
+    address as utf-8-addr-unitext (RFC 6533 3), any other as it is (RFC 3464 2.3.1)."""
+    addr_type, _, address = typed.partition(";")
+    if addr_type == UTF8:
+        address = utf8_addr_encode(address, seven_bit=False)
+    return f"{addr_type}; {address}"
+
+
 def parse_notify(value: str) -> str:
     keywords = [k.upper() for k in value.split(",")]
     if keywords == [NEVER]:
@@ -74,11 +128,14 @@ def parse_notify(value: str) -> str:
 
 
 def parse_orcpt(value: str) -> str:
-    """`addr-type;xtext` → `addr-type;address` (decoded), as the envelope keeps it."""
+    """`addr-type;xtext` → `addr-type;address` (decoded, a utf-8 address's \\x{HEX} too), as
+    the envelope keeps it."""
     addr_type, sep, address = value.partition(";")
     if not sep or not addr_type or not address or len(address) > MAX_ORCPT:
         raise DSNParamError("ORCPT takes addr-type;address")
     decoded = xtext_decode(address)
+    if addr_type.lower() == UTF8:
+        decoded = utf8_addr_decode(decoded)
     # RFC 3461 4.2: printable characters only. A decoded CR or LF would end the
     # Original-Recipient line of a report and let the client write fields of its own.
     if not decoded.isprintable():
@@ -191,14 +248,12 @@ def _machine_text(original: Original, statuses: list[RecipientStatus], reporting
         fields.append(f"Original-Envelope-Id: {original.envid}")
     fields.append(f"Arrival-Date: {email.utils.formatdate(original.received_at, localtime=True)}")
     blocks = ["\n".join(fields)]
-    addr_type = "utf-8" if not all(s.recipient.isascii() for s in statuses) else "rfc822"
     for s in statuses:
         block = []
         if s.orcpt:
-            kind, _, address = s.orcpt.partition(";")
-            block.append(f"Original-Recipient: {kind}; {address}")
-        block += [f"Final-Recipient: {addr_type}; {s.recipient}", f"Action: {s.action}",
-                  f"Status: {s.status}"]
+            block.append(f"Original-Recipient: {_report_address(s.orcpt)}")
+        block += [f"Final-Recipient: {_report_address(typed_address(s.recipient))}",
+                  f"Action: {s.action}", f"Status: {s.status}"]
         if s.remote_mta:  # its host name: the address and port are for our logs
             block.append(f"Remote-MTA: dns; {s.remote_mta.split('[')[0]}")
         if s.diagnostic and s.remote_mta:

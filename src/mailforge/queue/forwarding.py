@@ -55,7 +55,7 @@ def expand_forwards(env: Envelope, recipients: RecipientResolver) -> list[str]:
                 continue  # the client named it too: one copy is enough
             expanded.append(target)
             env.forwarded[target] = rcpt
-            env.orcpt[target] = env.orcpt.get(rcpt) or f"rfc822;{rcpt}"
+            env.orcpt[target] = env.orcpt.get(rcpt) or dsn.typed_address(rcpt)
             if rcpt in reported:
                 env.notify[target] = dsn.without_success(env.notify[rcpt])
             elif rcpt in env.notify:

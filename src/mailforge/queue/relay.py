@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..protocols.connection.proxy import V2_LOCAL_HEADER
 from ..protocols.smtp import JUNK_PARAM
 from ..tlspolicy.policy import HostSecurity, TLSPolicyFailure, handshake_failure
-from .dsn import xtext_encode
+from .dsn import orcpt_param, xtext_encode
 from .routing import Host
 
 # RFC 3463 enhanced status code at the start of a reply's text.
@@ -251,7 +251,7 @@ class SMTPClient:
             params.append(f"SIZE={len(message.data)}")
         if message.body_8bit and "8BITMIME" in self.extensions:
             params.append("BODY=8BITMIME")
-        if message.smtputf8 and "SMTPUTF8" in self.extensions:
+        if self._smtputf8(message):
             params.append("SMTPUTF8")
         if "DSN" in self.extensions:
             if message.ret:
@@ -267,9 +267,12 @@ class SMTPClient:
         if message.notify.get(rcpt):
             params += f" NOTIFY={message.notify[rcpt]}"
         if message.orcpt.get(rcpt):
-            addr_type, _, address = message.orcpt[rcpt].partition(";")
-            params += f" ORCPT={addr_type};{xtext_encode(address)}"
+            params += f" ORCPT={orcpt_param(message.orcpt[rcpt], self._smtputf8(message))}"
         return params
+
+    def _smtputf8(self, message: Message) -> bool:
+        """Does the transaction for `message` declare SMTPUTF8 (RFC 6531 3.4)?"""
+        return message.smtputf8 and "SMTPUTF8" in self.extensions
 
     def needs_utf8_refused(self, message: Message) -> bool:
         """RFC 6531 3.4: non-ASCII addresses cannot go to a server without SMTPUTF8."""

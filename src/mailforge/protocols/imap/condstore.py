@@ -66,12 +66,22 @@ def highestmodseq_line(modseq: int) -> bytes:
     return b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % modseq
 
 
-def modseq_value(token: object) -> int:
+def modseq_valzer(token: object) -> int:
+    """A mod-sequence-valzer (RFC 7162 7), 0 too: what STORE's UNCHANGEDSINCE takes."""
     if not (isinstance(token, str) and token.isdigit() and len(token) <= 19):
         raise Bad("Invalid mod-sequence value")
     value = int(token)
     if value > MAX_MODSEQ:
         raise Bad("Invalid mod-sequence value")
+    return value
+
+
+def modseq_value(token: object, what: str) -> int:
+    """A mod-sequence-value (RFC 7162 7), 1 or more: what `what` (CHANGEDSINCE, QRESYNC)
+    takes; no message has MODSEQ 0 to compare with."""
+    value = modseq_valzer(token)
+    if value == 0:
+        raise Bad(f"Invalid mod-sequence value: {what}'s is 1 or more")
     return value
 
 
@@ -92,7 +102,7 @@ def fetch_modifiers(arg: object, by_uid: bool, qresync: bool) -> tuple[int, bool
     if not (isinstance(arg, list) and len(arg) in (2, 3) and isinstance(arg[0], str)
             and arg[0].upper() == "CHANGEDSINCE"):
         raise Bad("Syntax: FETCH sequence-set items (CHANGEDSINCE modseq [VANISHED])")
-    changedsince = modseq_value(arg[1])
+    changedsince = modseq_value(arg[1], "CHANGEDSINCE")
     vanished = len(arg) == 3
     if vanished and not (isinstance(arg[2], str) and arg[2].upper() == "VANISHED"):
         raise Bad("Unknown FETCH modifier")
@@ -105,35 +115,37 @@ def store_modifier(arg: list) -> int:
     """STORE's (UNCHANGEDSINCE n): n."""
     if not (len(arg) == 2 and isinstance(arg[0], str) and arg[0].upper() == "UNCHANGEDSINCE"):
         raise Bad("Syntax: STORE sequence-set (UNCHANGEDSINCE modseq) item flags")
-    return modseq_value(arg[1])
+    return modseq_valzer(arg[1])
 
 
 def select_parameters(arg: object, sync: SyncExtensions) -> Resync | None:
-    """SELECT's (CONDSTORE) or (QRESYNC (...)) list; the latter's values when given."""
+    """SELECT's (CONDSTORE) or (QRESYNC (...)) list; the latter's values when given. Each
+    parameter once: a second would silently replace the first. A BAD list enables nothing."""
     if not isinstance(arg, list) or not arg:
         raise Bad("Syntax: SELECT mailbox [(CONDSTORE | QRESYNC (...))]")
-    resync = None
+    given: dict[str, Resync | None] = {}
     pairs = iter(arg)
     for name in pairs:
         word = name.upper() if isinstance(name, str) else ""
+        if word in given:
+            raise Bad(f"SELECT parameter {word} given twice")
         if word == "CONDSTORE":
-            sync.condstore = True
+            given[word] = None
         elif word == "QRESYNC":
             if not sync.qresync:
                 raise Bad("QRESYNC is not enabled")
-            resync = _resync(next(pairs, None))
+            given[word] = _resync(next(pairs, None))
         else:
             raise Bad("Unknown SELECT parameter")
-    return resync
+    sync.condstore |= "CONDSTORE" in given
+    return given.get("QRESYNC")
 
 
 def _resync(arg: object) -> Resync:
     """(uidvalidity mod-sequence-value [known-uids] [seq-match-data]) (RFC 7162 7)."""
     if not (isinstance(arg, list) and 2 <= len(arg) <= 4):
         raise Bad(_QRESYNC_SYNTAX)
-    uidvalidity, modseq = _uidvalidity(arg[0]), modseq_value(arg[1])
-    if modseq == 0:  # a mod-sequence-value, not the mod-sequence-valzer STORE takes
-        raise Bad("Invalid mod-sequence value: QRESYNC's is 1 or more")
+    uidvalidity, modseq = _uidvalidity(arg[0]), modseq_value(arg[1], "QRESYNC")
     rest = arg[2:]
     known_uids = "1:*"  # none named: every UID
     if rest and isinstance(rest[0], str):
