@@ -4,7 +4,9 @@ peer may itself make such logins (README, "Scaling out").
 
 A session that logs in a user owned by another node is proxied: the driver logs in at the
 owner (`log_in_at_owner`), answers the client with the owner's answer, and splices
-(upstream.splice). The owner down, hung or refusing: a temporary error for the client.
+(upstream.splice). The owner down, hung or refusing, or (where [cluster] tls asks for TLS)
+offering no STARTTLS or a certificate the cluster's CAs did not sign for its host: a
+temporary error for the client.
 
 The client is counted against its per-IP cap once, on the node it reached: the owner counts
 a session that node marks as counted (`counted_as`) toward the service's cap only, and takes
@@ -14,6 +16,7 @@ no login but the node's proxied one on it (`marked_login_refused`).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -41,6 +44,9 @@ class ClusterRouting:
     owners: OwnerResolver
     logins: ProxyLogins | None    # None: no [cluster] secret_file, so no proxying
     trusted: tuple[Network, ...]  # [server] proxy_trusted: the peers whose proxied logins count
+    # [cluster] tls: what an owner's certificate is verified with (tls.cluster_client_context);
+    # None: the link is plain.
+    tls: ssl.SSLContext | None
 
     def owner_elsewhere(self, user: str) -> Node | None:
         """The node that owns `user`'s mailbox when it is not this one (blocking: the
@@ -62,7 +68,7 @@ class ClusterRouting:
             if self.logins is None:
                 raise OwnerUnavailable("no [cluster] secret_file to log in there with")
             connection = await upstream.connect(owner.host, OWNER_PORTS[service](owner),
-                                                (conn.peer_ip, conn.peer_port))
+                                                (conn.peer_ip, conn.peer_port), self.tls)
             try:
                 answer = await login(connection, self.logins.credentials(user, self.node))
             except BaseException:
