@@ -274,8 +274,9 @@ class ClusterConfig:
     secret_file: str = ""
     # The link a node logs in over at a mailbox's owner (Dovecot's proxy starttls=yes):
     # "starttls": STARTTLS (POP3: STLS) on the owner's internal port, its certificate verified
-    # against tls_ca_file for its host in the node table, before the master secret is sent.
-    # "none": in the clear, for an internal network that nobody else can read.
+    # against tls_ca_file for its host in the node table, before the master secret is sent;
+    # and as an owner, a proxied login is taken only inside TLS. "none": in the clear, for an
+    # internal network that nobody else can read.
     tls: str = "none"
     # A PEM file (relative paths: under the data dir) of the CA(s) that signed the nodes'
     # [tls] cert, readable by the [server] user: only these are trusted on the link.

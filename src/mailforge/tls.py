@@ -210,6 +210,8 @@ def check(config: Config, now: datetime.datetime | None = None) -> list[str]:
         needing = [name for name in REQUIRES_TLS if name in config.services()]
         if config.admin.listen and not config.admin.allow_plain_http:
             needing.append("admin")  # the console serves HTTPS only unless told otherwise
+        if config.cluster.tls != "none":
+            needing.append("cluster")  # other nodes' proxied logins come inside TLS only
         key = default.cert_key if default.cert in missing else default.key_key
         if needing:
             raise ConfigError(config.path, key, f"{missing[0]} does not exist; "

@@ -3,17 +3,22 @@ asks the owner for STARTTLS (POP3: STLS) and verifies its certificate against th
 CA file for the node table's host before it sends the master secret. A recording relay
 between the nodes (the node table points at it) shows what an eavesdropper would see: the
 STARTTLS exchange, then ciphertext, never the secret. An owner whose certificate another CA
-signed gets no login at all: the client gets a temporary error, the front node logs why."""
+signed gets no login at all: the client gets a temporary error, the front node logs why.
+An owner with TLS on takes a proxied login only inside TLS; inside it, the PROXY header's
+client and its node marking hold as they do in the clear."""
 
 from __future__ import annotations
 
 import asyncio
 import imaplib
 import poplib
+import socket
+import ssl
 import threading
 
 import pytest
 
+from mailforge.protocols.connection.proxy import v2_header
 from .conftest import PASSWORD, Server, cli
 from .test_cluster_logins import plain
 from .throwaway_ca import ThrowawayCA
@@ -21,6 +26,8 @@ from .throwaway_ca import ThrowawayCA
 SECRET = "the-cluster-master-secret"
 CAROL = "carol@example.test"  # her mailbox is node b's: b's certificate the cluster CA's
 DORA = "dora@example.test"    # hers is node c's: c's certificate another CA's
+ERIN = "erin@example.test"    # b's too, for the logins the test makes at b itself
+CLIENT = ("192.0.2.9", 40000)  # the client a PROXY header names
 
 
 class RecordingRelay:
@@ -103,14 +110,14 @@ def owner(tmp_path_factory, name: str, ca: ThrowawayCA, signer: ThrowawayCA,
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Front node a, which clients reach; owners b (carol) and c (dora), each reached by
+    """Front node a, which clients reach; owners b (carol, erin) and c (dora), each reached by
     a through a relay per service."""
     ca = ThrowawayCA(tmp_path_factory.mktemp("ca"))
     other_ca = ThrowawayCA(tmp_path_factory.mktemp("other-ca"))
     servers: list[Server] = []
     relays: dict[str, RecordingRelay] = {}
     try:
-        b = owner(tmp_path_factory, "b", ca, ca, [CAROL])
+        b = owner(tmp_path_factory, "b", ca, ca, [CAROL, ERIN])
         c = owner(tmp_path_factory, "c", ca, other_ca, [DORA])
         a = node(tmp_path_factory, "a", ca)
         servers += [a, b, c]
@@ -175,4 +182,44 @@ def test_an_owner_whose_certificate_another_ca_signed_gets_no_secret(cluster):
         assert starttls in passed  # it got as far as the handshake
         assert not any(form in passed for form in secret_forms(DORA))
     assert f"{DORA}: " not in c.log()
+
+
+def pop3_at_owner(b: Server, port: int, credentials: str, ca: str | None = None) -> bytes:
+    """AUTH PLAIN at b's internal POP3 port (or a relay to it), after a PROXY header naming
+    CLIENT and marked as a node's proxied session, inside TLS where a `ca` is given to verify
+    b's certificate with: the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(v2_header(CLIENT, ("127.0.0.1", b.pop3_port), client_counted=True))
+        lines = sock.makefile("rb")
+        assert lines.readline().startswith(b"+OK")
+        if ca is not None:
+            sock.sendall(b"STLS\r\n")
+            assert lines.readline().startswith(b"+OK")
+            context = ssl.create_default_context(cafile=ca)
+            with context.wrap_socket(sock, server_hostname="127.0.0.1") as secure:
+                secure.sendall(f"AUTH PLAIN {credentials}\r\n".encode())
+                return secure.makefile("rb").readline()
+        sock.sendall(f"AUTH PLAIN {credentials}\r\n".encode())
+        return lines.readline()
+
+
+def test_the_owner_takes_a_proxied_login_only_inside_tls(cluster):
+    """As a front node with tls = "none" would: its secret crosses (the relay shows it), and
+    b refuses the login with a temporary error, so the mistake shows at once. Inside TLS the
+    PROXY header's client and its marking hold: the proxied login alone is taken there."""
+    _, b, _, _ = cluster
+    ca = str(b.config.data_dir / b.config.cluster.tls_ca_file)
+    master = plain(ERIN, "a", SECRET)
+    relay = RecordingRelay(b.pop3_port)
+    try:
+        assert pop3_at_owner(b, relay.port, master).startswith(b"-ERR [SYS/TEMP]")
+    finally:
+        relay.stop()
+    assert master.encode() in relay.passed  # what the relays above would have seen
+    assert f"{ERIN}: refused the proxied login of node a (127.0.0.1) outside TLS" in b.log()
+    assert pop3_at_owner(b, b.pop3_port, master, ca).startswith(b"+OK")
+    assert f"{ERIN}: POP3 login from {CLIENT[0]} via node a" in b.log()
+    own_password = plain("", ERIN, PASSWORD)
+    assert pop3_at_owner(b, b.pop3_port, own_password, ca).startswith(b"-ERR [SYS/TEMP]")
+    assert "only a proxied login may be made there" in b.log()
 

@@ -265,3 +265,9 @@ def test_a_cluster_ca_file_it_cannot_use_stops_the_start(made, tmp_path):
             tls.check(with_cluster_tls(made, name))
         assert caught.value.key == "[cluster] tls_ca_file"
 
+
+def test_an_owner_with_cluster_tls_needs_a_certificate(tmp_path):
+    """Its proxied logins come inside TLS only: without a certificate it could take none."""
+    config = with_cluster_tls(make_config(tmp_path, cert="absent.pem"), "ca.pem")
+    with pytest.raises(ConfigError, match=r"\[cluster\] cannot run without a certificate"):
+        tls.check(config)

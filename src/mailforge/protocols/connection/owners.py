@@ -10,7 +10,8 @@ temporary error for the client.
 
 The client is counted against its per-IP cap once, on the node it reached: the owner counts
 a session that node marks as counted (`counted_as`) toward the service's cap only, and takes
-no login but the node's proxied one on it (`marked_login_refused`).
+no login but the node's proxied one on it (`marked_login_refused`); where the link is TLS,
+the owner takes that login only inside it (`cleartext_login_refused`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ClusterRouting:
     logins: ProxyLogins | None    # None: no [cluster] secret_file, so no proxying
     trusted: tuple[Network, ...]  # [server] proxy_trusted: the peers whose proxied logins count
     # [cluster] tls: what an owner's certificate is verified with (tls.cluster_client_context);
-    # None: the link is plain.
+    # None: the link is plain, both ways.
     tls: ssl.SSLContext | None
 
     def owner_elsewhere(self, user: str) -> Node | None:
@@ -84,6 +85,16 @@ class ClusterRouting:
                  owner.name)
         metrics.inc("proxied_sessions_total", service=service, node=owner.name, result="ok")
         return connection, answer
+
+    def cleartext_login_refused(self, conn: Connection, user: str, via: str) -> bool:
+        """Whether a node's proxied login (`via` names the node) must be refused for coming
+        outside TLS where the link is TLS: that node is misconfigured, and its sessions fail
+        until it is mended rather than go on sending the master secret in the clear. Logged."""
+        if not via or conn.tls or self.tls is None:
+            return False
+        log.warning("%s: refused the proxied login of node %s (%s) outside TLS: [cluster] tls "
+                    "wants STARTTLS first", user, via, conn.socket_peer_ip)
+        return True
 
 
 def counted_as(conn: Connection, max_per_ip: int) -> tuple[str, int]:
