@@ -272,6 +272,15 @@ class ClusterConfig:
     # in there for the user with it, and accepts such logins from [server] proxy_trusted
     # peers. "" = neither: sessions of mailboxes owned elsewhere get a temporary error.
     secret_file: str = ""
+    # The link a node logs in over at a mailbox's owner (Dovecot's proxy starttls=yes):
+    # "starttls": STARTTLS (POP3: STLS) on the owner's internal port, its certificate verified
+    # against tls_ca_file for its host in the node table, before the master secret is sent;
+    # and as an owner, a proxied login is taken only inside TLS. "none": in the clear, for an
+    # internal network that nobody else can read.
+    tls: str = "none"
+    # A PEM file (relative paths: under the data dir) of the CA(s) that signed the nodes'
+    # [tls] cert, readable by the [server] user: only these are trusted on the link.
+    tls_ca_file: str = ""
 
 
 @dataclass
@@ -313,6 +322,7 @@ IMPLEMENTED_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", 
 # mention a service leaves it off. The mail services: autoconfig is the operator's choice.
 INIT_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+CLUSTER_TLS_MODES = ("none", "starttls")
 RELAY_MODES = ("none", "authenticated", "networks", "open")
 DNSSEC_MODES = ("validate", "trust-ad", "off")
 
@@ -628,6 +638,12 @@ def _validate_cluster(cluster: ClusterConfig, path: Path | str) -> None:
                           f"expected a URL starting with {' or '.join(REDIS_SCHEMES)}")
     if any(c.isspace() for c in cluster.node):
         raise ConfigError(path, "[cluster] node", "must not contain white space")
+    if cluster.tls not in CLUSTER_TLS_MODES:
+        raise ConfigError(path, "[cluster] tls", f"expected one of {', '.join(CLUSTER_TLS_MODES)}")
+    if cluster.tls != "none" and not cluster.tls_ca_file:
+        raise ConfigError(path, "[cluster] tls_ca_file",
+                          f'tls = "{cluster.tls}" needs the CA file that the nodes\' '
+                          "certificates are verified with")
 
 
 def _validate_admin(admin: AdminConfig, path: Path | str) -> None:

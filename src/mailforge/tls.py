@@ -1,5 +1,6 @@
 """TLS for every service: the self-signed certificate `init` makes, the server context the
-protocols wrap their sockets with (per-domain certificates by SNI), and the start-up check.
+protocols wrap their sockets with (per-domain certificates by SNI), the client context a
+cluster node verifies a mailbox's owner with ([cluster] tls), and the start-up check.
 
 Missing certificate policy: the default cert/key may be absent when no enabled service needs
 TLS to work at all, because plain SMTP/POP3/IMAP offer STARTTLS only opportunistically; `check`
@@ -172,6 +173,31 @@ def _context(pair: CertPair, config: Config) -> ssl.SSLContext:
     return context
 
 
+# ---- the link to a mailbox's owner node ----------------------------------------------------
+
+def cluster_client_context(config: Config) -> ssl.SSLContext | None:
+    """What a node verifies an owner's certificate with before it logs in there with the
+    master secret ([cluster] tls): the CAs of tls_ca_file alone (not the system's, which
+    would vouch for anyone's certificate for the name), and the node table's host name or
+    address; None for a plain link. ConfigError (the key named) for a file it cannot use."""
+    if config.cluster.tls == "none":
+        return None
+    path = config.data_dir / config.cluster.tls_ca_file
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(config.path, "[cluster] tls_ca_file", f"{path} does not exist") from None
+    except ssl.SSLError:
+        raise ConfigError(config.path, "[cluster] tls_ca_file",
+                          f"{path} holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConfigError(config.path, "[cluster] tls_ca_file",
+                          f"cannot read {path}: {exc.strerror}") from None
+    return context
+
+
 # ---- check -------------------------------------------------------------------------------
 
 def check(config: Config, now: datetime.datetime | None = None) -> list[str]:
@@ -184,6 +210,8 @@ def check(config: Config, now: datetime.datetime | None = None) -> list[str]:
         needing = [name for name in REQUIRES_TLS if name in config.services()]
         if config.admin.listen and not config.admin.allow_plain_http:
             needing.append("admin")  # the console serves HTTPS only unless told otherwise
+        if config.cluster.tls != "none":
+            needing.append("cluster")  # other nodes' proxied logins come inside TLS only
         key = default.cert_key if default.cert in missing else default.key_key
         if needing:
             raise ConfigError(config.path, key, f"{missing[0]} does not exist; "
@@ -193,6 +221,7 @@ def check(config: Config, now: datetime.datetime | None = None) -> list[str]:
         warnings += _check_pair(default, config, now)
     for pair in domain_pairs(config).values():
         warnings += _check_pair(pair, config, now)
+    cluster_client_context(config)
     return warnings
 
 

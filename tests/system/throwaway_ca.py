@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 from pathlib import Path
 
 from cryptography import x509
@@ -30,11 +31,12 @@ class ThrowawayCA:
         self.ca_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, stem: str, names: list[str]) -> tuple[Path, Path]:
-        """A server certificate for `names` and its key: (cert.pem, key.pem) under the dir."""
+        """A server certificate for `names` (host names or IP addresses) and its key:
+        (cert.pem, key.pem) under the dir."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
         cert = (self._builder(subject, self.cert.subject, key.public_key())
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]),
                                critical=False)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
@@ -56,6 +58,13 @@ class ThrowawayCA:
                 .not_valid_before(now - datetime.timedelta(hours=1))
                 .not_valid_after(now + LIFETIME)
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False))
+
+
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def spki_sha256(cert_path: Path) -> str:

@@ -14,11 +14,22 @@ def test_redis_must_be_a_redis_url():
         configuration.from_dict({"cluster": {"redis": "10.0.0.20:6379"}})
 
 
+def test_tls_is_none_or_starttls_and_starttls_needs_a_ca_file():
+    assert configuration.Config().cluster.tls == "none"  # existing configs keep a plain link
+    with pytest.raises(ConfigError, match=r"\[cluster\] tls: expected one of none, starttls"):
+        configuration.from_dict({"cluster": {"tls": "yes"}})
+    with pytest.raises(ConfigError, match=r"\[cluster\] tls_ca_file: .*needs the CA file"):
+        configuration.from_dict({"cluster": {"tls": "starttls"}})
+    config = configuration.from_dict({"cluster": {"tls": "starttls", "tls_ca_file": "ca.pem"}})
+    assert (config.cluster.tls, config.cluster.tls_ca_file) == ("starttls", "ca.pem")
+
+
 def test_node_defaults_to_the_hostname_and_init_writes_the_keys():
     config = configuration.from_dict({"server": {"hostname": "mx1.example.test"},
                                       "cluster": {"redis": "redis://10.0.0.20:6379/0"}})
     assert config.node_name == "mx1.example.test"
-    assert 'node = ""' in configuration.render_toml(configuration.Config())
+    rendered = configuration.render_toml(configuration.Config())
+    assert 'node = ""' in rendered and 'tls = "none"' in rendered and 'tls_ca_file = ""' in rendered
 
 
 def test_the_password_is_never_shown():

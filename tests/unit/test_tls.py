@@ -1,5 +1,6 @@
 """TLS: the certificate `init` makes, real handshakes over a loopback socket pair (versions,
-host name checks, SNI), and the start-up check's errors and warnings."""
+host name checks, SNI, the cluster link's client context), and the start-up check's errors
+and warnings."""
 
 from __future__ import annotations
 
@@ -235,3 +236,38 @@ def test_check_config_and_serve_exit_2_with_one_line_for_a_mismatched_key(tmp_pa
         assert result.returncode == 2, result.stderr
         (line,) = result.stderr.strip().splitlines()
         assert str(conf) in line and "[tls] key" in line and "does not match" in line
+
+
+def with_cluster_tls(config: configuration.Config, ca_file: str) -> configuration.Config:
+    return dataclasses.replace(config, cluster=dataclasses.replace(
+        config.cluster, tls="starttls", tls_ca_file=ca_file))
+
+
+def test_the_cluster_link_verifies_the_owner_by_the_ca_file_alone(made, tmp_path):
+    assert tls.cluster_client_context(made) is None  # tls = "none": a plain link
+    context = tls.cluster_client_context(with_cluster_tls(made, made.tls.cert))
+    assert context is not None and context.minimum_version == ssl.TLSVersion.TLSv1_2
+    server = tls.load_server_context(made)
+    handshake(server, context, "127.0.0.1")  # a node table's host by address: an IP SAN
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        handshake(server, context, "10.0.1.2")
+    other, _ = write_pair(tmp_path, "other", [HOSTNAME])
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        handshake(server, tls.cluster_client_context(with_cluster_tls(made, str(tmp_path / other))),
+                  HOSTNAME)
+
+
+def test_a_cluster_ca_file_it_cannot_use_stops_the_start(made, tmp_path):
+    (tmp_path / "junk.pem").write_text("hello\n")
+    for name, problem in (("absent.pem", "does not exist"), ("junk.pem", "holds no PEM certificate"),
+                          (".", "cannot read")):
+        with pytest.raises(ConfigError, match=problem) as caught:
+            tls.check(with_cluster_tls(made, name))
+        assert caught.value.key == "[cluster] tls_ca_file"
+
+
+def test_an_owner_with_cluster_tls_needs_a_certificate(tmp_path):
+    """Its proxied logins come inside TLS only: without a certificate it could take none."""
+    config = with_cluster_tls(make_config(tmp_path, cert="absent.pem"), "ca.pem")
+    with pytest.raises(ConfigError, match=r"\[cluster\] cannot run without a certificate"):
+        tls.check(config)

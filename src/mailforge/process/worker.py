@@ -80,8 +80,9 @@ def _shared(worker: Worker, tls_context: ssl.SSLContext | None) -> dict[str, obj
 
 
 def _cluster_routing(worker: Worker) -> ClusterRouting | None:
-    """Mailbox routing for POP3 and IMAP: which node owns a mailbox, and the proxied logins
-    of [cluster] secret_file; None on a node where nobody can own one (auth/routing.py)."""
+    """Mailbox routing for POP3 and IMAP: which node owns a mailbox, the proxied logins of
+    [cluster] secret_file and the TLS of [cluster] tls; None on a node where nobody can own
+    one (auth/routing.py)."""
     config = worker.config
     owners = owners_to_ask(config, worker.accounts.nodes)
     if owners is None:
@@ -89,7 +90,8 @@ def _cluster_routing(worker: Worker) -> ClusterRouting | None:
     secret = read_secret(config)
     logins = ProxyLogins(secret, worker.accounts.credentials) if secret is not None else None
     return ClusterRouting(config.node_name, owners, logins,
-                          parse_networks(config.server.proxy_trusted))
+                          parse_networks(config.server.proxy_trusted),
+                          tls.cluster_client_context(config))
 
 
 def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.SMTPContext:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from ..auth.api import AccountsUnavailable, Authenticator
 from .connection.driver import Refusals, SessionContext, SessionDriver
-from .connection.owners import marked_login_refused
 from .connection.record import imap_error_code
 from .connection.transport import Connection, LineTooLong
 from .connection.upstream import OwnerUnavailable
@@ -159,7 +158,7 @@ class IMAPDriver(SessionDriver):
         """After good credentials: count the user's sessions, then open the mailbox; or for
         a mailbox another node owns, hand the session over to it."""
         machine = self.machine
-        if marked_login_refused(self.conn, machine.user, machine.via):
+        if self.login_refused(machine.via):
             return self._unavailable(pending)
         try:
             owner = await self.owner_elsewhere()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from ..auth.api import AccountsUnavailable, APOPAuthenticator
 from .connection.driver import Refusals, SessionContext, SessionDriver
-from .connection.owners import marked_login_refused
 from .connection.transport import Connection, LineTooLong
 from .connection.upstream import OwnerUnavailable
 from .ownerlogin import pop3_login
@@ -146,7 +145,7 @@ class POP3Driver(SessionDriver):
 
     async def _open_maildrop(self) -> Reply:
         user = self.machine.user
-        if marked_login_refused(self.conn, user, self.machine.via):
+        if self.login_refused(self.machine.via):
             return self.machine.maildrop_failed()
         try:
             owner = await self.owner_elsewhere()

@@ -20,7 +20,7 @@ from ...auth.api import Node
 from ...policy.abuse import AbuseGuard
 from ...process.pool import WorkerPool
 from ...ratekeeper.counters import OpenVerdict
-from .owners import ClusterRouting
+from .owners import ClusterRouting, marked_login_refused
 from .record import ServiceMeters, SessionRecord, reply_code
 from ..session import Action, Reply, StopSignal
 from .transport import Connection, ConnectionClosed
@@ -198,6 +198,15 @@ class SessionDriver:
         if cluster is None:
             return None
         return await self.in_thread(cluster.owner_elsewhere, self.machine.user)
+
+    def login_refused(self, via: str) -> bool:
+        """Whether the login just made (`via`: the node of a proxied one, else "") must be
+        refused all the same, with a temporary error (owners.marked_login_refused,
+        ClusterRouting.cleartext_login_refused)."""
+        user, cluster = self.machine.user, self.ctx.cluster
+        if marked_login_refused(self.conn, user, via):
+            return True
+        return cluster is not None and cluster.cleartext_login_refused(self.conn, user, via)
 
     async def log_in_at_owner(self, owner: Node,
                               login: Callable[[Upstream, bytes], Awaitable[T]]) -> T:

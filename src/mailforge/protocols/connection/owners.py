@@ -4,16 +4,20 @@ peer may itself make such logins (README, "Scaling out").
 
 A session that logs in a user owned by another node is proxied: the driver logs in at the
 owner (`log_in_at_owner`), answers the client with the owner's answer, and splices
-(upstream.splice). The owner down, hung or refusing: a temporary error for the client.
+(upstream.splice). The owner down, hung or refusing, or (where [cluster] tls asks for TLS)
+offering no STARTTLS or a certificate the cluster's CAs did not sign for its host: a
+temporary error for the client.
 
 The client is counted against its per-IP cap once, on the node it reached: the owner counts
 a session that node marks as counted (`counted_as`) toward the service's cap only, and takes
-no login but the node's proxied one on it (`marked_login_refused`).
+no login but the node's proxied one on it (`marked_login_refused`); where the link is TLS,
+the owner takes that login only inside it (`cleartext_login_refused`).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -41,6 +45,9 @@ class ClusterRouting:
     owners: OwnerResolver
     logins: ProxyLogins | None    # None: no [cluster] secret_file, so no proxying
     trusted: tuple[Network, ...]  # [server] proxy_trusted: the peers whose proxied logins count
+    # [cluster] tls: what an owner's certificate is verified with (tls.cluster_client_context);
+    # None: the link is plain, both ways.
+    tls: ssl.SSLContext | None
 
     def owner_elsewhere(self, user: str) -> Node | None:
         """The node that owns `user`'s mailbox when it is not this one (blocking: the
@@ -62,7 +69,7 @@ class ClusterRouting:
             if self.logins is None:
                 raise OwnerUnavailable("no [cluster] secret_file to log in there with")
             connection = await upstream.connect(owner.host, OWNER_PORTS[service](owner),
-                                                (conn.peer_ip, conn.peer_port))
+                                                (conn.peer_ip, conn.peer_port), self.tls)
             try:
                 answer = await login(connection, self.logins.credentials(user, self.node))
             except BaseException:
@@ -78,6 +85,16 @@ class ClusterRouting:
                  owner.name)
         metrics.inc("proxied_sessions_total", service=service, node=owner.name, result="ok")
         return connection, answer
+
+    def cleartext_login_refused(self, conn: Connection, user: str, via: str) -> bool:
+        """Whether a node's proxied login (`via` names the node) must be refused for coming
+        outside TLS where the link is TLS: that node is misconfigured, and its sessions fail
+        until it is mended rather than go on sending the master secret in the clear. Logged."""
+        if not via or conn.tls or self.tls is None:
+            return False
+        log.warning("%s: refused the proxied login of node %s (%s) outside TLS: [cluster] tls "
+                    "wants STARTTLS first", user, via, conn.socket_peer_ip)
+        return True
 
 
 def counted_as(conn: Connection, max_per_ip: int) -> tuple[str, int]:

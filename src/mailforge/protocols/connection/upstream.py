@@ -4,19 +4,21 @@ splice that carries the session there once the owner has logged the user in.
 The connection opens with a PROXY v2 header naming the real client, so the owner's policies,
 limits and logs see the client and not this node; the owner's port takes it from its
 [server] proxy_trusted peers. The header carries our TLV_CLIENT_COUNTED mark: this node
-counted the client against its max_connections_per_ip, so the owner does not count it again. What is said before the splice (the owner's greeting, the
-login) is each protocol's (protocols/ownerlogin.py); after it, bytes go both ways unread
-until either side closes.
+counted the client against its max_connections_per_ip, so the owner does not count it
+again. What is said before the splice (the owner's greeting, STARTTLS where the cluster's
+link is TLS, the login) is each protocol's (protocols/ownerlogin.py); after it, bytes go
+both ways unread until either side closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 
 from . import proxy
-from .transport import MAX_CHUNK, Connection, ConnectionClosed
+from .transport import MAX_CHUNK, TLS_HANDSHAKE_TIMEOUT, Connection, ConnectionClosed
 
 # The owner must answer within these, or the client gets a temporary error: a node that is
 # down or hung must not hold the client's login for long.
@@ -33,8 +35,32 @@ class OwnerUnavailable(Exception):
 class Upstream:
     """The connection to the owner: lines before the splice, raw bytes in it."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 host: str, tls: ssl.SSLContext | None) -> None:
+        """`tls`: the context the owner at `host` is verified with ([cluster] tls); None for a
+        plain link."""
         self.reader, self.writer = reader, writer
+        self._host, self._tls = host, tls
+
+    @property
+    def needs_tls(self) -> bool:
+        """Whether the login must wait for STARTTLS: the link is TLS and not yet in it."""
+        return self._tls is not None and self.writer.get_extra_info("ssl_object") is None
+
+    async def start_tls(self) -> None:
+        """The handshake, once the owner agreed to STARTTLS: its certificate must be one of
+        the cluster's CAs for its host (OwnerUnavailable otherwise, nothing sent but that)."""
+        assert self._tls is not None
+        # Bytes behind the owner's consent came in the clear, yet would be read as if from
+        # inside TLS: a man in the middle's answers to the login (CVE-2011-0411's kind, from
+        # the client's side). StreamReader has no public way to show what it holds.
+        if self.reader._buffer:
+            raise OwnerUnavailable("sent more after agreeing to STARTTLS")
+        try:
+            await self.writer.start_tls(self._tls, server_hostname=self._host,
+                                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except OSError as exc:  # ssl.SSLError, a timed-out or closed handshake
+            raise OwnerUnavailable(f"TLS handshake failed: {exc or type(exc).__name__}") from None
 
     async def readline(self) -> bytes:
         """One line of the owner's, CRLF included."""
@@ -53,8 +79,10 @@ class Upstream:
         self.writer.close()
 
 
-async def connect(host: str, port: int, client: tuple[str, int]) -> Upstream:
-    """To the owner's `host`:`port`, announcing `client` in a PROXY v2 header."""
+async def connect(host: str, port: int, client: tuple[str, int],
+                  tls: ssl.SSLContext | None) -> Upstream:
+    """To the owner's `host`:`port`, announcing `client` in a PROXY v2 header; `tls`: the
+    context that verifies the owner once the login's protocol asked for STARTTLS."""
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, limit=MAX_LINE), CONNECT_TIMEOUT)
@@ -63,7 +91,7 @@ async def connect(host: str, port: int, client: tuple[str, int]) -> Upstream:
         raise OwnerUnavailable(f"cannot connect to {host}:{port}: {reason}") from None
     owner_address = writer.get_extra_info("peername")[:2]
     writer.write(proxy.v2_header(client, owner_address, client_counted=True))
-    return Upstream(reader, writer)
+    return Upstream(reader, writer, host, tls)
 
 
 async def splice(conn: Connection, upstream: Upstream) -> None:
