@@ -2,7 +2,7 @@
 
     python -m bench.imaptest --imaptest /tmp/imaptest/src/imaptest --secs 60 [--logout0]
         [--users 50] [--clients 50] [--messages 200] [--workers 2] [--shared-socket]
-        [--peers mailforge,dovecot] [COMMAND=PERCENT ...]
+        [--peers mailforge,dovecot] [--rounds N] [COMMAND=PERCENT ...]
 
 imaptest is Dovecot's code and stays out of the repository (bench/README.md says how to build
 it). Each peer gets the same users (bench1..benchN@bench.test) with empty mailboxes and the
@@ -13,7 +13,10 @@ own probabilities, `list=0 status=0` say, to load a part of it). The table shows
 command totals per second, its error lines (state tracking: any is a bug) and the peer's
 ops/s over mailforge's. mailforge's IMAP runs with `reuse_port` (each worker its own
 listening socket): imaptest connects its clients at once, and on one shared socket one
-worker often takes most of them (`--shared-socket` shows it).
+worker often takes most of them (`--shared-socket` shows it). `--rounds N` runs the peers N
+times in alternating order (A B, B A, ...) and gives each peer's ratio per round and its
+median: the host's cost of a system call drifts within minutes, and a single pair can land
+on either side of a change of it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +51,7 @@ PER_SECOND = re.compile(r"^\s*(\d+\s+)+\d+/\s*\d+(\s.*)?$")
 @dataclass
 class Outcome:
     peer: str
+    round: int = 1
     commands: int = 0
     seconds: float = 0.0
     errors: list[str] | None = None
@@ -207,27 +212,59 @@ def run_peer(name: str, opts: argparse.Namespace, mbox: Path) -> Outcome:
         return Outcome(name, failure=f"{exc.__class__.__name__}: {exc}")
 
 
+def mailforge_rates(outcomes: list[Outcome]) -> dict[int, float]:
+    """mailforge's ops/s in each round, the base of that round's ratios."""
+    return {o.round: o.rate for o in outcomes if o.peer == "mailforge" and o.rate}
+
+
+def ratios(outcomes: list[Outcome]) -> dict[str, list[float]]:
+    """Each other peer's ops/s over mailforge's of the same round, round by round."""
+    base = mailforge_rates(outcomes)
+    found: dict[str, list[float]] = {}
+    for o in outcomes:
+        if o.peer != "mailforge" and o.rate and o.round in base:
+            found.setdefault(o.peer, []).append(o.rate / base[o.round])
+    return found
+
+
+def run_rounds(opts: argparse.Namespace, mbox: Path) -> list[Outcome]:
+    """Every peer once a round, the order turned round each time (A B, B A, ...)."""
+    names = opts.peers.split(",")
+    outcomes = []
+    for number in range(1, opts.rounds + 1):
+        for name in names if number % 2 else names[::-1]:
+            outcome = run_peer(name, opts, mbox)
+            outcome.round = number
+            outcomes.append(outcome)
+    return outcomes
+
+
 def report(outcomes: list[Outcome], opts: argparse.Namespace) -> None:
-    base = next((o.rate for o in outcomes if o.peer == "mailforge" and o.rate), None)
+    base = mailforge_rates(outcomes)
     profile = ("logout=0, counted once every client is logged in" if opts.logout0
                else "default profile (LOGOUT and LOGIN again)")
     table = Table(title=f"imaptest stress, {opts.users} users, {opts.clients} clients, "
                         f"{opts.secs} s, {profile}; mailforge IMAP workers {opts.workers}"
                         f"{' on one shared socket' if opts.shared_socket else ''}")
-    for column in ("peer", "commands", "ops/s", "error lines", "server CPU ms/op",
+    for column in ("peer", "round", "commands", "ops/s", "error lines", "server CPU ms/op",
                    "of it, user", "× mailforge", "workers' CPU %"):
         table.add_column(column, justify="left" if column == "peer" else "right")
     for o in outcomes:
         if o.failure:
-            table.add_row(o.peer, "-", "-", "-", "-", "-", "-", "-")
+            table.add_row(o.peer, str(o.round), "-", "-", "-", "-", "-", "-", "-")
             continue
-        table.add_row(o.peer, f"{o.commands:,}", f"{o.rate:,.0f}", str(len(o.errors or [])),
+        table.add_row(o.peer, str(o.round), f"{o.commands:,}", f"{o.rate:,.0f}",
+                      str(len(o.errors or [])),
                       f"{1000 * o.cpu_seconds / o.commands:.2f}" if o.commands else "-",
                       f"{1000 * o.user_seconds / o.commands:.2f}" if o.commands else "-",
-                      f"{o.rate / base:.2f}" if base else "-",
+                      f"{o.rate / base[o.round]:.2f}" if o.round in base else "-",
                       "/".join(map(str, o.worker_split)) if o.worker_split else "-")
     console = Console(width=max(Console().width, 110))  # the table whole, even in a log
     console.print(table)
+    if opts.rounds > 1:
+        for peer, found in ratios(outcomes).items():
+            console.print(f"{peer} / mailforge over {len(found)} rounds: median "
+                          f"{statistics.median(found):.2f} ({min(found):.2f}–{max(found):.2f})")
     for o in outcomes:
         if o.failure:
             console.print(f"{o.peer}: failed: {o.failure}")
@@ -259,6 +296,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="mailforge's IMAP workers share one listening socket "
                              "(reuse_port = false, the default in a config)")
     parser.add_argument("--peers", default="mailforge,dovecot")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the peers this many times, in alternating order")
     parser.add_argument("--anchors", default=None)
     parser.add_argument("--verbose", action="store_true", help="show imaptest's output")
     parser.add_argument("profile", nargs="*", metavar="COMMAND=PERCENT", type=probability,
@@ -267,6 +306,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     opts = parser.parse_args(argv)
     if not Path(opts.imaptest).exists():
         parser.error(f"no imaptest at {opts.imaptest} (bench/README.md says how to build it)")
+    if opts.rounds < 1:
+        parser.error("--rounds takes 1 or more")
     if opts.users > peers.DOVECOT_USERS:
         parser.error(f"at most {peers.DOVECOT_USERS} users (the Dovecot anchor's)")
     return opts
@@ -278,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="imaptest-bench-") as tmp:
         mbox = Path(tmp) / "bench.mbox"
         write_mbox(mbox, opts.messages, opts.size)
-        outcomes = [run_peer(name, opts, mbox) for name in opts.peers.split(",")]
+        outcomes = run_rounds(opts, mbox)
     report(outcomes, opts)
     return 0 if all(not o.failure for o in outcomes) else 1
 

@@ -6,6 +6,7 @@ import os
 import ssl
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -363,3 +364,25 @@ def test_imaptest_steady_window_opens_once_every_client_is_logged_in():
     assert opened.index(True) == 3 and opened.count(True) == 1  # the line of the 50th login
     # The two seconds after it, every command's count; not the clients after the counts.
     assert (window.commands, window.seconds) == (4250 + 4193, 2)
+
+
+def test_imaptest_rounds_alternate_the_order_and_compare_within_each_round(monkeypatch, capsys):
+    # The host's cost of a system call drifts: each round's ratio uses that round's mailforge.
+    rates = iter([5000, 4000, 6000, 6600, 5000, 4500])
+    order = []
+
+    def run_peer(name, opts, mbox):
+        order.append(name)
+        return imaptest.Outcome(name, commands=next(rates), seconds=1.0, errors=[],
+                                cpu_seconds=1.0, user_seconds=0.5)
+
+    monkeypatch.setattr(imaptest, "run_peer", run_peer)
+    opts = imaptest.parse_args(["--imaptest", sys.executable, "--rounds", "3"])
+    outcomes = imaptest.run_rounds(opts, Path("unused.mbox"))
+    assert order == ["mailforge", "dovecot", "dovecot", "mailforge", "mailforge", "dovecot"]
+    assert [o.round for o in outcomes] == [1, 1, 2, 2, 3, 3]
+    assert imaptest.ratios(outcomes) == {"dovecot": [0.8, 6000 / 6600, 0.9]}
+    imaptest.report(outcomes, opts)
+    assert "dovecot / mailforge over 3 rounds: median 0.90 (0.80–0.91)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        imaptest.parse_args(["--imaptest", sys.executable, "--rounds", "0"])
