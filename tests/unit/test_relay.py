@@ -213,7 +213,7 @@ def cluster_tls(ca_file: Path) -> Config:
         tls="starttls", tls_ca_file=str(ca_file)))
 
 
-def to_owner(config: Config, sink: Sink, sent: Message) -> Result:
+def to_owner(config: Config, sink: Sink | ScriptedServer, sent: Message) -> Result:
     """`sent`'s one recipient relayed to `sink` as its mailbox's owner node b, which the node
     table names by its address."""
     (rcpt,) = sent.recipients
@@ -265,5 +265,23 @@ def test_an_owner_without_starttls_is_deferred_with_cluster_tls_and_not_without(
         assert owner.received == []
         assert to_owner(make_config(), owner, message("carol@here.test")).accepted  # tls = "none"
         assert len(owner.received) == 1
+    finally:
+        owner.stop()
+
+
+@pytest.mark.parametrize("answer, why", [
+    (b"454 4.7.0 TLS not available\r\n", "refused STARTTLS: 454"),
+    # Replies behind its consent, which would be read as if from inside TLS.
+    (b"220 2.0.0 Ready\r\n250 2.0.0 injected\r\n", "sent more after agreeing to STARTTLS"),
+])
+def test_an_owner_that_refuses_starttls_or_sends_more_behind_its_consent_is_deferred(
+        tmp_path, answer, why):
+    _, cert = owner_node(tmp_path, "other", starttls=False)
+    owner = ScriptedServer(("PIPELINING", "STARTTLS"), replies={"STARTTLS": answer},
+                           proxy_protocol=True)
+    try:
+        result = to_owner(cluster_tls(cert), owner, message("carol@here.test"))
+        assert result.status == "4.7.5" and why in result.text
+        assert owner.messages == [] and not any(line.startswith("MAIL") for line in owner.lines)
     finally:
         owner.stop()

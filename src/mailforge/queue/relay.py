@@ -155,7 +155,14 @@ class SMTPClient:
                 raise TLSPolicyFailure("starttls-not-supported",
                                        f"{self.label} refused STARTTLS: {reply.describe()}")
             return  # offered but refused: go on in the clear, as opportunistic TLS does
-        assert self._writer is not None and self.host is not None
+        assert self._reader is not None and self._writer is not None and self.host is not None
+        if security is not None and self._reader._buffer:
+            # Bytes behind the server's consent came in the clear, yet would be read as
+            # replies from inside TLS: a man in the middle's (CVE-2011-0411's kind, from the
+            # client's side). Opportunistic TLS goes on: such an attacker could strip it
+            # anyway. StreamReader has no public way to show what it holds.
+            raise TLSPolicyFailure("validation-failure",
+                                   f"{self.label} sent more after agreeing to STARTTLS")
         context = security.context if security is not None else self.tls_context
         name = (security.server_name if security is not None else "") or self.host.name
         try:
