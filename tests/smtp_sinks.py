@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
+from mailforge.protocols.connection.proxy import V2_LOCAL_HEADER
 from tests.ports import free_port
 
 
@@ -127,12 +128,18 @@ class Sink:
 
 class ScriptedServer:
     """A minimal raw SMTP server for what aiosmtpd cannot do: advertise DSN (it refuses RCPT
-    parameters) or stay silent from the start. Records every command line it gets."""
+    parameters), stay silent from the start, or answer a verb as told (`replies`: the raw
+    reply, CRLFs included). Records every command line it gets. `proxy_protocol`: a PROXY v2
+    LOCAL header comes first, as at an owner node's internal port."""
 
     def __init__(self, extensions: tuple[str, ...] = ("PIPELINING", "DSN", "SIZE 1000000"),
-                 silent: bool = False) -> None:
+                 silent: bool = False, replies: dict[str, bytes] | None = None,
+                 proxy_protocol: bool = False) -> None:
         self.extensions = extensions
         self.silent = silent
+        self.replies = replies or {}
+        self.proxy_protocol = proxy_protocol
+        self.host = "127.0.0.1"
         self.lines: list[str] = []
         self.messages: list[bytes] = []
         self.port = free_port()
@@ -145,7 +152,7 @@ class ScriptedServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._session, "127.0.0.1", self.port))
+            asyncio.start_server(self._session, self.host, self.port))
         self._ready.set()
         self._loop.run_forever()
 
@@ -154,12 +161,16 @@ class ScriptedServer:
             await reader.read()
             writer.close()
             return
+        if self.proxy_protocol:
+            await reader.readexactly(len(V2_LOCAL_HEADER))
         writer.write(b"220 scripted.test ESMTP\r\n")
         try:
             while line := (await reader.readline()).decode().rstrip("\r\n"):
                 self.lines.append(line)
                 verb = line.split(" ")[0].upper()
-                if verb == "EHLO":
+                if verb in self.replies:
+                    writer.write(self.replies[verb])
+                elif verb == "EHLO":
                     items = ["scripted.test", *self.extensions]
                     writer.write("".join(f"250{'-' if i < len(items) - 1 else ' '}{x}\r\n"
                                          for i, x in enumerate(items)).encode())
@@ -179,7 +190,7 @@ class ScriptedServer:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def stop(self) -> None:
         def close() -> None:

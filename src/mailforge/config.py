@@ -272,11 +272,12 @@ class ClusterConfig:
     # in there for the user with it, and accepts such logins from [server] proxy_trusted
     # peers. "" = neither: sessions of mailboxes owned elsewhere get a temporary error.
     secret_file: str = ""
-    # The link a node logs in over at a mailbox's owner (Dovecot's proxy starttls=yes):
-    # "starttls": STARTTLS (POP3: STLS) on the owner's internal port, its certificate verified
-    # against tls_ca_file for its host in the node table, before the master secret is sent;
-    # and as an owner, a proxied login is taken only inside TLS. "none": in the clear, for an
-    # internal network that nobody else can read.
+    # The link a node logs in over and relays mail over at a mailbox's owner (Dovecot's proxy
+    # starttls=yes, Postfix's `secure` level): "starttls": STARTTLS (POP3: STLS) on the
+    # owner's internal port, its certificate verified against tls_ca_file for its host in the
+    # node table, before the master secret or a message is sent (mail waits in the queue
+    # otherwise); and as an owner, a proxied login is taken only inside TLS. "none": in the
+    # clear (SMTP: opportunistic TLS), for an internal network that nobody else can read.
     tls: str = "none"
     # A PEM file (relative paths: under the data dir) of the CA(s) that signed the nodes'
     # [tls] cert, readable by the [server] user: only these are trusted on the link.

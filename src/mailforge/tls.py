@@ -177,9 +177,10 @@ def _context(pair: CertPair, config: Config) -> ssl.SSLContext:
 
 def cluster_client_context(config: Config) -> ssl.SSLContext | None:
     """What a node verifies an owner's certificate with before it logs in there with the
-    master secret ([cluster] tls): the CAs of tls_ca_file alone (not the system's, which
-    would vouch for anyone's certificate for the name), and the node table's host name or
-    address; None for a plain link. ConfigError (the key named) for a file it cannot use."""
+    master secret or relays mail there ([cluster] tls): the CAs of tls_ca_file alone (not
+    the system's, which would vouch for anyone's certificate for the name), and the node
+    table's host name or address; None for a plain link. ConfigError (the key named) for a
+    file it cannot use."""
     if config.cluster.tls == "none":
         return None
     path = config.data_dir / config.cluster.tls_ca_file

@@ -5,13 +5,18 @@ between the nodes (the node table points at it) shows what an eavesdropper would
 STARTTLS exchange, then ciphertext, never the secret. An owner whose certificate another CA
 signed gets no login at all: the client gets a temporary error, the front node logs why.
 An owner with TLS on takes a proxied login only inside TLS; inside it, the PROXY header's
-client and its node marking hold as they do in the clear."""
+client and its node marking hold as they do in the clear. Mail the front node relays to a
+mailbox's owner goes inside TLS verified the same way: the relay between them sees STARTTLS,
+never the message; to an owner whose certificate another CA signed it is not sent at all but
+stays in the front node's queue, deferred, the reason logged."""
 
 from __future__ import annotations
 
 import asyncio
 import imaplib
+import json
 import poplib
+import smtplib
 import socket
 import ssl
 import threading
@@ -20,6 +25,7 @@ import pytest
 
 from mailforge.protocols.connection.proxy import v2_header
 from .conftest import PASSWORD, Server, cli
+from .test_cluster_counters import wait_for
 from .test_cluster_logins import plain
 from .throwaway_ca import ThrowawayCA
 
@@ -27,6 +33,9 @@ SECRET = "the-cluster-master-secret"
 CAROL = "carol@example.test"  # her mailbox is node b's: b's certificate the cluster CA's
 DORA = "dora@example.test"    # hers is node c's: c's certificate another CA's
 ERIN = "erin@example.test"    # b's too, for the logins the test makes at b itself
+FAY = "fay@example.test"      # b's too, for the mail relayed to b
+# What only the message's body holds: a relay between the nodes must never see it.
+MARKER = "the body an eavesdropper must not read"
 CLIENT = ("192.0.2.9", 40000)  # the client a PROXY header names
 
 
@@ -97,10 +106,10 @@ def node(tmp_path_factory, name: str, ca: ThrowawayCA, **overrides: dict) -> Ser
 
 def owner(tmp_path_factory, name: str, ca: ThrowawayCA, signer: ThrowawayCA,
           users: list[str]) -> Server:
-    """A node whose internal POP3 and IMAP ports take PROXY headers, with a certificate for
-    127.0.0.1 that `signer` made, serving `users` itself."""
-    server = node(tmp_path_factory, name, ca, pop3={"proxy_protocol": True},
-                  imap={"proxy_protocol": True})
+    """A node whose internal SMTP, POP3 and IMAP ports take PROXY headers, with a certificate
+    for 127.0.0.1 that `signer` made, serving `users` itself."""
+    server = node(tmp_path_factory, name, ca, smtp={"proxy_protocol": True},
+                  pop3={"proxy_protocol": True}, imap={"proxy_protocol": True})
     cert, key = signer.issue(name, ["127.0.0.1"])
     server.reconfigure({"tls": {"cert": str(cert), "key": str(key)}})
     for user in users:
@@ -110,24 +119,26 @@ def owner(tmp_path_factory, name: str, ca: ThrowawayCA, signer: ThrowawayCA,
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Front node a, which clients reach; owners b (carol, erin) and c (dora), each reached by
-    a through a relay per service."""
+    """Front node a, which clients reach; owners b (carol, erin, fay) and c (dora), each
+    reached by a through a relay per service."""
     ca = ThrowawayCA(tmp_path_factory.mktemp("ca"))
     other_ca = ThrowawayCA(tmp_path_factory.mktemp("other-ca"))
     servers: list[Server] = []
     relays: dict[str, RecordingRelay] = {}
     try:
-        b = owner(tmp_path_factory, "b", ca, ca, [CAROL, ERIN])
+        b = owner(tmp_path_factory, "b", ca, ca, [CAROL, ERIN, FAY])
         c = owner(tmp_path_factory, "c", ca, other_ca, [DORA])
         a = node(tmp_path_factory, "a", ca)
         servers += [a, b, c]
         for name, peer in (("b", b), ("c", c)):
+            relays[f"{name}-smtp"] = RecordingRelay(peer.port)
             relays[f"{name}-pop3"] = RecordingRelay(peer.pop3_port)
             relays[f"{name}-imap"] = RecordingRelay(peer.imap_port)
-            cli(a.conf, "node", "add", name, "--host", "127.0.0.1", "--smtp-port", str(peer.port),
+            cli(a.conf, "node", "add", name, "--host", "127.0.0.1",
+                "--smtp-port", str(relays[f"{name}-smtp"].port),
                 "--pop3-port", str(relays[f"{name}-pop3"].port),
                 "--imap-port", str(relays[f"{name}-imap"].port))
-        for user, name in ((CAROL, "b"), (DORA, "c")):
+        for user, name in ((CAROL, "b"), (DORA, "c"), (FAY, "b")):
             cli(a.conf, "user", "add", user, "--password-stdin", input=PASSWORD + "\n")
             cli(a.conf, "user", "set", user, "--node", name)
         for server in servers:
@@ -223,3 +234,43 @@ def test_the_owner_takes_a_proxied_login_only_inside_tls(cluster):
     assert pop3_at_owner(b, b.pop3_port, own_password, ca).startswith(b"-ERR [SYS/TEMP]")
     assert "only a proxied login may be made there" in b.log()
 
+
+
+def send_to(a: Server, rcpt: str) -> None:
+    """A message for `rcpt` from a remote sender, accepted by the front node a."""
+    with smtplib.SMTP("127.0.0.1", a.port, timeout=30) as client:
+        client.sendmail("dave@remote.test", [rcpt],
+                        f"From: dave@remote.test\r\nSubject: routed\r\n\r\n{MARKER}\r\n")
+
+
+def test_mail_for_the_owner_crosses_inside_tls(cluster):
+    a, b, _, relays = cluster
+    send_to(a, FAY)
+    (stored,) = b.wait_delivered(1, FAY)
+    assert MARKER in stored.read_text() and a.delivered(FAY) == []
+    # Verified, not only encrypted (opportunistic TLS would encrypt it as well).
+    assert f"TLS to b[127.0.0.1]:{relays['b-smtp'].port} meets the cluster's TLS" in a.log()
+    passed = bytes(relays["b-smtp"].passed)
+    assert b"STARTTLS\r\n" in passed and b"RCPT TO" not in passed  # the envelope went inside
+    assert MARKER.encode() not in passed
+
+
+def test_mail_for_an_owner_whose_certificate_another_ca_signed_stays_queued(cluster):
+    a, _, c, relays = cluster
+    send_to(a, DORA)
+
+    def queued() -> list[dict]:
+        return json.loads(cli(a.conf, "queue", "list", "--json").stdout)
+
+    wait_for(lambda: [e["state"] for e in queued()] == ["deferred"], "the deferral")
+    (entry,) = queued()
+    assert entry["recipients"] == [DORA]
+    why = entry["errors"][DORA]
+    assert why.startswith("4.7.5 ") and "CERTIFICATE_VERIFY_FAILED" in why
+    assert "not sent without it" in why
+    assert f"error=<{DORA}>: {why}" in a.log()  # the deferral's log line, with the reason
+    assert DORA in cli(a.conf, "queue", "list").stdout
+    passed = bytes(relays["c-smtp"].passed)
+    assert b"STARTTLS\r\n" in passed  # it got as far as the handshake
+    assert MARKER.encode() not in passed and b"RCPT TO" not in passed
+    assert c.delivered(DORA) == []

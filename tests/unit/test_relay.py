@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
+from pathlib import Path
 
 import pytest
 
-from mailforge.config import Config, DeliveryConfig, ServerConfig
-from mailforge.queue.outbound import Outbound
+from mailforge import tls
+from mailforge.auth.api import Node
+from mailforge.config import ClusterConfig, Config, DeliveryConfig, ServerConfig
+from mailforge.queue.outbound import Outbound, Result
 from mailforge.queue.relay import Message, dot_stuff
-from mailforge.queue.routing import Router
+from mailforge.queue.routing import Router, owner_destination
 from mailforge.resolver import Resolver
 from tests.smtp_sinks import Behaviour, ScriptedServer, Sink, free_port
 
@@ -180,3 +185,103 @@ def test_silent_server_times_out_at_greeting():
         assert not result.permanent and "timeout" in result.text
     finally:
         server.stop()
+
+
+# ---- the relay to a mailbox's owner node (mailbox routing, [cluster] tls) -----------------
+
+class Owner(Behaviour):
+    """An owner node's internal SMTP port: it takes the relay's PROXY LOCAL header first."""
+
+    async def handle_PROXY(self, server, session, envelope, proxy_data):
+        return True
+
+
+def owner_node(tmp_path: Path, name: str, starttls: bool = True,
+               host: str = "127.0.0.1") -> tuple[Sink, Path]:
+    """An owner's internal port on `host`, and its certificate (self-signed for 127.0.0.1
+    among others, so it is also the CA file that trusts it)."""
+    config = Config(server=ServerConfig(hostname=f"{name}.here.test"))
+    config.path = tmp_path / name / "mailforge.toml"
+    tls.ensure_self_signed(config)
+    context = tls.load_server_context(config) if starttls else None
+    sink = Sink(Owner(), host=host, tls_context=context, proxy_protocol_timeout=5)
+    return sink, config.data_dir / config.tls.cert
+
+
+def cluster_tls(ca_file: Path) -> Config:
+    return dataclasses.replace(make_config(), cluster=ClusterConfig(
+        tls="starttls", tls_ca_file=str(ca_file)))
+
+
+def to_owner(config: Config, sink: Sink | ScriptedServer, sent: Message) -> Result:
+    """`sent`'s one recipient relayed to `sink` as its mailbox's owner node b, which the node
+    table names by its address."""
+    (rcpt,) = sent.recipients
+    owner = owner_destination(Node("b", sink.host, smtp_port=sink.port))
+    outbound = Outbound(config, Router(config.delivery, Resolver(config.dns)))
+    return asyncio.run(outbound.deliver([sent], {rcpt: owner}))[sent.id][rcpt]
+
+
+def test_with_cluster_tls_the_owner_gets_mail_inside_tls_verified_for_its_host(tmp_path, caplog):
+    owner, cert = owner_node(tmp_path, "b")
+    try:
+        with caplog.at_level(logging.INFO, "mailforge.delivery"):
+            assert to_owner(cluster_tls(cert), owner, message("carol@here.test")).accepted
+        assert len(owner.received) == 1
+        assert f"TLS to b[127.0.0.1]:{owner.port} meets the cluster's TLS" in caplog.text
+    finally:
+        owner.stop()
+
+
+def test_an_owner_the_cluster_ca_did_not_sign_is_deferred_never_sent_in_the_clear(tmp_path):
+    owner, _ = owner_node(tmp_path, "b")
+    _, other = owner_node(tmp_path, "other", starttls=False)
+    try:
+        # TLS-Required: No speaks of the recipient domain's policies, not of this link.
+        for sent in (message("carol@here.test"), message("carol@here.test", tls_optional=True)):
+            result = to_owner(cluster_tls(other), owner, sent)
+            assert (result.code, result.status) == (451, "4.7.5")
+            assert "CERTIFICATE_VERIFY_FAILED" in result.text and "deferred" in result.text
+        assert owner.received == []
+    finally:
+        owner.stop()
+
+
+def test_an_owner_whose_certificate_names_another_host_is_deferred(tmp_path):
+    owner, cert = owner_node(tmp_path, "b", host="127.0.0.2")  # its certificate: 127.0.0.1
+    try:
+        result = to_owner(cluster_tls(cert), owner, message("carol@here.test"))
+        assert result.status == "4.7.5" and "IP address mismatch" in result.text
+        assert owner.received == []
+    finally:
+        owner.stop()
+
+
+def test_an_owner_without_starttls_is_deferred_with_cluster_tls_and_not_without(tmp_path):
+    owner, cert = owner_node(tmp_path, "b", starttls=False)
+    try:
+        result = to_owner(cluster_tls(cert), owner, message("carol@here.test"))
+        assert result.status == "4.7.5" and "offers no STARTTLS" in result.text
+        assert owner.received == []
+        assert to_owner(make_config(), owner, message("carol@here.test")).accepted  # tls = "none"
+        assert len(owner.received) == 1
+    finally:
+        owner.stop()
+
+
+@pytest.mark.parametrize("answer, why", [
+    (b"454 4.7.0 TLS not available\r\n", "refused STARTTLS: 454"),
+    # Replies behind its consent, which would be read as if from inside TLS.
+    (b"220 2.0.0 Ready\r\n250 2.0.0 injected\r\n", "sent more after agreeing to STARTTLS"),
+])
+def test_an_owner_that_refuses_starttls_or_sends_more_behind_its_consent_is_deferred(
+        tmp_path, answer, why):
+    _, cert = owner_node(tmp_path, "other", starttls=False)
+    owner = ScriptedServer(("PIPELINING", "STARTTLS"), replies={"STARTTLS": answer},
+                           proxy_protocol=True)
+    try:
+        result = to_owner(cluster_tls(cert), owner, message("carol@here.test"))
+        assert result.status == "4.7.5" and why in result.text
+        assert owner.messages == [] and not any(line.startswith("MAIL") for line in owner.lines)
+    finally:
+        owner.stop()

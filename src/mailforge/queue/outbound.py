@@ -298,15 +298,19 @@ class Outbound:
             if destination.policy_domain:
                 security = await self.policies.host(destination.policy_domain, host.name, policy,
                                                     host.tlsa_names)
+            elif host.proxy_protocol:  # a mailbox's owner node: the cluster's requirement
+                security = self.policies.node(host.address)
             await self._greet(client, host, security)
         except TLSPolicyFailure as exc:
             client.close()
             enforced = exc.enforced if security is None else security.enforced
             # host.label: the failure may come before the client connected (DNSSEC bogus).
             text = f"{host.label}: {security.describe if security else 'TLS policy'}: {exc}"
-            self._record(tlsrpt.outcome(security, destination.policy_domain, exc.result_type,
-                                        host.name, host.address, str(exc)))
-            if enforced and not destination.tls_optional:
+            if destination.policy_domain:  # TLS-RPT reports on a domain's policies alone
+                self._record(tlsrpt.outcome(security, destination.policy_domain, exc.result_type,
+                                            host.name, host.address, str(exc)))
+            waived = destination.tls_optional and (security is None or security.waivable)
+            if enforced and not waived:
                 raise SMTPClientError(f"{TLS_POLICY_STATUS} {text}; deferred, not sent without it",
                                       status=TLS_POLICY_STATUS) from None
             log.warning("%s; sent with opportunistic TLS instead", text)
@@ -360,11 +364,11 @@ def _requiretls_refusal(client: SMTPClient) -> str:
     # A mailbox's owner node (its internal port) is no other MTA: this hop is our own local
     # delivery, which RFC 8689 does not constrain, over the private link the cluster trusts
     # already (the owner takes the relaying node's mail unchecked; proxied logins cross it).
-    # So it need not be TLS at all (opportunistic TLS is still used where the owner offers
-    # it): there is no policy domain to validate TLS by, and the link's safety is the
-    # network's, as for every other use of it. The owner must still take the REQUIRETLS flag
-    # (it offers it to a node, TLS or not), so that it relays the message on (a forward)
-    # only as its sender asked.
+    # So it need not be TLS validated by DANE or MTA-STS: there is no policy domain to
+    # validate TLS by, and the link's safety is the cluster's, as for every other use of it
+    # ([cluster] tls: "starttls" verifies the owner, else the network must be private). The
+    # owner must still take the REQUIRETLS flag (it offers it to a node, TLS or not), so
+    # that it relays the message on (a forward) only as its sender asked.
     if not client.validated and not client.host.proxy_protocol:
         return "has no TLS validated by DANE or MTA-STS"
     return "" if "REQUIRETLS" in client.extensions else "does not offer REQUIRETLS"

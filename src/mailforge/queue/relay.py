@@ -2,10 +2,10 @@
 
 EHLO (HELO when EHLO is refused), STARTTLS: opportunistic (no certificate check, as Postfix's
 `may` level: an active attacker can strip it, a passive one reads nothing) unless the host's
-TLS policy (tlspolicy/: DANE, MTA-STS) requires TLS and checks it, AUTH for a
-smarthost, SIZE, 8BITMIME, SMTPUTF8 and DSN when offered, PIPELINING of MAIL/RCPT/DATA
-(RFC 2920) when offered. Each recipient gets its own reply: its RCPT refusal, or the answer
-to the message's final dot.
+TLS policy (tlspolicy/: DANE, MTA-STS, [cluster] tls for an owner node) requires TLS and
+checks it, AUTH for a smarthost, SIZE, 8BITMIME, SMTPUTF8 and DSN when offered, PIPELINING
+of MAIL/RCPT/DATA (RFC 2920) when offered. Each recipient gets its own reply: its RCPT
+refusal, or the answer to the message's final dot.
 """
 
 from __future__ import annotations
@@ -155,11 +155,19 @@ class SMTPClient:
                 raise TLSPolicyFailure("starttls-not-supported",
                                        f"{self.label} refused STARTTLS: {reply.describe()}")
             return  # offered but refused: go on in the clear, as opportunistic TLS does
-        assert self._writer is not None and self.host is not None
+        assert self._reader is not None and self._writer is not None and self.host is not None
+        if security is not None and self._reader._buffer:
+            # Bytes behind the server's consent came in the clear, yet would be read as
+            # replies from inside TLS: a man in the middle's (CVE-2011-0411's kind, from the
+            # client's side). Opportunistic TLS goes on: such an attacker could strip it
+            # anyway. StreamReader has no public way to show what it holds.
+            raise TLSPolicyFailure("validation-failure",
+                                   f"{self.label} sent more after agreeing to STARTTLS")
         context = security.context if security is not None else self.tls_context
+        name = (security.server_name if security is not None else "") or self.host.name
         try:
             await asyncio.wait_for(self._writer.start_tls(
-                context, server_hostname=self.host.name), self.timeout)
+                context, server_hostname=name), self.timeout)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             self.broken = True
             text = f"TLS handshake with {self.label} failed: {_reason(exc)}"

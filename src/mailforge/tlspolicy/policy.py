@@ -1,10 +1,12 @@
 """What TLS a connection to each MX host of a destination must have, and the check of it.
 
 Per host, DANE first (RFC 8461 2: a host with secure TLSA records is judged by them), then
-the destination's MTA-STS policy, else opportunistic TLS. A requirement that is not met is
-`TLSPolicyFailure`, with the TLS-RPT result type (RFC 8460 4.3): an enforced one defers the
-delivery, never falls back to plain or unchecked TLS; one of an MTA-STS policy in `testing`
-mode is only reported.
+the destination's MTA-STS policy, else opportunistic TLS. A mailbox's owner node (mailbox
+routing) has the cluster's own requirement instead: with [cluster] tls = "starttls", TLS
+verified by [cluster] tls_ca_file, as Postfix's `secure` level for a transport. A requirement
+that is not met is `TLSPolicyFailure`, with the TLS-RPT result type (RFC 8460 4.3): an
+enforced one defers the delivery, never falls back to plain or unchecked TLS; one of an
+MTA-STS policy in `testing` mode is only reported.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
+from .. import tls
 from ..config import Config
 from ..resolver import Resolver, TemporaryDnsError
 from .dane import Tlsa, check_chain, usable
@@ -33,18 +36,23 @@ class TLSPolicyFailure(Exception):
 class HostSecurity:
     """The requirement on a connection to one host. kind "" is opportunistic TLS."""
 
-    kind: str  # "dane", "sts" or ""
+    kind: str  # "dane", "sts", "node" (a mailbox's owner node) or ""
     enforced: bool  # not met: deferred (DANE, MTA-STS enforce); else only reported
     context: ssl.SSLContext
     domain: str = ""  # the policy domain, for TLS-RPT
     policy: Policy | None = None
     tlsa: list[Tlsa] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # names a DANE-TA certificate may carry
+    # The name the certificate is verified for, where not the host's: an owner node's is the
+    # node table's host, as for the proxied logins (an address needs an IP SAN).
+    server_name: str = ""
 
     @property
     def describe(self) -> str:
         if self.kind == "dane":
             return "DANE"
+        if self.kind == "node":
+            return "cluster's TLS ([cluster] tls_ca_file)"
         assert self.policy is not None
         return f"MTA-STS policy of {self.domain} ({self.policy.mode})"
 
@@ -65,6 +73,13 @@ class HostSecurity:
     def validated(self) -> bool:
         """Is a connection that met it authenticated (what REQUIRETLS asks for)?"""
         return self.kind == "sts" or bool(self.tlsa)
+
+    @property
+    def waivable(self) -> bool:
+        """May a message's "TLS-Required: No" (RFC 8689 5) let its failure pass? That field
+        speaks of the recipient domain's policies (DANE, MTA-STS), not of the link between
+        our own nodes, which the operator asked to keep private."""
+        return self.kind != "node"
 
 
 def handshake_failure(exc: BaseException) -> str:
@@ -93,6 +108,7 @@ class TLSPolicies:
         self.port = config.delivery.mx_port
         self.opportunistic = opportunistic
         self.verifying = verifying_context(settings.ca_file)
+        self.cluster = tls.cluster_client_context(config)  # None: [cluster] tls = "none"
         self.dane = SecureLookup(resolver, config.dns) if settings.dane and config.dns.dnssec != "off" else None
         self.mta_sts = (MtaSts(resolver, PolicyCache(config.tls_policy_dir / "mta-sts"),
                                self.verifying, settings.mta_sts_port) if settings.mta_sts else None)
@@ -128,6 +144,14 @@ class TLSPolicies:
                                    f"{host} is not an MX host of the {security.describe}",
                                    security.enforced)
         return security
+
+    def node(self, host: str) -> HostSecurity | None:
+        """The requirement on a mailbox's owner node, `host` as its node table names it: TLS
+        verified by the cluster's CAs for that host; None with [cluster] tls = "none" (TLS
+        where offered, unchecked, as towards any MTA without a policy)."""
+        if self.cluster is None:
+            return None
+        return HostSecurity("node", True, self.cluster, server_name=host)
 
     async def _tlsa(self, host: str) -> list[Tlsa] | None:
         """Usable TLSA records of a host whose records are secure; None: none there."""
