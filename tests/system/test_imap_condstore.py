@@ -5,9 +5,10 @@ expunge memory survive a restart and `mailforge store repair`."""
 from __future__ import annotations
 
 import re
+import smtplib
 
 from .conftest import USER, cli
-from .imap_helpers import RawSession, fill, login, ok
+from .imap_helpers import RawSession, fill, login, message, ok
 
 
 def qresync_session(server) -> RawSession:
@@ -291,3 +292,24 @@ def test_a_select_parameter_given_twice_is_bad(imap_server):
         assert lines[-1].startswith(b"Q BAD ") and b"given twice" in lines[-1], (params, lines)
     lines = session.command(b"Q", b"SELECT INBOX (CONDSTORE %s)" % resync)
     assert lines[-1] == b"Q OK [READ-WRITE] SELECT completed\r\n"
+
+
+def test_claiming_delivered_messages_a_status_listed_changes_no_modseq(imap_server):
+    """Delivered mail waits in new/; a STATUS (or an EXAMINE) lists it there, and the next
+    read-write SELECT moves it into cur/ to claim its \\Recent, its flags as they were. That
+    move changes no message's metadata (RFC 7162 3.1.1): SELECT's HIGHESTMODSEQ is the one
+    STATUS gave just before, and a client holding that value has nothing to fetch."""
+    fill(login(imap_server), 1)
+    with smtplib.SMTP("127.0.0.1", imap_server.port, timeout=10) as smtp:
+        for n in range(3):
+            smtp.sendmail("bob@remote.test", [USER], message(10 + n))
+    imap_server.wait_delivered(3)
+    watcher = login(imap_server)
+    listed = status_modseq(watcher)
+    assert ok(watcher.status("INBOX", "(MESSAGES)")) == [b"INBOX (MESSAGES 4)"]
+    claimer = login(imap_server)
+    ok(claimer.select("INBOX"))
+    assert claimer.untagged_responses.pop("RECENT") == [b"4"]
+    assert claimer.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % listed]
+    assert status_modseq(watcher) == listed
+    assert ok(claimer.fetch("1:*", "(FLAGS) (CHANGEDSINCE %d)" % listed)) == [None]

@@ -223,7 +223,7 @@ class FolderDir:
             if entry is None:
                 records += self._add_found(index, sub, name, uid)
             elif (sub, name) != (entry.sub, entry.name):
-                records.append(index.rename(entry.uid, sub, name))
+                records.append(_moved(index, entry, sub, name))
         return records
 
     def _take_new(self, index: UidIndex, claim: bool) -> list[Record]:
@@ -243,7 +243,7 @@ class FolderDir:
                     continue
                 sub, name = "cur", claimed
             if uid is not None and uid in index.entries:
-                records.append(index.rename(uid, sub, name))
+                records.append(_moved(index, index.entries[uid], sub, name))
             else:
                 records += self._add_found(index, sub, name, uid)
         return records
@@ -496,6 +496,15 @@ class FolderDir:
 
 # Names of messages that are gone or renamed stay in the info memo until it is this big.
 _MAX_CACHED_INFOS = 100_000
+
+
+def _moved(index: UidIndex, entry: Entry, sub: str, name: str) -> Record:
+    """(Under the lock.) The record of a message file found under a new name: a move from new/
+    into cur/ that kept its flags (a claim, ours or a mail reader's) changes no metadata and
+    takes no MODSEQ; any other rename does."""
+    if entry.sub == "new" and sub == "cur" and letters_of(entry.name) == letters_of(name):
+        return index.claim(entry.uid, name)
+    return index.rename(entry.uid, sub, name)
 
 
 def _unclaimed(index: UidIndex) -> frozenset[int]:

@@ -119,6 +119,11 @@ class UidIndex:
     def rename(self, uid: int, sub: str, name: str) -> Record:
         return self.apply([Kind.FLAGS, self.modseq + 1, uid, sub, name])
 
+    def claim(self, uid: int, name: str) -> Record:
+        """Its file moved from new/ into cur/ with the flags it had (a reader claimed it): no
+        metadata of the message changed, so it keeps its MODSEQ (RFC 7162 3.1.1)."""
+        return self.apply([Kind.FLAGS, self.entries[uid].modseq, uid, "cur", name])
+
     def expunge(self, uid: int) -> Record:
         return self.apply([Kind.EXPUNGE, self.modseq + 1, uid])
 
