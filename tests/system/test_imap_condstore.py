@@ -313,3 +313,28 @@ def test_claiming_delivered_messages_a_status_listed_changes_no_modseq(imap_serv
     assert claimer.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % listed]
     assert status_modseq(watcher) == listed
     assert ok(claimer.fetch("1:*", "(FLAGS) (CHANGEDSINCE %d)" % listed)) == [None]
+
+
+def test_a_silent_store_tells_of_another_sessions_change_to_the_same_message(imap_server):
+    """RFC 3501 6.4.6: .SILENT or not, a change to a message's flags from elsewhere is told
+    with an untagged FETCH. The STORE takes the message in as it is now, so no later refresh
+    would tell of it: without FLAGS here, the client would keep (\\Seen) for a message that is
+    (\\Flagged \\Seen), under a HIGHESTMODSEQ that covers the other session's change."""
+    fill(login(imap_server), 3)
+    for number, enable in ((1, b"ENABLE CONDSTORE"), (2, b"NOOP")):
+        session = RawSession(imap_server.imap_port)
+        session.login()
+        session.command(b"E", enable)
+        session.command(b"S", b"SELECT INBOX")
+        other = login(imap_server)
+        ok(other.select("INBOX"))
+        ok(other.store(str(number), "+FLAGS", r"(\Flagged)"))
+        lines = session.command(b"T", b"STORE %d +FLAGS.SILENT (\\Seen)" % number)
+        lines += session.command(b"N", b"NOOP")
+        told = [line for line in lines if line.startswith(b"* %d FETCH " % number)]
+        assert len(told) == 1 and b"FLAGS (\\Flagged \\Seen" in told[0], (enable, lines)
+        # A message whose flags end as the STORE alone makes them is not told of (.SILENT).
+        lines = session.command(b"T", b"STORE 3 +FLAGS.SILENT (\\Seen)")
+        assert not [line for line in lines if b" FLAGS " in line], lines
+        session.command(b"L", b"LOGOUT")
+        other.logout()
