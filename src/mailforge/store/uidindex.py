@@ -103,6 +103,9 @@ class UidIndex:
     # ever appended to: when it is cut, a new list replaces it, and a view that holds the old
     # one knows it must compare everything.
     touched: list[int] = field(default_factory=list, compare=False, repr=False)
+    # Records applied to this copy (kept in memory only): with the copy's identity, it tells
+    # whether anything changed, where MODSEQ alone does not (a claim, \Recent, a CUR record).
+    applied: int = field(default=0, compare=False, repr=False)
 
     # -- changes: each builds its log record and applies it, the one path replay takes too
 
@@ -139,6 +142,7 @@ class UidIndex:
         """Take in one log record (ours or another writer's); unknown UIDs are ignored."""
         kind, modseq = record[0], record[1]
         self.modseq = max(self.modseq, modseq)
+        self.applied += 1
         if kind == Kind.ADD:
             _, _, uid, sub, name, date, size = record
             old = self.entries.get(uid)
