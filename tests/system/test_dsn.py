@@ -82,3 +82,23 @@ def test_an_alias_of_several_targets_is_reported_on_once_as_expanded(make_server
     _, (_, block) = report_of(notice.data)
     assert block["Final-Recipient"] == f"rfc822; list@{DOMAIN}"
     assert (block["Action"], block["Status"]) == ("expanded", "2.0.0")
+
+
+def test_a_utf8_orcpt_in_its_raw_unitext_form_is_taken_under_smtputf8(make_server, sink):
+    """RFC 6533 3: with SMTPUTF8 a client may give a utf-8 ORCPT as utf-8-addr-unitext, UTF-8
+    as it is; without SMTPUTF8 only the 7-bit utf-8-addr-xtext is allowed. Either way the
+    report names the address the client gave."""
+    server = relaying_server(make_server, sink)
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+        client.ehlo("client.test")
+        assert client.mail(SENDER)[0] == 250
+        client.command_encoding = "utf-8"  # smtplib's own switch, as MAIL ... SMTPUTF8 makes it
+        code, text = client.docmd(f"RCPT TO:<bad@{REMOTE}> ORCPT=utf-8;jörg@{DOMAIN}")
+        assert (code, text[:11]) == (501, b"5.5.4 Bad O")
+        assert client.docmd(f"RCPT TO:<bad@{REMOTE}> ORCPT=utf-8;j\\x{{F6}}rg@{DOMAIN}")[0] == 250
+    send(server, [f"bad@{REMOTE}"], mail_options=["SMTPUTF8"],
+         rcpt_options=[f"ORCPT=utf-8;jörg\\x{{2B}}1@{DOMAIN}"])
+    (bounce,) = wait_until(lambda: to(sink, SENDER), what="the bounce")
+    report = bounce.data.decode().replace("\r\n", "\n")
+    assert "Content-Type: message/global-delivery-status\n" in report
+    assert f"\nOriginal-Recipient: utf-8; jörg\\x{{2B}}1@{DOMAIN}\n" in report

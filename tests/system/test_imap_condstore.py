@@ -5,9 +5,10 @@ expunge memory survive a restart and `mailforge store repair`."""
 from __future__ import annotations
 
 import re
+import smtplib
 
 from .conftest import USER, cli
-from .imap_helpers import RawSession, fill, login, ok
+from .imap_helpers import RawSession, fill, login, message, ok
 
 
 def qresync_session(server) -> RawSession:
@@ -291,3 +292,49 @@ def test_a_select_parameter_given_twice_is_bad(imap_server):
         assert lines[-1].startswith(b"Q BAD ") and b"given twice" in lines[-1], (params, lines)
     lines = session.command(b"Q", b"SELECT INBOX (CONDSTORE %s)" % resync)
     assert lines[-1] == b"Q OK [READ-WRITE] SELECT completed\r\n"
+
+
+def test_claiming_delivered_messages_a_status_listed_changes_no_modseq(imap_server):
+    """Delivered mail waits in new/; a STATUS (or an EXAMINE) lists it there, and the next
+    read-write SELECT moves it into cur/ to claim its \\Recent, its flags as they were. That
+    move changes no message's metadata (RFC 7162 3.1.1): SELECT's HIGHESTMODSEQ is the one
+    STATUS gave just before, and a client holding that value has nothing to fetch."""
+    fill(login(imap_server), 1)
+    with smtplib.SMTP("127.0.0.1", imap_server.port, timeout=10) as smtp:
+        for n in range(3):
+            smtp.sendmail("bob@remote.test", [USER], message(10 + n))
+    imap_server.wait_delivered(3)
+    watcher = login(imap_server)
+    listed = status_modseq(watcher)
+    assert ok(watcher.status("INBOX", "(MESSAGES)")) == [b"INBOX (MESSAGES 4)"]
+    claimer = login(imap_server)
+    ok(claimer.select("INBOX"))
+    assert claimer.untagged_responses.pop("RECENT") == [b"4"]
+    assert claimer.untagged_responses.pop("HIGHESTMODSEQ") == [b"%d" % listed]
+    assert status_modseq(watcher) == listed
+    assert ok(claimer.fetch("1:*", "(FLAGS) (CHANGEDSINCE %d)" % listed)) == [None]
+
+
+def test_a_silent_store_tells_of_another_sessions_change_to_the_same_message(imap_server):
+    """RFC 3501 6.4.6: .SILENT or not, a change to a message's flags from elsewhere is told
+    with an untagged FETCH. The STORE takes the message in as it is now, so no later refresh
+    would tell of it: without FLAGS here, the client would keep (\\Seen) for a message that is
+    (\\Flagged \\Seen), under a HIGHESTMODSEQ that covers the other session's change."""
+    fill(login(imap_server), 3)
+    for number, enable in ((1, b"ENABLE CONDSTORE"), (2, b"NOOP")):
+        session = RawSession(imap_server.imap_port)
+        session.login()
+        session.command(b"E", enable)
+        session.command(b"S", b"SELECT INBOX")
+        other = login(imap_server)
+        ok(other.select("INBOX"))
+        ok(other.store(str(number), "+FLAGS", r"(\Flagged)"))
+        lines = session.command(b"T", b"STORE %d +FLAGS.SILENT (\\Seen)" % number)
+        lines += session.command(b"N", b"NOOP")
+        told = [line for line in lines if line.startswith(b"* %d FETCH " % number)]
+        assert len(told) == 1 and b"FLAGS (\\Flagged \\Seen" in told[0], (enable, lines)
+        # A message whose flags end as the STORE alone makes them is not told of (.SILENT).
+        lines = session.command(b"T", b"STORE 3 +FLAGS.SILENT (\\Seen)")
+        assert not [line for line in lines if b" FLAGS " in line], lines
+        session.command(b"L", b"LOGOUT")
+        other.logout()

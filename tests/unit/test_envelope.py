@@ -4,6 +4,7 @@ import zlib
 import msgpack
 import pytest
 
+from mailforge.queue.dsn import orcpt_param
 from mailforge.queue.envelope import FORMAT_VERSION, Envelope, EnvelopeError, decode, encode
 
 
@@ -98,8 +99,8 @@ def test_version_2_envelopes_still_decode():
     assert env.recipients == ["b@example.test"] and env.notify == {} and env.envid == ""
     assert not env.delay_notified and not env.sign and not env.junk and not env.requiretls
     # Written back, it is an envelope of the current version.
-    assert msgpack.unpackb(encode(env)[:len(msgpack.packb(["mailforge-envelope", 6]))]) == [
-        "mailforge-envelope", 6]
+    header = msgpack.packb(["mailforge-envelope", FORMAT_VERSION])
+    assert msgpack.unpackb(encode(env)[:len(header)]) == ["mailforge-envelope", FORMAT_VERSION]
     assert env.forwarded == {} and env.seal_domain == ""
 
 
@@ -143,3 +144,27 @@ def test_string_maps_must_hold_strings():
             + msgpack.packb(["END", len(body), zlib.crc32(body)]))
     with pytest.raises(EnvelopeError, match="notify"):
         decode(data)
+
+
+def test_a_utf8_orcpt_queued_by_version_6_is_read_decoded_as_later_ones_keep_it():
+    """Up to version 6 an envelope kept a client's ORCPT=utf-8;j\\x{F6}rg@... with its
+    \\x{HEX} (RFC 6533 3) as written; now it holds the address itself, which the relay and
+    the reports encode again. A message queued before must not have its escapes escaped."""
+    env = make(orcpt={"bob@example.test": "utf-8;j\\x{F6}rg\\x{2B}1@example.test",
+                      "jörg@exämple.test": "rfc822;a\\x{41}@example.test"})
+    body = msgpack.packb(dataclasses.asdict(env), use_bin_type=True)
+    data = (msgpack.packb(["mailforge-envelope", 6]) + body
+            + msgpack.packb(["END", len(body), zlib.crc32(body)]))
+    queued = decode(data)
+    assert queued.orcpt == {"bob@example.test": "utf-8;jörg+1@example.test",
+                            "jörg@exämple.test": "rfc822;a\\x{41}@example.test"}
+    # Relayed, it goes on as the client gave it, not as j\\x{5C}x{F6}rg...
+    assert orcpt_param(queued.orcpt["bob@example.test"], smtputf8=False) == (
+        "utf-8;j\\x{F6}rg\\x{2B}1@example.test")
+    odd = make(orcpt={"bob@example.test": "utf-8;a\\b@example.test"})  # no \\x{HEX} there
+    body = msgpack.packb(dataclasses.asdict(odd), use_bin_type=True)
+    data = (msgpack.packb(["mailforge-envelope", 6]) + body
+            + msgpack.packb(["END", len(body), zlib.crc32(body)]))
+    assert decode(data).orcpt == odd.orcpt
+    decoded = make(orcpt={"bob@example.test": "utf-8;a\\x{41}@example.test"})
+    assert decode(encode(decoded)) == decoded  # the current version is taken as it is

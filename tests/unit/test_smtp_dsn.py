@@ -92,6 +92,26 @@ def test_a_utf8_orcpt_is_kept_decoded_and_passed_on_in_the_form_the_next_hop_tak
     assert orcpt_param("rfc822;a+b@x.test", smtputf8=True) == "rfc822;a+2Bb@x.test"
 
 
+def test_a_utf8_orcpt_in_utf8_is_taken_as_unitext_under_smtputf8_only():
+    """RFC 6533 3: utf-8-addr-unitext is for SMTPUTF8 transactions; the 7-bit forms stay."""
+    assert parse_orcpt("utf-8;jörg\\x{2B}1@x.test", smtputf8=True) == "utf-8;jörg+1@x.test"
+    assert parse_orcpt("UTF-8;j\\x{F6}rg@x.test", smtputf8=True) == "utf-8;jörg@x.test"
+    assert parse_orcpt("rfc822;a+40b", smtputf8=True) == "rfc822;a@b"
+    for bad in ("utf-8;jö=rg@x.test", "utf-8;jö\\rg@x.test", "utf-8;jö\x85rg@x.test"):
+        with pytest.raises(DSNParamError):
+            parse_orcpt(bad, smtputf8=True)
+    for bad in ("utf-8;jörg@x.test", "rfc822;jörg@x.test"):
+        with pytest.raises(DSNParamError):
+            parse_orcpt(bad, smtputf8=False)
+    m = session()
+    run(m, [(b"EHLO x", b"250"), (b"MAIL FROM:<a@b.test> SMTPUTF8", b"250"),
+            ("RCPT TO:<alice@example.test> ORCPT=utf-8;jörg@example.test".encode(), b"250 2.1.5")])
+    assert m.transaction.orcpt == {"alice@example.test": "utf-8;jörg@example.test"}
+    run(m, [(b"RSET", b"250"), (b"MAIL FROM:<a@b.test>", b"250"),
+            ("RCPT TO:<alice@example.test> ORCPT=utf-8;jörg@example.test".encode(),
+             b"501 5.5.4 Bad ORCPT")])
+
+
 def test_a_report_gives_each_recipient_its_own_address_type():
     """RFC 6533 3: utf-8 addresses in message/global-delivery-status as utf-8-addr-unitext; an
     ASCII recipient beside them stays rfc822."""

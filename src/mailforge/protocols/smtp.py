@@ -287,7 +287,7 @@ class SMTPMachine:
             address, params = parse_path(arg, b"TO")
         except ParseError as exc:
             return reply(501, "5.5.4", str(exc))
-        dsn = self._rcpt_params(params)
+        dsn = self._rcpt_params(params, transaction.smtputf8)
         if isinstance(dsn, Reply):
             return dsn
         if address.lower() == "postmaster":
@@ -323,8 +323,10 @@ class SMTPMachine:
         self.state = State.RCPT
         return reply(250, "2.1.5", "Ok")
 
-    def _rcpt_params(self, params: dict[str, str | None]) -> tuple[str, str] | Reply:
-        """RFC 3461 NOTIFY and ORCPT, the only RCPT parameters we know."""
+    def _rcpt_params(self, params: dict[str, str | None], smtputf8: bool
+                     ) -> tuple[str, str] | Reply:
+        """RFC 3461 NOTIFY and ORCPT, the only RCPT parameters we know (a utf-8 ORCPT in
+        UTF-8 under SMTPUTF8, RFC 6533 3)."""
         notify = orcpt = ""
         for key, value in params.items():
             if key not in ("NOTIFY", "ORCPT") or not self.esmtp or not value:
@@ -333,7 +335,7 @@ class SMTPMachine:
                 if key == "NOTIFY":
                     notify = parse_notify(value)
                 else:
-                    orcpt = parse_orcpt(value)
+                    orcpt = parse_orcpt(value, smtputf8)
             except DSNParamError as exc:
                 return reply(501, "5.5.4", f"Bad {key} parameter: {exc}")
         return notify, orcpt

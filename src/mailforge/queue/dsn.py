@@ -47,6 +47,7 @@ EXPLANATIONS = {
               "several addresses; you may still hear of failures among them.",
 }
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+_XTEXT_HEX_BYTES = re.compile(rb"\+([0-9A-F]{2})")
 # RFC 6533 3's EmbeddedUnicodeChar; ABNF's hex digits are case-insensitive.
 _EMBEDDED_CHAR = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 
@@ -78,6 +79,16 @@ def utf8_addr_encode(address: str, seven_bit: bool) -> str:
 
 def _qchar(c: str) -> bool:
     return 33 <= ord(c) <= 126 and c not in "\\+="
+
+
+def _unitext_decode(text: str) -> str:
+    """A utf-8-addr-unitext's UTF-8 characters kept, its ASCII part taken as xtext, as the
+    7-bit form's is (utf8_addr_decode then reads the \\x{HEX})."""
+    if any(ord(c) < 33 or ord(c) == 127 or c == "=" for c in text) or \
+            "+" in _XTEXT_HEX.sub("", text):
+        raise DSNParamError(f"bad utf-8 address {text[:40]!r}")
+    return _XTEXT_HEX_BYTES.sub(lambda m: bytes((int(m.group(1), 16),)), text.encode()).decode(
+        "utf-8", "replace")
 
 
 def utf8_addr_decode(text: str) -> str:
@@ -127,13 +138,20 @@ def parse_notify(value: str) -> str:
     return ",".join(k for k in NOTIFY_KEYWORDS if k in keywords)
 
 
-def parse_orcpt(value: str) -> str:
+def parse_orcpt(value: str, smtputf8: bool = False) -> str:
     """`addr-type;xtext` → `addr-type;address` (decoded, a utf-8 address's \\x{HEX} too), as
-    the envelope keeps it."""
+    the envelope keeps it. In an SMTPUTF8 transaction a utf-8 address may also come as
+    utf-8-addr-unitext (RFC 6533 3): its non-ASCII characters as they are."""
     addr_type, sep, address = value.partition(";")
     if not sep or not addr_type or not address or len(address) > MAX_ORCPT:
         raise DSNParamError("ORCPT takes addr-type;address")
-    decoded = xtext_decode(address)
+    if addr_type.lower() == UTF8 and not address.isascii():
+        if not smtputf8:
+            raise DSNParamError("a utf-8 ORCPT in UTF-8 needs SMTPUTF8; without it, write "
+                                "each non-ASCII character as \\x{HEX}")
+        decoded = _unitext_decode(address)
+    else:
+        decoded = xtext_decode(address)
     if addr_type.lower() == UTF8:
         decoded = utf8_addr_decode(decoded)
     # RFC 3461 4.2: printable characters only. A decoded CR or LF would end the

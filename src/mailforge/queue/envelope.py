@@ -14,11 +14,16 @@ from dataclasses import dataclass
 
 import msgpack
 
+from .dsn import UTF8, DSNParamError, utf8_addr_decode
+
 FORMAT_NAME = "mailforge-envelope"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 # Version 2 (before outbound delivery) lacks the DSN and per-recipient fields, version 3 the
 # `sign` flag, version 4 `requiretls`, version 5 `forwarded` and `seal_domain`; all still decode.
-READABLE_VERSIONS = (2, 3, 4, 5, 6)
+# Up to version 6 a utf-8 ORCPT kept the client's \x{HEX} (RFC 6533 3) undecoded; it is
+# decoded as such an envelope is read, as later ones hold it.
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
+_UTF8_ORCPT_DECODED = 7
 END_MARKER = "END"
 
 
@@ -110,7 +115,22 @@ def decode(data: bytes) -> Envelope:
         raise EnvelopeError("END record missing or does not match the fields")
     if header[1] == 2 and isinstance(fields, dict) and not set(fields) <= _V2_FIELDS:
         raise EnvelopeError("a version 2 envelope with fields of a later version")
-    return _from_fields(fields)
+    env = _from_fields(fields)
+    if header[1] < _UTF8_ORCPT_DECODED:
+        env.orcpt = {rcpt: _decoded_orcpt(orcpt) for rcpt, orcpt in env.orcpt.items()}
+    return env
+
+
+def _decoded_orcpt(orcpt: str) -> str:
+    """A utf-8 ORCPT as an earlier version kept it (its \\x{HEX} as the client wrote them) as
+    this one keeps it; one that does not decode (a lone backslash) is left as it was."""
+    addr_type, _, address = orcpt.partition(";")
+    if addr_type != UTF8:
+        return orcpt
+    try:
+        return f"{addr_type};{utf8_addr_decode(address)}"
+    except DSNParamError:
+        return orcpt
 
 
 def _records(data: bytes) -> list[tuple[object, bytes]]:

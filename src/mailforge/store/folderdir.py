@@ -59,9 +59,9 @@ class Listing:
     entries: list[Entry]         # UID order
     recent: frozenset[int]       # UIDs with \Recent: claimed by this listing, or unclaimed
     unclaimed: int = 0           # messages no read-write session has claimed (STATUS RECENT)
-    # Equal for two listings exactly when nothing changed between them: (loads, MODSEQ, first
-    # unclaimed UID), since claiming \Recent moves no MODSEQ.
-    version: tuple[int, int, int] = (0, 0, 0)
+    # Equal for two listings exactly when nothing changed between them: (loads, records
+    # applied), since claiming \Recent or a delivery moves no MODSEQ.
+    version: tuple[int, int] = (0, 0)
     highestmodseq: int = 0
     # The index's touched UIDs (uidindex.UidIndex.touched) and how many of them this listing
     # takes in: a view that took in the first n of the same list needs only the rest.
@@ -92,7 +92,7 @@ class FolderDir:
         # The last listing handed out, handed out again while nothing changed.
         self._last_listing: Listing | None = None
         # STATUS's counts over the listing of that version (STATUS comes again and again).
-        self._last_tally: tuple[tuple[int, int, int], Tally] | None = None
+        self._last_tally: tuple[tuple[int, int], Tally] | None = None
 
     # -- the folder itself
 
@@ -154,7 +154,7 @@ class FolderDir:
 
     def _listing(self, index: UidIndex, claimed: frozenset[int]) -> Listing:
         """(Under the mutex.) The unclaimed messages are \\Recent, or those just `claimed`."""
-        version = (self.state.loads, index.modseq, index.first_recent)
+        version = (self.state.loads, index.applied)
         listing = self._last_listing
         if listing is None or listing.version != version:
             # A message renamed by another session may carry a keyword new to this session.
@@ -223,7 +223,7 @@ class FolderDir:
             if entry is None:
                 records += self._add_found(index, sub, name, uid)
             elif (sub, name) != (entry.sub, entry.name):
-                records.append(index.rename(entry.uid, sub, name))
+                records.append(_moved(index, entry, sub, name))
         return records
 
     def _take_new(self, index: UidIndex, claim: bool) -> list[Record]:
@@ -243,7 +243,7 @@ class FolderDir:
                     continue
                 sub, name = "cur", claimed
             if uid is not None and uid in index.entries:
-                records.append(index.rename(uid, sub, name))
+                records.append(_moved(index, index.entries[uid], sub, name))
             else:
                 records += self._add_found(index, sub, name, uid)
         return records
@@ -496,6 +496,15 @@ class FolderDir:
 
 # Names of messages that are gone or renamed stay in the info memo until it is this big.
 _MAX_CACHED_INFOS = 100_000
+
+
+def _moved(index: UidIndex, entry: Entry, sub: str, name: str) -> Record:
+    """(Under the lock.) The record of a message file found under a new name: a move from new/
+    into cur/ that kept its flags (a claim, ours or a mail reader's) changes no metadata and
+    takes no MODSEQ; any other rename does."""
+    if entry.sub == "new" and sub == "cur" and letters_of(entry.name) == letters_of(name):
+        return index.claim(entry.uid, name)
+    return index.rename(entry.uid, sub, name)
 
 
 def _unclaimed(index: UidIndex) -> frozenset[int]:

@@ -23,8 +23,10 @@ still writing); the next writer, under the lock, truncates it away. Kinds:
                                        described it completely (see the fallback below); 1:
                                        a full listing taken after that mtime's tick vouched
 MODSEQ goes up by one with every ADD, FLAGS and EXPUNGE (HEADER, RECENT and CUR carry the
-current one: claiming \\Recent changes no message's metadata, RFC 7162 3.1.1); the snapshot
-keeps the highest, so it never goes backwards. RECENT records written before that carry one
+current one: claiming \\Recent changes no message's metadata, RFC 7162 3.1.1; so does the
+FLAGS record of a claimed message moved from new/ into cur/ with its flags as they were, which
+carries that message's own MODSEQ); the snapshot keeps the highest, so it never goes
+backwards. RECENT records written before that carry one
 more than the record before them, which a reader takes in like any other MODSEQ.
 
 Writers: every change by mailforge (IMAP STORE, EXPUNGE, APPEND, COPY/MOVE into a folder,

@@ -77,8 +77,8 @@ class FolderState:
         self.root = root  # the tree's root, where UIDVALIDITY values are handed out
         self.mutex = threading.RLock()
         self.index: UidIndex | None = None
-        # Bumped whenever `index` is replaced: with index.modseq and index.first_recent, it
-        # tells a session whether anything changed since it last looked.
+        # Bumped whenever `index` is replaced: with index.applied, it tells a session whether
+        # anything changed since it last looked.
         self.loads = 0
         self._log: LogFile | None = None
         # When the fallback scans (folderdir.FolderDir) last looked, shared so that one look

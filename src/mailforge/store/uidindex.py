@@ -103,6 +103,9 @@ class UidIndex:
     # ever appended to: when it is cut, a new list replaces it, and a view that holds the old
     # one knows it must compare everything.
     touched: list[int] = field(default_factory=list, compare=False, repr=False)
+    # Records applied to this copy (kept in memory only): with the copy's identity, it tells
+    # whether anything changed, where MODSEQ alone does not (a claim, \Recent, a CUR record).
+    applied: int = field(default=0, compare=False, repr=False)
 
     # -- changes: each builds its log record and applies it, the one path replay takes too
 
@@ -119,6 +122,11 @@ class UidIndex:
     def rename(self, uid: int, sub: str, name: str) -> Record:
         return self.apply([Kind.FLAGS, self.modseq + 1, uid, sub, name])
 
+    def claim(self, uid: int, name: str) -> Record:
+        """Its file moved from new/ into cur/ with the flags it had (a reader claimed it): no
+        metadata of the message changed, so it keeps its MODSEQ (RFC 7162 3.1.1)."""
+        return self.apply([Kind.FLAGS, self.entries[uid].modseq, uid, "cur", name])
+
     def expunge(self, uid: int) -> Record:
         return self.apply([Kind.EXPUNGE, self.modseq + 1, uid])
 
@@ -134,6 +142,7 @@ class UidIndex:
         """Take in one log record (ours or another writer's); unknown UIDs are ignored."""
         kind, modseq = record[0], record[1]
         self.modseq = max(self.modseq, modseq)
+        self.applied += 1
         if kind == Kind.ADD:
             _, _, uid, sub, name, date, size = record
             old = self.entries.get(uid)

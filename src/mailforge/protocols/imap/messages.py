@@ -360,13 +360,16 @@ def _store(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     targets = selected.resolve(atom(args[0]), by_uid)
     if selected.read_only:
         return no("The mailbox is read-only", "READ-ONLY")
+    before = {info.uid: info.flags for _, info in targets}
     updated = _set_permitted(selected, [info for _, info in targets], flags, mode,
                              unchanged_since)
     for line in selected.keyword_news(updated):  # .SILENT or not (RFC 3501 7.2.6)
         session.untagged(line)
     for info in updated:
         seq = selected.seq_of(info.uid)
-        if seq and not silent:
+        # .SILENT or not, flags another session changed are told (RFC 3501 6.4.6): the view
+        # took the message in as it is now, so no refresh would tell of them later.
+        if seq and not (silent and _as_stored(before[info.uid], flags, mode, info.flags)):
             session.untagged(selected.flags_response(seq, info, with_uid=by_uid))
         elif seq and session.sync.condstore:
             session.untagged(selected.modseq_response(seq, info, with_uid=by_uid))
@@ -378,6 +381,19 @@ def _store(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     if modified:
         return ok("Conditional STORE failed", f"MODIFIED {sequence_set(modified).decode()}")
     return ok("Conditional STORE completed")
+
+
+def _as_stored(before: frozenset[str], flags: list[str], mode: FlagMode,
+               after: frozenset[str]) -> bool:
+    """Are `after` the flags the STORE alone makes of `before`, as the client can work them
+    out (flags compared without case)? Not when another session changed them meanwhile."""
+    wanted = {flag.lower() for flag in flags} - {"\\recent"}
+    had = {flag.lower() for flag in before}
+    if mode is FlagMode.ADD:
+        wanted |= had
+    elif mode is FlagMode.REMOVE:
+        wanted = had - wanted
+    return wanted == {flag.lower() for flag in after}
 
 
 def _set_permitted(selected: Selected, targets: list[MessageInfo], flags: list[str],
