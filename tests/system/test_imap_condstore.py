@@ -263,6 +263,18 @@ def test_malformed_qresync_parameters_are_bad_and_well_formed_ones_resync(imap_s
             b"* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ (%d))\r\n" % (modseq + 1)], known
 
 
+def test_a_select_with_bad_parameters_leaves_the_selected_folder_selected(imap_server):
+    """A BAD command is not carried out: the folder selected before stays so, no [CLOSED]."""
+    fill(login(imap_server), 1)
+    session = qresync_session(imap_server)
+    session.command(b"S", b"SELECT INBOX")
+    for params in (b"(QRESYNC (0 1))", b"(CONDSTORE CONDSTORE)", b"(X-UNKNOWN)"):
+        lines = session.command(b"Q", b"SELECT INBOX " + params)
+        assert lines[-1].startswith(b"Q BAD ") and not any(b"[CLOSED]" in line
+                                                            for line in lines), lines
+        assert session.command(b"F", b"FETCH 1 (FLAGS)")[-1].startswith(b"F OK"), params
+
+
 def test_changedsince_takes_a_mod_sequence_value_unchangedsince_a_valzer(imap_server):
     """RFC 7162 7: CHANGEDSINCE's value is a mod-sequence-value, 1 or more, so 0 is BAD;
     UNCHANGEDSINCE takes a mod-sequence-valzer, and 0 there is a STORE every message fails

@@ -46,13 +46,15 @@ def examine(session: CommandSession, tag: str, args: list) -> Tagged:
 def _open(session: CommandSession, args: list, read_only: bool) -> Tagged:
     count(args, 1, 2, syntax="SELECT mailbox [(CONDSTORE | QRESYNC (...))]")
     name = folder_name(args[0], session.sync.utf8_names)
+    # Checked before the old folder is closed: a BAD command is not carried out, so its
+    # folder stays selected (as Dovecot does).
+    resync = condstore.select_parameters(args[1], session.sync) if len(args) == 2 else None
     # RFC 3501 6.3.1: a failed SELECT leaves no folder selected. RFC 7162 3.2.11 (a server
     # that offers QRESYNC, enabled or not, as Dovecot reads it) and RFC 9051 7.1 have the
     # client told so, which also marks where the old folder's untagged responses end.
     if session.selected is not None:
         session.untagged(b"* OK [CLOSED] Previous mailbox closed\r\n")
     session.select_folder(None)
-    resync = condstore.select_parameters(args[1], session.sync) if len(args) == 2 else None
     mailbox = _mailbox(session)
     selected = Selected(mailbox.select(name, read_only), mailbox.rights(name), session.sync)
     session.select_folder(selected)
