@@ -275,6 +275,26 @@ def test_a_select_with_bad_parameters_leaves_the_selected_folder_selected(imap_s
         assert session.command(b"F", b"FETCH 1 (FLAGS)")[-1].startswith(b"F OK"), params
 
 
+def test_fetch_modifiers_come_in_either_order_each_once(imap_server):
+    """RFC 4466 2.4 fetch-modifiers are a list, in any order; VANISHED needs CHANGEDSINCE
+    (RFC 7162 3.2.6)."""
+    fill(login(imap_server), 3)
+    session = qresync_session(imap_server)
+    _, modseq = select_state(session)
+    session.command(b"X", b"UID STORE 3 +FLAGS (\\Deleted)")
+    session.command(b"X", b"EXPUNGE")
+    session.command(b"F", b"UID STORE 2 +FLAGS (\\Flagged)")
+    answers = [session.command(b"F", b"UID FETCH 1:* (FLAGS) (%s)" % modifiers)
+               for modifiers in (b"CHANGEDSINCE %d VANISHED" % modseq,
+                                 b"VANISHED CHANGEDSINCE %d" % modseq)]
+    assert answers[0] == answers[1] and answers[0][-1].startswith(b"F OK"), answers
+    assert any(line.startswith(b"* VANISHED (EARLIER) 3") for line in answers[0]), answers[0]
+    for modifiers in (b"VANISHED", b"CHANGEDSINCE 1 CHANGEDSINCE 2",
+                      b"CHANGEDSINCE 1 VANISHED VANISHED", b"CHANGEDSINCE"):
+        lines = session.command(b"B", b"UID FETCH 1:* (FLAGS) (%s)" % modifiers)
+        assert lines[-1].startswith(b"B BAD "), (modifiers, lines)
+
+
 def test_changedsince_takes_a_mod_sequence_value_unchangedsince_a_valzer(imap_server):
     """RFC 7162 7: CHANGEDSINCE's value is a mod-sequence-value, 1 or more, so 0 is BAD;
     UNCHANGEDSINCE takes a mod-sequence-valzer, and 0 there is a STORE every message fails

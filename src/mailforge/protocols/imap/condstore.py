@@ -68,7 +68,7 @@ def highestmodseq_line(modseq: int) -> bytes:
 
 def modseq_valzer(token: object) -> int:
     """A mod-sequence-valzer (RFC 7162 7), 0 too: what STORE's UNCHANGEDSINCE takes."""
-    if not (isinstance(token, str) and token.isdigit() and len(token) <= 19):
+    if not (isinstance(token, str) and token.isascii() and token.isdigit() and len(token) <= 19):
         raise Bad("Invalid mod-sequence value")
     value = int(token)
     if value > MAX_MODSEQ:
@@ -97,15 +97,27 @@ def take_modseq_item(items: object) -> tuple[object | None, bool]:
 
 
 def fetch_modifiers(arg: object, by_uid: bool, qresync: bool) -> tuple[int, bool]:
-    """FETCH's (CHANGEDSINCE n [VANISHED]): n, and whether VANISHED was asked for (RFC 7162
-    3.2.6: UID FETCH only, with QRESYNC enabled)."""
-    if not (isinstance(arg, list) and len(arg) in (2, 3) and isinstance(arg[0], str)
-            and arg[0].upper() == "CHANGEDSINCE"):
-        raise Bad("Syntax: FETCH sequence-set items (CHANGEDSINCE modseq [VANISHED])")
-    changedsince = modseq_value(arg[1], "CHANGEDSINCE")
-    vanished = len(arg) == 3
-    if vanished and not (isinstance(arg[2], str) and arg[2].upper() == "VANISHED"):
-        raise Bad("Unknown FETCH modifier")
+    """FETCH's (CHANGEDSINCE n [VANISHED]), in either order (RFC 4466 2.4): n, and whether
+    VANISHED was asked for (RFC 7162 3.2.6: with CHANGEDSINCE, UID FETCH only, QRESYNC
+    enabled)."""
+    syntax = "Syntax: FETCH sequence-set items (CHANGEDSINCE modseq [VANISHED])"
+    if not isinstance(arg, list) or not arg:
+        raise Bad(syntax)
+    changedsince: int | None = None
+    vanished = False
+    words = iter(arg)
+    for word in words:
+        name = word.upper() if isinstance(word, str) else ""
+        if name == "CHANGEDSINCE" and changedsince is None:
+            changedsince = modseq_value(next(words, None), "CHANGEDSINCE")
+        elif name == "VANISHED" and not vanished:
+            vanished = True
+        elif name in ("CHANGEDSINCE", "VANISHED"):
+            raise Bad(f"FETCH modifier {name} given twice")
+        else:
+            raise Bad("Unknown FETCH modifier")
+    if changedsince is None:
+        raise Bad(syntax)
     if vanished and not (by_uid and qresync):
         raise Bad("VANISHED needs UID FETCH and QRESYNC enabled")
     return changedsince, vanished
