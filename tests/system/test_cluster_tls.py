@@ -23,7 +23,7 @@ import threading
 
 import pytest
 
-from mailforge.protocols.connection.proxy import v2_header
+from mailforge.protocols.connection.proxy import V2_LOCAL_HEADER, v2_header
 from .conftest import PASSWORD, Server, cli
 from .test_cluster_counters import wait_for
 from .test_cluster_logins import plain
@@ -234,6 +234,28 @@ def test_the_owner_takes_a_proxied_login_only_inside_tls(cluster):
     assert pop3_at_owner(b, b.pop3_port, own_password, ca).startswith(b"-ERR [SYS/TEMP]")
     assert "only a proxied login may be made there" in b.log()
 
+
+
+def test_the_owner_takes_a_nodes_mail_only_inside_tls(cluster):
+    """As a front node with tls = "none" would relay: b answers MAIL with a temporary error
+    (the mail would wait in that node's queue), and takes it once STARTTLS is done."""
+    _, b, _, _ = cluster
+    ca = str(b.config.data_dir / b.config.cluster.tls_ca_file)
+    with socket.create_connection(("127.0.0.1", b.port), timeout=20) as sock:
+        sock.sendall(V2_LOCAL_HEADER)
+        client = smtplib.SMTP()
+        client.sock, client.file = sock, None
+        assert client.getreply()[0] == 220
+        client.ehlo("a.test")
+        code, text = client.docmd("MAIL FROM:<dave@remote.test>")
+        assert (code, text) == (450, b"4.7.0 Must issue a STARTTLS command first: the "
+                                     b"cluster's link is TLS")
+        assert client.docmd("STARTTLS")[0] == 220
+        context = ssl.create_default_context(cafile=ca)
+        client.sock, client.file = context.wrap_socket(sock, server_hostname="127.0.0.1"), None
+        client.ehlo("a.test")
+        assert client.docmd("MAIL FROM:<dave@remote.test>")[0] == 250
+        client.close()
 
 
 def send_to(a: Server, rcpt: str) -> None:

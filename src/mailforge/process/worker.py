@@ -103,7 +103,8 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
         tls_available=tls_context is not None, require_auth=worker.protocol.require_auth,
         allow_plaintext_auth=config.server.allow_plaintext_auth,
         sender_login_match=config.relay.sender_login_match,
-        quota_full_tempfail=config.limits.quota_full_tempfail)
+        quota_full_tempfail=config.limits.quota_full_tempfail,
+        cluster_tls=config.cluster.tls != "none")
     accounts = worker.accounts
     limiter = SendLimiter(accounts.send_limits, worker.ratekeeper, worker.executor,
                           config.server.hostname, config.abuse.notify,

@@ -62,6 +62,9 @@ class SMTPSettings:
     allow_plaintext_auth: bool = False
     sender_login_match: bool = False
     quota_full_tempfail: bool = True  # a full mailbox at RCPT: 452 4.2.2, else 552 5.2.2
+    # [cluster] tls = "starttls": a node relays mail here only inside TLS, so one left at
+    # "none" is told so (a temporary error: the mail waits in its queue until it is mended).
+    cluster_tls: bool = False
 
 
 @dataclass
@@ -200,6 +203,9 @@ class SMTPMachine:
             return reply(503, "5.5.1", "Error: nested MAIL command")
         if self.settings.require_auth and not self.user:
             return reply(530, "5.7.0", "Authentication required")
+        if self.cluster_peer and self.settings.cluster_tls and not self.tls_active:
+            return reply(450, "4.7.0", "Must issue a STARTTLS command first: the cluster's "
+                                       "link is TLS")
         try:
             sender, params = parse_path(arg, b"FROM")
         except ParseError as exc:
