@@ -18,7 +18,7 @@ import ssl
 import time
 
 from . import proxy
-from .transport import MAX_CHUNK, TLS_HANDSHAKE_TIMEOUT, Connection, ConnectionClosed
+from .transport import MAX_CHUNK, Connection, ConnectionClosed
 
 # The owner must answer within these, or the client gets a temporary error: a node that is
 # down or hung must not hold the client's login for long.
@@ -57,8 +57,10 @@ class Upstream:
         if self.reader._buffer:
             raise OwnerUnavailable("sent more after agreeing to STARTTLS")
         try:
+            # The owner's answers' bound, not a client's handshake bound: a hung owner must
+            # not hold the client's login for long.
             await self.writer.start_tls(self._tls, server_hostname=self._host,
-                                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+                                        ssl_handshake_timeout=REPLY_TIMEOUT)
         except OSError as exc:  # ssl.SSLError, a timed-out or closed handshake
             raise OwnerUnavailable(f"TLS handshake failed: {exc or type(exc).__name__}") from None
 
