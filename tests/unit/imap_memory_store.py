@@ -177,8 +177,7 @@ class MemoryFolder:
             info, data = messages[uid]
             if unchanged_since is not None and info.modseq > unchanged_since:
                 continue
-            new = {FlagMode.REPLACE: flags, FlagMode.ADD: info.flags | flags,
-                   FlagMode.REMOVE: info.flags - flags}[mode]
+            new = mode.applied(info.flags, flags)
             if new != info.flags:
                 info = MessageInfo(uid, new, info.internal_date, info.size,
                                    modseq=self.mailbox.next_modseq())

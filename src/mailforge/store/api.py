@@ -68,6 +68,14 @@ class FlagMode(enum.Enum):
     ADD = "add"          # STORE +FLAGS
     REMOVE = "remove"    # STORE -FLAGS
 
+    def applied(self, current: frozenset[str], flags: frozenset[str]) -> frozenset[str]:
+        """The flags a message has once `flags` are stored on its `current` ones this way."""
+        if self is FlagMode.ADD:
+            return current | flags
+        if self is FlagMode.REMOVE:
+            return current - flags
+        return flags
+
 
 @dataclass(frozen=True, slots=True)
 class MessageInfo:

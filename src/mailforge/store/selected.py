@@ -190,14 +190,7 @@ class SelectedFolder:
         keywords = self._dir.keywords
 
         def change(letters: str) -> str:
-            current = keywords.flags(letters)
-            if mode is FlagMode.ADD:
-                new = current | wanted
-            elif mode is FlagMode.REMOVE:
-                new = current - wanted
-            else:
-                new = wanted
-            return keywords.letters(new, letters)
+            return keywords.letters(mode.applied(keywords.flags(letters), wanted), letters)
 
         return self._renamed(self._dir.rename_flags(entries, change, unchanged_since))
 

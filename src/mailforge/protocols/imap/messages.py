@@ -9,7 +9,7 @@ through the store's Folder interface. Handlers run in the thread pool.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes, render_fetch
@@ -387,13 +387,10 @@ def _as_stored(before: frozenset[str], flags: list[str], mode: FlagMode,
                after: frozenset[str]) -> bool:
     """Are `after` the flags the STORE alone makes of `before`, as the client can work them
     out (flags compared without case)? Not when another session changed them meanwhile."""
-    wanted = {flag.lower() for flag in flags} - {"\\recent"}
-    had = {flag.lower() for flag in before}
-    if mode is FlagMode.ADD:
-        wanted |= had
-    elif mode is FlagMode.REMOVE:
-        wanted = had - wanted
-    return wanted == {flag.lower() for flag in after}
+    def folded(names: Iterable[str]) -> frozenset[str]:
+        return frozenset(name.lower() for name in names) - {"\\recent"}
+
+    return mode.applied(folded(before), folded(flags)) == folded(after)
 
 
 def _set_permitted(selected: Selected, targets: list[MessageInfo], flags: list[str],
