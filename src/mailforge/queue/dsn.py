@@ -62,10 +62,13 @@ def xtext_encode(text: str) -> str:
                    for b in text.encode())
 
 
-def xtext_decode(text: str) -> str:
-    if any(not 33 <= ord(c) <= 126 or c == "=" for c in text) or "+" in _XTEXT_HEX.sub("", text):
+def xtext_decode(text: str, unitext: bool = False) -> str:
+    """RFC 3461 4's xtext decoded; `unitext`: UTF-8 characters may stand as they are too, as
+    in RFC 6533 3's utf-8-addr-unitext (its \\x{HEX} is utf8_addr_decode's)."""
+    if (any(ord(c) < 33 or ord(c) == 127 or c == "=" or (ord(c) > 127 and not unitext)
+            for c in text) or "+" in _XTEXT_HEX.sub("", text)):
         raise DSNParamError(f"bad xtext {text[:40]!r}")
-    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), text).encode("latin-1").decode(
+    return _XTEXT_HEX_BYTES.sub(lambda m: bytes((int(m.group(1), 16),)), text.encode()).decode(
         "utf-8", "replace")
 
 
@@ -79,16 +82,6 @@ def utf8_addr_encode(address: str, seven_bit: bool) -> str:
 
 def _qchar(c: str) -> bool:
     return 33 <= ord(c) <= 126 and c not in "\\+="
-
-
-def _unitext_decode(text: str) -> str:
-    """A utf-8-addr-unitext's UTF-8 characters kept, its ASCII part taken as xtext, as the
-    7-bit form's is (utf8_addr_decode then reads the \\x{HEX})."""
-    if any(ord(c) < 33 or ord(c) == 127 or c == "=" for c in text) or \
-            "+" in _XTEXT_HEX.sub("", text):
-        raise DSNParamError(f"bad utf-8 address {text[:40]!r}")
-    return _XTEXT_HEX_BYTES.sub(lambda m: bytes((int(m.group(1), 16),)), text.encode()).decode(
-        "utf-8", "replace")
 
 
 def utf8_addr_decode(text: str) -> str:
@@ -145,14 +138,12 @@ def parse_orcpt(value: str, smtputf8: bool = False) -> str:
     addr_type, sep, address = value.partition(";")
     if not sep or not addr_type or not address or len(address) > MAX_ORCPT:
         raise DSNParamError("ORCPT takes addr-type;address")
-    if addr_type.lower() == UTF8 and not address.isascii():
-        if not smtputf8:
-            raise DSNParamError("a utf-8 ORCPT in UTF-8 needs SMTPUTF8; without it, write "
-                                "each non-ASCII character as \\x{HEX}")
-        decoded = _unitext_decode(address)
-    else:
-        decoded = xtext_decode(address)
-    if addr_type.lower() == UTF8:
+    utf8 = addr_type.lower() == UTF8
+    if utf8 and not address.isascii() and not smtputf8:
+        raise DSNParamError("a utf-8 ORCPT in UTF-8 needs SMTPUTF8; without it, write "
+                            "each non-ASCII character as \\x{HEX}")
+    decoded = xtext_decode(address, unitext=utf8)
+    if utf8:
         decoded = utf8_addr_decode(decoded)
     # RFC 3461 4.2: printable characters only. A decoded CR or LF would end the
     # Original-Recipient line of a report and let the client write fields of its own.
