@@ -17,6 +17,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from ..protocols.connection.proxy import V2_LOCAL_HEADER
+from ..protocols.connection.upstream import sent_past_starttls
 from ..protocols.smtp import JUNK_PARAM
 from ..tlspolicy.policy import HostSecurity, TLSPolicyFailure, handshake_failure
 from .dsn import orcpt_param, xtext_encode
@@ -156,11 +157,8 @@ class SMTPClient:
                                        f"{self.label} refused STARTTLS: {reply.describe()}")
             return  # offered but refused: go on in the clear, as opportunistic TLS does
         assert self._reader is not None and self._writer is not None and self.host is not None
-        if security is not None and self._reader._buffer:
-            # Bytes behind the server's consent came in the clear, yet would be read as
-            # replies from inside TLS: a man in the middle's (CVE-2011-0411's kind, from the
-            # client's side). Opportunistic TLS goes on: such an attacker could strip it
-            # anyway. StreamReader has no public way to show what it holds.
+        # Opportunistic TLS goes on regardless: such an attacker could strip it anyway.
+        if security is not None and sent_past_starttls(self._reader):
             raise TLSPolicyFailure("validation-failure",
                                    f"{self.label} sent more after agreeing to STARTTLS")
         context = security.context if security is not None else self.tls_context

@@ -51,10 +51,7 @@ class Upstream:
         """The handshake, once the owner agreed to STARTTLS: its certificate must be one of
         the cluster's CAs for its host (OwnerUnavailable otherwise, nothing sent but that)."""
         assert self._tls is not None
-        # Bytes behind the owner's consent came in the clear, yet would be read as if from
-        # inside TLS: a man in the middle's answers to the login (CVE-2011-0411's kind, from
-        # the client's side). StreamReader has no public way to show what it holds.
-        if self.reader._buffer:
+        if sent_past_starttls(self.reader):  # a man in the middle's answers to the login
             raise OwnerUnavailable("sent more after agreeing to STARTTLS")
         try:
             # The owner's answers' bound, not a client's handshake bound: a hung owner must
@@ -79,6 +76,14 @@ class Upstream:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def sent_past_starttls(reader: asyncio.StreamReader) -> bool:
+    """Whether a server sent bytes behind its consent to STARTTLS: they came in the clear,
+    yet would be read as if from inside TLS (CVE-2011-0411's kind, from the client's side), so
+    a client that requires TLS goes no further. StreamReader has no public way to show what it
+    holds."""
+    return bool(reader._buffer)
 
 
 async def connect(host: str, port: int, client: tuple[str, int],
