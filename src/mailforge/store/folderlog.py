@@ -26,8 +26,8 @@ MODSEQ goes up by one with every ADD, FLAGS and EXPUNGE (HEADER, RECENT and CUR 
 current one: claiming \\Recent changes no message's metadata, RFC 7162 3.1.1; so does the
 FLAGS record of a claimed message moved from new/ into cur/ with its flags as they were, which
 carries that message's own MODSEQ); the snapshot keeps the highest, so it never goes
-backwards. RECENT records written before that carry one
-more than the record before them, which a reader takes in like any other MODSEQ.
+backwards. RECENT records written before that carry one more than the record before them,
+which a reader takes in like any other MODSEQ.
 
 Writers: every change by mailforge (IMAP STORE, EXPUNGE, APPEND, COPY/MOVE into a folder,
 new/ claimed into cur/, UIDs given to files found by a scan; POP3's deletions at QUIT) is made
