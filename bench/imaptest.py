@@ -2,7 +2,7 @@
 
     python -m bench.imaptest --imaptest /tmp/imaptest/src/imaptest --secs 60 [--logout0]
         [--users 50] [--clients 50] [--messages 200] [--workers 2] [--shared-socket]
-        [--peers mailforge,dovecot] [--rounds N] [COMMAND=PERCENT ...]
+        [--peers mailforge,dovecot] [--rounds N] [--data-dir DIR] [COMMAND=PERCENT ...]
 
 imaptest is Dovecot's code and stays out of the repository (bench/README.md says how to build
 it). Each peer gets the same users (bench1..benchN@bench.test) with empty mailboxes and the
@@ -15,13 +15,16 @@ ops/s over mailforge's. mailforge's IMAP runs with `reuse_port` (each worker its
 listening socket): imaptest connects its clients at once, and on one shared socket one
 worker often takes most of them (`--shared-socket` shows it). `--rounds N` runs the peers N
 times in alternating order (A B, B A, ...) and gives each peer's ratio per round and its
-median: the host's cost of a system call drifts within minutes, and a single pair can land
-on either side of a change of it.
+median. `--data-dir DIR` keeps both peers' mail under DIR: on this sandbox's root file
+system (ext4 without a journal) creating a file costs whatever the inodes deleted in the last
+minutes make it cost, 15 µs to 700 µs of CPU, set by what ran before; a journaled ext4 (a
+loop mount, bench/README.md) is a mail server's usual ground and gives runs that agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,8 +205,7 @@ def run_peer(name: str, opts: argparse.Namespace, mbox: Path) -> Outcome:
         starter = peers.run_mailforge(workers=opts.workers, service="imap", users=users,
                                       extra={"imap": {"reuse_port": not opts.shared_socket}})
     elif name == "dovecot":
-        starter = peers.run_dovecot(peers.anchors_dir(opts.anchors), opts.users, (),
-                                    service="imap")
+        starter = dovecot_with_homes(opts)
     else:
         raise SystemExit(f"unknown peer {name!r}")
     try:
@@ -210,6 +213,14 @@ def run_peer(name: str, opts: argparse.Namespace, mbox: Path) -> Outcome:
             return stress(Path(opts.imaptest), target, opts, mbox)
     except (peers.PeerUnavailable, RuntimeError, OSError, subprocess.SubprocessError) as exc:
         return Outcome(name, failure=f"{exc.__class__.__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def dovecot_with_homes(opts: argparse.Namespace) -> Iterator[peers.Target]:
+    with peers.dovecot_homes_in(opts.data_dir), \
+            peers.run_dovecot(peers.anchors_dir(opts.anchors), opts.users, (),
+                              service="imap") as target:
+        yield target
 
 
 def mailforge_rates(outcomes: list[Outcome]) -> dict[int, float]:
@@ -299,6 +310,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the peers this many times, in alternating order")
     parser.add_argument("--anchors", default=None)
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="keep both peers' mail here (a journaled file system: see "
+                             "bench/README.md) instead of the temp dir")
     parser.add_argument("--verbose", action="store_true", help="show imaptest's output")
     parser.add_argument("profile", nargs="*", metavar="COMMAND=PERCENT", type=probability,
                         help="imaptest's own probabilities, to load a part of the profile "
@@ -316,6 +330,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     peers.raise_nofile(4 * opts.clients + 256)
+    if opts.data_dir is not None:
+        opts.data_dir = opts.data_dir.resolve()
+        tempfile.tempdir = str(opts.data_dir)  # mailforge's store, and the mbox
     with tempfile.TemporaryDirectory(prefix="imaptest-bench-") as tmp:
         mbox = Path(tmp) / "bench.mbox"
         write_mbox(mbox, opts.messages, opts.size)

@@ -617,6 +617,35 @@ def hash_dovecot_passwords(doveadm_options: list[str]) -> None:
     DOVECOT_USERS_FILE.write_text("".join(hashed))
 
 @contextlib.contextmanager
+def dovecot_homes_in(data_dir: Path | None) -> Iterator[None]:
+    """The anchor Dovecot's homes (DOVECOT_HOMES, named in its config) under `data_dir` for
+    the block, through a symlink removed after it (the anchor's set-up makes the directory
+    again); None: where they are."""
+    if data_dir is None:
+        yield
+        return
+    homes = data_dir / "dovecot-homes"
+    homes.mkdir(exist_ok=True)
+    os.chown(homes, VMAIL_UID, VMAIL_GID)
+
+    def replace_homes(by: Path | None) -> None:
+        if DOVECOT_HOMES.is_symlink():
+            DOVECOT_HOMES.unlink()
+        else:
+            shutil.rmtree(DOVECOT_HOMES, ignore_errors=True)
+        if by is not None:
+            DOVECOT_HOMES.parent.mkdir(parents=True, exist_ok=True)
+            DOVECOT_HOMES.symlink_to(by)
+
+    replace_homes(homes)
+    try:
+        yield
+    finally:
+        replace_homes(None)
+        shutil.rmtree(homes, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def run_dovecot(anchors: Path, users: int, mailbox: Sequence[bytes],
                 service: str = "pop3", scheme: str = "sha512-crypt") -> Iterator[Target]:
     """The anchor Dovecot, POP3 on 127.0.0.1:2110 and IMAP on 127.0.0.1:2143 (the Target is
