@@ -60,17 +60,18 @@ LiveBases = Callable[[], Collection[str]]
 
 
 class _Remembered:
-    """The process's decoded summaries by (folder, base), oldest dropped first past the bound."""
+    """The process's decoded summaries by (folder, base), oldest dropped first past the bound.
+    The folder is its path as a str: a Path hashes through Python code at every lookup."""
 
     def __init__(self, bound: int) -> None:
         self.bound = bound
-        self._summaries: dict[tuple[Path, str], MessageSummary] = {}
+        self._summaries: dict[tuple[str, str], MessageSummary] = {}
         self._lock = threading.Lock()
 
-    def get(self, folder: Path, base: str) -> MessageSummary | None:
+    def get(self, folder: str, base: str) -> MessageSummary | None:
         return self._summaries.get((folder, base))
 
-    def keep(self, folder: Path, base: str, summary: MessageSummary) -> None:
+    def keep(self, folder: str, base: str, summary: MessageSummary) -> None:
         with self._lock:
             self._summaries[(folder, base)] = summary
             excess = len(self._summaries) - self.bound
@@ -87,6 +88,7 @@ class SummaryCache:
 
     def __init__(self, folder: Path, summarizer: Summarizer | None) -> None:
         self.folder = folder
+        self._key = str(folder)  # the folder's key in _remembered
         self.path = folder / CACHE_NAME
         self._summarizer = summarizer
         self._magic = record_magic(summarizer.version) if summarizer is not None else b""
@@ -100,7 +102,7 @@ class SummaryCache:
         """The message's summary, or None when the cache does not hold it (yet)."""
         if self._summarizer is None:
             return None
-        known = _remembered.get(self.folder, base)
+        known = _remembered.get(self._key, base)
         if known is not None:
             return known
         try:
@@ -128,7 +130,7 @@ class SummaryCache:
             if record is None or len(record) - _HEAD.size > MAX_RECORD:
                 return
             if self._append(base, record):
-                _remembered.keep(self.folder, base, summary)
+                _remembered.keep(self._key, base, summary)
             self._compact_if_worthwhile(live)
         except OSError as exc:
             self._given_up(exc)
@@ -168,7 +170,7 @@ class SummaryCache:
         if record is None or record[0] != base:  # cannot happen short of a bad disk
             del self._spans[base]
             return None
-        _remembered.keep(self.folder, base, record[1])
+        _remembered.keep(self._key, base, record[1])
         return record[1]
 
     # -- writing

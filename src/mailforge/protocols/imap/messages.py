@@ -242,9 +242,10 @@ def _fetch(session: CommandSession, args: list, by_uid: bool) -> Tagged:
     if with_modseq:
         condstore.start_condstore(session)
     seen = _mark_seen(selected, targets, items)
-    # Setting \Seen renames the file as it is now: it may show keywords another session set.
-    for line in selected.keyword_news(info for _, info in targets if info.uid in seen):
-        session.untagged(line)
+    if seen:
+        # Setting \Seen renames the file as it is now: it may show keywords another session set.
+        for line in selected.keyword_news(info for _, info in targets if info.uid in seen):
+            session.untagged(line)
     plan = fetch_items.fetch_plan(items, uid=by_uid, modseq=with_modseq)
     if plan is not None:
         vanished = _fetch_planned(session, selected, targets, items, plan, by_uid, with_modseq)
