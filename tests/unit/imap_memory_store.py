@@ -98,7 +98,8 @@ class MemoryMailbox:
                                      modseq=self.next_modseq()), data)
         return Appended(UIDVALIDITY, (uid,))
 
-    def append_many(self, name: str, messages: Sequence[NewMessage]) -> Appended:
+    def append_many(self, name: str, messages: Sequence[NewMessage],
+                    selected: object = None) -> Appended:
         self._folder(name)
         uids = [self.append(name, m.data, m.flags, m.internal_date).uids[0] for m in messages]
         return Appended(UIDVALIDITY, tuple(uids))

@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from mailforge.store import folderdir, folderlog, folderstate
-from mailforge.store.api import DELETED, SEEN, FlagMode
+from mailforge.store.api import DELETED, SEEN, FlagMode, NewMessage
 from mailforge.store.filenames import base_of
 from mailforge.store.folderlog import LOG_NAME, Kind, LogFile, decode, encode
 from mailforge.store.folders import MaildirMailbox
@@ -231,3 +231,42 @@ def test_a_damaged_snapshot_is_salvaged_with_the_records_of_its_log(tmp_path, ca
     assert "repaired keeping UIDVALIDITY" in caplog.text
     assert folder.uidvalidity == first.uidvalidity
     assert [i.uid for i in folder.messages()] == [1, 2] and folder.uidnext == 3
+
+
+def test_a_read_write_view_claims_what_its_session_stores_in_the_same_change_set(
+        tmp_path, monkeypatch):
+    mailbox = MaildirMailbox(tmp_path, ADDRESS)
+    mailbox.append("INBOX", b"Subject: delivered\n\n")  # unclaimed: no session saw it yet
+    view = mailbox.select("INBOX")
+    writes = []
+    real_append = LogFile.append
+
+    def append(log, records, durable):
+        # cur/'s new mtime rides along in CUR records (and no_slack makes a refresh list
+        # cur/ and record one): left out here.
+        kinds = [record[0] for record in records if record[0] != Kind.CUR]
+        if kinds:
+            writes.append(kinds)
+        real_append(log, records, durable)
+
+    monkeypatch.setattr(LogFile, "append", append)
+
+    def stored(selected):
+        writes.clear()
+        mailbox.append_many("INBOX", [NewMessage(b"Subject: mine\n\n", frozenset(), None)],
+                            selected)
+        return view.refresh(), writes[:]
+
+    changes, written = stored(view)
+    assert written == [[Kind.ADD, Kind.RECENT]]  # one change set; the refresh wrote nothing
+    assert [info.recent for info in changes.added] == [True]
+    fresh_process()
+    assert MaildirMailbox(tmp_path, ADDRESS).status("INBOX").recent == 0
+    # Without the view (another session's APPEND, or EXAMINE's), the claim comes at the refresh.
+    changes, written = stored(None)
+    assert written == [[Kind.ADD], [Kind.RECENT]]
+    assert [info.recent for info in changes.added] == [True]
+    examined = MaildirMailbox(tmp_path, ADDRESS).select("INBOX", read_only=True)
+    writes.clear()
+    mailbox.append_many("INBOX", [NewMessage(b"Subject: 3\n\n", frozenset(), None)], examined)
+    assert writes == [[Kind.ADD]]

@@ -293,8 +293,10 @@ class Mailbox(Protocol):
         """Store a message (any line ends; kept as the store keeps them) durably."""
         ...
 
-    def append_many(self, name: str, messages: Sequence[NewMessage]) -> Appended:
-        """Store messages durably, all or none (MULTIAPPEND)."""
+    def append_many(self, name: str, messages: Sequence[NewMessage],
+                    selected: Folder | None = None) -> Appended:
+        """Store messages durably, all or none (MULTIAPPEND). `selected`: the session's
+        selected folder, which claims \\Recent of them when it is theirs, read-write."""
         ...
 
     def quota(self) -> Quota: ...

@@ -33,6 +33,7 @@ from .api import (
     PUBLIC_PREFIX,
     SEPARATOR,
     Appended,
+    Folder,
     FolderExists,
     FolderInfo,
     FolderNotFound,
@@ -325,17 +326,18 @@ class MaildirMailbox:
                internal_date: float | None = None) -> Appended:
         return self.append_many(name, [NewMessage(data, frozenset(flags), internal_date)])
 
-    def append_many(self, name: str, messages: Sequence[NewMessage]) -> Appended:
+    def append_many(self, name: str, messages: Sequence[NewMessage],
+                    selected: Folder | None = None) -> Appended:
         place = self._existing(name, trycreate=True)
         rights = self._require(place, "i")
         self._check_quota(place, sum(len(m.data) for m in messages), len(messages))
         uidvalidity, uids = place.folder.add(
             [(m.data, frozenset(acl.permitted_flags(canonical_flags(m.flags), rights)),
-              m.internal_date) for m in messages])
+              m.internal_date) for m in messages], _claimer(place, selected))
         return Appended(uidvalidity, tuple(uids))
 
-    def add_copies(self, target: str, sources: list[tuple[Path, MessageInfo]]
-                   ) -> tuple[int, list[int]]:
+    def add_copies(self, target: str, sources: list[tuple[Path, MessageInfo]],
+                   selected: SelectedFolder | None = None) -> tuple[int, list[int]]:
         """COPY/MOVE: put these message files into `target` with their dates, and with the
         flags the rights on `target` let this account set (RFC 4314 4)."""
         place = self._existing(target, trycreate=True)
@@ -343,7 +345,8 @@ class MaildirMailbox:
         self._check_quota(place, sum(field_of(p.name, "S") or 0 for p, _ in sources),
                           len(sources))
         return place.folder.add([(path, frozenset(acl.permitted_flags(info.flags, rights)),
-                                  info.internal_date) for path, info in sources])
+                                  info.internal_date) for path, info in sources],
+                                _claimer(place, selected))
 
     def quota(self) -> Quota:
         return self.usage.quota()
@@ -529,6 +532,14 @@ def _tree_names(root: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return [name for name in map(from_dir, entries) if name is not None]
+
+
+def _claimer(place: _Place, selected: object) -> Callable[[frozenset[int]], None] | None:
+    """Where the \\Recent of messages stored into `place` goes: the session's read-write view
+    of that folder, when it has one selected (else its next refresh claims them)."""
+    if isinstance(selected, SelectedFolder) and selected.claims_recent_in(place.folder):
+        return selected.took_recent
+    return None
 
 
 def _stat_stamp(path: str | Path) -> tuple[int, int] | None:

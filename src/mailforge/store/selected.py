@@ -37,8 +37,8 @@ class OwningMailbox(Protocol):
 
     def check_writable(self, name: str) -> None: ...
 
-    def add_copies(self, target: str, sources: list[tuple[Path, MessageInfo]]
-                   ) -> tuple[int, list[int]]: ...
+    def add_copies(self, target: str, sources: list[tuple[Path, MessageInfo]],
+                   selected: SelectedFolder | None = None) -> tuple[int, list[int]]: ...
 
 
 class SelectedFolder:
@@ -51,6 +51,8 @@ class SelectedFolder:
         self._entries: dict[int, Entry] = {}
         self._infos: list[MessageInfo] = []
         self._recent: set[int] = set()
+        # \Recent this view claimed while storing into its folder, for its next refresh.
+        self._claimed: frozenset[int] = frozenset()
         # The index's list of touched UIDs this view took in, and how many of them.
         self._touched: list[int] | None = None
         self._touched_seen = 0
@@ -99,7 +101,8 @@ class SelectedFolder:
         self._uidnext = listing.uidnext
         self._highestmodseq = listing.highestmodseq
         self._version = listing.version
-        newly_recent = listing.recent - self._recent
+        newly_recent = (listing.recent | self._claimed) - self._recent
+        self._claimed = frozenset()
         self._recent |= newly_recent
         touched, seen = self._touched, self._touched_seen
         self._touched, self._touched_seen = listing.touched, listing.touched_count
@@ -168,6 +171,14 @@ class SelectedFolder:
     def _info(self, entry: Entry) -> MessageInfo:
         return self._dir.info(entry, entry.uid in self._recent)
 
+    def claims_recent_in(self, folder: FolderDir) -> bool:
+        """Whether this is a read-write view of `folder`: what this session stores there is
+        claimed (\\Recent to it) in the same change set, as its next refresh would claim it."""
+        return not self.read_only and folder is self._dir
+
+    def took_recent(self, uids: frozenset[int]) -> None:
+        self._claimed |= uids
+
     # -- reading and changing
 
     def read(self, uid: int) -> bytes:
@@ -225,7 +236,7 @@ class SelectedFolder:
         """All of the messages or none: MessageGone when one was expunged by another session."""
         entries = [self._entries[uid] for uid in sorted(set(uids)) if uid in self._entries]
         sources = [(self._dir.path_of(entry), self._info(entry)) for entry in entries]
-        uidvalidity, new_uids = self._mailbox.add_copies(target, sources)
+        uidvalidity, new_uids = self._mailbox.add_copies(target, sources, self)
         return uidvalidity, [(entry.uid, new) for entry, new in zip(entries, new_uids)]
 
     def move(self, uids: Iterable[int], target: str) -> tuple[int, list[tuple[int, int]]]:

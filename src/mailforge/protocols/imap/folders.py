@@ -195,7 +195,8 @@ def append(session: CommandSession, tag: str, args: list) -> Tagged:
         return no("The message would be too big", "TOOBIG")
     if not all(message.data for message in messages):
         return no("Cannot append an empty message", "CANNOT")
-    appended = mailbox.append_many(name, messages)
+    selected = session.selected.folder if session.selected is not None else None
+    appended = mailbox.append_many(name, messages, selected)
     uids = ",".join(str(uid) for uid in appended.uids)
     return ok("APPEND completed", f"APPENDUID {appended.uidvalidity} {uids}" if uids else "")
 
