@@ -167,7 +167,7 @@ class MemoryFolder:
         self.mailbox.summaries[self.name, uid] = SUMMARIZER.summarize(data)
         return data
 
-    def summary(self, uid: int) -> MessageSummary | None:
+    def summary(self, uid: int, look: bool = True) -> MessageSummary | None:
         return self.mailbox.summaries.get((self.name, uid))
 
     def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode,

@@ -252,3 +252,15 @@ def test_scan_stops_at_an_incomplete_record_byte_by_byte(cut):
     assert found == [] and used == 0
     found, used = scan_records(record, record_magic(1))
     assert found == [("1.a.host", 0, len(record))] and used == len(record)
+
+
+def test_a_reader_told_not_to_look_answers_from_what_it_has_seen(tmp_path):
+    """A FETCH over many messages looks at the file once: without `look`, a base the reader
+    has not seen is a miss, even when another process has written its record since."""
+    reader = new_cache(tmp_path)
+    assert reader.get("1.a.host") is None  # looked: no file yet
+    record = encode_record(record_magic(FakeSummarizer.version), "1.a.host", summary_of(b"one"))
+    (tmp_path / CACHE_NAME).write_bytes(record)  # another process's record
+    assert reader.get("1.a.host", look=False) is None
+    assert reader.get("1.a.host") == summary_of(b"one")
+    assert reader.get("1.a.host", look=False) == summary_of(b"one")

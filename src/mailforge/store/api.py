@@ -216,9 +216,11 @@ class Folder(Protocol):
         Its summary is kept as a side effect, for `summary` to answer next time."""
         ...
 
-    def summary(self, uid: int) -> MessageSummary | None:
+    def summary(self, uid: int, look: bool = True) -> MessageSummary | None:
         """The message's cached summary, read without opening the message; None when it is
-        not cached yet (then `read` the message). MessageGone if it left the view."""
+        not cached yet (then `read` the message). MessageGone if it left the view. Without
+        `look`, only what the cache was already seen to hold (no read of what other sessions
+        added since: a command over many messages looks once)."""
         ...
 
     def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode,

@@ -98,8 +98,10 @@ class SummaryCache:
         self._spans: dict[str, tuple[int, int]] = {}  # base -> (offset, length) of its record
         self._check_at = COMPACT_MIN_DEAD  # how many records before looking for dead ones
 
-    def get(self, base: str) -> MessageSummary | None:
-        """The message's summary, or None when the cache does not hold it (yet)."""
+    def get(self, base: str, look: bool = True) -> MessageSummary | None:
+        """The message's summary, or None when the cache does not hold it (yet). `look`: read
+        what was appended to the file since the last look when the base is not known (a
+        command asking for many messages looks once, not once per message it misses)."""
         if self._summarizer is None:
             return None
         known = _remembered.get(self._key, base)
@@ -107,7 +109,7 @@ class SummaryCache:
             return known
         try:
             span = self._spans.get(base)
-            if span is None:
+            if span is None and look:
                 self._catch_up()
                 span = self._spans.get(base)
             return None if span is None else self._load(base, *span)

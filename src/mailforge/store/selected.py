@@ -188,8 +188,8 @@ class SelectedFolder:
                                   lambda: {known.base for known in self._entries.values()})
         return data
 
-    def summary(self, uid: int) -> MessageSummary | None:
-        return self._dir.summaries.get(self._entry(uid).base)
+    def summary(self, uid: int, look: bool = True) -> MessageSummary | None:
+        return self._dir.summaries.get(self._entry(uid).base, look)
 
     def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode,
                   unchanged_since: int | None = None) -> list[MessageInfo]:

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
 from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes, render_fetch
-from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo
+from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo, MessageSummary
 from . import condstore
 from .context import SearchContext, keep_updated
 from . import fetch as fetch_items
@@ -265,6 +265,15 @@ def _fetch_planned(session: CommandSession, selected: Selected,
     many messages were found gone (-1 as for _fetch_each). A message that the summary cache
     does not hold yet is read."""
     with_summary = fetch_items.plan_needs_summary(plan)
+    looked = False
+
+    def summary_of(uid: int) -> MessageSummary | None:
+        # The first message the cache lacks makes it look at what was added to it since;
+        # after that the messages it lacks are read (and summarised) without looking again.
+        nonlocal looked
+        found = selected.folder.summary(uid, not looked)
+        looked = looked or found is None
+        return found
 
     def read_one(seq: int, info: MessageInfo) -> bytes | None:
         try:
@@ -275,7 +284,7 @@ def _fetch_planned(session: CommandSession, selected: Selected,
 
     try:
         lines, vanished = render_fetch(
-            targets, plan, selected.folder.summary if with_summary else None, read_one,
+            targets, plan, summary_of if with_summary else None, read_one,
             fetch_items.flags_item, not session.sync.rev2)
     except UnknownEncoding:
         return -1
