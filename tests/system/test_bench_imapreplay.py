@@ -11,7 +11,7 @@ def test_imapreplay_reports_each_kind_of_command(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("300 commands, ") and "µs of CPU per command" in lines[0]
     kinds = {line.split()[0] for line in lines[1:]}
-    assert kinds == set(imapreplay.MIX)
+    assert kinds == {kind for kind, weight in imapreplay.MIX.items() if weight}
 
 
 def test_imapreplay_takes_a_mix_and_refuses_an_unknown_kind(capsys):
