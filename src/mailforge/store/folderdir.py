@@ -491,7 +491,8 @@ class FolderDir:
                         self.keywords.flags(letters_of(name))
                 info = memo[name] = MessageInfo(entry.uid, flags, entry.internal_date,
                                                 entry.size, modseq=entry.modseq)
-            infos.append(replace(info, recent=True) if info.uid in recent else info)
+            infos.append(MessageInfo(info.uid, info.flags, info.internal_date, info.size, True,
+                                     info.modseq) if info.uid in recent else info)
         if len(memo) > _MAX_CACHED_INFOS:
             self.state.infos = (table, {})
         return infos
