@@ -5,8 +5,11 @@ A message that still exists must always be read; only one that is gone may answe
 
 from __future__ import annotations
 
+import fcntl
+import os
 import poplib
 import re
+import select
 import threading
 import time
 
@@ -159,3 +162,36 @@ def test_copy_or_move_of_a_message_expunged_by_another_session_is_expungeissued(
     assert b"* 0 EXISTS\r\n" in watcher.command(b"E", b"EXAMINE Target")
     watcher.close()
     assert "UNAVAILABLE" not in race_server.log()
+
+
+def test_a_folder_lock_held_elsewhere_stalls_only_the_command_that_needs_it(make_server):
+    """Commands that sync nothing run on the worker's event loop, where the store waits for no
+    lock: while another process holds the folder's lock (as through an APPEND's syncs), a STORE
+    goes to the thread pool and waits there, and the worker's other sessions, on the same
+    folder, go on being answered; the STORE completes once the lock is free."""
+    server = make_server(imap_services=True, server={"allow_plaintext_auth": True})
+    server.start()
+    writer = RawSession(server.imap_port)
+    writer.login()
+    writer.command(b"A", b"APPEND INBOX {%d+}\r\n%s" % (len(message(1)), message(1)))
+    writer.command(b"S", b"SELECT INBOX")
+    reader = RawSession(server.imap_port)
+    reader.login()
+    reader.command(b"S", b"SELECT INBOX")
+    lock = os.open(server.maildir() / "mailforge-uidlist.lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        writer.send(b"W STORE 1 +FLAGS (\\Flagged)\r\n")
+        for n in range(3):  # one IMAP worker: the reader shares the writer's event loop
+            assert reader.command(b"N%d" % n, b"NOOP")[-1] == b"N%d OK NOOP completed\r\n" % n
+            assert reader.command(b"F%d" % n, b"FETCH 1 (FLAGS)")[0] == \
+                b"* 1 FETCH (FLAGS ())\r\n"
+        # The STORE waits for the lock: nothing of its answer yet.
+        assert select.select([writer.sock], [], [], 0.3)[0] == []
+    finally:
+        os.close(lock)  # the flock goes with it
+    assert writer.until_tagged(b"W") == [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\n",
+                                         b"W OK STORE completed\r\n"]
+    assert reader.command(b"N", b"NOOP")[0] == b"* 1 FETCH (FLAGS (\\Flagged))\r\n"
+    reader.close()
+    writer.close()

@@ -201,17 +201,26 @@ def test_too_many_errors_hang_up(mailbox):
 @pytest.mark.parametrize("line, in_thread", [
     (b"a FETCH 1:* (FLAGS UID RFC822.SIZE)", False),
     (b"a FETCH 1:* FAST", False),
-    (b"a FETCH 1 (BODY.PEEK[])", True),      # reads the message
+    (b"a FETCH 1 (BODY.PEEK[])", False),     # reads a small message
+    (b"a FETCH 4 (BODY.PEEK[])", True),      # reads more than LOOP_READ_LIMIT octets
+    (b"a FETCH 1:4 (ENVELOPE)", True),       # may read them all
     (b"a FETCH 1 (BODY[TEXT])", True),       # sets \Seen
     (b"a FETCH 1", True),                    # malformed: the handler answers BAD
     (b"a SEARCH UNSEEN", False),
     (b"a SEARCH TEXT hello", True),          # reads the messages
     (b"a SEARCH CHARSET KOI8-R ALL", True),  # the handler answers NO [BADCHARSET]
-    (b"a UID FETCH 1:* (FLAGS)", True),      # UID forms refresh the folder first
-    (b"a NOOP", True),
-    (b"a CAPABILITY", True),                 # the folder is refreshed after it
+    (b"a UID FETCH 1:* (FLAGS)", False),
+    (b"a STORE 1 +FLAGS (\\Flagged)", False),  # renames, writes the log: no sync
+    (b"a EXPUNGE", False),
+    (b"a NOOP", False),
+    (b"a CAPABILITY", False),
+    (b"a STATUS INBOX (MESSAGES)", False),
+    (b"a APPEND INBOX {1+}\r\nx", True),  # syncs
+    (b"a COPY 1 INBOX", True),               # syncs
+    (b"a SELECT INBOX", True),
 ])
-def test_commands_the_view_answers_skip_the_thread_pool(mailbox, line, in_thread):
+def test_commands_that_sync_or_read_much_run_in_the_thread_pool(mailbox, line, in_thread):
+    mailbox.append("INBOX", MESSAGE + b"x" * messages.LOOP_READ_LIMIT)
     session = logged_in(mailbox)
     session.send(b"s SELECT INBOX\r\n")
     command, _ = session.parser.feed(line + b"\r\n")

@@ -106,10 +106,11 @@ class IMAPDriver(SessionDriver):
             command = await self._read_command()
             if isinstance(command, Reply):
                 return command
-            if machine.runs_in_thread(command):
+            on_loop = None if machine.runs_in_thread(command) else machine.handle_on_loop(command)
+            if on_loop is None:  # it syncs, or on the loop it would have waited for a lock
                 result = await self.in_thread(machine.handle, command)
             else:
-                result = machine.handle(command)
+                result = on_loop
         if result.action is Action.OPEN_MAILDROP:
             return await self._open_mailbox(result)
         return result

@@ -37,6 +37,7 @@ from .folderlog import Kind, Record
 from .folderstate import DirLook, FolderState, shared_state
 from .maildir import MAILDIR_SUBDIRS, claim_new, find_message, follow_renames, read_message
 from .uidindex import Entry, UidIndex, read, salvage
+from .waiting import held
 
 log = logging.getLogger("mailforge.store")
 
@@ -119,7 +120,7 @@ class FolderDir:
         the \\Recent ones. When nothing changed this reads no directory."""
         state = self.state
         now = time.time_ns()
-        with state.mutex:
+        with held(state.mutex):
             loaded = state.catch_up()
             cur, new = _mtime(self._cur), _mtime(self._new)
             index = state.index
@@ -381,7 +382,7 @@ class FolderDir:
 
     def expunged_since(self, modseq: int) -> list[int] | None:
         """The UIDs the index saw expunged after `modseq` (None: it forgot some of them)."""
-        with self.state.mutex:
+        with held(self.state.mutex):
             self.state.catch_up()
             index = self.state.index
             return index.expunged_since(modseq) if index is not None else None
@@ -461,7 +462,7 @@ class FolderDir:
     def _latest(self, entry: Entry) -> Entry:
         """The entry as this process last heard of it: another session's STORE may have
         renamed its file since the caller's view was taken."""
-        with self.state.mutex:
+        with held(self.state.mutex):
             index = self.state.index
             latest = index.entries.get(entry.uid) if index is not None else None
         return latest if latest is not None and latest.base == entry.base else entry

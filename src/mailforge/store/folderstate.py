@@ -22,6 +22,7 @@ from ..durable import fsync_dir
 from .api import MessageInfo
 from .folderlog import LOG_MAX_RECORDS, LogFile, Record
 from .uidindex import UidIndex, locked, next_uidvalidity, read, salvage, save
+from .waiting import held
 
 log = logging.getLogger("mailforge.store")
 
@@ -145,7 +146,7 @@ class FolderState:
     @contextlib.contextmanager
     def writing(self) -> Iterator[UidIndex]:
         """The folder locked and the index up to date, a torn log tail cut away."""
-        with locked(self.path), self.mutex:
+        with locked(self.path), held(self.mutex):
             if not self.catch_up():
                 self._load(repair=True)
             assert self.index is not None and self._log is not None

@@ -35,6 +35,7 @@ import msgpack
 from ..durable import write_atomically
 from .filenames import base_of
 from .folderlog import Kind, Record
+from .waiting import flock_exclusive
 
 INDEX_NAME = "mailforge-uidlist"
 LOCK_NAME = "mailforge-uidlist.lock"
@@ -376,7 +377,7 @@ def locked(folder: Path | str) -> Iterator[None]:
     """Hold the folder's index lock (an flock: it dies with its process, even on kill -9)."""
     fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        flock_exclusive(fd)
         yield
     finally:
         os.close(fd)

@@ -27,10 +27,16 @@ from .selected import Selected
 from .summary import header_block
 
 STORE_MODES = {"FLAGS": FlagMode.REPLACE, "+FLAGS": FlagMode.ADD, "-FLAGS": FlagMode.REMOVE}
-# A FETCH or SEARCH answered from the session's view alone (no message read, no flag set) runs
-# on the event loop: the thread-pool hop costs more than the command itself. Only up to this
-# many messages, so that FETCH 1:* FLAGS on a huge folder still does not stall other sessions.
+# A command of a selected folder that syncs nothing runs on the event loop (runs_on_loop): the
+# thread-pool hop and the pool's threads taking the GIL from each other cost more than most
+# commands do. Up to this many messages, so that FETCH 1:* FLAGS on a huge folder still does
+# not stall the worker's other sessions,
 INLINE_VIEW_LIMIT = 2000
+# and at most this many octets of message files read by one FETCH there.
+LOOP_READ_LIMIT = 256 * 1024
+# Commands tried on the loop whatever their arguments: they write the folder without a sync.
+LOOP_COMMANDS = frozenset({"NOOP", "CHECK", "STORE", "UID STORE", "EXPUNGE", "UID EXPUNGE",
+                           "STATUS", "LIST", "LSUB"})
 
 
 def _selected(session: CommandSession) -> Selected:
@@ -82,6 +88,41 @@ def _expunge(session: CommandSession, uids: list[int] | None) -> Tagged:
     for line in selected.expunged(removed):
         session.untagged(line)
     return ok("EXPUNGE completed")
+
+
+def runs_on_loop(session: CommandSession, name: str, args: list) -> bool:
+    """Whether this command of a selected folder is tried on the event loop: it syncs nothing
+    and sets no \\Seen, there is no search context to bring up to date, and it reads at most
+    LOOP_READ_LIMIT octets of messages. There the store takes no lock that is not free at once
+    (store/waiting.py): a command that would wait goes to the thread pool before it changed
+    anything. Arguments it cannot make sense of: False (the handler says so, in the pool)."""
+    selected = session.selected
+    if selected is None or selected.contexts:
+        return False
+    if name in LOOP_COMMANDS:
+        return True
+    if name in ("FETCH", "UID FETCH"):
+        return _fetch_fits_the_loop(selected, args, by_uid=name == "UID FETCH")
+    return name == "SEARCH" and answered_from_view(session, name, args)
+
+
+def _fetch_fits_the_loop(selected: Selected, args: list, by_uid: bool) -> bool:
+    if len(args) != 2:
+        return False
+    key = _items_key(args[1])
+    if key is None:
+        return False
+    try:
+        items = _parsed_attributes(key)
+        if fetch_items.sets_seen(items):
+            return False
+        targets = selected.resolve(atom(args[0]), by_uid)
+    except (ParseError, Bad):
+        return False
+    if len(targets) > INLINE_VIEW_LIMIT:
+        return False
+    return (not fetch_items.needs_message(items)
+            or sum(info.size for _, info in targets) <= LOOP_READ_LIMIT)
 
 
 def answered_from_view(session: CommandSession, name: str, args: list) -> bool:

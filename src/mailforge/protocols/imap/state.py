@@ -4,10 +4,11 @@ SELECTED, LOGOUT, and the command table every command is dispatched through.
 Pure: no sockets, no paths. It takes parsed commands (speedups.CommandParser) and gives back
 the reply octets with an action for the driver (protocols/imapd.py): start TLS, open the
 user's mailbox after a login, idle, close. It reaches mail only through the store's
-`Mailbox`/`Folder` interface (store/api.py), whose calls may block: commands flagged "store",
-and in SELECTED state every command (the refresh below reads the folder), are run by the
-driver in the worker's thread pool, one at a time per session — except a FETCH or SEARCH that
-the session's view of a small folder answers alone (messages.answered_from_view).
+`Mailbox`/`Folder` interface (store/api.py), whose calls may block: commands flagged "store"
+are run by the driver in the worker's thread pool, one at a time per session — except, in
+SELECTED state, those that sync nothing (messages.runs_on_loop: FETCH without \\Seen and of
+few octets, STORE, EXPUNGE, NOOP, STATUS, LIST...), which are tried on the event loop, where
+the store refuses to wait for a lock (store/waiting.py) and such a command goes to the pool.
 
 Before the tagged reply of a command in SELECTED state, the folder is refreshed and what other
 sessions changed is reported (RFC 3501 5.2) — except after FETCH, STORE and SEARCH, which use
@@ -27,7 +28,9 @@ from ...auth.proxylogin import ProxyLogins
 from ...auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
+from ...store import waiting
 from ...store.api import Mailbox, StoreError
+from ...store.waiting import WouldWait
 from ..session import Action, Command, Failure, Reply
 from . import acl, condstore, context, folders, listing, messages, metadata, notify, ordering
 from .responses import (Bad, Status, Tagged, accounts_unavailable, bad, continuation, count,
@@ -116,16 +119,29 @@ class IMAPMachine:
         return self._auth.active
 
     def runs_in_thread(self, command: ParsedCommand) -> bool:
+        """Whether the driver runs the command in the thread pool; else on the event loop,
+        through `handle_on_loop`."""
         entry = COMMANDS.get(command.name)
         if entry is None:
             return False
-        if "store" not in entry.flags:
-            # The refresh after it reads the folder; NOTIFY's look reads other folders.
-            return self.state is State.SELECTED or self.notifier is not None
         if self.notifier is not None:
-            return True
-        return not ("view" in entry.flags and self.state is State.SELECTED
-                    and messages.answered_from_view(self, command.name, command.args))
+            return True  # NOTIFY's look reads other folders
+        if self.state is not State.SELECTED:
+            return "store" in entry.flags
+        assert self.selected is not None
+        if "store" not in entry.flags:
+            return bool(self.selected.contexts)  # the refresh after it may search again
+        return not messages.runs_on_loop(self, command.name, command.args)
+
+    def handle_on_loop(self, command: ParsedCommand) -> Reply | None:
+        """`handle` on the event loop, where the store waits for no lock (store/waiting.py):
+        None when the command would have waited before it changed anything, and then the
+        driver runs it in the thread pool, where waiting is harmless."""
+        with waiting.refused():
+            try:
+                return self.handle(command)
+            except WouldWait:
+                return None
 
     def handle(self, command: ParsedCommand) -> Reply:
         tag = command.tag
@@ -134,8 +150,12 @@ class IMAPMachine:
             return self._finish(tag, bad(f"Unknown command {command.name[:40]}"))
         if self.state < entry.requires or (entry.until is not None and self.state > entry.until):
             return self._finish(tag, bad(f"{command.name} is not valid in this state"))
+        said = len(self._untagged)
         try:
             result = entry.handler(self, tag, command.args)
+        except WouldWait:
+            del self._untagged[said:]  # said again when the command runs again in the pool
+            raise
         except Bad as exc:
             result = bad(str(exc))
         except StoreError as exc:
@@ -145,10 +165,13 @@ class IMAPMachine:
             # by another session): a NO for it, and the refresh below tells which.
             log.error("%s: %s failed: %s", self.user, command.name, exc)
             result = disk_error(exc)
-        if self.state is State.SELECTED and self._refreshes_after(entry):
-            self.report_changes(by_uid=command.name.startswith("UID "))
-        self.report_context_updates()
-        self.report_notifications()
+        try:
+            if self.state is State.SELECTED and self._refreshes_after(entry):
+                self.report_changes(by_uid=command.name.startswith("UID "))
+            self.report_context_updates()
+            self.report_notifications()
+        except WouldWait:
+            pass  # on the loop, a lock is held elsewhere: the changes are told after a later command
         return self._finish(tag, result)
 
     def _refreshes_after(self, entry: Command) -> bool:

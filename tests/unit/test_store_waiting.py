@@ -1,0 +1,95 @@
+"""store/waiting.py: inside `refused()` a lock held elsewhere raises WouldWait instead of being
+waited for, and the IMAP machine's `handle_on_loop` gives such a command back untouched (no
+untagged line said, nothing changed) for the thread pool to run."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+
+import pytest
+
+from mailforge.protocols.imap.state import IMAPMachine, IMAPSettings
+from mailforge.speedups import CommandParser
+from mailforge.store import waiting
+from mailforge.store.folders import MaildirMailbox
+from mailforge.store.uidindex import LOCK_NAME
+from mailforge.store.waiting import WouldWait
+
+USER = "alice@example.test"
+
+
+def test_a_held_lock_is_refused_inside_and_waited_for_outside():
+    lock = threading.RLock()
+    taken = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with lock:
+            taken.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    taken.wait(5)
+    with waiting.refused(), pytest.raises(WouldWait):
+        with waiting.held(lock):
+            pass
+    release.set()
+    with waiting.held(lock):  # outside: waits, and gets it
+        assert not waiting.refusing()
+    thread.join()
+    with waiting.refused(), waiting.held(lock), waiting.held(lock):  # its own: re-entered
+        pass
+
+
+def test_a_flock_held_by_another_descriptor_is_refused(tmp_path):
+    path = tmp_path / "lock"
+    other = os.open(path, os.O_RDWR | os.O_CREAT)
+    mine = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with waiting.refused(), pytest.raises(WouldWait):
+            waiting.flock_exclusive(mine)
+        fcntl.flock(other, fcntl.LOCK_UN)
+        with waiting.refused():
+            waiting.flock_exclusive(mine)
+    finally:
+        os.close(other)
+        os.close(mine)
+
+
+class Accounts:
+    def check_password(self, address: str, password: str) -> bool:
+        return True
+
+
+def send(machine: IMAPMachine, line: bytes, on_loop: bool = False):
+    command, _ = CommandParser().feed(line + b"\r\n")
+    return machine.handle_on_loop(command) if on_loop else machine.handle(command)
+
+
+def test_a_command_that_would_wait_on_the_loop_is_given_back_unchanged(tmp_path):
+    mailbox = MaildirMailbox(tmp_path, USER)
+    for n in range(2):
+        mailbox.append("INBOX", b"Subject: %d\r\n\r\nhi\r\n" % n)
+    machine = IMAPMachine(IMAPSettings("mx.example.test", allow_plaintext_auth=True),
+                          Accounts(), lambda user: MaildirMailbox(tmp_path, user))
+    reply = send(machine, b'a LOGIN alice@example.test "x"')
+    machine.mailbox_opened()
+    send(machine, b"s SELECT INBOX")
+    holder = os.open(mailbox.root / LOCK_NAME, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another process's APPEND, say
+        assert send(machine, b"t STORE 1:2 +FLAGS (\\Flagged)", on_loop=True) is None
+        assert mailbox.select("INBOX", read_only=True).messages()[0].flags == frozenset()
+        # A view-only FETCH needs no lock: answered on the loop all the same.
+        reply = send(machine, b"f FETCH 1 (FLAGS)", on_loop=True)
+        assert reply is not None and reply.text.startswith(b"* 1 FETCH (FLAGS (\\Recent))")
+    finally:
+        os.close(holder)
+    reply = send(machine, b"t STORE 1:2 +FLAGS (\\Flagged)")  # in the pool
+    assert reply.text == (b"* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+                          b"* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+                          b"t OK STORE completed\r\n")
