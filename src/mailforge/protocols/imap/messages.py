@@ -228,7 +228,7 @@ def find(selected: Selected, criteria: list, saved: Collection[int]) -> Found | 
 
 def fetch_attributes(arg: object) -> list[FetchAttribute]:
     """parse_fetch_attributes, remembered: a client asks for the same few item lists over
-    and over, and each FETCH is parsed twice (answered_from_view, then the handler)."""
+    and over, and each FETCH is parsed twice (runs_on_loop, then the handler)."""
     key = _items_key(arg)
     if key is None:
         return parse_fetch_attributes(arg)  # not a plain item list: the parser says what is wrong
