@@ -270,3 +270,14 @@ def test_rights_of_the_selected_folder_limit_store_expunge_and_move(mailbox):
     assert b"\\Seen" in reply and b"\\Deleted" not in reply and b"c OK" in reply
     assert b"d NO [NOPERM]" in session.send(b"d EXPUNGE\r\n")
     assert b"e NO [NOPERM]" in session.send(b"e MOVE 1 INBOX\r\n")
+
+
+def test_in_a_big_folder_only_a_single_message_fetch_stays_on_the_event_loop(mailbox,
+                                                                            monkeypatch):
+    monkeypatch.setattr(messages, "INLINE_VIEW_LIMIT", 2)  # the fixture's folder holds 3
+    session = logged_in(mailbox)
+    session.send(b"s SELECT INBOX\r\n")
+    for line, in_thread in ((b"a FETCH 1:2 (FLAGS)", True), (b"a FETCH 2 (FLAGS)", False),
+                            (b"a UID FETCH 1:* (FLAGS)", True)):
+        command, _ = session.parser.feed(line + b"\r\n")
+        assert session.machine.runs_in_thread(command) is in_thread, line

@@ -107,8 +107,10 @@ def runs_on_loop(session: CommandSession, name: str, args: list) -> bool:
 
 
 def _fetch_fits_the_loop(selected: Selected, args: list, by_uid: bool) -> bool:
-    if len(args) != 2:
+    if len(args) != 2 or not isinstance(args[0], str):
         return False
+    if len(selected.messages()) > INLINE_VIEW_LIMIT and not args[0].isdigit():
+        return False  # resolving the set would itself be long work for the loop
     key = _items_key(args[1])
     if key is None:
         return False
