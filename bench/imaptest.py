@@ -70,6 +70,12 @@ class Outcome:
     worker_split: list[int] | None = None
     failure: str = ""
 
+    @classmethod
+    def of_output(cls, peer: str, output: str, seconds: float) -> Outcome:
+        """A run as imaptest's output tells it: its command totals and its error lines."""
+        return cls(peer, commands=totals(output), seconds=seconds,
+                   errors=[line for line in output.splitlines() if ERROR_LINE.match(line)])
+
     @property
     def rate(self) -> float:
         return self.commands / self.seconds if self.seconds else 0.0
@@ -182,8 +188,7 @@ def stress(imaptest: Path, target: peers.Target, opts: argparse.Namespace, mbox:
     text = "".join(output)
     if run.returncode != 0:
         raise RuntimeError(f"imaptest exited with {run.returncode}: {text[-500:]!r}")
-    outcome = Outcome(target.name, totals(text), float(opts.secs),
-                      [line for line in text.splitlines() if ERROR_LINE.match(line)])
+    outcome = Outcome.of_output(target.name, text, float(opts.secs))
     # The window's commands and CPU, or (no whole second after the last login) the run's.
     before = window_start if window.seconds else run_start
     if window.seconds:

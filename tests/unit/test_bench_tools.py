@@ -386,3 +386,16 @@ def test_imaptest_rounds_alternate_the_order_and_compare_within_each_round(monke
     assert "dovecot / mailforge over 3 rounds: median 0.90 (0.80–0.91)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         imaptest.parse_args(["--imaptest", sys.executable, "--rounds", "0"])
+
+
+def test_an_imaptest_run_counts_its_totals_and_its_error_lines():
+    output = ("Logi List Fetc\n100%  50% 100%\n   5    3   10  50/ 50\n"
+              "Error: bench7@bench.test: Keyword used without being in FLAGS: $Label1\n"
+              "Panic: something worse\n  Error: indented, not imaptest's\n"
+              "Totals:\nLogi List Fetc\n100%  50% 100%\n  50   30  100\n")
+    outcome = imaptest.Outcome.of_output("mailforge", output, 10.0)
+    assert (outcome.commands, outcome.seconds, outcome.round) == (180, 10.0, 1)
+    assert outcome.rate == 18.0
+    assert outcome.errors == [
+        "Error: bench7@bench.test: Keyword used without being in FLAGS: $Label1",
+        "Panic: something worse"]
