@@ -69,7 +69,6 @@ class Session:
                                    lambda address: open_mailbox(store, Settings(), address,
                                                                 summarizer=SUMMARIZER))
         self.parser = CommandParser(max_literal=10 * 1024 * 1024)
-        self.count = 0
         self.send(f"a LOGIN {user} {PASSWORD}\r\n".encode())
 
     def send(self, data: bytes) -> bytes:
