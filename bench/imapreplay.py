@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mailforge.auth.api import StoreSettings
 from mailforge.protocols.imap.state import IMAPMachine, IMAPSettings
 from mailforge.protocols.imap.summary import SUMMARIZER
 from mailforge.protocols.session import Action
@@ -50,15 +51,9 @@ class Accounts:
         return password == PASSWORD
 
 
-class StoreSettings:
-    quota_bytes = quota_messages = None
-    public_folders = public_writer = False
-    public_writers = ""
-
-
 class Settings:
     def store_settings(self, address: str) -> StoreSettings:
-        return StoreSettings()
+        return StoreSettings()  # no quota, no public folders
 
 
 class Session:
