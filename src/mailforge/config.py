@@ -283,6 +283,11 @@ class ClusterConfig:
     # [tls] cert, readable by the [server] user: only these are trusted on the link.
     tls_ca_file: str = ""
 
+    @property
+    def tls_link(self) -> bool:
+        """Whether nodes log in and relay mail at owners only inside verified TLS."""
+        return self.tls != "none"
+
 
 @dataclass
 class AccountsConfig:
@@ -641,7 +646,7 @@ def _validate_cluster(cluster: ClusterConfig, path: Path | str) -> None:
         raise ConfigError(path, "[cluster] node", "must not contain white space")
     if cluster.tls not in CLUSTER_TLS_MODES:
         raise ConfigError(path, "[cluster] tls", f"expected one of {', '.join(CLUSTER_TLS_MODES)}")
-    if cluster.tls != "none" and not cluster.tls_ca_file:
+    if cluster.tls_link and not cluster.tls_ca_file:
         raise ConfigError(path, "[cluster] tls_ca_file",
                           f'tls = "{cluster.tls}" needs the CA file that the nodes\' '
                           "certificates are verified with")

@@ -181,7 +181,7 @@ def cluster_client_context(config: Config) -> ssl.SSLContext | None:
     the system's, which would vouch for anyone's certificate for the name), and the node
     table's host name or address; None for a plain link. ConfigError (the key named) for a
     file it cannot use."""
-    if config.cluster.tls == "none":
+    if not config.cluster.tls_link:
         return None
     path = config.data_dir / config.cluster.tls_ca_file
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
@@ -211,7 +211,7 @@ def check(config: Config, now: datetime.datetime | None = None) -> list[str]:
         needing = [name for name in REQUIRES_TLS if name in config.services()]
         if config.admin.listen and not config.admin.allow_plain_http:
             needing.append("admin")  # the console serves HTTPS only unless told otherwise
-        if config.cluster.tls != "none":
+        if config.cluster.tls_link:
             needing.append("cluster")  # other nodes' proxied logins come inside TLS only
         key = default.cert_key if default.cert in missing else default.key_key
         if needing:

@@ -104,7 +104,7 @@ def _smtp_context(worker: Worker, tls_context: ssl.SSLContext | None) -> smtpd.S
         allow_plaintext_auth=config.server.allow_plaintext_auth,
         sender_login_match=config.relay.sender_login_match,
         quota_full_tempfail=config.limits.quota_full_tempfail,
-        cluster_tls=config.cluster.tls != "none")
+        cluster_tls=config.cluster.tls_link)
     accounts = worker.accounts
     limiter = SendLimiter(accounts.send_limits, worker.ratekeeper, worker.executor,
                           config.server.hostname, config.abuse.notify,
