@@ -50,6 +50,9 @@ ERROR_LINE = re.compile(r"^(Error|Panic|Fatal)[:(]", re.MULTILINE)
 PROBABILITY = re.compile(r"[a-z0-9]+=[0-9]+(,[0-9]+)?")
 # One of imaptest's per-second lines: each command's count, then logged-in/connected clients.
 PER_SECOND = re.compile(r"^\s*(\d+\s+)+\d+/\s*\d+(\s.*)?$")
+# What #14 asks of our own log under stress: no ERROR or traceback (and a worker the supervisor
+# replaced says so at WARNING). The level follows the date, time and logger[pid].
+SERVER_TROUBLE = re.compile(r"^\S+ \S+ \S+ (WARNING|ERROR|CRITICAL) |^Traceback ")
 
 
 @dataclass
@@ -68,6 +71,8 @@ class Outcome:
     # (--shared-socket) one worker may take most of imaptest's clients, which connect at once:
     # a run split far from even says little about the code.
     worker_split: list[int] | None = None
+    # mailforge: the WARNING or worse lines and tracebacks of its log during the run.
+    server_trouble: list[str] | None = None
     failure: str = ""
 
     @classmethod
@@ -198,9 +203,17 @@ def stress(imaptest: Path, target: peers.Target, opts: argparse.Namespace, mbox:
     used = [late - early for late, early in zip(after.workers, before.workers)]
     if sum(used) > 0:
         outcome.worker_split = [round(100 * part / sum(used)) for part in used]
+    if target.name == "mailforge":
+        outcome.server_trouble = server_trouble(target.config.parent / "log" / "mailforge.log")
     if opts.verbose:
         print(text[-3000:], file=sys.stderr)
     return outcome
+
+
+def server_trouble(log: Path) -> list[str]:
+    """The lines of mailforge's log at WARNING or worse, and the tracebacks' first lines."""
+    with log.open(errors="replace") as lines:
+        return [line.rstrip("\n") for line in lines if SERVER_TROUBLE.match(line)]
 
 
 def run_peer(name: str, opts: argparse.Namespace, mbox: Path) -> Outcome:
@@ -262,15 +275,17 @@ def report(outcomes: list[Outcome], opts: argparse.Namespace) -> None:
     table = Table(title=f"imaptest stress, {opts.users} users, {opts.clients} clients, "
                         f"{opts.secs} s, {profile}; mailforge IMAP workers {opts.workers}"
                         f"{' on one shared socket' if opts.shared_socket else ''}")
-    for column in ("peer", "round", "commands", "ops/s", "error lines", "server CPU ms/op",
+    for column in ("peer", "round", "commands", "ops/s", "error lines", "our log: warnings+",
+                   "server CPU ms/op",
                    "of it, user", "× mailforge", "workers' CPU %"):
         table.add_column(column, justify="left" if column == "peer" else "right")
     for o in outcomes:
         if o.failure:
-            table.add_row(o.peer, str(o.round), "-", "-", "-", "-", "-", "-", "-")
+            table.add_row(o.peer, str(o.round), *["-"] * 8)
             continue
         table.add_row(o.peer, str(o.round), f"{o.commands:,}", f"{o.rate:,.0f}",
                       str(len(o.errors or [])),
+                      "-" if o.server_trouble is None else str(len(o.server_trouble)),
                       f"{1000 * o.cpu_seconds / o.commands:.2f}" if o.commands else "-",
                       f"{1000 * o.user_seconds / o.commands:.2f}" if o.commands else "-",
                       f"{o.rate / base[o.round]:.2f}" if o.round in base else "-",
@@ -284,7 +299,7 @@ def report(outcomes: list[Outcome], opts: argparse.Namespace) -> None:
     for o in outcomes:
         if o.failure:
             console.print(f"{o.peer}: failed: {o.failure}")
-        for line in (o.errors or [])[:10]:
+        for line in [*(o.errors or [])[:10], *(o.server_trouble or [])[:10]]:
             console.print(f"{o.peer}: {line}", markup=False)
 
 

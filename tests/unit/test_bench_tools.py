@@ -399,3 +399,19 @@ def test_an_imaptest_run_counts_its_totals_and_its_error_lines():
     assert outcome.errors == [
         "Error: bench7@bench.test: Keyword used without being in FLAGS: $Label1",
         "Panic: something worse"]
+
+
+def test_an_imaptest_run_shows_the_warnings_errors_and_tracebacks_of_our_log(tmp_path):
+    log = tmp_path / "mailforge.log"
+    log.write_text(
+        "2026-12-05 16:53:52,471 mailforge.session[29703] INFO connect session=7407.1\n"
+        "2026-12-05 16:54:01,002 mailforge.supervisor[29689] WARNING imap-1 was killed by "
+        "SIGKILL after 9.1 s; restarting in 0.0 s\n"
+        "2026-12-05 16:54:02,100 mailforge.imap[29703] ERROR bench3@bench.test: FETCH failed\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "2026-12-05 16:54:03,000 mailforge.imap[29703] INFO WARNING is only a word here\n")
+    found = imaptest.server_trouble(log)
+    assert len(found) == 3
+    assert "WARNING imap-1 was killed" in found[0] and "ERROR bench3" in found[1]
+    assert found[2] == "Traceback (most recent call last):"
