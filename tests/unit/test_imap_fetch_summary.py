@@ -149,3 +149,44 @@ def test_a_store_without_a_summarizer_keeps_nothing(tmp_path):
     uid = folder.messages()[0].uid
     assert folder.read(uid) == PLAIN and folder.summary(uid) is None
     assert not any(name.startswith("mailforge-cache") for name in os.listdir(mailbox.root))
+
+
+def test_a_fetch_of_new_messages_parses_each_once_and_answers_as_their_bytes_do(
+        tmp_path, monkeypatch):
+    # A message the cache lacks is read, which summarises it; the FETCH answers from that
+    # summary rather than parsing the bytes a second time. A header past the cap cannot be
+    # summarised and is answered from its bytes.
+    from mailforge.protocols.imap import mime, summary
+    from .test_imap_machine import Session
+    huge = b"X-Big: " + b"y" * (MAX_CACHED_HEADER + 10) + b"\r\n" + PLAIN
+    items = ("(UID ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (From Subject)] "
+             "RFC822.SIZE)")
+    answers = {}
+    parsed: list[int] = []
+    counting = _counting(mime.parse_message, parsed)
+    for module in (mime, summary, fetch):
+        monkeypatch.setattr(module, "parse_message", counting)
+    for cached in (False, True):
+        root = tmp_path / str(cached)
+        mailbox = MaildirMailbox(root, "alice@example.test",
+                                 summarizer=SUMMARIZER if cached else None)
+        for number, data in enumerate((NESTED, MIXED, huge, EIGHT_BIT)):
+            deliver(mailbox, f"170000000{number}.M{number}P1.host", data)
+        session = Session(mailbox)
+        session.send(b'a LOGIN alice@example.test "secret"\r\nb SELECT INBOX\r\n')
+        parsed.clear()
+        answers[cached] = session.send(b"c FETCH 1:* " + items.encode() + b"\r\n")
+        mailbox.close()
+    assert answers[True] == answers[False] and answers[True].endswith(b"c OK FETCH completed\r\n")
+    # Each parsed once, to be summarised; the huge one in vain, and once more for its answer
+    # (from the bytes read for the summary: read once).
+    assert parsed == [len(NESTED), len(MIXED), len(huge), len(huge), len(EIGHT_BIT)]
+
+
+def _counting(parse, calls):
+    """`parse` (mime.parse_message), keeping the size of each message it parses whole."""
+    def counted(data, shallow=False):
+        if not shallow:
+            calls.append(len(data))
+        return parse(data, shallow)
+    return counted

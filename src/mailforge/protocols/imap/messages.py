@@ -306,24 +306,38 @@ def _fetch_planned(session: CommandSession, selected: Selected,
                    plan: fetch_items.Plan, by_uid: bool, with_modseq: bool) -> int:
     """A FETCH that MessageInfo and the cached summaries answer, rendered in one call; how
     many messages were found gone (-1 as for _fetch_each). A message that the summary cache
-    does not hold yet is read."""
+    does not hold yet is read, which summarises it into the cache (Folder.read), and is
+    answered from that summary: parsed once, not again for its answer."""
     with_summary = fetch_items.plan_needs_summary(plan)
     looked = False
+    # Messages read that could not be summarised (a header past the cap): answered from these.
+    unsummarised: dict[int, bytes] = {}
 
     def summary_of(uid: int) -> MessageSummary | None:
         # The first message the cache lacks makes it look at what was added to it since;
         # after that the messages it lacks are read (and summarised) without looking again.
         nonlocal looked
         found = selected.folder.summary(uid, not looked)
-        looked = looked or found is None
+        if found is None:
+            looked = True
+            try:
+                data = selected.folder.read(uid)
+            except MessageGone:
+                return None  # read_one finds it gone
+            found = selected.folder.summary(uid, False)
+            if found is None:
+                unsummarised[uid] = data
         return found
 
     def read_one(seq: int, info: MessageInfo) -> bytes | None:
         try:
-            return fetch_line(selected, seq, info, items, True, False, uid=by_uid,
-                              modseq=with_modseq, recent=not session.sync.rev2)
+            data = unsummarised.pop(info.uid, None)
+            if data is None:
+                data = selected.folder.read(info.uid)
         except MessageGone:
             return None  # expunged by another session; reported at the next chance
+        return fetch_items.fetch_response(seq, info, items, data, uid=by_uid,
+                                          modseq=with_modseq, recent=not session.sync.rev2)
 
     try:
         lines, vanished = render_fetch(
