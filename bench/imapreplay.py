@@ -73,7 +73,12 @@ class Session:
             data = data[used:]
             if command is None:
                 continue
-            reply = self.machine.handle(command)
+            # As the driver does (protocols/imapd.py): on the loop where it may, else (or
+            # when the loop gives it back) as the pool would run it.
+            machine = self.machine
+            reply = None if machine.runs_in_thread(command) else machine.handle_on_loop(command)
+            if reply is None:
+                reply = machine.handle(command)
             if reply.action is Action.OPEN_MAILDROP:
                 reply = self.machine.mailbox_opened()
             out.append(reply.text)

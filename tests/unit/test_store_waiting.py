@@ -93,3 +93,40 @@ def test_a_command_that_would_wait_on_the_loop_is_given_back_unchanged(tmp_path)
     assert reply.text == (b"* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
                           b"* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
                           b"t OK STORE completed\r\n")
+
+
+def test_reads_past_the_limit_are_refused_inside_and_done_outside(tmp_path):
+    mailbox = MaildirMailbox(tmp_path, USER)
+    for n in range(3):
+        mailbox.append("INBOX", b"Subject: %d\r\n\r\n" % n + b"x" * 1000)
+    folder = mailbox.select("INBOX")
+    uids = [info.uid for info in folder.messages()]
+    with waiting.refused(read_limit=2100):
+        folder.read(uids[0])
+        folder.read(uids[1])
+        with pytest.raises(WouldWait):
+            folder.read(uids[2])  # the third passes 2,100 octets
+    with waiting.refused():
+        with pytest.raises(WouldWait):
+            folder.read(uids[0])  # no limit given: no read on the loop
+    assert folder.read(uids[2]).startswith(b"Subject: 2")  # outside: read
+
+
+def test_a_fetch_that_reads_much_on_the_loop_is_given_back_for_the_pool(tmp_path):
+    from mailforge.protocols.imap.messages import LOOP_READ_LIMIT
+    mailbox = MaildirMailbox(tmp_path, USER)
+    half = b"x" * (LOOP_READ_LIMIT // 2)
+    for n in range(3):
+        mailbox.append("INBOX", b"Subject: %d\r\n\r\n" % n + half)
+    machine = IMAPMachine(IMAPSettings("mx.example.test", allow_plaintext_auth=True),
+                          Accounts(), lambda user: MaildirMailbox(tmp_path, user))
+    send(machine, b'a LOGIN alice@example.test "x"')
+    machine.mailbox_opened()
+    send(machine, b"s SELECT INBOX")
+    assert not machine.runs_in_thread(CommandParser().feed(b"f FETCH 1:3 (BODY.PEEK[])\r\n")[0])
+    # Two of them fit the loop's limit, the third does not: nothing is said on the loop.
+    assert send(machine, b"f FETCH 1:3 (BODY.PEEK[])", on_loop=True) is None
+    reply = send(machine, b"f FETCH 1:3 (BODY.PEEK[])")  # in the pool: all three
+    assert reply.text.count(b" FETCH (BODY[] {") == 3 and reply.text.endswith(b"f OK FETCH completed\r\n")
+    reply = send(machine, b"g FETCH 2 (BODY.PEEK[])", on_loop=True)
+    assert reply is not None and reply.text.startswith(b"* 2 FETCH (BODY[] {")

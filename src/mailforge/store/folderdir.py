@@ -37,7 +37,7 @@ from .folderlog import Kind, Record
 from .folderstate import DirLook, FolderState, shared_state
 from .maildir import MAILDIR_SUBDIRS, claim_new, find_message, follow_renames, read_message
 from .uidindex import Entry, UidIndex, read, salvage
-from .waiting import held
+from .waiting import charge_read, held
 
 log = logging.getLogger("mailforge.store")
 
@@ -456,6 +456,7 @@ class FolderDir:
 
     def read(self, entry: Entry) -> bytes:
         """The message file's content; MessageGone when another session expunged it."""
+        charge_read(entry.size)
         entry = self._latest(entry)
         return read_message(self.path, entry.sub, entry.name, entry.size)
 

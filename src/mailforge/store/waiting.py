@@ -1,11 +1,12 @@
-"""Whether a thread may wait for a folder's locks: a session's command run on the event loop
-must not, since the loop serves every other session of the worker meanwhile.
+"""What a thread may not do while it serves the event loop: wait for a folder's locks, or
+read much of the messages — the loop serves every other session of the worker meanwhile.
 
 Inside `refused()`, taking a lock another holder has (a folder's flock, held by another
 process through an APPEND's syncs; the folder state's mutex, held by a pool thread) raises
-WouldWait instead of waiting. The IMAP machine tries such commands on the loop that way and,
-when one raises WouldWait before it changed anything, runs it again in the thread pool,
-where waiting is harmless.
+WouldWait instead of waiting, and so does reading messages past the octets it allows
+(`charge_read`). The IMAP machine tries such commands on the loop that way and, when one
+raises WouldWait before it changed anything, runs it again in the thread pool, where waiting
+and long reads are harmless.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ class WouldWait(Exception):
 
 
 @contextlib.contextmanager
-def refused() -> Iterator[None]:
-    """Within: the store's locks are taken only if free at once, else WouldWait."""
+def refused(read_limit: int = 0) -> Iterator[None]:
+    """Within: the store's locks are taken only if free at once, and at most `read_limit`
+    octets of messages are read; else WouldWait."""
     _refusing.on = True
+    _refusing.read_left = read_limit
     try:
         yield
     finally:
@@ -34,6 +37,15 @@ def refused() -> Iterator[None]:
 
 def refusing() -> bool:
     return getattr(_refusing, "on", False)
+
+
+def charge_read(size: int) -> None:
+    """Before a message of `size` octets is read: WouldWait where waiting is refused and the
+    reads so far and this one pass the limit `refused` was given."""
+    if refusing():
+        _refusing.read_left -= size
+        if _refusing.read_left < 0:
+            raise WouldWait()
 
 
 @contextlib.contextmanager

@@ -32,7 +32,8 @@ STORE_MODES = {"FLAGS": FlagMode.REPLACE, "+FLAGS": FlagMode.ADD, "-FLAGS": Flag
 # commands do. Up to this many messages, so that FETCH 1:* FLAGS on a huge folder still does
 # not stall the worker's other sessions,
 INLINE_VIEW_LIMIT = 2000
-# and at most this many octets of message files read by one FETCH there.
+# and at most this many octets of message files read by one command there (past it, the store
+# refuses the read and the command runs again in the pool: store/waiting.py).
 LOOP_READ_LIMIT = 256 * 1024
 # Commands tried on the loop whatever their arguments: they write the folder without a sync.
 LOOP_COMMANDS = frozenset({"NOOP", "CHECK", "STORE", "UID STORE", "EXPUNGE", "UID EXPUNGE",
@@ -92,39 +93,31 @@ def _expunge(session: CommandSession, uids: list[int] | None) -> Tagged:
 
 def runs_on_loop(session: CommandSession, name: str, args: list) -> bool:
     """Whether this command of a selected folder is tried on the event loop: it syncs nothing
-    and sets no \\Seen, there is no search context to bring up to date, and it reads at most
-    LOOP_READ_LIMIT octets of messages. There the store takes no lock that is not free at once
-    (store/waiting.py): a command that would wait goes to the thread pool before it changed
-    anything. Arguments it cannot make sense of: False (the handler says so, in the pool)."""
+    and sets no \\Seen, and there is no search context to bring up to date. There the store
+    takes no lock that is not free at once and reads at most LOOP_READ_LIMIT octets of
+    messages (store/waiting.py): a command that would wait or read more goes to the thread
+    pool before it changed anything. Arguments it cannot make sense of: False (the handler
+    says so, in the pool)."""
     selected = session.selected
     if selected is None or selected.contexts:
         return False
     if name in LOOP_COMMANDS:
         return True
     if name in ("FETCH", "UID FETCH"):
-        return _fetch_fits_the_loop(selected, args, by_uid=name == "UID FETCH")
+        return _fetch_fits_the_loop(selected, args)
     return name == "SEARCH" and answered_from_view(session, name, args)
 
 
-def _fetch_fits_the_loop(selected: Selected, args: list, by_uid: bool) -> bool:
+def _fetch_fits_the_loop(selected: Selected, args: list) -> bool:
     if len(args) != 2 or not isinstance(args[0], str):
         return False
     if len(selected.messages()) > INLINE_VIEW_LIMIT and not args[0].isdigit():
         return False  # resolving the set would itself be long work for the loop
     key = _items_key(args[1])
-    if key is None:
-        return False
     try:
-        items = _parsed_attributes(key)
-        if fetch_items.sets_seen(items):
-            return False
-        targets = selected.resolve(atom(args[0]), by_uid)
-    except (ParseError, Bad):
+        return key is not None and not _sets_seen(key)
+    except ParseError:
         return False
-    if len(targets) > INLINE_VIEW_LIMIT:
-        return False
-    return (not fetch_items.needs_message(items)
-            or sum(info.size for _, info in targets) <= LOOP_READ_LIMIT)
 
 
 def answered_from_view(session: CommandSession, name: str, args: list) -> bool:
@@ -249,6 +242,11 @@ def _items_key(arg: object) -> str | tuple[str, ...] | None:
 @functools.lru_cache(maxsize=256)
 def _parsed_attributes(arg: str | tuple[str, ...]) -> tuple[FetchAttribute, ...]:
     return tuple(parse_fetch_attributes(list(arg) if isinstance(arg, tuple) else arg))
+
+
+@functools.lru_cache(maxsize=256)
+def _sets_seen(key: str | tuple[str, ...]) -> bool:
+    return fetch_items.sets_seen(_parsed_attributes(key))
 
 
 @functools.lru_cache(maxsize=256)

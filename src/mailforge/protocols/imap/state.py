@@ -6,9 +6,10 @@ the reply octets with an action for the driver (protocols/imapd.py): start TLS, 
 user's mailbox after a login, idle, close. It reaches mail only through the store's
 `Mailbox`/`Folder` interface (store/api.py), whose calls may block: commands flagged "store"
 are run by the driver in the worker's thread pool, one at a time per session — except, in
-SELECTED state, those that sync nothing (messages.runs_on_loop: FETCH without \\Seen and of
-few octets, STORE, EXPUNGE, NOOP, STATUS, LIST...), which are tried on the event loop, where
-the store refuses to wait for a lock (store/waiting.py) and such a command goes to the pool.
+SELECTED state, those that sync nothing (messages.runs_on_loop: FETCH without \\Seen,
+STORE, EXPUNGE, NOOP, STATUS, LIST...), which are tried on the event loop, where the store
+refuses to wait for a lock or to read many octets of messages (store/waiting.py) and such a
+command goes to the pool.
 
 Before the tagged reply of a command in SELECTED state, the folder is refreshed and what other
 sessions changed is reported (RFC 3501 5.2) — except after FETCH, STORE and SEARCH, which use
@@ -137,7 +138,7 @@ class IMAPMachine:
         """`handle` on the event loop, where the store waits for no lock (store/waiting.py):
         None when the command would have waited before it changed anything, and then the
         driver runs it in the thread pool, where waiting is harmless."""
-        with waiting.refused():
+        with waiting.refused(messages.LOOP_READ_LIMIT):
             try:
                 return self.handle(command)
             except WouldWait:
