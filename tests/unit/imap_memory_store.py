@@ -4,7 +4,7 @@ Maildir store). Every Folder of one MemoryMailbox shares the messages, as sessio
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 
 from mailforge.protocols.imap.summary import SUMMARIZER
 from mailforge.store.acl import ALL_RIGHTS
@@ -103,6 +103,11 @@ class MemoryMailbox:
         self._folder(name)
         uids = [self.append(name, m.data, m.flags, m.internal_date).uids[0] for m in messages]
         return Appended(UIDVALIDITY, tuple(uids))
+
+    def append_steps(self, name: str, messages: Sequence[NewMessage],
+                     selected: object = None) -> Generator[Callable[[], None], None, Appended]:
+        yield from ()  # nothing to sync in memory
+        return self.append_many(name, messages, selected)
 
     def rights(self, name: str) -> frozenset[str]:
         self._folder(name)

@@ -214,7 +214,8 @@ def test_too_many_errors_hang_up(mailbox):
     (b"a NOOP", False),
     (b"a CAPABILITY", False),
     (b"a STATUS INBOX (MESSAGES)", False),
-    (b"a APPEND INBOX {1+}\r\nx", True),  # syncs
+    (b"a APPEND INBOX {1+}\r\nx", False),  # written on the loop; its syncs go to the pool
+    (b"a APPEND INBOX CATENATE (TEXT {1+}\r\nx)", True),  # may read other messages
     (b"a COPY 1 INBOX", True),               # syncs
     (b"a SELECT INBOX", True),
 ])
@@ -230,6 +231,16 @@ def test_commands_without_the_store_stay_on_the_event_loop_until_a_folder_is_sel
     session = logged_in(mailbox)
     command, _ = session.parser.feed(b"a CAPABILITY\r\n")
     assert not session.machine.runs_in_thread(command)
+
+
+def test_an_append_of_many_octets_runs_in_the_thread_pool(mailbox, monkeypatch):
+    monkeypatch.setattr(messages, "LOOP_READ_LIMIT", 10)
+    session = logged_in(mailbox)
+    session.send(b"s SELECT INBOX\r\n")
+    for line, in_thread in ((b"a APPEND INBOX {5+}\r\nhello", False),
+                            (b"a APPEND INBOX {5+}\r\nhello {6+}\r\nhello!", True)):
+        command, _ = session.parser.feed(line + b"\r\n")
+        assert session.machine.runs_in_thread(command) is in_thread, line
 
 
 def test_a_big_folder_is_never_answered_on_the_event_loop(mailbox, monkeypatch):

@@ -130,3 +130,62 @@ def test_a_fetch_that_reads_much_on_the_loop_is_given_back_for_the_pool(tmp_path
     assert reply.text.count(b" FETCH (BODY[] {") == 3 and reply.text.endswith(b"f OK FETCH completed\r\n")
     reply = send(machine, b"g FETCH 2 (BODY.PEEK[])", on_loop=True)
     assert reply is not None and reply.text.startswith(b"* 2 FETCH (BODY[] {")
+
+
+def logged_in_machine(tmp_path):
+    machine = IMAPMachine(IMAPSettings("mx.example.test", allow_plaintext_auth=True),
+                          Accounts(), lambda user: MaildirMailbox(tmp_path, user))
+    send(machine, b'a LOGIN alice@example.test "x"')
+    machine.mailbox_opened()
+    send(machine, b"s SELECT INBOX")
+    return machine
+
+
+def files(folder, sub):
+    return sorted(os.listdir(folder / sub))
+
+
+def test_an_append_on_the_loop_gives_its_syncs_to_the_pool_and_answers_after_them(tmp_path):
+    from mailforge.protocols.imap.state import Blocking
+    machine = logged_in_machine(tmp_path)
+    root = MaildirMailbox(tmp_path, USER).root
+    outcome = send(machine, b"t APPEND INBOX {11+}\r\nSubject: x", on_loop=True)
+    # First the new file's data: written to tmp/, not yet in cur/.
+    assert isinstance(outcome, Blocking)
+    assert len(files(root, "tmp")) == 1 and files(root, "cur") == []
+    outcome.step()
+    outcome = machine.resume_on_loop(outcome, None)
+    # Then cur/ and the change log, after the message is in the folder.
+    assert isinstance(outcome, Blocking)
+    assert files(root, "tmp") == [] and len(files(root, "cur")) == 1
+    outcome.step()
+    reply = machine.resume_on_loop(outcome, None)
+    assert reply.text.endswith(b"t OK [APPENDUID %d 1] APPEND completed\r\n"
+                               % machine.selected.folder.uidvalidity)
+    assert b"* 1 EXISTS\r\n* 1 RECENT\r\n" in reply.text
+
+
+def test_an_append_whose_sync_failed_answers_no_and_leaves_nothing(tmp_path):
+    machine = logged_in_machine(tmp_path)
+    root = MaildirMailbox(tmp_path, USER).root
+    outcome = send(machine, b"t APPEND INBOX {11+}\r\nSubject: x", on_loop=True)
+    outcome.step()  # (the step closes the file; it is its failure that counts)
+    reply = machine.resume_on_loop(outcome, OSError(5, "Input/output error"))
+    assert reply.text.startswith(b"t NO ") and files(root, "tmp") == files(root, "cur") == []
+    assert send(machine, b"n NOOP").text == b"n OK NOOP completed\r\n"
+
+
+def test_an_append_that_finds_the_folder_locked_is_given_back_unmade(tmp_path):
+    machine = logged_in_machine(tmp_path)
+    root = MaildirMailbox(tmp_path, USER).root
+    outcome = send(machine, b"t APPEND INBOX {11+}\r\nSubject: x", on_loop=True)
+    outcome.step()
+    holder = os.open(root / LOCK_NAME, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another process's change
+        assert machine.resume_on_loop(outcome, None) is None
+    finally:
+        os.close(holder)
+    assert files(root, "tmp") == files(root, "cur") == []
+    reply = send(machine, b"t APPEND INBOX {11+}\r\nSubject: x")  # again, in the pool
+    assert b"t OK [APPENDUID" in reply.text and len(files(root, "cur")) == 1

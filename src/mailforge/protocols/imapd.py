@@ -23,7 +23,7 @@ from .connection.record import imap_error_code
 from .connection.transport import Connection, LineTooLong
 from .connection.upstream import OwnerUnavailable
 from .ownerlogin import imap_login
-from .imap.state import IMAPMachine, IMAPSettings, State
+from .imap.state import Blocking, IMAPMachine, IMAPSettings, State
 from ..ratekeeper.client import RateKeeperClient
 from ..ratekeeper.counters import OpenVerdict
 from .session import Action, Reply
@@ -107,6 +107,13 @@ class IMAPDriver(SessionDriver):
             if isinstance(command, Reply):
                 return command
             on_loop = None if machine.runs_in_thread(command) else machine.handle_on_loop(command)
+            while isinstance(on_loop, Blocking):  # a sync of a change made on the loop
+                try:
+                    await self.in_thread(on_loop.step)
+                except Exception as exc:  # noqa: BLE001 - the change's to answer
+                    on_loop = machine.resume_on_loop(on_loop, exc)
+                else:
+                    on_loop = machine.resume_on_loop(on_loop, None)
             if on_loop is None:  # it syncs, or on the loop it would have waited for a lock
                 result = await self.in_thread(machine.handle, command)
             else:

@@ -17,6 +17,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from .steps import Steps
+
 SEPARATOR = "/"
 INBOX = "INBOX"
 PUBLIC_PREFIX = "#public/"
@@ -299,6 +301,11 @@ class Mailbox(Protocol):
                     selected: Folder | None = None) -> Appended:
         """Store messages durably, all or none (MULTIAPPEND). `selected`: the session's
         selected folder, which claims \\Recent of them when it is theirs, read-write."""
+        ...
+
+    def append_steps(self, name: str, messages: Sequence[NewMessage],
+                     selected: Folder | None = None) -> Steps[Appended]:
+        """`append_many` as a change whose syncs the caller runs (store/steps.py)."""
         ...
 
     def quota(self) -> Quota: ...

@@ -19,8 +19,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..durable import fsync_dir, unlink_quietly, write_synced_file
+from ..durable import FILE_MODE, fsync_dir, unlink_quietly, write_new_file, write_synced_file
 from .api import MessageInfo, Summarizer
+from . import steps
 from .cache import SummaryCache
 from .filenames import (
     arrival_order,
@@ -306,11 +307,28 @@ class FolderDir:
         of this folder, SelectedFolder.took_recent), the unclaimed messages are claimed in
         the same change set and handed to it: one lock and log write, not a second for the
         claim at the view's next refresh."""
+        return steps.run(self.add_steps(messages, claimed_by))
+
+    def add_steps(self, messages: Iterable[tuple[bytes | Path, frozenset[str], float | None]],
+                  claimed_by: Callable[[frozenset[int]], None] | None = None
+                  ) -> steps.Steps[tuple[int, list[int]]]:
+        """`add` as a change whose syncs the caller runs (store/steps.py): the new files'
+        data before they are renamed into cur/; then, once the lock is let go, cur/ and the
+        change log, before the UIDs are handed out. (Another session may see the messages
+        before that second step is done, as it may see any change set between its write
+        and its sync.)"""
         staged: list[tuple[Path, str, int, float, frozenset[str]]] = []
+        unsynced: list[int] = []
         claimed: frozenset[int] = frozenset()
         try:
             for source, flags, date in messages:
-                staged.append((*self._stage(source, date), flags))
+                tmp, name, size, date, fd = self._stage(source, date)
+                staged.append((tmp, name, size, date, flags))
+                if fd is not None:
+                    unsynced.append(fd)
+            if unsynced:
+                fds, unsynced = unsynced, []  # the step closes them, whatever happens
+                yield steps.sync_and_close(fds)
             added_bytes = sum(field_of(name, "S") or 0 for _, name, _, _, _ in staged)
             with self.state.writing() as index:
                 records = self._reconcile(index)
@@ -324,12 +342,15 @@ class FolderDir:
                 if claimed_by is not None:
                     claimed = _unclaimed(index)
                     records.append(index.claim_recent())
-                fsync_dir(self._cur)
-                self._commit(index, records, durable=True)
+                self._commit(index, records, durable=False)  # synced by the step below
                 uidvalidity = index.uidvalidity
+                change_log = self.state.log_copy()
+            yield _sync_added(self._cur, change_log)
         except BaseException:
+            for fd in unsynced:
+                os.close(fd)
             for tmp, *_ in staged:
-                unlink_quietly(tmp)
+                unlink_quietly(tmp)  # those renamed into cur/ are not there any more
             raise
         if claimed_by is not None:
             claimed_by(claimed)
@@ -337,25 +358,37 @@ class FolderDir:
             self.usage(added_bytes, len(staged))
         return uidvalidity, uids
 
-    def _stage(self, source: bytes | Path, date: float | None) -> tuple[Path, str, int, float]:
-        """The message written (or linked) into tmp/, synced; its tmp path, its name without
-        flags, its CRLF size and its internal date."""
+    def _stage(self, source: bytes | Path, date: float | None
+               ) -> tuple[Path, str, int, float, int | None]:
+        """The message written (or linked) into tmp/; its tmp path, its name without flags,
+        its CRLF size, its internal date, and the descriptor of data still to be synced
+        (None for a file linked, or copied and synced)."""
         base = new_base()
         tmp = self.path / "tmp" / base
+        fd = None
         if isinstance(source, Path):
             # COPY's source: its name changes with its flags, a STORE elsewhere may rename it now.
             name = follow_renames(source.parent.parent, source.parent.name, source.name,
                                   lambda path: _stage_file(path, tmp))
         else:
-            name = _stage_data(source, tmp)
-        if date is not None:
-            os.utime(tmp, (date, date))
-        else:
-            date = os.stat(tmp).st_mtime
-        size = field_of(name, "W")
-        if size is None:
-            size = crlf_size(tmp.read_bytes())
-        return tmp, name, size, date
+            fd = write_new_file(tmp, source)
+            name = sized_name(tmp.name, len(source), crlf_size(source))
+        try:
+            if fd is not None:
+                os.fchmod(fd, FILE_MODE)  # exactly, whatever the umask
+            if date is not None:
+                os.utime(tmp, (date, date))
+            else:
+                date = os.stat(tmp).st_mtime
+            size = field_of(name, "W")
+            if size is None:
+                size = crlf_size(tmp.read_bytes())
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            unlink_quietly(tmp)
+            raise
+        return tmp, name, size, date, fd
 
     def rename_flags(self, entries: Iterable[Entry], change: Callable[[str], str],
                      unchanged_since: int | None = None) -> dict[int, Entry]:
@@ -570,6 +603,18 @@ def _stage_file(source: Path, tmp: Path) -> str:
 def _stage_data(data: bytes, tmp: Path) -> str:
     write_synced_file(tmp, data)
     return sized_name(tmp.name, len(data), crlf_size(data))
+
+
+def _sync_added(cur: str, change_log: int) -> steps.Step:
+    """A step: messages renamed into cur/ and their change set made durable (cur/ first: a
+    change set on disk names files that are there), the log's descriptor closed."""
+    def step() -> None:
+        try:
+            fsync_dir(Path(cur))
+            os.fdatasync(change_log)
+        finally:
+            os.close(change_log)
+    return step
 
 
 def _link(source: Path, target: Path) -> bool:

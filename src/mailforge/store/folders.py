@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..auth.api import PUBLIC_EVERYONE, StoreSettingsSource
 from ..durable import fsync_dir, write_atomically
-from . import acl, metadata, shared
+from . import acl, metadata, shared, steps
 from .api import (
     INBOX,
     NONEXISTENT,
@@ -328,10 +328,14 @@ class MaildirMailbox:
 
     def append_many(self, name: str, messages: Sequence[NewMessage],
                     selected: Folder | None = None) -> Appended:
+        return steps.run(self.append_steps(name, messages, selected))
+
+    def append_steps(self, name: str, messages: Sequence[NewMessage],
+                     selected: Folder | None = None) -> steps.Steps[Appended]:
         place = self._existing(name, trycreate=True)
         rights = self._require(place, "i")
         self._check_quota(place, sum(len(m.data) for m in messages), len(messages))
-        uidvalidity, uids = place.folder.add(
+        uidvalidity, uids = yield from place.folder.add_steps(
             [(m.data, frozenset(acl.permitted_flags(canonical_flags(m.flags), rights)),
               m.internal_date) for m in messages], _claimer(place, selected))
         return Appended(uidvalidity, tuple(uids))

@@ -171,6 +171,13 @@ class FolderState:
             self.index = None  # ahead of the disk now: the next reader loads again
             raise
 
+    def log_copy(self) -> int:
+        """(Inside `writing`.) A descriptor of the change log as it is now, the caller's to
+        close: a sync of what was committed there may come after the lock is let go, when
+        this state may have opened another log."""
+        assert self._log is not None
+        return os.dup(self._log.fd)
+
     def rotate(self) -> None:
         """Snapshot the index as a new generation and start its empty log (under `writing`).
         The snapshot goes first: a crash between the renames leaves a log older than it,

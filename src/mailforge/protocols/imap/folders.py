@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ...speedups import Literal
 from ...store.api import (INBOX, PUBLIC_PREFIX, SEPARATOR, SHARED_PREFIX, FolderStatus, Mailbox,
                           NewMessage)
+from ...store.steps import Steps
 from . import catenate, condstore, wire
 from .binary_parts import without_binary_parts
 from .command_session import CommandSession
@@ -175,9 +176,10 @@ class _AppendRequest:
     date: float | None
 
 
-def append(session: CommandSession, tag: str, args: list) -> Tagged:
+def append(session: CommandSession, tag: str, args: list) -> Steps[Tagged]:
     """APPEND mailbox 1*([(flags)] [date-time] literal) (RFC 3501 6.3.11, RFC 3502
-    MULTIAPPEND: every message is stored, or none; RFC 4469 CATENATE for a message)."""
+    MULTIAPPEND: every message is stored, or none; RFC 4469 CATENATE for a message). A change
+    whose syncs the machine runs (store/steps.py)."""
     if len(args) < 2:
         raise Bad(f"Syntax: {APPEND_SYNTAX}")
     name = folder_name(args[0], session.sync.utf8_names)
@@ -196,7 +198,7 @@ def append(session: CommandSession, tag: str, args: list) -> Tagged:
     if not all(message.data for message in messages):
         return no("Cannot append an empty message", "CANNOT")
     selected = session.selected.folder if session.selected is not None else None
-    appended = mailbox.append_many(name, messages, selected)
+    appended = yield from mailbox.append_steps(name, messages, selected)
     uids = ",".join(str(uid) for uid in appended.uids)
     return ok("APPEND completed", f"APPENDUID {appended.uidvalidity} {uids}" if uids else "")
 

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
-from ...speedups import FetchAttribute, ParseError, parse_fetch_attributes, render_fetch
+from ...speedups import FetchAttribute, Literal, ParseError, parse_fetch_attributes, render_fetch
 from ...store.api import SEEN, FlagMode, MessageGone, MessageInfo, MessageSummary
 from . import condstore
 from .context import SearchContext, keep_updated
@@ -36,6 +36,7 @@ INLINE_VIEW_LIMIT = 2000
 # refuses the read and the command runs again in the pool: store/waiting.py).
 LOOP_READ_LIMIT = 256 * 1024
 # Commands tried on the loop whatever their arguments: they write the folder without a sync.
+# (APPEND too, when small: its syncs are steps the driver runs in the pool.)
 LOOP_COMMANDS = frozenset({"NOOP", "CHECK", "STORE", "UID STORE", "EXPUNGE", "UID EXPUNGE",
                            "STATUS", "LIST", "LSUB"})
 
@@ -103,9 +104,19 @@ def runs_on_loop(session: CommandSession, name: str, args: list) -> bool:
         return False
     if name in LOOP_COMMANDS:
         return True
+    if name == "APPEND":
+        return _append_fits_the_loop(args)
     if name in ("FETCH", "UID FETCH"):
         return _fetch_fits_the_loop(selected, args)
     return name == "SEARCH" and answered_from_view(session, name, args)
+
+
+def _append_fits_the_loop(args: list) -> bool:
+    """Messages of plain literals (no CATENATE of other messages) of at most LOOP_READ_LIMIT
+    octets in all: written on the loop, their syncs in the pool (store/steps.py)."""
+    if any(isinstance(arg, str) and arg.upper() in ("CATENATE", "UTF8") for arg in args[1:]):
+        return False
+    return sum(len(arg) for arg in args if isinstance(arg, Literal)) <= LOOP_READ_LIMIT
 
 
 def _fetch_fits_the_loop(selected: Selected, args: list) -> bool:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ...addresses import normalize_address
 from ...auth.api import AccountsUnavailable, Authenticator
@@ -31,6 +32,7 @@ from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
 from ...store import waiting
 from ...store.api import Mailbox, StoreError
+from ...store import steps
 from ...store.waiting import WouldWait
 from ..session import Action, Command, Failure, Reply
 from . import acl, condstore, context, folders, listing, messages, metadata, notify, ordering
@@ -39,6 +41,8 @@ from .responses import (Bad, Status, Tagged, accounts_unavailable, bad, continua
 from .selected import Selected
 
 log = logging.getLogger("mailforge.imap")
+
+T = TypeVar("T")
 
 # After this many BAD or NO replies in a row of mistakes the client is hung up on, as SMTP
 # and POP3 do.
@@ -76,6 +80,33 @@ SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "WITHIN", "SORT", "SORT=DISPLAY",
 FORM_CAPABILITIES = ("IMAP4rev2", "UTF8=ACCEPT")
 # Events from other folders and sessions (RFC 5465).
 NOTIFY_CAPABILITIES = ("NOTIFY",)
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """A step of a command made on the event loop that must not run there (a sync: store/
+    steps.py): the driver runs `step` in the thread pool, then IMAPMachine.resume_on_loop."""
+
+    step: steps.Step
+    resume: Callable[[Exception | None], Reply | Blocking]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A command being handled: what its answer and the refresh after it need."""
+
+    tag: str
+    name: str
+    entry: Command
+    said: int  # untagged lines said before it, kept should it run again in the pool
+
+
+def _advance(change: steps.Steps[Tagged], error: Exception | None) -> steps.Step | Tagged:
+    """The change's next step, or its answer once it is done; `error` thrown into it."""
+    try:
+        return change.throw(error) if error is not None else next(change)
+    except StopIteration as done:
+        return done.value
 
 
 class IMAPMachine:
@@ -134,46 +165,84 @@ class IMAPMachine:
             return bool(self.selected.contexts)  # the refresh after it may search again
         return not messages.runs_on_loop(self, command.name, command.args)
 
-    def handle_on_loop(self, command: ParsedCommand) -> Reply | None:
-        """`handle` on the event loop, where the store waits for no lock (store/waiting.py):
-        None when the command would have waited before it changed anything, and then the
-        driver runs it in the thread pool, where waiting is harmless."""
+    def handle_on_loop(self, command: ParsedCommand) -> Reply | Blocking | None:
+        """`handle` on the event loop, where the store waits for no lock and reads little
+        (store/waiting.py): None when the command would have waited before it changed
+        anything, and then the driver runs it in the thread pool, where waiting is harmless.
+        A change with syncs (APPEND) gives each sync back as Blocking: the driver runs its
+        step in the pool and then `resume_on_loop`."""
         with waiting.refused(messages.LOOP_READ_LIMIT):
             try:
-                return self.handle(command)
+                return self._handle(command, on_loop=True)
+            except WouldWait:
+                return None
+
+    def resume_on_loop(self, blocking: Blocking, error: Exception | None) -> Reply | Blocking | None:
+        """The command of `blocking` carried on once its step was done (`error`: what the
+        step raised); None as for `handle_on_loop`, the change given up unmade."""
+        with waiting.refused(messages.LOOP_READ_LIMIT):
+            try:
+                return blocking.resume(error)
             except WouldWait:
                 return None
 
     def handle(self, command: ParsedCommand) -> Reply:
+        """A command run where it may block (the thread pool), its syncs included."""
+        reply = self._handle(command, on_loop=False)
+        assert isinstance(reply, Reply)
+        return reply
+
+    def _handle(self, command: ParsedCommand, on_loop: bool) -> Reply | Blocking:
         tag = command.tag
         entry = COMMANDS.get(command.name)
         if entry is None:
             return self._finish(tag, bad(f"Unknown command {command.name[:40]}"))
         if self.state < entry.requires or (entry.until is not None and self.state > entry.until):
             return self._finish(tag, bad(f"{command.name} is not valid in this state"))
-        said = len(self._untagged)
+        run = _Run(tag, command.name, entry, len(self._untagged))
+        result = self._call(run, lambda: entry.handler(self, tag, command.args))
+        if isinstance(result, Generator):  # a change with syncs (store/steps.py)
+            if on_loop:
+                return self._carry_on(run, result, None)
+            change = result
+            result = self._call(run, lambda: steps.run(change))
+        return self._complete(run, result)
+
+    def _carry_on(self, run: _Run, change: steps.Steps[Tagged], error: Exception | None
+                  ) -> Reply | Blocking:
+        """A change made on the loop taken to its next step, which goes back to the driver
+        (Blocking), or to its answer."""
+        result = self._call(run, lambda: _advance(change, error))
+        if isinstance(result, Tagged):
+            return self._complete(run, result)
+        return Blocking(result, lambda failed: self._carry_on(run, change, failed))
+
+    def _call(self, run: _Run, call: Callable[[], T]) -> T | Tagged:
+        """The handler's work, what it raised made the command's answer."""
         try:
-            result = entry.handler(self, tag, command.args)
+            return call()
         except WouldWait:
-            del self._untagged[said:]  # said again when the command runs again in the pool
+            del self._untagged[run.said:]  # said again when the command runs again in the pool
             raise
         except Bad as exc:
-            result = bad(str(exc))
+            return bad(str(exc))
         except StoreError as exc:
-            result = store_error(exc, "trycreate" in entry.flags)
+            return store_error(exc, "trycreate" in run.entry.flags)
         except OSError as exc:
             # The disk failed or is full, or the folder went away under the command (deleted
             # by another session): a NO for it, and the refresh below tells which.
-            log.error("%s: %s failed: %s", self.user, command.name, exc)
-            result = disk_error(exc)
+            log.error("%s: %s failed: %s", self.user, run.name, exc)
+            return disk_error(exc)
+
+    def _complete(self, run: _Run, result: Tagged) -> Reply:
         try:
-            if self.state is State.SELECTED and self._refreshes_after(entry):
-                self.report_changes(by_uid=command.name.startswith("UID "))
+            if self.state is State.SELECTED and self._refreshes_after(run.entry):
+                self.report_changes(by_uid=run.name.startswith("UID "))
             self.report_context_updates()
             self.report_notifications()
         except WouldWait:
             pass  # on the loop, a lock is held elsewhere: the changes are told after a later command
-        return self._finish(tag, result)
+        return self._finish(run.tag, result)
 
     def _refreshes_after(self, entry: Command) -> bool:
         """NOTIFY's SELECTED filter lets expunges be told after any command but SELECT."""
