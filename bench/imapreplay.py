@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from mailforge.auth.api import StoreSettings
-from mailforge.protocols.imap.state import IMAPMachine, IMAPSettings
+from mailforge.protocols.imap.state import Blocking, IMAPMachine, IMAPSettings
 from mailforge.protocols.imap.summary import SUMMARIZER
 from mailforge.protocols.session import Action
 from mailforge.speedups import CommandParser
@@ -77,6 +77,9 @@ class Session:
             # when the loop gives it back) as the pool would run it.
             machine = self.machine
             reply = None if machine.runs_in_thread(command) else machine.handle_on_loop(command)
+            while isinstance(reply, Blocking):  # a sync the driver would run in the pool
+                reply.step()
+                reply = machine.resume_on_loop(reply, None)
             if reply is None:
                 reply = machine.handle(command)
             if reply.action is Action.OPEN_MAILDROP:
