@@ -11,10 +11,8 @@ and long reads are harmless.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import threading
-from collections.abc import Iterator
 
 _refusing = threading.local()
 
@@ -23,15 +21,21 @@ class WouldWait(Exception):
     """A lock is held elsewhere and this thread may not wait for it (see `refused`)."""
 
 
-@contextlib.contextmanager
-def refused(read_limit: int = 0) -> Iterator[None]:
+class refused:
     """Within: the store's locks are taken only if free at once, and at most `read_limit`
-    octets of messages are read; else WouldWait."""
-    _refusing.on = True
-    _refusing.read_left = read_limit
-    try:
-        yield
-    finally:
+    octets of messages are read; else WouldWait. (A class, not a generator: it is entered
+    for every command run on the loop.)"""
+
+    __slots__ = ("read_limit",)
+
+    def __init__(self, read_limit: int = 0) -> None:
+        self.read_limit = read_limit
+
+    def __enter__(self) -> None:
+        _refusing.on = True
+        _refusing.read_left = self.read_limit
+
+    def __exit__(self, *exc_info: object) -> None:
         _refusing.on = False
 
 
@@ -48,15 +52,21 @@ def charge_read(size: int) -> None:
             raise WouldWait()
 
 
-@contextlib.contextmanager
-def held(lock: threading.RLock) -> Iterator[None]:
-    """`with lock`, or WouldWait where waiting is refused and another thread holds it."""
-    if not lock.acquire(blocking=not refusing()):
-        raise WouldWait()
-    try:
-        yield
-    finally:
-        lock.release()
+class held:
+    """`with lock`, or WouldWait where waiting is refused and another thread holds it. (A
+    class, not a generator: a folder's mutex is taken several times a command.)"""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        if not self.lock.acquire(blocking=not refusing()):
+            raise WouldWait()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.lock.release()
 
 
 def flock_exclusive(fd: int) -> None:
