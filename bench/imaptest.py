@@ -221,6 +221,7 @@ def run_peer(name: str, opts: argparse.Namespace, mbox: Path) -> Outcome:
     starter: AbstractContextManager[peers.Target]
     if name == "mailforge":
         starter = peers.run_mailforge(workers=opts.workers, service="imap", users=users,
+                                      max_threads=opts.threads,
                                       extra={"imap": {"reuse_port": not opts.shared_socket}})
     elif name == "dovecot":
         starter = dovecot_with_homes(opts)
@@ -323,6 +324,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=200, help="messages in the mbox")
     parser.add_argument("--size", type=int, default=2048, help="bytes per message")
     parser.add_argument("--workers", type=int, default=2, help="mailforge IMAP workers")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="each mailforge IMAP worker's pool threads (max_threads; "
+                             "default: what `mailforge init` writes)")
     parser.add_argument("--shared-socket", action="store_true",
                         help="mailforge's IMAP workers share one listening socket "
                              "(reuse_port = false, the default in a config)")

@@ -333,11 +333,10 @@ RELAY_MODES = ("none", "authenticated", "networks", "open")
 DNSSEC_MODES = ("validate", "trust-ad", "off")
 
 
-def _service(port: int, enabled: bool, max_threads: int = ServiceConfig.max_threads,
-             idle_timeout: float = ServiceConfig.idle_timeout
+def _service(port: int, enabled: bool, idle_timeout: float = ServiceConfig.idle_timeout
              ) -> typing.Callable[[], ServiceConfig]:
     return lambda: ServiceConfig(listen=[f"127.0.0.1:{port}"] if enabled else [],
-                                 max_threads=max_threads, idle_timeout=idle_timeout)
+                                 idle_timeout=idle_timeout)
 
 
 # RFC 1939 3: a POP3 server's autologout timer "MUST be of at least 10 minutes' duration"
@@ -345,12 +344,6 @@ def _service(port: int, enabled: bool, max_threads: int = ServiceConfig.max_thre
 # (Dovecot's IMAP too; an IDLE session is never idle: imapd.py).
 POP3_IDLE_TIMEOUT = 600.0
 IMAP_IDLE_TIMEOUT = 1800.0
-
-
-# An IMAP session hops to the pool for nearly every command, and every pool thread that runs
-# Python takes the GIL from the others: under imaptest, 4 threads a worker switched 4 times per
-# command and 8 threads 6 times, for 5-15% more CPU (README, Performance).
-IMAP_MAX_THREADS = 4
 
 
 @dataclass
@@ -364,9 +357,9 @@ class Config:
     pop3s: ServiceConfig = field(
         default_factory=_service(2995, False, idle_timeout=POP3_IDLE_TIMEOUT))
     imap: ServiceConfig = field(
-        default_factory=_service(2143, False, IMAP_MAX_THREADS, IMAP_IDLE_TIMEOUT))
+        default_factory=_service(2143, False, idle_timeout=IMAP_IDLE_TIMEOUT))
     imaps: ServiceConfig = field(
-        default_factory=_service(2993, False, IMAP_MAX_THREADS, IMAP_IDLE_TIMEOUT))
+        default_factory=_service(2993, False, idle_timeout=IMAP_IDLE_TIMEOUT))
     # Client set-up over HTTP (Thunderbird autoconfig, Outlook autodiscover, an Apple profile)
     # naming hostname and the mail services' ports; off until listen names an address, e.g.
     # ["127.0.0.1:2080"] behind the web server that answers autoconfig.<domain> over HTTPS.
