@@ -24,7 +24,6 @@ loop mount, bench/README.md) is a mail server's usual ground and gives runs that
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import statistics
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,7 +222,8 @@ def run_peer(name: str, opts: argparse.Namespace, mbox: Path) -> Outcome:
                                       max_threads=opts.threads,
                                       extra={"imap": {"reuse_port": not opts.shared_socket}})
     elif name == "dovecot":
-        starter = dovecot_with_homes(opts)
+        starter = peers.dovecot_in(opts.data_dir, peers.run_dovecot(
+            peers.anchors_dir(opts.anchors), opts.users, (), service="imap"))
     else:
         raise SystemExit(f"unknown peer {name!r}")
     try:
@@ -232,14 +231,6 @@ def run_peer(name: str, opts: argparse.Namespace, mbox: Path) -> Outcome:
             return stress(Path(opts.imaptest), target, opts, mbox)
     except (peers.PeerUnavailable, RuntimeError, OSError, subprocess.SubprocessError) as exc:
         return Outcome(name, failure=f"{exc.__class__.__name__}: {exc}")
-
-
-@contextlib.contextmanager
-def dovecot_with_homes(opts: argparse.Namespace) -> Iterator[peers.Target]:
-    with peers.dovecot_homes_in(opts.data_dir), \
-            peers.run_dovecot(peers.anchors_dir(opts.anchors), opts.users, (),
-                              service="imap") as target:
-        yield target
 
 
 def mailforge_rates(outcomes: list[Outcome]) -> dict[int, float]:

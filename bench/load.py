@@ -33,9 +33,11 @@ import itertools
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench import imap_load, peers, remote
 from bench.wire import ProtocolError, expect, pop3_ok, read_reply
@@ -511,8 +513,8 @@ def runners(opts: argparse.Namespace) -> dict[str, Runner]:
                                                      users=users, mailbox=box),
             "mailforge-pure": lambda: peers.run_mailforge(opts.workers, max_conn, pure_python=True,
                                                           service=service, users=users, mailbox=box),
-            "dovecot": lambda: peers.run_dovecot(anchors, opts.clients, box, service,
-                                                 opts.dovecot_passwords),
+            "dovecot": lambda: peers.dovecot_in(opts.data_dir, peers.run_dovecot(
+                anchors, opts.clients, box, service, opts.dovecot_passwords)),
         }
     users = peers.bench_users(opts.mailboxes)
     return {
@@ -661,6 +663,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             default="sha512-crypt",
                             help="how the Dovecot anchor stores passwords (default sha512-crypt, "
                                  "a check about as costly as mailforge's scrypt)")
+        parser.add_argument("--data-dir", type=Path, default=None,
+                            help="keep both peers' mail here (a journaled file system: see "
+                                 "bench/README.md) instead of the temp dir")
     for command, parser in (("smtp", smtp), ("relay", relay), ("pop3", pop3), ("imap", imap)):
         parser.add_argument("--peers", default=DEFAULT_PEERS[command],
                             help=f"comma list (default {DEFAULT_PEERS[command]})")
@@ -697,6 +702,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     deadline = time.monotonic() + opts.timeout
+    if getattr(opts, "data_dir", None) is not None:
+        opts.data_dir = opts.data_dir.resolve()
+        tempfile.tempdir = str(opts.data_dir)  # mailforge's store
     peers.raise_nofile(4 * opts.clients + 256)
     available = {opts.host: remote.runner(opts)} if opts.host else runners(opts)
     names = [opts.host] if opts.host else opts.peer_names

@@ -617,6 +617,14 @@ def hash_dovecot_passwords(doveadm_options: list[str]) -> None:
     DOVECOT_USERS_FILE.write_text("".join(hashed))
 
 @contextlib.contextmanager
+def dovecot_in(data_dir: Path | None, started: contextlib.AbstractContextManager[Target]
+               ) -> Iterator[Target]:
+    """`started` (a run_dovecot) with the anchor's homes under `data_dir` (dovecot_homes_in)."""
+    with dovecot_homes_in(data_dir), started as target:
+        yield target
+
+
+@contextlib.contextmanager
 def dovecot_homes_in(data_dir: Path | None) -> Iterator[None]:
     """The anchor Dovecot's homes (DOVECOT_HOMES, named in its config) under `data_dir` for
     the block, through a symlink removed after it (the anchor's set-up makes the directory

@@ -2,6 +2,7 @@
 POP3 load against a real mailforge (a few seconds)."""
 
 import asyncio
+import contextlib
 import os
 import ssl
 import sys
@@ -415,3 +416,17 @@ def test_an_imaptest_run_shows_the_warnings_errors_and_tracebacks_of_our_log(tmp
     assert len(found) == 3
     assert "WARNING imap-1 was killed" in found[0] and "ERROR bench3" in found[1]
     assert found[2] == "Traceback (most recent call last):"
+
+
+def test_the_mailbox_loads_take_a_data_dir_and_dovecot_starts_inside_it(tmp_path):
+    assert load.parse_args(["imap", "--data-dir", str(tmp_path)]).data_dir == tmp_path
+    assert load.parse_args(["pop3"]).data_dir is None
+    started = []
+
+    @contextlib.contextmanager
+    def run_dovecot():
+        started.append(True)
+        yield "target"
+
+    with peers.dovecot_in(None, run_dovecot()) as target:  # None: the homes stay where they are
+        assert target == "target" and started == [True]
