@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable
+from types import GeneratorType
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -177,7 +178,8 @@ class IMAPMachine:
             except WouldWait:
                 return None
 
-    def resume_on_loop(self, blocking: Blocking, error: Exception | None) -> Reply | Blocking | None:
+    def resume_on_loop(self, blocking: Blocking, error: Exception | None
+                       ) -> Reply | Blocking | None:
         """The command of `blocking` carried on once its step was done (`error`: what the
         step raised); None as for `handle_on_loop`, the change given up unmade."""
         with waiting.refused(messages.LOOP_READ_LIMIT):
@@ -201,7 +203,7 @@ class IMAPMachine:
             return self._finish(tag, bad(f"{command.name} is not valid in this state"))
         run = _Run(tag, command.name, entry, len(self._untagged))
         result = self._call(run, lambda: entry.handler(self, tag, command.args))
-        if isinstance(result, Generator):  # a change with syncs (store/steps.py)
+        if isinstance(result, GeneratorType):  # a change with syncs (store/steps.py)
             if on_loop:
                 return self._carry_on(run, result, None)
             change = result
