@@ -189,3 +189,17 @@ def test_an_append_that_finds_the_folder_locked_is_given_back_unmade(tmp_path):
     assert files(root, "tmp") == files(root, "cur") == []
     reply = send(machine, b"t APPEND INBOX {11+}\r\nSubject: x")  # again, in the pool
     assert b"t OK [APPENDUID" in reply.text and len(files(root, "cur")) == 1
+
+
+def test_a_message_that_cannot_be_linked_is_copied_and_synced_by_the_change(tmp_path):
+    mailbox = MaildirMailbox(tmp_path, USER)
+    # Put there by another Maildir tool: no W= size in its name, so COPY copies the bytes.
+    (mailbox.root / "cur" / "1700000000.M1P1.host:2,S").write_bytes(b"Subject: x\r\n\r\nhi\r\n")
+    machine = logged_in_machine(tmp_path)
+    send(machine, b"c CREATE Archive")
+    reply = send(machine, b"k COPY 1 Archive")
+    assert b"k OK [COPYUID" in reply.text
+    archive = mailbox.root / ".Archive"
+    (copied,) = files(archive, "cur")
+    assert (archive / "cur" / copied).read_bytes() == b"Subject: x\r\n\r\nhi\r\n"
+    assert files(archive, "tmp") == []

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..durable import FILE_MODE, fsync_dir, unlink_quietly, write_new_file, write_synced_file
+from ..durable import FILE_MODE, fsync_dir, unlink_quietly, write_new_file
 from .api import MessageInfo, Summarizer
 from . import steps
 from .cache import SummaryCache
@@ -362,20 +362,16 @@ class FolderDir:
                ) -> tuple[Path, str, int, float, int | None]:
         """The message written (or linked) into tmp/; its tmp path, its name without flags,
         its CRLF size, its internal date, and the descriptor of data still to be synced
-        (None for a file linked, or copied and synced)."""
+        (None for a file linked)."""
         base = new_base()
         tmp = self.path / "tmp" / base
-        fd = None
         if isinstance(source, Path):
             # COPY's source: its name changes with its flags, a STORE elsewhere may rename it now.
-            name = follow_renames(source.parent.parent, source.parent.name, source.name,
-                                  lambda path: _stage_file(path, tmp))
+            name, fd = follow_renames(source.parent.parent, source.parent.name, source.name,
+                                      lambda path: _stage_file(path, tmp))
         else:
-            fd = write_new_file(tmp, source)
-            name = sized_name(tmp.name, len(source), crlf_size(source))
+            name, fd = _stage_data(source, tmp)
         try:
-            if fd is not None:
-                os.fchmod(fd, FILE_MODE)  # exactly, whatever the umask
             if date is not None:
                 os.utime(tmp, (date, date))
             else:
@@ -593,16 +589,25 @@ def _facts_of_file(path: Path) -> tuple[float, int]:
     return date, size
 
 
-def _stage_file(source: Path, tmp: Path) -> str:
-    """A message file hard-linked (or copied) to tmp/; its name there without flags."""
+def _stage_file(source: Path, tmp: Path) -> tuple[str, int | None]:
+    """A message file hard-linked (or copied) to tmp/; its name there without flags, and for
+    a copy the descriptor of its data, still to be synced."""
     if _link(source, tmp):
-        return sized_name(tmp.name, os.stat(tmp).st_size, field_of(source.name, "W"))
+        return sized_name(tmp.name, os.stat(tmp).st_size, field_of(source.name, "W")), None
     return _stage_data(source.read_bytes(), tmp)
 
 
-def _stage_data(data: bytes, tmp: Path) -> str:
-    write_synced_file(tmp, data)
-    return sized_name(tmp.name, len(data), crlf_size(data))
+def _stage_data(data: bytes, tmp: Path) -> tuple[str, int]:
+    """`data` written to tmp/, not synced yet; its name there without flags, and its open
+    descriptor."""
+    fd = write_new_file(tmp, data)
+    try:
+        os.fchmod(fd, FILE_MODE)  # exactly, whatever the umask
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(tmp)
+        raise
+    return sized_name(tmp.name, len(data), crlf_size(data)), fd
 
 
 def _sync_added(cur: str, change_log: int) -> steps.Step:
