@@ -108,7 +108,7 @@ def runs_on_loop(session: CommandSession, name: str, args: list) -> bool:
         return _append_fits_the_loop(args)
     if name in ("FETCH", "UID FETCH"):
         return _fetch_fits_the_loop(selected, args)
-    return name == "SEARCH" and answered_from_view(session, name, args)
+    return name == "SEARCH" and _search_fits_the_loop(selected, args)
 
 
 def _append_fits_the_loop(args: list) -> bool:
@@ -131,21 +131,12 @@ def _fetch_fits_the_loop(selected: Selected, args: list) -> bool:
         return False
 
 
-def answered_from_view(session: CommandSession, name: str, args: list) -> bool:
-    """Whether this FETCH or SEARCH needs nothing but the view (MessageInfo) of a small folder.
-    Arguments it cannot make sense of: False, and the handler gives the error."""
-    selected = session.selected
-    # Search contexts may have to be searched again, reading messages.
-    if selected is None or selected.contexts or len(selected.messages()) > INLINE_VIEW_LIMIT:
+def _search_fits_the_loop(selected: Selected, args: list) -> bool:
+    """A SEARCH that needs nothing but the view (MessageInfo) of a small folder. Criteria it
+    cannot make sense of: False, and the handler gives the error."""
+    if len(selected.messages()) > INLINE_VIEW_LIMIT:
         return False
     try:
-        if name == "FETCH":
-            if len(args) != 2:
-                return False
-            key = _items_key(args[1])
-            if key is None:
-                return False  # not a plain item list: the handler says what is wrong
-            return _view_only(key)
         return not parse_search(split_return(args)[1]).needs_message
     except (ParseError, ValueError, Bad):  # BadCharset is a ValueError
         return False
@@ -259,12 +250,6 @@ def _parsed_attributes(arg: str | tuple[str, ...]) -> tuple[FetchAttribute, ...]
 def _sets_seen(key: str | tuple[str, ...]) -> bool:
     return fetch_items.sets_seen(_parsed_attributes(key))
 
-
-@functools.lru_cache(maxsize=256)
-def _view_only(key: str | tuple[str, ...]) -> bool:
-    """Whether a FETCH of these items needs nothing but the view (asked before every FETCH)."""
-    items = _parsed_attributes(key)
-    return not (fetch_items.needs_message(items) or fetch_items.sets_seen(items))
 
 def fetch(session: CommandSession, tag: str, args: list) -> Tagged:
     return _fetch(session, args, by_uid=False)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from types import GeneratorType
 from dataclasses import dataclass
+from types import GeneratorType
 from typing import TypeVar
 
 from ...addresses import normalize_address
@@ -31,9 +31,8 @@ from ...auth.proxylogin import ProxyLogins
 from ...auth.sasl import AuthExchange, Step, StepKind, mechanisms
 from ...speedups import Command as ParsedCommand
 from ...speedups import LiteralTooBig, ParseError
-from ...store import waiting
+from ...store import steps, waiting
 from ...store.api import Mailbox, StoreError
-from ...store import steps
 from ...store.waiting import WouldWait
 from ..session import Action, Command, Failure, Reply
 from . import acl, condstore, context, folders, listing, messages, metadata, notify, ordering
@@ -100,6 +99,15 @@ class _Run:
     name: str
     entry: Command
     said: int  # untagged lines said before it, kept should it run again in the pool
+
+
+def _on_loop(call: Callable[[], Reply | Blocking]) -> Reply | Blocking | None:
+    """`call` where the store may not wait (store/waiting.py); None when it would have."""
+    with waiting.refused(messages.LOOP_READ_LIMIT):
+        try:
+            return call()
+        except WouldWait:
+            return None
 
 
 def _advance(change: steps.Steps[Tagged], error: Exception | None) -> steps.Step | Tagged:
@@ -172,21 +180,13 @@ class IMAPMachine:
         anything, and then the driver runs it in the thread pool, where waiting is harmless.
         A change with syncs (APPEND) gives each sync back as Blocking: the driver runs its
         step in the pool and then `resume_on_loop`."""
-        with waiting.refused(messages.LOOP_READ_LIMIT):
-            try:
-                return self._handle(command, on_loop=True)
-            except WouldWait:
-                return None
+        return _on_loop(lambda: self._handle(command, on_loop=True))
 
     def resume_on_loop(self, blocking: Blocking, error: Exception | None
                        ) -> Reply | Blocking | None:
         """The command of `blocking` carried on once its step was done (`error`: what the
         step raised); None as for `handle_on_loop`, the change given up unmade."""
-        with waiting.refused(messages.LOOP_READ_LIMIT):
-            try:
-                return blocking.resume(error)
-            except WouldWait:
-                return None
+        return _on_loop(lambda: blocking.resume(error))
 
     def handle(self, command: ParsedCommand) -> Reply:
         """A command run where it may block (the thread pool), its syncs included."""
@@ -524,8 +524,6 @@ class IMAPMachine:
 N, A, S = State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED
 STORE = frozenset({"store"})
 SEQUENCE = frozenset({"store", "sequence"})
-# Sequence commands that may run on the event loop when the view alone answers them.
-FROM_VIEW = SEQUENCE | {"view"}
 TRYCREATE = frozenset({"store", "trycreate"})
 # SELECT and EXAMINE answer with the folder as they just listed it: nothing to refresh.
 OPENS = frozenset({"store", "opens"})
@@ -571,8 +569,8 @@ COMMANDS: dict[str, Command] = {
     "CLOSE": Command(messages.close, S, flags=STORE),
     "UNSELECT": Command(messages.unselect, S, flags=STORE),
     "EXPUNGE": Command(messages.expunge, S, flags=STORE),
-    "SEARCH": Command(messages.search, S, flags=FROM_VIEW),
-    "FETCH": Command(messages.fetch, S, flags=FROM_VIEW),
+    "SEARCH": Command(messages.search, S, flags=SEQUENCE),
+    "FETCH": Command(messages.fetch, S, flags=SEQUENCE),
     "STORE": Command(messages.store, S, flags=SEQUENCE),
     "COPY": Command(messages.copy, S, flags=TRYCREATE),
     "MOVE": Command(messages.move, S, flags=TRYCREATE),
