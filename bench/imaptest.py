@@ -325,9 +325,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the peers this many times, in alternating order")
     parser.add_argument("--anchors", default=None)
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="keep both peers' mail here (a journaled file system: see "
-                             "bench/README.md) instead of the temp dir")
+    peers.add_data_dir_option(parser)
     parser.add_argument("--verbose", action="store_true", help="show imaptest's output")
     parser.add_argument("profile", nargs="*", metavar="COMMAND=PERCENT", type=probability,
                         help="imaptest's own probabilities, to load a part of the profile "
@@ -345,9 +343,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     peers.raise_nofile(4 * opts.clients + 256)
-    if opts.data_dir is not None:
-        opts.data_dir = opts.data_dir.resolve()
-        tempfile.tempdir = str(opts.data_dir)  # mailforge's store, and the mbox
+    opts.data_dir = peers.keep_mail_in(opts.data_dir)  # mailforge's store, and the mbox
     with tempfile.TemporaryDirectory(prefix="imaptest-bench-") as tmp:
         mbox = Path(tmp) / "bench.mbox"
         write_mbox(mbox, opts.messages, opts.size)

@@ -33,11 +33,9 @@ import itertools
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench import imap_load, peers, remote
 from bench.wire import ProtocolError, expect, pop3_ok, read_reply
@@ -663,9 +661,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             default="sha512-crypt",
                             help="how the Dovecot anchor stores passwords (default sha512-crypt, "
                                  "a check about as costly as mailforge's scrypt)")
-        parser.add_argument("--data-dir", type=Path, default=None,
-                            help="keep both peers' mail here (a journaled file system: see "
-                                 "bench/README.md) instead of the temp dir")
+        peers.add_data_dir_option(parser)
     for command, parser in (("smtp", smtp), ("relay", relay), ("pop3", pop3), ("imap", imap)):
         parser.add_argument("--peers", default=DEFAULT_PEERS[command],
                             help=f"comma list (default {DEFAULT_PEERS[command]})")
@@ -702,9 +698,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     deadline = time.monotonic() + opts.timeout
-    if getattr(opts, "data_dir", None) is not None:
-        opts.data_dir = opts.data_dir.resolve()
-        tempfile.tempdir = str(opts.data_dir)  # mailforge's store
+    if opts.command in ("pop3", "imap"):
+        opts.data_dir = peers.keep_mail_in(opts.data_dir)
     peers.raise_nofile(4 * opts.clients + 256)
     available = {opts.host: remote.runner(opts)} if opts.host else runners(opts)
     names = [opts.host] if opts.host else opts.peer_names

@@ -6,6 +6,7 @@ grace period, then SIGKILL to the server and every descendant it had), whatever 
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import concurrent.futures
 import contextlib
@@ -615,6 +616,22 @@ def hash_dovecot_passwords(doveadm_options: list[str]) -> None:
             line = line.replace(plain, stored.stdout.strip())
         hashed.append(line)
     DOVECOT_USERS_FILE.write_text("".join(hashed))
+
+def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="keep both peers' mail here (a journaled file system: see "
+                             "bench/README.md) instead of the temp dir")
+
+
+def keep_mail_in(data_dir: Path | None) -> Path | None:
+    """mailforge's data dirs (made in the temp dir) under `data_dir` from now on; its path
+    made absolute, for dovecot_in."""
+    if data_dir is None:
+        return None
+    data_dir = data_dir.resolve()
+    tempfile.tempdir = str(data_dir)
+    return data_dir
+
 
 @contextlib.contextmanager
 def dovecot_in(data_dir: Path | None, started: contextlib.AbstractContextManager[Target]
